@@ -1,0 +1,275 @@
+"""The ``hlwq`` custom ops: schemas, fake (meta) implementations, dispatch.
+
+This is the only module that touches ``torch.library``.
+
+=====================  =========================================================
+``hlwq.fwht``          blockwise normalized Walsh-Hadamard transform (autograd:
+                       it is its own transpose)
+``hlwq.quantize``      (N, K) weight -> packed codes + float16 block scales
+``hlwq.dequantize``    packed codes + scales -> (N, K) weight
+``hlwq.linear_rotated``  ``y = xr @ Wr.T + bias`` on rotated, padded activations
+``hlwq.linear``        ``y = x @ W_hat.T + bias``: pad, ``hlwq.fwht``, then
+                       ``hlwq.linear_rotated``
+=====================  =========================================================
+
+``hlwq.linear`` is CompositeImplicitAutograd: when traced it becomes the two ops
+it calls, so in a compiled graph several projections of one input (q/k/v,
+gate/up) share one ``hlwq.fwht`` (common-subexpression elimination of a pure
+op), and no cache is needed. The other ops are opaque ``custom_op``s with a CPU
+implementation in plain torch (the reference math of :mod:`hlwq_ops.format`)
+and a CUDA implementation. Every real implementation runs the same shape and
+dtype checks as its fake implementation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import format as fmt
+from .hadamard import check_block_size, fwht_ref
+
+__all__ = ["fwht", "quantize", "dequantize", "linear_rotated", "linear"]
+
+Tensor = torch.Tensor
+
+
+# ---------------------------------------------------------------------------
+# Checks (shared by real and fake implementations).
+# ---------------------------------------------------------------------------
+
+
+def _check_fwht(x: Tensor, block_size: int) -> None:
+    check_block_size(block_size)
+    if x.dtype not in fmt.ACTIVATION_DTYPES:
+        raise TypeError(f"x dtype must be one of {fmt.ACTIVATION_DTYPES}, got {x.dtype}")
+    if x.dim() < 1 or x.shape[-1] % block_size:
+        raise ValueError(
+            f"x has last dim {x.shape[-1] if x.dim() else None}, expected a multiple of block_size={block_size}"
+        )
+
+
+def _check_linear_rotated(
+    xr: Tensor, qdata: Tensor, scale: Tensor, bias: Tensor | None, bits: int, block_size: int, codebook: Tensor | None
+) -> int:
+    """Validate the arguments of ``hlwq.linear_rotated``; return N."""
+    check_block_size(block_size)
+    k_pad = scale.shape[-1] * block_size if scale.dim() == 2 else -1
+    N = fmt.check_packed(qdata, scale, bits, block_size, max(k_pad, 1), codebook)
+    fmt.check_activation(xr, k_pad, what="xr (rotated, padded x)")
+    if xr.device != qdata.device:
+        raise ValueError(f"xr is on {xr.device}, qdata is on {qdata.device}")
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != N):
+        raise ValueError(f"bias must have shape ({N},), got {tuple(bias.shape)}")
+    return N
+
+
+# ---------------------------------------------------------------------------
+# hlwq.fwht
+# ---------------------------------------------------------------------------
+
+
+@torch.library.custom_op("hlwq::fwht", mutates_args=())
+def fwht(x: Tensor, block_size: int = 128) -> Tensor:
+    """Blockwise normalized Walsh-Hadamard transform of the last dim.
+
+    Equivalent to ``(x.view(..., K // B, B) @ hadamard_matrix(B)).view(..., K)``
+    in float32 math.
+
+    Args:
+        x: (..., K), K a multiple of ``block_size``; float16, bfloat16 or float32.
+        block_size: B, a power of two in 32..1024.
+
+    Returns:
+        (..., K), the dtype of ``x``.
+    """
+    _check_fwht(x, block_size)
+    return fwht_ref(x.to(torch.float32), block_size).to(x.dtype)
+
+
+@fwht.register_fake
+def _fwht_fake(x: Tensor, block_size: int = 128) -> Tensor:
+    _check_fwht(x, block_size)
+    return torch.empty_like(x)
+
+
+def _fwht_setup_context(ctx, inputs, output) -> None:
+    ctx.block_size = inputs[1]
+
+
+def _fwht_backward(ctx, grad: Tensor):
+    # The normalized Hadamard is symmetric and orthonormal: J^T = J.
+    return fwht(grad, ctx.block_size), None
+
+
+fwht.register_autograd(_fwht_backward, setup_context=_fwht_setup_context)
+
+
+# ---------------------------------------------------------------------------
+# hlwq.quantize / hlwq.dequantize
+# ---------------------------------------------------------------------------
+
+
+@torch.library.custom_op("hlwq::quantize", mutates_args=())
+def quantize(
+    w: Tensor, bits: int, block_size: int = 128, codebook: Tensor | None = None, scale_mode: str = "search"
+) -> tuple[Tensor, Tensor]:
+    """Quantize an (N, K) weight; see :func:`hlwq_ops.format.quantize_ref`.
+
+    Runs vectorized on the weight's device (the GPU for a CUDA weight).
+
+    Returns:
+        qdata (N, n_blocks * B * bits / 8) uint8, scale (N, n_blocks) float16.
+    """
+    return fmt.quantize_ref(w, bits, block_size, codebook, scale_mode)
+
+
+@quantize.register_fake
+def _quantize_fake(w, bits, block_size=128, codebook=None, scale_mode="search"):
+    fmt.check_weight(w)
+    fmt.check_bits(bits)
+    check_block_size(block_size)
+    fmt.check_scale_mode(scale_mode)
+    fmt.check_codebook(codebook, bits, w.device)
+    q_shape, s_shape = fmt.packed_shapes(w.shape[0], w.shape[1], bits, block_size)
+    return w.new_empty(q_shape, dtype=torch.uint8), w.new_empty(s_shape, dtype=torch.float16)
+
+
+@torch.library.custom_op("hlwq::dequantize", mutates_args=())
+def dequantize(
+    qdata: Tensor,
+    scale: Tensor,
+    bits: int,
+    block_size: int,
+    K: int,
+    dtype: torch.dtype = torch.float32,
+    codebook: Tensor | None = None,
+) -> Tensor:
+    """Reconstruct the (N, K) weight ``w_hat`` in ``dtype``."""
+    fmt.check_packed(qdata, scale, bits, block_size, K, codebook)
+    return fmt.dequantize_ref(qdata, scale, bits, block_size, K, dtype, codebook)
+
+
+@dequantize.register_fake
+def _dequantize_fake(qdata, scale, bits, block_size, K, dtype=torch.float32, codebook=None):
+    N = fmt.check_packed(qdata, scale, bits, block_size, K, codebook)
+    return qdata.new_empty((N, K), dtype=dtype)
+
+
+# ---------------------------------------------------------------------------
+# hlwq.linear_rotated
+# ---------------------------------------------------------------------------
+
+
+@torch.library.custom_op("hlwq::linear_rotated", mutates_args=(), device_types="cpu")
+def linear_rotated(
+    xr: Tensor,
+    qdata: Tensor,
+    scale: Tensor,
+    bias: Tensor | None,
+    bits: int,
+    block_size: int,
+    codebook: Tensor | None = None,
+) -> Tensor:
+    """``y = xr @ Wr.T + bias`` with ``Wr`` the rotated-domain weight.
+
+    Args:
+        xr: (..., K_pad) activations already rotated by ``hlwq.fwht`` (and
+            zero-padded to whole blocks before the rotation).
+
+    Returns:
+        (..., N), the dtype of ``xr``.
+    """
+    _check_linear_rotated(xr, qdata, scale, bias, bits, block_size, codebook)
+    return fmt.linear_rotated_ref(xr, qdata, scale, bias, bits, block_size, codebook)
+
+
+@linear_rotated.register_kernel("cuda")
+def _linear_rotated_cuda(xr, qdata, scale, bias, bits, block_size, codebook=None):
+    _check_linear_rotated(xr, qdata, scale, bias, bits, block_size, codebook)
+    # Dequantize in the rotated domain (no inverse FWHT needed) + cuBLAS.
+    wr = fmt.dequantize_rotated_ref(qdata, scale, bits, block_size, codebook, dtype=xr.dtype)
+    return F.linear(xr, wr, None if bias is None else bias.to(xr.dtype))
+
+
+@linear_rotated.register_fake
+def _linear_rotated_fake(xr, qdata, scale, bias, bits, block_size, codebook=None):
+    N = _check_linear_rotated(xr, qdata, scale, bias, bits, block_size, codebook)
+    return xr.new_empty((*xr.shape[:-1], N))
+
+
+def _linear_rotated_setup_context(ctx, inputs, output) -> None:
+    xr, qdata, scale, bias, bits, block_size, codebook = inputs
+    ctx.save_for_backward(qdata, scale, codebook)
+    ctx.meta = (bits, block_size, xr.dtype, bias is not None and bias.requires_grad)
+
+
+def _linear_rotated_backward(ctx, grad: Tensor):
+    qdata, scale, codebook = ctx.saved_tensors
+    bits, block_size, dtype, bias_grad = ctx.meta
+    # Wr = W_hat @ H blockwise, so grad_xr = grad @ Wr = fwht(grad @ W_hat).
+    k_pad = scale.shape[1] * block_size
+    w_hat = dequantize(qdata, scale, bits, block_size, k_pad, grad.dtype, codebook)
+    grad_xr = fwht(grad @ w_hat, block_size).to(dtype)
+    grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0) if bias_grad else None
+    return grad_xr, None, None, grad_bias, None, None, None
+
+
+linear_rotated.register_autograd(_linear_rotated_backward, setup_context=_linear_rotated_setup_context)
+
+
+# ---------------------------------------------------------------------------
+# hlwq.linear (CompositeImplicitAutograd: pad + fwht + linear_rotated)
+# ---------------------------------------------------------------------------
+
+_lib = torch.library.Library("hlwq", "FRAGMENT")
+_lib.define(
+    "linear(Tensor x, Tensor qdata, Tensor scale, Tensor? bias, int bits, int block_size, int K, "
+    "Tensor? codebook=None) -> Tensor"
+)
+
+
+def _linear_composite(
+    x: Tensor,
+    qdata: Tensor,
+    scale: Tensor,
+    bias: Tensor | None,
+    bits: int,
+    block_size: int,
+    K: int,
+    codebook: Tensor | None = None,
+) -> Tensor:
+    fmt.check_packed(qdata, scale, bits, block_size, K, codebook)
+    fmt.check_activation(x, K)
+    k_pad = scale.shape[1] * block_size
+    if k_pad != K:
+        x = F.pad(x, (0, k_pad - K))
+    xr = torch.ops.hlwq.fwht(x, block_size)
+    return torch.ops.hlwq.linear_rotated(xr, qdata, scale, bias, bits, block_size, codebook)
+
+
+_lib.impl("linear", _linear_composite, "CompositeImplicitAutograd")
+
+
+def linear(
+    x: Tensor,
+    qdata: Tensor,
+    scale: Tensor,
+    bias: Tensor | None,
+    bits: int,
+    block_size: int,
+    K: int,
+    codebook: Tensor | None = None,
+) -> Tensor:
+    """``y = x @ W_hat.T + bias`` for an HLWQ weight (``torch.ops.hlwq.linear``).
+
+    Args:
+        x: (..., K) float16, bfloat16 or float32.
+        qdata, scale: the packed weight (see :mod:`hlwq_ops.format`).
+        bias: (N,) or None.
+        K: in_features of the weight (before padding).
+
+    Returns:
+        (..., N), the dtype of ``x``.
+    """
+    return torch.ops.hlwq.linear(x, qdata, scale, bias, bits, block_size, K, codebook)

@@ -1,0 +1,361 @@
+"""HLWQTensor: a torchao-style tensor subclass holding an HLWQ-quantized weight."""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import return_and_correct_aliasing
+from torchao.utils import TorchAOBaseTensor, fill_defaults
+
+from . import format as fmt
+from . import ops  # noqa: F401  (registers torch.ops.hlwq)
+
+__all__ = ["HLWQTensor"]
+
+aten = torch.ops.aten
+
+
+class HLWQTensor(TorchAOBaseTensor):
+    """A linear weight of logical shape (N, K) stored in the HLWQ format.
+
+    Tensor data:
+        qdata: (N, n_blocks * block_size * bits / 8) uint8, bit-packed codes in
+            the layout documented in :mod:`hlwq_ops.format`.
+        scale: (N, n_blocks) float16 block scales.
+        codebook (optional): (2**bits,) float32 centroids; None means the
+            Lloyd-Max codebook of N(0, 1) for ``bits`` (checkpoints imported from
+            other engines may carry their own).
+
+    Attributes:
+        bits: code width, 2..8.
+        block_size: weights per block along K (a power of two, 128 by default).
+        shape: the logical shape, (N, K), or (K, N) when ``transposed``.
+        dtype: the dtype of ``dequantize()`` (the original weight's dtype).
+        transposed: True after ``.t()``; ``mm``/``addmm`` with a transposed
+            weight are linears.
+
+    ``F.linear(x, w)`` runs ``torch.ops.hlwq.linear`` and returns ``x.dtype``.
+    """
+
+    tensor_data_names = ["qdata", "scale"]
+    tensor_attribute_names = ["bits", "block_size", "shape", "dtype"]
+    optional_tensor_data_names = ["codebook"]
+    optional_tensor_attribute_names = ["transposed"]
+
+    def __new__(
+        cls,
+        qdata: torch.Tensor,
+        scale: torch.Tensor,
+        bits: int,
+        block_size: int,
+        shape,
+        dtype: torch.dtype,
+        codebook: torch.Tensor | None = None,
+        transposed: bool = False,
+    ):
+        return torch.Tensor._make_wrapper_subclass(
+            cls, tuple(shape), dtype=dtype, device=qdata.device, requires_grad=False
+        )
+
+    def __init__(
+        self,
+        qdata: torch.Tensor,
+        scale: torch.Tensor,
+        bits: int,
+        block_size: int,
+        shape,
+        dtype: torch.dtype,
+        codebook: torch.Tensor | None = None,
+        transposed: bool = False,
+    ):
+        super().__init__()
+        if len(shape) != 2:
+            raise ValueError(f"HLWQTensor shape must be 2-D, got {tuple(shape)}")
+        if dtype not in fmt.WEIGHT_DTYPES:
+            raise TypeError(f"HLWQTensor dtype must be one of {fmt.WEIGHT_DTYPES}, got {dtype}")
+        K = shape[0] if transposed else shape[1]
+        N = fmt.check_packed(qdata, scale, bits, block_size, K, codebook)
+        expected_n = shape[1] if transposed else shape[0]
+        if N != expected_n:
+            raise ValueError(f"qdata has {N} rows, shape {tuple(shape)} expects {expected_n}")
+        self.qdata = qdata
+        self.scale = scale
+        self.bits = bits
+        self.block_size = block_size
+        self.codebook = codebook
+        self.transposed = transposed
+
+    # -- construction --------------------------------------------------------
+
+    @classmethod
+    def from_hp(
+        cls,
+        hp_tensor: torch.Tensor,
+        bits: int = 5,
+        block_size: int = 128,
+        codebook: torch.Tensor | None = None,
+        scale_mode: str = "search",
+    ) -> "HLWQTensor":
+        """Quantize a high-precision (N, K) weight.
+
+        Args:
+            hp_tensor: (N, K) float16, bfloat16, float32 or float64.
+            bits: code width, 2..8.
+            block_size: a power of two in 32..1024.
+            codebook: optional (2**bits,) float32 centroids.
+            scale_mode: "search", "lsq" or "norm" (see :mod:`hlwq_ops.format`).
+        """
+        fmt.check_weight(hp_tensor)
+        qdata, scale = torch.ops.hlwq.quantize(hp_tensor.detach(), bits, block_size, codebook, scale_mode)
+        return cls(qdata, scale, bits, block_size, hp_tensor.shape, hp_tensor.dtype, codebook)
+
+    # -- properties ----------------------------------------------------------
+
+    @property
+    def in_features(self) -> int:
+        return self.shape[0] if self.transposed else self.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.shape[1] if self.transposed else self.shape[0]
+
+    def dequantize(self, output_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The reconstructed weight, of this tensor's shape, in ``output_dtype`` (default ``self.dtype``)."""
+        w = torch.ops.hlwq.dequantize(
+            self.qdata,
+            self.scale,
+            self.bits,
+            self.block_size,
+            self.in_features,
+            output_dtype or self.dtype,
+            self.codebook,
+        )
+        return w.t() if self.transposed else w
+
+    def _quantization_type(self) -> str:
+        return f"bits={self.bits}, block_size={self.block_size}, shape={tuple(self.shape)}, device={self.device}"
+
+    def __repr__(self) -> str:
+        extra = ", transposed=True" if self.transposed else ""
+        custom = ", codebook=custom" if self.codebook is not None else ""
+        return (
+            f"HLWQTensor(shape={tuple(self.shape)}, bits={self.bits}, block_size={self.block_size}, "
+            f"dtype={self.dtype}, device={self.device}{custom}{extra})"
+        )
+
+    def _stable_hash_for_caching(self) -> str:
+        """Metadata hash for the AOT autograd cache (the data is not part of a graph's key)."""
+        meta = (
+            tuple(self.shape),
+            self.bits,
+            self.block_size,
+            str(self.dtype),
+            self.transposed,
+            self.codebook is None,
+            self.device.type,
+        )
+        return hashlib.blake2b(repr(meta).encode(), digest_size=16).hexdigest()
+
+    def _with(self, **changes) -> "HLWQTensor":
+        fields = {
+            "qdata": self.qdata,
+            "scale": self.scale,
+            "bits": self.bits,
+            "block_size": self.block_size,
+            "shape": self.shape,
+            "dtype": self.dtype,
+            "codebook": self.codebook,
+            "transposed": self.transposed,
+        }
+        fields.update(changes)
+        return HLWQTensor(**fields)
+
+
+HLWQTensor.__module__ = "hlwq_ops"
+implements = HLWQTensor.implements
+implements_torch_function = HLWQTensor.implements_torch_function
+
+
+# -- linear ------------------------------------------------------------------
+
+
+def _linear(x: torch.Tensor, weight: HLWQTensor, bias: torch.Tensor | None) -> torch.Tensor:
+    if weight.transposed:
+        raise ValueError("F.linear expects an (out_features, in_features) weight, got a transposed HLWQTensor")
+    return torch.ops.hlwq.linear(
+        x, weight.qdata, weight.scale, bias, weight.bits, weight.block_size, weight.in_features, weight.codebook
+    )
+
+
+@implements_torch_function(F.linear)
+@implements(aten.linear.default)
+def _(func, types, args, kwargs):
+    x, weight, bias = fill_defaults(args, 3, [None])
+    if not isinstance(weight, HLWQTensor):
+        raise TypeError(f"expected the weight to be an HLWQTensor, got {type(weight).__name__} for the input")
+    return _linear(x, weight, bias)
+
+
+def _mm_weight(w: HLWQTensor) -> HLWQTensor:
+    if not w.transposed:
+        raise ValueError("x @ w needs w of shape (in_features, out_features): use w.t() of an HLWQ linear weight")
+    return w._with(transposed=False, shape=(w.shape[1], w.shape[0]))
+
+
+@implements(aten.mm.default)
+def _(func, types, args, kwargs):
+    x, w = args
+    return _linear(x, _mm_weight(w), None)
+
+
+@implements(aten.addmm.default)
+def _(func, types, args, kwargs):
+    bias, x, w = args[:3]
+    beta, alpha = kwargs.get("beta", 1), kwargs.get("alpha", 1)
+    if beta != 1 or alpha != 1:
+        raise ValueError(f"addmm with an HLWQTensor supports beta=1, alpha=1, got beta={beta}, alpha={alpha}")
+    return _linear(x, _mm_weight(w), bias)
+
+
+# -- views -------------------------------------------------------------------
+
+
+@implements(aten.t.default)
+def _(func, types, args, kwargs):
+    w = args[0]
+    out = w._with(transposed=not w.transposed, shape=(w.shape[1], w.shape[0]))
+    return return_and_correct_aliasing(func, args, kwargs, out)
+
+
+@implements(aten.transpose.int)
+def _(func, types, args, kwargs):
+    w, dim0, dim1 = args
+    if {dim0 % 2, dim1 % 2} == {0, 1}:
+        out = w._with(transposed=not w.transposed, shape=(w.shape[1], w.shape[0]))
+    else:
+        out = w
+    return return_and_correct_aliasing(func, args, kwargs, out)
+
+
+@implements(aten.view.default)
+def _(func, types, args, kwargs):
+    w, size = args
+    if tuple(size) not in (tuple(w.shape), (-1, w.shape[1]), (w.shape[0], -1)):
+        raise ValueError(f"an HLWQTensor of shape {tuple(w.shape)} cannot be viewed as {tuple(size)}")
+    return return_and_correct_aliasing(func, args, kwargs, w._with())
+
+
+@implements(aten.slice.Tensor)
+def _(func, types, args, kwargs):
+    """Slice along N (any rows) or along K (at block boundaries), step 1."""
+    w, dim, start, end, step = fill_defaults(args, 5, [0, None, None, 1])
+    if step != 1:
+        raise ValueError(f"HLWQTensor slicing needs step 1, got {step}")
+    dim = dim % 2
+    size = w.shape[dim]
+    start = 0 if start is None else max(0, min(size, start + size if start < 0 else start))
+    end = size if end is None else max(start, min(size, end + size if end < 0 else end))
+    along_k = (dim == 0) == w.transposed
+    if not along_k:
+        qdata, scale = w.qdata[start:end], w.scale[start:end]
+    else:
+        B = w.block_size
+        if start % B or (end % B and end != size):
+            raise ValueError(
+                f"slicing K of an HLWQTensor must start and end on a block boundary "
+                f"(multiples of block_size={B}, or the end), got [{start}:{end}]"
+            )
+        per_block = fmt.block_bytes(w.bits, B)
+        b0, b1 = start // B, -(-end // B)
+        qdata = w.qdata[:, b0 * per_block : b1 * per_block]
+        scale = w.scale[:, b0:b1]
+    shape = list(w.shape)
+    shape[dim] = end - start
+    out = w._with(qdata=qdata, scale=scale, shape=tuple(shape))
+    return return_and_correct_aliasing(func, args, kwargs, out)
+
+
+@implements(aten.cat.default)
+def _(func, types, args, kwargs):
+    """Concatenate along N (e.g. fuse q/k/v): same bits, block size, K and codebook."""
+    tensors, dim = fill_defaults(args, 2, [0])
+    first = tensors[0]
+    n_dim = 1 if first.transposed else 0
+    if dim % 2 != n_dim:
+        raise ValueError("HLWQTensors concatenate along out_features only")
+    for t in tensors[1:]:
+        if not isinstance(t, HLWQTensor) or (t.bits, t.block_size, t.in_features, t.transposed) != (
+            first.bits,
+            first.block_size,
+            first.in_features,
+            first.transposed,
+        ):
+            raise ValueError("cat needs HLWQTensors with the same bits, block_size, in_features and transposition")
+        if (t.codebook is None) != (first.codebook is None) or (
+            t.codebook is not None and not torch.equal(t.codebook, first.codebook)
+        ):
+            raise ValueError("cat needs HLWQTensors with the same codebook")
+    qdata = torch.cat([t.qdata for t in tensors])
+    scale = torch.cat([t.scale for t in tensors])
+    shape = list(first.shape)
+    shape[n_dim] = sum(t.shape[n_dim] for t in tensors)
+    return first._with(qdata=qdata, scale=scale, shape=tuple(shape))
+
+
+# -- copies and moves ----------------------------------------------------------
+
+
+@implements(aten._to_copy.default)
+def _(func, types, args, kwargs):
+    """Move the data (device) and/or change the logical dtype (what dequantize / linear produce)."""
+    w = args[0]
+    device = kwargs.get("device")
+    dtype = kwargs.get("dtype")
+    non_blocking = kwargs.get("non_blocking", False)
+    if dtype is not None and dtype not in fmt.WEIGHT_DTYPES:
+        raise TypeError(f"an HLWQTensor can take a floating dtype {fmt.WEIGHT_DTYPES}, got {dtype}")
+
+    def move(t):
+        return None if t is None else t.to(device=device, non_blocking=non_blocking)
+
+    out = w._with(qdata=move(w.qdata), scale=move(w.scale), codebook=move(w.codebook), dtype=dtype or w.dtype)
+    return return_and_correct_aliasing(func, args, kwargs, out)
+
+
+def _metadata(t: HLWQTensor) -> dict:
+    return {
+        "shape": tuple(t.shape),
+        "bits": t.bits,
+        "block_size": t.block_size,
+        "transposed": t.transposed,
+        "codebook": "standard" if t.codebook is None else "custom",
+    }
+
+
+@implements(aten.copy_.default)
+def _(func, types, args, kwargs):
+    dst, src = args[:2]
+    if isinstance(dst, HLWQTensor):
+        if not isinstance(src, HLWQTensor):
+            raise TypeError(
+                f"cannot copy a {type(src).__name__} into an HLWQTensor; quantize it with HLWQTensor.from_hp first"
+            )
+        mine, theirs = _metadata(dst), _metadata(src)
+        if mine != theirs:
+            diff = {k: (theirs[k], mine[k]) for k in mine if mine[k] != theirs[k]}
+            raise ValueError(
+                "HLWQ checkpoint does not match the model: "
+                + ", ".join(f"{k} is {a} in the checkpoint, {b} in the model" for k, (a, b) in diff.items())
+            )
+        dst.qdata.copy_(src.qdata)
+        dst.scale.copy_(src.scale)
+        if dst.codebook is not None:
+            dst.codebook.copy_(src.codebook)
+        return dst
+    # A plain destination receives the dequantized weight.
+    return dst.copy_(src.dequantize(dst.dtype))
+
+
+torch.serialization.add_safe_globals([HLWQTensor])
