@@ -359,7 +359,7 @@ def dequantize_ref(
 ) -> torch.Tensor:
     """Reconstruct ``w_hat`` (N, K) in ``dtype``."""
     wr = dequantize_rotated_ref(qdata, scale, bits, block_size, codebook)
-    return fwht_ref(wr, block_size)[:, :K].to(dtype)
+    return fwht_ref(wr, block_size)[:, :K].to(dtype).contiguous()
 
 
 def linear_rotated_ref(

@@ -14,8 +14,8 @@ This is the only module that touches ``torch.library``.
 
 ``hlwq.linear`` is CompositeImplicitAutograd: when traced it becomes the two ops
 it calls, so in a compiled graph several projections of one input (q/k/v,
-gate/up) share one ``hlwq.fwht`` (common-subexpression elimination of a pure
-op), and no cache is needed. The other ops are opaque ``custom_op``s with a CPU
+gate/up) share one ``hlwq.fwht`` (:mod:`hlwq_ops.passes` merges the identical
+calls), and no cache is needed. The other ops are opaque ``custom_op``s with a CPU
 implementation in plain torch (the reference math of :mod:`hlwq_ops.format`)
 and a CUDA implementation. Every real implementation runs the same shape and
 dtype checks as its fake implementation.

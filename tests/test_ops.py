@@ -1,0 +1,172 @@
+"""The hlwq ops against the reference math, and torch.library.opcheck on each."""
+
+import pytest
+import torch
+
+import hlwq_ops  # noqa: F401  (registers torch.ops.hlwq)
+from hlwq_ops import format as fmt
+from hlwq_ops.hadamard import hadamard_matrix
+
+from ._utils import ACT_DTYPES, DEVICES, rel_error
+
+
+def _packed(N, K, bits=5, device="cpu", block_size=128):
+    w = torch.randn(N, K, device=device)
+    qdata, scale = torch.ops.hlwq.quantize(w, bits, block_size)
+    return w, qdata, scale
+
+
+def _dtype_eps(dtype):
+    return torch.finfo(dtype).eps
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", ACT_DTYPES)
+@pytest.mark.parametrize("block_size", [32, 128, 256])
+def test_fwht_matches_matrix(device, dtype, block_size):
+    x = torch.randn(3, 7, 2 * block_size, device=device).to(dtype)
+    h = hadamard_matrix(block_size, torch.float64, device)
+    ref = (x.double().view(3, 7, 2, block_size) @ h).view(x.shape)
+    out = torch.ops.hlwq.fwht(x, block_size)
+    assert out.dtype == dtype and out.shape == x.shape
+    # Error of the result against float64 is what rounding to dtype allows.
+    assert rel_error(out, ref) <= 2 * _dtype_eps(dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", ACT_DTYPES)
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 8])
+@pytest.mark.parametrize("K", [128, 200, 384])
+def test_linear_matches_dequantized_reference(device, dtype, bits, K):
+    w, qdata, scale = _packed(48, K, bits, device)
+    x = torch.randn(2, 5, K, device=device).to(dtype)
+    bias = torch.randn(48, device=device).to(dtype)
+    y = torch.ops.hlwq.linear(x, qdata, scale, bias, bits, 128, K)
+    assert y.dtype == dtype and y.shape == (2, 5, 48)
+    w_hat = torch.ops.hlwq.dequantize(qdata, scale, bits, 128, K, torch.float64)
+    ref = x.double() @ w_hat.t() + bias.double()
+    # Compare with the error plain torch makes on the same dequantized weight.
+    torch_err = rel_error(torch.nn.functional.linear(x, w_hat.to(dtype), bias), ref)
+    assert rel_error(y, ref) <= 2 * torch_err + 1e-6
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_linear_rotated_is_linear_after_fwht(device):
+    _, qdata, scale = _packed(16, 256, 4, device)
+    x = torch.randn(3, 256, device=device)
+    xr = torch.ops.hlwq.fwht(x, 128)
+    torch.testing.assert_close(
+        torch.ops.hlwq.linear_rotated(xr, qdata, scale, None, 4, 128),
+        torch.ops.hlwq.linear(x, qdata, scale, None, 4, 128, 256),
+    )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_dequantize_op(device, dtype):
+    w, qdata, scale = _packed(32, 300, 5, device)
+    out = torch.ops.hlwq.dequantize(qdata, scale, 5, 128, 300, dtype)
+    assert out.dtype == dtype and out.shape == (32, 300)
+    torch.testing.assert_close(out, fmt.dequantize_ref(qdata.cpu(), scale.cpu(), 5, 128, 300, dtype).to(device))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_quantize_op_matches_reference(device):
+    w = torch.randn(64, 256, device=device)
+    qdata, scale = torch.ops.hlwq.quantize(w, 5, 128)
+    ref_q, ref_s = fmt.quantize_ref(w.cpu(), 5, 128)
+    # CPU and CUDA may round a handful of boundary cases differently.
+    assert (qdata.cpu() != ref_q).float().mean() < 1e-3
+    torch.testing.assert_close(scale.cpu(), ref_s, rtol=2e-3, atol=0)
+
+
+def test_fwht_autograd_is_self_transpose():
+    x = torch.randn(4, 256, dtype=torch.float32, requires_grad=True)
+    g = torch.randn(4, 256)
+    torch.ops.hlwq.fwht(x, 128).backward(g)
+    torch.testing.assert_close(x.grad, torch.ops.hlwq.fwht(g, 128))
+
+
+def test_linear_autograd():
+    _, qdata, scale = _packed(24, 200, 5)
+    x = torch.randn(3, 200, dtype=torch.float32, requires_grad=True)
+    bias = torch.randn(24, requires_grad=True)
+    g = torch.randn(3, 24)
+    torch.ops.hlwq.linear(x, qdata, scale, bias, 5, 128, 200).backward(g)
+    w_hat = torch.ops.hlwq.dequantize(qdata, scale, 5, 128, 200)
+    torch.testing.assert_close(x.grad, g @ w_hat, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(bias.grad, g.sum(0))
+
+
+# -- opcheck -------------------------------------------------------------------
+
+
+def _opcheck_cases(device, dtype):
+    w, qdata, scale = _packed(40, 200, 5, device)
+    x = torch.randn(3, 200, device=device, dtype=dtype, requires_grad=True)
+    xr = torch.randn(2, 3, 256, device=device, dtype=dtype, requires_grad=True)
+    bias = torch.randn(40, device=device, dtype=dtype, requires_grad=True)
+    return {
+        "fwht": (torch.ops.hlwq.fwht.default, (torch.randn(5, 256, device=device, dtype=dtype, requires_grad=True), 128)),
+        "quantize": (torch.ops.hlwq.quantize.default, (w.to(dtype), 5, 128)),
+        "dequantize": (torch.ops.hlwq.dequantize.default, (qdata, scale, 5, 128, 200, dtype)),
+        "linear_rotated": (torch.ops.hlwq.linear_rotated.default, (xr, qdata, scale, bias, 5, 128)),
+        "linear": (torch.ops.hlwq.linear.default, (x, qdata, scale, bias, 5, 128, 200)),
+        "linear_no_bias": (torch.ops.hlwq.linear.default, (x, qdata, scale, None, 5, 128, 200)),
+    }
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", ACT_DTYPES)
+@pytest.mark.parametrize(
+    "name", ["fwht", "quantize", "dequantize", "linear_rotated", "linear", "linear_no_bias"]
+)
+def test_opcheck(device, dtype, name):
+    op, args = _opcheck_cases(device, dtype)[name]
+    tol = {} if dtype == torch.float32 else {"atol": 5e-2, "rtol": 5e-2}
+    torch.library.opcheck(op, args, **tol)
+
+
+# -- bad input -----------------------------------------------------------------
+
+
+def test_linear_k_mismatch():
+    _, qdata, scale = _packed(8, 256)
+    with pytest.raises(ValueError, match="x has K=255, weight expects K=256"):
+        torch.ops.hlwq.linear(torch.randn(2, 255), qdata, scale, None, 5, 128, 256)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.int32, torch.int8])
+def test_linear_activation_dtype(dtype):
+    _, qdata, scale = _packed(8, 256)
+    with pytest.raises(TypeError, match=f"x dtype must be one of .* got {dtype}"):
+        torch.ops.hlwq.linear(torch.ones(2, 256, dtype=dtype), qdata, scale, None, 5, 128, 256)
+
+
+def test_linear_bits_mismatch():
+    _, qdata, scale = _packed(8, 256, bits=5)
+    with pytest.raises(ValueError, match=r"qdata has shape \(8, 160\), expected \(8, 96\)"):
+        torch.ops.hlwq.linear(torch.randn(2, 256), qdata, scale, None, 3, 128, 256)
+
+
+def test_linear_bad_bias():
+    _, qdata, scale = _packed(8, 256)
+    with pytest.raises(ValueError, match=r"bias must have shape \(8,\), got \(9,\)"):
+        torch.ops.hlwq.linear(torch.randn(2, 256), qdata, scale, torch.randn(9), 5, 128, 256)
+
+
+def test_fwht_ragged():
+    with pytest.raises(ValueError, match="x has last dim 100, expected a multiple of block_size=128"):
+        torch.ops.hlwq.fwht(torch.randn(2, 100), 128)
+
+
+def test_errors_also_raised_by_fake_impls():
+    """The fake impls run the same checks: a compiled call fails at trace time with the same message."""
+    _, qdata, scale = _packed(8, 256)
+
+    @torch.compile(fullgraph=True, backend="eager")
+    def f(x):
+        return torch.ops.hlwq.linear(x, qdata, scale, None, 5, 128, 256)
+
+    with pytest.raises(Exception, match="x has K=255, weight expects K=256"):
+        f(torch.randn(2, 255))

@@ -1,0 +1,244 @@
+"""HLWQTensor: torchao's generic suites, views, moves, copies and serialization."""
+
+import io
+import unittest
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchao.testing.utils as ao_testing
+from torchao.prototype.safetensors.safetensors_support import (
+    flatten_tensor_state_dict,
+    unflatten_tensor_state_dict,
+)
+
+from hlwq_ops import HLWQTensor
+
+from ._utils import DEVICES, HAS_CUDA, rel_error
+
+
+def _skip_cuda_moves_without_cuda(cls):
+    """torchao's device test calls ``.cuda()`` whatever the device list: it needs a GPU."""
+    for name in list(vars(ao_testing.TorchAOBasicTestCase)):
+        if name.startswith("test_device1_to_device2"):
+            setattr(cls, name, unittest.skipUnless(HAS_CUDA, "calls .cuda()")(getattr(cls, name)))
+    return cls
+
+
+@_skip_cuda_moves_without_cuda
+class TestHLWQBasicSuite(ao_testing.TorchAOBasicTestCase):
+    TENSOR_SUBCLASS = HLWQTensor
+    FACTORY_FN = staticmethod(HLWQTensor.from_hp)
+    kwargs = {"bits": 5}
+    # Q5's SQNR on Gaussian data is ~27 dB (weight MSE ~0.0019).
+    LINEAR_MIN_SQNR = 24
+
+
+@_skip_cuda_moves_without_cuda
+class TestHLWQ8BasicSuite(ao_testing.TorchAOBasicTestCase):
+    TENSOR_SUBCLASS = HLWQTensor
+    FACTORY_FN = staticmethod(HLWQTensor.from_hp)
+    kwargs = {"bits": 8}
+    LINEAR_MIN_SQNR = 40
+
+
+class TestHLWQCompileSuite(ao_testing.TorchAOCompileTestCase):
+    TENSOR_SUBCLASS = HLWQTensor
+    FACTORY_FN = staticmethod(HLWQTensor.from_hp)
+    kwargs = {"bits": 5}
+    LINEAR_MIN_SQNR = 24
+    COMPILE_MIN_SQNR = 50
+
+
+# torchao instantiates the parametrized tests of its base classes at import:
+# the subclasses inherit them, pointed at HLWQTensor by the class attributes.
+
+
+def _weight(N=64, K=256, bits=5, device="cpu", dtype=torch.bfloat16):
+    w = torch.randn(N, K, device=device, dtype=dtype)
+    return w, HLWQTensor.from_hp(w, bits)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_from_hp_and_dequantize(device):
+    w, q = _weight(device=device)
+    assert q.shape == w.shape and q.dtype == w.dtype and q.device.type == device
+    assert q.qdata.shape == (64, 2 * 80) and q.scale.shape == (64, 2)
+    assert rel_error(q.dequantize(), w) < 0.05
+    assert q.dequantize(torch.float32).dtype == torch.float32
+
+
+def test_repr():
+    _, q = _weight()
+    assert repr(q) == "HLWQTensor(shape=(64, 256), bits=5, block_size=128, dtype=torch.bfloat16, device=cpu)"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_linear_dispatch(device):
+    w, q = _weight(device=device)
+    x = torch.randn(3, 4, 256, device=device, dtype=torch.bfloat16)
+    b = torch.randn(64, device=device, dtype=torch.bfloat16)
+    ref = F.linear(x.float(), q.dequantize(torch.float32), b.float())
+    for y in (F.linear(x, q, b), torch.ops.aten.linear(x, q, b), torch.addmm(b, x.view(12, 256), q.t()).view(3, 4, 64)):
+        assert y.dtype == torch.bfloat16
+        assert rel_error(y, ref) < 1e-2
+    assert rel_error(x.view(12, 256) @ q.t(), ref.view(12, 64) - b.float()) < 1e-2
+
+
+def test_transpose_and_t():
+    _, q = _weight()
+    assert q.t().shape == (256, 64) and q.t().transposed
+    assert q.transpose(0, 1).shape == (256, 64)
+    assert not q.t().t().transposed
+    torch.testing.assert_close(q.t().dequantize(), q.dequantize().t())
+    with pytest.raises(ValueError, match="transposed"):
+        F.linear(torch.randn(2, 64, dtype=torch.bfloat16), q.t())
+
+
+def test_slice_rows_and_blocks():
+    w, q = _weight(N=64, K=384)
+    full = q.dequantize()
+    torch.testing.assert_close(q[8:40].dequantize(), full[8:40])
+    torch.testing.assert_close(q[:, 128:384].dequantize(), full[:, 128:384])
+    torch.testing.assert_close(q.t()[128:256].dequantize(), full[:, 128:256].t())
+    torch.testing.assert_close(q.narrow(0, 4, 8).dequantize(), full[4:12])
+    assert q[:, 128:].in_features == 256
+
+
+def test_slice_k_must_hit_block_boundaries():
+    _, q = _weight(K=384)
+    with pytest.raises(ValueError, match=r"block boundary .* got \[100:384\]"):
+        q[:, 100:]
+    with pytest.raises(ValueError, match="step 1"):
+        q[::2]
+
+
+def test_slice_k_to_a_ragged_end():
+    w = torch.randn(8, 300)
+    q = HLWQTensor.from_hp(w)
+    torch.testing.assert_close(q[:, 256:].dequantize(), q.dequantize()[:, 256:])
+
+
+def test_cat_rows():
+    _, a = _weight(N=16)
+    _, b = _weight(N=32)
+    c = torch.cat([a, b])
+    assert c.shape == (48, 256)
+    torch.testing.assert_close(c.dequantize(), torch.cat([a.dequantize(), b.dequantize()]))
+    _, other_bits = _weight(N=16, bits=4)
+    with pytest.raises(ValueError, match="same bits"):
+        torch.cat([a, other_bits])
+
+
+def test_detach_clone_view():
+    _, q = _weight()
+    for t in (q.detach(), q.clone(), q.view(64, 256), q.view(-1, 256)):
+        assert isinstance(t, HLWQTensor)
+        assert torch.equal(t.qdata, q.qdata)
+    assert q.clone().qdata.data_ptr() != q.qdata.data_ptr()
+    with pytest.raises(ValueError, match="cannot be viewed"):
+        q.view(128, 128)
+
+
+def test_to_dtype_changes_output_dtype_only():
+    _, q = _weight()
+    h = q.to(torch.float16)
+    assert h.dtype == torch.float16 and h.dequantize().dtype == torch.float16
+    assert torch.equal(h.qdata, q.qdata)
+    x = torch.randn(2, 256, dtype=torch.float16)
+    assert F.linear(x, h).dtype == torch.float16
+    with pytest.raises(TypeError, match="floating dtype"):
+        q.to(torch.int8)
+
+
+@pytest.mark.gpu
+def test_to_device_roundtrip():
+    _, q = _weight()
+    g = q.to("cuda")
+    assert g.device.type == "cuda" and g.qdata.device.type == "cuda"
+    assert torch.equal(g.cpu().qdata, q.qdata)
+
+
+def test_copy_between_hlwq_tensors():
+    _, a = _weight()
+    _, b = _weight()
+    a.copy_(b)
+    assert torch.equal(a.qdata, b.qdata) and torch.equal(a.scale, b.scale)
+
+
+def test_copy_mismatch_is_a_clear_error():
+    _, a = _weight(bits=5)
+    _, b = _weight(bits=4)
+    with pytest.raises(ValueError, match="bits is 4 in the checkpoint, 5 in the model"):
+        a.copy_(b)
+    with pytest.raises(TypeError, match="quantize it with HLWQTensor.from_hp first"):
+        a.copy_(torch.randn(64, 256))
+
+
+def test_copy_into_plain_tensor_dequantizes():
+    _, q = _weight()
+    dst = torch.empty(64, 256, dtype=torch.float32)
+    dst.copy_(q)
+    torch.testing.assert_close(dst, q.dequantize(torch.float32))
+
+
+# -- serialization ---------------------------------------------------------------
+
+
+def _model(bits=5):
+    from torchao.quantization import quantize_
+
+    from hlwq_ops import hlwq
+
+    m = torch.nn.Sequential(torch.nn.Linear(256, 96), torch.nn.GELU(), torch.nn.Linear(96 * 2, 130))
+    m[2] = torch.nn.Linear(192, 130, bias=False)
+    quantize_(m, hlwq(bits=bits))
+    return m
+
+
+def test_torch_save_load_weights_only_bit_exact():
+    m = _model()
+    buf = io.BytesIO()
+    torch.save(m.state_dict(), buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=True)
+    w = loaded["0.weight"]
+    assert isinstance(w, HLWQTensor)
+    assert torch.equal(w.qdata, m[0].weight.qdata) and torch.equal(w.scale, m[0].weight.scale)
+    fresh = _model()
+    fresh.load_state_dict(loaded)
+    x = torch.randn(2, 256)
+    assert torch.equal(fresh[0](x), m[0](x))
+
+
+def test_safetensors_roundtrip_bit_exact(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    m = _model()
+    tensors, metadata = flatten_tensor_state_dict(m.state_dict())
+    path = tmp_path / "model.safetensors"
+    save_file(tensors, str(path), metadata=metadata)
+    restored, leftover = unflatten_tensor_state_dict(load_file(str(path)), metadata)
+    assert not leftover
+    for name, value in m.state_dict().items():
+        got = restored[name]
+        assert type(got) is type(value)
+        if isinstance(value, HLWQTensor):
+            assert (got.bits, got.block_size, tuple(got.shape), got.dtype) == (5, 128, tuple(value.shape), value.dtype)
+            assert torch.equal(got.qdata, value.qdata) and torch.equal(got.scale, value.scale)
+        else:
+            assert torch.equal(got, value)
+
+
+def test_load_checkpoint_with_other_bits_fails_clearly():
+    m5, m4 = _model(5), _model(4)
+    with pytest.raises(Exception, match="bits is 4 in the checkpoint, 5 in the model"):
+        m5.load_state_dict(m4.state_dict())
+
+
+def test_corrupt_inner_tensors_fail_clearly():
+    _, q = _weight()
+    with pytest.raises(ValueError, match=r"qdata has shape \(64, 150\), expected \(64, 160\)"):
+        HLWQTensor(q.qdata[:, :150], q.scale, 5, 128, (64, 256), torch.bfloat16)
+    with pytest.raises(ValueError, match="qdata has 64 rows, shape"):
+        HLWQTensor(q.qdata, q.scale, 5, 128, (63, 256), torch.bfloat16)
