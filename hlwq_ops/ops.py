@@ -4,7 +4,7 @@ This is the only module that touches ``torch.library``.
 
 =====================  =========================================================
 ``hlwq.fwht``          blockwise normalized Walsh-Hadamard transform (autograd:
-                       it is its own transpose)
+                       it is its own transpose), optionally casting the result
 ``hlwq.quantize``      (N, K) weight -> packed codes + float16 block scales
 ``hlwq.dequantize``    packed codes + scales -> (N, K) weight
 ``hlwq.linear_rotated``  ``y = xr @ Wr.T + bias`` on rotated, padded activations
@@ -15,10 +15,17 @@ This is the only module that touches ``torch.library``.
 ``hlwq.linear`` is CompositeImplicitAutograd: when traced it becomes the two ops
 it calls, so in a compiled graph several projections of one input (q/k/v,
 gate/up) share one ``hlwq.fwht`` (:mod:`hlwq_ops.passes` merges the identical
-calls), and no cache is needed. The other ops are opaque ``custom_op``s with a CPU
-implementation in plain torch (the reference math of :mod:`hlwq_ops.format`)
-and a CUDA implementation. Every real implementation runs the same shape and
-dtype checks as its fake implementation.
+calls), and no cache is needed. The other ops are opaque ``custom_op``s: the
+CPU implementations are plain torch (the reference math of
+:mod:`hlwq_ops.format`); the CUDA implementations of ``fwht``, ``dequantize``
+and ``linear_rotated`` are the Triton kernels of :mod:`hlwq_ops.kernels`
+(``quantize`` runs the same vectorized torch code on either device). Every
+real implementation runs the same shape and dtype checks as its fake one.
+
+Opaque ``custom_op`` rather than ``triton_op``: the CUDA implementation picks
+a kernel family and a tuned configuration from the runtime M, which an
+Inductor-traced ``triton_op`` would turn into shape guards and recompiles, and
+Inductor has nothing to fuse into these kernels.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from . import format as fmt
+from . import kernels
 from .hadamard import check_block_size, fwht_ref
 
 __all__ = ["fwht", "quantize", "dequantize", "linear_rotated", "linear"]
@@ -39,8 +47,14 @@ Tensor = torch.Tensor
 # ---------------------------------------------------------------------------
 
 
-def _check_fwht(x: Tensor, block_size: int) -> None:
+def _check_out_dtype(out_dtype: torch.dtype | None) -> None:
+    if out_dtype is not None and out_dtype not in fmt.ACTIVATION_DTYPES:
+        raise TypeError(f"out_dtype must be one of {fmt.ACTIVATION_DTYPES}, got {out_dtype}")
+
+
+def _check_fwht(x: Tensor, block_size: int, out_dtype: torch.dtype | None) -> None:
     check_block_size(block_size)
+    _check_out_dtype(out_dtype)
     if x.dtype not in fmt.ACTIVATION_DTYPES:
         raise TypeError(f"x dtype must be one of {fmt.ACTIVATION_DTYPES}, got {x.dtype}")
     if x.dim() < 1 or x.shape[-1] % block_size:
@@ -50,10 +64,18 @@ def _check_fwht(x: Tensor, block_size: int) -> None:
 
 
 def _check_linear_rotated(
-    xr: Tensor, qdata: Tensor, scale: Tensor, bias: Tensor | None, bits: int, block_size: int, codebook: Tensor | None
+    xr: Tensor,
+    qdata: Tensor,
+    scale: Tensor,
+    bias: Tensor | None,
+    bits: int,
+    block_size: int,
+    codebook: Tensor | None,
+    out_dtype: torch.dtype | None,
 ) -> int:
     """Validate the arguments of ``hlwq.linear_rotated``; return N."""
     check_block_size(block_size)
+    _check_out_dtype(out_dtype)
     k_pad = scale.shape[-1] * block_size if scale.dim() == 2 else -1
     N = fmt.check_packed(qdata, scale, bits, block_size, max(k_pad, 1), codebook)
     fmt.check_activation(xr, k_pad, what="xr (rotated, padded x)")
@@ -69,8 +91,8 @@ def _check_linear_rotated(
 # ---------------------------------------------------------------------------
 
 
-@torch.library.custom_op("hlwq::fwht", mutates_args=())
-def fwht(x: Tensor, block_size: int = 128) -> Tensor:
+@torch.library.custom_op("hlwq::fwht", mutates_args=(), device_types="cpu")
+def fwht(x: Tensor, block_size: int = 128, out_dtype: torch.dtype | None = None) -> Tensor:
     """Blockwise normalized Walsh-Hadamard transform of the last dim.
 
     Equivalent to ``(x.view(..., K // B, B) @ hadamard_matrix(B)).view(..., K)``
@@ -79,27 +101,37 @@ def fwht(x: Tensor, block_size: int = 128) -> Tensor:
     Args:
         x: (..., K), K a multiple of ``block_size``; float16, bfloat16 or float32.
         block_size: B, a power of two in 32..1024.
+        out_dtype: dtype of the result (default: the dtype of ``x``).
 
     Returns:
-        (..., K), the dtype of ``x``.
+        (..., K)
     """
-    _check_fwht(x, block_size)
-    return fwht_ref(x.to(torch.float32), block_size).to(x.dtype)
+    _check_fwht(x, block_size, out_dtype)
+    return fwht_ref(x.to(torch.float32), block_size).to(out_dtype or x.dtype)
+
+
+@fwht.register_kernel("cuda")
+def _fwht_cuda(x: Tensor, block_size: int = 128, out_dtype: torch.dtype | None = None) -> Tensor:
+    _check_fwht(x, block_size, out_dtype)
+    if block_size > kernels.MAX_KERNEL_BLOCK:
+        return fwht_ref(x.to(torch.float32), block_size).to(out_dtype or x.dtype)
+    return kernels.fwht(x, block_size, out_dtype or x.dtype)
 
 
 @fwht.register_fake
-def _fwht_fake(x: Tensor, block_size: int = 128) -> Tensor:
-    _check_fwht(x, block_size)
-    return torch.empty_like(x)
+def _fwht_fake(x: Tensor, block_size: int = 128, out_dtype: torch.dtype | None = None) -> Tensor:
+    _check_fwht(x, block_size, out_dtype)
+    return torch.empty_like(x, dtype=out_dtype or x.dtype)
 
 
 def _fwht_setup_context(ctx, inputs, output) -> None:
     ctx.block_size = inputs[1]
+    ctx.in_dtype = inputs[0].dtype
 
 
 def _fwht_backward(ctx, grad: Tensor):
     # The normalized Hadamard is symmetric and orthonormal: J^T = J.
-    return fwht(grad, ctx.block_size), None
+    return fwht(grad, ctx.block_size, ctx.in_dtype), None, None
 
 
 fwht.register_autograd(_fwht_backward, setup_context=_fwht_setup_context)
@@ -150,6 +182,13 @@ def dequantize(
     return fmt.dequantize_ref(qdata, scale, bits, block_size, K, dtype, codebook)
 
 
+@dequantize.register_kernel("cuda")
+def _dequantize_cuda(qdata, scale, bits, block_size, K, dtype=torch.float32, codebook=None):
+    fmt.check_packed(qdata, scale, bits, block_size, K, codebook)
+    wr = kernels.dequantize_rotated(qdata, scale, bits, block_size, codebook, torch.float32)
+    return fwht(wr, block_size, dtype)[:, :K].contiguous()
+
+
 @dequantize.register_fake
 def _dequantize_fake(qdata, scale, bits, block_size, K, dtype=torch.float32, codebook=None):
     N = fmt.check_packed(qdata, scale, bits, block_size, K, codebook)
@@ -170,36 +209,36 @@ def linear_rotated(
     bits: int,
     block_size: int,
     codebook: Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
 ) -> Tensor:
     """``y = xr @ Wr.T + bias`` with ``Wr`` the rotated-domain weight.
 
     Args:
         xr: (..., K_pad) activations already rotated by ``hlwq.fwht`` (and
             zero-padded to whole blocks before the rotation).
+        out_dtype: dtype of ``y`` (default: the dtype of ``xr``).
 
     Returns:
-        (..., N), the dtype of ``xr``.
+        (..., N)
     """
-    _check_linear_rotated(xr, qdata, scale, bias, bits, block_size, codebook)
-    return fmt.linear_rotated_ref(xr, qdata, scale, bias, bits, block_size, codebook)
+    _check_linear_rotated(xr, qdata, scale, bias, bits, block_size, codebook, out_dtype)
+    return fmt.linear_rotated_ref(xr, qdata, scale, bias, bits, block_size, codebook).to(out_dtype or xr.dtype)
 
 
 @linear_rotated.register_kernel("cuda")
-def _linear_rotated_cuda(xr, qdata, scale, bias, bits, block_size, codebook=None):
-    _check_linear_rotated(xr, qdata, scale, bias, bits, block_size, codebook)
-    # Dequantize in the rotated domain (no inverse FWHT needed) + cuBLAS.
-    wr = fmt.dequantize_rotated_ref(qdata, scale, bits, block_size, codebook, dtype=xr.dtype)
-    return F.linear(xr, wr, None if bias is None else bias.to(xr.dtype))
+def _linear_rotated_cuda(xr, qdata, scale, bias, bits, block_size, codebook=None, out_dtype=None):
+    _check_linear_rotated(xr, qdata, scale, bias, bits, block_size, codebook, out_dtype)
+    return kernels.linear_rotated(xr, qdata, scale, bias, bits, block_size, codebook, out_dtype or xr.dtype)
 
 
 @linear_rotated.register_fake
-def _linear_rotated_fake(xr, qdata, scale, bias, bits, block_size, codebook=None):
-    N = _check_linear_rotated(xr, qdata, scale, bias, bits, block_size, codebook)
-    return xr.new_empty((*xr.shape[:-1], N))
+def _linear_rotated_fake(xr, qdata, scale, bias, bits, block_size, codebook=None, out_dtype=None):
+    N = _check_linear_rotated(xr, qdata, scale, bias, bits, block_size, codebook, out_dtype)
+    return xr.new_empty((*xr.shape[:-1], N), dtype=out_dtype or xr.dtype)
 
 
 def _linear_rotated_setup_context(ctx, inputs, output) -> None:
-    xr, qdata, scale, bias, bits, block_size, codebook = inputs
+    xr, qdata, scale, bias, bits, block_size, codebook, _ = inputs
     ctx.save_for_backward(qdata, scale, codebook)
     ctx.meta = (bits, block_size, xr.dtype, bias is not None and bias.requires_grad)
 
@@ -210,9 +249,9 @@ def _linear_rotated_backward(ctx, grad: Tensor):
     # Wr = W_hat @ H blockwise, so grad_xr = grad @ Wr = fwht(grad @ W_hat).
     k_pad = scale.shape[1] * block_size
     w_hat = dequantize(qdata, scale, bits, block_size, k_pad, grad.dtype, codebook)
-    grad_xr = fwht(grad @ w_hat, block_size).to(dtype)
+    grad_xr = fwht(grad @ w_hat, block_size, dtype)
     grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0) if bias_grad else None
-    return grad_xr, None, None, grad_bias, None, None, None
+    return grad_xr, None, None, grad_bias, None, None, None, None
 
 
 linear_rotated.register_autograd(_linear_rotated_backward, setup_context=_linear_rotated_setup_context)
@@ -244,8 +283,9 @@ def _linear_composite(
     k_pad = scale.shape[1] * block_size
     if k_pad != K:
         x = F.pad(x, (0, k_pad - K))
-    xr = torch.ops.hlwq.fwht(x, block_size)
-    return torch.ops.hlwq.linear_rotated(xr, qdata, scale, bias, bits, block_size, codebook)
+    # float32 rotated activations: exact inputs for the GEMV, at the cost of a few KB.
+    xr = torch.ops.hlwq.fwht(x, block_size, torch.float32)
+    return torch.ops.hlwq.linear_rotated(xr, qdata, scale, bias, bits, block_size, codebook, x.dtype)
 
 
 _lib.impl("linear", _linear_composite, "CompositeImplicitAutograd")

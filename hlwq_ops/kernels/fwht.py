@@ -1,0 +1,69 @@
+"""Blockwise normalized Walsh-Hadamard transform on the tensor cores.
+
+A program transforms ``BR`` blocks of ``B`` values: ``[BR, B] @ H_B`` with
+``H_B`` the unnormalized +-1 Sylvester matrix, in float32 (``ieee``: every
+product is exact, sums accumulate in float32), then the ``1 / sqrt(B)`` scale.
+A bfloat16 tensor-core product would be faster at large M, but Triton's
+interpreter (which runs these kernels in CI) miscomputes bfloat16 dots, and at
+decode sizes the transform is a few microseconds either way.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..hadamard import hadamard_matrix
+
+__all__ = ["MAX_KERNEL_BLOCK", "fwht"]
+
+# Up to 128 the dense product is cheap; larger blocks use the reference.
+MAX_KERNEL_BLOCK = 128
+_SIGNS: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def _signs(block_size: int, device: torch.device) -> torch.Tensor:
+    """(B, B) float32 +-1 Hadamard, cached per device."""
+    key = (block_size, str(device))
+    if key not in _SIGNS:
+        h = hadamard_matrix(block_size, torch.float64, device) * block_size**0.5
+        _SIGNS[key] = h.round().to(torch.float32)
+    return _SIGNS[key]
+
+
+@triton.jit
+def _fwht_kernel(
+    x_ptr,  # [ROWS, B] input blocks
+    h_ptr,  # [B, B] +-1 float32
+    out_ptr,  # [ROWS, B]
+    ROWS,
+    B: tl.constexpr,
+    BR: tl.constexpr,
+):
+    rows = tl.program_id(0) * BR + tl.arange(0, BR)
+    cols = tl.arange(0, B)
+    offs = rows.to(tl.int64)[:, None] * B + cols[None, :]
+    mask = rows[:, None] < ROWS
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    h = tl.load(h_ptr + cols[:, None] * B + cols[None, :])
+    acc = tl.dot(x, h, input_precision="ieee") * (1.0 / tl.sqrt(float(B)))
+    tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype) -> torch.Tensor:
+    """Blockwise FWHT of the last dim of ``x`` (K a multiple of ``block_size`` <= 128).
+
+    Returns:
+        A tensor of x's shape in ``out_dtype``.
+    """
+    x = x.contiguous()
+    out = torch.empty(x.shape, device=x.device, dtype=out_dtype)
+    rows = x.numel() // block_size
+    if rows == 0:
+        return out
+    br = 16 if rows <= 256 else 64
+    _fwht_kernel[(triton.cdiv(rows, br),)](
+        x, _signs(block_size, x.device), out, rows, B=block_size, BR=br, num_warps=4
+    )
+    return out

@@ -1,0 +1,125 @@
+"""Launch configurations: the only place that picks them.
+
+``path_for(M)`` chooses the kernel family by the number of activation rows;
+``gemv_config`` picks the GEMV's tile and split-K for a shape. On the first
+call for a key ``(N, K_pad, bits, M bucket, device)`` it times a handful of
+candidates (a few seconds, dominated by compiling them) unless
+``HLWQ_AUTOTUNE=0``; results persist in a JSON file under
+``$HLWQ_CACHE_DIR`` (default ``~/.cache/hlwq_ops``) so later processes skip it.
+During CUDA-graph capture, or on the CPU (the Triton interpreter), an untuned
+key gets the heuristic default instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+__all__ = ["GEMV_MAX_M", "PATHS", "path_for", "m_bucket", "gemv_candidates", "gemv_config"]
+
+# Largest M the GEMV serves; above it, dequantize + cuBLAS.
+GEMV_MAX_M = 16
+PATHS = ("gemv", "dequant")
+_SPLITS = (1, 2, 4, 8, 16, 32)
+
+
+def path_for(M: int) -> str:
+    """Kernel family for M activation rows; ``HLWQ_PATH`` forces one (for debugging)."""
+    forced = os.environ.get("HLWQ_PATH")
+    if forced:
+        if forced not in PATHS:
+            raise ValueError(f"HLWQ_PATH must be one of {PATHS}, got {forced!r}")
+        return forced
+    return "gemv" if M <= GEMV_MAX_M else "dequant"
+
+
+def m_bucket(M: int) -> int:
+    return 1 << max(0, (M - 1).bit_length())
+
+
+def _split_k(n_programs: int, k_steps: int, sm_count: int) -> int:
+    """Smallest split giving ~2 programs per SM, keeping >= 2 steps per split."""
+    for s in _SPLITS:
+        if n_programs * s >= 2 * sm_count or k_steps // (2 * s) == 0:
+            return s
+    return _SPLITS[-1]
+
+
+def gemv_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
+    """Configs worth timing for an (M, N, K_pad) GEMV, the heuristic favourite first."""
+    bm = min(m_bucket(M), 4)
+    out = []
+    for R in (4, 2) if bm == 1 else (2, 1):
+        for num_warps in (4, 8):
+            BN, G = 8 * num_warps, 4
+            n_programs = -(-N // (R * BN)) * -(-M // bm)
+            k_steps = -(-k_pad // (32 * G))
+            split = _split_k(n_programs, k_steps, sm_count)
+            for s in sorted({split, max(1, split // 2)}, reverse=True):
+                out.append(dict(BM=bm, R=R, BN=BN, G=G, SPLIT_K=s, num_warps=num_warps, num_stages=1))
+    return out
+
+
+_TUNED: dict[str, dict] = {}
+_LOADED: set[str] = set()
+
+
+def _cache_file(device: torch.device) -> Path:
+    name = torch.cuda.get_device_name(device).replace(" ", "_")
+    root = Path(os.environ.get("HLWQ_CACHE_DIR", Path.home() / ".cache" / "hlwq_ops"))
+    return root / f"gemv-{name}-triton{__import__('triton').__version__}.json"
+
+
+def _load(device: torch.device) -> None:
+    path = _cache_file(device)
+    if str(path) in _LOADED:
+        return
+    _LOADED.add(str(path))
+    if path.exists():
+        try:
+            _TUNED.update(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            pass  # a broken cache only costs a re-tune
+
+
+def _save(device: torch.device) -> None:
+    path = _cache_file(device)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(_TUNED, indent=1, sort_keys=True))
+    except OSError:
+        pass  # read-only home: tuning still holds for this process
+
+
+def gemv_config(M: int, N: int, k_pad: int, bits: int, device: torch.device, run: Callable[[dict], object]) -> dict:
+    """The config for this GEMV, tuning it on first use (see the module docstring).
+
+    Args:
+        run: launches the GEMV with a given config (used for timing).
+    """
+    if device.type != "cuda":
+        return gemv_candidates(M, N, k_pad, 8)[0]
+    sm_count = torch.cuda.get_device_properties(device).multi_processor_count
+    candidates = gemv_candidates(M, N, k_pad, sm_count)
+    _load(device)
+    key = f"{N}x{k_pad}/q{bits}/m{m_bucket(M)}"
+    if key in _TUNED:
+        return _TUNED[key]
+    if os.environ.get("HLWQ_AUTOTUNE", "1") == "0" or torch.cuda.is_current_stream_capturing():
+        return candidates[0]
+    import triton.testing
+
+    start = time.perf_counter()
+    timings = []
+    for config in candidates:
+        timings.append((triton.testing.do_bench(lambda: run(config), warmup=5, rep=20), config))
+    best = min(timings, key=lambda t: t[0])[1]
+    _TUNED[key] = best
+    _TUNED[key + "/tuning_s"] = round(time.perf_counter() - start, 2)
+    _save(device)
+    return best

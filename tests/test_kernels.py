@@ -1,0 +1,235 @@
+"""Triton kernels against their pure-torch references.
+
+On a machine without a GPU these run in the Triton interpreter on CPU tensors
+(small shapes); the ``gpu`` tests sweep real shapes on CUDA.
+"""
+
+import math
+
+import pytest
+import torch
+
+from hlwq_ops import format as fmt
+from hlwq_ops import kernels
+from hlwq_ops.hadamard import hadamard_matrix
+from hlwq_ops.kernels import tuning
+from hlwq_ops.kernels.common import lookup_table
+from hlwq_ops.kernels.gemv import gemv, gemv_ref
+
+from ._utils import HAS_CUDA, rel_error
+
+KERNEL_DEVICE = "cuda" if HAS_CUDA else "cpu"
+
+
+def _packed(N, K, bits, block_size=128, device=KERNEL_DEVICE):
+    w = torch.randn(N, K, device=device)
+    return fmt.quantize_ref(w, bits, block_size)
+
+
+def _config(M, **changes):
+    config = dict(BM=min(tuning.m_bucket(M), 4), R=2, BN=8, G=2, SPLIT_K=1, num_warps=1, num_stages=1)
+    config.update(changes)
+    return config
+
+
+# -- lookup tables ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5])
+def test_pair_table_decodes_pairs(bits):
+    c = torch.randn(2**bits).sort().values
+    table = lookup_table(bits, c, torch.device("cpu"), pair=True)
+    assert table.shape == (4**bits,) and table.dtype == torch.int64
+    codes = torch.randint(0, 2**bits, (64, 1, 128))
+    qdata = fmt.pack_codes(codes, bits)
+    pairs = table.view(torch.float32).view(-1, 2)
+    # rebuild each pair's index from the packed bytes, as the kernel does
+    words = qdata.view(torch.int32).view(64, -1).to(torch.int64) & 0xFFFFFFFF
+    idx = torch.zeros(64, 64, dtype=torch.int64)
+    start, offset = 0, 0
+    for w in fmt.plane_widths(bits):
+        n_words = 128 * w // 32
+        plane = words[:, start : start + n_words]
+        per_word = 16 // w
+        j = torch.arange(64)
+        field = (plane[:, j // per_word] >> (2 * w * (j % per_word))) & ((1 << 2 * w) - 1)
+        idx |= field << (2 * offset)
+        start += n_words
+        offset += w
+    got = pairs[idx]
+    torch.testing.assert_close(got[..., 0], c[codes[:, 0, 0::2]], rtol=0, atol=0)
+    torch.testing.assert_close(got[..., 1], c[codes[:, 0, 1::2]], rtol=0, atol=0)
+
+
+def test_custom_table_rebuilt_after_in_place_change():
+    c = torch.randn(32).sort().values
+    first = lookup_table(5, c, torch.device("cpu"), pair=True)
+    assert lookup_table(5, c, torch.device("cpu"), pair=True) is first
+    c.mul_(2)
+    second = lookup_table(5, c, torch.device("cpu"), pair=True)
+    torch.testing.assert_close(second.view(torch.float32), first.view(torch.float32) * 2)
+
+
+# -- GEMV ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+@pytest.mark.parametrize(
+    "M,N,K,block_size,changes",
+    [
+        (1, 40, 300, 128, {}),  # K padded, N not a multiple of the tile
+        (3, 17, 256, 128, {"SPLIT_K": 3}),  # odd M, split-K with a ragged split
+        (5, 33, 96, 32, {"R": 1, "G": 4}),  # block 32, M over two M-tiles
+    ],
+)
+def test_gemv_matches_reference(bits, M, N, K, block_size, changes):
+    qdata, scale = _packed(N, K, bits, block_size)
+    k_pad = scale.shape[1] * block_size
+    xr = torch.randn(M, k_pad, device=KERNEL_DEVICE)
+    bias = torch.randn(N, device=KERNEL_DEVICE)
+    y = gemv(xr, qdata, scale, bias, bits, block_size, None, torch.float32, _config(M, **changes))
+    ref = gemv_ref(xr, qdata, scale, bias, bits, block_size)
+    assert rel_error(y, ref) < 1e-5
+
+
+def test_gemv_custom_codebook_and_bf16_output():
+    c = torch.linspace(-2, 2, 16, device=KERNEL_DEVICE)
+    w = torch.randn(24, 256, device=KERNEL_DEVICE)
+    qdata, scale = fmt.quantize_ref(w, 4, 128, codebook=c)
+    xr = torch.randn(2, 256, device=KERNEL_DEVICE)
+    y = gemv(xr, qdata, scale, None, 4, 128, c, torch.bfloat16, _config(2))
+    assert y.dtype == torch.bfloat16
+    assert rel_error(y, gemv_ref(xr, qdata, scale, None, 4, 128, c)) < 4e-3
+
+
+# -- FWHT and dequantization -------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("block_size,rows", [(128, 3), (64, 40), (32, 17)])
+def test_fwht_kernel(dtype, block_size, rows):
+    x = torch.randn(rows, 2 * block_size, device=KERNEL_DEVICE).to(dtype)
+    h = hadamard_matrix(block_size, torch.float64, KERNEL_DEVICE)
+    ref = (x.double().view(rows, 2, block_size) @ h).view(rows, -1)
+    out = kernels.fwht(x, block_size, torch.float32)
+    # float32 output of exact inputs: the error is float32 rounding, not the input's.
+    assert rel_error(out, ref) < 1e-6
+    assert kernels.fwht(x, block_size, dtype).dtype == dtype
+
+
+@pytest.mark.parametrize("bits", [3, 5, 8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dequantize_kernel(bits, dtype):
+    qdata, scale = _packed(37, 300, bits)
+    out = kernels.dequantize_rotated(qdata, scale, bits, 128, None, dtype)
+    ref = fmt.dequantize_rotated_ref(qdata, scale, bits, 128)
+    assert out.dtype == dtype and out.shape == ref.shape
+    # same products in another order: within two roundings of the dtype
+    torch.testing.assert_close(out.float(), ref, rtol=2 * torch.finfo(dtype).eps, atol=0)
+
+
+@pytest.mark.parametrize("path", tuning.PATHS)
+def test_linear_rotated_dispatch_paths(path, monkeypatch):
+    monkeypatch.setenv("HLWQ_PATH", path)
+    qdata, scale = _packed(24, 256, 5)
+    xr = torch.randn(2, 3, 256, device=KERNEL_DEVICE)
+    y = kernels.linear_rotated(xr, qdata, scale, None, 5, 128, None, torch.float32)
+    assert y.shape == (2, 3, 24)
+    assert rel_error(y, gemv_ref(xr.view(6, 256), qdata, scale, None, 5, 128).view(2, 3, 24)) < 1e-5
+
+
+def test_forced_path_must_exist(monkeypatch):
+    monkeypatch.setenv("HLWQ_PATH", "magic")
+    with pytest.raises(ValueError, match="HLWQ_PATH must be one of"):
+        tuning.path_for(1)
+
+
+def test_gemv_candidates_fill_the_gpu():
+    for M, N, K in [(1, 1024, 4096), (1, 4096, 14336), (1, 14336, 4096), (8, 4096, 4096)]:
+        for c in tuning.gemv_candidates(M, N, K, 132):
+            programs = -(-N // (c["R"] * c["BN"])) * c["SPLIT_K"] * -(-M // c["BM"])
+            assert programs >= 132 or c["SPLIT_K"] > 1 or N * K <= 1024 * 4096
+
+
+# -- GPU sweeps --------------------------------------------------------------------
+
+LLM_SHAPES = [
+    (4096, 4096),  # Llama-3-8B q/o, Qwen3.5-9B o
+    (1024, 4096),  # Llama-3-8B k/v
+    (14336, 4096),  # Llama-3-8B gate/up
+    (4096, 14336),  # Llama-3-8B down
+    (12288, 4096),  # Qwen3.5-9B gate/up
+    (4096, 12288),  # Qwen3.5-9B down
+    (8192, 4096),  # Qwen3.5-9B gated q
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bits", [4, 5])
+@pytest.mark.parametrize("N,K", LLM_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gpu_linear_sweep(bits, N, K, dtype):
+    gen = torch.Generator(device="cuda").manual_seed(N * 31 + K)
+    w = torch.randn(N, K, device="cuda", generator=gen) * 0.02
+    qdata, scale = torch.ops.hlwq.quantize(w, bits, 128)
+    w_hat = torch.ops.hlwq.dequantize(qdata, scale, bits, 128, K, torch.float64)
+    for M in range(1, 17):
+        x = torch.randn(M, K, device="cuda", generator=gen).to(dtype)
+        ref = x.double() @ w_hat.t()
+        torch_err = rel_error((x @ w_hat.to(dtype).t()), ref)
+        y = torch.ops.hlwq.linear(x, qdata, scale, None, bits, 128, K)
+        assert y.dtype == dtype
+        assert torch.isfinite(y).all()
+        assert rel_error(y, ref) <= 2 * torch_err + 1e-4, (M, rel_error(y, ref), torch_err)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_gpu_poisoned_output_fully_written(bits):
+    qdata, scale = _packed(1000, 1000, bits, device="cuda")
+    for M in (1, 3, 16, 40):
+        xr = torch.randn(M, scale.shape[1] * 128, device="cuda")
+        ref = gemv_ref(xr, qdata, scale, None, bits, 128)
+        for config in tuning.gemv_candidates(M, 1000, xr.shape[1], 132):
+            out = gemv(xr, qdata, scale, None, bits, 128, None, torch.float32, config)
+            out_again = torch.full_like(out, float("nan"))
+            out_again.copy_(gemv(xr, qdata, scale, None, bits, 128, None, torch.float32, config))
+            assert torch.isfinite(out_again).all()
+            assert rel_error(out_again, ref) < 1e-5, config
+
+
+@pytest.mark.gpu
+def test_gpu_no_host_sync_and_cuda_graph():
+    qdata, scale = _packed(4096, 4096, 5, device="cuda")
+    x = torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16)
+    torch.ops.hlwq.linear(x, qdata, scale, None, 5, 128, 4096)  # tune outside the graph
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        torch.ops.hlwq.linear(x, qdata, scale, None, 5, 128, 4096)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = torch.ops.hlwq.linear(x, qdata, scale, None, 5, 128, 4096)
+    x.copy_(torch.randn_like(x))
+    graph.replay()
+    torch.testing.assert_close(y, torch.ops.hlwq.linear(x, qdata, scale, None, 5, 128, 4096))
+
+
+@pytest.mark.gpu
+def test_gpu_reduce_overhead_compile():
+    from torchao.quantization import quantize_
+
+    from hlwq_ops import hlwq_q5
+
+    m = torch.nn.Sequential(torch.nn.Linear(4096, 4096, bias=False), torch.nn.Linear(4096, 1024)).cuda().bfloat16()
+    quantize_(m, hlwq_q5())
+    x = torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        eager = m(x)
+        compiled = torch.compile(m, mode="reduce-overhead", fullgraph=True)
+        for _ in range(3):
+            out = compiled(x)
+    assert rel_error(out, eager) < 1e-2
+    assert math.isfinite(out.float().sum().item())
