@@ -186,7 +186,7 @@ def dequantize(
 def _dequantize_cuda(qdata, scale, bits, block_size, K, dtype=torch.float32, codebook=None):
     fmt.check_packed(qdata, scale, bits, block_size, K, codebook)
     wr = kernels.dequantize_rotated(qdata, scale, bits, block_size, codebook, torch.float32)
-    return fwht(wr, block_size, dtype)[:, :K].contiguous()
+    return fwht(wr, block_size)[:, :K].to(dtype).contiguous()
 
 
 @dequantize.register_fake

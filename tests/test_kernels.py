@@ -27,7 +27,7 @@ def _packed(N, K, bits, block_size=128, device=KERNEL_DEVICE):
 
 
 def _config(M, **changes):
-    config = dict(BM=min(tuning.m_bucket(M), 4), R=2, BN=8, G=2, SPLIT_K=1, num_warps=1, num_stages=1)
+    config = dict(BN=8, G=2, SPLIT_K=1, num_warps=1, num_stages=1)
     config.update(changes)
     return config
 
@@ -79,7 +79,7 @@ def test_custom_table_rebuilt_after_in_place_change():
     [
         (1, 40, 300, 128, {}),  # K padded, N not a multiple of the tile
         (3, 17, 256, 128, {"SPLIT_K": 3}),  # odd M, split-K with a ragged split
-        (5, 33, 96, 32, {"R": 1, "G": 4}),  # block 32, M over two M-tiles
+        (5, 33, 96, 32, {"BN": 16, "G": 4}),  # block 32, a step spanning blocks
     ],
 )
 def test_gemv_matches_reference(bits, M, N, K, block_size, changes):
@@ -147,7 +147,7 @@ def test_forced_path_must_exist(monkeypatch):
 def test_gemv_candidates_fill_the_gpu():
     for M, N, K in [(1, 1024, 4096), (1, 4096, 14336), (1, 14336, 4096), (8, 4096, 4096)]:
         for c in tuning.gemv_candidates(M, N, K, 132):
-            programs = -(-N // (c["R"] * c["BN"])) * c["SPLIT_K"] * -(-M // c["BM"])
+            programs = -(-N // c["BN"]) * c["SPLIT_K"] * M
             assert programs >= 132 or c["SPLIT_K"] > 1 or N * K <= 1024 * 4096
 
 

@@ -1,11 +1,10 @@
 """Blockwise normalized Walsh-Hadamard transform on the tensor cores.
 
 A program transforms ``BR`` blocks of ``B`` values: ``[BR, B] @ H_B`` with
-``H_B`` the unnormalized +-1 Sylvester matrix, in float32 (``ieee``: every
-product is exact, sums accumulate in float32), then the ``1 / sqrt(B)`` scale.
-A bfloat16 tensor-core product would be faster at large M, but Triton's
-interpreter (which runs these kernels in CI) miscomputes bfloat16 dots, and at
-decode sizes the transform is a few microseconds either way.
+``H_B`` the unnormalized +-1 Sylvester matrix, on the tensor cores in
+``tf32x3`` mode (x split into two tf32 terms, H exact in tf32: float32
+accuracy), then the ``1 / sqrt(B)`` scale. Not bfloat16 terms: Triton's
+interpreter (which runs these kernels in CI) miscomputes bfloat16 dots.
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ def _fwht_kernel(
     mask = rows[:, None] < ROWS
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     h = tl.load(h_ptr + cols[:, None] * B + cols[None, :])
-    acc = tl.dot(x, h, input_precision="ieee") * (1.0 / tl.sqrt(float(B)))
+    acc = tl.dot(x, h, input_precision="tf32x3") * (1.0 / tl.sqrt(float(B)))
     tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 

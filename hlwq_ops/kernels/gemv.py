@@ -1,18 +1,17 @@
 """Fused LUT GEMV for small M: ``y = xr @ Wr.T + bias`` straight from the packed codes.
 
-Work split: a program owns ``R * BN`` output rows and one of ``SPLIT_K`` slices
-of K; a step covers ``G`` groups of 32 codes. Thread layout: Triton places
-``BN`` and ``G`` across threads; every other dimension is a *leading*
-broadcast dimension, which Triton keeps in registers, so each thread unpacks,
-looks up and reduces whole groups of ``R`` rows on its own (no shuffles, no
-shared memory), and its activation loads serve ``R`` rows.
+Work split: a program owns ``BN`` output rows, one activation row and one of
+``split_k`` slices of K; a step covers ``G`` groups of 32 codes per row.
 
-Per group a thread turns the plane words into table indices: one per *pair*
-of codes for bits <= 5 (a 4**bits-entry table of float2), one per code above.
-The rotated activations are float32, read as float2 pairs in pair mode.
-The tensors of a step have shape ``[PA, 4, R, BN, G]``: position ``p = PA * b
-+ a`` within the group (a pair or a code), ``b`` also being the word of a
-4-bit plane. With ``SPLIT_K > 1`` partial sums go to a float32 workspace that
+Every tensor of the loop has the same 2-D shape ``[BN, G]`` (a row and a group
+per element): Triton gives them one layout, so no value ever moves between
+threads, whatever order its layout heuristics pick. The 16 pairs (or 32 codes)
+of a group are unrolled at compile time: each position's word offset and bit
+shift are constants, and the repeated loads of a word are merged by the
+compiler. A position's planes combine into one index into an L1-resident
+table: of *pairs* of codes for bits <= 5 (a 4**bits-entry table of float2, so
+one lookup and one float2 activation load serve two weights), of single codes
+above. With ``split_k > 1`` partial sums go to a float32 workspace that
 :func:`_splitk_reduce_kernel` sums, adds the bias to, and casts.
 """
 
@@ -28,32 +27,24 @@ __all__ = ["gemv", "gemv_ref"]
 
 
 @triton.jit
-def _plane_bits(
-    q_rows,  # [R, BN] pointers to the rows' words
-    word_base,  # [G] first word of each group's block
-    gin,  # [G] group index inside its block
-    mask,  # [R, BN, G]
+def _position_bits(
+    q_rows,  # [BN, G] pointers to each (row, group)'s block
+    p: tl.constexpr,  # position in the group: a pair (0..15) or a code (0..31)
+    mask,
     W: tl.constexpr,
     O: tl.constexpr,
     B: tl.constexpr,
-    PA: tl.constexpr,
     PAIR: tl.constexpr,
 ):
-    """Index bits a plane of width W contributes: [PA, 4, R, BN, G] int32."""
-    F: tl.constexpr = 2 * W if PAIR else W  # bits per position (a pair or a code)
-    a = tl.arange(0, PA)[:, None]
-    b = tl.arange(0, 4)[None, :]
-    bitpos = (PA * b + a) * F  # [PA, 4] bit offset inside the group's plane bits
-    group = word_base + (B * O // 32) + gin * W  # [G] first word of the group in this plane
-    base = q_rows[None, None, :, :, None] + group[None, None, None, None, :]
-    if PA * F <= 32:
-        # one word holds all PA positions of a b: a [1, 4, ...] load, vectorized for W = 4
-        woff = (PA * F * tl.arange(0, 4)) // 32
-        words = tl.load(base + woff[None, :, None, None, None], mask=mask[None, None], other=0)
-    else:
-        words = tl.load(base + (bitpos // 32)[:, :, None, None, None], mask=mask[None, None], other=0)
-    fields = (words >> (bitpos % 32)[:, :, None, None, None]) & ((1 << F) - 1)
-    return fields << (2 * O if PAIR else O)
+    """Index bits that a plane of width W gives position p: [BN, G] int32.
+
+    The word offset and shift are compile-time constants; positions that share
+    a word repeat the same load, which the compiler merges.
+    """
+    F: tl.constexpr = 2 * W if PAIR else W  # field bits per position
+    WORD: tl.constexpr = B * O // 32 + (p * F) // 32  # from the group's first word in the plane
+    words = tl.load(q_rows + WORD, mask=mask, other=0)
+    return ((words >> ((p * F) % 32)) & ((1 << F) - 1)) << (2 * O if PAIR else O)
 
 
 @triton.jit
@@ -64,7 +55,7 @@ def _gemv_kernel(
     s_ptr,  # [N, K_PAD // B] float16 block scales
     lut_ptr,  # pair table (int64) or code table (float32)
     bias_ptr,  # [N] or unused
-    out_ptr,  # [M, N] output, or [SPLIT_K, M, N] float32 workspace
+    out_ptr,  # [M, N] output, or [split_k, M, N] float32 workspace
     # dimensions
     M,
     N,
@@ -75,7 +66,7 @@ def _gemv_kernel(
     stride_sn,
     stride_om,
     stride_os,
-    x_step,
+    split_k,
     # meta-parameters
     BITS: tl.constexpr,
     B: tl.constexpr,
@@ -87,82 +78,63 @@ def _gemv_kernel(
     O2: tl.constexpr,
     PAIR: tl.constexpr,
     HAS_BIAS: tl.constexpr,
-    SPLIT_K: tl.constexpr,
-    BM: tl.constexpr,
-    R: tl.constexpr,
+    WORKSPACE: tl.constexpr,
     BN: tl.constexpr,
     G: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
-    pid_m = tl.program_id(2)
-    PA: tl.constexpr = 4 if PAIR else 8  # positions per b: 16 pairs or 32 codes per group
+    m = tl.program_id(2)
+    POSITIONS: tl.constexpr = 16 if PAIR else 32  # table lookups per group of 32 codes
     STEP: tl.constexpr = 32 * G
     WPB: tl.constexpr = B * BITS // 32  # int32 words per block
 
-    offs_n = pid_n * R * BN + tl.arange(0, R)[:, None] * BN + tl.arange(0, BN)[None, :]  # [R, BN]
+    offs_n = pid_n * BN + tl.arange(0, BN)
     n_mask = offs_n < N
     n_steps = tl.cdiv(K_PAD, STEP)
-    per_split = tl.cdiv(n_steps, SPLIT_K)
+    per_split = tl.cdiv(n_steps, split_k)
     step_lo = pid_k * per_split
     step_hi = tl.minimum(step_lo + per_split, n_steps)
 
-    q_rows = q_ptr + offs_n.to(tl.int64) * stride_qn
-    s_rows = s_ptr + offs_n.to(tl.int64) * stride_sn
-    offs_m = pid_m * BM + tl.arange(0, BM)
-    m_mask = offs_m < M
-    pos = PA * tl.arange(0, 4)[None, :] + tl.arange(0, PA)[:, None]  # [PA, 4] pair or code index
-    acc = tl.zeros([BM, R, BN, G], dtype=tl.float32)
+    q_rows = q_ptr + offs_n.to(tl.int64)[:, None] * stride_qn  # [BN, 1]
+    s_rows = s_ptr + offs_n.to(tl.int64)[:, None] * stride_sn
+    zeros = tl.zeros([BN, G], dtype=tl.int32)  # gives [G] vectors the [BN, G] shape (and layout)
+    x_row = x_ptr + m.to(tl.int64) * stride_xm
+    x_pairs = x_row.to(tl.pointer_type(tl.int64), bitcast=True)
+    acc = tl.zeros([BN, G], dtype=tl.float32)
     for step in range(step_lo, step_hi):
-        kg = step * STEP + 32 * tl.arange(0, G)  # [G] first code of each group
-        g_mask = kg < K_PAD
+        kg = step * STEP + 32 * tl.arange(0, G)[None, :] + zeros  # [BN, G] first code of each group
+        mask = n_mask[:, None] & (kg < K_PAD)
         blk = kg // B
-        gin = (kg % B) // 32
-        word_base = blk * WPB
-        mask = n_mask[:, :, None] & g_mask[None, None, :]  # [R, BN, G]
-        scale = tl.load(s_rows[:, :, None] + blk[None, None, :], mask=mask, other=0.0).to(tl.float32)
+        # first word of the (row, group) in its block's plane area
+        group_rows = q_rows + blk * WPB + ((kg % B) // 32) * W0
+        part = tl.zeros([BN, G], dtype=tl.float32)
+        for p in tl.static_range(POSITIONS):
+            idx = _position_bits(group_rows, p, mask, W0, O0, B, PAIR)
+            if W1 > 0:
+                idx |= _position_bits(group_rows + ((kg % B) // 32) * (W1 - W0), p, mask, W1, O1, B, PAIR)
+            if W2 > 0:
+                idx |= _position_bits(group_rows + ((kg % B) // 32) * (W2 - W0), p, mask, W2, O2, B, PAIR)
+            if PAIR:
+                pair = tl.load(lut_ptr + idx)  # (c[even], c[odd]) as two float32
+                xx = tl.load(x_pairs + kg // 2 + p, mask=mask, other=0)
+                part += pair.to(tl.int32).to(tl.float32, bitcast=True) * xx.to(tl.int32).to(tl.float32, bitcast=True)
+                part += (pair >> 32).to(tl.int32).to(tl.float32, bitcast=True) * (xx >> 32).to(tl.int32).to(
+                    tl.float32, bitcast=True
+                )
+            else:
+                part += tl.load(lut_ptr + idx) * tl.load(x_row + kg + p, mask=mask, other=0.0)
+        scale = tl.load(s_rows + blk, mask=mask, other=0.0).to(tl.float32)
+        acc += part * scale
 
-        idx = _plane_bits(q_rows, word_base, gin, mask, W0, O0, B, PA, PAIR)
-        if W1 > 0:
-            idx |= _plane_bits(q_rows, word_base, gin, mask, W1, O1, B, PA, PAIR)
-        if W2 > 0:
-            idx |= _plane_bits(q_rows, word_base, gin, mask, W2, O2, B, PA, PAIR)
-
-        # Activations, in the full [BM, PA, 4, R, BN, G] shape so that they share
-        # the layout of the codes (the copies along R are the same loads, merged
-        # by the compiler); ``x_step`` (always 1) is a runtime value so that the
-        # compiler sees no contiguity to vectorize along in a layout of its own.
-        shape: tl.constexpr = [BM, PA, 4, R, BN, G]
-        x_mask = tl.broadcast_to(
-            m_mask[:, None, None, None, None, None] & g_mask[None, None, None, None, None, :], shape
-        )
-        x_rows = offs_m.to(tl.int64)[:, None, None, None, None, None] * stride_xm
-        x_pos = (pos * x_step)[None, :, :, None, None, None]
-        if PAIR:
-            pair = tl.load(lut_ptr + idx)  # [PA, 4, R, BN, G] int64: (c[even], c[odd])
-            v_even = pair.to(tl.int32).to(tl.float32, bitcast=True)
-            v_odd = (pair >> 32).to(tl.int32).to(tl.float32, bitcast=True)
-            x_pairs = x_ptr.to(tl.pointer_type(tl.int64), bitcast=True)
-            x_offs = tl.broadcast_to((x_rows + kg[None, None, None, None, None, :]) // 2 + x_pos, shape)
-            xx = tl.load(x_pairs + x_offs, mask=x_mask, other=0)
-            x_even = xx.to(tl.int32).to(tl.float32, bitcast=True)
-            x_odd = (xx >> 32).to(tl.int32).to(tl.float32, bitcast=True)
-            part = v_even[None] * x_even + v_odd[None] * x_odd
-        else:
-            v = tl.load(lut_ptr + idx)  # [PA, 4, R, BN, G] float32
-            x_offs = tl.broadcast_to(x_rows + kg[None, None, None, None, None, :] + x_pos, shape)
-            part = v[None] * tl.load(x_ptr + x_offs, mask=x_mask, other=0.0)
-        acc += tl.sum(tl.sum(part, axis=1), axis=1) * scale[None]
-
-    y = tl.sum(acc, axis=3) * (1.0 / tl.sqrt(float(B)))  # [BM, R, BN]
-    out_mask = m_mask[:, None, None] & n_mask[None]
-    out_offs = offs_m[:, None, None] * stride_om + offs_n[None]
-    if SPLIT_K == 1:
+    y = tl.sum(acc, axis=1) * (1.0 / tl.sqrt(float(B)))  # [BN]
+    out_offs = m * stride_om + offs_n
+    if not WORKSPACE:
         if HAS_BIAS:
-            y += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None]
-        tl.store(out_ptr + out_offs, y.to(out_ptr.dtype.element_ty), mask=out_mask)
+            y += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+        tl.store(out_ptr + out_offs, y.to(out_ptr.dtype.element_ty), mask=n_mask)
     else:
-        tl.store(out_ptr + pid_k * stride_os + out_offs, y, mask=out_mask)
+        tl.store(out_ptr + pid_k * stride_os + out_offs, y, mask=n_mask)
 
 
 @triton.jit
@@ -202,8 +174,8 @@ def gemv(
     Args:
         xr: (M, K_pad) float32 rotated activations, contiguous.
         qdata: (N, K_pad * bits / 8) uint8; scale: (N, K_pad / B) float16.
-        config: ``BM``, ``R``, ``BN``, ``G``, ``SPLIT_K``, ``num_warps``,
-            ``num_stages`` (see :mod:`hlwq_ops.kernels.tuning`).
+        config: ``BN``, ``G``, ``SPLIT_K``, ``num_warps``, ``num_stages``
+            (see :mod:`hlwq_ops.kernels.tuning`).
 
     Returns:
         (M, N) in ``out_dtype``.
@@ -216,7 +188,7 @@ def gemv(
     out = torch.empty((M, N), device=xr.device, dtype=out_dtype)
     split_k = config["SPLIT_K"]
     target = out if split_k == 1 else torch.empty((split_k, M, N), device=xr.device, dtype=torch.float32)
-    grid = (triton.cdiv(N, config["R"] * config["BN"]), split_k, triton.cdiv(M, config["BM"]))
+    grid = (triton.cdiv(N, config["BN"]), split_k, M)
     _gemv_kernel[grid](
         xr,
         words,
@@ -232,15 +204,13 @@ def gemv(
         scale.stride(0),
         N,
         M * N,
-        1,
+        split_k,
         **planes(bits),
         BITS=bits,
         B=block_size,
         PAIR=pair,
         HAS_BIAS=bias is not None,
-        SPLIT_K=split_k,
-        BM=config["BM"],
-        R=config["R"],
+        WORKSPACE=split_k > 1,
         BN=config["BN"],
         G=config["G"],
         num_warps=config["num_warps"],

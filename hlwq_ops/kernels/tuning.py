@@ -52,16 +52,13 @@ def _split_k(n_programs: int, k_steps: int, sm_count: int) -> int:
 
 def gemv_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
     """Configs worth timing for an (M, N, K_pad) GEMV, the heuristic favourite first."""
-    bm = min(m_bucket(M), 4)
     out = []
-    for R in (4, 2) if bm == 1 else (2, 1):
-        for num_warps in (4, 8):
-            BN, G = 8 * num_warps, 4
-            n_programs = -(-N // (R * BN)) * -(-M // bm)
-            k_steps = -(-k_pad // (32 * G))
-            split = _split_k(n_programs, k_steps, sm_count)
-            for s in sorted({split, max(1, split // 2)}, reverse=True):
-                out.append(dict(BM=bm, R=R, BN=BN, G=G, SPLIT_K=s, num_warps=num_warps, num_stages=1))
+    for BN, G, num_warps in ((64, 4, 4), (128, 4, 4), (32, 8, 4), (128, 4, 8)):
+        n_programs = -(-N // BN) * M
+        k_steps = -(-k_pad // (32 * G))
+        split = _split_k(n_programs, k_steps, sm_count)
+        for s in sorted({split, max(1, split // 2)}, reverse=True):
+            out.append(dict(BN=BN, G=G, SPLIT_K=s, num_warps=num_warps, num_stages=1))
     return out
 
 

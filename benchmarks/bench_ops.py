@@ -1,0 +1,240 @@
+"""Linear-layer op benchmark on one GPU: bf16 cuBLAS, torchao int4, HLWQ Q5/Q4, FWHT.
+
+How it times (DESIGN.md section 3): one CUDA graph calls the op on enough
+distinct weight copies to exceed the L2 cache several times, so every call
+reads its weight from HBM and there are no launch gaps; the graph is replayed
+many times and the median replay, divided by the number of copies, is the time
+per call. ``triton.testing.do_bench``'s L2 flush is not used: its dirty lines
+are written back inside the timed kernel and inflate small kernels.
+
+    python benchmarks/bench_ops.py                      # M = 1, the six shapes
+    python benchmarks/bench_ops.py --m 1 2 4 8 16 32 64 128 512 2048 --shapes 4096x14336 14336x4096
+
+Prints a table (time, achieved GB/s, % of the measured copy bandwidth,
+speedups) and writes ``--json`` and ``--plot`` files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+import hlwq_ops
+from hlwq_ops.utils import tensor_nbytes
+
+L2_MULTIPLE = 4  # weight bytes per graph >= this many times the L2 size
+SHAPES = ["4096x4096", "1024x4096", "14336x4096", "4096x14336", "12288x4096", "4096x12288"]
+
+
+def copy_bandwidth(device) -> float:
+    """Device-to-device copy bandwidth in bytes/s (read + write), median of 20."""
+    src = torch.empty(1 << 30, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    times = []
+    for _ in range(25):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return 2 * src.numel() / statistics.median(times[5:])
+
+
+def graph_time(calls: list[Callable[[], object]], replays: int = 30) -> tuple[float, float]:
+    """Median and spread (max - min over 5 medians) of microseconds per call."""
+    for call in calls:  # warm up: compile, tune, allocate
+        call()
+    torch.cuda.synchronize()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for call in calls:
+            call()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for call in calls:
+            call()
+    medians = []
+    for _ in range(5):
+        times = []
+        for _ in range(replays):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            graph.replay()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) * 1e3 / len(calls))
+        medians.append(statistics.median(times[3:]))
+    return statistics.median(medians), max(medians) - min(medians)
+
+
+def n_copies(weight_bytes: int, l2_bytes: int) -> int:
+    return max(4, min(256, math.ceil(L2_MULTIPLE * l2_bytes / weight_bytes)))
+
+
+def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def bench_shape(N: int, K: int, M: int, l2_bytes: int, bw: float, int4_ok: bool) -> list[dict]:
+    """Every method on one (M, N, K); weights are N(0, 0.02) like an LLM's."""
+    dev = "cuda"
+    rows = []
+    x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
+    w = torch.randn(N, K, device=dev, dtype=torch.bfloat16) * 0.02
+    ref = (x.double() @ w.double().t()).float()
+
+    def add(method, calls, weight_bytes, out):
+        t, spread = graph_time(calls)
+        moved = weight_bytes + x.numel() * 2 + M * N * 2
+        rows.append(
+            dict(method=method, M=M, N=N, K=K, us=t, spread_us=spread, gbps=moved / t / 1e3,
+                 pct_bw=100 * moved / (t * 1e-6) / bw, rel_err=rel_error(out, ref))
+        )
+
+    copies = n_copies(N * K * 2, l2_bytes)
+    ws = [w.clone() for _ in range(copies)]
+    add("bf16 F.linear", [lambda w=w_: F.linear(x, w) for w_ in ws], N * K * 2, F.linear(x, ws[0]))
+    del ws
+
+    if int4_ok:
+        from torchao.quantization import Int4WeightOnlyConfig, quantize_
+
+        config = Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d")
+        lin = torch.nn.Linear(K, N, bias=False, device=dev, dtype=torch.bfloat16)
+        lin.weight.data.copy_(w)
+        quantize_(lin, config)
+        nbytes = tensor_nbytes(lin.weight)
+        lins = [lin] + [_quantized_copy(lin) for _ in range(n_copies(nbytes, l2_bytes) - 1)]
+        add("torchao int4", [lambda m=m: m(x) for m in lins], nbytes, lin(x))
+        del lins, lin
+
+    for bits in (5, 4):
+        q = hlwq_ops.HLWQTensor.from_hp(w, bits)
+        nbytes = tensor_nbytes(q)
+        qs = [q] + [q.clone() for _ in range(n_copies(nbytes, l2_bytes) - 1)]
+        add(f"HLWQ Q{bits} F.linear", [lambda q=q_: F.linear(x, q) for q_ in qs], nbytes, F.linear(x, q))
+        xr = torch.ops.hlwq.fwht(x, 128, torch.float32)
+        gemv = [
+            lambda q=q_: torch.ops.hlwq.linear_rotated(xr, q.qdata, q.scale, None, bits, 128, None, torch.bfloat16)
+            for q_ in qs
+        ]
+        add(f"HLWQ Q{bits} GEMV", gemv, nbytes, gemv[0]())
+        rows[-1]["bits_per_weight"] = rows[-2]["bits_per_weight"] = 8 * nbytes / (N * K)
+        del qs, q
+
+    xs = [x.clone() for _ in range(64)]
+    t, spread = graph_time([lambda x=x_: torch.ops.hlwq.fwht(x, 128, torch.float32) for x_ in xs])
+    rows.append(dict(method="FWHT", M=M, N=N, K=K, us=t, spread_us=spread, gbps=None, pct_bw=None, rel_err=None))
+    return rows
+
+
+def _quantized_copy(lin: torch.nn.Module) -> torch.nn.Module:
+    import copy
+
+    return copy.deepcopy(lin)
+
+
+def add_ratios(rows: list[dict]) -> None:
+    by_key = {(r["M"], r["N"], r["K"], r["method"]): r for r in rows}
+    for r in rows:
+        key = (r["M"], r["N"], r["K"])
+        bf16 = by_key.get((*key, "bf16 F.linear"))
+        int4 = by_key.get((*key, "torchao int4"))
+        r["vs_bf16"] = bf16["us"] / r["us"] if bf16 and r["method"] != "FWHT" else None
+        r["vs_int4"] = int4["us"] / r["us"] if int4 and r["method"] != "FWHT" else None
+
+
+def print_table(rows: list[dict]) -> str:
+    head = f"{'M':>5} {'N x K':>12} {'method':<20} {'us':>8} {'+-':>5} {'GB/s':>7} {'%BW':>5} {'xbf16':>6} {'xint4':>6} {'relerr':>8}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        def f(v, spec):
+            return format(v, spec) if v is not None else "-"
+
+        lines.append(
+            f"{r['M']:>5} {str(r['N']) + 'x' + str(r['K']):>12} {r['method']:<20} {r['us']:>8.2f} "
+            f"{r['spread_us']:>5.2f} {f(r['gbps'], '7.0f'):>7} {f(r['pct_bw'], '5.1f'):>5} "
+            f"{f(r['vs_bf16'], '6.2f'):>6} {f(r['vs_int4'], '6.2f'):>6} {f(r['rel_err'], '8.1e'):>8}"
+        )
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
+
+
+def plot(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "FWHT"]
+    ms = sorted({r["M"] for r in rows})
+    shapes = list(dict.fromkeys((r["N"], r["K"]) for r in rows))
+    if len(ms) == 1:
+        fig, ax = plt.subplots(figsize=(10, 4.5))
+        width = 0.8 / len(methods)
+        for i, method in enumerate(methods):
+            vals = [next((r["us"] for r in rows if (r["N"], r["K"]) == s and r["method"] == method), 0) for s in shapes]
+            ax.bar([j + i * width for j in range(len(shapes))], vals, width, label=method)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(shapes))], [f"{n}x{k}" for n, k in shapes])
+        ax.set_ylabel(f"us per call (M={ms[0]})")
+    else:
+        fig, axes = plt.subplots(1, len(shapes), figsize=(6 * len(shapes), 4.5), squeeze=False)
+        for ax, s in zip(axes[0], shapes):
+            for method in methods:
+                pts = sorted((r["M"], r["us"]) for r in rows if (r["N"], r["K"]) == s and r["method"] == method)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_title(f"{s[0]}x{s[1]}")
+            ax.set_xlabel("M")
+            ax.set_ylabel("us per call")
+        ax = axes[0][0]
+    ax.legend(fontsize=8)
+    fig.suptitle(f"{torch.cuda.get_device_name()} — CUDA graph over weight copies past L2")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--m", type=int, nargs="+", default=[1])
+    parser.add_argument("--shapes", nargs="+", default=SHAPES, help="N x K, e.g. 14336x4096")
+    parser.add_argument("--no-int4", action="store_true", help="skip torchao int4 (not installed)")
+    parser.add_argument("--json", default="bench_ops.json")
+    parser.add_argument("--plot", default="bench_ops.png")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    props = torch.cuda.get_device_properties(0)
+    l2 = props.L2_cache_size
+    bw = copy_bandwidth("cuda")
+    print(f"{props.name}, {props.multi_processor_count} SMs, L2 {l2 / 2**20:.0f} MiB, copy {bw / 1e12:.2f} TB/s, "
+          f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}", flush=True)
+    rows = []
+    for shape in args.shapes:
+        N, K = (int(v) for v in shape.split("x"))
+        for M in args.m:
+            start = time.perf_counter()
+            rows += bench_shape(N, K, M, l2, bw, not args.no_int4)
+            print(f"  {shape} M={M}: {time.perf_counter() - start:.1f}s", flush=True)
+    add_ratios(rows)
+    table = print_table(rows)
+    with open(args.json, "w") as f:
+        json.dump(dict(device=props.name, copy_tbps=bw / 1e12, date=time.strftime("%Y-%m-%d"), rows=rows,
+                       table=table), f, indent=1)
+    plot(rows, args.plot)
+
+
+if __name__ == "__main__":
+    main()

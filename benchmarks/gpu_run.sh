@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# On the GPU machine: install the carried wheels, print the environment, then run "$@".
+set -o pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HLWQ_CACHE_DIR=/tmp/hlwq_cache
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.used --format=csv,noheader
+python3 -c "import torch, triton, transformers, torchao; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__, 'torchao', torchao.__version__)" 2>&1 | tail -1
+"$@"
