@@ -81,8 +81,8 @@ def main() -> None:
     xr = torch.randn(a.m, K, device="cuda")
     sm = torch.cuda.get_device_properties(0).multi_processor_count
     cands = tuning.gemv_candidates(a.m, N, K, sm)
-    extra = [dict(c, num_stages=3) for c in cands[:2]]
-    extra += [dict(BN=bn, G=g, SPLIT_K=s, num_warps=w, num_stages=1) for bn, g, w in ((256, 4, 8), (64, 8, 8), (32, 4, 2), (16, 8, 2)) for s in (1, 2, 4)]
+    extra = [dict(c, num_stages=3) for c in cands[:1]]
+    extra += [dict(BN=bn, G=g, SPLIT_K=s, num_warps=w, num_stages=1) for bn, g, w in ((64, 8, 2), (128, 8, 4), (32, 16, 2)) for s in (1, 2, 4)]
     for c in cands + extra:
         calls = [lambda q=q, s=s: gemv_mod.gemv(xr, q, s, None, a.bits, 128, None, torch.bfloat16, c) for q, s in copies]
         t, spread = graph_time(calls, replays=10)

@@ -3,15 +3,22 @@
 Work split: a program owns ``BN`` output rows, one activation row and one of
 ``split_k`` slices of K; a step covers ``G`` groups of 32 codes per row.
 
-Every tensor of the loop has the same 2-D shape ``[BN, G]`` (a row and a group
-per element): Triton gives them one layout, so no value ever moves between
-threads, whatever order its layout heuristics pick. The 16 pairs (or 32 codes)
-of a group are unrolled at compile time: each position's word offset and bit
-shift are constants, and the repeated loads of a word are merged by the
-compiler. A position's planes combine into one index into an L1-resident
-table: of *pairs* of codes for bits <= 5 (a 4**bits-entry table of float2, so
-one lookup and one float2 activation load serve two weights), of single codes
-above. With ``split_k > 1`` partial sums go to a float32 workspace that
+Layout. Every tensor of the loop is ``[BN, C]``: a row and one *word of plane
+0* per element (``C = G * W0`` columns). The plane-0 words are the loop's only
+``tl.load`` (contiguous, so Triton vectorizes it: a thread gets a group's words
+for several rows); every other load -- plane-1/2 words, table lookups,
+activations, scales -- is an elementwise inline-PTX ``ld.global.nc``, which has
+no layout of its own, so nothing ever moves between threads, whatever layout
+heuristics the Triton version applies. The activations a thread loads serve all
+of its rows. Those gathers use clamped, always-valid addresses; columns past K
+are zeroed before they are accumulated. (The interpreter, which cannot run
+PTX, takes ``tl.load`` on the same addresses.)
+
+Lookups. The positions inside a plane-0 word are unrolled, so shifts are
+constants. A position's planes combine into one index into an L1-resident
+table: of *pairs* of codes for bits <= 5 (4**bits entries of float2: one lookup
+and one float2 activation load serve two weights), of single codes above.
+With ``split_k > 1`` partial sums go to a float32 workspace that
 :func:`_splitk_reduce_kernel` sums, adds the bias to, and casts.
 """
 
@@ -26,24 +33,72 @@ from .common import PAIR_LUT_MAX_BITS, lookup_table, planes
 __all__ = ["gemv", "gemv_ref"]
 
 
+# Gathers: ``*(base + offset * size)`` with an int64 byte address ``base`` (scalar
+# or tensor) and an int32 element offset >= 0, for any shape. On the GPU an
+# elementwise inline-PTX load (no layout of its own, one IMAD.WIDE for the
+# address); in the interpreter a tl.load of the same address.
+
+
 @triton.jit
-def _position_bits(
-    q_rows,  # [BN, G] pointers to each (row, group)'s block
-    p: tl.constexpr,  # position in the group: a pair (0..15) or a code (0..31)
-    mask,
+def _gather64(base, offset, INTERPRET: tl.constexpr):
+    if INTERPRET:
+        return tl.load((base + offset.to(tl.int64) * 8).to(tl.pointer_type(tl.int64), bitcast=True))
+    return tl.inline_asm_elementwise(
+        "{ .reg .u64 a; mad.wide.u32 a, $1, 8, $2; ld.global.nc.b64 $0, [a]; }",
+        "=l,r,l",
+        [offset, base],
+        dtype=tl.int64,
+        is_pure=True,
+        pack=1,
+    )
+
+
+@triton.jit
+def _gather32(base, offset, INTERPRET: tl.constexpr):
+    if INTERPRET:
+        return tl.load((base + offset.to(tl.int64) * 4).to(tl.pointer_type(tl.int32), bitcast=True))
+    return tl.inline_asm_elementwise(
+        "{ .reg .u64 a; mad.wide.u32 a, $1, 4, $2; ld.global.nc.b32 $0, [a]; }",
+        "=r,r,l",
+        [offset, base],
+        dtype=tl.int32,
+        is_pure=True,
+        pack=1,
+    )
+
+
+@triton.jit
+def _gather16(base, offset, INTERPRET: tl.constexpr):
+    if INTERPRET:
+        return tl.load((base + offset.to(tl.int64) * 2).to(tl.pointer_type(tl.int16), bitcast=True))
+    return tl.inline_asm_elementwise(
+        "{ .reg .u64 a; mad.wide.u32 a, $1, 2, $2; ld.global.nc.b16 $0, [a]; }",
+        "=h,r,l",
+        [offset, base],
+        dtype=tl.int16,
+        is_pure=True,
+        pack=1,
+    )
+
+
+@triton.jit
+def _plane_bits(
+    q_base,  # [BN, 1] int64 row addresses
+    block_word,  # [1, C] first word of each column's block
+    gin,  # [1, C] group index inside its block
+    e,  # [1, C] word of plane 0 inside the group
+    a: tl.constexpr,  # position inside that word
     W: tl.constexpr,
     O: tl.constexpr,
     B: tl.constexpr,
+    F0: tl.constexpr,
     PAIR: tl.constexpr,
+    INTERPRET: tl.constexpr,
 ):
-    """Index bits that a plane of width W gives position p: [BN, G] int32.
-
-    The word offset and shift are compile-time constants; positions that share
-    a word repeat the same load, which the compiler merges.
-    """
-    F: tl.constexpr = 2 * W if PAIR else W  # field bits per position
-    WORD: tl.constexpr = B * O // 32 + (p * F) // 32  # from the group's first word in the plane
-    words = tl.load(q_rows + WORD, mask=mask, other=0)
+    """Index bits that a plane of width W (not plane 0) gives position ``e * (32 // F0) + a``."""
+    F: tl.constexpr = 2 * W if PAIR else W
+    p = e * (32 // F0) + a
+    words = _gather32(q_base, block_word + B * O // 32 + gin * W + (p * F) // 32, INTERPRET)
     return ((words >> ((p * F) % 32)) & ((1 << F) - 1)) << (2 * O if PAIR else O)
 
 
@@ -79,53 +134,64 @@ def _gemv_kernel(
     PAIR: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     WORKSPACE: tl.constexpr,
+    INTERPRET: tl.constexpr,
     BN: tl.constexpr,
     G: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     m = tl.program_id(2)
-    POSITIONS: tl.constexpr = 16 if PAIR else 32  # table lookups per group of 32 codes
-    STEP: tl.constexpr = 32 * G
+    F0: tl.constexpr = 2 * W0 if PAIR else W0  # index bits a position takes in plane 0
+    PER_WORD: tl.constexpr = 32 // F0  # positions in a word of plane 0
+    C: tl.constexpr = G * W0  # columns: the plane-0 words of G groups
     WPB: tl.constexpr = B * BITS // 32  # int32 words per block
+    GPB: tl.constexpr = B // 32  # groups per block
 
     offs_n = pid_n * BN + tl.arange(0, BN)
     n_mask = offs_n < N
-    n_steps = tl.cdiv(K_PAD, STEP)
+    rows = tl.minimum(offs_n, N - 1).to(tl.int64)  # clamped: every address below is valid
+    n_groups = K_PAD // 32
+    n_steps = tl.cdiv(n_groups, G)
     per_split = tl.cdiv(n_steps, split_k)
     step_lo = pid_k * per_split
     step_hi = tl.minimum(step_lo + per_split, n_steps)
 
-    q_rows = q_ptr + offs_n.to(tl.int64)[:, None] * stride_qn  # [BN, 1]
-    s_rows = s_ptr + offs_n.to(tl.int64)[:, None] * stride_sn
-    zeros = tl.zeros([BN, G], dtype=tl.int32)  # gives [G] vectors the [BN, G] shape (and layout)
-    x_row = x_ptr + m.to(tl.int64) * stride_xm
-    x_pairs = x_row.to(tl.pointer_type(tl.int64), bitcast=True)
-    acc = tl.zeros([BN, G], dtype=tl.float32)
+    q_rows = (q_ptr + rows * stride_qn)[:, None]  # [BN, 1]
+    q_base = q_rows.to(tl.int64, bitcast=True)
+    s_base = (s_ptr + rows * stride_sn)[:, None].to(tl.int64, bitcast=True)
+    lut_base = lut_ptr.to(tl.int64, bitcast=True)
+    x_base = (x_ptr + m.to(tl.int64) * stride_xm).to(tl.int64, bitcast=True)
+    col = tl.arange(0, C)[None, :]
+    e = col % W0
+    acc = tl.zeros([BN, C], dtype=tl.float32)
     for step in range(step_lo, step_hi):
-        kg = step * STEP + 32 * tl.arange(0, G)[None, :] + zeros  # [BN, G] first code of each group
-        mask = n_mask[:, None] & (kg < K_PAD)
-        blk = kg // B
-        # first word of the (row, group) in its block's plane area
-        group_rows = q_rows + blk * WPB + ((kg % B) // 32) * W0
-        part = tl.zeros([BN, G], dtype=tl.float32)
-        for p in tl.static_range(POSITIONS):
-            idx = _position_bits(group_rows, p, mask, W0, O0, B, PAIR)
+        group = step * G + col // W0  # [1, C]
+        valid = group < n_groups
+        # plane 0, the anchor load: each group's W0 words are contiguous
+        words = tl.load(q_rows + (group // GPB) * WPB + B * O0 // 32 + (group % GPB) * W0 + e, mask=valid, other=0)
+        group = tl.minimum(group, n_groups - 1)
+        blk = group // GPB
+        gin = group % GPB
+        part = tl.zeros([BN, C], dtype=tl.float32)
+        for a in tl.static_range(PER_WORD):
+            idx = ((words >> (a * F0)) & ((1 << F0) - 1)) << (2 * O0 if PAIR else O0)
             if W1 > 0:
-                idx |= _position_bits(group_rows + ((kg % B) // 32) * (W1 - W0), p, mask, W1, O1, B, PAIR)
+                idx |= _plane_bits(q_base, blk * WPB, gin, e, a, W1, O1, B, F0, PAIR, INTERPRET)
             if W2 > 0:
-                idx |= _position_bits(group_rows + ((kg % B) // 32) * (W2 - W0), p, mask, W2, O2, B, PAIR)
+                idx |= _plane_bits(q_base, blk * WPB, gin, e, a, W2, O2, B, F0, PAIR, INTERPRET)
+            pos = e * PER_WORD + a  # [1, C] pair (or code) index in the group
             if PAIR:
-                pair = tl.load(lut_ptr + idx)  # (c[even], c[odd]) as two float32
-                xx = tl.load(x_pairs + kg // 2 + p, mask=mask, other=0)
+                pair = _gather64(lut_base, idx, INTERPRET)  # (c[even], c[odd]) as two float32
+                xx = _gather64(x_base, group * 16 + pos, INTERPRET)
                 part += pair.to(tl.int32).to(tl.float32, bitcast=True) * xx.to(tl.int32).to(tl.float32, bitcast=True)
                 part += (pair >> 32).to(tl.int32).to(tl.float32, bitcast=True) * (xx >> 32).to(tl.int32).to(
                     tl.float32, bitcast=True
                 )
             else:
-                part += tl.load(lut_ptr + idx) * tl.load(x_row + kg + p, mask=mask, other=0.0)
-        scale = tl.load(s_rows + blk, mask=mask, other=0.0).to(tl.float32)
-        acc += part * scale
+                v = _gather32(lut_base, idx, INTERPRET).to(tl.float32, bitcast=True)
+                part += v * _gather32(x_base, group * 32 + pos, INTERPRET).to(tl.float32, bitcast=True)
+        scale = _gather16(s_base, blk, INTERPRET).to(tl.float16, bitcast=True).to(tl.float32)
+        acc += tl.where(valid, part * scale, 0.0)
 
     y = tl.sum(acc, axis=1) * (1.0 / tl.sqrt(float(B)))  # [BN]
     out_offs = m * stride_om + offs_n
@@ -211,6 +277,7 @@ def gemv(
         PAIR=pair,
         HAS_BIAS=bias is not None,
         WORKSPACE=split_k > 1,
+        INTERPRET=xr.device.type == "cpu",
         BN=config["BN"],
         G=config["G"],
         num_warps=config["num_warps"],

@@ -53,7 +53,7 @@ def _split_k(n_programs: int, k_steps: int, sm_count: int) -> int:
 def gemv_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
     """Configs worth timing for an (M, N, K_pad) GEMV, the heuristic favourite first."""
     out = []
-    for BN, G, num_warps in ((64, 4, 4), (128, 4, 4), (32, 8, 4), (128, 4, 8)):
+    for BN, G, num_warps in ((32, 8, 2), (64, 8, 4), (16, 8, 1), (32, 4, 2)):
         n_programs = -(-N // BN) * M
         k_steps = -(-k_pad // (32 * G))
         split = _split_k(n_programs, k_steps, sm_count)
