@@ -69,6 +69,7 @@ def main() -> None:
     p.add_argument("--bits", type=int, default=5)
     p.add_argument("--m", type=int, default=1)
     p.add_argument("--fwht", action="store_true")
+    p.add_argument("--grid", action="store_true", help="time a fixed grid of configs instead of the candidates")
     p.add_argument("--more", nargs="*", default=[], help="extra N x K shapes to time with the default config")
     a = p.parse_args()
     if a.fwht:
@@ -81,9 +82,14 @@ def main() -> None:
     xr = torch.randn(a.m, K, device="cuda")
     sm = torch.cuda.get_device_properties(0).multi_processor_count
     cands = tuning.gemv_candidates(a.m, N, K, sm)
-    extra = [dict(c, num_stages=3) for c in cands[:1]]
-    extra += [dict(BN=bn, G=g, SPLIT_K=s, num_warps=w, num_stages=1) for bn, g, w in ((64, 8, 2), (128, 8, 4), (32, 16, 2)) for s in (1, 2, 4)]
-    for c in cands + extra:
+    if a.grid:
+        cands = [
+            dict(BN=bn, G=g, SPLIT_K=s, num_warps=w, num_stages=1, maxnreg=r)
+            for bn, g, w in ((32, 8, 2), (16, 8, 1), (64, 8, 4), (32, 4, 2), (32, 16, 2))
+            for s in (1, 2)
+            for r in (None, 128, 96)
+        ]
+    for c in cands:
         calls = [lambda q=q, s=s: gemv_mod.gemv(xr, q, s, None, a.bits, 128, None, torch.bfloat16, c) for q, s in copies]
         t, spread = graph_time(calls, replays=10)
         info = ""

@@ -13,7 +13,7 @@ from hlwq_ops import format as fmt
 from hlwq_ops import kernels
 from hlwq_ops.hadamard import hadamard_matrix
 from hlwq_ops.kernels import tuning
-from hlwq_ops.kernels.common import lookup_table
+from hlwq_ops.kernels.common import planes
 from hlwq_ops.kernels.gemv import gemv, gemv_ref
 
 from ._utils import HAS_CUDA, rel_error
@@ -32,42 +32,16 @@ def _config(M, **changes):
     return config
 
 
-# -- lookup tables ---------------------------------------------------------------
+# -- plane geometry ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bits", [2, 3, 4, 5])
-def test_pair_table_decodes_pairs(bits):
-    c = torch.randn(2**bits).sort().values
-    table = lookup_table(bits, c, torch.device("cpu"), pair=True)
-    assert table.shape == (4**bits,) and table.dtype == torch.int64
-    codes = torch.randint(0, 2**bits, (64, 1, 128))
-    qdata = fmt.pack_codes(codes, bits)
-    pairs = table.view(torch.float32).view(-1, 2)
-    # rebuild each pair's index from the packed bytes, as the kernel does
-    words = qdata.view(torch.int32).view(64, -1).to(torch.int64) & 0xFFFFFFFF
-    idx = torch.zeros(64, 64, dtype=torch.int64)
-    start, offset = 0, 0
-    for w in fmt.plane_widths(bits):
-        n_words = 128 * w // 32
-        plane = words[:, start : start + n_words]
-        per_word = 16 // w
-        j = torch.arange(64)
-        field = (plane[:, j // per_word] >> (2 * w * (j % per_word))) & ((1 << 2 * w) - 1)
-        idx |= field << (2 * offset)
-        start += n_words
-        offset += w
-    got = pairs[idx]
-    torch.testing.assert_close(got[..., 0], c[codes[:, 0, 0::2]], rtol=0, atol=0)
-    torch.testing.assert_close(got[..., 1], c[codes[:, 0, 1::2]], rtol=0, atol=0)
-
-
-def test_custom_table_rebuilt_after_in_place_change():
-    c = torch.randn(32).sort().values
-    first = lookup_table(5, c, torch.device("cpu"), pair=True)
-    assert lookup_table(5, c, torch.device("cpu"), pair=True) is first
-    c.mul_(2)
-    second = lookup_table(5, c, torch.device("cpu"), pair=True)
-    torch.testing.assert_close(second.view(torch.float32), first.view(torch.float32) * 2)
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_planes_cover_the_code(bits):
+    p = planes(bits)
+    widths = [p[f"W{i}"] for i in range(3) if p[f"W{i}"]]
+    offsets = [p[f"O{i}"] for i in range(3) if p[f"W{i}"]]
+    assert sum(widths) == bits and offsets == [sum(widths[:i]) for i in range(len(widths))]
+    assert all(32 % w == 0 for w in widths)
 
 
 # -- GEMV ------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import lookup_table, planes
+from .common import kernel_codebook, planes
 
 __all__ = ["dequantize_rotated"]
 
@@ -81,7 +81,7 @@ def dequantize_rotated(
     _dequant_kernel[(triton.cdiv(N, bn), triton.cdiv(k_pad, bk))](
         words,
         scale,
-        lookup_table(bits, codebook, qdata.device, pair=False),
+        kernel_codebook(bits, codebook, qdata.device),
         out,
         N,
         k_pad,

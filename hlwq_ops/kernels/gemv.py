@@ -4,21 +4,24 @@ Work split: a program owns ``BN`` output rows, one activation row and one of
 ``split_k`` slices of K; a step covers ``G`` groups of 32 codes per row.
 
 Layout. Every tensor of the loop is ``[BN, C]``: a row and one *word of plane
-0* per element (``C = G * W0`` columns). The plane-0 words are the loop's only
-``tl.load`` (contiguous, so Triton vectorizes it: a thread gets a group's words
-for several rows); every other load -- plane-1/2 words, table lookups,
-activations, scales -- is an elementwise inline-PTX ``ld.global.nc``, which has
-no layout of its own, so nothing ever moves between threads, whatever layout
-heuristics the Triton version applies. The activations a thread loads serve all
-of its rows. Those gathers use clamped, always-valid addresses; columns past K
-are zeroed before they are accumulated. (The interpreter, which cannot run
-PTX, takes ``tl.load`` on the same addresses.)
+0* per element (``C = G * W0`` columns, ``32 / W0`` codes per element). The
+plane-0 words are the loop's only ``tl.load`` (contiguous, so Triton vectorizes
+it and a thread holds a group's words for several rows); every other load --
+plane-1/2 words, codebook lookups, activations, scales -- is an elementwise
+inline-PTX ``ld.global.nc``, which has no layout of its own, so nothing moves
+between threads whatever layout heuristics the Triton version applies. Those
+gathers use clamped, always-valid addresses; columns past K are zeroed before
+they are accumulated. (The interpreter, which cannot run PTX, takes
+``tl.load`` on the same addresses.)
 
-Lookups. The positions inside a plane-0 word are unrolled, so shifts are
-constants. A position's planes combine into one index into an L1-resident
-table: of *pairs* of codes for bits <= 5 (4**bits entries of float2: one lookup
-and one float2 activation load serve two weights), of single codes above.
-With ``split_k > 1`` partial sums go to a float32 workspace that
+Per element: the next step's words are loaded before this step is computed
+(so memory latency overlaps the arithmetic); the codes are unrolled (constant
+shifts); each code is looked up in the codebook itself (32 float32 at Q5: one
+128-byte line, so a warp's lookup is one L1 wavefront -- a table of code
+*pairs* costs fewer instructions but spreads over 64 lines, and measured
+slower); the activations come four at a time and serve all of a thread's rows.
+Addresses are formed as ``mul.wide.u32`` + ``add.u64``, which ptxas turns into
+one ``IMAD.WIDE.U32`` on the FMA pipe, leaving the integer pipe to unpacking. With ``split_k > 1`` partial sums go to a float32 workspace that
 :func:`_splitk_reduce_kernel` sums, adds the bias to, and casts.
 """
 
@@ -28,29 +31,14 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import PAIR_LUT_MAX_BITS, lookup_table, planes
+from .common import kernel_codebook, planes
 
 __all__ = ["gemv", "gemv_ref"]
 
-
 # Gathers: ``*(base + offset * size)`` with an int64 byte address ``base`` (scalar
 # or tensor) and an int32 element offset >= 0, for any shape. On the GPU an
-# elementwise inline-PTX load (no layout of its own, one IMAD.WIDE for the
-# address); in the interpreter a tl.load of the same address.
-
-
-@triton.jit
-def _gather64(base, offset, INTERPRET: tl.constexpr):
-    if INTERPRET:
-        return tl.load((base + offset.to(tl.int64) * 8).to(tl.pointer_type(tl.int64), bitcast=True))
-    return tl.inline_asm_elementwise(
-        "{ .reg .u64 a; mad.wide.u32 a, $1, 8, $2; ld.global.nc.b64 $0, [a]; }",
-        "=l,r,l",
-        [offset, base],
-        dtype=tl.int64,
-        is_pure=True,
-        pack=1,
-    )
+# elementwise inline-PTX load (no layout of its own); in the interpreter a
+# tl.load of the same address.
 
 
 @triton.jit
@@ -58,7 +46,7 @@ def _gather32(base, offset, INTERPRET: tl.constexpr):
     if INTERPRET:
         return tl.load((base + offset.to(tl.int64) * 4).to(tl.pointer_type(tl.int32), bitcast=True))
     return tl.inline_asm_elementwise(
-        "{ .reg .u64 a; mad.wide.u32 a, $1, 4, $2; ld.global.nc.b32 $0, [a]; }",
+        "{ .reg .u64 a; mul.wide.u32 a, $1, 4; add.u64 a, a, $2; ld.global.nc.b32 $0, [a]; }",
         "=r,r,l",
         [offset, base],
         dtype=tl.int32,
@@ -72,7 +60,7 @@ def _gather16(base, offset, INTERPRET: tl.constexpr):
     if INTERPRET:
         return tl.load((base + offset.to(tl.int64) * 2).to(tl.pointer_type(tl.int16), bitcast=True))
     return tl.inline_asm_elementwise(
-        "{ .reg .u64 a; mad.wide.u32 a, $1, 2, $2; ld.global.nc.b16 $0, [a]; }",
+        "{ .reg .u64 a; mul.wide.u32 a, $1, 2; add.u64 a, a, $2; ld.global.nc.b16 $0, [a]; }",
         "=h,r,l",
         [offset, base],
         dtype=tl.int16,
@@ -82,24 +70,84 @@ def _gather16(base, offset, INTERPRET: tl.constexpr):
 
 
 @triton.jit
-def _plane_bits(
-    q_base,  # [BN, 1] int64 row addresses
-    block_word,  # [1, C] first word of each column's block
-    gin,  # [1, C] group index inside its block
-    e,  # [1, C] word of plane 0 inside the group
-    a: tl.constexpr,  # position inside that word
-    W: tl.constexpr,
-    O: tl.constexpr,
-    B: tl.constexpr,
-    F0: tl.constexpr,
-    PAIR: tl.constexpr,
+def _gather_f32x4(base, offset, INTERPRET: tl.constexpr):
+    """Four consecutive float32 at a 16-byte aligned ``base + 4 * offset``."""
+    if INTERPRET:
+        ptr = (base + offset.to(tl.int64) * 4).to(tl.pointer_type(tl.float32), bitcast=True)
+        return tl.load(ptr), tl.load(ptr + 1), tl.load(ptr + 2), tl.load(ptr + 3)
+    return tl.inline_asm_elementwise(
+        "{ .reg .u64 a; mul.wide.u32 a, $4, 4; add.u64 a, a, $5; ld.global.nc.v4.f32 {$0, $1, $2, $3}, [a]; }",
+        "=f,=f,=f,=f,r,l",
+        [offset, base],
+        dtype=(tl.float32, tl.float32, tl.float32, tl.float32),
+        is_pure=True,
+        pack=1,
+    )
+
+
+@triton.jit
+def _centroid(
+    words0,  # [BN, C] uint32: this element's plane-0 word
+    words1,  # [BN, C] uint32: its codes' plane-1 bits, the first at bit 0 (or unused)
+    words2,  # [BN, C] uint32: the same for plane 2 (or unused)
+    a: tl.constexpr,  # code index inside the element
+    c_base,  # int64 address of the float32 codebook
+    W0: tl.constexpr,
+    W1: tl.constexpr,
+    O1: tl.constexpr,
+    W2: tl.constexpr,
+    O2: tl.constexpr,
     INTERPRET: tl.constexpr,
 ):
-    """Index bits that a plane of width W (not plane 0) gives position ``e * (32 // F0) + a``."""
-    F: tl.constexpr = 2 * W if PAIR else W
-    p = e * (32 // F0) + a
-    words = _gather32(q_base, block_word + B * O // 32 + gin * W + (p * F) // 32, INTERPRET)
-    return ((words >> ((p * F) % 32)) & ((1 << F) - 1)) << (2 * O if PAIR else O)
+    """Centroid of code ``a`` of each element: [BN, C] float32."""
+    code = (words0 >> (a * W0)) & ((1 << W0) - 1)
+    if W1 > 0:
+        code |= ((words1 >> (a * W1)) & ((1 << W1) - 1)) << O1
+    if W2 > 0:
+        code |= ((words2 >> (a * W2)) & ((1 << W2) - 1)) << O2
+    return _gather32(c_base, code, INTERPRET).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _load_step(
+    q_rows,  # [BN, 1] pointers to the rows' words
+    q_base,  # [BN, 1] the same, as int64 addresses
+    s_base,  # [BN, 1] int64 addresses of the rows' scales
+    step,
+    n_groups,
+    col,  # [1, C]
+    B: tl.constexpr,
+    W0: tl.constexpr,
+    W1: tl.constexpr,
+    O1: tl.constexpr,
+    W2: tl.constexpr,
+    O2: tl.constexpr,
+    WPB: tl.constexpr,
+    G: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
+    """The words and scales a step needs: plane 0 by tl.load (the layout anchor), the rest gathered."""
+    GPB: tl.constexpr = B // 32  # groups per block
+    e = col % W0
+    group = step * G + col // W0
+    valid = group < n_groups
+    words0 = tl.load(q_rows + (group // GPB) * WPB + (group % GPB) * W0 + e, mask=valid, other=0)
+    words0 = words0.to(tl.uint32, bitcast=True)
+    group = tl.minimum(group, n_groups - 1)
+    block_word = (group // GPB) * WPB
+    gin = group % GPB
+    # The 32 / W0 codes of an element lie in one word of every narrower plane:
+    # shift that word so the element's first code sits at bit 0.
+    words1 = words0
+    words2 = words0
+    if W1 > 0:
+        w = _gather32(q_base, block_word + B * O1 // 32 + gin * W1 + (e * W1) // W0, INTERPRET)
+        words1 = w.to(tl.uint32, bitcast=True) >> (((e * W1) % W0) * (32 // W0))
+    if W2 > 0:
+        w = _gather32(q_base, block_word + B * O2 // 32 + gin * W2 + (e * W2) // W0, INTERPRET)
+        words2 = w.to(tl.uint32, bitcast=True) >> (((e * W2) % W0) * (32 // W0))
+    scale = _gather16(s_base, group // GPB, INTERPRET).to(tl.float16, bitcast=True).to(tl.float32)
+    return words0, words1, words2, tl.where(valid, scale, 0.0)
 
 
 @triton.jit
@@ -108,7 +156,7 @@ def _gemv_kernel(
     x_ptr,  # [M, K_PAD] float32 rotated activations
     q_ptr,  # [N, K_PAD * BITS // 32] int32 view of the packed codes
     s_ptr,  # [N, K_PAD // B] float16 block scales
-    lut_ptr,  # pair table (int64) or code table (float32)
+    c_ptr,  # [2**BITS] float32 codebook
     bias_ptr,  # [N] or unused
     out_ptr,  # [M, N] output, or [split_k, M, N] float32 workspace
     # dimensions
@@ -131,7 +179,6 @@ def _gemv_kernel(
     O1: tl.constexpr,
     W2: tl.constexpr,
     O2: tl.constexpr,
-    PAIR: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     WORKSPACE: tl.constexpr,
     INTERPRET: tl.constexpr,
@@ -141,11 +188,9 @@ def _gemv_kernel(
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     m = tl.program_id(2)
-    F0: tl.constexpr = 2 * W0 if PAIR else W0  # index bits a position takes in plane 0
-    PER_WORD: tl.constexpr = 32 // F0  # positions in a word of plane 0
+    PER_WORD: tl.constexpr = 32 // W0  # codes in a word of plane 0
     C: tl.constexpr = G * W0  # columns: the plane-0 words of G groups
     WPB: tl.constexpr = B * BITS // 32  # int32 words per block
-    GPB: tl.constexpr = B // 32  # groups per block
 
     offs_n = pid_n * BN + tl.arange(0, BN)
     n_mask = offs_n < N
@@ -159,39 +204,28 @@ def _gemv_kernel(
     q_rows = (q_ptr + rows * stride_qn)[:, None]  # [BN, 1]
     q_base = q_rows.to(tl.int64, bitcast=True)
     s_base = (s_ptr + rows * stride_sn)[:, None].to(tl.int64, bitcast=True)
-    lut_base = lut_ptr.to(tl.int64, bitcast=True)
+    c_base = c_ptr.to(tl.int64, bitcast=True)
     x_base = (x_ptr + m.to(tl.int64) * stride_xm).to(tl.int64, bitcast=True)
     col = tl.arange(0, C)[None, :]
     e = col % W0
     acc = tl.zeros([BN, C], dtype=tl.float32)
+    nxt = _load_step(q_rows, q_base, s_base, step_lo, n_groups, col, B, W0, W1, O1, W2, O2, WPB, G, INTERPRET)
     for step in range(step_lo, step_hi):
-        group = step * G + col // W0  # [1, C]
-        valid = group < n_groups
-        # plane 0, the anchor load: each group's W0 words are contiguous
-        words = tl.load(q_rows + (group // GPB) * WPB + B * O0 // 32 + (group % GPB) * W0 + e, mask=valid, other=0)
-        group = tl.minimum(group, n_groups - 1)
-        blk = group // GPB
-        gin = group % GPB
+        words0, words1, words2, scale = nxt
+        nxt = _load_step(
+            q_rows, q_base, s_base, tl.minimum(step + 1, step_hi - 1), n_groups, col, B, W0, W1, O1, W2, O2, WPB, G,
+            INTERPRET,
+        )
+        # the element's activations, 4 at a time: x[group * 32 + e * PER_WORD + 4 * j ...]
+        x_first = tl.minimum(step * G + col // W0, n_groups - 1) * 32 + e * PER_WORD
         part = tl.zeros([BN, C], dtype=tl.float32)
-        for a in tl.static_range(PER_WORD):
-            idx = ((words >> (a * F0)) & ((1 << F0) - 1)) << (2 * O0 if PAIR else O0)
-            if W1 > 0:
-                idx |= _plane_bits(q_base, blk * WPB, gin, e, a, W1, O1, B, F0, PAIR, INTERPRET)
-            if W2 > 0:
-                idx |= _plane_bits(q_base, blk * WPB, gin, e, a, W2, O2, B, F0, PAIR, INTERPRET)
-            pos = e * PER_WORD + a  # [1, C] pair (or code) index in the group
-            if PAIR:
-                pair = _gather64(lut_base, idx, INTERPRET)  # (c[even], c[odd]) as two float32
-                xx = _gather64(x_base, group * 16 + pos, INTERPRET)
-                part += pair.to(tl.int32).to(tl.float32, bitcast=True) * xx.to(tl.int32).to(tl.float32, bitcast=True)
-                part += (pair >> 32).to(tl.int32).to(tl.float32, bitcast=True) * (xx >> 32).to(tl.int32).to(
-                    tl.float32, bitcast=True
-                )
-            else:
-                v = _gather32(lut_base, idx, INTERPRET).to(tl.float32, bitcast=True)
-                part += v * _gather32(x_base, group * 32 + pos, INTERPRET).to(tl.float32, bitcast=True)
-        scale = _gather16(s_base, blk, INTERPRET).to(tl.float16, bitcast=True).to(tl.float32)
-        acc += tl.where(valid, part * scale, 0.0)
+        for j in tl.static_range(PER_WORD // 4):
+            x0, x1, x2, x3 = _gather_f32x4(x_base, x_first + 4 * j, INTERPRET)
+            part += x0 * _centroid(words0, words1, words2, 4 * j, c_base, W0, W1, O1, W2, O2, INTERPRET)
+            part += x1 * _centroid(words0, words1, words2, 4 * j + 1, c_base, W0, W1, O1, W2, O2, INTERPRET)
+            part += x2 * _centroid(words0, words1, words2, 4 * j + 2, c_base, W0, W1, O1, W2, O2, INTERPRET)
+            part += x3 * _centroid(words0, words1, words2, 4 * j + 3, c_base, W0, W1, O1, W2, O2, INTERPRET)
+        acc += part * scale
 
     y = tl.sum(acc, axis=1) * (1.0 / tl.sqrt(float(B)))  # [BN]
     out_offs = m * stride_om + offs_n
@@ -240,16 +274,15 @@ def gemv(
     Args:
         xr: (M, K_pad) float32 rotated activations, contiguous.
         qdata: (N, K_pad * bits / 8) uint8; scale: (N, K_pad / B) float16.
-        config: ``BN``, ``G``, ``SPLIT_K``, ``num_warps``, ``num_stages``
-            (see :mod:`hlwq_ops.kernels.tuning`).
+        config: ``BN``, ``G``, ``SPLIT_K``, ``num_warps``, ``num_stages`` and
+            optionally ``maxnreg`` (see :mod:`hlwq_ops.kernels.tuning`).
 
     Returns:
         (M, N) in ``out_dtype``.
     """
     M, k_pad = xr.shape
     N = qdata.shape[0]
-    pair = bits <= PAIR_LUT_MAX_BITS
-    table = lookup_table(bits, codebook, qdata.device, pair)
+    table = kernel_codebook(bits, codebook, qdata.device)
     words = qdata.view(torch.int32)
     out = torch.empty((M, N), device=xr.device, dtype=out_dtype)
     split_k = config["SPLIT_K"]
@@ -274,7 +307,6 @@ def gemv(
         **planes(bits),
         BITS=bits,
         B=block_size,
-        PAIR=pair,
         HAS_BIAS=bias is not None,
         WORKSPACE=split_k > 1,
         INTERPRET=xr.device.type == "cpu",
@@ -282,6 +314,7 @@ def gemv(
         G=config["G"],
         num_warps=config["num_warps"],
         num_stages=config["num_stages"],
+        **({"maxnreg": config["maxnreg"]} if config.get("maxnreg") else {}),
     )
     if split_k > 1:
         block = 1024
