@@ -84,10 +84,9 @@ def main() -> None:
     cands = tuning.gemv_candidates(a.m, N, K, sm)
     if a.grid:
         cands = [
-            dict(BN=bn, G=g, SPLIT_K=s, num_warps=w, num_stages=1, maxnreg=r)
-            for bn, g, w in ((32, 8, 2), (16, 8, 1), (64, 8, 4), (32, 4, 2), (32, 16, 2))
-            for s in (1, 2)
-            for r in (None, 128, 96)
+            dict(BN=bn, G=g, SPLIT_K=s, num_warps=w, num_stages=1)
+            for bn, g, w in ((32, 8, 2), (16, 8, 1), (64, 8, 4), (32, 4, 2), (32, 16, 2), (64, 4, 4))
+            for s in (1, 2, 4)
         ]
     for c in cands:
         calls = [lambda q=q, s=s: gemv_mod.gemv(xr, q, s, None, a.bits, 128, None, torch.bfloat16, c) for q, s in copies]

@@ -16,10 +16,12 @@ they are accumulated. (The interpreter, which cannot run PTX, takes
 
 Per element: the next step's words are loaded before this step is computed
 (so memory latency overlaps the arithmetic); the codes are unrolled (constant
-shifts); each code is looked up in the codebook itself (32 float32 at Q5: one
-128-byte line, so a warp's lookup is one L1 wavefront -- a table of code
-*pairs* costs fewer instructions but spreads over 64 lines, and measured
-slower); the activations come four at a time and serve all of a thread's rows.
+shifts). For bits <= 5 the codebook lives in registers, entry ``i`` in lane
+``i``, and a code is looked up with one warp shuffle (no address, no memory
+traffic); for 6..8 bits it is read from memory (one L1 line per 32 entries). A
+table of code *pairs* costs fewer instructions but spreads a warp's lookups
+over 64 L1 lines and measured slower. The activations come four at a time and
+serve all of a thread's rows.
 Addresses are formed as ``mul.wide.u32`` + ``add.u64``, which ptxas turns into
 one ``IMAD.WIDE.U32`` on the FMA pipe, leaving the integer pipe to unpacking. With ``split_k > 1`` partial sums go to a float32 workspace that
 :func:`_splitk_reduce_kernel` sums, adds the bias to, and casts.
@@ -86,17 +88,28 @@ def _gather_f32x4(base, offset, INTERPRET: tl.constexpr):
 
 
 @triton.jit
+def _lane_codebook(like, c_base, BITS: tl.constexpr, INTERPRET: tl.constexpr):
+    """Bits of ``c[lane % 2**BITS]`` in every element of a thread (shape of ``like``), for BITS <= 5."""
+    if INTERPRET:
+        return like  # unused: the interpreter looks codes up in memory
+    lane = tl.inline_asm_elementwise("mov.u32 $0, %laneid;", "=r,r", [like], dtype=tl.int32, is_pure=True, pack=1)
+    return _gather32(c_base, lane % (1 << BITS), INTERPRET)
+
+
+@triton.jit
 def _centroid(
     words0,  # [BN, C] uint32: this element's plane-0 word
     words1,  # [BN, C] uint32: its codes' plane-1 bits, the first at bit 0 (or unused)
     words2,  # [BN, C] uint32: the same for plane 2 (or unused)
     a: tl.constexpr,  # code index inside the element
     c_base,  # int64 address of the float32 codebook
+    c_lane,  # [BN, C] this lane's codebook entry (SHUFFLE only)
     W0: tl.constexpr,
     W1: tl.constexpr,
     O1: tl.constexpr,
     W2: tl.constexpr,
     O2: tl.constexpr,
+    SHUFFLE: tl.constexpr,
     INTERPRET: tl.constexpr,
 ):
     """Centroid of code ``a`` of each element: [BN, C] float32."""
@@ -105,6 +118,17 @@ def _centroid(
         code |= ((words1 >> (a * W1)) & ((1 << W1) - 1)) << O1
     if W2 > 0:
         code |= ((words2 >> (a * W2)) & ((1 << W2) - 1)) << O2
+    if SHUFFLE and not INTERPRET:
+        # lane ``code`` holds c[code]: a warp shuffle instead of a memory lookup
+        v = tl.inline_asm_elementwise(
+            "shfl.sync.idx.b32 $0, $1, $2, 0x1f, 0xffffffff;",
+            "=r,r,r",
+            [c_lane, code.to(tl.int32, bitcast=True)],
+            dtype=tl.int32,
+            is_pure=True,
+            pack=1,
+        )
+        return v.to(tl.float32, bitcast=True)
     return _gather32(c_base, code, INTERPRET).to(tl.float32, bitcast=True)
 
 
@@ -205,10 +229,12 @@ def _gemv_kernel(
     q_base = q_rows.to(tl.int64, bitcast=True)
     s_base = (s_ptr + rows * stride_sn)[:, None].to(tl.int64, bitcast=True)
     c_base = c_ptr.to(tl.int64, bitcast=True)
+    SHUFFLE: tl.constexpr = BITS <= 5  # a codebook of <= 32 entries fits one register per lane
     x_base = (x_ptr + m.to(tl.int64) * stride_xm).to(tl.int64, bitcast=True)
     col = tl.arange(0, C)[None, :]
     e = col % W0
     acc = tl.zeros([BN, C], dtype=tl.float32)
+    c_lane = _lane_codebook(e, c_base, BITS, INTERPRET) if SHUFFLE else e
     nxt = _load_step(q_rows, q_base, s_base, step_lo, n_groups, col, B, W0, W1, O1, W2, O2, WPB, G, INTERPRET)
     for step in range(step_lo, step_hi):
         words0, words1, words2, scale = nxt
@@ -221,10 +247,10 @@ def _gemv_kernel(
         part = tl.zeros([BN, C], dtype=tl.float32)
         for j in tl.static_range(PER_WORD // 4):
             x0, x1, x2, x3 = _gather_f32x4(x_base, x_first + 4 * j, INTERPRET)
-            part += x0 * _centroid(words0, words1, words2, 4 * j, c_base, W0, W1, O1, W2, O2, INTERPRET)
-            part += x1 * _centroid(words0, words1, words2, 4 * j + 1, c_base, W0, W1, O1, W2, O2, INTERPRET)
-            part += x2 * _centroid(words0, words1, words2, 4 * j + 2, c_base, W0, W1, O1, W2, O2, INTERPRET)
-            part += x3 * _centroid(words0, words1, words2, 4 * j + 3, c_base, W0, W1, O1, W2, O2, INTERPRET)
+            part += x0 * _centroid(words0, words1, words2, 4 * j, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET)
+            part += x1 * _centroid(words0, words1, words2, 4 * j + 1, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET)
+            part += x2 * _centroid(words0, words1, words2, 4 * j + 2, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET)
+            part += x3 * _centroid(words0, words1, words2, 4 * j + 3, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET)
         acc += part * scale
 
     y = tl.sum(acc, axis=1) * (1.0 / tl.sqrt(float(B)))  # [BN]
