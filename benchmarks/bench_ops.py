@@ -17,8 +17,10 @@ speedups) and writes ``--json`` and ``--plot`` files.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -85,7 +87,17 @@ def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
-def bench_shape(N: int, K: int, M: int, l2_bytes: int, bw: float, int4_ok: bool) -> list[dict]:
+@contextlib.contextmanager
+def forced_path(path: str):
+    """Force hlwq's kernel family (``HLWQ_PATH``) while timing."""
+    os.environ["HLWQ_PATH"] = path
+    try:
+        yield
+    finally:
+        del os.environ["HLWQ_PATH"]
+
+
+def bench_shape(N: int, K: int, M: int, l2_bytes: int, bw: float, int4_ok: bool, paths: bool) -> list[dict]:
     """Every method on one (M, N, K); weights are N(0, 0.02) like an LLM's."""
     dev = "cuda"
     rows = []
@@ -123,18 +135,26 @@ def bench_shape(N: int, K: int, M: int, l2_bytes: int, bw: float, int4_ok: bool)
         nbytes = tensor_nbytes(q)
         qs = [q] + [q.clone() for _ in range(n_copies(nbytes, l2_bytes) - 1)]
         add(f"HLWQ Q{bits} F.linear", [lambda q=q_: F.linear(x, q) for q_ in qs], nbytes, F.linear(x, q))
-        xr = torch.ops.hlwq.fwht(x, 128, torch.float32)
-        gemv = [
-            lambda q=q_: torch.ops.hlwq.linear_rotated(xr, q.qdata, q.scale, None, bits, 128, None, torch.bfloat16)
-            for q_ in qs
-        ]
-        add(f"HLWQ Q{bits} GEMV", gemv, nbytes, gemv[0]())
-        rows[-1]["bits_per_weight"] = rows[-2]["bits_per_weight"] = 8 * nbytes / (N * K)
+        rows[-1]["bits_per_weight"] = 8 * nbytes / (N * K)
+        if M == 1:
+            xr = torch.ops.hlwq.fwht(x, 128, torch.float32)
+            gemv = [
+                lambda q=q_: torch.ops.hlwq.linear_rotated(xr, q.qdata, q.scale, None, bits, 128, None, torch.bfloat16)
+                for q_ in qs
+            ]
+            add(f"HLWQ Q{bits} GEMV", gemv, nbytes, gemv[0]())
+        elif paths and bits == 5:
+            for path in ("gemv", "mma", "dequant"):
+                if path == "gemv" and M > 16:
+                    continue
+                with forced_path(path):
+                    add(f"HLWQ Q5 [{path}]", [lambda q=q_: F.linear(x, q) for q_ in qs], nbytes, F.linear(x, q))
         del qs, q
 
-    xs = [x.clone() for _ in range(64)]
-    t, spread = graph_time([lambda x=x_: torch.ops.hlwq.fwht(x, 128, torch.float32) for x_ in xs])
-    rows.append(dict(method="FWHT", M=M, N=N, K=K, us=t, spread_us=spread, gbps=None, pct_bw=None, rel_err=None))
+    if M == 1:
+        xs = [x.clone() for _ in range(64)]
+        t, spread = graph_time([lambda x=x_: torch.ops.hlwq.fwht(x, 128, torch.float32) for x_ in xs])
+        rows.append(dict(method="FWHT", M=M, N=N, K=K, us=t, spread_us=spread, gbps=None, pct_bw=None, rel_err=None))
     return rows
 
 
@@ -211,6 +231,7 @@ def main() -> None:
     parser.add_argument("--m", type=int, nargs="+", default=[1])
     parser.add_argument("--shapes", nargs="+", default=SHAPES, help="N x K, e.g. 14336x4096")
     parser.add_argument("--no-int4", action="store_true", help="skip torchao int4 (not installed)")
+    parser.add_argument("--paths", action="store_true", help="at M > 1 also time Q5 on each kernel family")
     parser.add_argument("--json", default="bench_ops.json")
     parser.add_argument("--plot", default="bench_ops.png")
     args = parser.parse_args()
@@ -226,7 +247,7 @@ def main() -> None:
         N, K = (int(v) for v in shape.split("x"))
         for M in args.m:
             start = time.perf_counter()
-            rows += bench_shape(N, K, M, l2, bw, not args.no_int4)
+            rows += bench_shape(N, K, M, l2, bw, not args.no_int4, args.paths)
             print(f"  {shape} M={M}: {time.perf_counter() - start:.1f}s", flush=True)
     add_ratios(rows)
     table = print_table(rows)

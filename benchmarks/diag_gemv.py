@@ -81,7 +81,7 @@ def main() -> None:
     copies = [(qdata, scale)] + [(qdata.clone(), scale.clone()) for _ in range(n_copies(nbytes, 50 << 20) - 1)]
     xr = torch.randn(a.m, K, device="cuda")
     sm = torch.cuda.get_device_properties(0).multi_processor_count
-    cands = tuning.gemv_candidates(a.m, N, K, sm)
+    cands = tuning.candidates("gemv", a.m, N, K, sm)
     if a.grid:
         cands = [
             dict(BN=bn, G=g, SPLIT_K=s, num_warps=w, num_stages=1)

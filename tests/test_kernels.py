@@ -15,6 +15,7 @@ from hlwq_ops.hadamard import hadamard_matrix
 from hlwq_ops.kernels import tuning
 from hlwq_ops.kernels.common import planes
 from hlwq_ops.kernels.gemv import gemv, gemv_ref
+from hlwq_ops.kernels.mma import mma
 
 from ._utils import HAS_CUDA, rel_error
 
@@ -64,6 +65,20 @@ def test_gemv_matches_reference(bits, M, N, K, block_size, changes):
     y = gemv(xr, qdata, scale, bias, bits, block_size, None, torch.float32, _config(M, **changes))
     ref = gemv_ref(xr, qdata, scale, bias, bits, block_size)
     assert rel_error(y, ref) < 1e-5
+
+
+@pytest.mark.parametrize("bits", [2, 4, 5, 6, 8])
+@pytest.mark.parametrize("M,N,K", [(3, 40, 300), (20, 70, 256)])
+def test_mma_matches_reference(bits, M, N, K):
+    qdata, scale = _packed(N, K, bits)
+    k_pad = scale.shape[1] * 128
+    xr = torch.randn(M, k_pad, device=KERNEL_DEVICE)
+    bias = torch.randn(N, device=KERNEL_DEVICE)
+    config = dict(BM=16, BN=32, BK=64, num_warps=4, num_stages=1)
+    y = mma(xr, qdata, scale, bias, bits, 128, None, torch.float32, config)
+    ref = gemv_ref(xr, qdata, scale, bias, bits, 128)
+    # tf32 products: ~1e-3 relative, the precision of a bfloat16 GEMM
+    assert rel_error(y, ref) < 2e-3
 
 
 def test_gemv_custom_codebook_and_bf16_output():
@@ -120,7 +135,7 @@ def test_forced_path_must_exist(monkeypatch):
 
 def test_gemv_candidates_fill_the_gpu():
     for M, N, K in [(1, 1024, 4096), (1, 4096, 14336), (1, 14336, 4096), (8, 4096, 4096)]:
-        for c in tuning.gemv_candidates(M, N, K, 132):
+        for c in tuning.candidates("gemv", M, N, K, 132):
             programs = -(-N // c["BN"]) * c["SPLIT_K"] * M
             assert programs >= 132 or c["SPLIT_K"] > 1 or N * K <= 1024 * 4096
 
@@ -147,7 +162,7 @@ def test_gpu_linear_sweep(bits, N, K, dtype):
     w = torch.randn(N, K, device="cuda", generator=gen) * 0.02
     qdata, scale = torch.ops.hlwq.quantize(w, bits, 128)
     w_hat = torch.ops.hlwq.dequantize(qdata, scale, bits, 128, K, torch.float64)
-    for M in range(1, 17):
+    for M in list(range(1, 17)) + [40, 600]:
         x = torch.randn(M, K, device="cuda", generator=gen).to(dtype)
         ref = x.double() @ w_hat.t()
         torch_err = rel_error((x @ w_hat.to(dtype).t()), ref)
@@ -164,7 +179,7 @@ def test_gpu_poisoned_output_fully_written(bits):
     for M in (1, 3, 16, 40):
         xr = torch.randn(M, scale.shape[1] * 128, device="cuda")
         ref = gemv_ref(xr, qdata, scale, None, bits, 128)
-        for config in tuning.gemv_candidates(M, 1000, xr.shape[1], 132):
+        for config in tuning.candidates("gemv", M, 1000, xr.shape[1], 132):
             out = gemv(xr, qdata, scale, None, bits, 128, None, torch.float32, config)
             out_again = torch.full_like(out, float("nan"))
             out_again.copy_(gemv(xr, qdata, scale, None, bits, 128, None, torch.float32, config))

@@ -1,4 +1,4 @@
-"""Triton kernels (no torch.library here): FWHT, LUT GEMV, dequantization.
+"""Triton kernels (no torch.library here): FWHT, LUT GEMV, tensor-core GEMM, dequantization.
 
 :func:`linear_rotated` is the CUDA ``y = xr @ Wr.T + bias``: it picks the
 kernel family by M (:func:`hlwq_ops.kernels.tuning.path_for`).
@@ -13,8 +13,11 @@ from . import tuning
 from .dequant import dequantize_rotated
 from .fwht import MAX_KERNEL_BLOCK, fwht
 from .gemv import gemv
+from .mma import mma
 
-__all__ = ["MAX_KERNEL_BLOCK", "dequantize_rotated", "fwht", "gemv", "linear_rotated", "tuning"]
+__all__ = ["MAX_KERNEL_BLOCK", "dequantize_rotated", "fwht", "gemv", "linear_rotated", "mma", "tuning"]
+
+_KERNELS = {"gemv": gemv, "mma": mma}
 
 
 def linear_rotated(
@@ -34,13 +37,15 @@ def linear_rotated(
     M = x2.shape[0]
     if M == 0:
         return xr.new_empty((*lead, N), dtype=out_dtype)
-    if tuning.path_for(M) == "gemv":
+    path = tuning.path_for(M)
+    if path in _KERNELS:
         x2 = x2.to(torch.float32).contiguous()
+        kernel = _KERNELS[path]
 
         def run(config):
-            return gemv(x2, qdata, scale, bias, bits, block_size, codebook, out_dtype, config)
+            return kernel(x2, qdata, scale, bias, bits, block_size, codebook, out_dtype, config)
 
-        y = run(tuning.gemv_config(M, N, k_pad, bits, xr.device, run))
+        y = run(tuning.config_for(path, M, N, k_pad, bits, xr.device, run))
     else:
         wr = dequantize_rotated(qdata, scale, bits, block_size, codebook, out_dtype)
         y = F.linear(x2.to(out_dtype), wr, None if bias is None else bias.to(out_dtype))

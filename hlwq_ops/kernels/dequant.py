@@ -14,7 +14,7 @@ import triton.language as tl
 
 from .common import kernel_codebook, planes
 
-__all__ = ["dequantize_rotated"]
+__all__ = ["dequantize_rotated", "rotated_tile"]
 
 
 @triton.jit
@@ -23,6 +23,41 @@ def _plane_code(q_rows, blk, i, mask, W: tl.constexpr, O: tl.constexpr, B: tl.co
     word = blk * WPB + (B * O // 32) + (i * W) // 32
     words = tl.load(q_rows + word[None, :], mask=mask, other=0)
     return ((words >> ((i * W) % 32)[None, :]) & ((1 << W) - 1)) << O
+
+
+@triton.jit
+def rotated_tile(
+    q_ptr,  # [N, K_PAD * BITS // 32] int32
+    s_ptr,  # [N, K_PAD // B] float16
+    c_ptr,  # [2**BITS] float32 codebook
+    n,  # [BN] rows
+    k,  # [BK] positions along K_PAD
+    N,
+    K_PAD,
+    stride_qn,
+    stride_sn,
+    BITS: tl.constexpr,
+    B: tl.constexpr,
+    W0: tl.constexpr,
+    O0: tl.constexpr,
+    W1: tl.constexpr,
+    O1: tl.constexpr,
+    W2: tl.constexpr,
+    O2: tl.constexpr,
+):
+    """The rotated-domain weight ``s / sqrt(B) * c[code]`` of a [BN, BK] tile, float32 (0 outside)."""
+    WPB: tl.constexpr = B * BITS // 32
+    mask = (n[:, None] < N) & (k[None, :] < K_PAD)
+    blk = k // B
+    i = k % B
+    q_rows = q_ptr + n.to(tl.int64)[:, None] * stride_qn
+    code = _plane_code(q_rows, blk, i, mask, W0, O0, B, WPB)
+    if W1 > 0:
+        code |= _plane_code(q_rows, blk, i, mask, W1, O1, B, WPB)
+    if W2 > 0:
+        code |= _plane_code(q_rows, blk, i, mask, W2, O2, B, WPB)
+    scale = tl.load(s_ptr + n.to(tl.int64)[:, None] * stride_sn + blk[None, :], mask=mask, other=0.0)
+    return tl.load(c_ptr + code) * scale.to(tl.float32) * (1.0 / tl.sqrt(float(B)))
 
 
 @triton.jit
@@ -47,20 +82,10 @@ def _dequant_kernel(
     BN: tl.constexpr,
     BK: tl.constexpr,
 ):
-    WPB: tl.constexpr = B * BITS // 32
     n = tl.program_id(0) * BN + tl.arange(0, BN)
     k = tl.program_id(1) * BK + tl.arange(0, BK)
+    w = rotated_tile(q_ptr, s_ptr, c_ptr, n, k, N, K_PAD, stride_qn, stride_sn, BITS, B, W0, O0, W1, O1, W2, O2)
     mask = (n[:, None] < N) & (k[None, :] < K_PAD)
-    blk = k // B
-    i = k % B
-    q_rows = q_ptr + n.to(tl.int64)[:, None] * stride_qn
-    code = _plane_code(q_rows, blk, i, mask, W0, O0, B, WPB)
-    if W1 > 0:
-        code |= _plane_code(q_rows, blk, i, mask, W1, O1, B, WPB)
-    if W2 > 0:
-        code |= _plane_code(q_rows, blk, i, mask, W2, O2, B, WPB)
-    scale = tl.load(s_ptr + n.to(tl.int64)[:, None] * stride_sn + blk[None, :], mask=mask, other=0.0)
-    w = tl.load(c_ptr + code) * scale.to(tl.float32) * (1.0 / tl.sqrt(float(B)))
     tl.store(out_ptr + n.to(tl.int64)[:, None] * stride_on + k[None, :], w.to(out_ptr.dtype.element_ty), mask=mask)
 
 

@@ -39,15 +39,18 @@ def _fwht_kernel(
     ROWS,
     B: tl.constexpr,
     BR: tl.constexpr,
+    BC: tl.constexpr,
 ):
+    # a program computes BC of the B outputs of BR blocks: small M still spreads over SMs
     rows = tl.program_id(0) * BR + tl.arange(0, BR)
-    cols = tl.arange(0, B)
-    offs = rows.to(tl.int64)[:, None] * B + cols[None, :]
+    k = tl.arange(0, B)
+    cols = tl.program_id(1) * BC + tl.arange(0, BC)
     mask = rows[:, None] < ROWS
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    h = tl.load(h_ptr + cols[:, None] * B + cols[None, :])
+    x = tl.load(x_ptr + rows.to(tl.int64)[:, None] * B + k[None, :], mask=mask, other=0.0).to(tl.float32)
+    h = tl.load(h_ptr + k[:, None] * B + cols[None, :])
     acc = tl.dot(x, h, input_precision="tf32x3") * (1.0 / tl.sqrt(float(B)))
-    tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+    out_offs = rows.to(tl.int64)[:, None] * B + cols[None, :]
+    tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype) -> torch.Tensor:
@@ -62,7 +65,8 @@ def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype) -> torch.Tens
     if rows == 0:
         return out
     br = 16 if rows <= 256 else 64
-    _fwht_kernel[(triton.cdiv(rows, br),)](
-        x, _signs(block_size, x.device), out, rows, B=block_size, BR=br, num_warps=4
+    bc = min(block_size, 32 if rows <= 256 else 128)
+    _fwht_kernel[(triton.cdiv(rows, br), block_size // bc)](
+        x, _signs(block_size, x.device), out, rows, B=block_size, BR=br, BC=bc, num_warps=4
     )
     return out

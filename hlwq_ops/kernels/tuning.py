@@ -1,9 +1,9 @@
 """Launch configurations: the only place that picks them.
 
 ``path_for(M)`` chooses the kernel family by the number of activation rows;
-``gemv_config`` picks the GEMV's tile and split-K for a shape. On the first
-call for a key ``(N, K_pad, bits, M bucket, device)`` it times a handful of
-candidates (a few seconds, dominated by compiling them) unless
+``config_for`` picks a kernel's tile (and the GEMV's split-K) for a shape. On
+the first call for a key ``(kernel, N, K_pad, bits, M bucket, device)`` it
+times a handful of candidates (seconds, dominated by compiling them) unless
 ``HLWQ_AUTOTUNE=0``; results persist in a JSON file under
 ``$HLWQ_CACHE_DIR`` (default ``~/.cache/hlwq_ops``) so later processes skip it.
 During CUDA-graph capture, or on the CPU (the Triton interpreter), an untuned
@@ -20,11 +20,14 @@ from typing import Callable
 
 import torch
 
-__all__ = ["GEMV_MAX_M", "PATHS", "path_for", "m_bucket", "gemv_candidates", "gemv_config"]
+__all__ = ["GEMV_MAX_M", "MMA_MAX_M", "PATHS", "path_for", "m_bucket", "candidates", "config_for"]
 
-# Largest M the GEMV serves; above it, dequantize + cuBLAS.
-GEMV_MAX_M = 16
-PATHS = ("gemv", "dequant")
+# Largest M each kernel family serves (crossovers measured on H100, benchmarks/RESULTS.md):
+# the GEMV reads the weight once per activation row, the tensor-core kernel once
+# per 16..64 rows; past MMA_MAX_M dequantize + cuBLAS wins.
+GEMV_MAX_M = 4
+MMA_MAX_M = 512
+PATHS = ("gemv", "mma", "dequant")
 _SPLITS = (1, 2, 4, 8, 16, 32)
 
 
@@ -35,7 +38,9 @@ def path_for(M: int) -> str:
         if forced not in PATHS:
             raise ValueError(f"HLWQ_PATH must be one of {PATHS}, got {forced!r}")
         return forced
-    return "gemv" if M <= GEMV_MAX_M else "dequant"
+    if M <= GEMV_MAX_M:
+        return "gemv"
+    return "mma" if M <= MMA_MAX_M else "dequant"
 
 
 def m_bucket(M: int) -> int:
@@ -50,15 +55,21 @@ def _split_k(n_programs: int, k_steps: int, sm_count: int) -> int:
     return _SPLITS[-1]
 
 
-def gemv_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
-    """Configs worth timing for an (M, N, K_pad) GEMV, the heuristic favourite first."""
+def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
+    """Configs worth timing for a kernel ("gemv" or "mma") on (M, N, K_pad), the favourite first."""
     out = []
-    for BN, G, num_warps in ((32, 8, 2), (64, 8, 4), (16, 8, 1), (32, 4, 2)):
-        n_programs = -(-N // BN) * M
-        k_steps = -(-k_pad // (32 * G))
-        split = _split_k(n_programs, k_steps, sm_count)
-        for s in sorted({split, max(1, split // 2)}, reverse=True):
-            out.append(dict(BN=BN, G=G, SPLIT_K=s, num_warps=num_warps, num_stages=1))
+    if kernel == "gemv":
+        # measured on H100 (benchmarks/NOTES.md): 16 groups per step, 2 warps lead
+        for BN, G, num_warps in ((32, 16, 2), (32, 8, 2), (16, 8, 1), (32, 4, 2)):
+            n_programs = -(-N // BN) * M
+            k_steps = -(-k_pad // (32 * G))
+            split = _split_k(n_programs, k_steps, sm_count)
+            for s in sorted({split, max(1, split // 2)}, reverse=True):
+                out.append(dict(BN=BN, G=G, SPLIT_K=s, num_warps=num_warps, num_stages=1))
+        return out
+    BM = min(max(16, m_bucket(M)), 64)
+    for BN, BK, num_warps, num_stages in ((64, 64, 4, 3), (128, 64, 4, 3), (64, 128, 4, 2), (128, 128, 8, 3)):
+        out.append(dict(BM=BM, BN=BN, BK=BK, num_warps=num_warps, num_stages=num_stages))
     return out
 
 
@@ -69,7 +80,7 @@ _LOADED: set[str] = set()
 def _cache_file(device: torch.device) -> Path:
     name = torch.cuda.get_device_name(device).replace(" ", "_")
     root = Path(os.environ.get("HLWQ_CACHE_DIR", Path.home() / ".cache" / "hlwq_ops"))
-    return root / f"gemv-{name}-triton{__import__('triton').__version__}.json"
+    return root / f"configs-{name}-triton{__import__('triton').__version__}.json"
 
 
 def _load(device: torch.device) -> None:
@@ -93,27 +104,29 @@ def _save(device: torch.device) -> None:
         pass  # read-only home: tuning still holds for this process
 
 
-def gemv_config(M: int, N: int, k_pad: int, bits: int, device: torch.device, run: Callable[[dict], object]) -> dict:
-    """The config for this GEMV, tuning it on first use (see the module docstring).
+def config_for(
+    kernel: str, M: int, N: int, k_pad: int, bits: int, device: torch.device, run: Callable[[dict], object]
+) -> dict:
+    """The config of ``kernel`` for this shape, tuned on first use (see the module docstring).
 
     Args:
-        run: launches the GEMV with a given config (used for timing).
+        run: launches the kernel with a given config (used for timing).
     """
     if device.type != "cuda":
-        return gemv_candidates(M, N, k_pad, 8)[0]
+        return candidates(kernel, M, N, k_pad, 8)[0]
     sm_count = torch.cuda.get_device_properties(device).multi_processor_count
-    candidates = gemv_candidates(M, N, k_pad, sm_count)
+    configs = candidates(kernel, M, N, k_pad, sm_count)
     _load(device)
-    key = f"{N}x{k_pad}/q{bits}/m{m_bucket(M)}"
+    key = f"{kernel}/{N}x{k_pad}/q{bits}/m{m_bucket(M)}"
     if key in _TUNED:
         return _TUNED[key]
     if os.environ.get("HLWQ_AUTOTUNE", "1") == "0" or torch.cuda.is_current_stream_capturing():
-        return candidates[0]
+        return configs[0]
     import triton.testing
 
     start = time.perf_counter()
     timings = []
-    for config in candidates:
+    for config in configs:
         timings.append((triton.testing.do_bench(lambda: run(config), warmup=5, rep=20), config))
     best = min(timings, key=lambda t: t[0])[1]
     _TUNED[key] = best
