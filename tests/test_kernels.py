@@ -165,11 +165,12 @@ def test_gpu_linear_sweep(bits, N, K, dtype):
     for M in list(range(1, 17)) + [40, 600]:
         x = torch.randn(M, K, device="cuda", generator=gen).to(dtype)
         ref = x.double() @ w_hat.t()
-        torch_err = rel_error((x @ w_hat.to(dtype).t()), ref)
+        # what bf16 allows: twice the error of a bfloat16 GEMM on the same data
+        bf16_err = rel_error(x.bfloat16() @ w_hat.bfloat16().t(), ref)
         y = torch.ops.hlwq.linear(x, qdata, scale, None, bits, 128, K)
         assert y.dtype == dtype
         assert torch.isfinite(y).all()
-        assert rel_error(y, ref) <= 2 * torch_err + 1e-4, (M, rel_error(y, ref), torch_err)
+        assert rel_error(y, ref) <= 2 * bf16_err, (M, rel_error(y, ref), bf16_err)
 
 
 @pytest.mark.gpu
