@@ -72,7 +72,9 @@ def hlwq_q8() -> HLWQConfig:
     return HLWQConfig(bits=8)
 
 
-def _skip_reason(weight: torch.Tensor, config: HLWQConfig) -> str | None:
+def _skip_reason(module: torch.nn.Module, weight: torch.Tensor, config: HLWQConfig) -> str | None:
+    if not isinstance(module, torch.nn.Linear):
+        return "only nn.Linear weights are quantized (embeddings are looked up, not multiplied)"
     if isinstance(weight, HLWQTensor):
         return "it is already HLWQ-quantized"
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
@@ -91,7 +93,7 @@ def _extra_repr(module: torch.nn.Module, original, parameter_name: str) -> str:
 @register_quantize_module_handler(HLWQConfig)
 def _hlwq_transform(module: torch.nn.Module, config: HLWQConfig, *, parameter_name: str = "weight"):
     weight = getattr(module, parameter_name, None)
-    reason = _skip_reason(weight, config)
+    reason = _skip_reason(module, weight, config)
     if reason is not None:
         logger.warning("hlwq: not quantizing %s(%s): %s", type(module).__name__, module.extra_repr(), reason)
         return module

@@ -58,6 +58,14 @@ def test_per_layer_bits_with_fqn_to_config():
     assert [m[i].weight.bits for i in (0, 2, 3)] == [3, 6, 6]
 
 
+def test_only_linear_modules_are_quantized(caplog):
+    emb = torch.nn.Embedding(100, 256)
+    with caplog.at_level(logging.WARNING, logger="hlwq_ops"):
+        quantize_(emb, hlwq_q5(), filter_fn=lambda m, fqn: True)
+    assert not isinstance(emb.weight, HLWQTensor)
+    assert "only nn.Linear weights are quantized" in caplog.text
+
+
 def test_quantize_twice_is_a_no_op(caplog):
     m = _mlp()
     quantize_(m, hlwq_q5())

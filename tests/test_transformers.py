@@ -1,0 +1,115 @@
+"""HLWQ on transformers models: quantize_, compiled static-cache generate, TorchAoConfig round trips."""
+
+import logging
+
+import pytest
+import torch
+from torchao.quantization import quantize_
+from transformers import (
+    AutoModelForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+    TorchAoConfig,
+)
+from transformers.models.qwen3_5 import Qwen3_5ForCausalLM, Qwen3_5TextConfig
+
+from hlwq_ops import HLWQTensor, hlwq_q5
+
+SMALL = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4, vocab_size=512)
+
+
+def _llama():
+    return LlamaForCausalLM(LlamaConfig(num_key_value_heads=2, **SMALL))
+
+
+def _qwen3():
+    return Qwen3ForCausalLM(Qwen3Config(num_key_value_heads=2, head_dim=64, **SMALL))
+
+
+def _qwen35():
+    config = Qwen3_5TextConfig(
+        num_key_value_heads=2,
+        head_dim=64,
+        linear_num_key_heads=4,
+        linear_num_value_heads=4,
+        linear_key_head_dim=32,
+        linear_value_head_dim=32,
+        layer_types=["linear_attention", "full_attention"],
+        **SMALL,
+    )
+    return Qwen3_5ForCausalLM(config)
+
+
+MODELS = {"llama": _llama, "qwen3": _qwen3, "qwen3.5": _qwen35}
+
+
+def _linears(model):
+    return {name: mod for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
+
+
+@pytest.mark.parametrize("arch", MODELS)
+def test_quantize_every_projection(arch, caplog):
+    model = MODELS[arch]().eval()
+    with caplog.at_level(logging.WARNING, logger="hlwq_ops"):
+        quantize_(model, hlwq_q5(), filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and "lm_head" not in fqn)
+    for name, mod in _linears(model).items():
+        quantized = isinstance(mod.weight, HLWQTensor)
+        assert quantized == ("lm_head" not in name), name
+    if arch == "qwen3.5":  # the linear-attention projections too
+        assert isinstance(model.model.layers[0].linear_attn.in_proj_qkv.weight, HLWQTensor)
+
+
+@pytest.mark.parametrize("arch", MODELS)
+def test_compiled_static_cache_generate_matches_eager(arch):
+    torch.manual_seed(0)
+    model = MODELS[arch]().eval()
+    quantize_(model, hlwq_q5())
+    ids = torch.randint(0, 512, (1, 7))
+    kwargs = dict(max_new_tokens=6, do_sample=False, cache_implementation="static")
+    with torch.no_grad():
+        eager = model.generate(ids, **kwargs)
+        torch._dynamo.reset()
+        model.forward = torch.compile(model.forward, fullgraph=True)
+        compiled = model.generate(ids, **kwargs)
+    assert torch.equal(eager, compiled)
+
+
+def _saved(tmp_path, factory=_llama):
+    torch.manual_seed(0)
+    model = factory().eval()
+    model.save_pretrained(tmp_path / "bf16")
+    return tmp_path / "bf16"
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3.5"])
+def test_torchao_config_round_trip(tmp_path, arch):
+    src = _saved(tmp_path, MODELS[arch])
+    config = TorchAoConfig(quant_type=hlwq_q5())
+    model = AutoModelForCausalLM.from_pretrained(src, quantization_config=config, dtype=torch.float32)
+    assert isinstance(model.model.layers[0].mlp.down_proj.weight, HLWQTensor)
+    assert not isinstance(model.lm_head.weight, HLWQTensor), "lm_head stays unquantized by default"
+    assert not isinstance(model.model.embed_tokens.weight, HLWQTensor)
+    model.save_pretrained(tmp_path / "q", safe_serialization=True)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "q")
+    w, w2 = model.model.layers[1].mlp.up_proj.weight, reloaded.model.layers[1].mlp.up_proj.weight
+    assert isinstance(w2, HLWQTensor) and torch.equal(w.qdata, w2.qdata) and torch.equal(w.scale, w2.scale)
+    ids = torch.randint(0, 512, (2, 5))
+    a = model.generate(ids, max_new_tokens=5, do_sample=False)
+    b = reloaded.generate(ids, max_new_tokens=5, do_sample=False)
+    assert torch.equal(a, b)
+
+
+def test_option_quantizes_lm_head(tmp_path):
+    src = _saved(tmp_path)
+    # transformers' default skip list always holds the last module: clear it
+    config = TorchAoConfig(quant_type=hlwq_q5(), include_input_output_embeddings=True, modules_to_not_convert=[])
+    model = AutoModelForCausalLM.from_pretrained(src, quantization_config=config, dtype=torch.float32)
+    assert isinstance(model.lm_head.weight, HLWQTensor)
+    assert not isinstance(model.model.embed_tokens.weight, HLWQTensor), "embeddings are looked up, not multiplied"
+    model.save_pretrained(tmp_path / "q")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "q")
+    assert isinstance(reloaded.lm_head.weight, HLWQTensor)
+    ids = torch.randint(0, 512, (1, 5))
+    assert torch.equal(model.generate(ids, max_new_tokens=4, do_sample=False), reloaded.generate(ids, max_new_tokens=4, do_sample=False))
