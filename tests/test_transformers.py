@@ -113,3 +113,37 @@ def test_option_quantizes_lm_head(tmp_path):
     assert isinstance(reloaded.lm_head.weight, HLWQTensor)
     ids = torch.randint(0, 512, (1, 5))
     assert torch.equal(model.generate(ids, max_new_tokens=4, do_sample=False), reloaded.generate(ids, max_new_tokens=4, do_sample=False))
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3.5"])
+@pytest.mark.parametrize("compile", [False, True])
+def test_graph_decoder_matches_generate(arch, compile):
+    from hlwq_ops.decode import GraphDecoder
+
+    torch.manual_seed(0)
+    model = MODELS[arch]().eval()
+    model.generation_config.eos_token_id = None  # every row runs to the end
+    quantize_(model, hlwq_q5())
+    ids = torch.randint(0, 512, (2, 6))
+    with torch.no_grad():
+        expected = model.generate(ids, max_new_tokens=7, do_sample=False, cache_implementation="static")
+    torch._dynamo.reset()
+    decoder = GraphDecoder(model, compile=compile)
+    assert torch.equal(decoder.generate(ids, 7), expected)
+    assert torch.equal(decoder.generate(ids, 7), expected), "a second call reuses the cache"
+
+
+@pytest.mark.gpu
+def test_graph_decoder_cuda_graph():
+    from hlwq_ops.decode import GraphDecoder
+
+    torch.manual_seed(0)
+    model = _llama().cuda().bfloat16().eval()
+    model.generation_config.eos_token_id = None
+    quantize_(model, hlwq_q5())
+    ids = torch.randint(0, 512, (1, 6), device="cuda")
+    with torch.no_grad():
+        expected = model.generate(ids, max_new_tokens=8, do_sample=False, cache_implementation="static")
+    decoder = GraphDecoder(model)
+    assert torch.equal(decoder.generate(ids, 8), expected)
+    assert decoder._graph is not None and decoder.stats.decode_tokens_per_s > 0

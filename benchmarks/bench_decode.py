@@ -1,0 +1,151 @@
+"""Decode benchmark: Llama-3-8B- and Qwen3.5-9B-shaped models (random weights), on one GPU.
+
+For each model, method (bf16, torchao int4 tinygemm, HLWQ Q5, HLWQ Q4) and batch
+size, with a 128-token prompt and 256 new tokens (greedy, static KV cache):
+
+- ``generate``: ``model.generate()`` as users call it (transformers compiles
+  the forward for a static cache; Inductor gets no CUDA graph: the cache is
+  mutated);
+- ``graph``: :class:`hlwq_ops.decode.GraphDecoder`, the decode step compiled
+  and captured in one CUDA graph, as a serving engine runs it.
+
+Reports decode tokens/s (all sequences of the batch), time to first token
+(eager prefill), peak GPU memory during decoding, model size, and the time
+quantization took.
+
+    python benchmarks/bench_decode.py --models llama3-8b --ways graph --batches 1 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import time
+
+import torch
+from torchao.quantization import Int4WeightOnlyConfig, quantize_
+from transformers import LlamaConfig, LlamaForCausalLM
+from transformers.models.qwen3_5 import Qwen3_5ForCausalLM, Qwen3_5TextConfig
+
+import hlwq_ops
+from hlwq_ops.decode import GraphDecoder
+from hlwq_ops.utils import model_nbytes
+
+PROMPT, NEW = 128, 256
+
+
+def llama3_8b() -> torch.nn.Module:
+    config = LlamaConfig(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        max_position_embeddings=8192,
+        rope_theta=500000.0,
+    )
+    return LlamaForCausalLM(config)
+
+
+def qwen35_9b() -> torch.nn.Module:
+    return Qwen3_5ForCausalLM(Qwen3_5TextConfig())  # the defaults are the 9B text model's shapes
+
+
+MODELS = {"llama3-8b": llama3_8b, "qwen3.5-9b": qwen35_9b}
+METHODS = ("bf16", "int4", "hlwq-q5", "hlwq-q4")
+
+
+def build(name: str, method: str) -> tuple[torch.nn.Module, float]:
+    """The model with random N(0, 0.02) weights on the GPU, quantized; returns (model, quantize seconds)."""
+    torch.manual_seed(0)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)  # build the 8B weights in bf16 directly
+    try:
+        with torch.device("cuda"):
+            model = MODELS[name]().eval()
+    finally:
+        torch.set_default_dtype(default)
+    model.generation_config.eos_token_id = None  # decode the full length
+    model.generation_config.pad_token_id = 0
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    no_lm_head = lambda m, fqn: isinstance(m, torch.nn.Linear) and "lm_head" not in fqn  # noqa: E731
+    if method == "int4":
+        quantize_(model, Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d"), no_lm_head)
+    elif method.startswith("hlwq"):
+        quantize_(model, hlwq_ops.hlwq(bits=int(method[-1])), no_lm_head)
+    torch.cuda.synchronize()
+    return model, time.perf_counter() - start
+
+
+def time_generate(model, ids) -> float:
+    """Decode tokens/s of model.generate() with a static cache (after a warm-up call)."""
+    kwargs = dict(max_new_tokens=NEW, do_sample=False, cache_implementation="static")
+    with torch.no_grad():
+        model.generate(ids, **kwargs)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        model.generate(ids, **kwargs)
+        torch.cuda.synchronize()
+    return ids.shape[0] * NEW / (time.perf_counter() - start)
+
+
+def time_graph(model, ids) -> tuple[float, float]:
+    """(decode tokens/s, time to first token in ms) with GraphDecoder (after a warm-up call)."""
+    decoder = GraphDecoder(model)
+    decoder.generate(ids, NEW)
+    decoder.generate(ids, NEW)
+    return ids.shape[0] * decoder.stats.decode_tokens_per_s, 1e3 * decoder.stats.prefill_s
+
+
+def run(name: str, method: str, batches: list[int], ways: list[str]) -> list[dict]:
+    model, quant_s = build(name, method)
+    size = model_nbytes(model)
+    rows = []
+    for batch in batches:
+        ids = torch.randint(0, model.config.vocab_size, (batch, PROMPT), device="cuda")
+        for way in ways:
+            torch._dynamo.reset()
+            torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            if way == "graph":
+                tps, ttft = time_graph(model, ids)
+            else:
+                tps, ttft = time_generate(model, ids), None
+            row = dict(model=name, method=method, batch=batch, way=way, tok_s=tps, ttft_ms=ttft,
+                       peak_gib=torch.cuda.max_memory_allocated() / 2**30, size_gib=size / 2**30,
+                       quantize_s=quant_s, wall_s=time.perf_counter() - start)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    p.add_argument("--ways", nargs="+", default=["graph", "generate"], choices=["graph", "generate"])
+    p.add_argument("--json", default="bench_decode.json")
+    a = p.parse_args()
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}", flush=True)
+    rows = []
+    for name in a.models:
+        for method in a.methods:
+            rows += run(name, method, a.batches, a.ways)
+            with open(a.json, "w") as f:
+                json.dump(rows, f, indent=1)
+    print(f"{'model':<11} {'method':<8} {'B':>2} {'way':<8} {'tok/s':>8} {'TTFT ms':>8} {'peak GiB':>8} {'size GiB':>8} {'quant s':>7}")
+    for r in rows:
+        ttft = f"{r['ttft_ms']:.1f}" if r["ttft_ms"] is not None else "-"
+        print(f"{r['model']:<11} {r['method']:<8} {r['batch']:>2} {r['way']:<8} {r['tok_s']:>8.1f} {ttft:>8} "
+              f"{r['peak_gib']:>8.2f} {r['size_gib']:>8.2f} {r['quantize_s']:>7.1f}")
+
+
+if __name__ == "__main__":
+    main()
