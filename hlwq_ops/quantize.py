@@ -1,0 +1,533 @@
+"""Quantize a Hugging Face safetensors checkpoint to HLWQ, one tensor at a time.
+
+    python -m hlwq_ops.quantize --model llama-bf16/ --bits 5 --out llama-q5/
+    python -m hlwq_ops.quantize --model llama-bf16/ --out llama-q5/ --bits-for '.*down_proj=6'
+
+The output is what ``save_pretrained`` writes for a model loaded with
+``TorchAoConfig(quant_type=hlwq(...))``, so ``AutoModelForCausalLM.from_pretrained(out)``
+loads it with HLWQTensor weights:
+
+- a quantized weight ``a.b.weight`` is stored as ``a.b._weight_qdata``
+  (N, n_blocks * block_size * bits / 8) uint8 and ``a.b._weight_scale`` (N, n_blocks)
+  float16 (torchao's ``flatten_tensor_state_dict``); other tensors are copied unchanged.
+- Every shard's header metadata describes every tensor of the whole model:
+  ``{"a.b.weight": '{"_type": "HLWQTensor", "_data": {...}, "_tensor_data_names": [...]}',
+  "a.b.bias": '{"_type": "Tensor"}', "tensor_names": '[...all names...]', "format": "pt"}``.
+  transformers merges the headers of all shards with ``dict.update``, so a per-shard
+  ``tensor_names`` would keep only the last shard's list and the other shards' weights
+  would not load.
+- ``config.json`` gains ``quantization_config``, ``TorchAoConfig(quant_type=...).to_dict()``
+  of ``hlwq(bits, block_size, scale_mode)``, or with ``--bits-for`` of an ``FqnToConfig``
+  that names every quantized module exactly.
+
+Memory: shapes and dtypes come from the safetensors headers and the model is built on the
+meta device, so shards, index and metadata are all planned before any weight is read. Then
+each tensor is read, quantized on ``--device`` and freed before the next one is read; the
+packed results wait in memory until their shard is written. Peak host memory is about one
+source tensor plus one output shard (``--max-shard-size``, 5GB by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import shutil
+import struct
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from .codebook import check_bits
+from .config import HLWQConfig
+from .tensor import HLWQTensor
+
+__all__ = ["CheckpointError", "main", "parse_size", "quantize_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+INDEX_NAME = "model.safetensors.index.json"
+FLOAT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
+# Files not copied to the output: weights in any format and their indexes.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx", ".index.json")
+SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+SIZE_UNITS.update({"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40})
+
+
+class CheckpointError(ValueError):
+    """The input or output directory cannot be used (the message says why)."""
+
+
+# -- what is in the checkpoint --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceTensor:
+    """One tensor of the input checkpoint, as its safetensors header describes it."""
+
+    name: str
+    file: Path
+    dtype: str  # safetensors spelling: "BF16", "F32", ...
+    shape: tuple[int, ...]
+    nbytes: int
+
+
+def read_header(path: Path) -> dict:
+    """The JSON header of a safetensors file (8-byte little-endian length, then JSON)."""
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(length))
+
+
+def source_tensors(model_dir: Path) -> list[SourceTensor]:
+    """Every tensor of the checkpoint, file by file, in on-disk order."""
+    index = model_dir / INDEX_NAME
+    if index.is_file():
+        files = list(dict.fromkeys(json.loads(index.read_text())["weight_map"].values()))
+    elif (model_dir / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        raise CheckpointError(
+            f"{model_dir} has neither model.safetensors nor {INDEX_NAME} (only safetensors checkpoints are supported)"
+        )
+    tensors = []
+    for file in files:
+        header = read_header(model_dir / file)
+        if "tensor_names" in (header.pop("__metadata__", None) or {}):
+            raise CheckpointError(f"{model_dir / file} is already torchao-quantized")
+        for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+            start, end = info["data_offsets"]
+            tensors.append(SourceTensor(name, model_dir / file, info["dtype"], tuple(info["shape"]), end - start))
+    return tensors
+
+
+@dataclass
+class Skeleton:
+    """The model built from config.json on the meta device: which modules are what."""
+
+    arch: str
+    modules: dict[str, str]  # module name -> class name
+    linears: set[str]
+    output_embeddings: set[str]
+    tied: dict[str, str]  # module -> the module its weight is tied to
+    not_convert: list[str]  # transformers' TorchAoConfig skip patterns
+
+
+def build_skeleton(model_dir: Path, include_lm_head: bool) -> Skeleton | None:
+    """Instantiate the architecture of config.json without weights; None if transformers cannot."""
+    import transformers
+    from transformers.quantizers.base import get_keys_to_not_convert
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(model_dir)
+        arch = (getattr(config, "architectures", None) or [""])[0]
+        model_class = getattr(transformers, arch, None) if arch else None
+        with torch.device("meta"):
+            if model_class is None:
+                model = transformers.AutoModelForCausalLM.from_config(config)
+            else:
+                model = model_class._from_config(config)
+    except Exception as e:  # any model transformers cannot build: fall back to names, say why
+        logger.warning("hlwq: cannot build the model from config.json (%s: %s); deciding by tensor names", type(e).__name__, e)
+        return None
+
+    modules = dict(model.named_modules())
+    output = model.get_output_embeddings()
+    output_names = {name for name, m in modules.items() if output is not None and m is output}
+    tied = {}
+    for param, target in model.all_tied_weights_keys.items():
+        a, b = param.rpartition(".")[0], target.rpartition(".")[0]
+        tied[a], tied[b] = b, a
+    # What TorchAoHfQuantizer._process_model_before_weight_loading skips.
+    not_convert = set(get_keys_to_not_convert(model)) | set(model._keep_in_fp32_modules or [])
+    if include_lm_head:
+        not_convert -= output_names
+    return Skeleton(
+        arch=type(model).__name__,
+        modules={name: type(m).__name__ for name, m in modules.items()},
+        linears={name for name, m in modules.items() if isinstance(m, torch.nn.Linear)},
+        output_embeddings=output_names,
+        tied=tied,
+        not_convert=sorted(not_convert),
+    )
+
+
+_EMBEDDING_NAME = re.compile(r"(^|\.)(\w*embed\w*|wte|wpe)(\.|$)")
+_OUTPUT_NAME = re.compile(r"(^|\.)(lm_head|embed_out|output)$")
+
+
+def skip_reason(t: SourceTensor, skeleton: Skeleton | None, include_lm_head: bool, block_size: int) -> str | None:
+    """Why the 2-D ``*.weight`` tensor ``t`` stays unquantized, or None to quantize it."""
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    module = t.name.removesuffix(".weight")
+    if t.dtype not in FLOAT_DTYPES:
+        return f"dtype {t.dtype} is not one of {sorted(FLOAT_DTYPES)}"
+    if skeleton is not None:
+        if module not in skeleton.modules:
+            return f"{skeleton.arch} has no module {module!r} (the key is renamed or merged on load)"
+        if module not in skeleton.linears:
+            return f"its module is a {skeleton.modules[module]}, not an nn.Linear"
+        if module in skeleton.tied:
+            return f"it is tied to {skeleton.tied[module]}.weight"
+        if module in skeleton.output_embeddings and not include_lm_head:
+            return "it is the output embedding (lm_head); pass --include-lm-head to quantize it"
+        if not should_convert_module(module, skeleton.not_convert):
+            return "transformers' TorchAoConfig leaves it unquantized (last module or _keep_in_fp32_modules)"
+    elif _OUTPUT_NAME.search(module):
+        if not include_lm_head:
+            return "its name says output embedding (lm_head); pass --include-lm-head to quantize it"
+    elif _EMBEDDING_NAME.search(module):
+        return "its name says embedding"
+    if t.shape[1] < block_size:  # as the quantize_ handler decides
+        return f"in_features={t.shape[1]} is smaller than one block ({block_size})"
+    return None
+
+
+# -- the plan ---------------------------------------------------------------------
+
+
+@dataclass
+class Entry:
+    """One source tensor and how it is written."""
+
+    source: SourceTensor
+    config: HLWQConfig | None  # None: written unchanged
+    parts: dict[str, int]  # stored tensor name -> bytes
+    metadata: str  # this tensor's JSON in the safetensors header
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self.parts.values())
+
+
+def plan_entry(t: SourceTensor, config: HLWQConfig | None) -> Entry:
+    """Predict the stored tensors and header JSON by quantizing a meta tensor (no data)."""
+    if config is None:
+        return Entry(t, None, {t.name: t.nbytes}, json.dumps({"_type": torch.Tensor.__name__}))
+    weight = torch.empty(t.shape, dtype=FLOAT_DTYPES[t.dtype], device="meta")
+    parts, metadata = flatten_tensor_state_dict({t.name: quantize_weight(weight, config)})
+    return Entry(t, config, {k: v.numel() * v.element_size() for k, v in parts.items()}, metadata[t.name])
+
+
+def quantize_weight(weight: torch.Tensor, config: HLWQConfig) -> HLWQTensor:
+    return HLWQTensor.from_hp(weight, config.bits, config.block_size, scale_mode=config.scale_mode)
+
+
+def plan(
+    tensors: Sequence[SourceTensor],
+    skeleton: Skeleton | None,
+    config: HLWQConfig,
+    bits_for: Sequence[tuple[re.Pattern, int]],
+    include_lm_head: bool,
+) -> list[Entry]:
+    """Decide every tensor's fate and log (one line each) the linear-shaped weights left alone."""
+    entries, matched = [], set()
+    for t in tensors:
+        chosen = None
+        if t.name.endswith(".weight") and len(t.shape) == 2:
+            reason = skip_reason(t, skeleton, include_lm_head, config.block_size)
+            if reason is not None:
+                logger.info("hlwq: not quantizing %s: %s", t.name, reason)
+            else:
+                module = t.name.removesuffix(".weight")
+                bits = next(((p.pattern, b) for p, b in bits_for if p.fullmatch(module)), None)
+                if bits is not None:
+                    matched.add(bits[0])
+                chosen = HLWQConfig(bits[1] if bits else config.bits, config.block_size, config.scale_mode)
+        entries.append(plan_entry(t, chosen))
+    for pattern, _ in bits_for:
+        if pattern.pattern not in matched:
+            logger.warning("hlwq: --bits-for %r matches no quantized module name (it must match all of it)", pattern.pattern)
+    return entries
+
+
+def split_shards(entries: Sequence[Entry], max_bytes: int) -> list[list[Entry]]:
+    """Consecutive entries, a new shard whenever the next would pass ``max_bytes``."""
+    shards, size = [[]], 0
+    for e in entries:
+        if shards[-1] and size + e.nbytes > max_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(e)
+        size += e.nbytes
+    return shards
+
+
+def quantization_config(entries: Sequence[Entry], config: HLWQConfig, per_module: bool) -> dict:
+    """config.json's ``quantization_config``: ``TorchAoConfig(quant_type=...).to_dict()``."""
+    from torchao.quantization import FqnToConfig
+    from transformers import TorchAoConfig
+
+    quant_type = config
+    if per_module:
+        quant_type = FqnToConfig({e.source.name.removesuffix(".weight"): e.config for e in entries if e.config})
+    return json.loads(json.dumps(TorchAoConfig(quant_type=quant_type).to_dict()))
+
+
+# -- reading, quantizing, writing ----------------------------------------------------
+
+
+def read_tensor(f, name: str) -> torch.Tensor:
+    """One tensor from an open safetensors file (tests wrap this to count live tensors)."""
+    return f.get_tensor(name)
+
+
+def read_in_order(entries: Sequence[Entry]) -> Iterator[tuple[Entry, torch.Tensor]]:
+    for path, group in groupby(entries, key=lambda e: e.source.file):
+        with safe_open(path, framework="pt") as f:
+            for e in group:
+                yield e, read_tensor(f, e.source.name)
+
+
+def convert(e: Entry, weight: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+    """The stored tensors of one entry: the weight itself, or its flattened HLWQTensor on the CPU."""
+    if e.config is None:
+        return {e.source.name: weight}
+    quantized = quantize_weight(weight.to(device), e.config).to("cpu")
+    parts, metadata = flatten_tensor_state_dict({e.source.name: quantized})
+    if metadata[e.source.name] != e.metadata or parts.keys() != e.parts.keys():
+        raise RuntimeError(f"{e.source.name}: planned {e.metadata}, quantization gave {metadata[e.source.name]}")
+    return parts
+
+
+def write_shards(shards: list[list[Entry]], out_dir: Path, device: torch.device) -> list[str]:
+    """Write every shard; return their file names."""
+    n = len(shards)
+    names = ["model.safetensors"] if n == 1 else [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
+    entries = [e for shard in shards for e in shard]
+    header = {e.source.name: e.metadata for e in entries}
+    header["tensor_names"] = json.dumps([e.source.name for e in entries])
+    header["format"] = "pt"
+    with logging_redirect_tqdm(), tqdm(total=len(entries), unit="tensor", desc="hlwq: quantizing") as bar:
+        for name, shard in zip(names, shards):
+            stored = {}
+            for e, weight in read_in_order(shard):
+                stored.update(convert(e, weight, device))
+                del weight  # before the next read: one source tensor at a time
+                bar.update()
+            save_file(stored, out_dir / name, metadata=header)
+            del stored
+    return names
+
+
+def write_index(shards: list[list[Entry]], names: list[str], out_dir: Path) -> None:
+    weight_map = {part: name for name, shard in zip(names, shards) for e in shard for part in e.parts}
+    total_size = sum(e.nbytes for shard in shards for e in shard)
+    total_parameters = sum(torch.Size(e.source.shape).numel() for shard in shards for e in shard)
+    index = {"metadata": {"total_parameters": total_parameters, "total_size": total_size}, "weight_map": weight_map}
+    (out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+def copy_other_files(model_dir: Path, out_dir: Path) -> None:
+    """Copy tokenizer, generation config, chat template, ...: every top-level file but weights and config.json."""
+    for path in sorted(model_dir.iterdir()):
+        if path.name == "config.json" or path.name.startswith(".") or path.name.endswith(WEIGHT_SUFFIXES):
+            continue
+        if path.is_file():
+            shutil.copy2(path, out_dir / path.name)
+        else:
+            logger.info("hlwq: not copying %s (not a regular top-level file)", path)
+
+
+def quantize_checkpoint(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    config: HLWQConfig | None = None,
+    *,
+    bits_for: Sequence[tuple[str | re.Pattern, int]] = (),
+    include_lm_head: bool = False,
+    device: str | torch.device | None = None,
+    max_shard_size: int | str = "5GB",
+) -> Path:
+    """Quantize the linear weights of a safetensors checkpoint, one tensor at a time.
+
+    Args:
+        model_dir: a Hugging Face checkpoint: config.json and model.safetensors or shards
+            with model.safetensors.index.json.
+        out_dir: where to write the quantized checkpoint (created; must hold no .safetensors).
+        config: bits, block_size and scale_mode for every quantized weight (default Q5).
+        bits_for: (regex, bits) overrides; the first regex that matches a module's whole
+            name (as ``re.fullmatch``, like FqnToConfig's ``re:`` keys) gives its bits.
+        include_lm_head: quantize the output embedding too (unless tied to the input one).
+        device: where each weight is quantized (default cuda if available); results
+            come back to the CPU.
+        max_shard_size: bytes per output shard, or a string such as "5GB" or "500MiB".
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    config = config or HLWQConfig()
+    bits_for = [(re.compile(p) if isinstance(p, str) else p, b) for p, b in bits_for]
+    for _, bits in bits_for:
+        check_bits(bits)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    max_bytes = parse_size(max_shard_size) if isinstance(max_shard_size, str) else max_shard_size
+
+    model_config = check_dirs(model_dir, out_dir)
+    skeleton = build_skeleton(model_dir, include_lm_head)
+    entries = plan(source_tensors(model_dir), skeleton, config, bits_for, include_lm_head)
+    shards = split_shards(entries, max_bytes)
+    quantized = [e for e in entries if e.config]
+    logger.info(
+        "hlwq: quantizing %d of %d tensors on %s: %s -> %s in %d shard(s)",
+        len(quantized),
+        len(entries),
+        device,
+        _size(sum(e.source.nbytes for e in entries)),
+        _size(sum(e.nbytes for e in entries)),
+        len(shards),
+    )
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = write_shards(shards, out_dir, device)
+    if len(shards) > 1:
+        write_index(shards, names, out_dir)
+    model_config["quantization_config"] = quantization_config(entries, config, per_module=bool(bits_for))
+    (out_dir / "config.json").write_text(json.dumps(model_config, indent=2, sort_keys=True) + "\n")
+    copy_other_files(model_dir, out_dir)
+    return out_dir
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.2f} MB"
+
+
+def check_dirs(model_dir: Path, out_dir: Path) -> dict:
+    """Check both directories; return the parsed config.json."""
+    if not model_dir.is_dir():
+        raise CheckpointError(f"--model {model_dir}: no such directory")
+    if not (model_dir / "config.json").is_file():
+        raise CheckpointError(f"--model {model_dir}: no config.json (expected a Hugging Face checkpoint)")
+    model_config = json.loads((model_dir / "config.json").read_text())
+    if "quantization_config" in model_config:
+        method = model_config["quantization_config"].get("quant_method", "?")
+        raise CheckpointError(f"--model {model_dir} is already quantized (quant_method={method})")
+    if out_dir.resolve() == model_dir.resolve():
+        raise CheckpointError("--out must differ from --model")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.glob("*.safetensors"))):
+        raise CheckpointError(f"--out {out_dir} already holds a checkpoint (or is a file); choose an empty directory")
+    return model_config
+
+
+# -- command line ---------------------------------------------------------------------
+
+
+def parse_size(text: str) -> int:
+    """Bytes in "5GB" (10**9), "500MiB" (2**20 each), "1000000"."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([A-Za-z]*)\s*", text)
+    if not match or match.group(2).upper() not in SIZE_UNITS or float(match.group(1)) <= 0:
+        raise ValueError(f"expected a positive size such as 5GB, 500MB or 2GiB, got {text!r}")
+    return int(float(match.group(1)) * SIZE_UNITS[match.group(2).upper()])
+
+
+def _arg(parse):
+    """Turn a parser's ValueError into argparse's usage error with the same message."""
+
+    def wrapped(text):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    wrapped.__name__ = parse.__name__
+    return wrapped
+
+
+def parse_bits(text: str) -> int:
+    try:
+        bits = int(text)
+    except ValueError:
+        raise ValueError(f"bits must be an integer in 2..8, got {text!r}") from None
+    check_bits(bits)
+    return bits
+
+
+def parse_bits_for(text: str) -> tuple[re.Pattern, int]:
+    """``'.*down_proj=6'`` -> (compiled regex, 6)."""
+    pattern, sep, bits = text.rpartition("=")
+    if not sep or not pattern:
+        raise ValueError(f"expected REGEX=BITS such as '.*down_proj=6', got {text!r}")
+    try:
+        compiled = re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"{pattern!r} in {text!r} is not a valid regex: {e}") from None
+    return compiled, parse_bits(bits)
+
+
+def parse_block_size(text: str) -> int:
+    block_size = int(text) if text.isdigit() else text
+    HLWQConfig(block_size=block_size)
+    return block_size
+
+
+def parse_device(text: str) -> torch.device:
+    try:
+        device = torch.device(text)
+    except RuntimeError as e:
+        raise ValueError(f"{text!r} is not a device: {e}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"expected cpu or cuda, got {text!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("cuda was asked for but torch sees no CUDA device")
+    return device
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m hlwq_ops.quantize",
+        description="Quantize the linear weights of a Hugging Face safetensors checkpoint to HLWQ, layer by layer.",
+    )
+    p.add_argument("--model", required=True, type=Path, help="input checkpoint directory")
+    p.add_argument("--out", required=True, type=Path, help="output directory (empty or new)")
+    p.add_argument("--bits", type=_arg(parse_bits), default=5, help="code width, 2..8 (default 5)")
+    p.add_argument("--block-size", type=_arg(parse_block_size), default=128, help="weights per block (default 128)")
+    p.add_argument("--scale-mode", choices=("search", "lsq", "norm"), default="search", help="default search")
+    p.add_argument(
+        "--bits-for",
+        type=_arg(parse_bits_for),
+        action="append",
+        default=[],
+        metavar="REGEX=BITS",
+        help="bits for modules whose whole name matches REGEX, e.g. '.*down_proj=6'; repeatable, first match wins",
+    )
+    p.add_argument("--include-lm-head", action="store_true", help="quantize lm_head too (default: keep it)")
+    p.add_argument("--device", type=_arg(parse_device), default=None, help="cpu or cuda (default cuda if available)")
+    p.add_argument("--max-shard-size", type=_arg(parse_size), default="5GB", help="per output shard (default 5GB)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logger.setLevel(logging.INFO)
+    try:
+        out = quantize_checkpoint(
+            args.model,
+            args.out,
+            HLWQConfig(args.bits, args.block_size, args.scale_mode),
+            bits_for=args.bits_for,
+            include_lm_head=args.include_lm_head,
+            device=args.device,
+            max_shard_size=args.max_shard_size,
+        )
+    except CheckpointError as e:
+        parser.error(str(e))
+    logger.info("hlwq: wrote %s", out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,545 @@
+"""Load checkpoints of the seed engine (polarengine) as HLWQTensors, centroids kept.
+
+The seed's math is HLWQ's with ``scale = norm``: ``w_hat = (norm / sqrt(B)) *
+H_B @ c[code]`` blockwise, so its codes and norms become ``qdata`` / ``scale``
+unchanged and nothing is re-quantized. A checkpoint is a directory holding
+``polar_config.json`` and ``*.safetensors`` files (every one is read).
+
+``polar_config.json`` keys read:
+
+- ``format`` (required): ``"polar_engine_v4"`` or ``"hlwq-q5"``.
+- ``block_size``: B for every layer (default 128).
+- ``layers``: ``{prefix: {...}}`` per quantized layer, as the seed writes it;
+  its ``bits``, ``block_size``, ``in_features`` and ``out_features`` override
+  and are checked against the tensors. A prefix listed there must be present.
+- ``bit_assignment``: ``{pattern: bits}``; the longest pattern contained in the
+  layer prefix gives its bits when ``layers`` does not.
+- ``bits`` (or ``weight_bits``): bits of every other layer.
+
+Layouts (``<p>`` is a layer prefix such as ``model.layers.0.mlp.down_proj``;
+the layer is returned under ``<p>.weight``):
+
+``polar_engine_v4``
+    ``<p>.codes``: (N, K_pad) int8 (or uint8) centroid indices, read ``& 0xFF``
+    so 8-bit codes >= 128 survive int8; or, for bits <= 4, (N, K_pad / 2)
+    uint8 nibbles in the seed's half-block order (byte i of a block holds code
+    i low, code i + B/2 high). ``<p>.norms``: (N, K_pad / B) float16.
+    ``<p>.ct_scaled``: (2**bits,) float centroids / sqrt(B), or ``<p>.ct``: the
+    centroids (if both are present they must agree). bits = log2 of the number
+    of centroids; a bit width named by the config must agree. K is not stored:
+    ``layers[p].in_features`` if given, else the caller's (the module's
+    ``in_features`` in :func:`load_seed_into`), else K_pad. Centroids equal to
+    :func:`hlwq_ops.codebook` within 1e-6 of their largest magnitude load as
+    the standard codebook (``codebook=None``); others are kept as ``codebook``.
+
+``hlwq-q5``
+    ``<p>.weight__packed``: uint8, any shape, read flat: a big-endian 5-bit
+    stream of the (N, n_blocks, B) codes in row-major order, 8 codes per 5
+    bytes (``c0 = b0 >> 3``, ``c1 = (b0 & 7) << 2 | b1 >> 6``, ...,
+    ``c7 = b4 & 31``), zero-filled to a whole group. ``<p>.weight__norms``:
+    (N, n_blocks) float16. ``<p>.weight__meta``: 5 integers
+    ``[N, n_blocks, B, total_codes, K]``. bits = 5; the centroids are not
+    stored and are taken to be the standard Lloyd-Max codebook.
+
+Every inconsistency raises ValueError naming what was expected and found.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from . import format as fmt
+from .codebook import MAX_BITS, MIN_BITS, codebook as standard_codebook
+from .hadamard import check_block_size
+from .tensor import HLWQTensor
+
+__all__ = ["SEED_FORMATS", "load_seed_tensors", "load_seed_into"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_V4 = "polar_engine_v4"
+FORMAT_Q5 = "hlwq-q5"
+SEED_FORMATS = (FORMAT_V4, FORMAT_Q5)
+CONFIG_NAME = "polar_config.json"
+DEFAULT_BLOCK_SIZE = 128
+# Centroids within this fraction of their largest magnitude of the standard
+# codebook are float32 roundings of it (ct_scaled * sqrt(B) costs ~1 ulp).
+STANDARD_CODEBOOK_RTOL = 1e-6
+
+# A quantized layer's tensors per format: all required, but for v4 one of .ct_scaled / .ct.
+_SUFFIXES = {
+    FORMAT_V4: (".codes", ".norms", ".ct_scaled", ".ct"),
+    FORMAT_Q5: (".weight__packed", ".weight__norms", ".weight__meta"),
+}
+
+
+# ---------------------------------------------------------------------------
+# One quantized layer, read and checked.
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _SeedLayer:
+    """A layer in HLWQ's packed form; ``in_features`` is None when the checkpoint does not say."""
+
+    name: str
+    qdata: torch.Tensor  # (N, n_blocks * B * bits / 8) uint8
+    scale: torch.Tensor  # (N, n_blocks) float16
+    bits: int
+    block_size: int
+    in_features: int | None
+    codebook: torch.Tensor | None  # (2**bits,) float32, None = standard
+
+    @property
+    def out_features(self) -> int:
+        return self.scale.shape[0]
+
+    @property
+    def padded_in_features(self) -> int:
+        return self.scale.shape[1] * self.block_size
+
+    def check_in_features(self, K: int) -> None:
+        lo, hi = self.padded_in_features - self.block_size + 1, self.padded_in_features
+        if not lo <= K <= hi:
+            raise ValueError(
+                f"{self.name}: in_features {K} does not fit {self.scale.shape[1]} blocks of "
+                f"{self.block_size}; expected {lo}..{hi}"
+            )
+
+    def to_hlwq(self, K: int, dtype: torch.dtype) -> HLWQTensor:
+        self.check_in_features(K)
+        return HLWQTensor(
+            self.qdata, self.scale, self.bits, self.block_size, (self.out_features, K), dtype, self.codebook
+        )
+
+
+def _as_int(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value % 1:
+        raise ValueError(f"{what} must be an integer, found {value!r}")
+    return int(value)
+
+
+def _layer_meta(config: dict, prefix: str) -> dict:
+    meta = config.get("layers", {}).get(prefix, {})
+    if not isinstance(meta, dict):
+        raise ValueError(f"{CONFIG_NAME}: layers[{prefix!r}] must be an object, found {meta!r}")
+    return meta
+
+
+def _configured_bits(config: dict, prefix: str) -> int | None:
+    meta = _layer_meta(config, prefix)
+    if "bits" in meta:
+        return _as_int(meta["bits"], f"{CONFIG_NAME}: layers[{prefix!r}].bits")
+    patterns = [p for p in config.get("bit_assignment", {}) if p in prefix]
+    if patterns:
+        best = max(patterns, key=len)
+        return _as_int(config["bit_assignment"][best], f"{CONFIG_NAME}: bit_assignment[{best!r}]")
+    for key in ("bits", "weight_bits"):
+        if key in config:
+            return _as_int(config[key], f"{CONFIG_NAME}: {key}")
+    return None
+
+
+def _configured_block_size(config: dict, prefix: str) -> int | None:
+    meta = _layer_meta(config, prefix)
+    if "block_size" in meta:
+        return _as_int(meta["block_size"], f"{CONFIG_NAME}: layers[{prefix!r}].block_size")
+    if "block_size" in config:
+        return _as_int(config["block_size"], f"{CONFIG_NAME}: block_size")
+    return None
+
+
+def _configured_in_features(config: dict, prefix: str, N: int) -> int | None:
+    meta = _layer_meta(config, prefix)
+    if "out_features" in meta:
+        out_features = _as_int(meta["out_features"], f"{CONFIG_NAME}: layers[{prefix!r}].out_features")
+        if out_features != N:
+            raise ValueError(f"{prefix}: {CONFIG_NAME} says out_features={out_features}, the tensors hold {N} rows")
+    if "in_features" in meta:
+        return _as_int(meta["in_features"], f"{CONFIG_NAME}: layers[{prefix!r}].in_features")
+    return None
+
+
+def _check_norms(name: str, norms: torch.Tensor) -> None:
+    if norms.dtype != torch.float16 or norms.dim() != 2:
+        raise ValueError(f"{name}: expected 2-D float16 norms, found {norms.dtype} of shape {tuple(norms.shape)}")
+    bad = ~torch.isfinite(norms) | (norms < 0)
+    if bool(bad.any()):
+        n, b = bad.nonzero()[0].tolist()
+        raise ValueError(
+            f"{name}: norms must be finite and >= 0, found {norms[n, b].item()} at row {n}, block {b}"
+        )
+
+
+def _check_centroids(name: str, c: torch.Tensor) -> None:
+    if not c.is_floating_point() or c.dim() != 1:
+        raise ValueError(f"{name}: expected 1-D float centroids, found {c.dtype} of shape {tuple(c.shape)}")
+    if not bool(torch.isfinite(c).all()):
+        raise ValueError(f"{name}: centroids must be finite, found {c.tolist()}")
+    if not bool((c[1:] > c[:-1]).all()):
+        i = int((c[1:] <= c[:-1]).nonzero()[0])
+        raise ValueError(
+            f"{name}: centroids must be sorted ascending, found c[{i}]={c[i].item()} >= c[{i + 1}]={c[i + 1].item()}"
+        )
+
+
+def _v4_centroids(prefix: str, tensors: dict[str, torch.Tensor], block_size: int) -> torch.Tensor:
+    """The unscaled centroids, (2**bits,) float32, from ``.ct`` and/or ``.ct_scaled``."""
+    found = {}
+    if ".ct" in tensors:
+        found[".ct"] = tensors[".ct"].to(torch.float64)
+    if ".ct_scaled" in tensors:
+        found[".ct_scaled"] = tensors[".ct_scaled"].to(torch.float64) * math.sqrt(block_size)
+    if not found:
+        raise ValueError(f"{prefix}: missing tensor {prefix}.ct_scaled (or {prefix}.ct), expected with {prefix}.codes")
+    for suffix, c in found.items():
+        _check_centroids(prefix + suffix, c)
+    if len(found) == 2:
+        ct, scaled = found[".ct"], found[".ct_scaled"]
+        if ct.shape != scaled.shape or (ct - scaled).abs().max() > STANDARD_CODEBOOK_RTOL * ct.abs().max():
+            raise ValueError(
+                f"{prefix}: .ct and .ct_scaled * sqrt({block_size}) disagree: {ct.tolist()} vs {scaled.tolist()}"
+            )
+    return next(iter(found.values())).to(torch.float32)
+
+
+def _bits_of(prefix: str, n_centroids: int) -> int:
+    bits = max(n_centroids.bit_length() - 1, 0)
+    if n_centroids != 1 << bits or not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(
+            f"{prefix}: found {n_centroids} centroids, expected 2**bits for bits in {MIN_BITS}..{MAX_BITS}"
+        )
+    return bits
+
+
+def _is_standard(c: torch.Tensor, bits: int) -> bool:
+    std = standard_codebook(bits)
+    return bool((c - std).abs().max() <= STANDARD_CODEBOOK_RTOL * std.abs().max())
+
+
+def _v4_codes(prefix: str, codes: torch.Tensor, N: int, n_blocks: int, bits: int, B: int) -> torch.Tensor:
+    """(N, n_blocks, B) int32 codes from the stored int8 codes or uint8 nibbles."""
+    K_pad = n_blocks * B
+    if codes.dim() == 2 and codes.shape == (N, K_pad) and codes.dtype in (torch.int8, torch.uint8):
+        out = codes.to(torch.int32) & 0xFF
+    elif codes.dim() == 2 and codes.shape == (N, K_pad // 2) and codes.dtype == torch.uint8 and bits <= 4:
+        half = codes.view(N, n_blocks, B // 2).to(torch.int32)
+        out = torch.cat([half & 0xF, half >> 4], dim=-1)
+    else:
+        nibbles = f" (or ({N}, {K_pad // 2}) uint8 nibbles)" if bits <= 4 else ""
+        raise ValueError(
+            f"{prefix}.codes: expected ({N}, {K_pad}) int8{nibbles} for {n_blocks} blocks of {B} "
+            f"(from .norms), found {codes.dtype} of shape {tuple(codes.shape)}"
+        )
+    if out.numel() and int(out.max()) >= 1 << bits:
+        raise ValueError(
+            f"{prefix}.codes: codes must be in 0..{(1 << bits) - 1} for bits={bits}, found {int(out.max())}"
+        )
+    return out.view(N, n_blocks, B)
+
+
+def _read_v4(prefix: str, tensors: dict[str, torch.Tensor], config: dict) -> _SeedLayer:
+    B = _configured_block_size(config, prefix) or DEFAULT_BLOCK_SIZE
+    check_block_size(B)
+    c = _v4_centroids(prefix, tensors, B)
+    bits = _bits_of(prefix, c.numel())
+    configured = _configured_bits(config, prefix)
+    if configured is not None and configured != bits:
+        raise ValueError(f"{prefix}: {CONFIG_NAME} says bits={configured}, found {c.numel()} centroids (bits={bits})")
+    norms = tensors[".norms"]
+    _check_norms(prefix + ".norms", norms)
+    N, n_blocks = norms.shape
+    codes = _v4_codes(prefix, tensors[".codes"], N, n_blocks, bits, B)
+    return _SeedLayer(
+        name=prefix,
+        qdata=fmt.pack_codes(codes, bits),
+        scale=norms.contiguous(),
+        bits=bits,
+        block_size=B,
+        in_features=_configured_in_features(config, prefix, N),
+        codebook=None if _is_standard(c, bits) else c,
+    )
+
+
+def _unpack_big_endian_5bit(packed: torch.Tensor, total: int) -> torch.Tensor:
+    """(ceil(total / 8) * 5,) uint8 stream, most significant bit first -> (total,) int32 codes."""
+    groups = packed.view(-1, 5).to(torch.int64)
+    word = (groups << torch.arange(32, -1, -8, device=packed.device)).sum(-1)  # 40 bits per group
+    codes = (word[:, None] >> torch.arange(35, -1, -5, device=packed.device)) & 31
+    return codes.reshape(-1)[:total].to(torch.int32)
+
+
+def _read_q5(prefix: str, tensors: dict[str, torch.Tensor], config: dict) -> _SeedLayer:
+    meta_t = tensors[".weight__meta"]
+    if meta_t.numel() != 5 or meta_t.is_complex() or meta_t.dtype == torch.bool:
+        raise ValueError(
+            f"{prefix}.weight__meta: expected 5 integers [N, n_blocks, block_size, total_codes, K], "
+            f"found {meta_t.dtype} of shape {tuple(meta_t.shape)}"
+        )
+    N, n_blocks, B, total, K = (_as_int(v, f"{prefix}.weight__meta") for v in meta_t.flatten().tolist())
+    check_block_size(B)
+    configured_b = _configured_block_size(config, prefix)
+    if configured_b is not None and configured_b != B:
+        raise ValueError(f"{prefix}: {CONFIG_NAME} says block_size={configured_b}, weight__meta says {B}")
+    configured_bits = _configured_bits(config, prefix)
+    if configured_bits not in (None, 5):
+        raise ValueError(f"{prefix}: format {FORMAT_Q5} stores 5-bit codes, {CONFIG_NAME} says bits={configured_bits}")
+    norms = tensors[".weight__norms"]
+    _check_norms(prefix + ".weight__norms", norms)
+    if tuple(norms.shape) != (N, n_blocks):
+        raise ValueError(
+            f"{prefix}.weight__norms: expected shape ({N}, {n_blocks}) from weight__meta, found {tuple(norms.shape)}"
+        )
+    if total != N * n_blocks * B:
+        raise ValueError(
+            f"{prefix}.weight__meta: total_codes={total}, expected N * n_blocks * block_size = {N * n_blocks * B}"
+        )
+    packed = tensors[".weight__packed"]
+    n_bytes = -(-total // 8) * 5
+    if packed.dtype != torch.uint8 or packed.numel() != n_bytes:
+        raise ValueError(
+            f"{prefix}.weight__packed: expected {n_bytes} uint8 bytes for {total} 5-bit codes, "
+            f"found {packed.numel()} {packed.dtype}"
+        )
+    codes = _unpack_big_endian_5bit(packed.reshape(-1), total).view(N, n_blocks, B)
+    layer = _SeedLayer(prefix, fmt.pack_codes(codes, 5), norms.contiguous(), 5, B, K, None)
+    layer.check_in_features(K)
+    configured_k = _configured_in_features(config, prefix, N)
+    if configured_k is not None and configured_k != K:
+        raise ValueError(f"{prefix}: {CONFIG_NAME} says in_features={configured_k}, weight__meta says {K}")
+    return layer
+
+
+# ---------------------------------------------------------------------------
+# The checkpoint directory.
+# ---------------------------------------------------------------------------
+
+
+class _Checkpoint:
+    """An open seed checkpoint: its config, and its tensors read on demand."""
+
+    def __init__(self, path: Path, config: dict, handles: dict):
+        self.path, self.config, self._handles = path, config, handles
+        self.format = config["format"]
+        suffixes = _SUFFIXES[self.format]
+        groups: dict[str, dict[str, str]] = {}
+        self.plain_keys: list[str] = []
+        for key in sorted(handles):
+            suffix = next((s for s in suffixes if key.endswith(s)), None)
+            if suffix is None:
+                self.plain_keys.append(key)
+            else:
+                groups.setdefault(key[: -len(suffix)], {})[suffix] = key
+        required = [s for s in suffixes if s not in (".ct_scaled", ".ct")]
+        for prefix in sorted(set(groups) | set(config.get("layers", {}))):
+            missing = [prefix + s for s in required if s not in groups.get(prefix, {})]
+            if missing:
+                raise ValueError(
+                    f"{path}: layer {prefix} is missing tensor(s) {missing}; "
+                    f"format {self.format} expects {[prefix + s for s in suffixes]}"
+                )
+        self._groups = groups
+
+    def get(self, key: str) -> torch.Tensor:
+        return self._handles[key].get_tensor(key)
+
+    def layers(self) -> Iterator[tuple[str, _SeedLayer]]:
+        """Yield (weight name, layer), one layer's tensors in memory at a time."""
+        read = _read_v4 if self.format == FORMAT_V4 else _read_q5
+        for prefix, keys in sorted(self._groups.items()):
+            tensors = {suffix: self.get(key) for suffix, key in keys.items()}
+            yield prefix + ".weight", read(prefix, tensors, self.config)
+
+
+def _read_config(path: Path) -> dict:
+    config_path = path / CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(f"expected a seed checkpoint directory with {CONFIG_NAME}, found none in {path}")
+    with open(config_path) as f:
+        config = json.load(f)
+    if not isinstance(config, dict) or "format" not in config:
+        raise ValueError(f"{config_path}: expected a JSON object with a 'format' key, found {config!r:.200}")
+    if config["format"] not in SEED_FORMATS:
+        raise ValueError(f"{config_path}: unknown format {config['format']!r}, expected one of {SEED_FORMATS}")
+    for key in ("layers", "bit_assignment"):
+        if not isinstance(config.get(key, {}), dict):
+            raise ValueError(f"{config_path}: {key!r} must be an object, found {config[key]!r:.200}")
+    return config
+
+
+@contextlib.contextmanager
+def _open_checkpoint(path: str | os.PathLike) -> Iterator[_Checkpoint]:
+    path = Path(path)
+    config = _read_config(path)
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"expected *.safetensors files in {path}, found none")
+    with contextlib.ExitStack() as stack:
+        handles = {}
+        for file in files:
+            handle = stack.enter_context(safe_open(str(file), framework="pt", device="cpu"))
+            for key in handle.keys():
+                if key in handles:
+                    raise ValueError(f"{path}: tensor {key!r} is stored in more than one *.safetensors file")
+                handles[key] = handle
+        yield _Checkpoint(path, config, handles)
+
+
+# ---------------------------------------------------------------------------
+# Public API.
+# ---------------------------------------------------------------------------
+
+
+def load_seed_tensors(path: str | os.PathLike, dtype: torch.dtype = torch.bfloat16) -> dict[str, HLWQTensor]:
+    """Read every quantized layer of a seed checkpoint as an HLWQTensor (on the CPU).
+
+    Args:
+        path: the checkpoint directory (``polar_config.json`` + ``*.safetensors``).
+        dtype: the logical dtype of the tensors (what ``dequantize`` and
+            ``F.linear`` produce from them is ``dtype`` / the input's).
+
+    Returns:
+        ``{"<prefix>.weight": HLWQTensor}``, each of shape (N, K): K from
+        ``layers[prefix].in_features`` or the ``hlwq-q5`` meta, else K_pad
+        (v4 does not store K; :func:`load_seed_into` takes it from the model).
+        Plain tensors of the checkpoint are not returned.
+    """
+    if dtype not in fmt.WEIGHT_DTYPES:
+        raise TypeError(f"dtype must be one of {fmt.WEIGHT_DTYPES}, got {dtype}")
+    with _open_checkpoint(path) as ckpt:
+        return {
+            name: layer.to_hlwq(layer.in_features or layer.padded_in_features, dtype)
+            for name, layer in ckpt.layers()
+        }
+
+
+def load_seed_into(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> list[str]:
+    """Load a seed checkpoint into a model of the same architecture, without re-quantizing.
+
+    A quantized layer whose module is an ``nn.Linear`` becomes its weight as an
+    HLWQTensor (``nn.Parameter(requires_grad=False)``, K = the module's
+    ``in_features``, dtype = the weight's). One on another module (the seed
+    also quantizes embeddings) is dequantized into that module's plain weight.
+    Plain tensors are copied into the matching parameters and persistent
+    buffers like ``load_state_dict``; tensors on the meta device are replaced,
+    ties kept. HLWQTensors go to the module's device (the CPU from meta).
+    Non-persistent buffers (e.g. rotary ``inv_freq``) are in no checkpoint: a
+    model built on meta must re-create them (a warning lists what is left).
+
+    Args:
+        model: e.g. a transformers model built on ``meta`` or the CPU.
+        path: the checkpoint directory.
+        strict: raise ValueError when a checkpoint tensor has no place in the
+            model, a shape disagrees, or a model tensor is not in the
+            checkpoint; with False these are logged and skipped.
+
+    Returns:
+        The names loaded, e.g. ``"model.layers.0.mlp.down_proj.weight"``.
+    """
+    slots = _model_slots(model)
+    originals = {name: getattr(module, attr) for name, (module, attr) in slots.items()}
+    loaded_ids: set[int] = set()
+    loaded: list[str] = []
+
+    def skip(message: str) -> None:
+        if strict:
+            raise ValueError(message)
+        logger.warning("%s; skipped (strict=False)", message)
+
+    with _open_checkpoint(path) as ckpt:
+        for name, layer in ckpt.layers():
+            if name not in slots:
+                skip(f"quantized layer {name} has no matching parameter in the model")
+                continue
+            module, attr = slots[name]
+            target = getattr(module, attr)
+            if isinstance(module, nn.Linear) and attr == "weight":
+                K = module.in_features
+                problem = _quantized_mismatch(layer, module.out_features, K)
+                if problem:
+                    skip(f"{name}: {problem}")
+                    continue
+                device = torch.device("cpu") if target.is_meta else target.device
+                weight = layer.to_hlwq(K, target.dtype).to(device)
+                module.weight = nn.Parameter(weight, requires_grad=False)
+            else:
+                K = target.shape[-1] if target.dim() == 2 else -1
+                problem = _quantized_mismatch(layer, target.shape[0] if target.dim() == 2 else -1, K)
+                if problem:
+                    skip(f"{name}: {problem} (model tensor of shape {tuple(target.shape)})")
+                    continue
+                _assign_plain(model, target, layer.to_hlwq(K, torch.float32).dequantize())
+            loaded_ids.add(id(target))
+            loaded.append(name)
+        for key in ckpt.plain_keys:
+            if key not in slots:
+                skip(f"checkpoint tensor {key} has no matching parameter or buffer in the model")
+                continue
+            target = getattr(*slots[key])
+            value = ckpt.get(key)
+            if value.shape != target.shape:
+                skip(f"{key}: checkpoint has shape {tuple(value.shape)}, model expects {tuple(target.shape)}")
+                continue
+            _assign_plain(model, target, value)
+            loaded_ids.add(id(target))
+            loaded.append(key)
+    still_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if still_meta:
+        # Non-persistent buffers (rotary inv_freq...) are in no checkpoint.
+        logger.warning("%d model tensor(s) are still on the meta device, e.g. %s", len(still_meta), still_meta[:5])
+    missing = [name for name, t in originals.items() if id(t) not in loaded_ids]
+    if missing:
+        message = f"{len(missing)} model tensor(s) not in the checkpoint, e.g. {missing[:5]}"
+        if strict:
+            raise ValueError(message)
+        logger.warning("%s; left as they were (strict=False)", message)
+    return loaded
+
+
+def _quantized_mismatch(layer: _SeedLayer, N: int, K: int) -> str | None:
+    if N != layer.out_features:
+        return f"checkpoint has {layer.out_features} output rows, model expects {N}"
+    if layer.in_features is not None and layer.in_features != K:
+        return f"checkpoint has in_features={layer.in_features}, model expects {K}"
+    try:
+        layer.check_in_features(K)
+    except ValueError as e:
+        return str(e).removeprefix(f"{layer.name}: ")
+    return None
+
+
+def _model_slots(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
+    """Every parameter and persistent buffer by qualified name, tied names included."""
+    slots = {}
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        names = list(module._parameters) + [b for b in module._buffers if b not in module._non_persistent_buffers_set]
+        for attr in names:
+            if getattr(module, attr) is not None:
+                slots[f"{prefix}.{attr}" if prefix else attr] = (module, attr)
+    return slots
+
+
+@torch.no_grad()
+def _assign_plain(model: nn.Module, target: torch.Tensor, value: torch.Tensor) -> None:
+    """Copy ``value`` into ``target``; a meta ``target`` is replaced wherever it is referenced."""
+    if not target.is_meta:
+        target.copy_(value)
+        return
+    new = value.to(target.dtype)
+    if isinstance(target, nn.Parameter):
+        new = nn.Parameter(new, requires_grad=target.requires_grad)
+    for module in model.modules():
+        for attr, t in list(module._parameters.items()) + list(module._buffers.items()):
+            if t is target:
+                setattr(module, attr, new)

@@ -1,0 +1,475 @@
+"""Seed checkpoints (polar_engine_v4, hlwq-q5): bit-exact import, centroids kept, errors.
+
+The checkpoints are written here from our reference quantization
+(``scale_mode="norm"``, the seed's math), converted to each seed layout.
+"""
+
+import io
+import json
+import logging
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+
+from hlwq_ops import HLWQTensor, codebook
+from hlwq_ops.format import dequantize_ref, quantize_ref, unpack_codes
+from hlwq_ops.seed import _unpack_big_endian_5bit, load_seed_into, load_seed_tensors
+
+from ._utils import rel_error
+
+B = 128
+
+
+# -- writing seed checkpoints --------------------------------------------------
+
+
+def _quantize(w, bits, centroids=None):
+    """Our reference packing, scale = block norm: (qdata, scale)."""
+    return quantize_ref(w, bits, B, codebook=centroids, scale_mode="norm")
+
+
+def _seed_codes(qdata, bits):
+    """(N, K_pad) int8 centroid indices, 8-bit codes wrapped as int8 stores them."""
+    codes = unpack_codes(qdata, bits, B)
+    return codes.reshape(codes.shape[0], -1).to(torch.uint8).view(torch.int8)
+
+
+def _v4_layer(prefix, qdata, scale, bits, centroids=None, unscaled=False, nibbles=False):
+    c = codebook(bits) if centroids is None else centroids
+    codes = _seed_codes(qdata, bits)
+    if nibbles:  # the seed's half-block order: byte i = code[i] | code[i + B/2] << 4
+        blocks = codes.view(torch.uint8).view(codes.shape[0], -1, B)
+        codes = (blocks[..., : B // 2] | blocks[..., B // 2 :] << 4).reshape(codes.shape[0], -1)
+    tensors = {f"{prefix}.codes": codes, f"{prefix}.norms": scale.clone()}
+    if unscaled:
+        tensors[f"{prefix}.ct"] = c.clone()
+    else:
+        tensors[f"{prefix}.ct_scaled"] = c / math.sqrt(B)
+    return tensors
+
+
+def _bitpack_5_big_endian(codes):
+    """Codes (any shape, 0..31) -> flat uint8, each code's 5 bits most significant first."""
+    bits = (codes.reshape(-1, 1) >> torch.arange(4, -1, -1)) & 1
+    bits = F.pad(bits.reshape(-1), (0, -bits.numel() % 40))
+    return (bits.view(-1, 8) << torch.arange(7, -1, -1)).sum(-1).to(torch.uint8)
+
+
+def _q5_layer(prefix, qdata, scale, K, flat=True, meta_dtype=torch.int64):
+    codes = unpack_codes(qdata, 5, B)
+    N, n_blocks, _ = codes.shape
+    packed = _bitpack_5_big_endian(codes)
+    if not flat:
+        packed = packed.view(N, -1)
+    meta = torch.tensor([N, n_blocks, B, codes.numel(), K], dtype=meta_dtype)
+    return {
+        f"{prefix}.weight__packed": packed,
+        f"{prefix}.weight__norms": scale.clone(),
+        f"{prefix}.weight__meta": meta,
+    }
+
+
+def _write(path, tensors, config, files=1):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "polar_config.json").write_text(json.dumps(config))
+    names = sorted(tensors)
+    for i in range(files):
+        part = {n: tensors[n].contiguous() for n in names[i::files]}
+        save_file(part, str(path / f"model-{i + 1:05d}-of-{files:05d}.safetensors"))
+    return path
+
+
+def _perturbed_codebook(bits):
+    c = codebook(bits) + 0.05 * torch.randn(2**bits)
+    return c.sort().values
+
+
+# -- loading layers bit-exactly --------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+@pytest.mark.parametrize("K, K_in_config", [(256, False), (200, True), (200, False)])
+def test_v4_standard_codebook_bit_exact(tmp_path, bits, K, K_in_config):
+    w = torch.randn(16, K)
+    qdata, scale = _quantize(w, bits)
+    config = {"format": "polar_engine_v4", "block_size": B, "layers": {"m.proj": {"bits": bits}}}
+    if K_in_config:
+        config["layers"]["m.proj"].update(in_features=K, out_features=16)
+    _write(tmp_path, _v4_layer("m.proj", qdata, scale, bits), config)
+
+    t = load_seed_tensors(tmp_path)["m.proj.weight"]
+    K_loaded = K if K_in_config else 256  # v4 stores K only in the config
+    assert isinstance(t, HLWQTensor) and t.codebook is None
+    assert (t.shape, t.dtype, t.bits, t.block_size) == ((16, K_loaded), torch.bfloat16, bits, B)
+    assert torch.equal(t.qdata, qdata) and torch.equal(t.scale, scale)
+    expected = dequantize_ref(qdata, scale, bits, B, K_loaded)
+    assert torch.equal(t.dequantize(torch.float32), expected)
+
+
+def test_v4_unscaled_ct_and_bits_from_centroids(tmp_path):
+    w = torch.randn(8, 256)
+    qdata, scale = _quantize(w, 4)
+    # No bit width anywhere in the config: the 16 centroids say bits=4.
+    _write(tmp_path, _v4_layer("a", qdata, scale, 4, unscaled=True), {"format": "polar_engine_v4"})
+    t = load_seed_tensors(tmp_path, dtype=torch.float32)["a.weight"]
+    assert t.bits == 4 and t.codebook is None and t.dtype == torch.float32
+    assert torch.equal(t.dequantize(), dequantize_ref(qdata, scale, 4, B, 256))
+
+
+@pytest.mark.parametrize("bits", [3, 4])
+def test_v4_nibble_packed_codes(tmp_path, bits):
+    qdata, scale = _quantize(torch.randn(8, 384), bits)
+    _write(tmp_path, _v4_layer("a", qdata, scale, bits, nibbles=True), {"format": "polar_engine_v4"})
+    t = load_seed_tensors(tmp_path)["a.weight"]
+    assert torch.equal(t.qdata, qdata) and torch.equal(t.scale, scale)
+
+
+@pytest.mark.parametrize("bits", [4, 5, 8])
+@pytest.mark.parametrize("unscaled", [False, True])
+def test_v4_custom_codebook_is_kept(tmp_path, bits, unscaled):
+    c = _perturbed_codebook(bits)
+    w = torch.randn(32, 300)
+    qdata, scale = _quantize(w, bits, c)
+    config = {"format": "polar_engine_v4", "layers": {"a": {"in_features": 300}}}
+    _write(tmp_path, _v4_layer("a", qdata, scale, bits, c, unscaled=unscaled), config)
+
+    t = load_seed_tensors(tmp_path, dtype=torch.float32)["a.weight"]
+    assert t.codebook is not None and t.codebook.dtype == torch.float32
+    if unscaled:
+        assert torch.equal(t.codebook, c)
+    else:  # ct_scaled * sqrt(B): within a float32 rounding of the centroids
+        torch.testing.assert_close(t.codebook, c, rtol=2**-23, atol=0)
+    assert torch.equal(t.qdata, qdata) and torch.equal(t.scale, scale)
+    assert torch.equal(t.dequantize(), dequantize_ref(qdata, scale, bits, B, 300, codebook=t.codebook))
+
+    x = torch.randn(5, 300)
+    reference = x.double() @ dequantize_ref(qdata, scale, bits, B, 300, torch.float64, codebook=c).t()
+    assert rel_error(F.linear(x, t), reference) < 1e-5
+
+
+@pytest.mark.parametrize("K", [256, 200])
+@pytest.mark.parametrize("flat, meta_dtype", [(True, torch.int64), (False, torch.int32)])
+def test_q5_bit_exact(tmp_path, K, flat, meta_dtype):
+    w = torch.randn(24, K)
+    qdata, scale = _quantize(w, 5)
+    _write(tmp_path, _q5_layer("m.proj", qdata, scale, K, flat, meta_dtype), {"format": "hlwq-q5"})
+    t = load_seed_tensors(tmp_path)["m.proj.weight"]
+    assert isinstance(t, HLWQTensor) and t.codebook is None
+    assert (t.shape, t.bits, t.block_size) == ((24, K), 5, B)
+    assert torch.equal(t.qdata, qdata) and torch.equal(t.scale, scale)
+    assert torch.equal(t.dequantize(torch.float32), dequantize_ref(qdata, scale, 5, B, K))
+
+
+def test_big_endian_5bit_unpack_follows_the_seed_formulas():
+    b = torch.randint(0, 256, (7, 5), dtype=torch.uint8)
+    codes = _unpack_big_endian_5bit(b.reshape(-1), 56).view(7, 8).long()
+    b0, b1, b2, b3, b4 = b.long().unbind(-1)
+    assert torch.equal(codes[:, 0], b0 >> 3)
+    assert torch.equal(codes[:, 1], (b0 & 7) << 2 | b1 >> 6)
+    assert torch.equal(codes[:, 2], (b1 >> 1) & 31)
+    assert torch.equal(codes[:, 3], (b1 & 1) << 4 | b2 >> 4)
+    assert torch.equal(codes[:, 4], (b2 & 15) << 1 | b3 >> 7)
+    assert torch.equal(codes[:, 5], (b3 >> 2) & 31)
+    assert torch.equal(codes[:, 6], (b3 & 3) << 3 | b4 >> 5)
+    assert torch.equal(codes[:, 7], b4 & 31)
+
+
+def test_several_files_and_plain_tensors_ignored(tmp_path):
+    tensors = {"embed.weight": torch.randn(4, 8)}
+    layers = {}
+    for i, bits in enumerate([3, 5, 6]):
+        qdata, scale = _quantize(torch.randn(8, 256), bits)
+        tensors.update(_v4_layer(f"l{i}", qdata, scale, bits))
+        layers[f"l{i}.weight"] = (qdata, bits)
+    _write(tmp_path, tensors, {"format": "polar_engine_v4", "bit_assignment": {"l1": 5}}, files=3)
+    out = load_seed_tensors(tmp_path)
+    assert sorted(out) == sorted(layers)
+    for name, (qdata, bits) in layers.items():
+        assert out[name].bits == bits and torch.equal(out[name].qdata, qdata)
+
+
+# -- loading into models ---------------------------------------------------------
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(200, 64), nn.ReLU(), nn.Linear(64, 48))
+
+
+def _seed_checkpoint(model, path, fmt, bits=5, custom=()):
+    """Quantize every nn.Linear of ``model`` into a seed checkpoint; return the
+    model with the dequantized weights (the reference)."""
+    tensors, layers = {}, {}
+    reference = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear):
+            continue
+        c = _perturbed_codebook(bits) if name in custom else None
+        qdata, scale = _quantize(module.weight.detach(), bits, c)
+        if fmt == "hlwq-q5":
+            tensors.update(_q5_layer(name, qdata, scale, module.in_features))
+        else:
+            tensors.update(_v4_layer(name, qdata, scale, bits, c))
+            layers[name] = {"bits": bits}
+        reference[f"{name}.weight"] = dequantize_ref(qdata, scale, bits, B, module.in_features, codebook=c)
+    for name, value in model.state_dict().items():
+        if name not in reference:
+            tensors[name] = value.clone()
+    config = {"format": fmt, "block_size": B}
+    if layers:
+        config["layers"] = layers
+    _write(path, tensors, config)
+    model.load_state_dict({**model.state_dict(), **reference})
+    return model
+
+
+@pytest.mark.parametrize("fmt", ["polar_engine_v4", "hlwq-q5"])
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_load_seed_into_sequential(tmp_path, fmt, device):
+    reference = _seed_checkpoint(_mlp(), tmp_path, fmt, custom={"2"} if fmt != "hlwq-q5" else ())
+    with torch.device(device):
+        model = _mlp()
+    names = load_seed_into(model, tmp_path)
+    assert sorted(names) == sorted(reference.state_dict())
+    for linear in (model[0], model[2]):
+        assert isinstance(linear.weight, nn.Parameter) and isinstance(linear.weight.data, HLWQTensor)
+        assert not linear.weight.requires_grad and linear.weight.device.type == "cpu"
+    assert (model[2].weight.codebook is not None) == (fmt != "hlwq-q5")
+    x = torch.randn(6, 200)
+    with torch.no_grad():
+        assert rel_error(model(x), reference(x)) < 1e-5
+
+
+def _tiny_llama(tie):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=96,
+        hidden_size=128,
+        intermediate_size=320,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=tie,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_load_seed_into_tiny_llama(tmp_path, tie):
+    """Mixed bits, one custom codebook; with tied embeddings the seed's quantized
+    embedding is dequantized into the (shared) embedding weight."""
+    source = _tiny_llama(tie)
+    tensors, layers, expected = {}, {}, {}
+    for name, module in source.named_modules():
+        is_embedding = isinstance(module, nn.Embedding)
+        if not (isinstance(module, nn.Linear) or is_embedding) or (tie and name == "lm_head"):
+            continue
+        if is_embedding and not tie:
+            continue
+        bits = 6 if "o_proj" in name else 4 if "down_proj" in name else 5
+        c = _perturbed_codebook(bits) if name.endswith("layers.1.self_attn.q_proj") else None
+        w = module.weight.detach()
+        qdata, scale = _quantize(w, bits, c)
+        tensors.update(_v4_layer(name, qdata, scale, bits, c))
+        layers[name] = {"bits": bits, "in_features": w.shape[1], "out_features": w.shape[0]}
+        expected[f"{name}.weight"] = dequantize_ref(qdata, scale, bits, B, w.shape[1], codebook=c)
+    for name, value in source.state_dict().items():
+        if name not in expected and not (tie and name == "lm_head.weight"):
+            tensors[name] = value.clone()
+    _write(tmp_path, tensors, {"format": "polar_engine_v4", "layers": layers}, files=2)
+    source.load_state_dict({**source.state_dict(), **expected})
+
+    model = _tiny_llama(tie)  # a different random init
+    names = load_seed_into(model, tmp_path)
+    assert set(expected) <= set(names)
+    q = model.model.layers[1].self_attn.q_proj.weight
+    assert isinstance(q.data, HLWQTensor) and q.codebook is not None
+    assert model.model.layers[0].mlp.down_proj.weight.bits == 4
+    if tie:
+        assert model.lm_head.weight is model.model.embed_tokens.weight
+        assert not isinstance(model.lm_head.weight.data, HLWQTensor)
+    ids = torch.randint(0, 96, (2, 9))
+    with torch.no_grad():
+        assert rel_error(model(ids).logits, source(ids).logits) < 1e-4
+
+
+def test_loaded_model_saves_and_loads_weights_only(tmp_path):
+    reference = _seed_checkpoint(_mlp(), tmp_path, "polar_engine_v4")
+    model = _mlp()
+    load_seed_into(model, tmp_path)
+    assert model[0].weight.codebook is None
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    assert isinstance(state["0.weight"], HLWQTensor)
+    assert torch.equal(state["0.weight"].qdata, model[0].weight.qdata)
+
+    fresh = _mlp()
+    load_seed_into(fresh, tmp_path)
+    for linear in (fresh[0], fresh[2]):
+        linear.weight.qdata.zero_()
+    fresh.load_state_dict(state)
+    x = torch.randn(3, 200)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), model(x))
+        assert rel_error(fresh(x), reference(x)) < 1e-5
+
+
+# -- errors ------------------------------------------------------------------------
+
+
+def _v4_case(tmp_path, mutate_tensors=None, mutate_config=None, bits=5, K=256):
+    qdata, scale = _quantize(torch.randn(8, K), bits)
+    tensors = _v4_layer("a", qdata, scale, bits)
+    tensors["extra.weight"] = torch.randn(3)
+    config = {"format": "polar_engine_v4", "layers": {"a": {"bits": bits}}}
+    if mutate_tensors:
+        mutate_tensors(tensors)
+    if mutate_config:
+        mutate_config(config)
+    return _write(tmp_path, tensors, config)
+
+
+def _q5_case(tmp_path, mutate_tensors=None, mutate_config=None, K=200):
+    qdata, scale = _quantize(torch.randn(8, K), 5)
+    tensors = _q5_layer("a", qdata, scale, K)
+    config = {"format": "hlwq-q5"}
+    if mutate_tensors:
+        mutate_tensors(tensors)
+    if mutate_config:
+        mutate_config(config)
+    return _write(tmp_path, tensors, config)
+
+
+def _set_code(t, value):
+    t["a.codes"][3, 7] = value
+
+
+V4_ERRORS = {
+    "unknown format": (None, lambda c: c.update(format="polar_engine_v5"), "unknown format 'polar_engine_v5'"),
+    "no format": (None, lambda c: c.pop("format"), "'format' key"),
+    "missing norms": (lambda t: t.pop("a.norms"), None, r"missing tensor\(s\) \['a.norms'\]"),
+    "missing centroids": (lambda t: t.pop("a.ct_scaled"), None, "missing tensor a.ct_scaled"),
+    "listed layer absent": (None, lambda c: c["layers"].update(b={"bits": 5}), r"layer b is missing"),
+    "codes shape": (lambda t: t.update({"a.codes": t["a.codes"][:, :200]}), None, r"expected \(8, 256\) int8"),
+    "codes dtype": (lambda t: t.update({"a.codes": t["a.codes"].long()}), None, "found torch.int64"),
+    "norms rows": (lambda t: t.update({"a.norms": t["a.norms"][:4]}), None, r"expected \(4, 256\)"),
+    "code too big": (lambda t: _set_code(t, 32), None, "codes must be in 0..31 for bits=5, found 32"),
+    "code negative": (lambda t: _set_code(t, -3), None, "codes must be in 0..31 for bits=5, found 253"),
+    "centroid count": (lambda t: t.update({"a.ct_scaled": t["a.ct_scaled"][:31]}), None, "found 31 centroids"),
+    "centroids unsorted": (lambda t: t.update({"a.ct_scaled": t["a.ct_scaled"].flip(0)}), None, "sorted ascending"),
+    "centroids nan": (lambda t: t["a.ct_scaled"].__setitem__(4, float("nan")), None, "centroids must be finite"),
+    "ct disagrees": (lambda t: t.update({"a.ct": codebook(5) * 1.01}), None, "disagree"),
+    "config bits": (None, lambda c: c["layers"]["a"].update(bits=4), "says bits=4, found 32 centroids"),
+    "norms nan": (lambda t: t["a.norms"].__setitem__((2, 1), float("nan")), None, "finite and >= 0, found nan"),
+    "norms dtype": (lambda t: t.update({"a.norms": t["a.norms"].float()}), None, "expected 2-D float16 norms"),
+    "out_features": (None, lambda c: c["layers"]["a"].update(out_features=9), "out_features=9, the tensors hold 8"),
+    "in_features": (None, lambda c: c["layers"]["a"].update(in_features=100), r"in_features 100 .* 129..256"),
+    "block size": (None, lambda c: c.update(block_size=96), "power of two"),
+}
+
+
+@pytest.mark.parametrize("case", list(V4_ERRORS))
+def test_v4_errors(tmp_path, case):
+    mutate_tensors, mutate_config, message = V4_ERRORS[case]
+    path = _v4_case(tmp_path, mutate_tensors, mutate_config)
+    with pytest.raises(ValueError, match=message):
+        load_seed_tensors(path)
+
+
+def _q5_meta(t, i, value):
+    t["a.weight__meta"][i] = value
+
+
+Q5_ERRORS = {
+    "meta size": (lambda t: t.update({"a.weight__meta": t["a.weight__meta"][:4]}), None, "expected 5 integers"),
+    "meta total": (lambda t: _q5_meta(t, 3, 2000), None, "total_codes=2000, expected .* 2048"),
+    "meta rows": (lambda t: _q5_meta(t, 0, 9), None, r"expected shape \(9, 2\) from weight__meta, found \(8, 2\)"),
+    "meta K": (lambda t: _q5_meta(t, 4, 300), None, r"in_features 300 .* 129..256"),
+    "packed length": (lambda t: t.update({"a.weight__packed": t["a.weight__packed"][:-5]}), None, "expected 1280"),
+    "packed dtype": (lambda t: t.update({"a.weight__packed": t["a.weight__packed"].to(torch.int16)}), None, "int16"),
+    "missing meta": (lambda t: t.pop("a.weight__meta"), None, r"missing tensor\(s\) \['a.weight__meta'\]"),
+    "norms inf": (lambda t: t["a.weight__norms"].__setitem__((0, 0), float("inf")), None, "found inf"),
+    "norms negative": (lambda t: t["a.weight__norms"].__setitem__((0, 1), -1.0), None, "found -1.0"),
+    "config bits": (None, lambda c: c.update(bits=4), "stores 5-bit codes, polar_config.json says bits=4"),
+    "config block": (None, lambda c: c.update(block_size=64), "block_size=64, weight__meta says 128"),
+}
+
+
+@pytest.mark.parametrize("case", list(Q5_ERRORS))
+def test_q5_errors(tmp_path, case):
+    mutate_tensors, mutate_config, message = Q5_ERRORS[case]
+    path = _q5_case(tmp_path, mutate_tensors, mutate_config)
+    with pytest.raises(ValueError, match=message):
+        load_seed_tensors(path)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="polar_config.json"):
+        load_seed_tensors(tmp_path)
+    (tmp_path / "polar_config.json").write_text(json.dumps({"format": "hlwq-q5"}))
+    with pytest.raises(FileNotFoundError, match="safetensors"):
+        load_seed_tensors(tmp_path)
+    path = _v4_case(tmp_path / "dup")
+    save_file({"a.norms": torch.zeros(8, 2, dtype=torch.float16)}, str(path / "other.safetensors"))
+    with pytest.raises(ValueError, match="'a.norms' is stored in more than one"):
+        load_seed_tensors(path)
+    with pytest.raises(TypeError, match="dtype"):
+        load_seed_tensors(_v4_case(tmp_path / "ok"), dtype=torch.int8)
+
+
+def _linear_model(out_features=8, in_features=256):
+    model = nn.Module()
+    model.a = nn.Linear(in_features, out_features, bias=False)
+    model.extra = nn.Module()
+    model.extra.register_buffer("weight", torch.zeros(3))
+    return model
+
+
+INTO_ERRORS = {
+    "no module": (lambda: nn.Module(), "quantized layer a.weight has no matching parameter"),
+    "rows": (lambda: _linear_model(out_features=9), "a.weight: checkpoint has 8 output rows, model expects 9"),
+    "in_features": (lambda: _linear_model(in_features=100), r"a.weight: in_features 100 .* expected 129..256"),
+    "unexpected": (lambda: _drop_extra(_linear_model()), "extra.weight has no matching parameter or buffer"),
+    "missing": (lambda: _add_param(_linear_model()), r"1 model tensor\(s\) not in the checkpoint, e.g. \['b'\]"),
+    "plain shape": (lambda: _wrong_extra(_linear_model()), r"extra.weight: checkpoint has shape \(3,\), model expects"),
+}
+
+
+def _drop_extra(model):
+    del model.extra
+    return model
+
+
+def _add_param(model):
+    model.b = nn.Parameter(torch.zeros(2))
+    return model
+
+
+def _wrong_extra(model):
+    model.extra.weight = torch.zeros(4)
+    return model
+
+
+@pytest.mark.parametrize("case", list(INTO_ERRORS))
+def test_load_seed_into_strict_errors(tmp_path, case, caplog):
+    build, message = INTO_ERRORS[case]
+    path = _v4_case(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        load_seed_into(build(), path)
+    with caplog.at_level(logging.WARNING, logger="hlwq_ops.seed"):
+        names = load_seed_into(build(), path, strict=False)
+    assert any(r.levelno == logging.WARNING for r in caplog.records)
+    assert len(names) < 2 or case == "missing"
+
+
+def test_load_seed_into_in_features_from_config_must_match(tmp_path):
+    path = _v4_case(tmp_path, mutate_config=lambda c: c["layers"]["a"].update(in_features=250))
+    with pytest.raises(ValueError, match="checkpoint has in_features=250, model expects 256"):
+        load_seed_into(_linear_model(), path)
