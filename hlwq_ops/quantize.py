@@ -42,11 +42,15 @@ from itertools import groupby
 from pathlib import Path
 
 import torch
+import transformers
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
+from torchao.quantization import FqnToConfig
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
+from transformers.quantizers.base import get_keys_to_not_convert
+from transformers.quantizers.quantizers_utils import should_convert_module
 
 from .codebook import check_bits
 from .config import HLWQConfig
@@ -125,9 +129,6 @@ class Skeleton:
 
 def build_skeleton(model_dir: Path, include_lm_head: bool) -> Skeleton | None:
     """Instantiate the architecture of config.json without weights; None if transformers cannot."""
-    import transformers
-    from transformers.quantizers.base import get_keys_to_not_convert
-
     try:
         config = transformers.AutoConfig.from_pretrained(model_dir)
         arch = (getattr(config, "architectures", None) or [""])[0]
@@ -138,7 +139,8 @@ def build_skeleton(model_dir: Path, include_lm_head: bool) -> Skeleton | None:
             else:
                 model = model_class._from_config(config)
     except Exception as e:  # any model transformers cannot build: fall back to names, say why
-        logger.warning("hlwq: cannot build the model from config.json (%s: %s); deciding by tensor names", type(e).__name__, e)
+        reason = f"{type(e).__name__}: {e}"
+        logger.warning("hlwq: cannot build the model from config.json (%s); deciding by tensor names", reason)
         return None
 
     modules = dict(model.named_modules())
@@ -168,8 +170,6 @@ _OUTPUT_NAME = re.compile(r"(^|\.)(lm_head|embed_out|output)$")
 
 def skip_reason(t: SourceTensor, skeleton: Skeleton | None, include_lm_head: bool, block_size: int) -> str | None:
     """Why the 2-D ``*.weight`` tensor ``t`` stays unquantized, or None to quantize it."""
-    from transformers.quantizers.quantizers_utils import should_convert_module
-
     module = t.name.removesuffix(".weight")
     if t.dtype not in FLOAT_DTYPES:
         return f"dtype {t.dtype} is not one of {sorted(FLOAT_DTYPES)}"
@@ -232,7 +232,7 @@ def plan(
     include_lm_head: bool,
 ) -> list[Entry]:
     """Decide every tensor's fate and log (one line each) the linear-shaped weights left alone."""
-    entries, matched = [], set()
+    entries, used = [], set()
     for t in tensors:
         chosen = None
         if t.name.endswith(".weight") and len(t.shape) == 2:
@@ -241,14 +241,14 @@ def plan(
                 logger.info("hlwq: not quantizing %s: %s", t.name, reason)
             else:
                 module = t.name.removesuffix(".weight")
-                bits = next(((p.pattern, b) for p, b in bits_for if p.fullmatch(module)), None)
-                if bits is not None:
-                    matched.add(bits[0])
-                chosen = HLWQConfig(bits[1] if bits else config.bits, config.block_size, config.scale_mode)
+                rule = next((i for i, (pattern, _) in enumerate(bits_for) if pattern.fullmatch(module)), None)
+                used.add(rule)
+                bits = config.bits if rule is None else bits_for[rule][1]
+                chosen = HLWQConfig(bits, config.block_size, config.scale_mode)
         entries.append(plan_entry(t, chosen))
-    for pattern, _ in bits_for:
-        if pattern.pattern not in matched:
-            logger.warning("hlwq: --bits-for %r matches no quantized module name (it must match all of it)", pattern.pattern)
+    for i, (pattern, _) in enumerate(bits_for):
+        if i not in used:
+            logger.warning("hlwq: --bits-for %r matches no quantized module's whole name", pattern.pattern)
     return entries
 
 
@@ -266,13 +266,10 @@ def split_shards(entries: Sequence[Entry], max_bytes: int) -> list[list[Entry]]:
 
 def quantization_config(entries: Sequence[Entry], config: HLWQConfig, per_module: bool) -> dict:
     """config.json's ``quantization_config``: ``TorchAoConfig(quant_type=...).to_dict()``."""
-    from torchao.quantization import FqnToConfig
-    from transformers import TorchAoConfig
-
     quant_type = config
     if per_module:
         quant_type = FqnToConfig({e.source.name.removesuffix(".weight"): e.config for e in entries if e.config})
-    return json.loads(json.dumps(TorchAoConfig(quant_type=quant_type).to_dict()))
+    return json.loads(json.dumps(transformers.TorchAoConfig(quant_type=quant_type).to_dict()))
 
 
 # -- reading, quantizing, writing ----------------------------------------------------
@@ -376,8 +373,8 @@ def quantize_checkpoint(
     max_bytes = parse_size(max_shard_size) if isinstance(max_shard_size, str) else max_shard_size
 
     model_config = check_dirs(model_dir, out_dir)
-    skeleton = build_skeleton(model_dir, include_lm_head)
-    entries = plan(source_tensors(model_dir), skeleton, config, bits_for, include_lm_head)
+    tensors = source_tensors(model_dir)
+    entries = plan(tensors, build_skeleton(model_dir, include_lm_head), config, bits_for, include_lm_head)
     shards = split_shards(entries, max_bytes)
     quantized = [e for e in entries if e.config]
     logger.info(

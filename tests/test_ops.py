@@ -46,8 +46,9 @@ def test_linear_matches_dequantized_reference(device, dtype, bits, K):
     w_hat = torch.ops.hlwq.dequantize(qdata, scale, bits, 128, K, torch.float64)
     ref = x.double() @ w_hat.t() + bias.double()
     # Compare with the error plain torch makes on the same dequantized weight,
-    # in the activation dtype or in bfloat16, whichever is larger: the CUDA
-    # tensor-core path multiplies in tf32, a bfloat16 GEMM's precision.
+    # in the activation dtype or (for 16-bit activations) in bfloat16, whichever
+    # is larger: the CUDA tensor-core path multiplies 16-bit models' inputs in
+    # tf32, a bfloat16 GEMM's precision.
     low = torch.bfloat16 if dtype != torch.float32 else dtype
     torch_err = max(
         rel_error(torch.nn.functional.linear(x, w_hat.to(dtype), bias), ref),

@@ -5,7 +5,7 @@ decodes the ``[BN, BK]`` rotated weight tile (:func:`rotated_tile`: codebook
 entry times block scale) and multiplies it with the ``[BM, BK]`` float32
 activations on the tensor cores in tf32 (10-bit mantissa, like the bfloat16
 GEMM it replaces; at these M the kernel is memory-bound, so tf32's rate costs
-nothing). The weight is read once per M tile, unlike the GEMV, which reads it
+nothing) -- or in tf32x3 (float32 accuracy) when the output is float32. The weight is read once per M tile, unlike the GEMV, which reads it
 once per activation row.
 """
 
@@ -49,6 +49,7 @@ def _mma_kernel(
     W2: tl.constexpr,
     O2: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    PRECISION: tl.constexpr,
     BM: tl.constexpr,
     BN: tl.constexpr,
     BK: tl.constexpr,
@@ -64,7 +65,7 @@ def _mma_kernel(
             other=0.0,
         )
         w = rotated_tile(q_ptr, s_ptr, c_ptr, n, k, N, K_PAD, stride_qn, stride_sn, BITS, B, W0, O0, W1, O1, W2, O2)
-        acc = tl.dot(x, tl.trans(w), acc, input_precision="tf32")
+        acc = tl.dot(x, tl.trans(w), acc, input_precision=PRECISION)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + n, mask=n < N, other=0.0).to(tl.float32)[None, :]
     out_mask = (m[:, None] < M) & (n[None, :] < N)
@@ -114,6 +115,7 @@ def mma(
         BITS=bits,
         B=block_size,
         HAS_BIAS=bias is not None,
+        PRECISION="tf32x3" if out_dtype == torch.float32 else "tf32",
         BM=config["BM"],
         BN=config["BN"],
         BK=config["BK"],
