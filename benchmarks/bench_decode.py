@@ -92,9 +92,9 @@ def time_generate(model, ids) -> float:
     return ids.shape[0] * NEW / (time.perf_counter() - start)
 
 
-def time_graph(model, ids) -> tuple[float, float]:
+def time_graph(model, ids, compile: bool) -> tuple[float, float]:
     """(decode tokens/s, time to first token in ms) with GraphDecoder (after a warm-up call)."""
-    decoder = GraphDecoder(model)
+    decoder = GraphDecoder(model, compile=compile)
     decoder.generate(ids, NEW)
     decoder.generate(ids, NEW)
     return ids.shape[0] * decoder.stats.decode_tokens_per_s, 1e3 * decoder.stats.prefill_s
@@ -110,11 +110,20 @@ def run(name: str, method: str, batches: list[int], ways: list[str]) -> list[dic
             torch._dynamo.reset()
             torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
-            if way == "graph":
-                tps, ttft = time_graph(model, ids)
-            else:
-                tps, ttft = time_generate(model, ids), None
-            row = dict(model=name, method=method, batch=batch, way=way, tok_s=tps, ttft_ms=ttft,
+            note = ""
+            try:
+                if way == "graph":
+                    tps, ttft = time_graph(model, ids, compile=True)
+                else:
+                    tps, ttft = time_generate(model, ids), None
+            except Exception as e:  # keep the run going; say what failed
+                if way != "graph":
+                    raise
+                note = f"compiled step failed ({type(e).__name__}); eager step captured"
+                print(note, str(e)[:200], flush=True)
+                torch._dynamo.reset()
+                tps, ttft = time_graph(model, ids, compile=False)
+            row = dict(model=name, method=method, batch=batch, way=way, note=note, tok_s=tps, ttft_ms=ttft,
                        peak_gib=torch.cuda.max_memory_allocated() / 2**30, size_gib=size / 2**30,
                        quantize_s=quant_s, wall_s=time.perf_counter() - start)
             print(json.dumps(row), flush=True)

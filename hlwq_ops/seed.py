@@ -38,8 +38,11 @@ the layer is returned under ``<p>.weight``):
     bytes (``c0 = b0 >> 3``, ``c1 = (b0 & 7) << 2 | b1 >> 6``, ...,
     ``c7 = b4 & 31``), zero-filled to a whole group. ``<p>.weight__norms``:
     (N, n_blocks) float16. ``<p>.weight__meta``: 5 integers
-    ``[N, n_blocks, B, total_codes, K]``. bits = 5; the centroids are not
-    stored and are taken to be the standard Lloyd-Max codebook.
+    ``[N, n_blocks, B, total_codes, K]``. bits = 5. The centroids are not
+    stored ("rebuilt from the bit width"): by default they are the seed's own,
+    :func:`seed_codebook` ``(5, "hf_integration")``, kept as the tensor's
+    custom ``codebook``; the ``codebook`` argument of the loaders picks
+    another (see :func:`load_seed_tensors`).
 
 Every inconsistency raises ValueError naming what was expected and found.
 """
@@ -47,6 +50,7 @@ Every inconsistency raises ValueError naming what was expected and found.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -60,11 +64,11 @@ from safetensors import safe_open
 from torch import nn
 
 from . import format as fmt
-from .codebook import MAX_BITS, MIN_BITS, codebook as standard_codebook
+from .codebook import MAX_BITS, MIN_BITS, check_bits, codebook as standard_codebook
 from .hadamard import check_block_size
 from .tensor import HLWQTensor
 
-__all__ = ["SEED_FORMATS", "load_seed_tensors", "load_seed_into"]
+__all__ = ["SEED_FORMATS", "SEED_CODEBOOKS", "seed_codebook", "load_seed_tensors", "load_seed_into"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +81,114 @@ DEFAULT_BLOCK_SIZE = 128
 # codebook are float32 roundings of it (ct_scaled * sqrt(B) costs ~1 ulp).
 STANDARD_CODEBOOK_RTOL = 1e-6
 
+# Centroids of hlwq-q5 layers (the format stores none): the loaders' ``codebook`` choices.
+SEED_CODEBOOKS = ("seed", "seed-utils", "lloyd-max")
+_SEED_VARIANT = {"seed": "hf_integration", "seed-utils": "utils", "lloyd-max": None}
+
 # A quantized layer's tensors per format: all required, but for v4 one of .ct_scaled / .ct.
 _SUFFIXES = {
     FORMAT_V4: (".codes", ".norms", ".ct_scaled", ".ct"),
     FORMAT_Q5: (".weight__packed", ".weight__norms", ".weight__meta"),
 }
+
+
+# ---------------------------------------------------------------------------
+# The seed's own centroids (what its hlwq-q5 codes were chosen against).
+# ---------------------------------------------------------------------------
+
+_SEED_ITERATIONS = 100
+_SEED_RANGE = 4.0
+
+
+def _normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    """N(0, 1) CDF in float64, in the form of the Cephes ``ndtr`` (what scipy's ``norm.cdf`` runs)."""
+    t = x * math.sqrt(0.5)
+    z = t.abs()
+    tail = 0.5 * torch.special.erfc(z)
+    return torch.where(z < math.sqrt(0.5), 0.5 + 0.5 * torch.erf(t), torch.where(t > 0, 1.0 - tail, tail))
+
+
+def _normal_pdf(x: torch.Tensor) -> torch.Tensor:
+    return torch.exp(-x * x / 2.0) / math.sqrt(2.0 * math.pi)
+
+
+def _cell_means(lo: torch.Tensor, hi: torch.Tensor, min_mass: float) -> torch.Tensor:
+    """E[X | lo < X < hi] for X ~ N(0, 1), the cell's midpoint when its mass is <= ``min_mass``."""
+    mass = _normal_cdf(hi) - _normal_cdf(lo)
+    mean = (_normal_pdf(lo) - _normal_pdf(hi)) / mass
+    return torch.where(mass > min_mass, mean, (lo + hi) / 2)
+
+
+@functools.lru_cache(maxsize=None)
+def _seed_centroids(bits: int, variant: str) -> tuple[float, ...]:
+    n = 1 << bits
+    # The initial boundaries are multiples of 8 / n: exact in float32 and float64.
+    bounds = torch.linspace(-_SEED_RANGE, _SEED_RANGE, n + 1, dtype=torch.float64)
+    if variant == "hf_integration":
+        # Boundaries and centroids are float32 tensors in the seed; each cell
+        # mean is a float64 (scipy) value rounded to float32 when stored, each
+        # midpoint a float32 sum halved. The ends stay at -4 and +4.
+        for _ in range(_SEED_ITERATIONS):
+            c = _cell_means(bounds[:-1], bounds[1:], 1e-12).to(torch.float32)
+            bounds[1:-1] = ((c[:-1] + c[1:]) / 2).to(torch.float64)
+    else:  # utils: float64 throughout, open ends, rounded to float32 at the end.
+        bounds[0], bounds[-1] = -math.inf, math.inf
+        for _ in range(_SEED_ITERATIONS):
+            c = _cell_means(bounds[:-1], bounds[1:], 1e-10)
+            bounds[1:-1] = (c[:-1] + c[1:]) / 2
+        c = c.to(torch.float32)
+    return tuple(c.tolist())
+
+
+def seed_codebook(bits: int, variant: str = "hf_integration") -> torch.Tensor:
+    """The centroids the seed (polarengine) quantizes against, (2**bits,) float32.
+
+    The seed does not use the converged Lloyd-Max codebook of N(0, 1)
+    (:func:`hlwq_ops.codebook`): it runs a fixed 100 Lloyd iterations from
+    ``2**bits`` equal cells on [-4, 4], each iteration setting every centroid
+    to its cell's conditional mean ``(pdf(lo) - pdf(hi)) / (cdf(hi) - cdf(lo))``
+    (the cell midpoint when the mass is tiny) and then every inner boundary to
+    the midpoint of its two centroids. From 4 and more bits that is far from
+    converged: at 5 bits its centroids are ~1.33x ours near 0 and differ by
+    up to 0.33 (N(0, 1) MSE 0.00290 against 0.00250). Its codes (nearest
+    centroid of its own codebook) reconstruct well only with its own
+    centroids: read with ours, the error's MSE grows ~14x. Formats that do
+    not store the centroids (``hlwq-q5``) therefore need this codebook. Two
+    variants exist in the seed's source:
+
+    - ``"hf_integration"`` (``polarengine_vllm/hf_integration.py``
+      ``_get_centroids``, next to the big-endian 5-bit packer of ``hlwq-q5``):
+      the outer boundaries stay at -4 and +4 (the tails beyond are ignored);
+      boundaries and centroids are float32 tensors, the cell means float64;
+      cells of mass <= 1e-12 take their midpoint. Reproduced with the same
+      float32 roundings.
+    - ``"utils"`` (``polarengine_vllm/utils.py`` ``get_centroids``): the outer
+      boundaries are -inf and +inf after initialization, everything in
+      float64, rounded to float32 at the end; cells of mass <= 1e-10 take
+      their midpoint.
+
+    The cell means are computed with torch in float64 (no scipy);
+    deterministic, cached per (bits, variant). The normal CDF and density
+    follow scipy's formulas, so the float32 result is the seed's up to float64
+    rounding differences of the special functions: none, for bits 2..8 and
+    both variants, against the procedures run with scipy 1.17.
+
+    Args:
+        bits: bit width, 2..8.
+        variant: ``"hf_integration"`` or ``"utils"``.
+
+    Returns:
+        (2**bits,) float32, sorted ascending, a new tensor on the CPU.
+    """
+    check_bits(bits)
+    if variant not in ("hf_integration", "utils"):
+        raise ValueError(f"variant must be 'hf_integration' or 'utils', got {variant!r}")
+    return torch.tensor(_seed_centroids(bits, variant), dtype=torch.float32)
+
+
+def _check_codebook_choice(codebook: str) -> None:
+    if codebook not in SEED_CODEBOOKS:
+        raise ValueError(f"codebook must be one of {SEED_CODEBOOKS}, got {codebook!r}")
 
 
 # ---------------------------------------------------------------------------
@@ -249,7 +356,8 @@ def _v4_codes(prefix: str, codes: torch.Tensor, N: int, n_blocks: int, bits: int
     return out.view(N, n_blocks, B)
 
 
-def _read_v4(prefix: str, tensors: dict[str, torch.Tensor], config: dict) -> _SeedLayer:
+def _read_v4(prefix: str, tensors: dict[str, torch.Tensor], config: dict, codebook: str) -> _SeedLayer:
+    del codebook  # v4 stores its centroids
     B = _configured_block_size(config, prefix) or DEFAULT_BLOCK_SIZE
     check_block_size(B)
     c = _v4_centroids(prefix, tensors, B)
@@ -280,7 +388,7 @@ def _unpack_big_endian_5bit(packed: torch.Tensor, total: int) -> torch.Tensor:
     return codes.reshape(-1)[:total].to(torch.int32)
 
 
-def _read_q5(prefix: str, tensors: dict[str, torch.Tensor], config: dict) -> _SeedLayer:
+def _read_q5(prefix: str, tensors: dict[str, torch.Tensor], config: dict, codebook: str) -> _SeedLayer:
     meta_t = tensors[".weight__meta"]
     if meta_t.numel() != 5 or meta_t.is_complex() or meta_t.dtype == torch.bool:
         raise ValueError(
@@ -313,7 +421,9 @@ def _read_q5(prefix: str, tensors: dict[str, torch.Tensor], config: dict) -> _Se
             f"found {packed.numel()} {packed.dtype}"
         )
     codes = _unpack_big_endian_5bit(packed.reshape(-1), total).view(N, n_blocks, B)
-    layer = _SeedLayer(prefix, fmt.pack_codes(codes, 5), norms.contiguous(), 5, B, K, None)
+    variant = _SEED_VARIANT[codebook]
+    centroids = None if variant is None else seed_codebook(5, variant)  # a new tensor per layer
+    layer = _SeedLayer(prefix, fmt.pack_codes(codes, 5), norms.contiguous(), 5, B, K, centroids)
     layer.check_in_features(K)
     configured_k = _configured_in_features(config, prefix, N)
     if configured_k is not None and configured_k != K:
@@ -354,12 +464,15 @@ class _Checkpoint:
     def get(self, key: str) -> torch.Tensor:
         return self._handles[key].get_tensor(key)
 
-    def layers(self) -> Iterator[tuple[str, _SeedLayer]]:
-        """Yield (weight name, layer), one layer's tensors in memory at a time."""
+    def layers(self, codebook: str = "seed") -> Iterator[tuple[str, _SeedLayer]]:
+        """Yield (weight name, layer), one layer's tensors in memory at a time.
+
+        ``codebook`` (one of :data:`SEED_CODEBOOKS`) gives hlwq-q5 layers their centroids.
+        """
         read = _read_v4 if self.format == FORMAT_V4 else _read_q5
         for prefix, keys in sorted(self._groups.items()):
             tensors = {suffix: self.get(key) for suffix, key in keys.items()}
-            yield prefix + ".weight", read(prefix, tensors, self.config)
+            yield prefix + ".weight", read(prefix, tensors, self.config, codebook)
 
 
 def _read_config(path: Path) -> dict:
@@ -401,13 +514,24 @@ def _open_checkpoint(path: str | os.PathLike) -> Iterator[_Checkpoint]:
 # ---------------------------------------------------------------------------
 
 
-def load_seed_tensors(path: str | os.PathLike, dtype: torch.dtype = torch.bfloat16) -> dict[str, HLWQTensor]:
+def load_seed_tensors(
+    path: str | os.PathLike, dtype: torch.dtype = torch.bfloat16, codebook: str = "seed"
+) -> dict[str, HLWQTensor]:
     """Read every quantized layer of a seed checkpoint as an HLWQTensor (on the CPU).
 
     Args:
         path: the checkpoint directory (``polar_config.json`` + ``*.safetensors``).
         dtype: the logical dtype of the tensors (what ``dequantize`` and
             ``F.linear`` produce from them is ``dtype`` / the input's).
+        codebook: the centroids of ``hlwq-q5`` layers, which that format does
+            not store: ``"seed"`` (default), the seed's
+            :func:`seed_codebook` ``(5, "hf_integration")``, from the module
+            that holds the seed's hlwq-q5 packer; ``"seed-utils"``, its
+            ``utils.get_centroids`` variant; ``"lloyd-max"``, our converged
+            codebook (the HLWQTensors get ``codebook=None``). The checkpoint
+            does not say which codebook its codes were chosen against; codes
+            read with another codebook reconstruct worse. ``polar_engine_v4``
+            layers always use their stored centroids.
 
     Returns:
         ``{"<prefix>.weight": HLWQTensor}``, each of shape (N, K): K from
@@ -417,14 +541,17 @@ def load_seed_tensors(path: str | os.PathLike, dtype: torch.dtype = torch.bfloat
     """
     if dtype not in fmt.WEIGHT_DTYPES:
         raise TypeError(f"dtype must be one of {fmt.WEIGHT_DTYPES}, got {dtype}")
+    _check_codebook_choice(codebook)
     with _open_checkpoint(path) as ckpt:
         return {
             name: layer.to_hlwq(layer.in_features or layer.padded_in_features, dtype)
-            for name, layer in ckpt.layers()
+            for name, layer in ckpt.layers(codebook)
         }
 
 
-def load_seed_into(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> list[str]:
+def load_seed_into(
+    model: nn.Module, path: str | os.PathLike, strict: bool = True, codebook: str = "seed"
+) -> list[str]:
     """Load a seed checkpoint into a model of the same architecture, without re-quantizing.
 
     A quantized layer whose module is an ``nn.Linear`` becomes its weight as an
@@ -443,10 +570,20 @@ def load_seed_into(model: nn.Module, path: str | os.PathLike, strict: bool = Tru
         strict: raise ValueError when a checkpoint tensor has no place in the
             model, a shape disagrees, or a model tensor is not in the
             checkpoint; with False these are logged and skipped.
+        codebook: the centroids of ``hlwq-q5`` layers, which that format does
+            not store: ``"seed"`` (default), the seed's
+            :func:`seed_codebook` ``(5, "hf_integration")``, from the module
+            that holds the seed's hlwq-q5 packer; ``"seed-utils"``, its
+            ``utils.get_centroids`` variant; ``"lloyd-max"``, our converged
+            codebook (the HLWQTensors get ``codebook=None``). The checkpoint
+            does not say which codebook its codes were chosen against; codes
+            read with another codebook reconstruct worse. ``polar_engine_v4``
+            layers always use their stored centroids.
 
     Returns:
         The names loaded, e.g. ``"model.layers.0.mlp.down_proj.weight"``.
     """
+    _check_codebook_choice(codebook)
     slots = _model_slots(model)
     originals = {name: getattr(module, attr) for name, (module, attr) in slots.items()}
     loaded_ids: set[int] = set()
@@ -458,7 +595,7 @@ def load_seed_into(model: nn.Module, path: str | os.PathLike, strict: bool = Tru
         logger.warning("%s; skipped (strict=False)", message)
 
     with _open_checkpoint(path) as ckpt:
-        for name, layer in ckpt.layers():
+        for name, layer in ckpt.layers(codebook):
             if name not in slots:
                 skip(f"quantized layer {name} has no matching parameter in the model")
                 continue

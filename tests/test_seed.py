@@ -1,7 +1,8 @@
 """Seed checkpoints (polar_engine_v4, hlwq-q5): bit-exact import, centroids kept, errors.
 
 The checkpoints are written here from our reference quantization
-(``scale_mode="norm"``, the seed's math), converted to each seed layout.
+(``scale_mode="norm"``, the seed's math), converted to each seed layout;
+hlwq-q5 codes are chosen against the seed's own codebook (:func:`seed_codebook`).
 """
 
 import io
@@ -16,8 +17,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from hlwq_ops import HLWQTensor, codebook
+from hlwq_ops.codebook import gaussian_mse
 from hlwq_ops.format import dequantize_ref, quantize_ref, unpack_codes
-from hlwq_ops.seed import _unpack_big_endian_5bit, load_seed_into, load_seed_tensors
+from hlwq_ops.seed import _unpack_big_endian_5bit, load_seed_into, load_seed_tensors, seed_codebook
 
 from ._utils import rel_error
 
@@ -151,17 +153,112 @@ def test_v4_custom_codebook_is_kept(tmp_path, bits, unscaled):
     assert rel_error(F.linear(x, t), reference) < 1e-5
 
 
+# -- the seed's codebook -------------------------------------------------------------
+
+# The positive half of the seed's 5-bit centroids, float32, from running the
+# seed's procedures with scipy (scipy.stats.norm, as the seed does).
+SEED_5BIT_POSITIVE = {
+    "hf_integration": [
+        0.08777755498886108, 0.26340144872665405, 0.43924325704574585, 0.6154888272285461,
+        0.7923916578292847, 0.9703154563903809, 1.1497951745986938, 1.331628441810608,
+        1.5170170068740845, 1.7077951431274414, 1.9068132638931274, 2.1186349391937256,
+        2.3509275913238525, 2.6176562309265137, 2.948091745376587, 3.4231443405151367,
+    ],
+    "utils": [
+        0.08799214661121368, 0.26406803727149963, 0.4404319226741791, 0.6173215508460999,
+        0.795050859451294, 0.9740559458732605, 1.1549614667892456, 1.3386794328689575,
+        1.5265623331069946, 1.7206518650054932, 1.9241063594818115, 2.1419918537139893,
+        2.382909059524536, 2.662872552871704, 3.016918897628784, 3.5516090393066406,
+    ],
+}
+VARIANTS = list(SEED_5BIT_POSITIVE)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_seed_codebook_sorted_symmetric_deterministic(bits, variant):
+    c = seed_codebook(bits, variant)
+    assert c.dtype == torch.float32 and c.shape == (2**bits,)
+    assert bool((c[1:] > c[:-1]).all())
+    assert torch.equal(c, -c.flip(0))  # the seed's procedure is symmetric, bit for bit
+    c[0] = 0.0  # a new tensor each call: the cache is untouched
+    assert torch.equal(seed_codebook(bits, variant), -seed_codebook(bits, variant).flip(0))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_seed_codebook_5bit_is_the_seeds(variant):
+    c = seed_codebook(5, variant)
+    assert torch.equal(c[16:], torch.tensor(SEED_5BIT_POSITIVE[variant]))
+
+
+def test_seed_codebook_5bit_gap_to_lloyd_max():
+    """Measured: max |seed - Lloyd-Max| = 0.3314 (hf_integration) / 0.3548 (utils),
+    at centroids ~+-1.9..2.1; N(0, 1) MSE 0.002902 / 0.002923 against 0.002505;
+    the two variants differ by up to 0.1285 (the outermost centroid: hf_integration
+    keeps the ends at +-4)."""
+    lloyd = codebook(5)
+    hf, utils = seed_codebook(5, "hf_integration"), seed_codebook(5, "utils")
+    assert 0.32 < (hf - lloyd).abs().max() < 0.34
+    assert 0.35 < (utils - lloyd).abs().max() < 0.36
+    assert 0.128 < (hf - utils).abs().max() < 0.129
+    assert math.isclose(gaussian_mse(lloyd), 0.0025047, rel_tol=1e-4)
+    assert math.isclose(gaussian_mse(hf), 0.0029017, rel_tol=1e-4)
+    assert math.isclose(gaussian_mse(utils), 0.0029234, rel_tol=1e-4)
+
+
+def test_seed_codebook_utils_converges_at_2_bits():
+    """With open ends, 100 iterations suffice at 2 bits: the utils variant is Lloyd-Max there;
+    hf_integration's ends at +-4 leave it 1.04e-3 off."""
+    torch.testing.assert_close(seed_codebook(2, "utils"), codebook(2), rtol=0, atol=1e-6)
+    assert 1e-3 < (seed_codebook(2, "hf_integration") - codebook(2)).abs().max() < 1.1e-3
+
+
+def test_seed_codebook_errors():
+    with pytest.raises(ValueError, match="variant"):
+        seed_codebook(5, "scipy")
+    with pytest.raises(ValueError, match="bits"):
+        seed_codebook(9)
+
+
+# -- hlwq-q5 ------------------------------------------------------------------------
+
+Q5_CODEBOOKS = {  # loader option -> the centroids the test's codes are chosen against
+    "seed": lambda: seed_codebook(5, "hf_integration"),
+    "seed-utils": lambda: seed_codebook(5, "utils"),
+    "lloyd-max": lambda: None,
+}
+
+
 @pytest.mark.parametrize("K", [256, 200])
 @pytest.mark.parametrize("flat, meta_dtype", [(True, torch.int64), (False, torch.int32)])
-def test_q5_bit_exact(tmp_path, K, flat, meta_dtype):
+@pytest.mark.parametrize("choice", [None, *Q5_CODEBOOKS])
+def test_q5_bit_exact(tmp_path, K, flat, meta_dtype, choice):
+    c = Q5_CODEBOOKS[choice or "seed"]()
     w = torch.randn(24, K)
-    qdata, scale = _quantize(w, 5)
+    qdata, scale = _quantize(w, 5, c)
     _write(tmp_path, _q5_layer("m.proj", qdata, scale, K, flat, meta_dtype), {"format": "hlwq-q5"})
-    t = load_seed_tensors(tmp_path)["m.proj.weight"]
-    assert isinstance(t, HLWQTensor) and t.codebook is None
+    kwargs = {} if choice is None else {"codebook": choice}
+    t = load_seed_tensors(tmp_path, **kwargs)["m.proj.weight"]
+    assert isinstance(t, HLWQTensor)
+    if c is None:
+        assert t.codebook is None
+    else:
+        assert t.codebook.dtype == torch.float32 and torch.equal(t.codebook, c)
     assert (t.shape, t.bits, t.block_size) == ((24, K), 5, B)
     assert torch.equal(t.qdata, qdata) and torch.equal(t.scale, scale)
-    assert torch.equal(t.dequantize(torch.float32), dequantize_ref(qdata, scale, 5, B, K))
+    assert torch.equal(t.dequantize(torch.float32), dequantize_ref(qdata, scale, 5, B, K, codebook=c))
+
+
+def test_q5_seed_codes_need_the_seed_codebook(tmp_path):
+    """Codes chosen against the seed's codebook, read with ours: relative error
+    0.0535 -> 0.200 (measured, randn 256 x 1024), ~14x the squared error."""
+    w = torch.randn(256, 1024)
+    qdata, scale = _quantize(w, 5, seed_codebook(5))
+    _write(tmp_path, _q5_layer("a", qdata, scale, 1024), {"format": "hlwq-q5"})
+    seed = load_seed_tensors(tmp_path, dtype=torch.float32)["a.weight"].dequantize()
+    ours = load_seed_tensors(tmp_path, dtype=torch.float32, codebook="lloyd-max")["a.weight"].dequantize()
+    assert rel_error(seed, w) < 0.056
+    assert rel_error(ours, w) > 3.4 * rel_error(seed, w)
 
 
 def test_big_endian_5bit_unpack_follows_the_seed_formulas():
@@ -208,6 +305,8 @@ def _seed_checkpoint(model, path, fmt, bits=5, custom=()):
         if not isinstance(module, nn.Linear):
             continue
         c = _perturbed_codebook(bits) if name in custom else None
+        if fmt == "hlwq-q5":
+            c = seed_codebook(5)
         qdata, scale = _quantize(module.weight.detach(), bits, c)
         if fmt == "hlwq-q5":
             tensors.update(_q5_layer(name, qdata, scale, module.in_features))
@@ -237,10 +336,35 @@ def test_load_seed_into_sequential(tmp_path, fmt, device):
     for linear in (model[0], model[2]):
         assert isinstance(linear.weight, nn.Parameter) and isinstance(linear.weight.data, HLWQTensor)
         assert not linear.weight.requires_grad and linear.weight.device.type == "cpu"
-    assert (model[2].weight.codebook is not None) == (fmt != "hlwq-q5")
+    assert model[2].weight.codebook is not None  # v4: the stored custom centroids; q5: the seed's
+    assert (model[0].weight.codebook is None) == (fmt != "hlwq-q5")
+    if fmt == "hlwq-q5":
+        assert torch.equal(model[0].weight.codebook, seed_codebook(5))
+        assert model[0].weight.codebook.data_ptr() != model[2].weight.codebook.data_ptr()
     x = torch.randn(6, 200)
     with torch.no_grad():
         assert rel_error(model(x), reference(x)) < 1e-5
+
+
+@pytest.mark.parametrize("fmt", ["polar_engine_v4", "hlwq-q5"])
+def test_load_seed_into_lloyd_max_option(tmp_path, fmt):
+    """codebook="lloyd-max" gives hlwq-q5 layers the standard codebook; v4 keeps its stored centroids."""
+    _seed_checkpoint(_mlp(), tmp_path, fmt, custom={"2"} if fmt != "hlwq-q5" else ())
+    model = _mlp()
+    load_seed_into(model, tmp_path, codebook="lloyd-max")
+    assert model[0].weight.codebook is None
+    assert (model[2].weight.codebook is None) == (fmt == "hlwq-q5")
+    default = _mlp()
+    load_seed_into(default, tmp_path)
+    assert torch.equal(model[0].weight.qdata, default[0].weight.qdata)
+
+
+def test_codebook_option_errors(tmp_path):
+    path = _q5_case(tmp_path)
+    with pytest.raises(ValueError, match="codebook must be one of"):
+        load_seed_tensors(path, codebook="lloyd")
+    with pytest.raises(ValueError, match="codebook must be one of"):
+        load_seed_into(_linear_model(in_features=200), path, codebook=None)
 
 
 def _tiny_llama(tie):

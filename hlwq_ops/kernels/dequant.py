@@ -1,9 +1,9 @@
 """Dequantize packed codes to the rotated-domain weight ``Wr = s / sqrt(B) * c[code]``.
 
 The fallback path for large M (``xr @ Wr.T`` by cuBLAS) and the first half of
-``hlwq.dequantize`` (the inverse rotation follows). Each element of a
-``[BN, BK]`` tile reads the words holding its planes; neighbouring elements
-share words, so the loads hit L1.
+``hlwq.dequantize`` (the inverse rotation follows). A program decodes a
+``[BN, 32 * G]`` tile in registers with the GEMV's decoding
+(:func:`hlwq_ops.kernels.gemv.decode_tile`) and stores it.
 """
 
 from __future__ import annotations
@@ -13,51 +13,9 @@ import triton
 import triton.language as tl
 
 from .common import kernel_codebook, planes
+from .gemv import decode_tile
 
-__all__ = ["dequantize_rotated", "rotated_tile"]
-
-
-@triton.jit
-def _plane_code(q_rows, blk, i, mask, W: tl.constexpr, O: tl.constexpr, B: tl.constexpr, WPB: tl.constexpr):
-    """Bits [O, O + W) of each code of the tile: [BN, BK] int32."""
-    word = blk * WPB + (B * O // 32) + (i * W) // 32
-    words = tl.load(q_rows + word[None, :], mask=mask, other=0)
-    return ((words >> ((i * W) % 32)[None, :]) & ((1 << W) - 1)) << O
-
-
-@triton.jit
-def rotated_tile(
-    q_ptr,  # [N, K_PAD * BITS // 32] int32
-    s_ptr,  # [N, K_PAD // B] float16
-    c_ptr,  # [2**BITS] float32 codebook
-    n,  # [BN] rows
-    k,  # [BK] positions along K_PAD
-    N,
-    K_PAD,
-    stride_qn,
-    stride_sn,
-    BITS: tl.constexpr,
-    B: tl.constexpr,
-    W0: tl.constexpr,
-    O0: tl.constexpr,
-    W1: tl.constexpr,
-    O1: tl.constexpr,
-    W2: tl.constexpr,
-    O2: tl.constexpr,
-):
-    """The rotated-domain weight ``s / sqrt(B) * c[code]`` of a [BN, BK] tile, float32 (0 outside)."""
-    WPB: tl.constexpr = B * BITS // 32
-    mask = (n[:, None] < N) & (k[None, :] < K_PAD)
-    blk = k // B
-    i = k % B
-    q_rows = q_ptr + n.to(tl.int64)[:, None] * stride_qn
-    code = _plane_code(q_rows, blk, i, mask, W0, O0, B, WPB)
-    if W1 > 0:
-        code |= _plane_code(q_rows, blk, i, mask, W1, O1, B, WPB)
-    if W2 > 0:
-        code |= _plane_code(q_rows, blk, i, mask, W2, O2, B, WPB)
-    scale = tl.load(s_ptr + n.to(tl.int64)[:, None] * stride_sn + blk[None, :], mask=mask, other=0.0)
-    return tl.load(c_ptr + code) * scale.to(tl.float32) * (1.0 / tl.sqrt(float(B)))
+__all__ = ["dequantize_rotated"]
 
 
 @triton.jit
@@ -79,12 +37,14 @@ def _dequant_kernel(
     O1: tl.constexpr,
     W2: tl.constexpr,
     O2: tl.constexpr,
+    INTERPRET: tl.constexpr,
     BN: tl.constexpr,
-    BK: tl.constexpr,
+    G: tl.constexpr,
 ):
     n = tl.program_id(0) * BN + tl.arange(0, BN)
-    k = tl.program_id(1) * BK + tl.arange(0, BK)
-    w = rotated_tile(q_ptr, s_ptr, c_ptr, n, k, N, K_PAD, stride_qn, stride_sn, BITS, B, W0, O0, W1, O1, W2, O2)
+    step = tl.program_id(1)
+    w = decode_tile(q_ptr, s_ptr, c_ptr, n, step, N, K_PAD, stride_qn, stride_sn, BITS, B, W0, W1, O1, W2, O2, G, INTERPRET)
+    k = step * 32 * G + tl.arange(0, 32 * G)
     mask = (n[:, None] < N) & (k[None, :] < K_PAD)
     tl.store(out_ptr + n.to(tl.int64)[:, None] * stride_on + k[None, :], w.to(out_ptr.dtype.element_ty), mask=mask)
 
@@ -102,8 +62,8 @@ def dequantize_rotated(
     k_pad = scale.shape[1] * block_size
     words = qdata.view(torch.int32)
     out = torch.empty((N, k_pad), device=qdata.device, dtype=dtype)
-    bn, bk = 32, 128
-    _dequant_kernel[(triton.cdiv(N, bn), triton.cdiv(k_pad, bk))](
+    bn, g = 32, 4
+    _dequant_kernel[(triton.cdiv(N, bn), triton.cdiv(k_pad, 32 * g))](
         words,
         scale,
         kernel_codebook(bits, codebook, qdata.device),
@@ -115,8 +75,9 @@ def dequantize_rotated(
         out.stride(0),
         BITS=bits,
         B=block_size,
+        INTERPRET=qdata.device.type == "cpu",
         BN=bn,
-        BK=bk,
+        G=g,
         num_warps=4,
         **planes(bits),
     )

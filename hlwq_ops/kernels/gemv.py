@@ -35,7 +35,7 @@ import triton.language as tl
 
 from .common import kernel_codebook, planes
 
-__all__ = ["gemv", "gemv_ref"]
+__all__ = ["decode_tile", "gemv", "gemv_ref"]
 
 # Gathers: ``*(base + offset * size)`` with an int64 byte address ``base`` (scalar
 # or tensor) and an int32 element offset >= 0, for any shape. On the GPU an
@@ -172,6 +172,110 @@ def _load_step(
         words2 = w.to(tl.uint32, bitcast=True) >> (((e * W2) % W0) * (32 // W0))
     scale = _gather16(s_base, group // GPB, INTERPRET).to(tl.float16, bitcast=True).to(tl.float32)
     return words0, words1, words2, tl.where(valid, scale, 0.0)
+
+
+# Interleaving values that sit in separate [BN, C] tensors into K order, in
+# registers: interleave(v_0..v_{n-1}) = join(interleave(even), interleave(odd)),
+# so that, after a reshape to [BN, n * C], element n * c + a holds v_a[:, c].
+
+
+@triton.jit
+def _i2(v0, v1):
+    return tl.join(v0, v1)
+
+
+@triton.jit
+def _i4(v0, v1, v2, v3):
+    return tl.join(_i2(v0, v2), _i2(v1, v3))
+
+
+@triton.jit
+def _i8(v0, v1, v2, v3, v4, v5, v6, v7):
+    return tl.join(_i4(v0, v2, v4, v6), _i4(v1, v3, v5, v7))
+
+
+@triton.jit
+def _i16(v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15):
+    return tl.join(_i8(v0, v2, v4, v6, v8, v10, v12, v14), _i8(v1, v3, v5, v7, v9, v11, v13, v15))
+
+
+@triton.jit
+def decode_tile(
+    q_ptr,  # [N, K_PAD * BITS // 32] int32
+    s_ptr,  # [N, K_PAD // B] float16
+    c_ptr,  # [2**BITS] float32 codebook
+    offs_n,  # [BN] rows
+    step,  # the tile covers codes [step * 32 * G, (step + 1) * 32 * G)
+    N,
+    K_PAD,
+    stride_qn,
+    stride_sn,
+    BITS: tl.constexpr,
+    B: tl.constexpr,
+    W0: tl.constexpr,
+    W1: tl.constexpr,
+    O1: tl.constexpr,
+    W2: tl.constexpr,
+    O2: tl.constexpr,
+    G: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
+    """The rotated weight ``s / sqrt(B) * c[code]`` of rows ``offs_n``, 32 * G codes: [BN, 32 * G] float32.
+
+    The GEMV's decoding (plane-0 words as the layout anchor, the rest gathered,
+    lookups by warp shuffle for bits <= 5), the codes of each word interleaved
+    back into K order; columns past K are zero.
+    """
+    C: tl.constexpr = G * W0
+    WPB: tl.constexpr = B * BITS // 32
+    SHUFFLE: tl.constexpr = BITS <= 5
+    rows = tl.minimum(offs_n, N - 1).to(tl.int64)
+    q_rows = (q_ptr + rows * stride_qn)[:, None]
+    q_base = q_rows.to(tl.int64, bitcast=True)
+    s_base = (s_ptr + rows * stride_sn)[:, None].to(tl.int64, bitcast=True)
+    c_base = c_ptr.to(tl.int64, bitcast=True)
+    col = tl.arange(0, C)[None, :]
+    c_lane = _lane_codebook(col % W0, c_base, BITS, INTERPRET) if SHUFFLE else col
+    w0, w1, w2, scale = _load_step(q_rows, q_base, s_base, step, K_PAD // 32, col, B, W0, W1, O1, W2, O2, WPB, G, INTERPRET)
+    s = scale * (1.0 / tl.sqrt(float(B)))
+    if W0 == 8:
+        t = _i4(
+            s * _centroid(w0, w1, w2, 0, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 1, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 2, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 3, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+        )
+    elif W0 == 4:
+        t = _i8(
+            s * _centroid(w0, w1, w2, 0, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 1, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 2, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 3, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 4, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 5, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 6, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 7, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+        )
+    else:
+        t = _i16(
+            s * _centroid(w0, w1, w2, 0, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 1, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 2, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 3, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 4, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 5, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 6, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 7, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 8, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 9, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 10, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 11, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 12, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 13, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 14, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 15, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+        )
+    return tl.reshape(t, (offs_n.shape[0], 32 * G))
 
 
 @triton.jit

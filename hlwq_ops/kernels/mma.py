@@ -1,9 +1,9 @@
 """Tensor-core kernel for mid M: ``y = xr @ Wr.T + bias`` with the weight tile decoded in registers.
 
-A program owns a ``[BM, BN]`` output tile. Per step of ``BK`` positions it
-decodes the ``[BN, BK]`` rotated weight tile (:func:`rotated_tile`: codebook
-entry times block scale) and multiplies it with the ``[BM, BK]`` float32
-activations on the tensor cores in tf32 (10-bit mantissa, like the bfloat16
+A program owns a ``[BM, BN]`` output tile. Per step of ``32 * G`` positions it
+decodes the ``[BN, 32 * G]`` rotated weight tile in registers (the GEMV's
+decoding, :func:`hlwq_ops.kernels.gemv.decode_tile`) and multiplies it with the
+float32 activations on the tensor cores in tf32 (10-bit mantissa, like the bfloat16
 GEMM it replaces; at these M the kernel is memory-bound, so tf32's rate costs
 nothing) -- or in tf32x3 (float32 accuracy) when the output is float32. The weight is read once per M tile, unlike the GEMV, which reads it
 once per activation row.
@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from .common import kernel_codebook, planes
-from .dequant import rotated_tile
+from .gemv import decode_tile
 
 __all__ = ["mma"]
 
@@ -50,21 +50,23 @@ def _mma_kernel(
     O2: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     PRECISION: tl.constexpr,
+    INTERPRET: tl.constexpr,
     BM: tl.constexpr,
     BN: tl.constexpr,
-    BK: tl.constexpr,
+    G: tl.constexpr,
 ):
+    BK: tl.constexpr = 32 * G
     m = tl.program_id(1) * BM + tl.arange(0, BM)
     n = tl.program_id(0) * BN + tl.arange(0, BN)
     acc = tl.zeros([BM, BN], dtype=tl.float32)
-    for k0 in range(0, K_PAD, BK):
-        k = k0 + tl.arange(0, BK)
+    for step in range(0, tl.cdiv(K_PAD, BK)):
+        k = step * BK + tl.arange(0, BK)
         x = tl.load(
             x_ptr + m.to(tl.int64)[:, None] * stride_xm + k[None, :],
             mask=(m[:, None] < M) & (k[None, :] < K_PAD),
             other=0.0,
         )
-        w = rotated_tile(q_ptr, s_ptr, c_ptr, n, k, N, K_PAD, stride_qn, stride_sn, BITS, B, W0, O0, W1, O1, W2, O2)
+        w = decode_tile(q_ptr, s_ptr, c_ptr, n, step, N, K_PAD, stride_qn, stride_sn, BITS, B, W0, W1, O1, W2, O2, G, INTERPRET)
         acc = tl.dot(x, tl.trans(w), acc, input_precision=PRECISION)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + n, mask=n < N, other=0.0).to(tl.float32)[None, :]
@@ -87,7 +89,7 @@ def mma(
 
     Args:
         xr: (M, K_pad) float32 rotated activations, contiguous.
-        config: ``BM``, ``BN``, ``BK``, ``num_warps``, ``num_stages``.
+        config: ``BM``, ``BN``, ``G`` (32 * G positions per step), ``num_warps``, ``num_stages``.
 
     Returns:
         (M, N) in ``out_dtype``.
@@ -116,9 +118,10 @@ def mma(
         B=block_size,
         HAS_BIAS=bias is not None,
         PRECISION="tf32x3" if out_dtype == torch.float32 else "tf32",
+        INTERPRET=xr.device.type == "cpu",
         BM=config["BM"],
         BN=config["BN"],
-        BK=config["BK"],
+        G=config["G"],
         num_warps=config["num_warps"],
         num_stages=config["num_stages"],
     )

@@ -68,8 +68,8 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int) -> list[d
                 out.append(dict(BN=BN, G=G, SPLIT_K=s, num_warps=num_warps, num_stages=1))
         return out
     BM = min(max(16, m_bucket(M)), 64)
-    for BN, BK, num_warps, num_stages in ((64, 64, 4, 3), (128, 64, 4, 3), (64, 128, 4, 2), (128, 64, 8, 2)):
-        out.append(dict(BM=BM, BN=BN, BK=BK, num_warps=num_warps, num_stages=num_stages))
+    for BN, G, num_warps, num_stages in ((64, 2, 4, 2), (128, 2, 4, 2), (64, 4, 4, 2), (128, 4, 8, 2)):
+        out.append(dict(BM=BM, BN=BN, G=G, num_warps=num_warps, num_stages=num_stages))
     return out
 
 

@@ -1,0 +1,301 @@
+"""hlwq_ops.quantize: a checkpoint quantized tensor by tensor loads like one quantized in memory."""
+
+import gc
+import json
+import logging
+import re
+import subprocess
+import sys
+import weakref
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from torchao.quantization import quantize_
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, TorchAoConfig
+
+import hlwq_ops.quantize as hq
+from hlwq_ops import HLWQTensor, hlwq
+
+PROMPT = torch.tensor([[1, 5, 9, 3, 7]])
+SHARD = "60KB"  # the tiny bf16 model is ~0.7 MB: several shards in and out
+
+
+def save_tiny_llama(path: Path, *, tie: bool = False, max_shard_size: str | None = None) -> Path:
+    """A random 2-layer bf16 Llama (hidden 128, mlp 256, vocab 256) saved with save_pretrained."""
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=256,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=tie,
+    )
+    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model.save_pretrained(path, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
+    (path / "tokenizer_config.json").write_text("{}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory) -> Path:
+    return save_tiny_llama(tmp_path_factory.mktemp("llama") / "bf16")
+
+
+@pytest.fixture(scope="module")
+def sharded_src(tmp_path_factory) -> Path:
+    path = save_tiny_llama(tmp_path_factory.mktemp("llama") / "bf16-sharded", max_shard_size=SHARD)
+    assert (path / hq.INDEX_NAME).is_file()
+    return path
+
+
+def run(model: Path, out: Path, *args: str) -> Path:
+    assert hq.main(["--model", str(model), "--out", str(out), "--device", "cpu", *args]) == 0
+    return out
+
+
+def reference(src: Path, bits: int, block_size: int, scale_mode: str, bits_for=(), include_lm_head=False):
+    """The bf16 model quantized in memory with quantize_, the rules written out independently."""
+    model = AutoModelForCausalLM.from_pretrained(src)
+    wanted = {}
+    for fqn, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and (fqn != "lm_head" or include_lm_head):
+            wanted[fqn] = next((b for p, b in bits_for if re.fullmatch(p, fqn)), bits)
+    for b in sorted(set(wanted.values())):
+        config = hlwq(bits=b, block_size=block_size, scale_mode=scale_mode)
+        quantize_(model, config, filter_fn=lambda m, fqn, b=b: wanted.get(fqn) == b)
+    return model
+
+
+def stored_tensors(path: Path) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for file in sorted(path.glob("*.safetensors")):
+        with safe_open(file, framework="pt") as f:
+            tensors.update({k: f.get_tensor(k) for k in f.keys()})
+    return tensors
+
+
+def headers(path: Path) -> list[dict]:
+    out = []
+    for file in sorted(path.glob("*.safetensors")):
+        with safe_open(file, framework="pt") as f:
+            out.append(f.metadata())
+    return out
+
+
+CASES = {
+    # id: (CLI args, bits, block_size, scale_mode, bits_for, include_lm_head)
+    "default": ([], 5, 128, "search", [], False),
+    "bits-for": (
+        ["--bits", "4", "--scale-mode", "norm", "--bits-for", ".*down_proj=6", "--bits-for", r"model\.layers\.0\..*=3"],
+        4,
+        128,
+        "norm",
+        [(r".*down_proj", 6), (r"model\.layers\.0\..*", 3)],
+        False,
+    ),
+    "block-256": (["--block-size", "256", "--scale-mode", "lsq"], 5, 256, "lsq", [], False),
+    "lm-head": (["--include-lm-head", "--bits", "3", "--scale-mode", "norm"], 3, 128, "norm", [], True),
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_loads_like_in_memory_quantize(src, tmp_path, caplog, case):
+    args, bits, block_size, scale_mode, bits_for, include_lm_head = CASES[case]
+    with caplog.at_level(logging.INFO, logger="hlwq_ops.quantize"):
+        out = run(src, tmp_path / "q", *args)
+    expected = reference(src, bits, block_size, scale_mode, bits_for, include_lm_head)
+    loaded = AutoModelForCausalLM.from_pretrained(out)
+
+    n_quantized = 0
+    want = dict(expected.named_parameters())
+    for name, got in loaded.named_parameters():
+        ref = want[name]
+        assert type(got) is type(ref), f"{name}: {type(got).__name__}, in memory {type(ref).__name__}"
+        if isinstance(ref, HLWQTensor):
+            n_quantized += 1
+            assert (got.bits, got.block_size, got.dtype) == (ref.bits, ref.block_size, ref.dtype), name
+            assert torch.equal(got.qdata, ref.qdata) and torch.equal(got.scale, ref.scale), name
+        else:
+            assert torch.equal(got, ref), name
+    torch.testing.assert_close(loaded(PROMPT).logits, expected(PROMPT).logits, rtol=0, atol=0)
+    generate = dict(max_new_tokens=8, do_sample=False)
+    assert torch.equal(loaded.generate(PROMPT, **generate), expected.generate(PROMPT, **generate))
+
+    layers = loaded.model.layers
+    if case == "default":
+        assert n_quantized == 14 and not isinstance(loaded.lm_head.weight, HLWQTensor)
+        assert "not quantizing lm_head.weight: it is the output embedding" in caplog.text
+    if case == "bits-for":  # first match wins: layer 0's down_proj is 6 bits, not 3
+        assert [layers[0].mlp.down_proj.weight.bits, layers[0].self_attn.q_proj.weight.bits] == [6, 3]
+        assert [layers[1].mlp.down_proj.weight.bits, layers[1].self_attn.q_proj.weight.bits] == [6, 4]
+    if case == "block-256":  # only down_proj has in_features >= 256
+        assert n_quantized == 2 and layers[1].mlp.down_proj.weight.block_size == 256
+        assert "model.layers.0.self_attn.q_proj.weight: in_features=128 is smaller than one block (256)" in caplog.text
+    if case == "lm-head":
+        assert n_quantized == 15 and loaded.lm_head.weight.bits == 3
+    assert "not quantizing model.embed_tokens.weight: its module is a Embedding" in caplog.text
+
+
+def test_config_round_trips(src, tmp_path):
+    out = run(src, tmp_path / "q", "--bits-for", ".*o_proj=7", "--scale-mode", "norm")
+    written = json.loads((out / "config.json").read_text())["quantization_config"]
+    config = TorchAoConfig.from_dict(written)
+    assert json.loads(json.dumps(config.to_dict())) == written
+    fqns = config.quant_type.fqn_to_config
+    assert len(fqns) == 14 and fqns["model.layers.1.self_attn.o_proj"] == hlwq(bits=7, scale_mode="norm")
+    assert fqns["model.layers.1.mlp.up_proj"] == hlwq(bits=5, scale_mode="norm")
+    assert (out / "tokenizer_config.json").is_file() and (out / "generation_config.json").is_file()
+
+    plain = json.loads((run(src, tmp_path / "q2", "--bits", "6") / "config.json").read_text())
+    assert plain["quantization_config"] == json.loads(json.dumps(TorchAoConfig(quant_type=hlwq(bits=6)).to_dict()))
+
+
+def test_matches_transformers_save_pretrained(sharded_src, tmp_path):
+    """Same tensors, header metadata, index and config as save_pretrained of a model quantized on load."""
+    ours = run(sharded_src, tmp_path / "ours", "--scale-mode", "norm", "--max-shard-size", SHARD)
+    config = TorchAoConfig(quant_type=hlwq(scale_mode="norm"))
+    model = AutoModelForCausalLM.from_pretrained(sharded_src, quantization_config=config)
+    model.save_pretrained(tmp_path / "theirs", max_shard_size=SHARD)
+    theirs = tmp_path / "theirs"
+
+    a, b = stored_tensors(ours), stored_tensors(theirs)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ours_meta, theirs_meta = headers(ours), headers(theirs)
+    assert len(ours_meta) > 1 and all(m == ours_meta[0] for m in ours_meta)  # the whole model in every shard
+    names = json.loads(ours_meta[0]["tensor_names"])
+    assert sorted(names) == sorted(json.loads(theirs_meta[0]["tensor_names"]))
+    for name in names:
+        assert json.loads(ours_meta[0][name]) == json.loads(theirs_meta[0][name]), name
+    assert json.loads(ours_meta[0]["model.layers.0.mlp.up_proj.weight"]) == {
+        "_type": "HLWQTensor",
+        "_data": {
+            "transposed": False,
+            "bits": 5,
+            "block_size": 128,
+            "shape": [256, 128],
+            "dtype": {"_type": "torch.dtype", "_data": "bfloat16"},
+        },
+        "_tensor_data_names": ["qdata", "scale"],
+    }
+    assert json.loads(ours_meta[0]["model.norm.weight"]) == {"_type": "Tensor"} and ours_meta[0]["format"] == "pt"
+
+    index = json.loads((ours / hq.INDEX_NAME).read_text())
+    their_index = json.loads((theirs / hq.INDEX_NAME).read_text())
+    assert index["weight_map"].keys() == their_index["weight_map"].keys() == a.keys()
+    assert index["metadata"] == their_index["metadata"]
+    for key, file in index["weight_map"].items():
+        with safe_open(ours / file, framework="pt") as f:
+            assert key in f.keys()
+    for path in ours.glob("*.safetensors"):  # no shard exceeds --max-shard-size but a lone large tensor
+        with safe_open(path, framework="pt") as f:
+            sizes = [f.get_tensor(k).nbytes for k in f.keys()]
+        assert len(sizes) == 1 or sum(sizes) <= hq.parse_size(SHARD), (path.name, sizes)
+    config_ours = json.loads((ours / "config.json").read_text())["quantization_config"]
+    assert config_ours == json.loads((theirs / "config.json").read_text())["quantization_config"]
+
+
+def test_sharded_input_and_entry_point(src, sharded_src, tmp_path):
+    """``python -m hlwq_ops.quantize`` on sharded input writes what main() writes for one file."""
+    args = ["--device", "cpu", "--scale-mode", "norm", "--bits-for", ".*gate_proj=2"]
+    cmd = [sys.executable, "-m", "hlwq_ops.quantize", "--model", str(sharded_src), "--out", str(tmp_path / "a")]
+    proc = subprocess.run(cmd + args, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "hlwq: not quantizing lm_head.weight" in proc.stderr and "hlwq: quantizing 14 of 21 tensors" in proc.stderr
+    run(src, tmp_path / "b", *args[2:])
+
+    a, b = stored_tensors(tmp_path / "a"), stored_tensors(tmp_path / "b")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "a" / hq.INDEX_NAME).exists()  # 5GB shards: one output file
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "a")
+    assert loaded.model.layers[1].mlp.gate_proj.weight.bits == 2
+    assert loaded.model.layers[1].mlp.up_proj.weight.bits == 5
+
+
+def test_reads_one_tensor_at_a_time(sharded_src, tmp_path, monkeypatch):
+    """When a tensor is read, no earlier source tensor is alive except the ones stored unchanged."""
+    live, read = [], []
+
+    def counting_read(f, name):
+        gc.collect()
+        alive = [n for n, ref in live if ref() is not None and n.endswith("_proj.weight")]
+        assert not alive, f"reading {name} while {alive} are still in memory"
+        tensor = f.get_tensor(name)
+        live.append((name, weakref.ref(tensor)))
+        read.append(name)
+        return tensor
+
+    monkeypatch.setattr(hq, "read_tensor", counting_read)
+    run(sharded_src, tmp_path / "q", "--scale-mode", "norm", "--max-shard-size", SHARD)
+    assert len(read) == 21 and len(set(read)) == 21
+
+
+def test_tied_lm_head_stays_unquantized(tmp_path, caplog):
+    src = save_tiny_llama(tmp_path / "tied", tie=True)
+    with caplog.at_level(logging.INFO, logger="hlwq_ops.quantize"):
+        out = run(src, tmp_path / "q", "--include-lm-head", "--scale-mode", "norm")
+    loaded = AutoModelForCausalLM.from_pretrained(out)
+    assert loaded.lm_head.weight is loaded.model.embed_tokens.weight
+    assert not isinstance(loaded.lm_head.weight, HLWQTensor)
+    assert isinstance(loaded.model.layers[0].mlp.down_proj.weight, HLWQTensor)
+
+
+def test_name_heuristics_agree_with_the_skeleton(src):
+    tensors = hq.source_tensors(src)
+    config = hlwq(scale_mode="norm")
+    for include_lm_head in (False, True):
+        skeleton = hq.build_skeleton(src, include_lm_head)
+        by_model = [e.config for e in hq.plan(tensors, skeleton, config, [], include_lm_head)]
+        by_name = [e.config for e in hq.plan(tensors, None, config, [], include_lm_head)]
+        assert by_model == by_name and sum(c is not None for c in by_model) == 14 + include_lm_head
+
+
+@pytest.mark.gpu
+def test_cuda_quantizes_like_cpu(src, tmp_path):
+    on_gpu = run(src, tmp_path / "gpu", "--device", "cuda")  # the last --device wins
+    on_cpu = run(src, tmp_path / "cpu")
+    a, b = stored_tensors(on_gpu), stored_tensors(on_cpu)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    loaded = AutoModelForCausalLM.from_pretrained(on_gpu, device_map="cuda")
+    assert loaded.model.layers[0].mlp.down_proj.weight.qdata.is_cuda
+    assert loaded.generate(PROMPT.cuda(), max_new_tokens=4, do_sample=False).shape == (1, PROMPT.shape[1] + 4)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--bits", "9"], "bits must be an integer in 2..8, got 9"),
+        (["--bits", "five"], "bits must be an integer in 2..8, got 'five'"),
+        (["--bits-for", "(down_proj=6"], "'(down_proj' in '(down_proj=6' is not a valid regex"),
+        (["--bits-for", "down_proj"], "expected REGEX=BITS such as '.*down_proj=6', got 'down_proj'"),
+        (["--bits-for", ".*down_proj=1"], "bits must be an integer in 2..8, got 1"),
+        (["--block-size", "100"], "block_size must be a power of two"),
+        (["--max-shard-size", "5 parsecs"], "expected a positive size such as 5GB"),
+        (["--scale-mode", "best"], "invalid choice: 'best'"),
+    ],
+)
+def test_bad_arguments(src, tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        hq.main(["--model", str(src), "--out", str(tmp_path / "q"), *args])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()
+
+
+def test_bad_directories(src, tmp_path, capsys):
+    def error(model, out):
+        with pytest.raises(SystemExit) as exc:
+            hq.main(["--model", str(model), "--out", str(out), "--device", "cpu"])
+        assert exc.value.code == 2
+        return capsys.readouterr().err
+
+    assert f"--model {tmp_path / 'nope'}: no such directory" in error(tmp_path / "nope", tmp_path / "q")
+    (tmp_path / "empty").mkdir()
+    assert "no config.json" in error(tmp_path / "empty", tmp_path / "q")
+    assert "--out must differ from --model" in error(src, src)
+    done = run(src, tmp_path / "done", "--scale-mode", "norm")
+    assert "already holds a checkpoint" in error(src, done)
+    assert "is already quantized (quant_method=torchao)" in error(done, tmp_path / "again")
