@@ -25,8 +25,8 @@ __all__ = ["GEMV_MAX_M", "MMA_MAX_M", "PATHS", "path_for", "m_bucket", "candidat
 # Largest M each kernel family serves (crossovers measured on H100, benchmarks/RESULTS.md):
 # the GEMV reads the weight once per activation row, the tensor-core kernel once
 # per 16..64 rows; past MMA_MAX_M dequantize + cuBLAS wins.
-GEMV_MAX_M = 4
-MMA_MAX_M = 512
+GEMV_MAX_M = 2
+MMA_MAX_M = 64
 PATHS = ("gemv", "mma", "dequant")
 _SPLITS = (1, 2, 4, 8, 16, 32)
 
