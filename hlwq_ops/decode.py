@@ -56,6 +56,8 @@ class GraphDecoder:
         self.model = model
         self.device = next(model.parameters()).device
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
+        self.compiled = compile
+        self._warm = False
         self._step = torch.compile(self._decode_step, fullgraph=True) if compile else self._decode_step
         self.stats = DecodeStats()
         self._key: tuple[int, int] | None = None
@@ -65,13 +67,40 @@ class GraphDecoder:
         logits = self.model(input_ids=token, cache_position=position, past_key_values=self._cache, use_cache=True).logits
         return logits[:, -1].argmax(-1, keepdim=True)
 
+    def _cache_state(self) -> list[tuple[dict, object, torch.Tensor]]:
+        """(container, key, tensor) for every tensor the cache holds: keys, values,
+        position counters, and linear-attention states (kept in dicts)."""
+        state = []
+        for layer in getattr(self._cache, "layers", []):
+            for name, value in vars(layer).items():
+                if isinstance(value, torch.Tensor):
+                    state.append((vars(layer), name, value))
+                elif isinstance(value, dict):
+                    state += [(value, k, v) for k, v in value.items() if isinstance(v, torch.Tensor)]
+        return state
+
+    def _warm_up(self, token: torch.Tensor, position: torch.Tensor) -> None:
+        """Run the step a few times (compilation, kernel tuning) and leave the cache as it was.
+
+        Warm-up steps write the cache: transformers' static layers advance their
+        own position counter (``cumulative_length``, which 5.17 uses instead of
+        ``cache_position``) and linear-attention layers their states. Every
+        cache tensor is restored in place and re-bound, so its address (which a
+        captured graph holds) and its contents are what they were.
+        """
+        saved = [(box, key, t, t.clone()) for box, key, t in self._cache_state()]
+        for _ in range(3):
+            self._step(token, position)
+        for box, key, t, copy in saved:
+            t.copy_(copy)
+            box[key] = t
+
     def _capture(self, token: torch.Tensor, position: torch.Tensor):
-        """Warm the step up (compilation, kernel tuning) and capture it; returns (graph, output)."""
+        """Warm the step up on a side stream and capture it; returns (graph, output)."""
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            for _ in range(3):
-                self._step(token, position)
+            self._warm_up(token, position)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
@@ -117,8 +146,10 @@ class GraphDecoder:
         self._token.copy_(out[:, :1])
         self._position.fill_(prompt)
         if self.cuda_graph and self._graph is None:
-            # warm-up steps rewrite the cache slot at `prompt` with the same values
             self._graph, self._graph_out = self._capture(self._token, self._position)
+        elif self.compiled and not self._warm:
+            self._warm_up(self._token, self._position)  # compile outside the timed loop
+            self._warm = True
         sync()
         start = time.perf_counter()
         for i in range(1, max_new_tokens):
