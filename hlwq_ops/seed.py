@@ -570,15 +570,7 @@ def load_seed_into(
         strict: raise ValueError when a checkpoint tensor has no place in the
             model, a shape disagrees, or a model tensor is not in the
             checkpoint; with False these are logged and skipped.
-        codebook: the centroids of ``hlwq-q5`` layers, which that format does
-            not store: ``"seed"`` (default), the seed's
-            :func:`seed_codebook` ``(5, "hf_integration")``, from the module
-            that holds the seed's hlwq-q5 packer; ``"seed-utils"``, its
-            ``utils.get_centroids`` variant; ``"lloyd-max"``, our converged
-            codebook (the HLWQTensors get ``codebook=None``). The checkpoint
-            does not say which codebook its codes were chosen against; codes
-            read with another codebook reconstruct worse. ``polar_engine_v4``
-            layers always use their stored centroids.
+        codebook: the centroids of ``hlwq-q5`` layers, as in :func:`load_seed_tensors`.
 
     Returns:
         The names loaded, e.g. ``"model.layers.0.mlp.down_proj.weight"``.

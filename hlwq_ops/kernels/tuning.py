@@ -12,6 +12,7 @@ key gets the heuristic default instead.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -77,6 +78,7 @@ _TUNED: dict[str, dict] = {}
 _LOADED: set[str] = set()
 
 
+@functools.lru_cache(maxsize=None)
 def _cache_file(device: torch.device) -> Path:
     name = torch.cuda.get_device_name(device).replace(" ", "_")
     root = Path(os.environ.get("HLWQ_CACHE_DIR", Path.home() / ".cache" / "hlwq_ops"))
@@ -114,12 +116,12 @@ def config_for(
     """
     if device.type != "cuda":
         return candidates(kernel, M, N, k_pad, 8)[0]
-    sm_count = torch.cuda.get_device_properties(device).multi_processor_count
-    configs = candidates(kernel, M, N, k_pad, sm_count)
     _load(device)
     key = f"{kernel}/{N}x{k_pad}/q{bits}/m{m_bucket(M)}"
-    if key in _TUNED:
+    if key in _TUNED:  # the hot path: one dict lookup per call
         return _TUNED[key]
+    sm_count = torch.cuda.get_device_properties(device).multi_processor_count
+    configs = candidates(kernel, M, N, k_pad, sm_count)
     if os.environ.get("HLWQ_AUTOTUNE", "1") == "0" or torch.cuda.is_current_stream_capturing():
         return configs[0]
     import triton.runtime.errors
