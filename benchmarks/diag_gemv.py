@@ -81,12 +81,13 @@ def main() -> None:
     copies = [(qdata, scale)] + [(qdata.clone(), scale.clone()) for _ in range(n_copies(nbytes, 50 << 20) - 1)]
     xr = torch.randn(a.m, K, device="cuda")
     sm = torch.cuda.get_device_properties(0).multi_processor_count
-    cands = tuning.candidates("gemv", a.m, N, K, sm)
+    cands = tuning.candidates("gemv", a.m, N, K, sm, a.bits)
     if a.grid:
         cands = [
-            dict(BN=bn, G=g, SPLIT_K=s, num_warps=w, num_stages=1)
-            for bn, g, w in ((32, 8, 2), (16, 8, 1), (64, 8, 4), (32, 4, 2), (32, 16, 2), (64, 4, 4))
-            for s in (1, 2, 4)
+            dict(VEC=vec, R=r, ROWS=rows, num_warps=w)
+            for vec, r, w in ((4, 4, 4), (4, 8, 4), (4, 8, 8), (2, 4, 4), (4, 2, 2), (4, 16, 8))
+            for rows in (16, 32, 64, 128)
+            if rows % r == 0
         ]
     for c in cands:
         calls = [lambda q=q, s=s: gemv_mod.gemv(xr, q, s, None, a.bits, 128, None, torch.bfloat16, c) for q, s in copies]

@@ -1,7 +1,7 @@
 """Run one GEMV configuration a few times (for ``ncu``).
 
     ncu --kernel-name regex:_gemv_kernel --launch-skip 3 --launch-count 1 \\
-        --section SpeedOfLight --section WarpStateStats python benchmarks/profile_gemv.py 14336x4096 5 '{"BN": 32, ...}'
+        --section SpeedOfLight --section WarpStateStats python benchmarks/profile_gemv.py 14336x4096 5 '{"VEC": 4, "R": 4, "ROWS": 64, "num_warps": 4}'
 """
 
 import json

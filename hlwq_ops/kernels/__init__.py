@@ -42,10 +42,10 @@ def linear_rotated(
         x2 = x2.to(torch.float32).contiguous()
         kernel = _KERNELS[path]
 
-        def run(config):
-            return kernel(x2, qdata, scale, bias, bits, block_size, codebook, out_dtype, config)
+        def run(config, q=qdata, s=scale):
+            return kernel(x2, q, s, bias, bits, block_size, codebook, out_dtype, config)
 
-        y = run(tuning.config_for(path, M, N, k_pad, bits, xr.device, run))
+        y = run(tuning.config_for(path, M, N, k_pad, bits, (qdata, scale), run))
     else:
         wr = dequantize_rotated(qdata, scale, bits, block_size, codebook, out_dtype)
         y = F.linear(x2.to(out_dtype), wr, None if bias is None else bias.to(out_dtype))

@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from .common import kernel_codebook, planes
-from .gemv import decode_tile
+from .decode import decode_tile
 
 __all__ = ["dequantize_rotated"]
 

@@ -2,7 +2,7 @@
 
 A program owns a ``[BM, BN]`` output tile. Per step of ``32 * G`` positions it
 decodes the ``[BN, 32 * G]`` rotated weight tile in registers (the GEMV's
-decoding, :func:`hlwq_ops.kernels.gemv.decode_tile`) and multiplies it with the
+decoding, :func:`hlwq_ops.kernels.decode.decode_tile`) and multiplies it with the
 float32 activations on the tensor cores in tf32 (10-bit mantissa, like the bfloat16
 GEMM it replaces; at these M the kernel is memory-bound, so tf32's rate costs
 nothing) -- or in tf32x3 (float32 accuracy) when the output is float32. The weight is read once per M tile, unlike the GEMV, which reads it
@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from .common import kernel_codebook, planes
-from .gemv import decode_tile
+from .decode import decode_tile
 
 __all__ = ["mma"]
 

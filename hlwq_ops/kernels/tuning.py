@@ -1,9 +1,10 @@
 """Launch configurations: the only place that picks them.
 
 ``path_for(M)`` chooses the kernel family by the number of activation rows;
-``config_for`` picks a kernel's tile (and the GEMV's split-K) for a shape. On
-the first call for a key ``(kernel, N, K_pad, bits, M bucket, device)`` it
-times a handful of candidates (seconds, dominated by compiling them) unless
+``config_for`` picks a kernel's tile for a shape. On the first call for a key
+``(kernel, N, K_pad, bits, M bucket, device)`` it times a handful of candidates
+(seconds, dominated by compiling them) in a CUDA graph over copies of the
+weight that span twice the L2, as a decode step reads it, unless
 ``HLWQ_AUTOTUNE=0``; results persist in a JSON file under
 ``$HLWQ_CACHE_DIR`` (default ``~/.cache/hlwq_ops``) so later processes skip it.
 During CUDA-graph capture, or on the CPU (the Triton interpreter), an untuned
@@ -29,7 +30,6 @@ __all__ = ["GEMV_MAX_M", "MMA_MAX_M", "PATHS", "path_for", "m_bucket", "candidat
 GEMV_MAX_M = 2
 MMA_MAX_M = 64
 PATHS = ("gemv", "mma", "dequant")
-_SPLITS = (1, 2, 4, 8, 16, 32)
 
 
 def path_for(M: int) -> str:
@@ -48,25 +48,28 @@ def m_bucket(M: int) -> int:
     return 1 << max(0, (M - 1).bit_length())
 
 
-def _split_k(n_programs: int, k_steps: int, sm_count: int) -> int:
-    """Smallest split giving ~2 programs per SM, keeping >= 2 steps per split."""
-    for s in _SPLITS:
-        if n_programs * s >= 2 * sm_count or k_steps // (2 * s) == 0:
-            return s
-    return _SPLITS[-1]
+def _rows_per_program(N: int, slices: int, M: int, R: int, sm_count: int, waves: int) -> int:
+    """Largest power-of-two multiple of R (<= 256) that still gives ``waves`` programs per SM."""
+    rows = R
+    while rows * 2 <= 256 and -(-N // (rows * 2)) * slices * M >= waves * sm_count:
+        rows *= 2
+    return rows
 
 
-def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
+def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int = 5) -> list[dict]:
     """Configs worth timing for a kernel ("gemv" or "mma") on (M, N, K_pad), the favourite first."""
     out = []
     if kernel == "gemv":
-        # measured on H100 (benchmarks/NOTES.md): 16 groups per step, 2 warps lead
-        for BN, G, num_warps in ((32, 16, 2), (32, 8, 2), (16, 8, 1), (32, 4, 2)):
-            n_programs = -(-N // BN) * M
-            k_steps = -(-k_pad // (32 * G))
-            split = _split_k(n_programs, k_steps, sm_count)
-            for s in sorted({split, max(1, split // 2)}, reverse=True):
-                out.append(dict(BN=BN, G=G, SPLIT_K=s, num_warps=num_warps, num_stages=1))
+        # measured on H100 (benchmarks/NOTES.md): 4 warps of one row each, 16-byte words loads
+        from .gemv import slice_codes
+
+        for VEC, R, num_warps in ((4, 4, 4), (4, 8, 4), (2, 4, 4), (4, 8, 8)):
+            slices = -(-k_pad // slice_codes(bits, VEC))
+            for waves in (4, 8):
+                rows = _rows_per_program(N, slices, M, R, sm_count, waves)
+                config = dict(VEC=VEC, R=R, ROWS=rows, num_warps=num_warps)
+                if config not in out:
+                    out.append(config)
         return out
     BM = min(max(16, m_bucket(M)), 64)
     for BN, G, num_warps, num_stages in ((64, 2, 4, 2), (128, 2, 4, 2), (64, 4, 4, 2), (128, 4, 8, 2)):
@@ -82,7 +85,7 @@ _LOADED: set[str] = set()
 def _cache_file(device: torch.device) -> Path:
     name = torch.cuda.get_device_name(device).replace(" ", "_")
     root = Path(os.environ.get("HLWQ_CACHE_DIR", Path.home() / ".cache" / "hlwq_ops"))
-    return root / f"configs-{name}-triton{__import__('triton').__version__}.json"
+    return root / f"configs-v2-{name}-triton{__import__('triton').__version__}.json"
 
 
 def _load(device: torch.device) -> None:
@@ -106,34 +109,76 @@ def _save(device: torch.device) -> None:
         pass  # read-only home: tuning still holds for this process
 
 
+def _weight_copies(qdata: torch.Tensor, scale: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The weight plus enough copies to span twice the L2 (at most 64 in all), so timings read HBM."""
+    l2 = getattr(torch.cuda.get_device_properties(qdata.device), "L2_cache_size", 50 << 20)
+    n = min(64, max(1, -(-2 * l2 // (qdata.nbytes + scale.nbytes))))
+    return [(qdata, scale)] + [(qdata.clone(), scale.clone()) for _ in range(n - 1)]
+
+
+def _time_over_copies(run: Callable, config: dict, copies: list, reps: int = 5) -> float:
+    """Milliseconds per call: one CUDA graph calling ``run`` on every copy in turn, replayed ``reps`` times.
+
+    What a decode step sees: no L2 hits, no launch gaps (``do_bench`` would
+    either read the weight from L2 or, with its flush, leave dirty lines whose
+    write-back lands in the timed kernel).
+    """
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        run(config, *copies[0])  # compile and warm up outside the graph
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            for q, s in copies:
+                run(config, q, s)
+        graph.replay()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record(stream)
+        for _ in range(reps):
+            graph.replay()
+        end.record(stream)
+    end.synchronize()
+    torch.cuda.current_stream().wait_stream(stream)
+    return start.elapsed_time(end) / (reps * len(copies))
+
+
 def config_for(
-    kernel: str, M: int, N: int, k_pad: int, bits: int, device: torch.device, run: Callable[[dict], object]
+    kernel: str,
+    M: int,
+    N: int,
+    k_pad: int,
+    bits: int,
+    weight: tuple[torch.Tensor, torch.Tensor],
+    run: Callable[[dict, torch.Tensor, torch.Tensor], object],
 ) -> dict:
     """The config of ``kernel`` for this shape, tuned on first use (see the module docstring).
 
     Args:
-        run: launches the kernel with a given config (used for timing).
+        weight: ``(qdata, scale)``, the packed weight the call is for.
+        run: ``run(config, qdata, scale)`` launches the kernel (used for timing).
     """
+    device = weight[0].device
     if device.type != "cuda":
-        return candidates(kernel, M, N, k_pad, 8)[0]
+        return candidates(kernel, M, N, k_pad, 8, bits)[0]
     _load(device)
     key = f"{kernel}/{N}x{k_pad}/q{bits}/m{m_bucket(M)}"
     if key in _TUNED:  # the hot path: one dict lookup per call
         return _TUNED[key]
     sm_count = torch.cuda.get_device_properties(device).multi_processor_count
-    configs = candidates(kernel, M, N, k_pad, sm_count)
+    configs = candidates(kernel, M, N, k_pad, sm_count, bits)
     if os.environ.get("HLWQ_AUTOTUNE", "1") == "0" or torch.cuda.is_current_stream_capturing():
         return configs[0]
     import triton.runtime.errors
-    import triton.testing
 
     start = time.perf_counter()
+    copies = _weight_copies(*weight)
     timings = []
     for config in configs:
         try:
-            timings.append((triton.testing.do_bench(lambda: run(config), warmup=5, rep=20), config))
+            timings.append((_time_over_copies(run, config, copies), config))
         except triton.runtime.errors.OutOfResources:
             continue  # e.g. shared memory: this GPU cannot run that tile
+    del copies
     best = min(timings, key=lambda t: t[0])[1]
     _TUNED[key] = best
     _TUNED[key + "/tuning_s"] = round(time.perf_counter() - start, 2)

@@ -1,0 +1,263 @@
+"""Decoding packed codes in registers: the pieces the LUT kernels share.
+
+``decode_tile`` turns a ``[BN, 32 * G]`` tile of packed codes into rotated
+weights in registers, for the tensor-core and dequantization kernels.
+
+Layout. Every tensor of a tile is ``[BN, C]``: a row and one *word of plane 0*
+per element (``C = G * W0`` columns, ``32 / W0`` codes per element). The
+plane-0 words are the only ``tl.load`` (contiguous, so Triton vectorizes it);
+every other load -- plane-1/2 words, codebook lookups, scales -- is an
+elementwise inline-PTX ``ld.global.nc``, which has no layout of its own, so
+nothing moves between threads whatever layout heuristics the Triton version
+applies (Triton 3.6 and 3.9 differ). Those gathers use clamped, always-valid
+addresses; the interpreter, which cannot run PTX, takes ``tl.load`` on the
+same addresses. Addresses are formed as ``mul.wide.u32`` + ``add.u64``, which
+ptxas turns into one ``IMAD.WIDE.U32`` on the FMA pipe.
+
+For bits <= 5 the codebook lives in registers, entry ``i`` in lane ``i``, and a
+code is looked up with one warp shuffle (no address, no memory traffic); for 6..8
+bits it is read from memory (one L1 line per 32 entries).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+__all__ = ["decode_tile", "gather16", "gather32", "lane_codebook", "lookup"]
+
+# Gathers: ``*(base + offset * size)`` with an int64 byte address ``base`` (scalar
+# or tensor) and an int32 element offset >= 0, for any shape. On the GPU an
+# elementwise inline-PTX load (no layout of its own); in the interpreter a
+# tl.load of the same address.
+
+
+@triton.jit
+def gather32(base, offset, INTERPRET: tl.constexpr):
+    if INTERPRET:
+        return tl.load((base + offset.to(tl.int64) * 4).to(tl.pointer_type(tl.int32), bitcast=True))
+    return tl.inline_asm_elementwise(
+        "{ .reg .u64 a; mul.wide.u32 a, $1, 4; add.u64 a, a, $2; ld.global.nc.b32 $0, [a]; }",
+        "=r,r,l",
+        [offset, base],
+        dtype=tl.int32,
+        is_pure=True,
+        pack=1,
+    )
+
+
+@triton.jit
+def gather16(base, offset, INTERPRET: tl.constexpr):
+    if INTERPRET:
+        return tl.load((base + offset.to(tl.int64) * 2).to(tl.pointer_type(tl.int16), bitcast=True))
+    return tl.inline_asm_elementwise(
+        "{ .reg .u64 a; mul.wide.u32 a, $1, 2; add.u64 a, a, $2; ld.global.nc.b16 $0, [a]; }",
+        "=h,r,l",
+        [offset, base],
+        dtype=tl.int16,
+        is_pure=True,
+        pack=1,
+    )
+
+
+@triton.jit
+def lane_codebook(like, c_base, BITS: tl.constexpr, INTERPRET: tl.constexpr):
+    """Bits of ``c[lane % 2**BITS]`` in every element of a thread (shape of ``like``), for BITS <= 5."""
+    if INTERPRET:
+        return like  # unused: the interpreter looks codes up in memory
+    lane = tl.inline_asm_elementwise("mov.u32 $0, %laneid;", "=r,r", [like], dtype=tl.int32, is_pure=True, pack=1)
+    return gather32(c_base, lane % (1 << BITS), INTERPRET)
+
+
+@triton.jit
+def lookup(code, c_base, c_lane, SHUFFLE: tl.constexpr, INTERPRET: tl.constexpr):
+    """Centroid ``c[code]`` as float32: a warp shuffle from lane ``code`` (SHUFFLE), else a gather.
+
+    A shuffle reads only bits 0..4 of ``code``, so with SHUFFLE the bits at and
+    above BITS may hold anything (lane ``i`` holds ``c[i % 2**BITS]``); the
+    gather needs the exact code.
+    """
+    if SHUFFLE and not INTERPRET:
+        v = tl.inline_asm_elementwise(
+            "shfl.sync.idx.b32 $0, $1, $2, 0x1f, 0xffffffff;",
+            "=r,r,r",
+            [c_lane, code.to(tl.int32, bitcast=True)],
+            dtype=tl.int32,
+            is_pure=True,
+            pack=1,
+        )
+        return v.to(tl.float32, bitcast=True)
+    return gather32(c_base, code.to(tl.int32, bitcast=True), INTERPRET).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _centroid(
+    words0,  # [BN, C] uint32: this element's plane-0 word
+    words1,  # [BN, C] uint32: its codes' plane-1 bits, the first at bit 0 (or unused)
+    words2,  # [BN, C] uint32: the same for plane 2 (or unused)
+    a: tl.constexpr,  # code index inside the element
+    c_base,  # int64 address of the float32 codebook
+    c_lane,  # [BN, C] this lane's codebook entry (SHUFFLE only)
+    W0: tl.constexpr,
+    W1: tl.constexpr,
+    O1: tl.constexpr,
+    W2: tl.constexpr,
+    O2: tl.constexpr,
+    SHUFFLE: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
+    """Centroid of code ``a`` of each element: [BN, C] float32."""
+    code = (words0 >> (a * W0)) & ((1 << W0) - 1)
+    if W1 > 0:
+        code |= ((words1 >> (a * W1)) & ((1 << W1) - 1)) << O1
+    if W2 > 0:
+        code |= ((words2 >> (a * W2)) & ((1 << W2) - 1)) << O2
+    return lookup(code, c_base, c_lane, SHUFFLE, INTERPRET)
+
+
+@triton.jit
+def _load_step(
+    q_rows,  # [BN, 1] pointers to the rows' words
+    q_base,  # [BN, 1] the same, as int64 addresses
+    s_base,  # [BN, 1] int64 addresses of the rows' scales
+    step,
+    n_groups,
+    col,  # [1, C]
+    B: tl.constexpr,
+    W0: tl.constexpr,
+    W1: tl.constexpr,
+    O1: tl.constexpr,
+    W2: tl.constexpr,
+    O2: tl.constexpr,
+    WPB: tl.constexpr,
+    G: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
+    """The words and scales a step needs: plane 0 by tl.load (the layout anchor), the rest gathered."""
+    GPB: tl.constexpr = B // 32  # groups per block
+    e = col % W0
+    group = step * G + col // W0
+    valid = group < n_groups
+    words0 = tl.load(q_rows + (group // GPB) * WPB + (group % GPB) * W0 + e, mask=valid, other=0)
+    words0 = words0.to(tl.uint32, bitcast=True)
+    group = tl.minimum(group, n_groups - 1)
+    block_word = (group // GPB) * WPB
+    gin = group % GPB
+    # The 32 / W0 codes of an element lie in one word of every narrower plane:
+    # shift that word so the element's first code sits at bit 0.
+    words1 = words0
+    words2 = words0
+    if W1 > 0:
+        w = gather32(q_base, block_word + B * O1 // 32 + gin * W1 + (e * W1) // W0, INTERPRET)
+        words1 = w.to(tl.uint32, bitcast=True) >> (((e * W1) % W0) * (32 // W0))
+    if W2 > 0:
+        w = gather32(q_base, block_word + B * O2 // 32 + gin * W2 + (e * W2) // W0, INTERPRET)
+        words2 = w.to(tl.uint32, bitcast=True) >> (((e * W2) % W0) * (32 // W0))
+    scale = gather16(s_base, group // GPB, INTERPRET).to(tl.float16, bitcast=True).to(tl.float32)
+    return words0, words1, words2, tl.where(valid, scale, 0.0)
+
+
+# Interleaving values that sit in separate [BN, C] tensors into K order, in
+# registers: interleave(v_0..v_{n-1}) = join(interleave(even), interleave(odd)),
+# so that, after a reshape to [BN, n * C], element n * c + a holds v_a[:, c].
+
+
+@triton.jit
+def _i2(v0, v1):
+    return tl.join(v0, v1)
+
+
+@triton.jit
+def _i4(v0, v1, v2, v3):
+    return tl.join(_i2(v0, v2), _i2(v1, v3))
+
+
+@triton.jit
+def _i8(v0, v1, v2, v3, v4, v5, v6, v7):
+    return tl.join(_i4(v0, v2, v4, v6), _i4(v1, v3, v5, v7))
+
+
+@triton.jit
+def _i16(v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15):
+    return tl.join(_i8(v0, v2, v4, v6, v8, v10, v12, v14), _i8(v1, v3, v5, v7, v9, v11, v13, v15))
+
+
+@triton.jit
+def decode_tile(
+    q_ptr,  # [N, K_PAD * BITS // 32] int32
+    s_ptr,  # [N, K_PAD // B] float16
+    c_ptr,  # [2**BITS] float32 codebook
+    offs_n,  # [BN] rows
+    step,  # the tile covers codes [step * 32 * G, (step + 1) * 32 * G)
+    N,
+    K_PAD,
+    stride_qn,
+    stride_sn,
+    BITS: tl.constexpr,
+    B: tl.constexpr,
+    W0: tl.constexpr,
+    W1: tl.constexpr,
+    O1: tl.constexpr,
+    W2: tl.constexpr,
+    O2: tl.constexpr,
+    G: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
+    """The rotated weight ``s / sqrt(B) * c[code]`` of rows ``offs_n``, 32 * G codes: [BN, 32 * G] float32.
+
+    The GEMV's decoding (plane-0 words as the layout anchor, the rest gathered,
+    lookups by warp shuffle for bits <= 5), the codes of each word interleaved
+    back into K order; columns past K are zero.
+    """
+    C: tl.constexpr = G * W0
+    WPB: tl.constexpr = B * BITS // 32
+    SHUFFLE: tl.constexpr = BITS <= 5
+    rows = tl.minimum(offs_n, N - 1).to(tl.int64)
+    q_rows = (q_ptr + rows * stride_qn)[:, None]
+    q_base = q_rows.to(tl.int64, bitcast=True)
+    s_base = (s_ptr + rows * stride_sn)[:, None].to(tl.int64, bitcast=True)
+    c_base = c_ptr.to(tl.int64, bitcast=True)
+    col = tl.arange(0, C)[None, :]
+    c_lane = lane_codebook(col % W0, c_base, BITS, INTERPRET) if SHUFFLE else col
+    w0, w1, w2, scale = _load_step(q_rows, q_base, s_base, step, K_PAD // 32, col, B, W0, W1, O1, W2, O2, WPB, G, INTERPRET)
+    s = scale * (1.0 / tl.sqrt(float(B)))
+    if W0 == 8:
+        t = _i4(
+            s * _centroid(w0, w1, w2, 0, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 1, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 2, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 3, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+        )
+    elif W0 == 4:
+        t = _i8(
+            s * _centroid(w0, w1, w2, 0, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 1, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 2, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 3, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 4, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 5, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 6, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 7, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+        )
+    else:
+        t = _i16(
+            s * _centroid(w0, w1, w2, 0, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 1, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 2, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 3, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 4, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 5, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 6, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 7, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 8, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 9, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 10, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 11, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 12, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 13, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 14, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+            s * _centroid(w0, w1, w2, 15, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
+        )
+    return tl.reshape(t, (offs_n.shape[0], 32 * G))
+
+
