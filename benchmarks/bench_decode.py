@@ -110,13 +110,10 @@ def run(name: str, method: str, batches: list[int], ways: list[str]) -> list[dic
             torch._dynamo.reset()
             torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
-            note = "eager step captured" if way == "graph" else ""
+            note = "compiled step captured" if way == "graph" else ""
             try:
                 if way == "graph":
-                    # The eager step: the compiled one hit an Inductor index assert on
-                    # the GPU machine's transformers 5.17 (see CHANGELOG), and a device
-                    # assert poisons the process.
-                    tps, ttft = time_graph(model, ids, compile=False)
+                    tps, ttft = time_graph(model, ids, compile=True)
                 else:
                     tps, ttft = time_generate(model, ids), None
             except torch.cuda.OutOfMemoryError:
@@ -124,10 +121,10 @@ def run(name: str, method: str, batches: list[int], ways: list[str]) -> list[dic
             except Exception as e:  # keep the run going; say what failed
                 if way != "graph":
                     raise
-                note = f"eager capture failed ({type(e).__name__}); compiled step captured"
+                note = f"compiled capture failed ({type(e).__name__}); eager step captured"
                 print(note, str(e)[:300], flush=True)
                 torch._dynamo.reset()
-                tps, ttft = time_graph(model, ids, compile=True)
+                tps, ttft = time_graph(model, ids, compile=False)
             row = dict(model=name, method=method, batch=batch, way=way, note=note, tok_s=tps, ttft_ms=ttft,
                        peak_gib=torch.cuda.max_memory_allocated() / 2**30, size_gib=size / 2**30,
                        quantize_s=quant_s, wall_s=time.perf_counter() - start)

@@ -85,8 +85,8 @@ def main() -> None:
     if a.grid:
         cands = [
             dict(VEC=vec, R=r, ROWS=rows, num_warps=w)
-            for vec, r, w in ((4, 4, 4), (4, 8, 4), (4, 8, 8), (2, 4, 4), (4, 2, 2), (4, 16, 8))
-            for rows in (16, 32, 64, 128)
+            for vec, r, w in ((4, 8, 4), (4, 16, 4), (4, 4, 2), (2, 8, 4))
+            for rows in (32, 64, 128)
             if rows % r == 0
         ]
     for c in cands:

@@ -68,13 +68,13 @@ def test_gemv_matches_reference(bits, M, N, K, block_size, changes):
 
 
 @pytest.mark.parametrize("bits", [2, 4, 5, 6, 8])
-@pytest.mark.parametrize("M,N,K", [(3, 40, 300), (20, 70, 256)])
-def test_mma_matches_reference(bits, M, N, K):
+@pytest.mark.parametrize("M,N,K,split_k", [(3, 40, 300, 1), (20, 70, 256, 1), (20, 70, 640, 3)])
+def test_mma_matches_reference(bits, M, N, K, split_k):
     qdata, scale = _packed(N, K, bits)
     k_pad = scale.shape[1] * 128
     xr = torch.randn(M, k_pad, device=KERNEL_DEVICE)
     bias = torch.randn(N, device=KERNEL_DEVICE)
-    config = dict(BM=16, BN=32, G=2, num_warps=4, num_stages=1)
+    config = dict(BM=16, BN=32, VEC=1, SPLIT_K=split_k, num_warps=4, num_stages=1)
     y = mma(xr, qdata, scale, bias, bits, 128, None, torch.float32, config)
     ref = gemv_ref(xr, qdata, scale, bias, bits, 128)
     # tf32 products: ~1e-3 relative, the precision of a bfloat16 GEMM

@@ -7,7 +7,7 @@ import torch
 from ..codebook import codebook as standard_codebook
 from ..format import plane_widths
 
-__all__ = ["planes", "kernel_codebook"]
+__all__ = ["arrival_counters", "planes", "kernel_codebook"]
 
 
 def planes(bits: int) -> dict[str, int]:
@@ -23,3 +23,26 @@ def planes(bits: int) -> dict[str, int]:
 def kernel_codebook(bits: int, codebook: torch.Tensor | None, device: torch.device) -> torch.Tensor:
     """The (2**bits,) float32 codebook the kernels look codes up in (cached for the standard one)."""
     return standard_codebook(bits, device) if codebook is None else codebook
+
+
+_COUNTERS: dict[torch.device, torch.Tensor] = {}
+
+
+def arrival_counters(device: torch.device, n: int) -> torch.Tensor:
+    """The device's arrival counters for split-K (at least ``n``), zero between kernels.
+
+    A split-K kernel counts the finished slices of each output tile here; the
+    last one sums the partials and resets the count. One set per device: two
+    split-K kernels running concurrently on different streams of one device
+    would share them.
+    """
+    buf = _COUNTERS.get(device)
+    if buf is None or buf.numel() < n:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(
+                f"hlwq kernels: {n} split-K counters needed but {0 if buf is None else buf.numel()} allocated; "
+                "run the layer once before capturing a CUDA graph"
+            )
+        buf = torch.zeros(max(n, 1 << 16), dtype=torch.int32, device=device)
+        _COUNTERS[device] = buf
+    return buf

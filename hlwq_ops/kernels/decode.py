@@ -17,6 +17,14 @@ ptxas turns into one ``IMAD.WIDE.U32`` on the FMA pipe.
 For bits <= 5 the codebook lives in registers, entry ``i`` in lane ``i``, and a
 code is looked up with one warp shuffle (no address, no memory traffic); for 6..8
 bits it is read from memory (one L1 line per 32 entries).
+
+Per element (one plane-0 word, ``32 / W0`` codes) the GEMV and the tensor-core
+kernel cut codes with :func:`code_at`: one shift per code for bits <= 5. At Q5
+the plane-1 bits are first spread into the plane-0 nibbles -- even codes into
+``E``, odd codes into ``O``, bit 4 of each byte, with one multiply each (bit
+``2j`` to bit ``8j + 4`` is a shift by ``6j + 4``; the four shifts never carry
+into one another's targets) -- so that code ``2j`` is ``E >> 8j`` and code
+``2j + 1`` is ``O >> 8j`` (a shuffle ignores bits 5 and up).
 """
 
 from __future__ import annotations
@@ -24,7 +32,17 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-__all__ = ["decode_tile", "gather16", "gather32", "lane_codebook", "lookup"]
+__all__ = [
+    "code_at",
+    "code_sources",
+    "decode_tile",
+    "gather16",
+    "gather32",
+    "lane_codebook",
+    "load_rows",
+    "lookup",
+    "row_geometry",
+]
 
 # Gathers: ``*(base + offset * size)`` with an int64 byte address ``base`` (scalar
 # or tensor) and an int32 element offset >= 0, for any shape. On the GPU an
@@ -88,6 +106,77 @@ def lookup(code, c_base, c_lane, SHUFFLE: tl.constexpr, INTERPRET: tl.constexpr)
         )
         return v.to(tl.float32, bitcast=True)
     return gather32(c_base, code.to(tl.int32, bitcast=True), INTERPRET).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def row_geometry(word, K_PAD, BITS: tl.constexpr, B: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
+                 O1: tl.constexpr, W2: tl.constexpr, O2: tl.constexpr):
+    """Where plane-0 word ``word`` of a row (any shape, index along the row) and its codes' other bits are.
+
+    Returns ``blk`` (the block, clamped to the last: activations past K must be
+    zero), the word offsets of plane 0, 1 and 2 within the row, and the shifts
+    that bring the element's first code to bit 0 of its plane-1/2 words.
+    """
+    PER_WORD: tl.constexpr = 32 // W0
+    PW0: tl.constexpr = B * W0 // 32  # plane-0 words per block
+    WPB: tl.constexpr = B * BITS // 32  # words per block
+    blk = tl.minimum(word // PW0, K_PAD // B - 1)
+    first = (word % PW0) * PER_WORD  # the element's first code in its block
+    word_off = blk * WPB + word % PW0
+    p1_off = blk * WPB + B * O1 // 32 + first * W1 // 32
+    p2_off = blk * WPB + B * O2 // 32 + first * W2 // 32
+    sh1 = ((first * W1) % 32).to(tl.uint32)
+    sh2 = ((first * W2) % 32).to(tl.uint32)
+    return blk, word_off, p1_off, p2_off, sh1, sh2
+
+
+@triton.jit
+def code_sources(w0, w1, w2, W0: tl.constexpr, W1: tl.constexpr, O1: tl.constexpr, W2: tl.constexpr,
+             O2: tl.constexpr, PAIRED: tl.constexpr):
+    """Per-element words the codes are cut from: (E, O, -) at Q5 (PAIRED), else the planes shifted to their offsets."""
+    if PAIRED:
+        even = (w0 & 0x0F0F0F0F) | (((w1 & 0x55) * 0x410410) & 0x10101010)
+        odd = ((w0 >> 4) & 0x0F0F0F0F) | (((w1 & 0xAA) * 0x208208) & 0x10101010)
+        return even, odd, w0
+    return w0, w1 << O1, w2 << O2
+
+
+@triton.jit
+def code_at(s0, s1, s2, a: tl.constexpr, BITS: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr, O1: tl.constexpr,
+          W2: tl.constexpr, O2: tl.constexpr, PAIRED: tl.constexpr, EXACT: tl.constexpr):
+    """Code ``a`` of each element in its low bits; unless EXACT, bits from BITS up are garbage (see :func:`lookup`)."""
+    if PAIRED:
+        t = s0 if a % 2 == 0 else s1
+        t = t >> (8 * (a // 2)) if a >= 2 else t
+    else:
+        t = s0 >> (a * W0) if a > 0 else s0
+        if W1 > 0:  # bits below O1 from t, the rest from the shifted plane
+            u = s1 >> (a * W1) if a > 0 else s1
+            t = (t & ((1 << O1) - 1)) | (u & (0xFFFFFFFF - ((1 << O1) - 1)))
+        if W2 > 0:
+            u = s2 >> (a * W2) if a > 0 else s2
+            t = (t & ((1 << O2) - 1)) | (u & (0xFFFFFFFF - ((1 << O2) - 1)))
+    if EXACT:
+        t = t & ((1 << BITS) - 1)
+    return t
+
+
+@triton.jit
+def load_rows(q_ptr, q_base, s_base, rows, stride_qn, stride_sn, word_off, p1_off, p2_off, sh1, sh2, blk,
+               W0: tl.constexpr, W1: tl.constexpr, O1: tl.constexpr, W2: tl.constexpr, O2: tl.constexpr,
+               PAIRED: tl.constexpr, INTERPRET: tl.constexpr):
+    """Code sources (:func:`code_sources`) and float32 scales of ``rows`` ([R, 1], valid): [R, C] each."""
+    row_word = rows * stride_qn
+    w0 = tl.load(q_ptr + row_word + word_off).to(tl.uint32, bitcast=True)
+    w1 = w0
+    w2 = w0
+    if W1 > 0:
+        w1 = gather32(q_base, row_word + p1_off, INTERPRET).to(tl.uint32, bitcast=True) >> sh1
+    if W2 > 0:
+        w2 = gather32(q_base, row_word + p2_off, INTERPRET).to(tl.uint32, bitcast=True) >> sh2
+    s0, s1, s2 = code_sources(w0, w1, w2, W0, W1, O1, W2, O2, PAIRED)
+    scale = gather16(s_base, rows * stride_sn + blk, INTERPRET).to(tl.float16, bitcast=True).to(tl.float32)
+    return s0, s1, s2, scale
 
 
 @triton.jit

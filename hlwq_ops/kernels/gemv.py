@@ -13,17 +13,13 @@ rows' words are loaded before the current ones are decoded.
 Tile ``[R, C]``: a row and one plane-0 word per element (``32 / W0`` codes);
 ``C = 32 * VEC`` words per row, so a warp spans one row of the slice and a
 thread holds ``VEC`` consecutive words (one 16-byte load for VEC = 4). The
-slices' partial sums go to a float32 workspace ``[n_slices, M, N]`` that
-:func:`_splitk_reduce_kernel` sums, adds the bias to and casts; with a single
-slice the kernel writes the output itself.
+slices' partial sums go to a float32 workspace ``[n_slices, M, N]``; the last
+program to finish a row range (an atomic arrival counter per range, reset by
+that program) sums them, adds the bias and writes the output, so a call is one
+kernel. With a single slice the kernel writes the output directly.
 
-Decoding per code (bits <= 5, codebook entry ``i`` in lane ``i``): one shift
-and one warp shuffle, then an FMA. At Q5 the plane-1 bits are first spread into
-the plane-0 nibbles -- even codes into ``E``, odd codes into ``O``, bit 4 of each
-byte, with one multiply each (bit ``2j`` to bit ``8j + 4`` is a shift by ``6j + 4``;
-the four shifts never carry into one another's targets) -- so that code ``2j``
-is ``E >> 8j`` and code ``2j + 1`` is ``O >> 8j`` (a shuffle ignores bits 5 and
-up). For 6..8 bits the code is exact and looked up in memory.
+Decoding per code (:func:`.decode.code_at`): one shift and one warp shuffle
+(bits <= 5), then an FMA.
 """
 
 from __future__ import annotations
@@ -32,41 +28,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import kernel_codebook, planes
-from .decode import gather16, gather32, lane_codebook, lookup
+from .common import arrival_counters, kernel_codebook, planes
+from .decode import code_at, gather16, gather32, lane_codebook, load_rows, lookup, row_geometry
 
 __all__ = ["gemv", "gemv_ref", "slice_codes"]
-
-
-@triton.jit
-def _sources(w0, w1, w2, W0: tl.constexpr, W1: tl.constexpr, O1: tl.constexpr, W2: tl.constexpr,
-             O2: tl.constexpr, PAIRED: tl.constexpr):
-    """Per-element words the codes are cut from: (E, O, -) at Q5 (PAIRED), else the planes shifted to their offsets."""
-    if PAIRED:
-        even = (w0 & 0x0F0F0F0F) | (((w1 & 0x55) * 0x410410) & 0x10101010)
-        odd = ((w0 >> 4) & 0x0F0F0F0F) | (((w1 & 0xAA) * 0x208208) & 0x10101010)
-        return even, odd, w0
-    return w0, w1 << O1, w2 << O2
-
-
-@triton.jit
-def _code(s0, s1, s2, a: tl.constexpr, BITS: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr, O1: tl.constexpr,
-          W2: tl.constexpr, O2: tl.constexpr, PAIRED: tl.constexpr, EXACT: tl.constexpr):
-    """Code ``a`` of each element in its low bits; unless EXACT, bits from BITS up are garbage (see :func:`lookup`)."""
-    if PAIRED:
-        t = s0 if a % 2 == 0 else s1
-        t = t >> (8 * (a // 2)) if a >= 2 else t
-    else:
-        t = s0 >> (a * W0) if a > 0 else s0
-        if W1 > 0:  # bits below O1 from t, the rest from the shifted plane
-            u = s1 >> (a * W1) if a > 0 else s1
-            t = (t & ((1 << O1) - 1)) | (u & (0xFFFFFFFF - ((1 << O1) - 1)))
-        if W2 > 0:
-            u = s2 >> (a * W2) if a > 0 else s2
-            t = (t & ((1 << O2) - 1)) | (u & (0xFFFFFFFF - ((1 << O2) - 1)))
-    if EXACT:
-        t = t & ((1 << BITS) - 1)
-    return t
 
 
 @triton.jit
@@ -75,10 +40,10 @@ def _quad(s0, s1, s2, a: tl.constexpr, x0, x1, x2, x3, p, c_base, c_lane, BITS: 
           SHUFFLE: tl.constexpr, INTERPRET: tl.constexpr):
     """``p + sum_j x_j * c[code a + j]`` for four codes of each element."""
     EXACT: tl.constexpr = not SHUFFLE or INTERPRET
-    p += x0 * lookup(_code(s0, s1, s2, a, BITS, W0, W1, O1, W2, O2, PAIRED, EXACT), c_base, c_lane, SHUFFLE, INTERPRET)
-    p += x1 * lookup(_code(s0, s1, s2, a + 1, BITS, W0, W1, O1, W2, O2, PAIRED, EXACT), c_base, c_lane, SHUFFLE, INTERPRET)
-    p += x2 * lookup(_code(s0, s1, s2, a + 2, BITS, W0, W1, O1, W2, O2, PAIRED, EXACT), c_base, c_lane, SHUFFLE, INTERPRET)
-    p += x3 * lookup(_code(s0, s1, s2, a + 3, BITS, W0, W1, O1, W2, O2, PAIRED, EXACT), c_base, c_lane, SHUFFLE, INTERPRET)
+    p += x0 * lookup(code_at(s0, s1, s2, a, BITS, W0, W1, O1, W2, O2, PAIRED, EXACT), c_base, c_lane, SHUFFLE, INTERPRET)
+    p += x1 * lookup(code_at(s0, s1, s2, a + 1, BITS, W0, W1, O1, W2, O2, PAIRED, EXACT), c_base, c_lane, SHUFFLE, INTERPRET)
+    p += x2 * lookup(code_at(s0, s1, s2, a + 2, BITS, W0, W1, O1, W2, O2, PAIRED, EXACT), c_base, c_lane, SHUFFLE, INTERPRET)
+    p += x3 * lookup(code_at(s0, s1, s2, a + 3, BITS, W0, W1, O1, W2, O2, PAIRED, EXACT), c_base, c_lane, SHUFFLE, INTERPRET)
     return p
 
 
@@ -91,24 +56,6 @@ def _x4(x_first, a: tl.constexpr, valid):
         tl.load(x_first + a + 2, mask=valid, other=0.0),
         tl.load(x_first + a + 3, mask=valid, other=0.0),
     )
-
-
-@triton.jit
-def _load_rows(q_ptr, q_base, s_base, rows, stride_qn, stride_sn, word_off, p1_off, p2_off, sh1, sh2, blk,
-               W0: tl.constexpr, W1: tl.constexpr, O1: tl.constexpr, W2: tl.constexpr, O2: tl.constexpr,
-               PAIRED: tl.constexpr, INTERPRET: tl.constexpr):
-    """Code sources (:func:`_sources`) and float32 scales of ``rows`` ([R, 1], valid): [R, C] each."""
-    row_word = rows * stride_qn
-    w0 = tl.load(q_ptr + row_word + word_off).to(tl.uint32, bitcast=True)
-    w1 = w0
-    w2 = w0
-    if W1 > 0:
-        w1 = gather32(q_base, row_word + p1_off, INTERPRET).to(tl.uint32, bitcast=True) >> sh1
-    if W2 > 0:
-        w2 = gather32(q_base, row_word + p2_off, INTERPRET).to(tl.uint32, bitcast=True) >> sh2
-    s0, s1, s2 = _sources(w0, w1, w2, W0, W1, O1, W2, O2, PAIRED)
-    scale = gather16(s_base, rows * stride_sn + blk, INTERPRET).to(tl.float16, bitcast=True).to(tl.float32)
-    return s0, s1, s2, scale
 
 
 @triton.jit
@@ -143,7 +90,9 @@ def _gemv_kernel(
     s_ptr,  # [N, K_PAD // B] float16 block scales
     c_ptr,  # [2**BITS] float32 codebook
     bias_ptr,  # [N] or unused
-    out_ptr,  # [M, N] output, or [n_slices, M, N] float32 workspace
+    out_ptr,  # [M, N] output
+    ws_ptr,  # [n_slices, M, N] float32 partial sums (WORKSPACE)
+    count_ptr,  # [>= cdiv(N, ROWS) * M] int32 arrival counters, zero between calls (WORKSPACE)
     # dimensions
     M,
     N,
@@ -152,7 +101,6 @@ def _gemv_kernel(
     stride_xm,
     stride_qn,
     stride_sn,
-    rows_per_program,
     # meta-parameters
     BITS: tl.constexpr,
     B: tl.constexpr,
@@ -166,6 +114,7 @@ def _gemv_kernel(
     WORKSPACE: tl.constexpr,
     INTERPRET: tl.constexpr,
     R: tl.constexpr,
+    ROWS: tl.constexpr,
     VEC: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
@@ -181,13 +130,7 @@ def _gemv_kernel(
     # Geometry of the slice, [1, C]: block, word offsets, plane-1/2 words and shifts.
     col = tl.arange(0, C)[None, :]
     word = pid_k * C + col  # plane-0 word index along the row (blocks contiguous)
-    blk = tl.minimum(word // PW0, K_PAD // B - 1)  # clamped: x is zero past K
-    first = (word % PW0) * PER_WORD  # the element's first code in its block
-    word_off = blk * WPB + word % PW0
-    p1_off = blk * WPB + B * O1 // 32 + first * W1 // 32
-    p2_off = blk * WPB + B * O2 // 32 + first * W2 // 32
-    sh1 = ((first * W1) % 32).to(tl.uint32)
-    sh2 = ((first * W2) % 32).to(tl.uint32)
+    blk, word_off, p1_off, p2_off, sh1, sh2 = row_geometry(word, K_PAD, BITS, B, W0, W1, O1, W2, O2)
 
     # The slice of activations, in registers for the whole program.
     k = word * PER_WORD
@@ -205,19 +148,19 @@ def _gemv_kernel(
     c_base = c_ptr.to(tl.int64, bitcast=True)
     c_lane = lane_codebook(col, c_base, BITS, INTERPRET) if SHUFFLE else col
     r = tl.arange(0, R)[:, None]
-    row_lo = pid_n * rows_per_program
-    row_hi = tl.minimum(row_lo + rows_per_program, N)
+    row_lo = pid_n * ROWS
+    row_hi = tl.minimum(row_lo + ROWS, N)
     bias_base = bias_ptr.to(tl.int64, bitcast=True)
     if WORKSPACE:
-        out_row = out_ptr + (pid_k * M + m).to(tl.int64) * N
+        out_row = ws_ptr + (pid_k * M + m).to(tl.int64) * N
     else:
         out_row = out_ptr + m.to(tl.int64) * N
 
-    nxt = _load_rows(q_ptr, q_base, s_base, tl.minimum(row_lo + r, N - 1), stride_qn, stride_sn, word_off, p1_off,
+    nxt = load_rows(q_ptr, q_base, s_base, tl.minimum(row_lo + r, N - 1), stride_qn, stride_sn, word_off, p1_off,
                      p2_off, sh1, sh2, blk, W0, W1, O1, W2, O2, PAIRED, INTERPRET)
     for row0 in range(row_lo, row_hi, R):
         s0, s1, s2, scale = nxt
-        nxt = _load_rows(q_ptr, q_base, s_base, tl.minimum(row0 + R + r, N - 1), stride_qn, stride_sn, word_off,
+        nxt = load_rows(q_ptr, q_base, s_base, tl.minimum(row0 + R + r, N - 1), stride_qn, stride_sn, word_off,
                          p1_off, p2_off, sh1, sh2, blk, W0, W1, O1, W2, O2, PAIRED, INTERPRET)
         p = tl.zeros([R, C], dtype=tl.float32)
         p = _quad(s0, s1, s2, 0, xa0, xa1, xa2, xa3, p, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE,
@@ -239,28 +182,22 @@ def _gemv_kernel(
             else:
                 b = gather32(bias_base, tl.minimum(rows, N - 1), INTERPRET).to(b_type, bitcast=True)
             y += b.to(tl.float32)
-        _store(out_row + rows, y.to(out_ptr.dtype.element_ty), rows < row_hi, INTERPRET)
+        _store(out_row + rows, y.to(out_row.dtype.element_ty), rows < row_hi, INTERPRET)
 
-
-@triton.jit
-def _splitk_reduce_kernel(
-    ws_ptr,  # [SPLIT_K, M * N] float32
-    bias_ptr,  # [N] or unused
-    out_ptr,  # [M * N]
-    MN,
-    N,
-    SPLIT_K: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < MN
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
-    for s in tl.static_range(SPLIT_K):
-        acc += tl.load(ws_ptr + s * MN + offs, mask=mask, other=0.0)
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs % N, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+    if WORKSPACE:  # the last slice of these rows to finish sums the partials (no second kernel)
+        tl.debug_barrier()  # every partial of this program is stored before the release below
+        counter = count_ptr + pid_n * M + m
+        if tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == tl.num_programs(1) - 1:
+            all_rows = row_lo + tl.arange(0, ROWS)
+            in_range = all_rows < row_hi
+            total = tl.zeros([ROWS], dtype=tl.float32)
+            for sl in range(0, tl.num_programs(1)):  # .cg: from L2, where the other SMs' partials are
+                part = ws_ptr + (sl * M + m).to(tl.int64) * N + all_rows
+                total += tl.load(part, mask=in_range, other=0.0, cache_modifier=".cg")
+            if HAS_BIAS:
+                total += tl.load(bias_ptr + all_rows, mask=in_range, other=0.0).to(tl.float32)
+            tl.store(out_ptr + m.to(tl.int64) * N + all_rows, total.to(out_ptr.dtype.element_ty), mask=in_range)
+            tl.atomic_xchg(counter, 0)  # ready for the next call
 
 
 def gemv(
@@ -291,21 +228,27 @@ def gemv(
     words = qdata.view(torch.int32)
     out = torch.empty((M, N), device=xr.device, dtype=out_dtype)
     n_slices = triton.cdiv(k_pad, slice_codes(bits, config["VEC"]))
-    target = out if n_slices == 1 else torch.empty((n_slices, M, N), device=xr.device, dtype=torch.float32)
-    _gemv_kernel[(triton.cdiv(N, config["ROWS"]), n_slices, M)](
+    row_programs = triton.cdiv(N, config["ROWS"])
+    if n_slices > 1:
+        ws = torch.empty((n_slices, M, N), device=xr.device, dtype=torch.float32)
+        counters = arrival_counters(xr.device, row_programs * M)
+    else:
+        ws = counters = out  # unused
+    _gemv_kernel[(row_programs, n_slices, M)](
         xr,
         words,
         scale,
         kernel_codebook(bits, codebook, qdata.device),
         bias if bias is not None else out,
-        target,
+        out,
+        ws,
+        counters,
         M,
         N,
         k_pad,
         xr.stride(0),
         words.stride(0),
         scale.stride(0),
-        config["ROWS"],
         **planes(bits),
         BITS=bits,
         B=block_size,
@@ -313,22 +256,11 @@ def gemv(
         WORKSPACE=n_slices > 1,
         INTERPRET=xr.device.type == "cpu",
         R=config["R"],
+        ROWS=config["ROWS"],
         VEC=config["VEC"],
         num_warps=config["num_warps"],
         num_stages=1,
     )
-    if n_slices > 1:
-        block = 1024
-        _splitk_reduce_kernel[(triton.cdiv(M * N, block),)](
-            target,
-            bias if bias is not None else out,
-            out,
-            M * N,
-            N,
-            SPLIT_K=n_slices,
-            HAS_BIAS=bias is not None,
-            BLOCK=block,
-        )
     return out
 
 

@@ -1,12 +1,17 @@
 """Tensor-core kernel for mid M: ``y = xr @ Wr.T + bias`` with the weight tile decoded in registers.
 
-A program owns a ``[BM, BN]`` output tile. Per step of ``32 * G`` positions it
-decodes the ``[BN, 32 * G]`` rotated weight tile in registers (the GEMV's
-decoding, :func:`hlwq_ops.kernels.decode.decode_tile`) and multiplies it with the
-float32 activations on the tensor cores in tf32 (10-bit mantissa, like the bfloat16
-GEMM it replaces; at these M the kernel is memory-bound, so tf32's rate costs
-nothing) -- or in tf32x3 (float32 accuracy) when the output is float32. The weight is read once per M tile, unlike the GEMV, which reads it
-once per activation row.
+A program owns a ``[BM, BN]`` output tile and one of ``SPLIT_K`` slices of K.
+Per step it loads ``C = 32 * VEC`` plane-0 words of each of its ``BN`` rows
+(``32 / W0`` codes each) and decodes them as the GEMV does (:mod:`.decode`):
+code ``a`` of every word, times the block scales, is a ``[BN, C]`` tile, which
+meets the activations at positions ``8 * word + a`` (for Q4/Q5) in one
+``tl.dot`` -- K is reordered instead of interleaving the decoded codes. The
+products run on the tensor cores in tf32 (10-bit mantissa, like the bfloat16
+GEMM it replaces; the kernel is bound by decoding, not by the tensor cores) or
+in tf32x3 (float32 accuracy) when the output is float32. The weight is read once
+per M tile, unlike the GEMV, which reads it once per activation row. With
+``SPLIT_K > 1`` the last program of a tile to finish sums the slices' partials
+(an atomic arrival counter, reset by that program).
 """
 
 from __future__ import annotations
@@ -15,10 +20,64 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import kernel_codebook, planes
-from .decode import decode_tile
+from .common import arrival_counters, kernel_codebook, planes
+from .decode import _i4, _i8, _i16, code_at, lane_codebook, load_rows, lookup, row_geometry
 
 __all__ = ["mma"]
+
+
+@triton.jit
+def _w(s0, s1, s2, a: tl.constexpr, scale, c_base, c_lane, BITS: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
+       O1: tl.constexpr, W2: tl.constexpr, O2: tl.constexpr, PAIRED: tl.constexpr, SHUFFLE: tl.constexpr,
+       INTERPRET: tl.constexpr):
+    """Code ``a`` of every word, decoded and scaled: [BN, C] float32."""
+    EXACT: tl.constexpr = not SHUFFLE or INTERPRET
+    return scale * lookup(code_at(s0, s1, s2, a, BITS, W0, W1, O1, W2, O2, PAIRED, EXACT), c_base, c_lane, SHUFFLE,
+                          INTERPRET)
+
+
+@triton.jit
+def _decoded(s0, s1, s2, scale, c_base, c_lane, BITS: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
+             O1: tl.constexpr, W2: tl.constexpr, O2: tl.constexpr, PAIRED: tl.constexpr, SHUFFLE: tl.constexpr,
+             INTERPRET: tl.constexpr):
+    """Every code of every word, decoded, scaled and interleaved into K order: [BN, C, ...] float32."""
+    if W0 == 8:
+        return _i4(
+            _w(s0, s1, s2, 0, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 1, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 2, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 3, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+        )
+    elif W0 == 4:
+        return _i8(
+            _w(s0, s1, s2, 0, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 1, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 2, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 3, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 4, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 5, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 6, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 7, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+        )
+    else:
+        return _i16(
+            _w(s0, s1, s2, 0, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 1, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 2, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 3, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 4, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 5, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 6, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 7, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 8, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 9, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 10, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 11, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 12, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 13, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 14, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            _w(s0, s1, s2, 15, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+        )
 
 
 @triton.jit
@@ -30,6 +89,8 @@ def _mma_kernel(
     c_ptr,  # [2**BITS] float32 codebook
     bias_ptr,  # [N] or unused
     out_ptr,  # [M, N]
+    ws_ptr,  # [SPLIT_K, M, N] float32 partial sums (SPLIT)
+    count_ptr,  # [>= tiles] int32 arrival counters, zero between calls (SPLIT)
     # dimensions
     M,
     N,
@@ -49,29 +110,71 @@ def _mma_kernel(
     W2: tl.constexpr,
     O2: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    SPLIT: tl.constexpr,
     PRECISION: tl.constexpr,
     INTERPRET: tl.constexpr,
     BM: tl.constexpr,
     BN: tl.constexpr,
-    G: tl.constexpr,
+    VEC: tl.constexpr,
+    JOIN: tl.constexpr,
 ):
-    BK: tl.constexpr = 32 * G
-    m = tl.program_id(1) * BM + tl.arange(0, BM)
-    n = tl.program_id(0) * BN + tl.arange(0, BN)
+    C: tl.constexpr = 32 * VEC  # plane-0 words of a row per step
+    PER_WORD: tl.constexpr = 32 // W0
+    SHUFFLE: tl.constexpr = BITS <= 5
+    PAIRED: tl.constexpr = SHUFFLE and W0 == 4 and W1 == 1 and W2 == 0
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    split_k = tl.num_programs(2)
+    m = pid_m * BM + tl.arange(0, BM)
+    n = pid_n * BN + tl.arange(0, BN)
+    rows = tl.minimum(n, N - 1)[:, None]  # clamped: every address is valid
+    col = tl.arange(0, C)[None, :]
+    q_base = q_ptr.to(tl.int64, bitcast=True)
+    s_base = s_ptr.to(tl.int64, bitcast=True)
+    c_base = c_ptr.to(tl.int64, bitcast=True)
+    c_lane = lane_codebook(col, c_base, BITS, INTERPRET) if SHUFFLE else col
+    x_rows = x_ptr + m.to(tl.int64)[:, None] * stride_xm
+    n_steps = tl.cdiv(K_PAD // PER_WORD, C)
+    per_split = tl.cdiv(n_steps, split_k)
     acc = tl.zeros([BM, BN], dtype=tl.float32)
-    for step in range(0, tl.cdiv(K_PAD, BK)):
-        k = step * BK + tl.arange(0, BK)
-        x = tl.load(
-            x_ptr + m.to(tl.int64)[:, None] * stride_xm + k[None, :],
-            mask=(m[:, None] < M) & (k[None, :] < K_PAD),
-            other=0.0,
-        )
-        w = decode_tile(q_ptr, s_ptr, c_ptr, n, step, N, K_PAD, stride_qn, stride_sn, BITS, B, W0, W1, O1, W2, O2, G, INTERPRET)
-        acc = tl.dot(x, tl.trans(w), acc, input_precision=PRECISION)
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + n, mask=n < N, other=0.0).to(tl.float32)[None, :]
+    for step in range(pid_k * per_split, tl.minimum((pid_k + 1) * per_split, n_steps)):
+        word = step * C + col
+        blk, word_off, p1_off, p2_off, sh1, sh2 = row_geometry(word, K_PAD, BITS, B, W0, W1, O1, W2, O2)
+        s0, s1, s2, scale = load_rows(q_ptr, q_base, s_base, rows, stride_qn, stride_sn, word_off, p1_off, p2_off,
+                                      sh1, sh2, blk, W0, W1, O1, W2, O2, PAIRED, INTERPRET)
+        if JOIN:
+            w = _decoded(s0, s1, s2, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
+            w = tl.reshape(w, (BN, C * PER_WORD))  # codes back in K order
+            k = step * (C * PER_WORD) + tl.arange(0, C * PER_WORD)[None, :]
+            x = tl.load(x_rows + k, mask=(m[:, None] < M) & (k < K_PAD), other=0.0)
+            acc = tl.dot(x, tl.trans(w), acc, input_precision=PRECISION)
+        else:
+            k = word * PER_WORD
+            x_mask = (m[:, None] < M) & (k < K_PAD)
+            for a in tl.static_range(PER_WORD):
+                w = _w(s0, s1, s2, a, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
+                x = tl.load(x_rows + k + a, mask=x_mask, other=0.0)
+                acc = tl.dot(x, tl.trans(w), acc, input_precision=PRECISION)
+    acc = acc * (1.0 / tl.sqrt(float(B)))
     out_mask = (m[:, None] < M) & (n[None, :] < N)
-    tl.store(out_ptr + m.to(tl.int64)[:, None] * stride_om + n[None, :], acc.to(out_ptr.dtype.element_ty), mask=out_mask)
+    tile = m.to(tl.int64)[:, None] * N + n[None, :]
+    last = True
+    if SPLIT:  # the last split of this tile to finish sums the partials
+        tl.store(ws_ptr + (pid_k * M).to(tl.int64) * N + tile, acc, mask=out_mask)
+        tl.debug_barrier()  # every partial of this program is stored before the release below
+        counter = count_ptr + pid_n * tl.num_programs(1) + pid_m
+        last = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == split_k - 1
+        if last:
+            acc = tl.zeros([BM, BN], dtype=tl.float32)
+            for sl in range(0, split_k):  # .cg: from L2, where the other SMs' partials are
+                acc += tl.load(ws_ptr + (sl * M).to(tl.int64) * N + tile, mask=out_mask, other=0.0, cache_modifier=".cg")
+            tl.atomic_xchg(counter, 0)  # ready for the next call
+    if last:
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + n, mask=n < N, other=0.0).to(tl.float32)[None, :]
+        out_tile = out_ptr + m.to(tl.int64)[:, None] * stride_om + n[None, :]
+        tl.store(out_tile, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
 
 
 def mma(
@@ -89,7 +192,8 @@ def mma(
 
     Args:
         xr: (M, K_pad) float32 rotated activations, contiguous.
-        config: ``BM``, ``BN``, ``G`` (32 * G positions per step), ``num_warps``, ``num_stages``.
+        config: ``BM``, ``BN``, ``VEC`` (32 * VEC plane-0 words per row and step), ``SPLIT_K``
+            (slices of K, summed by the last program of each tile), ``num_warps``, ``num_stages``.
 
     Returns:
         (M, N) in ``out_dtype``.
@@ -98,7 +202,12 @@ def mma(
     N = qdata.shape[0]
     words = qdata.view(torch.int32)
     out = torch.empty((M, N), device=xr.device, dtype=out_dtype)
-    grid = (triton.cdiv(N, config["BN"]), triton.cdiv(M, config["BM"]))
+    grid = (triton.cdiv(N, config["BN"]), triton.cdiv(M, config["BM"]), config.get("SPLIT_K", 1))
+    if grid[2] > 1:
+        ws = torch.empty((grid[2], M, N), device=xr.device, dtype=torch.float32)
+        counters = arrival_counters(xr.device, grid[0] * grid[1])
+    else:
+        ws = counters = out  # unused
     _mma_kernel[grid](
         xr,
         words,
@@ -106,6 +215,8 @@ def mma(
         kernel_codebook(bits, codebook, qdata.device),
         bias if bias is not None else out,
         out,
+        ws,
+        counters,
         M,
         N,
         k_pad,
@@ -117,11 +228,13 @@ def mma(
         BITS=bits,
         B=block_size,
         HAS_BIAS=bias is not None,
+        SPLIT=grid[2] > 1,
         PRECISION="tf32x3" if out_dtype == torch.float32 else "tf32",
         INTERPRET=xr.device.type == "cpu",
         BM=config["BM"],
         BN=config["BN"],
-        G=config["G"],
+        VEC=config["VEC"],
+        JOIN=config.get("JOIN", False),
         num_warps=config["num_warps"],
         num_stages=config["num_stages"],
     )

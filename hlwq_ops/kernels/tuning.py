@@ -60,10 +60,10 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
     """Configs worth timing for a kernel ("gemv" or "mma") on (M, N, K_pad), the favourite first."""
     out = []
     if kernel == "gemv":
-        # measured on H100 (benchmarks/NOTES.md): 4 warps of one row each, 16-byte words loads
+        # measured on H100 (benchmarks/NOTES.md): 4 warps of two rows each, 16-byte word loads
         from .gemv import slice_codes
 
-        for VEC, R, num_warps in ((4, 4, 4), (4, 8, 4), (2, 4, 4), (4, 8, 8)):
+        for VEC, R, num_warps in ((4, 8, 4), (4, 4, 4), (4, 16, 4), (2, 8, 4)):
             slices = -(-k_pad // slice_codes(bits, VEC))
             for waves in (4, 8):
                 rows = _rows_per_program(N, slices, M, R, sm_count, waves)
@@ -71,9 +71,17 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
                 if config not in out:
                     out.append(config)
         return out
+    from .common import planes
+
     BM = min(max(16, m_bucket(M)), 64)
-    for BN, G, num_warps, num_stages in ((64, 2, 4, 2), (128, 2, 4, 2), (64, 4, 4, 2), (128, 4, 8, 2)):
-        out.append(dict(BM=BM, BN=BN, G=G, num_warps=num_warps, num_stages=num_stages))
+    per_word = 32 // planes(bits)["W0"]
+    for BN, VEC, num_warps, num_stages in ((64, 1, 4, 1), (64, 1, 4, 2), (128, 1, 4, 1), (32, 1, 4, 1), (64, 2, 4, 1)):
+        tiles = -(-N // BN) * -(-M // BM)
+        steps = -(-k_pad // (32 * VEC * per_word))
+        split = 1  # split K until ~2 programs per SM, keeping >= 4 steps per split
+        while tiles * split < 2 * sm_count and steps // (split * 2) >= 4:
+            split *= 2
+        out.append(dict(BM=BM, BN=BN, VEC=VEC, SPLIT_K=split, num_warps=num_warps, num_stages=num_stages))
     return out
 
 
