@@ -29,8 +29,8 @@ def main() -> None:
     copies = [(qdata, scale)] + [(qdata.clone(), scale.clone()) for _ in range(n_copies(nbytes, 50 << 20) - 1)]
     for M in a.m:
         xr = torch.randn(M, K, device="cuda")
-        for join, vec, bn, nw, split in itertools.product((False, True), (1, 2), (64, 128), (4,), a.splits):
-            c = dict(BM=16, BN=bn, VEC=vec, SPLIT_K=split, num_warps=nw, num_stages=1, JOIN=join)
+        for vec, bn, nw, split in itertools.product((1, 2), (64, 128), (4,), a.splits):
+            c = dict(BM=16, BN=bn, VEC=vec, SPLIT_K=split, num_warps=nw, num_stages=1)
             calls = [lambda q=q, s=s: mma(xr, q, s, None, a.bits, 128, None, torch.bfloat16, c) for q, s in copies]
             try:
                 t, _ = graph_time(calls, replays=10)

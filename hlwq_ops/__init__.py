@@ -7,7 +7,7 @@
     model = torch.compile(model)
 """
 
-from . import ops, passes
+from . import ops
 from ._registry import register as _register
 from .codebook import codebook, lloyd_max_gaussian
 from .config import HLWQConfig, hlwq, hlwq_q2, hlwq_q3, hlwq_q4, hlwq_q5, hlwq_q6, hlwq_q7, hlwq_q8
@@ -32,4 +32,3 @@ __all__ = [
 ]
 
 _register()
-passes.install()

@@ -8,18 +8,17 @@ This is the only module that touches ``torch.library``.
 ``hlwq.quantize``      (N, K) weight -> packed codes + float16 block scales
 ``hlwq.dequantize``    packed codes + scales -> (N, K) weight
 ``hlwq.linear_rotated``  ``y = xr @ Wr.T + bias`` on rotated, padded activations
-``hlwq.linear``        ``y = x @ W_hat.T + bias``: pad, ``hlwq.fwht``, then
-                       ``hlwq.linear_rotated``
+``hlwq.linear``        ``y = x @ W_hat.T + bias`` on raw activations: pad,
+                       rotate, then the rotated-domain product
 =====================  =========================================================
 
-``hlwq.linear`` is CompositeImplicitAutograd: when traced it becomes the two ops
-it calls, so in a compiled graph several projections of one input (q/k/v,
-gate/up) share one ``hlwq.fwht`` (:mod:`hlwq_ops.passes` merges the identical
-calls), and no cache is needed. The other ops are opaque ``custom_op``s: the
-CPU implementations are plain torch (the reference math of
-:mod:`hlwq_ops.format`); the CUDA implementations of ``fwht``, ``dequantize``
-and ``linear_rotated`` are the Triton kernels of :mod:`hlwq_ops.kernels`
-(``quantize`` runs the same vectorized torch code on either device). Every
+All are opaque ``custom_op``s: the CPU implementations are plain torch (the
+reference math of :mod:`hlwq_ops.format`); the CUDA implementations of
+``fwht``, ``dequantize``, ``linear_rotated`` and ``linear`` are the Triton
+kernels of :mod:`hlwq_ops.kernels` (``quantize`` runs the same vectorized torch
+code on either device). ``hlwq.linear`` is one op, not ``fwht`` followed by
+``linear_rotated``, because at decode sizes its GEMV rotates the activations
+itself: one kernel per projection, no rotated copy in memory. Every
 real implementation runs the same shape and dtype checks as its fake one.
 
 Opaque ``custom_op`` rather than ``triton_op``: the CUDA implementation picks
@@ -258,39 +257,22 @@ linear_rotated.register_autograd(_linear_rotated_backward, setup_context=_linear
 
 
 # ---------------------------------------------------------------------------
-# hlwq.linear (CompositeImplicitAutograd: pad + fwht + linear_rotated)
+# hlwq.linear
 # ---------------------------------------------------------------------------
 
-_lib = torch.library.Library("hlwq", "FRAGMENT")
-_lib.define(
-    "linear(Tensor x, Tensor qdata, Tensor scale, Tensor? bias, int bits, int block_size, int K, "
-    "Tensor? codebook=None) -> Tensor"
-)
 
-
-def _linear_composite(
-    x: Tensor,
-    qdata: Tensor,
-    scale: Tensor,
-    bias: Tensor | None,
-    bits: int,
-    block_size: int,
-    K: int,
-    codebook: Tensor | None = None,
-) -> Tensor:
-    fmt.check_packed(qdata, scale, bits, block_size, K, codebook)
+def _check_linear(x, qdata, scale, bias, bits, block_size, K, codebook) -> int:
+    """Validate the arguments of ``hlwq.linear``; return N."""
+    N = fmt.check_packed(qdata, scale, bits, block_size, K, codebook)
     fmt.check_activation(x, K)
-    k_pad = scale.shape[1] * block_size
-    if k_pad != K:
-        x = F.pad(x, (0, k_pad - K))
-    # float32 rotated activations: exact inputs for the GEMV, at the cost of a few KB.
-    xr = torch.ops.hlwq.fwht(x, block_size, torch.float32)
-    return torch.ops.hlwq.linear_rotated(xr, qdata, scale, bias, bits, block_size, codebook, x.dtype)
+    if x.device != qdata.device:
+        raise ValueError(f"x is on {x.device}, qdata is on {qdata.device}")
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != N):
+        raise ValueError(f"bias must have shape ({N},), got {tuple(bias.shape)}")
+    return N
 
 
-_lib.impl("linear", _linear_composite, "CompositeImplicitAutograd")
-
-
+@torch.library.custom_op("hlwq::linear", mutates_args=(), device_types="cpu")
 def linear(
     x: Tensor,
     qdata: Tensor,
@@ -303,6 +285,11 @@ def linear(
 ) -> Tensor:
     """``y = x @ W_hat.T + bias`` for an HLWQ weight (``torch.ops.hlwq.linear``).
 
+    Pads ``x`` to whole blocks, rotates it (float32) and multiplies it with the
+    rotated-domain weight. On CUDA the small-M GEMV does the padding and the
+    rotation itself (one kernel); larger M run ``hlwq.fwht``'s kernel, then the
+    tensor-core or dequantize + cuBLAS path.
+
     Args:
         x: (..., K) float16, bfloat16 or float32.
         qdata, scale: the packed weight (see :mod:`hlwq_ops.format`).
@@ -312,4 +299,36 @@ def linear(
     Returns:
         (..., N), the dtype of ``x``.
     """
-    return torch.ops.hlwq.linear(x, qdata, scale, bias, bits, block_size, K, codebook)
+    _check_linear(x, qdata, scale, bias, bits, block_size, K, codebook)
+    k_pad = scale.shape[1] * block_size
+    xr = fwht_ref(F.pad(x.float(), (0, k_pad - K)), block_size)
+    return fmt.linear_rotated_ref(xr, qdata, scale, bias, bits, block_size, codebook).to(x.dtype)
+
+
+@linear.register_kernel("cuda")
+def _linear_cuda(x, qdata, scale, bias, bits, block_size, K, codebook=None):
+    _check_linear(x, qdata, scale, bias, bits, block_size, K, codebook)
+    return kernels.linear(x, qdata, scale, bias, bits, block_size, K, codebook)
+
+
+@linear.register_fake
+def _linear_fake(x, qdata, scale, bias, bits, block_size, K, codebook=None):
+    N = _check_linear(x, qdata, scale, bias, bits, block_size, K, codebook)
+    return x.new_empty((*x.shape[:-1], N))
+
+
+def _linear_setup_context(ctx, inputs, output) -> None:
+    x, qdata, scale, bias, bits, block_size, K, codebook = inputs
+    ctx.save_for_backward(qdata, scale, codebook)
+    ctx.meta = (bits, block_size, K, bias is not None and bias.requires_grad)
+
+
+def _linear_backward(ctx, grad: Tensor):
+    qdata, scale, codebook = ctx.saved_tensors
+    bits, block_size, K, bias_grad = ctx.meta
+    grad_x = grad @ dequantize(qdata, scale, bits, block_size, K, grad.dtype, codebook)
+    grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0) if bias_grad else None
+    return grad_x, None, None, grad_bias, None, None, None, None
+
+
+linear.register_autograd(_linear_backward, setup_context=_linear_setup_context)

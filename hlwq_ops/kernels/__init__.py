@@ -1,7 +1,8 @@
 """Triton kernels (no torch.library here): FWHT, LUT GEMV, tensor-core GEMM, dequantization.
 
-:func:`linear_rotated` is the CUDA ``y = xr @ Wr.T + bias``: it picks the
-kernel family by M (:func:`hlwq_ops.kernels.tuning.path_for`).
+:func:`linear_rotated` is the CUDA ``y = xr @ Wr.T + bias`` and :func:`linear`
+the CUDA ``y = x @ W_hat.T + bias``; both pick the kernel family by M
+(:func:`hlwq_ops.kernels.tuning.path_for`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import torch.nn.functional as F
 from . import tuning
 from .dequant import dequantize_rotated
 from .fwht import MAX_KERNEL_BLOCK, fwht
-from .gemv import gemv
+from .gemv import can_rotate, gemv
 from .mma import mma
 
-__all__ = ["MAX_KERNEL_BLOCK", "dequantize_rotated", "fwht", "gemv", "linear_rotated", "mma", "tuning"]
+__all__ = ["MAX_KERNEL_BLOCK", "dequantize_rotated", "fwht", "gemv", "linear", "linear_rotated", "mma", "tuning"]
 
 _KERNELS = {"gemv": gemv, "mma": mma}
 
@@ -49,4 +50,44 @@ def linear_rotated(
     else:
         wr = dequantize_rotated(qdata, scale, bits, block_size, codebook, out_dtype)
         y = F.linear(x2.to(out_dtype), wr, None if bias is None else bias.to(out_dtype))
+    return y.reshape(*lead, N)
+
+
+def linear(
+    x: torch.Tensor,
+    qdata: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    bits: int,
+    block_size: int,
+    K: int,
+    codebook: torch.Tensor | None,
+) -> torch.Tensor:
+    """``x @ W_hat.T + bias`` for (..., K) raw activations; (..., N) in x's dtype.
+
+    On the GEMV path the kernel pads and rotates ``x`` itself; otherwise ``x``
+    is padded, rotated by the FWHT kernel (float32) and handed to
+    :func:`linear_rotated`.
+    """
+    lead, N = x.shape[:-1], qdata.shape[0]
+    k_pad = scale.shape[1] * block_size
+    x2 = x.reshape(-1, K)
+    M = x2.shape[0]
+    if M == 0:
+        return x.new_empty((*lead, N))
+
+    def rotated(x2):
+        return fwht(F.pad(x2, (0, k_pad - K)) if k_pad != K else x2, block_size, torch.float32)
+
+    if tuning.path_for(M) == "gemv":
+        x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()
+
+        def run(config, q=qdata, s=scale):
+            if can_rotate(bits, block_size, config):
+                return gemv(x2, q, s, bias, bits, block_size, codebook, x.dtype, config, rotate=True)
+            return gemv(rotated(x2), q, s, bias, bits, block_size, codebook, x.dtype, config)
+
+        y = run(tuning.config_for("gemv", M, N, k_pad, bits, (qdata, scale), run))
+    else:
+        y = linear_rotated(rotated(x2), qdata, scale, bias, bits, block_size, codebook, x.dtype)
     return y.reshape(*lead, N)

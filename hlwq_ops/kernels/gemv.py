@@ -31,7 +31,7 @@ import triton.language as tl
 from .common import arrival_counters, kernel_codebook, planes
 from .decode import code_at, gather16, gather32, lane_codebook, load_rows, lookup, row_geometry
 
-__all__ = ["gemv", "gemv_ref", "slice_codes"]
+__all__ = ["can_rotate", "gemv", "gemv_ref", "slice_codes"]
 
 
 @triton.jit
@@ -48,14 +48,56 @@ def _quad(s0, s1, s2, a: tl.constexpr, x0, x1, x2, x3, p, c_base, c_lane, BITS: 
 
 
 @triton.jit
-def _x4(x_first, a: tl.constexpr, valid):
-    """Activations ``a .. a + 3`` of each element's codes: 4 x [1, C] float32."""
-    return (
-        tl.load(x_first + a, mask=valid, other=0.0),
-        tl.load(x_first + a + 1, mask=valid, other=0.0),
-        tl.load(x_first + a + 2, mask=valid, other=0.0),
-        tl.load(x_first + a + 3, mask=valid, other=0.0),
-    )
+def _butterfly(v, N: tl.constexpr, S: tl.constexpr):
+    """One FWHT stage on a flat [N] vector: ``(u, w) -> (u + w, u - w)`` for pairs ``S`` apart."""
+    t = tl.permute(tl.reshape(v, (N // (2 * S), 2, S)), (0, 2, 1))
+    u, w = tl.split(t)
+    return tl.reshape(tl.permute(tl.join(u + w, u - w), (0, 2, 1)), (N,))
+
+
+@triton.jit
+def _activations(x_row, k0, K_X, C: tl.constexpr, PER_WORD: tl.constexpr, B: tl.constexpr, ROTATE: tl.constexpr):
+    """The slice's activations, [C, PER_WORD] float32 (word, code); zero past ``K_X``.
+
+    With ROTATE the raw activations are rotated here, blockwise and unnormalized
+    (``sqrt(B) * H_B x``): the stages move values between threads, which costs
+    little once per program.
+    """
+    BK: tl.constexpr = C * PER_WORD
+    k = k0 + tl.arange(0, BK)
+    v = tl.load(x_row + k, mask=k < K_X, other=0.0).to(tl.float32)
+    if ROTATE:
+        for stage in tl.static_range(11):
+            if (1 << stage) < B:
+                v = _butterfly(v, BK, 1 << stage)
+    return tl.reshape(v, (C, PER_WORD))
+
+
+@triton.jit
+def _codes4(X, C: tl.constexpr):
+    """Columns 0..3 of [C, 4] as [1, C] tensors."""
+    even, odd = tl.split(tl.reshape(X, (C, 2, 2)))
+    x0, x2 = tl.split(even)
+    x1, x3 = tl.split(odd)
+    return x0[None, :], x1[None, :], x2[None, :], x3[None, :]
+
+
+@triton.jit
+def _codes8(X, C: tl.constexpr):
+    """Columns 0..7 of [C, 8] as [1, C] tensors."""
+    even, odd = tl.split(tl.reshape(X, (C, 4, 2)))
+    x0, x2, x4, x6 = _codes4(even, C)
+    x1, x3, x5, x7 = _codes4(odd, C)
+    return x0, x1, x2, x3, x4, x5, x6, x7
+
+
+@triton.jit
+def _codes16(X, C: tl.constexpr):
+    """Columns 0..15 of [C, 16] as [1, C] tensors."""
+    even, odd = tl.split(tl.reshape(X, (C, 8, 2)))
+    x0, x2, x4, x6, x8, x10, x12, x14 = _codes8(even, C)
+    x1, x3, x5, x7, x9, x11, x13, x15 = _codes8(odd, C)
+    return x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15
 
 
 @triton.jit
@@ -85,7 +127,7 @@ def _store(ptr, value, mask, INTERPRET: tl.constexpr):
 @triton.jit
 def _gemv_kernel(
     # pointers
-    x_ptr,  # [M, K_PAD] float32 rotated activations
+    x_ptr,  # [M, K_PAD] float32 rotated activations, or [M, K_X] raw ones (ROTATE)
     q_ptr,  # [N, K_PAD * BITS // 32] int32 view of the packed codes
     s_ptr,  # [N, K_PAD // B] float16 block scales
     c_ptr,  # [2**BITS] float32 codebook
@@ -97,6 +139,7 @@ def _gemv_kernel(
     M,
     N,
     K_PAD,
+    K_X,  # activations past K_X are zero
     # strides, in elements
     stride_xm,
     stride_qn,
@@ -112,6 +155,7 @@ def _gemv_kernel(
     O2: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     WORKSPACE: tl.constexpr,
+    ROTATE: tl.constexpr,
     INTERPRET: tl.constexpr,
     R: tl.constexpr,
     ROWS: tl.constexpr,
@@ -133,15 +177,13 @@ def _gemv_kernel(
     blk, word_off, p1_off, p2_off, sh1, sh2 = row_geometry(word, K_PAD, BITS, B, W0, W1, O1, W2, O2)
 
     # The slice of activations, in registers for the whole program.
-    k = word * PER_WORD
-    valid = k < K_PAD
-    x_first = x_ptr + m.to(tl.int64) * stride_xm + k
-    xa0, xa1, xa2, xa3 = _x4(x_first, 0, valid)
-    if PER_WORD >= 8:
-        xb0, xb1, xb2, xb3 = _x4(x_first, 4, valid)
-    if PER_WORD >= 16:
-        xc0, xc1, xc2, xc3 = _x4(x_first, 8, valid)
-        xd0, xd1, xd2, xd3 = _x4(x_first, 12, valid)
+    X = _activations(x_ptr + m.to(tl.int64) * stride_xm, pid_k * C * PER_WORD, K_X, C, PER_WORD, B, ROTATE)
+    if PER_WORD == 4:
+        xa0, xa1, xa2, xa3 = _codes4(X, C)
+    elif PER_WORD == 8:
+        xa0, xa1, xa2, xa3, xb0, xb1, xb2, xb3 = _codes8(X, C)
+    else:
+        xa0, xa1, xa2, xa3, xb0, xb1, xb2, xb3, xc0, xc1, xc2, xc3, xd0, xd1, xd2, xd3 = _codes16(X, C)
 
     q_base = q_ptr.to(tl.int64, bitcast=True)
     s_base = s_ptr.to(tl.int64, bitcast=True)
@@ -173,7 +215,8 @@ def _gemv_kernel(
                       SHUFFLE, INTERPRET)
             p = _quad(s0, s1, s2, 12, xd0, xd1, xd2, xd3, p, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED,
                       SHUFFLE, INTERPRET)
-        y = tl.sum(p * scale, axis=1)[:, None] * (1.0 / tl.sqrt(float(B)))  # [R, 1]
+        NORM: tl.constexpr = 1.0 / B if ROTATE else 1.0 / (float(B) ** 0.5)  # codebook (and rotation) scale
+        y = tl.sum(p * scale, axis=1)[:, None] * NORM  # [R, 1]
         rows = row0 + r
         if not WORKSPACE and HAS_BIAS:
             b_type: tl.constexpr = bias_ptr.dtype.element_ty
@@ -201,7 +244,7 @@ def _gemv_kernel(
 
 
 def gemv(
-    xr: torch.Tensor,
+    x: torch.Tensor,
     qdata: torch.Tensor,
     scale: torch.Tensor,
     bias: torch.Tensor | None,
@@ -210,11 +253,14 @@ def gemv(
     codebook: torch.Tensor | None,
     out_dtype: torch.dtype,
     config: dict,
+    rotate: bool = False,
 ) -> torch.Tensor:
     """Launch the GEMV. Shapes are checked by the caller (``hlwq_ops.ops``).
 
     Args:
-        xr: (M, K_pad) float32 rotated activations, contiguous.
+        x: (M, K_pad) float32 rotated activations, contiguous; with ``rotate``
+            the raw (M, K) activations (any float dtype, K <= K_pad, unit
+            stride along K), rotated by the kernel.
         qdata: (N, K_pad * bits / 8) uint8; scale: (N, K_pad / B) float16.
         config: ``VEC`` (plane-0 words per thread and row), ``R`` (rows per
             iteration), ``ROWS`` (rows per program), ``num_warps`` (see
@@ -223,19 +269,22 @@ def gemv(
     Returns:
         (M, N) in ``out_dtype``.
     """
-    M, k_pad = xr.shape
+    M, k_x = x.shape
     N = qdata.shape[0]
+    k_pad = scale.shape[1] * block_size
+    if rotate and not can_rotate(bits, block_size, config):
+        raise ValueError(f"the GEMV rotates only whole blocks: block_size {block_size} > slice of {config}")
     words = qdata.view(torch.int32)
-    out = torch.empty((M, N), device=xr.device, dtype=out_dtype)
+    out = torch.empty((M, N), device=x.device, dtype=out_dtype)
     n_slices = triton.cdiv(k_pad, slice_codes(bits, config["VEC"]))
     row_programs = triton.cdiv(N, config["ROWS"])
     if n_slices > 1:
-        ws = torch.empty((n_slices, M, N), device=xr.device, dtype=torch.float32)
-        counters = arrival_counters(xr.device, row_programs * M)
+        ws = torch.empty((n_slices, M, N), device=x.device, dtype=torch.float32)
+        counters = arrival_counters(x.device, row_programs * M)
     else:
         ws = counters = out  # unused
     _gemv_kernel[(row_programs, n_slices, M)](
-        xr,
+        x,
         words,
         scale,
         kernel_codebook(bits, codebook, qdata.device),
@@ -246,7 +295,8 @@ def gemv(
         M,
         N,
         k_pad,
-        xr.stride(0),
+        k_x,
+        x.stride(0),
         words.stride(0),
         scale.stride(0),
         **planes(bits),
@@ -254,7 +304,8 @@ def gemv(
         B=block_size,
         HAS_BIAS=bias is not None,
         WORKSPACE=n_slices > 1,
-        INTERPRET=xr.device.type == "cpu",
+        ROTATE=rotate,
+        INTERPRET=x.device.type == "cpu",
         R=config["R"],
         ROWS=config["ROWS"],
         VEC=config["VEC"],
@@ -262,6 +313,11 @@ def gemv(
         num_stages=1,
     )
     return out
+
+
+def can_rotate(bits: int, block_size: int, config: dict) -> bool:
+    """Whether a slice of ``config`` holds whole blocks, so the kernel can rotate the activations itself."""
+    return slice_codes(bits, config["VEC"]) % block_size == 0
 
 
 def slice_codes(bits: int, vec: int) -> int:

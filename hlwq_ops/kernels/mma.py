@@ -5,7 +5,9 @@ Per step it loads ``C = 32 * VEC`` plane-0 words of each of its ``BN`` rows
 (``32 / W0`` codes each) and decodes them as the GEMV does (:mod:`.decode`):
 code ``a`` of every word, times the block scales, is a ``[BN, C]`` tile, which
 meets the activations at positions ``8 * word + a`` (for Q4/Q5) in one
-``tl.dot`` -- K is reordered instead of interleaving the decoded codes. The
+``tl.dot`` -- K is reordered instead of interleaving the decoded codes (an
+interleaved tile, one dot per step, measured 1.3-1.6x slower: the register
+permutations cost more than the extra products' barriers). The
 products run on the tensor cores in tf32 (10-bit mantissa, like the bfloat16
 GEMM it replaces; the kernel is bound by decoding, not by the tensor cores) or
 in tf32x3 (float32 accuracy) when the output is float32. The weight is read once
@@ -21,7 +23,7 @@ import triton
 import triton.language as tl
 
 from .common import arrival_counters, kernel_codebook, planes
-from .decode import _i4, _i8, _i16, code_at, lane_codebook, load_rows, lookup, row_geometry
+from .decode import code_at, lane_codebook, load_rows, lookup, row_geometry
 
 __all__ = ["mma"]
 
@@ -34,50 +36,6 @@ def _w(s0, s1, s2, a: tl.constexpr, scale, c_base, c_lane, BITS: tl.constexpr, W
     EXACT: tl.constexpr = not SHUFFLE or INTERPRET
     return scale * lookup(code_at(s0, s1, s2, a, BITS, W0, W1, O1, W2, O2, PAIRED, EXACT), c_base, c_lane, SHUFFLE,
                           INTERPRET)
-
-
-@triton.jit
-def _decoded(s0, s1, s2, scale, c_base, c_lane, BITS: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
-             O1: tl.constexpr, W2: tl.constexpr, O2: tl.constexpr, PAIRED: tl.constexpr, SHUFFLE: tl.constexpr,
-             INTERPRET: tl.constexpr):
-    """Every code of every word, decoded, scaled and interleaved into K order: [BN, C, ...] float32."""
-    if W0 == 8:
-        return _i4(
-            _w(s0, s1, s2, 0, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 1, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 2, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 3, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-        )
-    elif W0 == 4:
-        return _i8(
-            _w(s0, s1, s2, 0, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 1, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 2, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 3, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 4, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 5, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 6, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 7, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-        )
-    else:
-        return _i16(
-            _w(s0, s1, s2, 0, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 1, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 2, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 3, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 4, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 5, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 6, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 7, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 8, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 9, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 10, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 11, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 12, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 13, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 14, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-            _w(s0, s1, s2, 15, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
-        )
 
 
 @triton.jit
@@ -116,7 +74,6 @@ def _mma_kernel(
     BM: tl.constexpr,
     BN: tl.constexpr,
     VEC: tl.constexpr,
-    JOIN: tl.constexpr,
 ):
     C: tl.constexpr = 32 * VEC  # plane-0 words of a row per step
     PER_WORD: tl.constexpr = 32 // W0
@@ -143,19 +100,12 @@ def _mma_kernel(
         blk, word_off, p1_off, p2_off, sh1, sh2 = row_geometry(word, K_PAD, BITS, B, W0, W1, O1, W2, O2)
         s0, s1, s2, scale = load_rows(q_ptr, q_base, s_base, rows, stride_qn, stride_sn, word_off, p1_off, p2_off,
                                       sh1, sh2, blk, W0, W1, O1, W2, O2, PAIRED, INTERPRET)
-        if JOIN:
-            w = _decoded(s0, s1, s2, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
-            w = tl.reshape(w, (BN, C * PER_WORD))  # codes back in K order
-            k = step * (C * PER_WORD) + tl.arange(0, C * PER_WORD)[None, :]
-            x = tl.load(x_rows + k, mask=(m[:, None] < M) & (k < K_PAD), other=0.0)
+        k = word * PER_WORD
+        x_mask = (m[:, None] < M) & (k < K_PAD)
+        for a in tl.static_range(PER_WORD):  # one product per code position: no interleaving of decoded codes
+            w = _w(s0, s1, s2, a, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
+            x = tl.load(x_rows + k + a, mask=x_mask, other=0.0)
             acc = tl.dot(x, tl.trans(w), acc, input_precision=PRECISION)
-        else:
-            k = word * PER_WORD
-            x_mask = (m[:, None] < M) & (k < K_PAD)
-            for a in tl.static_range(PER_WORD):
-                w = _w(s0, s1, s2, a, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
-                x = tl.load(x_rows + k + a, mask=x_mask, other=0.0)
-                acc = tl.dot(x, tl.trans(w), acc, input_precision=PRECISION)
     acc = acc * (1.0 / tl.sqrt(float(B)))
     out_mask = (m[:, None] < M) & (n[None, :] < N)
     tile = m.to(tl.int64)[:, None] * N + n[None, :]
@@ -234,7 +184,6 @@ def mma(
         BM=config["BM"],
         BN=config["BN"],
         VEC=config["VEC"],
-        JOIN=config.get("JOIN", False),
         num_warps=config["num_warps"],
         num_stages=config["num_stages"],
     )

@@ -27,7 +27,7 @@ __all__ = ["GEMV_MAX_M", "MMA_MAX_M", "PATHS", "path_for", "m_bucket", "candidat
 # Largest M each kernel family serves (crossovers measured on H100, benchmarks/RESULTS.md):
 # the GEMV reads the weight once per activation row, the tensor-core kernel once
 # per 16..64 rows; past MMA_MAX_M dequantize + cuBLAS wins.
-GEMV_MAX_M = 2
+GEMV_MAX_M = 4
 MMA_MAX_M = 64
 PATHS = ("gemv", "mma", "dequant")
 
@@ -75,13 +75,14 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
 
     BM = min(max(16, m_bucket(M)), 64)
     per_word = 32 // planes(bits)["W0"]
-    for BN, VEC, num_warps, num_stages in ((64, 1, 4, 1), (64, 1, 4, 2), (128, 1, 4, 1), (32, 1, 4, 1), (64, 2, 4, 1)):
+    for BN, VEC in ((128, 2), (128, 1), (64, 2), (64, 1)):
         tiles = -(-N // BN) * -(-M // BM)
         steps = -(-k_pad // (32 * VEC * per_word))
         split = 1  # split K until ~2 programs per SM, keeping >= 4 steps per split
         while tiles * split < 2 * sm_count and steps // (split * 2) >= 4:
             split *= 2
-        out.append(dict(BM=BM, BN=BN, VEC=VEC, SPLIT_K=split, num_warps=num_warps, num_stages=num_stages))
+        for s in (split, 2 * split) if steps // (split * 2) >= 2 else (split,):
+            out.append(dict(BM=BM, BN=BN, VEC=VEC, SPLIT_K=s, num_warps=4, num_stages=1))
     return out
 
 
