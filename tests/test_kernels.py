@@ -161,7 +161,8 @@ LLM_SHAPES = [
 @pytest.mark.parametrize("bits", [4, 5])
 @pytest.mark.parametrize("N,K", LLM_SHAPES)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_gpu_linear_sweep(bits, N, K, dtype):
+def test_gpu_linear_sweep(bits, N, K, dtype, monkeypatch):
+    monkeypatch.setenv("HLWQ_AUTOTUNE", "0")  # the default configs; tuning is tested below
     gen = torch.Generator(device="cuda").manual_seed(N * 31 + K)
     w = torch.randn(N, K, device="cuda", generator=gen) * 0.02
     qdata, scale = torch.ops.hlwq.quantize(w, bits, 128)
