@@ -80,9 +80,19 @@ def _check_linear_rotated(
     fmt.check_activation(xr, k_pad, what="xr (rotated, padded x)")
     if xr.device != qdata.device:
         raise ValueError(f"xr is on {xr.device}, qdata is on {qdata.device}")
-    if bias is not None and (bias.dim() != 1 or bias.shape[0] != N):
-        raise ValueError(f"bias must have shape ({N},), got {tuple(bias.shape)}")
+    _check_bias(bias, N, qdata.device)
     return N
+
+
+def _check_bias(bias: Tensor | None, N: int, device: torch.device) -> None:
+    if bias is None:
+        return
+    if bias.dim() != 1 or bias.shape[0] != N:
+        raise ValueError(f"bias must have shape ({N},), got {tuple(bias.shape)}")
+    if bias.dtype not in fmt.ACTIVATION_DTYPES:
+        raise TypeError(f"bias dtype must be one of {fmt.ACTIVATION_DTYPES}, got {bias.dtype}")
+    if bias.device != device:
+        raise ValueError(f"bias is on {bias.device}, qdata is on {device}")
 
 
 # ---------------------------------------------------------------------------
@@ -267,8 +277,7 @@ def _check_linear(x, qdata, scale, bias, bits, block_size, K, codebook) -> int:
     fmt.check_activation(x, K)
     if x.device != qdata.device:
         raise ValueError(f"x is on {x.device}, qdata is on {qdata.device}")
-    if bias is not None and (bias.dim() != 1 or bias.shape[0] != N):
-        raise ValueError(f"bias must have shape ({N},), got {tuple(bias.shape)}")
+    _check_bias(bias, N, qdata.device)
     return N
 
 
@@ -299,7 +308,9 @@ def linear(
     Returns:
         (..., N), the dtype of ``x``.
     """
-    _check_linear(x, qdata, scale, bias, bits, block_size, K, codebook)
+    N = _check_linear(x, qdata, scale, bias, bits, block_size, K, codebook)
+    if x.numel() == 0:
+        return x.new_empty((*x.shape[:-1], N))
     k_pad = scale.shape[1] * block_size
     xr = fwht_ref(F.pad(x.float(), (0, k_pad - K)), block_size)
     return fmt.linear_rotated_ref(xr, qdata, scale, bias, bits, block_size, codebook).to(x.dtype)
@@ -326,7 +337,9 @@ def _linear_setup_context(ctx, inputs, output) -> None:
 def _linear_backward(ctx, grad: Tensor):
     qdata, scale, codebook = ctx.saved_tensors
     bits, block_size, K, bias_grad = ctx.meta
-    grad_x = grad @ dequantize(qdata, scale, bits, block_size, K, grad.dtype, codebook)
+    grad_x = None
+    if ctx.needs_input_grad[0]:
+        grad_x = grad @ dequantize(qdata, scale, bits, block_size, K, grad.dtype, codebook)
     grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0) if bias_grad else None
     return grad_x, None, None, grad_bias, None, None, None, None
 

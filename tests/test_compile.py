@@ -1,4 +1,4 @@
-"""torch.compile over HLWQ models: no graph breaks, eager parity, recompiles, shared FWHT."""
+"""torch.compile over HLWQ models: no graph breaks, eager parity, recompiles, one op per projection."""
 
 import pytest
 import torch

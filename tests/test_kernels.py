@@ -91,6 +91,59 @@ def test_gemv_custom_codebook_and_bf16_output():
     assert rel_error(y, gemv_ref(xr, qdata, scale, None, 4, 128, c)) < 4e-3
 
 
+@pytest.mark.parametrize("bits", range(2, 9))
+@pytest.mark.parametrize("bias_dtype", [torch.bfloat16, torch.float32])
+def test_gemv_rotates_raw_activations(bits, bias_dtype):
+    from hlwq_ops.hadamard import fwht_ref
+
+    qdata, scale = _packed(21, 300, bits)  # K padded to 384, several slices with VEC=1
+    x = torch.randn(2, 300, device=KERNEL_DEVICE).bfloat16()
+    bias = torch.randn(21, device=KERNEL_DEVICE).to(bias_dtype)
+    xr = fwht_ref(torch.nn.functional.pad(x.float(), (0, 84)), 128)
+    ref = gemv_ref(xr, qdata, scale, bias, bits, 128)
+    for vec in (1, 4):  # several slices (in-kernel reduction), one slice wider than K (direct store)
+        y = gemv(x, qdata, scale, bias, bits, 128, None, torch.float32, _config(2, VEC=vec), rotate=True)
+        assert rel_error(y, ref) < 1e-5, vec
+
+
+def test_gemv_refuses_to_rotate_partial_blocks():
+    from hlwq_ops.kernels.gemv import can_rotate
+
+    assert can_rotate(5, 128, {"VEC": 1}) and not can_rotate(5, 512, {"VEC": 1})
+    qdata, scale = _packed(8, 512, 5, block_size=512)
+    with pytest.raises(ValueError, match="rotates only whole blocks"):
+        gemv(torch.randn(1, 512, device=KERNEL_DEVICE), qdata, scale, None, 5, 512, None, torch.float32,
+             _config(1), rotate=True)
+
+
+@pytest.mark.parametrize("path", tuning.PATHS)
+@pytest.mark.parametrize("block_size", [128, 256])
+def test_kernels_linear_every_path(path, block_size, monkeypatch):
+    from hlwq_ops.hadamard import fwht_ref
+
+    monkeypatch.setenv("HLWQ_PATH", path)
+    qdata, scale = _packed(24, 300, 5, block_size)
+    k_pad = scale.shape[1] * block_size
+    x = torch.randn(2, 3, 300, device=KERNEL_DEVICE).bfloat16()
+    bias = torch.randn(24, device=KERNEL_DEVICE).bfloat16()
+    y = kernels.linear(x, qdata, scale, bias, 5, block_size, 300, None)
+    xr = fwht_ref(torch.nn.functional.pad(x.float(), (0, k_pad - 300)), block_size).view(6, k_pad)
+    ref = gemv_ref(xr, qdata, scale, bias, 5, block_size).view(2, 3, 24)
+    assert y.shape == (2, 3, 24) and y.dtype == torch.bfloat16
+    assert rel_error(y, ref) < 1e-2  # bfloat16 output
+
+
+def test_split_k_counters_return_to_zero():
+    from hlwq_ops.kernels.common import arrival_counters
+
+    qdata, scale = _packed(40, 1024, 5)
+    xr = torch.randn(3, 1024, device=KERNEL_DEVICE)
+    gemv(xr, qdata, scale, None, 5, 128, None, torch.float32, _config(3))  # 4 slices
+    mma(xr, qdata, scale, None, 5, 128, None, torch.float32,
+        dict(BM=16, BN=32, VEC=1, SPLIT_K=2, num_warps=4, num_stages=1))
+    assert int(arrival_counters(xr.device, 1).abs().sum()) == 0
+
+
 # -- FWHT and dequantization -------------------------------------------------------
 
 

@@ -162,6 +162,17 @@ def test_linear_bad_bias():
         torch.ops.hlwq.linear(torch.randn(2, 256), qdata, scale, torch.randn(9), 5, 128, 256)
 
 
+def test_bias_of_another_dtype_is_refused():
+    qdata, scale = torch.ops.hlwq.quantize(torch.randn(8, 256), 5, 128)
+    with pytest.raises(TypeError, match="bias dtype"):
+        torch.ops.hlwq.linear(torch.randn(2, 256), qdata, scale, torch.randn(8, dtype=torch.float64), 5, 128, 256)
+
+
+def test_linear_of_no_rows():
+    qdata, scale = torch.ops.hlwq.quantize(torch.randn(8, 256), 5, 128)
+    assert torch.ops.hlwq.linear(torch.randn(0, 256), qdata, scale, None, 5, 128, 256).shape == (0, 8)
+
+
 def test_fwht_ragged():
     with pytest.raises(ValueError, match="x has last dim 100, expected a multiple of block_size=128"):
         torch.ops.hlwq.fwht(torch.randn(2, 100), 128)

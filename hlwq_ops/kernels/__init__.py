@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..hadamard import fwht_ref
 from . import tuning
 from .dequant import dequantize_rotated
 from .fwht import MAX_KERNEL_BLOCK, fwht
@@ -77,7 +78,10 @@ def linear(
         return x.new_empty((*lead, N))
 
     def rotated(x2):
-        return fwht(F.pad(x2, (0, k_pad - K)) if k_pad != K else x2, block_size, torch.float32)
+        x2 = F.pad(x2, (0, k_pad - K)) if k_pad != K else x2
+        if block_size > MAX_KERNEL_BLOCK:  # the FWHT kernel's tile would not fit
+            return fwht_ref(x2.float(), block_size)
+        return fwht(x2, block_size, torch.float32)
 
     if tuning.path_for(M) == "gemv":
         x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()

@@ -26,6 +26,7 @@ def kernel_codebook(bits: int, codebook: torch.Tensor | None, device: torch.devi
 
 
 _COUNTERS: dict[torch.device, torch.Tensor] = {}
+_RETIRED: list[torch.Tensor] = []
 
 
 def arrival_counters(device: torch.device, n: int) -> torch.Tensor:
@@ -43,6 +44,8 @@ def arrival_counters(device: torch.device, n: int) -> torch.Tensor:
                 f"hlwq kernels: {n} split-K counters needed but {0 if buf is None else buf.numel()} allocated; "
                 "run the layer once before capturing a CUDA graph"
             )
+        if buf is not None:  # CUDA graphs captured earlier keep using it
+            _RETIRED.append(buf)
         buf = torch.zeros(max(n, 1 << 16), dtype=torch.int32, device=device)
         _COUNTERS[device] = buf
     return buf

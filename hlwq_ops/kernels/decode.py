@@ -1,10 +1,12 @@
 """Decoding packed codes in registers: the pieces the LUT kernels share.
 
-``decode_tile`` turns a ``[BN, 32 * G]`` tile of packed codes into rotated
-weights in registers, for the tensor-core and dequantization kernels.
+The GEMV and the tensor-core kernel use ``row_geometry``, ``load_rows``,
+``code_at`` and ``lookup``; the dequantization kernel uses ``decode_tile``
+(the first session's decoder: a shift and a mask per plane and code), which
+turns a ``[BN, 32 * G]`` tile of packed codes into rotated weights in K order.
 
-Layout. Every tensor of a tile is ``[BN, C]``: a row and one *word of plane 0*
-per element (``C = G * W0`` columns, ``32 / W0`` codes per element). The
+Layout. Every tensor of a tile is ``[rows, C]``: a row and one *word of plane
+0* per element (``32 / W0`` codes per element). The
 plane-0 words are the only ``tl.load`` (contiguous, so Triton vectorizes it);
 every other load -- plane-1/2 words, codebook lookups, scales -- is an
 elementwise inline-PTX ``ld.global.nc``, which has no layout of its own, so
@@ -131,8 +133,7 @@ def row_geometry(word, K_PAD, BITS: tl.constexpr, B: tl.constexpr, W0: tl.conste
 
 
 @triton.jit
-def code_sources(w0, w1, w2, W0: tl.constexpr, W1: tl.constexpr, O1: tl.constexpr, W2: tl.constexpr,
-             O2: tl.constexpr, PAIRED: tl.constexpr):
+def code_sources(w0, w1, w2, O1: tl.constexpr, O2: tl.constexpr, PAIRED: tl.constexpr):
     """Per-element words the codes are cut from: (E, O, -) at Q5 (PAIRED), else the planes shifted to their offsets."""
     if PAIRED:
         even = (w0 & 0x0F0F0F0F) | (((w1 & 0x55) * 0x410410) & 0x10101010)
@@ -163,18 +164,27 @@ def code_at(s0, s1, s2, a: tl.constexpr, BITS: tl.constexpr, W0: tl.constexpr, W
 
 @triton.jit
 def load_rows(q_ptr, q_base, s_base, rows, stride_qn, stride_sn, word_off, p1_off, p2_off, sh1, sh2, blk,
-               W0: tl.constexpr, W1: tl.constexpr, O1: tl.constexpr, W2: tl.constexpr, O2: tl.constexpr,
-               PAIRED: tl.constexpr, INTERPRET: tl.constexpr):
-    """Code sources (:func:`code_sources`) and float32 scales of ``rows`` ([R, 1], valid): [R, C] each."""
+              W0: tl.constexpr, W1: tl.constexpr, O1: tl.constexpr, W2: tl.constexpr, O2: tl.constexpr,
+              PAIRED: tl.constexpr, WIDE: tl.constexpr, INTERPRET: tl.constexpr):
+    """Code sources (:func:`code_sources`) and float32 scales of ``rows`` ([R, 1], valid): [R, C] each.
+
+    WIDE: the packed weight has 2**31 words or more, so the plane-0 address needs
+    64-bit arithmetic (the gathers read their int32 offsets as unsigned: up to
+    2**32 words).
+    """
     row_word = rows * stride_qn
-    w0 = tl.load(q_ptr + row_word + word_off).to(tl.uint32, bitcast=True)
+    if WIDE:
+        w0 = tl.load(q_ptr + rows.to(tl.int64) * stride_qn + word_off)
+    else:
+        w0 = tl.load(q_ptr + row_word + word_off)
+    w0 = w0.to(tl.uint32, bitcast=True)
     w1 = w0
     w2 = w0
     if W1 > 0:
         w1 = gather32(q_base, row_word + p1_off, INTERPRET).to(tl.uint32, bitcast=True) >> sh1
     if W2 > 0:
         w2 = gather32(q_base, row_word + p2_off, INTERPRET).to(tl.uint32, bitcast=True) >> sh2
-    s0, s1, s2 = code_sources(w0, w1, w2, W0, W1, O1, W2, O2, PAIRED)
+    s0, s1, s2 = code_sources(w0, w1, w2, O1, O2, PAIRED)
     scale = gather16(s_base, rows * stride_sn + blk, INTERPRET).to(tl.float16, bitcast=True).to(tl.float32)
     return s0, s1, s2, scale
 
@@ -294,9 +304,9 @@ def decode_tile(
 ):
     """The rotated weight ``s / sqrt(B) * c[code]`` of rows ``offs_n``, 32 * G codes: [BN, 32 * G] float32.
 
-    The GEMV's decoding (plane-0 words as the layout anchor, the rest gathered,
-    lookups by warp shuffle for bits <= 5), the codes of each word interleaved
-    back into K order; columns past K are zero.
+    Plane-0 words as the layout anchor, the rest gathered, lookups by warp
+    shuffle for bits <= 5; the codes of each word interleaved back into K order;
+    columns past K are zero.
     """
     C: tl.constexpr = G * W0
     WPB: tl.constexpr = B * BITS // 32

@@ -3,7 +3,7 @@
 The fallback path for large M (``xr @ Wr.T`` by cuBLAS) and the first half of
 ``hlwq.dequantize`` (the inverse rotation follows). A program decodes a
 ``[BN, 32 * G]`` tile in registers with the GEMV's decoding
-(:func:`hlwq_ops.kernels.gemv.decode_tile`) and stores it.
+(:func:`hlwq_ops.kernels.decode.decode_tile`) and stores it.
 """
 
 from __future__ import annotations

@@ -156,6 +156,7 @@ def _gemv_kernel(
     HAS_BIAS: tl.constexpr,
     WORKSPACE: tl.constexpr,
     ROTATE: tl.constexpr,
+    WIDE: tl.constexpr,
     INTERPRET: tl.constexpr,
     R: tl.constexpr,
     ROWS: tl.constexpr,
@@ -166,8 +167,6 @@ def _gemv_kernel(
     m = tl.program_id(2)
     C: tl.constexpr = 32 * VEC  # plane-0 words of a row in the slice
     PER_WORD: tl.constexpr = 32 // W0  # codes per element
-    PW0: tl.constexpr = B * W0 // 32  # plane-0 words per block
-    WPB: tl.constexpr = B * BITS // 32  # words per block
     SHUFFLE: tl.constexpr = BITS <= 5
     PAIRED: tl.constexpr = SHUFFLE and W0 == 4 and W1 == 1 and W2 == 0
 
@@ -199,11 +198,11 @@ def _gemv_kernel(
         out_row = out_ptr + m.to(tl.int64) * N
 
     nxt = load_rows(q_ptr, q_base, s_base, tl.minimum(row_lo + r, N - 1), stride_qn, stride_sn, word_off, p1_off,
-                     p2_off, sh1, sh2, blk, W0, W1, O1, W2, O2, PAIRED, INTERPRET)
+                     p2_off, sh1, sh2, blk, W0, W1, O1, W2, O2, PAIRED, WIDE, INTERPRET)
     for row0 in range(row_lo, row_hi, R):
         s0, s1, s2, scale = nxt
         nxt = load_rows(q_ptr, q_base, s_base, tl.minimum(row0 + R + r, N - 1), stride_qn, stride_sn, word_off,
-                         p1_off, p2_off, sh1, sh2, blk, W0, W1, O1, W2, O2, PAIRED, INTERPRET)
+                         p1_off, p2_off, sh1, sh2, blk, W0, W1, O1, W2, O2, PAIRED, WIDE, INTERPRET)
         p = tl.zeros([R, C], dtype=tl.float32)
         p = _quad(s0, s1, s2, 0, xa0, xa1, xa2, xa3, p, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE,
                   INTERPRET)
@@ -305,6 +304,7 @@ def gemv(
         HAS_BIAS=bias is not None,
         WORKSPACE=n_slices > 1,
         ROTATE=rotate,
+        WIDE=words.numel() >= 2**31,
         INTERPRET=x.device.type == "cpu",
         R=config["R"],
         ROWS=config["ROWS"],

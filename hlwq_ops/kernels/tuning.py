@@ -56,7 +56,7 @@ def _rows_per_program(N: int, slices: int, M: int, R: int, sm_count: int, waves:
     return rows
 
 
-def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int = 5) -> list[dict]:
+def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int) -> list[dict]:
     """Configs worth timing for a kernel ("gemv" or "mma") on (M, N, K_pad), the favourite first."""
     out = []
     if kernel == "gemv":
@@ -94,7 +94,7 @@ _LOADED: set[str] = set()
 def _cache_file(device: torch.device) -> Path:
     name = torch.cuda.get_device_name(device).replace(" ", "_")
     root = Path(os.environ.get("HLWQ_CACHE_DIR", Path.home() / ".cache" / "hlwq_ops"))
-    return root / f"configs-v2-{name}-triton{__import__('triton').__version__}.json"
+    return root / f"configs-v3-{name}-triton{__import__('triton').__version__}.json"
 
 
 def _load(device: torch.device) -> None:
