@@ -1,17 +1,25 @@
-"""Pieces shared by the Triton kernels: plane geometry and the codebook."""
+"""Pieces shared by the Triton kernels: plane geometry, the codebook, the split-K arrival protocol."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
+import triton
+import triton.language as tl
 
 from ..codebook import codebook as standard_codebook
 from ..format import plane_widths
 
-__all__ = ["arrival_counters", "planes", "kernel_codebook"]
+__all__ = ["arrival_counters", "planes", "kernel_codebook", "sum_if_last"]
 
 
+@functools.cache
 def planes(bits: int) -> dict[str, int]:
-    """Kernel constexprs ``W0, O0, W1, O1, W2, O2``: width and bit offset of up to three planes (0 if absent)."""
+    """Kernel constexprs ``W0, O0, W1, O1, W2, O2``: width and bit offset of up to three planes (0 if absent).
+
+    Cached (it is asked on every launch): do not modify the returned dict.
+    """
     out = {f"W{p}": 0 for p in range(3)} | {f"O{p}": 0 for p in range(3)}
     offset = 0
     for p, w in enumerate(plane_widths(bits)):
@@ -49,3 +57,23 @@ def arrival_counters(device: torch.device, n: int) -> torch.Tensor:
         buf = torch.zeros(max(n, 1 << 16), dtype=torch.int32, device=device)
         _COUNTERS[device] = buf
     return buf
+
+
+@triton.jit
+def sum_if_last(ws_ptr, counter, offsets, mask, slice_elems, n_slices):
+    """The split-K arrival protocol, once this program's partials are in ``ws_ptr``.
+
+    Counts the program in at ``counter`` (see :func:`arrival_counters`); the
+    last of ``n_slices`` to arrive sums ``ws_ptr[s * slice_elems + offsets]``
+    over the slices (``.cg`` loads: from L2, where the other SMs' partials are)
+    and resets the count for the next call. Returns ``(is_last, sum)``; the sum
+    is zero unless last.
+    """
+    tl.debug_barrier()  # every partial of this program is stored before the release below
+    last = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == n_slices - 1
+    total = tl.zeros(offsets.shape, dtype=tl.float32)
+    if last:
+        for sl in range(0, n_slices):
+            total += tl.load(ws_ptr + sl * slice_elems + offsets, mask=mask, other=0.0, cache_modifier=".cg")
+        tl.atomic_xchg(counter, 0)
+    return last, total

@@ -35,6 +35,7 @@ import triton
 import triton.language as tl
 
 __all__ = [
+    "centroid_at",
     "code_at",
     "code_sources",
     "decode_tile",
@@ -160,6 +161,15 @@ def code_at(s0, s1, s2, a: tl.constexpr, BITS: tl.constexpr, W0: tl.constexpr, W
     if EXACT:
         t = t & ((1 << BITS) - 1)
     return t
+
+
+@triton.jit
+def centroid_at(s0, s1, s2, a: tl.constexpr, c_base, c_lane, BITS: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
+                O1: tl.constexpr, W2: tl.constexpr, O2: tl.constexpr, PAIRED: tl.constexpr, SHUFFLE: tl.constexpr,
+                INTERPRET: tl.constexpr):
+    """Centroid of code ``a`` of each element (:func:`code_at`, then :func:`lookup`): float32."""
+    EXACT: tl.constexpr = not SHUFFLE or INTERPRET  # a gather needs the exact code
+    return lookup(code_at(s0, s1, s2, a, BITS, W0, W1, O1, W2, O2, PAIRED, EXACT), c_base, c_lane, SHUFFLE, INTERPRET)
 
 
 @triton.jit

@@ -28,8 +28,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import arrival_counters, kernel_codebook, planes
-from .decode import code_at, gather16, gather32, lane_codebook, load_rows, lookup, row_geometry
+from .common import arrival_counters, kernel_codebook, planes, sum_if_last
+from .decode import centroid_at, gather16, gather32, lane_codebook, load_rows, row_geometry
 
 __all__ = ["can_rotate", "gemv", "gemv_ref", "slice_codes"]
 
@@ -39,11 +39,10 @@ def _quad(s0, s1, s2, a: tl.constexpr, x0, x1, x2, x3, p, c_base, c_lane, BITS: 
           W1: tl.constexpr, O1: tl.constexpr, W2: tl.constexpr, O2: tl.constexpr, PAIRED: tl.constexpr,
           SHUFFLE: tl.constexpr, INTERPRET: tl.constexpr):
     """``p + sum_j x_j * c[code a + j]`` for four codes of each element."""
-    EXACT: tl.constexpr = not SHUFFLE or INTERPRET
-    p += x0 * lookup(code_at(s0, s1, s2, a, BITS, W0, W1, O1, W2, O2, PAIRED, EXACT), c_base, c_lane, SHUFFLE, INTERPRET)
-    p += x1 * lookup(code_at(s0, s1, s2, a + 1, BITS, W0, W1, O1, W2, O2, PAIRED, EXACT), c_base, c_lane, SHUFFLE, INTERPRET)
-    p += x2 * lookup(code_at(s0, s1, s2, a + 2, BITS, W0, W1, O1, W2, O2, PAIRED, EXACT), c_base, c_lane, SHUFFLE, INTERPRET)
-    p += x3 * lookup(code_at(s0, s1, s2, a + 3, BITS, W0, W1, O1, W2, O2, PAIRED, EXACT), c_base, c_lane, SHUFFLE, INTERPRET)
+    p += x0 * centroid_at(s0, s1, s2, a, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
+    p += x1 * centroid_at(s0, s1, s2, a + 1, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
+    p += x2 * centroid_at(s0, s1, s2, a + 2, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
+    p += x3 * centroid_at(s0, s1, s2, a + 3, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
     return p
 
 
@@ -227,19 +226,15 @@ def _gemv_kernel(
         _store(out_row + rows, y.to(out_row.dtype.element_ty), rows < row_hi, INTERPRET)
 
     if WORKSPACE:  # the last slice of these rows to finish sums the partials (no second kernel)
-        tl.debug_barrier()  # every partial of this program is stored before the release below
-        counter = count_ptr + pid_n * M + m
-        if tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == tl.num_programs(1) - 1:
-            all_rows = row_lo + tl.arange(0, ROWS)
-            in_range = all_rows < row_hi
-            total = tl.zeros([ROWS], dtype=tl.float32)
-            for sl in range(0, tl.num_programs(1)):  # .cg: from L2, where the other SMs' partials are
-                part = ws_ptr + (sl * M + m).to(tl.int64) * N + all_rows
-                total += tl.load(part, mask=in_range, other=0.0, cache_modifier=".cg")
+        all_rows = row_lo + tl.arange(0, ROWS)
+        in_range = all_rows < row_hi
+        offsets = m.to(tl.int64) * N + all_rows
+        last, total = sum_if_last(ws_ptr, count_ptr + pid_n * M + m, offsets, in_range, M.to(tl.int64) * N,
+                                  tl.num_programs(1))
+        if last:
             if HAS_BIAS:
                 total += tl.load(bias_ptr + all_rows, mask=in_range, other=0.0).to(tl.float32)
-            tl.store(out_ptr + m.to(tl.int64) * N + all_rows, total.to(out_ptr.dtype.element_ty), mask=in_range)
-            tl.atomic_xchg(counter, 0)  # ready for the next call
+            tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=in_range)
 
 
 def gemv(

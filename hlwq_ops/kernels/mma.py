@@ -22,20 +22,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import arrival_counters, kernel_codebook, planes
-from .decode import code_at, lane_codebook, load_rows, lookup, row_geometry
+from .common import arrival_counters, kernel_codebook, planes, sum_if_last
+from .decode import centroid_at, lane_codebook, load_rows, row_geometry
 
 __all__ = ["mma"]
-
-
-@triton.jit
-def _w(s0, s1, s2, a: tl.constexpr, scale, c_base, c_lane, BITS: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
-       O1: tl.constexpr, W2: tl.constexpr, O2: tl.constexpr, PAIRED: tl.constexpr, SHUFFLE: tl.constexpr,
-       INTERPRET: tl.constexpr):
-    """Code ``a`` of every word, decoded and scaled: [BN, C] float32."""
-    EXACT: tl.constexpr = not SHUFFLE or INTERPRET
-    return scale * lookup(code_at(s0, s1, s2, a, BITS, W0, W1, O1, W2, O2, PAIRED, EXACT), c_base, c_lane, SHUFFLE,
-                          INTERPRET)
 
 
 @triton.jit
@@ -104,7 +94,7 @@ def _mma_kernel(
         k = word * PER_WORD
         x_mask = (m[:, None] < M) & (k < K_PAD)
         for a in tl.static_range(PER_WORD):  # one product per code position: no interleaving of decoded codes
-            w = _w(s0, s1, s2, a, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
+            w = scale * centroid_at(s0, s1, s2, a, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
             x = tl.load(x_rows + k + a, mask=x_mask, other=0.0)
             acc = tl.dot(x, tl.trans(w), acc, input_precision=PRECISION)
     acc = acc * (1.0 / tl.sqrt(float(B)))
@@ -113,14 +103,8 @@ def _mma_kernel(
     last = True
     if SPLIT:  # the last split of this tile to finish sums the partials
         tl.store(ws_ptr + (pid_k * M).to(tl.int64) * N + tile, acc, mask=out_mask)
-        tl.debug_barrier()  # every partial of this program is stored before the release below
         counter = count_ptr + pid_n * tl.num_programs(1) + pid_m
-        last = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == split_k - 1
-        if last:
-            acc = tl.zeros([BM, BN], dtype=tl.float32)
-            for sl in range(0, split_k):  # .cg: from L2, where the other SMs' partials are
-                acc += tl.load(ws_ptr + (sl * M).to(tl.int64) * N + tile, mask=out_mask, other=0.0, cache_modifier=".cg")
-            tl.atomic_xchg(counter, 0)  # ready for the next call
+        last, acc = sum_if_last(ws_ptr, counter, tile, out_mask, M.to(tl.int64) * N, split_k)
     if last:
         if HAS_BIAS:
             acc += tl.load(bias_ptr + n, mask=n < N, other=0.0).to(tl.float32)[None, :]

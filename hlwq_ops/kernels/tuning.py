@@ -22,6 +22,9 @@ from typing import Callable
 
 import torch
 
+from .common import planes
+from .gemv import slice_codes
+
 __all__ = ["GEMV_MAX_M", "MMA_MAX_M", "PATHS", "path_for", "m_bucket", "candidates", "config_for"]
 
 # Largest M each kernel family serves (crossovers measured on H100, benchmarks/RESULTS.md):
@@ -61,8 +64,6 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
     out = []
     if kernel == "gemv":
         # measured on H100 (benchmarks/NOTES.md): 4 warps of two rows each, 16-byte word loads
-        from .gemv import slice_codes
-
         for VEC, R, num_warps in ((4, 8, 4), (4, 4, 4), (4, 16, 4), (2, 8, 4)):
             slices = -(-k_pad // slice_codes(bits, VEC))
             for waves in (4, 8):
@@ -71,8 +72,6 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
                 if config not in out:
                     out.append(config)
         return out
-    from .common import planes
-
     BM = min(max(16, m_bucket(M)), 64)
     per_word = 32 // planes(bits)["W0"]
     for BN, VEC in ((128, 2), (128, 1), (64, 2), (64, 1)):
