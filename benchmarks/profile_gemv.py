@@ -1,21 +1,25 @@
-"""Run one GEMV configuration a few times (for ``ncu``).
+"""Run one GEMV configuration a few times, as ``F.linear`` runs it at M = 1 (for ``ncu``).
 
-    ncu --kernel-name regex:_gemv_kernel --launch-skip 3 --launch-count 1 \\
-        --section SpeedOfLight --section WarpStateStats python benchmarks/profile_gemv.py 14336x4096 5 '{"VEC": 4, "R": 4, "ROWS": 64, "num_warps": 4}'
+    ncu --clock-control none --kernel-name regex:_gemv_kernel --launch-skip 3 --launch-count 1 --set full \\
+        python benchmarks/profile_gemv.py 14336x4096 5 '{"VEC": 4, "R": 8, "ROWS": 64, "num_warps": 4}'
+
+An optional fourth argument names another module with a ``gemv`` (e.g. a
+previous version copied into a package) to profile instead.
 """
 
+import importlib
 import json
 import sys
 
 import torch
 
 from hlwq_ops.format import quantize_ref
-from hlwq_ops.kernels.gemv import gemv
 
 shape, bits, config = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+gemv = importlib.import_module(sys.argv[4] if len(sys.argv) > 4 else "hlwq_ops.kernels.gemv").gemv
 N, K = (int(v) for v in shape.split("x"))
 qdata, scale = quantize_ref(torch.randn(N, K, device="cuda") * 0.02, bits, 128)
-xr = torch.randn(1, K, device="cuda")
+x = torch.randn(1, K, device="cuda", dtype=torch.bfloat16)  # raw activations, rotated in the kernel
 for _ in range(6):
-    gemv(xr, qdata, scale, None, bits, 128, None, torch.bfloat16, config)
+    gemv(x, qdata, scale, None, bits, 128, None, torch.bfloat16, config, rotate=True)
 torch.cuda.synchronize()

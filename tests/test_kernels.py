@@ -55,6 +55,9 @@ def test_planes_cover_the_code(bits):
         (1, 40, 300, 128, {}),  # K padded, N not a multiple of the rows, several K slices
         (3, 17, 256, 128, {"VEC": 4, "R": 4, "ROWS": 8}),  # odd M, one slice wider than K: no workspace
         (5, 33, 96, 32, {"VEC": 2, "R": 1, "ROWS": 1}),  # block 32, a slice spanning blocks
+        (2, 45, 300, 128, {"R": 4, "ROWS": 6}),  # rows per program not a multiple of R
+        (1, 300, 512, 128, {"R": 8, "ROWS": 136}),  # the reduction of > 128 rows, in chunks
+        (1, 20, 4200, 128, {"VEC": 16, "R": 2, "ROWS": 6}),  # warps side by side along K, two slices
     ],
 )
 def test_gemv_matches_reference(bits, M, N, K, block_size, changes):
@@ -101,7 +104,7 @@ def test_gemv_rotates_raw_activations(bits, bias_dtype):
     bias = torch.randn(21, device=KERNEL_DEVICE).to(bias_dtype)
     xr = fwht_ref(torch.nn.functional.pad(x.float(), (0, 84)), 128)
     ref = gemv_ref(xr, qdata, scale, bias, bits, 128)
-    for vec in (1, 4):  # several slices (in-kernel reduction), one slice wider than K (direct store)
+    for vec in (1, 4, 16):  # several slices (in-kernel reduction), one slice wider than K (direct store)
         y = gemv(x, qdata, scale, bias, bits, 128, None, torch.float32, _config(2, VEC=vec), rotate=True)
         assert rel_error(y, ref) < 1e-5, vec
 
@@ -194,7 +197,7 @@ def test_gemv_candidates_fill_the_gpu():
             for c in tuning.candidates("gemv", M, N, K, 132, bits):
                 assert c["ROWS"] % c["R"] == 0
                 programs = -(-N // c["ROWS"]) * -(-K // slice_codes(bits, c["VEC"])) * M
-                assert programs >= 2 * 132 or c["ROWS"] == c["R"], (M, N, K, bits, c)
+                assert programs >= 132 or c["ROWS"] == c["R"], (M, N, K, bits, c)
 
 
 # -- GPU sweeps --------------------------------------------------------------------

@@ -11,7 +11,7 @@ import triton.language as tl
 from ..codebook import codebook as standard_codebook
 from ..format import plane_widths
 
-__all__ = ["arrival_counters", "planes", "kernel_codebook", "sum_if_last"]
+__all__ = ["arrival_counters", "arrive", "planes", "kernel_codebook", "slices_sum", "sum_if_last"]
 
 
 @functools.cache
@@ -60,20 +60,45 @@ def arrival_counters(device: torch.device, n: int) -> torch.Tensor:
 
 
 @triton.jit
-def sum_if_last(ws_ptr, counter, offsets, mask, slice_elems, n_slices):
-    """The split-K arrival protocol, once this program's partials are in ``ws_ptr``.
+def arrive(counter, n_slices):
+    """Count this program in at ``counter`` once its partials are stored; whether it is the last of ``n_slices``.
 
-    Counts the program in at ``counter`` (see :func:`arrival_counters`); the
-    last of ``n_slices`` to arrive sums ``ws_ptr[s * slice_elems + offsets]``
-    over the slices (``.cg`` loads: from L2, where the other SMs' partials are)
-    and resets the count for the next call. Returns ``(is_last, sum)``; the sum
-    is zero unless last.
+    The last program sums the partials (:func:`slices_sum`) and resets the count
+    to zero (``tl.atomic_xchg(counter, 0)``) for the next call.
     """
     tl.debug_barrier()  # every partial of this program is stored before the release below
-    last = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == n_slices - 1
+    return tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == n_slices - 1
+
+
+@triton.jit
+def slices_sum(ws_ptr, offsets, mask, slice_elems, n_slices):
+    """``sum_s ws_ptr[s * slice_elems + offsets]`` in float32, four slices per round trip.
+
+    ``.cg`` loads: from L2, where the other SMs' partials are. The four loads of
+    a step are independent, so the last program waits ``ceil(n_slices / 4)``
+    L2 latencies rather than ``n_slices``.
+    """
+    total = tl.zeros(offsets.shape, dtype=tl.float32)
+    for s0 in range(0, n_slices, 4):
+        p = ws_ptr + s0 * slice_elems + offsets
+        a = tl.load(p, mask=mask, other=0.0, cache_modifier=".cg")
+        b = tl.load(p + slice_elems, mask=mask & (offsets * 0 + s0 + 1 < n_slices), other=0.0, cache_modifier=".cg")
+        c = tl.load(p + 2 * slice_elems, mask=mask & (offsets * 0 + s0 + 2 < n_slices), other=0.0, cache_modifier=".cg")
+        d = tl.load(p + 3 * slice_elems, mask=mask & (offsets * 0 + s0 + 3 < n_slices), other=0.0, cache_modifier=".cg")
+        total += (a + b) + (c + d)
+    return total
+
+
+@triton.jit
+def sum_if_last(ws_ptr, counter, offsets, mask, slice_elems, n_slices):
+    """The split-K arrival protocol for one tile of ``offsets``: ``(is_last, sum)``, the sum zero unless last.
+
+    :func:`arrive`, then, for the last program, :func:`slices_sum` and the reset.
+    """
+    last = arrive(counter, n_slices)
     total = tl.zeros(offsets.shape, dtype=tl.float32)
     if last:
-        for sl in range(0, n_slices):
-            total += tl.load(ws_ptr + sl * slice_elems + offsets, mask=mask, other=0.0, cache_modifier=".cg")
+        total = slices_sum(ws_ptr, offsets, mask, slice_elems, n_slices)
         tl.atomic_xchg(counter, 0)
     return last, total
+

@@ -39,12 +39,14 @@ __all__ = [
     "code_at",
     "code_sources",
     "decode_tile",
+    "fetch_rows",
     "gather16",
     "gather32",
     "lane_codebook",
     "load_rows",
     "lookup",
     "row_geometry",
+    "rows_sources",
 ]
 
 # Gathers: ``*(base + offset * size)`` with an int64 byte address ``base`` (scalar
@@ -134,11 +136,31 @@ def row_geometry(word, K_PAD, BITS: tl.constexpr, B: tl.constexpr, W0: tl.conste
 
 
 @triton.jit
-def code_sources(w0, w1, w2, O1: tl.constexpr, O2: tl.constexpr, PAIRED: tl.constexpr):
-    """Per-element words the codes are cut from: (E, O, -) at Q5 (PAIRED), else the planes shifted to their offsets."""
+def _nibbles_over(low, high, INTERPRET: tl.constexpr):
+    """Bits 0..3 of every byte from ``low``, bits 4..7 from ``high``: one LOP3 (LLVM would split it in two)."""
+    if INTERPRET:
+        return high ^ ((low ^ high) & 0x0F0F0F0F)
+    return tl.inline_asm_elementwise(
+        "lop3.b32 $0, $1, $2, 0x0F0F0F0F, 0xE4;",  # (a & c) | (b & ~c)
+        "=r,r,r",
+        [low, high],
+        dtype=tl.uint32,
+        is_pure=True,
+        pack=1,
+    )
+
+
+@triton.jit
+def code_sources(w0, w1, w2, O1: tl.constexpr, O2: tl.constexpr, PAIRED: tl.constexpr, INTERPRET: tl.constexpr):
+    """Per-element words the codes are cut from: (E, O, -) at Q5 (PAIRED), else the planes shifted to their offsets.
+
+    At Q5 each byte of E (O) takes its low nibble from plane 0 and its bit 4 from
+    the plane-1 bits, spread by one multiply; bits 5..7 are left as garbage,
+    which a shuffle ignores and :func:`code_at` masks when EXACT.
+    """
     if PAIRED:
-        even = (w0 & 0x0F0F0F0F) | (((w1 & 0x55) * 0x410410) & 0x10101010)
-        odd = ((w0 >> 4) & 0x0F0F0F0F) | (((w1 & 0xAA) * 0x208208) & 0x10101010)
+        even = _nibbles_over(w0, (w1 & 0x55) * 0x410410, INTERPRET)  # bit 2j to bit 8j + 4
+        odd = _nibbles_over(w0 >> 4, (w1 & 0xAA) * 0x208208, INTERPRET)  # bit 2j + 1 to bit 8j + 4
         return even, odd, w0
     return w0, w1 << O1, w2 << O2
 
@@ -173,30 +195,49 @@ def centroid_at(s0, s1, s2, a: tl.constexpr, c_base, c_lane, BITS: tl.constexpr,
 
 
 @triton.jit
-def load_rows(q_ptr, q_base, s_base, rows, stride_qn, stride_sn, word_off, p1_off, p2_off, sh1, sh2, blk,
-              W0: tl.constexpr, W1: tl.constexpr, O1: tl.constexpr, W2: tl.constexpr, O2: tl.constexpr,
-              PAIRED: tl.constexpr, WIDE: tl.constexpr, INTERPRET: tl.constexpr):
-    """Code sources (:func:`code_sources`) and float32 scales of ``rows`` ([R, 1], valid): [R, C] each.
+def fetch_rows(q_ptr, q_base, s_base, rows, stride_qn, stride_sn, word_off, p1_off, p2_off, blk, W1: tl.constexpr,
+               W2: tl.constexpr, WIDE: tl.constexpr, INTERPRET: tl.constexpr):
+    """The loads of ``rows`` ([R, 1], valid): plane-0/1/2 words and raw scale bits, [R, C] each.
 
-    WIDE: the packed weight has 2**31 words or more, so the plane-0 address needs
-    64-bit arithmetic (the gathers read their int32 offsets as unsigned: up to
-    2**32 words).
+    Only loads, so that a pipelined loop can issue them iterations before
+    :func:`rows_sources` uses them. WIDE: the packed weight has 2**31 words or
+    more, so the plane-0 address needs 64-bit arithmetic (the gathers read
+    their int32 offsets as unsigned: up to 2**32 words).
     """
     row_word = rows * stride_qn
     if WIDE:
         w0 = tl.load(q_ptr + rows.to(tl.int64) * stride_qn + word_off)
     else:
         w0 = tl.load(q_ptr + row_word + word_off)
-    w0 = w0.to(tl.uint32, bitcast=True)
     w1 = w0
     w2 = w0
     if W1 > 0:
-        w1 = gather32(q_base, row_word + p1_off, INTERPRET).to(tl.uint32, bitcast=True) >> sh1
+        w1 = gather32(q_base, row_word + p1_off, INTERPRET)
     if W2 > 0:
-        w2 = gather32(q_base, row_word + p2_off, INTERPRET).to(tl.uint32, bitcast=True) >> sh2
-    s0, s1, s2 = code_sources(w0, w1, w2, O1, O2, PAIRED)
-    scale = gather16(s_base, rows * stride_sn + blk, INTERPRET).to(tl.float16, bitcast=True).to(tl.float32)
-    return s0, s1, s2, scale
+        w2 = gather32(q_base, row_word + p2_off, INTERPRET)
+    return w0, w1, w2, gather16(s_base, rows * stride_sn + blk, INTERPRET)
+
+
+@triton.jit
+def rows_sources(fetched, sh1, sh2, O1: tl.constexpr, O2: tl.constexpr, PAIRED: tl.constexpr,
+                 INTERPRET: tl.constexpr):
+    """Code sources (:func:`code_sources`) and float32 scales from what :func:`fetch_rows` loaded."""
+    w0, w1, w2, scale_bits = fetched
+    w0 = w0.to(tl.uint32, bitcast=True)
+    w1 = w1.to(tl.uint32, bitcast=True) >> sh1
+    w2 = w2.to(tl.uint32, bitcast=True) >> sh2
+    s0, s1, s2 = code_sources(w0, w1, w2, O1, O2, PAIRED, INTERPRET)
+    return s0, s1, s2, scale_bits.to(tl.float16, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def load_rows(q_ptr, q_base, s_base, rows, stride_qn, stride_sn, word_off, p1_off, p2_off, sh1, sh2, blk,
+              W0: tl.constexpr, W1: tl.constexpr, O1: tl.constexpr, W2: tl.constexpr, O2: tl.constexpr,
+              PAIRED: tl.constexpr, WIDE: tl.constexpr, INTERPRET: tl.constexpr):
+    """Code sources and float32 scales of ``rows`` ([R, 1], valid): :func:`fetch_rows` then :func:`rows_sources`."""
+    fetched = fetch_rows(q_ptr, q_base, s_base, rows, stride_qn, stride_sn, word_off, p1_off, p2_off, blk, W1, W2,
+                         WIDE, INTERPRET)
+    return rows_sources(fetched, sh1, sh2, O1, O2, PAIRED, INTERPRET)
 
 
 @triton.jit

@@ -1,22 +1,25 @@
 """Fused LUT GEMV for small M: ``y = xr @ Wr.T + bias`` straight from the packed codes.
 
 Activation-stationary. A program owns one activation row, one slice of ``BK``
-positions of K and a range of ``ROWS`` weight rows. It loads its slice of the
-rotated activations into registers once, then streams its rows ``R`` at a time:
-per row the words of the slice (plane 0 by one vectorized ``tl.load``, the
+positions of K and a range of ``ROWS`` weight rows (any number). It requests its
+first rows' words, loads (and, with ROTATE, rotates) its slice of the
+activations into registers while they arrive, then streams its rows ``R`` at a
+time: per row the words of the slice (plane 0 by one vectorized ``tl.load``, the
 narrower planes and the block scales by gathers, see :mod:`.decode`), decoded
-and multiplied against the registers, summed along K within the warp. Nothing
-but the weight and its scales is read in the loop, a thread holds few values
-(~64 registers, so 4x the warps per SM of a K-looping design), and the next
-rows' words are loaded before the current ones are decoded.
+and multiplied against the registers, summed along K. Nothing but the weight
+and its scales is read in the loop, and the next rows' words are loaded before
+the current ones are decoded.
 
-Tile ``[R, C]``: a row and one plane-0 word per element (``32 / W0`` codes);
-``C = 32 * VEC`` words per row, so a warp spans one row of the slice and a
-thread holds ``VEC`` consecutive words (one 16-byte load for VEC = 4). The
-slices' partial sums go to a float32 workspace ``[n_slices, M, N]``; the last
-program to finish a row range (an atomic arrival counter per range, reset by
-that program) sums them, adds the bias and writes the output, so a call is one
-kernel. With a single slice the kernel writes the output directly.
+Tile ``[R, C]``: a row and one plane-0 word per element (``32 / W0`` codes),
+``C = 32 * VEC`` words per row; Triton gives each thread 16-byte vectors (4
+words). With VEC = 4 a warp spans a row's slice and the warps take different
+rows (row sums stay within a warp); with VEC = 16 the four warps sit side by
+side along K (row sums cross warps through shared memory), so one slice covers
+K = 4096 at Q4/Q5 and such layers need no split-K. The slices' partial sums go
+to a float32 workspace ``[n_slices, M, N]``; the last program to finish a row
+range (an atomic arrival counter per range, reset by that program) sums them,
+adds the bias and writes the output, so a call is one kernel. With a single
+slice the kernel writes the output directly.
 
 Decoding per code (:func:`.decode.code_at`): one shift and one warp shuffle
 (bits <= 5), then an FMA.
@@ -28,8 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import arrival_counters, kernel_codebook, planes, sum_if_last
-from .decode import centroid_at, gather16, gather32, lane_codebook, load_rows, row_geometry
+from .common import arrival_counters, arrive, kernel_codebook, planes, slices_sum
+from .decode import centroid_at, fetch_rows, gather16, gather32, lane_codebook, row_geometry, rows_sources
 
 __all__ = ["can_rotate", "gemv", "gemv_ref", "slice_codes"]
 
@@ -139,6 +142,7 @@ def _gemv_kernel(
     N,
     K_PAD,
     K_X,  # activations past K_X are zero
+    ROWS,  # weight rows per program
     # strides, in elements
     stride_xm,
     stride_qn,
@@ -158,7 +162,6 @@ def _gemv_kernel(
     WIDE: tl.constexpr,
     INTERPRET: tl.constexpr,
     R: tl.constexpr,
-    ROWS: tl.constexpr,
     VEC: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
@@ -174,6 +177,17 @@ def _gemv_kernel(
     word = pid_k * C + col  # plane-0 word index along the row (blocks contiguous)
     blk, word_off, p1_off, p2_off, sh1, sh2 = row_geometry(word, K_PAD, BITS, B, W0, W1, O1, W2, O2)
 
+    q_base = q_ptr.to(tl.int64, bitcast=True)
+    s_base = s_ptr.to(tl.int64, bitcast=True)
+    c_base = c_ptr.to(tl.int64, bitcast=True)
+    r = tl.arange(0, R)[:, None]
+    row_lo = pid_n * ROWS
+    row_hi = tl.minimum(row_lo + ROWS, N)
+
+    # The first rows' words are requested before the prologue, which runs while they arrive.
+    ahead = fetch_rows(q_ptr, q_base, s_base, tl.minimum(row_lo + r, N - 1), stride_qn, stride_sn, word_off, p1_off,
+                       p2_off, blk, W1, W2, WIDE, INTERPRET)
+
     # The slice of activations, in registers for the whole program.
     X = _activations(x_ptr + m.to(tl.int64) * stride_xm, pid_k * C * PER_WORD, K_X, C, PER_WORD, B, ROTATE)
     if PER_WORD == 4:
@@ -183,25 +197,17 @@ def _gemv_kernel(
     else:
         xa0, xa1, xa2, xa3, xb0, xb1, xb2, xb3, xc0, xc1, xc2, xc3, xd0, xd1, xd2, xd3 = _codes16(X, C)
 
-    q_base = q_ptr.to(tl.int64, bitcast=True)
-    s_base = s_ptr.to(tl.int64, bitcast=True)
-    c_base = c_ptr.to(tl.int64, bitcast=True)
     c_lane = lane_codebook(col, c_base, BITS, INTERPRET) if SHUFFLE else col
-    r = tl.arange(0, R)[:, None]
-    row_lo = pid_n * ROWS
-    row_hi = tl.minimum(row_lo + ROWS, N)
     bias_base = bias_ptr.to(tl.int64, bitcast=True)
     if WORKSPACE:
         out_row = ws_ptr + (pid_k * M + m).to(tl.int64) * N
     else:
         out_row = out_ptr + m.to(tl.int64) * N
 
-    nxt = load_rows(q_ptr, q_base, s_base, tl.minimum(row_lo + r, N - 1), stride_qn, stride_sn, word_off, p1_off,
-                     p2_off, sh1, sh2, blk, W0, W1, O1, W2, O2, PAIRED, WIDE, INTERPRET)
     for row0 in range(row_lo, row_hi, R):
-        s0, s1, s2, scale = nxt
-        nxt = load_rows(q_ptr, q_base, s_base, tl.minimum(row0 + R + r, N - 1), stride_qn, stride_sn, word_off,
-                         p1_off, p2_off, sh1, sh2, blk, W0, W1, O1, W2, O2, PAIRED, WIDE, INTERPRET)
+        s0, s1, s2, scale = rows_sources(ahead, sh1, sh2, O1, O2, PAIRED, INTERPRET)
+        ahead = fetch_rows(q_ptr, q_base, s_base, tl.minimum(row0 + R + r, N - 1), stride_qn, stride_sn, word_off,
+                           p1_off, p2_off, blk, W1, W2, WIDE, INTERPRET)
         p = tl.zeros([R, C], dtype=tl.float32)
         p = _quad(s0, s1, s2, 0, xa0, xa1, xa2, xa3, p, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE,
                   INTERPRET)
@@ -226,15 +232,19 @@ def _gemv_kernel(
         _store(out_row + rows, y.to(out_row.dtype.element_ty), rows < row_hi, INTERPRET)
 
     if WORKSPACE:  # the last slice of these rows to finish sums the partials (no second kernel)
-        all_rows = row_lo + tl.arange(0, ROWS)
-        in_range = all_rows < row_hi
-        offsets = m.to(tl.int64) * N + all_rows
-        last, total = sum_if_last(ws_ptr, count_ptr + pid_n * M + m, offsets, in_range, M.to(tl.int64) * N,
-                                  tl.num_programs(1))
-        if last:
-            if HAS_BIAS:
-                total += tl.load(bias_ptr + all_rows, mask=in_range, other=0.0).to(tl.float32)
-            tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=in_range)
+        counter = count_ptr + pid_n * M + m
+        out_offset = m.to(tl.int64) * N
+        slice_elems = tl.cast(M, tl.int64) * N  # (M may be specialized to a Python int)
+        if arrive(counter, tl.num_programs(1)):
+            for chunk in range(row_lo, row_hi, 128):
+                rows_out = chunk + tl.arange(0, 128)
+                in_range = rows_out < row_hi
+                offsets = out_offset + rows_out
+                total = slices_sum(ws_ptr, offsets, in_range, slice_elems, tl.num_programs(1))
+                if HAS_BIAS:
+                    total += tl.load(bias_ptr + rows_out, mask=in_range, other=0.0).to(tl.float32)
+                tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=in_range)
+            tl.atomic_xchg(counter, 0)
 
 
 def gemv(
@@ -256,9 +266,9 @@ def gemv(
             the raw (M, K) activations (any float dtype, K <= K_pad, unit
             stride along K), rotated by the kernel.
         qdata: (N, K_pad * bits / 8) uint8; scale: (N, K_pad / B) float16.
-        config: ``VEC`` (plane-0 words per thread and row), ``R`` (rows per
-            iteration), ``ROWS`` (rows per program), ``num_warps`` (see
-            :mod:`hlwq_ops.kernels.tuning`).
+        config: ``VEC`` (a slice is ``32 * VEC`` plane-0 words of a row),
+            ``R`` (rows per iteration), ``ROWS`` (rows per program, any
+            number), ``num_warps`` (see :mod:`hlwq_ops.kernels.tuning`).
 
     Returns:
         (M, N) in ``out_dtype``.
@@ -290,6 +300,7 @@ def gemv(
         N,
         k_pad,
         k_x,
+        config["ROWS"],
         x.stride(0),
         words.stride(0),
         scale.stride(0),
@@ -302,7 +313,6 @@ def gemv(
         WIDE=words.numel() >= 2**31,
         INTERPRET=x.device.type == "cpu",
         R=config["R"],
-        ROWS=config["ROWS"],
         VEC=config["VEC"],
         num_warps=config["num_warps"],
         num_stages=1,

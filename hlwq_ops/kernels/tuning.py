@@ -51,26 +51,28 @@ def m_bucket(M: int) -> int:
     return 1 << max(0, (M - 1).bit_length())
 
 
-def _rows_per_program(N: int, slices: int, M: int, R: int, sm_count: int, waves: int) -> int:
-    """Largest power-of-two multiple of R (<= 256) that still gives ``waves`` programs per SM."""
-    rows = R
-    while rows * 2 <= 256 and -(-N // (rows * 2)) * slices * M >= waves * sm_count:
-        rows *= 2
-    return rows
+def _rows_per_program(N: int, slices: int, M: int, R: int, sm_count: int, per_sm: int) -> int:
+    """Rows per program (a multiple of R) that gives about ``per_sm`` programs per SM."""
+    return max(R, -(-N * slices * M // (per_sm * sm_count * R)) * R)
+
+
+# GEMV tiles (VEC, R, programs per SM), measured on H100 (benchmarks/NOTES.md, session 3):
+# VEC = 4 (a warp per row slice, split-K over 1024-position slices at Q4/Q5) wins on
+# the large shapes; VEC = 16 (the four warps side by side along K: one 4096-position
+# slice, no split-K up to K = 4096) on the small ones (N * K <= 4096**2).
+_GEMV_LARGE = ((4, 8, 7), (4, 16, 4), (4, 8, 5), (16, 4, 4))
+_GEMV_SMALL = ((16, 4, 4), (16, 4, 2), (16, 2, 4), (4, 8, 7))
 
 
 def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int) -> list[dict]:
     """Configs worth timing for a kernel ("gemv" or "mma") on (M, N, K_pad), the favourite first."""
     out = []
     if kernel == "gemv":
-        # measured on H100 (benchmarks/NOTES.md): 4 warps of two rows each, 16-byte word loads
-        for VEC, R, num_warps in ((4, 8, 4), (4, 4, 4), (4, 16, 4), (2, 8, 4)):
+        for VEC, R, per_sm in _GEMV_SMALL if N * k_pad <= 4096 * 4096 else _GEMV_LARGE:
             slices = -(-k_pad // slice_codes(bits, VEC))
-            for waves in (4, 8):
-                rows = _rows_per_program(N, slices, M, R, sm_count, waves)
-                config = dict(VEC=VEC, R=R, ROWS=rows, num_warps=num_warps)
-                if config not in out:
-                    out.append(config)
+            config = dict(VEC=VEC, R=R, ROWS=_rows_per_program(N, slices, M, R, sm_count, per_sm), num_warps=4)
+            if config not in out:
+                out.append(config)
         return out
     BM = min(max(16, m_bucket(M)), 64)
     per_word = 32 // planes(bits)["W0"]
@@ -93,7 +95,7 @@ _LOADED: set[str] = set()
 def _cache_file(device: torch.device) -> Path:
     name = torch.cuda.get_device_name(device).replace(" ", "_")
     root = Path(os.environ.get("HLWQ_CACHE_DIR", Path.home() / ".cache" / "hlwq_ops"))
-    return root / f"configs-v3-{name}-triton{__import__('triton').__version__}.json"
+    return root / f"configs-v4-{name}-triton{__import__('triton').__version__}.json"
 
 
 def _load(device: torch.device) -> None:
