@@ -71,7 +71,7 @@ def test_gemv_matches_reference(bits, M, N, K, block_size, changes):
 
 
 @pytest.mark.parametrize("bits", [2, 4, 5, 6, 8])
-@pytest.mark.parametrize("M,N,K,split_k", [(3, 40, 300, 1), (20, 70, 256, 1), (20, 70, 640, 3)])
+@pytest.mark.parametrize("M,N,K,split_k", [(3, 40, 300, 1), (20, 70, 256, 1), (20, 70, 640, 3), (1, 40, 640, 3)])
 def test_mma_matches_reference(bits, M, N, K, split_k):
     qdata, scale = _packed(N, K, bits)
     k_pad = scale.shape[1] * 128
@@ -104,9 +104,20 @@ def test_gemv_rotates_raw_activations(bits, bias_dtype):
     bias = torch.randn(21, device=KERNEL_DEVICE).to(bias_dtype)
     xr = fwht_ref(torch.nn.functional.pad(x.float(), (0, 84)), 128)
     ref = gemv_ref(xr, qdata, scale, bias, bits, 128)
-    for vec in (1, 4, 16):  # several slices (in-kernel reduction), one slice wider than K (direct store)
+    for vec in (1, 4, 16):  # several slices (in-kernel reduction), then one slice wider than K (direct store)
         y = gemv(x, qdata, scale, bias, bits, 128, None, torch.float32, _config(2, VEC=vec), rotate=True)
         assert rel_error(y, ref) < 1e-5, vec
+
+
+@pytest.mark.parametrize("bits", [4, 5])
+def test_gemv_rotates_with_warps_along_k_and_split_k(bits):
+    from hlwq_ops.hadamard import fwht_ref
+
+    qdata, scale = _packed(9, 4200, bits)  # K padded to 4224: two 4096-position slices at VEC = 16
+    x = torch.randn(2, 4200, device=KERNEL_DEVICE).bfloat16()
+    xr = fwht_ref(torch.nn.functional.pad(x.float(), (0, 24)), 128)
+    y = gemv(x, qdata, scale, None, bits, 128, None, torch.float32, _config(2, VEC=16, R=2, ROWS=4), rotate=True)
+    assert rel_error(y, gemv_ref(xr, qdata, scale, None, bits, 128)) < 1e-5
 
 
 def test_gemv_refuses_to_rotate_partial_blocks():
@@ -190,12 +201,13 @@ def test_forced_path_must_exist(monkeypatch):
 
 
 def test_gemv_candidates_fill_the_gpu():
-    from hlwq_ops.kernels.gemv import slice_codes
+    from hlwq_ops.kernels.gemv import can_rotate, slice_codes
 
     for M, N, K in [(1, 1024, 4096), (1, 4096, 14336), (1, 14336, 4096), (8, 4096, 4096)]:
         for bits in (4, 5, 8):
             for c in tuning.candidates("gemv", M, N, K, 132, bits):
-                assert c["ROWS"] % c["R"] == 0
+                assert c["ROWS"] % c["R"] == 0 and c["ROWS"] >= c["R"]
+                assert can_rotate(bits, 128, c)
                 programs = -(-N // c["ROWS"]) * -(-K // slice_codes(bits, c["VEC"])) * M
                 assert programs >= 132 or c["ROWS"] == c["R"], (M, N, K, bits, c)
 
@@ -241,7 +253,8 @@ def test_gpu_poisoned_output_fully_written(bits):
     for M in (1, 3, 16, 40):
         xr = torch.randn(M, scale.shape[1] * 128, device="cuda")
         ref = gemv_ref(xr, qdata, scale, None, bits, 128)
-        for config in tuning.candidates("gemv", M, 1000, xr.shape[1], 132, bits):
+        extra = [dict(VEC=4, R=4, ROWS=7, num_warps=4), dict(VEC=16, R=2, ROWS=5, num_warps=4)]  # ROWS % R != 0
+        for config in tuning.candidates("gemv", M, 1000, xr.shape[1], 132, bits) + extra:
             # NaN in the block the caching allocator hands the output next: unwritten stays NaN
             torch.full((M, 1000), float("nan"), device="cuda")
             out = gemv(xr, qdata, scale, None, bits, 128, None, torch.float32, config)

@@ -1,7 +1,8 @@
 """Decoding packed codes in registers: the pieces the LUT kernels share.
 
-The GEMV and the tensor-core kernel use ``row_geometry``, ``load_rows``,
-``code_at`` and ``lookup``; the dequantization kernel uses ``decode_tile``
+The GEMV and the tensor-core kernel use ``row_geometry``, ``code_at`` and
+``lookup``, and load words with ``fetch_rows`` / ``rows_sources`` (the GEMV, which
+issues the loads an iteration ahead) or ``load_rows`` (both at once); the dequantization kernel uses ``decode_tile``
 (the first session's decoder: a shift and a mask per plane and code), which
 turns a ``[BN, 32 * G]`` tile of packed codes into rotated weights in K order.
 
@@ -58,7 +59,8 @@ __all__ = [
 @triton.jit
 def gather32(base, offset, INTERPRET: tl.constexpr):
     if INTERPRET:
-        return tl.load((base + offset.to(tl.int64) * 4).to(tl.pointer_type(tl.int32), bitcast=True))
+        offset = offset.to(tl.uint32, bitcast=True).to(tl.int64)  # unsigned, as in the PTX below
+        return tl.load((base + offset * 4).to(tl.pointer_type(tl.int32), bitcast=True))
     return tl.inline_asm_elementwise(
         "{ .reg .u64 a; mul.wide.u32 a, $1, 4; add.u64 a, a, $2; ld.global.nc.b32 $0, [a]; }",
         "=r,r,l",
@@ -72,7 +74,8 @@ def gather32(base, offset, INTERPRET: tl.constexpr):
 @triton.jit
 def gather16(base, offset, INTERPRET: tl.constexpr):
     if INTERPRET:
-        return tl.load((base + offset.to(tl.int64) * 2).to(tl.pointer_type(tl.int16), bitcast=True))
+        offset = offset.to(tl.uint32, bitcast=True).to(tl.int64)  # unsigned, as in the PTX below
+        return tl.load((base + offset * 2).to(tl.pointer_type(tl.int16), bitcast=True))
     return tl.inline_asm_elementwise(
         "{ .reg .u64 a; mul.wide.u32 a, $1, 2; add.u64 a, a, $2; ld.global.nc.b16 $0, [a]; }",
         "=h,r,l",
@@ -232,7 +235,7 @@ def rows_sources(fetched, sh1, sh2, O1: tl.constexpr, O2: tl.constexpr, PAIRED: 
 
 @triton.jit
 def load_rows(q_ptr, q_base, s_base, rows, stride_qn, stride_sn, word_off, p1_off, p2_off, sh1, sh2, blk,
-              W0: tl.constexpr, W1: tl.constexpr, O1: tl.constexpr, W2: tl.constexpr, O2: tl.constexpr,
+              W1: tl.constexpr, O1: tl.constexpr, W2: tl.constexpr, O2: tl.constexpr,
               PAIRED: tl.constexpr, WIDE: tl.constexpr, INTERPRET: tl.constexpr):
     """Code sources and float32 scales of ``rows`` ([R, 1], valid): :func:`fetch_rows` then :func:`rows_sources`."""
     fetched = fetch_rows(q_ptr, q_base, s_base, rows, stride_qn, stride_sn, word_off, p1_off, p2_off, blk, W1, W2,

@@ -90,7 +90,7 @@ def _mma_kernel(
         word = step * C + col
         blk, word_off, p1_off, p2_off, sh1, sh2 = row_geometry(word, K_PAD, BITS, B, W0, W1, O1, W2, O2)
         s0, s1, s2, scale = load_rows(q_ptr, q_base, s_base, rows, stride_qn, stride_sn, word_off, p1_off, p2_off,
-                                      sh1, sh2, blk, W0, W1, O1, W2, O2, PAIRED, WIDE, INTERPRET)
+                                      sh1, sh2, blk, W1, O1, W2, O2, PAIRED, WIDE, INTERPRET)
         k = word * PER_WORD
         x_mask = (m[:, None] < M) & (k < K_PAD)
         for a in tl.static_range(PER_WORD):  # one product per code position: no interleaving of decoded codes
