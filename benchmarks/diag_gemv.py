@@ -78,7 +78,7 @@ def _sweep_configs(N: int, K: int, bits: int, sm: int) -> list[dict]:
         for R in Rs:
             rows_seen = set()
             for per_sm in (3, 4, 5, 7, 10):
-                rows = max(R, -(-N * slices // (per_sm * sm * R)) * R)
+                rows = tuning._rows_per_program(N, slices, 1, R, sm, per_sm)
                 if rows not in rows_seen:
                     rows_seen.add(rows)
                     out.append(dict(VEC=VEC, R=R, ROWS=rows, num_warps=4))

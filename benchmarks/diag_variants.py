@@ -32,7 +32,8 @@ VARIANTS = {
                    "    if SHUFFLE and not INTERPRET:\n        return code.to(tl.float32, bitcast=True)\n"
                    "        v = tl.inline_asm_elementwise(")],
     # no weight loads in the loop: the first rows' words, changed per iteration by one xor
-    "no_loads": [("gemv.py", "        ahead = fetch_rows(q_ptr, q_base, s_base, tl.minimum(row0 + R + r, N - 1), stride_qn, "
+    "no_loads": [("gemv.py", "        ahead = fetch_rows(q_ptr, q_base, s_base, tl.minimum(row0 + R + r, N - 1), "
+                  "stride_qn, "
                   "stride_sn, word_off,\n                           p1_off, p2_off, blk, W1, W2, WIDE, INTERPRET)",
                   "        ahead = (ahead[0] ^ row0, ahead[1] ^ row0, ahead[2] ^ row0, ahead[3])")],
     # plane 1 and the scales not gathered (plane 0 stands in for plane 1, the scale is 1)
@@ -58,7 +59,8 @@ def build(name: str, edits) -> object:
                     raise SystemExit(f"variant {name}: text not found in {f}: {old[:60]!r}")
                 text = text.replace(old, new)
         # the copies import the real package's codebook and format modules
-        text = text.replace("from ..codebook", "from hlwq_ops.codebook").replace("from ..format", "from hlwq_ops.format")
+        for module in ("codebook", "format"):
+            text = text.replace(f"from ..{module}", f"from hlwq_ops.{module}")
         (pkg / "kernels" / f).write_text(text)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))

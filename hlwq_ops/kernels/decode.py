@@ -1,10 +1,11 @@
 """Decoding packed codes in registers: the pieces the LUT kernels share.
 
 The GEMV and the tensor-core kernel use ``row_geometry``, ``code_at`` and
-``lookup``, and load words with ``fetch_rows`` / ``rows_sources`` (the GEMV, which
-issues the loads an iteration ahead) or ``load_rows`` (both at once); the dequantization kernel uses ``decode_tile``
-(the first session's decoder: a shift and a mask per plane and code), which
-turns a ``[BN, 32 * G]`` tile of packed codes into rotated weights in K order.
+``lookup``, and load words with ``fetch_rows`` / ``rows_sources`` (the GEMV,
+which issues the loads an iteration ahead) or ``load_rows`` (both at once); the
+dequantization kernel uses ``decode_tile`` (the first session's decoder: a
+shift and a mask per plane and code), which turns a ``[BN, 32 * G]`` tile of
+packed codes into rotated weights in K order.
 
 Layout. Every tensor of a tile is ``[rows, C]``: a row and one *word of plane
 0* per element (``32 / W0`` codes per element). The
