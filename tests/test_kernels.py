@@ -16,6 +16,7 @@ from hlwq_ops.kernels import tuning
 from hlwq_ops.kernels.common import planes
 from hlwq_ops.kernels.gemv import gemv, gemv_ref
 from hlwq_ops.kernels.mma import mma
+from hlwq_ops.kernels.wgmma import codebook_asm, permute_activations, supports, wgmma
 
 from ._utils import HAS_CUDA, rel_error
 
@@ -82,6 +83,65 @@ def test_mma_matches_reference(bits, M, N, K, split_k):
     ref = gemv_ref(xr, qdata, scale, bias, bits, 128)
     # tf32 products: ~1e-3 relative, the precision of a bfloat16 GEMM
     assert rel_error(y, ref) < 2e-3
+
+
+def _wgmma_config(BM=16, split_k=1):
+    return dict(BM=BM, BN=64, SPLIT_K=split_k, num_warps=4, num_stages=1)
+
+
+@pytest.mark.parametrize("bits", [4, 5])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(
+    "M,N,K,block_size,BM,split_k",
+    [
+        (3, 70, 300, 128, 16, 1),  # K padded, N not a multiple of the 64-row tile
+        (1, 40, 640, 128, 16, 3),  # M = 1, three uneven K slices summed by the last program
+        (20, 130, 384, 128, 16, 2),  # two M tiles, three row tiles, split-K
+        (17, 64, 512, 256, 32, 2),  # block 256: two steps per block
+    ],
+)
+def test_wgmma_matches_reference(bits, dtype, M, N, K, block_size, BM, split_k):
+    qdata, scale = _packed(N, K, bits, block_size)
+    k_pad = scale.shape[1] * block_size
+    x16 = torch.randn(M, k_pad, device=KERNEL_DEVICE).to(dtype)
+    bias = torch.randn(N, device=KERNEL_DEVICE)
+    xp = permute_activations(x16, dtype)
+    y = wgmma(xp, qdata, scale, bias, bits, block_size, torch.float32, _wgmma_config(BM, split_k))
+    ref = gemv_ref(x16.float(), qdata, scale, bias, bits, block_size)
+    # the centroids rounded to the activations' dtype: one rounding per weight
+    assert rel_error(y, ref) < 4 * torch.finfo(dtype).eps
+
+
+def test_wgmma_supports_only_what_it_decodes():
+    assert supports(5, 128, None, torch.bfloat16) and supports(4, 256, None, torch.float16)
+    assert not supports(6, 128, None, torch.bfloat16)  # no shuffle lookup above 5 bits
+    assert not supports(5, 64, None, torch.bfloat16)  # a step of 16 words would span blocks
+    assert not supports(5, 128, torch.zeros(32), torch.bfloat16)  # the codebook is baked into the kernel
+    assert not supports(5, 128, None, torch.float32)  # 16-bit register operands only
+
+
+@pytest.mark.parametrize("bits", [4, 5])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_wgmma_codebook_table_is_the_codebook(bits, dtype):
+    from hlwq_ops.codebook import codebook
+
+    asm = codebook_asm(bits, dtype)
+    values = [int(v) for v in __import__("re").findall(r"mov\.b32 \$0, (\d+);", asm)]
+    lanes = [0] + [int(v) for v in __import__("re").findall(r"setp\.eq\.u32 p, l, (\d+);", asm)]
+    assert lanes == list(range(32))
+    table = torch.tensor(values, dtype=torch.int32).to(torch.int16).view(dtype)
+    expected = codebook(bits, torch.device("cpu")).to(dtype)
+    assert torch.equal(table, expected[torch.arange(32) % (1 << bits)])
+
+
+@pytest.mark.parametrize("block_size", [128, 256])
+def test_fwht_kernel_writes_the_wgmma_order(block_size):
+    from hlwq_ops.hadamard import fwht_ref
+
+    x = torch.randn(3, 2 * block_size, device=KERNEL_DEVICE).bfloat16()
+    out = kernels.fwht(x, block_size, torch.bfloat16, per_word=8)
+    expected = permute_activations(fwht_ref(x.float(), block_size), torch.bfloat16)
+    torch.testing.assert_close(out.float(), expected.float(), rtol=2 * torch.finfo(torch.bfloat16).eps, atol=1e-6)
 
 
 def test_gemv_custom_codebook_and_bf16_output():
@@ -155,6 +215,7 @@ def test_split_k_counters_return_to_zero():
     gemv(xr, qdata, scale, None, 5, 128, None, torch.float32, _config(3))  # 4 slices
     mma(xr, qdata, scale, None, 5, 128, None, torch.float32,
         dict(BM=16, BN=32, VEC=1, SPLIT_K=2, num_warps=4, num_stages=1))
+    wgmma(permute_activations(xr, torch.bfloat16), qdata, scale, None, 5, 128, torch.float32, _wgmma_config(16, 4))
     assert int(arrival_counters(xr.device, 1).abs().sum()) == 0
 
 
@@ -192,6 +253,12 @@ def test_linear_rotated_dispatch_paths(path, monkeypatch):
     y = kernels.linear_rotated(xr, qdata, scale, None, 5, 128, None, torch.float32)
     assert y.shape == (2, 3, 24)
     assert rel_error(y, gemv_ref(xr.view(6, 256), qdata, scale, None, 5, 128).view(2, 3, 24)) < 1e-5
+
+
+def test_path_crossovers(monkeypatch):
+    monkeypatch.delenv("HLWQ_PATH", raising=False)
+    assert [tuning.path_for(M) for M in (1, 4, 5, 64, 65)] == ["gemv", "gemv", "mma", "mma", "dequant"]
+    assert [tuning.path_for(M, wgmma=True) for M in (1, 2, 3, 32, 33)] == ["gemv", "gemv", "mma", "mma", "dequant"]
 
 
 def test_forced_path_must_exist(monkeypatch):
@@ -260,6 +327,23 @@ def test_gpu_poisoned_output_fully_written(bits):
             out = gemv(xr, qdata, scale, None, bits, 128, None, torch.float32, config)
             assert torch.isfinite(out).all(), config
             assert rel_error(out, ref) < 1e-5, config
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bits", [4, 5])
+def test_gpu_wgmma_poisoned_output_every_candidate(bits):
+    from hlwq_ops.kernels.common import arrival_counters
+
+    qdata, scale = _packed(1000, 1000, bits, device="cuda")
+    for M in (2, 16, 40, 100):
+        x16 = torch.randn(M, scale.shape[1] * 128, device="cuda").bfloat16()
+        ref = gemv_ref(x16.float(), qdata, scale, None, bits, 128)
+        for config in tuning.candidates("wgmma", M, 1000, x16.shape[1], 132, bits):
+            torch.full((M, 1000), float("nan"), device="cuda")
+            out = wgmma(permute_activations(x16, torch.bfloat16), qdata, scale, None, bits, 128, torch.float32, config)
+            assert torch.isfinite(out).all(), config
+            assert rel_error(out, ref) < 4 * torch.finfo(torch.bfloat16).eps, config
+    assert int(arrival_counters(qdata.device, 1).abs().sum()) == 0
 
 
 @pytest.mark.gpu

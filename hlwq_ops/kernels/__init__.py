@@ -1,8 +1,10 @@
-"""Triton kernels (no torch.library here): FWHT, LUT GEMV, tensor-core GEMM, dequantization.
+"""Triton kernels (no torch.library here): FWHT, LUT GEMV, tensor-core GEMMs, dequantization.
 
 :func:`linear_rotated` is the CUDA ``y = xr @ Wr.T + bias`` and :func:`linear`
 the CUDA ``y = x @ W_hat.T + bias``; both pick the kernel family by M
-(:func:`hlwq_ops.kernels.tuning.path_for`).
+(:func:`hlwq_ops.kernels.tuning.path_for`). On the "mma" path the
+register-operand kernel (:mod:`.wgmma`) serves the layers it supports and the
+general one (:mod:`.mma`) the rest.
 """
 
 from __future__ import annotations
@@ -16,10 +18,31 @@ from .dequant import dequantize_rotated
 from .fwht import MAX_KERNEL_BLOCK, fwht
 from .gemv import can_rotate, gemv
 from .mma import mma
+from .wgmma import permute_activations, supports, wgmma
 
-__all__ = ["MAX_KERNEL_BLOCK", "dequantize_rotated", "fwht", "gemv", "linear", "linear_rotated", "mma", "tuning"]
+__all__ = [
+    "MAX_KERNEL_BLOCK",
+    "dequantize_rotated",
+    "fwht",
+    "gemv",
+    "linear",
+    "linear_rotated",
+    "mma",
+    "tuning",
+    "wgmma",
+]
 
 _KERNELS = {"gemv": gemv, "mma": mma}
+
+
+def _wgmma_linear(xp, qdata, scale, bias, bits, block_size, out_dtype) -> torch.Tensor:
+    """:func:`wgmma` on permuted 16-bit activations, tuned per shape."""
+    M, k_pad = xp.shape
+
+    def run(config, q=qdata, s=scale):
+        return wgmma(xp, q, s, bias, bits, block_size, out_dtype, config)
+
+    return run(tuning.config_for("wgmma", M, qdata.shape[0], k_pad, bits, (qdata, scale), run))
 
 
 def linear_rotated(
@@ -39,8 +62,12 @@ def linear_rotated(
     M = x2.shape[0]
     if M == 0:
         return xr.new_empty((*lead, N), dtype=out_dtype)
-    path = tuning.path_for(M)
-    if path in _KERNELS:
+    fast = supports(bits, block_size, codebook, out_dtype)
+    path = tuning.path_for(M, fast)
+    if path == "mma" and fast:
+        xp = permute_activations(x2, out_dtype)
+        y = _wgmma_linear(xp, qdata, scale, bias, bits, block_size, out_dtype)
+    elif path in _KERNELS:
         x2 = x2.to(torch.float32).contiguous()
         kernel = _KERNELS[path]
 
@@ -66,9 +93,10 @@ def linear(
 ) -> torch.Tensor:
     """``x @ W_hat.T + bias`` for (..., K) raw activations; (..., N) in x's dtype.
 
-    On the GEMV path the kernel pads and rotates ``x`` itself; otherwise ``x``
-    is padded, rotated by the FWHT kernel (float32) and handed to
-    :func:`linear_rotated`.
+    On the GEMV path the kernel pads and rotates ``x`` itself; on the
+    register-operand tensor-core path the FWHT kernel rotates it into the
+    kernel's order and dtype; otherwise ``x`` is padded, rotated by the FWHT
+    kernel (float32) and handed to :func:`linear_rotated`.
     """
     lead, N = x.shape[:-1], qdata.shape[0]
     k_pad = scale.shape[1] * block_size
@@ -77,13 +105,19 @@ def linear(
     if M == 0:
         return x.new_empty((*lead, N))
 
-    def rotated(x2):
+    def rotated(x2, dtype=torch.float32, per_word=0):
         x2 = F.pad(x2, (0, k_pad - K)) if k_pad != K else x2
         if block_size > MAX_KERNEL_BLOCK:  # the FWHT kernel's tile would not fit
-            return fwht_ref(x2.float(), block_size)
-        return fwht(x2, block_size, torch.float32)
+            xr = fwht_ref(x2.float(), block_size)
+            return permute_activations(xr, dtype) if per_word else xr.to(dtype)
+        return fwht(x2, block_size, dtype, per_word)
 
-    if tuning.path_for(M) == "gemv":
+    fast = supports(bits, block_size, codebook, x.dtype)
+    path = tuning.path_for(M, fast)
+    if path == "mma" and fast:
+        xp = rotated(x2, x.dtype, per_word=8)
+        y = _wgmma_linear(xp, qdata, scale, bias, bits, block_size, x.dtype)
+    elif path == "gemv":
         x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()
 
         def run(config, q=qdata, s=scale):

@@ -35,9 +35,11 @@ def _signs(block_size: int, device: torch.device) -> torch.Tensor:
 def _fwht_kernel(
     x_ptr,  # [ROWS, B] input blocks
     h_ptr,  # [B, B] +-1 float32
-    out_ptr,  # [ROWS, B]
+    out_ptr,  # [ROWS, B], or permuted rows of activations (PER_WORD)
     ROWS,
+    BLOCKS,  # blocks per activation row (PER_WORD only)
     B: tl.constexpr,
+    PER_WORD: tl.constexpr,
     BR: tl.constexpr,
     BC: tl.constexpr,
 ):
@@ -49,12 +51,23 @@ def _fwht_kernel(
     x = tl.load(x_ptr + rows.to(tl.int64)[:, None] * B + k[None, :], mask=mask, other=0.0).to(tl.float32)
     h = tl.load(h_ptr + k[:, None] * B + cols[None, :])
     acc = tl.dot(x, h, input_precision="tf32x3") * (1.0 / tl.sqrt(float(B)))
-    out_offs = rows.to(tl.int64)[:, None] * B + cols[None, :]
+    if PER_WORD:  # position p of a row goes to (p % PER_WORD) * K / PER_WORD + p / PER_WORD
+        K = BLOCKS * B
+        p = (rows % BLOCKS)[:, None] * B + cols[None, :]
+        out_offs = (rows // BLOCKS).to(tl.int64)[:, None] * K + (p % PER_WORD) * (K // PER_WORD) + p // PER_WORD
+    else:
+        out_offs = rows.to(tl.int64)[:, None] * B + cols[None, :]
     tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype) -> torch.Tensor:
+def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype, per_word: int = 0) -> torch.Tensor:
     """Blockwise FWHT of the last dim of ``x`` (K a multiple of ``block_size`` <= 128).
+
+    Args:
+        per_word: if nonzero, each row of the result is reordered as the
+            tensor-core kernel reads it: position ``p`` goes to
+            ``(p % per_word) * K / per_word + p // per_word``
+            (:func:`hlwq_ops.kernels.wgmma.permute_activations`).
 
     Returns:
         A tensor of x's shape in ``out_dtype``.
@@ -64,9 +77,10 @@ def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype) -> torch.Tens
     rows = x.numel() // block_size
     if rows == 0:
         return out
-    br = 16 if rows <= 256 else 64
-    bc = min(block_size, 32 if rows <= 256 else 128)
+    br = 16 if rows <= 2048 else 64  # small tiles until there are enough blocks to fill the GPU
+    bc = min(block_size, 32 if rows <= 2048 else 128)
     _fwht_kernel[(triton.cdiv(rows, br), block_size // bc)](
-        x, _signs(block_size, x.device), out, rows, B=block_size, BR=br, BC=bc, num_warps=4
+        x, _signs(block_size, x.device), out, rows, x.shape[-1] // block_size, B=block_size, PER_WORD=per_word, BR=br,
+        BC=bc, num_warps=4,
     )
     return out

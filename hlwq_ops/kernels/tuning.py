@@ -1,6 +1,6 @@
 """Launch configurations: the only place that picks them.
 
-``path_for(M)`` chooses the kernel family by the number of activation rows;
+``path_for(M, wgmma)`` chooses the kernel family by the number of activation rows;
 ``config_for`` picks a kernel's tile for a shape. On the first call for a key
 ``(kernel, N, K_pad, bits, M bucket, device)`` it times a handful of candidates
 (seconds, dominated by compiling them) in a CUDA graph over copies of the
@@ -25,26 +25,44 @@ import torch
 from .common import planes
 from .gemv import slice_codes
 
-__all__ = ["GEMV_MAX_M", "MMA_MAX_M", "PATHS", "path_for", "m_bucket", "candidates", "config_for"]
+__all__ = [
+    "GEMV_MAX_M",
+    "GEMV_MAX_M_WGMMA",
+    "MMA_MAX_M",
+    "MMA_MAX_M_WGMMA",
+    "PATHS",
+    "path_for",
+    "m_bucket",
+    "candidates",
+    "config_for",
+]
 
 # Largest M each kernel family serves (crossovers measured on H100, benchmarks/RESULTS.md):
-# the GEMV reads the weight once per activation row, the tensor-core kernel once
-# per 16..64 rows; past MMA_MAX_M dequantize + cuBLAS wins.
+# the GEMV reads the weight once per activation row, the tensor-core kernels once
+# per 16..64 rows; past MMA_MAX_M dequantize + cuBLAS wins. Where the register-operand
+# tensor-core kernel applies (kernels.wgmma.supports) it takes over from the GEMV at
+# M = 3 and loses to dequantize + cuBLAS from M = 64 (H100, session 4).
 GEMV_MAX_M = 4
+GEMV_MAX_M_WGMMA = 2
 MMA_MAX_M = 64
+MMA_MAX_M_WGMMA = 32
 PATHS = ("gemv", "mma", "dequant")
 
 
-def path_for(M: int) -> str:
-    """Kernel family for M activation rows; ``HLWQ_PATH`` forces one (for debugging)."""
+def path_for(M: int, wgmma: bool = False) -> str:
+    """Kernel family for M activation rows ("mma": the tensor-core kernels); ``HLWQ_PATH`` forces one.
+
+    Args:
+        wgmma: the layer and activations suit :mod:`hlwq_ops.kernels.wgmma`.
+    """
     forced = os.environ.get("HLWQ_PATH")
     if forced:
         if forced not in PATHS:
             raise ValueError(f"HLWQ_PATH must be one of {PATHS}, got {forced!r}")
         return forced
-    if M <= GEMV_MAX_M:
+    if M <= (GEMV_MAX_M_WGMMA if wgmma else GEMV_MAX_M):
         return "gemv"
-    return "mma" if M <= MMA_MAX_M else "dequant"
+    return "mma" if M <= (MMA_MAX_M_WGMMA if wgmma else MMA_MAX_M) else "dequant"
 
 
 def m_bucket(M: int) -> int:
@@ -64,8 +82,28 @@ _GEMV_LARGE = ((4, 8, 7), (4, 16, 4), (4, 8, 5), (16, 4, 4))
 _GEMV_SMALL = ((16, 4, 4), (16, 4, 2), (16, 2, 4), (4, 8, 7))
 
 
+def _wgmma_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
+    """Register-operand tensor-core tiles: BN = 64 rows (one warpgroup), split-K to ~4 programs per SM.
+
+    Measured on H100 (benchmarks/NOTES.md, session 4): the kernel waits on memory
+    and on each product, so more programs per SM (split-K) and 3-4 pipeline
+    stages pay; BN = 128 or 8 warps were 1.5-2x slower.
+    """
+    BM = min(max(16, m_bucket(M)), 64)
+    tiles = -(-N // 64) * -(-M // BM)
+    steps = k_pad // 128  # 16 plane-0 words per step
+    split = 1
+    while tiles * split < 4 * sm_count and steps // (split * 2) >= 4:
+        split *= 2
+    splits = [split] + ([split // 2] if split > 1 else []) + ([split * 2] if steps // (split * 2) >= 2 else [])
+    out = [dict(BM=BM, BN=64, SPLIT_K=s, num_warps=4, num_stages=3) for s in splits]
+    return out + [dict(out[0], num_stages=4)]
+
+
 def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int) -> list[dict]:
-    """Configs worth timing for a kernel ("gemv" or "mma") on (M, N, K_pad), the favourite first."""
+    """Configs worth timing for a kernel ("gemv", "mma" or "wgmma") on (M, N, K_pad), the favourite first."""
+    if kernel == "wgmma":
+        return _wgmma_candidates(M, N, k_pad, sm_count)
     out = []
     if kernel == "gemv":
         for VEC, R, per_sm in _GEMV_SMALL if N * k_pad <= 4096 * 4096 else _GEMV_LARGE:
@@ -95,7 +133,7 @@ _LOADED: set[str] = set()
 def _cache_file(device: torch.device) -> Path:
     name = torch.cuda.get_device_name(device).replace(" ", "_")
     root = Path(os.environ.get("HLWQ_CACHE_DIR", Path.home() / ".cache" / "hlwq_ops"))
-    return root / f"configs-v4-{name}-triton{__import__('triton').__version__}.json"
+    return root / f"configs-v5-{name}-triton{__import__('triton').__version__}.json"
 
 
 def _load(device: torch.device) -> None:

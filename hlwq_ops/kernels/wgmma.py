@@ -1,0 +1,259 @@
+"""Tensor-core kernel for 3 <= M <= 32: the decoded weight is the MMA's A operand (Q4/Q5, standard codebook).
+
+``y.T = Wr @ xr.T``: the weight tile is the *A* operand, which Hopper's
+``wgmma`` may read from registers, and the activations the B operand, read
+from shared memory. A program owns ``BN = 64`` weight rows (one warpgroup),
+``BM`` activation rows and one of ``SPLIT_K`` slices of K. Per step it loads
+``C = 16`` plane-0 words of each row (128 codes, within one block) and their
+plane-1 bytes (Q5), decodes code ``a`` of every word (``a = 0..7``) into a
+``[BN, 16]`` bfloat16/float16 tile and multiplies it with activations
+``8 * word + a``, which the caller stores contiguously
+(:func:`permute_activations`, or the FWHT kernel's ``per_word=8``: K reordered,
+nothing interleaved). The eight products of a step are scaled by the block's
+norm on the accumulator, not per weight.
+
+Per weight the decode is a shift, one warp shuffle that returns the centroid
+already in 16 bits (each lane holds ``c[lane]``, set from constants by
+:func:`codebook_asm`, so the standard codebook only) and half a register pack.
+Unlike the GEMV, the weight is decoded once for all ``BM`` activation rows.
+
+Layouts. Every leaf of the decode is a ``tl.load`` or a constant (no index
+arithmetic, no runtime codebook), which is what Triton's
+``MMAV3HoistLayoutConversion`` needs to move the conversion into the dot's
+register layout from the decoded tile up to the loaded words. Triton 3.6 does
+so with ``num_stages=1`` but not with the 3-stage software pipeline the tuner
+picks; there the decoded 16-bit tile goes through shared memory (eight small
+round trips per step) and the pipelined loads still make it faster.
+Measured on H100 (``benchmarks/NOTES.md``, session 4): 48-53 us for M = 2..16
+on 14336 x 4096 and 4096 x 14336 (bf16 cuBLAS 43-46 us; the previous kernel
+52-75 us). A stand-alone prototype of the same loop measured 34-36 us; the
+difference is not found (same loop instructions, same shared memory).
+
+Supported: :func:`supports` (bits 4 and 5, blocks of 128 positions or more, the
+standard codebook, bfloat16/float16 activations); the general tensor-core kernel
+(:mod:`.mma`) serves the rest.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+
+import torch
+import triton
+import triton.language as tl
+
+from ..codebook import codebook as standard_codebook
+from .common import arrival_counters, sum_if_last
+
+__all__ = ["codebook_asm", "permute_activations", "supports", "wgmma"]
+
+_WORDS = 16  # plane-0 words per row and step: the dot's K for one code index
+_PER_WORD = 8  # codes per plane-0 word at bits 4 and 5
+
+
+def supports(bits: int, block_size: int, codebook: torch.Tensor | None, dtype: torch.dtype) -> bool:
+    """Whether :func:`wgmma` serves this layer and activation dtype."""
+    return (
+        bits in (4, 5)
+        and block_size * 4 // 32 % _WORDS == 0
+        and codebook is None
+        and dtype in (torch.bfloat16, torch.float16)
+    )
+
+
+@functools.cache
+def codebook_asm(bits: int, dtype: torch.dtype) -> str:
+    """Inline PTX that sets a register to the bits of ``c[lane % 2**bits]`` in ``dtype`` (the standard codebook)."""
+    c = standard_codebook(bits, torch.device("cpu")).to(dtype).view(torch.int16).tolist()
+    entry = [c[lane % (1 << bits)] & 0xFFFF for lane in range(32)]
+    lines = ["{ .reg .u32 l; .reg .pred p; mov.u32 l, %laneid;", f"mov.b32 $0, {entry[0]};"]
+    lines += [f"setp.eq.u32 p, l, {lane}; @p mov.b32 $0, {entry[lane]};" for lane in range(1, 32)]
+    return " ".join(lines) + " }"
+
+
+def permute_activations(xr: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(M, K_pad) rotated activations reordered as the kernel reads them: ``out[m, a * K/8 + w] = xr[m, 8 * w + a]``."""
+    M, k_pad = xr.shape
+    return xr.reshape(M, k_pad // _PER_WORD, _PER_WORD).transpose(1, 2).to(dtype).contiguous().view(M, k_pad)
+
+
+@triton.jit
+def _lookup16(c_lane, code, c_ptr, dtype: tl.constexpr, INTERPRET: tl.constexpr):
+    """Centroid of ``code`` (bits 0..4 used) as ``dtype``: a warp shuffle of ``c_lane`` (the interpreter: a load)."""
+    if INTERPRET:
+        return tl.load(c_ptr + (code & 31)).to(dtype)
+    bits = tl.inline_asm_elementwise(
+        "{ .reg .b32 t; shfl.sync.idx.b32 t, $1, $2, 0x1f, 0xffffffff; cvt.u16.u32 $0, t; }",
+        "=h,r,r",
+        [c_lane, code.to(tl.int32, bitcast=True)],
+        dtype=tl.int16,
+        is_pure=True,
+        pack=1,
+    )
+    return bits.to(dtype, bitcast=True)
+
+
+@triton.jit
+def _nibbles_over(low, high, INTERPRET: tl.constexpr):
+    """Bits 0..3 of every byte from ``low``, bits 4..7 from ``high`` (one LOP3)."""
+    if INTERPRET:
+        return high ^ ((low ^ high) & 0x0F0F0F0F)
+    return tl.inline_asm_elementwise(
+        "lop3.b32 $0, $1, $2, 0x0F0F0F0F, 0xE4;", "=r,r,r", [low, high], dtype=tl.uint32, is_pure=True, pack=1
+    )
+
+
+@triton.jit
+def _wgmma_kernel(
+    # pointers
+    x_ptr,  # [M, K_PAD] rotated activations, 16-bit, permuted (permute_activations)
+    q_ptr,  # [N, K_PAD * BITS // 32] int32 packed codes
+    s_ptr,  # [N, K_PAD // B] float16 block scales
+    c_ptr,  # [2**BITS] float32 codebook (read by the interpreter only)
+    bias_ptr,  # [N] or unused
+    out_ptr,  # [M, N]
+    ws_ptr,  # [SPLIT_K, M, N] float32 partial sums (SPLIT)
+    count_ptr,  # [>= tiles] int32 arrival counters, zero between calls (SPLIT)
+    # dimensions
+    M,
+    N,
+    K_PAD,
+    # strides, in elements
+    stride_qn,
+    stride_sn,
+    # meta-parameters
+    BITS: tl.constexpr,
+    B: tl.constexpr,
+    CODEBOOK_ASM: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SPLIT: tl.constexpr,
+    INTERPRET: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+):
+    C: tl.constexpr = 16  # plane-0 words per row and step (_WORDS)
+    PW0: tl.constexpr = B // 8  # plane-0 words per block
+    WPB: tl.constexpr = B * BITS // 32  # words per block
+    dtype: tl.constexpr = x_ptr.dtype.element_ty
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    split_k = tl.num_programs(2)
+    n = pid_n * BN + tl.arange(0, BN)
+    m = pid_m * BM + tl.arange(0, BM)
+    rows = tl.minimum(n, N - 1)  # clamped: every address is valid
+    col = tl.arange(0, C)[None, :]
+    k_in_step = tl.arange(0, C)[None, :]
+    # 64-bit tile bases and 32-bit offsets within the tile: 64-bit pointer tensors kept across
+    # the loop cost registers, and registers (programs per SM) are what this kernel runs on.
+    q_tile = q_ptr + (pid_n * BN).to(tl.int64) * stride_qn
+    row_off = (rows - pid_n * BN)[:, None] * stride_qn
+    x_tile = x_ptr + (pid_m * BM).to(tl.int64) * K_PAD
+    x_off = (m - pid_m * BM)[:, None] * K_PAD
+    x_mask = m[:, None] < M
+    KW = K_PAD // 8  # plane-0 words per row = positions per code index
+    n_steps = KW // C
+    per_split = tl.cdiv(n_steps, split_k)
+    acc = tl.zeros([BN, BM], dtype=tl.float32)
+    for step in range(pid_k * per_split, tl.minimum((pid_k + 1) * per_split, n_steps)):
+        blk = step * C // PW0
+        word = blk * WPB + (step * C) % PW0 + col  # [1, C] word offsets within the row
+        w0 = tl.load(q_tile + (row_off + word)).to(tl.uint32, bitcast=True)
+        # Every lane's codebook entry (constants; w0 is an ignored input that keeps it a decode leaf in the loop).
+        c_lane = w0
+        if not INTERPRET:
+            c_lane = tl.inline_asm_elementwise(CODEBOOK_ASM, "=r,r", [w0], dtype=tl.int32, is_pure=True, pack=1)
+        even = w0  # code 2j in bits 8j.., code 2j + 1 in bits 8j.. of ``odd`` (bit 4 from plane 1 at Q5)
+        odd = w0 >> 4
+        if BITS == 5:  # the word's 8 plane-1 bits: byte (word % 4) of plane-1 word (word / 4)
+            p1_off = 4 * (row_off + blk * WPB + PW0) + (step * C) % PW0 + col
+            p1 = tl.load(q_tile.to(tl.pointer_type(tl.uint8)) + p1_off).to(tl.uint32)
+            even = _nibbles_over(even, (p1 & 0x55) * 0x410410, INTERPRET)  # bit 2j to bit 8j + 4
+            odd = _nibbles_over(odd, (p1 & 0xAA) * 0x208208, INTERPRET)  # bit 2j + 1 to bit 8j + 4
+        elif INTERPRET:
+            even = even & 0x0F0F0F0F
+            odd = odd & 0x0F0F0F0F
+        part = tl.zeros([BN, BM], dtype=tl.float32)
+        for a in tl.static_range(8):
+            src = even if a % 2 == 0 else odd
+            code = src >> (8 * (a // 2)) if a >= 2 else src
+            w = _lookup16(c_lane, code, c_ptr, dtype, INTERPRET)
+            x = tl.load(x_tile + (x_off + (a * KW + step * C) + k_in_step), mask=x_mask, other=0.0)  # [BM, C]
+            if INTERPRET:  # the interpreter miscomputes 16-bit dots
+                part = tl.dot(w.to(tl.float32), tl.trans(x).to(tl.float32), part)
+            else:
+                part = tl.dot(w, tl.trans(x), part)
+        norm = tl.load(s_ptr + rows * stride_sn + blk).to(tl.float32) * (1.0 / tl.sqrt(float(B)))
+        acc += part * norm[:, None]
+    out_mask = (m[None, :] < M) & (n[:, None] < N)
+    tile = m.to(tl.int64)[None, :] * N + n[:, None]
+    last = True
+    if SPLIT:  # the last split of this tile to finish sums the partials
+        tl.store(ws_ptr + (pid_k * M).to(tl.int64) * N + tile, acc, mask=out_mask)
+        counter = count_ptr + pid_n * tl.num_programs(1) + pid_m
+        last, acc = sum_if_last(ws_ptr, counter, tile, out_mask, tl.cast(M, tl.int64) * N, split_k)
+    if last:
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + n, mask=n < N, other=0.0).to(tl.float32)[:, None]
+        tl.store(out_ptr + tile, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
+
+
+def wgmma(
+    xp: torch.Tensor,
+    qdata: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    bits: int,
+    block_size: int,
+    out_dtype: torch.dtype,
+    config: dict,
+) -> torch.Tensor:
+    """Launch the kernel. Shapes are checked by the caller; the layer must satisfy :func:`supports`.
+
+    Args:
+        xp: (M, K_pad) rotated activations in bfloat16 or float16, permuted
+            (:func:`permute_activations`, or the FWHT kernel's ``per_word=8``).
+        config: ``BM``, ``BN`` (tile), ``SPLIT_K`` (slices of K, summed by the
+            last program of each tile), ``num_warps``, ``num_stages``.
+
+    Returns:
+        (M, N) in ``out_dtype``.
+    """
+    M, k_pad = xp.shape
+    N = qdata.shape[0]
+    words = qdata.view(torch.int32)
+    out = torch.empty((M, N), device=xp.device, dtype=out_dtype)
+    grid = (triton.cdiv(N, config["BN"]), triton.cdiv(M, config["BM"]), config["SPLIT_K"])
+    if grid[2] > 1:
+        ws = torch.empty((grid[2], M, N), device=xp.device, dtype=torch.float32)
+        counters = arrival_counters(xp.device, grid[0] * grid[1])
+    else:
+        ws = counters = out  # unused
+    interpret = xp.device.type == "cpu"
+    _wgmma_kernel[grid](
+        xp,
+        words,
+        scale,
+        standard_codebook(bits, xp.device),
+        bias if bias is not None else out,
+        out,
+        ws,
+        counters,
+        M,
+        N,
+        k_pad,
+        words.stride(0),
+        scale.stride(0),
+        BITS=bits,
+        B=block_size,
+        CODEBOOK_ASM="" if interpret else codebook_asm(bits, xp.dtype),
+        HAS_BIAS=bias is not None,
+        SPLIT=grid[2] > 1,
+        INTERPRET=interpret,
+        BM=config["BM"],
+        BN=config["BN"],
+        num_warps=config["num_warps"],
+        num_stages=config["num_stages"],
+    )
+    return out
