@@ -90,15 +90,16 @@ def slices_sum(ws_ptr, offsets, mask, slice_elems, n_slices):
 
 
 @triton.jit
-def sum_if_last(ws_ptr, counter, offsets, mask, slice_elems, n_slices):
-    """The split-K arrival protocol for one tile of ``offsets``: ``(is_last, sum)``, the sum zero unless last.
+def sum_if_last(partial, ws_ptr, counter, offsets, mask, slice_elems, slice_index, n_slices):
+    """The split-K protocol for one tile: ``(is_last, sum)``, the sum zero unless last.
 
+    Stores this program's ``partial`` as slice ``slice_index`` of the workspace,
     :func:`arrive`, then, for the last program, :func:`slices_sum` and the reset.
     """
+    tl.store(ws_ptr + slice_index.to(tl.int64) * slice_elems + offsets, partial, mask=mask)
     last = arrive(counter, n_slices)
     total = tl.zeros(offsets.shape, dtype=tl.float32)
     if last:
         total = slices_sum(ws_ptr, offsets, mask, slice_elems, n_slices)
         tl.atomic_xchg(counter, 0)
     return last, total
-

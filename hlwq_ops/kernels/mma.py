@@ -102,9 +102,8 @@ def _mma_kernel(
     tile = m.to(tl.int64)[:, None] * N + n[None, :]
     last = True
     if SPLIT:  # the last split of this tile to finish sums the partials
-        tl.store(ws_ptr + (pid_k * M).to(tl.int64) * N + tile, acc, mask=out_mask)
         counter = count_ptr + pid_n * tl.num_programs(1) + pid_m
-        last, acc = sum_if_last(ws_ptr, counter, tile, out_mask, tl.cast(M, tl.int64) * N, split_k)
+        last, acc = sum_if_last(acc, ws_ptr, counter, tile, out_mask, tl.cast(M, tl.int64) * N, pid_k, split_k)
     if last:
         if HAS_BIAS:
             acc += tl.load(bias_ptr + n, mask=n < N, other=0.0).to(tl.float32)[None, :]

@@ -45,6 +45,7 @@ import triton.language as tl
 
 from ..codebook import codebook as standard_codebook
 from .common import arrival_counters, sum_if_last
+from .decode import code_sources
 
 __all__ = ["codebook_asm", "permute_activations", "supports", "wgmma"]
 
@@ -92,16 +93,6 @@ def _lookup16(c_lane, code, c_ptr, dtype: tl.constexpr, INTERPRET: tl.constexpr)
         pack=1,
     )
     return bits.to(dtype, bitcast=True)
-
-
-@triton.jit
-def _nibbles_over(low, high, INTERPRET: tl.constexpr):
-    """Bits 0..3 of every byte from ``low``, bits 4..7 from ``high`` (one LOP3)."""
-    if INTERPRET:
-        return high ^ ((low ^ high) & 0x0F0F0F0F)
-    return tl.inline_asm_elementwise(
-        "lop3.b32 $0, $1, $2, 0x0F0F0F0F, 0xE4;", "=r,r,r", [low, high], dtype=tl.uint32, is_pure=True, pack=1
-    )
 
 
 @triton.jit
@@ -169,8 +160,7 @@ def _wgmma_kernel(
         if BITS == 5:  # the word's 8 plane-1 bits: byte (word % 4) of plane-1 word (word / 4)
             p1_off = 4 * (row_off + blk * WPB + PW0) + (step * C) % PW0 + col
             p1 = tl.load(q_tile.to(tl.pointer_type(tl.uint8)) + p1_off).to(tl.uint32)
-            even = _nibbles_over(even, (p1 & 0x55) * 0x410410, INTERPRET)  # bit 2j to bit 8j + 4
-            odd = _nibbles_over(odd, (p1 & 0xAA) * 0x208208, INTERPRET)  # bit 2j + 1 to bit 8j + 4
+            even, odd, _ = code_sources(w0, p1, w0, 4, 0, True, INTERPRET)  # the GEMV's Q5 merge
         elif INTERPRET:
             even = even & 0x0F0F0F0F
             odd = odd & 0x0F0F0F0F
@@ -190,9 +180,8 @@ def _wgmma_kernel(
     tile = m.to(tl.int64)[None, :] * N + n[:, None]
     last = True
     if SPLIT:  # the last split of this tile to finish sums the partials
-        tl.store(ws_ptr + (pid_k * M).to(tl.int64) * N + tile, acc, mask=out_mask)
         counter = count_ptr + pid_n * tl.num_programs(1) + pid_m
-        last, acc = sum_if_last(ws_ptr, counter, tile, out_mask, tl.cast(M, tl.int64) * N, split_k)
+        last, acc = sum_if_last(acc, ws_ptr, counter, tile, out_mask, tl.cast(M, tl.int64) * N, pid_k, split_k)
     if last:
         if HAS_BIAS:
             acc += tl.load(bias_ptr + n, mask=n < N, other=0.0).to(tl.float32)[:, None]
