@@ -206,8 +206,10 @@ def _gemv_kernel(
 
     for row0 in range(row_lo, row_hi, R):
         s0, s1, s2, scale = rows_sources(ahead, sh1, sh2, O1, O2, PAIRED, INTERPRET)
-        ahead = fetch_rows(q_ptr, q_base, s_base, tl.minimum(row0 + R + r, N - 1), stride_qn, stride_sn, word_off,
-                           p1_off, p2_off, blk, W1, W2, WIDE, INTERPRET)
+        # The next rows, clamped to this program's last (the last iteration re-reads it from L1, not the next
+        # program's rows from memory).
+        ahead = fetch_rows(q_ptr, q_base, s_base, tl.minimum(row0 + R + r, row_hi - 1), stride_qn, stride_sn,
+                           word_off, p1_off, p2_off, blk, W1, W2, WIDE, INTERPRET)
         p = tl.zeros([R, C], dtype=tl.float32)
         p = _quad(s0, s1, s2, 0, xa0, xa1, xa2, xa3, p, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE,
                   INTERPRET)

@@ -143,13 +143,17 @@ def _wgmma_kernel(
     x_tile = x_ptr + (pid_m * BM).to(tl.int64) * K_PAD
     x_off = (m - pid_m * BM)[:, None] * K_PAD
     x_mask = m[:, None] < M
-    KW = K_PAD // 8  # plane-0 words per row = positions per code index
+    # Offsets are written so that Triton's alignment analysis sees their multiples of 16: written as
+    # ``K_PAD // 8`` or ``(step * C) % PW0`` they lose it, the words arrive unvectorized, the plane-1
+    # bytes are not pipelined, and the decoded tile goes through shared memory (measured 40% slower).
+    KW = K_PAD // 128 * 16  # plane-0 words per row = positions per code index (K_PAD is a multiple of B >= 128)
     n_steps = KW // C
     per_split = tl.cdiv(n_steps, split_k)
     acc = tl.zeros([BN, BM], dtype=tl.float32)
     for step in range(pid_k * per_split, tl.minimum((pid_k + 1) * per_split, n_steps)):
-        blk = step * C // PW0
-        word = blk * WPB + (step * C) % PW0 + col  # [1, C] word offsets within the row
+        blk = step // (PW0 // C)
+        in_blk = (step % (PW0 // C)) * C  # the step's first plane-0 word within its block
+        word = blk * WPB + in_blk + col  # [1, C] word offsets within the row
         w0 = tl.load(q_tile + (row_off + word)).to(tl.uint32, bitcast=True)
         # Every lane's codebook entry (constants; w0 is an ignored input that keeps it a decode leaf in the loop).
         c_lane = w0
@@ -158,7 +162,7 @@ def _wgmma_kernel(
         even = w0  # code 2j in bits 8j.., code 2j + 1 in bits 8j.. of ``odd`` (bit 4 from plane 1 at Q5)
         odd = w0 >> 4
         if BITS == 5:  # the word's 8 plane-1 bits: byte (word % 4) of plane-1 word (word / 4)
-            p1_off = 4 * (row_off + blk * WPB + PW0) + (step * C) % PW0 + col
+            p1_off = 4 * (row_off + blk * WPB + PW0) + in_blk + col
             p1 = tl.load(q_tile.to(tl.pointer_type(tl.uint8)) + p1_off).to(tl.uint32)
             even, odd, _ = code_sources(w0, p1, w0, 4, 0, True, INTERPRET)  # the GEMV's Q5 merge
         elif INTERPRET:
