@@ -258,7 +258,7 @@ def test_linear_rotated_dispatch_paths(path, monkeypatch):
 def test_path_crossovers(monkeypatch):
     monkeypatch.delenv("HLWQ_PATH", raising=False)
     assert [tuning.path_for(M) for M in (1, 4, 5, 64, 65)] == ["gemv", "gemv", "mma", "mma", "dequant"]
-    assert [tuning.path_for(M, wgmma=True) for M in (1, 2, 3, 32, 33)] == ["gemv", "gemv", "mma", "mma", "dequant"]
+    assert [tuning.path_for(M, wgmma=True) for M in (1, 2, 3, 64, 65)] == ["gemv", "gemv", "mma", "mma", "dequant"]
 
 
 def test_forced_path_must_exist(monkeypatch):

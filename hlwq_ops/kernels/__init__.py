@@ -96,7 +96,8 @@ def linear(
     On the GEMV path the kernel pads and rotates ``x`` itself; on the
     register-operand tensor-core path the FWHT kernel rotates it into the
     kernel's order and dtype; otherwise ``x`` is padded, rotated by the FWHT
-    kernel (float32) and handed to :func:`linear_rotated`.
+    kernel (float32 for the general tensor-core kernel, x's dtype for
+    dequantize + cuBLAS) and handed to :func:`linear_rotated`.
     """
     lead, N = x.shape[:-1], qdata.shape[0]
     k_pad = scale.shape[1] * block_size
@@ -126,6 +127,7 @@ def linear(
             return gemv(rotated(x2), q, s, bias, bits, block_size, codebook, x.dtype, config)
 
         y = run(tuning.config_for("gemv", M, N, k_pad, bits, (qdata, scale), run))
-    else:
-        y = linear_rotated(rotated(x2), qdata, scale, bias, bits, block_size, codebook, x.dtype)
+    else:  # the general tensor-core kernel reads float32 activations, cuBLAS x's dtype
+        xr = rotated(x2, torch.float32 if path == "mma" else x.dtype)
+        y = linear_rotated(xr, qdata, scale, bias, bits, block_size, codebook, x.dtype)
     return y.reshape(*lead, N)

@@ -1,10 +1,17 @@
 """Blockwise normalized Walsh-Hadamard transform on the tensor cores.
 
 A program transforms ``BR`` blocks of ``B`` values: ``[BR, B] @ H_B`` with
-``H_B`` the unnormalized +-1 Sylvester matrix, on the tensor cores in
-``tf32x3`` mode (x split into two tf32 terms, H exact in tf32: float32
-accuracy), then the ``1 / sqrt(B)`` scale. Not bfloat16 terms: Triton's
-interpreter (which runs these kernels in CI) miscomputes bfloat16 dots.
+``H_B`` the unnormalized +-1 Sylvester matrix, then the ``1 / sqrt(B)`` scale.
+16-bit inputs multiply in their own dtype: every product with +-1 is exact and
+the sums are float32, so the result is as exact as the ``tf32x3`` mode that
+float32 inputs take (x split into two tf32 terms, H exact in tf32). Triton's
+interpreter (which runs these kernels in CI) miscomputes 16-bit dots, so there
+every input takes the float32 path.
+
+With ``per_word`` the output is reordered for the register-operand tensor-core
+kernel (:func:`hlwq_ops.kernels.wgmma.permute_activations`); the tile is
+transposed in registers first, so that each store writes runs of consecutive
+positions rather than scattering single values.
 """
 
 from __future__ import annotations
@@ -19,22 +26,22 @@ __all__ = ["MAX_KERNEL_BLOCK", "fwht"]
 
 # Up to 128 the dense product is cheap; larger blocks use the reference.
 MAX_KERNEL_BLOCK = 128
-_SIGNS: dict[tuple[int, str], torch.Tensor] = {}
+_SIGNS: dict[tuple[int, str, torch.dtype], torch.Tensor] = {}
 
 
-def _signs(block_size: int, device: torch.device) -> torch.Tensor:
-    """(B, B) float32 +-1 Hadamard, cached per device."""
-    key = (block_size, str(device))
+def _signs(block_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(B, B) +-1 Hadamard in ``dtype``, cached per device."""
+    key = (block_size, str(device), dtype)
     if key not in _SIGNS:
         h = hadamard_matrix(block_size, torch.float64, device) * block_size**0.5
-        _SIGNS[key] = h.round().to(torch.float32)
+        _SIGNS[key] = h.round().to(dtype)
     return _SIGNS[key]
 
 
 @triton.jit
 def _fwht_kernel(
     x_ptr,  # [ROWS, B] input blocks
-    h_ptr,  # [B, B] +-1 float32
+    h_ptr,  # [B, B] +-1, in x's dtype (16-bit x) or float32
     out_ptr,  # [ROWS, B], or permuted rows of activations (PER_WORD)
     ROWS,
     BLOCKS,  # blocks per activation row (PER_WORD only)
@@ -48,16 +55,26 @@ def _fwht_kernel(
     k = tl.arange(0, B)
     cols = tl.program_id(1) * BC + tl.arange(0, BC)
     mask = rows[:, None] < ROWS
-    x = tl.load(x_ptr + rows.to(tl.int64)[:, None] * B + k[None, :], mask=mask, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + rows.to(tl.int64)[:, None] * B + k[None, :], mask=mask, other=0.0)
     h = tl.load(h_ptr + k[:, None] * B + cols[None, :])
-    acc = tl.dot(x, h, input_precision="tf32x3") * (1.0 / tl.sqrt(float(B)))
+    if h.dtype == tl.float32:
+        acc = tl.dot(x.to(tl.float32), h, input_precision="tf32x3")
+    else:
+        acc = tl.dot(x, h)  # exact products, float32 sums
+    acc = acc * (1.0 / tl.sqrt(float(B)))
     if PER_WORD:  # position p of a row goes to (p % PER_WORD) * K / PER_WORD + p / PER_WORD
+        W: tl.constexpr = BC // PER_WORD
+        t = tl.permute(tl.reshape(acc, (BR, W, PER_WORD)), (0, 2, 1))  # [BR, PER_WORD, W]: (block, a, word)
+        r = rows[:, None, None]
+        a = tl.arange(0, PER_WORD)[None, :, None]
+        w = tl.arange(0, W)[None, None, :]
         K = BLOCKS * B
-        p = (rows % BLOCKS)[:, None] * B + cols[None, :]
-        out_offs = (rows // BLOCKS).to(tl.int64)[:, None] * K + (p % PER_WORD) * (K // PER_WORD) + p // PER_WORD
+        first = ((r % BLOCKS) * B + tl.program_id(1) * BC) // PER_WORD  # the tile's first word in the row
+        out_offs = (r // BLOCKS).to(tl.int64) * K + a * (K // PER_WORD) + first + w
+        tl.store(out_ptr + out_offs, t.to(out_ptr.dtype.element_ty), mask=r < ROWS)
     else:
         out_offs = rows.to(tl.int64)[:, None] * B + cols[None, :]
-    tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+        tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype, per_word: int = 0) -> torch.Tensor:
@@ -77,10 +94,11 @@ def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype, per_word: int
     rows = x.numel() // block_size
     if rows == 0:
         return out
+    exact16 = x.dtype in (torch.bfloat16, torch.float16) and x.device.type != "cpu"
     br = 16 if rows <= 2048 else 64  # small tiles until there are enough blocks to fill the GPU
-    bc = min(block_size, 32 if rows <= 2048 else 128)
+    bc = min(block_size, 32 if rows <= 2048 else (128 if exact16 else 64))
     _fwht_kernel[(triton.cdiv(rows, br), block_size // bc)](
-        x, _signs(block_size, x.device), out, rows, x.shape[-1] // block_size, B=block_size, PER_WORD=per_word, BR=br,
-        BC=bc, num_warps=4,
+        x, _signs(block_size, x.device, x.dtype if exact16 else torch.float32), out, rows,
+        x.shape[-1] // block_size, B=block_size, PER_WORD=per_word, BR=br, BC=bc, num_warps=4,
     )
     return out

@@ -37,15 +37,15 @@ __all__ = [
     "config_for",
 ]
 
-# Largest M each kernel family serves (crossovers measured on H100, benchmarks/RESULTS.md):
+# Largest M each kernel family serves (crossovers measured, benchmarks/RESULTS.md):
 # the GEMV reads the weight once per activation row, the tensor-core kernels once
-# per 16..64 rows; past MMA_MAX_M dequantize + cuBLAS wins. Where the register-operand
-# tensor-core kernel applies (kernels.wgmma.supports) it takes over from the GEMV at
-# M = 3 and loses to dequantize + cuBLAS from M = 64 (H100, session 4).
+# per 16..64 rows; past MMA_MAX_M dequantize + cuBLAS wins (H100, session 3). Where the
+# register-operand tensor-core kernel applies (kernels.wgmma.supports) it takes over
+# from the GEMV at M = 3 and loses to dequantize + cuBLAS from M = 128 (H200, session 5).
 GEMV_MAX_M = 4
 GEMV_MAX_M_WGMMA = 2
 MMA_MAX_M = 64
-MMA_MAX_M_WGMMA = 32
+MMA_MAX_M_WGMMA = 64
 PATHS = ("gemv", "mma", "dequant")
 
 
