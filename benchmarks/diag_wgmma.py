@@ -4,7 +4,9 @@
 
 Session 4 measured the prototype 34-36 us and the library kernel 48-53 us on
 14336 x 4096 with the same configs (results/h100_s4_wgmma_vs_prototype.log);
-the cause is not found. Also times the FWHT kernel writing the permuted order.
+session 5 found the cause (offsets whose alignment Triton could not see,
+NOTES.md) and `diag_paths.py --baseline-dir` now makes the comparison. Also
+times the FWHT kernel writing the permuted order.
 """
 import sys
 

@@ -1,4 +1,4 @@
-"""Tensor-core kernel for 3 <= M <= 32: the decoded weight is the MMA's A operand (Q4/Q5, standard codebook).
+"""Tensor-core kernel for 3 <= M <= 64: the decoded weight is the MMA's A operand (Q4/Q5, standard codebook).
 
 ``y.T = Wr @ xr.T``: the weight tile is the *A* operand, which Hopper's
 ``wgmma`` may read from registers, and the activations the B operand, read
@@ -20,14 +20,16 @@ Unlike the GEMV, the weight is decoded once for all ``BM`` activation rows.
 Layouts. Every leaf of the decode is a ``tl.load`` or a constant (no index
 arithmetic, no runtime codebook), which is what Triton's
 ``MMAV3HoistLayoutConversion`` needs to move the conversion into the dot's
-register layout from the decoded tile up to the loaded words. Triton 3.6 does
-so with ``num_stages=1`` but not with the 3-stage software pipeline the tuner
-picks; there the decoded 16-bit tile goes through shared memory (eight small
-round trips per step) and the pipelined loads still make it faster.
-Measured on H100 (``benchmarks/NOTES.md``, session 4): 48-53 us for M = 2..16
-on 14336 x 4096 and 4096 x 14336 (bf16 cuBLAS 43-46 us; the previous kernel
-52-75 us). A stand-alone prototype of the same loop measured 34-36 us; the
-difference is not found (same loop instructions, same shared memory).
+register layout from the decoded tile up to the loaded words: the 3-stage
+pipeline copies the words and plane-1 bytes into shared memory
+(``cp.async``) and each thread reads its words there in the dot's layout,
+so the decoded tile never leaves registers. That needs the loads' alignment
+to be visible to Triton (see the offsets in the loop): when it was not, the
+plane-1 bytes were loaded unpipelined and the tile went through shared
+memory, 40% slower (``benchmarks/NOTES.md``, session 5).
+Measured on H200 (session 5), 14336 x 4096 and 4096 x 14336, M = 2..16, the
+FWHT included: the alignment fix took 51-62 us to 38-48 us in one run; with
+the session's FWHT kernel 36-43 us (bf16 cuBLAS 31-34 us).
 
 Supported: :func:`supports` (bits 4 and 5, blocks of 128 positions or more, the
 standard codebook, bfloat16/float16 activations); the general tensor-core kernel
@@ -37,7 +39,6 @@ standard codebook, bfloat16/float16 activations); the general tensor-core kernel
 from __future__ import annotations
 
 import functools
-import struct
 
 import torch
 import triton
