@@ -134,11 +134,11 @@ def test_wgmma_codebook_table_is_the_codebook(bits, dtype):
     assert torch.equal(table, expected[torch.arange(32) % (1 << bits)])
 
 
-@pytest.mark.parametrize("block_size", [128, 256])
-def test_fwht_kernel_writes_the_wgmma_order(block_size):
+@pytest.mark.parametrize("block_size,rows", [(128, 3), (256, 3), (128, 1100)])  # 2200 blocks: the large tiles
+def test_fwht_kernel_writes_the_wgmma_order(block_size, rows):
     from hlwq_ops.hadamard import fwht_ref
 
-    x = torch.randn(3, 2 * block_size, device=KERNEL_DEVICE).bfloat16()
+    x = torch.randn(rows, 2 * block_size, device=KERNEL_DEVICE).bfloat16()
     out = kernels.fwht(x, block_size, torch.bfloat16, per_word=8)
     expected = permute_activations(fwht_ref(x.float(), block_size), torch.bfloat16)
     torch.testing.assert_close(out.float(), expected.float(), rtol=2 * torch.finfo(torch.bfloat16).eps, atol=1e-6)
@@ -223,7 +223,7 @@ def test_split_k_counters_return_to_zero():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("block_size,rows", [(128, 3), (64, 40), (32, 17)])
+@pytest.mark.parametrize("block_size,rows", [(128, 3), (64, 40), (32, 17), (128, 1100)])  # 2200 blocks: large tiles
 def test_fwht_kernel(dtype, block_size, rows):
     x = torch.randn(rows, 2 * block_size, device=KERNEL_DEVICE).to(dtype)
     h = hadamard_matrix(block_size, torch.float64, KERNEL_DEVICE)
