@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine: install the carried wheels, print the environment, then run "$@".
+# .whl/ (git-ignored, carried) holds torchao 0.18 (DESIGN.md section 4); tests/test_tensor.py also needs
+# expecttest there (torch's TestCase imports it), which the machine does not have.
 set -o pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HLWQ_CACHE_DIR=/tmp/hlwq_cache
