@@ -45,21 +45,10 @@ def load_copy(path: str, name: str):
 
 
 def wgmma_configs(M: int, N: int, k_pad: int, sm: int) -> list[dict]:
-    """Tiles BM in 16..128 (at most the M bucket, at least 1/8 of it), splits of K around ~4 programs per SM."""
-    out = []
-    for BM in (16, 32, 64, 128):
-        if not min(128, tuning.m_bucket(M) // 8) <= BM <= max(16, tuning.m_bucket(M)):
-            continue
-        tiles = -(-N // 64) * -(-M // BM)
-        steps = k_pad // 128
-        split = 1
-        while tiles * split < 4 * sm and steps // (split * 2) >= 4:
-            split *= 2
-        for s in (split, split * 2):
-            if steps // s >= 2:
-                out.append(dict(BM=BM, BN=64, SPLIT_K=s, num_warps=4, num_stages=3))
-        out.append(dict(BM=BM, BN=64, SPLIT_K=split, num_warps=4, num_stages=4))
-    return out
+    """The tuner's candidates for every tile BM in 16..128 (at most the M bucket, at least 1/8 of it)."""
+    bucket = tuning.m_bucket(M)
+    return [c for BM in (16, 32, 64, 128) if min(128, bucket // 8) <= BM <= max(16, bucket)
+            for c in tuning._wgmma_candidates(M, N, k_pad, sm, BM)]
 
 
 def time_rows(label, calls, ref, out, rows, extra_us=0.0, **info):

@@ -82,14 +82,15 @@ _GEMV_LARGE = ((4, 8, 7), (4, 16, 4), (4, 8, 5), (16, 4, 4))
 _GEMV_SMALL = ((16, 4, 4), (16, 4, 2), (16, 2, 4), (4, 8, 7))
 
 
-def _wgmma_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
+def _wgmma_candidates(M: int, N: int, k_pad: int, sm_count: int, BM: int | None = None) -> list[dict]:
     """Register-operand tensor-core tiles: BN = 64 rows (one warpgroup), split-K to ~4 programs per SM.
 
     Measured on H100 (benchmarks/NOTES.md, session 4): the kernel waits on memory
     and on each product, so more programs per SM (split-K) and 3-4 pipeline
-    stages pay; BN = 128 or 8 warps were 1.5-2x slower.
+    stages pay; BN = 128 or 8 warps were 1.5-2x slower. ``BM`` defaults to the
+    M bucket, 16 to 64 (``benchmarks/diag_paths.py`` times other tiles).
     """
-    BM = min(max(16, m_bucket(M)), 64)
+    BM = BM or min(max(16, m_bucket(M)), 64)
     tiles = -(-N // 64) * -(-M // BM)
     steps = k_pad // 128  # 16 plane-0 words per step
     split = 1
