@@ -45,10 +45,21 @@ def load_copy(path: str, name: str):
 
 
 def wgmma_configs(M: int, N: int, k_pad: int, sm: int) -> list[dict]:
-    """The tuner's candidates for every tile BM in 16..128 (at most the M bucket, at least 1/8 of it)."""
+    """The tuner's candidates for every tile BM in 16..128 (at most the M bucket, at least 1/8 of it); up to
+    BM = 32 the same with a register cap (``maxnreg``), from BM = 32 on with two warpgroups (BN = 128, 8 warps:
+    one activation tile in shared memory for both)."""
     bucket = tuning.m_bucket(M)
-    return [c for BM in (16, 32, 64, 128) if min(128, bucket // 8) <= BM <= max(16, bucket)
-            for c in tuning._wgmma_candidates(M, N, k_pad, sm, BM)]
+    out = []
+    for BM in (16, 32, 64, 128):
+        if min(128, bucket // 8) <= BM <= max(16, bucket):
+            tuned = tuning._wgmma_candidates(M, N, k_pad, sm, BM)
+            out += tuned
+            three = [c for c in tuned if c["num_stages"] == 3]
+            if BM <= 32:  # 117 registers at BM = 16: 4 programs per SM; 96: 5, 80: 6 (ptxas, offline)
+                out += [dict(c, maxnreg=r) for c in three for r in (96, 80)]
+            if BM >= 32:
+                out += [dict(c, BN=128, num_warps=8) for c in three]
+    return [c for i, c in enumerate(out) if c not in out[:i]]
 
 
 def time_rows(label, calls, ref, out, rows, extra_us=0.0, **info):
@@ -88,7 +99,7 @@ def sweep_shape(N, K, ms, bits, sm, l2, rows, baseline):
                     continue
                 calls = [lambda q=q, s=s, c=cfg: mod.wgmma(xp, q, s, None, bits, 128, torch.bfloat16, c) for q, s in copies]
                 out = calls[0]()
-                label = f"[{name}] BM={cfg['BM']} split={cfg['SPLIT_K']} stages={cfg['num_stages']}"
+                label = f"[{name}] BM={cfg['BM']} BN={cfg['BN']} split={cfg['SPLIT_K']} stages={cfg['num_stages']} regs={cfg.get('maxnreg')}"
                 time_rows(label, calls, ref, out, rows, extra_us=t_fwht, fwht_us=t_fwht, config=cfg, **info)
                 if rows[-1]["rel_err"] > bound:
                     print(f"    !!! error {rows[-1]['rel_err']:.2e} above the bf16 bound {bound:.2e}", flush=True)

@@ -16,7 +16,7 @@ from hlwq_ops.kernels import tuning
 from hlwq_ops.kernels.common import planes
 from hlwq_ops.kernels.gemv import gemv, gemv_ref
 from hlwq_ops.kernels.mma import mma
-from hlwq_ops.kernels.wgmma import codebook_asm, permute_activations, supports, wgmma
+from hlwq_ops.kernels.wgmma import codebook_asm, lane_table, permute_activations, supports, wgmma
 
 from ._utils import HAS_CUDA, rel_error
 
@@ -85,28 +85,29 @@ def test_mma_matches_reference(bits, M, N, K, split_k):
     assert rel_error(y, ref) < 2e-3
 
 
-def _wgmma_config(BM=16, split_k=1):
-    return dict(BM=BM, BN=64, SPLIT_K=split_k, num_warps=4, num_stages=1)
+def _wgmma_config(BM=16, split_k=1, BN=64):
+    return dict(BM=BM, BN=BN, SPLIT_K=split_k, num_warps=BN // 16, num_stages=1)
 
 
 @pytest.mark.parametrize("bits", [4, 5])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize(
-    "M,N,K,block_size,BM,split_k",
+    "M,N,K,block_size,BM,split_k,BN",
     [
-        (3, 70, 300, 128, 16, 1),  # K padded, N not a multiple of the 64-row tile
-        (1, 40, 640, 128, 16, 3),  # M = 1, three uneven K slices summed by the last program
-        (20, 130, 384, 128, 16, 2),  # two M tiles, three row tiles, split-K
-        (17, 64, 512, 256, 32, 2),  # block 256: two steps per block
+        (3, 70, 300, 128, 16, 1, 64),  # K padded, N not a multiple of the 64-row tile
+        (1, 40, 640, 128, 16, 3, 64),  # M = 1, three uneven K slices summed by the last program
+        (20, 130, 384, 128, 16, 2, 64),  # two M tiles, three row tiles, split-K
+        (17, 64, 512, 256, 32, 2, 64),  # block 256: two steps per block
+        (70, 200, 384, 128, 64, 2, 128),  # two warpgroups (128-row tile), two M tiles
     ],
 )
-def test_wgmma_matches_reference(bits, dtype, M, N, K, block_size, BM, split_k):
+def test_wgmma_matches_reference(bits, dtype, M, N, K, block_size, BM, split_k, BN):
     qdata, scale = _packed(N, K, bits, block_size)
     k_pad = scale.shape[1] * block_size
     x16 = torch.randn(M, k_pad, device=KERNEL_DEVICE).to(dtype)
     bias = torch.randn(N, device=KERNEL_DEVICE)
     xp = permute_activations(x16, dtype)
-    y = wgmma(xp, qdata, scale, bias, bits, block_size, torch.float32, _wgmma_config(BM, split_k))
+    y = wgmma(xp, qdata, scale, bias, bits, block_size, torch.float32, _wgmma_config(BM, split_k, BN))
     ref = gemv_ref(x16.float(), qdata, scale, bias, bits, block_size)
     # the centroids rounded to the activations' dtype: one rounding per weight
     assert rel_error(y, ref) < 4 * torch.finfo(dtype).eps
@@ -125,13 +126,10 @@ def test_wgmma_supports_only_what_it_decodes():
 def test_wgmma_codebook_table_is_the_codebook(bits, dtype):
     from hlwq_ops.codebook import codebook
 
-    asm = codebook_asm(bits, dtype)
-    values = [int(v) for v in __import__("re").findall(r"mov\.b32 \$0, (\d+);", asm)]
-    lanes = [0] + [int(v) for v in __import__("re").findall(r"setp\.eq\.u32 p, l, (\d+);", asm)]
-    assert lanes == list(range(32))
-    table = torch.tensor(values, dtype=torch.int32).to(torch.int16).view(dtype)
+    table = lane_table(bits, dtype, torch.device("cpu"))
     expected = codebook(bits, torch.device("cpu")).to(dtype)
-    assert torch.equal(table, expected[torch.arange(32) % (1 << bits)])
+    assert torch.equal(table.view(dtype), expected[torch.arange(32) % (1 << bits)])
+    assert f"add.u64 a, a, {table.data_ptr()};" in codebook_asm(bits, dtype, torch.device("cpu"))  # the address read
 
 
 @pytest.mark.parametrize("block_size,rows", [(128, 3), (256, 3), (128, 1100)])  # 2200 blocks: the large tiles

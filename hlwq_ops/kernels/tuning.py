@@ -85,10 +85,12 @@ _GEMV_SMALL = ((16, 4, 4), (16, 4, 2), (16, 2, 4), (4, 8, 7))
 def _wgmma_candidates(M: int, N: int, k_pad: int, sm_count: int, BM: int | None = None) -> list[dict]:
     """Register-operand tensor-core tiles: BN = 64 rows (one warpgroup), split-K to ~4 programs per SM.
 
-    Measured on H100 (benchmarks/NOTES.md, session 4): the kernel waits on memory
-    and on each product, so more programs per SM (split-K) and 3-4 pipeline
-    stages pay; BN = 128 or 8 warps were 1.5-2x slower. ``BM`` defaults to the
-    M bucket, 16 to 64 (``benchmarks/diag_paths.py`` times other tiles).
+    Measured on H100 (benchmarks/NOTES.md, session 4): the kernel waits on memory,
+    so more programs per SM (split-K) and 3-4 pipeline stages pay. Since its
+    products run asynchronously (session 6, H200), BN = 128 rows with 8 warps
+    (two warpgroups on one activation tile) wins at BM = 64 on most large shapes
+    (up to 10%) and loses by 0-5% below; it is tried from BM = 64. ``BM``
+    defaults to the M bucket, 16 to 64 (``benchmarks/diag_paths.py`` times other tiles).
     """
     BM = BM or min(max(16, m_bucket(M)), 64)
     tiles = -(-N // 64) * -(-M // BM)
@@ -98,7 +100,10 @@ def _wgmma_candidates(M: int, N: int, k_pad: int, sm_count: int, BM: int | None 
         split *= 2
     splits = [split] + ([split // 2] if split > 1 else []) + ([split * 2] if steps // (split * 2) >= 2 else [])
     out = [dict(BM=BM, BN=64, SPLIT_K=s, num_warps=4, num_stages=3) for s in splits]
-    return out + [dict(out[0], num_stages=4)]
+    out.append(dict(out[0], num_stages=4))
+    if BM >= 64:  # two warpgroups share one activation tile: half the activation traffic (H200, session 6)
+        out.append(dict(out[0], BN=128, num_warps=8))
+    return out
 
 
 def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int) -> list[dict]:

@@ -2,20 +2,31 @@
 
 ``y.T = Wr @ xr.T``: the weight tile is the *A* operand, which Hopper's
 ``wgmma`` may read from registers, and the activations the B operand, read
-from shared memory. A program owns ``BN = 64`` weight rows (one warpgroup),
-``BM`` activation rows and one of ``SPLIT_K`` slices of K. Per step it loads
-``C = 16`` plane-0 words of each row (128 codes, within one block) and their
-plane-1 bytes (Q5), decodes code ``a`` of every word (``a = 0..7``) into a
-``[BN, 16]`` bfloat16/float16 tile and multiplies it with activations
-``8 * word + a``, which the caller stores contiguously
+from shared memory. A program owns ``BN`` = 64 weight rows per warpgroup (one
+or two warpgroups), ``BM`` activation rows and one of ``SPLIT_K`` slices of K.
+Per step it loads ``C = 16`` plane-0 words of each row (128 codes, within one
+block) and their plane-1 bytes (Q5), decodes code ``a`` of every word
+(``a = 0..7``) into a ``[BN, 16]`` bfloat16/float16 tile times the block's
+norm, and joins the eight tiles along K into one ``[BN, 128]`` operand
+(``k = 16 a + word``: the joins only rename registers) for one dot with
+activations ``8 * word + a``, which the caller stores contiguously
 (:func:`permute_activations`, or the FWHT kernel's ``per_word=8``: K reordered,
-nothing interleaved). The eight products of a step are scaled by the block's
-norm on the accumulator, not per weight.
+nothing interleaved).
+
+One dot per step that accumulates straight into the loop-carried
+accumulator is what Triton issues asynchronously (``wgmma`` in flight while
+the next step decodes); eight dots per step, each scaled by the norm
+afterwards, each waited for their result (sessions 5 and 6 of
+``benchmarks/NOTES.md``). The norm is therefore folded into the 16-bit
+weights: one more rounding per weight (relative error to a float64 reference
+3.8e-3 instead of 2.8e-3 on the H200 sweep, bf16 ``F.linear`` 2.3e-3; the
+Q5 code's own error against the unquantized weight is 4.4%).
 
 Per weight the decode is a shift, one warp shuffle that returns the centroid
-already in 16 bits (each lane holds ``c[lane]``, set from constants by
-:func:`codebook_asm`, so the standard codebook only) and half a register pack.
-Unlike the GEMV, the weight is decoded once for all ``BM`` activation rows.
+already in 16 bits (each lane holds ``c[lane]``, read from :func:`lane_table`
+by :func:`codebook_asm`, so the standard codebook only), half a register pack
+and half a multiply. Unlike the GEMV, the weight is decoded once for all
+``BM`` activation rows.
 
 Layouts. Every leaf of the decode is a ``tl.load`` or a constant (no index
 arithmetic, no runtime codebook), which is what Triton's
@@ -27,9 +38,6 @@ so the decoded tile never leaves registers. That needs the loads' alignment
 to be visible to Triton (see the offsets in the loop): when it was not, the
 plane-1 bytes were loaded unpipelined and the tile went through shared
 memory, 40% slower (``benchmarks/NOTES.md``, session 5).
-Measured on H200 (session 5), 14336 x 4096 and 4096 x 14336, M = 2..16, the
-FWHT included: the alignment fix took 51-62 us to 38-48 us in one run; with
-the session's FWHT kernel 36-43 us (bf16 cuBLAS 31-34 us).
 
 Supported: :func:`supports` (bits 4 and 5, blocks of 128 positions or more, the
 standard codebook, bfloat16/float16 activations); the general tensor-core kernel
@@ -37,8 +45,6 @@ standard codebook, bfloat16/float16 activations); the general tensor-core kernel
 """
 
 from __future__ import annotations
-
-import functools
 
 import torch
 import triton
@@ -48,7 +54,7 @@ from ..codebook import codebook as standard_codebook
 from .common import arrival_counters, sum_if_last
 from .decode import code_sources
 
-__all__ = ["codebook_asm", "permute_activations", "supports", "wgmma"]
+__all__ = ["codebook_asm", "lane_table", "permute_activations", "supports", "wgmma"]
 
 _WORDS = 16  # plane-0 words per row and step: the dot's K for one code index
 _PER_WORD = 8  # codes per plane-0 word at bits 4 and 5
@@ -64,14 +70,40 @@ def supports(bits: int, block_size: int, codebook: torch.Tensor | None, dtype: t
     )
 
 
-@functools.cache
-def codebook_asm(bits: int, dtype: torch.dtype) -> str:
-    """Inline PTX that sets a register to the bits of ``c[lane % 2**bits]`` in ``dtype`` (the standard codebook)."""
-    c = standard_codebook(bits, torch.device("cpu")).to(dtype).view(torch.int16).tolist()
-    entry = [c[lane % (1 << bits)] & 0xFFFF for lane in range(32)]
-    lines = ["{ .reg .u32 l; .reg .pred p; mov.u32 l, %laneid;", f"mov.b32 $0, {entry[0]};"]
-    lines += [f"setp.eq.u32 p, l, {lane}; @p mov.b32 $0, {entry[lane]};" for lane in range(1, 32)]
-    return " ".join(lines) + " }"
+_LANE_TABLES: dict[tuple[int, torch.dtype, str], torch.Tensor] = {}
+
+
+def lane_table(bits: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(32,) int16 on ``device``: entry ``l`` holds the bits of ``c[l % 2**bits]`` in ``dtype`` (standard codebook).
+
+    Cached and never freed: :func:`codebook_asm` bakes its address into the kernel.
+    Like :func:`hlwq_ops.codebook.codebook`, the first call for a device must not be
+    made during CUDA-graph capture (it copies from the host).
+    """
+    key = (bits, dtype, str(device))
+    if key not in _LANE_TABLES:
+        c = standard_codebook(bits, torch.device("cpu")).to(dtype).view(torch.int16)
+        _LANE_TABLES[key] = c[torch.arange(32) % (1 << bits)].to(device)
+    return _LANE_TABLES[key]
+
+
+def codebook_asm(bits: int, dtype: torch.dtype, device: torch.device) -> str:
+    """Inline PTX that sets a register to ``c[lane % 2**bits]`` in ``dtype``: one load from :func:`lane_table`.
+
+    The table's address is a constant in the PTX. A kernel argument would do as
+    well for the load, but a value the decode reads that is neither loaded in the
+    loop nor a constant stops Triton from keeping the decoded tile in registers
+    (it then goes through shared memory; ``benchmarks/NOTES.md``, sessions 4 to 6).
+    The former way -- 31 compares and selects on the lane id -- cost 62 of the
+    loop's 481 instructions per step; this costs 4 (offline SASS, Q5). The price:
+    the kernel is compiled once per process and device, since the address is part
+    of its source.
+    """
+    address = lane_table(bits, dtype, device).data_ptr()
+    return (
+        "{ .reg .u32 l; .reg .u64 a; mov.u32 l, %laneid; mul.wide.u32 a, l, 2; "
+        f"add.u64 a, a, {address}; ld.global.nc.u16 $0, [a]; }}"
+    )
 
 
 def permute_activations(xr: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -81,10 +113,8 @@ def permute_activations(xr: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 @triton.jit
-def _lookup16(c_lane, code, c_ptr, dtype: tl.constexpr, INTERPRET: tl.constexpr):
-    """Centroid of ``code`` (bits 0..4 used) as ``dtype``: a warp shuffle of ``c_lane`` (the interpreter: a load)."""
-    if INTERPRET:
-        return tl.load(c_ptr + (code & 31)).to(dtype)
+def _lookup16(c_lane, code, dtype: tl.constexpr):
+    """Centroid of ``code`` (bits 0..4 used) as ``dtype``: a warp shuffle of ``c_lane`` (GPU only)."""
     bits = tl.inline_asm_elementwise(
         "{ .reg .b32 t; shfl.sync.idx.b32 t, $1, $2, 0x1f, 0xffffffff; cvt.u16.u32 $0, t; }",
         "=h,r,r",
@@ -94,6 +124,28 @@ def _lookup16(c_lane, code, c_ptr, dtype: tl.constexpr, INTERPRET: tl.constexpr)
         pack=1,
     )
     return bits.to(dtype, bitcast=True)
+
+
+@triton.jit
+def _round16(x, DTYPE: tl.constexpr):
+    """float32 ``x`` rounded to the nearest DTYPE value (ties to even), as float32: the interpreter's stand-in for
+    the GPU's conversion (its own bfloat16 conversion truncates and its bfloat16 arithmetic is wrong)."""
+    if DTYPE == tl.bfloat16:
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        return bits.to(tl.float32, bitcast=True)
+    return x.to(DTYPE).to(tl.float32)
+
+
+@triton.jit
+def _tile(even, odd, a: tl.constexpr, c_lane, norm, c_ptr, DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
+    """Code ``a`` of every word times its row's norm: a [BN, C] tile in DTYPE (the interpreter: the same values
+    in float32)."""
+    src = even if a % 2 == 0 else odd
+    code = src >> (8 * (a // 2)) if a >= 2 else src
+    if INTERPRET:
+        return _round16(_round16(tl.load(c_ptr + (code & 31)), DTYPE) * norm, DTYPE)
+    return _lookup16(c_lane, code, DTYPE) * norm
 
 
 @triton.jit
@@ -136,7 +188,7 @@ def _wgmma_kernel(
     m = pid_m * BM + tl.arange(0, BM)
     rows = tl.minimum(n, N - 1)  # clamped: every address is valid
     col = tl.arange(0, C)[None, :]
-    k_in_step = tl.arange(0, C)[None, :]
+    k_step = tl.arange(0, 8 * C)[None, :]  # position in the step's activations: code a = k // C, word k % C
     # 64-bit tile bases and 32-bit offsets within the tile: 64-bit pointer tensors kept across
     # the loop cost registers, and registers (programs per SM) are what this kernel runs on.
     q_tile = q_ptr + (pid_n * BN).to(tl.int64) * stride_qn
@@ -156,7 +208,8 @@ def _wgmma_kernel(
         in_blk = (step % (PW0 // C)) * C  # the step's first plane-0 word within its block
         word = blk * WPB + in_blk + col  # [1, C] word offsets within the row
         w0 = tl.load(q_tile + (row_off + word)).to(tl.uint32, bitcast=True)
-        # Every lane's codebook entry (constants; w0 is an ignored input that keeps it a decode leaf in the loop).
+        # Every lane's codebook entry (codebook_asm; w0 is an ignored input that keeps it in the loop, where the
+        # decode's leaves must be).
         c_lane = w0
         if not INTERPRET:
             c_lane = tl.inline_asm_elementwise(CODEBOOK_ASM, "=r,r", [w0], dtype=tl.int32, is_pure=True, pack=1)
@@ -169,18 +222,23 @@ def _wgmma_kernel(
         elif INTERPRET:
             even = even & 0x0F0F0F0F
             odd = odd & 0x0F0F0F0F
-        part = tl.zeros([BN, BM], dtype=tl.float32)
-        for a in tl.static_range(8):
-            src = even if a % 2 == 0 else odd
-            code = src >> (8 * (a // 2)) if a >= 2 else src
-            w = _lookup16(c_lane, code, c_ptr, dtype, INTERPRET)
-            x = tl.load(x_tile + (x_off + (a * KW + step * C) + k_in_step), mask=x_mask, other=0.0)  # [BM, C]
-            if INTERPRET:  # the interpreter miscomputes 16-bit dots
-                part = tl.dot(w.to(tl.float32), tl.trans(x).to(tl.float32), part)
-            else:
-                part = tl.dot(w, tl.trans(x), part)
+        # The block's norm is folded into the 16-bit weights (one multiply per pair), so that the step is one dot
+        # accumulating into the loop-carried acc: Triton then issues its MMAs asynchronously (a dot whose result
+        # is scaled or added afterwards waits for each MMA). The eight [BN, 16] tiles of code a are concatenated
+        # along K (k = 16 * a + word) by joins that stay in registers, matching the activations' order.
         norm = tl.load(s_ptr + rows * stride_sn + blk).to(tl.float32) * (1.0 / tl.sqrt(float(B)))
-        acc += part * norm[:, None]
+        norm = _round16(norm, dtype)[:, None] if INTERPRET else norm.to(dtype)[:, None]
+        w01 = tl.join(_tile(even, odd, 0, c_lane, norm, c_ptr, dtype, INTERPRET), _tile(even, odd, 1, c_lane, norm, c_ptr, dtype, INTERPRET))
+        w23 = tl.join(_tile(even, odd, 2, c_lane, norm, c_ptr, dtype, INTERPRET), _tile(even, odd, 3, c_lane, norm, c_ptr, dtype, INTERPRET))
+        w45 = tl.join(_tile(even, odd, 4, c_lane, norm, c_ptr, dtype, INTERPRET), _tile(even, odd, 5, c_lane, norm, c_ptr, dtype, INTERPRET))
+        w67 = tl.join(_tile(even, odd, 6, c_lane, norm, c_ptr, dtype, INTERPRET), _tile(even, odd, 7, c_lane, norm, c_ptr, dtype, INTERPRET))
+        w = tl.join(tl.join(w01, w23), tl.join(w45, w67))  # [BN, C, 2, 2, 2]: code a = a0 + 2 a1 + 4 a2
+        w = tl.permute(w, (0, 4, 3, 2, 1)).reshape(BN, 8 * C)  # [BN, 128], k = 16 * a + word
+        x = tl.load(x_tile + (x_off + (k_step // C) * KW + step * C + k_step % C), mask=x_mask, other=0.0)
+        if INTERPRET:
+            acc = tl.dot(w, tl.trans(x).to(tl.float32), acc)
+        else:
+            acc = tl.dot(w, tl.trans(x), acc)
     out_mask = (m[None, :] < M) & (n[:, None] < N)
     tile = m.to(tl.int64)[None, :] * N + n[:, None]
     last = True
@@ -209,7 +267,8 @@ def wgmma(
         xp: (M, K_pad) rotated activations in bfloat16 or float16, permuted
             (:func:`permute_activations`, or the FWHT kernel's ``per_word=8``).
         config: ``BM``, ``BN`` (tile), ``SPLIT_K`` (slices of K, summed by the
-            last program of each tile), ``num_warps``, ``num_stages``.
+            last program of each tile), ``num_warps``, ``num_stages``, and
+            optionally ``maxnreg`` (a register cap per thread: more programs per SM).
 
     Returns:
         (M, N) in ``out_dtype``.
@@ -241,7 +300,7 @@ def wgmma(
         scale.stride(0),
         BITS=bits,
         B=block_size,
-        CODEBOOK_ASM="" if interpret else codebook_asm(bits, xp.dtype),
+        CODEBOOK_ASM="" if interpret else codebook_asm(bits, xp.dtype, xp.device),
         HAS_BIAS=bias is not None,
         SPLIT=grid[2] > 1,
         INTERPRET=interpret,
@@ -249,5 +308,6 @@ def wgmma(
         BN=config["BN"],
         num_warps=config["num_warps"],
         num_stages=config["num_stages"],
+        **({"maxnreg": config["maxnreg"]} if config.get("maxnreg") else {}),
     )
     return out
