@@ -101,6 +101,8 @@ def _wgmma_candidates(M: int, N: int, k_pad: int, sm_count: int, BM: int | None 
     splits = [split] + ([split // 2] if split > 1 else []) + ([split * 2] if steps // (split * 2) >= 2 else [])
     out = [dict(BM=BM, BN=64, SPLIT_K=s, num_warps=4, num_stages=3) for s in splits]
     out.append(dict(out[0], num_stages=4))
+    if BM == 16:  # 5 programs per SM instead of 4: up to 6% faster on 14336 x 4096, else within noise (H200, session 6)
+        out.append(dict(out[0], maxnreg=96))
     if BM >= 64:  # two warpgroups share one activation tile: half the activation traffic (H200, session 6)
         out.append(dict(out[0], BN=128, num_warps=8))
     return out
