@@ -85,29 +85,31 @@ def test_mma_matches_reference(bits, M, N, K, split_k):
     assert rel_error(y, ref) < 2e-3
 
 
-def _wgmma_config(BM=16, split_k=1, BN=64):
-    return dict(BM=BM, BN=BN, SPLIT_K=split_k, num_warps=BN // 16, num_stages=1)
+def _wgmma_config(BM=16, split_k=1, BN=64, one_dot=True):
+    return dict(BM=BM, BN=BN, SPLIT_K=split_k, num_warps=BN // 16, num_stages=1, one_dot=one_dot)
 
 
 @pytest.mark.parametrize("bits", [4, 5])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize(
-    "M,N,K,block_size,BM,split_k,BN",
+    "M,N,K,block_size,BM,split_k,BN,one_dot",
     [
-        (3, 70, 300, 128, 16, 1, 64),  # K padded, N not a multiple of the 64-row tile
-        (1, 40, 640, 128, 16, 3, 64),  # M = 1, three uneven K slices summed by the last program
-        (20, 130, 384, 128, 16, 2, 64),  # two M tiles, three row tiles, split-K
-        (17, 64, 512, 256, 32, 2, 64),  # block 256: two steps per block
-        (70, 200, 384, 128, 64, 2, 128),  # two warpgroups (128-row tile), two M tiles
+        (3, 70, 300, 128, 16, 1, 64, True),  # K padded, N not a multiple of the 64-row tile
+        (1, 40, 640, 128, 16, 3, 64, True),  # M = 1, three uneven K slices summed by the last program
+        (20, 130, 384, 128, 16, 2, 64, True),  # two M tiles, three row tiles, split-K
+        (17, 64, 512, 256, 32, 2, 64, True),  # block 256: two steps per block
+        (70, 200, 384, 128, 64, 2, 128, True),  # two warpgroups (128-row tile), two M tiles
+        (20, 130, 384, 128, 16, 2, 64, False),  # eight dots per step, norm on the accumulator
+        (17, 64, 512, 256, 32, 2, 64, False),
     ],
 )
-def test_wgmma_matches_reference(bits, dtype, M, N, K, block_size, BM, split_k, BN):
+def test_wgmma_matches_reference(bits, dtype, M, N, K, block_size, BM, split_k, BN, one_dot):
     qdata, scale = _packed(N, K, bits, block_size)
     k_pad = scale.shape[1] * block_size
     x16 = torch.randn(M, k_pad, device=KERNEL_DEVICE).to(dtype)
     bias = torch.randn(N, device=KERNEL_DEVICE)
     xp = permute_activations(x16, dtype)
-    y = wgmma(xp, qdata, scale, bias, bits, block_size, torch.float32, _wgmma_config(BM, split_k, BN))
+    y = wgmma(xp, qdata, scale, bias, bits, block_size, torch.float32, _wgmma_config(BM, split_k, BN, one_dot))
     ref = gemv_ref(x16.float(), qdata, scale, bias, bits, block_size)
     # the centroids rounded to the activations' dtype: one rounding per weight
     assert rel_error(y, ref) < 4 * torch.finfo(dtype).eps

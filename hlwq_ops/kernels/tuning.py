@@ -105,6 +105,8 @@ def _wgmma_candidates(M: int, N: int, k_pad: int, sm_count: int, BM: int | None 
         out.append(dict(out[0], maxnreg=96))
     if BM >= 64:  # two warpgroups share one activation tile: half the activation traffic (H200, session 6)
         out.append(dict(out[0], BN=128, num_warps=8))
+        # eight K = 16 dots per step (session 5's loop): one 16-bit tile live instead of eight
+        out += [dict(c, one_dot=False) for c in out[: len(splits)]]
     return out
 
 

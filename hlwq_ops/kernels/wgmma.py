@@ -138,14 +138,22 @@ def _round16(x, DTYPE: tl.constexpr):
 
 
 @triton.jit
-def _tile(even, odd, a: tl.constexpr, c_lane, norm, c_ptr, DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
-    """Code ``a`` of every word times its row's norm: a [BN, C] tile in DTYPE (the interpreter: the same values
-    in float32)."""
+def _centroids(even, odd, a: tl.constexpr, c_lane, c_ptr, DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
+    """Centroid of code ``a`` of every word: a [BN, C] tile in DTYPE (the interpreter: the same values in float32)."""
     src = even if a % 2 == 0 else odd
     code = src >> (8 * (a // 2)) if a >= 2 else src
     if INTERPRET:
-        return _round16(_round16(tl.load(c_ptr + (code & 31)), DTYPE) * norm, DTYPE)
-    return _lookup16(c_lane, code, DTYPE) * norm
+        return _round16(tl.load(c_ptr + (code & 31)), DTYPE)
+    return _lookup16(c_lane, code, DTYPE)
+
+
+@triton.jit
+def _tile(even, odd, a: tl.constexpr, c_lane, norm, c_ptr, DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
+    """:func:`_centroids` times the rows' norms ([BN, 1], DTYPE), rounded to DTYPE."""
+    w = _centroids(even, odd, a, c_lane, c_ptr, DTYPE, INTERPRET) * norm
+    if INTERPRET:
+        w = _round16(w, DTYPE)
+    return w
 
 
 @triton.jit
@@ -175,6 +183,7 @@ def _wgmma_kernel(
     INTERPRET: tl.constexpr,
     BM: tl.constexpr,
     BN: tl.constexpr,
+    ONE_DOT: tl.constexpr,
 ):
     C: tl.constexpr = 16  # plane-0 words per row and step (_WORDS)
     PW0: tl.constexpr = B // 8  # plane-0 words per block
@@ -222,23 +231,36 @@ def _wgmma_kernel(
         elif INTERPRET:
             even = even & 0x0F0F0F0F
             odd = odd & 0x0F0F0F0F
-        # The block's norm is folded into the 16-bit weights (one multiply per pair), so that the step is one dot
-        # accumulating into the loop-carried acc: Triton then issues its MMAs asynchronously (a dot whose result
-        # is scaled or added afterwards waits for each MMA). The eight [BN, 16] tiles of code a are concatenated
-        # along K (k = 16 * a + word) by joins that stay in registers, matching the activations' order.
         norm = tl.load(s_ptr + rows * stride_sn + blk).to(tl.float32) * (1.0 / tl.sqrt(float(B)))
-        norm = _round16(norm, dtype)[:, None] if INTERPRET else norm.to(dtype)[:, None]
-        w01 = tl.join(_tile(even, odd, 0, c_lane, norm, c_ptr, dtype, INTERPRET), _tile(even, odd, 1, c_lane, norm, c_ptr, dtype, INTERPRET))
-        w23 = tl.join(_tile(even, odd, 2, c_lane, norm, c_ptr, dtype, INTERPRET), _tile(even, odd, 3, c_lane, norm, c_ptr, dtype, INTERPRET))
-        w45 = tl.join(_tile(even, odd, 4, c_lane, norm, c_ptr, dtype, INTERPRET), _tile(even, odd, 5, c_lane, norm, c_ptr, dtype, INTERPRET))
-        w67 = tl.join(_tile(even, odd, 6, c_lane, norm, c_ptr, dtype, INTERPRET), _tile(even, odd, 7, c_lane, norm, c_ptr, dtype, INTERPRET))
-        w = tl.join(tl.join(w01, w23), tl.join(w45, w67))  # [BN, C, 2, 2, 2]: code a = a0 + 2 a1 + 4 a2
-        w = tl.permute(w, (0, 4, 3, 2, 1)).reshape(BN, 8 * C)  # [BN, 128], k = 16 * a + word
-        x = tl.load(x_tile + (x_off + (k_step // C) * KW + step * C + k_step % C), mask=x_mask, other=0.0)
-        if INTERPRET:
-            acc = tl.dot(w, tl.trans(x).to(tl.float32), acc)
+        if ONE_DOT:
+            # The block's norm is folded into the 16-bit weights (one multiply per pair), so that the step is one
+            # dot accumulating into the loop-carried acc: Triton then issues its MMAs asynchronously (a dot whose
+            # result is scaled or added afterwards waits for each MMA). The eight [BN, 16] tiles of code a are
+            # concatenated along K (k = 16 * a + word) by joins that stay in registers, matching the activations.
+            norm = _round16(norm, dtype)[:, None] if INTERPRET else norm.to(dtype)[:, None]
+            w01 = tl.join(_tile(even, odd, 0, c_lane, norm, c_ptr, dtype, INTERPRET), _tile(even, odd, 1, c_lane, norm, c_ptr, dtype, INTERPRET))
+            w23 = tl.join(_tile(even, odd, 2, c_lane, norm, c_ptr, dtype, INTERPRET), _tile(even, odd, 3, c_lane, norm, c_ptr, dtype, INTERPRET))
+            w45 = tl.join(_tile(even, odd, 4, c_lane, norm, c_ptr, dtype, INTERPRET), _tile(even, odd, 5, c_lane, norm, c_ptr, dtype, INTERPRET))
+            w67 = tl.join(_tile(even, odd, 6, c_lane, norm, c_ptr, dtype, INTERPRET), _tile(even, odd, 7, c_lane, norm, c_ptr, dtype, INTERPRET))
+            w = tl.join(tl.join(w01, w23), tl.join(w45, w67))  # [BN, C, 2, 2, 2]: code a = a0 + 2 a1 + 4 a2
+            w = tl.permute(w, (0, 4, 3, 2, 1)).reshape(BN, 8 * C)  # [BN, 128], k = 16 * a + word
+            x = tl.load(x_tile + (x_off + (k_step // C) * KW + step * C + k_step % C), mask=x_mask, other=0.0)
+            if INTERPRET:
+                acc = tl.dot(w, tl.trans(x).to(tl.float32), acc)
+            else:
+                acc = tl.dot(w, tl.trans(x), acc)
         else:
-            acc = tl.dot(w, tl.trans(x), acc)
+            # Eight dots of K = 16 (one per code index), the norm applied to their sum in float32: each MMA is
+            # waited for, but only one [BN, 16] tile is live at a time -- fewer registers, which wins at BM = 64.
+            part = tl.zeros([BN, BM], dtype=tl.float32)
+            for a in tl.static_range(8):
+                w = _centroids(even, odd, a, c_lane, c_ptr, dtype, INTERPRET)
+                x = tl.load(x_tile + (x_off + (a * KW + step * C) + col), mask=x_mask, other=0.0)  # [BM, C]
+                if INTERPRET:
+                    part = tl.dot(w, tl.trans(x).to(tl.float32), part)
+                else:
+                    part = tl.dot(w, tl.trans(x), part)
+            acc += part * norm[:, None]
     out_mask = (m[None, :] < M) & (n[:, None] < N)
     tile = m.to(tl.int64)[None, :] * N + n[:, None]
     last = True
@@ -268,7 +290,10 @@ def wgmma(
             (:func:`permute_activations`, or the FWHT kernel's ``per_word=8``).
         config: ``BM``, ``BN`` (tile), ``SPLIT_K`` (slices of K, summed by the
             last program of each tile), ``num_warps``, ``num_stages``, and
-            optionally ``maxnreg`` (a register cap per thread: more programs per SM).
+            optionally ``maxnreg`` (a register cap per thread: more programs per SM)
+            and ``one_dot`` (default True: one K = 128 dot per step, the norm
+            folded into the weights; False: eight K = 16 dots, the norm applied
+            to their float32 sum).
 
     Returns:
         (M, N) in ``out_dtype``.
@@ -306,6 +331,7 @@ def wgmma(
         INTERPRET=interpret,
         BM=config["BM"],
         BN=config["BN"],
+        ONE_DOT=config.get("one_dot", True),
         num_warps=config["num_warps"],
         num_stages=config["num_stages"],
         **({"maxnreg": config["maxnreg"]} if config.get("maxnreg") else {}),
