@@ -55,7 +55,7 @@ def wgmma_configs(M: int, N: int, k_pad: int, sm: int) -> list[dict]:
             tuned = tuning._wgmma_candidates(M, N, k_pad, sm, BM)
             out += tuned
             three = [c for c in tuned if c["num_stages"] == 3]
-            if BM <= 32:  # 117 registers at BM = 16: 4 programs per SM; 96: 5, 80: 6 (ptxas, offline)
+            if BM <= 32:  # register caps: more programs per SM if the loop fits (80 spills, session 6)
                 out += [dict(c, maxnreg=r) for c in three for r in (96, 80)]
             if BM >= 32:
                 out += [dict(c, BN=128, num_warps=8) for c in three]
@@ -92,14 +92,17 @@ def sweep_shape(N, K, ms, bits, sm, l2, rows, baseline):
         xp = fwht(x, 128, torch.bfloat16, per_word=8)
         t_fwht, _ = graph_time([lambda: fwht(x, 128, torch.bfloat16, per_word=8)] * 8, replays=10)
         print(f"    FWHT (permuted, bf16): {t_fwht:.2f} us", flush=True)
-        mods = [("wgmma", wgmma_mod)] + ([("wgmma_old", baseline["wgmma_old"])] if "wgmma_old" in baseline and M <= 16 else [])
+        old = [("wgmma_old", baseline["wgmma_old"])] if "wgmma_old" in baseline and M <= 16 else []
+        mods = [("wgmma", wgmma_mod)] + old
         for name, mod in mods:
             for cfg in wgmma_configs(M, N, K, sm):
-                if name == "wgmma_old" and cfg["BM"] != 16:
-                    continue
-                calls = [lambda q=q, s=s, c=cfg: mod.wgmma(xp, q, s, None, bits, 128, torch.bfloat16, c) for q, s in copies]
+                if name == "wgmma_old" and (cfg["BM"] != 16 or "maxnreg" in cfg or "one_dot" in cfg):
+                    continue  # options older copies do not read
+                calls = [lambda q=q, s=s, c=cfg: mod.wgmma(xp, q, s, None, bits, 128, torch.bfloat16, c)
+                         for q, s in copies]
                 out = calls[0]()
-                label = f"[{name}] BM={cfg['BM']} BN={cfg['BN']} split={cfg['SPLIT_K']} stages={cfg['num_stages']} regs={cfg.get('maxnreg')}"
+                label = (f"[{name}] BM={cfg['BM']} BN={cfg['BN']} split={cfg['SPLIT_K']} stages={cfg['num_stages']}"
+                         f" regs={cfg.get('maxnreg')} one_dot={cfg.get('one_dot', True)}")
                 time_rows(label, calls, ref, out, rows, extra_us=t_fwht, fwht_us=t_fwht, config=cfg, **info)
                 if rows[-1]["rel_err"] > bound:
                     print(f"    !!! error {rows[-1]['rel_err']:.2e} above the bf16 bound {bound:.2e}", flush=True)

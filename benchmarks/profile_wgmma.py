@@ -1,7 +1,8 @@
 """Run one tensor-core (wgmma) configuration a few times, as ``F.linear`` runs it at 3 <= M <= 64 (for ``ncu``).
 
     ncu --clock-control none --kernel-name regex:_wgmma_kernel --launch-skip 3 --launch-count 1 --set full \\
-        python benchmarks/profile_wgmma.py 14336x4096 5 8 '{"BM": 16, "BN": 64, "SPLIT_K": 4, "num_warps": 4, "num_stages": 3}'
+        python benchmarks/profile_wgmma.py 14336x4096 5 8 \\
+        '{"BM": 16, "BN": 64, "SPLIT_K": 4, "num_warps": 4, "num_stages": 3}'
 
 Arguments: N x K, bits, M, and the launch config (JSON, as the tuner's).
 """

@@ -111,8 +111,25 @@ def test_wgmma_matches_reference(bits, dtype, M, N, K, block_size, BM, split_k, 
     xp = permute_activations(x16, dtype)
     y = wgmma(xp, qdata, scale, bias, bits, block_size, torch.float32, _wgmma_config(BM, split_k, BN, one_dot))
     ref = gemv_ref(x16.float(), qdata, scale, bias, bits, block_size)
-    # the centroids rounded to the activations' dtype: one rounding per weight
+    # the centroids (and with one_dot the norms and products) rounded to the activations' dtype
     assert rel_error(y, ref) < 4 * torch.finfo(dtype).eps
+    # exactly the 16-bit weights each step multiplies, up to float32 accumulation
+    w16 = _wgmma_weights(qdata, scale, bits, block_size, dtype, one_dot)
+    assert rel_error(y, x16.double() @ w16.t() + bias.double()) < 1e-5
+
+
+def _wgmma_weights(qdata, scale, bits, block_size, dtype, one_dot):
+    """(N, K_pad) float64: the weights :func:`wgmma` multiplies -- the centroid rounded to ``dtype``, times the block
+    norm in float32 (eight-dot step) or rounded to ``dtype`` and multiplied in ``dtype`` (one-dot step)."""
+    from hlwq_ops.codebook import codebook
+
+    c16 = codebook(bits, qdata.device).to(dtype)[fmt.unpack_codes(qdata, bits, block_size)]  # (N, blocks, B)
+    norm = scale.float() * torch.tensor(1 / math.sqrt(block_size), dtype=torch.float32)
+    if one_dot:
+        w = c16 * norm.to(dtype)[..., None]  # one rounding of an exact product, as on the GPU
+    else:
+        w = c16.double() * norm.double()[..., None]
+    return w.double().reshape(qdata.shape[0], -1)
 
 
 def test_wgmma_supports_only_what_it_decodes():

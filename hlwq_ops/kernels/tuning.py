@@ -83,30 +83,33 @@ _GEMV_SMALL = ((16, 4, 4), (16, 4, 2), (16, 2, 4), (4, 8, 7))
 
 
 def _wgmma_candidates(M: int, N: int, k_pad: int, sm_count: int, BM: int | None = None) -> list[dict]:
-    """Register-operand tensor-core tiles: BN = 64 rows (one warpgroup), split-K to ~4 programs per SM.
+    """Register-operand tensor-core tiles: 64 rows per warpgroup, split-K to ~4 programs per SM, the favourite first.
 
     Measured on H100 (benchmarks/NOTES.md, session 4): the kernel waits on memory,
-    so more programs per SM (split-K) and 3-4 pipeline stages pay. Since its
-    products run asynchronously (session 6, H200), BN = 128 rows with 8 warps
-    (two warpgroups on one activation tile) wins at BM = 64 on most large shapes
-    (up to 10%) and loses by 0-5% below; it is tried from BM = 64. ``BM``
-    defaults to the M bucket, 16 to 64 (``benchmarks/diag_paths.py`` times other tiles).
+    so more programs per SM (split-K) and 3-4 pipeline stages pay. On the H200
+    (session 6), from BM = 64: session 5's eight-dot step (``one_dot=False``,
+    fewer live registers) won for Q5 at M = 64, and 128 rows on 8 warps (two
+    warpgroups on one activation tile) won for Q4 on 14336 x 4096; at BM = 16 a
+    96-register cap was 2 us faster on 14336 x 4096 in one run and equal
+    elsewhere. ``BM`` defaults to the M bucket, 16 to 64 (``benchmarks/diag_paths.py``
+    times other tiles).
     """
     BM = BM or min(max(16, m_bucket(M)), 64)
-    tiles = -(-N // 64) * -(-M // BM)
     steps = k_pad // 128  # 16 plane-0 words per step
+    tiles = -(-N // 64) * -(-M // BM)
     split = 1
     while tiles * split < 4 * sm_count and steps // (split * 2) >= 4:
         split *= 2
     splits = [split] + ([split // 2] if split > 1 else []) + ([split * 2] if steps // (split * 2) >= 2 else [])
-    out = [dict(BM=BM, BN=64, SPLIT_K=s, num_warps=4, num_stages=3) for s in splits]
+    base = dict(BM=BM, BN=64, num_warps=4, num_stages=3) | (dict(one_dot=False) if BM >= 64 else {})
+    out = [dict(base, SPLIT_K=s) for s in splits]
     out.append(dict(out[0], num_stages=4))
-    if BM == 16:  # 5 programs per SM instead of 4: up to 6% faster on 14336 x 4096, else within noise (H200, session 6)
+    if BM == 16:
         out.append(dict(out[0], maxnreg=96))
-    if BM >= 64:  # two warpgroups share one activation tile: half the activation traffic (H200, session 6)
-        out.append(dict(out[0], BN=128, num_warps=8))
-        # eight K = 16 dots per step (session 5's loop): one 16-bit tile live instead of eight
-        out += [dict(c, one_dot=False) for c in out[: len(splits)]]
+    if BM >= 64:
+        out += [dict(c, one_dot=True) for c in out[: len(splits)]]
+        # half the split: best on every shape timed (one 8-warp program of ~200 registers fills an SM)
+        out.append(dict(BM=BM, BN=128, SPLIT_K=max(1, split // 2), num_warps=8, num_stages=3))
     return out
 
 

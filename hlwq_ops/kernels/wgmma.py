@@ -5,28 +5,33 @@
 from shared memory. A program owns ``BN`` = 64 weight rows per warpgroup (one
 or two warpgroups), ``BM`` activation rows and one of ``SPLIT_K`` slices of K.
 Per step it loads ``C = 16`` plane-0 words of each row (128 codes, within one
-block) and their plane-1 bytes (Q5), decodes code ``a`` of every word
-(``a = 0..7``) into a ``[BN, 16]`` bfloat16/float16 tile times the block's
-norm, and joins the eight tiles along K into one ``[BN, 128]`` operand
-(``k = 16 a + word``: the joins only rename registers) for one dot with
-activations ``8 * word + a``, which the caller stores contiguously
+block) and their plane-1 bytes (Q5) and decodes code ``a`` of every word
+(``a = 0..7``) into a ``[BN, 16]`` bfloat16/float16 tile, to be multiplied
+with activations ``8 * word + a``, which the caller stores contiguously
 (:func:`permute_activations`, or the FWHT kernel's ``per_word=8``: K reordered,
 nothing interleaved).
 
-One dot per step that accumulates straight into the loop-carried
-accumulator is what Triton issues asynchronously (``wgmma`` in flight while
-the next step decodes); eight dots per step, each scaled by the norm
-afterwards, each waited for their result (sessions 5 and 6 of
-``benchmarks/NOTES.md``). The norm is therefore folded into the 16-bit
-weights: one more rounding per weight (relative error to a float64 reference
-3.8e-3 instead of 2.8e-3 on the H200 sweep, bf16 ``F.linear`` 2.3e-3; the
-Q5 code's own error against the unquantized weight is 4.4%).
+Two ways to multiply a step (``ONE_DOT``, a tuning choice):
+
+- one dot (the default): each tile times the block's norm, the eight joined
+  along K into one ``[BN, 128]`` operand (``k = 16 a + word``: the joins only
+  rename registers). A dot that accumulates straight into the loop-carried
+  accumulator is what Triton issues asynchronously (``wgmma`` in flight while
+  the next step decodes). Folding the norm costs one more rounding per weight:
+  relative error to a float64 reference 3.8e-3 instead of 2.8e-3 on the H200
+  sweep (bf16 ``F.linear`` 2.3e-3; the Q5 code's own error is 4.4%); with
+  float16 activations, blocks whose weights are below about 1e-4 in size
+  land among float16's subnormals and lose more;
+- eight dots of K = 16 summed in float32 and scaled by the norm there
+  (session 5's step): Triton waits for each MMA, but one tile is live at a
+  time instead of eight, which won at BM = 64 (``benchmarks/NOTES.md``,
+  session 6).
 
 Per weight the decode is a shift, one warp shuffle that returns the centroid
 already in 16 bits (each lane holds ``c[lane]``, read from :func:`lane_table`
 by :func:`codebook_asm`, so the standard codebook only), half a register pack
-and half a multiply. Unlike the GEMV, the weight is decoded once for all
-``BM`` activation rows.
+and, with one dot, half a multiply. Unlike the GEMV, the weight is decoded
+once for all ``BM`` activation rows.
 
 Layouts. Every leaf of the decode is a ``tl.load`` or a constant (no index
 arithmetic, no runtime codebook), which is what Triton's
@@ -45,6 +50,8 @@ standard codebook, bfloat16/float16 activations); the general tensor-core kernel
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import triton
@@ -77,16 +84,19 @@ def lane_table(bits: int, dtype: torch.dtype, device: torch.device) -> torch.Ten
     """(32,) int16 on ``device``: entry ``l`` holds the bits of ``c[l % 2**bits]`` in ``dtype`` (standard codebook).
 
     Cached and never freed: :func:`codebook_asm` bakes its address into the kernel.
-    Like :func:`hlwq_ops.codebook.codebook`, the first call for a device must not be
-    made during CUDA-graph capture (it copies from the host).
+    Like :func:`hlwq_ops.codebook.codebook`, the first call for each (bits, dtype,
+    device) must not be made during CUDA-graph capture (it copies from the host).
     """
     key = (bits, dtype, str(device))
-    if key not in _LANE_TABLES:
+    table = _LANE_TABLES.get(key)
+    if table is None:
         c = standard_codebook(bits, torch.device("cpu")).to(dtype).view(torch.int16)
-        _LANE_TABLES[key] = c[torch.arange(32) % (1 << bits)].to(device)
-    return _LANE_TABLES[key]
+        # setdefault: a thread that loses a race uses the winner's table, never frees one already baked in
+        table = _LANE_TABLES.setdefault(key, c[torch.arange(32) % (1 << bits)].to(device))
+    return table
 
 
+@functools.lru_cache(maxsize=None)
 def codebook_asm(bits: int, dtype: torch.dtype, device: torch.device) -> str:
     """Inline PTX that sets a register to ``c[lane % 2**bits]`` in ``dtype``: one load from :func:`lane_table`.
 
@@ -96,8 +106,9 @@ def codebook_asm(bits: int, dtype: torch.dtype, device: torch.device) -> str:
     (it then goes through shared memory; ``benchmarks/NOTES.md``, sessions 4 to 6).
     The former way -- 31 compares and selects on the lane id -- cost 62 of the
     loop's 481 instructions per step; this costs 4 (offline SASS, Q5). The price:
-    the kernel is compiled once per process and device, since the address is part
-    of its source.
+    the address is part of the kernel's source, so each process (and device)
+    whose table lands at a new address compiles its own copy, and Triton's disk
+    cache keeps them all.
     """
     address = lane_table(bits, dtype, device).data_ptr()
     return (
@@ -154,6 +165,22 @@ def _tile(even, odd, a: tl.constexpr, c_lane, norm, c_ptr, DTYPE: tl.constexpr, 
     if INTERPRET:
         w = _round16(w, DTYPE)
     return w
+
+
+@triton.jit
+def _joined_tiles(even, odd, c_lane, norm, c_ptr, DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
+    """The eight :func:`_tile` of a step joined along K: [BN, 128] with ``k = 16 a + word``."""
+    w01 = tl.join(_tile(even, odd, 0, c_lane, norm, c_ptr, DTYPE, INTERPRET),
+                  _tile(even, odd, 1, c_lane, norm, c_ptr, DTYPE, INTERPRET))
+    w23 = tl.join(_tile(even, odd, 2, c_lane, norm, c_ptr, DTYPE, INTERPRET),
+                  _tile(even, odd, 3, c_lane, norm, c_ptr, DTYPE, INTERPRET))
+    w45 = tl.join(_tile(even, odd, 4, c_lane, norm, c_ptr, DTYPE, INTERPRET),
+                  _tile(even, odd, 5, c_lane, norm, c_ptr, DTYPE, INTERPRET))
+    w67 = tl.join(_tile(even, odd, 6, c_lane, norm, c_ptr, DTYPE, INTERPRET),
+                  _tile(even, odd, 7, c_lane, norm, c_ptr, DTYPE, INTERPRET))
+    w = tl.join(tl.join(w01, w23), tl.join(w45, w67))  # [BN, C, 2, 2, 2]: code a = a0 + 2 a1 + 4 a2
+    BN: tl.constexpr = w.shape[0]
+    return tl.permute(w, (0, 4, 3, 2, 1)).reshape(BN, 8 * w.shape[1])
 
 
 @triton.jit
@@ -238,14 +265,9 @@ def _wgmma_kernel(
             # result is scaled or added afterwards waits for each MMA). The eight [BN, 16] tiles of code a are
             # concatenated along K (k = 16 * a + word) by joins that stay in registers, matching the activations.
             norm = _round16(norm, dtype)[:, None] if INTERPRET else norm.to(dtype)[:, None]
-            w01 = tl.join(_tile(even, odd, 0, c_lane, norm, c_ptr, dtype, INTERPRET), _tile(even, odd, 1, c_lane, norm, c_ptr, dtype, INTERPRET))
-            w23 = tl.join(_tile(even, odd, 2, c_lane, norm, c_ptr, dtype, INTERPRET), _tile(even, odd, 3, c_lane, norm, c_ptr, dtype, INTERPRET))
-            w45 = tl.join(_tile(even, odd, 4, c_lane, norm, c_ptr, dtype, INTERPRET), _tile(even, odd, 5, c_lane, norm, c_ptr, dtype, INTERPRET))
-            w67 = tl.join(_tile(even, odd, 6, c_lane, norm, c_ptr, dtype, INTERPRET), _tile(even, odd, 7, c_lane, norm, c_ptr, dtype, INTERPRET))
-            w = tl.join(tl.join(w01, w23), tl.join(w45, w67))  # [BN, C, 2, 2, 2]: code a = a0 + 2 a1 + 4 a2
-            w = tl.permute(w, (0, 4, 3, 2, 1)).reshape(BN, 8 * C)  # [BN, 128], k = 16 * a + word
+            w = _joined_tiles(even, odd, c_lane, norm, c_ptr, dtype, INTERPRET)  # [BN, 128], k = 16 * a + word
             x = tl.load(x_tile + (x_off + (k_step // C) * KW + step * C + k_step % C), mask=x_mask, other=0.0)
-            if INTERPRET:
+            if INTERPRET:  # w is float32 there: the interpreter miscomputes 16-bit dots
                 acc = tl.dot(w, tl.trans(x).to(tl.float32), acc)
             else:
                 acc = tl.dot(w, tl.trans(x), acc)
@@ -256,7 +278,7 @@ def _wgmma_kernel(
             for a in tl.static_range(8):
                 w = _centroids(even, odd, a, c_lane, c_ptr, dtype, INTERPRET)
                 x = tl.load(x_tile + (x_off + (a * KW + step * C) + col), mask=x_mask, other=0.0)  # [BM, C]
-                if INTERPRET:
+                if INTERPRET:  # as above
                     part = tl.dot(w, tl.trans(x).to(tl.float32), part)
                 else:
                     part = tl.dot(w, tl.trans(x), part)
