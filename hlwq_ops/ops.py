@@ -36,7 +36,7 @@ from . import format as fmt
 from . import kernels
 from .hadamard import check_block_size, fwht_ref
 
-__all__ = ["fwht", "quantize", "dequantize", "linear_rotated", "linear"]
+__all__ = ["fwht", "quantize", "dequantize", "linear_rotated", "linear", "linear_call"]
 
 Tensor = torch.Tensor
 
@@ -345,3 +345,31 @@ def _linear_backward(ctx, grad: Tensor):
 
 
 linear.register_autograd(_linear_backward, setup_context=_linear_setup_context)
+
+
+def _plain_eager(x: Tensor, bias: Tensor | None) -> bool:
+    """Whether a call can be nothing but the op's CUDA implementation: a plain CUDA tensor, no autograd
+    to record, and nothing tracing or intercepting ops (torch.compile, dispatch modes, functorch)."""
+    return (
+        not torch.compiler.is_compiling()
+        and type(x) is torch.Tensor
+        and x.is_cuda
+        and not (torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)))
+        and torch._C._len_torch_dispatch_stack() == 0
+        and not torch._C._are_functorch_transforms_active()
+    )
+
+
+def linear_call(x, qdata, scale, bias, bits, block_size, K, codebook=None) -> Tensor:
+    """``torch.ops.hlwq.linear(...)``; a plain eager CUDA call runs its CUDA implementation directly.
+
+    Going through the dispatcher costs an eager call 35-45 us of host time (the
+    custom op's autograd wrapper, its dynamo guard and alias check; H200,
+    ``benchmarks/RESULTS.md``), on top of the kernels' own launches: an 8B model's
+    eager prefill or a ``generate()`` step without CUDA graphs pays it 224 times.
+    Where something could observe the op (tracing, autograd, a dispatch mode) the
+    op is called; the implementation and its checks are the same either way.
+    """
+    if _plain_eager(x, bias):
+        return _linear_cuda(x, qdata, scale, bias, bits, block_size, K, codebook)
+    return linear(x, qdata, scale, bias, bits, block_size, K, codebook)

@@ -10,7 +10,8 @@ from torch.utils._python_dispatch import return_and_correct_aliasing
 from torchao.utils import TorchAOBaseTensor, fill_defaults
 
 from . import format as fmt
-from . import ops  # noqa: F401  (registers torch.ops.hlwq)
+from . import ops
+from .kernels import tuning
 
 __all__ = ["HLWQTensor"]
 
@@ -36,7 +37,8 @@ class HLWQTensor(TorchAOBaseTensor):
         transposed: True after ``.t()``; ``mm``/``addmm`` with a transposed
             weight are linears.
 
-    ``F.linear(x, w)`` runs ``torch.ops.hlwq.linear`` and returns ``x.dtype``.
+    ``F.linear(x, w)`` runs ``torch.ops.hlwq.linear`` (a plain eager CUDA call: its
+    implementation directly, :func:`hlwq_ops.ops.linear_call`) and returns ``x.dtype``.
     """
 
     tensor_data_names = ["qdata", "scale"]
@@ -86,6 +88,7 @@ class HLWQTensor(TorchAOBaseTensor):
         self.block_size = block_size
         self.codebook = codebook
         self.transposed = transposed
+        tuning.remember(qdata, scale)  # a model's layers of one shape tune on each other, not on copies
 
     # -- construction --------------------------------------------------------
 
@@ -184,7 +187,7 @@ implements_torch_function = HLWQTensor.implements_torch_function
 def _linear(x: torch.Tensor, weight: HLWQTensor, bias: torch.Tensor | None) -> torch.Tensor:
     if weight.transposed:
         raise ValueError("F.linear expects an (out_features, in_features) weight, got a transposed HLWQTensor")
-    return torch.ops.hlwq.linear(
+    return ops.linear_call(
         x, weight.qdata, weight.scale, bias, weight.bits, weight.block_size, weight.in_features, weight.codebook
     )
 

@@ -207,6 +207,19 @@ def test_gemv_refuses_to_rotate_partial_blocks():
              _config(1), rotate=True)
 
 
+@pytest.mark.parametrize("chunk_rows", [None, 32, 64, 1])
+def test_dequant_linear_in_chunks(chunk_rows):
+    """Decoded whole or a chunk of rows at a time (1: the 32-row minimum), bias included: the same product."""
+    qdata, scale = _packed(100, 256, 5)
+    xr = torch.randn(7, 256, device=KERNEL_DEVICE)
+    bias = torch.randn(100, device=KERNEL_DEVICE)
+    budget = None if chunk_rows is None else chunk_rows * 256 * 4
+    y = kernels.dequant_linear(xr, qdata, scale, bias, 5, 128, None, budget)
+    ref = gemv_ref(xr, qdata, scale, bias, 5, 128)
+    assert y.shape == (7, 100) and y.is_contiguous()
+    assert rel_error(y, ref) < 1e-6
+
+
 @pytest.mark.parametrize("path", tuning.PATHS)
 @pytest.mark.parametrize("block_size", [128, 256])
 def test_kernels_linear_every_path(path, block_size, monkeypatch):
@@ -398,3 +411,54 @@ def test_gpu_reduce_overhead_compile():
             out = compiled(x)
     assert rel_error(out, eager) < 1e-2
     assert math.isfinite(out.float().sum().item())
+
+
+@pytest.mark.gpu
+def test_gpu_tuning_times_on_same_shape_weights_not_copies():
+    from hlwq_ops import HLWQTensor
+
+    layers = [HLWQTensor.from_hp(torch.randn(392, 384, device="cuda"), 5) for _ in range(3)]  # a shape no other test
+    other = HLWQTensor.from_hp(torch.randn(256, 384, device="cuda"), 5)  # another shape: never in the set
+    weights = tuning._weight_set(layers[0].qdata, layers[0].scale)
+    ptrs = [q.data_ptr() for q, _ in weights]
+    assert ptrs[:3] == [q.qdata.data_ptr() for q in layers]  # itself, then the live same-shape layers
+    assert other.qdata.data_ptr() not in ptrs
+    assert len(set(ptrs)) == len(ptrs)  # the rest are copies
+    del weights, layers[1]
+    import gc
+
+    gc.collect()
+    ptrs = [q.data_ptr() for q, _ in tuning._weight_set(layers[0].qdata, layers[0].scale)]
+    assert ptrs[1] == layers[1].qdata.data_ptr()  # the dead one is gone
+
+
+@pytest.mark.gpu
+def test_gpu_eager_linear_skips_the_dispatcher_only_when_unobserved():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from hlwq_ops import HLWQTensor
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    w = HLWQTensor.from_hp(torch.randn(300, 256, device="cuda"), 5)
+    x = torch.randn(3, 256, device="cuda", dtype=torch.bfloat16)
+    ref = torch.ops.hlwq.linear(x, w.qdata, w.scale, None, 5, 128, 256)
+    with torch.no_grad():
+        direct = torch.nn.functional.linear(x, w)
+        with Ops() as mode:
+            observed = torch.nn.functional.linear(x, w)
+    assert any("hlwq.linear" in name for name in mode.seen)  # a dispatch mode still sees the op
+    torch.testing.assert_close(direct, ref, rtol=0, atol=0)
+    torch.testing.assert_close(observed, ref, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="weight expects K=256"):  # the checks run on the direct path too
+        torch.nn.functional.linear(torch.randn(3, 128, device="cuda", dtype=torch.bfloat16), w)
+    xg = x.float().requires_grad_()
+    torch.nn.functional.linear(xg, w).sum().backward()  # autograd: through the op
+    assert xg.grad is not None and xg.grad.shape == xg.shape

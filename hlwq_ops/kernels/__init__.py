@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ..hadamard import fwht_ref
 from . import tuning
-from .dequant import dequantize_rotated
+from .dequant import dequant_linear, dequantize_rotated
 from .fwht import MAX_KERNEL_BLOCK, fwht
 from .gemv import can_rotate, gemv
 from .mma import mma
@@ -22,6 +22,7 @@ from .wgmma import permute_activations, supports, wgmma
 
 __all__ = [
     "MAX_KERNEL_BLOCK",
+    "dequant_linear",
     "dequantize_rotated",
     "fwht",
     "gemv",
@@ -76,8 +77,8 @@ def linear_rotated(
 
         y = run(tuning.config_for(path, M, N, k_pad, bits, (qdata, scale), run))
     else:
-        wr = dequantize_rotated(qdata, scale, bits, block_size, codebook, out_dtype)
-        y = F.linear(x2.to(out_dtype), wr, None if bias is None else bias.to(out_dtype))
+        y = dequant_linear(x2.to(out_dtype), qdata, scale, None if bias is None else bias.to(out_dtype), bits,
+                           block_size, codebook)
     return y.reshape(*lead, N)
 
 

@@ -1,21 +1,29 @@
 """Dequantize packed codes to the rotated-domain weight ``Wr = s / sqrt(B) * c[code]``.
 
-The fallback path for large M (``xr @ Wr.T`` by cuBLAS) and the first half of
-``hlwq.dequantize`` (the inverse rotation follows). A program decodes a
-``[BN, 32 * G]`` tile in registers with the GEMV's decoding
+The fallback path for large M (``xr @ Wr.T`` by cuBLAS, :func:`dequant_linear`)
+and the first half of ``hlwq.dequantize`` (the inverse rotation follows). A
+program decodes a ``[BN, 32 * G]`` tile in registers with the GEMV's decoding
 (:func:`hlwq_ops.kernels.decode.decode_tile`) and stores it.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
 from .common import kernel_codebook, planes
 from .decode import decode_tile
 
-__all__ = ["dequantize_rotated"]
+__all__ = ["CHUNK_BYTES", "dequant_linear", "dequantize_rotated"]
+
+# dequant_linear decodes at most this many bytes of the 16-bit weight at a time, in equal chunks. The transient
+# is what a Llama-3-8B-shaped model's peak measures above bf16's (H200, benchmarks/RESULTS.md: decoded whole,
+# the 117 MB of a 14336 x 4096 weight put the batch-1 peak at 42.4% of bf16's; in 64 MB chunks, 41.9%). The
+# price, same run, against decoding whole: -4% to +10% at M = 128..2048 on the 14336 x 4096 and 4096 x 14336
+# weights (32 MB chunks: up to 21%).
+CHUNK_BYTES = 64 << 20
 
 
 @triton.jit
@@ -56,12 +64,14 @@ def dequantize_rotated(
     block_size: int,
     codebook: torch.Tensor | None,
     dtype: torch.dtype,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(N, K_pad) rotated-domain weight in ``dtype``."""
+    """(N, K_pad) rotated-domain weight in ``dtype``, written to ``out`` if given ((N, K_pad), unit stride along K)."""
     N = qdata.shape[0]
     k_pad = scale.shape[1] * block_size
     words = qdata.view(torch.int32)
-    out = torch.empty((N, k_pad), device=qdata.device, dtype=dtype)
+    if out is None:
+        out = torch.empty((N, k_pad), device=qdata.device, dtype=dtype)
     bn, g = 32, 4
     _dequant_kernel[(triton.cdiv(N, bn), triton.cdiv(k_pad, 32 * g))](
         words,
@@ -82,3 +92,40 @@ def dequantize_rotated(
         **planes(bits),
     )
     return out
+
+
+def dequant_linear(
+    x: torch.Tensor,
+    qdata: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    bits: int,
+    block_size: int,
+    codebook: torch.Tensor | None,
+    chunk_bytes: int | None = None,
+) -> torch.Tensor:
+    """``x @ Wr.T + bias`` for (M, K_pad) rotated activations: dequantize, then cuBLAS; (M, N) in x's dtype.
+
+    A weight larger than ``chunk_bytes`` (default :data:`CHUNK_BYTES`) in 16 bits
+    is decoded that many bytes of rows at a time into one reused buffer, each
+    chunk multiplied into its columns of the output: the transient is bounded
+    by the buffer instead of growing with the weight.
+    """
+    M, k_pad = x.shape
+    N = qdata.shape[0]
+    budget = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+    chunks = -(-N * k_pad * x.element_size() // max(budget, 1))
+    rows = -(-N // chunks // 32) * 32  # equal chunks (a multiple of 32 rows): no small last GEMM
+    if rows >= N:
+        wr = dequantize_rotated(qdata, scale, bits, block_size, codebook, x.dtype)
+        return F.linear(x, wr, bias)
+    y = torch.empty((M, N), device=x.device, dtype=x.dtype)
+    buf = torch.empty((rows, k_pad), device=x.device, dtype=x.dtype)
+    for n0 in range(0, N, rows):
+        n1 = min(n0 + rows, N)
+        wr = dequantize_rotated(qdata[n0:n1], scale[n0:n1], bits, block_size, codebook, x.dtype, out=buf[: n1 - n0])
+        if bias is None:
+            torch.mm(x, wr.t(), out=y[:, n0:n1])
+        else:
+            torch.addmm(bias[n0:n1], x, wr.t(), out=y[:, n0:n1])
+    return y

@@ -3,9 +3,10 @@
 ``path_for(M, wgmma)`` chooses the kernel family by the number of activation rows;
 ``config_for`` picks a kernel's tile for a shape. On the first call for a key
 ``(kernel, N, K_pad, bits, M bucket, device)`` it times a handful of candidates
-(seconds, dominated by compiling them) in a CUDA graph over copies of the
-weight that span twice the L2, as a decode step reads it, unless
-``HLWQ_AUTOTUNE=0``; results persist in a JSON file under
+(seconds, dominated by compiling them) in a CUDA graph over weights that span
+twice the L2, as a decode step reads them, unless ``HLWQ_AUTOTUNE=0``: other
+live weights of the same shape (:func:`remember`; a model's other layers), and
+copies only where there are too few of those; results persist in a JSON file under
 ``$HLWQ_CACHE_DIR`` (default ``~/.cache/hlwq_ops``) so later processes skip it.
 During CUDA-graph capture, or on the CPU (the Triton interpreter), an untuned
 key gets the heuristic default instead.
@@ -17,6 +18,7 @@ import functools
 import json
 import os
 import time
+import weakref
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +37,7 @@ __all__ = [
     "m_bucket",
     "candidates",
     "config_for",
+    "remember",
 ]
 
 # Largest M each kernel family serves (crossovers measured, benchmarks/RESULTS.md):
@@ -170,15 +173,46 @@ def _save(device: torch.device) -> None:
         pass  # read-only home: tuning still holds for this process
 
 
-def _weight_copies(qdata: torch.Tensor, scale: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The weight plus enough copies to span twice the L2 (at most 64 in all), so timings read HBM."""
+_SAME_SHAPE: dict[tuple, list[tuple[weakref.ref, weakref.ref]]] = {}
+
+
+def _layout(qdata: torch.Tensor, scale: torch.Tensor) -> tuple:
+    return qdata.device, qdata.shape, qdata.stride(), scale.shape, scale.stride()
+
+
+def remember(qdata: torch.Tensor, scale: torch.Tensor) -> None:
+    """Note a packed CUDA weight (weakly), so that tuning another weight of its layout can time on it.
+
+    Real tensors only: nothing is noted while compiling or for fake tensors.
+    """
+    if not torch.compiler.is_compiling() and type(qdata) is torch.Tensor and qdata.is_cuda:
+        group = _SAME_SHAPE.setdefault(_layout(qdata, scale), [])
+        group[:] = [(q, s) for q, s in group if q() is not None and s() is not None]
+        group.append((weakref.ref(qdata), weakref.ref(scale)))
+
+
+def _weight_set(qdata: torch.Tensor, scale: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The weight and others of its layout spanning twice the L2 (at most 64 in all), so timings read HBM.
+
+    Live weights noted by :func:`remember` (a model's other layers) come first;
+    copies make up the rest. Copies are memory the model does not otherwise
+    use -- 113 MB for a Q5 14336 x 4096 weight on a 60 MiB L2 -- and would
+    count in the process's peak.
+    """
     l2 = getattr(torch.cuda.get_device_properties(qdata.device), "L2_cache_size", 50 << 20)
     n = min(64, max(1, -(-2 * l2 // (qdata.nbytes + scale.nbytes))))
-    return [(qdata, scale)] + [(qdata.clone(), scale.clone()) for _ in range(n - 1)]
+    out = [(qdata, scale)]
+    seen = {qdata.data_ptr()}
+    for q_ref, s_ref in _SAME_SHAPE.get(_layout(qdata, scale), []):
+        q, s = q_ref(), s_ref()
+        if len(out) < n and q is not None and s is not None and q.data_ptr() not in seen:
+            seen.add(q.data_ptr())  # tensors sharing storage (views, re-wrapped weights) count once
+            out.append((q, s))
+    return out + [(qdata.clone(), scale.clone()) for _ in range(n - len(out))]
 
 
-def _time_over_copies(run: Callable, config: dict, copies: list, reps: int = 5) -> float:
-    """Milliseconds per call: one CUDA graph calling ``run`` on every copy in turn, replayed ``reps`` times.
+def _time_over(run: Callable, config: dict, weights: list, reps: int = 5) -> float:
+    """Milliseconds per call: one CUDA graph calling ``run`` on every weight in turn, replayed ``reps`` times.
 
     What a decode step sees: no L2 hits, no launch gaps (``do_bench`` would
     either read the weight from L2 or, with its flush, leave dirty lines whose
@@ -187,10 +221,10 @@ def _time_over_copies(run: Callable, config: dict, copies: list, reps: int = 5) 
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        run(config, *copies[0])  # compile and warm up outside the graph
+        run(config, *weights[0])  # compile and warm up outside the graph
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, stream=stream):
-            for q, s in copies:
+            for q, s in weights:
                 run(config, q, s)
         graph.replay()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -200,7 +234,7 @@ def _time_over_copies(run: Callable, config: dict, copies: list, reps: int = 5) 
         end.record(stream)
     end.synchronize()
     torch.cuda.current_stream().wait_stream(stream)
-    return start.elapsed_time(end) / (reps * len(copies))
+    return start.elapsed_time(end) / (reps * len(weights))
 
 
 def config_for(
@@ -232,14 +266,14 @@ def config_for(
     import triton.runtime.errors
 
     start = time.perf_counter()
-    copies = _weight_copies(*weight)
+    weights = _weight_set(*weight)
     timings = []
     for config in configs:
         try:
-            timings.append((_time_over_copies(run, config, copies), config))
+            timings.append((_time_over(run, config, weights), config))
         except triton.runtime.errors.OutOfResources:
             continue  # e.g. shared memory: this GPU cannot run that tile
-    del copies
+    del weights
     best = min(timings, key=lambda t: t[0])[1]
     _TUNED[key] = best
     _TUNED[key + "/tuning_s"] = round(time.perf_counter() - start, 2)
