@@ -11,8 +11,11 @@ size, with a 128-token prompt and 256 new tokens (greedy, static KV cache):
 
 Reports decode tokens/s (all sequences of the batch), time to first token
 (eager prefill), peak GPU memory (over the warm-up call, which compiles and
-tunes, and the timed one; and the timed call's alone, "steady"), model size,
-and the time quantization took.
+tunes, and the timed one; and the timed call's alone, "steady"; both above
+what earlier methods of the same process left allocated), model size, and
+the time quantization took. Host-bound numbers (TTFT, the ``generate`` way)
+also depend on what ran before in the process: run one method per process to
+compare them.
 
     python benchmarks/bench_decode.py --models llama3-8b --ways graph --batches 1 8
 """
@@ -110,6 +113,12 @@ def time_graph(model, ids, compile: bool) -> tuple[float, float, int, int]:
 
 
 def run(name: str, method: str, batches: list[int], ways: list[str]) -> list[dict]:
+    # What earlier methods of this process still hold (compiled graphs' pools, caches) is not this one's:
+    # peaks are counted above what is allocated once their compiled code is dropped and garbage collected.
+    torch._dynamo.reset()
+    gc.collect()
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated()
     model, quant_s = build(name, method)
     size = model_nbytes(model)
     rows = []
@@ -138,7 +147,9 @@ def run(name: str, method: str, batches: list[int], ways: list[str]) -> list[dic
                 tps, ttft, first, steady = time_graph(model, ids, compile=False)
             peak = torch.cuda.max_memory_allocated() if steady is None else max(first, steady)
             row = dict(model=name, method=method, batch=batch, way=way, note=note, tok_s=tps, ttft_ms=ttft,
-                       peak_gib=peak / 2**30, steady_peak_gib=None if steady is None else steady / 2**30,
+                       peak_gib=(peak - base) / 2**30,
+                       steady_peak_gib=None if steady is None else (steady - base) / 2**30,
+                       earlier_gib=base / 2**30,
                        size_gib=size / 2**30,
                        quantize_s=quant_s, wall_s=time.perf_counter() - start)
             print(json.dumps(row), flush=True)
@@ -158,7 +169,9 @@ def main() -> None:
     p.add_argument("--json", default="bench_decode.json")
     p.add_argument("--dequant-chunk-mb", type=int, help="hlwq_ops.kernels.dequant.CHUNK_BYTES, in MiB")
     a = p.parse_args()
-    if a.dequant_chunk_mb:
+    if a.dequant_chunk_mb is not None:
+        if a.dequant_chunk_mb <= 0:
+            p.error(f"--dequant-chunk-mb must be positive, got {a.dequant_chunk_mb}")
         hlwq_ops.kernels.dequant.CHUNK_BYTES = a.dequant_chunk_mb << 20
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}", flush=True)
     rows = []

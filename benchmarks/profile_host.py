@@ -4,7 +4,9 @@
 
 Eager calls (no CUDA graph) pay the host time of every layer between
 ``F.linear`` and the kernel launches: the tensor subclass's dispatch, the
-custom op's dispatcher, the kernel family's Python, Triton's launcher. For each
+custom op's dispatcher (skipped by a plain no-grad eager call since session
+7, :func:`hlwq_ops.ops.linear_call`), the kernel family's Python, Triton's
+launcher. For each
 M this times, on one Q5 14336 x 4096 weight, microseconds of host time per call
 (calls are queued without synchronizing; the GPU runs behind):
 

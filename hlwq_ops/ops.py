@@ -347,16 +347,20 @@ def _linear_backward(ctx, grad: Tensor):
 linear.register_autograd(_linear_backward, setup_context=_linear_setup_context)
 
 
-def _plain_eager(x: Tensor, bias: Tensor | None) -> bool:
-    """Whether a call can be nothing but the op's CUDA implementation: a plain CUDA tensor, no autograd
-    to record, and nothing tracing or intercepting ops (torch.compile, dispatch modes, functorch)."""
+def _plain_eager(x: Tensor, qdata: Tensor, bias: Tensor | None) -> bool:
+    """Whether a call can be nothing but the op's CUDA implementation: plain CUDA tensors, no autograd
+    to record, and nothing tracing, recording or intercepting ops (torch.compile, torch.jit.trace, the
+    profiler, dispatch modes, functorch)."""
     return (
         not torch.compiler.is_compiling()
         and type(x) is torch.Tensor
+        and type(qdata) is torch.Tensor
         and x.is_cuda
         and not (torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)))
         and torch._C._len_torch_dispatch_stack() == 0
         and not torch._C._are_functorch_transforms_active()
+        and torch._C._get_tracing_state() is None
+        and not torch.autograd._profiler_enabled()
     )
 
 
@@ -370,6 +374,6 @@ def linear_call(x, qdata, scale, bias, bits, block_size, K, codebook=None) -> Te
     Where something could observe the op (tracing, autograd, a dispatch mode) the
     op is called; the implementation and its checks are the same either way.
     """
-    if _plain_eager(x, bias):
+    if _plain_eager(x, qdata, bias):
         return _linear_cuda(x, qdata, scale, bias, bits, block_size, K, codebook)
     return linear(x, qdata, scale, bias, bits, block_size, K, codebook)

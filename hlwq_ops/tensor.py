@@ -10,8 +10,7 @@ from torch.utils._python_dispatch import return_and_correct_aliasing
 from torchao.utils import TorchAOBaseTensor, fill_defaults
 
 from . import format as fmt
-from . import ops
-from .kernels import tuning
+from . import kernels, ops
 
 __all__ = ["HLWQTensor"]
 
@@ -88,7 +87,7 @@ class HLWQTensor(TorchAOBaseTensor):
         self.block_size = block_size
         self.codebook = codebook
         self.transposed = transposed
-        tuning.remember(qdata, scale)  # a model's layers of one shape tune on each other, not on copies
+        kernels.note_weight(qdata, scale, bits, block_size)  # device buffers now; same-shape layers tune together
 
     # -- construction --------------------------------------------------------
 

@@ -207,6 +207,15 @@ def test_gemv_refuses_to_rotate_partial_blocks():
              _config(1), rotate=True)
 
 
+def test_dequant_linear_empty_weight_and_bad_out():
+    qdata, scale = _packed(40, 256, 5)
+    xr = torch.randn(3, 256, device=KERNEL_DEVICE)
+    assert kernels.dequant_linear(xr, qdata[:0], scale[:0], None, 5, 128, None, 1024).shape == (3, 0)
+    with pytest.raises(ValueError, match=r"out must be \(40, 256\)"):
+        kernels.dequantize_rotated(qdata, scale, 5, 128, None, torch.float32,
+                                   out=torch.empty(32, 256, device=KERNEL_DEVICE))
+
+
 @pytest.mark.parametrize("chunk_rows", [None, 32, 64, 1])
 def test_dequant_linear_in_chunks(chunk_rows):
     """Decoded whole or a chunk of rows at a time (1: the 32-row minimum), bias included: the same product."""
@@ -433,7 +442,7 @@ def test_gpu_tuning_times_on_same_shape_weights_not_copies():
 
 
 @pytest.mark.gpu
-def test_gpu_eager_linear_skips_the_dispatcher_only_when_unobserved():
+def test_gpu_eager_linear_skips_the_dispatcher_only_when_unobserved(monkeypatch):
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from hlwq_ops import HLWQTensor
@@ -447,13 +456,20 @@ def test_gpu_eager_linear_skips_the_dispatcher_only_when_unobserved():
             self.seen.append(str(func))
             return func(*args, **(kwargs or {}))
 
+    from hlwq_ops import ops
+
+    op_calls = []
+    op = ops.linear
+    monkeypatch.setattr(ops, "linear", lambda *args: op_calls.append(1) or op(*args))
     w = HLWQTensor.from_hp(torch.randn(300, 256, device="cuda"), 5)
     x = torch.randn(3, 256, device="cuda", dtype=torch.bfloat16)
     ref = torch.ops.hlwq.linear(x, w.qdata, w.scale, None, 5, 128, 256)
     with torch.no_grad():
         direct = torch.nn.functional.linear(x, w)
+        assert op_calls == []  # nothing observes it: the implementation, not the op
         with Ops() as mode:
             observed = torch.nn.functional.linear(x, w)
+        assert op_calls == [1]
     assert any("hlwq.linear" in name for name in mode.seen)  # a dispatch mode still sees the op
     torch.testing.assert_close(direct, ref, rtol=0, atol=0)
     torch.testing.assert_close(observed, ref, rtol=0, atol=0)
@@ -462,3 +478,31 @@ def test_gpu_eager_linear_skips_the_dispatcher_only_when_unobserved():
     xg = x.float().requires_grad_()
     torch.nn.functional.linear(xg, w).sum().backward()  # autograd: through the op
     assert xg.grad is not None and xg.grad.shape == xg.shape
+    assert op_calls == [1, 1]
+
+
+_CUDAGRAPH_FIRST_CALL = """
+import torch
+from torchao.quantization import quantize_
+from hlwq_ops import hlwq_q5
+
+m = torch.nn.Sequential(torch.nn.Linear(2048, 384, bias=False), torch.nn.Linear(384, 1024)).cuda().bfloat16()
+quantize_(m, hlwq_q5())
+compiled = torch.compile(m, mode="reduce-overhead", fullgraph=True)
+with torch.no_grad():
+    for M in (1, 8, 200, 1, 8):  # GEMV (split-K), tensor cores (FWHT), dequantize
+        x = torch.randn(M, 2048, device="cuda", dtype=torch.bfloat16)
+        torch.testing.assert_close(compiled(x).float(), m(x).float(), rtol=2e-2, atol=2e-2)
+print("ok")
+"""
+
+
+@pytest.mark.gpu
+def test_gpu_compiled_first_call_in_cudagraph_pool():
+    """A fresh process whose first HLWQ calls run in torch.compile's CUDA graphs (what transformers' generate()
+    does): the kernels' per-device buffers exist before them, so none is left in the graphs' memory pool."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _CUDAGRAPH_FIRST_CALL], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]

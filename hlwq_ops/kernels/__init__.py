@@ -12,13 +12,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..codebook import codebook as standard_codebook
 from ..hadamard import fwht_ref
 from . import tuning
+from .common import arrival_counters
 from .dequant import dequant_linear, dequantize_rotated
 from .fwht import MAX_KERNEL_BLOCK, fwht
+from .fwht import prepare as prepare_fwht
 from .gemv import can_rotate, gemv
 from .mma import mma
 from .wgmma import permute_activations, supports, wgmma
+from .wgmma import prepare as prepare_wgmma
 
 __all__ = [
     "MAX_KERNEL_BLOCK",
@@ -29,11 +33,41 @@ __all__ = [
     "linear",
     "linear_rotated",
     "mma",
+    "note_weight",
     "tuning",
     "wgmma",
 ]
 
 _KERNELS = {"gemv": gemv, "mma": mma}
+
+
+_PREPARED: set[tuple[torch.device, int, int]] = set()
+
+
+def note_weight(qdata: torch.Tensor, scale: torch.Tensor, bits: int, block_size: int) -> None:
+    """Get the device ready for a packed weight, when one is made (real CUDA tensors only).
+
+    The buffers the kernels keep per device -- split-K arrival counters, the
+    standard codebook, the FWHT's sign matrices, the tensor-core kernel's lane
+    tables -- are made now, once per (device, bits, block size). Made lazily,
+    they would come from whatever call is first, which may run in the memory
+    pool of torch.compile's CUDA graphs ("reduce-overhead", as transformers'
+    ``generate()`` with a static cache compiles), where a tensor that outlives
+    the call is an error. The weight is also noted for tuning
+    (:func:`hlwq_ops.kernels.tuning.remember`).
+    """
+    if torch.compiler.is_compiling() or type(qdata) is not torch.Tensor or not qdata.is_cuda:
+        return
+    if torch.cuda.is_current_stream_capturing():  # a view made inside a capture: nothing may be allocated
+        return
+    key = (qdata.device, bits, block_size)
+    if key not in _PREPARED:
+        arrival_counters(qdata.device, 1)
+        standard_codebook(bits, qdata.device)
+        prepare_fwht(block_size, qdata.device)
+        prepare_wgmma(bits, block_size, qdata.device)
+        _PREPARED.add(key)
+    tuning.remember(qdata, scale)
 
 
 def _wgmma_linear(xp, qdata, scale, bias, bits, block_size, out_dtype) -> torch.Tensor:

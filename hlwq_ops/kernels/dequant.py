@@ -18,11 +18,11 @@ from .decode import decode_tile
 
 __all__ = ["CHUNK_BYTES", "dequant_linear", "dequantize_rotated"]
 
-# dequant_linear decodes at most this many bytes of the 16-bit weight at a time, in equal chunks. The transient
-# is what a Llama-3-8B-shaped model's peak measures above bf16's (H200, benchmarks/RESULTS.md: decoded whole,
-# the 117 MB of a 14336 x 4096 weight put the batch-1 peak at 42.4% of bf16's; in 64 MB chunks, 41.9%). The
-# price, same run, against decoding whole: -4% to +10% at M = 128..2048 on the 14336 x 4096 and 4096 x 14336
-# weights (32 MB chunks: up to 21%).
+# dequant_linear decodes at most about this many bytes of the weight (in x's dtype) at a time, in equal chunks.
+# The transient is what a Llama-3-8B-shaped model's peak measures above bf16's (H200, benchmarks/RESULTS.md:
+# decoded whole, the 117 MB of a 14336 x 4096 weight put the batch-1 peak at 42.4% of bf16's; in 64 MB chunks,
+# 41.9%). The price, same run, against decoding whole: -4% to +10% at M = 128..2048 on the 14336 x 4096 and
+# 4096 x 14336 weights (32 MB chunks: up to 21%).
 CHUNK_BYTES = 64 << 20
 
 
@@ -72,6 +72,11 @@ def dequantize_rotated(
     words = qdata.view(torch.int32)
     if out is None:
         out = torch.empty((N, k_pad), device=qdata.device, dtype=dtype)
+    elif out.shape != (N, k_pad) or out.stride(1) != 1 or out.dtype != dtype or out.device != qdata.device:
+        raise ValueError(
+            f"out must be ({N}, {k_pad}) {dtype} on {qdata.device} with unit stride along K, got "
+            f"{tuple(out.shape)} {out.dtype} on {out.device} with strides {out.stride()}"
+        )
     bn, g = 32, 4
     _dequant_kernel[(triton.cdiv(N, bn), triton.cdiv(k_pad, 32 * g))](
         words,
@@ -106,16 +111,17 @@ def dequant_linear(
 ) -> torch.Tensor:
     """``x @ Wr.T + bias`` for (M, K_pad) rotated activations: dequantize, then cuBLAS; (M, N) in x's dtype.
 
-    A weight larger than ``chunk_bytes`` (default :data:`CHUNK_BYTES`) in 16 bits
-    is decoded that many bytes of rows at a time into one reused buffer, each
-    chunk multiplied into its columns of the output: the transient is bounded
-    by the buffer instead of growing with the weight.
+    A weight larger than ``chunk_bytes`` (default :data:`CHUNK_BYTES`) in x's
+    dtype is decoded in about equal chunks of rows (a multiple of 32, the last
+    one shorter) into one reused buffer, each chunk multiplied into its columns
+    of the output: the transient is bounded by the buffer instead of growing
+    with the weight. No autograd (``out=``); the ops carry it.
     """
     M, k_pad = x.shape
     N = qdata.shape[0]
     budget = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
-    chunks = -(-N * k_pad * x.element_size() // max(budget, 1))
-    rows = -(-N // chunks // 32) * 32  # equal chunks (a multiple of 32 rows): no small last GEMM
+    chunks = max(1, -(-N * k_pad * x.element_size() // max(budget, 1)))
+    rows = -(-N // chunks // 32) * 32  # about equal chunks: no small last GEMM
     if rows >= N:
         wr = dequantize_rotated(qdata, scale, bits, block_size, codebook, x.dtype)
         return F.linear(x, wr, bias)

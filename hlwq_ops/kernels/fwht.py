@@ -22,7 +22,7 @@ import triton.language as tl
 
 from ..hadamard import hadamard_matrix
 
-__all__ = ["MAX_KERNEL_BLOCK", "fwht"]
+__all__ = ["MAX_KERNEL_BLOCK", "fwht", "prepare"]
 
 # Up to 128 the dense product is cheap; larger blocks use the reference.
 MAX_KERNEL_BLOCK = 128
@@ -36,6 +36,13 @@ def _signs(block_size: int, device: torch.device, dtype: torch.dtype) -> torch.T
         h = hadamard_matrix(block_size, torch.float64, device) * block_size**0.5
         _SIGNS[key] = h.round().to(dtype)
     return _SIGNS[key]
+
+
+def prepare(block_size: int, device: torch.device) -> None:
+    """Make the sign matrices :func:`fwht` reads on ``device`` (every input dtype) now, not on its first call."""
+    if block_size <= MAX_KERNEL_BLOCK:
+        for dtype in (torch.bfloat16, torch.float16, torch.float32):
+            _signs(block_size, device, dtype)
 
 
 @triton.jit

@@ -61,7 +61,7 @@ from ..codebook import codebook as standard_codebook
 from .common import arrival_counters, sum_if_last
 from .decode import code_sources
 
-__all__ = ["codebook_asm", "lane_table", "permute_activations", "supports", "wgmma"]
+__all__ = ["codebook_asm", "lane_table", "permute_activations", "prepare", "supports", "wgmma"]
 
 _WORDS = 16  # plane-0 words per row and step: the dot's K for one code index
 _PER_WORD = 8  # codes per plane-0 word at bits 4 and 5
@@ -94,6 +94,13 @@ def lane_table(bits: int, dtype: torch.dtype, device: torch.device) -> torch.Ten
         # setdefault: a thread that loses a race uses the winner's table, never frees one already baked in
         table = _LANE_TABLES.setdefault(key, c[torch.arange(32) % (1 << bits)].to(device))
     return table
+
+
+def prepare(bits: int, block_size: int, device: torch.device) -> None:
+    """Make the lane tables a layer of ``bits`` / ``block_size`` needs on ``device`` now, not on its first call."""
+    for dtype in (torch.bfloat16, torch.float16):
+        if supports(bits, block_size, None, dtype):
+            lane_table(bits, dtype, device)
 
 
 @functools.lru_cache(maxsize=None)
