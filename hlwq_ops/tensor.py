@@ -176,6 +176,16 @@ class HLWQTensor(TorchAOBaseTensor):
 
 
 HLWQTensor.__module__ = "hlwq_ops"
+_torchao_setstate = HLWQTensor.__setstate__  # torchao's, set on subclassing: defaults for missing optional fields
+
+
+def _setstate(self: HLWQTensor, state) -> None:
+    """Unpickling (``torch.load``) skips ``__init__``: get the device ready here too."""
+    _torchao_setstate(self, state)
+    kernels.note_weight(self.qdata, self.scale, self.bits, self.block_size)
+
+
+HLWQTensor.__setstate__ = _setstate
 implements = HLWQTensor.implements
 implements_torch_function = HLWQTensor.implements_torch_function
 

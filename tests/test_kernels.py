@@ -216,6 +216,43 @@ def test_dequant_linear_empty_weight_and_bad_out():
                                    out=torch.empty(32, 256, device=KERNEL_DEVICE))
 
 
+def test_weights_made_or_loaded_get_the_device_ready(monkeypatch, tmp_path):
+    """Every HLWQ weight made -- by __init__ or by torch.load, which skips it -- is handed to note_weight."""
+    from hlwq_ops import HLWQTensor
+
+    seen = []
+    monkeypatch.setattr(kernels, "note_weight", lambda q, s, bits, block: seen.append((q.shape, bits, block)))
+    w = HLWQTensor.from_hp(torch.randn(96, 256), 5)
+    assert seen == [((96, 160), 5, 128)]
+    torch.save(w, tmp_path / "w.pt")
+    loaded = torch.load(tmp_path / "w.pt", weights_only=True)
+    assert seen[-1] == ((96, 160), 5, 128) and len(seen) == 2
+    assert torch.equal(loaded.qdata, w.qdata) and loaded.codebook is None
+
+
+def test_tuning_notes_every_wrapper_of_a_weight():
+    """nn.Parameter detaches (a new wrapper over the same memory) and the first wrapper dies: the weight is still
+    found for tuning, once; freed weights are dropped."""
+    import gc
+
+    from hlwq_ops import HLWQTensor
+
+    layers = []
+    for _ in range(3):
+        w = HLWQTensor.from_hp(torch.randn(104, 256), 5)  # a layout no other test notes
+        tuning._note(w.qdata, w.scale)
+        p = torch.nn.Parameter(w, requires_grad=False)
+        tuning._note(p.qdata, p.scale)
+        layers.append(p)
+        del w
+    gc.collect()
+    noted = tuning._noted(layers[0].qdata, layers[0].scale)
+    assert [q.data_ptr() for q, _ in noted] == [p.qdata.data_ptr() for p in layers[1:]]
+    del layers[1], noted
+    gc.collect()
+    assert [q.data_ptr() for q, _ in tuning._noted(layers[0].qdata, layers[0].scale)] == [layers[1].qdata.data_ptr()]
+
+
 @pytest.mark.parametrize("chunk_rows", [None, 32, 64, 1])
 def test_dequant_linear_in_chunks(chunk_rows):
     """Decoded whole or a chunk of rows at a time (1: the 32-row minimum), bias included: the same product."""
@@ -504,5 +541,14 @@ def test_gpu_compiled_first_call_in_cudagraph_pool():
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", _CUDAGRAPH_FIRST_CALL], capture_output=True, text=True, timeout=600)
+    import os
+    from pathlib import Path
+
+    import hlwq_ops
+
+    root = str(Path(hlwq_ops.__file__).parents[1])  # the package under test, not another install
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-c", "import hlwq_ops; print(hlwq_ops.__file__)\n" + _CUDAGRAPH_FIRST_CALL],
+                          capture_output=True, text=True, timeout=600, cwd=root, env=env)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
+    assert done.stdout.splitlines()[0] == hlwq_ops.__file__

@@ -54,18 +54,21 @@ def note_weight(qdata: torch.Tensor, scale: torch.Tensor, bits: int, block_size:
     pool of torch.compile's CUDA graphs ("reduce-overhead", as transformers'
     ``generate()`` with a static cache compiles), where a tensor that outlives
     the call is an error. The weight is also noted for tuning
-    (:func:`hlwq_ops.kernels.tuning.remember`).
+    (:func:`hlwq_ops.kernels.tuning.remember`). Calls of the raw ops on
+    packed tensors that no HLWQ weight was ever made from still make these
+    buffers on first use.
     """
     if torch.compiler.is_compiling() or type(qdata) is not torch.Tensor or not qdata.is_cuda:
         return
-    if torch.cuda.is_current_stream_capturing():  # a view made inside a capture: nothing may be allocated
-        return
     key = (qdata.device, bits, block_size)
     if key not in _PREPARED:
-        arrival_counters(qdata.device, 1)
-        standard_codebook(bits, qdata.device)
-        prepare_fwht(block_size, qdata.device)
-        prepare_wgmma(bits, block_size, qdata.device)
+        with torch.cuda.device(qdata.device):
+            if torch.cuda.is_current_stream_capturing():  # made inside a capture: nothing may be allocated
+                return
+            arrival_counters(qdata.device, 1)
+            standard_codebook(bits, qdata.device)
+            prepare_fwht(block_size, qdata.device)
+            prepare_wgmma(bits, block_size, qdata.device)
         _PREPARED.add(key)
     tuning.remember(qdata, scale)
 

@@ -50,7 +50,7 @@ def arrival_counters(device: torch.device, n: int) -> torch.Tensor:
         if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
             raise RuntimeError(
                 f"hlwq kernels: {n} split-K counters needed but {0 if buf is None else buf.numel()} allocated; "
-                "run the layer once before capturing a CUDA graph"
+                "make the layer's HLWQ weight (or run the layer once) before capturing a CUDA graph"
             )
         if buf is not None:  # CUDA graphs captured earlier keep using it
             _RETIRED.append(buf)

@@ -173,7 +173,9 @@ def _save(device: torch.device) -> None:
         pass  # read-only home: tuning still holds for this process
 
 
-_SAME_SHAPE: dict[tuple, dict[int, tuple[weakref.ref, weakref.ref]]] = {}
+# layout -> data address -> the live tensors noted there (weakly). Several tensors can wrap one weight's memory
+# (nn.Parameter detaches, views, moves); whichever of them is alive serves.
+_SAME_SHAPE: dict[tuple, dict[int, list[tuple[weakref.ref, weakref.ref]]]] = {}
 
 
 def _layout(qdata: torch.Tensor, scale: torch.Tensor) -> tuple:
@@ -183,36 +185,47 @@ def _layout(qdata: torch.Tensor, scale: torch.Tensor) -> tuple:
 def remember(qdata: torch.Tensor, scale: torch.Tensor) -> None:
     """Note a packed CUDA weight (weakly), so that tuning another weight of its layout can time on it.
 
-    Real tensors only: nothing is noted while compiling or for fake tensors. A
-    weight is noted once however many tensors wrap it (views, transposes).
+    Real tensors only: nothing is noted while compiling or for fake tensors.
     """
-    if torch.compiler.is_compiling() or type(qdata) is not torch.Tensor or not qdata.is_cuda:
-        return
-    group = _SAME_SHAPE.setdefault(_layout(qdata, scale), {})
-    noted = group.get(qdata.data_ptr())
-    if noted is None or noted[0]() is None or noted[1]() is None:  # new, or its address reused after a free
-        group[qdata.data_ptr()] = (weakref.ref(qdata), weakref.ref(scale))
+    if not torch.compiler.is_compiling() and type(qdata) is torch.Tensor and qdata.is_cuda:
+        _note(qdata, scale)
+
+
+def _note(qdata: torch.Tensor, scale: torch.Tensor) -> None:
+    tensors = _SAME_SHAPE.setdefault(_layout(qdata, scale), {}).setdefault(qdata.data_ptr(), [])
+    alive = [(q, s) for q, s in tensors if q() is not None and s() is not None]
+    if not any(q() is qdata for q, _ in alive):
+        alive.append((weakref.ref(qdata), weakref.ref(scale)))
+    tensors[:] = alive
+
+
+def _noted(qdata: torch.Tensor, scale: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Live noted weights of ``qdata``'s layout at other addresses, one per address; drops stale notes."""
+    layout = _layout(qdata, scale)
+    group = _SAME_SHAPE.get(layout, {})
+    out = []
+    for ptr, tensors in list(group.items()):
+        live = [(q(), s()) for q, s in tensors]
+        live = [(q, s) for q, s in live if q is not None and s is not None and q.data_ptr() == ptr
+                and _layout(q, s) == layout]  # freed, moved or reshaped since: dropped
+        if not live:
+            group.pop(ptr, None)
+        elif ptr != qdata.data_ptr():
+            out.append(live[0])
+    return out
 
 
 def _weight_set(qdata: torch.Tensor, scale: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The weight and others of its layout spanning twice the L2 (at most 64 in all), so timings read HBM.
 
-    Live weights noted by :func:`remember` (a model's other layers) come first
-    (those freed or reshaped since are dropped); copies make up the rest.
-    Copies are memory the model does not otherwise use -- 113 MB for a Q5
-    14336 x 4096 weight on a 60 MiB L2 -- and would count in the process's peak.
+    Live weights noted by :func:`remember` (a model's other layers) come first;
+    copies make up the rest. Copies are memory the model does not otherwise
+    use -- 113 MB for a Q5 14336 x 4096 weight on a 60 MiB L2 -- and would count
+    in the process's peak.
     """
     l2 = getattr(torch.cuda.get_device_properties(qdata.device), "L2_cache_size", 50 << 20)
     n = min(64, max(1, -(-2 * l2 // (qdata.nbytes + scale.nbytes))))
-    out = [(qdata, scale)]
-    layout = _layout(qdata, scale)
-    group = _SAME_SHAPE.get(layout, {})
-    for ptr, (q_ref, s_ref) in list(group.items()):
-        q, s = q_ref(), s_ref()
-        if q is None or s is None or _layout(q, s) != layout or q.data_ptr() != ptr:
-            del group[ptr]
-        elif len(out) < n and ptr != qdata.data_ptr():
-            out.append((q, s))
+    out = [(qdata, scale)] + _noted(qdata, scale)[: n - 1]
     return out + [(qdata.clone(), scale.clone()) for _ in range(n - len(out))]
 
 

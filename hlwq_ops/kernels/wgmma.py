@@ -84,15 +84,16 @@ def lane_table(bits: int, dtype: torch.dtype, device: torch.device) -> torch.Ten
     """(32,) int16 on ``device``: entry ``l`` holds the bits of ``c[l % 2**bits]`` in ``dtype`` (standard codebook).
 
     Cached and never freed: :func:`codebook_asm` bakes its address into the kernel.
-    Like :func:`hlwq_ops.codebook.codebook`, the first call for each (bits, dtype,
-    device) must not be made during CUDA-graph capture (it copies from the host).
+    Made when a weight is made (:func:`prepare`, from :func:`hlwq_ops.kernels.note_weight`):
+    the first call for each (bits, dtype, device) copies from the host, which CUDA-graph
+    capture forbids.
     """
     key = (bits, dtype, str(device))
     table = _LANE_TABLES.get(key)
     if table is None:
         c = standard_codebook(bits, torch.device("cpu")).to(dtype).view(torch.int16)
         # setdefault: a thread that loses a race uses the winner's table, never frees one already baked in
-        table = _LANE_TABLES.setdefault(key, c[torch.arange(32) % (1 << bits)].to(device))
+        table = _LANE_TABLES.setdefault(key, c[torch.arange(32, device="cpu") % (1 << bits)].to(device))
     return table
 
 
