@@ -367,7 +367,7 @@ def _plain_eager(x: Tensor, qdata: Tensor, bias: Tensor | None) -> bool:
 def linear_call(x, qdata, scale, bias, bits, block_size, K, codebook=None) -> Tensor:
     """``torch.ops.hlwq.linear(...)``; a plain eager CUDA call runs its CUDA implementation directly.
 
-    Going through the dispatcher costs an eager call 35-45 us of host time (the
+    Going through the dispatcher costs an eager call 34-43 us of host time (the
     custom op's autograd wrapper, its dynamo guard and alias check; H200,
     ``benchmarks/RESULTS.md``), on top of the kernels' own launches: an 8B model's
     eager prefill or a ``generate()`` step without CUDA graphs pays it 224 times.

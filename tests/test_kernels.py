@@ -240,9 +240,9 @@ def test_tuning_notes_every_wrapper_of_a_weight():
     layers = []
     for _ in range(3):
         w = HLWQTensor.from_hp(torch.randn(104, 256), 5)  # a layout no other test notes
-        tuning._note(w.qdata, w.scale)
+        tuning.remember(w.qdata, w.scale)
         p = torch.nn.Parameter(w, requires_grad=False)
-        tuning._note(p.qdata, p.scale)
+        tuning.remember(p.qdata, p.scale)
         layers.append(p)
         del w
     gc.collect()

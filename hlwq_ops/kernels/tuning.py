@@ -183,15 +183,10 @@ def _layout(qdata: torch.Tensor, scale: torch.Tensor) -> tuple:
 
 
 def remember(qdata: torch.Tensor, scale: torch.Tensor) -> None:
-    """Note a packed CUDA weight (weakly), so that tuning another weight of its layout can time on it.
+    """Note a packed weight (weakly), so that tuning another weight of its layout can time on it.
 
-    Real tensors only: nothing is noted while compiling or for fake tensors.
+    For real CUDA tensors (:func:`hlwq_ops.kernels.note_weight` checks).
     """
-    if not torch.compiler.is_compiling() and type(qdata) is torch.Tensor and qdata.is_cuda:
-        _note(qdata, scale)
-
-
-def _note(qdata: torch.Tensor, scale: torch.Tensor) -> None:
     tensors = _SAME_SHAPE.setdefault(_layout(qdata, scale), {}).setdefault(qdata.data_ptr(), [])
     alive = [(q, s) for q, s in tensors if q() is not None and s() is not None]
     if not any(q() is qdata for q, _ in alive):
