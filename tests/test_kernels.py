@@ -59,6 +59,9 @@ def test_planes_cover_the_code(bits):
         (2, 45, 300, 128, {"R": 4, "ROWS": 6}),  # rows per program not a multiple of R
         (1, 300, 512, 128, {"R": 8, "ROWS": 136}),  # the reduction of > 128 rows, in chunks
         (1, 20, 4200, 128, {"VEC": 16, "R": 2, "ROWS": 6}),  # warps side by side along K, two slices
+        (1, 20, 4200, 128, {"VEC": 16, "R": 2, "ROWS": 6, "WARP_PARTS": 4}),  # a partial per warp, and split-K
+        (3, 37, 1000, 128, {"VEC": 16, "R": 2, "ROWS": 10, "WARP_PARTS": 4}),  # one slice: partials, no counter
+        (2, 45, 300, 128, {"R": 4, "ROWS": 6, "WARP_PARTS": 2}),  # parts across a warp's columns, split-K
     ],
 )
 def test_gemv_matches_reference(bits, M, N, K, block_size, changes):
@@ -187,14 +190,24 @@ def test_gemv_rotates_raw_activations(bits, bias_dtype):
 
 
 @pytest.mark.parametrize("bits", [4, 5])
-def test_gemv_rotates_with_warps_along_k_and_split_k(bits):
+@pytest.mark.parametrize("parts", [1, 4])
+def test_gemv_rotates_with_warps_along_k_and_split_k(bits, parts):
     from hlwq_ops.hadamard import fwht_ref
 
     qdata, scale = _packed(9, 4200, bits)  # K padded to 4224: two 4096-position slices at VEC = 16
     x = torch.randn(2, 4200, device=KERNEL_DEVICE).bfloat16()
     xr = fwht_ref(torch.nn.functional.pad(x.float(), (0, 24)), 128)
-    y = gemv(x, qdata, scale, None, bits, 128, None, torch.float32, _config(2, VEC=16, R=2, ROWS=4), rotate=True)
+    config = _config(2, VEC=16, R=2, ROWS=4, WARP_PARTS=parts)
+    y = gemv(x, qdata, scale, None, bits, 128, None, torch.float32, config, rotate=True)
     assert rel_error(y, gemv_ref(xr, qdata, scale, None, bits, 128)) < 1e-5
+
+
+@pytest.mark.parametrize("parts", [0, 3, 64])
+def test_gemv_refuses_warp_parts_that_do_not_split_the_tile(parts):
+    qdata, scale = _packed(8, 256, 5)
+    x = torch.randn(1, 256, device=KERNEL_DEVICE)
+    with pytest.raises(ValueError, match="WARP_PARTS must be a power of two dividing 32 \\* VEC"):
+        gemv(x, qdata, scale, None, 5, 128, None, torch.float32, _config(1, VEC=1, WARP_PARTS=parts))
 
 
 def test_gemv_refuses_to_rotate_partial_blocks():
@@ -403,6 +416,25 @@ def test_gpu_poisoned_output_fully_written(bits):
             out = gemv(xr, qdata, scale, None, bits, 128, None, torch.float32, config)
             assert torch.isfinite(out).all(), config
             assert rel_error(out, ref) < 1e-5, config
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bits", [2, 4, 5, 8])
+@pytest.mark.parametrize("N,K", [(1000, 1000), (300, 9000)])  # one slice at VEC = 16 (a barrier), and split-K
+def test_gpu_gemv_warp_partials(bits, N, K):
+    """Each warp's partial row sums stored and summed by its own program (WARP_PARTS): every output written,
+    every sum right, on the GPU's memory model (the interpreter runs one thread)."""
+    qdata, scale = _packed(N, K, bits, device="cuda")
+    for M in (1, 3):
+        xr = torch.randn(M, scale.shape[1] * 128, device="cuda")
+        ref = gemv_ref(xr, qdata, scale, None, bits, 128)
+        for R, ROWS in ((2, 5), (4, 24), (8, 64)):
+            config = dict(VEC=16, R=R, ROWS=ROWS, num_warps=4, WARP_PARTS=4)
+            for _ in range(3):  # the split-K counters are reset for the next call
+                torch.full((M, N), float("nan"), device="cuda")
+                out = gemv(xr, qdata, scale, None, bits, 128, None, torch.float32, config)
+                assert torch.isfinite(out).all(), config
+                assert rel_error(out, ref) < 1e-5, config
 
 
 @pytest.mark.gpu

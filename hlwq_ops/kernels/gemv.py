@@ -21,6 +21,13 @@ range (an atomic arrival counter per range, reset by that program) sums them,
 adds the bias and writes the output, so a call is one kernel. With a single
 slice the kernel writes the output directly.
 
+``WARP_PARTS`` (config, default 1): the row sums are cut into that many parts
+along the tile's columns -- with VEC = 16 and four parts, each warp's own sum,
+no shared memory or barrier in the loop -- stored as partials beside the
+slices' and added once by the program that sums the row range (after one CTA
+barrier when K is a single slice, else the last slice to arrive). Not offered
+by the tuner: not yet timed on a GPU (``benchmarks/diag_warp_parts.py``).
+
 Decoding per code (:func:`.decode.code_at`): one shift and one warp shuffle
 (bits <= 5), then an FMA.
 """
@@ -127,6 +134,21 @@ def _store(ptr, value, mask, INTERPRET: tl.constexpr):
 
 
 @triton.jit
+def _sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HAS_BIAS: tl.constexpr):
+    """``out[m, rows] = sum of the n_parts partials [n_parts, M, N] (+ bias)`` for rows ``row_lo..row_hi``."""
+    out_offset = m.to(tl.int64) * N
+    slice_elems = tl.cast(M, tl.int64) * N  # (M may be specialized to a Python int)
+    for chunk in range(row_lo, row_hi, 128):
+        rows_out = chunk + tl.arange(0, 128)
+        in_range = rows_out < row_hi
+        offsets = out_offset + rows_out
+        total = slices_sum(ws_ptr, offsets, in_range, slice_elems, n_parts)
+        if HAS_BIAS:
+            total += tl.load(bias_ptr + rows_out, mask=in_range, other=0.0).to(tl.float32)
+        tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=in_range)
+
+
+@triton.jit
 def _gemv_kernel(
     # pointers
     x_ptr,  # [M, K_PAD] float32 rotated activations, or [M, K_X] raw ones (ROTATE)
@@ -135,8 +157,8 @@ def _gemv_kernel(
     c_ptr,  # [2**BITS] float32 codebook
     bias_ptr,  # [N] or unused
     out_ptr,  # [M, N] output
-    ws_ptr,  # [n_slices, M, N] float32 partial sums (WORKSPACE)
-    count_ptr,  # [>= cdiv(N, ROWS) * M] int32 arrival counters, zero between calls (WORKSPACE)
+    ws_ptr,  # [n_slices * WARP_PARTS, M, N] float32 partial sums (WORKSPACE)
+    count_ptr,  # [>= cdiv(N, ROWS) * M] int32 arrival counters, zero between calls (split-K)
     # dimensions
     M,
     N,
@@ -158,11 +180,13 @@ def _gemv_kernel(
     O2: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     WORKSPACE: tl.constexpr,
+    SPLIT: tl.constexpr,
     ROTATE: tl.constexpr,
     WIDE: tl.constexpr,
     INTERPRET: tl.constexpr,
     R: tl.constexpr,
     VEC: tl.constexpr,
+    WARP_PARTS: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -200,7 +224,7 @@ def _gemv_kernel(
     c_lane = lane_codebook(col, c_base, BITS, INTERPRET) if SHUFFLE else col
     bias_base = bias_ptr.to(tl.int64, bitcast=True)
     if WORKSPACE:
-        out_row = ws_ptr + (pid_k * M + m).to(tl.int64) * N
+        out_row = ws_ptr + (pid_k * WARP_PARTS * M + m).to(tl.int64) * N
     else:
         out_row = out_ptr + m.to(tl.int64) * N
 
@@ -222,31 +246,33 @@ def _gemv_kernel(
             p = _quad(s0, s1, s2, 12, xd0, xd1, xd2, xd3, p, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED,
                       SHUFFLE, INTERPRET)
         NORM: tl.constexpr = 1.0 / B if ROTATE else 1.0 / (float(B) ** 0.5)  # codebook (and rotation) scale
-        y = tl.sum(p * scale, axis=1)[:, None] * NORM  # [R, 1]
         rows = row0 + r
-        if not WORKSPACE and HAS_BIAS:
-            b_type: tl.constexpr = bias_ptr.dtype.element_ty
-            if b_type.primitive_bitwidth == 16:
-                b = gather16(bias_base, tl.minimum(rows, N - 1), INTERPRET).to(b_type, bitcast=True)
-            else:
-                b = gather32(bias_base, tl.minimum(rows, N - 1), INTERPRET).to(b_type, bitcast=True)
-            y += b.to(tl.float32)
-        _store(out_row + rows, y.to(out_row.dtype.element_ty), rows < row_hi, INTERPRET)
+        if WARP_PARTS > 1:  # one partial per part of the tile's columns: with VEC = 16, each warp's own sum
+            part = tl.sum(tl.reshape(p * scale, (R, WARP_PARTS, C // WARP_PARTS)), axis=2) * NORM  # [R, PARTS]
+            w = tl.arange(0, WARP_PARTS)[None, :]
+            part_ptr = out_row + w.to(tl.int64) * tl.cast(M, tl.int64) * N + rows
+            _store(part_ptr, part, (rows < row_hi) & (w < WARP_PARTS), INTERPRET)
+        else:
+            y = tl.sum(p * scale, axis=1)[:, None] * NORM  # [R, 1]
+            if not WORKSPACE and HAS_BIAS:
+                b_type: tl.constexpr = bias_ptr.dtype.element_ty
+                if b_type.primitive_bitwidth == 16:
+                    b = gather16(bias_base, tl.minimum(rows, N - 1), INTERPRET).to(b_type, bitcast=True)
+                else:
+                    b = gather32(bias_base, tl.minimum(rows, N - 1), INTERPRET).to(b_type, bitcast=True)
+                y += b.to(tl.float32)
+            _store(out_row + rows, y.to(out_row.dtype.element_ty), rows < row_hi, INTERPRET)
 
-    if WORKSPACE:  # the last slice of these rows to finish sums the partials (no second kernel)
-        counter = count_ptr + pid_n * M + m
-        out_offset = m.to(tl.int64) * N
-        slice_elems = tl.cast(M, tl.int64) * N  # (M may be specialized to a Python int)
-        if arrive(counter, tl.num_programs(1)):
-            for chunk in range(row_lo, row_hi, 128):
-                rows_out = chunk + tl.arange(0, 128)
-                in_range = rows_out < row_hi
-                offsets = out_offset + rows_out
-                total = slices_sum(ws_ptr, offsets, in_range, slice_elems, tl.num_programs(1))
-                if HAS_BIAS:
-                    total += tl.load(bias_ptr + rows_out, mask=in_range, other=0.0).to(tl.float32)
-                tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=in_range)
-            tl.atomic_xchg(counter, 0)
+    if WORKSPACE:  # the partials of these rows are summed by the last program to finish (no second kernel)
+        n_parts = tl.num_programs(1) * WARP_PARTS
+        if SPLIT:  # split-K: the last slice to arrive
+            counter = count_ptr + pid_n * M + m
+            if arrive(counter, tl.num_programs(1)):
+                _sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HAS_BIAS)
+                tl.atomic_xchg(counter, 0)
+        else:  # only this program's warps: a barrier, no counter
+            tl.debug_barrier()
+            _sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HAS_BIAS)
 
 
 def gemv(
@@ -270,7 +296,8 @@ def gemv(
         qdata: (N, K_pad * bits / 8) uint8; scale: (N, K_pad / B) float16.
         config: ``VEC`` (a slice is ``32 * VEC`` plane-0 words of a row),
             ``R`` (rows per iteration), ``ROWS`` (rows per program, any
-            number), ``num_warps`` (see :mod:`hlwq_ops.kernels.tuning`).
+            number), ``num_warps`` (see :mod:`hlwq_ops.kernels.tuning`),
+            optionally ``WARP_PARTS`` (see the module docstring).
 
     Returns:
         (M, N) in ``out_dtype``.
@@ -284,11 +311,14 @@ def gemv(
     out = torch.empty((M, N), device=x.device, dtype=out_dtype)
     n_slices = triton.cdiv(k_pad, slice_codes(bits, config["VEC"]))
     row_programs = triton.cdiv(N, config["ROWS"])
+    parts = config.get("WARP_PARTS", 1)
+    if parts < 1 or parts & (parts - 1) or 32 * config["VEC"] % parts:
+        raise ValueError(f"WARP_PARTS must be a power of two dividing 32 * VEC, got {config}")
+    ws = counters = out  # unused unless there are partials / split-K
+    if n_slices * parts > 1:
+        ws = torch.empty((n_slices * parts, M, N), device=x.device, dtype=torch.float32)
     if n_slices > 1:
-        ws = torch.empty((n_slices, M, N), device=x.device, dtype=torch.float32)
         counters = arrival_counters(x.device, row_programs * M)
-    else:
-        ws = counters = out  # unused
     _gemv_kernel[(row_programs, n_slices, M)](
         x,
         words,
@@ -310,12 +340,14 @@ def gemv(
         BITS=bits,
         B=block_size,
         HAS_BIAS=bias is not None,
-        WORKSPACE=n_slices > 1,
+        WORKSPACE=n_slices * parts > 1,
+        SPLIT=n_slices > 1,
         ROTATE=rotate,
         WIDE=words.numel() >= 2**31,
         INTERPRET=x.device.type == "cpu",
         R=config["R"],
         VEC=config["VEC"],
+        WARP_PARTS=parts,
         num_warps=config["num_warps"],
         num_stages=1,
     )

@@ -1,0 +1,96 @@
+"""Compile the GEMV for sm_90 without a GPU and count its main loop's SASS instructions.
+
+``triton.compile`` on the kernel's source with the argument specializations
+a real call gets (M == 1 a constant, pointers, sizes and strides divisible by
+16 -- without them Triton drops the 16-byte vectors and picks another layout),
+then ``cuobjdump`` for the registers and ``nvdisasm`` for the SASS; the loop
+is the backward branch whose body holds the most FFMAs. Needs only the CPU, torch and the
+Triton of the GPU machine (its wheel ships ptxas, cuobjdump and nvdisasm)::
+
+    python benchmarks/offline_sass.py --bits 5 --vec 16 --r 4 --warp-parts 4
+    python benchmarks/offline_sass.py --bits 5 --vec 4 --r 8 --split
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import subprocess
+import tempfile
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from hlwq_ops.kernels.common import planes
+from hlwq_ops.kernels.gemv import _gemv_kernel
+
+TYPES = dict(x_ptr="*bf16", q_ptr="*i32", s_ptr="*fp16", c_ptr="*fp32", bias_ptr="*bf16", out_ptr="*bf16",
+             ws_ptr="*fp32", count_ptr="*i32", N="i32", K_PAD="i32", K_X="i32", ROWS="i32", stride_xm="i32",
+             stride_qn="i32", stride_sn="i32")
+
+
+def compile_gemv(bits: int, vec: int, r: int, warp_parts: int, split: bool, sm: int = 90):
+    consts = dict(M=1, BITS=bits, B=128, HAS_BIAS=False, WORKSPACE=split or warp_parts > 1, SPLIT=split, ROTATE=True,
+                  WIDE=False, INTERPRET=False, R=r, VEC=vec, WARP_PARTS=warp_parts, **planes(bits))
+    names = _gemv_kernel.arg_names
+    signature = {n: "constexpr" if n in consts else TYPES[n] for n in names}
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in TYPES}
+    src = ASTSource(_gemv_kernel, signature, consts, attrs)
+    return triton.compile(src, target=GPUTarget("cuda", sm, 32), options=dict(num_warps=4, num_stages=1))
+
+
+def _tool(name: str) -> str:
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+
+
+def loop_mix(sass: str) -> collections.Counter:
+    """Opcode counts of the main loop's body."""
+    ins, labels, pending = [], {}, []
+    for line in sass.splitlines():
+        label = re.match(r"^(\.L_x_\d+):", line.strip())
+        if label:
+            pending.append(label.group(1))
+            continue
+        m = re.match(r"\s+/\*([0-9a-f]{4,5})\*/\s+(@!?U?P\w+\s+)?([A-Z0-9_.]+)(.*?);", line)
+        if m:
+            addr = int(m.group(1), 16)
+            labels.update({p: addr for p in pending})
+            pending = []
+            ins.append((addr, m.group(3), m.group(4)))
+    loops = [(labels[t.group(1)], addr) for addr, op, rest in ins if op.startswith("BRA")
+             for t in [re.search(r"(\.L_x_\d+)", rest)] if t and labels.get(t.group(1), addr) < addr]
+    # the main loop: the backward branch whose body holds the most FFMAs (the epilogue's loops hold none)
+    best = max(loops, key=lambda lo_hi: sum(op == "FFMA" for addr, op, _ in ins if lo_hi[0] <= addr <= lo_hi[1]),
+               default=(0, -1))
+    return collections.Counter(op.split(".")[0] for addr, op, _ in ins if best[0] <= addr <= best[1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bits", type=int, default=5)
+    p.add_argument("--vec", type=int, default=4)
+    p.add_argument("--r", type=int, default=8)
+    p.add_argument("--warp-parts", type=int, default=1)
+    p.add_argument("--split", action="store_true", help="K needs several slices (split-K counters)")
+    a = p.parse_args()
+    kernel = compile_gemv(a.bits, a.vec, a.r, a.warp_parts, a.split)
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(kernel.asm["cubin"])
+        f.flush()
+        usage = subprocess.run([_tool("cuobjdump"), "-res-usage", f.name], capture_output=True, text=True).stdout
+        sass = subprocess.run([_tool("nvdisasm"), "-c", f.name], capture_output=True, text=True).stdout
+    mix = loop_mix(sass)
+    words = a.r * 32 * a.vec // 128  # plane-0 words per thread per iteration (4 warps)
+    n = sum(mix.values())
+    print(f"Triton {triton.__version__}, sm_90, Q{a.bits} VEC={a.vec} R={a.r} WARP_PARTS={a.warp_parts} "
+          f"split={a.split}: {' '.join(re.findall(r'REG:[0-9]+|STACK:[0-9]+', usage))}")
+    print(f"loop: {n} instructions, {n / (words * 32 // planes(a.bits)['W0']):.2f} per weight, "
+          f"BAR {mix['BAR']}, STS {mix['STS']}, LDS {mix['LDS']}, SHFL {mix['SHFL']}")
+    print(" ".join(f"{op}:{c}" for op, c in mix.most_common(16)))
+
+
+if __name__ == "__main__":
+    main()
