@@ -5,12 +5,12 @@ size, with a 128-token prompt and 256 new tokens (greedy, static KV cache):
 
 - ``generate``: ``model.generate()`` as users call it, with
   ``cache_implementation="static"`` (transformers compiles the decode step
-  with CUDA graph trees). Each call makes a new cache, and with transformers
-  5.17 / torch 2.11 every later call re-records the step's CUDA graph at every
-  token (the graph holds the first call's cache address): what a user who
-  calls ``generate()`` repeatedly gets;
+  with CUDA graph trees). Each call makes a new cache, so the timed call
+  records a graph of its own (the warm-up call's holds the first cache's
+  address) and, with transformers 5.17 / torch 2.11, checks the first graph
+  in vain at every token;
 - ``generate-reuse``: the same with one ``StaticCache`` passed to every call
-  (reset in between): the recorded graph is replayed;
+  (reset in between): one graph serves both calls;
 - ``graph``: :class:`hlwq_ops.decode.GraphDecoder`, the decode step compiled
   and captured in one CUDA graph, as a serving engine runs it.
 

@@ -5,9 +5,9 @@ tuner's configs sum a row across them every iteration (shared memory, three
 CTA barriers per iteration in the SASS); with ``WARP_PARTS = 4`` each warp
 stores its own partial sums and the program adds them once, after its last
 row (one barrier; split-K counters only when K needs more than one 4096-position
-slice at Q4/Q5). Compiled offline (Triton 3.6, sm_90, Q5, R = 4): 628 loop
-instructions and no barrier, against 653 and three (``benchmarks/NOTES.md``,
-session 8). Not offered by the tuner until this script has shown it faster.
+slice at Q4/Q5). Compiled offline (``offline_sass.py``, Triton 3.6, sm_90,
+Q5, R = 4): 632 loop instructions and no barrier, against 666-680 and three
+(``benchmarks/NOTES.md``, session 8). Not offered by the tuner until this script has shown it faster.
 
 Times every tuner candidate and the WARP_PARTS configs at M = 1 (rotation in
 the kernel, as ``hlwq.linear`` runs it), each checked against the float64
@@ -98,6 +98,9 @@ def main() -> None:
                 (t, _), (wp, config) = found["tuner"], found["warp_parts"]
                 print(f"{shape:>10} q{bits} best tuner {t:.2f} us, best warp_parts {wp:.2f} us ({t / wp:.3f}x), "
                       f"bf16 {bf16_us:.2f} us: {bf16_us / t:.2f}x -> {bf16_us / wp:.2f}x  {config}", flush=True)
+            else:  # a config whose output is wrong is never "best"
+                print(f"{shape:>10} q{bits} no correct config of kind {sorted({'tuner', 'warp_parts'} - set(found))}",
+                      flush=True)
             del copies
     with open(a.json, "w") as f:
         json.dump(rows, f, indent=1)

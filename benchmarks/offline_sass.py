@@ -2,7 +2,7 @@
 
 ``triton.compile`` on the kernel's source with the argument specializations
 a real call gets (M == 1 a constant, pointers, sizes and strides divisible by
-16 -- without them Triton drops the 16-byte vectors and picks another layout),
+16; ROWS, rows per program, any number -- without them Triton drops the 16-byte vectors and picks another layout),
 then ``cuobjdump`` for the registers and ``nvdisasm`` for the SASS; the loop
 is the backward branch whose body holds the most FFMAs. Needs only the CPU, torch and the
 Triton of the GPU machine (its wheel ships ptxas, cuobjdump and nvdisasm)::
@@ -18,14 +18,17 @@ import collections
 import os
 import re
 import subprocess
+import sys
 import tempfile
 
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from hlwq_ops.kernels.common import planes
-from hlwq_ops.kernels.gemv import _gemv_kernel
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's hlwq_ops
+import hlwq_ops  # noqa: E402
+from hlwq_ops.kernels.common import planes  # noqa: E402
+from hlwq_ops.kernels.gemv import _gemv_kernel  # noqa: E402
 
 TYPES = dict(x_ptr="*bf16", q_ptr="*i32", s_ptr="*fp16", c_ptr="*fp32", bias_ptr="*bf16", out_ptr="*bf16",
              ws_ptr="*fp32", count_ptr="*i32", N="i32", K_PAD="i32", K_X="i32", ROWS="i32", stride_xm="i32",
@@ -37,7 +40,7 @@ def compile_gemv(bits: int, vec: int, r: int, warp_parts: int, split: bool, sm: 
                   WIDE=False, INTERPRET=False, R=r, VEC=vec, WARP_PARTS=warp_parts, **planes(bits))
     names = _gemv_kernel.arg_names
     signature = {n: "constexpr" if n in consts else TYPES[n] for n in names}
-    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in TYPES}
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in TYPES if n != "ROWS"}  # ROWS: any number
     src = ASTSource(_gemv_kernel, signature, consts, attrs)
     return triton.compile(src, target=GPUTarget("cuda", sm, 32), options=dict(num_warps=4, num_stages=1))
 
@@ -85,7 +88,7 @@ def main() -> None:
     mix = loop_mix(sass)
     words = a.r * 32 * a.vec // 128  # plane-0 words per thread per iteration (4 warps)
     n = sum(mix.values())
-    print(f"Triton {triton.__version__}, sm_90, Q{a.bits} VEC={a.vec} R={a.r} WARP_PARTS={a.warp_parts} "
+    print(f"{hlwq_ops.__file__}, Triton {triton.__version__}, sm_90, Q{a.bits} VEC={a.vec} R={a.r} WARP_PARTS={a.warp_parts} "
           f"split={a.split}: {' '.join(re.findall(r'REG:[0-9]+|STACK:[0-9]+', usage))}")
     print(f"loop: {n} instructions, {n / (words * 32 // planes(a.bits)['W0']):.2f} per weight, "
           f"BAR {mix['BAR']}, STS {mix['STS']}, LDS {mix['LDS']}, SHFL {mix['SHFL']}")

@@ -1,11 +1,10 @@
 """Greedy decoding of a transformers causal LM with the decode step in one CUDA graph.
 
 ``model.generate()`` with a static cache compiles the decode step with CUDA
-graph trees, but its loop is bound by the host (on an H200 a token took
-1.2-3.3x the replayed step's time, more for HLWQ), and with transformers 5.17 each
-call after the first re-records the graph at every token (the graph holds the
-first call's cache address). A serving engine instead captures the whole
-decode step once and replays it. :class:`GraphDecoder` does that for any
+graph trees, but per token it takes longer than the step replayed alone (on
+an H200, Llama-3-8B shape: bf16 124-146 tok/s against 177-178 here, HLWQ Q5
+74-106 against 242-245; ``benchmarks/RESULTS.md`` section 8b). A serving
+engine instead captures the whole decode step once and replays it. :class:`GraphDecoder` does that for any
 transformers causal LM (HLWQ weights or not)::
 
     decoder = GraphDecoder(model)

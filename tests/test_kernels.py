@@ -60,7 +60,6 @@ def test_planes_cover_the_code(bits):
         (1, 300, 512, 128, {"R": 8, "ROWS": 136}),  # the reduction of > 128 rows, in chunks
         (1, 20, 4200, 128, {"VEC": 16, "R": 2, "ROWS": 6}),  # warps side by side along K, two slices
         (1, 20, 4200, 128, {"VEC": 16, "R": 2, "ROWS": 6, "WARP_PARTS": 4}),  # a partial per warp, and split-K
-        (3, 37, 1000, 128, {"VEC": 16, "R": 2, "ROWS": 10, "WARP_PARTS": 4}),  # one slice: partials, no counter
         (2, 45, 300, 128, {"R": 4, "ROWS": 6, "WARP_PARTS": 2}),  # parts across a warp's columns, split-K
     ],
 )
@@ -200,6 +199,20 @@ def test_gemv_rotates_with_warps_along_k_and_split_k(bits, parts):
     config = _config(2, VEC=16, R=2, ROWS=4, WARP_PARTS=parts)
     y = gemv(x, qdata, scale, None, bits, 128, None, torch.float32, config, rotate=True)
     assert rel_error(y, gemv_ref(xr, qdata, scale, None, bits, 128)) < 1e-5
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_gemv_warp_partials_of_one_slice(bits):
+    """K in one VEC = 16 slice, every warp's part holding codes: the program sums its own partials (no counter)."""
+    from hlwq_ops.kernels.gemv import slice_codes
+
+    K = slice_codes(bits, 16) - 100  # padded within the slice; the last part holds the padding
+    qdata, scale = _packed(37, K, bits)
+    xr = torch.randn(3, scale.shape[1] * 128, device=KERNEL_DEVICE)
+    bias = torch.randn(37, device=KERNEL_DEVICE)
+    y = gemv(xr, qdata, scale, bias, bits, 128, None, torch.float32,
+             _config(3, VEC=16, R=2, ROWS=10, num_warps=4, WARP_PARTS=4))
+    assert rel_error(y, gemv_ref(xr, qdata, scale, bias, bits, 128)) < 1e-5
 
 
 @pytest.mark.parametrize("parts", [0, 3, 64])
@@ -420,19 +433,24 @@ def test_gpu_poisoned_output_fully_written(bits):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("bits", [2, 4, 5, 8])
-@pytest.mark.parametrize("N,K", [(1000, 1000), (300, 9000)])  # one slice at VEC = 16 (a barrier), and split-K
-def test_gpu_gemv_warp_partials(bits, N, K):
+@pytest.mark.parametrize("N,slices", [(1000, 1), (300, 3)])  # one VEC = 16 slice (a barrier), and split-K
+def test_gpu_gemv_warp_partials(bits, N, slices):
     """Each warp's partial row sums stored and summed by its own program (WARP_PARTS): every output written,
-    every sum right, on the GPU's memory model (the interpreter runs one thread)."""
+    every sum right, on the GPU's memory model (the interpreter runs one thread). Every warp's part holds codes;
+    the activations are new for each call, so a partial read before it is written (stale) gives a wrong sum."""
+    from hlwq_ops.kernels.gemv import slice_codes
+
+    K = slices * slice_codes(bits, 16) - 100
     qdata, scale = _packed(N, K, bits, device="cuda")
+    bias = torch.randn(N, device="cuda")
     for M in (1, 3):
-        xr = torch.randn(M, scale.shape[1] * 128, device="cuda")
-        ref = gemv_ref(xr, qdata, scale, None, bits, 128)
         for R, ROWS in ((2, 5), (4, 24), (8, 64)):
             config = dict(VEC=16, R=R, ROWS=ROWS, num_warps=4, WARP_PARTS=4)
             for _ in range(3):  # the split-K counters are reset for the next call
-                torch.full((M, N), float("nan"), device="cuda")
-                out = gemv(xr, qdata, scale, None, bits, 128, None, torch.float32, config)
+                xr = torch.randn(M, scale.shape[1] * 128, device="cuda")
+                ref = gemv_ref(xr, qdata, scale, bias, bits, 128)
+                torch.full((M, N), float("nan"), device="cuda")  # where the caching allocator hands the output next
+                out = gemv(xr, qdata, scale, bias, bits, 128, None, torch.float32, config)
                 assert torch.isfinite(out).all(), config
                 assert rel_error(out, ref) < 1e-5, config
 
