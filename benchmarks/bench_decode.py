@@ -3,14 +3,14 @@
 For each model, method (bf16, torchao int4 tinygemm, HLWQ Q5, HLWQ Q4) and batch
 size, with a 128-token prompt and 256 new tokens (greedy, static KV cache):
 
-- ``generate``: ``model.generate()`` as users call it, with
+- ``generate``: ``model.generate()`` as users call it (median of three calls), with
   ``cache_implementation="static"`` (transformers compiles the decode step
-  with CUDA graph trees). Each call makes a new cache, so the timed call
-  records a graph of its own (the warm-up call's holds the first cache's
-  address) and, with transformers 5.17 / torch 2.11, checks the first graph
-  in vain at every token;
+  with CUDA graph trees). Each call makes a new cache; with transformers 5.17
+  / torch 2.11 two calls recorded two graphs, and at every token of the
+  second the first one's cache-address check failed before the second's
+  replayed;
 - ``generate-reuse``: the same with one ``StaticCache`` passed to every call
-  (reset in between): one graph serves both calls;
+  (reset in between): one graph serves every call;
 - ``graph``: :class:`hlwq_ops.decode.GraphDecoder`, the decode step compiled
   and captured in one CUDA graph, as a serving engine runs it.
 
@@ -89,24 +89,27 @@ def build(name: str, method: str) -> tuple[torch.nn.Module, float]:
     return model, time.perf_counter() - start
 
 
-def time_generate(model, ids, reuse_cache: bool = False) -> float:
-    """Decode tokens/s of model.generate() with a static cache (after a warm-up call); with ``reuse_cache``
-    both calls get one StaticCache, reset in between."""
+def time_generate(model, ids, reuse_cache: bool = False, repeats: int = 3) -> float:
+    """Decode tokens/s of model.generate() with a static cache: the median of ``repeats`` calls after a warm-up
+    call (prefill included); with ``reuse_cache`` every call gets one StaticCache, reset in between."""
     kwargs = dict(max_new_tokens=NEW, do_sample=False)
     if reuse_cache:
         cache = StaticCache(config=model.config, max_cache_len=ids.shape[1] + NEW)
         kwargs["past_key_values"] = cache
     else:
         kwargs["cache_implementation"] = "static"
+    rates = []
     with torch.no_grad():
-        model.generate(ids, **kwargs)
-        torch.cuda.synchronize()
-        if reuse_cache:
-            cache.reset()
-        start = time.perf_counter()
-        model.generate(ids, **kwargs)
-        torch.cuda.synchronize()
-    return ids.shape[0] * NEW / (time.perf_counter() - start)
+        for call in range(repeats + 1):
+            if reuse_cache:
+                cache.reset()
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            model.generate(ids, **kwargs)
+            torch.cuda.synchronize()
+            if call:  # the first call compiles
+                rates.append(ids.shape[0] * NEW / (time.perf_counter() - start))
+    return sorted(rates)[len(rates) // 2]
 
 
 def time_graph(model, ids, compile: bool) -> tuple[float, float, int, int]:
