@@ -310,7 +310,7 @@ def test_kernels_linear_every_path(path, block_size, monkeypatch):
 
 
 def test_split_k_counters_return_to_zero():
-    from hlwq_ops.kernels.common import arrival_counters
+    from hlwq_ops.kernels.common import counter_buffer
 
     qdata, scale = _packed(40, 1024, 5)
     xr = torch.randn(3, 1024, device=KERNEL_DEVICE)
@@ -318,7 +318,25 @@ def test_split_k_counters_return_to_zero():
     mma(xr, qdata, scale, None, 5, 128, None, torch.float32,
         dict(BM=16, BN=32, VEC=1, SPLIT_K=2, num_warps=4, num_stages=1))
     wgmma(permute_activations(xr, torch.bfloat16), qdata, scale, None, 5, 128, torch.float32, _wgmma_config(16, 4))
-    assert int(arrival_counters(xr.device, 1).abs().sum()) == 0
+    assert int(counter_buffer(xr.device).abs().sum()) == 0
+
+
+def test_split_k_calls_count_in_different_regions(monkeypatch):
+    """Kernels that may run at the same time on different streams get disjoint, aligned counter regions;
+    the regions wrap around at the end of the buffer."""
+    from hlwq_ops.kernels import common
+
+    device = torch.device("meta")  # a device of its own: the real buffers stay untouched
+    monkeypatch.setattr(common, "COUNTER_BUFFER", 256)
+    monkeypatch.setitem(common._COUNTERS, device, torch.zeros(256, dtype=torch.int32, device=device))
+    monkeypatch.setitem(common._CURSOR, device, 0)
+    monkeypatch.setattr(common, "_RETIRED", [])
+    a, b, c = (common.arrival_counters(device, n) for n in (40, 100, 1))
+    starts = [t.storage_offset() for t in (a, b, c)]
+    assert starts == [0, 64, 192] and [t.numel() for t in (a, b, c)] == [64, 128, 32]
+    assert common.arrival_counters(device, 40).storage_offset() == 0  # 224 + 64 > 256: wraps
+    assert common.arrival_counters(device, 300).numel() >= 300  # a larger buffer, from its start
+    assert common.counter_buffer(device).numel() >= 300
 
 
 # -- FWHT and dequantization -------------------------------------------------------
@@ -458,7 +476,7 @@ def test_gpu_gemv_warp_partials(bits, N, slices):
 @pytest.mark.gpu
 @pytest.mark.parametrize("bits", [4, 5])
 def test_gpu_wgmma_poisoned_output_every_candidate(bits):
-    from hlwq_ops.kernels.common import arrival_counters
+    from hlwq_ops.kernels.common import counter_buffer
 
     qdata, scale = _packed(1000, 1000, bits, device="cuda")
     for M in (2, 16, 40, 100):
@@ -469,7 +487,7 @@ def test_gpu_wgmma_poisoned_output_every_candidate(bits):
             out = wgmma(permute_activations(x16, torch.bfloat16), qdata, scale, None, bits, 128, torch.float32, config)
             assert torch.isfinite(out).all(), config
             assert rel_error(out, ref) < 4 * torch.finfo(torch.bfloat16).eps, config
-    assert int(arrival_counters(qdata.device, 1).abs().sum()) == 0
+    assert int(counter_buffer(qdata.device).abs().sum()) == 0
 
 
 @pytest.mark.gpu

@@ -11,7 +11,16 @@ import triton.language as tl
 from ..codebook import codebook as standard_codebook
 from ..format import plane_widths
 
-__all__ = ["arrival_counters", "arrive", "planes", "kernel_codebook", "slices_sum", "sum_if_last"]
+__all__ = [
+    "COUNTER_BUFFER",
+    "arrival_counters",
+    "arrive",
+    "counter_buffer",
+    "kernel_codebook",
+    "planes",
+    "slices_sum",
+    "sum_if_last",
+]
 
 
 @functools.cache
@@ -34,16 +43,21 @@ def kernel_codebook(bits: int, codebook: torch.Tensor | None, device: torch.devi
 
 
 _COUNTERS: dict[torch.device, torch.Tensor] = {}
+_CURSOR: dict[torch.device, int] = {}
 _RETIRED: list[torch.Tensor] = []
+COUNTER_BUFFER = 1 << 18  # counters per device (1 MiB)
 
 
 def arrival_counters(device: torch.device, n: int) -> torch.Tensor:
-    """The device's arrival counters for split-K (at least ``n``), zero between kernels.
+    """``n`` arrival counters for one split-K kernel call, zero between kernels.
 
     A split-K kernel counts the finished slices of each output tile here; the
-    last one sums the partials and resets the count. One set per device: two
-    split-K kernels running concurrently on different streams of one device
-    would share them.
+    last one sums the partials and resets the count. Successive calls get
+    successive regions of one per-device buffer (128-byte aligned, wrapping
+    around at its end), so split-K kernels in flight at the same time on
+    different streams -- or in CUDA graphs replayed on different streams --
+    count in different places unless a buffer's worth of calls lies between
+    them (``COUNTER_BUFFER`` counters; a GEMV call at M = 1 takes a few hundred).
     """
     buf = _COUNTERS.get(device)
     if buf is None or buf.numel() < n:
@@ -54,9 +68,20 @@ def arrival_counters(device: torch.device, n: int) -> torch.Tensor:
             )
         if buf is not None:  # CUDA graphs captured earlier keep using it
             _RETIRED.append(buf)
-        buf = torch.zeros(max(n, 1 << 16), dtype=torch.int32, device=device)
+        buf = torch.zeros(max(n, COUNTER_BUFFER), dtype=torch.int32, device=device)
         _COUNTERS[device] = buf
-    return buf
+        _CURSOR[device] = 0
+    size = -(-max(n, 1) // 32) * 32  # whole 128-byte lines
+    start = _CURSOR[device]
+    if start + size > buf.numel():
+        start = 0
+    _CURSOR[device] = start + size
+    return buf[start:start + min(size, buf.numel())]
+
+
+def counter_buffer(device: torch.device) -> torch.Tensor | None:
+    """The whole buffer :func:`arrival_counters` hands out regions of (None before the first call)."""
+    return _COUNTERS.get(device)
 
 
 @triton.jit
