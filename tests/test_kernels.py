@@ -474,6 +474,25 @@ def test_gpu_gemv_warp_partials(bits, N, slices):
 
 
 @pytest.mark.gpu
+def test_gpu_split_k_on_two_streams_at_once():
+    """Two split-K GEMVs in flight together on two streams count their slices in different places."""
+    weights = [_packed(2000, 4096, 5, device="cuda") for _ in range(2)]
+    x = torch.randn(1, 4096, device="cuda")
+    config = dict(VEC=4, R=8, ROWS=16, num_warps=4)  # 4 slices, 125 row ranges: split-K
+    refs = [gemv_ref(x, q, s, None, 5, 128) for q, s in weights]
+    streams = [torch.cuda.Stream() for _ in weights]
+    outs = [[], []]
+    torch.cuda.synchronize()
+    for _ in range(50):
+        for i, ((q, s), stream) in enumerate(zip(weights, streams)):
+            with torch.cuda.stream(stream):
+                outs[i].append(gemv(x, q, s, None, 5, 128, None, torch.float32, config))
+    torch.cuda.synchronize()
+    for i in range(2):
+        assert max(rel_error(y, refs[i]) for y in outs[i]) < 1e-5
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("bits", [4, 5])
 def test_gpu_wgmma_poisoned_output_every_candidate(bits):
     from hlwq_ops.kernels.common import counter_buffer
