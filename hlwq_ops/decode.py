@@ -4,8 +4,9 @@
 graph trees, but per token it takes longer than the step replayed alone (on
 an H200, Llama-3-8B shape: bf16 124-146 tok/s against 177-178 here, HLWQ Q5
 74-106 against 242-245; ``benchmarks/RESULTS.md`` section 8b). A serving
-engine instead captures the whole decode step once and replays it. :class:`GraphDecoder` does that for any
-transformers causal LM (HLWQ weights or not)::
+engine instead captures the whole decode step once and replays it.
+:class:`GraphDecoder` does that for any transformers causal LM (HLWQ weights
+or not)::
 
     decoder = GraphDecoder(model)
     tokens = decoder.generate(input_ids, max_new_tokens=256)  # == model.generate(..., do_sample=False)

@@ -251,7 +251,7 @@ def _gemv_kernel(
             part = tl.sum(tl.reshape(p * scale, (R, WARP_PARTS, C // WARP_PARTS)), axis=2) * NORM  # [R, PARTS]
             w = tl.arange(0, WARP_PARTS)[None, :]
             part_ptr = out_row + w.to(tl.int64) * tl.cast(M, tl.int64) * N + rows
-            _store(part_ptr, part, (rows < row_hi) & (w < WARP_PARTS), INTERPRET)
+            _store(part_ptr, part, tl.broadcast_to(rows < row_hi, (R, WARP_PARTS)), INTERPRET)
         else:
             y = tl.sum(p * scale, axis=1)[:, None] * NORM  # [R, 1]
             if not WORKSPACE and HAS_BIAS:
