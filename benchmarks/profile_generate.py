@@ -65,6 +65,7 @@ def main() -> None:
         print(f"\n== {method}: {sorted(walls)[1]:.2f} ms per token wall (median of 3, prefill included), "
               f"GPU busy {gpu_ms:.2f} ms per token", flush=True)
         print(events.table(sort_by="self_cpu_time_total", row_limit=a.top), flush=True)
+        print(events.table(sort_by="self_device_time_total", row_limit=a.top), flush=True)
         out = io.StringIO()
         pstats.Stats(py, stream=out).sort_stats("tottime").print_stats(a.top)
         print(out.getvalue(), flush=True)

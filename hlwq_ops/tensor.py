@@ -87,7 +87,26 @@ class HLWQTensor(TorchAOBaseTensor):
         self.block_size = block_size
         self.codebook = codebook
         self.transposed = transposed
+        self._remember_outer(shape, dtype)
         kernels.note_weight(qdata, scale, bits, block_size)  # device buffers now; same-shape layers tune together
+
+    def _remember_outer(self, shape, dtype: torch.dtype) -> None:
+        """Keep shape and dtype as plain attributes for :meth:`__tensor_flatten__` (``self.shape`` of a
+        subclass runs ``__torch_function__`` in Python)."""
+        self._outer = (torch.Size(shape), dtype)
+
+    def __tensor_flatten__(self):
+        """torchao's flattening, without its per-call attribute loops and ``__torch_function__`` calls.
+
+        Dynamo's guards and AOTAutograd's runtime wrapper flatten every HLWQ
+        parameter on every call of a compiled model, 224 of them per decode
+        step of an 8B model (``benchmarks/profile_compiled_host.py``).
+        """
+        shape, dtype = self._outer
+        names = ["qdata", "scale"] if self.codebook is None else ["qdata", "scale", "codebook"]
+        attrs = {"bits": self.bits, "block_size": self.block_size, "shape": shape, "dtype": dtype,
+                 "transposed": self.transposed}
+        return names, attrs
 
     # -- construction --------------------------------------------------------
 
@@ -182,6 +201,8 @@ _torchao_setstate = HLWQTensor.__setstate__  # torchao's, set on subclassing: de
 def _setstate(self: HLWQTensor, state) -> None:
     """Unpickling (``torch.load``) skips ``__init__``: get the device ready here too."""
     _torchao_setstate(self, state)
+    with torch._C.DisableTorchFunctionSubclass():
+        self._remember_outer(self.shape, self.dtype)
     kernels.note_weight(self.qdata, self.scale, self.bits, self.block_size)
 
 

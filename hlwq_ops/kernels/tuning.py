@@ -77,12 +77,15 @@ def _rows_per_program(N: int, slices: int, M: int, R: int, sm_count: int, per_sm
     return max(R, -(-N * slices * M // (per_sm * sm_count * R)) * R)
 
 
-# GEMV tiles (VEC, R, programs per SM), measured on H100 (benchmarks/NOTES.md, session 3):
+# GEMV tiles (VEC, R, programs per SM[, WARP_PARTS]), measured on H100 (benchmarks/NOTES.md, session 3):
 # VEC = 4 (a warp per row slice, split-K over 1024-position slices at Q4/Q5) wins on
 # the large shapes; VEC = 16 (the four warps side by side along K: one 4096-position
-# slice, no split-K up to K = 4096) on the small ones (N * K <= 4096**2).
-_GEMV_LARGE = ((4, 8, 7), (4, 16, 4), (4, 8, 5), (16, 4, 4))
-_GEMV_SMALL = ((16, 4, 4), (16, 4, 2), (16, 2, 4), (4, 8, 7))
+# slice, no split-K up to K = 4096) on the small ones (N * K <= 4096**2). With VEC = 16,
+# a partial sum per warp (WARP_PARTS = 4) was faster than summing across warps every
+# iteration on every K = 4096 shape timed, most with R = 8 at Q4 (H200, session 9:
+# 14336 x 4096 Q4 18.3 -> 16.9 us, Q5 21.6 -> 21.3 us; RESULTS.md section 9).
+_GEMV_LARGE = ((4, 8, 7), (4, 16, 4), (4, 8, 5), (16, 4, 4, 4), (16, 8, 3, 4))
+_GEMV_SMALL = ((16, 4, 4, 4), (16, 4, 4), (16, 8, 2, 4), (16, 4, 2), (16, 2, 4), (4, 8, 7))
 
 
 def _wgmma_candidates(M: int, N: int, k_pad: int, sm_count: int, BM: int | None = None) -> list[dict]:
@@ -122,9 +125,11 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
         return _wgmma_candidates(M, N, k_pad, sm_count)
     out = []
     if kernel == "gemv":
-        for VEC, R, per_sm in _GEMV_SMALL if N * k_pad <= 4096 * 4096 else _GEMV_LARGE:
+        for VEC, R, per_sm, *parts in _GEMV_SMALL if N * k_pad <= 4096 * 4096 else _GEMV_LARGE:
             slices = -(-k_pad // slice_codes(bits, VEC))
             config = dict(VEC=VEC, R=R, ROWS=_rows_per_program(N, slices, M, R, sm_count, per_sm), num_warps=4)
+            if parts:
+                config["WARP_PARTS"] = parts[0]
             if config not in out:
                 out.append(config)
         return out
@@ -149,7 +154,7 @@ _LOADED: set[str] = set()
 def _cache_file(device: torch.device) -> Path:
     name = torch.cuda.get_device_name(device).replace(" ", "_")
     root = Path(os.environ.get("HLWQ_CACHE_DIR", Path.home() / ".cache" / "hlwq_ops"))
-    return root / f"configs-v6-{name}-triton{__import__('triton').__version__}.json"
+    return root / f"configs-v7-{name}-triton{__import__('triton').__version__}.json"
 
 
 def _load(device: torch.device) -> None:
