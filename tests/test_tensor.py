@@ -196,6 +196,42 @@ def _model(bits=5):
     return m
 
 
+def test_flatten_is_torchaos_without_torch_function():
+    """HLWQTensor's own ``__tensor_flatten__`` (dynamo's guards and AOTAutograd call it per parameter per
+    compiled call) returns what torchao's generic one returns, never runs ``__torch_function__``, and
+    unflattens back to the same tensor: plain, transposed, with a custom codebook, and unpickled."""
+    from unittest import mock
+
+    from torchao.utils import TorchAOBaseTensor
+
+    from hlwq_ops.codebook import codebook
+
+    _, w = _weight()
+    custom = HLWQTensor.from_hp(torch.randn(32, 128), 4, codebook=codebook(4) * 1.1)
+    buf = io.BytesIO()
+    torch.save(custom, buf)
+    buf.seek(0)
+    unpickled = torch.load(buf, weights_only=True)
+    calls = []
+
+    def counting(cls, func, types, args=(), kwargs=None):
+        calls.append(func)
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **(kwargs or {}))
+
+    for t in (w, w.t(), custom, unpickled):
+        with mock.patch.object(HLWQTensor, "__torch_function__", classmethod(counting)):
+            names, attrs = t.__tensor_flatten__()
+            assert not calls, calls
+            assert (names, attrs) == TorchAOBaseTensor.__tensor_flatten__(t)
+            assert calls  # torchao's reads shape and dtype through __torch_function__: the check can fail
+            calls.clear()
+        assert type(attrs["shape"]) is torch.Size
+        back = HLWQTensor.__tensor_unflatten__({n: getattr(t, n) for n in names}, attrs, t.shape, t.stride())
+        assert (back.shape, back.dtype, back.transposed) == (t.shape, t.dtype, t.transposed)
+        assert torch.equal(back.dequantize(), t.dequantize())
+
+
 def test_torch_save_load_weights_only_bit_exact():
     m = _model()
     buf = io.BytesIO()
