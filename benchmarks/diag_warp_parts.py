@@ -7,7 +7,8 @@ stores its own partial sums and the program adds them once, after its last
 row (one barrier; split-K counters only when K needs more than one 4096-position
 slice at Q4/Q5). Compiled offline (``offline_sass.py``, Triton 3.6, sm_90,
 Q5, R = 4): 632 loop instructions and no barrier, against 666-680 and three
-(``benchmarks/NOTES.md``, session 8). Not offered by the tuner until this script has shown it faster.
+(``benchmarks/NOTES.md``, session 8). The tuner offers it since this script showed it faster on the
+K = 4096 shapes (``benchmarks/RESULTS.md`` section 9b).
 
 Times every tuner candidate and the WARP_PARTS configs at M = 1 (rotation in
 the kernel, as ``hlwq.linear`` runs it), each checked against the float64
