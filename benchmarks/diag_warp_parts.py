@@ -1,7 +1,7 @@
-"""The GEMV with each warp's partial row sums kept apart (``WARP_PARTS``) against the tuner's candidates.
+"""The GEMV with each warp's partial row sums kept apart (``WARP_PARTS``) against the tuner's other candidates.
 
 With VEC = 16 the four warps of a program sit side by side along K. The
-tuner's configs sum a row across them every iteration (shared memory, three
+earlier configs sum a row across them every iteration (shared memory, three
 CTA barriers per iteration in the SASS); with ``WARP_PARTS = 4`` each warp
 stores its own partial sums and the program adds them once, after its last
 row (one barrier; split-K counters only when K needs more than one 4096-position
@@ -10,7 +10,7 @@ Q5, R = 4): 632 loop instructions and no barrier, against 666-680 and three
 (``benchmarks/NOTES.md``, session 8). The tuner offers it since this script showed it faster on the
 K = 4096 shapes (``benchmarks/RESULTS.md`` section 9b).
 
-Times every tuner candidate and the WARP_PARTS configs at M = 1 (rotation in
+Times the tuner's candidates without partials and the WARP_PARTS configs at M = 1 (rotation in
 the kernel, as ``hlwq.linear`` runs it), each checked against the float64
 reference, timed like ``bench_ops.py`` (one CUDA graph over weight copies
 spanning the L2 several times), with bf16 ``F.linear`` of the same run:
@@ -80,7 +80,9 @@ def main() -> None:
             copies = [(qdata, scale)] + [(qdata.clone(), scale.clone()) for _ in range(n_copies(nbytes, l2) - 1)]
             ref = gemv_ref(fwht_ref(F.pad(x.float(), (0, k_pad - K)), 128), qdata, scale, None, bits, 128)
             found = {}
-            for kind, configs in (("tuner", tuning.candidates("gemv", 1, N, k_pad, props.multi_processor_count, bits)),
+            earlier = [c for c in tuning.candidates("gemv", 1, N, k_pad, props.multi_processor_count, bits)
+                       if c.get("WARP_PARTS", 1) == 1]  # the tuner's own, without the partials it now offers too
+            for kind, configs in (("tuner", earlier),
                                   ("warp_parts", warp_part_configs(N, k_pad, bits, props.multi_processor_count))):
                 for config in configs:
                     if not can_rotate(bits, 128, config):

@@ -6,9 +6,9 @@ For each method, the Llama-3-8B-shaped model of ``bench_decode.py``; one
 ``StaticCache`` for every call (``generate-reuse``: one CUDA graph). After a
 warm-up call it reports the wall time per token (median of three calls), then
 profiles one more call twice: with ``torch.profiler`` (the GPU's busy time per
-token, the ops with the most host time) and with ``cProfile`` (the Python
-functions with the most own time -- dynamo's guards, CUDA-graph-tree
-bookkeeping, the generation loop).
+token, the ops with the most host time and those with the most GPU time) and
+with ``cProfile`` (the Python functions with the most own time -- dynamo's
+guards, CUDA-graph-tree bookkeeping, the generation loop).
 """
 
 from __future__ import annotations

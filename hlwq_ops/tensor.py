@@ -340,6 +340,26 @@ def _(func, types, args, kwargs):
 # -- copies and moves ----------------------------------------------------------
 
 
+@implements_torch_function(torch.Tensor.data.__set__)
+def _(func, types, args, kwargs):
+    """``param.data = new``: the wrapper takes ``new``'s size and dtype, so its packed data must come too.
+
+    torch swaps only the wrapper's metadata; the packed tensors and attributes live in Python fields, which
+    would keep the old weight (a silently wrong linear). A plain ``new`` cannot be held: quantize it first.
+    """
+    dst, src = args
+    if not isinstance(src, HLWQTensor):
+        raise TypeError(
+            f"cannot set .data of an HLWQTensor to a {type(src).__name__}; "
+            "assign an HLWQTensor (HLWQTensor.from_hp(weight)) or replace the parameter"
+        )
+    with torch._C.DisableTorchFunctionSubclass():
+        func(dst, src)
+    for name in ("qdata", "scale", "codebook", "bits", "block_size", "transposed", "_outer"):
+        setattr(dst, name, getattr(src, name))
+
+
+
 @implements(aten._to_copy.default)
 def _(func, types, args, kwargs):
     """Move the data (device) and/or change the logical dtype (what dequantize / linear produce)."""

@@ -1,5 +1,6 @@
 """HLWQTensor: torchao's generic suites, views, moves, copies and serialization."""
 
+import copy
 import io
 import unittest
 
@@ -219,17 +220,34 @@ def test_flatten_is_torchaos_without_torch_function():
         with torch._C.DisableTorchFunctionSubclass():
             return func(*args, **(kwargs or {}))
 
-    for t in (w, w.t(), custom, unpickled):
+    moved = (copy.deepcopy(w), torch.nn.Parameter(w, requires_grad=False), w.to(torch.float16))
+    for t in (w, w.t(), custom, unpickled, *moved):
         with mock.patch.object(HLWQTensor, "__torch_function__", classmethod(counting)):
             names, attrs = t.__tensor_flatten__()
             assert not calls, calls
-            assert (names, attrs) == TorchAOBaseTensor.__tensor_flatten__(t)
+            theirs = TorchAOBaseTensor.__tensor_flatten__(t)
+            assert (names, attrs) == theirs and list(attrs) == list(theirs[1])
             assert calls  # torchao's reads shape and dtype through __torch_function__: the check can fail
             calls.clear()
         assert type(attrs["shape"]) is torch.Size
         back = HLWQTensor.__tensor_unflatten__({n: getattr(t, n) for n in names}, attrs, t.shape, t.stride())
         assert (back.shape, back.dtype, back.transposed) == (t.shape, t.dtype, t.transposed)
         assert torch.equal(back.dequantize(), t.dequantize())
+
+
+def test_data_assignment_carries_the_packed_weight():
+    """``param.data = other`` takes ``other``'s codes too (torch swaps only the wrapper's size and dtype);
+    a plain tensor is refused instead of leaving the old codes under a new shape."""
+    param = torch.nn.Parameter(_weight(64, 256)[1], requires_grad=False)
+    _, other = _weight(32, 256, bits=4, dtype=torch.float16)
+    param.data = other
+    x = torch.randn(3, 256)
+    assert (param.shape, param.dtype, param.bits) == (other.shape, other.dtype, 4)
+    assert torch.equal(F.linear(x, param), F.linear(x, other))
+    assert param.__tensor_flatten__() == other.__tensor_flatten__()
+    with pytest.raises(TypeError, match="cannot set .data of an HLWQTensor to a Tensor"):
+        param.data = torch.randn(32, 256)
+    assert torch.equal(F.linear(x, param), F.linear(x, other))
 
 
 def test_torch_save_load_weights_only_bit_exact():

@@ -81,8 +81,8 @@ def _rows_per_program(N: int, slices: int, M: int, R: int, sm_count: int, per_sm
 # VEC = 4 (a warp per row slice, split-K over 1024-position slices at Q4/Q5) wins on
 # the large shapes; VEC = 16 (the four warps side by side along K: one 4096-position
 # slice, no split-K up to K = 4096) on the small ones (N * K <= 4096**2). With VEC = 16,
-# a partial sum per warp (WARP_PARTS = 4) was faster than summing across warps every
-# iteration on every K = 4096 shape timed, most with R = 8 at Q4 (H200, session 9:
+# a partial sum per warp (WARP_PARTS = 4) was never slower than summing across warps
+# every iteration on the K = 4096 shapes timed, and fastest with R = 8 at Q4 (H200, session 9:
 # 14336 x 4096 Q4 18.3 -> 16.9 us, Q5 21.6 -> 21.3 us; RESULTS.md section 9).
 _GEMV_LARGE = ((4, 8, 7), (4, 16, 4), (4, 8, 5), (16, 4, 4, 4), (16, 8, 3, 4))
 _GEMV_SMALL = ((16, 4, 4, 4), (16, 4, 4), (16, 8, 2, 4), (16, 4, 2), (16, 2, 4), (4, 8, 7))
@@ -132,7 +132,8 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
                 config["WARP_PARTS"] = parts[0]
             if config not in out:
                 out.append(config)
-        return out
+        # Partials per warp with split-K lost where timed (K = 14336): never the untuned default.
+        return sorted(out, key=lambda c: c.get("WARP_PARTS", 1) > 1 and -(-k_pad // slice_codes(bits, c["VEC"])) > 1)
     BM = min(max(16, m_bucket(M)), 64)
     per_word = 32 // planes(bits)["W0"]
     for BN, VEC in ((128, 2), (128, 1), (64, 2), (64, 1)):
