@@ -1,20 +1,23 @@
 """Greedy decoding of a transformers causal LM with the decode step in one CUDA graph.
 
 ``model.generate()`` with a static cache compiles the decode step with CUDA
-graph trees, but per token it takes longer than the step replayed alone (on
-an H200, Llama-3-8B shape: bf16 124-146 tok/s against 177-178 here, HLWQ Q5
-74-106 against 242-245; ``benchmarks/RESULTS.md`` section 8b). A serving
-engine instead captures the whole decode step once and replays it.
-:class:`GraphDecoder` does that for any transformers causal LM (HLWQ weights
-or not)::
+graph trees, but per token it also runs dynamo's guards and the compiled
+wrapper in Python (on an H200, Llama-3-8B shape, batch 1: bf16 123.0 tok/s
+against 176.1 here, HLWQ Q5 106.1 against 241.8; ``benchmarks/RESULTS.md``
+sections 9d and 9e). A serving engine instead captures the whole decode step
+once and replays it. :class:`GraphDecoder` does that for any transformers
+causal LM (HLWQ weights or not)::
 
     decoder = GraphDecoder(model)
     tokens = decoder.generate(input_ids, max_new_tokens=256)  # == model.generate(..., do_sample=False)
 
 The prompt is prefilled eagerly; the step ``token, position -> next token``
 (compiled with ``torch.compile``) is captured in a CUDA graph once per (batch,
-length) and replayed for every token, with no host synchronization until the
-end; the cache is reset in place between calls, so later calls reuse the graph.
+length) and replayed for every token. Without end-of-sequence ids nothing
+waits for the GPU until the end; with them, every ``check_every`` tokens the
+host checks whether every row has produced one, and stops if so (a row's
+tokens after its first are the pad token, as in ``generate()``). The cache is
+reset in place between calls, so later calls reuse the graph.
 On a CPU the same step simply runs (compiled or not), which is how the tests
 check it against ``generate()``.
 """
@@ -120,15 +123,61 @@ class GraphDecoder:
         self._position = torch.zeros(1, dtype=torch.long, device=self.device)
         self._graph = None
 
-    @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-        """Greedy continuation of ``input_ids`` (B, L): returns (B, L + max_new_tokens).
+    def _stop_tokens(self, eos_token_id, pad_token_id) -> tuple[torch.Tensor | None, int | None]:
+        """The end-of-sequence ids as a tensor (None: never stop) and the pad id, defaulting as ``generate()``."""
+        config = getattr(self.model, "generation_config", None)
+        if eos_token_id is None:
+            eos_token_id = getattr(config, "eos_token_id", None)
+        eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
+        if not eos:
+            return None, None
+        if pad_token_id is None:
+            pad_token_id = getattr(config, "pad_token_id", None)
+        return torch.tensor(eos, device=self.device), eos[0] if pad_token_id is None else pad_token_id
 
-        Equal to ``model.generate(input_ids, max_new_tokens=..., do_sample=False)``
-        for models without an end-of-sequence stop (every row runs to the end).
+    @staticmethod
+    def _all_stopped(tokens: torch.Tensor, eos: torch.Tensor) -> bool:
+        """Whether every row of ``tokens`` (B, T) holds an end-of-sequence id (a host synchronization)."""
+        return bool(torch.isin(tokens, eos).any(dim=1).all())
+
+    @staticmethod
+    def _pad_after_stop(tokens: torch.Tensor, eos: torch.Tensor, pad: int) -> torch.Tensor:
+        """Each row's tokens after its first end-of-sequence id become ``pad``; if every row stopped,
+        the columns after the last row's stop are dropped (``generate()``'s output)."""
+        hit = torch.isin(tokens, eos)
+        after = (hit.cumsum(dim=1) - hit.long()) > 0
+        tokens = tokens.masked_fill(after, pad)
+        if hit.any(dim=1).all():
+            tokens = tokens[:, : int((~after).sum(dim=1).max())]
+        return tokens
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        eos_token_id: int | list[int] | None = None,
+        pad_token_id: int | None = None,
+        check_every: int = 16,
+    ) -> torch.Tensor:
+        """Greedy continuation of ``input_ids`` (B, L): returns (B, L + up to max_new_tokens).
+
+        Equal to ``model.generate(input_ids, max_new_tokens=..., do_sample=False)``.
+
+        Args:
+            eos_token_id: the ids that end a row (default: the model's
+                ``generation_config``; ``[]`` decodes every row to ``max_new_tokens``).
+            pad_token_id: what follows a row's end (default: the generation
+                config's, else the first end-of-sequence id).
+            check_every: tokens between checks whether every row has ended (each
+                check waits for the GPU; up to ``check_every - 1`` steps may run past
+                the end, and their tokens are dropped).
         """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if check_every < 1:
+            raise ValueError(f"check_every must be >= 1, got {check_every}")
+        eos, pad = self._stop_tokens(eos_token_id, pad_token_id)
         batch, prompt = input_ids.shape
         self._prepare(batch, prompt + max_new_tokens)
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
@@ -154,7 +203,11 @@ class GraphDecoder:
             self._warm = True
         sync()
         start = time.perf_counter()
+        done = max_new_tokens
         for i in range(1, max_new_tokens):
+            if eos is not None and i % check_every == 0 and self._all_stopped(out[:, :i], eos):
+                done = i
+                break
             if self._graph is not None:
                 self._graph.replay()
                 nxt = self._graph_out
@@ -164,5 +217,8 @@ class GraphDecoder:
             self._token.copy_(nxt)
             self._position += 1
         sync()
-        self.stats = DecodeStats(prefill, time.perf_counter() - start, max_new_tokens)
+        self.stats = DecodeStats(prefill, time.perf_counter() - start, done)
+        out = out[:, :done]
+        if eos is not None:
+            out = self._pad_after_stop(out, eos, pad)
         return torch.cat([input_ids, out.to(input_ids.dtype)], dim=1)

@@ -133,6 +133,38 @@ def test_graph_decoder_matches_generate(arch, compile):
     assert torch.equal(decoder.generate(ids, 7), expected), "a second call reuses the cache"
 
 
+@pytest.mark.parametrize("check_every", [1, 3, 16])
+def test_graph_decoder_stops_at_eos_like_generate(check_every):
+    """Rows end at their first end-of-sequence id and are padded after it; once every row has ended,
+    decoding stops and the output is as long as ``generate()``'s (one row ending alone keeps the full length)."""
+    from hlwq_ops.decode import GraphDecoder
+
+    torch.manual_seed(0)
+    model = _llama().eval()
+    model.generation_config.eos_token_id = None
+    quantize_(model, hlwq_q5())
+    ids = torch.randint(0, 512, (2, 6))
+    with torch.no_grad():
+        free = model.generate(ids, max_new_tokens=9, do_sample=False, cache_implementation="static")[:, 6:]
+    both = [int(free[0, 2]), int(free[1, 4])]  # each row ends by its own step 2 / 4
+    only_first = [t for t in free[0].tolist() if t not in free[1].tolist()][:1]
+    assert only_first, "the seed gives row 0 a token that row 1 never produces"
+    decoder = GraphDecoder(model, compile=False)
+    for eos in (both, only_first):
+        with torch.no_grad():
+            expected = model.generate(ids, max_new_tokens=9, do_sample=False, cache_implementation="static",
+                                      eos_token_id=eos, pad_token_id=0)
+        got = decoder.generate(ids, 9, eos_token_id=eos, pad_token_id=0, check_every=check_every)
+        assert torch.equal(got, expected), (eos, got, expected)
+        if eos is both:
+            ended = got.shape[1] - 6  # tokens up to the last row's end
+            assert ended <= 5
+            first_check = -(-ended // check_every) * check_every
+            assert decoder.stats.new_tokens == min(first_check, 9), "decoding stops at the first check after the end"
+    assert got.shape[1] == 6 + 9 and (got[0] == 0).any(), "the second case: one row ended, the other ran on"
+    assert torch.equal(decoder.generate(ids, 9, eos_token_id=[]), torch.cat([ids, free], dim=1)), "[]: no stop"
+
+
 @pytest.mark.gpu
 def test_graph_decoder_cuda_graph():
     from hlwq_ops.decode import GraphDecoder
