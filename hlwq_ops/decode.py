@@ -10,6 +10,7 @@ causal LM (HLWQ weights or not)::
 
     decoder = GraphDecoder(model)
     tokens = decoder.generate(input_ids, max_new_tokens=256)  # == model.generate(..., do_sample=False)
+    tokens = decoder.generate(padded_ids, 256, attention_mask=mask)  # prompts of different lengths, left-padded
 
 The prompt is prefilled eagerly; the step ``token, position -> next token``
 (compiled with ``torch.compile``) is captured in a CUDA graph once per (batch,
@@ -65,11 +66,25 @@ class GraphDecoder:
         self._warm = False
         self._step = torch.compile(self._decode_step, fullgraph=True) if compile else self._decode_step
         self.stats = DecodeStats()
-        self._key: tuple[int, int] | None = None
+        self._key: tuple[int, int, bool] | None = None
 
-    def _decode_step(self, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-        """token: (B, 1), position: (1,) -> next token (B, 1)."""
-        logits = self.model(input_ids=token, cache_position=position, past_key_values=self._cache, use_cache=True).logits
+    def _decode_step(
+        self,
+        token: torch.Tensor,
+        position: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        row_position: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """token: (B, 1), position: (1,) -> next token (B, 1).
+
+        With padded prompts also ``mask`` (B, max_len), the attention mask of the
+        whole cache (ones past the prompt), and ``row_position`` (B, 1), each row's
+        own position of ``token`` (its prompt's padding not counted).
+        """
+        padded = {} if mask is None else {"attention_mask": mask, "position_ids": row_position}
+        logits = self.model(
+            input_ids=token, cache_position=position, past_key_values=self._cache, use_cache=True, **padded
+        ).logits
         return logits[:, -1].argmax(-1, keepdim=True)
 
     def _cache_state(self) -> list[tuple[dict, object, torch.Tensor]]:
@@ -84,7 +99,7 @@ class GraphDecoder:
                     state += [(value, k, v) for k, v in value.items() if isinstance(v, torch.Tensor)]
         return state
 
-    def _warm_up(self, token: torch.Tensor, position: torch.Tensor) -> None:
+    def _warm_up(self) -> None:
         """Run the step a few times (compilation, kernel tuning) and leave the cache as it was.
 
         Warm-up steps write the cache: transformers' static layers advance their
@@ -95,33 +110,51 @@ class GraphDecoder:
         """
         saved = [(box, key, t, t.clone()) for box, key, t in self._cache_state()]
         for _ in range(3):
-            self._step(token, position)
+            self._step(*self._inputs)
         for box, key, t, copy in saved:
             t.copy_(copy)
             box[key] = t
 
-    def _capture(self, token: torch.Tensor, position: torch.Tensor):
+    def _capture(self):
         """Warm the step up on a side stream and capture it; returns (graph, output)."""
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            self._warm_up(token, position)
+            self._warm_up()
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            out = self._step(token, position)
+            out = self._step(*self._inputs)
         return graph, out
 
-    def _prepare(self, batch: int, max_len: int) -> None:
-        """One cache, static step inputs and graph per (batch, length), reused across calls."""
-        if self._key == (batch, max_len):
+    def _prepare(self, batch: int, max_len: int, padded: bool) -> None:
+        """One cache, static step inputs and graph per (batch, length, padded prompts), reused across calls."""
+        if self._key == (batch, max_len, padded):
             self._cache.reset()  # zeroes in place: the captured graph stays valid
             return
-        self._key = (batch, max_len)
+        self._key = (batch, max_len, padded)
         self._cache = StaticCache(config=self.model.config, max_cache_len=max_len)
         self._token = torch.zeros(batch, 1, dtype=torch.long, device=self.device)
         self._position = torch.zeros(1, dtype=torch.long, device=self.device)
+        self._inputs: tuple[torch.Tensor, ...] = (self._token, self._position)
+        if padded:
+            self._mask = torch.ones(batch, max_len, dtype=torch.long, device=self.device)
+            self._row_position = torch.zeros(batch, 1, dtype=torch.long, device=self.device)
+            self._inputs += (self._mask, self._row_position)
         self._graph = None
+
+    @staticmethod
+    def _check_mask(attention_mask: torch.Tensor, input_ids: torch.Tensor) -> None:
+        """A (B, L) mask of 0/1 with the padding on the left of each row and a token in every row."""
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask must have input_ids' shape {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}"
+            )
+        mask = attention_mask.long()
+        if not bool(((mask == 0) | (mask == 1)).all()) or not bool((mask[:, -1] == 1).all()):
+            raise ValueError("attention_mask must hold 0/1 with every row's last position 1 (padding on the left)")
+        if bool((mask[:, 1:] < mask[:, :-1]).any()):
+            raise ValueError("attention_mask has padding after a token: GraphDecoder needs left padding")
 
     def _stop_tokens(self, eos_token_id, pad_token_id) -> tuple[torch.Tensor | None, int | None]:
         """The end-of-sequence ids as a tensor (None: never stop) and the pad id, defaulting as ``generate()``."""
@@ -156,6 +189,7 @@ class GraphDecoder:
         self,
         input_ids: torch.Tensor,
         max_new_tokens: int,
+        attention_mask: torch.Tensor | None = None,
         eos_token_id: int | list[int] | None = None,
         pad_token_id: int | None = None,
         check_every: int = 16,
@@ -165,6 +199,8 @@ class GraphDecoder:
         Equal to ``model.generate(input_ids, max_new_tokens=..., do_sample=False)``.
 
         Args:
+            attention_mask: (B, L), 0 on each row's left padding (prompts of
+                different lengths), as for ``generate()``; None: no padding.
             eos_token_id: the ids that end a row (default: the model's
                 ``generation_config``; ``[]`` decodes every row to ``max_new_tokens``).
             pad_token_id: what follows a row's end (default: the generation
@@ -179,15 +215,25 @@ class GraphDecoder:
             raise ValueError(f"check_every must be >= 1, got {check_every}")
         eos, pad = self._stop_tokens(eos_token_id, pad_token_id)
         batch, prompt = input_ids.shape
-        self._prepare(batch, prompt + max_new_tokens)
+        if attention_mask is not None:
+            self._check_mask(attention_mask, input_ids)
+        self._prepare(batch, prompt + max_new_tokens, attention_mask is not None)
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         sync()
         start = time.perf_counter()
+        padded = {}
+        if attention_mask is not None:
+            mask = attention_mask.to(self.device, torch.long)
+            self._mask[:, :prompt] = mask  # the rest stays ones: the tokens to come
+            self._row_position.copy_(mask.sum(dim=1, keepdim=True))  # each row's position of its first new token
+            positions = (mask.cumsum(dim=1) - 1).masked_fill(mask == 0, 1)  # as generate() numbers padded prompts
+            padded = {"attention_mask": self._mask[:, :prompt], "position_ids": positions}
         logits = self.model(
             input_ids=input_ids,
             cache_position=torch.arange(prompt, device=self.device),
             past_key_values=self._cache,
             use_cache=True,
+            **padded,
         ).logits
         out = torch.empty(batch, max_new_tokens, dtype=torch.long, device=self.device)
         out[:, :1] = logits[:, -1].argmax(-1, keepdim=True)
@@ -197,9 +243,9 @@ class GraphDecoder:
         self._token.copy_(out[:, :1])
         self._position.fill_(prompt)
         if self.cuda_graph and self._graph is None:
-            self._graph, self._graph_out = self._capture(self._token, self._position)
+            self._graph, self._graph_out = self._capture()
         elif self.compiled and not self._warm:
-            self._warm_up(self._token, self._position)  # compile outside the timed loop
+            self._warm_up()  # compile outside the timed loop
             self._warm = True
         sync()
         start = time.perf_counter()
@@ -212,10 +258,12 @@ class GraphDecoder:
                 self._graph.replay()
                 nxt = self._graph_out
             else:
-                nxt = self._step(self._token, self._position)
+                nxt = self._step(*self._inputs)
             out[:, i : i + 1] = nxt
             self._token.copy_(nxt)
             self._position += 1
+            if attention_mask is not None:
+                self._row_position += 1
         sync()
         self.stats = DecodeStats(prefill, time.perf_counter() - start, done)
         out = out[:, :done]

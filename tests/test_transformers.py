@@ -133,6 +133,51 @@ def test_graph_decoder_matches_generate(arch, compile):
     assert torch.equal(decoder.generate(ids, 7), expected), "a second call reuses the cache"
 
 
+@pytest.mark.parametrize("arch", ["llama", "qwen3.5"])
+@pytest.mark.parametrize("compile", [False, True])
+def test_graph_decoder_left_padded_prompts_like_generate(arch, compile):
+    """Prompts of different lengths, left-padded with an attention mask: the same tokens as ``generate()``."""
+    from hlwq_ops.decode import GraphDecoder
+
+    torch.manual_seed(0)
+    model = MODELS[arch]().eval()
+    model.generation_config.eos_token_id = None
+    quantize_(model, hlwq_q5())
+    ids = torch.randint(1, 512, (3, 7))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # row 1: a 4-token prompt
+    mask[2, :1] = 0
+    ids = ids.masked_fill(mask == 0, 0)
+    with torch.no_grad():
+        expected = model.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
+                                  cache_implementation="static", pad_token_id=0)
+        unmasked = model.generate(ids, attention_mask=torch.ones_like(mask), max_new_tokens=6, do_sample=False,
+                                  cache_implementation="static", pad_token_id=0)
+    assert not torch.equal(expected, unmasked), "the mask changes the tokens: the check can fail"
+    torch._dynamo.reset()
+    decoder = GraphDecoder(model, compile=compile)
+    assert torch.equal(decoder.generate(ids, 6, attention_mask=mask), expected)
+    assert torch.equal(decoder.generate(ids, 6), unmasked), "an unpadded call after a padded one"
+    assert torch.equal(decoder.generate(ids, 6, attention_mask=mask), expected), "and back"
+
+
+def test_graph_decoder_rejects_right_padding():
+    from hlwq_ops.decode import GraphDecoder
+
+    model = _llama().eval()
+    ids = torch.randint(1, 512, (2, 5))
+    mask = torch.ones_like(ids)
+    mask[0, -2:] = 0
+    with pytest.raises(ValueError, match="every row's last position 1"):
+        GraphDecoder(model, compile=False).generate(ids, 3, attention_mask=mask)
+    mask[0, -2:] = 1
+    mask[0, 1] = 0
+    with pytest.raises(ValueError, match="padding after a token"):
+        GraphDecoder(model, compile=False).generate(ids, 3, attention_mask=mask)
+    with pytest.raises(ValueError, match="attention_mask must have input_ids' shape"):
+        GraphDecoder(model, compile=False).generate(ids, 3, attention_mask=mask[:, 1:])
+
+
 @pytest.mark.parametrize("check_every", [1, 3, 16])
 def test_graph_decoder_stops_at_eos_like_generate(check_every):
     """Rows end at their first end-of-sequence id and are padded after it; once every row has ended,
@@ -179,3 +224,28 @@ def test_graph_decoder_cuda_graph():
     decoder = GraphDecoder(model)
     assert torch.equal(decoder.generate(ids, 8), expected)
     assert decoder._graph is not None and decoder.stats.decode_tokens_per_s > 0
+
+
+@pytest.mark.gpu
+def test_graph_decoder_cuda_graph_padded_and_eos():
+    """Left-padded prompts and end-of-sequence stops with the step replayed from a CUDA graph."""
+    from hlwq_ops.decode import GraphDecoder
+
+    torch.manual_seed(0)
+    model = _llama().cuda().bfloat16().eval()
+    model.generation_config.eos_token_id = None
+    quantize_(model, hlwq_q5())
+    ids = torch.randint(1, 512, (2, 6), device="cuda")
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0
+    ids = ids.masked_fill(mask == 0, 0)
+    kwargs = dict(max_new_tokens=8, do_sample=False, cache_implementation="static", pad_token_id=0)
+    with torch.no_grad():
+        free = model.generate(ids, attention_mask=mask, **kwargs)
+        eos = [int(free[0, 8]), int(free[1, 9])]
+        expected = model.generate(ids, attention_mask=mask, eos_token_id=eos, **kwargs)
+    decoder = GraphDecoder(model)
+    assert torch.equal(decoder.generate(ids, 8, attention_mask=mask), free)
+    assert decoder._graph is not None
+    assert torch.equal(decoder.generate(ids, 8, attention_mask=mask, eos_token_id=eos, pad_token_id=0, check_every=2),
+                       expected)
