@@ -26,6 +26,7 @@ check it against ``generate()``.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -36,16 +37,32 @@ __all__ = ["DecodeStats", "GraphDecoder"]
 
 @dataclass
 class DecodeStats:
-    """Timings of the last :meth:`GraphDecoder.generate` (CUDA only; zeros elsewhere)."""
+    """Timings of the last :meth:`GraphDecoder.generate` (host wall time, after a device synchronization)."""
 
     prefill_s: float = 0.0  # prompt forward + first token: the time to first token
     decode_s: float = 0.0  # every later token
-    new_tokens: int = 0
+    new_tokens: int = 0  # tokens computed per row: may exceed those returned by up to check_every - 1 steps
 
     @property
     def decode_tokens_per_s(self) -> float:
         """Decoded tokens per second per sequence (the first token excluded)."""
         return (self.new_tokens - 1) / self.decode_s if self.decode_s > 0 else 0.0
+
+
+# generation_config settings that change greedy output in generate() and that GraphDecoder does not apply,
+# with their neutral values
+_IGNORED_SETTINGS = {
+    "repetition_penalty": (None, 1.0),
+    "no_repeat_ngram_size": (None, 0),
+    "min_new_tokens": (None, 0),
+    "min_length": (None, 0),
+    "suppress_tokens": (None,),
+    "begin_suppress_tokens": (None,),
+    "bad_words_ids": (None,),
+    "sequence_bias": (None,),
+    "forced_bos_token_id": (None,),
+    "forced_eos_token_id": (None,),
+}
 
 
 class GraphDecoder:
@@ -133,6 +150,7 @@ class GraphDecoder:
             self._cache.reset()  # zeroes in place: the captured graph stays valid
             return
         self._key = (batch, max_len, padded)
+        self._warm = False  # a new step signature or shape: compile before the timed loop again
         self._cache = StaticCache(config=self.model.config, max_cache_len=max_len)
         self._token = torch.zeros(batch, 1, dtype=torch.long, device=self.device)
         self._position = torch.zeros(1, dtype=torch.long, device=self.device)
@@ -144,29 +162,38 @@ class GraphDecoder:
         self._graph = None
 
     @staticmethod
-    def _check_mask(attention_mask: torch.Tensor, input_ids: torch.Tensor) -> None:
+    def _check_mask(attention_mask: torch.Tensor, input_ids: torch.Tensor, what: str = "attention_mask") -> None:
         """A (B, L) mask of 0/1 with the padding on the left of each row and a token in every row."""
         if attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"attention_mask must have input_ids' shape {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}"
-            )
+            raise ValueError(f"{what} must have input_ids' shape {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}")
         mask = attention_mask.long()
         if not bool(((mask == 0) | (mask == 1)).all()) or not bool((mask[:, -1] == 1).all()):
-            raise ValueError("attention_mask must hold 0/1 with every row's last position 1 (padding on the left)")
+            raise ValueError(f"{what} must hold 0/1 with every row's last position 1 (padding on the left)")
         if bool((mask[:, 1:] < mask[:, :-1]).any()):
-            raise ValueError("attention_mask has padding after a token: GraphDecoder needs left padding")
+            raise ValueError(f"{what} has padding after a token: GraphDecoder needs left padding")
 
-    def _stop_tokens(self, eos_token_id, pad_token_id) -> tuple[torch.Tensor | None, int | None]:
-        """The end-of-sequence ids as a tensor (None: never stop) and the pad id, defaulting as ``generate()``."""
+    def _special_tokens(self, eos_token_id, pad_token_id) -> tuple[list[int], int | None]:
+        """The end-of-sequence ids (an int, a list or a tensor; none: never stop) and the pad id,
+        defaulting as ``generate()`` does: the generation config's, else the first end-of-sequence id."""
         config = getattr(self.model, "generation_config", None)
         if eos_token_id is None:
             eos_token_id = getattr(config, "eos_token_id", None)
-        eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
-        if not eos:
-            return None, None
+        eos = [] if eos_token_id is None else [int(t) for t in torch.as_tensor(eos_token_id).reshape(-1).tolist()]
         if pad_token_id is None:
             pad_token_id = getattr(config, "pad_token_id", None)
-        return torch.tensor(eos, device=self.device), eos[0] if pad_token_id is None else pad_token_id
+        if pad_token_id is None and eos:
+            pad_token_id = eos[0]
+        return eos, None if pad_token_id is None else int(pad_token_id)
+
+    def _warn_ignored_settings(self) -> None:
+        config = getattr(self.model, "generation_config", None)
+        ignored = [name for name, neutral in _IGNORED_SETTINGS.items() if getattr(config, name, None) not in neutral]
+        if ignored:
+            warnings.warn(
+                f"GraphDecoder decodes greedily and does not apply generation_config's {', '.join(ignored)}: "
+                "its tokens differ from generate()'s where those settings act",
+                stacklevel=4,  # the caller of generate() (under torch.no_grad's wrapper)
+            )
 
     @staticmethod
     def _all_stopped(tokens: torch.Tensor, eos: torch.Tensor) -> bool:
@@ -200,7 +227,9 @@ class GraphDecoder:
 
         Args:
             attention_mask: (B, L), 0 on each row's left padding (prompts of
-                different lengths), as for ``generate()``; None: no padding.
+                different lengths), as for ``generate()``. Without it, as there,
+                the positions holding the pad id are taken as padding if the pad
+                id is not an end-of-sequence id.
             eos_token_id: the ids that end a row (default: the model's
                 ``generation_config``; ``[]`` decodes every row to ``max_new_tokens``).
             pad_token_id: what follows a row's end (default: the generation
@@ -213,10 +242,15 @@ class GraphDecoder:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if check_every < 1:
             raise ValueError(f"check_every must be >= 1, got {check_every}")
-        eos, pad = self._stop_tokens(eos_token_id, pad_token_id)
+        self._warn_ignored_settings()
+        eos_ids, pad = self._special_tokens(eos_token_id, pad_token_id)
+        eos = torch.tensor(eos_ids, device=self.device) if eos_ids else None
         batch, prompt = input_ids.shape
         if attention_mask is not None:
             self._check_mask(attention_mask, input_ids)
+        elif pad is not None and pad not in eos_ids and bool((input_ids == pad).any()):
+            attention_mask = (input_ids != pad).long()  # generate()'s inference
+            self._check_mask(attention_mask, input_ids, f"the mask inferred from pad_token_id={pad}")
         self._prepare(batch, prompt + max_new_tokens, attention_mask is not None)
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         sync()
@@ -224,9 +258,10 @@ class GraphDecoder:
         padded = {}
         if attention_mask is not None:
             mask = attention_mask.to(self.device, torch.long)
-            self._mask[:, :prompt] = mask  # the rest stays ones: the tokens to come
+            self._mask[:, :prompt] = mask
+            self._mask[:, prompt:] = 1  # the tokens to come (in place: a captured graph reads this buffer)
             self._row_position.copy_(mask.sum(dim=1, keepdim=True))  # each row's position of its first new token
-            positions = (mask.cumsum(dim=1) - 1).masked_fill(mask == 0, 1)  # as generate() numbers padded prompts
+            positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # as generate() numbers them (padding: masked out)
             padded = {"attention_mask": self._mask[:, :prompt], "position_ids": positions}
         logits = self.model(
             input_ids=input_ids,

@@ -159,6 +159,31 @@ def test_graph_decoder_left_padded_prompts_like_generate(arch, compile):
     assert torch.equal(decoder.generate(ids, 6, attention_mask=mask), expected)
     assert torch.equal(decoder.generate(ids, 6), unmasked), "an unpadded call after a padded one"
     assert torch.equal(decoder.generate(ids, 6, attention_mask=mask), expected), "and back"
+    # The same cache length with a shorter prompt: the new tokens' columns must not keep the last call's padding.
+    long_mask = torch.ones(3, 9, dtype=torch.long)
+    long_mask[1, :7] = 0
+    decoder.generate(torch.randint(1, 512, (3, 9)).masked_fill(long_mask == 0, 0), 4, attention_mask=long_mask)
+    short_mask = torch.ones(3, 5, dtype=torch.long)
+    short_mask[0, :2] = 0
+    short = ids[:, 2:].masked_fill(short_mask == 0, 0)
+    with torch.no_grad():
+        expected = model.generate(short, attention_mask=short_mask, max_new_tokens=8, do_sample=False,
+                                  cache_implementation="static", pad_token_id=0)
+    assert torch.equal(decoder.generate(short, 8, attention_mask=short_mask), expected)
+    # Without a mask, pad ids in the prompt are padding, as generate() infers them.
+    model.generation_config.pad_token_id = 0
+    with torch.no_grad():
+        expected = model.generate(ids, max_new_tokens=6, do_sample=False, cache_implementation="static")
+    assert torch.equal(decoder.generate(ids, 6), expected)
+
+
+def test_graph_decoder_warns_about_settings_it_ignores():
+    from hlwq_ops.decode import GraphDecoder
+
+    model = _llama().eval()
+    model.generation_config.repetition_penalty = 1.2
+    with pytest.warns(UserWarning, match="does not apply generation_config's repetition_penalty"):
+        GraphDecoder(model, compile=False).generate(torch.randint(1, 512, (1, 4)), 2)
 
 
 def test_graph_decoder_rejects_right_padding():
@@ -207,6 +232,12 @@ def test_graph_decoder_stops_at_eos_like_generate(check_every):
             first_check = -(-ended // check_every) * check_every
             assert decoder.stats.new_tokens == min(first_check, 9), "decoding stops at the first check after the end"
     assert got.shape[1] == 6 + 9 and (got[0] == 0).any(), "the second case: one row ended, the other ran on"
+    first = [int(free[0, 0]), int(free[1, 0])]  # both rows end at their first token, the prefill's
+    with torch.no_grad():
+        expected = model.generate(ids, max_new_tokens=9, do_sample=False, cache_implementation="static",
+                                  eos_token_id=first, pad_token_id=0)
+    got = decoder.generate(ids, 9, eos_token_id=torch.tensor(first), pad_token_id=0, check_every=check_every)
+    assert torch.equal(got, expected) and got.shape[1] == 6 + 1, "end-of-sequence ids as a tensor; ended at once"
     assert torch.equal(decoder.generate(ids, 9, eos_token_id=[]), torch.cat([ids, free], dim=1)), "[]: no stop"
 
 
