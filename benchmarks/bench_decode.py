@@ -139,7 +139,7 @@ def run(name: str, method: str, batches: list[int], ways: list[str]) -> list[dic
     size = model_nbytes(model)
     rows = []
     for batch in batches:
-        ids = torch.randint(0, model.config.vocab_size, (batch, PROMPT), device="cuda")
+        ids = torch.randint(1, model.config.vocab_size, (batch, PROMPT), device="cuda")  # no pad id (0): no padding
         for way in ways:
             torch._dynamo.reset()
             torch.cuda.reset_peak_memory_stats()

@@ -38,7 +38,7 @@ def main() -> None:
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}", flush=True)
     for method in a.methods:
         model, _ = build("llama3-8b", method)
-        ids = torch.randint(0, model.config.vocab_size, (1, PROMPT), device="cuda")
+        ids = torch.randint(1, model.config.vocab_size, (1, PROMPT), device="cuda")  # no pad id (0): no padding
         cache = StaticCache(config=model.config, max_cache_len=PROMPT + a.tokens)
         kwargs = dict(max_new_tokens=a.tokens, do_sample=False, past_key_values=cache)
 

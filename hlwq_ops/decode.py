@@ -163,14 +163,18 @@ class GraphDecoder:
 
     @staticmethod
     def _check_mask(attention_mask: torch.Tensor, input_ids: torch.Tensor, what: str = "attention_mask") -> None:
-        """A (B, L) mask of 0/1 with the padding on the left of each row and a token in every row."""
+        """A (B, L) mask of 0/1; padding anywhere but on the left gets ``generate()``'s warning."""
         if attention_mask.shape != input_ids.shape:
             raise ValueError(f"{what} must have input_ids' shape {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}")
         mask = attention_mask.long()
-        if not bool(((mask == 0) | (mask == 1)).all()) or not bool((mask[:, -1] == 1).all()):
-            raise ValueError(f"{what} must hold 0/1 with every row's last position 1 (padding on the left)")
-        if bool((mask[:, 1:] < mask[:, :-1]).any()):
-            raise ValueError(f"{what} has padding after a token: GraphDecoder needs left padding")
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError(f"{what} must hold only 0 (padding) and 1 (tokens)")
+        if not bool((mask[:, -1] == 1).all()):
+            warnings.warn(
+                f"{what} pads a row on the right: a decoder-only model continues from the padding "
+                "(as in generate()); pad prompts on the left",
+                stacklevel=4,
+            )
 
     def _special_tokens(self, eos_token_id, pad_token_id) -> tuple[list[int], int | None]:
         """The end-of-sequence ids (an int, a list or a tensor; none: never stop) and the pad id,
@@ -226,10 +230,10 @@ class GraphDecoder:
         Equal to ``model.generate(input_ids, max_new_tokens=..., do_sample=False)``.
 
         Args:
-            attention_mask: (B, L), 0 on each row's left padding (prompts of
-                different lengths), as for ``generate()``. Without it, as there,
-                the positions holding the pad id are taken as padding if the pad
-                id is not an end-of-sequence id.
+            attention_mask: (B, L), 0 on padding (prompts of different
+                lengths, padded on the left), as for ``generate()``. Without it,
+                as there, the positions holding the pad id are padding unless the
+                pad id is an end-of-sequence id.
             eos_token_id: the ids that end a row (default: the model's
                 ``generation_config``; ``[]`` decodes every row to ``max_new_tokens``).
             pad_token_id: what follows a row's end (default: the generation

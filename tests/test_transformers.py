@@ -1,6 +1,7 @@
 """HLWQ on transformers models: quantize_, compiled static-cache generate, TorchAoConfig round trips."""
 
 import logging
+import warnings
 
 import pytest
 import torch
@@ -186,21 +187,31 @@ def test_graph_decoder_warns_about_settings_it_ignores():
         GraphDecoder(model, compile=False).generate(torch.randint(1, 512, (1, 4)), 2)
 
 
-def test_graph_decoder_rejects_right_padding():
+def test_graph_decoder_masks_like_generate_wherever_the_padding_is():
+    """Padding in the middle is masked as generate() masks it; padding on the right gets a warning, as there;
+    a mask of another shape or with other values is an error."""
     from hlwq_ops.decode import GraphDecoder
 
+    torch.manual_seed(0)
     model = _llama().eval()
-    ids = torch.randint(1, 512, (2, 5))
-    mask = torch.ones_like(ids)
-    mask[0, -2:] = 0
-    with pytest.raises(ValueError, match="every row's last position 1"):
-        GraphDecoder(model, compile=False).generate(ids, 3, attention_mask=mask)
-    mask[0, -2:] = 1
-    mask[0, 1] = 0
-    with pytest.raises(ValueError, match="padding after a token"):
-        GraphDecoder(model, compile=False).generate(ids, 3, attention_mask=mask)
+    model.generation_config.eos_token_id = None
+    ids = torch.randint(1, 512, (2, 6))
+    kwargs = dict(max_new_tokens=4, do_sample=False, cache_implementation="static", pad_token_id=0)
+    decoder = GraphDecoder(model, compile=False)
+    for cols, warns in ((slice(2, 3), False), (slice(4, 6), True)):
+        mask = torch.ones_like(ids)
+        mask[0, cols] = 0
+        with torch.no_grad():
+            expected = model.generate(ids, attention_mask=mask, **kwargs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = decoder.generate(ids, 4, attention_mask=mask)
+        assert torch.equal(got, expected)
+        assert any("pads a row on the right" in str(w.message) for w in caught) == warns
     with pytest.raises(ValueError, match="attention_mask must have input_ids' shape"):
-        GraphDecoder(model, compile=False).generate(ids, 3, attention_mask=mask[:, 1:])
+        decoder.generate(ids, 3, attention_mask=mask[:, 1:])
+    with pytest.raises(ValueError, match="must hold only 0 \\(padding\\) and 1"):
+        decoder.generate(ids, 3, attention_mask=mask * 2)
 
 
 @pytest.mark.parametrize("check_every", [1, 3, 16])
