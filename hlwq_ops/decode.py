@@ -163,9 +163,11 @@ class GraphDecoder:
 
     @staticmethod
     def _check_mask(attention_mask: torch.Tensor, input_ids: torch.Tensor, what: str = "attention_mask") -> None:
-        """A (B, L) mask of 0/1; padding anywhere but on the left gets ``generate()``'s warning."""
+        """A (B, L) mask of 0/1; padding on the right gets a warning, as in ``generate()``."""
         if attention_mask.shape != input_ids.shape:
-            raise ValueError(f"{what} must have input_ids' shape {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}")
+            raise ValueError(
+                f"{what} must have input_ids' shape {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}"
+            )
         mask = attention_mask.long()
         if not bool(((mask == 0) | (mask == 1)).all()):
             raise ValueError(f"{what} must hold only 0 (padding) and 1 (tokens)")
