@@ -61,8 +61,6 @@ def test_planes_cover_the_code(bits):
         (1, 20, 4200, 128, {"VEC": 16, "R": 2, "ROWS": 6}),  # warps side by side along K, two slices
         (1, 20, 4200, 128, {"VEC": 16, "R": 2, "ROWS": 6, "WARP_PARTS": 4}),  # a partial per warp, and split-K
         (2, 45, 300, 128, {"R": 4, "ROWS": 6, "WARP_PARTS": 2}),  # parts across a warp's columns, split-K
-        (1, 40, 300, 128, {"R": 4, "ROWS": 12, "STAGES": 3}),  # plane 0 through Triton's pipeline
-        (2, 20, 4200, 128, {"VEC": 16, "R": 2, "ROWS": 7, "WARP_PARTS": 4, "STAGES": 2}),
     ],
 )
 def test_gemv_matches_reference(bits, M, N, K, block_size, changes):
@@ -473,25 +471,6 @@ def test_gpu_gemv_warp_partials(bits, N, slices):
                 out = gemv(xr, qdata, scale, bias, bits, 128, None, torch.float32, config)
                 assert torch.isfinite(out).all(), config
                 assert rel_error(out, ref) < 1e-5, config
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("bits", [3, 4, 5, 8])
-@pytest.mark.parametrize("stages", [2, 3, 4])
-def test_gpu_gemv_pipelined_plane0(bits, stages):
-    """Plane 0 copied through Triton's software pipeline (``STAGES``): every row of every program, with rows per
-    program not a multiple of R (a clamped last iteration), split-K and a single slice, M = 1 and 3."""
-    for N, K, config in ((300, 3000, dict(VEC=4, R=8, ROWS=20, num_warps=4)),
-                         (1000, 4096, dict(VEC=16, R=4, ROWS=10, num_warps=4, WARP_PARTS=4)),
-                         (1000, 1000, dict(VEC=4, R=4, ROWS=7, num_warps=4))):
-        qdata, scale = _packed(N, K, bits, device="cuda")
-        for M in (1, 3):
-            xr = torch.randn(M, scale.shape[1] * 128, device="cuda")
-            ref = gemv_ref(xr, qdata, scale, None, bits, 128)
-            torch.full((M, N), float("nan"), device="cuda")  # where the caching allocator hands the output next
-            out = gemv(xr, qdata, scale, None, bits, 128, None, torch.float32, dict(config, STAGES=stages))
-            assert torch.isfinite(out).all(), config
-            assert rel_error(out, ref) < 1e-5, config
 
 
 @pytest.mark.gpu

@@ -47,7 +47,6 @@ __all__ = [
     "lane_codebook",
     "load_rows",
     "lookup",
-    "plane0_words",
     "row_geometry",
     "rows_sources",
 ]
@@ -200,30 +199,20 @@ def centroid_at(s0, s1, s2, a: tl.constexpr, c_base, c_lane, BITS: tl.constexpr,
 
 
 @triton.jit
-def plane0_words(q_ptr, rows, stride_qn, word_off, WIDE: tl.constexpr):
-    """Plane-0 words of ``rows`` ([R, 1], valid): the tile's one ``tl.load``, [R, C] (see :func:`fetch_rows`)."""
-    if WIDE:
-        return tl.load(q_ptr + rows.to(tl.int64) * stride_qn + word_off)
-    return tl.load(q_ptr + rows * stride_qn + word_off)
-
-
-@triton.jit
 def fetch_rows(q_ptr, q_base, s_base, rows, stride_qn, stride_sn, word_off, p1_off, p2_off, blk, W1: tl.constexpr,
-               W2: tl.constexpr, WIDE: tl.constexpr, INTERPRET: tl.constexpr, PLANE0: tl.constexpr = True):
+               W2: tl.constexpr, WIDE: tl.constexpr, INTERPRET: tl.constexpr):
     """The loads of ``rows`` ([R, 1], valid): plane-0/1/2 words and raw scale bits, [R, C] each.
 
     Only loads, so that a pipelined loop can issue them iterations before
     :func:`rows_sources` uses them. WIDE: the packed weight has 2**31 words or
     more, so the plane-0 address needs 64-bit arithmetic (the gathers read
-    their int32 offsets as unsigned: up to 2**32 words). Without PLANE0 the
-    caller loads plane 0 itself (:func:`plane0_words`) and the first value
-    returned is a placeholder.
+    their int32 offsets as unsigned: up to 2**32 words).
     """
     row_word = rows * stride_qn
-    if PLANE0:
-        w0 = plane0_words(q_ptr, rows, stride_qn, word_off, WIDE)
+    if WIDE:
+        w0 = tl.load(q_ptr + rows.to(tl.int64) * stride_qn + word_off)
     else:
-        w0 = row_word
+        w0 = tl.load(q_ptr + row_word + word_off)
     w1 = w0
     w2 = w0
     if W1 > 0:

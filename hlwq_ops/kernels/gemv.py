@@ -40,16 +40,7 @@ import triton
 import triton.language as tl
 
 from .common import arrival_counters, arrive, kernel_codebook, planes, slices_sum
-from .decode import (
-    centroid_at,
-    fetch_rows,
-    gather16,
-    gather32,
-    lane_codebook,
-    plane0_words,
-    row_geometry,
-    rows_sources,
-)
+from .decode import centroid_at, fetch_rows, gather16, gather32, lane_codebook, row_geometry, rows_sources
 
 __all__ = ["can_rotate", "gemv", "gemv_ref", "slice_codes"]
 
@@ -197,7 +188,6 @@ def _gemv_kernel(
     R: tl.constexpr,
     VEC: tl.constexpr,
     WARP_PARTS: tl.constexpr,
-    STAGES: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -221,7 +211,7 @@ def _gemv_kernel(
 
     # The first rows' words are requested before the prologue, which runs while they arrive.
     ahead = fetch_rows(q_ptr, q_base, s_base, tl.minimum(row_lo + r, N - 1), stride_qn, stride_sn, word_off, p1_off,
-                       p2_off, blk, W1, W2, WIDE, INTERPRET, STAGES == 1)
+                       p2_off, blk, W1, W2, WIDE, INTERPRET)
 
     # The slice of activations, in registers for the whole program.
     X = _activations(x_ptr + m.to(tl.int64) * stride_xm, pid_k * C * PER_WORD, K_X, C, PER_WORD, B, ROTATE)
@@ -239,16 +229,12 @@ def _gemv_kernel(
     else:
         out_row = out_ptr + m.to(tl.int64) * N
 
-    for row0 in tl.range(row_lo, row_hi, R, num_stages=STAGES):
-        if STAGES > 1:  # plane 0 through Triton's pipeline: copied to shared memory STAGES - 1 iterations ahead
-            w0 = plane0_words(q_ptr, tl.minimum(row0 + r, row_hi - 1), stride_qn, word_off, WIDE)
-            s0, s1, s2, scale = rows_sources((w0, ahead[1], ahead[2], ahead[3]), sh1, sh2, O1, O2, PAIRED, INTERPRET)
-        else:
-            s0, s1, s2, scale = rows_sources(ahead, sh1, sh2, O1, O2, PAIRED, INTERPRET)
+    for row0 in range(row_lo, row_hi, R):
+        s0, s1, s2, scale = rows_sources(ahead, sh1, sh2, O1, O2, PAIRED, INTERPRET)
         # The next rows, clamped to this program's last (the last iteration re-reads it from L1, not the next
         # program's rows from memory).
         ahead = fetch_rows(q_ptr, q_base, s_base, tl.minimum(row0 + R + r, row_hi - 1), stride_qn, stride_sn,
-                           word_off, p1_off, p2_off, blk, W1, W2, WIDE, INTERPRET, STAGES == 1)
+                           word_off, p1_off, p2_off, blk, W1, W2, WIDE, INTERPRET)
         p = tl.zeros([R, C], dtype=tl.float32)
         p = _quad(s0, s1, s2, 0, xa0, xa1, xa2, xa3, p, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE,
                   INTERPRET)
@@ -363,7 +349,6 @@ def gemv(
         R=config["R"],
         VEC=config["VEC"],
         WARP_PARTS=parts,
-        STAGES=config.get("STAGES", 1),
         num_warps=config["num_warps"],
         num_stages=1,
     )
