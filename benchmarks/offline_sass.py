@@ -31,16 +31,18 @@ from hlwq_ops.kernels.common import planes  # noqa: E402
 from hlwq_ops.kernels.gemv import _gemv_kernel  # noqa: E402
 
 TYPES = dict(x_ptr="*bf16", q_ptr="*i32", s_ptr="*fp16", c_ptr="*fp32", bias_ptr="*bf16", out_ptr="*bf16",
-             ws_ptr="*fp32", count_ptr="*i32", N="i32", K_PAD="i32", K_X="i32", ROWS="i32", stride_xm="i32",
+             ws_ptr="*fp32", count_ptr="*i32", N="i32", K_PAD="i32", K_X="i32", ROWS="i32", stride_xm="i32", M="i32",
              stride_qn="i32", stride_sn="i32")
 
 
-def compile_gemv(bits: int, vec: int, r: int, warp_parts: int, split: bool, sm: int = 90):
-    consts = dict(M=1, BITS=bits, B=128, HAS_BIAS=False, WORKSPACE=split or warp_parts > 1, SPLIT=split, ROTATE=True,
-                  WIDE=False, INTERPRET=False, R=r, VEC=vec, WARP_PARTS=warp_parts, **planes(bits))
+def compile_gemv(bits: int, vec: int, r: int, warp_parts: int, split: bool, mb: int = 1, sm: int = 90):
+    consts = dict(BITS=bits, B=128, HAS_BIAS=False, WORKSPACE=split or warp_parts > 1, SPLIT=split, ROTATE=True,
+                  WIDE=False, INTERPRET=False, R=r, VEC=vec, WARP_PARTS=warp_parts, MB=mb, **planes(bits))
+    if mb == 1:
+        consts["M"] = 1  # a real call at M = 1 has it specialized
     names = _gemv_kernel.arg_names
     signature = {n: "constexpr" if n in consts else TYPES[n] for n in names}
-    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in TYPES if n != "ROWS"}  # ROWS: any number
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in TYPES if n not in ("ROWS", "M") and n in names}
     src = ASTSource(_gemv_kernel, signature, consts, attrs)
     return triton.compile(src, target=GPUTarget("cuda", sm, 32), options=dict(num_warps=4, num_stages=1))
 
@@ -78,8 +80,9 @@ def main() -> None:
     p.add_argument("--r", type=int, default=8)
     p.add_argument("--warp-parts", type=int, default=1)
     p.add_argument("--split", action="store_true", help="K needs several slices (split-K counters)")
+    p.add_argument("--mb", type=int, default=1, help="activation rows per program (MB; M is then a runtime value)")
     a = p.parse_args()
-    kernel = compile_gemv(a.bits, a.vec, a.r, a.warp_parts, a.split)
+    kernel = compile_gemv(a.bits, a.vec, a.r, a.warp_parts, a.split, a.mb)
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(kernel.asm["cubin"])
         f.flush()
@@ -89,7 +92,7 @@ def main() -> None:
     words = a.r * 32 * a.vec // 128  # plane-0 words per thread per iteration (4 warps)
     n = sum(mix.values())
     print(f"{hlwq_ops.__file__}, Triton {triton.__version__}, sm_90, Q{a.bits} VEC={a.vec} R={a.r} "
-          f"WARP_PARTS={a.warp_parts} split={a.split}: {' '.join(re.findall(r'REG:[0-9]+|STACK:[0-9]+', usage))}")
+          f"WARP_PARTS={a.warp_parts} split={a.split} MB={a.mb}: {' '.join(re.findall(r'REG:[0-9]+|STACK:[0-9]+', usage))}")
     print(f"loop: {n} instructions, {n / (words * 32 // planes(a.bits)['W0']):.2f} per weight, "
           f"BAR {mix['BAR']}, STS {mix['STS']}, LDS {mix['LDS']}, SHFL {mix['SHFL']}")
     print(" ".join(f"{op}:{c}" for op, c in mix.most_common(16)))

@@ -61,6 +61,9 @@ def test_planes_cover_the_code(bits):
         (1, 20, 4200, 128, {"VEC": 16, "R": 2, "ROWS": 6}),  # warps side by side along K, two slices
         (1, 20, 4200, 128, {"VEC": 16, "R": 2, "ROWS": 6, "WARP_PARTS": 4}),  # a partial per warp, and split-K
         (2, 45, 300, 128, {"R": 4, "ROWS": 6, "WARP_PARTS": 2}),  # parts across a warp's columns, split-K
+        (3, 40, 300, 128, {"R": 4, "ROWS": 12, "MB": 2}),  # two activation rows per program, odd M, split-K
+        (2, 20, 4200, 128, {"VEC": 16, "R": 2, "ROWS": 6, "WARP_PARTS": 4, "MB": 2}),
+        (5, 17, 256, 128, {"VEC": 4, "R": 4, "ROWS": 8, "MB": 2}),  # no workspace: bias added per row
     ],
 )
 def test_gemv_matches_reference(bits, M, N, K, block_size, changes):
@@ -395,7 +398,7 @@ def test_gemv_candidates_fill_the_gpu():
             for c in tuning.candidates("gemv", M, N, K, 132, bits):
                 assert c["ROWS"] % c["R"] == 0 and c["ROWS"] >= c["R"]
                 assert can_rotate(bits, 128, c)
-                programs = -(-N // c["ROWS"]) * -(-K // slice_codes(bits, c["VEC"])) * M
+                programs = -(-N // c["ROWS"]) * -(-K // slice_codes(bits, c["VEC"])) * -(-M // c.get("MB", 1))
                 assert programs >= 132 or c["ROWS"] == c["R"], (M, N, K, bits, c)
 
 

@@ -1,6 +1,6 @@
 """Fused LUT GEMV for small M: ``y = xr @ Wr.T + bias`` straight from the packed codes.
 
-Activation-stationary. A program owns one activation row, one slice of ``BK``
+Activation-stationary. A program owns one activation row (or two, ``MB``), one slice of ``BK``
 positions of K and a range of ``ROWS`` weight rows (any number). It requests its
 first rows' words, loads (and, with ROTATE, rotates) its slice of the
 activations into registers while they arrive, then streams its rows ``R`` at a
@@ -29,8 +29,13 @@ barrier when K is a single slice, else the last slice to arrive). On an H200
 it beat the earlier configs by 8-9% at Q4 and 0-3% at Q5 on K = 4096 shapes
 and lost on K = 14336 (``benchmarks/diag_warp_parts.py``); the tuner offers it.
 
+``MB`` (config, default 1): activation rows per program. With MB = 2 a
+program keeps two rows' slices in registers and multiplies each decoded
+centroid into both, so M = 2 decodes the weight once instead of twice (H200,
+Q5 14336 x 4096 at M = 2: 35.6 -> 27.2 us; ``benchmarks/diag_rows.py``).
+
 Decoding per code (:func:`.decode.code_at`): one shift and one warp shuffle
-(bits <= 5), then an FMA.
+(bits <= 5), then an FMA per activation row.
 """
 
 from __future__ import annotations
@@ -46,14 +51,24 @@ __all__ = ["can_rotate", "gemv", "gemv_ref", "slice_codes"]
 
 
 @triton.jit
-def _quad(s0, s1, s2, a: tl.constexpr, x0, x1, x2, x3, p, c_base, c_lane, BITS: tl.constexpr, W0: tl.constexpr,
-          W1: tl.constexpr, O1: tl.constexpr, W2: tl.constexpr, O2: tl.constexpr, PAIRED: tl.constexpr,
-          SHUFFLE: tl.constexpr, INTERPRET: tl.constexpr):
-    """``p + sum_j x_j * c[code a + j]`` for four codes of each element."""
-    p += x0 * centroid_at(s0, s1, s2, a, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
-    p += x1 * centroid_at(s0, s1, s2, a + 1, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
-    p += x2 * centroid_at(s0, s1, s2, a + 2, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
-    p += x3 * centroid_at(s0, s1, s2, a + 3, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
+def _centroids4(s0, s1, s2, a: tl.constexpr, c_base, c_lane, BITS: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
+                O1: tl.constexpr, W2: tl.constexpr, O2: tl.constexpr, PAIRED: tl.constexpr, SHUFFLE: tl.constexpr,
+                INTERPRET: tl.constexpr):
+    """Centroids of codes ``a .. a + 3`` of each element."""
+    return (centroid_at(s0, s1, s2, a, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            centroid_at(s0, s1, s2, a + 1, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            centroid_at(s0, s1, s2, a + 2, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET),
+            centroid_at(s0, s1, s2, a + 3, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET))
+
+
+@triton.jit
+def _fma4(p, x0, x1, x2, x3, c):
+    """``p + sum_j x_j * c_j``, four FMAs."""
+    c0, c1, c2, c3 = c
+    p += x0 * c0
+    p += x1 * c1
+    p += x2 * c2
+    p += x3 * c3
     return p
 
 
@@ -135,6 +150,33 @@ def _store(ptr, value, mask, INTERPRET: tl.constexpr):
 
 
 @triton.jit
+def _row_sums(p, out_row, rows, row_hi, M, N, bias_ptr, bias_base, NORM: tl.constexpr, R: tl.constexpr,
+              C: tl.constexpr, WORKSPACE: tl.constexpr, HAS_BIAS: tl.constexpr, WARP_PARTS: tl.constexpr,
+              INTERPRET: tl.constexpr):
+    """Store the row sums of ``p`` ([R, C], scaled) for ``rows`` below ``row_hi`` at ``out_row``.
+
+    With WARP_PARTS > 1, one partial per part of the tile's columns (with VEC =
+    16, each warp's own sum), ``M * N`` apart; else the sum, plus the bias when
+    it goes straight to the output.
+    """
+    if WARP_PARTS > 1:
+        part = tl.sum(tl.reshape(p, (R, WARP_PARTS, C // WARP_PARTS)), axis=2) * NORM  # [R, PARTS]
+        w = tl.arange(0, WARP_PARTS)[None, :]
+        part_ptr = out_row + w.to(tl.int64) * tl.cast(M, tl.int64) * N + rows
+        _store(part_ptr, part, tl.broadcast_to(rows < row_hi, (R, WARP_PARTS)), INTERPRET)
+    else:
+        y = tl.sum(p, axis=1)[:, None] * NORM  # [R, 1]
+        if not WORKSPACE and HAS_BIAS:
+            b_type: tl.constexpr = bias_ptr.dtype.element_ty
+            if b_type.primitive_bitwidth == 16:
+                b = gather16(bias_base, tl.minimum(rows, N - 1), INTERPRET).to(b_type, bitcast=True)
+            else:
+                b = gather32(bias_base, tl.minimum(rows, N - 1), INTERPRET).to(b_type, bitcast=True)
+            y += b.to(tl.float32)
+        _store(out_row + rows, y.to(out_row.dtype.element_ty), rows < row_hi, INTERPRET)
+
+
+@triton.jit
 def _sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HAS_BIAS: tl.constexpr):
     """``out[m, rows] = sum of the n_parts partials [n_parts, M, N] (+ bias)`` for rows ``row_lo..row_hi``."""
     out_offset = m.to(tl.int64) * N
@@ -188,10 +230,12 @@ def _gemv_kernel(
     R: tl.constexpr,
     VEC: tl.constexpr,
     WARP_PARTS: tl.constexpr,
+    MB: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
-    m = tl.program_id(2)
+    pid_m = tl.program_id(2)
+    m = pid_m * MB  # the first of the program's MB activation rows
     C: tl.constexpr = 32 * VEC  # plane-0 words of a row in the slice
     PER_WORD: tl.constexpr = 32 // W0  # codes per element
     SHUFFLE: tl.constexpr = BITS <= 5
@@ -213,7 +257,7 @@ def _gemv_kernel(
     ahead = fetch_rows(q_ptr, q_base, s_base, tl.minimum(row_lo + r, N - 1), stride_qn, stride_sn, word_off, p1_off,
                        p2_off, blk, W1, W2, WIDE, INTERPRET)
 
-    # The slice of activations, in registers for the whole program.
+    # The slice of activations, in registers for the whole program: row m, and with MB = 2 row m + 1 (zero past M).
     X = _activations(x_ptr + m.to(tl.int64) * stride_xm, pid_k * C * PER_WORD, K_X, C, PER_WORD, B, ROTATE)
     if PER_WORD == 4:
         xa0, xa1, xa2, xa3 = _codes4(X, C)
@@ -221,6 +265,16 @@ def _gemv_kernel(
         xa0, xa1, xa2, xa3, xb0, xb1, xb2, xb3 = _codes8(X, C)
     else:
         xa0, xa1, xa2, xa3, xb0, xb1, xb2, xb3, xc0, xc1, xc2, xc3, xd0, xd1, xd2, xd3 = _codes16(X, C)
+    if MB == 2:
+        second = m + 1 < M
+        X = _activations(x_ptr + (m + second.to(tl.int32)).to(tl.int64) * stride_xm, pid_k * C * PER_WORD,
+                         tl.where(second, K_X, 0), C, PER_WORD, B, ROTATE)
+        if PER_WORD == 4:
+            ya0, ya1, ya2, ya3 = _codes4(X, C)
+        elif PER_WORD == 8:
+            ya0, ya1, ya2, ya3, yb0, yb1, yb2, yb3 = _codes8(X, C)
+        else:
+            ya0, ya1, ya2, ya3, yb0, yb1, yb2, yb3, yc0, yc1, yc2, yc3, yd0, yd1, yd2, yd3 = _codes16(X, C)
 
     c_lane = lane_codebook(col, c_base, BITS, INTERPRET) if SHUFFLE else col
     bias_base = bias_ptr.to(tl.int64, bitcast=True)
@@ -228,6 +282,7 @@ def _gemv_kernel(
         out_row = ws_ptr + (pid_k * WARP_PARTS * M + m).to(tl.int64) * N
     else:
         out_row = out_ptr + m.to(tl.int64) * N
+    NORM: tl.constexpr = 1.0 / B if ROTATE else 1.0 / (float(B) ** 0.5)  # codebook (and rotation) scale
 
     for row0 in range(row_lo, row_hi, R):
         s0, s1, s2, scale = rows_sources(ahead, sh1, sh2, O1, O2, PAIRED, INTERPRET)
@@ -236,44 +291,48 @@ def _gemv_kernel(
         ahead = fetch_rows(q_ptr, q_base, s_base, tl.minimum(row0 + R + r, row_hi - 1), stride_qn, stride_sn,
                            word_off, p1_off, p2_off, blk, W1, W2, WIDE, INTERPRET)
         p = tl.zeros([R, C], dtype=tl.float32)
-        p = _quad(s0, s1, s2, 0, xa0, xa1, xa2, xa3, p, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE,
-                  INTERPRET)
+        q = p
+        c = _centroids4(s0, s1, s2, 0, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
+        p = _fma4(p, xa0, xa1, xa2, xa3, c)
+        if MB == 2:
+            q = _fma4(q, ya0, ya1, ya2, ya3, c)
         if PER_WORD >= 8:
-            p = _quad(s0, s1, s2, 4, xb0, xb1, xb2, xb3, p, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED,
-                      SHUFFLE, INTERPRET)
+            c = _centroids4(s0, s1, s2, 4, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
+            p = _fma4(p, xb0, xb1, xb2, xb3, c)
+            if MB == 2:
+                q = _fma4(q, yb0, yb1, yb2, yb3, c)
         if PER_WORD >= 16:
-            p = _quad(s0, s1, s2, 8, xc0, xc1, xc2, xc3, p, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED,
-                      SHUFFLE, INTERPRET)
-            p = _quad(s0, s1, s2, 12, xd0, xd1, xd2, xd3, p, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED,
-                      SHUFFLE, INTERPRET)
-        NORM: tl.constexpr = 1.0 / B if ROTATE else 1.0 / (float(B) ** 0.5)  # codebook (and rotation) scale
+            c = _centroids4(s0, s1, s2, 8, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
+            p = _fma4(p, xc0, xc1, xc2, xc3, c)
+            if MB == 2:
+                q = _fma4(q, yc0, yc1, yc2, yc3, c)
+            c = _centroids4(s0, s1, s2, 12, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
+            p = _fma4(p, xd0, xd1, xd2, xd3, c)
+            if MB == 2:
+                q = _fma4(q, yd0, yd1, yd2, yd3, c)
         rows = row0 + r
-        if WARP_PARTS > 1:  # one partial per part of the tile's columns: with VEC = 16, each warp's own sum
-            part = tl.sum(tl.reshape(p * scale, (R, WARP_PARTS, C // WARP_PARTS)), axis=2) * NORM  # [R, PARTS]
-            w = tl.arange(0, WARP_PARTS)[None, :]
-            part_ptr = out_row + w.to(tl.int64) * tl.cast(M, tl.int64) * N + rows
-            _store(part_ptr, part, tl.broadcast_to(rows < row_hi, (R, WARP_PARTS)), INTERPRET)
-        else:
-            y = tl.sum(p * scale, axis=1)[:, None] * NORM  # [R, 1]
-            if not WORKSPACE and HAS_BIAS:
-                b_type: tl.constexpr = bias_ptr.dtype.element_ty
-                if b_type.primitive_bitwidth == 16:
-                    b = gather16(bias_base, tl.minimum(rows, N - 1), INTERPRET).to(b_type, bitcast=True)
-                else:
-                    b = gather32(bias_base, tl.minimum(rows, N - 1), INTERPRET).to(b_type, bitcast=True)
-                y += b.to(tl.float32)
-            _store(out_row + rows, y.to(out_row.dtype.element_ty), rows < row_hi, INTERPRET)
+        _row_sums(p * scale, out_row, rows, row_hi, M, N, bias_ptr, bias_base, NORM, R, C, WORKSPACE, HAS_BIAS,
+                  WARP_PARTS, INTERPRET)
+        if MB == 2:  # (no rows past M)
+            _row_sums(q * scale, out_row + N, rows, tl.where(second, row_hi, 0), M, N, bias_ptr, bias_base, NORM, R, C,
+                      WORKSPACE, HAS_BIAS, WARP_PARTS, INTERPRET)
 
     if WORKSPACE:  # the partials of these rows are summed by the last program to finish (no second kernel)
         n_parts = tl.num_programs(1) * WARP_PARTS
         if SPLIT:  # split-K: the last slice to arrive
-            counter = count_ptr + pid_n * M + m
+            counter = count_ptr + pid_n * tl.num_programs(2) + pid_m
             if arrive(counter, tl.num_programs(1)):
                 _sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HAS_BIAS)
+                if MB == 2:
+                    if second:
+                        _sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m + 1, M, N, n_parts, HAS_BIAS)
                 tl.atomic_xchg(counter, 0)
         else:  # only this program's warps: a barrier, no counter
             tl.debug_barrier()
             _sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HAS_BIAS)
+            if MB == 2:
+                if second:
+                    _sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m + 1, M, N, n_parts, HAS_BIAS)
 
 
 def gemv(
@@ -298,7 +357,7 @@ def gemv(
         config: ``VEC`` (a slice is ``32 * VEC`` plane-0 words of a row),
             ``R`` (rows per iteration), ``ROWS`` (rows per program, any
             number), ``num_warps`` (see :mod:`hlwq_ops.kernels.tuning`),
-            optionally ``WARP_PARTS`` (see the module docstring).
+            optionally ``WARP_PARTS`` and ``MB`` (see the module docstring).
 
     Returns:
         (M, N) in ``out_dtype``.
@@ -318,9 +377,13 @@ def gemv(
     ws = counters = out  # unused unless there are partials / split-K
     if n_slices * parts > 1:
         ws = torch.empty((n_slices * parts, M, N), device=x.device, dtype=torch.float32)
+    mb = config.get("MB", 1)
+    if mb not in (1, 2):
+        raise ValueError(f"MB (activation rows per program) must be 1 or 2, got {config}")
+    m_programs = triton.cdiv(M, mb)
     if n_slices > 1:
-        counters = arrival_counters(x.device, row_programs * M)
-    _gemv_kernel[(row_programs, n_slices, M)](
+        counters = arrival_counters(x.device, row_programs * m_programs)
+    _gemv_kernel[(row_programs, n_slices, m_programs)](
         x,
         words,
         scale,
@@ -349,6 +412,7 @@ def gemv(
         R=config["R"],
         VEC=config["VEC"],
         WARP_PARTS=parts,
+        MB=mb,
         num_warps=config["num_warps"],
         num_stages=1,
     )

@@ -84,7 +84,11 @@ def _rows_per_program(N: int, slices: int, M: int, R: int, sm_count: int, per_sm
 # a partial sum per warp (WARP_PARTS = 4) was never slower than summing across warps
 # every iteration on the K = 4096 shapes timed, and fastest with R = 8 at Q4 (H200, session 9:
 # 14336 x 4096 Q4 18.3 -> 16.9 us, Q5 21.6 -> 21.3 us; RESULTS.md section 9).
+# From M = 2 each candidate also comes with two activation rows per program (MB = 2: the weight decoded once for
+# both), first: at M = 2 it was 1.04-1.31x faster than one row per program (H200, session 10: Q5 14336 x 4096
+# 35.6 -> 27.2 us; RESULTS.md section 10).
 _GEMV_LARGE = ((4, 8, 7), (4, 16, 4), (4, 8, 5), (16, 4, 4, 4), (16, 8, 3, 4))
+_GEMV_LARGE_MB2 = ((16, 4, 4, 4), (4, 8, 5), (4, 16, 4), (16, 8, 3, 4), (4, 8, 7))  # with MB = 2, fastest first
 _GEMV_SMALL = ((16, 4, 4, 4), (16, 4, 4), (16, 8, 2, 4), (16, 4, 2), (16, 2, 4), (4, 8, 7))
 
 
@@ -125,13 +129,18 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
         return _wgmma_candidates(M, N, k_pad, sm_count)
     out = []
     if kernel == "gemv":
-        for VEC, R, per_sm, *parts in _GEMV_SMALL if N * k_pad <= 4096 * 4096 else _GEMV_LARGE:
-            slices = -(-k_pad // slice_codes(bits, VEC))
-            config = dict(VEC=VEC, R=R, ROWS=_rows_per_program(N, slices, M, R, sm_count, per_sm), num_warps=4)
-            if parts:
-                config["WARP_PARTS"] = parts[0]
-            if config not in out:
-                out.append(config)
+        small = N * k_pad <= 4096 * 4096
+        for mb in (2, 1) if M > 1 else (1,):  # two rows per program first: faster at M = 2 wherever timed
+            for VEC, R, per_sm, *parts in _GEMV_SMALL if small else _GEMV_LARGE_MB2 if mb == 2 else _GEMV_LARGE:
+                slices = -(-k_pad // slice_codes(bits, VEC))
+                rows = _rows_per_program(N, slices, -(-M // mb), R, sm_count, per_sm)
+                config = dict(VEC=VEC, R=R, ROWS=rows, num_warps=4)
+                if parts:
+                    config["WARP_PARTS"] = parts[0]
+                if mb > 1:
+                    config["MB"] = mb
+                if config not in out:
+                    out.append(config)
         # Partials per warp with split-K lost where timed (K = 14336): never the untuned default.
         return sorted(out, key=lambda c: c.get("WARP_PARTS", 1) > 1 and -(-k_pad // slice_codes(bits, c["VEC"])) > 1)
     BM = min(max(16, m_bucket(M)), 64)
@@ -155,7 +164,7 @@ _LOADED: set[str] = set()
 def _cache_file(device: torch.device) -> Path:
     name = torch.cuda.get_device_name(device).replace(" ", "_")
     root = Path(os.environ.get("HLWQ_CACHE_DIR", Path.home() / ".cache" / "hlwq_ops"))
-    return root / f"configs-v7-{name}-triton{__import__('triton').__version__}.json"
+    return root / f"configs-v8-{name}-triton{__import__('triton').__version__}.json"
 
 
 def _load(device: torch.device) -> None:

@@ -1,0 +1,84 @@
+"""The GEMV decoding once for two activation rows (``MB = 2``) against one row per program, at M = 2..4.
+
+With ``MB = 1`` a program owns one activation row, so M rows decode the
+weight M times; with ``MB = 2`` it keeps two rows' activation slices in
+registers and feeds each decoded centroid to both (offline, Q5 VEC = 4 R = 8:
+424 loop instructions for two rows against 319 for one, 127 registers
+against 72). For each shape, bits and M: bf16 ``F.linear``, every GEMV
+candidate of the tuner (both MB), each checked against a float64 reference,
+and ``hlwq.linear`` on its default path (the tensor-core kernel from M = 3
+for bf16 activations). Timed like ``bench_ops.py`` (one CUDA graph over
+weight copies spanning the L2 several times):
+
+    python benchmarks/diag_rows.py --shapes 14336x4096 4096x14336 4096x4096 --bits 5 4 --m 2 3 4 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+import torch.nn.functional as F
+
+from bench_ops import graph_time, n_copies, rel_error
+from hlwq_ops import kernels
+from hlwq_ops.kernels import tuning
+from hlwq_ops.kernels.gemv import can_rotate, gemv
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shapes", nargs="+", default=["14336x4096", "4096x14336", "4096x4096", "1024x4096"])
+    p.add_argument("--bits", nargs="+", type=int, default=[5, 4])
+    p.add_argument("--m", nargs="+", type=int, default=[2, 3, 4])
+    p.add_argument("--json", default="diag_rows.json")
+    a = p.parse_args()
+    props = torch.cuda.get_device_properties(0)
+    l2, sm = props.L2_cache_size, props.multi_processor_count
+    print(f"{props.name}, torch {torch.__version__}", flush=True)
+    rows = []
+    for shape in a.shapes:
+        N, K = (int(v) for v in shape.split("x"))
+        torch.manual_seed(0)
+        w = torch.randn(N, K, device="cuda") * 0.02
+        for bits in a.bits:
+            qdata, scale = torch.ops.hlwq.quantize(w, bits, 128)
+            w_hat = torch.ops.hlwq.dequantize(qdata, scale, bits, 128, K, torch.float64)
+            wb = w_hat.bfloat16()
+            nbytes = qdata.nbytes + scale.nbytes
+            copies = [(qdata, scale)] + [(qdata.clone(), scale.clone()) for _ in range(n_copies(nbytes, l2) - 1)]
+            bf16s = [wb] + [wb.clone() for _ in range(n_copies(wb.nbytes, l2) - 1)]
+            for M in a.m:
+                x = torch.randn(M, K, device="cuda").bfloat16()
+                ref = x.double() @ w_hat.t()
+                bf16_us = graph_time([lambda c=c: F.linear(x, c) for c in bf16s], replays=10)[0]
+                calls = [lambda q=q, s=s: kernels.linear(x, q, s, None, bits, 128, K, None) for q, s in copies]
+                path_us = graph_time(calls, replays=10)[0]
+                path = tuning.path_for(M, kernels.supports(bits, 128, None, x.dtype))
+                print(f"{shape:>10} q{bits} M={M} bf16 {bf16_us:7.2f} us, hlwq.linear [{path}] {path_us:7.2f} us",
+                      flush=True)
+                case = dict(shape=shape, bits=bits, M=M, bf16_us=bf16_us, path=path, path_us=path_us)
+                best = {}
+                for config in tuning.candidates("gemv", M, N, qdata.shape[1] * 8 // bits, sm, bits):
+                    if not can_rotate(bits, 128, config):
+                        continue
+                    calls = [lambda q=q, s=s, c=config: gemv(x, q, s, None, bits, 128, None, torch.bfloat16, c,
+                                                             rotate=True) for q, s in copies]
+                    err = rel_error(calls[0](), ref)
+                    us = graph_time(calls, replays=10)[0]
+                    rows.append(dict(case, config=config, us=us, rel_error=err))
+                    mb = config.get("MB", 1)
+                    print(f"{shape:>10} q{bits} M={M} MB={mb} {us:7.2f} us err {err:.1e}  {config}", flush=True)
+                    if err < 2e-2 and (mb not in best or us < best[mb][0]):
+                        best[mb] = (us, config)
+                summary = ", ".join(f"MB={mb} {us:.2f} us ({bf16_us / us:.2f}x bf16)" for mb, (us, _) in sorted(best.items()))
+                print(f"{shape:>10} q{bits} M={M} best GEMV: {summary}; [{path}] {path_us:.2f} us, bf16 {bf16_us:.2f}",
+                      flush=True)
+            del copies, bf16s
+    with open(a.json, "w") as f:
+        json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
