@@ -72,7 +72,8 @@ def main() -> None:
                     print(f"{shape:>10} q{bits} M={M} MB={mb} {us:7.2f} us err {err:.1e}  {config}", flush=True)
                     if err < 2e-2 and (mb not in best or us < best[mb][0]):
                         best[mb] = (us, config)
-                summary = ", ".join(f"MB={mb} {us:.2f} us ({bf16_us / us:.2f}x bf16)" for mb, (us, _) in sorted(best.items()))
+                summary = ", ".join(f"MB={mb} {us:.2f} us ({bf16_us / us:.2f}x bf16)"
+                                    for mb, (us, _) in sorted(best.items()))
                 print(f"{shape:>10} q{bits} M={M} best GEMV: {summary}; [{path}] {path_us:.2f} us, bf16 {bf16_us:.2f}",
                       flush=True)
             del copies, bf16s

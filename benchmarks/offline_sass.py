@@ -91,8 +91,9 @@ def main() -> None:
     mix = loop_mix(sass)
     words = a.r * 32 * a.vec // 128  # plane-0 words per thread per iteration (4 warps)
     n = sum(mix.values())
+    resources = " ".join(re.findall(r"REG:[0-9]+|STACK:[0-9]+", usage))
     print(f"{hlwq_ops.__file__}, Triton {triton.__version__}, sm_90, Q{a.bits} VEC={a.vec} R={a.r} "
-          f"WARP_PARTS={a.warp_parts} split={a.split} MB={a.mb}: {' '.join(re.findall(r'REG:[0-9]+|STACK:[0-9]+', usage))}")
+          f"WARP_PARTS={a.warp_parts} split={a.split} MB={a.mb}: {resources}")
     print(f"loop: {n} instructions, {n / (words * 32 // planes(a.bits)['W0']):.2f} per weight, "
           f"BAR {mix['BAR']}, STS {mix['STS']}, LDS {mix['LDS']}, SHFL {mix['SHFL']}")
     print(" ".join(f"{op}:{c}" for op, c in mix.most_common(16)))

@@ -61,8 +61,9 @@ def test_planes_cover_the_code(bits):
         (1, 20, 4200, 128, {"VEC": 16, "R": 2, "ROWS": 6}),  # warps side by side along K, two slices
         (1, 20, 4200, 128, {"VEC": 16, "R": 2, "ROWS": 6, "WARP_PARTS": 4}),  # a partial per warp, and split-K
         (2, 45, 300, 128, {"R": 4, "ROWS": 6, "WARP_PARTS": 2}),  # parts across a warp's columns, split-K
-        (3, 40, 300, 128, {"R": 4, "ROWS": 12, "MB": 2}),  # two activation rows per program, odd M, split-K
+        (3, 40, 300, 128, {"R": 4, "ROWS": 12, "MB": 2}),  # two activation rows per program, odd M; split-K (4+ bits)
         (2, 20, 4200, 128, {"VEC": 16, "R": 2, "ROWS": 6, "WARP_PARTS": 4, "MB": 2}),
+        (3, 20, 4200, 128, {"VEC": 16, "R": 2, "ROWS": 6, "WARP_PARTS": 4, "MB": 2}),  # and a row alone
         (5, 17, 256, 128, {"VEC": 4, "R": 4, "ROWS": 8, "MB": 2}),  # no workspace: bias added per row
     ],
 )
@@ -226,6 +227,14 @@ def test_gemv_refuses_warp_parts_that_do_not_split_the_tile(parts):
         gemv(x, qdata, scale, None, 5, 128, None, torch.float32, _config(1, VEC=1, WARP_PARTS=parts))
 
 
+@pytest.mark.parametrize("mb", [0, 3, 4])
+def test_gemv_refuses_other_activation_rows_per_program(mb):
+    qdata, scale = _packed(8, 256, 5)
+    x = torch.randn(2, 256, device=KERNEL_DEVICE)
+    with pytest.raises(ValueError, match="MB \\(activation rows per program\\) must be 1 or 2"):
+        gemv(x, qdata, scale, None, 5, 128, None, torch.float32, _config(2, MB=mb))
+
+
 def test_gemv_refuses_to_rotate_partial_blocks():
     from hlwq_ops.kernels.gemv import can_rotate
 
@@ -318,6 +327,7 @@ def test_split_k_counters_return_to_zero():
     qdata, scale = _packed(40, 1024, 5)
     xr = torch.randn(3, 1024, device=KERNEL_DEVICE)
     gemv(xr, qdata, scale, None, 5, 128, None, torch.float32, _config(3))  # 4 slices
+    gemv(xr, qdata, scale, None, 5, 128, None, torch.float32, _config(3, MB=2))  # 2 programs along M, one row alone
     mma(xr, qdata, scale, None, 5, 128, None, torch.float32,
         dict(BM=16, BN=32, VEC=1, SPLIT_K=2, num_warps=4, num_stages=1))
     wgmma(permute_activations(xr, torch.bfloat16), qdata, scale, None, 5, 128, torch.float32, _wgmma_config(16, 4))
@@ -456,17 +466,18 @@ def test_gpu_poisoned_output_fully_written(bits):
 @pytest.mark.parametrize("bits", [2, 4, 5, 8])
 @pytest.mark.parametrize("N,slices", [(1000, 1), (300, 3)])  # one VEC = 16 slice (a barrier), and split-K
 def test_gpu_gemv_warp_partials(bits, N, slices):
-    """Each warp's partial row sums stored and summed by its own program (WARP_PARTS): every output written,
-    every sum right, on the GPU's memory model (the interpreter runs one thread). Every warp's part holds codes;
-    the activations are new for each call, so a partial read before it is written (stale) gives a wrong sum."""
+    """Each warp's partial row sums stored and summed by its own program (WARP_PARTS), with one and two activation
+    rows per program (MB): every output written, every sum right, on the GPU's memory model (the interpreter runs
+    one thread). Every warp's part holds codes; the activations are new for each call, so a partial read before it
+    is written (stale) gives a wrong sum."""
     from hlwq_ops.kernels.gemv import slice_codes
 
     K = slices * slice_codes(bits, 16) - 100
     qdata, scale = _packed(N, K, bits, device="cuda")
     bias = torch.randn(N, device="cuda")
-    for M in (1, 3):
+    for M, MB in ((1, 1), (3, 1), (3, 2)):
         for R, ROWS in ((2, 5), (4, 24), (8, 64)):
-            config = dict(VEC=16, R=R, ROWS=ROWS, num_warps=4, WARP_PARTS=4)
+            config = dict(VEC=16, R=R, ROWS=ROWS, num_warps=4, WARP_PARTS=4, MB=MB)
             for _ in range(3):  # the split-K counters are reset for the next call
                 xr = torch.randn(M, scale.shape[1] * 128, device="cuda")
                 ref = gemv_ref(xr, qdata, scale, bias, bits, 128)

@@ -1,10 +1,10 @@
 """Fused LUT GEMV for small M: ``y = xr @ Wr.T + bias`` straight from the packed codes.
 
-Activation-stationary. A program owns one activation row (or two, ``MB``), one slice of ``BK``
-positions of K and a range of ``ROWS`` weight rows (any number). It requests its
-first rows' words, loads (and, with ROTATE, rotates) its slice of the
-activations into registers while they arrive, then streams its rows ``R`` at a
-time: per row the words of the slice (plane 0 by one vectorized ``tl.load``, the
+Activation-stationary. A program owns one activation row (two with ``MB``),
+one slice of ``BK`` positions of K and a range of ``ROWS`` weight rows (any
+number). It requests its first rows' words, loads (and, with ROTATE, rotates)
+its slice of the activations into registers while they arrive, then streams
+its rows ``R`` at a time: per row the words of the slice (plane 0 by one vectorized ``tl.load``, the
 narrower planes and the block scales by gathers, see :mod:`.decode`), decoded
 and multiplied against the registers, summed along K. Nothing but the weight
 and its scales is read in the loop, and the next rows' words are loaded before
@@ -201,7 +201,7 @@ def _gemv_kernel(
     bias_ptr,  # [N] or unused
     out_ptr,  # [M, N] output
     ws_ptr,  # [n_slices * WARP_PARTS, M, N] float32 partial sums (WORKSPACE)
-    count_ptr,  # [>= cdiv(N, ROWS) * M] int32 arrival counters, zero between calls (split-K)
+    count_ptr,  # [>= cdiv(N, ROWS) * cdiv(M, MB)] int32 arrival counters, zero between calls (split-K)
     # dimensions
     M,
     N,
@@ -374,12 +374,12 @@ def gemv(
     parts = config.get("WARP_PARTS", 1)
     if parts < 1 or parts & (parts - 1) or 32 * config["VEC"] % parts:
         raise ValueError(f"WARP_PARTS must be a power of two dividing 32 * VEC, got {config}")
-    ws = counters = out  # unused unless there are partials / split-K
-    if n_slices * parts > 1:
-        ws = torch.empty((n_slices * parts, M, N), device=x.device, dtype=torch.float32)
     mb = config.get("MB", 1)
     if mb not in (1, 2):
         raise ValueError(f"MB (activation rows per program) must be 1 or 2, got {config}")
+    ws = counters = out  # unused unless there are partials / split-K
+    if n_slices * parts > 1:
+        ws = torch.empty((n_slices * parts, M, N), device=x.device, dtype=torch.float32)
     m_programs = triton.cdiv(M, mb)
     if n_slices > 1:
         counters = arrival_counters(x.device, row_programs * m_programs)

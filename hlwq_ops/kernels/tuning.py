@@ -85,10 +85,10 @@ def _rows_per_program(N: int, slices: int, M: int, R: int, sm_count: int, per_sm
 # every iteration on the K = 4096 shapes timed, and fastest with R = 8 at Q4 (H200, session 9:
 # 14336 x 4096 Q4 18.3 -> 16.9 us, Q5 21.6 -> 21.3 us; RESULTS.md section 9).
 # From M = 2 each candidate also comes with two activation rows per program (MB = 2: the weight decoded once for
-# both), first: at M = 2 it was 1.04-1.31x faster than one row per program (H200, session 10: Q5 14336 x 4096
-# 35.6 -> 27.2 us; RESULTS.md section 10).
+# both), first: at M = 2 it was 1.03-1.31x faster than one row per program (H200, session 10, Q4 and Q5 on
+# 14336 x 4096 and 4096 x 4096: Q5 14336 x 4096 35.6 -> 27.2 us; RESULTS.md section 10).
 _GEMV_LARGE = ((4, 8, 7), (4, 16, 4), (4, 8, 5), (16, 4, 4, 4), (16, 8, 3, 4))
-_GEMV_LARGE_MB2 = ((16, 4, 4, 4), (4, 8, 5), (4, 16, 4), (16, 8, 3, 4), (4, 8, 7))  # with MB = 2, fastest first
+_GEMV_LARGE_MB2 = ((16, 4, 4, 4), (4, 8, 5), (4, 16, 4), (16, 8, 3, 4), (4, 8, 7))  # MB = 2; the first won at Q4, Q5
 _GEMV_SMALL = ((16, 4, 4, 4), (16, 4, 4), (16, 8, 2, 4), (16, 4, 2), (16, 2, 4), (4, 8, 7))
 
 
@@ -130,7 +130,9 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
     out = []
     if kernel == "gemv":
         small = N * k_pad <= 4096 * 4096
-        for mb in (2, 1) if M > 1 else (1,):  # two rows per program first: faster at M = 2 wherever timed
+        # two rows per program first (faster at M = 2 wherever timed); not at 2-3 bits, whose 16 codes per
+        # plane-0 word would double 64 activation registers per thread (never timed)
+        for mb in (2, 1) if M > 1 and planes(bits)["W0"] >= 4 else (1,):
             for VEC, R, per_sm, *parts in _GEMV_SMALL if small else _GEMV_LARGE_MB2 if mb == 2 else _GEMV_LARGE:
                 slices = -(-k_pad // slice_codes(bits, VEC))
                 rows = _rows_per_program(N, slices, -(-M // mb), R, sm_count, per_sm)
