@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from bench_ops import graph_time, n_copies, rel_error
+
 from hlwq_ops import kernels
 from hlwq_ops.kernels import tuning
 from hlwq_ops.kernels.gemv import can_rotate, gemv
@@ -52,19 +53,21 @@ def main() -> None:
             for M in a.m:
                 x = torch.randn(M, K, device="cuda").bfloat16()
                 ref = x.double() @ w_hat.t()
-                bf16_us = graph_time([lambda c=c: F.linear(x, c) for c in bf16s], replays=10)[0]
-                calls = [lambda q=q, s=s: kernels.linear(x, q, s, None, bits, 128, K, None) for q, s in copies]
+                bf16_us = graph_time([lambda c=c, x=x: F.linear(x, c) for c in bf16s], replays=10)[0]
+                calls = [lambda q=q, s=s, x=x, bits=bits, K=K: kernels.linear(x, q, s, None, bits, 128, K, None)
+                         for q, s in copies]
                 path_us = graph_time(calls, replays=10)[0]
                 path = tuning.path_for(M, kernels.supports(bits, 128, None, x.dtype))
                 print(f"{shape:>10} q{bits} M={M} bf16 {bf16_us:7.2f} us, hlwq.linear [{path}] {path_us:7.2f} us",
                       flush=True)
-                case = dict(shape=shape, bits=bits, M=M, bf16_us=bf16_us, path=path, path_us=path_us)
+                case = {"shape": shape, "bits": bits, "M": M, "bf16_us": bf16_us, "path": path, "path_us": path_us}
                 best = {}
                 for config in tuning.candidates("gemv", M, N, qdata.shape[1] * 8 // bits, sm, bits):
                     if not can_rotate(bits, 128, config):
                         continue
-                    calls = [lambda q=q, s=s, c=config: gemv(x, q, s, None, bits, 128, None, torch.bfloat16, c,
-                                                             rotate=True) for q, s in copies]
+                    calls = [lambda q=q, s=s, c=config, x=x, bits=bits: gemv(x, q, s, None, bits, 128, None,
+                                                                             torch.bfloat16, c, rotate=True)
+                             for q, s in copies]
                     err = rel_error(calls[0](), ref)
                     us = graph_time(calls, replays=10)[0]
                     rows.append(dict(case, config=config, us=us, rel_error=err))
