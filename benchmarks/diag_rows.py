@@ -20,7 +20,6 @@ import json
 
 import torch
 import torch.nn.functional as F
-
 from bench_ops import graph_time, n_copies, rel_error
 
 from hlwq_ops import kernels
