@@ -62,13 +62,13 @@ def _centroids4(s0, s1, s2, a: tl.constexpr, c_base, c_lane, BITS: tl.constexpr,
 
 
 @triton.jit
-def _fma4(p, x0, x1, x2, x3, c):
-    """``p + sum_j x_j * c_j``, four FMAs."""
+def _fma4(p, xs, a: tl.constexpr, c):
+    """``p + sum_j xs[a + j] * c_j``, four FMAs: the activations of codes ``a .. a + 3`` times their centroids."""
     c0, c1, c2, c3 = c
-    p += x0 * c0
-    p += x1 * c1
-    p += x2 * c2
-    p += x3 * c3
+    p += xs[a] * c0
+    p += xs[a + 1] * c1
+    p += xs[a + 2] * c2
+    p += xs[a + 3] * c3
     return p
 
 
@@ -114,6 +114,18 @@ def _codes8(X, C: tl.constexpr):
     x0, x2, x4, x6 = _codes4(even, C)
     x1, x3, x5, x7 = _codes4(odd, C)
     return x0, x1, x2, x3, x4, x5, x6, x7
+
+
+@triton.jit
+def _codes(X, C: tl.constexpr, PER_WORD: tl.constexpr):
+    """Columns of [C, PER_WORD] as a tuple of [1, C] tensors, one per code of an element."""
+    if PER_WORD == 4:
+        xs = _codes4(X, C)
+    elif PER_WORD == 8:
+        xs = _codes8(X, C)
+    else:
+        xs = _codes16(X, C)
+    return xs
 
 
 @triton.jit
@@ -261,23 +273,12 @@ def _gemv_kernel(
                        p2_off, blk, W1, W2, WIDE, INTERPRET)
 
     # The slice of activations, in registers for the whole program: row m, and with MB = 2 row m + 1 (zero past M).
-    X = _activations(x_ptr + m.to(tl.int64) * stride_xm, pid_k * C * PER_WORD, K_X, C, PER_WORD, B, ROTATE)
-    if PER_WORD == 4:
-        xa0, xa1, xa2, xa3 = _codes4(X, C)
-    elif PER_WORD == 8:
-        xa0, xa1, xa2, xa3, xb0, xb1, xb2, xb3 = _codes8(X, C)
-    else:
-        xa0, xa1, xa2, xa3, xb0, xb1, xb2, xb3, xc0, xc1, xc2, xc3, xd0, xd1, xd2, xd3 = _codes16(X, C)
+    xs = _codes(_activations(x_ptr + m.to(tl.int64) * stride_xm, pid_k * C * PER_WORD, K_X, C, PER_WORD, B, ROTATE),
+                C, PER_WORD)
     if MB == 2:
         second = m + 1 < M
-        X = _activations(x_ptr + (m + second.to(tl.int32)).to(tl.int64) * stride_xm, pid_k * C * PER_WORD,
-                         tl.where(second, K_X, 0), C, PER_WORD, B, ROTATE)
-        if PER_WORD == 4:
-            ya0, ya1, ya2, ya3 = _codes4(X, C)
-        elif PER_WORD == 8:
-            ya0, ya1, ya2, ya3, yb0, yb1, yb2, yb3 = _codes8(X, C)
-        else:
-            ya0, ya1, ya2, ya3, yb0, yb1, yb2, yb3, yc0, yc1, yc2, yc3, yd0, yd1, yd2, yd3 = _codes16(X, C)
+        ys = _codes(_activations(x_ptr + (m + second.to(tl.int32)).to(tl.int64) * stride_xm, pid_k * C * PER_WORD,
+                                 tl.where(second, K_X, 0), C, PER_WORD, B, ROTATE), C, PER_WORD)
 
     c_lane = lane_codebook(col, c_base, BITS, INTERPRET) if SHUFFLE else col
     bias_base = bias_ptr.to(tl.int64, bitcast=True)
@@ -295,24 +296,11 @@ def _gemv_kernel(
                            word_off, p1_off, p2_off, blk, W1, W2, WIDE, INTERPRET)
         p = tl.zeros([R, C], dtype=tl.float32)
         q = p
-        c = _centroids4(s0, s1, s2, 0, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
-        p = _fma4(p, xa0, xa1, xa2, xa3, c)
-        if MB == 2:
-            q = _fma4(q, ya0, ya1, ya2, ya3, c)
-        if PER_WORD >= 8:
-            c = _centroids4(s0, s1, s2, 4, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
-            p = _fma4(p, xb0, xb1, xb2, xb3, c)
+        for a in tl.static_range(0, PER_WORD, 4):  # four codes of each element at a time
+            c = _centroids4(s0, s1, s2, a, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
+            p = _fma4(p, xs, a, c)
             if MB == 2:
-                q = _fma4(q, yb0, yb1, yb2, yb3, c)
-        if PER_WORD >= 16:
-            c = _centroids4(s0, s1, s2, 8, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
-            p = _fma4(p, xc0, xc1, xc2, xc3, c)
-            if MB == 2:
-                q = _fma4(q, yc0, yc1, yc2, yc3, c)
-            c = _centroids4(s0, s1, s2, 12, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
-            p = _fma4(p, xd0, xd1, xd2, xd3, c)
-            if MB == 2:
-                q = _fma4(q, yd0, yd1, yd2, yd3, c)
+                q = _fma4(q, ys, a, c)
         rows = row0 + r
         _row_sums(p * scale, out_row, rows, row_hi, M, N, bias_ptr, bias_base, NORM, R, C, WORKSPACE, HAS_BIAS,
                   WARP_PARTS, INTERPRET)
