@@ -359,7 +359,6 @@ def _(func, types, args, kwargs):
         setattr(dst, name, getattr(src, name))
 
 
-
 @implements(aten._to_copy.default)
 def _(func, types, args, kwargs):
     """Move the data (device) and/or change the logical dtype (what dequantize / linear produce)."""

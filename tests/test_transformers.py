@@ -252,14 +252,20 @@ def test_graph_decoder_stops_at_eos_like_generate(check_every):
     assert torch.equal(decoder.generate(ids, 9, eos_token_id=[]), torch.cat([ids, free], dim=1)), "[]: no stop"
 
 
-@pytest.mark.gpu
-def test_graph_decoder_cuda_graph():
-    from hlwq_ops.decode import GraphDecoder
-
+def _llama_q5_cuda():
+    """The test Llama in bfloat16 on the GPU, Q5, without an end-of-sequence id."""
     torch.manual_seed(0)
     model = _llama().cuda().bfloat16().eval()
     model.generation_config.eos_token_id = None
     quantize_(model, hlwq_q5())
+    return model
+
+
+@pytest.mark.gpu
+def test_graph_decoder_cuda_graph():
+    from hlwq_ops.decode import GraphDecoder
+
+    model = _llama_q5_cuda()
     ids = torch.randint(0, 512, (1, 6), device="cuda")
     with torch.no_grad():
         expected = model.generate(ids, max_new_tokens=8, do_sample=False, cache_implementation="static")
@@ -273,10 +279,7 @@ def test_graph_decoder_cuda_graph_padded_and_eos():
     """Left-padded prompts and end-of-sequence stops with the step replayed from a CUDA graph."""
     from hlwq_ops.decode import GraphDecoder
 
-    torch.manual_seed(0)
-    model = _llama().cuda().bfloat16().eval()
-    model.generation_config.eos_token_id = None
-    quantize_(model, hlwq_q5())
+    model = _llama_q5_cuda()
     ids = torch.randint(1, 512, (2, 6), device="cuda")
     mask = torch.ones_like(ids)
     mask[1, :2] = 0

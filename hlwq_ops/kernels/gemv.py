@@ -4,8 +4,9 @@ Activation-stationary. A program owns one activation row (two with ``MB``),
 one slice of ``BK`` positions of K and a range of ``ROWS`` weight rows (any
 number). It requests its first rows' words, loads (and, with ROTATE, rotates)
 its slice of the activations into registers while they arrive, then streams
-its rows ``R`` at a time: per row the words of the slice (plane 0 by one vectorized ``tl.load``, the
-narrower planes and the block scales by gathers, see :mod:`.decode`), decoded
+its rows ``R`` at a time: per row the words of the slice (plane 0 by one
+vectorized ``tl.load``, the narrower planes and the block scales by gathers,
+see :mod:`.decode`), decoded
 and multiplied against the registers, summed along K. Nothing but the weight
 and its scales is read in the loop, and the next rows' words are loaded before
 the current ones are decoded.
@@ -207,6 +208,16 @@ def _sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, H
 
 
 @triton.jit
+def _sum_rows(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, second, M, N, n_parts, HAS_BIAS: tl.constexpr,
+              MB: tl.constexpr):
+    """:func:`_sum_partials` for the program's activation rows: ``m``, and ``m + 1`` with MB = 2 if ``second``."""
+    _sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HAS_BIAS)
+    if MB == 2:
+        if second:
+            _sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m + 1, M, N, n_parts, HAS_BIAS)
+
+
+@triton.jit
 def _gemv_kernel(
     # pointers
     x_ptr,  # [M, K_PAD] float32 rotated activations, or [M, K_X] raw ones (ROTATE)
@@ -275,8 +286,8 @@ def _gemv_kernel(
     # The slice of activations, in registers for the whole program: row m, and with MB = 2 row m + 1 (zero past M).
     xs = _codes(_activations(x_ptr + m.to(tl.int64) * stride_xm, pid_k * C * PER_WORD, K_X, C, PER_WORD, B, ROTATE),
                 C, PER_WORD)
+    second = m + 1 < M  # with MB = 2: the program has a second row
     if MB == 2:
-        second = m + 1 < M
         ys = _codes(_activations(x_ptr + (m + second.to(tl.int32)).to(tl.int64) * stride_xm, pid_k * C * PER_WORD,
                                  tl.where(second, K_X, 0), C, PER_WORD, B, ROTATE), C, PER_WORD)
 
@@ -313,17 +324,11 @@ def _gemv_kernel(
         if SPLIT:  # split-K: the last slice to arrive
             counter = count_ptr + pid_n * tl.num_programs(2) + pid_m
             if arrive(counter, tl.num_programs(1)):
-                _sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HAS_BIAS)
-                if MB == 2:
-                    if second:
-                        _sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m + 1, M, N, n_parts, HAS_BIAS)
+                _sum_rows(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, second, M, N, n_parts, HAS_BIAS, MB)
                 tl.atomic_xchg(counter, 0)
         else:  # only this program's warps: a barrier, no counter
             tl.debug_barrier()
-            _sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HAS_BIAS)
-            if MB == 2:
-                if second:
-                    _sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m + 1, M, N, n_parts, HAS_BIAS)
+            _sum_rows(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, second, M, N, n_parts, HAS_BIAS, MB)
 
 
 def gemv(
