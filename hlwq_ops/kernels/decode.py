@@ -41,6 +41,7 @@ __all__ = [
     "code_at",
     "code_sources",
     "decode_tile",
+    "decode_words",
     "fetch_rows",
     "gather16",
     "gather32",
@@ -244,76 +245,9 @@ def load_rows(q_ptr, q_base, s_base, rows, stride_qn, stride_sn, word_off, p1_of
     return rows_sources(fetched, sh1, sh2, O1, O2, PAIRED, INTERPRET)
 
 
-@triton.jit
-def _centroid(
-    words0,  # [BN, C] uint32: this element's plane-0 word
-    words1,  # [BN, C] uint32: its codes' plane-1 bits, the first at bit 0 (or unused)
-    words2,  # [BN, C] uint32: the same for plane 2 (or unused)
-    a: tl.constexpr,  # code index inside the element
-    c_base,  # int64 address of the float32 codebook
-    c_lane,  # [BN, C] this lane's codebook entry (SHUFFLE only)
-    W0: tl.constexpr,
-    W1: tl.constexpr,
-    O1: tl.constexpr,
-    W2: tl.constexpr,
-    O2: tl.constexpr,
-    SHUFFLE: tl.constexpr,
-    INTERPRET: tl.constexpr,
-):
-    """Centroid of code ``a`` of each element: [BN, C] float32."""
-    code = (words0 >> (a * W0)) & ((1 << W0) - 1)
-    if W1 > 0:
-        code |= ((words1 >> (a * W1)) & ((1 << W1) - 1)) << O1
-    if W2 > 0:
-        code |= ((words2 >> (a * W2)) & ((1 << W2) - 1)) << O2
-    return lookup(code, c_base, c_lane, SHUFFLE, INTERPRET)
-
-
-@triton.jit
-def _load_step(
-    q_rows,  # [BN, 1] pointers to the rows' words
-    q_base,  # [BN, 1] the same, as int64 addresses
-    s_base,  # [BN, 1] int64 addresses of the rows' scales
-    step,
-    n_groups,
-    col,  # [1, C]
-    B: tl.constexpr,
-    W0: tl.constexpr,
-    W1: tl.constexpr,
-    O1: tl.constexpr,
-    W2: tl.constexpr,
-    O2: tl.constexpr,
-    WPB: tl.constexpr,
-    G: tl.constexpr,
-    INTERPRET: tl.constexpr,
-):
-    """The words and scales a step needs: plane 0 by tl.load (the layout anchor), the rest gathered."""
-    GPB: tl.constexpr = B // 32  # groups per block
-    e = col % W0
-    group = step * G + col // W0
-    valid = group < n_groups
-    words0 = tl.load(q_rows + (group // GPB) * WPB + (group % GPB) * W0 + e, mask=valid, other=0)
-    words0 = words0.to(tl.uint32, bitcast=True)
-    group = tl.minimum(group, n_groups - 1)
-    block_word = (group // GPB) * WPB
-    gin = group % GPB
-    # The 32 / W0 codes of an element lie in one word of every narrower plane:
-    # shift that word so the element's first code sits at bit 0.
-    words1 = words0
-    words2 = words0
-    if W1 > 0:
-        w = gather32(q_base, block_word + B * O1 // 32 + gin * W1 + (e * W1) // W0, INTERPRET)
-        words1 = w.to(tl.uint32, bitcast=True) >> (((e * W1) % W0) * (32 // W0))
-    if W2 > 0:
-        w = gather32(q_base, block_word + B * O2 // 32 + gin * W2 + (e * W2) // W0, INTERPRET)
-        words2 = w.to(tl.uint32, bitcast=True) >> (((e * W2) % W0) * (32 // W0))
-    scale = gather16(s_base, group // GPB, INTERPRET).to(tl.float16, bitcast=True).to(tl.float32)
-    return words0, words1, words2, tl.where(valid, scale, 0.0)
-
-
-# Interleaving values that sit in separate [BN, C] tensors into K order, in
+# Interleaving values that sit in separate [R, C] tensors into K order, in
 # registers: interleave(v_0..v_{n-1}) = join(interleave(even), interleave(odd)),
-# so that, after a reshape to [BN, n * C], element n * c + a holds v_a[:, c].
+# so that, after a reshape to [R, n * C], element n * c + a holds v_a[:, c].
 
 
 @triton.jit
@@ -337,6 +271,29 @@ def _i16(v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15):
 
 
 @triton.jit
+def decode_words(s0, s1, s2, scale, c_base, c_lane, BITS: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
+                 O1: tl.constexpr, W2: tl.constexpr, O2: tl.constexpr, PAIRED: tl.constexpr,
+                 SHUFFLE: tl.constexpr, INTERPRET: tl.constexpr):
+    """``scale * c[code]`` of every code of ``[R, C]`` elements (:func:`rows_sources`' outputs), in K order.
+
+    Returns ``[R, C * 32 / W0]`` float32: element ``c`` holds the element's
+    codes at columns ``c * 32 / W0 + a``, as the packed row does.
+    """
+    P: tl.constexpr = 32 // W0  # codes per element
+    v = ()
+    for a in tl.static_range(P):
+        v = v + (scale * centroid_at(s0, s1, s2, a, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE,
+                                     INTERPRET),)
+    if P == 4:
+        t = _i4(v[0], v[1], v[2], v[3])
+    elif P == 8:
+        t = _i8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
+    else:
+        t = _i16(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15])
+    return tl.reshape(t, (s0.shape[0], s0.shape[1] * P))
+
+
+@triton.jit
 def decode_tile(
     q_ptr,  # [N, K_PAD * BITS // 32] int32
     s_ptr,  # [N, K_PAD // B] float16
@@ -355,63 +312,24 @@ def decode_tile(
     W2: tl.constexpr,
     O2: tl.constexpr,
     G: tl.constexpr,
+    WIDE: tl.constexpr,
     INTERPRET: tl.constexpr,
 ):
     """The rotated weight ``s / sqrt(B) * c[code]`` of rows ``offs_n``, 32 * G codes: [BN, 32 * G] float32.
 
-    Plane-0 words as the layout anchor, the rest gathered, lookups by warp
-    shuffle for bits <= 5; the codes of each word interleaved back into K order;
-    columns past K are zero.
+    The GEMV's decoding (:func:`load_rows`, :func:`decode_words`); columns past
+    K_PAD repeat the last block's codes (the caller masks them).
     """
-    C: tl.constexpr = G * W0
-    WPB: tl.constexpr = B * BITS // 32
+    C: tl.constexpr = G * W0  # plane-0 words per row
     SHUFFLE: tl.constexpr = BITS <= 5
-    rows = tl.minimum(offs_n, N - 1).to(tl.int64)
-    q_rows = (q_ptr + rows * stride_qn)[:, None]
-    q_base = q_rows.to(tl.int64, bitcast=True)
-    s_base = (s_ptr + rows * stride_sn)[:, None].to(tl.int64, bitcast=True)
-    c_base = c_ptr.to(tl.int64, bitcast=True)
+    PAIRED: tl.constexpr = SHUFFLE and W0 == 4 and W1 == 1 and W2 == 0
+    rows = tl.minimum(offs_n, N - 1)[:, None]
     col = tl.arange(0, C)[None, :]
-    c_lane = lane_codebook(col % W0, c_base, BITS, INTERPRET) if SHUFFLE else col
-    w0, w1, w2, scale = _load_step(q_rows, q_base, s_base, step, K_PAD // 32, col, B, W0, W1, O1, W2, O2, WPB, G, INTERPRET)
-    s = scale * (1.0 / tl.sqrt(float(B)))
-    if W0 == 8:
-        t = _i4(
-            s * _centroid(w0, w1, w2, 0, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 1, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 2, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 3, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-        )
-    elif W0 == 4:
-        t = _i8(
-            s * _centroid(w0, w1, w2, 0, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 1, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 2, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 3, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 4, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 5, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 6, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 7, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-        )
-    else:
-        t = _i16(
-            s * _centroid(w0, w1, w2, 0, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 1, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 2, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 3, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 4, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 5, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 6, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 7, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 8, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 9, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 10, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 11, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 12, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 13, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 14, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-            s * _centroid(w0, w1, w2, 15, c_base, c_lane, W0, W1, O1, W2, O2, SHUFFLE, INTERPRET),
-        )
-    return tl.reshape(t, (offs_n.shape[0], 32 * G))
-
-
+    c_base = c_ptr.to(tl.int64, bitcast=True)
+    c_lane = lane_codebook(col, c_base, BITS, INTERPRET) if SHUFFLE else col
+    blk, word_off, p1_off, p2_off, sh1, sh2 = row_geometry(step * C + col, K_PAD, BITS, B, W0, W1, O1, W2, O2)
+    s0, s1, s2, scale = load_rows(q_ptr, q_ptr.to(tl.int64, bitcast=True), s_ptr.to(tl.int64, bitcast=True), rows,
+                                  stride_qn, stride_sn, word_off, p1_off, p2_off, sh1, sh2, blk, W1, O1, W2, O2,
+                                  PAIRED, WIDE, INTERPRET)
+    w = decode_words(s0, s1, s2, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
+    return w * (1.0 / tl.sqrt(float(B)))

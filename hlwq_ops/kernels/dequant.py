@@ -45,13 +45,15 @@ def _dequant_kernel(
     O1: tl.constexpr,
     W2: tl.constexpr,
     O2: tl.constexpr,
+    WIDE: tl.constexpr,
     INTERPRET: tl.constexpr,
     BN: tl.constexpr,
     G: tl.constexpr,
 ):
     n = tl.program_id(0) * BN + tl.arange(0, BN)
     step = tl.program_id(1)
-    w = decode_tile(q_ptr, s_ptr, c_ptr, n, step, N, K_PAD, stride_qn, stride_sn, BITS, B, W0, W1, O1, W2, O2, G, INTERPRET)
+    w = decode_tile(q_ptr, s_ptr, c_ptr, n, step, N, K_PAD, stride_qn, stride_sn, BITS, B, W0, W1, O1, W2, O2, G, WIDE,
+                    INTERPRET)
     k = step * 32 * G + tl.arange(0, 32 * G)
     mask = (n[:, None] < N) & (k[None, :] < K_PAD)
     tl.store(out_ptr + n.to(tl.int64)[:, None] * stride_on + k[None, :], w.to(out_ptr.dtype.element_ty), mask=mask)
@@ -90,6 +92,7 @@ def dequantize_rotated(
         out.stride(0),
         BITS=bits,
         B=block_size,
+        WIDE=words.numel() >= 2**31,
         INTERPRET=qdata.device.type == "cpu",
         BN=bn,
         G=g,
