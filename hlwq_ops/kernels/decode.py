@@ -3,9 +3,9 @@
 The GEMV and the tensor-core kernel use ``row_geometry``, ``code_at`` and
 ``lookup``, and load words with ``fetch_rows`` / ``rows_sources`` (the GEMV,
 which issues the loads an iteration ahead) or ``load_rows`` (both at once); the
-dequantization kernel uses ``decode_tile`` (the first session's decoder: a
-shift and a mask per plane and code), which turns a ``[BN, 32 * G]`` tile of
-packed codes into rotated weights in K order.
+dequantization kernel uses ``decode_tile``, the same decoding with the codes
+joined back into K order (``decode_words``): a ``[BN, 32 * G]`` tile of
+rotated weights.
 
 Layout. Every tensor of a tile is ``[rows, C]``: a row and one *word of plane
 0* per element (``32 / W0`` codes per element). The
@@ -331,5 +331,5 @@ def decode_tile(
     s0, s1, s2, scale = load_rows(q_ptr, q_ptr.to(tl.int64, bitcast=True), s_ptr.to(tl.int64, bitcast=True), rows,
                                   stride_qn, stride_sn, word_off, p1_off, p2_off, sh1, sh2, blk, W1, O1, W2, O2,
                                   PAIRED, WIDE, INTERPRET)
-    w = decode_words(s0, s1, s2, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
-    return w * (1.0 / tl.sqrt(float(B)))
+    scale = scale * (1.0 / tl.sqrt(float(B)))  # per word: one multiply per weight, not two
+    return decode_words(s0, s1, s2, scale, c_base, c_lane, BITS, W0, W1, O1, W2, O2, PAIRED, SHUFFLE, INTERPRET)
