@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import types
 from dataclasses import dataclass
 
 import torch
@@ -86,8 +85,22 @@ def _skip_reason(module: torch.nn.Module, weight: torch.Tensor, config: HLWQConf
     return None
 
 
-def _extra_repr(module: torch.nn.Module, original, parameter_name: str) -> str:
-    return f"{original()}, {parameter_name}={getattr(module, parameter_name)!r}"
+class _ExtraRepr:
+    """A quantized module's ``extra_repr``: the original one, then the HLWQ parameter.
+
+    An object, not a lambda bound to the module: the module's ``__dict__`` holds
+    it, and ``torch.save(model)`` pickles that (a bound lambda saves, then fails
+    to load).
+    """
+
+    def __init__(self, module: torch.nn.Module, parameter_name: str):
+        self.module = module
+        self.original = module.__dict__.get("extra_repr")  # an earlier instance-level one, if any
+        self.parameter_name = parameter_name
+
+    def __call__(self) -> str:
+        original = self.original() if self.original is not None else type(self.module).extra_repr(self.module)
+        return f"{original}, {self.parameter_name}={getattr(self.module, self.parameter_name)!r}"
 
 
 @register_quantize_module_handler(HLWQConfig)
@@ -99,7 +112,5 @@ def _hlwq_transform(module: torch.nn.Module, config: HLWQConfig, *, parameter_na
         return module
     quantized = HLWQTensor.from_hp(weight, config.bits, config.block_size, scale_mode=config.scale_mode)
     setattr(module, parameter_name, torch.nn.Parameter(quantized, requires_grad=False))
-    module.extra_repr = types.MethodType(
-        lambda self, original=module.extra_repr: _extra_repr(self, original, parameter_name), module
-    )
+    module.extra_repr = _ExtraRepr(module, parameter_name)
     return module

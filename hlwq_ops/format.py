@@ -212,7 +212,7 @@ def unpack_codes(qdata: torch.Tensor, bits: int, block_size: int) -> torch.Tenso
     """
     N = qdata.shape[0]
     n_blocks = qdata.shape[1] // block_bytes(bits, block_size)
-    blocks = qdata.view(N, n_blocks, -1).to(torch.int64)
+    blocks = qdata.view(N, n_blocks, block_bytes(bits, block_size)).to(torch.int64)  # sizes: N may be 0
     codes = torch.zeros(N, n_blocks, block_size, dtype=torch.int64, device=qdata.device)
     start = offset = 0
     for width in plane_widths(bits):
@@ -257,6 +257,16 @@ def _check_finite_and_scale(w: torch.Tensor, s: torch.Tensor) -> None:
         )
 
 
+def _check_sorted(codebook: torch.Tensor | None) -> None:
+    """Quantizing searches the codebook (``bucketize``): it must be finite and strictly ascending."""
+    if codebook is None:
+        return
+    if not bool(torch.isfinite(codebook).all()) or not bool((codebook[1:] > codebook[:-1]).all()):
+        raise ValueError(
+            f"a codebook to quantize with must be finite and strictly ascending, got {codebook.tolist()}"
+        )
+
+
 def _codes_and_scale(
     t: torch.Tensor, r: torch.Tensor, c: torch.Tensor, scale_mode: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -280,8 +290,10 @@ def _codes_and_scale(
     for f in factors:
         codes = torch.bucketize(t / (safe_r * f), boundaries)
         chosen = c[codes]
-        # An even-sized symmetric codebook has no zero level: the energy is > 0.
-        s = (t * chosen).sum(-1) / (chosen * chosen).sum(-1)
+        # The standard codebooks have no zero level, so the energy is > 0; a custom one may map a whole block
+        # (an all-zero one) to 0.0: its scale is 0, not 0 / 0.
+        energy = (chosen * chosen).sum(-1)
+        s = torch.where(energy > 0, (t * chosen).sum(-1) / torch.where(energy > 0, energy, 1.0), 0.0)
         err = (t - s[..., None] * chosen).square().sum(-1)
         if best_err is None:
             best_err, best_codes, best_s = err, codes, s
@@ -317,6 +329,7 @@ def quantize_ref(
     check_block_size(block_size)
     check_scale_mode(scale_mode)
     check_codebook(codebook, bits, w.device)
+    _check_sorted(codebook)
     N, K = w.shape
     n_blocks = -(-K // block_size)
     wf = torch.nn.functional.pad(w.to(torch.float32), (0, n_blocks * block_size - K))
@@ -345,7 +358,7 @@ def dequantize_rotated_ref(
     codes = unpack_codes(qdata, bits, block_size)
     c = _resolve_codebook(codebook, bits, qdata.device)
     wr = c[codes] * (scale.to(torch.float32) / math.sqrt(block_size))[..., None]
-    return wr.reshape(qdata.shape[0], -1).to(dtype)
+    return wr.reshape(qdata.shape[0], scale.shape[1] * block_size).to(dtype)  # sizes, not -1: N may be 0
 
 
 def dequantize_ref(
@@ -370,17 +383,19 @@ def linear_rotated_ref(
     bits: int,
     block_size: int,
     codebook: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """``y = xr @ Wr.T + bias`` for rotated, padded activations, in float32 math.
 
     Args:
         xr: (..., K_pad) rotated activations.
+        out_dtype: dtype of ``y`` (default: the dtype of ``xr``), rounded to once.
 
     Returns:
-        (..., N) in the dtype of ``xr``.
+        (..., N)
     """
     wr = dequantize_rotated_ref(qdata, scale, bits, block_size, codebook)
     y = xr.to(torch.float32) @ wr.t()
     if bias is not None:
         y = y + bias.to(torch.float32)
-    return y.to(xr.dtype)
+    return y.to(out_dtype or xr.dtype)

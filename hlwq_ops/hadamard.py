@@ -66,10 +66,11 @@ def fwht_ref(x: torch.Tensor, block_size: int = 128) -> torch.Tensor:
     if K % block_size:
         raise ValueError(f"x has last dim {K}, expected a multiple of block_size={block_size}")
     lead = x.shape[:-1]
-    y = x.reshape(-1, K // block_size, block_size)
+    rows = x.numel() // K if K else 0  # not -1: ambiguous when there are no elements
+    y = x.reshape(rows, K // block_size, block_size)
     h = block_size // 2
     while h >= 1:
-        pairs = y.view(y.shape[0], y.shape[1], -1, 2, h)
+        pairs = y.view(y.shape[0], y.shape[1], block_size // (2 * h), 2, h)
         a, b = pairs[..., 0, :], pairs[..., 1, :]
         y = torch.stack((a + b, a - b), dim=-2).view(y.shape)
         h //= 2

@@ -29,6 +29,8 @@ Inductor has nothing to fuse into these kernels.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -130,7 +132,7 @@ def _fwht_cuda(x: Tensor, block_size: int = 128, out_dtype: torch.dtype | None =
 @fwht.register_fake
 def _fwht_fake(x: Tensor, block_size: int = 128, out_dtype: torch.dtype | None = None) -> Tensor:
     _check_fwht(x, block_size, out_dtype)
-    return torch.empty_like(x, dtype=out_dtype or x.dtype)
+    return x.new_empty(x.shape, dtype=out_dtype or x.dtype)  # contiguous, as both implementations return
 
 
 def _fwht_setup_context(ctx, inputs, output) -> None:
@@ -231,7 +233,7 @@ def linear_rotated(
         (..., N)
     """
     _check_linear_rotated(xr, qdata, scale, bias, bits, block_size, codebook, out_dtype)
-    return fmt.linear_rotated_ref(xr, qdata, scale, bias, bits, block_size, codebook).to(out_dtype or xr.dtype)
+    return fmt.linear_rotated_ref(xr, qdata, scale, bias, bits, block_size, codebook, out_dtype)
 
 
 @linear_rotated.register_kernel("cuda")
@@ -252,6 +254,12 @@ def _linear_rotated_setup_context(ctx, inputs, output) -> None:
     ctx.meta = (bits, block_size, xr.dtype, bias is not None and bias.requires_grad)
 
 
+def _rows(t: Tensor) -> Tensor:
+    """``t`` as (rows, t.shape[-1]); unlike ``reshape(-1, n)``, also when it has no elements."""
+    n = t.shape[-1]
+    return t.reshape(t.numel() // n if n else math.prod(t.shape[:-1]), n)
+
+
 def _linear_rotated_backward(ctx, grad: Tensor):
     qdata, scale, codebook = ctx.saved_tensors
     bits, block_size, dtype, bias_grad = ctx.meta
@@ -259,7 +267,7 @@ def _linear_rotated_backward(ctx, grad: Tensor):
     k_pad = scale.shape[1] * block_size
     w_hat = dequantize(qdata, scale, bits, block_size, k_pad, grad.dtype, codebook)
     grad_xr = fwht(grad @ w_hat, block_size, dtype)
-    grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0) if bias_grad else None
+    grad_bias = _rows(grad).sum(0) if bias_grad else None
     return grad_xr, None, None, grad_bias, None, None, None, None
 
 
@@ -340,7 +348,7 @@ def _linear_backward(ctx, grad: Tensor):
     grad_x = None
     if ctx.needs_input_grad[0]:
         grad_x = grad @ dequantize(qdata, scale, bits, block_size, K, grad.dtype, codebook)
-    grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0) if bias_grad else None
+    grad_bias = _rows(grad).sum(0) if bias_grad else None
     return grad_x, None, None, grad_bias, None, None, None, None
 
 

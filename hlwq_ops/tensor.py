@@ -225,7 +225,8 @@ def _linear(x: torch.Tensor, weight: HLWQTensor, bias: torch.Tensor | None) -> t
 @implements_torch_function(F.linear)
 @implements(aten.linear.default)
 def _(func, types, args, kwargs):
-    x, weight, bias = fill_defaults(args, 3, [None])
+    given = list(args) + [None] * (3 - len(args))  # by position or by name, as F.linear / aten.linear take them
+    x, weight, bias = (kwargs.get(name, value) for name, value in zip(("input", "weight", "bias"), given))
     if not isinstance(weight, HLWQTensor):
         raise TypeError(f"expected the weight to be an HLWQTensor, got {type(weight).__name__} for the input")
     return _linear(x, weight, bias)
@@ -267,8 +268,8 @@ def _(func, types, args, kwargs):
     w, dim0, dim1 = args
     if {dim0 % 2, dim1 % 2} == {0, 1}:
         out = w._with(transposed=not w.transposed, shape=(w.shape[1], w.shape[0]))
-    else:
-        out = w
+    else:  # the same dimension twice: a view that changes nothing (a new wrapper, as views must be)
+        out = w._with()
     return return_and_correct_aliasing(func, args, kwargs, out)
 
 
@@ -334,7 +335,8 @@ def _(func, types, args, kwargs):
     scale = torch.cat([t.scale for t in tensors])
     shape = list(first.shape)
     shape[n_dim] = sum(t.shape[n_dim] for t in tensors)
-    return first._with(qdata=qdata, scale=scale, shape=tuple(shape))
+    codebook = None if first.codebook is None else first.codebook.clone()  # a new tensor shares nothing
+    return first._with(qdata=qdata, scale=scale, codebook=codebook, shape=tuple(shape))
 
 
 # -- copies and moves ----------------------------------------------------------
@@ -369,8 +371,8 @@ def _(func, types, args, kwargs):
     if dtype is not None and dtype not in fmt.WEIGHT_DTYPES:
         raise TypeError(f"an HLWQTensor can take a floating dtype {fmt.WEIGHT_DTYPES}, got {dtype}")
 
-    def move(t):
-        return None if t is None else t.to(device=device, non_blocking=non_blocking)
+    def move(t):  # a copy even on the same device: the result shares no data with ``w``, as _to_copy promises
+        return None if t is None else t.to(device=device, non_blocking=non_blocking, copy=True)
 
     out = w._with(qdata=move(w.qdata), scale=move(w.scale), codebook=move(w.codebook), dtype=dtype or w.dtype)
     return return_and_correct_aliasing(func, args, kwargs, out)

@@ -181,3 +181,27 @@ def test_check_packed_messages():
     with pytest.raises(ValueError, match="qdata must be a 2-D uint8"):
         fmt.check_packed(qdata.to(torch.int8), scale, 5, 128, 256)
     assert fmt.check_packed(qdata, scale, 5, 128, 256) == 8
+
+
+@pytest.mark.parametrize("scale_mode", ["lsq", "search"])
+def test_custom_codebook_with_a_zero_level(scale_mode):
+    """A block that maps to a zero centroid everywhere (an all-zero block) gets scale 0, not 0 / 0 = NaN."""
+    codebook = torch.tensor([-1.5, -0.5, 0.0, 1.0])
+    w = torch.randn(3, 256)
+    w[1] = 0.0
+    qdata, scale = fmt.quantize_ref(w, 2, 128, codebook=codebook, scale_mode=scale_mode)
+    assert torch.isfinite(scale.float()).all() and (scale[1] == 0).all()
+    assert torch.isfinite(fmt.dequantize_ref(qdata, scale, 2, 128, 256, codebook=codebook)).all()
+
+
+@pytest.mark.parametrize("bad", ["descending", "repeated", "nan"])
+def test_codebook_to_quantize_with_must_be_ascending(bad):
+    c = codebook(4, torch.device("cpu")).clone()
+    if bad == "descending":
+        c = c.flip(0)
+    elif bad == "repeated":
+        c = torch.cat([c[:1], c[:-1]])
+    else:
+        c[3] = float("nan")
+    with pytest.raises(ValueError, match="finite and strictly ascending"):
+        fmt.quantize_ref(torch.randn(4, 128), 4, 128, codebook=c)

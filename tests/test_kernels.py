@@ -4,6 +4,7 @@ On a machine without a GPU these run in the Triton interpreter on CPU tensors
 (small shapes); the ``gpu`` tests sweep real shapes on CUDA.
 """
 
+import json
 import math
 
 import pytest
@@ -387,6 +388,54 @@ def test_linear_rotated_dispatch_paths(path, monkeypatch):
     y = kernels.linear_rotated(xr, qdata, scale, None, 5, 128, None, torch.float32)
     assert y.shape == (2, 3, 24)
     assert rel_error(y, gemv_ref(xr.view(6, 256), qdata, scale, None, 5, 128).view(2, 3, 24)) < 1e-5
+
+
+@pytest.mark.parametrize("path", ["gemv", "mma", "dequant"])
+def test_strided_scale_bias_codebook(path, monkeypatch):
+    """Scales, a bias and a codebook that are views with other strides give the contiguous copies' result (the kernels
+    index them as packed: a strided one was read wrong, silently)."""
+    monkeypatch.setenv("HLWQ_PATH", path)
+    qdata, scale = _packed(24, 256, 5)
+    xr = torch.randn(3, 256, device=KERNEL_DEVICE)
+    codebook = torch.linspace(-2.0, 2.0, 64, device=KERNEL_DEVICE)[::2]
+    bias = torch.randn(48, device=KERNEL_DEVICE)[::2]
+    strided_scale = scale.t().contiguous().t()
+    assert strided_scale.stride(1) != 1 and not codebook.is_contiguous() and not bias.is_contiguous()
+    y = kernels.linear_rotated(xr, qdata, strided_scale, bias, 5, 128, codebook, torch.float32)
+    ref = gemv_ref(xr, qdata, scale, bias.contiguous(), 5, 128, codebook.contiguous())
+    assert rel_error(y, ref) < 1e-5
+    if path == "dequant":
+        out = kernels.dequantize_rotated(qdata, strided_scale, 5, 128, codebook, torch.float32)
+        torch.testing.assert_close(out, fmt.dequantize_rotated_ref(qdata, scale, 5, 128, codebook.contiguous()))
+
+
+def test_gemv_refuses_a_grid_past_its_row_limit():
+    """More activation rows than the grid's third dimension holds: a clear error, not a failed launch."""
+    qdata, scale = _packed(4, 128, 3)
+    x = torch.zeros(1, 128, device=KERNEL_DEVICE).expand(65536, 128)  # no memory: one row seen 65536 times
+    with pytest.raises(ValueError, match="at most 65535 activation rows per call with MB=1, got M=65536"):
+        gemv(x, qdata, scale, None, 3, 128, None, torch.float32, _config(65536))
+
+
+@pytest.mark.parametrize("text", ["null", "[1, 2]", "42", '{"gemv/x": 5}', '{"gemv/x": {"VEC": 4', ""])
+def test_tuning_cache_that_is_not_ours_is_ignored(text, tmp_path, monkeypatch):
+    """A cache file holding anything but a JSON object of configs costs a re-tune, not an error on the first call."""
+    path = tmp_path / "configs.json"
+    path.write_text(text)
+    monkeypatch.setattr(tuning, "_cache_file", lambda device: path)
+    monkeypatch.setattr(tuning, "_TUNED", {})
+    monkeypatch.setattr(tuning, "_LOADED", set())
+    tuning._load(torch.device("cpu"))
+    assert tuning._TUNED == {}
+
+
+def test_tuning_cache_written_whole(tmp_path, monkeypatch):
+    path = tmp_path / "configs.json"
+    monkeypatch.setattr(tuning, "_cache_file", lambda device: path)
+    monkeypatch.setattr(tuning, "_TUNED", {"gemv/8x128/q5/m1": {"VEC": 4}})
+    tuning._save(torch.device("cpu"))
+    assert json.loads(path.read_text()) == {"gemv/8x128/q5/m1": {"VEC": 4}}
+    assert [p.name for p in tmp_path.iterdir()] == ["configs.json"]  # written aside, then renamed
 
 
 def test_path_crossovers(monkeypatch):

@@ -188,3 +188,20 @@ def test_errors_also_raised_by_fake_impls():
 
     with pytest.raises(Exception, match="x has K=255, weight expects K=256"):
         f(torch.randn(2, 255))
+
+
+def test_fwht_fake_strides_match_on_strided_input():
+    """Both implementations return a contiguous tensor for a transposed input; so must the fake one."""
+    x = torch.randn(256, 6).t()
+    torch.library.opcheck(torch.ops.hlwq.fwht.default, (x, 128, None))
+    compiled = torch.compile(lambda a: torch.ops.hlwq.fwht(a.t(), 128) * 2, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x.t()), torch.ops.hlwq.fwht(x, 128) * 2)
+
+
+def test_linear_rotated_float32_output_of_16_bit_input():
+    """``out_dtype=float32`` is float32 math, not a result rounded to the input's dtype first (CPU op)."""
+    qdata, scale = fmt.quantize_ref(torch.randn(16, 256), 5, 128)
+    xr = torch.randn(3, 256).bfloat16()
+    y = torch.ops.hlwq.linear_rotated(xr, qdata, scale, None, 5, 128, None, torch.float32)
+    ref = xr.double() @ fmt.dequantize_rotated_ref(qdata, scale, 5, 128).double().t()
+    assert y.dtype == torch.float32 and rel_error(y, ref) < 1e-6

@@ -296,3 +296,68 @@ def test_corrupt_inner_tensors_fail_clearly():
         HLWQTensor(q.qdata[:, :150], q.scale, 5, 128, (64, 256), torch.bfloat16)
     with pytest.raises(ValueError, match="qdata has 64 rows, shape"):
         HLWQTensor(q.qdata, q.scale, 5, 128, (63, 256), torch.bfloat16)
+
+
+# -- found in review (session 11) --------------------------------------------------
+
+
+def test_linear_bias_by_keyword(device="cpu"):
+    """``F.linear(x, w, bias=b)`` adds the bias, eager and compiled (it was dropped: read from args only)."""
+    w, q = _weight(32, 256, dtype=torch.float32)
+    x, b = torch.randn(3, 256), torch.full((32,), 100.0)
+    positional = F.linear(x, q, b)
+    assert torch.equal(F.linear(x, q, bias=b), positional)
+    assert torch.equal(F.linear(input=x, weight=q, bias=b), positional)
+    compiled = torch.compile(lambda x, b: F.linear(x, q, bias=b), fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x, b), positional)
+
+
+@pytest.mark.parametrize(
+    "make", [lambda q: q.to(torch.float16), lambda q: q.to(copy=True), lambda q: torch.cat([q, q])], ids=str
+)
+def test_copies_share_nothing(make):
+    """A dtype change, ``to(copy=True)`` and ``cat`` give tensors whose packed data is their own."""
+    _, q = _weight(16, 256)
+    q = HLWQTensor(q.qdata, q.scale, 5, 128, q.shape, q.dtype, codebook=torch.linspace(-2, 2, 32))
+    before = q.dequantize().clone()
+    out = make(q)
+    for name in ("qdata", "scale", "codebook"):
+        assert getattr(out, name).data_ptr() != getattr(q, name).data_ptr(), name
+    _, other = _weight(16, 256)
+    out.copy_(HLWQTensor(torch.cat([other.qdata] * (out.shape[0] // 16)), torch.cat([other.scale] * (out.shape[0] // 16)),
+                         5, 128, out.shape, out.dtype, codebook=torch.linspace(-3, 3, 32)))
+    assert torch.equal(q.dequantize(), before)
+
+
+def test_noop_transpose():
+    _, q = _weight(16, 256)
+    for dims in ((0, 0), (1, -1)):
+        out = q.transpose(*dims)
+        assert out.shape == q.shape and not out.transposed
+        assert torch.equal(out.dequantize(), q.dequantize())
+
+
+def test_weight_of_no_rows():
+    """An empty slice along N gives an empty output, as a plain weight does (a -1 in a reshape failed)."""
+    _, q = _weight(16, 256, dtype=torch.float32)
+    empty = q[5:5]
+    assert F.linear(torch.randn(2, 256), empty).shape == (2, 0)
+    assert empty.dequantize().shape == (0, 256)
+    assert HLWQTensor.from_hp(torch.randn(0, 256), 5).dequantize().shape == (0, 256)
+
+
+def test_whole_quantized_model_pickles():
+    """``torch.save(model)`` of a quantized model loads back (the patched ``extra_repr`` was a bound lambda)."""
+    from torchao.quantization import quantize_
+
+    from hlwq_ops import hlwq_q5
+
+    model = torch.nn.Sequential(torch.nn.Linear(256, 32))
+    quantize_(model, hlwq_q5())
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    x = torch.randn(2, 256)
+    assert torch.equal(loaded(x), model(x))
+    assert "HLWQTensor" in repr(loaded) and repr(loaded) == repr(model)

@@ -20,6 +20,7 @@ __all__ = [
     "planes",
     "slices_sum",
     "sum_if_last",
+    "unit_stride",
 ]
 
 
@@ -38,8 +39,13 @@ def planes(bits: int) -> dict[str, int]:
 
 
 def kernel_codebook(bits: int, codebook: torch.Tensor | None, device: torch.device) -> torch.Tensor:
-    """The (2**bits,) float32 codebook the kernels look codes up in (cached for the standard one)."""
-    return standard_codebook(bits, device) if codebook is None else codebook
+    """The (2**bits,) float32 codebook the kernels look codes up in (cached for the standard one), unit stride."""
+    return standard_codebook(bits, device) if codebook is None else codebook.contiguous()
+
+
+def unit_stride(t: torch.Tensor | None) -> torch.Tensor | None:
+    """``t`` with unit stride along its last dim (the kernels index a bias, or a scale row, as packed)."""
+    return t if t is None or t.stride(-1) == 1 or t.shape[-1] <= 1 else t.contiguous()
 
 
 _COUNTERS: dict[torch.device, torch.Tensor] = {}

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from .common import kernel_codebook, planes
+from .common import kernel_codebook, planes, unit_stride
 from .decode import decode_tile
 
 __all__ = ["CHUNK_BYTES", "dequant_linear", "dequantize_rotated"]
@@ -72,6 +72,7 @@ def dequantize_rotated(
     N = qdata.shape[0]
     k_pad = scale.shape[1] * block_size
     words = qdata.view(torch.int32)
+    scale = unit_stride(scale)
     if out is None:
         out = torch.empty((N, k_pad), device=qdata.device, dtype=dtype)
     elif out.shape != (N, k_pad) or out.stride(1) != 1 or out.dtype != dtype or out.device != qdata.device:

@@ -45,7 +45,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import arrival_counters, arrive, kernel_codebook, planes, slices_sum
+from .common import arrival_counters, arrive, kernel_codebook, planes, slices_sum, unit_stride
 from .decode import centroid_at, fetch_rows, gather16, gather32, lane_codebook, row_geometry, rows_sources
 
 __all__ = ["can_rotate", "gemv", "gemv_ref", "slice_codes"]
@@ -364,6 +364,7 @@ def gemv(
     if rotate and not can_rotate(bits, block_size, config):
         raise ValueError(f"the GEMV rotates only whole blocks: block_size {block_size} > slice of {config}")
     words = qdata.view(torch.int32)
+    scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
     out = torch.empty((M, N), device=x.device, dtype=out_dtype)
     n_slices = triton.cdiv(k_pad, slice_codes(bits, config["VEC"]))
     row_programs = triton.cdiv(N, config["ROWS"])
@@ -377,6 +378,11 @@ def gemv(
     if n_slices * parts > 1:
         ws = torch.empty((n_slices * parts, M, N), device=x.device, dtype=torch.float32)
     m_programs = triton.cdiv(M, mb)
+    if m_programs > 65535:  # the grid's third dimension; the other paths serve such M (the GEMV only when forced)
+        raise ValueError(
+            f"the GEMV takes at most {65535 * mb} activation rows per call with MB={mb}, got M={M}; "
+            "leave HLWQ_PATH unset (or set it to dequant) for this many rows"
+        )
     if n_slices > 1:
         counters = arrival_counters(x.device, row_programs * m_programs)
     _gemv_kernel[(row_programs, n_slices, m_programs)](

@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import arrival_counters, kernel_codebook, planes, sum_if_last
+from .common import arrival_counters, kernel_codebook, planes, sum_if_last, unit_stride
 from .decode import centroid_at, lane_codebook, load_rows, row_geometry
 
 __all__ = ["mma"]
@@ -135,6 +135,7 @@ def mma(
     M, k_pad = xr.shape
     N = qdata.shape[0]
     words = qdata.view(torch.int32)
+    scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
     out = torch.empty((M, N), device=xr.device, dtype=out_dtype)
     grid = (triton.cdiv(N, config["BN"]), triton.cdiv(M, config["BM"]), config.get("SPLIT_K", 1))
     if grid[2] > 1:

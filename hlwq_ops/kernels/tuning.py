@@ -176,16 +176,21 @@ def _load(device: torch.device) -> None:
     _LOADED.add(str(path))
     if path.exists():
         try:
-            _TUNED.update(json.loads(path.read_text()))
+            tuned = json.loads(path.read_text())
         except (OSError, ValueError):
-            pass  # a broken cache only costs a re-tune
+            return  # a broken cache only costs a re-tune
+        if isinstance(tuned, dict):  # keep only what this module writes: configs (dicts) and tuning times
+            _TUNED.update({k: v for k, v in tuned.items() if isinstance(v, dict) or k.endswith("/tuning_s")})
 
 
 def _save(device: torch.device) -> None:
     path = _cache_file(device)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(_TUNED, indent=1, sort_keys=True))
+        # written aside, then renamed: a process reading it (several ranks tuning at once) never sees half a file
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(_TUNED, indent=1, sort_keys=True))
+        os.replace(tmp, path)
     except OSError:
         pass  # read-only home: tuning still holds for this process
 

@@ -58,7 +58,7 @@ import triton
 import triton.language as tl
 
 from ..codebook import codebook as standard_codebook
-from .common import arrival_counters, sum_if_last
+from .common import arrival_counters, sum_if_last, unit_stride
 from .decode import code_sources
 
 __all__ = ["codebook_asm", "lane_table", "permute_activations", "prepare", "supports", "wgmma"]
@@ -331,6 +331,7 @@ def wgmma(
     M, k_pad = xp.shape
     N = qdata.shape[0]
     words = qdata.view(torch.int32)
+    scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
     out = torch.empty((M, N), device=xp.device, dtype=out_dtype)
     grid = (triton.cdiv(N, config["BN"]), triton.cdiv(M, config["BM"]), config["SPLIT_K"])
     if grid[2] > 1:
