@@ -73,17 +73,37 @@ class GraphDecoder:
             past_key_values=...)`` returns ``.logits``).
         compile: compile the decode step with ``torch.compile``.
         cuda_graph: capture the step in a CUDA graph (default: when the model is on CUDA).
+            ValueError for a model with sliding-window layers, whose step depends on a
+            Python counter that a graph cannot replay.
     """
 
     def __init__(self, model: torch.nn.Module, compile: bool = True, cuda_graph: bool | None = None):
         self.model = model
         self.device = next(model.parameters()).device
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
+        if self.cuda_graph:
+            self._check_graph_can_replay(StaticCache(config=model.config, max_cache_len=1))  # allocates nothing
         self.compiled = compile
         self._warm = False
         self._step = torch.compile(self._decode_step, fullgraph=True) if compile else self._decode_step
         self.stats = DecodeStats()
         self._key: tuple[int, int, bool] | None = None
+
+    @staticmethod
+    def _check_graph_can_replay(cache: StaticCache) -> None:
+        """Refuse sliding-window layers: transformers 5.17 keeps their length in a Python int
+        (``cumulative_length_int``) that sets the attention mask's query position and, past the
+        window, how the cache is updated; a CUDA graph would replay every step as captured."""
+        layers = getattr(cache, "layers", [])
+        sliding = [i for i, layer in enumerate(layers) if getattr(layer, "is_sliding", False)]
+        if sliding:
+            kinds = sorted({type(layers[i]).__name__ for i in sliding})
+            raise ValueError(
+                f"GraphDecoder(cuda_graph=True) cannot replay a sliding-window cache: layers {sliding} of "
+                f"{len(layers)} are {', '.join(kinds)}, whose length is a Python int that a CUDA graph freezes "
+                "at capture (later tokens would get the first token's attention mask). Use "
+                "GraphDecoder(model, cuda_graph=False) (the compiled step without a graph) or model.generate()"
+            )
 
     def _decode_step(
         self,
@@ -104,33 +124,42 @@ class GraphDecoder:
         ).logits
         return logits[:, -1].argmax(-1, keepdim=True)
 
-    def _cache_state(self) -> list[tuple[dict, object, torch.Tensor]]:
-        """(container, key, tensor) for every tensor the cache holds: keys, values,
-        position counters, and linear-attention states (kept in dicts)."""
-        state = []
+    def _save_cache(self) -> list[tuple[dict, dict]]:
+        """Every attribute of every cache layer, and the entries of the dicts a layer holds
+        (linear-attention states), as (container, {name: (value, clone of a tensor, else None)})."""
+        boxes = []
         for layer in getattr(self._cache, "layers", []):
-            for name, value in vars(layer).items():
-                if isinstance(value, torch.Tensor):
-                    state.append((vars(layer), name, value))
-                elif isinstance(value, dict):
-                    state += [(value, k, v) for k, v in value.items() if isinstance(v, torch.Tensor)]
-        return state
+            boxes += [vars(layer), *(v for v in vars(layer).values() if isinstance(v, dict))]
+        return [
+            (box, {k: (v, v.clone() if isinstance(v, torch.Tensor) else None) for k, v in box.items()})
+            for box in boxes
+        ]
+
+    @staticmethod
+    def _restore_cache(saved: list[tuple[dict, dict]]) -> None:
+        """Put back what :meth:`_save_cache` saw: each tensor refilled in place and re-bound (a captured
+        graph holds its address), every other value (a Python counter, a flag) re-bound, and names
+        added since removed."""
+        for box, items in saved:
+            box.clear()
+            for key, (value, copy) in items.items():
+                if copy is not None:
+                    value.copy_(copy)
+                box[key] = value
 
     def _warm_up(self) -> None:
         """Run the step a few times (compilation, kernel tuning) and leave the cache as it was.
 
         Warm-up steps write the cache: transformers' static layers advance their
-        own position counter (``cumulative_length``, which 5.17 uses instead of
-        ``cache_position``) and linear-attention layers their states. Every
-        cache tensor is restored in place and re-bound, so its address (which a
-        captured graph holds) and its contents are what they were.
+        position counter (``cumulative_length``, which 5.17 uses instead of
+        ``cache_position``), sliding-window layers also a Python int
+        (``cumulative_length_int``) that picks their update and attention mask,
+        and linear-attention layers their states. All of it is put back.
         """
-        saved = [(box, key, t, t.clone()) for box, key, t in self._cache_state()]
+        saved = self._save_cache()
         for _ in range(3):
             self._step(*self._inputs)
-        for box, key, t, copy in saved:
-            t.copy_(copy)
-            box[key] = t
+        self._restore_cache(saved)
 
     def _capture(self):
         """Warm the step up on a side stream and capture it; returns (graph, output)."""

@@ -25,17 +25,23 @@ meta device, so shards, index and metadata are all planned before any weight is 
 each tensor is read, quantized on ``--device`` and freed before the next one is read; the
 packed results wait in memory until their shard is written. Peak host memory is about one
 source tensor plus one output shard (``--max-shard-size``, 5GB by default).
+
+Nothing appears in ``--out`` until the checkpoint is complete: it is written into a hidden
+directory on the same filesystem and moved into place at the end; on any error (a weight
+that cannot be quantized, say) that directory is removed and ``--out`` is left as it was.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import re
 import shutil
 import struct
 import sys
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import groupby
@@ -69,7 +75,8 @@ SIZE_UNITS.update({"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40})
 
 
 class CheckpointError(ValueError):
-    """The input or output directory cannot be used (the message says why)."""
+    """The input or output cannot be used (the message says why): a directory, or a tensor that
+    cannot be quantized."""
 
 
 # -- what is in the checkpoint --------------------------------------------------
@@ -291,7 +298,10 @@ def convert(e: Entry, weight: torch.Tensor, device: torch.device) -> dict[str, t
     """The stored tensors of one entry: the weight itself, or its flattened HLWQTensor on the CPU."""
     if e.config is None:
         return {e.source.name: weight}
-    quantized = quantize_weight(weight.to(device), e.config).to("cpu")
+    try:
+        quantized = quantize_weight(weight.to(device), e.config).to("cpu")
+    except ValueError as err:  # e.g. a NaN or Inf weight
+        raise CheckpointError(f"{e.source.name} in {e.source.file}: cannot quantize: {err}") from err
     parts, metadata = flatten_tensor_state_dict({e.source.name: quantized})
     if metadata[e.source.name] != e.metadata or parts.keys() != e.parts.keys():
         raise RuntimeError(f"{e.source.name}: planned {e.metadata}, quantization gave {metadata[e.source.name]}")
@@ -326,6 +336,30 @@ def write_index(shards: list[list[Entry]], names: list[str], out_dir: Path) -> N
     (out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
+@contextlib.contextmanager
+def staged(out_dir: Path) -> Iterator[Path]:
+    """A new directory to write the checkpoint into: moved to ``out_dir`` when the block ends
+    without error, removed in any case, so a failure leaves ``out_dir`` as it was.
+
+    It is made on ``out_dir``'s filesystem so that moving it is a rename: beside a new
+    ``out_dir`` (then renamed to it), or inside an existing one (check_dirs allows a directory
+    without weights; the files are then moved up one by one).
+    """
+    out = out_dir.resolve()
+    exists = out.is_dir()
+    staging = (out if exists else out.parent) / f".{out.name}.{uuid.uuid4().hex[:8]}.partial"
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        if exists:
+            for path in sorted(staging.iterdir()):
+                path.replace(out / path.name)
+        else:
+            staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def copy_other_files(model_dir: Path, out_dir: Path) -> None:
     """Copy tokenizer, generation config, chat template, ...: every top-level file but weights and config.json."""
     for path in sorted(model_dir.iterdir()):
@@ -353,6 +387,7 @@ def quantize_checkpoint(
         model_dir: a Hugging Face checkpoint: config.json and model.safetensors or shards
             with model.safetensors.index.json.
         out_dir: where to write the quantized checkpoint (created; must hold no .safetensors).
+            Written only once complete: on an error it is left as it was.
         config: bits, block_size and scale_mode for every quantized weight (default Q5).
         bits_for: (regex, bits) overrides; the first regex that matches a module's whole
             name (as ``re.fullmatch``, like FqnToConfig's ``re:`` keys) gives its bits.
@@ -387,13 +422,13 @@ def quantize_checkpoint(
         len(shards),
     )
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    names = write_shards(shards, out_dir, device)
-    if len(shards) > 1:
-        write_index(shards, names, out_dir)
-    model_config["quantization_config"] = quantization_config(entries, config, per_module=bool(bits_for))
-    (out_dir / "config.json").write_text(json.dumps(model_config, indent=2, sort_keys=True) + "\n")
-    copy_other_files(model_dir, out_dir)
+    with staged(out_dir) as staging:
+        names = write_shards(shards, staging, device)
+        if len(shards) > 1:
+            write_index(shards, names, staging)
+        model_config["quantization_config"] = quantization_config(entries, config, per_module=bool(bits_for))
+        (staging / "config.json").write_text(json.dumps(model_config, indent=2, sort_keys=True) + "\n")
+        copy_other_files(model_dir, staging)
     return out_dir
 
 

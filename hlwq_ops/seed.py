@@ -274,7 +274,11 @@ def _configured_in_features(config: dict, prefix: str, N: int) -> int | None:
         if out_features != N:
             raise ValueError(f"{prefix}: {CONFIG_NAME} says out_features={out_features}, the tensors hold {N} rows")
     if "in_features" in meta:
-        return _as_int(meta["in_features"], f"{CONFIG_NAME}: layers[{prefix!r}].in_features")
+        what = f"{CONFIG_NAME}: layers[{prefix!r}].in_features"
+        in_features = _as_int(meta["in_features"], what)
+        if in_features <= 0:
+            raise ValueError(f"{what} must be positive, found {in_features}")
+        return in_features
     return None
 
 
@@ -452,6 +456,13 @@ class _Checkpoint:
             else:
                 groups.setdefault(key[: -len(suffix)], {})[suffix] = key
         required = [s for s in suffixes if s not in (".ct_scaled", ".ct")]
+        plain = set(self.plain_keys)
+        for prefix in sorted(groups):
+            if prefix + ".weight" in plain:
+                raise ValueError(
+                    f"{path}: layer {prefix}'s weight is stored both quantized ({sorted(groups[prefix].values())}) "
+                    f"and plain ({prefix}.weight); expected one of them"
+                )
         for prefix in sorted(set(groups) | set(config.get("layers", {}))):
             missing = [prefix + s for s in required if s not in groups.get(prefix, {})]
             if missing:
@@ -544,7 +555,7 @@ def load_seed_tensors(
     _check_codebook_choice(codebook)
     with _open_checkpoint(path) as ckpt:
         return {
-            name: layer.to_hlwq(layer.in_features or layer.padded_in_features, dtype)
+            name: layer.to_hlwq(layer.padded_in_features if layer.in_features is None else layer.in_features, dtype)
             for name, layer in ckpt.layers(codebook)
         }
 
@@ -577,8 +588,10 @@ def load_seed_into(
     """
     _check_codebook_choice(codebook)
     slots = _model_slots(model)
-    originals = {name: getattr(module, attr) for name, (module, attr) in slots.items()}
-    loaded_ids: set[int] = set()
+    # The tensors written, by id (kept alive: ids stay unique). A name is loaded when its slot holds
+    # one of them at the end: a quantized weight is a new tensor, so a name tied to the one it
+    # replaced (embed_tokens to lm_head) still needs its own.
+    written: dict[int, torch.Tensor] = {}
     loaded: list[str] = []
 
     def skip(message: str) -> None:
@@ -601,15 +614,15 @@ def load_seed_into(
                     continue
                 device = torch.device("cpu") if target.is_meta else target.device
                 weight = layer.to_hlwq(K, target.dtype).to(device)
-                module.weight = nn.Parameter(weight, requires_grad=False)
+                module.weight = new = nn.Parameter(weight, requires_grad=False)
             else:
                 K = target.shape[-1] if target.dim() == 2 else -1
                 problem = _quantized_mismatch(layer, target.shape[0] if target.dim() == 2 else -1, K)
                 if problem:
                     skip(f"{name}: {problem} (model tensor of shape {tuple(target.shape)})")
                     continue
-                _assign_plain(model, target, layer.to_hlwq(K, torch.float32).dequantize())
-            loaded_ids.add(id(target))
+                new = _assign_plain(model, target, layer.to_hlwq(K, torch.float32).dequantize())
+            written[id(new)] = new
             loaded.append(name)
         for key in ckpt.plain_keys:
             if key not in slots:
@@ -620,14 +633,14 @@ def load_seed_into(
             if value.shape != target.shape:
                 skip(f"{key}: checkpoint has shape {tuple(value.shape)}, model expects {tuple(target.shape)}")
                 continue
-            _assign_plain(model, target, value)
-            loaded_ids.add(id(target))
+            new = _assign_plain(model, target, value)
+            written[id(new)] = new
             loaded.append(key)
     still_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if still_meta:
         # Non-persistent buffers (rotary inv_freq...) are in no checkpoint.
         logger.warning("%d model tensor(s) are still on the meta device, e.g. %s", len(still_meta), still_meta[:5])
-    missing = [name for name, t in originals.items() if id(t) not in loaded_ids]
+    missing = [name for name, (module, attr) in slots.items() if id(getattr(module, attr)) not in written]
     if missing:
         message = f"{len(missing)} model tensor(s) not in the checkpoint, e.g. {missing[:5]}"
         if strict:
@@ -660,11 +673,12 @@ def _model_slots(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
 
 
 @torch.no_grad()
-def _assign_plain(model: nn.Module, target: torch.Tensor, value: torch.Tensor) -> None:
-    """Copy ``value`` into ``target``; a meta ``target`` is replaced wherever it is referenced."""
+def _assign_plain(model: nn.Module, target: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """Copy ``value`` into ``target``; a meta ``target`` is replaced wherever it is referenced.
+    Returns the tensor that now holds ``value``."""
     if not target.is_meta:
         target.copy_(value)
-        return
+        return target
     new = value.to(target.dtype)
     if isinstance(target, nn.Parameter):
         new = nn.Parameter(new, requires_grad=target.requires_grad)
@@ -672,3 +686,4 @@ def _assign_plain(model: nn.Module, target: torch.Tensor, value: torch.Tensor) -
         for attr, t in list(module._parameters.items()) + list(module._buffers.items()):
             if t is target:
                 setattr(module, attr, new)
+    return new

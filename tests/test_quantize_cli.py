@@ -4,6 +4,7 @@ import gc
 import json
 import logging
 import re
+import shutil
 import subprocess
 import sys
 import weakref
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torchao.quantization import quantize_
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, TorchAoConfig
 
@@ -231,6 +233,41 @@ def test_reads_one_tensor_at_a_time(sharded_src, tmp_path, monkeypatch):
     monkeypatch.setattr(hq, "read_tensor", counting_read)
     run(sharded_src, tmp_path / "q", "--scale-mode", "norm", "--max-shard-size", SHARD)
     assert len(read) == 21 and len(set(read)) == 21
+
+
+def test_error_midway_leaves_out_as_it_was(sharded_src, tmp_path, capsys):
+    """A NaN weight in a later shard: a usage error naming it, --out (new, or existing with other files)
+    as it was, nothing left beside it; once the input is fixed, the same --out takes the checkpoint."""
+    src = shutil.copytree(sharded_src, tmp_path / "src")
+    name = "model.layers.1.mlp.down_proj.weight"
+    file = src / json.loads((src / hq.INDEX_NAME).read_text())["weight_map"][name]
+    tensors = load_file(file)
+    clean = tensors[name].clone()
+    tensors[name][0, 0] = float("nan")
+    save_file(tensors, file, metadata={"format": "pt"})
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine\n")
+    args = ["--scale-mode", "norm", "--max-shard-size", SHARD]
+
+    for out in (tmp_path / "q", existing):
+        with pytest.raises(SystemExit) as exc:
+            hq.main(["--model", str(src), "--out", str(out), "--device", "cpu", *args])
+        assert exc.value.code == 2
+        assert f"{name} in {file}: cannot quantize: weight has NaN or Inf" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing", "src"]
+    assert [p.name for p in existing.iterdir()] == ["notes.txt"]
+
+    tensors[name] = clean
+    save_file(tensors, file, metadata={"format": "pt"})
+    for out in (tmp_path / "q", existing):
+        run(src, out, *args)
+        assert len(list(out.glob("*.safetensors"))) > 1 and (out / hq.INDEX_NAME).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing", "q", "src"]
+    assert (existing / "notes.txt").read_text() == "mine\n"
+    a, b = stored_tensors(tmp_path / "q"), stored_tensors(existing)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert isinstance(AutoModelForCausalLM.from_pretrained(existing).model.layers[1].mlp.down_proj.weight, HLWQTensor)
 
 
 def test_tied_lm_head_stays_unquantized(tmp_path, caplog):

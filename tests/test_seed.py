@@ -422,6 +422,35 @@ def test_load_seed_into_tiny_llama(tmp_path, tie):
         assert rel_error(model(ids).logits, source(ids).logits) < 1e-4
 
 
+def test_load_seed_into_quantized_lm_head_unties_embed_tokens(tmp_path, caplog):
+    """In a tied model a quantized lm_head becomes a tensor of its own: embed_tokens, which held the
+    same tensor, is not loaded through the tie; strict mode names it until the checkpoint holds it."""
+    source = _tiny_llama(tie=True)
+    tensors = {}
+    for name, module in source.named_modules(remove_duplicate=False):
+        if isinstance(module, nn.Linear):
+            tensors.update(_v4_layer(name, *_quantize(module.weight.detach(), 5), 5))
+    for name, value in source.state_dict().items():
+        if name not in ("lm_head.weight", "model.embed_tokens.weight") and not name.endswith("_proj.weight"):
+            tensors[name] = value.clone()
+    _write(tmp_path / "no_embed", tensors, {"format": "polar_engine_v4"})
+    missing = r"1 model tensor\(s\) not in the checkpoint, e.g. \['model.embed_tokens.weight'\]"
+    with pytest.raises(ValueError, match=missing):
+        load_seed_into(_tiny_llama(tie=True), tmp_path / "no_embed")
+    model = _tiny_llama(tie=True)
+    with caplog.at_level(logging.WARNING, logger="hlwq_ops.seed"):
+        names = load_seed_into(model, tmp_path / "no_embed", strict=False)
+    assert "model.embed_tokens.weight" in caplog.text and "model.embed_tokens.weight" not in names
+    assert isinstance(model.lm_head.weight.data, HLWQTensor)
+    assert model.lm_head.weight is not model.model.embed_tokens.weight
+
+    tensors["model.embed_tokens.weight"] = source.model.embed_tokens.weight.detach().clone()
+    _write(tmp_path / "both", tensors, {"format": "polar_engine_v4"})
+    model = _tiny_llama(tie=True)
+    assert set(load_seed_into(model, tmp_path / "both")) == set(source.state_dict())
+    assert torch.equal(model.model.embed_tokens.weight, source.model.embed_tokens.weight)
+
+
 def test_loaded_model_saves_and_loads_weights_only(tmp_path):
     reference = _seed_checkpoint(_mlp(), tmp_path, "polar_engine_v4")
     model = _mlp()
@@ -495,6 +524,12 @@ V4_ERRORS = {
     "norms dtype": (lambda t: t.update({"a.norms": t["a.norms"].float()}), None, "expected 2-D float16 norms"),
     "out_features": (None, lambda c: c["layers"]["a"].update(out_features=9), "out_features=9, the tensors hold 8"),
     "in_features": (None, lambda c: c["layers"]["a"].update(in_features=100), r"in_features 100 .* 129..256"),
+    "in_features 0": (None, lambda c: c["layers"]["a"].update(in_features=0), r"in_features must be positive, found 0"),
+    "weight also plain": (
+        lambda t: t.update({"a.weight": torch.randn(8, 256)}),
+        None,
+        r"layer a's weight is stored both quantized \(\['a.codes', 'a.ct_scaled', 'a.norms'\]\) and plain \(a.weight\)",
+    ),
     "block size": (None, lambda c: c.update(block_size=96), "power of two"),
 }
 
@@ -523,6 +558,7 @@ Q5_ERRORS = {
     "norms negative": (lambda t: t["a.weight__norms"].__setitem__((0, 1), -1.0), None, "found -1.0"),
     "config bits": (None, lambda c: c.update(bits=4), "stores 5-bit codes, polar_config.json says bits=4"),
     "config block": (None, lambda c: c.update(block_size=64), "block_size=64, weight__meta says 128"),
+    "weight also plain": (lambda t: t.update({"a.weight": torch.randn(8, 200)}), None, "a's weight is stored both"),
 }
 
 

@@ -10,6 +10,8 @@ from transformers import (
     AutoModelForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
     TorchAoConfig,
@@ -250,6 +252,29 @@ def test_graph_decoder_stops_at_eos_like_generate(check_every):
     got = decoder.generate(ids, 9, eos_token_id=torch.tensor(first), pad_token_id=0, check_every=check_every)
     assert torch.equal(got, expected) and got.shape[1] == 6 + 1, "end-of-sequence ids as a tensor; ended at once"
     assert torch.equal(decoder.generate(ids, 9, eos_token_id=[]), torch.cat([ids, free], dim=1)), "[]: no stop"
+
+
+def test_graph_decoder_sliding_window_like_generate():
+    """A sliding-window layer also counts its tokens in a Python int: the compiled step's warm-up must
+    put it back too, or the layer believes 3 more tokens are cached and decodes past the window wrongly.
+    A CUDA graph would freeze that int at capture: refused up front."""
+    from hlwq_ops.decode import GraphDecoder
+
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(num_key_value_heads=2, sliding_window=8, **SMALL)).eval()
+    model.generation_config.eos_token_id = None
+    ids = torch.randint(0, 512, (1, 5))
+    with torch.no_grad():
+        expected = model.generate(ids, max_new_tokens=12, do_sample=False, cache_implementation="static")
+    torch._dynamo.reset()
+    decoder = GraphDecoder(model, compile=True, cuda_graph=False)
+    assert torch.equal(decoder.generate(ids, 12), expected)
+    assert [type(layer).__name__ for layer in decoder._cache.layers] == ["StaticSlidingWindowLayer"] * 2
+    assert [layer.cumulative_length_int for layer in decoder._cache.layers] == [5 + 11] * 2
+    refused = r"cannot replay a sliding-window cache: layers \[0, 1\] of 2 .* cuda_graph=False"
+    with pytest.raises(ValueError, match=refused):
+        GraphDecoder(model, cuda_graph=True)
+    GraphDecoder(_llama(), cuda_graph=True)  # full attention only: accepted (the GPU tests replay it)
 
 
 def _llama_q5_cuda():
