@@ -303,7 +303,7 @@ def test_corrupt_inner_tensors_fail_clearly():
 
 def test_linear_bias_by_keyword(device="cpu"):
     """``F.linear(x, w, bias=b)`` adds the bias, eager and compiled (it was dropped: read from args only)."""
-    w, q = _weight(32, 256, dtype=torch.float32)
+    _, q = _weight(32, 256, dtype=torch.float32)
     x, b = torch.randn(3, 256), torch.full((32,), 100.0)
     positional = F.linear(x, q, b)
     assert torch.equal(F.linear(x, q, bias=b), positional)
