@@ -301,7 +301,7 @@ def test_corrupt_inner_tensors_fail_clearly():
 # -- found in review (session 11) --------------------------------------------------
 
 
-def test_linear_bias_by_keyword(device="cpu"):
+def test_linear_bias_by_keyword():
     """``F.linear(x, w, bias=b)`` adds the bias, eager and compiled (it was dropped: read from args only)."""
     _, q = _weight(32, 256, dtype=torch.float32)
     x, b = torch.randn(3, 256), torch.full((32,), 100.0)
