@@ -240,14 +240,22 @@ def _check_finite_and_scale(w: torch.Tensor, s: torch.Tensor) -> None:
     if not bool(torch.isfinite(w).all()):
         bad = (~torch.isfinite(w)).nonzero()[0].tolist()
         raise ValueError(f"weight has NaN or Inf (first at index {tuple(bad)}); expected finite values")
-    big = s.abs() > _FP16_MAX
+    # not finite: a block so large that its float32 rotation overflowed (inf - inf in the butterflies)
+    big = ~torch.isfinite(s) | (s.abs() > _FP16_MAX)
     if bool(big.any()):
         n, b = big.nonzero()[0].tolist()
         raise ValueError(
             f"block scale {s[n, b].item():.4g} at row {n}, block {b} overflows float16 "
             f"(max {_FP16_MAX}); expected weights with block norms below that"
         )
-    tiny = (s != 0) & (s.abs() < _FP16_TINY)
+    lost = (s != 0) & (s.to(torch.float16) == 0)
+    if bool(lost.any()):
+        logger.warning(
+            "%d block scales are below float16's smallest subnormal (%g): those blocks are stored as zeros",
+            int(lost.sum()),
+            torch.finfo(torch.float16).smallest_normal * 2.0**-10,
+        )
+    tiny = (s != 0) & (s.abs() < _FP16_TINY) & ~lost
     if bool(tiny.any()):
         logger.warning(
             "%d block scales are below float16's normal range (%g): they are stored as "

@@ -265,8 +265,9 @@ def _linear_rotated_backward(ctx, grad: Tensor):
     bits, block_size, dtype, bias_grad = ctx.meta
     # Wr = W_hat @ H blockwise, so grad_xr = grad @ Wr = fwht(grad @ W_hat).
     k_pad = scale.shape[1] * block_size
-    w_hat = dequantize(qdata, scale, bits, block_size, k_pad, grad.dtype, codebook)
-    grad_xr = fwht(grad @ w_hat, block_size, dtype)
+    # in float32, rounded once to xr's dtype (a 16-bit grad of a float32 xr would round, and overflow, twice)
+    w_hat = dequantize(qdata, scale, bits, block_size, k_pad, torch.float32, codebook)
+    grad_xr = fwht(grad.float() @ w_hat, block_size, dtype)
     grad_bias = _rows(grad).sum(0) if bias_grad else None
     return grad_xr, None, None, grad_bias, None, None, None, None
 

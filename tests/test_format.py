@@ -205,3 +205,19 @@ def test_codebook_to_quantize_with_must_be_ascending(bad):
         c[3] = float("nan")
     with pytest.raises(ValueError, match="finite and strictly ascending"):
         fmt.quantize_ref(torch.randn(4, 128), 4, 128, codebook=c)
+
+
+def test_weights_whose_rotation_overflows_float32():
+    """Finite weights so large that the float32 rotation gives inf - inf: the overflow error, not a NaN scale."""
+    w = torch.full((1, 128), 3e38)
+    w[0, 1::2] = -3e38
+    for mode in ("norm", "lsq", "search"):
+        with pytest.raises(ValueError, match="overflows float16"):
+            fmt.quantize_ref(w, 5, 128, scale_mode=mode)
+
+
+def test_scales_below_float16_say_the_blocks_become_zero(caplog):
+    with caplog.at_level("WARNING", logger="hlwq_ops.format"):
+        _, scale = fmt.quantize_ref(torch.randn(2, 128) * 1e-9, 5, 128)
+    assert (scale == 0).all()
+    assert "stored as zeros" in caplog.text and "subnormals" not in caplog.text

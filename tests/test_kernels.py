@@ -703,3 +703,17 @@ def test_gpu_compiled_first_call_in_cudagraph_pool():
                           capture_output=True, text=True, timeout=600, cwd=root, env=env)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
     assert done.stdout.splitlines()[0] == hlwq_ops.__file__
+
+
+@pytest.mark.parametrize("path", ["mma", "dequant"])
+def test_float16_activations_that_rotate_past_float16(path, monkeypatch):
+    """float16 activations whose rotated blocks exceed 65504 (6000 * sqrt(128)) give a finite, right output: the
+    16-bit paths multiply float16 activations in bfloat16, the GEMV in float32."""
+    monkeypatch.setenv("HLWQ_PATH", path)
+    qdata, scale = fmt.quantize_ref(torch.randn(16, 128, device=KERNEL_DEVICE) * 1e-3, 5, 128)
+    x = torch.full((4, 128), 6000.0, device=KERNEL_DEVICE).half()
+    assert torch.isinf(kernels.fwht(x, 128, torch.float16)).any()  # what the old float16 rotation gave
+    y = kernels.linear(x, qdata, scale, None, 5, 128, 128, None)
+    ref = x.double() @ fmt.dequantize_ref(qdata, scale, 5, 128, 128, torch.float64).t()
+    assert y.dtype == torch.float16 and torch.isfinite(y).all()
+    assert rel_error(y, ref) < 4 * torch.finfo(torch.bfloat16).eps

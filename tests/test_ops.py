@@ -205,3 +205,15 @@ def test_linear_rotated_float32_output_of_16_bit_input():
     y = torch.ops.hlwq.linear_rotated(xr, qdata, scale, None, 5, 128, None, torch.float32)
     ref = xr.double() @ fmt.dequantize_rotated_ref(qdata, scale, 5, 128).double().t()
     assert y.dtype == torch.float32 and rel_error(y, ref) < 1e-6
+
+
+def test_linear_rotated_backward_in_float32_for_a_float32_input():
+    """A float16 output's gradient flows back to a float32 ``xr`` through float32 math (it went through float16:
+    a gradient of 30000 overflowed)."""
+    qdata, scale = fmt.quantize_ref(torch.randn(64, 128), 5, 128)
+    xr = torch.randn(2, 128, requires_grad=True)
+    y = torch.ops.hlwq.linear_rotated(xr, qdata, scale, None, 5, 128, None, torch.float16)
+    g = torch.full_like(y, 30000.0)
+    y.backward(g)
+    ref = g.double() @ fmt.dequantize_rotated_ref(qdata, scale, 5, 128).double()
+    assert torch.isfinite(xr.grad).all() and rel_error(xr.grad, ref) < 1e-6

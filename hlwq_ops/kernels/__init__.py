@@ -83,6 +83,17 @@ def _wgmma_linear(xp, qdata, scale, bias, bits, block_size, out_dtype) -> torch.
     return run(tuning.config_for("wgmma", M, qdata.shape[0], k_pad, bits, (qdata, scale), run))
 
 
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The 16-bit dtype rotated activations of ``dtype`` are multiplied in on the tensor-core and cuBLAS paths.
+
+    bfloat16 for float16: a rotated coordinate can be up to sqrt(B) times the
+    largest input (about 11x at B = 128), so float16 activations that fit can
+    rotate past 65504 (inf). bfloat16 has float32's range; its coarser
+    rounding is a tenth of Q5's own error. The GEMV rotates in float32.
+    """
+    return torch.bfloat16 if dtype == torch.float16 else dtype
+
+
 def linear_rotated(
     xr: torch.Tensor,
     qdata: torch.Tensor,
@@ -102,8 +113,9 @@ def linear_rotated(
         return xr.new_empty((*lead, N), dtype=out_dtype)
     fast = supports(bits, block_size, codebook, out_dtype)
     path = tuning.path_for(M, fast)
+    compute = _compute_dtype(out_dtype)
     if path == "mma" and fast:
-        xp = permute_activations(x2, out_dtype)
+        xp = permute_activations(x2, compute)
         y = _wgmma_linear(xp, qdata, scale, bias, bits, block_size, out_dtype)
     elif path in _KERNELS:
         x2 = x2.to(torch.float32).contiguous()
@@ -114,8 +126,8 @@ def linear_rotated(
 
         y = run(tuning.config_for(path, M, N, k_pad, bits, (qdata, scale), run))
     else:
-        y = dequant_linear(x2.to(out_dtype), qdata, scale, None if bias is None else bias.to(out_dtype), bits,
-                           block_size, codebook)
+        y = dequant_linear(x2.to(compute), qdata, scale, None if bias is None else bias.to(compute), bits,
+                           block_size, codebook).to(out_dtype)
     return y.reshape(*lead, N)
 
 
@@ -131,11 +143,12 @@ def linear(
 ) -> torch.Tensor:
     """``x @ W_hat.T + bias`` for (..., K) raw activations; (..., N) in x's dtype.
 
-    On the GEMV path the kernel pads and rotates ``x`` itself; on the
-    register-operand tensor-core path the FWHT kernel rotates it into the
-    kernel's order and dtype; otherwise ``x`` is padded, rotated by the FWHT
-    kernel (float32 for the general tensor-core kernel, x's dtype for
-    dequantize + cuBLAS) and handed to :func:`linear_rotated`.
+    On the GEMV path the kernel pads and rotates ``x`` itself (float32); on
+    the register-operand tensor-core path the FWHT kernel rotates it into the
+    kernel's order and 16-bit dtype (:func:`_compute_dtype`); otherwise ``x``
+    is padded, rotated by the FWHT kernel (float32 for the general
+    tensor-core kernel, the 16-bit compute dtype for dequantize + cuBLAS) and
+    handed to :func:`linear_rotated`.
     """
     lead, N = x.shape[:-1], qdata.shape[0]
     k_pad = scale.shape[1] * block_size
@@ -154,7 +167,7 @@ def linear(
     fast = supports(bits, block_size, codebook, x.dtype)
     path = tuning.path_for(M, fast)
     if path == "mma" and fast:
-        xp = rotated(x2, x.dtype, per_word=8)
+        xp = rotated(x2, _compute_dtype(x.dtype), per_word=8)
         y = _wgmma_linear(xp, qdata, scale, bias, bits, block_size, x.dtype)
     elif path == "gemv":
         x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()
@@ -165,7 +178,7 @@ def linear(
             return gemv(rotated(x2), q, s, bias, bits, block_size, codebook, x.dtype, config)
 
         y = run(tuning.config_for("gemv", M, N, k_pad, bits, (qdata, scale), run))
-    else:  # the general tensor-core kernel reads float32 activations, cuBLAS x's dtype
-        xr = rotated(x2, torch.float32 if path == "mma" else x.dtype)
+    else:  # the general tensor-core kernel reads float32 activations, cuBLAS 16-bit ones (_compute_dtype)
+        xr = rotated(x2, torch.float32 if path == "mma" else _compute_dtype(x.dtype))
         y = linear_rotated(xr, qdata, scale, bias, bits, block_size, codebook, x.dtype)
     return y.reshape(*lead, N)
