@@ -67,7 +67,8 @@ __all__ = ["CheckpointError", "main", "parse_size", "quantize_checkpoint"]
 logger = logging.getLogger(__name__)
 
 INDEX_NAME = "model.safetensors.index.json"
-FLOAT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
+# the dtypes an HLWQ linear runs in (a float64 weight is written unchanged, with its reason logged)
+FLOAT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32}
 # Files not copied to the output: weights in any format and their indexes.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx", ".index.json")
 SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}

@@ -74,8 +74,9 @@ class HLWQTensor(TorchAOBaseTensor):
         super().__init__()
         if len(shape) != 2:
             raise ValueError(f"HLWQTensor shape must be 2-D, got {tuple(shape)}")
-        if dtype not in fmt.WEIGHT_DTYPES:
-            raise TypeError(f"HLWQTensor dtype must be one of {fmt.WEIGHT_DTYPES}, got {dtype}")
+        if dtype not in fmt.ACTIVATION_DTYPES:  # the linear's input and output dtype: what the kernels take
+            raise TypeError(f"HLWQTensor dtype (its linear's activations) must be one of {fmt.ACTIVATION_DTYPES}, "
+                            f"got {dtype}")
         K = shape[0] if transposed else shape[1]
         N = fmt.check_packed(qdata, scale, bits, block_size, K, codebook)
         expected_n = shape[1] if transposed else shape[0]
@@ -122,13 +123,17 @@ class HLWQTensor(TorchAOBaseTensor):
         """Quantize a high-precision (N, K) weight.
 
         Args:
-            hp_tensor: (N, K) float16, bfloat16, float32 or float64.
+            hp_tensor: (N, K) float16, bfloat16 or float32: the linear's dtype (the kernels take no float64
+                activations; ``torch.ops.hlwq.quantize`` packs a float64 weight).
             bits: code width, 2..8.
             block_size: a power of two in 32..1024.
             codebook: optional (2**bits,) float32 centroids.
             scale_mode: "search", "lsq" or "norm" (see :mod:`hlwq_ops.format`).
         """
         fmt.check_weight(hp_tensor)
+        if hp_tensor.dtype not in fmt.ACTIVATION_DTYPES:  # before quantizing, not after
+            raise TypeError(f"HLWQTensor.from_hp takes a weight of {fmt.ACTIVATION_DTYPES} (its linear's dtype), "
+                            f"got {hp_tensor.dtype}; convert it first, e.g. weight.float()")
         qdata, scale = torch.ops.hlwq.quantize(hp_tensor.detach(), bits, block_size, codebook, scale_mode)
         return cls(qdata, scale, bits, block_size, hp_tensor.shape, hp_tensor.dtype, codebook)
 
@@ -368,8 +373,9 @@ def _(func, types, args, kwargs):
     device = kwargs.get("device")
     dtype = kwargs.get("dtype")
     non_blocking = kwargs.get("non_blocking", False)
-    if dtype is not None and dtype not in fmt.WEIGHT_DTYPES:
-        raise TypeError(f"an HLWQTensor can take a floating dtype {fmt.WEIGHT_DTYPES}, got {dtype}")
+    if dtype is not None and dtype not in fmt.ACTIVATION_DTYPES:
+        raise TypeError(f"an HLWQTensor's dtype (its linear's activations) can be {fmt.ACTIVATION_DTYPES}, "
+                        f"got {dtype}")
 
     def move(t):  # a copy even on the same device: the result shares no data with ``w``, as _to_copy promises
         return None if t is None else t.to(device=device, non_blocking=non_blocking, copy=True)

@@ -148,7 +148,7 @@ def test_to_dtype_changes_output_dtype_only():
     assert torch.equal(h.qdata, q.qdata)
     x = torch.randn(2, 256, dtype=torch.float16)
     assert F.linear(x, h).dtype == torch.float16
-    with pytest.raises(TypeError, match="floating dtype"):
+    with pytest.raises(TypeError, match="dtype .* can be"):
         q.to(torch.int8)
 
 
@@ -361,3 +361,18 @@ def test_whole_quantized_model_pickles():
     x = torch.randn(2, 256)
     assert torch.equal(loaded(x), model(x))
     assert "HLWQTensor" in repr(loaded) and repr(loaded) == repr(model)
+
+
+def test_float64_is_refused_early():
+    """The linear takes no float64 activations, so a float64 HLWQ weight (``model.double()``, ``from_hp`` of a float64
+    weight) is refused where it is made, not at the next forward."""
+    from torchao.quantization import quantize_
+
+    from hlwq_ops import hlwq_q5
+
+    model = torch.nn.Sequential(torch.nn.Linear(256, 32))
+    quantize_(model, hlwq_q5())
+    with pytest.raises(TypeError, match="float64"):
+        model.double()
+    with pytest.raises(TypeError, match=r"float64; convert it first"):
+        HLWQTensor.from_hp(torch.randn(8, 256, dtype=torch.float64), 5)
