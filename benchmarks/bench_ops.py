@@ -83,6 +83,22 @@ def n_copies(weight_bytes: int, l2_bytes: int) -> int:
     return max(4, min(256, math.ceil(L2_MULTIPLE * l2_bytes / weight_bytes)))
 
 
+def packed_copies(qdata: torch.Tensor, scale: torch.Tensor, l2_bytes: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(qdata, scale)`` and copies of it, enough to exceed the L2 (:func:`n_copies`): one per call in a graph."""
+    n = n_copies(qdata.nbytes + scale.nbytes, l2_bytes)
+    return [(qdata, scale)] + [(qdata.clone(), scale.clone()) for _ in range(n - 1)]
+
+
+def quantized_for_timing(w: torch.Tensor, bits: int, l2_bytes: int):
+    """Quantize ``w`` (block 128) for a timing sweep: packed copies past the L2 (:func:`packed_copies`), the float64
+    dequantized weight (the reference) and bfloat16 copies of it past the L2 (the cuBLAS baseline)."""
+    qdata, scale = torch.ops.hlwq.quantize(w, bits, 128)
+    w_hat = torch.ops.hlwq.dequantize(qdata, scale, bits, 128, w.shape[1], torch.float64)
+    wb = w_hat.bfloat16()
+    bf16s = [wb] + [wb.clone() for _ in range(n_copies(wb.nbytes, l2_bytes) - 1)]
+    return packed_copies(qdata, scale, l2_bytes), w_hat, bf16s
+
+
 def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_ops import forced_path, graph_time, n_copies, rel_error  # noqa: E402
+from bench_ops import forced_path, graph_time, packed_copies, quantized_for_timing, rel_error  # noqa: E402
 
 from hlwq_ops import kernels  # noqa: E402
 from hlwq_ops.kernels import tuning  # noqa: E402
@@ -72,12 +72,8 @@ def time_rows(label, calls, ref, out, rows, extra_us=0.0, **info):
 def sweep_shape(N, K, ms, bits, sm, l2, rows, baseline):
     gen = torch.Generator(device="cuda").manual_seed(N + K)
     w = torch.randn(N, K, device="cuda", generator=gen) * 0.02
-    qdata, scale = torch.ops.hlwq.quantize(w, bits, 128)
-    w_hat = torch.ops.hlwq.dequantize(qdata, scale, bits, 128, K, torch.float64)
-    wb = w_hat.bfloat16()
-    nbytes = qdata.nbytes + scale.nbytes
-    copies = [(qdata, scale)] + [(qdata.clone(), scale.clone()) for _ in range(n_copies(nbytes, l2) - 1)]
-    bf16s = [wb] + [wb.clone() for _ in range(n_copies(wb.nbytes, l2) - 1)]
+    copies, w_hat, bf16s = quantized_for_timing(w, bits, l2)
+    wb = bf16s[0]
     for M in ms:
         print(f"  {N}x{K} Q{bits} M={M}", flush=True)
         info = dict(N=N, K=K, M=M, bits=bits)
@@ -123,8 +119,7 @@ def gemv_versions(shapes, bits, sm, l2, rows, baseline):
     """M = 1 GEMV (raw bf16 activations, rotated in the kernel): every tuning candidate, current and old copy."""
     for N, K in shapes:
         qdata, scale = torch.ops.hlwq.quantize(torch.randn(N, K, device="cuda") * 0.02, bits, 128)
-        nbytes = qdata.nbytes + scale.nbytes
-        copies = [(qdata, scale)] + [(qdata.clone(), scale.clone()) for _ in range(n_copies(nbytes, l2) - 1)]
+        copies = packed_copies(qdata, scale, l2)
         x = torch.randn(1, K, device="cuda", dtype=torch.bfloat16)
         ref = x.double() @ torch.ops.hlwq.dequantize(qdata, scale, bits, 128, K, torch.float64).t()
         print(f"  GEMV {N}x{K} Q{bits} M=1", flush=True)

@@ -20,7 +20,7 @@ import json
 
 import torch
 import torch.nn.functional as F
-from bench_ops import graph_time, n_copies, rel_error
+from bench_ops import graph_time, quantized_for_timing, rel_error
 
 from hlwq_ops import kernels
 from hlwq_ops.kernels import tuning
@@ -43,12 +43,7 @@ def main() -> None:
         torch.manual_seed(0)
         w = torch.randn(N, K, device="cuda") * 0.02
         for bits in a.bits:
-            qdata, scale = torch.ops.hlwq.quantize(w, bits, 128)
-            w_hat = torch.ops.hlwq.dequantize(qdata, scale, bits, 128, K, torch.float64)
-            wb = w_hat.bfloat16()
-            nbytes = qdata.nbytes + scale.nbytes
-            copies = [(qdata, scale)] + [(qdata.clone(), scale.clone()) for _ in range(n_copies(nbytes, l2) - 1)]
-            bf16s = [wb] + [wb.clone() for _ in range(n_copies(wb.nbytes, l2) - 1)]
+            copies, w_hat, bf16s = quantized_for_timing(w, bits, l2)
             for M in a.m:
                 x = torch.randn(M, K, device="cuda").bfloat16()
                 ref = x.double() @ w_hat.t()
@@ -61,7 +56,7 @@ def main() -> None:
                       flush=True)
                 case = {"shape": shape, "bits": bits, "M": M, "bf16_us": bf16_us, "path": path, "path_us": path_us}
                 best = {}
-                for config in tuning.candidates("gemv", M, N, qdata.shape[1] * 8 // bits, sm, bits):
+                for config in tuning.candidates("gemv", M, N, copies[0][0].shape[1] * 8 // bits, sm, bits):
                     if not can_rotate(bits, 128, config):
                         continue
                     calls = [lambda q=q, s=s, c=config, x=x, bits=bits: gemv(x, q, s, None, bits, 128, None,
