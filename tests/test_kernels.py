@@ -17,6 +17,7 @@ from hlwq_ops.kernels import tuning
 from hlwq_ops.kernels.common import planes
 from hlwq_ops.kernels.gemv import gemv, gemv_ref
 from hlwq_ops.kernels.mma import mma
+from hlwq_ops.kernels.tcgemv import tc_gemv
 from hlwq_ops.kernels.wgmma import codebook_asm, lane_table, permute_activations, supports, wgmma
 
 from ._utils import HAS_CUDA, rel_error
@@ -353,6 +354,105 @@ def test_split_k_calls_count_in_different_regions(monkeypatch):
     assert common.counter_buffer(device).numel() >= 300
 
 
+# -- tensor-core GEMV ----------------------------------------------------------------
+
+
+def _tc_config(num_warps, KB, MG, ROWS, **changes):
+    return dict(num_warps=num_warps, KB=KB, MG=MG, ROWS=ROWS, **changes)
+
+
+def _bf16_centroid_weights(qdata, scale, bits, codebook=None):
+    """(N, K_pad) float64: the weights :func:`tc_gemv` multiplies -- each centroid rounded to bfloat16, times the
+    block norm."""
+    from hlwq_ops.codebook import codebook as standard
+
+    c = standard(bits, qdata.device) if codebook is None else codebook
+    c16 = c.bfloat16().double()[fmt.unpack_codes(qdata, bits, 128)]  # (N, blocks, 128)
+    return (c16 * scale.double()[..., None] / math.sqrt(128)).reshape(qdata.shape[0], -1)
+
+
+@pytest.mark.parametrize("bits", [4, 5])
+@pytest.mark.parametrize(
+    "M,N,K,config",
+    [
+        (1, 40, 300, _tc_config(2, 1, 1, 16)),  # K padded, N not a multiple of 16, two K programs (split-K)
+        (3, 33, 640, _tc_config(2, 2, 1, 32)),  # odd M, five blocks in slices of two: one warp past K
+        (11, 20, 256, _tc_config(1, 1, 2, 16)),  # two groups of eight activation rows in one program
+        (9, 50, 512, _tc_config(4, 1, 1, 16)),  # one K program of four warps (summed after a barrier), two M ones
+        (2, 24, 128, _tc_config(1, 1, 1, 32)),  # one warp covers K: stored straight, with the bias
+        (1, 70, 300, _tc_config(2, 1, 1, 48)),  # three 16-row tiles per program, the last one partly past N
+        (3, 33, 640, _tc_config(2, 2, 1, 32, WARP_SUM=True)),  # warps summed in the program: a slice per program
+        (11, 40, 256, _tc_config(2, 1, 2, 16, WARP_SUM=True)),  # ... one program covers K: stored straight
+    ],
+)
+def test_tc_gemv_matches_reference(bits, M, N, K, config):
+    qdata, scale = _packed(N, K, bits)
+    k_pad = scale.shape[1] * 128
+    x16 = torch.randn(M, k_pad, device=KERNEL_DEVICE).bfloat16()
+    bias = torch.randn(N, device=KERNEL_DEVICE)
+    y = tc_gemv(x16, qdata, scale, bias, bits, 128, None, torch.float32, config)
+    ref = gemv_ref(x16.float(), qdata, scale, bias, bits, 128)
+    assert rel_error(y, ref) < 4 * torch.finfo(torch.bfloat16).eps  # the centroids rounded to bfloat16
+    # exactly the bfloat16 centroids times the norms, up to float32 accumulation
+    w16 = _bf16_centroid_weights(qdata, scale, bits)
+    assert rel_error(y, x16.double() @ w16.t() + bias.double()) < 1e-5
+
+
+def test_tc_gemv_custom_codebook_and_bf16_output():
+    c = torch.linspace(-2, 2, 32, device=KERNEL_DEVICE)
+    w = torch.randn(24, 256, device=KERNEL_DEVICE)
+    qdata, scale = fmt.quantize_ref(w, 5, 128, codebook=c)
+    x16 = torch.randn(5, 256, device=KERNEL_DEVICE).bfloat16()
+    y = tc_gemv(x16, qdata, scale, None, 5, 128, c, torch.bfloat16, _tc_config(2, 1, 1, 16))
+    assert y.dtype == torch.bfloat16
+    w16 = _bf16_centroid_weights(qdata, scale, 5, c)
+    assert rel_error(y, x16.double() @ w16.t()) < 2 * torch.finfo(torch.bfloat16).eps  # the output's rounding
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("rotated", [False, True])
+def test_tensor_core_path_runs_the_tc_gemv_when_tuned_so(dtype, rotated, monkeypatch):
+    """When the tuner picks a tensor-core GEMV config, ``linear`` and ``linear_rotated`` run it on activations in K
+    order (not the wgmma permutation), bfloat16, with the bias, in the activations' dtype."""
+    from hlwq_ops.hadamard import fwht_ref
+
+    picked = []
+
+    def config_for(kernel, M, N, k_pad, bits, weight, run):
+        picked.append(kernel)
+        return dict(kernel="tc", num_warps=2, KB=1, MG=1, ROWS=16, WARP_SUM=True)
+
+    monkeypatch.setattr(tuning, "config_for", config_for)
+    monkeypatch.delenv("HLWQ_PATH", raising=False)
+    qdata, scale = _packed(40, 300, 5)
+    x = torch.randn(5, 300, device=KERNEL_DEVICE).to(dtype)
+    bias = torch.randn(40, device=KERNEL_DEVICE).to(dtype)
+    xr = fwht_ref(torch.nn.functional.pad(x.float(), (0, 84)), 128)
+    if rotated:
+        y = kernels.linear_rotated(xr.to(dtype), qdata, scale, bias, 5, 128, None, dtype)
+    else:
+        y = kernels.linear(x, qdata, scale, bias, 5, 128, 300, None)
+    ref = gemv_ref(xr.to(dtype).float() if rotated else xr, qdata, scale, bias, 5, 128)
+    assert picked == ["wgmma+tc"] and y.dtype == dtype
+    assert rel_error(y, ref) < 4 * torch.finfo(torch.bfloat16).eps
+
+
+def test_tc_gemv_refuses_what_it_cannot_read():
+    qdata, scale = _packed(16, 256, 5)
+    x16 = torch.randn(1, 256, device=KERNEL_DEVICE).bfloat16()
+    config = _tc_config(1, 1, 1, 16)
+    with pytest.raises(ValueError, match="4/5-bit codes in blocks of 128, got 6 bits"):
+        tc_gemv(x16, *_packed(16, 256, 6), None, 6, 128, None, torch.float32, config)
+    with pytest.raises(ValueError, match="contiguous bfloat16 activations, got torch.float16"):
+        tc_gemv(x16.half(), qdata, scale, None, 5, 128, None, torch.float32, config)
+    with pytest.raises(ValueError, match="ROWS must be a multiple of 16"):
+        tc_gemv(x16, qdata, scale, None, 5, 128, None, torch.float32, _tc_config(1, 1, 1, 24))
+    odd = torch.empty(16, qdata.shape[1] + 4, dtype=torch.uint8, device=KERNEL_DEVICE)[:, 4:]
+    odd.copy_(qdata)
+    with pytest.raises(ValueError, match="16-byte aligned rows"):
+        tc_gemv(x16, odd, scale, None, 5, 128, None, torch.float32, config)
+
+
 # -- FWHT and dequantization -------------------------------------------------------
 
 
@@ -571,6 +671,47 @@ def test_gpu_wgmma_poisoned_output_every_candidate(bits):
             assert torch.isfinite(out).all(), config
             assert rel_error(out, ref) < 4 * torch.finfo(torch.bfloat16).eps, config
     assert int(counter_buffer(qdata.device).abs().sum()) == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bits", [4, 5])
+@pytest.mark.parametrize("N,K", [(1000, 1000), (4096, 14336), (14336, 4096)])
+def test_gpu_tc_gemv_poisoned_output_every_candidate(bits, N, K):
+    """The tensor-core GEMV on the GPU (its MMAs and shuffles are inline PTX the interpreter only emulates): every
+    candidate of the tuner and a few other tiles, M = 1..16, each output written and right."""
+    from hlwq_ops.kernels.common import counter_buffer
+
+    qdata, scale = _packed(N, K, bits, device="cuda")
+    k_pad = scale.shape[1] * 128
+    for M in (1, 2, 3, 5, 8, 9, 16):
+        x16 = torch.randn(M, k_pad, device="cuda").bfloat16()
+        bias = torch.randn(N, device="cuda")
+        w16 = _bf16_centroid_weights(qdata, scale, bits)
+        ref = x16.double() @ w16.t() + bias.double()
+        configs = [c for c in tuning.candidates("wgmma+tc", min(M, 8), N, k_pad, 132, bits) if c.get("kernel")]
+        configs += [_tc_config(8, 1, 1, 48), _tc_config(4, 4, 1, 16, WARP_SUM=True), _tc_config(2, 1, 2, 32)]
+        for config in configs:
+            config = dict(config, MG=2 if M > 8 else config["MG"])
+            torch.full((M, N), float("nan"), device="cuda")
+            out = tc_gemv(x16, qdata, scale, bias, bits, 128, None, torch.float32, config)
+            assert torch.isfinite(out).all(), (M, config)
+            assert rel_error(out, ref) < 1e-5, (M, config)  # the bfloat16 centroids, float32 sums
+    assert int(counter_buffer(qdata.device).abs().sum()) == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bits", [4, 5])
+def test_gpu_linear_tuned_tensor_core_choice(bits):
+    """Tuned, the tensor-core path may pick the tensor-core GEMV; whichever it picks is right (M = 3..8)."""
+    qdata, scale = _packed(4096, 4096, bits, device="cuda")
+    w_hat = fmt.dequantize_ref(qdata, scale, bits, 128, 4096, torch.float64)
+    for M in (3, 8):
+        x = torch.randn(M, 4096, device="cuda").bfloat16()
+        ref = x.double() @ w_hat.t()
+        bf16_err = rel_error(x @ w_hat.bfloat16().t(), ref)
+        y = kernels.linear(x, qdata, scale, None, bits, 128, 4096, None)
+        assert rel_error(y, ref) <= 2 * bf16_err, M
+    assert any(k.startswith("wgmma+tc/") for k in tuning._TUNED)
 
 
 @pytest.mark.gpu

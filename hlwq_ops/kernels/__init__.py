@@ -3,8 +3,9 @@
 :func:`linear_rotated` is the CUDA ``y = xr @ Wr.T + bias`` and :func:`linear`
 the CUDA ``y = x @ W_hat.T + bias``; both pick the kernel family by M
 (:func:`hlwq_ops.kernels.tuning.path_for`). On the "mma" path the
-register-operand kernel (:mod:`.wgmma`) serves the layers it supports and the
-general one (:mod:`.mma`) the rest.
+register-operand kernel (:mod:`.wgmma`) -- or, up to M = 8 where the tuner
+finds it faster, the tensor-core GEMV (:mod:`.tcgemv`) -- serves the layers
+it supports and the general one (:mod:`.mma`) the rest.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from .fwht import MAX_KERNEL_BLOCK, fwht
 from .fwht import prepare as prepare_fwht
 from .gemv import can_rotate, gemv
 from .mma import mma
+from .tcgemv import aligned as tc_aligned
+from .tcgemv import as_operand, tc_gemv
+from .tcgemv import supports as tc_supports
 from .wgmma import permute_activations, supports, wgmma
 from .wgmma import prepare as prepare_wgmma
 
@@ -34,6 +38,7 @@ __all__ = [
     "linear_rotated",
     "mma",
     "note_weight",
+    "tc_gemv",
     "tuning",
     "wgmma",
 ]
@@ -73,14 +78,23 @@ def note_weight(qdata: torch.Tensor, scale: torch.Tensor, bits: int, block_size:
     tuning.remember(qdata, scale)
 
 
-def _wgmma_linear(xp, qdata, scale, bias, bits, block_size, out_dtype) -> torch.Tensor:
-    """:func:`wgmma` on permuted 16-bit activations, tuned per shape."""
-    M, k_pad = xp.shape
+def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype) -> torch.Tensor:
+    """The register-operand tensor-core kernel or the tensor-core GEMV, whichever the tuner found faster here.
+
+    ``activations(per_word)`` gives the rotated 16-bit activations in the
+    kernel's order: permuted for :func:`wgmma` (``per_word=8``), in K order for
+    :func:`tc_gemv` (``per_word=0``, bfloat16). Tuning times each candidate
+    with its rotation. The tensor-core GEMV competes where it can read the
+    layer (blocks of 128, 16-byte aligned rows): "wgmma+tc" configs.
+    """
 
     def run(config, q=qdata, s=scale):
-        return wgmma(xp, q, s, bias, bits, block_size, out_dtype, config)
+        if config.get("kernel") == "tc":
+            return tc_gemv(as_operand(activations(0)), q, s, bias, bits, block_size, None, out_dtype, config)
+        return wgmma(activations(8), q, s, bias, bits, block_size, out_dtype, config)
 
-    return run(tuning.config_for("wgmma", M, qdata.shape[0], k_pad, bits, (qdata, scale), run))
+    kernel = "wgmma+tc" if tc_supports(bits, block_size) and tc_aligned(qdata) else "wgmma"
+    return run(tuning.config_for(kernel, M, qdata.shape[0], k_pad, bits, (qdata, scale), run))
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -115,8 +129,11 @@ def linear_rotated(
     path = tuning.path_for(M, fast)
     compute = _compute_dtype(out_dtype)
     if path == "mma" and fast:
-        xp = permute_activations(x2, compute)
-        y = _wgmma_linear(xp, qdata, scale, bias, bits, block_size, out_dtype)
+
+        def activations(per_word):
+            return permute_activations(x2, compute) if per_word else x2
+
+        y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype)
     elif path in _KERNELS:
         x2 = x2.to(torch.float32).contiguous()
         kernel = _KERNELS[path]
@@ -167,8 +184,11 @@ def linear(
     fast = supports(bits, block_size, codebook, x.dtype)
     path = tuning.path_for(M, fast)
     if path == "mma" and fast:
-        xp = rotated(x2, _compute_dtype(x.dtype), per_word=8)
-        y = _wgmma_linear(xp, qdata, scale, bias, bits, block_size, x.dtype)
+
+        def activations(per_word):
+            return rotated(x2, _compute_dtype(x.dtype) if per_word else torch.bfloat16, per_word)
+
+        y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, x.dtype)
     elif path == "gemv":
         x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()
 

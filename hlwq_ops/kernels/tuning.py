@@ -33,6 +33,7 @@ __all__ = [
     "MMA_MAX_M",
     "MMA_MAX_M_WGMMA",
     "PATHS",
+    "TC_MAX_M",
     "path_for",
     "m_bucket",
     "candidates",
@@ -123,10 +124,35 @@ def _wgmma_candidates(M: int, N: int, k_pad: int, sm_count: int, BM: int | None 
     return out
 
 
+# The tensor-core GEMV (kernels.tcgemv) competes with the register-operand tensor-core kernel for M <= TC_MAX_M:
+# one program of four warps per 16-row tiles, two blocks of K per warp, ~4 programs per SM, with and without the
+# warps' sums added in the program (WARP_SUM). Measured on the H200 (session 12, benchmarks/RESULTS.md section 12):
+# faster at M = 4..8 on 14336 x 4096 and 4096 x 14336 (29.1-33.8 against 35.3-36.9 us with the FWHT), no faster on
+# 4096 x 4096, slower at M = 16 and at M = 1 than the GEMV; so it is timed beside the wgmma tiles, not forced.
+TC_MAX_M = 8
+
+
+def _tc_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
+    k_programs = -(-k_pad // (128 * 4 * 2))
+    row_programs = max(1, 4 * sm_count // k_programs)
+    rows = max(16, -(-N // (row_programs * 16)) * 16)
+    base = dict(kernel="tc", num_warps=4, KB=2, MG=1, ROWS=rows)
+    # five programs of 96 registers fit an SM: rows for ~5 per SM too (ncu, M = 1: 13.7 of 20 warps per SM active
+    # with ~4 programs per SM)
+    five = max(16, -(-N // (max(1, 5 * sm_count // k_programs) * 16)) * 16)
+    out = [dict(base, WARP_SUM=True), dict(base, WARP_SUM=False), dict(base, WARP_SUM=True, ROWS=five)]
+    return [c for i, c in enumerate(out) if c not in out[:i]]
+
+
 def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int) -> list[dict]:
-    """Configs worth timing for a kernel ("gemv", "mma" or "wgmma") on (M, N, K_pad), the favourite first."""
-    if kernel == "wgmma":
-        return _wgmma_candidates(M, N, k_pad, sm_count)
+    """Configs worth timing for a kernel ("gemv", "mma", "wgmma" or "wgmma+tc") on (M, N, K_pad), the favourite first.
+
+    "wgmma+tc" (a layer both tensor-core kernels read) adds the tensor-core GEMV's configs (``kernel="tc"``) to the
+    wgmma ones for M <= ``TC_MAX_M``.
+    """
+    if kernel in ("wgmma", "wgmma+tc"):
+        tc = _tc_candidates(M, N, k_pad, sm_count) if kernel == "wgmma+tc" and M <= TC_MAX_M else []
+        return _wgmma_candidates(M, N, k_pad, sm_count) + tc
     out = []
     if kernel == "gemv":
         small = N * k_pad <= 4096 * 4096
@@ -166,7 +192,7 @@ _LOADED: set[str] = set()
 def _cache_file(device: torch.device) -> Path:
     name = torch.cuda.get_device_name(device).replace(" ", "_")
     root = Path(os.environ.get("HLWQ_CACHE_DIR", Path.home() / ".cache" / "hlwq_ops"))
-    return root / f"configs-v8-{name}-triton{__import__('triton').__version__}.json"
+    return root / f"configs-v9-{name}-triton{__import__('triton').__version__}.json"
 
 
 def _load(device: torch.device) -> None:
