@@ -2,8 +2,8 @@
 
 For each shape, bits and M: bf16 ``F.linear``, ``hlwq.linear`` on its default
 path, and the tensor-core GEMV on a grid of tiles (``num_warps``, ``KB``
-blocks of K per warp, programs per SM, ``DEPTH`` tiles of rows requested
-ahead, ``WARP_SUM``; ``MG = 2`` above M = 8), alone on
+blocks of K per warp, programs per SM, ``WARP_SUM``; ``MG = 2`` above
+M = 8), alone on
 rotated bfloat16 activations and with the FWHT kernel in front (what
 ``F.linear`` would run). Each result is checked against a float64 reference.
 Timed like ``bench_ops.py`` (one CUDA graph over weight copies spanning the L2
@@ -33,15 +33,13 @@ def tiles(M: int, N: int, k_pad: int, sm: int) -> list[dict]:
     """(num_warps, KB, programs per SM) combinations, ROWS sized to match."""
     out = []
     mg = 2 if M > 8 else 1
-    for nw, kb, per_sm in ((4, 2, 4), (8, 2, 2), (4, 2, 8)):
+    for nw, kb, per_sm in ((4, 2, 4), (8, 2, 2), (4, 2, 8), (4, 2, 5)):
         k_programs = -(-k_pad // (BLOCK * nw * kb))
         m_programs = -(-M // (8 * mg))
         row_programs = max(1, per_sm * sm // (k_programs * m_programs))
         rows = max(16, -(-N // (row_programs * 16)) * 16)
-        for depth in (1, 2):
-            for warp_sum in (False, True):
-                out.append(dict(num_warps=nw, KB=kb, MG=mg, ROWS=rows, DEPTH=depth, WARP_SUM=warp_sum,
-                                per_sm=per_sm))
+        for warp_sum in (False, True):
+            out.append(dict(num_warps=nw, KB=kb, MG=mg, ROWS=rows, WARP_SUM=warp_sum, per_sm=per_sm))
     return out
 
 

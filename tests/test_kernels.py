@@ -690,12 +690,17 @@ def test_gpu_tc_gemv_poisoned_output_every_candidate(bits, N, K):
         ref = x16.double() @ w16.t() + bias.double()
         configs = [c for c in tuning.candidates("wgmma+tc", min(M, 8), N, k_pad, 132, bits) if c.get("kernel")]
         configs += [_tc_config(8, 1, 1, 48), _tc_config(4, 4, 1, 16, WARP_SUM=True), _tc_config(2, 1, 2, 32)]
+        if K <= 1024:  # one program's warps cover K: stored straight, per thread or after the warps' sum
+            configs += [_tc_config(1, 8, 1, 32), _tc_config(2, 4, 1, 32, WARP_SUM=True)]
         for config in configs:
             config = dict(config, MG=2 if M > 8 else config["MG"])
-            torch.full((M, N), float("nan"), device="cuda")
-            out = tc_gemv(x16, qdata, scale, bias, bits, 128, None, torch.float32, config)
-            assert torch.isfinite(out).all(), (M, config)
-            assert rel_error(out, ref) < 1e-5, (M, config)  # the bfloat16 centroids, float32 sums
+            for out_dtype in (torch.float32, torch.bfloat16) if M in (3, 9) else (torch.float32,):
+                torch.full((M, N), float("nan"), device="cuda")
+                out = tc_gemv(x16, qdata, scale, bias, bits, 128, None, out_dtype, config)
+                assert out.dtype == out_dtype and torch.isfinite(out).all(), (M, config)
+                # the bfloat16 centroids, float32 sums (and the output's rounding)
+                tolerance = 1e-5 if out_dtype == torch.float32 else 2 * torch.finfo(out_dtype).eps
+                assert rel_error(out, ref) < tolerance, (M, config, out_dtype)
     assert int(counter_buffer(qdata.device).abs().sum()) == 0
 
 

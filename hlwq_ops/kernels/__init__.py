@@ -24,6 +24,7 @@ from .gemv import can_rotate, gemv
 from .mma import mma
 from .tcgemv import aligned as tc_aligned
 from .tcgemv import as_operand, tc_gemv
+from .tcgemv import runs_on as tc_runs_on
 from .tcgemv import supports as tc_supports
 from .wgmma import permute_activations, supports, wgmma
 from .wgmma import prepare as prepare_wgmma
@@ -84,8 +85,9 @@ def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_s
     ``activations(per_word)`` gives the rotated 16-bit activations in the
     kernel's order: permuted for :func:`wgmma` (``per_word=8``), in K order for
     :func:`tc_gemv` (``per_word=0``, bfloat16). Tuning times each candidate
-    with its rotation. The tensor-core GEMV competes where it can read the
-    layer (blocks of 128, 16-byte aligned rows): "wgmma+tc" configs.
+    with its rotation. The tensor-core GEMV competes up to ``TC_MAX_M`` rows
+    where it can read the layer (Q4/Q5, blocks of 128, 16-byte aligned rows,
+    sm_80 or newer): "wgmma+tc" configs.
     """
 
     def run(config, q=qdata, s=scale):
@@ -93,7 +95,8 @@ def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_s
             return tc_gemv(as_operand(activations(0)), q, s, bias, bits, block_size, None, out_dtype, config)
         return wgmma(activations(8), q, s, bias, bits, block_size, out_dtype, config)
 
-    kernel = "wgmma+tc" if tc_supports(bits, block_size) and tc_aligned(qdata) else "wgmma"
+    both = M <= tuning.TC_MAX_M and tc_supports(bits, block_size) and tc_aligned(qdata) and tc_runs_on(qdata.device)
+    kernel = "wgmma+tc" if both else "wgmma"
     return run(tuning.config_for(kernel, M, qdata.shape[0], k_pad, bits, (qdata, scale), run))
 
 

@@ -27,11 +27,14 @@ anything. The interpreter, which cannot run PTX, emulates the MMA
 (:func:`_mma_emulated`) on the same per-thread registers.
 
 A warp owns ``KB`` blocks of K (its activations stay in registers) and walks a
-program's rows 16 at a time; each warp stores its partial sums, and the last
-program of a row range to finish sums them (split-K, as the GEMV).
+program's rows 16 at a time; each warp stores its partial sums (with
+``WARP_SUM`` the program adds its warps' first, through shared memory), and
+the last program of a row range to finish sums them (split-K, as the GEMV).
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import triton
@@ -40,7 +43,7 @@ import triton.language as tl
 from .common import arrival_counters, arrive, kernel_codebook, planes, slices_sum, unit_stride
 from .decode import code_at, code_sources, gather16, gather32
 
-__all__ = ["aligned", "as_operand", "supports", "tc_gemv"]
+__all__ = ["aligned", "as_operand", "runs_on", "supports", "tc_gemv"]
 
 BLOCK = tl.constexpr(128)  # positions of K per block: 4 threads x 32 codes
 
@@ -52,6 +55,17 @@ def supports(bits: int, block_size: int, dtype: torch.dtype = torch.bfloat16) ->
     activations (multiplied in bfloat16; float32 ones keep the GEMV's float32).
     """
     return bits in (4, 5) and block_size == 128 and dtype in (torch.bfloat16, torch.float16)
+
+
+def runs_on(device: torch.device) -> bool:
+    """Whether ``device`` runs the kernel: the interpreter (CPU), or a GPU with the bfloat16 ``mma.sync`` (sm_80 and
+    newer; ptxas refuses it below)."""
+    return device.type == "cpu" or _capability(device) >= (8, 0)
+
+
+@functools.cache
+def _capability(device: torch.device) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(device)
 
 
 def as_operand(x: torch.Tensor) -> torch.Tensor:
@@ -263,9 +277,18 @@ def _store_warp_sum(y, ws_ptr, out_ptr, bias_ptr, pid_k, row0, row_hi, m0, M, N,
 
 @triton.jit
 def _store(ptr, value, mask, INTERPRET: tl.constexpr):
-    """``*ptr = value`` where ``mask``, elementwise (no layout of its own)."""
+    """``*ptr = value`` where ``mask``, elementwise (no layout of its own); 16- or 32-bit values."""
     if INTERPRET:
         tl.store(ptr, value, mask=mask)
+    elif value.dtype.primitive_bitwidth == 16:
+        tl.inline_asm_elementwise(
+            "{ .reg .pred p; setp.ne.b32 p, $3, 0; @p st.global.b16 [$1], $2; mov.u32 $0, 0; }",
+            "=r,l,h,r",
+            [ptr.to(tl.int64, bitcast=True), value.to(tl.int16, bitcast=True), mask.to(tl.int32)],
+            dtype=tl.int32,
+            is_pure=False,
+            pack=1,
+        )
     else:
         tl.inline_asm_elementwise(
             "{ .reg .pred p; setp.ne.b32 p, $3, 0; @p st.global.b32 [$1], $2; mov.u32 $0, 0; }",
@@ -300,7 +323,7 @@ def _tc_gemv_kernel(
     c_ptr,  # [2**BITS] float32 codebook
     bias_ptr,  # [N] or unused
     out_ptr,  # [M, N] output
-    ws_ptr,  # [n_slices, M, N] float32 partial sums, one slice per warp along K (WORKSPACE)
+    ws_ptr,  # [n_slices, M, N] float32 partial sums: a slice per warp along K, per program with WARP_SUM (WORKSPACE)
     count_ptr,  # [>= cdiv(N, ROWS) * cdiv(M, 8 * MG)] int32 arrival counters, zero between calls (SPLIT)
     # dimensions
     M,
@@ -357,7 +380,7 @@ def _tc_gemv_kernel(
     for row0 in range(row_lo, row_hi, 16):
         words = ahead
         # the next rows (ptxas sinks these loads to the end of the body; requesting them two tiles ahead instead
-        # was slower on every shape timed, benchmarks/NOTES.md session 12)
+        # was slower on every shape timed: benchmarks/NOTES.md, session 12)
         ahead = _fetch_tile(q_base, s_base, row0 + 16, row_hi, part, n_blk, g, t, stride_qn, stride_sn, WPB, W1, KB,
                             INTERPRET)
         for mg in tl.static_range(MG):
@@ -433,10 +456,10 @@ def tc_gemv(
                          f"with strides {xr.stride()}")
     M, k_pad = xr.shape
     N = qdata.shape[0]
-    words = qdata.view(torch.int32)
     if not aligned(qdata) or xr.data_ptr() % 16:
         raise ValueError("the tensor-core GEMV reads 16-byte aligned rows of codes and activations, got codes at "
                          f"{qdata.data_ptr()} with strides {qdata.stride()}, activations at {xr.data_ptr()}")
+    words = qdata.view(torch.int32)
     if words.numel() >= 2**32:
         raise ValueError(f"the tensor-core GEMV addresses up to 2**32 words of codes, got {words.numel()}")
     if config["ROWS"] % 16:

@@ -128,7 +128,8 @@ def _wgmma_candidates(M: int, N: int, k_pad: int, sm_count: int, BM: int | None 
 # one program of four warps per 16-row tiles, two blocks of K per warp, ~4 programs per SM, with and without the
 # warps' sums added in the program (WARP_SUM). Measured on the H200 (session 12, benchmarks/RESULTS.md section 12):
 # faster at M = 4..8 on 14336 x 4096 and 4096 x 14336 (29.1-33.8 against 35.3-36.9 us with the FWHT), no faster on
-# 4096 x 4096, slower at M = 16 and at M = 1 than the GEMV; so it is timed beside the wgmma tiles, not forced.
+# 4096 x 4096, slower at M = 16 and at M = 1 than the GEMV; so it is timed beside the wgmma tiles, not forced
+# (kernels._tensor_core_linear asks for "wgmma+tc" only for M <= TC_MAX_M).
 TC_MAX_M = 8
 
 
@@ -227,7 +228,8 @@ _SAME_SHAPE: dict[tuple, dict[int, list[tuple[weakref.ref, weakref.ref]]]] = {}
 
 
 def _layout(qdata: torch.Tensor, scale: torch.Tensor) -> tuple:
-    return qdata.device, qdata.shape, qdata.stride(), scale.shape, scale.stride()
+    # alignment too: a kernel that reads 16-byte vectors (kernels.tcgemv) refuses a weight that is not
+    return qdata.device, qdata.shape, qdata.stride(), qdata.data_ptr() % 16 == 0, scale.shape, scale.stride()
 
 
 def remember(qdata: torch.Tensor, scale: torch.Tensor) -> None:
