@@ -17,7 +17,7 @@ from hlwq_ops.kernels import tuning
 from hlwq_ops.kernels.common import planes
 from hlwq_ops.kernels.gemv import gemv, gemv_ref
 from hlwq_ops.kernels.mma import mma
-from hlwq_ops.kernels.tcgemv import tc_gemv
+from hlwq_ops.kernels.tcgemv import tc_gemv, tc_gemv_ref
 from hlwq_ops.kernels.wgmma import codebook_asm, lane_table, permute_activations, supports, wgmma
 
 from ._utils import HAS_CUDA, rel_error
@@ -361,16 +361,6 @@ def _tc_config(num_warps, KB, MG, ROWS, **changes):
     return dict(num_warps=num_warps, KB=KB, MG=MG, ROWS=ROWS, **changes)
 
 
-def _bf16_centroid_weights(qdata, scale, bits, codebook=None):
-    """(N, K_pad) float64: the weights :func:`tc_gemv` multiplies -- each centroid rounded to bfloat16, times the
-    block norm."""
-    from hlwq_ops.codebook import codebook as standard
-
-    c = standard(bits, qdata.device) if codebook is None else codebook
-    c16 = c.bfloat16().double()[fmt.unpack_codes(qdata, bits, 128)]  # (N, blocks, 128)
-    return (c16 * scale.double()[..., None] / math.sqrt(128)).reshape(qdata.shape[0], -1)
-
-
 @pytest.mark.parametrize("bits", [4, 5])
 @pytest.mark.parametrize(
     "M,N,K,config",
@@ -396,8 +386,7 @@ def test_tc_gemv_matches_reference(bits, M, N, K, config):
     ref = gemv_ref(x16.float(), qdata, scale, bias, bits, 128)
     assert rel_error(y, ref) < 4 * torch.finfo(torch.bfloat16).eps  # the centroids rounded to bfloat16
     # exactly the bfloat16 centroids times the norms, up to float32 accumulation
-    w16 = _bf16_centroid_weights(qdata, scale, bits)
-    assert rel_error(y, x16.double() @ w16.t() + bias.double()) < 1e-5
+    assert rel_error(y, tc_gemv_ref(x16, qdata, scale, bias, bits)) < 1e-5
 
 
 def test_tc_gemv_custom_codebook_and_bf16_output():
@@ -407,8 +396,7 @@ def test_tc_gemv_custom_codebook_and_bf16_output():
     x16 = torch.randn(5, 256, device=KERNEL_DEVICE).bfloat16()
     y = tc_gemv(x16, qdata, scale, None, 5, 128, c, torch.bfloat16, _tc_config(2, 1, 1, 16))
     assert y.dtype == torch.bfloat16
-    w16 = _bf16_centroid_weights(qdata, scale, 5, c)
-    assert rel_error(y, x16.double() @ w16.t()) < 2 * torch.finfo(torch.bfloat16).eps  # the output's rounding
+    assert rel_error(y, tc_gemv_ref(x16, qdata, scale, None, 5, c)) < 2 * torch.finfo(torch.bfloat16).eps  # output
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -688,8 +676,7 @@ def test_gpu_tc_gemv_poisoned_output_every_candidate(bits, N, K):
     for M in (1, 2, 3, 5, 8, 9, 16):
         x16 = torch.randn(M, k_pad, device="cuda").bfloat16()
         bias = torch.randn(N, device="cuda")
-        w16 = _bf16_centroid_weights(qdata, scale, bits)
-        ref = x16.double() @ w16.t() + bias.double()
+        ref = tc_gemv_ref(x16, qdata, scale, bias, bits)
         configs = [c for c in tuning.candidates("wgmma+tc", min(M, 8), N, k_pad, 132, bits) if c.get("kernel")]
         configs += [_tc_config(8, 1, 1, 48), _tc_config(4, 4, 1, 16, WARP_SUM=True), _tc_config(2, 1, 2, 32)]
         if K <= 1024:  # one program's warps cover K: stored straight, per thread or after the warps' sum

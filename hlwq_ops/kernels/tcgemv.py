@@ -43,7 +43,7 @@ import triton.language as tl
 from .common import arrival_counters, arrive, kernel_codebook, planes, slices_sum, unit_stride
 from .decode import code_at, code_sources, gather16, gather32
 
-__all__ = ["aligned", "as_operand", "runs_on", "supports", "tc_gemv"]
+__all__ = ["aligned", "as_operand", "runs_on", "supports", "tc_gemv", "tc_gemv_ref"]
 
 BLOCK = tl.constexpr(128)  # positions of K per block: 4 threads x 32 codes
 
@@ -213,13 +213,12 @@ def _word_pairs(w0, p1, word: tl.constexpr, h: tl.constexpr, c_base, c_lane, BIT
     """Codes ``4 h .. 4 h + 3`` of plane-0 word ``word`` as two bf16x2 registers: (codes 4h, 4h+1), (4h+2, 4h+3)."""
     p1 = p1.to(tl.uint32, bitcast=True) >> (8 * word)
     s0, s1, s2 = code_sources(w0.to(tl.uint32, bitcast=True), p1, p1, O1, 0, PAIRED, INTERPRET)
-    a = 4 * h
-    return (
-        _pair(code_at(s0, s1, s2, a, BITS, 4, W1, O1, 0, 0, PAIRED, False),
-              code_at(s0, s1, s2, a + 1, BITS, 4, W1, O1, 0, 0, PAIRED, False), c_base, c_lane, BITS, INTERPRET),
-        _pair(code_at(s0, s1, s2, a + 2, BITS, 4, W1, O1, 0, 0, PAIRED, False),
-              code_at(s0, s1, s2, a + 3, BITS, 4, W1, O1, 0, 0, PAIRED, False), c_base, c_lane, BITS, INTERPRET),
-    )
+    codes = ()
+    for a in tl.static_range(4 * h, 4 * h + 4):  # bits from BITS up left as garbage: the shuffle ignores them
+        codes = codes + (code_at(s0, s1, s2, a, BITS=BITS, W0=4, W1=W1, O1=O1, W2=0, O2=0, PAIRED=PAIRED,
+                                 EXACT=False),)
+    return (_pair(codes[0], codes[1], c_base, c_lane, BITS, INTERPRET),
+            _pair(codes[2], codes[3], c_base, c_lane, BITS, INTERPRET))
 
 
 @triton.jit
@@ -439,6 +438,19 @@ def _tc_gemv_kernel(
             tl.debug_barrier()
             for m in range(m0, m_hi):
                 _sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HAS_BIAS)
+
+
+def tc_gemv_ref(xr, qdata, scale, bias, bits, codebook=None) -> torch.Tensor:
+    """Plain-torch equivalent of :func:`tc_gemv`, in float64 (the test oracle): the bfloat16 activations times the
+    weights it multiplies -- each centroid rounded to bfloat16, times the block norm -- plus the bias."""
+    from ..codebook import codebook as standard
+    from ..format import unpack_codes
+
+    c = standard(bits, qdata.device) if codebook is None else codebook
+    c16 = c.bfloat16().double()[unpack_codes(qdata, bits, 128)]  # (N, blocks, 128)
+    w16 = (c16 * scale.double()[..., None] / 128**0.5).reshape(qdata.shape[0], -1)
+    y = xr.bfloat16().double() @ w16.t()
+    return y if bias is None else y + bias.double()
 
 
 def tc_gemv(
