@@ -373,8 +373,8 @@ def _tc_config(num_warps, KB, MG, ROWS, **changes):
         (1, 70, 300, _tc_config(2, 1, 1, 48)),  # three 16-row tiles per program, the last one partly past N
         (3, 33, 640, _tc_config(2, 2, 1, 32, WARP_SUM=True)),  # warps summed in the program: a slice per program
         (11, 40, 256, _tc_config(2, 1, 2, 16, WARP_SUM=True)),  # ... one program covers K: stored straight
-        (3, 40, 1024, _tc_config(2, 2, 1, 16)),  # eight blocks: two blocks' scales per 32-bit load
-        (1, 20, 768, _tc_config(2, 2, 1, 32)),  # ... and a warp wholly past K (six blocks, two programs of four)
+        (3, 40, 1024, _tc_config(2, 2, 1, 16)),  # eight blocks, two K programs
+        (1, 20, 768, _tc_config(2, 2, 1, 32)),  # a warp wholly past K (six blocks, two programs of four)
     ],
 )
 def test_tc_gemv_matches_reference(bits, M, N, K, config):

@@ -238,31 +238,18 @@ def _block(top, bottom, xs, c_base, c_lane, BITS: tl.constexpr, W1: tl.constexpr
 
 @triton.jit
 def _fetch_tile(q_base, s_base, row0, row_hi, part, n_blk, g, t, stride_qn, stride_sn, WPB: tl.constexpr,
-                W1: tl.constexpr, KB: tl.constexpr, SCALE_PAIRS: tl.constexpr, INTERPRET: tl.constexpr):
+                W1: tl.constexpr, KB: tl.constexpr, INTERPRET: tl.constexpr):
     """:func:`_fetch` of rows ``row0 + g`` and ``row0 + g + 8`` (clamped below ``row_hi``) for the warp's KB blocks,
-    each with its int16 scale bits.
-
-    With SCALE_PAIRS (KB, the blocks per row and the scale row stride even, the scales 4-byte aligned) the scales of
-    blocks ``2 j`` and ``2 j + 1`` come in one 32-bit load: a row's scale is alone in its sector, so this halves
-    the L1 wavefronts the scales take (a quarter of the loop's).
-    """
+    each with its int16 scale bits."""
     out = ()
     top = tl.minimum(row0 + g, row_hi - 1)
     bottom = tl.minimum(top + 8, row_hi - 1)
     for b in tl.static_range(KB):
         blk = tl.minimum(part * KB + b, n_blk - 1)
-        if SCALE_PAIRS:
-            if b % 2 == 0:  # (a warp wholly past K reads the last pair; its activations are zero)
-                pair = tl.minimum(part * KB + b, n_blk - 2)
-                pair_top = gather32(s_base, (top * stride_sn + pair) // 2, INTERPRET)
-                pair_bottom = gather32(s_base, (bottom * stride_sn + pair) // 2, INTERPRET)
-            s_top = (pair_top >> (16 * (b % 2))).to(tl.int16)
-            s_bottom = (pair_bottom >> (16 * (b % 2))).to(tl.int16)
-        else:
-            s_top = gather16(s_base, top * stride_sn + blk, INTERPRET)
-            s_bottom = gather16(s_base, bottom * stride_sn + blk, INTERPRET)
-        out = out + (_fetch(q_base, top, blk, t, stride_qn, WPB, W1, INTERPRET) + (s_top,),
-                     _fetch(q_base, bottom, blk, t, stride_qn, WPB, W1, INTERPRET) + (s_bottom,))
+        out = out + (_fetch(q_base, top, blk, t, stride_qn, WPB, W1, INTERPRET)
+                     + (gather16(s_base, top * stride_sn + blk, INTERPRET),),
+                     _fetch(q_base, bottom, blk, t, stride_qn, WPB, W1, INTERPRET)
+                     + (gather16(s_base, bottom * stride_sn + blk, INTERPRET),))
     return out
 
 
@@ -360,7 +347,6 @@ def _tc_gemv_kernel(
     MG: tl.constexpr,
     NW: tl.constexpr,
     WARP_SUM: tl.constexpr,
-    SCALE_PAIRS: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -384,7 +370,7 @@ def _tc_gemv_kernel(
 
     # The first rows' words are requested before the activations, which load while they arrive.
     ahead = _fetch_tile(q_base, s_base, row_lo, row_hi, part, n_blk, g, t, stride_qn, stride_sn, WPB, W1, KB,
-                        SCALE_PAIRS, INTERPRET)
+                        INTERPRET)
     xs = ()
     for mg in tl.static_range(MG):
         for b in tl.static_range(KB):
@@ -397,7 +383,7 @@ def _tc_gemv_kernel(
         # the next rows (ptxas sinks these loads to the end of the body; requesting them two tiles ahead instead
         # was slower on every shape timed: benchmarks/NOTES.md, session 12)
         ahead = _fetch_tile(q_base, s_base, row0 + 16, row_hi, part, n_blk, g, t, stride_qn, stride_sn, WPB, W1, KB,
-                            SCALE_PAIRS, INTERPRET)
+                            INTERPRET)
         for mg in tl.static_range(MG):
             y = (zero, zero, zero, zero)  # rows g (columns 2t, 2t+1), rows g + 8 (the same)
             for b in tl.static_range(KB):
@@ -507,14 +493,12 @@ def tc_gemv(
         ws = torch.empty((n_slices, M, N), device=xr.device, dtype=torch.float32)
     if n_kprog > 1:
         counters = arrival_counters(xr.device, row_programs * m_programs)
-    scale_pairs = kb % 2 == 0 and scale.shape[1] % 2 == 0 and scale.stride(0) % 2 == 0 and scale.data_ptr() % 4 == 0
     p = planes(bits)
     _tc_gemv_kernel[(row_programs, n_kprog, m_programs)](
         xr, words, scale, kernel_codebook(bits, codebook, qdata.device), bias if bias is not None else out, out, ws,
         counters, M, N, k_pad, config["ROWS"], xr.stride(0), words.stride(0), scale.stride(0),
         BITS=bits, W1=p["W1"], O1=p["O1"], HAS_BIAS=bias is not None, WORKSPACE=n_slices > 1,
         SPLIT=n_kprog > 1, INTERPRET=xr.device.type == "cpu", KB=kb, MG=config["MG"], NW=nw, WARP_SUM=warp_sum,
-        SCALE_PAIRS=scale_pairs,
         num_warps=nw,
         num_stages=1,
     )
