@@ -20,6 +20,7 @@ __all__ = [
     "planes",
     "slices_sum",
     "sum_if_last",
+    "sum_partials",
     "unit_stride",
 ]
 
@@ -134,3 +135,18 @@ def sum_if_last(partial, ws_ptr, counter, offsets, mask, slice_elems, slice_inde
         total = slices_sum(ws_ptr, offsets, mask, slice_elems, n_slices)
         tl.atomic_xchg(counter, 0)
     return last, total
+
+
+@triton.jit
+def sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HAS_BIAS: tl.constexpr):
+    """``out[m, rows] = sum of the n_parts partials [n_parts, M, N] (+ bias)`` for rows ``row_lo..row_hi``."""
+    out_offset = tl.cast(m, tl.int64) * N  # (m may be a Python int)
+    slice_elems = tl.cast(M, tl.int64) * N  # (M may be specialized to a Python int)
+    for chunk in range(row_lo, row_hi, 128):
+        rows_out = chunk + tl.arange(0, 128)
+        in_range = rows_out < row_hi
+        offsets = out_offset + rows_out
+        total = slices_sum(ws_ptr, offsets, in_range, slice_elems, n_parts)
+        if HAS_BIAS:
+            total += tl.load(bias_ptr + rows_out, mask=in_range, other=0.0).to(tl.float32)
+        tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=in_range)

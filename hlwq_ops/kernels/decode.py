@@ -50,6 +50,7 @@ __all__ = [
     "lookup",
     "row_geometry",
     "rows_sources",
+    "store_elementwise",
 ]
 
 # Gathers: ``*(base + offset * size)`` with an int64 byte address ``base`` (scalar
@@ -243,6 +244,31 @@ def load_rows(q_ptr, q_base, s_base, rows, stride_qn, stride_sn, word_off, p1_of
     fetched = fetch_rows(q_ptr, q_base, s_base, rows, stride_qn, stride_sn, word_off, p1_off, p2_off, blk, W1, W2,
                          WIDE, INTERPRET)
     return rows_sources(fetched, sh1, sh2, O1, O2, PAIRED, INTERPRET)
+
+
+@triton.jit
+def store_elementwise(ptr, value, mask, INTERPRET: tl.constexpr):
+    """``*ptr = value`` where ``mask``, in the value's own layout (a 16- or 32-bit value per element, duplicates
+    allowed): an elementwise inline-PTX store, the counterpart of the gathers.
+
+    A ``tl.store`` gets a layout of its own: for the GEMV's row sums the
+    conversion costs two CTA barriers per iteration, and the tensor-core GEMV's
+    one-element-per-thread tensors must not move at all.
+    """
+    if INTERPRET:
+        tl.store(ptr, value, mask=mask)
+    else:
+        addr = ptr.to(tl.int64, bitcast=True)
+        if value.dtype.primitive_bitwidth == 16:
+            bits = value.to(tl.int16, bitcast=True)
+            asm: tl.constexpr = "{ .reg .pred p; setp.ne.b32 p, $3, 0; @p st.global.b16 [$1], $2; mov.u32 $0, 0; }"
+            constraints: tl.constexpr = "=r,l,h,r"
+        else:
+            bits = value.to(tl.int32, bitcast=True)
+            asm: tl.constexpr = "{ .reg .pred p; setp.ne.b32 p, $3, 0; @p st.global.b32 [$1], $2; mov.u32 $0, 0; }"
+            constraints: tl.constexpr = "=r,l,r,r"
+        tl.inline_asm_elementwise(asm, constraints, [addr, bits, mask.to(tl.int32)], dtype=tl.int32, is_pure=False,
+                                  pack=1)
 
 
 # Interleaving values that sit in separate [R, C] tensors into K order, in

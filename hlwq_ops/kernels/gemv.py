@@ -45,8 +45,17 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import arrival_counters, arrive, kernel_codebook, planes, slices_sum, unit_stride
-from .decode import centroid_at, fetch_rows, gather16, gather32, lane_codebook, row_geometry, rows_sources
+from .common import arrival_counters, arrive, kernel_codebook, planes, sum_partials, unit_stride
+from .decode import (
+    centroid_at,
+    fetch_rows,
+    gather16,
+    gather32,
+    lane_codebook,
+    row_geometry,
+    rows_sources,
+    store_elementwise,
+)
 
 __all__ = ["can_rotate", "gemv", "gemv_ref", "slice_codes"]
 
@@ -139,30 +148,6 @@ def _codes16(X, C: tl.constexpr):
 
 
 @triton.jit
-def _store(ptr, value, mask, INTERPRET: tl.constexpr):
-    """``tl.store`` in the value's own layout (a 16- or 32-bit value per element, duplicates allowed).
-
-    A ``tl.store`` of the row sums gets a layout of its own, and the conversion
-    costs two CTA barriers per iteration; every lane holding a copy storing it
-    costs one instruction per warp.
-    """
-    if INTERPRET:
-        tl.store(ptr, value, mask=mask)
-    else:
-        addr = ptr.to(tl.int64, bitcast=True)
-        if value.dtype.primitive_bitwidth == 16:
-            bits = value.to(tl.int16, bitcast=True)
-            asm: tl.constexpr = "{ .reg .pred p; setp.ne.b32 p, $3, 0; @p st.global.b16 [$1], $2; mov.u32 $0, 0; }"
-            constraints: tl.constexpr = "=r,l,h,r"
-        else:
-            bits = value.to(tl.int32, bitcast=True)
-            asm: tl.constexpr = "{ .reg .pred p; setp.ne.b32 p, $3, 0; @p st.global.b32 [$1], $2; mov.u32 $0, 0; }"
-            constraints: tl.constexpr = "=r,l,r,r"
-        tl.inline_asm_elementwise(asm, constraints, [addr, bits, mask.to(tl.int32)], dtype=tl.int32, is_pure=False,
-                                  pack=1)
-
-
-@triton.jit
 def _row_sums(p, out_row, rows, row_hi, M, N, bias_ptr, bias_base, NORM: tl.constexpr, R: tl.constexpr,
               C: tl.constexpr, WORKSPACE: tl.constexpr, HAS_BIAS: tl.constexpr, WARP_PARTS: tl.constexpr,
               INTERPRET: tl.constexpr):
@@ -176,7 +161,7 @@ def _row_sums(p, out_row, rows, row_hi, M, N, bias_ptr, bias_base, NORM: tl.cons
         part = tl.sum(tl.reshape(p, (R, WARP_PARTS, C // WARP_PARTS)), axis=2) * NORM  # [R, PARTS]
         w = tl.arange(0, WARP_PARTS)[None, :]
         part_ptr = out_row + w.to(tl.int64) * tl.cast(M, tl.int64) * N + rows
-        _store(part_ptr, part, tl.broadcast_to(rows < row_hi, (R, WARP_PARTS)), INTERPRET)
+        store_elementwise(part_ptr, part, tl.broadcast_to(rows < row_hi, (R, WARP_PARTS)), INTERPRET)
     else:
         # [R], in the reduction's layout: one store per row and thread (a [R, 1] tensor held four copies per
         # thread, each stored; offline SASS, Q5 VEC = 4 R = 8: 8 -> 2 stores, 319 -> 313 loop instructions)
@@ -189,32 +174,17 @@ def _row_sums(p, out_row, rows, row_hi, M, N, bias_ptr, bias_base, NORM: tl.cons
             else:
                 b = gather32(bias_base, tl.minimum(rows, N - 1), INTERPRET).to(b_type, bitcast=True)
             y += b.to(tl.float32)
-        _store(out_row + rows, y.to(out_row.dtype.element_ty), rows < row_hi, INTERPRET)
-
-
-@triton.jit
-def _sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HAS_BIAS: tl.constexpr):
-    """``out[m, rows] = sum of the n_parts partials [n_parts, M, N] (+ bias)`` for rows ``row_lo..row_hi``."""
-    out_offset = m.to(tl.int64) * N
-    slice_elems = tl.cast(M, tl.int64) * N  # (M may be specialized to a Python int)
-    for chunk in range(row_lo, row_hi, 128):
-        rows_out = chunk + tl.arange(0, 128)
-        in_range = rows_out < row_hi
-        offsets = out_offset + rows_out
-        total = slices_sum(ws_ptr, offsets, in_range, slice_elems, n_parts)
-        if HAS_BIAS:
-            total += tl.load(bias_ptr + rows_out, mask=in_range, other=0.0).to(tl.float32)
-        tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=in_range)
+        store_elementwise(out_row + rows, y.to(out_row.dtype.element_ty), rows < row_hi, INTERPRET)
 
 
 @triton.jit
 def _sum_rows(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, second, M, N, n_parts, HAS_BIAS: tl.constexpr,
               MB: tl.constexpr):
-    """:func:`_sum_partials` for the program's activation rows: ``m``, and ``m + 1`` with MB = 2 if ``second``."""
-    _sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HAS_BIAS)
+    """:func:`~hlwq_ops.kernels.common.sum_partials` for the program's activation rows: ``m``, and ``m + 1`` with MB = 2 if ``second``."""
+    sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HAS_BIAS)
     if MB == 2:
         if second:
-            _sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m + 1, M, N, n_parts, HAS_BIAS)
+            sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m + 1, M, N, n_parts, HAS_BIAS)
 
 
 @triton.jit

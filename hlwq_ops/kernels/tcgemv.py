@@ -40,8 +40,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import arrival_counters, arrive, kernel_codebook, planes, slices_sum, unit_stride
-from .decode import code_at, code_sources, gather16, gather32
+from .common import arrival_counters, arrive, kernel_codebook, planes, sum_partials, unit_stride
+from .decode import code_at, code_sources, gather16, gather32, store_elementwise
 
 __all__ = ["aligned", "as_operand", "runs_on", "supports", "tc_gemv", "tc_gemv_ref"]
 
@@ -277,45 +277,6 @@ def _store_warp_sum(y, ws_ptr, out_ptr, bias_ptr, pid_k, row0, row_hi, m0, M, N,
 
 
 @triton.jit
-def _store(ptr, value, mask, INTERPRET: tl.constexpr):
-    """``*ptr = value`` where ``mask``, elementwise (no layout of its own); 16- or 32-bit values."""
-    if INTERPRET:
-        tl.store(ptr, value, mask=mask)
-    elif value.dtype.primitive_bitwidth == 16:
-        tl.inline_asm_elementwise(
-            "{ .reg .pred p; setp.ne.b32 p, $3, 0; @p st.global.b16 [$1], $2; mov.u32 $0, 0; }",
-            "=r,l,h,r",
-            [ptr.to(tl.int64, bitcast=True), value.to(tl.int16, bitcast=True), mask.to(tl.int32)],
-            dtype=tl.int32,
-            is_pure=False,
-            pack=1,
-        )
-    else:
-        tl.inline_asm_elementwise(
-            "{ .reg .pred p; setp.ne.b32 p, $3, 0; @p st.global.b32 [$1], $2; mov.u32 $0, 0; }",
-            "=r,l,r,r",
-            [ptr.to(tl.int64, bitcast=True), value.to(tl.int32, bitcast=True), mask.to(tl.int32)],
-            dtype=tl.int32,
-            is_pure=False,
-            pack=1,
-        )
-
-
-@triton.jit
-def _sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HAS_BIAS: tl.constexpr):
-    """``out[m, rows] = sum of the n_parts partials [n_parts, M, N] (+ bias)`` for rows ``row_lo..row_hi``."""
-    slice_elems = tl.cast(M, tl.int64) * N
-    for chunk in range(row_lo, row_hi, 128):
-        rows = chunk + tl.arange(0, 128)
-        in_range = rows < row_hi
-        offsets = tl.cast(m, tl.int64) * N + rows
-        total = slices_sum(ws_ptr, offsets, in_range, slice_elems, n_parts)
-        if HAS_BIAS:
-            total += tl.load(bias_ptr + rows, mask=in_range, other=0.0).to(tl.float32)
-        tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=in_range)
-
-
-@triton.jit
 def _tc_gemv_kernel(
     # pointers
     x_ptr,  # [M, K_PAD] bfloat16 rotated activations (16-byte aligned rows)
@@ -403,12 +364,12 @@ def _tc_gemv_kernel(
                     m = m0 + 8 * mg + 2 * t + e % 2
                     valid = (row < row_hi) & (m < M)
                     if WORKSPACE:
-                        _store(ws_ptr + (part.to(tl.int64) * M + m) * N + row, y[e] * NORM, valid, INTERPRET)
+                        store_elementwise(ws_ptr + (part.to(tl.int64) * M + m) * N + row, y[e] * NORM, valid, INTERPRET)
                     else:
                         value = y[e] * NORM
                         if HAS_BIAS:
                             value += tl.load(bias_ptr + tl.minimum(row, N - 1)).to(tl.float32)
-                        _store(out_ptr + m.to(tl.int64) * N + row, value.to(out_ptr.dtype.element_ty), valid,
+                        store_elementwise(out_ptr + m.to(tl.int64) * N + row, value.to(out_ptr.dtype.element_ty), valid,
                                INTERPRET)
 
     if WORKSPACE:  # the partials of these rows are summed by the last program to finish
@@ -418,12 +379,12 @@ def _tc_gemv_kernel(
             counter = count_ptr + pid_n * tl.num_programs(2) + pid_m
             if arrive(counter, tl.num_programs(1)):
                 for m in range(m0, m_hi):
-                    _sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HAS_BIAS)
+                    sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HAS_BIAS)
                 tl.atomic_xchg(counter, 0)
         else:
             tl.debug_barrier()
             for m in range(m0, m_hi):
-                _sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HAS_BIAS)
+                sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HAS_BIAS)
 
 
 def tc_gemv_ref(xr, qdata, scale, bias, bits, codebook=None) -> torch.Tensor:
