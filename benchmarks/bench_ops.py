@@ -103,6 +103,36 @@ def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
+def linear_cases(shapes: list[str], bits_list: list[int], ms: list[int], l2_bytes: int):
+    """The cases of a diagnostic sweep (``diag_rows.py``, ``diag_tcgemv.py``): for each shape, bits and M, a dict
+    with ``shape, N, K, bits, M``, the packed ``copies`` past the L2 (:func:`quantized_for_timing`), bfloat16
+    activations ``x``, the float64 ``ref``, and bf16 ``F.linear`` and ``hlwq.linear`` on its default path timed
+    (``bf16_us``, ``path``, ``path_us``, ``path_err``; printed as a line)."""
+    from hlwq_ops import kernels
+    from hlwq_ops.kernels import tuning
+
+    for shape in shapes:
+        N, K = (int(v) for v in shape.split("x"))
+        torch.manual_seed(0)
+        w = torch.randn(N, K, device="cuda") * 0.02
+        for bits in bits_list:
+            copies, w_hat, bf16s = quantized_for_timing(w, bits, l2_bytes)
+            for M in ms:
+                x = torch.randn(M, K, device="cuda").bfloat16()
+                ref = x.double() @ w_hat.t()
+                bf16_us = graph_time([lambda c=c, x=x: F.linear(x, c) for c in bf16s], replays=10)[0]
+                calls = [lambda q=q, s=s, x=x, bits=bits, K=K: kernels.linear(x, q, s, None, bits, 128, K, None)
+                         for q, s in copies]
+                path_us = graph_time(calls, replays=10)[0]
+                path = tuning.path_for(M, kernels.supports(bits, 128, None, x.dtype))
+                path_err = rel_error(calls[0](), ref)
+                print(f"{shape:>10} q{bits} M={M:<3} bf16 {bf16_us:7.2f} us | hlwq.linear [{path}] {path_us:7.2f} us "
+                      f"(x{bf16_us / path_us:.2f}, err {path_err:.1e})", flush=True)
+                yield dict(shape=shape, N=N, K=K, bits=bits, M=M, copies=copies, x=x, ref=ref, bf16_us=bf16_us,
+                           path=path, path_us=path_us, path_err=path_err)
+            del copies, bf16s
+
+
 @contextlib.contextmanager
 def forced_path(path: str):
     """Force hlwq's kernel family (``HLWQ_PATH``) while timing."""

@@ -19,10 +19,8 @@ import argparse
 import json
 
 import torch
-import torch.nn.functional as F
-from bench_ops import graph_time, quantized_for_timing, rel_error
+from bench_ops import graph_time, linear_cases, rel_error
 
-from hlwq_ops import kernels
 from hlwq_ops.kernels import tuning
 from hlwq_ops.kernels.gemv import can_rotate, gemv
 
@@ -38,42 +36,28 @@ def main() -> None:
     l2, sm = props.L2_cache_size, props.multi_processor_count
     print(f"{props.name}, torch {torch.__version__}", flush=True)
     rows = []
-    for shape in a.shapes:
-        N, K = (int(v) for v in shape.split("x"))
-        torch.manual_seed(0)
-        w = torch.randn(N, K, device="cuda") * 0.02
-        for bits in a.bits:
-            copies, w_hat, bf16s = quantized_for_timing(w, bits, l2)
-            for M in a.m:
-                x = torch.randn(M, K, device="cuda").bfloat16()
-                ref = x.double() @ w_hat.t()
-                bf16_us = graph_time([lambda c=c, x=x: F.linear(x, c) for c in bf16s], replays=10)[0]
-                calls = [lambda q=q, s=s, x=x, bits=bits, K=K: kernels.linear(x, q, s, None, bits, 128, K, None)
-                         for q, s in copies]
-                path_us = graph_time(calls, replays=10)[0]
-                path = tuning.path_for(M, kernels.supports(bits, 128, None, x.dtype))
-                print(f"{shape:>10} q{bits} M={M} bf16 {bf16_us:7.2f} us, hlwq.linear [{path}] {path_us:7.2f} us",
-                      flush=True)
-                case = {"shape": shape, "bits": bits, "M": M, "bf16_us": bf16_us, "path": path, "path_us": path_us}
-                best = {}
-                for config in tuning.candidates("gemv", M, N, copies[0][0].shape[1] * 8 // bits, sm, bits):
-                    if not can_rotate(bits, 128, config):
-                        continue
-                    calls = [lambda q=q, s=s, c=config, x=x, bits=bits: gemv(x, q, s, None, bits, 128, None,
-                                                                             torch.bfloat16, c, rotate=True)
-                             for q, s in copies]
-                    err = rel_error(calls[0](), ref)
-                    us = graph_time(calls, replays=10)[0]
-                    rows.append(dict(case, config=config, us=us, rel_error=err))
-                    mb = config.get("MB", 1)
-                    print(f"{shape:>10} q{bits} M={M} MB={mb} {us:7.2f} us err {err:.1e}  {config}", flush=True)
-                    if err < 2e-2 and (mb not in best or us < best[mb][0]):
-                        best[mb] = (us, config)
-                summary = ", ".join(f"MB={mb} {us:.2f} us ({bf16_us / us:.2f}x bf16)"
-                                    for mb, (us, _) in sorted(best.items()))
-                print(f"{shape:>10} q{bits} M={M} best GEMV: {summary}; [{path}] {path_us:.2f} us, bf16 {bf16_us:.2f}",
-                      flush=True)
-            del copies, bf16s
+    for case in linear_cases(a.shapes, a.bits, a.m, l2):
+        shape, N, bits, M = case["shape"], case["N"], case["bits"], case["M"]
+        copies, x, ref, bf16_us, path, path_us = (case[k] for k in ("copies", "x", "ref", "bf16_us", "path", "path_us"))
+        row = {"shape": shape, "bits": bits, "M": M, "bf16_us": bf16_us, "path": path, "path_us": path_us}
+        best = {}
+        for config in tuning.candidates("gemv", M, N, copies[0][0].shape[1] * 8 // bits, sm, bits):
+            if not can_rotate(bits, 128, config):
+                continue
+            calls = [lambda q=q, s=s, c=config, x=x, bits=bits: gemv(x, q, s, None, bits, 128, None,
+                                                                     torch.bfloat16, c, rotate=True)
+                     for q, s in copies]
+            err = rel_error(calls[0](), ref)
+            us = graph_time(calls, replays=10)[0]
+            rows.append(dict(row, config=config, us=us, rel_error=err))
+            mb = config.get("MB", 1)
+            print(f"{shape:>10} q{bits} M={M} MB={mb} {us:7.2f} us err {err:.1e}  {config}", flush=True)
+            if err < 2e-2 and (mb not in best or us < best[mb][0]):
+                best[mb] = (us, config)
+        summary = ", ".join(f"MB={mb} {us:.2f} us ({bf16_us / us:.2f}x bf16)"
+                            for mb, (us, _) in sorted(best.items()))
+        print(f"{shape:>10} q{bits} M={M} best GEMV: {summary}; [{path}] {path_us:.2f} us, bf16 {bf16_us:.2f}",
+              flush=True)
     with open(a.json, "w") as f:
         json.dump(rows, f, indent=1)
 

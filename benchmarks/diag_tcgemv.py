@@ -19,10 +19,8 @@ import json
 
 import torch
 import torch.nn.functional as F
-from bench_ops import graph_time, quantized_for_timing, rel_error
+from bench_ops import graph_time, linear_cases, rel_error
 
-from hlwq_ops import kernels
-from hlwq_ops.kernels import tuning
 from hlwq_ops.kernels.fwht import fwht
 from hlwq_ops.kernels.tcgemv import tc_gemv
 
@@ -54,47 +52,32 @@ def main() -> None:
     l2, sm = props.L2_cache_size, props.multi_processor_count
     print(f"{props.name}, torch {torch.__version__}", flush=True)
     rows = []
-    for shape in a.shapes:
-        N, K = (int(v) for v in shape.split("x"))
-        torch.manual_seed(0)
-        w = torch.randn(N, K, device="cuda") * 0.02
-        for bits in a.bits:
-            copies, w_hat, bf16s = quantized_for_timing(w, bits, l2)
-            k_pad = copies[0][1].shape[1] * BLOCK
-            for M in a.m:
-                x = torch.randn(M, K, device="cuda").bfloat16()
-                ref = x.double() @ w_hat.t()
-                bf16_us = graph_time([lambda c=c, x=x: F.linear(x, c) for c in bf16s], replays=10)[0]
-                calls = [lambda q=q, s=s, x=x, bits=bits, K=K: kernels.linear(x, q, s, None, bits, 128, K, None)
-                         for q, s in copies]
-                path_us = graph_time(calls, replays=10)[0]
-                path = tuning.path_for(M, kernels.supports(bits, 128, None, x.dtype))
-                path_err = rel_error(kernels.linear(x, *copies[0], None, bits, 128, K, None), ref)
-                print(f"{shape:>10} q{bits} M={M:<3} bf16 {bf16_us:7.2f} us | hlwq.linear [{path}] {path_us:7.2f} us "
-                      f"(x{bf16_us / path_us:.2f}, err {path_err:.1e})", flush=True)
-                xr = fwht(F.pad(x, (0, k_pad - K)), BLOCK, torch.bfloat16)
-                results = []
-                for tile in tiles(M, N, k_pad, sm):
-                    config = {k: v for k, v in tile.items() if k != "per_sm"}
-                    err = rel_error(tc_gemv(xr, *copies[0], None, bits, 128, None, torch.bfloat16, config), ref)
+    for case in linear_cases(a.shapes, a.bits, a.m, l2):
+        N, K, bits, M = case["N"], case["K"], case["bits"], case["M"]
+        copies, x, ref, bf16_us, path_us = (case[k] for k in ("copies", "x", "ref", "bf16_us", "path_us"))
+        k_pad = copies[0][1].shape[1] * BLOCK
+        xr = fwht(F.pad(x, (0, k_pad - K)), BLOCK, torch.bfloat16)
+        results = []
+        for tile in tiles(M, N, k_pad, sm):
+            config = {k: v for k, v in tile.items() if k != "per_sm"}
+            err = rel_error(tc_gemv(xr, *copies[0], None, bits, 128, None, torch.bfloat16, config), ref)
 
-                    def alone(q, s, xr=xr, bits=bits, config=config):
-                        return tc_gemv(xr, q, s, None, bits, 128, None, torch.bfloat16, config)
+            def alone(q, s, xr=xr, bits=bits, config=config):
+                return tc_gemv(xr, q, s, None, bits, 128, None, torch.bfloat16, config)
 
-                    def rotating(q, s, x=x, pad=k_pad - K, bits=bits, config=config):
-                        return alone(q, s, fwht(F.pad(x, (0, pad)), BLOCK, torch.bfloat16), bits, config)
+            def rotating(q, s, x=x, pad=k_pad - K, bits=bits, config=config):
+                return alone(q, s, fwht(F.pad(x, (0, pad)), BLOCK, torch.bfloat16), bits, config)
 
-                    us = graph_time([lambda q=q, s=s: alone(q, s) for q, s in copies], replays=10)[0]
-                    full = graph_time([lambda q=q, s=s: rotating(q, s) for q, s in copies], replays=10)[0]
-                    results.append(dict(tile, us=us, with_fwht_us=full, err=err))
-                    print(f"{'':>10} tc {tile}: {us:7.2f} us, +FWHT {full:7.2f} us (x{bf16_us / full:.2f} bf16, "
-                          f"x{path_us / full:.2f} path), err {err:.1e}", flush=True)
-                best = min(results, key=lambda r: r["with_fwht_us"])
-                print(f"{'':>10} best: {best}", flush=True)
-                rows.append(dict(shape=shape, bits=bits, M=M, bf16_us=bf16_us, path=path, path_us=path_us,
-                                 path_err=path_err, tc=results))
-                with open(a.json, "w") as f:
-                    json.dump(rows, f, indent=1)
+            us = graph_time([lambda q=q, s=s: alone(q, s) for q, s in copies], replays=10)[0]
+            full = graph_time([lambda q=q, s=s: rotating(q, s) for q, s in copies], replays=10)[0]
+            results.append(dict(tile, us=us, with_fwht_us=full, err=err))
+            print(f"{'':>10} tc {tile}: {us:7.2f} us, +FWHT {full:7.2f} us (x{bf16_us / full:.2f} bf16, "
+                  f"x{path_us / full:.2f} path), err {err:.1e}", flush=True)
+        best = min(results, key=lambda r: r["with_fwht_us"])
+        print(f"{'':>10} best: {best}", flush=True)
+        rows.append({k: v for k, v in case.items() if k not in ("copies", "x", "ref")} | {"tc": results})
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ import triton.language as tl
 
 from .common import arrival_counters, arrive, kernel_codebook, planes, sum_partials, unit_stride
 from .decode import code_at, code_sources, gather16, gather32, store_elementwise
+from .gemv import gemv_ref
 
 __all__ = ["aligned", "as_operand", "runs_on", "supports", "tc_gemv", "tc_gemv_ref"]
 
@@ -363,14 +364,14 @@ def _tc_gemv_kernel(
                     row = row0 + g + 8 * (e // 2)
                     m = m0 + 8 * mg + 2 * t + e % 2
                     valid = (row < row_hi) & (m < M)
+                    value = y[e] * NORM
                     if WORKSPACE:
-                        store_elementwise(ws_ptr + (part.to(tl.int64) * M + m) * N + row, y[e] * NORM, valid, INTERPRET)
+                        ptr = ws_ptr + (part.to(tl.int64) * M + m) * N + row
                     else:
-                        value = y[e] * NORM
                         if HAS_BIAS:
                             value += tl.load(bias_ptr + tl.minimum(row, N - 1)).to(tl.float32)
-                        store_elementwise(out_ptr + m.to(tl.int64) * N + row, value.to(out_ptr.dtype.element_ty), valid,
-                               INTERPRET)
+                        ptr = out_ptr + m.to(tl.int64) * N + row
+                    store_elementwise(ptr, value.to(ptr.dtype.element_ty), valid, INTERPRET)
 
     if WORKSPACE:  # the partials of these rows are summed by the last program to finish
         n_parts = tl.num_programs(1) * (1 if WARP_SUM else NW)
@@ -388,16 +389,10 @@ def _tc_gemv_kernel(
 
 
 def tc_gemv_ref(xr, qdata, scale, bias, bits, codebook=None) -> torch.Tensor:
-    """Plain-torch equivalent of :func:`tc_gemv`, in float64 (the test oracle): the bfloat16 activations times the
-    weights it multiplies -- each centroid rounded to bfloat16, times the block norm -- plus the bias."""
-    from ..codebook import codebook as standard
-    from ..format import unpack_codes
-
-    c = standard(bits, qdata.device) if codebook is None else codebook
-    c16 = c.bfloat16().double()[unpack_codes(qdata, bits, 128)]  # (N, blocks, 128)
-    w16 = (c16 * scale.double()[..., None] / 128**0.5).reshape(qdata.shape[0], -1)
-    y = xr.bfloat16().double() @ w16.t()
-    return y if bias is None else y + bias.double()
+    """Plain-torch equivalent of :func:`tc_gemv`, in float64 (the test oracle): :func:`~.gemv.gemv_ref` on the
+    bfloat16 activations with each centroid rounded to bfloat16, as the kernel multiplies them."""
+    c16 = kernel_codebook(bits, codebook, qdata.device).bfloat16().float()
+    return gemv_ref(xr.bfloat16(), qdata, scale, bias, bits, 128, c16)
 
 
 def tc_gemv(

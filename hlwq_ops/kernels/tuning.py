@@ -133,26 +133,21 @@ def _wgmma_candidates(M: int, N: int, k_pad: int, sm_count: int, BM: int | None 
 TC_MAX_M = 8
 
 
-def _tc_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
-    k_programs = -(-k_pad // (128 * 4 * 2))
-    row_programs = max(1, 4 * sm_count // k_programs)
-    rows = max(16, -(-N // (row_programs * 16)) * 16)
+def _tc_candidates(N: int, k_pad: int, sm_count: int) -> list[dict]:
+    k_programs = -(-k_pad // (128 * 4 * 2))  # four warps of two blocks each
+    rows = max(16, -(-N // (max(1, 4 * sm_count // k_programs) * 16)) * 16)
     base = dict(kernel="tc", num_warps=4, KB=2, MG=1, ROWS=rows)
-    # five programs of 96 registers fit an SM: rows for ~5 per SM too (ncu, M = 1: 13.7 of 20 warps per SM active
-    # with ~4 programs per SM)
-    five = max(16, -(-N // (max(1, 5 * sm_count // k_programs) * 16)) * 16)
-    out = [dict(base, WARP_SUM=True), dict(base, WARP_SUM=False), dict(base, WARP_SUM=True, ROWS=five)]
-    return [c for i, c in enumerate(out) if c not in out[:i]]
+    return [dict(base, WARP_SUM=True), dict(base, WARP_SUM=False)]
 
 
 def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int) -> list[dict]:
     """Configs worth timing for a kernel ("gemv", "mma", "wgmma" or "wgmma+tc") on (M, N, K_pad), the favourite first.
 
-    "wgmma+tc" (a layer both tensor-core kernels read) adds the tensor-core GEMV's configs (``kernel="tc"``) to the
-    wgmma ones for M <= ``TC_MAX_M``.
+    "wgmma+tc" (a layer both tensor-core kernels read, M <= ``TC_MAX_M``) adds the tensor-core GEMV's configs
+    (``kernel="tc"``) to the wgmma ones.
     """
     if kernel in ("wgmma", "wgmma+tc"):
-        tc = _tc_candidates(M, N, k_pad, sm_count) if kernel == "wgmma+tc" and M <= TC_MAX_M else []
+        tc = _tc_candidates(N, k_pad, sm_count) if kernel == "wgmma+tc" else []
         return _wgmma_candidates(M, N, k_pad, sm_count) + tc
     out = []
     if kernel == "gemv":
