@@ -67,6 +67,8 @@ def test_planes_cover_the_code(bits):
         (2, 20, 4200, 128, {"VEC": 16, "R": 2, "ROWS": 6, "WARP_PARTS": 4, "MB": 2}),
         (3, 20, 4200, 128, {"VEC": 16, "R": 2, "ROWS": 6, "WARP_PARTS": 4, "MB": 2}),  # and a row alone
         (5, 17, 256, 128, {"VEC": 4, "R": 4, "ROWS": 8, "MB": 2}),  # no workspace: bias added per row
+        (2, 45, 300, 128, {"R": 4, "ROWS": 6, "EARLY": True}),  # next rows loaded at the loop's top; a partial tile
+        (3, 40, 300, 128, {"R": 4, "ROWS": 12, "MB": 2, "EARLY": True}),  # ... with two activation rows
     ],
 )
 def test_gemv_matches_reference(bits, M, N, K, block_size, changes):

@@ -227,6 +227,7 @@ def _gemv_kernel(
     VEC: tl.constexpr,
     WARP_PARTS: tl.constexpr,
     MB: tl.constexpr,
+    EARLY: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -271,10 +272,15 @@ def _gemv_kernel(
 
     for row0 in range(row_lo, row_hi, R):
         s0, s1, s2, scale = rows_sources(ahead, sh1, sh2, O1, O2, PAIRED, INTERPRET)
-        # The next rows, clamped to this program's last (the last iteration re-reads it from L1, not the next
-        # program's rows from memory).
-        ahead = fetch_rows(q_ptr, q_base, s_base, tl.minimum(row0 + R + r, row_hi - 1), stride_qn, stride_sn,
-                           word_off, p1_off, p2_off, blk, W1, W2, WIDE, INTERPRET)
+        if EARLY:  # the next rows, in a block of their own at the top of the body: ptxas leaves the loads there
+            if row0 + R < row_hi:
+                ahead = fetch_rows(q_ptr, q_base, s_base, tl.minimum(row0 + R + r, row_hi - 1), stride_qn,
+                                   stride_sn, word_off, p1_off, p2_off, blk, W1, W2, WIDE, INTERPRET)
+        else:
+            # The next rows, clamped to this program's last (the last iteration re-reads it from L1, not the next
+            # program's rows from memory); ptxas sinks these loads to the end of the body.
+            ahead = fetch_rows(q_ptr, q_base, s_base, tl.minimum(row0 + R + r, row_hi - 1), stride_qn, stride_sn,
+                               word_off, p1_off, p2_off, blk, W1, W2, WIDE, INTERPRET)
         p = tl.zeros([R, C], dtype=tl.float32)
         q = p
         for a in tl.static_range(0, PER_WORD, 4):  # four codes of each element at a time
@@ -323,7 +329,8 @@ def gemv(
         config: ``VEC`` (a slice is ``32 * VEC`` plane-0 words of a row),
             ``R`` (rows per iteration), ``ROWS`` (rows per program, any
             number), ``num_warps`` (see :mod:`hlwq_ops.kernels.tuning`),
-            optionally ``WARP_PARTS`` and ``MB`` (see the module docstring).
+            optionally ``WARP_PARTS``, ``MB`` and ``EARLY`` (see the module
+            docstring).
 
     Returns:
         (M, N) in ``out_dtype``.
@@ -385,6 +392,7 @@ def gemv(
         VEC=config["VEC"],
         WARP_PARTS=parts,
         MB=mb,
+        EARLY=config.get("EARLY", False),
         num_warps=config["num_warps"],
         num_stages=1,
     )

@@ -27,9 +27,11 @@ anything. The interpreter, which cannot run PTX, emulates the MMA
 (:func:`_mma_emulated`) on the same per-thread registers.
 
 A warp owns ``KB`` blocks of K (its activations stay in registers) and walks a
-program's rows 16 at a time; each warp stores its partial sums (with
-``WARP_SUM`` the program adds its warps' first, through shared memory), and
-the last program of a row range to finish sums them (split-K, as the GEMV).
+program's rows 16 at a time, the next 16 rows' loads issued at the top of each
+iteration (in a branch of their own, which ptxas does not sink them out of);
+each warp stores its partial sums (with ``WARP_SUM`` the program adds its
+warps' first, through shared memory), and the last program of a row range to
+finish sums them (split-K, as the GEMV).
 """
 
 from __future__ import annotations
@@ -278,6 +280,42 @@ def _store_warp_sum(y, ws_ptr, out_ptr, bias_ptr, pid_k, row0, row_hi, m0, M, N,
 
 
 @triton.jit
+def _tile(words, xs, row0, row_hi, m0, M, N, part, pid_k, g, t, c_base, c_lane, ws_ptr, out_ptr, bias_ptr,
+          BITS: tl.constexpr, W1: tl.constexpr, O1: tl.constexpr, PAIRED: tl.constexpr, KB: tl.constexpr,
+          MG: tl.constexpr, NW: tl.constexpr, WARP_SUM: tl.constexpr, WORKSPACE: tl.constexpr,
+          HAS_BIAS: tl.constexpr, INTERPRET: tl.constexpr):
+    """Rows ``row0 .. row0 + 15`` from their loaded ``words`` (:func:`_fetch_tile`): the warp's sums over its KB
+    blocks for each group of 8 activation rows, stored (its own partial, or with WARP_SUM the program's)."""
+    NORM: tl.constexpr = 1.0 / (float(BLOCK) ** 0.5)  # the codebook's scale
+    zero = tl.zeros(xs[0][0].shape, dtype=tl.float32)
+    for mg in tl.static_range(MG):
+        y = (zero, zero, zero, zero)  # rows g (columns 2t, 2t+1), rows g + 8 (the same)
+        for b in tl.static_range(KB):
+            upper = words[2 * b]  # rows g
+            lower = words[2 * b + 1]  # rows g + 8
+            acc = _block(upper, lower, xs[mg * KB + b], c_base, c_lane, BITS, W1, O1, PAIRED, NW, INTERPRET)
+            s_top = upper[5].to(tl.float16, bitcast=True).to(tl.float32)
+            s_bottom = lower[5].to(tl.float16, bitcast=True).to(tl.float32)
+            y = (y[0] + s_top * acc[0], y[1] + s_top * acc[1], y[2] + s_bottom * acc[2], y[3] + s_bottom * acc[3])
+        if WARP_SUM:
+            _store_warp_sum(y, ws_ptr, out_ptr, bias_ptr, pid_k, row0, row_hi, m0 + 8 * mg, M, N, NORM, NW,
+                            WORKSPACE, HAS_BIAS)
+        else:
+            for e in tl.static_range(4):
+                row = row0 + g + 8 * (e // 2)
+                m = m0 + 8 * mg + 2 * t + e % 2
+                valid = (row < row_hi) & (m < M)
+                value = y[e] * NORM
+                if WORKSPACE:
+                    ptr = ws_ptr + (part.to(tl.int64) * M + m) * N + row
+                else:
+                    if HAS_BIAS:
+                        value += tl.load(bias_ptr + tl.minimum(row, N - 1)).to(tl.float32)
+                    ptr = out_ptr + m.to(tl.int64) * N + row
+                store_elementwise(ptr, value.to(ptr.dtype.element_ty), valid, INTERPRET)
+
+
+@triton.jit
 def _tc_gemv_kernel(
     # pointers
     x_ptr,  # [M, K_PAD] bfloat16 rotated activations (16-byte aligned rows)
@@ -338,40 +376,17 @@ def _tc_gemv_kernel(
         for b in tl.static_range(KB):
             xs = xs + (_activations(x_base, m0 + 8 * mg + g, M, part * KB + b, n_blk, t, stride_xm, INTERPRET),)
 
-    NORM: tl.constexpr = 1.0 / (float(BLOCK) ** 0.5)  # the codebook's scale
-    zero = tl.zeros([T], dtype=tl.float32)
     for row0 in range(row_lo, row_hi, 16):
         words = ahead
-        # the next rows (ptxas sinks these loads to the end of the body; requesting them two tiles ahead instead
-        # was slower on every shape timed: benchmarks/NOTES.md, session 12)
-        ahead = _fetch_tile(q_base, s_base, row0 + 16, row_hi, part, n_blk, g, t, stride_qn, stride_sn, WPB, W1, KB,
-                            INTERPRET)
-        for mg in tl.static_range(MG):
-            y = (zero, zero, zero, zero)  # rows g (columns 2t, 2t+1), rows g + 8 (the same)
-            for b in tl.static_range(KB):
-                upper = words[2 * b]  # rows g
-                lower = words[2 * b + 1]  # rows g + 8
-                acc = _block(upper, lower, xs[mg * KB + b], c_base, c_lane, BITS, W1, O1, PAIRED, NW, INTERPRET)
-                s_top = upper[5].to(tl.float16, bitcast=True).to(tl.float32)
-                s_bottom = lower[5].to(tl.float16, bitcast=True).to(tl.float32)
-                y = (y[0] + s_top * acc[0], y[1] + s_top * acc[1], y[2] + s_bottom * acc[2],
-                     y[3] + s_bottom * acc[3])
-            if WARP_SUM:
-                _store_warp_sum(y, ws_ptr, out_ptr, bias_ptr, pid_k, row0, row_hi, m0 + 8 * mg, M, N, NORM, NW,
-                                WORKSPACE, HAS_BIAS)
-            else:
-                for e in tl.static_range(4):
-                    row = row0 + g + 8 * (e // 2)
-                    m = m0 + 8 * mg + 2 * t + e % 2
-                    valid = (row < row_hi) & (m < M)
-                    value = y[e] * NORM
-                    if WORKSPACE:
-                        ptr = ws_ptr + (part.to(tl.int64) * M + m) * N + row
-                    else:
-                        if HAS_BIAS:
-                            value += tl.load(bias_ptr + tl.minimum(row, N - 1)).to(tl.float32)
-                        ptr = out_ptr + m.to(tl.int64) * N + row
-                    store_elementwise(ptr, value.to(ptr.dtype.element_ty), valid, INTERPRET)
+        # The next rows, in a block of their own at the top of the body. Without the branch ptxas sinks the loads
+        # to the end of the body, where the loop-carried copy of their registers waits for them: the load
+        # latency exposed once per tile, a third of the stall samples (ncu); 0.5-9% faster at M = 4 and 8
+        # (benchmarks/NOTES.md, session 13).
+        if row0 + 16 < row_hi:
+            ahead = _fetch_tile(q_base, s_base, row0 + 16, row_hi, part, n_blk, g, t, stride_qn, stride_sn, WPB, W1,
+                                KB, INTERPRET)
+        _tile(words, xs, row0, row_hi, m0, M, N, part, pid_k, g, t, c_base, c_lane, ws_ptr, out_ptr, bias_ptr, BITS,
+              W1, O1, PAIRED, KB, MG, NW, WARP_SUM, WORKSPACE, HAS_BIAS, INTERPRET)
 
     if WORKSPACE:  # the partials of these rows are summed by the last program to finish
         n_parts = tl.num_programs(1) * (1 if WARP_SUM else NW)
@@ -413,7 +428,9 @@ def tc_gemv(
         qdata: (N, K_pad * bits / 8) uint8; scale: (N, K_pad / 128) float16.
         config: ``KB`` (blocks of K per warp), ``MG`` (groups of 8 activation
             rows per program, 1 or 2), ``ROWS`` (weight rows per program, a
-            multiple of 16), ``num_warps``.
+            multiple of 16), ``num_warps``, optionally ``WARP_SUM`` (sum the
+            program's warps before the split-K store) and ``maxnreg`` (a
+            register cap per thread: more programs per SM).
 
     Returns:
         (M, N) in ``out_dtype``.
@@ -457,5 +474,6 @@ def tc_gemv(
         SPLIT=n_kprog > 1, INTERPRET=xr.device.type == "cpu", KB=kb, MG=config["MG"], NW=nw, WARP_SUM=warp_sum,
         num_warps=nw,
         num_stages=1,
+        **({"maxnreg": config["maxnreg"]} if config.get("maxnreg") else {}),
     )
     return out

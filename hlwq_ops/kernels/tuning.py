@@ -166,7 +166,11 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
                 if config not in out:
                     out.append(config)
         # Partials per warp with split-K lost where timed (K = 14336): never the untuned default.
-        return sorted(out, key=lambda c: c.get("WARP_PARTS", 1) > 1 and -(-k_pad // slice_codes(bits, c["VEC"])) > 1)
+        out = sorted(out, key=lambda c: c.get("WARP_PARTS", 1) > 1 and -(-k_pad // slice_codes(bits, c["VEC"])) > 1)
+        if small:  # the next rows' loads at the loop's top: 2-5% faster at Q5 on 4096 x 4096 and 1024 x 4096, slower
+            # on the large shapes and at Q4 (H200, session 13, RESULTS.md section 13)
+            out += [dict(c, EARLY=True) for c in out]
+        return out
     BM = min(max(16, m_bucket(M)), 64)
     per_word = 32 // planes(bits)["W0"]
     for BN, VEC in ((128, 2), (128, 1), (64, 2), (64, 1)):
@@ -188,7 +192,7 @@ _LOADED: set[str] = set()
 def _cache_file(device: torch.device) -> Path:
     name = torch.cuda.get_device_name(device).replace(" ", "_")
     root = Path(os.environ.get("HLWQ_CACHE_DIR", Path.home() / ".cache" / "hlwq_ops"))
-    return root / f"configs-v9-{name}-triton{__import__('triton').__version__}.json"
+    return root / f"configs-v10-{name}-triton{__import__('triton').__version__}.json"
 
 
 def _load(device: torch.device) -> None:

@@ -1,0 +1,95 @@
+"""The GEMV's next rows loaded at the top of the loop (``EARLY``) against where ptxas puts them.
+
+ptxas sinks a loop's loads of the next rows to the end of the body, where the
+loop-carried copy of their registers waits for them (ncu source counters,
+session 13). With ``EARLY`` the loads sit in a block of their own at the top
+of the body (the tensor-core GEMV always does this since session 13: run 2
+timed it against the sunk loads, RESULTS 13b). For each shape, bits and M:
+every GEMV candidate of the tuner (M <= 2) without and with ``EARLY``, and
+the tensor-core GEMV's candidates (M <= 8, with the FWHT kernel in front, as
+``F.linear`` runs it), timed like ``bench_ops.py`` (one CUDA graph over
+weight copies spanning the L2 several times) and checked against the float64
+reference::
+
+    python benchmarks/diag_early.py --shapes 14336x4096 4096x4096 --bits 5 4 --m 1 4 8 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+import torch.nn.functional as F
+from bench_ops import graph_time, linear_cases, rel_error
+
+from hlwq_ops.kernels import tuning
+from hlwq_ops.kernels.fwht import fwht
+from hlwq_ops.kernels.gemv import gemv
+from hlwq_ops.kernels.tcgemv import tc_gemv
+
+BLOCK = 128
+
+
+def gemv_call(x, bits, K, config):
+    def call(q, s):
+        return gemv(x, q, s, None, bits, BLOCK, None, torch.bfloat16, config, rotate=True)
+
+    return call
+
+
+def tc_call(x, bits, K, config):
+    k_pad = -(-K // BLOCK) * BLOCK
+
+    def call(q, s):
+        xr = fwht(F.pad(x, (0, k_pad - K)), BLOCK, torch.bfloat16)
+        return tc_gemv(xr, q, s, None, bits, BLOCK, None, torch.bfloat16, config)
+
+    return call
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shapes", nargs="+", default=["14336x4096", "4096x14336", "4096x4096", "1024x4096"])
+    p.add_argument("--bits", nargs="+", type=int, default=[5, 4])
+    p.add_argument("--m", nargs="+", type=int, default=[1, 4, 8])
+    p.add_argument("--json", default="diag_early.json")
+    a = p.parse_args()
+    props = torch.cuda.get_device_properties(0)
+    sm = props.multi_processor_count
+    print(f"{props.name}, torch {torch.__version__}", flush=True)
+    rows = []
+    for case in linear_cases(a.shapes, a.bits, a.m, props.L2_cache_size):
+        N, K, bits, M = case["N"], case["K"], case["bits"], case["M"]
+        copies, x, ref = case["copies"], case["x"], case["ref"]
+        k_pad = copies[0][1].shape[1] * BLOCK
+        kinds = []
+        if M <= 2:
+            kinds += [("gemv", c, gemv_call) for c in tuning.candidates("gemv", M, N, k_pad, sm, bits)]
+        if M <= tuning.TC_MAX_M and bits in (4, 5):
+            kinds += [("tc", c, tc_call) for c in tuning._tc_candidates(N, k_pad, sm)]
+        results = []
+        for kernel, config, make in kinds:
+            for early in (False, True) if kernel == "gemv" else (None,):
+                cfg = {k: v for k, v in config.items() if k not in ("kernel", "EARLY")}
+                if early is not None:
+                    cfg["EARLY"] = early
+                call = make(x, bits, K, cfg)
+                err = rel_error(call(*copies[0]), ref)
+                us = graph_time([lambda q=q, s=s: call(q, s) for q, s in copies], replays=10)[0]
+                results.append({"kernel": kernel, "config": cfg, "us": us, "err": err})
+                print(f"{'':>10} {kernel} {cfg}: {us:7.2f} us (x{case['bf16_us'] / us:.2f} bf16), err {err:.1e}",
+                      flush=True)
+        for kernel in ("gemv", "tc"):
+            for early in (False, True, None):
+                mine = [r for r in results if r["kernel"] == kernel and r["config"].get("EARLY") == early]
+                if mine:
+                    best = min(mine, key=lambda r: r["us"])
+                    print(f"{'':>10} best {kernel} EARLY={early}: {best['us']:7.2f} us {best['config']}", flush=True)
+        rows.append({k: v for k, v in case.items() if k not in ("copies", "x", "ref")} | {"results": results})
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
