@@ -9,10 +9,9 @@ every GEMV candidate of the tuner (M <= 2) without and with ``EARLY``, and
 the tensor-core GEMV's candidates (M <= 8, with the FWHT kernel in front, as
 ``F.linear`` runs it), timed like ``bench_ops.py`` (one CUDA graph over
 weight copies spanning the L2 several times) and checked against the float64
-reference. ``--lds`` times the tensor-core GEMV also with its pairs looked up
-in shared memory (``LDS``)::
+reference (session 13's run 5 timed the tensor-core GEMV's shared-memory pair
+table with this script's ``--lds`` at commit 35b7976; the table was not kept)::
 
-    python benchmarks/diag_early.py --no-gemv --lds --m 1 4 8
     python benchmarks/diag_early.py --shapes 14336x4096 4096x4096 --bits 5 4 --m 1 4 8 --json out.json
 """
 
@@ -55,8 +54,6 @@ def main() -> None:
     p.add_argument("--shapes", nargs="+", default=["14336x4096", "4096x14336", "4096x4096", "1024x4096"])
     p.add_argument("--bits", nargs="+", type=int, default=[5, 4])
     p.add_argument("--m", nargs="+", type=int, default=[1, 4, 8])
-    p.add_argument("--no-gemv", action="store_true", help="time only the tensor-core GEMV")
-    p.add_argument("--lds", action="store_true", help="the tensor-core GEMV without and with its pair table (LDS)")
     p.add_argument("--json", default="diag_early.json")
     a = p.parse_args()
     props = torch.cuda.get_device_properties(0)
@@ -68,16 +65,16 @@ def main() -> None:
         copies, x, ref = case["copies"], case["x"], case["ref"]
         k_pad = copies[0][1].shape[1] * BLOCK
         kinds = []
-        if M <= 2 and not a.no_gemv:
+        if M <= 2:
             kinds += [("gemv", c, gemv_call) for c in tuning.candidates("gemv", M, N, k_pad, sm, bits)]
         if M <= tuning.TC_MAX_M and bits in (4, 5):
             kinds += [("tc", c, tc_call) for c in tuning._tc_candidates(N, k_pad, sm)]
         results = []
         for kernel, config, make in kinds:
-            for early in (False, True) if kernel == "gemv" or a.lds else (None,):
+            for early in (False, True) if kernel == "gemv" else (None,):
                 cfg = {k: v for k, v in config.items() if k not in ("kernel", "EARLY")}
                 if early is not None:
-                    cfg["EARLY" if kernel == "gemv" else "LDS"] = early
+                    cfg["EARLY"] = early
                 call = make(x, bits, K, cfg)
                 err = rel_error(call(*copies[0]), ref)
                 us = graph_time([lambda q=q, s=s, call=call: call(q, s) for q, s in copies], replays=10)[0]
@@ -86,11 +83,10 @@ def main() -> None:
                       flush=True)
         for kernel in ("gemv", "tc"):
             for early in (False, True, None):
-                key = "EARLY" if kernel == "gemv" else "LDS"
-                mine = [r for r in results if r["kernel"] == kernel and r["config"].get(key) == early]
+                mine = [r for r in results if r["kernel"] == kernel and r["config"].get("EARLY") == early]
                 if mine:
                     best = min(mine, key=lambda r: r["us"])
-                    print(f"{'':>10} best {kernel} {key}={early}: {best['us']:7.2f} us {best['config']}", flush=True)
+                    print(f"{'':>10} best {kernel} EARLY={early}: {best['us']:7.2f} us {best['config']}", flush=True)
         rows.append({k: v for k, v in case.items() if k not in ("copies", "x", "ref")} | {"results": results})
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)

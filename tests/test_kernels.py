@@ -377,8 +377,6 @@ def _tc_config(num_warps, KB, MG, ROWS, **changes):
         (11, 40, 256, _tc_config(2, 1, 2, 16, WARP_SUM=True)),  # ... one program covers K: stored straight
         (3, 40, 1024, _tc_config(2, 2, 1, 16)),  # eight blocks, two K programs
         (1, 20, 768, _tc_config(2, 2, 1, 32)),  # a warp wholly past K (six blocks, two programs of four)
-        (3, 33, 640, _tc_config(2, 2, 1, 32, LDS=True)),  # pairs looked up in shared memory (the same bits)
-        (11, 70, 300, _tc_config(1, 1, 2, 48, LDS=True, WARP_SUM=True)),
     ],
 )
 def test_tc_gemv_matches_reference(bits, M, N, K, config):
@@ -683,7 +681,6 @@ def test_gpu_tc_gemv_poisoned_output_every_candidate(bits, N, K):
         ref = tc_gemv_ref(x16, qdata, scale, bias, bits)
         configs = [c for c in tuning.candidates("wgmma+tc", min(M, 8), N, k_pad, 132, bits) if c.get("kernel")]
         configs += [_tc_config(8, 1, 1, 48), _tc_config(4, 4, 1, 16, WARP_SUM=True), _tc_config(2, 1, 2, 32)]
-        configs += [dict(c, LDS=True) for c in configs[:2]] + [_tc_config(8, 1, 2, 32, LDS=True)]
         if K <= 1024:  # one program's warps cover K: stored straight, per thread or after the warps' sum
             configs += [_tc_config(1, 8, 1, 32), _tc_config(2, 4, 1, 32, WARP_SUM=True)]
         for config in configs:

@@ -224,127 +224,16 @@ def _word_pairs(w0, p1, word: tl.constexpr, h: tl.constexpr, c_base, c_lane, BIT
             _pair(codes[2], codes[3], c_base, c_lane, BITS, INTERPRET))
 
 
-# Pair lookups in shared memory (``LDS``). A 256-entry table of bf16x2 pairs, 32 copies of it so that lane l
-# reads only bank l (entry e of copy l at word 32 e + l: 32 KB): a plane-0 byte -- two codes' low nibbles -- is
-# one conflict-free 32-bit load, half the L1 wavefronts of a shuffle per code. At Q4 the byte is the index; at
-# Q5 the codebook's symmetry (c[31 - i] = -c[i]) folds bit 4 away: a code with bit 4 clear reads the magnitude
-# c[16 + (nibble ^ 15)] and has its sign flipped.
-# entry $1's 32 copies <- $2: eight 16-byte stores
-_STORE = tl.constexpr("{ .reg .u32 a; mov.u32 a, hlwq_tc_pairs; mad.lo.u32 a, $1, 128, a; "
-                      + " ".join(f"st.shared.v4.b32 [a+{16 * q}], {{$2, $2, $2, $2}};" for q in range(8))
-                      + " mov.u32 $0, 0; }")
-_DECLARE_AND_STORE = tl.constexpr(".shared .align 16 .b8 hlwq_tc_pairs[32768]; " + _STORE.value)
-
-
 @triton.jit
-def _spread_nibbles(b):
-    """Nibble i of the result is 0xF where bit i of ``b`` is set (bits 0..7; higher bits ignored)."""
-    x = b & 0xFF
-    x = (x | (x << 12)) & 0x000F000F
-    x = (x | (x << 6)) & 0x03030303
-    x = (x | (x << 3)) & 0x11111111
-    return x * 15
-
-
-@triton.jit
-def _table_entry(e, c_lane, OFF: tl.constexpr):
-    """bf16x2 ``(c[OFF + e % 16], c[OFF + e // 16])`` for every thread's ``e`` (0..255): two shuffles, one PRMT."""
-    return tl.inline_asm_elementwise(
-        "{ .reg .b32 lo, hi, a, b; and.b32 lo, $2, 15; shr.u32 hi, $2, 4; add.u32 lo, lo, $3; add.u32 hi, hi, $3; "
-        "shfl.sync.idx.b32 a, $1, lo, 0x1f, 0xffffffff; shfl.sync.idx.b32 b, $1, hi, 0x1f, 0xffffffff; "
-        "prmt.b32 $0, a, b, 0x7610; }",
-        "=r,r,r,r",
-        [c_lane, e, tl.full(e.shape, OFF, tl.int32)],
-        dtype=tl.int32,
-        is_pure=True,
-        pack=1,
-    )
-
-
-@triton.jit
-def _fill_table(c_lane, i, T: tl.constexpr, OFF: tl.constexpr):
-    """Write the pair table (every copy of every entry) into shared memory; returns ``4 * lane`` once all
-    threads have written (the lookups take it, so none runs before the barrier)."""
-    done = i
-    for r in tl.static_range(256 // T):
-        e = r * T + i
-        v = _table_entry(e, c_lane, OFF)
-        if r == 0:  # the table, declared once at the kernel's scope
-            done = tl.inline_asm_elementwise(_DECLARE_AND_STORE, "=r,r,r", [e, v], dtype=tl.int32, is_pure=False,
-                                             pack=1)
-        else:
-            done = tl.inline_asm_elementwise(_STORE, "=r,r,r", [e, v], dtype=tl.int32, is_pure=False, pack=1)
-    return tl.inline_asm_elementwise("{ bar.sync 0; mov.u32 $0, %laneid; shl.b32 $0, $0, 2; }", "=r,r", [done],
-                                     dtype=tl.int32, is_pure=False, pack=1)
-
-
-@triton.jit
-def _table_pair(idx, j: tl.constexpr, lane4, c_base, OFF: tl.constexpr, INTERPRET: tl.constexpr):
-    """The table's entry for byte ``j`` of ``idx``: one shared load (the interpreter reads the codebook)."""
-    if INTERPRET:
-        byte = (idx >> (8 * j)) & 0xFF
-        a = _bf16_bits(gather32(c_base, OFF + (byte & 15), INTERPRET).to(tl.float32, bitcast=True))
-        b = _bf16_bits(gather32(c_base, OFF + (byte >> 4), INTERPRET).to(tl.float32, bitcast=True))
-        return (a | (b << 16)).to(tl.uint32, bitcast=True)
-    if j == 0:
-        at = (idx << 7) & 0x7F80
-    else:
-        at = (idx >> (8 * j - 7)) & 0x7F80
-    return tl.inline_asm_elementwise(
-        "{ .reg .u32 a; mov.u32 a, hlwq_tc_pairs; add.u32 a, a, $1; ld.shared.b32 $0, [a]; }",
-        "=r,r",
-        [at | lane4.to(tl.uint32, bitcast=True)],
-        dtype=tl.uint32,
-        is_pure=True,
-        pack=1,
-    )
-
-
-@triton.jit
-def _word_pairs_lds(w0, p1, word: tl.constexpr, h: tl.constexpr, lane4, c_base, BITS: tl.constexpr,
-                    INTERPRET: tl.constexpr):
-    """:func:`_word_pairs` through the shared-memory pair table: bytes ``2 h`` and ``2 h + 1`` of the word."""
-    w = w0.to(tl.uint32, bitcast=True)
-    OFF: tl.constexpr = 16 if BITS == 5 else 0
-    idx = w
-    z = w
-    if BITS == 5:
-        z = _spread_nibbles(p1.to(tl.uint32, bitcast=True) >> (8 * word))  # 0xF where bit 4 of the code is set
-        idx = ~(w ^ z)  # magnitudes: the nibble where bit 4 is set, nibble ^ 15 where it is clear
-    out = ()
-    for j in tl.static_range(2 * h, 2 * h + 2):
-        v = _table_pair(idx, j, lane4, c_base, OFF, INTERPRET)
-        if BITS == 5:  # flip the sign of each half whose code has bit 4 clear: bit 15 from nibble 2j, 31 from 2j+1
-            v = v ^ (~_bytes_13(z << 4, z, j, INTERPRET) & 0x80008000)
-        out = out + (v.to(tl.int32, bitcast=True),)
-    return out
-
-
-@triton.jit
-def _bytes_13(a, b, j: tl.constexpr, INTERPRET: tl.constexpr):
-    """Byte ``j`` of ``a`` as byte 1 and byte ``j`` of ``b`` as byte 3 (bytes 0 and 2 anything): one PRMT."""
-    if INTERPRET:
-        return (((a >> (8 * j)) & 0xFF) << 8) | (((b >> (8 * j)) & 0xFF) << 24)
-    return tl.inline_asm_elementwise("prmt.b32 $0, $1, $2, $3;", "=r,r,r,r",
-                                     [a, b, tl.full(a.shape, (j << 4) | ((4 + j) << 12), tl.uint32)],
-                                     dtype=tl.uint32, is_pure=True, pack=1)
-
-
-@triton.jit
-def _block(top, bottom, xs, c_base, c_lane, lane4, BITS: tl.constexpr, W1: tl.constexpr, O1: tl.constexpr,
-           PAIRED: tl.constexpr, NW: tl.constexpr, LDS: tl.constexpr, INTERPRET: tl.constexpr):
+def _block(top, bottom, xs, c_base, c_lane, BITS: tl.constexpr, W1: tl.constexpr, O1: tl.constexpr,
+           PAIRED: tl.constexpr, NW: tl.constexpr, INTERPRET: tl.constexpr):
     """One block of 16 rows x 128 positions: the eight MMAs' sums (unscaled), 4 float32 per thread."""
     zero = tl.zeros(xs[0].shape, dtype=tl.float32)
     acc = (zero, zero, zero, zero)
     for word in tl.static_range(4):
         for h in tl.static_range(2):
-            if LDS:
-                a0, a2 = _word_pairs_lds(top[word], top[4], word, h, lane4, c_base, BITS, INTERPRET)
-                a1, a3 = _word_pairs_lds(bottom[word], bottom[4], word, h, lane4, c_base, BITS, INTERPRET)
-            else:
-                a0, a2 = _word_pairs(top[word], top[4], word, h, c_base, c_lane, BITS, W1, O1, PAIRED, INTERPRET)
-                a1, a3 = _word_pairs(bottom[word], bottom[4], word, h, c_base, c_lane, BITS, W1, O1, PAIRED,
-                                     INTERPRET)
+            a0, a2 = _word_pairs(top[word], top[4], word, h, c_base, c_lane, BITS, W1, O1, PAIRED, INTERPRET)
+            a1, a3 = _word_pairs(bottom[word], bottom[4], word, h, c_base, c_lane, BITS, W1, O1, PAIRED, INTERPRET)
             acc = _mma(a0, a1, a2, a3, xs[4 * word + 2 * h], xs[4 * word + 2 * h + 1], acc[0], acc[1], acc[2],
                        acc[3], NW, INTERPRET)
     return acc
@@ -391,10 +280,10 @@ def _store_warp_sum(y, ws_ptr, out_ptr, bias_ptr, pid_k, row0, row_hi, m0, M, N,
 
 
 @triton.jit
-def _tile(words, xs, row0, row_hi, m0, M, N, part, pid_k, g, t, c_base, c_lane, lane4, ws_ptr, out_ptr, bias_ptr,
+def _tile(words, xs, row0, row_hi, m0, M, N, part, pid_k, g, t, c_base, c_lane, ws_ptr, out_ptr, bias_ptr,
           BITS: tl.constexpr, W1: tl.constexpr, O1: tl.constexpr, PAIRED: tl.constexpr, KB: tl.constexpr,
           MG: tl.constexpr, NW: tl.constexpr, WARP_SUM: tl.constexpr, WORKSPACE: tl.constexpr,
-          HAS_BIAS: tl.constexpr, LDS: tl.constexpr, INTERPRET: tl.constexpr):
+          HAS_BIAS: tl.constexpr, INTERPRET: tl.constexpr):
     """Rows ``row0 .. row0 + 15`` from their loaded ``words`` (:func:`_fetch_tile`): the warp's sums over its KB
     blocks for each group of 8 activation rows, stored (its own partial, or with WARP_SUM the program's)."""
     NORM: tl.constexpr = 1.0 / (float(BLOCK) ** 0.5)  # the codebook's scale
@@ -404,8 +293,7 @@ def _tile(words, xs, row0, row_hi, m0, M, N, part, pid_k, g, t, c_base, c_lane, 
         for b in tl.static_range(KB):
             upper = words[2 * b]  # rows g
             lower = words[2 * b + 1]  # rows g + 8
-            acc = _block(upper, lower, xs[mg * KB + b], c_base, c_lane, lane4, BITS, W1, O1, PAIRED, NW, LDS,
-                         INTERPRET)
+            acc = _block(upper, lower, xs[mg * KB + b], c_base, c_lane, BITS, W1, O1, PAIRED, NW, INTERPRET)
             s_top = upper[5].to(tl.float16, bitcast=True).to(tl.float32)
             s_bottom = lower[5].to(tl.float16, bitcast=True).to(tl.float32)
             y = (y[0] + s_top * acc[0], y[1] + s_top * acc[1], y[2] + s_bottom * acc[2], y[3] + s_bottom * acc[3])
@@ -459,7 +347,6 @@ def _tc_gemv_kernel(
     MG: tl.constexpr,
     NW: tl.constexpr,
     WARP_SUM: tl.constexpr,
-    LDS: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -477,9 +364,6 @@ def _tc_gemv_kernel(
     c_base = c_ptr.to(tl.int64, bitcast=True)
     x_base = x_ptr.to(tl.int64, bitcast=True)
     c_lane = _lane_bf16(i, c_base, BITS, INTERPRET)
-    lane4 = i  # (4 * lane, returned once the pair table is written)
-    if LDS and not INTERPRET:
-        lane4 = _fill_table(c_lane, i, T, 16 if BITS == 5 else 0)
     m0 = pid_m * 8 * MG
     row_lo = pid_n * ROWS
     row_hi = tl.minimum(row_lo + ROWS, N)
@@ -501,8 +385,8 @@ def _tc_gemv_kernel(
         if row0 + 16 < row_hi:
             ahead = _fetch_tile(q_base, s_base, row0 + 16, row_hi, part, n_blk, g, t, stride_qn, stride_sn, WPB, W1,
                                 KB, INTERPRET)
-        _tile(words, xs, row0, row_hi, m0, M, N, part, pid_k, g, t, c_base, c_lane, lane4, ws_ptr, out_ptr, bias_ptr,
-              BITS, W1, O1, PAIRED, KB, MG, NW, WARP_SUM, WORKSPACE, HAS_BIAS, LDS, INTERPRET)
+        _tile(words, xs, row0, row_hi, m0, M, N, part, pid_k, g, t, c_base, c_lane, ws_ptr, out_ptr, bias_ptr, BITS,
+              W1, O1, PAIRED, KB, MG, NW, WARP_SUM, WORKSPACE, HAS_BIAS, INTERPRET)
 
     if WORKSPACE:  # the partials of these rows are summed by the last program to finish
         n_parts = tl.num_programs(1) * (1 if WARP_SUM else NW)
@@ -569,9 +453,6 @@ def tc_gemv(
         raise ValueError(f"ROWS must be a multiple of 16, got {config}")
     if config["MG"] not in (1, 2):
         raise ValueError(f"MG (groups of 8 activation rows per program) must be 1 or 2, got {config}")
-    if config.get("LDS") and ((bits == 5 and codebook is not None) or 32 * config["num_warps"] > 256):
-        raise ValueError("the shared-memory pair table (LDS) takes up to 8 warps and, at Q5, the standard codebook "
-                         f"(its symmetry folds bit 4 away); got {config} with a {'custom' if codebook is not None else 'standard'} codebook")
     scale, bias = unit_stride(scale), unit_stride(bias)
     nw, kb = config["num_warps"], config["KB"]
     n_kprog = triton.cdiv(k_pad // block_size, nw * kb)
@@ -591,7 +472,6 @@ def tc_gemv(
         counters, M, N, k_pad, config["ROWS"], xr.stride(0), words.stride(0), scale.stride(0),
         BITS=bits, W1=p["W1"], O1=p["O1"], HAS_BIAS=bias is not None, WORKSPACE=n_slices > 1,
         SPLIT=n_kprog > 1, INTERPRET=xr.device.type == "cpu", KB=kb, MG=config["MG"], NW=nw, WARP_SUM=warp_sum,
-        LDS=bool(config.get("LDS", False)),
         num_warps=nw,
         num_stages=1,
         **({"maxnreg": config["maxnreg"]} if config.get("maxnreg") else {}),
