@@ -103,6 +103,16 @@ def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
+def sweep_parser(doc: str, ms: list[int], json_name: str) -> argparse.ArgumentParser:
+    """The arguments of a diagnostic sweep over :func:`linear_cases`: ``--shapes``, ``--bits``, ``--m``, ``--json``."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shapes", nargs="+", default=["14336x4096", "4096x14336", "4096x4096", "1024x4096"])
+    p.add_argument("--bits", nargs="+", type=int, default=[5, 4])
+    p.add_argument("--m", nargs="+", type=int, default=ms)
+    p.add_argument("--json", default=json_name)
+    return p
+
+
 def linear_cases(shapes: list[str], bits_list: list[int], ms: list[int], l2_bytes: int):
     """The cases of a diagnostic sweep (``diag_rows.py``, ``diag_tcgemv.py``): for each shape, bits and M, a dict
     with ``shape, N, K, bits, M``, the packed ``copies`` past the L2 (:func:`quantized_for_timing`), bfloat16

@@ -17,12 +17,11 @@ table with this script's ``--lds`` at commit 35b7976; the table was not kept)::
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
 import torch.nn.functional as F
-from bench_ops import graph_time, linear_cases, rel_error
+from bench_ops import graph_time, linear_cases, rel_error, sweep_parser
 
 from hlwq_ops.kernels import tuning
 from hlwq_ops.kernels.fwht import fwht
@@ -50,11 +49,7 @@ def tc_call(x, bits, K, config):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shapes", nargs="+", default=["14336x4096", "4096x14336", "4096x4096", "1024x4096"])
-    p.add_argument("--bits", nargs="+", type=int, default=[5, 4])
-    p.add_argument("--m", nargs="+", type=int, default=[1, 4, 8])
-    p.add_argument("--json", default="diag_early.json")
+    p = sweep_parser(__doc__, [1, 4, 8], "diag_early.json")
     a = p.parse_args()
     props = torch.cuda.get_device_properties(0)
     sm = props.multi_processor_count

@@ -15,22 +15,17 @@ weight copies spanning the L2 several times):
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
-from bench_ops import graph_time, linear_cases, rel_error
+from bench_ops import graph_time, linear_cases, rel_error, sweep_parser
 
 from hlwq_ops.kernels import tuning
 from hlwq_ops.kernels.gemv import can_rotate, gemv
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shapes", nargs="+", default=["14336x4096", "4096x14336", "4096x4096", "1024x4096"])
-    p.add_argument("--bits", nargs="+", type=int, default=[5, 4])
-    p.add_argument("--m", nargs="+", type=int, default=[2, 3, 4])
-    p.add_argument("--json", default="diag_rows.json")
+    p = sweep_parser(__doc__, [2, 3, 4], "diag_rows.json")
     a = p.parse_args()
     props = torch.cuda.get_device_properties(0)
     l2, sm = props.L2_cache_size, props.multi_processor_count

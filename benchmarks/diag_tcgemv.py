@@ -19,12 +19,11 @@ what the kernel costs when the weight's bytes arrive at L2 latency.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
 import torch.nn.functional as F
-from bench_ops import graph_time, linear_cases, rel_error
+from bench_ops import graph_time, linear_cases, rel_error, sweep_parser
 
 from hlwq_ops import kernels
 from hlwq_ops.kernels.fwht import fwht
@@ -52,13 +51,9 @@ def tiles(M: int, N: int, k_pad: int, sm: int, caps: list[int]) -> list[dict]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shapes", nargs="+", default=["14336x4096", "4096x14336", "4096x4096", "1024x4096"])
-    p.add_argument("--bits", nargs="+", type=int, default=[5, 4])
-    p.add_argument("--m", nargs="+", type=int, default=[1, 2, 4, 8, 16])
+    p = sweep_parser(__doc__, [1, 2, 4, 8, 16], "diag_tcgemv.json")
     p.add_argument("--maxnreg", nargs="*", type=int, default=[], help="register caps to add tiles for")
     p.add_argument("--resident", action="store_true", help="also time on one L2-resident weight copy")
-    p.add_argument("--json", default="diag_tcgemv.json")
     a = p.parse_args()
     props = torch.cuda.get_device_properties(0)
     l2, sm = props.L2_cache_size, props.multi_processor_count
