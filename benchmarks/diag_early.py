@@ -4,7 +4,7 @@ ptxas sinks a loop's loads of the next rows to the end of the body, where the
 loop-carried copy of their registers waits for them (ncu source counters,
 session 13). With ``EARLY`` the loads sit in a block of their own at the top
 of the body (the tensor-core GEMV always does this since session 13: run 2
-timed it against the sunk loads, RESULTS 13b). For each shape, bits and M:
+timed it against the sunk loads of commit d490eb2, RESULTS 13d). For each shape, bits and M:
 every GEMV candidate of the tuner (M <= 2) without and with ``EARLY``, and
 the tensor-core GEMV's candidates (M <= 8, with the FWHT kernel in front, as
 ``F.linear`` runs it), timed like ``bench_ops.py`` (one CUDA graph over
@@ -61,7 +61,8 @@ def main() -> None:
         k_pad = copies[0][1].shape[1] * BLOCK
         kinds = []
         if M <= 2:
-            kinds += [("gemv", c, gemv_call) for c in tuning.candidates("gemv", M, N, k_pad, sm, bits)]
+            kinds += [("gemv", c, gemv_call) for c in tuning.candidates("gemv", M, N, k_pad, sm, bits)
+                      if not c.get("EARLY")]
         if M <= tuning.TC_MAX_M and bits in (4, 5):
             kinds += [("tc", c, tc_call) for c in tuning._tc_candidates(N, k_pad, sm)]
         results = []

@@ -67,7 +67,8 @@ def main() -> None:
     clock = rates["ffma"] / 128
     print(f"FFMA-derived SM clock: {clock:.3f} GHz")
     for op, r in rates.items():
-        print(f"{op:5s} {r:8.1f} lane-ops/ns/SM = {r / clock:6.1f} lanes/clock/SM ({r / clock / 32:.2f} warp instr/clock)")
+        print(f"{op:5s} {r:8.1f} lane-ops/ns/SM = {r / clock:6.1f} lanes/clock/SM "
+              f"({r / clock / 32:.2f} warp instr/clock)")
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ def test_planes_cover_the_code(bits):
         (3, 20, 4200, 128, {"VEC": 16, "R": 2, "ROWS": 6, "WARP_PARTS": 4, "MB": 2}),  # and a row alone
         (5, 17, 256, 128, {"VEC": 4, "R": 4, "ROWS": 8, "MB": 2}),  # no workspace: bias added per row
         (2, 45, 300, 128, {"R": 4, "ROWS": 6, "EARLY": True}),  # next rows loaded at the loop's top; a partial tile
+        (2, 45, 300, 128, {"R": 4, "ROWS": 5, "EARLY": True}),  # ... whose last tile is one row
         (3, 40, 300, 128, {"R": 4, "ROWS": 12, "MB": 2, "EARLY": True}),  # ... with two activation rows
     ],
 )
@@ -372,7 +373,7 @@ def _tc_config(num_warps, KB, MG, ROWS, **changes):
         (11, 20, 256, _tc_config(1, 1, 2, 16)),  # two groups of eight activation rows in one program
         (9, 50, 512, _tc_config(4, 1, 1, 16)),  # one K program of four warps (summed after a barrier), two M ones
         (2, 24, 128, _tc_config(1, 1, 1, 32)),  # one warp covers K: stored straight, with the bias
-        (1, 70, 300, _tc_config(2, 1, 1, 48)),  # three 16-row tiles per program, the last one partly past N
+        (1, 81, 300, _tc_config(2, 1, 1, 48)),  # three 16-row tiles per program, the last one row (the rest past N)
         (3, 33, 640, _tc_config(2, 2, 1, 32, WARP_SUM=True)),  # warps summed in the program: a slice per program
         (11, 40, 256, _tc_config(2, 1, 2, 16, WARP_SUM=True)),  # ... one program covers K: stored straight
         (3, 40, 1024, _tc_config(2, 2, 1, 16)),  # eight blocks, two K programs
@@ -547,7 +548,10 @@ def test_gemv_candidates_fill_the_gpu():
 
     for M, N, K in [(1, 1024, 4096), (1, 4096, 14336), (1, 14336, 4096), (8, 4096, 4096)]:
         for bits in (4, 5, 8):
-            for c in tuning.candidates("gemv", M, N, K, 132, bits):
+            configs = tuning.candidates("gemv", M, N, K, 132, bits)
+            assert not configs[0].get("EARLY")  # the untuned default
+            assert all(c not in configs[:i] for i, c in enumerate(configs))  # none timed twice
+            for c in configs:
                 assert c["ROWS"] % c["R"] == 0 and c["ROWS"] >= c["R"]
                 assert can_rotate(bits, 128, c)
                 programs = -(-N // c["ROWS"]) * -(-K // slice_codes(bits, c["VEC"])) * -(-M // c.get("MB", 1))
@@ -596,6 +600,7 @@ def test_gpu_poisoned_output_fully_written(bits):
         xr = torch.randn(M, scale.shape[1] * 128, device="cuda")
         ref = gemv_ref(xr, qdata, scale, None, bits, 128)
         extra = [dict(VEC=4, R=4, ROWS=7, num_warps=4), dict(VEC=16, R=2, ROWS=5, num_warps=4)]  # ROWS % R != 0
+        extra += [dict(c, EARLY=True) for c in extra]  # ... with the next rows loaded at the loop's top
         for config in tuning.candidates("gemv", M, 1000, xr.shape[1], 132, bits) + extra:
             # NaN in the block the caching allocator hands the output next: unwritten stays NaN
             torch.full((M, 1000), float("nan"), device="cuda")

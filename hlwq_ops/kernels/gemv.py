@@ -8,8 +8,9 @@ its rows ``R`` at a time: per row the words of the slice (plane 0 by one
 vectorized ``tl.load``, the narrower planes and the block scales by gathers,
 see :mod:`.decode`), decoded
 and multiplied against the registers, summed along K. Nothing but the weight
-and its scales is read in the loop, and the next rows' words are loaded before
-the current ones are decoded.
+and its scales is read in the loop. The source requests the next rows' words
+before decoding the current ones, but ptxas moves those loads to the end of the
+body, next to their first use (see ``EARLY``).
 
 Tile ``[R, C]``: a row and one plane-0 word per element (``32 / W0`` codes),
 ``C = 32 * VEC`` words per row; Triton gives each thread 16-byte vectors (4
@@ -29,6 +30,13 @@ slices' and added once by the program that sums the row range (after one CTA
 barrier when K is a single slice, else the last slice to arrive). On an H200
 it beat the earlier configs by 8-9% at Q4 and 0-3% at Q5 on K = 4096 shapes
 and lost on K = 14336 (``benchmarks/diag_warp_parts.py``); the tuner offers it.
+
+``EARLY`` (config, default off): the next rows' loads in a branch of their own
+at the top of the loop body (``if row0 + R < row_hi``), which keeps ptxas from
+moving them to its end, where the next iteration's first decode waits for
+them. It costs registers (Q5 VEC = 4: 72 -> 96) and was faster only at Q5 on
+the small shapes (2-5% on 4096 x 4096 and 1024 x 4096, H200, session 13:
+``benchmarks/diag_early.py``); the tuner offers it there.
 
 ``MB`` (config, default 1): activation rows per program. With MB = 2 a
 program keeps two rows' slices in registers and multiplies each decoded
@@ -180,7 +188,8 @@ def _row_sums(p, out_row, rows, row_hi, M, N, bias_ptr, bias_base, NORM: tl.cons
 @triton.jit
 def _sum_rows(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, second, M, N, n_parts, HAS_BIAS: tl.constexpr,
               MB: tl.constexpr):
-    """:func:`~hlwq_ops.kernels.common.sum_partials` for the program's activation rows: ``m``, and ``m + 1`` with MB = 2 if ``second``."""
+    """:func:`~hlwq_ops.kernels.common.sum_partials` for the program's activation rows: ``m``, and ``m + 1`` with
+    MB = 2 if ``second``."""
     sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HAS_BIAS)
     if MB == 2:
         if second:
@@ -272,15 +281,16 @@ def _gemv_kernel(
 
     for row0 in range(row_lo, row_hi, R):
         s0, s1, s2, scale = rows_sources(ahead, sh1, sh2, O1, O2, PAIRED, INTERPRET)
-        if EARLY:  # the next rows, in a block of their own at the top of the body: ptxas leaves the loads there
+        # The next rows, clamped to this program's last (the last iteration re-reads it from L1, not the next
+        # program's rows from memory).
+        rows_next = tl.minimum(row0 + R + r, row_hi - 1)
+        if EARLY:  # loaded in a block of their own at the top of the body, where ptxas leaves them
             if row0 + R < row_hi:
-                ahead = fetch_rows(q_ptr, q_base, s_base, tl.minimum(row0 + R + r, row_hi - 1), stride_qn,
-                                   stride_sn, word_off, p1_off, p2_off, blk, W1, W2, WIDE, INTERPRET)
-        else:
-            # The next rows, clamped to this program's last (the last iteration re-reads it from L1, not the next
-            # program's rows from memory); ptxas sinks these loads to the end of the body.
-            ahead = fetch_rows(q_ptr, q_base, s_base, tl.minimum(row0 + R + r, row_hi - 1), stride_qn, stride_sn,
-                               word_off, p1_off, p2_off, blk, W1, W2, WIDE, INTERPRET)
+                ahead = fetch_rows(q_ptr, q_base, s_base, rows_next, stride_qn, stride_sn, word_off, p1_off, p2_off,
+                                   blk, W1, W2, WIDE, INTERPRET)
+        else:  # loads that ptxas sinks to the end of the body
+            ahead = fetch_rows(q_ptr, q_base, s_base, rows_next, stride_qn, stride_sn, word_off, p1_off, p2_off, blk,
+                               W1, W2, WIDE, INTERPRET)
         p = tl.zeros([R, C], dtype=tl.float32)
         q = p
         for a in tl.static_range(0, PER_WORD, 4):  # four codes of each element at a time

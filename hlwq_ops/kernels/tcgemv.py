@@ -28,7 +28,8 @@ anything. The interpreter, which cannot run PTX, emulates the MMA
 
 A warp owns ``KB`` blocks of K (its activations stay in registers) and walks a
 program's rows 16 at a time, the next 16 rows' loads issued at the top of each
-iteration (in a branch of their own, which ptxas does not sink them out of);
+iteration (in a branch of their own, which keeps ptxas from moving them to the
+end of the body);
 each warp stores its partial sums (with ``WARP_SUM`` the program adds its
 warps' first, through shared memory), and the last program of a row range to
 finish sums them (split-K, as the GEMV).
@@ -285,7 +286,8 @@ def _tile(words, xs, row0, row_hi, m0, M, N, part, pid_k, g, t, c_base, c_lane, 
           MG: tl.constexpr, NW: tl.constexpr, WARP_SUM: tl.constexpr, WORKSPACE: tl.constexpr,
           HAS_BIAS: tl.constexpr, INTERPRET: tl.constexpr):
     """Rows ``row0 .. row0 + 15`` from their loaded ``words`` (:func:`_fetch_tile`): the warp's sums over its KB
-    blocks for each group of 8 activation rows, stored (its own partial, or with WARP_SUM the program's)."""
+    blocks for each group of 8 activation rows, stored -- as the warp's partial (with WARP_SUM the program's), or
+    straight to the output with the bias when there is no workspace."""
     NORM: tl.constexpr = 1.0 / (float(BLOCK) ** 0.5)  # the codebook's scale
     zero = tl.zeros(xs[0][0].shape, dtype=tl.float32)
     for mg in tl.static_range(MG):
@@ -381,7 +383,8 @@ def _tc_gemv_kernel(
         # The next rows, in a block of their own at the top of the body. Without the branch ptxas sinks the loads
         # to the end of the body, where the loop-carried copy of their registers waits for them: the load
         # latency exposed once per tile, a third of the stall samples (ncu); 0.5-9% faster at M = 4 and 8
-        # (benchmarks/NOTES.md, session 13).
+        # (benchmarks/NOTES.md, session 13). Requesting rows two tiles ahead instead was slower on every shape
+        # timed (session 12).
         if row0 + 16 < row_hi:
             ahead = _fetch_tile(q_base, s_base, row0 + 16, row_hi, part, n_blk, g, t, stride_qn, stride_sn, WPB, W1,
                                 KB, INTERPRET)
@@ -429,7 +432,7 @@ def tc_gemv(
         config: ``KB`` (blocks of K per warp), ``MG`` (groups of 8 activation
             rows per program, 1 or 2), ``ROWS`` (weight rows per program, a
             multiple of 16), ``num_warps``, optionally ``WARP_SUM`` (sum the
-            program's warps before the split-K store) and ``maxnreg`` (a
+            program's warps before the store) and ``maxnreg`` (a
             register cap per thread: more programs per SM).
 
     Returns:
