@@ -143,6 +143,20 @@ def linear_cases(shapes: list[str], bits_list: list[int], ms: list[int], l2_byte
             del copies, bf16s
 
 
+def sweep(args: argparse.Namespace):
+    """:func:`linear_cases` for a :func:`sweep_parser`'s arguments on GPU 0, after a line naming it; each case
+    also holds ``sm``, the GPU's SM count."""
+    props = torch.cuda.get_device_properties(0)
+    print(f"{props.name}, torch {torch.__version__}", flush=True)
+    for case in linear_cases(args.shapes, args.bits, args.m, props.L2_cache_size):
+        yield case | {"sm": props.multi_processor_count}
+
+
+def case_record(case: dict, **extra) -> dict:
+    """A JSON row: the case's numbers and names (not its tensors) and ``extra``."""
+    return {k: v for k, v in case.items() if k not in ("copies", "x", "ref")} | extra
+
+
 @contextlib.contextmanager
 def forced_path(path: str):
     """Force hlwq's kernel family (``HLWQ_PATH``) while timing."""

@@ -21,7 +21,7 @@ import json
 
 import torch
 import torch.nn.functional as F
-from bench_ops import graph_time, linear_cases, rel_error, sweep_parser
+from bench_ops import case_record, graph_time, rel_error, sweep, sweep_parser
 
 from hlwq_ops.kernels import tuning
 from hlwq_ops.kernels.fwht import fwht
@@ -51,12 +51,9 @@ def tc_call(x, bits, K, config):
 def main() -> None:
     p = sweep_parser(__doc__, [1, 4, 8], "diag_early.json")
     a = p.parse_args()
-    props = torch.cuda.get_device_properties(0)
-    sm = props.multi_processor_count
-    print(f"{props.name}, torch {torch.__version__}", flush=True)
     rows = []
-    for case in linear_cases(a.shapes, a.bits, a.m, props.L2_cache_size):
-        N, K, bits, M = case["N"], case["K"], case["bits"], case["M"]
+    for case in sweep(a):
+        N, K, bits, M, sm = case["N"], case["K"], case["bits"], case["M"], case["sm"]
         copies, x, ref = case["copies"], case["x"], case["ref"]
         k_pad = copies[0][1].shape[1] * BLOCK
         kinds = []
@@ -83,7 +80,7 @@ def main() -> None:
                 if mine:
                     best = min(mine, key=lambda r: r["us"])
                     print(f"{'':>10} best {kernel} EARLY={early}: {best['us']:7.2f} us {best['config']}", flush=True)
-        rows.append({k: v for k, v in case.items() if k not in ("copies", "x", "ref")} | {"results": results})
+        rows.append(case_record(case, results=results))
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 
 import torch
-from bench_ops import graph_time, linear_cases, rel_error, sweep_parser
+from bench_ops import graph_time, rel_error, sweep, sweep_parser
 
 from hlwq_ops.kernels import tuning
 from hlwq_ops.kernels.gemv import can_rotate, gemv
@@ -27,12 +27,9 @@ from hlwq_ops.kernels.gemv import can_rotate, gemv
 def main() -> None:
     p = sweep_parser(__doc__, [2, 3, 4], "diag_rows.json")
     a = p.parse_args()
-    props = torch.cuda.get_device_properties(0)
-    l2, sm = props.L2_cache_size, props.multi_processor_count
-    print(f"{props.name}, torch {torch.__version__}", flush=True)
     rows = []
-    for case in linear_cases(a.shapes, a.bits, a.m, l2):
-        shape, N, bits, M = case["shape"], case["N"], case["bits"], case["M"]
+    for case in sweep(a):
+        shape, N, bits, M, sm = case["shape"], case["N"], case["bits"], case["M"], case["sm"]
         copies, x, ref, bf16_us, path, path_us = (case[k] for k in ("copies", "x", "ref", "bf16_us", "path", "path_us"))
         row = {"shape": shape, "bits": bits, "M": M, "bf16_us": bf16_us, "path": path, "path_us": path_us}
         best = {}

@@ -23,7 +23,7 @@ import json
 
 import torch
 import torch.nn.functional as F
-from bench_ops import graph_time, linear_cases, rel_error, sweep_parser
+from bench_ops import case_record, graph_time, rel_error, sweep, sweep_parser
 
 from hlwq_ops import kernels
 from hlwq_ops.kernels.fwht import fwht
@@ -55,12 +55,9 @@ def main() -> None:
     p.add_argument("--maxnreg", nargs="*", type=int, default=[], help="register caps to add tiles for")
     p.add_argument("--resident", action="store_true", help="also time on one L2-resident weight copy")
     a = p.parse_args()
-    props = torch.cuda.get_device_properties(0)
-    l2, sm = props.L2_cache_size, props.multi_processor_count
-    print(f"{props.name}, torch {torch.__version__}", flush=True)
     rows = []
-    for case in linear_cases(a.shapes, a.bits, a.m, l2):
-        N, K, bits, M = case["N"], case["K"], case["bits"], case["M"]
+    for case in sweep(a):
+        N, K, bits, M, sm = case["N"], case["K"], case["bits"], case["M"], case["sm"]
         copies, x, ref, bf16_us, path_us = (case[k] for k in ("copies", "x", "ref", "bf16_us", "path_us"))
         k_pad = copies[0][1].shape[1] * BLOCK
         xr = fwht(F.pad(x, (0, k_pad - K)), BLOCK, torch.bfloat16)
@@ -93,7 +90,7 @@ def main() -> None:
                   f"x{path_us / full:.2f} path){resident}, err {err:.1e}", flush=True)
         best = min(results, key=lambda r: r["with_fwht_us"])
         print(f"{'':>10} best: {best}", flush=True)
-        rows.append({k: v for k, v in case.items() if k not in ("copies", "x", "ref")} | {"tc": results})
+        rows.append(case_record(case, tc=results))
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)
 
