@@ -36,9 +36,9 @@ TYPES = dict(x_ptr="*bf16", q_ptr="*i32", s_ptr="*fp16", c_ptr="*fp32", bias_ptr
 
 
 def compile_gemv(bits: int, vec: int, r: int, warp_parts: int, split: bool, mb: int = 1, sm: int = 90,
-                 early: bool = False):
+                 early: bool = False, pdl: bool = False):
     consts = dict(BITS=bits, B=128, HAS_BIAS=False, WORKSPACE=split or warp_parts > 1, SPLIT=split, ROTATE=True,
-                  WIDE=False, INTERPRET=False, R=r, VEC=vec, WARP_PARTS=warp_parts, MB=mb, EARLY=early,
+                  WIDE=False, INTERPRET=False, R=r, VEC=vec, WARP_PARTS=warp_parts, MB=mb, EARLY=early, PDL=pdl,
                   **planes(bits))
     if mb == 1:
         consts["M"] = 1  # a real call at M = 1 has it specialized
@@ -84,8 +84,9 @@ def main() -> None:
     p.add_argument("--split", action="store_true", help="K needs several slices (split-K counters)")
     p.add_argument("--mb", type=int, default=1, help="activation rows per program (MB; M is then a runtime value)")
     p.add_argument("--early", action="store_true", help="the next rows' loads at the top of the loop (EARLY)")
+    p.add_argument("--pdl", action="store_true", help="programmatic dependent launch (prefetch, wait, release)")
     a = p.parse_args()
-    kernel = compile_gemv(a.bits, a.vec, a.r, a.warp_parts, a.split, a.mb, early=a.early)
+    kernel = compile_gemv(a.bits, a.vec, a.r, a.warp_parts, a.split, a.mb, early=a.early, pdl=a.pdl)
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(kernel.asm["cubin"])
         f.flush()
@@ -96,7 +97,7 @@ def main() -> None:
     n = sum(mix.values())
     resources = " ".join(re.findall(r"REG:[0-9]+|STACK:[0-9]+", usage))
     print(f"{hlwq_ops.__file__}, Triton {triton.__version__}, sm_90, Q{a.bits} VEC={a.vec} R={a.r} "
-          f"WARP_PARTS={a.warp_parts} split={a.split} MB={a.mb} EARLY={a.early}: {resources}")
+          f"WARP_PARTS={a.warp_parts} split={a.split} MB={a.mb} EARLY={a.early} PDL={a.pdl}: {resources}")
     print(f"loop: {n} instructions, {n / (words * 32 // planes(a.bits)['W0']):.2f} per weight, "
           f"BAR {mix['BAR']}, STS {mix['STS']}, LDS {mix['LDS']}, SHFL {mix['SHFL']}")
     print(" ".join(f"{op}:{c}" for op, c in mix.most_common(16)))

@@ -339,6 +339,22 @@ def test_split_k_counters_return_to_zero():
     assert int(counter_buffer(xr.device).abs().sum()) == 0
 
 
+def test_dependent_launch_only_on_hopper_and_newer(monkeypatch):
+    """Programmatic dependent launch needs sm_90; the CPU (the interpreter) never launches with it; HLWQ_PDL=0 turns
+    it off."""
+    from hlwq_ops.kernels import common
+
+    assert not common.pdl(torch.device("cpu"))
+    assert common.launch_options(False) == {} and common.launch_options(True) == {"launch_pdl": True}
+    monkeypatch.setattr(common, "capability", lambda device: (9, 0))
+    assert common.pdl(torch.device("cuda", 0))
+    monkeypatch.setenv("HLWQ_PDL", "0")
+    assert not common.pdl(torch.device("cuda", 0))
+    monkeypatch.setenv("HLWQ_PDL", "1")
+    monkeypatch.setattr(common, "capability", lambda device: (8, 0))
+    assert not common.pdl(torch.device("cuda", 0))
+
+
 def test_split_k_calls_count_in_different_regions(monkeypatch):
     """Kernels that may run at the same time on different streams get disjoint, aligned counter regions;
     the regions wrap around at the end of the buffer."""
@@ -732,6 +748,40 @@ def test_gpu_no_host_sync_and_cuda_graph():
     x.copy_(torch.randn_like(x))
     graph.replay()
     torch.testing.assert_close(y, torch.ops.hlwq.linear(x, qdata, scale, None, 5, 128, 4096))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("M", [1, 8, 16])  # the GEMV; the FWHT then a tensor-core kernel
+def test_gpu_dependent_launch_chain(M, monkeypatch):
+    """Each layer's input is the output of the kernel just before it (programmatic dependent launch lets a kernel
+    start before that one has finished), and the caching allocator hands a later layer the buffers an earlier one
+    read: eagerly and replayed in a CUDA graph, the same bits as with every kernel waiting for the one before."""
+    from hlwq_ops.kernels.common import pdl
+
+    monkeypatch.setenv("HLWQ_AUTOTUNE", "0")  # the same configs with and without PDL
+    assert pdl(torch.device("cuda")) == (torch.cuda.get_device_capability() >= (9, 0))
+    layers = [_packed(4096, 4096, bits, device="cuda") for bits in (5, 4, 5, 5)]
+    x = torch.randn(M, 4096, device="cuda", dtype=torch.bfloat16)
+
+    def chain():
+        y = x
+        for i, (qdata, scale) in enumerate(layers):
+            y = torch.ops.hlwq.linear(y, qdata, scale, None, 5 if i != 1 else 4, 128, 4096)
+            if i == 2:
+                y = y * 0.5  # a kernel launched without PDL in between
+            y = y / y.abs().amax(dim=1, keepdim=True)
+        return y
+
+    eager = chain()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        replayed = chain()
+    graph.replay()
+    monkeypatch.setenv("HLWQ_PDL", "0")
+    assert not pdl(torch.device("cuda"))
+    serial = chain()
+    assert torch.isfinite(serial).all()
+    assert torch.equal(eager, serial) and torch.equal(replayed, serial)
 
 
 @pytest.mark.gpu

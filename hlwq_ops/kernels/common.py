@@ -1,8 +1,10 @@
-"""Pieces shared by the Triton kernels: plane geometry, the codebook, the split-K arrival protocol."""
+"""Pieces shared by the Triton kernels: plane geometry, the codebook, the split-K arrival protocol, and
+programmatic dependent launch."""
 
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import triton
@@ -15,13 +17,19 @@ __all__ = [
     "COUNTER_BUFFER",
     "arrival_counters",
     "arrive",
+    "capability",
     "counter_buffer",
     "kernel_codebook",
+    "launch_options",
+    "pdl",
     "planes",
+    "prefetch_l2",
+    "release_dependents",
     "slices_sum",
     "sum_if_last",
     "sum_partials",
     "unit_stride",
+    "wait_for_inputs",
 ]
 
 
@@ -150,3 +158,65 @@ def sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HA
         if HAS_BIAS:
             total += tl.load(bias_ptr + rows_out, mask=in_range, other=0.0).to(tl.float32)
         tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=in_range)
+
+
+# Programmatic dependent launch (PDL, sm_90 and newer). A kernel launched with it may start while the kernel before
+# it in the stream is still running, once every program of that kernel has called ``griddepcontrol.launch_dependents``
+# (:func:`release_dependents`) or exited. Before ``griddepcontrol.wait`` (:func:`wait_for_inputs`), which returns once
+# the kernel before has finished and its writes are visible, it may only compute addresses and ask the L2 for lines
+# (:func:`prefetch_l2`, a hint that cannot read stale data): every load and store comes after the wait. So a kernel's
+# launch and prologue overlap the tail of the one before it, and a kernel launched this way completes only after the
+# one before it has (every program waits), which keeps the stream's order for the kernels after it.
+
+
+@functools.cache
+def capability(device: torch.device) -> tuple[int, int]:
+    """The CUDA compute capability of ``device`` (cached: it is asked on every launch)."""
+    return torch.cuda.get_device_capability(device)
+
+
+def pdl(device: torch.device) -> bool:
+    """Whether the kernels on ``device`` launch with programmatic dependent launch: a GPU of compute capability 9.0
+    or newer, unless ``HLWQ_PDL=0`` (debugging: every kernel then waits for the one before it to finish)."""
+    return device.type == "cuda" and os.environ.get("HLWQ_PDL", "1") != "0" and capability(device) >= (9, 0)
+
+
+def launch_options(enabled: bool) -> dict:
+    """Triton launch keywords for a kernel whose ``PDL`` constexpr is ``enabled`` (:func:`pdl`)."""
+    return {"launch_pdl": True} if enabled else {}
+
+
+@triton.jit
+def release_dependents(PDL: tl.constexpr):
+    """Let the next kernel in the stream launch (if it was launched with PDL) once every program got here."""
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
+
+
+@triton.jit
+def wait_for_inputs(PDL: tl.constexpr):
+    """Wait until the kernel before this one has finished and its writes are visible (with PDL; else a no-op)."""
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+
+
+@triton.jit
+def prefetch_l2(base, first, row_bytes, n_rows, span, ROWS: tl.constexpr, LINES: tl.constexpr):
+    """Ask the L2 for bytes ``first .. first + span`` of rows ``0 .. n_rows - 1`` (``row_bytes`` apart) at ``base``
+    (an int64 address): one ``prefetch.global.L2`` per 128-byte line, up to ``LINES`` lines (``span`` is at most ``128 * (LINES - 1) + 1``
+    bytes) of up to ``ROWS`` rows.
+
+    GPU only (inline PTX). A prefetch returns nothing, so it is safe before :func:`wait_for_inputs`.
+    """
+    i = tl.arange(0, ROWS * LINES)
+    start = base + (i // LINES).to(tl.int64) * row_bytes + first  # the row's first byte
+    address = (start & -128) + (i % LINES) * 128  # its lines
+    wanted = (i // LINES < n_rows) & (address < start + span)
+    tl.inline_asm_elementwise(
+        "{ .reg .pred p; setp.ne.s32 p, $1, 0; @p prefetch.global.L2 [$2]; mov.u32 $0, 0; }",
+        "=r,r,l",
+        [wanted.to(tl.int32), address],
+        dtype=tl.int32,
+        is_pure=False,
+        pack=1,
+    )

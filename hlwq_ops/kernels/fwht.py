@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from ..hadamard import hadamard_matrix
+from .common import launch_options, pdl, release_dependents, wait_for_inputs
 
 __all__ = ["MAX_KERNEL_BLOCK", "fwht", "prepare"]
 
@@ -56,7 +57,12 @@ def _fwht_kernel(
     PER_WORD: tl.constexpr,
     BR: tl.constexpr,
     BC: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    # With programmatic dependent launch (hlwq_ops.kernels.common) the kernel after this one (the tensor-core
+    # kernels) launches at once and asks the L2 for its weight while this one runs.
+    release_dependents(PDL)
+    wait_for_inputs(PDL)
     # a program computes BC of the B outputs of BR blocks: small M still spreads over SMs
     rows = tl.program_id(0) * BR + tl.arange(0, BR)
     k = tl.arange(0, B)
@@ -106,6 +112,7 @@ def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype, per_word: int
     bc = min(block_size, 32 if rows <= 2048 else (128 if exact16 else 64))
     _fwht_kernel[(triton.cdiv(rows, br), block_size // bc)](
         x, _signs(block_size, x.device, x.dtype if exact16 else torch.float32), out, rows,
-        x.shape[-1] // block_size, B=block_size, PER_WORD=per_word, BR=br, BC=bc, num_warps=4,
+        x.shape[-1] // block_size, B=block_size, PER_WORD=per_word, BR=br, BC=bc, PDL=pdl(x.device), num_warps=4,
+        **launch_options(pdl(x.device)),
     )
     return out

@@ -53,7 +53,19 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import arrival_counters, arrive, kernel_codebook, planes, sum_partials, unit_stride
+from .common import (
+    arrival_counters,
+    arrive,
+    kernel_codebook,
+    launch_options,
+    pdl,
+    planes,
+    prefetch_l2,
+    release_dependents,
+    sum_partials,
+    unit_stride,
+    wait_for_inputs,
+)
 from .decode import (
     centroid_at,
     fetch_rows,
@@ -197,6 +209,27 @@ def _sum_rows(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, second, M, N, n_part
 
 
 @triton.jit
+def _prefetch_first_rows(q_base, s_base, row_lo, row_hi, pid_k, K_PAD, stride_qn, stride_sn, BITS: tl.constexpr,
+                         B: tl.constexpr, W0: tl.constexpr, C: tl.constexpr, ROWS: tl.constexpr):
+    """Ask the L2 for the program's first ``ROWS`` rows: their words of the slice (plane 0 and the rest of its
+    blocks) and their block scales."""
+    PW0: tl.constexpr = B * W0 // 32  # plane-0 words per block
+    WORDS: tl.constexpr = C * BITS // W0  # words of a row in the slice (whole blocks)
+    SCALES: tl.constexpr = (C + PW0 - 1) // PW0  # blocks in the slice
+    word0 = pid_k * C
+    first = ((word0 // PW0) * (B * BITS // 32) + word0 % PW0) * 4
+    n_rows = tl.minimum(row_hi - row_lo, ROWS)
+    row_bytes = tl.cast(stride_qn, tl.int64) * 4
+    span = tl.minimum(WORDS * 4, K_PAD * BITS // 8 - first)
+    prefetch_l2(q_base + row_lo * row_bytes, first, row_bytes, n_rows, span, ROWS,
+                triton.next_power_of_2(WORDS * 4 // 128 + 2))
+    scale_bytes = tl.cast(stride_sn, tl.int64) * 2
+    prefetch_l2(s_base + row_lo * scale_bytes, (word0 // PW0) * 2, scale_bytes, n_rows,
+                tl.minimum(SCALES * 2, K_PAD // B * 2 - (word0 // PW0) * 2), ROWS,
+                triton.next_power_of_2(SCALES * 2 // 128 + 2))
+
+
+@triton.jit
 def _gemv_kernel(
     # pointers
     x_ptr,  # [M, K_PAD] float32 rotated activations, or [M, K_X] raw ones (ROTATE)
@@ -237,6 +270,7 @@ def _gemv_kernel(
     WARP_PARTS: tl.constexpr,
     MB: tl.constexpr,
     EARLY: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -258,6 +292,14 @@ def _gemv_kernel(
     r = tl.arange(0, R)[:, None]
     row_lo = pid_n * ROWS
     row_hi = tl.minimum(row_lo + ROWS, N)
+
+    # With PDL (see hlwq_ops.kernels.common) the next kernel may launch once every program got here, and this one
+    # may have launched before the kernel before it finished: its first rows are asked of the L2 while that one
+    # finishes, and everything is read after the wait.
+    release_dependents(PDL)
+    if PDL:
+        _prefetch_first_rows(q_base, s_base, row_lo, row_hi, pid_k, K_PAD, stride_qn, stride_sn, BITS, B, W0, C, 2 * R)
+    wait_for_inputs(PDL)
 
     # The first rows' words are requested before the prologue, which runs while they arrive.
     ahead = fetch_rows(q_ptr, q_base, s_base, tl.minimum(row_lo + r, N - 1), stride_qn, stride_sn, word_off, p1_off,
@@ -372,6 +414,7 @@ def gemv(
         )
     if n_slices > 1:
         counters = arrival_counters(x.device, row_programs * m_programs)
+    dependent = pdl(x.device)
     _gemv_kernel[(row_programs, n_slices, m_programs)](
         x,
         words,
@@ -403,8 +446,10 @@ def gemv(
         WARP_PARTS=parts,
         MB=mb,
         EARLY=config.get("EARLY", False),
+        PDL=dependent,
         num_warps=config["num_warps"],
         num_stages=1,
+        **launch_options(dependent),
     )
     return out
 

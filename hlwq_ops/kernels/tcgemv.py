@@ -37,13 +37,24 @@ finish sums them (split-K, as the GEMV).
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
 
-from .common import arrival_counters, arrive, kernel_codebook, planes, sum_partials, unit_stride
+from .common import (
+    arrival_counters,
+    arrive,
+    capability,
+    kernel_codebook,
+    launch_options,
+    pdl,
+    planes,
+    prefetch_l2,
+    release_dependents,
+    sum_partials,
+    unit_stride,
+    wait_for_inputs,
+)
 from .decode import code_at, code_sources, gather16, gather32, store_elementwise
 from .gemv import gemv_ref
 
@@ -64,12 +75,7 @@ def supports(bits: int, block_size: int, dtype: torch.dtype = torch.bfloat16) ->
 def runs_on(device: torch.device) -> bool:
     """Whether ``device`` runs the kernel: the interpreter (CPU), or a GPU with the bfloat16 ``mma.sync`` (sm_80 and
     newer; ptxas refuses it below)."""
-    return device.type == "cpu" or _capability(device) >= (8, 0)
-
-
-@functools.cache
-def _capability(device: torch.device) -> tuple[int, int]:
-    return torch.cuda.get_device_capability(device)
+    return device.type == "cpu" or capability(device) >= (8, 0)
 
 
 def as_operand(x: torch.Tensor) -> torch.Tensor:
@@ -318,6 +324,22 @@ def _tile(words, xs, row0, row_hi, m0, M, N, part, pid_k, g, t, c_base, c_lane, 
 
 
 @triton.jit
+def _prefetch_first_rows(q_base, s_base, row_lo, row_hi, pid_k, n_blk, stride_qn, stride_sn, WPB: tl.constexpr,
+                         BLOCKS: tl.constexpr):
+    """Ask the L2 for the program's first two tiles (32 rows): their words of the program's ``BLOCKS`` blocks and
+    their block scales."""
+    blk0 = pid_k * BLOCKS
+    n_rows = tl.minimum(row_hi - row_lo, 32)
+    row_bytes = tl.cast(stride_qn, tl.int64) * 4
+    span = tl.minimum(BLOCKS, n_blk - blk0) * WPB * 4
+    prefetch_l2(q_base + row_lo * row_bytes, blk0 * WPB * 4, row_bytes, n_rows, span, 32,
+                triton.next_power_of_2(BLOCKS * WPB * 4 // 128 + 2))
+    scale_bytes = tl.cast(stride_sn, tl.int64) * 2
+    prefetch_l2(s_base + row_lo * scale_bytes, blk0 * 2, scale_bytes, n_rows, tl.minimum(BLOCKS, n_blk - blk0) * 2,
+                32, triton.next_power_of_2(BLOCKS * 2 // 128 + 2))
+
+
+@triton.jit
 def _tc_gemv_kernel(
     # pointers
     x_ptr,  # [M, K_PAD] bfloat16 rotated activations (16-byte aligned rows)
@@ -349,6 +371,7 @@ def _tc_gemv_kernel(
     MG: tl.constexpr,
     NW: tl.constexpr,
     WARP_SUM: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -365,10 +388,16 @@ def _tc_gemv_kernel(
     s_base = s_ptr.to(tl.int64, bitcast=True)
     c_base = c_ptr.to(tl.int64, bitcast=True)
     x_base = x_ptr.to(tl.int64, bitcast=True)
-    c_lane = _lane_bf16(i, c_base, BITS, INTERPRET)
     m0 = pid_m * 8 * MG
     row_lo = pid_n * ROWS
     row_hi = tl.minimum(row_lo + ROWS, N)
+    # Programmatic dependent launch (see hlwq_ops.kernels.common): the first tiles asked of the L2 while the kernel
+    # before this one finishes, everything read after the wait.
+    release_dependents(PDL)
+    if PDL:
+        _prefetch_first_rows(q_base, s_base, row_lo, row_hi, pid_k, n_blk, stride_qn, stride_sn, WPB, NW * KB)
+    wait_for_inputs(PDL)
+    c_lane = _lane_bf16(i, c_base, BITS, INTERPRET)
 
     # The first rows' words are requested before the activations, which load while they arrive.
     ahead = _fetch_tile(q_base, s_base, row_lo, row_hi, part, n_blk, g, t, stride_qn, stride_sn, WPB, W1, KB,
@@ -470,13 +499,13 @@ def tc_gemv(
     if n_kprog > 1:
         counters = arrival_counters(xr.device, row_programs * m_programs)
     p = planes(bits)
+    dependent = pdl(xr.device)
     _tc_gemv_kernel[(row_programs, n_kprog, m_programs)](
         xr, words, scale, kernel_codebook(bits, codebook, qdata.device), bias if bias is not None else out, out, ws,
         counters, M, N, k_pad, config["ROWS"], xr.stride(0), words.stride(0), scale.stride(0),
         BITS=bits, W1=p["W1"], O1=p["O1"], HAS_BIAS=bias is not None, WORKSPACE=n_slices > 1,
         SPLIT=n_kprog > 1, INTERPRET=xr.device.type == "cpu", KB=kb, MG=config["MG"], NW=nw, WARP_SUM=warp_sum,
-        num_warps=nw,
-        num_stages=1,
+        PDL=dependent, num_warps=nw, num_stages=1, **launch_options(dependent),
         **({"maxnreg": config["maxnreg"]} if config.get("maxnreg") else {}),
     )
     return out

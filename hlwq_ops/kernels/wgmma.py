@@ -58,7 +58,15 @@ import triton
 import triton.language as tl
 
 from ..codebook import codebook as standard_codebook
-from .common import arrival_counters, sum_if_last, unit_stride
+from .common import (
+    arrival_counters,
+    launch_options,
+    pdl,
+    release_dependents,
+    sum_if_last,
+    unit_stride,
+    wait_for_inputs,
+)
 from .decode import code_sources
 
 __all__ = ["codebook_asm", "lane_table", "permute_activations", "prepare", "supports", "wgmma"]
@@ -219,7 +227,10 @@ def _wgmma_kernel(
     BM: tl.constexpr,
     BN: tl.constexpr,
     ONE_DOT: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    release_dependents(PDL)  # programmatic dependent launch (hlwq_ops.kernels.common): launched early, reads later
+    wait_for_inputs(PDL)
     C: tl.constexpr = 16  # plane-0 words per row and step (_WORDS)
     PW0: tl.constexpr = B // 8  # plane-0 words per block
     WPB: tl.constexpr = B * BITS // 32  # words per block
@@ -363,8 +374,10 @@ def wgmma(
         BM=config["BM"],
         BN=config["BN"],
         ONE_DOT=config.get("one_dot", True),
+        PDL=pdl(xp.device),
         num_warps=config["num_warps"],
         num_stages=config["num_stages"],
+        **launch_options(pdl(xp.device)),
         **({"maxnreg": config["maxnreg"]} if config.get("maxnreg") else {}),
     )
     return out
