@@ -293,10 +293,8 @@ def _gemv_kernel(
     row_lo = pid_n * ROWS
     row_hi = tl.minimum(row_lo + ROWS, N)
 
-    # With PDL (see hlwq_ops.kernels.common) the next kernel may launch once every program got here, and this one
-    # may have launched before the kernel before it finished: its first rows are asked of the L2 while that one
-    # finishes, and everything is read after the wait.
-    release_dependents(PDL)
+    # With PDL (see hlwq_ops.kernels.common) this kernel may have launched before the kernel before it finished:
+    # its first rows are asked of the L2 while that one finishes, and everything is read after the wait.
     if PDL:
         _prefetch_first_rows(q_base, s_base, row_lo, row_hi, pid_k, K_PAD, stride_qn, stride_sn, BITS, B, W0, C, 2 * R)
     wait_for_inputs(PDL)
@@ -347,6 +345,9 @@ def _gemv_kernel(
             _row_sums(q * scale, out_row + N, rows, tl.where(second, row_hi, 0), M, N, bias_ptr, bias_base, NORM, R, C,
                       WORKSPACE, HAS_BIAS, WARP_PARTS, INTERPRET)
 
+    # The next kernel may launch once every program is past its rows (released at the top, the kernels after this
+    # one piled up on the SMs waiting and made the tensor-core paths up to 37% slower: benchmarks/NOTES.md, session 14).
+    release_dependents(PDL)
     if WORKSPACE:  # the partials of these rows are summed by the last program to finish (no second kernel)
         n_parts = tl.num_programs(1) * WARP_PARTS
         if SPLIT:  # split-K: the last slice to arrive

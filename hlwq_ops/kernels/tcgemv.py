@@ -393,7 +393,6 @@ def _tc_gemv_kernel(
     row_hi = tl.minimum(row_lo + ROWS, N)
     # Programmatic dependent launch (see hlwq_ops.kernels.common): the first tiles asked of the L2 while the kernel
     # before this one finishes, everything read after the wait.
-    release_dependents(PDL)
     if PDL:
         _prefetch_first_rows(q_base, s_base, row_lo, row_hi, pid_k, n_blk, stride_qn, stride_sn, WPB, NW * KB)
     wait_for_inputs(PDL)
@@ -420,6 +419,7 @@ def _tc_gemv_kernel(
         _tile(words, xs, row0, row_hi, m0, M, N, part, pid_k, g, t, c_base, c_lane, ws_ptr, out_ptr, bias_ptr, BITS,
               W1, O1, PAIRED, KB, MG, NW, WARP_SUM, WORKSPACE, HAS_BIAS, INTERPRET)
 
+    release_dependents(PDL)  # the next kernel may launch once every program is past its rows (see the GEMV)
     if WORKSPACE:  # the partials of these rows are summed by the last program to finish
         n_parts = tl.num_programs(1) * (1 if WARP_SUM else NW)
         m_hi = tl.minimum(m0 + 8 * MG, M)

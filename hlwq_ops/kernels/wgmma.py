@@ -229,8 +229,7 @@ def _wgmma_kernel(
     ONE_DOT: tl.constexpr,
     PDL: tl.constexpr,
 ):
-    release_dependents(PDL)  # programmatic dependent launch (hlwq_ops.kernels.common): launched early, reads later
-    wait_for_inputs(PDL)
+    wait_for_inputs(PDL)  # programmatic dependent launch (hlwq_ops.kernels.common): launched early, reads later
     C: tl.constexpr = 16  # plane-0 words per row and step (_WORDS)
     PW0: tl.constexpr = B // 8  # plane-0 words per block
     WPB: tl.constexpr = B * BITS // 32  # words per block
@@ -302,6 +301,7 @@ def _wgmma_kernel(
                 else:
                     part = tl.dot(w, tl.trans(x), part)
             acc += part * norm[:, None]
+    release_dependents(PDL)  # the next kernel may launch once every program is past its loop (see the GEMV)
     out_mask = (m[None, :] < M) & (n[:, None] < N)
     tile = m.to(tl.int64)[None, :] * N + n[:, None]
     last = True
