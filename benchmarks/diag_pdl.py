@@ -1,9 +1,9 @@
 """``hlwq.linear`` with and without programmatic dependent launch (PDL), in the same process.
 
-With PDL (the default on sm_90 and newer, ``hlwq_ops.kernels.common``) the
-GEMV, the tensor-core GEMV, the wgmma kernel and the FWHT launch while the
+With PDL (``HLWQ_PDL=1`` on sm_90 and newer, ``hlwq_ops.kernels.common``)
+the GEMV, the tensor-core GEMV, the wgmma kernel and the FWHT launch while the
 kernel before them finishes; the two GEMVs ask the L2 for their first rows
-before they wait for it. ``HLWQ_PDL=0`` launches them as before. For each
+before they wait for it. Without it they launch as before. For each
 shape, bits and M: bf16 ``F.linear`` and ``hlwq.linear`` on its default path
 (tuned once, so both ways run the same tiles), timed like ``bench_ops.py``
 (one CUDA graph over weight copies spanning the L2 several times: each call
@@ -28,6 +28,7 @@ def main() -> None:
     p = sweep_parser(__doc__, [1, 4, 8, 16], "diag_pdl.json")
     a = p.parse_args()
     rows = []
+    os.environ["HLWQ_PDL"] = "1"
     for case in sweep(a):  # times the default path, PDL on (path_us)
         bits, K, x = case["bits"], case["K"], case["x"]
         calls = [lambda q=q, s=s: kernels.linear(x, q, s, None, bits, 128, K, None) for q, s in case["copies"]]
@@ -37,7 +38,7 @@ def main() -> None:
             serial_us = graph_time(calls, replays=10)[0]
             same = torch.equal(calls[0](), with_pdl)
         finally:
-            del os.environ["HLWQ_PDL"]
+            os.environ["HLWQ_PDL"] = "1"
         again_us = graph_time(calls, replays=10)[0]  # PDL on again: how much the timing moves by itself
         print(f"{'':>10} PDL off {serial_us:7.2f} us, on {case['path_us']:7.2f} / {again_us:7.2f} us "
               f"(x{serial_us / case['path_us']:.3f}), same output {same}", flush=True)

@@ -340,17 +340,17 @@ def test_split_k_counters_return_to_zero():
 
 
 def test_dependent_launch_only_on_hopper_and_newer(monkeypatch):
-    """Programmatic dependent launch needs sm_90; the CPU (the interpreter) never launches with it; HLWQ_PDL=0 turns
-    it off."""
+    """Programmatic dependent launch only with HLWQ_PDL=1, and only on sm_90 and newer; the CPU (the interpreter)
+    never launches with it."""
     from hlwq_ops.kernels import common
 
+    monkeypatch.setattr(common, "capability", lambda device: (9, 0))
+    monkeypatch.delenv("HLWQ_PDL", raising=False)
+    assert not common.pdl(torch.device("cuda", 0))  # off by default
+    monkeypatch.setenv("HLWQ_PDL", "1")
+    assert common.pdl(torch.device("cuda", 0))
     assert not common.pdl(torch.device("cpu"))
     assert common.launch_options(False) == {} and common.launch_options(True) == {"launch_pdl": True}
-    monkeypatch.setattr(common, "capability", lambda device: (9, 0))
-    assert common.pdl(torch.device("cuda", 0))
-    monkeypatch.setenv("HLWQ_PDL", "0")
-    assert not common.pdl(torch.device("cuda", 0))
-    monkeypatch.setenv("HLWQ_PDL", "1")
     monkeypatch.setattr(common, "capability", lambda device: (8, 0))
     assert not common.pdl(torch.device("cuda", 0))
 
@@ -759,6 +759,7 @@ def test_gpu_dependent_launch_chain(M, monkeypatch):
     from hlwq_ops.kernels.common import pdl
 
     monkeypatch.setenv("HLWQ_AUTOTUNE", "0")  # the same configs with and without PDL
+    monkeypatch.setenv("HLWQ_PDL", "1")
     assert pdl(torch.device("cuda")) == (torch.cuda.get_device_capability() >= (9, 0))
     layers = [_packed(4096, 4096, bits, device="cuda") for bits in (5, 4, 5, 5)]
     x = torch.randn(M, 4096, device="cuda", dtype=torch.bfloat16)

@@ -166,7 +166,9 @@ def sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HA
 # the kernel before has finished and its writes are visible, it may only compute addresses and ask the L2 for lines
 # (:func:`prefetch_l2`, a hint that cannot read stale data): every load and store comes after the wait. So a kernel's
 # launch and prologue overlap the tail of the one before it, and a kernel launched this way completes only after the
-# one before it has (every program waits), which keeps the stream's order for the kernels after it.
+# one before it has (every program waits), which keeps the stream's order for the kernels after it. The GEMVs and
+# the wgmma kernel release the next one after their main loop (released at the top, the tensor-core paths measured
+# 3-37% slower: session 14, benchmarks/NOTES.md), the FWHT at its top. Opt-in (:func:`pdl`).
 
 
 @functools.cache
@@ -176,9 +178,13 @@ def capability(device: torch.device) -> tuple[int, int]:
 
 
 def pdl(device: torch.device) -> bool:
-    """Whether the kernels on ``device`` launch with programmatic dependent launch: a GPU of compute capability 9.0
-    or newer, unless ``HLWQ_PDL=0`` (debugging: every kernel then waits for the one before it to finish)."""
-    return device.type == "cuda" and os.environ.get("HLWQ_PDL", "1") != "0" and capability(device) >= (9, 0)
+    """Whether the kernels on ``device`` launch with programmatic dependent launch: only with ``HLWQ_PDL=1``, on a
+    GPU of compute capability 9.0 or newer.
+
+    Off by default: measured on an H200 (``benchmarks/RESULTS.md`` 14a), a call that follows another of the same op
+    was 7-14% faster on 1024 x 4096 at M = 1..8 and 2-7% slower on 4096 x 14336 at every M.
+    """
+    return device.type == "cuda" and os.environ.get("HLWQ_PDL") == "1" and capability(device) >= (9, 0)
 
 
 def launch_options(enabled: bool) -> dict:

@@ -345,8 +345,8 @@ def _gemv_kernel(
             _row_sums(q * scale, out_row + N, rows, tl.where(second, row_hi, 0), M, N, bias_ptr, bias_base, NORM, R, C,
                       WORKSPACE, HAS_BIAS, WARP_PARTS, INTERPRET)
 
-    # The next kernel may launch once every program is past its rows (released at the top, the kernels after this
-    # one piled up on the SMs waiting and made the tensor-core paths up to 37% slower: benchmarks/NOTES.md, session 14).
+    # The next kernel may launch once every program is past its rows (released at the top, the tensor-core paths
+    # measured 3-37% slower: benchmarks/NOTES.md, session 14).
     release_dependents(PDL)
     if WORKSPACE:  # the partials of these rows are summed by the last program to finish (no second kernel)
         n_parts = tl.num_programs(1) * WARP_PARTS
