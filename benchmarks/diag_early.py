@@ -61,7 +61,7 @@ def main() -> None:
             kinds += [("gemv", c, gemv_call) for c in tuning.candidates("gemv", M, N, k_pad, sm, bits)
                       if not c.get("EARLY")]
         if M <= tuning.TC_MAX_M and bits in (4, 5):
-            kinds += [("tc", c, tc_call) for c in tuning._tc_candidates(M, N, k_pad, sm)]
+            kinds += [("tc", c, tc_call) for c in tuning._tc_candidates(N, k_pad, sm)]
         results = []
         for kernel, config, make in kinds:
             for early in (False, True) if kernel == "gemv" else (None,):

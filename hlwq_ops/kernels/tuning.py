@@ -128,18 +128,15 @@ def _wgmma_candidates(M: int, N: int, k_pad: int, sm_count: int, BM: int | None 
 # one program of four warps per 16-row tiles, two blocks of K per warp, ~4 programs per SM, with and without the
 # warps' sums added in the program (WARP_SUM). Measured on the H200 (session 12, benchmarks/RESULTS.md section 12):
 # faster at M = 4..8 on 14336 x 4096 and 4096 x 14336 (29.1-33.8 against 35.3-36.9 us with the FWHT), no faster on
-# 4096 x 4096, slower at M = 16 (two groups of 8 activation rows of two blocks each: 210 registers) and at M = 1 than
-# the GEMV; so it is timed beside the wgmma tiles, not forced (kernels._tensor_core_linear asks for "wgmma+tc" only
-# for M <= TC_MAX_M). From M = 9 its tiles hold two groups of 8 activation rows of one block each (MG = 2, KB = 1):
-# the activation registers of M <= 8's tiles, each decoded weight fed to two MMAs, twice the slices of K.
-TC_MAX_M = 16
+# 4096 x 4096, slower at M = 16 and at M = 1 than the GEMV; so it is timed beside the wgmma tiles, not forced
+# (kernels._tensor_core_linear asks for "wgmma+tc" only for M <= TC_MAX_M).
+TC_MAX_M = 8
 
 
-def _tc_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
-    kb, mg = (2, 1) if M <= 8 else (1, 2)
-    k_programs = -(-k_pad // (128 * 4 * kb))  # four warps of KB blocks each
+def _tc_candidates(N: int, k_pad: int, sm_count: int) -> list[dict]:
+    k_programs = -(-k_pad // (128 * 4 * 2))  # four warps of two blocks each
     rows = max(16, -(-N // (max(1, 4 * sm_count // k_programs) * 16)) * 16)
-    base = dict(kernel="tc", num_warps=4, KB=kb, MG=mg, ROWS=rows)
+    base = dict(kernel="tc", num_warps=4, KB=2, MG=1, ROWS=rows)
     return [dict(base, WARP_SUM=True), dict(base, WARP_SUM=False)]
 
 
@@ -150,7 +147,7 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
     (``kernel="tc"``) to the wgmma ones.
     """
     if kernel in ("wgmma", "wgmma+tc"):
-        tc = _tc_candidates(M, N, k_pad, sm_count) if kernel == "wgmma+tc" else []
+        tc = _tc_candidates(N, k_pad, sm_count) if kernel == "wgmma+tc" else []
         return _wgmma_candidates(M, N, k_pad, sm_count) + tc
     out = []
     if kernel == "gemv":
@@ -196,7 +193,7 @@ _LOADED: set[str] = set()
 def _cache_file(device: torch.device) -> Path:
     name = torch.cuda.get_device_name(device).replace(" ", "_")
     root = Path(os.environ.get("HLWQ_CACHE_DIR", Path.home() / ".cache" / "hlwq_ops"))
-    return root / f"configs-v11-{name}-triton{__import__('triton').__version__}.json"
+    return root / f"configs-v10-{name}-triton{__import__('triton').__version__}.json"
 
 
 def _load(device: torch.device) -> None:
