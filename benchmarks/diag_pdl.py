@@ -31,7 +31,8 @@ def main() -> None:
     os.environ["HLWQ_PDL"] = "1"
     for case in sweep(a):  # times the default path, PDL on (path_us)
         bits, K, x = case["bits"], case["K"], case["x"]
-        calls = [lambda q=q, s=s: kernels.linear(x, q, s, None, bits, 128, K, None) for q, s in case["copies"]]
+        calls = [lambda q=q, s=s, x=x, bits=bits, K=K: kernels.linear(x, q, s, None, bits, 128, K, None)
+                 for q, s in case["copies"]]
         with_pdl = calls[0]()
         os.environ["HLWQ_PDL"] = "0"
         try:

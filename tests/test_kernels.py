@@ -9,6 +9,8 @@ import math
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 from hlwq_ops import format as fmt
 from hlwq_ops import kernels
@@ -750,39 +752,67 @@ def test_gpu_no_host_sync_and_cuda_graph():
     torch.testing.assert_close(y, torch.ops.hlwq.linear(x, qdata, scale, None, 5, 128, 4096))
 
 
+@triton.jit
+def _late_copy(src, dst, n, spin, BLOCK: tl.constexpr):
+    """``dst = src``, written after ``spin`` dependent FMAs (a fraction of a millisecond), having let the next kernel
+    in the stream launch at once (if it was launched with programmatic dependent launch)."""
+    tl.extra.cuda.gdc_launch_dependents()
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    delay = tl.zeros([BLOCK], dtype=tl.float32)
+    for _ in range(spin):
+        delay = delay * 0.5 + 1.0
+    x = tl.load(src + offsets, mask=offsets < n)
+    tl.store(dst + offsets, x + tl.where(delay < 0, 1.0, 0.0).to(x.dtype), mask=offsets < n)
+
+
+def _pdl_consumer(kernel, bits, M, N, K):
+    """A kernel launched with programmatic dependent launch (by name): ``(input maker, launch(input))``."""
+    qdata, scale = _packed(N, K, bits, device="cuda")
+    gemv_config = tuning.candidates("gemv", M, N, K, 132, bits)[0]
+    tc_config = next(c for c in tuning.candidates("wgmma+tc", M, N, K, 132, bits) if c.get("kernel"))
+    wgmma_config = tuning.candidates("wgmma", M, N, K, 132, bits)[0]
+    def raw():
+        return torch.randn(M, K, device="cuda")
+
+    def bf16():
+        return torch.randn(M, K, device="cuda").bfloat16()
+
+    return {
+        "gemv-rotating": (raw, lambda x: gemv(x, qdata, scale, None, bits, 128, None, torch.float32, gemv_config,
+                                              rotate=True)),
+        "gemv": (raw, lambda x: gemv(x, qdata, scale, None, bits, 128, None, torch.float32, gemv_config)),
+        "tc_gemv": (bf16, lambda x: tc_gemv(x, qdata, scale, None, bits, 128, None, torch.float32, tc_config)),
+        "wgmma": (bf16, lambda x: wgmma(x, qdata, scale, None, bits, 128, torch.float32, wgmma_config)),
+        "fwht": (raw, lambda x: kernels.fwht(x, 128, torch.float32)),
+    }[kernel]
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("M", [1, 8, 16])  # the GEMV; the FWHT then a tensor-core kernel
-def test_gpu_dependent_launch_chain(M, monkeypatch):
-    """Each layer's input is the output of the kernel just before it (programmatic dependent launch lets a kernel
-    start before that one has finished), and the caching allocator hands a later layer the buffers an earlier one
-    read: eagerly and replayed in a CUDA graph, the same bits as with every kernel waiting for the one before."""
-    from hlwq_ops.kernels.common import pdl
-
-    monkeypatch.setenv("HLWQ_AUTOTUNE", "0")  # the same configs with and without PDL
+@pytest.mark.parametrize("kernel", ["gemv-rotating", "gemv", "tc_gemv", "wgmma", "fwht"])
+@pytest.mark.parametrize("M", [1, 8])
+def test_gpu_dependent_launch_waits_for_its_input(kernel, M, monkeypatch):
+    """With HLWQ_PDL=1 each kernel may launch while the kernel before it runs; that kernel here writes the input late
+    (after a spin) and lets it launch at once, so a kernel that read its input before ``griddepcontrol.wait`` would
+    read the stale one. Eagerly and replayed in a CUDA graph: the output of the new input, bit for bit."""
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("programmatic dependent launch needs sm_90")
+    monkeypatch.setenv("HLWQ_AUTOTUNE", "0")
+    make, launch = _pdl_consumer(kernel, 5, M, 1000, 4096)
+    stale, new = make(), make()
+    expected, from_stale = launch(new), launch(stale)
+    assert not torch.equal(expected, from_stale)  # the test can tell the two inputs apart
     monkeypatch.setenv("HLWQ_PDL", "1")
-    assert pdl(torch.device("cuda")) == (torch.cuda.get_device_capability() >= (9, 0))
-    layers = [_packed(4096, 4096, bits, device="cuda") for bits in (5, 4, 5, 5)]
-    x = torch.randn(M, 4096, device="cuda", dtype=torch.bfloat16)
-
-    def chain():
-        y = x
-        for i, (qdata, scale) in enumerate(layers):
-            y = torch.ops.hlwq.linear(y, qdata, scale, None, 5 if i != 1 else 4, 128, 4096)
-            if i == 2:
-                y = y * 0.5  # a kernel launched without PDL in between
-            y = y / y.abs().amax(dim=1, keepdim=True)
-        return y
-
-    eager = chain()
+    x = stale.clone()
+    _late_copy[(triton.cdiv(new.numel(), 1024),)](new, x, new.numel(), 200_000, BLOCK=1024)
+    assert torch.equal(launch(x), expected), "eager"
+    x.copy_(stale)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        replayed = chain()
+        _late_copy[(triton.cdiv(new.numel(), 1024),)](new, x, new.numel(), 200_000, BLOCK=1024)
+        out = launch(x)
+    x.copy_(stale)
     graph.replay()
-    monkeypatch.setenv("HLWQ_PDL", "0")
-    assert not pdl(torch.device("cuda"))
-    serial = chain()
-    assert torch.isfinite(serial).all()
-    assert torch.equal(eager, serial) and torch.equal(replayed, serial)
+    assert torch.equal(out, expected), "CUDA graph"
 
 
 @pytest.mark.gpu

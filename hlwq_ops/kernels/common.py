@@ -168,7 +168,8 @@ def sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HA
 # launch and prologue overlap the tail of the one before it, and a kernel launched this way completes only after the
 # one before it has (every program waits), which keeps the stream's order for the kernels after it. The GEMVs and
 # the wgmma kernel release the next one after their main loop (released at the top, the tensor-core paths measured
-# 3-37% slower: session 14, benchmarks/NOTES.md), the FWHT at its top. Opt-in (:func:`pdl`).
+# up to 46% slower: session 14, benchmarks/NOTES.md), the FWHT at its top. The general tensor-core kernel (.mma) and
+# the dequantize path launch as before. Opt-in (:func:`pdl`).
 
 
 @functools.cache
@@ -182,7 +183,8 @@ def pdl(device: torch.device) -> bool:
     GPU of compute capability 9.0 or newer.
 
     Off by default: measured on an H200 (``benchmarks/RESULTS.md`` 14a), a call that follows another of the same op
-    was 7-14% faster on 1024 x 4096 at M = 1..8 and 2-7% slower on 4096 x 14336 at every M.
+    was 7-14% faster on 1024 x 4096 at M = 1..8, between 6% slower and 7% faster on 4096 x 4096, and 2-7% slower
+    on 4096 x 14336 at every M.
     """
     return device.type == "cuda" and os.environ.get("HLWQ_PDL") == "1" and capability(device) >= (9, 0)
 
@@ -207,14 +209,14 @@ def wait_for_inputs(PDL: tl.constexpr):
 
 
 @triton.jit
-def prefetch_l2(base, first, row_bytes, n_rows, span, ROWS: tl.constexpr, LINES: tl.constexpr):
-    """Ask the L2 for bytes ``first .. first + span`` of rows ``0 .. n_rows - 1`` (``row_bytes`` apart) at ``base``
-    (an int64 address): one ``prefetch.global.L2`` per 128-byte line, up to ``LINES`` lines (``span`` is at most ``128 * (LINES - 1) + 1``
-    bytes) of up to ``ROWS`` rows.
+def prefetch_l2(base, first, row_bytes, n_rows, span, MAX_ROWS: tl.constexpr, LINES: tl.constexpr):
+    """Ask the L2 for bytes ``first .. first + span`` of rows ``0 .. n_rows - 1`` (``row_bytes`` apart, ``n_rows``
+    at most ``MAX_ROWS``) at ``base`` (an int64 address): one ``prefetch.global.L2`` per 128-byte line, up to
+    ``LINES`` lines per row, so ``span`` must be at most ``128 * (LINES - 1) + 1`` bytes.
 
     GPU only (inline PTX). A prefetch returns nothing, so it is safe before :func:`wait_for_inputs`.
     """
-    i = tl.arange(0, ROWS * LINES)
+    i = tl.arange(0, MAX_ROWS * LINES)
     start = base + (i // LINES).to(tl.int64) * row_bytes + first  # the row's first byte
     address = (start & -128) + (i % LINES) * 128  # its lines
     wanted = (i // LINES < n_rows) & (address < start + span)

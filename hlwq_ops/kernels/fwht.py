@@ -59,8 +59,8 @@ def _fwht_kernel(
     BC: tl.constexpr,
     PDL: tl.constexpr,
 ):
-    # With programmatic dependent launch (hlwq_ops.kernels.common) the kernel after this one (the tensor-core
-    # kernels) launches at once and asks the L2 for its weight while this one runs.
+    # With programmatic dependent launch (hlwq_ops.kernels.common) the kernel after this one launches at once (if
+    # launched with it too: the tensor-core GEMV, which asks the L2 for its first rows while this one runs, wgmma).
     release_dependents(PDL)
     wait_for_inputs(PDL)
     # a program computes BC of the B outputs of BR blocks: small M still spreads over SMs
@@ -108,11 +108,12 @@ def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype, per_word: int
     if rows == 0:
         return out
     exact16 = x.dtype in (torch.bfloat16, torch.float16) and x.device.type != "cpu"
+    dependent = pdl(x.device)
     br = 16 if rows <= 2048 else 64  # small tiles until there are enough blocks to fill the GPU
     bc = min(block_size, 32 if rows <= 2048 else (128 if exact16 else 64))
     _fwht_kernel[(triton.cdiv(rows, br), block_size // bc)](
         x, _signs(block_size, x.device, x.dtype if exact16 else torch.float32), out, rows,
-        x.shape[-1] // block_size, B=block_size, PER_WORD=per_word, BR=br, BC=bc, PDL=pdl(x.device), num_warps=4,
-        **launch_options(pdl(x.device)),
+        x.shape[-1] // block_size, B=block_size, PER_WORD=per_word, BR=br, BC=bc, PDL=dependent, num_warps=4,
+        **launch_options(dependent),
     )
     return out

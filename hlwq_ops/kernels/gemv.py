@@ -210,22 +210,24 @@ def _sum_rows(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, second, M, N, n_part
 
 @triton.jit
 def _prefetch_first_rows(q_base, s_base, row_lo, row_hi, pid_k, K_PAD, stride_qn, stride_sn, BITS: tl.constexpr,
-                         B: tl.constexpr, W0: tl.constexpr, C: tl.constexpr, ROWS: tl.constexpr):
-    """Ask the L2 for the program's first ``ROWS`` rows: their words of the slice (plane 0 and the rest of its
+                         B: tl.constexpr, W0: tl.constexpr, C: tl.constexpr, FIRST: tl.constexpr):
+    """Ask the L2 for the program's first ``FIRST`` rows: their words of the slice (plane 0 and the rest of its
     blocks) and their block scales."""
     PW0: tl.constexpr = B * W0 // 32  # plane-0 words per block
-    WORDS: tl.constexpr = C * BITS // W0  # words of a row in the slice (whole blocks)
+    # words of a row in the slice: exact when it holds whole blocks (C a multiple of PW0), else a span from the
+    # slice's first word that covers its plane-0 words (a hint: lines past them cost a little bandwidth)
+    WORDS: tl.constexpr = C * BITS // W0
     SCALES: tl.constexpr = (C + PW0 - 1) // PW0  # blocks in the slice
     word0 = pid_k * C
     first = ((word0 // PW0) * (B * BITS // 32) + word0 % PW0) * 4
-    n_rows = tl.minimum(row_hi - row_lo, ROWS)
+    n_rows = tl.minimum(row_hi - row_lo, FIRST)
     row_bytes = tl.cast(stride_qn, tl.int64) * 4
     span = tl.minimum(WORDS * 4, K_PAD * BITS // 8 - first)
-    prefetch_l2(q_base + row_lo * row_bytes, first, row_bytes, n_rows, span, ROWS,
+    prefetch_l2(q_base + row_lo * row_bytes, first, row_bytes, n_rows, span, FIRST,
                 triton.next_power_of_2(WORDS * 4 // 128 + 2))
     scale_bytes = tl.cast(stride_sn, tl.int64) * 2
     prefetch_l2(s_base + row_lo * scale_bytes, (word0 // PW0) * 2, scale_bytes, n_rows,
-                tl.minimum(SCALES * 2, K_PAD // B * 2 - (word0 // PW0) * 2), ROWS,
+                tl.minimum(SCALES * 2, K_PAD // B * 2 - (word0 // PW0) * 2), FIRST,
                 triton.next_power_of_2(SCALES * 2 // 128 + 2))
 
 
@@ -346,7 +348,7 @@ def _gemv_kernel(
                       WORKSPACE, HAS_BIAS, WARP_PARTS, INTERPRET)
 
     # The next kernel may launch once every program is past its rows (released at the top, the tensor-core paths
-    # measured 3-37% slower: benchmarks/NOTES.md, session 14).
+    # measured up to 46% slower: benchmarks/NOTES.md, session 14).
     release_dependents(PDL)
     if WORKSPACE:  # the partials of these rows are summed by the last program to finish (no second kernel)
         n_parts = tl.num_programs(1) * WARP_PARTS

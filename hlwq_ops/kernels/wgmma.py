@@ -351,6 +351,7 @@ def wgmma(
     else:
         ws = counters = out  # unused
     interpret = xp.device.type == "cpu"
+    dependent = pdl(xp.device)
     _wgmma_kernel[grid](
         xp,
         words,
@@ -374,10 +375,10 @@ def wgmma(
         BM=config["BM"],
         BN=config["BN"],
         ONE_DOT=config.get("one_dot", True),
-        PDL=pdl(xp.device),
+        PDL=dependent,
         num_warps=config["num_warps"],
         num_stages=config["num_stages"],
-        **launch_options(pdl(xp.device)),
+        **launch_options(dependent),
         **({"maxnreg": config["maxnreg"]} if config.get("maxnreg") else {}),
     )
     return out
