@@ -22,24 +22,28 @@ import torch
 from bench_ops import case_record, graph_time, sweep, sweep_parser
 
 from hlwq_ops import kernels
+from hlwq_ops.kernels.common import pdl_requested
 
 
 def main() -> None:
     p = sweep_parser(__doc__, [1, 4, 8, 16], "diag_pdl.json")
     a = p.parse_args()
     rows = []
-    os.environ["HLWQ_PDL"] = "1"
+    os.environ["HLWQ_PDL"] = "1"  # (read once per process: cleared below for each change)
+    pdl_requested.cache_clear()
     for case in sweep(a):  # times the default path, PDL on (path_us)
         bits, K, x = case["bits"], case["K"], case["x"]
         calls = [lambda q=q, s=s, x=x, bits=bits, K=K: kernels.linear(x, q, s, None, bits, 128, K, None)
                  for q, s in case["copies"]]
         with_pdl = calls[0]()
         os.environ["HLWQ_PDL"] = "0"
+        pdl_requested.cache_clear()
         try:
             serial_us = graph_time(calls, replays=10)[0]
             same = torch.equal(calls[0](), with_pdl)
         finally:
             os.environ["HLWQ_PDL"] = "1"
+            pdl_requested.cache_clear()
         again_us = graph_time(calls, replays=10)[0]  # PDL on again: how much the timing moves by itself
         print(f"{'':>10} PDL off {serial_us:7.2f} us, on {case['path_us']:7.2f} / {again_us:7.2f} us "
               f"(x{serial_us / case['path_us']:.3f}), same output {same}", flush=True)

@@ -4,6 +4,7 @@ On a machine without a GPU these run in the Triton interpreter on CPU tensors
 (small shapes); the ``gpu`` tests sweep real shapes on CUDA.
 """
 
+import functools
 import json
 import math
 
@@ -347,9 +348,12 @@ def test_dependent_launch_only_on_hopper_and_newer(monkeypatch):
     from hlwq_ops.kernels import common
 
     monkeypatch.setattr(common, "capability", lambda device: (9, 0))
+    monkeypatch.setattr(common, "pdl_requested", functools.cache(common.pdl_requested.__wrapped__))
     monkeypatch.delenv("HLWQ_PDL", raising=False)
     assert not common.pdl(torch.device("cuda", 0))  # off by default
     monkeypatch.setenv("HLWQ_PDL", "1")
+    assert not common.pdl(torch.device("cuda", 0))  # read once per process
+    common.pdl_requested.cache_clear()
     assert common.pdl(torch.device("cuda", 0))
     assert not common.pdl(torch.device("cpu"))
     assert common.launch_options(False) == {} and common.launch_options(True) == {"launch_pdl": True}
@@ -796,12 +800,14 @@ def test_gpu_dependent_launch_waits_for_its_input(kernel, M, monkeypatch):
     read the stale one. Eagerly and replayed in a CUDA graph: the output of the new input, bit for bit."""
     if torch.cuda.get_device_capability() < (9, 0):
         pytest.skip("programmatic dependent launch needs sm_90")
+    from hlwq_ops.kernels import common
+
     monkeypatch.setenv("HLWQ_AUTOTUNE", "0")
     make, launch = _pdl_consumer(kernel, 5, M, 1000, 4096)
     stale, new = make(), make()
     expected, from_stale = launch(new), launch(stale)
     assert not torch.equal(expected, from_stale)  # the test can tell the two inputs apart
-    monkeypatch.setenv("HLWQ_PDL", "1")
+    monkeypatch.setattr(common, "pdl_requested", lambda: True)
     x = stale.clone()
     _late_copy[(triton.cdiv(new.numel(), 1024),)](new, x, new.numel(), 200_000, BLOCK=1024)
     assert torch.equal(launch(x), expected), "eager"

@@ -22,6 +22,7 @@ __all__ = [
     "kernel_codebook",
     "launch_options",
     "pdl",
+    "pdl_requested",
     "planes",
     "prefetch_l2",
     "release_dependents",
@@ -178,15 +179,23 @@ def capability(device: torch.device) -> tuple[int, int]:
     return torch.cuda.get_device_capability(device)
 
 
+@functools.cache
+def pdl_requested() -> bool:
+    """Whether ``HLWQ_PDL=1``: read once per process, on the first launch (an environment lookup costs about as much
+    as a dict of the launch's arguments; ``pdl_requested.cache_clear()`` reads it again)."""
+    return os.environ.get("HLWQ_PDL") == "1"
+
+
 def pdl(device: torch.device) -> bool:
-    """Whether the kernels on ``device`` launch with programmatic dependent launch: only with ``HLWQ_PDL=1``, on a
-    GPU of compute capability 9.0 or newer.
+    """Whether the kernels on ``device`` launch with programmatic dependent launch: only with ``HLWQ_PDL=1``
+    (:func:`pdl_requested`), on a GPU of compute capability 9.0 or newer.
 
     Off by default: measured on an H200 (``benchmarks/RESULTS.md`` 14a), a call that follows another of the same op
     was 7-14% faster on 1024 x 4096 at M = 1..8, between 6% slower and 7% faster on 4096 x 4096, and 2-7% slower
-    on 4096 x 14336 at every M.
+    on 4096 x 14336 at every M. The tiles are tuned as the first call of a shape launched them (the tuning cache
+    does not tell the two apart).
     """
-    return device.type == "cuda" and os.environ.get("HLWQ_PDL") == "1" and capability(device) >= (9, 0)
+    return device.type == "cuda" and pdl_requested() and capability(device) >= (9, 0)
 
 
 def launch_options(enabled: bool) -> dict:

@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from .common import pdl, planes
+from .common import planes
 from .gemv import slice_codes
 
 __all__ = [
@@ -319,8 +319,7 @@ def config_for(
     if device.type != "cuda":
         return candidates(kernel, M, N, k_pad, 8, bits)[0]
     _load(device)
-    # with programmatic dependent launch (opt-in) the timings move, so those tiles are tuned apart
-    key = f"{kernel}/{N}x{k_pad}/q{bits}/m{m_bucket(M)}" + ("/pdl" if pdl(device) else "")
+    key = f"{kernel}/{N}x{k_pad}/q{bits}/m{m_bucket(M)}"
     if key in _TUNED:  # the hot path: one dict lookup per call
         return _TUNED[key]
     sm_count = torch.cuda.get_device_properties(device).multi_processor_count
