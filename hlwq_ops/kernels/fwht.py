@@ -59,8 +59,9 @@ def _fwht_kernel(
     BC: tl.constexpr,
     PDL: tl.constexpr,
 ):
-    # With programmatic dependent launch (hlwq_ops.kernels.common) the kernel after this one launches at once (if
-    # launched with it too: the tensor-core GEMV, which asks the L2 for its first rows while this one runs, wgmma).
+    # With programmatic dependent launch (hlwq_ops.kernels.common) a kernel after this one that was launched with it
+    # too (the tensor-core GEMV or wgmma) starts at once; the tensor-core GEMV asks the L2 for its first rows while
+    # this one runs.
     release_dependents(PDL)
     wait_for_inputs(PDL)
     # a program computes BC of the B outputs of BR blocks: small M still spreads over SMs
