@@ -557,6 +557,70 @@ def test_path_crossovers(monkeypatch):
     monkeypatch.delenv("HLWQ_PATH", raising=False)
     assert [tuning.path_for(M) for M in (1, 4, 5, 64, 65)] == ["gemv", "gemv", "mma", "mma", "dequant"]
     assert [tuning.path_for(M, wgmma=True) for M in (1, 2, 3, 64, 65)] == ["gemv", "gemv", "mma", "mma", "dequant"]
+    # where the warp-specialized kernel runs, the tuner weighs it against dequantize + cuBLAS at every larger M
+    assert [tuning.path_for(M, True, ws=True) for M in (2, 3, 65, 4096)] == ["gemv", "mma", "mma", "mma"]
+
+
+def test_ws_mma_serves_only_what_it_decodes():
+    from hlwq_ops.kernels import wsmma
+
+    assert wsmma.supports(5, 128, None, torch.bfloat16) and wsmma.supports(4, 128, None, torch.float16)
+    assert not wsmma.supports(6, 128, None, torch.bfloat16)  # the codebook held one entry per lane: <= 5 bits
+    assert not wsmma.supports(5, 256, None, torch.bfloat16)  # a step is one block of 128
+    assert not wsmma.supports(5, 128, torch.zeros(32), torch.bfloat16)  # the standard codebook only
+    assert not wsmma.supports(5, 128, None, torch.float32)
+    assert not wsmma.runs_on(torch.device("cpu"))  # Gluon has no interpreter
+
+
+@pytest.mark.parametrize("change,message", [(dict(WSTAGES=1), "WSTAGES must be at least 2"),
+                                            (dict(XSTAGES=1), "XSTAGES must be at least 2"),
+                                            (dict(BM=256), "BM must be a multiple of 8 in 8..128"),
+                                            (dict(XSTAGES=8), "more than the 227 KiB")])
+def test_ws_mma_refuses_configs_it_would_hang_on(change, message):
+    from hlwq_ops.kernels import wsmma
+
+    config = dict(tuning.candidates("ws", 128, 4096, 4096, 132, 5)[0], **change)
+    with pytest.raises(ValueError, match=message):
+        wsmma.check_config(config)
+    for config in tuning.candidates("ws", 128, 4096, 4096, 132, 5) + tuning.candidates("ws", 16, 4096, 4096, 132, 5):
+        wsmma.check_config(config)
+
+
+def test_ws_candidates_fill_the_gpu():
+    """One program per SM: split K until the programs about fill the SMs, keeping >= 4 blocks per slice."""
+    for M, N, k_pad, split in ((16, 14336, 4096, 1), (128, 4096, 14336, 4), (128, 4096, 4096, 4), (2048, 4096, 4096, 1)):
+        configs = tuning.candidates("ws+dequant", M, N, k_pad, 132, 5)
+        assert configs[0]["kernel"] == "ws" and configs[0]["SPLIT_K"] == split, (M, N, k_pad)
+        assert configs[0]["BM"] == min(128, max(16, tuning.m_bucket(M)))
+        assert configs[-1] == {"kernel": "dequant"}
+    families = tuning.candidates("wgmma+tc+ws", 8, 4096, 4096, 132, 5)
+    assert {c.get("kernel") for c in families} == {None, "tc", "ws"}  # the wgmma configs carry no "kernel"
+
+
+@pytest.mark.parametrize("M,kernel", [(5, "wgmma+tc"), (16, "wgmma+ws"), (65, "ws+dequant")])
+def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, monkeypatch):
+    """Where the warp-specialized kernel runs, the tuner weighs it from M = 16 and dequantize + cuBLAS beside it
+    past the wgmma kernel's range; a dequantize config picked there runs dequantize + cuBLAS, right, with the bias,
+    in the activations' dtype."""
+    from hlwq_ops.hadamard import fwht_ref
+
+    picked = []
+
+    def config_for(kernel, M, N, k_pad, bits, weight, run):
+        picked.append(kernel)
+        return dict(kernel="dequant")
+
+    monkeypatch.setattr(tuning, "config_for", config_for)
+    monkeypatch.setattr(kernels, "_runs_ws", lambda *args: True)
+    monkeypatch.delenv("HLWQ_PATH", raising=False)
+    qdata, scale = _packed(40, 300, 5)
+    x = torch.randn(M, 300, device=KERNEL_DEVICE).bfloat16()
+    bias = torch.randn(40, device=KERNEL_DEVICE).bfloat16()
+    y = kernels.linear(x, qdata, scale, bias, 5, 128, 300, None)
+    xr = fwht_ref(torch.nn.functional.pad(x.float(), (0, 84)), 128)
+    ref = gemv_ref(xr.bfloat16().float(), qdata, scale, bias, 5, 128)
+    assert picked == [kernel] and y.dtype == torch.bfloat16
+    assert rel_error(y, ref) < 4 * torch.finfo(torch.bfloat16).eps
 
 
 def test_forced_path_must_exist(monkeypatch):
@@ -719,6 +783,36 @@ def test_gpu_tc_gemv_poisoned_output_every_candidate(bits, N, K):
                 # the bfloat16 centroids, float32 sums (and the output's rounding)
                 tolerance = 1e-5 if out_dtype == torch.float32 else 2 * torch.finfo(out_dtype).eps
                 assert rel_error(out, ref) < tolerance, (M, config, out_dtype)
+    assert int(counter_buffer(qdata.device).abs().sum()) == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bits", [4, 5])
+@pytest.mark.parametrize("N,K", [(1000, 1000), (300, 4096), (4096, 4096)])
+def test_gpu_ws_mma_poisoned_output_every_candidate(bits, N, K):
+    """The warp-specialized kernel (Gluon, GPU only): every candidate of the tuner and other ring depths, M tiles
+    cut short, split K, a bias, float32 and bfloat16 outputs, each output written and right."""
+    from hlwq_ops.kernels import wsmma
+    from hlwq_ops.kernels.common import counter_buffer
+
+    if not wsmma.runs_on(torch.device("cuda")):
+        pytest.skip("the warp-specialized kernel needs sm_90 and Gluon")
+    qdata, scale = _packed(N, K, bits, device="cuda")
+    k_pad = scale.shape[1] * 128
+    bias = torch.randn(N, device="cuda")
+    for M in (16, 37, 130, 300):
+        x16 = torch.randn(M, k_pad, device="cuda").bfloat16()
+        ref = wsmma.ws_mma_ref(x16, qdata, scale, bias, bits)
+        configs = tuning.candidates("ws", M, N, k_pad, 132, bits)
+        configs += [dict(configs[0], SPLIT_K=3), dict(configs[0], XSTAGES=3, WSTAGES=3, QSTAGES=2)]
+        for config in configs:
+            for out_dtype in (torch.float32, torch.bfloat16) if M == 37 else (torch.float32,):
+                for _ in range(2):  # the split-K counters are back to zero for the next call
+                    torch.full((M, N), float("nan"), device="cuda")
+                    out = wsmma.ws_mma(x16, qdata, scale, bias, bits, 128, out_dtype, config)
+                    assert out.dtype == out_dtype and torch.isfinite(out).all(), (M, config)
+                    tolerance = 1e-5 if out_dtype == torch.float32 else 2 * torch.finfo(out_dtype).eps
+                    assert rel_error(out, ref) < tolerance, (M, config, out_dtype)
     assert int(counter_buffer(qdata.device).abs().sum()) == 0
 
 

@@ -3,9 +3,11 @@
 :func:`linear_rotated` is the CUDA ``y = xr @ Wr.T + bias`` and :func:`linear`
 the CUDA ``y = x @ W_hat.T + bias``; both pick the kernel family by M
 (:func:`hlwq_ops.kernels.tuning.path_for`). On the "mma" path the
-register-operand kernel (:mod:`.wgmma`) -- or, up to M = 8 where the tuner
-finds it faster, the tensor-core GEMV (:mod:`.tcgemv`) -- serves the layers
-it supports and the general one (:mod:`.mma`) the rest.
+register-operand kernel (:mod:`.wgmma`) -- or, where the tuner finds them
+faster, the tensor-core GEMV (:mod:`.tcgemv`, M <= 8), the warp-specialized
+kernel (:mod:`.wsmma`, sm_90, M >= 16) or dequantize + cuBLAS (M > 64 where
+the warp-specialized kernel runs) -- serves the layers it supports and the
+general one (:mod:`.mma`) the rest.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ from .tcgemv import runs_on as tc_runs_on
 from .tcgemv import supports as tc_supports
 from .wgmma import permute_activations, supports, wgmma
 from .wgmma import prepare as prepare_wgmma
+from .wsmma import aligned as ws_aligned
+from .wsmma import runs_on as ws_runs_on
+from .wsmma import supports as ws_supports
+from .wsmma import ws_mma
 
 __all__ = [
     "MAX_KERNEL_BLOCK",
@@ -42,6 +48,7 @@ __all__ = [
     "tc_gemv",
     "tuning",
     "wgmma",
+    "ws_mma",
 ]
 
 _KERNELS = {"gemv": gemv, "mma": mma}
@@ -79,24 +86,49 @@ def note_weight(qdata: torch.Tensor, scale: torch.Tensor, bits: int, block_size:
     tuning.remember(qdata, scale)
 
 
+def _runs_ws(qdata: torch.Tensor, bits: int, block_size: int, codebook: torch.Tensor | None,
+             dtype: torch.dtype) -> bool:
+    """Whether the warp-specialized kernel (:mod:`.wsmma`) serves this layer and activation dtype on its device."""
+    return ws_supports(bits, block_size, codebook, dtype) and ws_runs_on(qdata.device) and ws_aligned(qdata)
+
+
 def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype) -> torch.Tensor:
-    """The register-operand tensor-core kernel or the tensor-core GEMV, whichever the tuner found faster here.
+    """The tensor-core kernels (and, at larger M, dequantize + cuBLAS): whichever the tuner found fastest here.
 
     ``activations(per_word)`` gives the rotated 16-bit activations in the
     kernel's order: permuted for :func:`wgmma` (``per_word=8``), in K order for
-    :func:`tc_gemv` (``per_word=0``, bfloat16). Tuning times each candidate
-    with its rotation. The tensor-core GEMV competes up to ``TC_MAX_M`` rows
-    where it can read the layer (Q4/Q5, blocks of 128, 16-byte aligned rows,
-    sm_80 or newer): "wgmma+tc" configs.
+    the others (``per_word=0``, bfloat16). Tuning times each candidate with
+    its rotation. The families timed (``tuning.candidates``): the wgmma kernel
+    up to ``MMA_MAX_M_WGMMA`` rows (or wherever the warp-specialized kernel does
+    not run); the tensor-core GEMV up to ``TC_MAX_M`` rows where it reads the
+    layer (Q4/Q5, blocks of 128, 16-byte aligned rows, sm_80 or newer); the
+    warp-specialized kernel from ``WS_MIN_M`` rows where it runs (sm_90,
+    Gluon); dequantize + cuBLAS past ``MMA_MAX_M_WGMMA`` rows beside it.
     """
 
     def run(config, q=qdata, s=scale):
-        if config.get("kernel") == "tc":
+        kernel = config.get("kernel")
+        if kernel == "tc":
             return tc_gemv(as_operand(activations(0)), q, s, bias, bits, block_size, None, out_dtype, config)
+        if kernel == "ws":
+            return ws_mma(as_operand(activations(0)), q, s, bias, bits, block_size, out_dtype, config)
+        if kernel == "dequant":
+            x16 = activations(0).to(_compute_dtype(out_dtype))
+            return dequant_linear(x16, q, s, None if bias is None else bias.to(x16.dtype), bits, block_size,
+                                  None).to(out_dtype)
         return wgmma(activations(8), q, s, bias, bits, block_size, out_dtype, config)
 
-    both = M <= tuning.TC_MAX_M and tc_supports(bits, block_size) and tc_aligned(qdata) and tc_runs_on(qdata.device)
-    kernel = "wgmma+tc" if both else "wgmma"
+    ws = _runs_ws(qdata, bits, block_size, None, out_dtype)
+    families = []
+    if M <= tuning.MMA_MAX_M_WGMMA or not ws:
+        families.append("wgmma")
+    if M <= tuning.TC_MAX_M and tc_supports(bits, block_size) and tc_aligned(qdata) and tc_runs_on(qdata.device):
+        families.append("tc")
+    if ws and M >= tuning.WS_MIN_M:
+        families.append("ws")
+    if ws and M > tuning.MMA_MAX_M_WGMMA:
+        families.append("dequant")
+    kernel = "+".join(families)
     return run(tuning.config_for(kernel, M, qdata.shape[0], k_pad, bits, (qdata, scale), run))
 
 
@@ -129,7 +161,7 @@ def linear_rotated(
     if M == 0:
         return xr.new_empty((*lead, N), dtype=out_dtype)
     fast = supports(bits, block_size, codebook, out_dtype)
-    path = tuning.path_for(M, fast)
+    path = tuning.path_for(M, fast, fast and _runs_ws(qdata, bits, block_size, codebook, out_dtype))
     compute = _compute_dtype(out_dtype)
     if path == "mma" and fast:
 
@@ -185,7 +217,7 @@ def linear(
         return fwht(x2, block_size, dtype, per_word)
 
     fast = supports(bits, block_size, codebook, x.dtype)
-    path = tuning.path_for(M, fast)
+    path = tuning.path_for(M, fast, fast and _runs_ws(qdata, bits, block_size, codebook, x.dtype))
     if path == "mma" and fast:
 
         def activations(per_word):

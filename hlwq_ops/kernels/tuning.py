@@ -34,6 +34,7 @@ __all__ = [
     "MMA_MAX_M_WGMMA",
     "PATHS",
     "TC_MAX_M",
+    "WS_MIN_M",
     "path_for",
     "m_bucket",
     "candidates",
@@ -53,19 +54,23 @@ MMA_MAX_M_WGMMA = 64
 PATHS = ("gemv", "mma", "dequant")
 
 
-def path_for(M: int, wgmma: bool = False) -> str:
+def path_for(M: int, wgmma: bool = False, ws: bool = False) -> str:
     """Kernel family for M activation rows ("mma": the tensor-core kernels); ``HLWQ_PATH`` forces one.
 
     Args:
         wgmma: the layer and activations suit :mod:`hlwq_ops.kernels.wgmma`.
+        ws: the warp-specialized kernel (:mod:`hlwq_ops.kernels.wsmma`) runs this layer here; then every M past
+            the GEMV's is "mma", where the tuner also times dequantize + cuBLAS from ``MMA_MAX_M_WGMMA`` up.
     """
     forced = os.environ.get("HLWQ_PATH")
     if forced:
         if forced not in PATHS:
             raise ValueError(f"HLWQ_PATH must be one of {PATHS}, got {forced!r}")
         return forced
-    if M <= (GEMV_MAX_M_WGMMA if wgmma else GEMV_MAX_M):
+    if M <= (GEMV_MAX_M_WGMMA if wgmma or ws else GEMV_MAX_M):
         return "gemv"
+    if ws:
+        return "mma"
     return "mma" if M <= (MMA_MAX_M_WGMMA if wgmma else MMA_MAX_M) else "dequant"
 
 
@@ -140,15 +145,45 @@ def _tc_candidates(N: int, k_pad: int, sm_count: int) -> list[dict]:
     return [dict(base, WARP_SUM=True), dict(base, WARP_SUM=False)]
 
 
-def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int) -> list[dict]:
-    """Configs worth timing for a kernel ("gemv", "mma", "wgmma" or "wgmma+tc") on (M, N, K_pad), the favourite first.
+# The warp-specialized kernel (kernels.wsmma, sm_90) competes from M = WS_MIN_M: measured on the H200 (session 15,
+# benchmarks/RESULTS.md section 15) 1.3-1.8x faster than the wgmma kernel or dequantize + cuBLAS at M = 64..128 on
+# the large shapes, slower at M = 16 and from M = 512; so it is timed beside them, not forced.
+WS_MIN_M = 16
 
-    "wgmma+tc" (a layer both tensor-core kernels read, M <= ``TC_MAX_M``) adds the tensor-core GEMV's configs
-    (``kernel="tc"``) to the wgmma ones.
+
+def _ws_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
+    """128 weight rows and ``BM`` = the M bucket (16..128) activation rows per program, one program per SM: split
+    K until the programs about fill the GPU (keeping >= 4 blocks per slice), and half that split."""
+    BM = min(128, max(16, m_bucket(M)))
+    programs = -(-N // 128) * -(-M // BM)
+    steps = k_pad // 128
+    split = max(1, min(steps // 4, round(sm_count / programs)))
+    base = dict(kernel="ws", BM=BM, QSTAGES=4, WSTAGES=2, XSTAGES=2, DEC_WARPS=4, DEC_REGS=168, num_warps=4)
+    return [dict(base, SPLIT_K=s) for s in sorted({split, max(1, split // 2)}, reverse=True)]
+
+
+_FAMILIES = {
+    "tc": lambda M, N, k_pad, sm: _tc_candidates(N, k_pad, sm),
+    "ws": _ws_candidates,
+    "dequant": lambda M, N, k_pad, sm: [dict(kernel="dequant")],
+}
+
+
+def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int) -> list[dict]:
+    """Configs worth timing for a kernel on (M, N, K_pad), the favourite first.
+
+    ``kernel`` is "gemv", "mma", or tensor-core families joined by "+" (``kernels._tensor_core_linear``):
+    "wgmma", "tc" (the tensor-core GEMV, ``kernel="tc"``), "ws" (the warp-specialized kernel, ``kernel="ws"``) and
+    "dequant" (dequantize + cuBLAS, ``kernel="dequant"``), e.g. "wgmma+tc" or "ws+dequant"; the first family's
+    favourite is the default.
     """
-    if kernel in ("wgmma", "wgmma+tc"):
-        tc = _tc_candidates(N, k_pad, sm_count) if kernel == "wgmma+tc" else []
-        return _wgmma_candidates(M, N, k_pad, sm_count) + tc
+    families = kernel.split("+")
+    if families[0] in _FAMILIES or families[0] == "wgmma":
+        out = []
+        for family in families:
+            out += _wgmma_candidates(M, N, k_pad, sm_count) if family == "wgmma" else _FAMILIES[family](
+                M, N, k_pad, sm_count)
+        return out
     out = []
     if kernel == "gemv":
         small = N * k_pad <= 4096 * 4096
@@ -193,7 +228,7 @@ _LOADED: set[str] = set()
 def _cache_file(device: torch.device) -> Path:
     name = torch.cuda.get_device_name(device).replace(" ", "_")
     root = Path(os.environ.get("HLWQ_CACHE_DIR", Path.home() / ".cache" / "hlwq_ops"))
-    return root / f"configs-v10-{name}-triton{__import__('triton').__version__}.json"
+    return root / f"configs-v11-{name}-triton{__import__('triton').__version__}.json"
 
 
 def _load(device: torch.device) -> None:

@@ -1,0 +1,374 @@
+"""Warp-specialized tensor-core kernel for larger M (Hopper, Gluon): decoding warps feed a ring of 16-bit weight tiles.
+
+``y.T = Wr @ xr.T``, the weight rows as the MMA's M dimension (so a tile of
+``BM`` = 8..256 activation rows is the instruction's N). Each program owns
+``BN`` = 128 weight rows, one ``BM``-row tile of activations and one of
+``SPLIT_K`` slices of K, and runs two kinds of warps at once
+(``gl.warp_specialize``):
+
+- the *decoders* (``DEC_WARPS`` warps), per step of 64 positions: load the
+  step's plane-0 words (and, at Q5, plane-1 bytes) of the 128 rows into
+  registers, look every code up with a warp shuffle (the codebook held one
+  entry per lane), multiply by the block's norm, round to the activations'
+  16-bit type and store the ``[BN, 64]`` tile into a ring slot of shared
+  memory; they also start the TMA copy of the step's ``[BM, 64]`` activations
+  into the same slot. The weight is decoded in K order, so the activations are
+  the FWHT's output as it is (no permutation);
+- the *MMA warps* (the default partition, one or two warpgroups): wait for a
+  slot, issue ``wgmma`` on it asynchronously, and free the slot of the step
+  before once that one's MMA has retired.
+
+So the decode of one step overlaps the MMAs of the steps before it, which the
+plain Triton kernels (:mod:`.wgmma`, :mod:`.mma`) cannot express: there the
+decode, the store to shared memory and the MMA of a program follow one another
+(``benchmarks/NOTES.md``, session 11). The weight is decoded once per ``BM``
+activation rows (once in all up to M = 256).
+
+Gluon has no interpreter, so this kernel runs only on a GPU (sm_90) with a
+Triton that has ``triton.experimental.gluon``; :func:`runs_on` says where.
+Supported layers: :func:`supports` (bits 4 and 5, the standard codebook, blocks
+of 64 positions or more).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+
+from ..codebook import codebook as standard_codebook
+from ..format import dequantize_rotated_ref
+from .common import arrival_counters, capability
+
+try:  # Gluon is experimental: present in Triton 3.4+, absent from older ones
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import (
+        fence_async_shared,
+        mbarrier,
+        tma,
+        warpgroup_mma,
+        warpgroup_mma_wait,
+    )
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+except ImportError:  # pragma: no cover - depends on the installed Triton
+    gluon = None
+
+__all__ = ["aligned", "runs_on", "supports", "ws_mma", "ws_mma_ref"]
+
+
+
+def supports(bits: int, block_size: int, codebook: torch.Tensor | None, dtype: torch.dtype) -> bool:
+    """Whether :func:`ws_mma` serves this layer and (rotated, 16-bit) activation dtype: Q4/Q5, the standard
+    codebook, blocks of 128 (a step is one block)."""
+    return bits in (4, 5) and block_size == 128 and codebook is None and dtype in (torch.bfloat16, torch.float16)
+
+
+def runs_on(device: torch.device) -> bool:
+    """Whether ``device`` runs the kernel: an sm_90 GPU (``wgmma``) and a Triton with Gluon."""
+    return gluon is not None and device.type == "cuda" and capability(device) == (9, 0)
+
+
+def aligned(qdata: torch.Tensor) -> bool:
+    """Whether the packed rows can be TMA boxes: a 16-byte aligned start and row stride, unit column stride."""
+    return qdata.data_ptr() % 16 == 0 and qdata.stride(0) % 16 == 0 and qdata.stride(1) == 1
+
+
+def ws_mma_ref(xr: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
+               bits: int) -> torch.Tensor:
+    """Plain-torch equivalent of :func:`ws_mma`, in float64 (the test oracle): the rotated weight rounded to
+    bfloat16 as the decoders store it, times the bfloat16 activations."""
+    wr = dequantize_rotated_ref(qdata, scale, bits, 128).bfloat16().double()
+    y = xr.bfloat16().double() @ wr.t()
+    return y if bias is None else y + bias.double()
+
+
+if gluon is not None:
+
+    @gluon.jit
+    def _load_words(p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi,
+                    BITS: gl.constexpr, QSTAGES: gl.constexpr):
+        """Per step: TMA the 128 rows' plane-0 words of one block (and its plane-1 bytes at Q5) into a ring slot."""
+        WPB: gl.constexpr = 128 * BITS // 32  # int32 words per block
+        for i in range(k_hi - k_lo):
+            slot = i % QSTAGES
+            mbarrier.wait(q_empty.index(slot), ((i // QSTAGES) & 1) ^ 1)
+            bar = q_ready.index(slot)
+            blk = k_lo + i
+            if BITS == 5:
+                mbarrier.expect(bar, p0_desc.block_type.nbytes + p1_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(p1_desc, [n0, 4 * (blk * WPB + 16)], bar, p1_smem.index(slot))
+            else:
+                mbarrier.expect(bar, p0_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(p0_desc, [n0, blk * WPB], bar, p0_smem.index(slot))
+
+    @gluon.jit
+    def _load_acts(x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, XSTAGES: gl.constexpr):
+        """Per step: TMA the ``[BM, 128]`` activations of one block into a ring slot (two 64-column boxes)."""
+        for i in range(k_hi - k_lo):
+            slot = i % XSTAGES
+            mbarrier.wait(x_empty.index(slot), ((i // XSTAGES) & 1) ^ 1)
+            bar = x_ready.index(slot)
+            mbarrier.expect(bar, 2 * x_desc.block_type.nbytes)
+            pos = (k_lo + i) * 128
+            tma.async_copy_global_to_shared(x_desc, [m0, pos], bar, x_smem.index(2 * slot))
+            tma.async_copy_global_to_shared(x_desc, [m0, pos + 64], bar, x_smem.index(2 * slot + 1))
+
+    @gluon.jit
+    def _decoder(p0_smem, p1_smem, w_smem, q_ready, q_empty, w_ready, w_empty, s_ptr, c_ptr,
+                 N, n0, k_lo, k_hi, stride_sn,
+                 BITS: gl.constexpr, BN: gl.constexpr, QSTAGES: gl.constexpr, WSTAGES: gl.constexpr,
+                 DEC_WARPS: gl.constexpr):
+        """Per step: decode the slot's codes of one block into ``[BN, 128]`` 16-bit weights in K order."""
+        # [rows, words, codes]: eight lanes over eight words of a row, a word's eight codes in one thread's registers
+        L3: gl.constexpr = gl.BlockedLayout([1, 1, 8], [4, 8, 1], [DEC_WARPS, 1, 1], [2, 1, 0])
+        LW: gl.constexpr = gl.SliceLayout(2, L3)
+        LR: gl.constexpr = gl.SliceLayout(1, LW)
+        LA: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(0, L3))
+        dtype: gl.constexpr = w_smem.dtype
+        rows = gl.minimum(n0 + gl.arange(0, BN, layout=LR), N - 1)  # clamped: every address is valid
+        a = gl.expand_dims(gl.expand_dims(gl.arange(0, 8, layout=LA), 0), 0)  # [1, 1, 8]: code a of a word
+        # code a is byte a // 2 of E (a even) or O (a odd), whose bit 4 is the code's fifth bit at Q5 (decode.py)
+        shift = 8 * (a // 2)
+        even = (a % 2) == 0
+        # every lane's codebook entry, c[lane % 2**BITS]; a code is looked up by a shuffle (bits 5 and up ignored)
+        c_lane = gl.inline_asm_elementwise(
+            "{ .reg .u32 l; .reg .u64 p; mov.u32 l, %laneid; and.b32 l, l, $2; mul.wide.u32 p, l, 4; "
+            "add.u64 p, p, $1; ld.global.nc.b32 $0, [p]; }",
+            "=r,l,r",
+            [gl.full([BN, 16, 8], 0, gl.int64, L3) + c_ptr.to(gl.int64, bitcast=True),
+             gl.full([BN, 16, 8], (1 << BITS) - 1, gl.int32, L3)],
+            dtype=gl.int32, is_pure=True, pack=1,
+        )
+        norm_scale = 1.0 / 11.313708498984761  # 1 / sqrt(128)
+        norm = gl.load(s_ptr + rows * stride_sn + k_lo, mask=k_lo < k_hi, other=0.0)  # next step's, loaded ahead
+        for i in range(k_hi - k_lo):
+            qs = i % QSTAGES
+            ws = i % WSTAGES
+            this_norm = norm.to(gl.float32) * norm_scale
+            norm = gl.load(s_ptr + rows * stride_sn + (k_lo + i + 1), mask=i + 1 < k_hi - k_lo, other=0.0)
+            mbarrier.wait(q_ready.index(qs), (i // QSTAGES) & 1)
+            w0 = p0_smem.index(qs).load(LW)  # [BN, 16] int32
+            if BITS == 5:
+                p1 = p1_smem.index(qs).load(LW).to(gl.int32) & 0xFF  # [BN, 16]: the fifth bits of word j's codes
+                lo = (w0 & 0x0F0F0F0F) | (((p1 & 0x55) * 0x410410) & 0x10101010)  # bit 2j of p1 to bit 8j + 4
+                hi = ((w0 >> 4) & 0x0F0F0F0F) | (((p1 & 0xAA) * 0x208208) & 0x10101010)  # bit 2j + 1 to bit 8j + 4
+            else:
+                lo = w0
+                hi = w0 >> 4
+            mbarrier.arrive(q_empty.index(qs), count=1)
+            src = gl.where(even, gl.expand_dims(lo, 2), gl.expand_dims(hi, 2))  # [BN, 16, 8]
+            code = (src.to(gl.uint32, bitcast=True) >> shift.to(gl.uint32)).to(gl.int32, bitcast=True)
+            centroid = gl.inline_asm_elementwise(
+                "shfl.sync.idx.b32 $0, $1, $2, 0x1f, 0xffffffff;", "=r,r,r", [c_lane, code],
+                dtype=gl.int32, is_pure=True, pack=1,
+            ).to(gl.float32, bitcast=True)
+            tile = (centroid * gl.expand_dims(gl.expand_dims(this_norm, 1), 2)).to(dtype)
+            mbarrier.wait(w_empty.index(ws), ((i // WSTAGES) & 1) ^ 1)
+            w_smem.index(ws).store(gl.reshape(tile, [BN, 128]))
+            fence_async_shared()
+            mbarrier.arrive(w_ready.index(ws), count=1)
+
+    @gluon.jit
+    def _multiplier(w_smem, x_smem, w_ready, w_empty, x_ready, x_empty, k_lo, k_hi,
+                    BN: gl.constexpr, BM: gl.constexpr, WSTAGES: gl.constexpr, XSTAGES: gl.constexpr,
+                    num_warps: gl.constexpr):
+        """Per step: ``acc += W_tile @ X_tile.T`` issued asynchronously; the slots of the step before freed once its
+        MMAs retire."""
+        layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                         instr_shape=[16, BM, 16])
+        acc = gl.zeros([BN, BM], dtype=gl.float32, layout=layout)
+        for i in range(k_hi - k_lo):
+            ws = i % WSTAGES
+            xs = i % XSTAGES
+            mbarrier.wait(w_ready.index(ws), (i // WSTAGES) & 1)
+            mbarrier.wait(x_ready.index(xs), (i // XSTAGES) & 1)
+            w = w_smem.index(ws)
+            acc = warpgroup_mma(w.slice(0, 64, dim=1), x_smem.index(2 * xs).permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma(w.slice(64, 64, dim=1), x_smem.index(2 * xs + 1).permute((1, 0)), acc,
+                                is_async=True)
+            acc = warpgroup_mma_wait(num_outstanding=2, deps=(acc,))  # the step before has retired
+            mbarrier.arrive(w_empty.index((i + WSTAGES - 1) % WSTAGES), count=1, pred=i > 0)
+            mbarrier.arrive(x_empty.index((i + XSTAGES - 1) % XSTAGES), count=1, pred=i > 0)
+        return (warpgroup_mma_wait(num_outstanding=0, deps=(acc,)),)  # warp_specialize returns a tuple
+
+    @gluon.jit
+    def _ws_kernel(
+        # descriptors and pointers
+        x_desc,  # TMA descriptor of the [M, K_PAD] rotated 16-bit activations, block [BM, 64]
+        p0_desc,  # TMA descriptor of the [N, K_PAD * BITS // 32] int32 packed codes, block [BN, 16]
+        p1_desc,  # TMA descriptor of the same bytes as [N, K_PAD * BITS // 8] int8, block [BN, 16] (Q5)
+        s_ptr,  # [N, K_PAD // 128] float16 block scales
+        c_ptr,  # [2**BITS] float32 standard codebook
+        bias_ptr,  # [N] or unused
+        out_ptr,  # [M, N]
+        ws_ptr,  # [SPLIT_K, M, N] float32 partial sums (SPLIT)
+        count_ptr,  # [>= tiles] int32 arrival counters, zero between calls (SPLIT)
+        # dimensions
+        M,
+        N,
+        K_PAD,
+        # strides, in elements
+        stride_sn,
+        # meta-parameters
+        BITS: gl.constexpr,
+        BN: gl.constexpr,
+        BM: gl.constexpr,
+        QSTAGES: gl.constexpr,
+        WSTAGES: gl.constexpr,
+        XSTAGES: gl.constexpr,
+        DEC_WARPS: gl.constexpr,
+        DEC_REGS: gl.constexpr,
+        HAS_BIAS: gl.constexpr,
+        SPLIT: gl.constexpr,
+        num_warps: gl.constexpr,
+    ):
+        pid_n = gl.program_id(0)
+        pid_m = gl.program_id(1)
+        pid_k = gl.program_id(2)
+        split_k = gl.num_programs(2)
+        n0 = pid_n * BN
+        m0 = pid_m * BM
+        n_steps = K_PAD // 128
+        per_split = gl.cdiv(n_steps, split_k)
+        k_lo = gl.minimum(pid_k * per_split, n_steps)
+        k_hi = gl.minimum(k_lo + per_split, n_steps)
+        dtype: gl.constexpr = x_desc.dtype
+        w_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BN, 128], dtype)
+        w_smem = gl.allocate_shared_memory(dtype, [WSTAGES, BN, 128], w_layout)
+        x_smem = gl.allocate_shared_memory(dtype, [2 * XSTAGES, BM, 64], x_desc.layout)
+        p0_smem = gl.allocate_shared_memory(gl.int32, [QSTAGES, BN, 16], p0_desc.layout)
+        p1_smem = gl.allocate_shared_memory(gl.int8, [QSTAGES, BN, 16], p1_desc.layout)
+        q_ready = gl.allocate_shared_memory(gl.int64, [QSTAGES, 1], mbarrier.MBarrierLayout())
+        q_empty = gl.allocate_shared_memory(gl.int64, [QSTAGES, 1], mbarrier.MBarrierLayout())
+        w_ready = gl.allocate_shared_memory(gl.int64, [WSTAGES, 1], mbarrier.MBarrierLayout())
+        w_empty = gl.allocate_shared_memory(gl.int64, [WSTAGES, 1], mbarrier.MBarrierLayout())
+        x_ready = gl.allocate_shared_memory(gl.int64, [XSTAGES, 1], mbarrier.MBarrierLayout())
+        x_empty = gl.allocate_shared_memory(gl.int64, [XSTAGES, 1], mbarrier.MBarrierLayout())
+        for s in gl.static_range(QSTAGES):
+            mbarrier.init(q_ready.index(s), count=1)
+            mbarrier.init(q_empty.index(s), count=1)
+        for s in gl.static_range(WSTAGES):
+            mbarrier.init(w_ready.index(s), count=1)
+            mbarrier.init(w_empty.index(s), count=1)
+        for s in gl.static_range(XSTAGES):
+            mbarrier.init(x_ready.index(s), count=1)
+            mbarrier.init(x_empty.index(s), count=1)
+        fence_async_shared()
+        results = gl.warp_specialize(
+            [
+                (_multiplier, (w_smem, x_smem, w_ready, w_empty, x_ready, x_empty, k_lo, k_hi, BN, BM, WSTAGES,
+                               XSTAGES, num_warps)),
+                (_decoder, (p0_smem, p1_smem, w_smem, q_ready, q_empty, w_ready, w_empty, s_ptr, c_ptr, N, n0, k_lo,
+                            k_hi, stride_sn, BITS, BN, QSTAGES, WSTAGES, DEC_WARPS)),
+                (_load_words, (p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, BITS, QSTAGES)),
+                (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, XSTAGES)),
+            ],
+            [DEC_WARPS, 1, 1],
+            [DEC_REGS, 24, 24],
+        )
+        acc = results[0]
+        # the epilogue: out[m, n] = acc[n - n0, m - m0], n contiguous in each thread's eight
+        out_l: gl.constexpr = gl.BlockedLayout([8, 1], [16, 2], [1, num_warps], [0, 1])
+        acc = gl.convert_layout(acc, out_l)
+        n = n0 + gl.arange(0, BN, layout=gl.SliceLayout(1, out_l))
+        m = m0 + gl.arange(0, BM, layout=gl.SliceLayout(0, out_l))
+        tile = m.to(gl.int64)[None, :] * N + n[:, None]
+        mask = (n[:, None] < N) & (m[None, :] < M)
+        last = True
+        if SPLIT:  # the last slice of this tile to finish sums the partials (kernels.common.sum_if_last)
+            slice_elems = M.to(gl.int64) * N
+            gl.store(ws_ptr + pid_k.to(gl.int64) * slice_elems + tile, acc, mask=mask)
+            gl.thread_barrier()
+            counter = count_ptr + pid_n * gl.num_programs(1) + pid_m
+            last = gl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == split_k - 1
+            if last:
+                acc = gl.zeros([BN, BM], gl.float32, out_l)
+                for part in range(split_k):
+                    acc += gl.load(ws_ptr + part * slice_elems + tile, mask=mask, other=0.0, cache_modifier=".cg")
+                gl.atomic_xchg(counter, 0)
+        if last:
+            if HAS_BIAS:
+                acc += gl.load(bias_ptr + n, mask=n < N, other=0.0).to(gl.float32)[:, None]
+            gl.store(out_ptr + tile, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def shared_bytes(config: dict) -> int:
+    """Shared memory the rings of ``config`` take (the epilogue reuses it)."""
+    BN = 128
+    return (2 * config["XSTAGES"] * config["BM"] * 64 * 2 + config["WSTAGES"] * BN * 128 * 2
+            + config["QSTAGES"] * BN * (64 + 16) + 1024)
+
+
+def check_config(config: dict) -> None:
+    """Refuse a config the kernel would hang on or could not fit: each ring a slot for the step being filled and
+    one for the step being multiplied (with one slot, the decoders would wait for an MMA that waits for them)."""
+    if not (8 <= config["BM"] <= 128 and config["BM"] % 8 == 0):
+        raise ValueError(f"ws_mma: BM must be a multiple of 8 in 8..128, got {config['BM']}")
+    for ring in ("WSTAGES", "XSTAGES"):
+        if config[ring] < 2:
+            raise ValueError(f"ws_mma: {ring} must be at least 2 (one slot would deadlock), got {config[ring]}")
+    if config["QSTAGES"] < 1:
+        raise ValueError(f"ws_mma: QSTAGES must be at least 1, got {config['QSTAGES']}")
+    if shared_bytes(config) > 227 * 1024:
+        raise ValueError(f"ws_mma: the rings need {shared_bytes(config)} bytes of shared memory, more than the "
+                         f"227 KiB an SM has; fewer stages or a smaller BM")
+
+
+@functools.cache
+def _layouts(BM: int, dtype: torch.dtype) -> tuple:
+    """Shared-memory layouts of the TMA boxes: activations ``[BM, 64]`` (128-byte swizzle), words ``[128, 16]``
+    int32 and plane-1 bytes ``[128, 16]`` (unswizzled: the decoders read them in their own layout)."""
+    x = gl.NVMMASharedLayout.get_default_for([BM, 64], gl.bfloat16 if dtype == torch.bfloat16 else gl.float16)
+    p0 = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=2)
+    p1 = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=2)
+    return x, p0, p1
+
+
+def ws_mma(
+    xr: torch.Tensor,
+    qdata: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    bits: int,
+    block_size: int,
+    out_dtype: torch.dtype,
+    config: dict,
+) -> torch.Tensor:
+    """Launch the kernel. Shapes are checked by the caller; the layer must satisfy :func:`supports`.
+
+    Args:
+        xr: (M, K_pad) rotated activations, bfloat16 or float16, in K order, contiguous and 16-byte aligned.
+        qdata: (N, K_pad * bits / 8) uint8 packed codes, rows contiguous and 16-byte aligned.
+        config: ``BM`` (activation rows per program, 8..256), ``SPLIT_K``, ring depths ``QSTAGES`` (packed
+            words), ``WSTAGES`` (decoded weights), ``XSTAGES`` (activations), ``DEC_WARPS`` / ``DEC_REGS``
+            (decoding warps and their registers per thread) and ``num_warps`` (the MMA warps: 4 or 8).
+
+    Returns:
+        (M, N) in ``out_dtype``.
+    """
+    M, k_pad = xr.shape
+    N = qdata.shape[0]
+    BN, BM = 128, config["BM"]
+    check_config(config)
+    x_l, p0_l, p1_l = _layouts(BM, xr.dtype)
+    words = qdata.view(torch.int32)
+    out = torch.empty((M, N), device=xr.device, dtype=out_dtype)
+    x_desc = TensorDescriptor.from_tensor(xr, [BM, 64], x_l)
+    p0_desc = TensorDescriptor.from_tensor(words, [BN, 16], p0_l)
+    p1_desc = TensorDescriptor.from_tensor(qdata.view(torch.int8), [BN, 16], p1_l)
+    grid = (triton.cdiv(N, BN), triton.cdiv(M, BM), config["SPLIT_K"])
+    if grid[2] > 1:
+        ws = torch.empty((grid[2], M, N), device=xr.device, dtype=torch.float32)
+        counters = arrival_counters(xr.device, grid[0] * grid[1])
+    else:
+        ws = counters = out  # unused
+    _ws_kernel[grid](
+        x_desc, p0_desc, p1_desc, scale, standard_codebook(bits, xr.device), bias if bias is not None else out, out,
+        ws, counters, M, N, k_pad, scale.stride(0),
+        BITS=bits, BN=BN, BM=BM, QSTAGES=config["QSTAGES"], WSTAGES=config["WSTAGES"], XSTAGES=config["XSTAGES"],
+        DEC_WARPS=config["DEC_WARPS"], DEC_REGS=config["DEC_REGS"], HAS_BIAS=bias is not None,
+        SPLIT=grid[2] > 1, num_warps=config["num_warps"],
+    )
+    return out
