@@ -162,7 +162,7 @@ def _ws_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
     out = [dict(base, SPLIT_K=s) for s in sorted({split, max(1, split // 2)}, reverse=True)]
     # Deeper rings where shared memory allows: at BM = 16 on 14336 x 4096 (Q5) 9% faster, and the rings' bare
     # skeleton (no decode, no MMA) 734 -> 523 ns per step; at BM = 128 a third activation slot was slower
-    # (H200, session 15, RESULTS.md 15c). Eight decoding warps are not a candidate: wrong results at Q4 (15a).
+    # (H200, session 15, RESULTS.md 15b and 15d). Eight decoding warps are not a candidate: wrong results at Q4 (15a).
     if BM <= 64:
         out.append(dict(out[0], QSTAGES=6, WSTAGES=4 if BM <= 32 else 3, XSTAGES=4 if BM <= 32 else 3))
     return out

@@ -1,33 +1,37 @@
 """Warp-specialized tensor-core kernel for larger M (Hopper, Gluon): decoding warps feed a ring of 16-bit weight tiles.
 
 ``y.T = Wr @ xr.T``, the weight rows as the MMA's M dimension (so a tile of
-``BM`` = 8..256 activation rows is the instruction's N). Each program owns
+``BM`` = 8..128 activation rows is the instruction's N). Each program owns
 ``BN`` = 128 weight rows, one ``BM``-row tile of activations and one of
-``SPLIT_K`` slices of K, and runs two kinds of warps at once
-(``gl.warp_specialize``):
+``SPLIT_K`` slices of K, and runs four partitions at once
+(``gl.warp_specialize``), one step being one block of 128 positions:
 
-- the *decoders* (``DEC_WARPS`` warps), per step of 64 positions: load the
-  step's plane-0 words (and, at Q5, plane-1 bytes) of the 128 rows into
-  registers, look every code up with a warp shuffle (the codebook held one
-  entry per lane), multiply by the block's norm, round to the activations'
-  16-bit type and store the ``[BN, 64]`` tile into a ring slot of shared
-  memory; they also start the TMA copy of the step's ``[BM, 64]`` activations
-  into the same slot. The weight is decoded in K order, so the activations are
-  the FWHT's output as it is (no permutation);
-- the *MMA warps* (the default partition, one or two warpgroups): wait for a
-  slot, issue ``wgmma`` on it asynchronously, and free the slot of the step
-  before once that one's MMA has retired.
+- two one-warp TMA loaders: the block's plane-0 words (a ``[128, 16]`` int32
+  box) and, at Q5, its plane-1 bytes (``[128, 16]`` bytes) into a ring of
+  ``QSTAGES`` slots; the block's ``[BM, 128]`` activations (two ``[BM, 64]``
+  boxes, 128-byte swizzle) into a ring of ``XSTAGES``;
+- the *decoders* (``DEC_WARPS`` warps): read a slot's words, spread the fifth
+  bits into the nibbles (as :mod:`.decode` does), look every code up with a
+  warp shuffle (the codebook held one entry per lane), multiply by the block's
+  norm in float32, round to the activations' 16-bit type and store the
+  ``[BN, 128]`` tile into a ring of ``WSTAGES`` slots. The weight is decoded in
+  K order, so the activations are the FWHT's output as it is (no permutation);
+- the *MMA warps* (the default partition, one warpgroup): wait for a step's
+  slots, issue its ``wgmma`` asynchronously, and free the slots of the step
+  before once that one's MMAs have retired.
 
-So the decode of one step overlaps the MMAs of the steps before it, which the
-plain Triton kernels (:mod:`.wgmma`, :mod:`.mma`) cannot express: there the
-decode, the store to shared memory and the MMA of a program follow one another
+Each ring hands slots over with a pair of ``mbarrier`` (ready / empty). So the
+decode of one step overlaps the loads and MMAs of others, which the plain
+Triton kernels (:mod:`.wgmma`, :mod:`.mma`) cannot express: there the decode,
+the store to shared memory and the MMA of a program follow one another
 (``benchmarks/NOTES.md``, session 11). The weight is decoded once per ``BM``
-activation rows (once in all up to M = 256).
+activation rows. Measured (``benchmarks/NOTES.md``, session 15): the decoders
+bound it, at about 8 weights per clock and SM.
 
 Gluon has no interpreter, so this kernel runs only on a GPU (sm_90) with a
 Triton that has ``triton.experimental.gluon``; :func:`runs_on` says where.
 Supported layers: :func:`supports` (bits 4 and 5, the standard codebook, blocks
-of 64 positions or more).
+of 128).
 """
 
 from __future__ import annotations
