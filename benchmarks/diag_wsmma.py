@@ -28,16 +28,16 @@ BLOCK = 128
 
 
 def tiles(M: int, N: int, k_pad: int, sm: int) -> list[dict]:
-    """BM = the M bucket (16..128); 4 or 8 decoding warps; split K to about one program per SM, and none."""
+    """BM = the M bucket (16..128); split K to about one program per SM, and none; the default rings and deeper ones
+    (the tuner's candidates, ``tuning._ws_candidates``, and a few more)."""
     BM = min(128, max(16, 1 << (M - 1).bit_length()))
     programs = -(-N // 128) * -(-M // BM)
     steps = k_pad // BLOCK
     split = max(1, min(steps // 4, round(sm / programs)))
     out = []
-    for dec_warps, regs in ((4, 168), (8, 120)):
+    for rings in (dict(QSTAGES=4, WSTAGES=2, XSTAGES=2), dict(QSTAGES=6, WSTAGES=3, XSTAGES=3)):
         for s in sorted({1, split}):
-            out.append(dict(BM=BM, SPLIT_K=s, QSTAGES=4, WSTAGES=2, XSTAGES=2, DEC_WARPS=dec_warps, DEC_REGS=regs,
-                            num_warps=4))
+            out.append(dict(BM=BM, SPLIT_K=s, DEC_WARPS=4, DEC_REGS=168, num_warps=4, **rings))
     return out
 
 
@@ -63,7 +63,9 @@ def correctness() -> bool:
              (4, 4096, 4096, 16, 16, 1, torch.bfloat16, False), (5, 512, 2048, 64, 64, 1, torch.bfloat16, False),
              (5, 4096, 4096, 128, 128, 1, torch.bfloat16, True)]
     for bits, N, K, M, BM, split, dtype, bias in cases:
-        for dec in ((4, 168), (8, 120)):
+        # Eight decoding warps (DEC_WARPS=8, DEC_REGS=120) gave wrong results at Q4 on 4096 x 4096 here (session 15);
+        # ws_mma.check_config now refuses them -- lift that check to reproduce.
+        for dec in ((4, 168),):
             cfg = dict(base, BM=BM, SPLIT_K=split, DEC_WARPS=dec[0], DEC_REGS=dec[1])
             errs = [check(bits, N, K, M, cfg, dtype, bias) for _ in range(3)]
             good = max(errs) < 1e-2  # bf16 rounding of weights and activations: ~3e-3
@@ -102,7 +104,8 @@ def main() -> None:
                 for q, s in copies]
             us, rot_us = graph_time(alone, replays=10)[0], graph_time(rotating, replays=10)[0]
             results.append(dict(config=config, us=us, with_fwht_us=rot_us, err=err))
-            print(f"{'':>10} ws {config['BM']:>3}/{config['SPLIT_K']}/dec{config['DEC_WARPS']}: {us:7.2f} us alone, "
+            print(f"{'':>10} ws {config['BM']:>3}/{config['SPLIT_K']}/rings {config['QSTAGES']}-{config['WSTAGES']}-"
+                  f"{config['XSTAGES']}: {us:7.2f} us alone, "
                   f"{rot_us:7.2f} with FWHT (x{bf16_us / rot_us:.2f} bf16), err {err:.1e}", flush=True)
         best = min(results, key=lambda r: r["with_fwht_us"])
         print(f"{'':>10} dequant+cuBLAS {dq_us:7.2f} us (x{bf16_us / dq_us:.2f}); best ws {best['with_fwht_us']:.2f} "

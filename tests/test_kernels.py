@@ -559,6 +559,8 @@ def test_path_crossovers(monkeypatch):
     assert [tuning.path_for(M, wgmma=True) for M in (1, 2, 3, 64, 65)] == ["gemv", "gemv", "mma", "mma", "dequant"]
     # where the warp-specialized kernel runs, the tuner weighs it against dequantize + cuBLAS at every larger M
     assert [tuning.path_for(M, True, ws=True) for M in (2, 3, 65, 4096)] == ["gemv", "mma", "mma", "mma"]
+    monkeypatch.setenv("HLWQ_PATH", "dequant")
+    assert tuning.path_for(4096, True, ws=True) == "dequant"
 
 
 def test_ws_mma_serves_only_what_it_decodes():
@@ -575,7 +577,8 @@ def test_ws_mma_serves_only_what_it_decodes():
 @pytest.mark.parametrize("change,message", [(dict(WSTAGES=1), "WSTAGES must be at least 2"),
                                             (dict(XSTAGES=1), "XSTAGES must be at least 2"),
                                             (dict(BM=256), "BM must be a multiple of 8 in 8..128"),
-                                            (dict(XSTAGES=8), "more than the 227 KiB")])
+                                            (dict(XSTAGES=8), "more than the 227 KiB"),
+                                            (dict(DEC_WARPS=8), "DEC_WARPS must be 4")])
 def test_ws_mma_refuses_configs_it_would_hang_on(change, message):
     from hlwq_ops.kernels import wsmma
 
@@ -589,38 +592,138 @@ def test_ws_mma_refuses_configs_it_would_hang_on(change, message):
 def test_ws_candidates_fill_the_gpu():
     """One program per SM: split K until the programs about fill the SMs, keeping >= 4 blocks per slice."""
     for M, N, k_pad, split in ((16, 14336, 4096, 1), (128, 4096, 14336, 4), (128, 4096, 4096, 4), (2048, 4096, 4096, 1)):
-        configs = tuning.candidates("ws+dequant", M, N, k_pad, 132, 5)
-        assert configs[0]["kernel"] == "ws" and configs[0]["SPLIT_K"] == split, (M, N, k_pad)
-        assert configs[0]["BM"] == min(128, max(16, tuning.m_bucket(M)))
-        assert configs[-1] == {"kernel": "dequant"}
+        configs = tuning.candidates("dequant+ws", M, N, k_pad, 132, 5)
+        assert configs[0] == {"kernel": "dequant"}  # the untuned default past M = 64, as without the ws kernel
+        assert configs[1]["kernel"] == "ws" and configs[1]["SPLIT_K"] == split, (M, N, k_pad)
+        assert configs[1]["BM"] == min(128, max(16, tuning.m_bucket(M)))
+        for config in configs[1:]:
+            from hlwq_ops.kernels.wsmma import check_config
+
+            check_config(config)
     families = tuning.candidates("wgmma+tc+ws", 8, 4096, 4096, 132, 5)
     assert {c.get("kernel") for c in families} == {None, "tc", "ws"}  # the wgmma configs carry no "kernel"
 
 
-@pytest.mark.parametrize("M,kernel", [(5, "wgmma+tc"), (16, "wgmma+ws"), (65, "ws+dequant")])
-def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, monkeypatch):
-    """Where the warp-specialized kernel runs, the tuner weighs it from M = 16 and dequantize + cuBLAS beside it
-    past the wgmma kernel's range; a dequantize config picked there runs dequantize + cuBLAS, right, with the bias,
-    in the activations' dtype."""
+@pytest.mark.parametrize("rotated", [False, True])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("M,kernel,config", [(5, "wgmma+tc", dict(kernel="tc", num_warps=2, KB=1, MG=1, ROWS=16)),
+                                             (16, "wgmma+ws", dict(kernel="ws")),
+                                             (65, "dequant+ws", dict(kernel="dequant")),
+                                             (65, "dequant+ws", dict(kernel="ws"))])
+def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, config, dtype, rotated, monkeypatch):
+    """Where the warp-specialized kernel runs, the tuner weighs it from M = 16, and past the wgmma kernel's range
+    dequantize + cuBLAS first (the untuned default); whichever config it picks runs its kernel on bfloat16
+    activations in K order (16-byte aligned for the ws kernel), with the bias, in the activations' dtype."""
     from hlwq_ops.hadamard import fwht_ref
+    from hlwq_ops.kernels import wsmma
 
+    picked, ws_inputs = [], []
+
+    def config_for(kernel, M, N, k_pad, bits, weight, run):
+        picked.append(kernel)
+        return config
+
+    def ws_mma(xr, qdata, scale, bias, bits, block_size, out_dtype, config):  # the GPU kernel's reference
+        ws_inputs.append(xr)
+        return wsmma.ws_mma_ref(xr, qdata, scale, bias, bits).to(out_dtype)
+
+    monkeypatch.setattr(tuning, "config_for", config_for)
+    monkeypatch.setattr(kernels, "_runs_ws", lambda *args: True)
+    monkeypatch.setattr(kernels, "ws_mma", ws_mma)
+    monkeypatch.delenv("HLWQ_PATH", raising=False)
+    qdata, scale = _packed(40, 300, 5)
+    x = torch.randn(M, 300, device=KERNEL_DEVICE).to(dtype)
+    bias = torch.randn(40, device=KERNEL_DEVICE).to(dtype)
+    xr = fwht_ref(torch.nn.functional.pad(x.float(), (0, 84)), 128)
+    if rotated:
+        y = kernels.linear_rotated(xr.to(dtype), qdata, scale, bias, 5, 128, None, dtype)
+    else:
+        y = kernels.linear(x, qdata, scale, bias, 5, 128, 300, None)
+    ref = gemv_ref(xr.to(dtype).float() if rotated else xr, qdata, scale, bias, 5, 128)
+    assert picked == [kernel] and y.dtype == dtype
+    assert rel_error(y, ref) < 4 * torch.finfo(torch.bfloat16).eps
+    if config["kernel"] == "ws":
+        (xr16,) = ws_inputs
+        assert xr16.dtype == torch.bfloat16 and xr16.is_contiguous() and xr16.data_ptr() % 16 == 0
+
+
+def test_tuning_skips_candidates_that_do_not_compile(caplog):
+    from triton.compiler.errors import CompilationError
+
+    def time_one(config):
+        if config["kernel"] == "ws":
+            raise CompilationError("src", None, "no such builtin")
+        return config["us"]
+
+    configs = [dict(kernel="ws"), dict(kernel="dequant", us=2.0), dict(kernel="wgmma", us=1.0)]
+    assert tuning._fastest(configs, time_one, "k") == dict(kernel="wgmma", us=1.0)
+    assert "does not compile" in caplog.text and "'kernel': 'ws'" in caplog.text
+    with pytest.raises(RuntimeError, match="no candidate ran \\(1 of 1 did not compile\\)"):
+        tuning._fastest(configs[:1], time_one, "k")
+
+
+def test_forcing_the_tensor_core_path_leaves_dequantize_out(monkeypatch):
     picked = []
 
     def config_for(kernel, M, N, k_pad, bits, weight, run):
         picked.append(kernel)
-        return dict(kernel="dequant")
+        return dict(kernel="dequant")  # never asked for here: the test checks the family list only
 
     monkeypatch.setattr(tuning, "config_for", config_for)
     monkeypatch.setattr(kernels, "_runs_ws", lambda *args: True)
-    monkeypatch.delenv("HLWQ_PATH", raising=False)
-    qdata, scale = _packed(40, 300, 5)
-    x = torch.randn(M, 300, device=KERNEL_DEVICE).bfloat16()
-    bias = torch.randn(40, device=KERNEL_DEVICE).bfloat16()
-    y = kernels.linear(x, qdata, scale, bias, 5, 128, 300, None)
-    xr = fwht_ref(torch.nn.functional.pad(x.float(), (0, 84)), 128)
-    ref = gemv_ref(xr.bfloat16().float(), qdata, scale, bias, 5, 128)
-    assert picked == [kernel] and y.dtype == torch.bfloat16
-    assert rel_error(y, ref) < 4 * torch.finfo(torch.bfloat16).eps
+    monkeypatch.setenv("HLWQ_PATH", "mma")
+    qdata, scale = _packed(40, 256, 5)
+    kernels.linear(torch.randn(65, 256, device=KERNEL_DEVICE).bfloat16(), qdata, scale, None, 5, 128, 256, None)
+    assert picked == ["ws"]
+
+
+_COMPILE_WS = """
+import sys, torch, triton
+from triton.backends.compiler import GPUTarget
+from triton.experimental.gluon._runtime import GluonASTSource
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+from triton.runtime.jit import mangle_type
+from hlwq_ops.kernels import tuning, wsmma
+
+bits = int(sys.argv[1])
+for M, N, K in ((16, 4096, 4096), (128, 4096, 14336)):
+    config = tuning.candidates("ws", M, N, K, 132, bits)[0]
+    xr = torch.empty(M, K, dtype=torch.bfloat16)
+    q = torch.empty(N, K * bits // 8, dtype=torch.uint8)
+    x_l, p0_l, p1_l = wsmma._layouts(config["BM"], torch.bfloat16)
+    descs = dict(x_desc=TensorDescriptor.from_tensor(xr, [config["BM"], 64], x_l),
+                 p0_desc=TensorDescriptor.from_tensor(q.view(torch.int32), [128, 16], p0_l),
+                 p1_desc=TensorDescriptor.from_tensor(q.view(torch.int8), [128, 16], p1_l))
+    constants = dict(BITS=bits, BN=128, BM=config["BM"], QSTAGES=config["QSTAGES"], WSTAGES=config["WSTAGES"],
+                     XSTAGES=config["XSTAGES"], DEC_WARPS=config["DEC_WARPS"], DEC_REGS=config["DEC_REGS"],
+                     HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1, num_warps=config["num_warps"])
+    signature = {name: mangle_type(d) for name, d in descs.items()} | dict(
+        s_ptr="*fp16", c_ptr="*fp32", bias_ptr="*bf16", out_ptr="*bf16", ws_ptr="*fp32", count_ptr="*i32",
+        M="i32", N="i32", K_PAD="i32", stride_sn="i32") | {name: "constexpr" for name in constants}
+    source = GluonASTSource(wsmma._ws_kernel, signature, constants)
+    ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4)).asm["ptx"]
+    assert "wgmma.mma_async" in ptx and "setmaxnreg" in ptx, (M, N, K)
+print("compiled")
+"""
+
+
+@pytest.mark.parametrize("bits", [4, 5])
+def test_ws_kernel_compiles_for_sm90(bits):
+    """The Gluon kernel has no interpreter; compiling it for sm_90 (no GPU needed; in a process without
+    TRITON_INTERPRET, under which the kernel would be an interpreted function) catches this Triton's API changes:
+    the tuner's first candidates at M = 16 and 128, with split K and a bias."""
+    import os
+    import subprocess
+    import sys
+
+    from hlwq_ops.kernels import wsmma
+
+    if wsmma.gluon is None:
+        pytest.skip("this Triton has no Gluon")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", _COMPILE_WS, str(bits)], env=env, capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-3000:]
 
 
 def test_forced_path_must_exist(monkeypatch):

@@ -103,7 +103,8 @@ def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_s
     not run); the tensor-core GEMV up to ``TC_MAX_M`` rows where it reads the
     layer (Q4/Q5, blocks of 128, 16-byte aligned rows, sm_80 or newer); the
     warp-specialized kernel from ``WS_MIN_M`` rows where it runs (sm_90,
-    Gluon); dequantize + cuBLAS past ``MMA_MAX_M_WGMMA`` rows beside it.
+    Gluon); dequantize + cuBLAS past ``MMA_MAX_M_WGMMA`` rows beside it, first (the
+    untuned default), unless ``HLWQ_PATH=mma`` forces the tensor-core kernels.
     """
 
     def run(config, q=qdata, s=scale):
@@ -120,14 +121,14 @@ def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_s
 
     ws = _runs_ws(qdata, bits, block_size, None, out_dtype)
     families = []
+    if ws and M > tuning.MMA_MAX_M_WGMMA and tuning.forced_path() != "mma":
+        families.append("dequant")  # first: what runs untuned (the path of layers without the ws kernel)
     if M <= tuning.MMA_MAX_M_WGMMA or not ws:
         families.append("wgmma")
     if M <= tuning.TC_MAX_M and tc_supports(bits, block_size) and tc_aligned(qdata) and tc_runs_on(qdata.device):
         families.append("tc")
     if ws and M >= tuning.WS_MIN_M:
         families.append("ws")
-    if ws and M > tuning.MMA_MAX_M_WGMMA:
-        families.append("dequant")
     kernel = "+".join(families)
     return run(tuning.config_for(kernel, M, qdata.shape[0], k_pad, bits, (qdata, scale), run))
 

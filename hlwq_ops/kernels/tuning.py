@@ -1,6 +1,6 @@
 """Launch configurations: the only place that picks them.
 
-``path_for(M, wgmma)`` chooses the kernel family by the number of activation rows;
+``path_for(M, wgmma, ws)`` chooses the kernel family by the number of activation rows;
 ``config_for`` picks a kernel's tile for a shape. On the first call for a key
 ``(kernel, N, K_pad, bits, M bucket, device)`` it times a handful of candidates
 (seconds, dominated by compiling them) in a CUDA graph over weights that span
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import time
 import weakref
@@ -27,6 +28,8 @@ import torch
 from .common import planes
 from .gemv import slice_codes
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "GEMV_MAX_M",
     "GEMV_MAX_M_WGMMA",
@@ -35,6 +38,7 @@ __all__ = [
     "PATHS",
     "TC_MAX_M",
     "WS_MIN_M",
+    "forced_path",
     "path_for",
     "m_bucket",
     "candidates",
@@ -60,18 +64,25 @@ def path_for(M: int, wgmma: bool = False, ws: bool = False) -> str:
     Args:
         wgmma: the layer and activations suit :mod:`hlwq_ops.kernels.wgmma`.
         ws: the warp-specialized kernel (:mod:`hlwq_ops.kernels.wsmma`) runs this layer here; then every M past
-            the GEMV's is "mma", where the tuner also times dequantize + cuBLAS from ``MMA_MAX_M_WGMMA`` up.
+            the GEMV's is "mma", where the tuner also times dequantize + cuBLAS past ``MMA_MAX_M_WGMMA`` rows
+            (unless ``HLWQ_PATH=mma`` forces the tensor-core kernels).
     """
-    forced = os.environ.get("HLWQ_PATH")
+    forced = forced_path()
     if forced:
-        if forced not in PATHS:
-            raise ValueError(f"HLWQ_PATH must be one of {PATHS}, got {forced!r}")
         return forced
     if M <= (GEMV_MAX_M_WGMMA if wgmma or ws else GEMV_MAX_M):
         return "gemv"
     if ws:
         return "mma"
     return "mma" if M <= (MMA_MAX_M_WGMMA if wgmma else MMA_MAX_M) else "dequant"
+
+
+def forced_path() -> str | None:
+    """The kernel family ``HLWQ_PATH`` forces (one of ``PATHS``), or None."""
+    forced = os.environ.get("HLWQ_PATH")
+    if forced and forced not in PATHS:
+        raise ValueError(f"HLWQ_PATH must be one of {PATHS}, got {forced!r}")
+    return forced or None
 
 
 def m_bucket(M: int) -> int:
@@ -180,8 +191,8 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
 
     ``kernel`` is "gemv", "mma", or tensor-core families joined by "+" (``kernels._tensor_core_linear``):
     "wgmma", "tc" (the tensor-core GEMV, ``kernel="tc"``), "ws" (the warp-specialized kernel, ``kernel="ws"``) and
-    "dequant" (dequantize + cuBLAS, ``kernel="dequant"``), e.g. "wgmma+tc" or "ws+dequant"; the first family's
-    favourite is the default.
+    "dequant" (dequantize + cuBLAS, ``kernel="dequant"``), e.g. "wgmma+tc" or "dequant+ws"; the first family's
+    favourite is the default (untuned, or during CUDA-graph capture).
     """
     families = kernel.split("+")
     if families[0] in _FAMILIES or families[0] == "wgmma":
@@ -341,6 +352,31 @@ def _time_over(run: Callable, config: dict, weights: list, reps: int = 5) -> flo
     return start.elapsed_time(end) / (reps * len(weights))
 
 
+def _fastest(configs: list[dict], time_one: Callable[[dict], float], key: str) -> dict:
+    """The config ``time_one`` times fastest. One this GPU cannot run (``OutOfResources``, e.g. shared memory) is
+    skipped; so is one the installed Triton cannot compile (e.g. an experimental Gluon API it changed), with a
+    warning."""
+    import triton
+    import triton.compiler.errors
+    import triton.runtime.errors
+
+    timings, failures = [], []
+    for config in configs:
+        try:
+            timings.append((time_one(config), config))
+        except triton.runtime.errors.OutOfResources:
+            continue
+        except triton.compiler.errors.CompilationError as error:
+            lines = str(error).strip().splitlines()
+            logger.warning("hlwq tuning %s: candidate %s does not compile with Triton %s, skipped: %s", key, config,
+                           triton.__version__, lines[-1] if lines else type(error).__name__)
+            failures.append(config)
+    if not timings:
+        raise RuntimeError(f"hlwq tuning {key}: no candidate ran ({len(failures)} of {len(configs)} did not "
+                           "compile); HLWQ_PATH=dequant avoids the tensor-core kernels")
+    return min(timings, key=lambda t: t[0])[1]
+
+
 def config_for(
     kernel: str,
     M: int,
@@ -367,18 +403,10 @@ def config_for(
     configs = candidates(kernel, M, N, k_pad, sm_count, bits)
     if os.environ.get("HLWQ_AUTOTUNE", "1") == "0" or torch.cuda.is_current_stream_capturing():
         return configs[0]
-    import triton.runtime.errors
-
     start = time.perf_counter()
     weights = _weight_set(*weight)
-    timings = []
-    for config in configs:
-        try:
-            timings.append((_time_over(run, config, weights), config))
-        except triton.runtime.errors.OutOfResources:
-            continue  # e.g. shared memory: this GPU cannot run that tile
+    best = _fastest(configs, lambda config, weights=weights: _time_over(run, config, weights), key)
     del weights
-    best = min(timings, key=lambda t: t[0])[1]
     _TUNED[key] = best
     _TUNED[key + "/tuning_s"] = round(time.perf_counter() - start, 2)
     _save(device)

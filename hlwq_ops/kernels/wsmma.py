@@ -43,7 +43,7 @@ import triton
 
 from ..codebook import codebook as standard_codebook
 from ..format import dequantize_rotated_ref
-from .common import arrival_counters, capability
+from .common import arrival_counters, capability, unit_stride
 
 try:  # Gluon is experimental: present in Triton 3.4+, absent from older ones
     from triton.experimental import gluon
@@ -58,6 +58,13 @@ try:  # Gluon is experimental: present in Triton 3.4+, absent from older ones
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 except ImportError:  # pragma: no cover - depends on the installed Triton
     gluon = None
+else:
+    # Builtins Gluon renamed after Triton 3.6 (the old names then raise): a TMA load is
+    # tma.async_copy_global_to_shared there and tma.async_load later, the CTA barrier gl.thread_barrier and
+    # gl.barrier. The kernel calls whichever this Triton has (tests/test_kernels.py compiles it for sm_90 with the
+    # installed Triton); an untaken branch naming the other would still be resolved by Triton's dependency scan.
+    _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+    _cta_barrier = getattr(gl, "barrier", None) or gl.thread_barrier
 
 __all__ = ["aligned", "runs_on", "supports", "ws_mma", "ws_mma_ref"]
 
@@ -102,10 +109,10 @@ if gluon is not None:
             blk = k_lo + i
             if BITS == 5:
                 mbarrier.expect(bar, p0_desc.block_type.nbytes + p1_desc.block_type.nbytes)
-                tma.async_copy_global_to_shared(p1_desc, [n0, 4 * (blk * WPB + 16)], bar, p1_smem.index(slot))
+                _tma_load(p1_desc, [n0, 4 * (blk * WPB + 16)], bar, p1_smem.index(slot))
             else:
                 mbarrier.expect(bar, p0_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(p0_desc, [n0, blk * WPB], bar, p0_smem.index(slot))
+            _tma_load(p0_desc, [n0, blk * WPB], bar, p0_smem.index(slot))
 
     @gluon.jit
     def _load_acts(x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, XSTAGES: gl.constexpr):
@@ -116,8 +123,8 @@ if gluon is not None:
             bar = x_ready.index(slot)
             mbarrier.expect(bar, 2 * x_desc.block_type.nbytes)
             pos = (k_lo + i) * 128
-            tma.async_copy_global_to_shared(x_desc, [m0, pos], bar, x_smem.index(2 * slot))
-            tma.async_copy_global_to_shared(x_desc, [m0, pos + 64], bar, x_smem.index(2 * slot + 1))
+            _tma_load(x_desc, [m0, pos], bar, x_smem.index(2 * slot))
+            _tma_load(x_desc, [m0, pos + 64], bar, x_smem.index(2 * slot + 1))
 
     @gluon.jit
     def _decoder(p0_smem, p1_smem, w_smem, q_ready, q_empty, w_ready, w_empty, s_ptr, c_ptr,
@@ -284,7 +291,7 @@ if gluon is not None:
         if SPLIT:  # the last slice of this tile to finish sums the partials (kernels.common.sum_if_last)
             slice_elems = M.to(gl.int64) * N
             gl.store(ws_ptr + pid_k.to(gl.int64) * slice_elems + tile, acc, mask=mask)
-            gl.thread_barrier()
+            _cta_barrier()
             counter = count_ptr + pid_n * gl.num_programs(1) + pid_m
             last = gl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == split_k - 1
             if last:
@@ -313,6 +320,10 @@ def check_config(config: dict) -> None:
     for ring in ("WSTAGES", "XSTAGES"):
         if config[ring] < 2:
             raise ValueError(f"ws_mma: {ring} must be at least 2 (one slot would deadlock), got {config[ring]}")
+    if config["num_warps"] != 4 or config["DEC_WARPS"] != 4:
+        raise ValueError(f"ws_mma: num_warps and DEC_WARPS must be 4, got {config['num_warps']} and "
+                         f"{config['DEC_WARPS']} (eight decoding warps gave wrong results at Q4: CHANGELOG, known "
+                         "issues; eight MMA warps were never tested)")
     if config["QSTAGES"] < 1:
         raise ValueError(f"ws_mma: QSTAGES must be at least 1, got {config['QSTAGES']}")
     if shared_bytes(config) > 227 * 1024:
@@ -345,9 +356,10 @@ def ws_mma(
     Args:
         xr: (M, K_pad) rotated activations, bfloat16 or float16, in K order, contiguous and 16-byte aligned.
         qdata: (N, K_pad * bits / 8) uint8 packed codes, rows contiguous and 16-byte aligned.
-        config: ``BM`` (activation rows per program, 8..256), ``SPLIT_K``, ring depths ``QSTAGES`` (packed
-            words), ``WSTAGES`` (decoded weights), ``XSTAGES`` (activations), ``DEC_WARPS`` / ``DEC_REGS``
-            (decoding warps and their registers per thread) and ``num_warps`` (the MMA warps: 4 or 8).
+        config: ``BM`` (activation rows per program, a multiple of 8 in 8..128), ``SPLIT_K``, ring depths
+            ``QSTAGES`` (packed words), ``WSTAGES`` (decoded weights), ``XSTAGES`` (activations), ``DEC_WARPS``
+            / ``DEC_REGS`` (decoding warps, 4, and their registers per thread) and ``num_warps`` (the MMA
+            warpgroup: 4); :func:`check_config` refuses others.
 
     Returns:
         (M, N) in ``out_dtype``.
@@ -356,6 +368,7 @@ def ws_mma(
     N = qdata.shape[0]
     BN, BM = 128, config["BM"]
     check_config(config)
+    scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
     x_l, p0_l, p1_l = _layouts(BM, xr.dtype)
     words = qdata.view(torch.int32)
     out = torch.empty((M, N), device=xr.device, dtype=out_dtype)
