@@ -424,34 +424,6 @@ def test_tc_gemv_custom_codebook_and_bf16_output():
     assert rel_error(y, tc_gemv_ref(x16, qdata, scale, None, 5, c)) < 2 * torch.finfo(torch.bfloat16).eps  # output
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("rotated", [False, True])
-def test_tensor_core_path_runs_the_tc_gemv_when_tuned_so(dtype, rotated, monkeypatch):
-    """When the tuner picks a tensor-core GEMV config, ``linear`` and ``linear_rotated`` run it on activations in K
-    order (not the wgmma permutation), bfloat16, with the bias, in the activations' dtype."""
-    from hlwq_ops.hadamard import fwht_ref
-
-    picked = []
-
-    def config_for(kernel, M, N, k_pad, bits, weight, run):
-        picked.append(kernel)
-        return dict(kernel="tc", num_warps=2, KB=1, MG=1, ROWS=16, WARP_SUM=True)
-
-    monkeypatch.setattr(tuning, "config_for", config_for)
-    monkeypatch.delenv("HLWQ_PATH", raising=False)
-    qdata, scale = _packed(40, 300, 5)
-    x = torch.randn(5, 300, device=KERNEL_DEVICE).to(dtype)
-    bias = torch.randn(40, device=KERNEL_DEVICE).to(dtype)
-    xr = fwht_ref(torch.nn.functional.pad(x.float(), (0, 84)), 128)
-    if rotated:
-        y = kernels.linear_rotated(xr.to(dtype), qdata, scale, bias, 5, 128, None, dtype)
-    else:
-        y = kernels.linear(x, qdata, scale, bias, 5, 128, 300, None)
-    ref = gemv_ref(xr.to(dtype).float() if rotated else xr, qdata, scale, bias, 5, 128)
-    assert picked == ["wgmma+tc"] and y.dtype == dtype
-    assert rel_error(y, ref) < 4 * torch.finfo(torch.bfloat16).eps
-
-
 def test_tc_gemv_refuses_what_it_cannot_read():
     qdata, scale = _packed(16, 256, 5)
     x16 = torch.randn(1, 256, device=KERNEL_DEVICE).bfloat16()
@@ -606,14 +578,16 @@ def test_ws_candidates_fill_the_gpu():
 
 @pytest.mark.parametrize("rotated", [False, True])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("M,kernel,config", [(5, "wgmma+tc", dict(kernel="tc", num_warps=2, KB=1, MG=1, ROWS=16)),
+@pytest.mark.parametrize("M,kernel,config", [(5, "wgmma+tc", dict(kernel="tc", num_warps=2, KB=1, MG=1, ROWS=16,
+                                                                  WARP_SUM=True)),
                                              (16, "wgmma+ws", dict(kernel="ws")),
                                              (65, "dequant+ws", dict(kernel="dequant")),
                                              (65, "dequant+ws", dict(kernel="ws"))])
 def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, config, dtype, rotated, monkeypatch):
     """Where the warp-specialized kernel runs, the tuner weighs it from M = 16, and past the wgmma kernel's range
-    dequantize + cuBLAS first (the untuned default); whichever config it picks runs its kernel on bfloat16
-    activations in K order (16-byte aligned for the ws kernel), with the bias, in the activations' dtype."""
+    dequantize + cuBLAS first (the untuned default); whichever config it picks -- the tensor-core GEMV's too --
+    runs its kernel on bfloat16 activations in K order (not the wgmma permutation; 16-byte aligned for the ws
+    kernel), with the bias, in the activations' dtype, from ``linear`` and ``linear_rotated``."""
     from hlwq_ops.hadamard import fwht_ref
     from hlwq_ops.kernels import wsmma
 
