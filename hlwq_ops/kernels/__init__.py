@@ -92,7 +92,14 @@ def _runs_ws(qdata: torch.Tensor, bits: int, block_size: int, codebook: torch.Te
     return ws_supports(bits, block_size, codebook, dtype) and ws_runs_on(qdata.device) and ws_aligned(qdata)
 
 
-def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype) -> torch.Tensor:
+def _dequant_cublas(x, qdata, scale, bias, bits, block_size, codebook, out_dtype) -> torch.Tensor:
+    """Dequantize + cuBLAS on rotated activations, multiplied in the 16-bit compute dtype (:func:`_compute_dtype`)."""
+    compute = _compute_dtype(out_dtype)
+    return dequant_linear(x.to(compute), qdata, scale, None if bias is None else bias.to(compute), bits, block_size,
+                          codebook).to(out_dtype)
+
+
+def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, ws) -> torch.Tensor:
     """The tensor-core kernels (and, at larger M, dequantize + cuBLAS): whichever the tuner found fastest here.
 
     ``activations(per_word)`` gives the rotated 16-bit activations in the
@@ -103,8 +110,9 @@ def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_s
     not run); the tensor-core GEMV up to ``TC_MAX_M`` rows where it reads the
     layer (Q4/Q5, blocks of 128, 16-byte aligned rows, sm_80 or newer); the
     warp-specialized kernel from ``WS_MIN_M`` rows where it runs (sm_90,
-    Gluon); dequantize + cuBLAS past ``MMA_MAX_M_WGMMA`` rows beside it, first (the
-    untuned default), unless ``HLWQ_PATH=mma`` forces the tensor-core kernels.
+    Gluon; ``ws``, from :func:`_runs_ws`); dequantize + cuBLAS past
+    ``MMA_MAX_M_WGMMA`` rows beside it, first (the untuned default), unless
+    ``HLWQ_PATH=mma`` forces the tensor-core kernels.
     """
 
     def run(config, q=qdata, s=scale):
@@ -114,12 +122,9 @@ def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_s
         if kernel == "ws":
             return ws_mma(as_operand(activations(0)), q, s, bias, bits, block_size, out_dtype, config)
         if kernel == "dequant":
-            x16 = activations(0).to(_compute_dtype(out_dtype))
-            return dequant_linear(x16, q, s, None if bias is None else bias.to(x16.dtype), bits, block_size,
-                                  None).to(out_dtype)
+            return _dequant_cublas(activations(0), q, s, bias, bits, block_size, None, out_dtype)
         return wgmma(activations(8), q, s, bias, bits, block_size, out_dtype, config)
 
-    ws = _runs_ws(qdata, bits, block_size, None, out_dtype)
     families = []
     if ws and M > tuning.MMA_MAX_M_WGMMA and tuning.forced_path() != "mma":
         families.append("dequant")  # first: what runs untuned (the path of layers without the ws kernel)
@@ -162,14 +167,14 @@ def linear_rotated(
     if M == 0:
         return xr.new_empty((*lead, N), dtype=out_dtype)
     fast = supports(bits, block_size, codebook, out_dtype)
-    path = tuning.path_for(M, fast, fast and _runs_ws(qdata, bits, block_size, codebook, out_dtype))
-    compute = _compute_dtype(out_dtype)
+    ws = fast and _runs_ws(qdata, bits, block_size, codebook, out_dtype)
+    path = tuning.path_for(M, fast, ws)
     if path == "mma" and fast:
 
         def activations(per_word):
-            return permute_activations(x2, compute) if per_word else x2
+            return permute_activations(x2, _compute_dtype(out_dtype)) if per_word else x2
 
-        y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype)
+        y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, ws)
     elif path in _KERNELS:
         x2 = x2.to(torch.float32).contiguous()
         kernel = _KERNELS[path]
@@ -179,8 +184,7 @@ def linear_rotated(
 
         y = run(tuning.config_for(path, M, N, k_pad, bits, (qdata, scale), run))
     else:
-        y = dequant_linear(x2.to(compute), qdata, scale, None if bias is None else bias.to(compute), bits,
-                           block_size, codebook).to(out_dtype)
+        y = _dequant_cublas(x2, qdata, scale, bias, bits, block_size, codebook, out_dtype)
     return y.reshape(*lead, N)
 
 
@@ -218,13 +222,14 @@ def linear(
         return fwht(x2, block_size, dtype, per_word)
 
     fast = supports(bits, block_size, codebook, x.dtype)
-    path = tuning.path_for(M, fast, fast and _runs_ws(qdata, bits, block_size, codebook, x.dtype))
+    ws = fast and _runs_ws(qdata, bits, block_size, codebook, x.dtype)
+    path = tuning.path_for(M, fast, ws)
     if path == "mma" and fast:
 
         def activations(per_word):
             return rotated(x2, _compute_dtype(x.dtype) if per_word else torch.bfloat16, per_word)
 
-        y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, x.dtype)
+        y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, x.dtype, ws)
     elif path == "gemv":
         x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()
 

@@ -326,11 +326,9 @@ def _gemv_kernel(
         # The next rows, clamped to this program's last (the last iteration re-reads it from L1, not the next
         # program's rows from memory).
         rows_next = tl.minimum(row0 + R + r, row_hi - 1)
-        if EARLY:  # loaded in a block of their own at the top of the body, where ptxas leaves them
-            if row0 + R < row_hi:
-                ahead = fetch_rows(q_ptr, q_base, s_base, rows_next, stride_qn, stride_sn, word_off, p1_off, p2_off,
-                                   blk, W1, W2, WIDE, INTERPRET)
-        else:  # loads that ptxas sinks to the end of the body
+        # EARLY: in a block of their own at the top of the body, where ptxas leaves them; else ptxas sinks these
+        # loads to the end of the body
+        if not EARLY or row0 + R < row_hi:
             ahead = fetch_rows(q_ptr, q_base, s_base, rows_next, stride_qn, stride_sn, word_off, p1_off, p2_off, blk,
                                W1, W2, WIDE, INTERPRET)
         p = tl.zeros([R, C], dtype=tl.float32)

@@ -180,6 +180,7 @@ def _ws_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
 
 
 _FAMILIES = {
+    "wgmma": _wgmma_candidates,
     "tc": lambda M, N, k_pad, sm: _tc_candidates(N, k_pad, sm),
     "ws": _ws_candidates,
     "dequant": lambda M, N, k_pad, sm: [dict(kernel="dequant")],
@@ -195,12 +196,8 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
     favourite is the default (untuned, or during CUDA-graph capture).
     """
     families = kernel.split("+")
-    if families[0] in _FAMILIES or families[0] == "wgmma":
-        out = []
-        for family in families:
-            out += _wgmma_candidates(M, N, k_pad, sm_count) if family == "wgmma" else _FAMILIES[family](
-                M, N, k_pad, sm_count)
-        return out
+    if families[0] in _FAMILIES:
+        return [config for family in families for config in _FAMILIES[family](M, N, k_pad, sm_count)]
     out = []
     if kernel == "gemv":
         small = N * k_pad <= 4096 * 4096
@@ -360,7 +357,7 @@ def _fastest(configs: list[dict], time_one: Callable[[dict], float], key: str) -
     import triton.compiler.errors
     import triton.runtime.errors
 
-    timings, failures = [], []
+    timings, failures = [], 0
     for config in configs:
         try:
             timings.append((time_one(config), config))
@@ -370,9 +367,9 @@ def _fastest(configs: list[dict], time_one: Callable[[dict], float], key: str) -
             lines = str(error).strip().splitlines()
             logger.warning("hlwq tuning %s: candidate %s does not compile with Triton %s, skipped: %s", key, config,
                            triton.__version__, lines[-1] if lines else type(error).__name__)
-            failures.append(config)
+            failures += 1
     if not timings:
-        raise RuntimeError(f"hlwq tuning {key}: no candidate ran ({len(failures)} of {len(configs)} did not "
+        raise RuntimeError(f"hlwq tuning {key}: no candidate ran ({failures} of {len(configs)} did not "
                            "compile); HLWQ_PATH=dequant avoids the tensor-core kernels")
     return min(timings, key=lambda t: t[0])[1]
 

@@ -69,7 +69,6 @@ else:
 __all__ = ["aligned", "runs_on", "supports", "ws_mma", "ws_mma_ref"]
 
 
-
 def supports(bits: int, block_size: int, codebook: torch.Tensor | None, dtype: torch.dtype) -> bool:
     """Whether :func:`ws_mma` serves this layer and (rotated, 16-bit) activation dtype: Q4/Q5, the standard
     codebook, blocks of 128 (a step is one block)."""
