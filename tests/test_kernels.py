@@ -548,17 +548,22 @@ def test_ws_mma_serves_only_what_it_decodes():
 
 @pytest.mark.parametrize("change,message", [(dict(WSTAGES=1), "WSTAGES must be at least 2"),
                                             (dict(XSTAGES=1), "XSTAGES must be at least 2"),
-                                            (dict(BM=256), "BM must be a multiple of 8 in 8..128"),
+                                            (dict(BM=192), "BM must be a multiple of 8 in 8..128, or 256"),
+                                            (dict(BM=256), "num_warps must be 8 at BM = 256"),
                                             (dict(XSTAGES=8), "more than the 227 KiB"),
-                                            (dict(DEC_WARPS=8), "DEC_WARPS must be 4")])
+                                            (dict(DEC_WARPS=6), "DEC_WARPS 4 or 8, got 4 and 6"),
+                                            (dict(DEC_PARTS=3), "DEC_PARTS must be 1, or 2"),
+                                            (dict(DEC_PARTS=2, DEC_WARPS=8), "DEC_PARTS must be 1, or 2"),
+                                            (dict(BM=256, num_warps=8, DEC_WARPS=8), "4 at BM = 256")])
 def test_ws_mma_refuses_configs_it_would_hang_on(change, message):
     from hlwq_ops.kernels import wsmma
 
     config = dict(tuning.candidates("ws", 128, 4096, 4096, 132, 5)[0], **change)
     with pytest.raises(ValueError, match=message):
         wsmma.check_config(config)
-    for config in tuning.candidates("ws", 128, 4096, 4096, 132, 5) + tuning.candidates("ws", 16, 4096, 4096, 132, 5):
-        wsmma.check_config(config)
+    for M in (16, 128, 300):
+        for config in tuning.candidates("ws", M, 4096, 4096, 132, 5):
+            wsmma.check_config(config)
 
 
 def test_ws_candidates_fill_the_gpu():
@@ -567,7 +572,7 @@ def test_ws_candidates_fill_the_gpu():
         configs = tuning.candidates("dequant+ws", M, N, k_pad, 132, 5)
         assert configs[0] == {"kernel": "dequant"}  # the untuned default past M = 64, as without the ws kernel
         assert configs[1]["kernel"] == "ws" and configs[1]["SPLIT_K"] == split, (M, N, k_pad)
-        assert configs[1]["BM"] == min(128, max(16, tuning.m_bucket(M)))
+        assert configs[1]["BM"] == min(256, max(16, tuning.m_bucket(M)))
         for config in configs[1:]:
             from hlwq_ops.kernels.wsmma import check_config
 
@@ -660,23 +665,26 @@ from triton.runtime.jit import mangle_type
 from hlwq_ops.kernels import tuning, wsmma
 
 bits = int(sys.argv[1])
-for M, N, K in ((16, 4096, 4096), (128, 4096, 14336)):
-    config = tuning.candidates("ws", M, N, K, 132, bits)[0]
-    xr = torch.empty(M, K, dtype=torch.bfloat16)
-    q = torch.empty(N, K * bits // 8, dtype=torch.uint8)
-    x_l, p0_l, p1_l = wsmma._layouts(config["BM"], torch.bfloat16)
-    descs = dict(x_desc=TensorDescriptor.from_tensor(xr, [config["BM"], 64], x_l),
-                 p0_desc=TensorDescriptor.from_tensor(q.view(torch.int32), [128, 16], p0_l),
-                 p1_desc=TensorDescriptor.from_tensor(q.view(torch.int8), [128, 16], p1_l))
-    constants = dict(BITS=bits, BN=128, BM=config["BM"], QSTAGES=config["QSTAGES"], WSTAGES=config["WSTAGES"],
-                     XSTAGES=config["XSTAGES"], DEC_WARPS=config["DEC_WARPS"], DEC_REGS=config["DEC_REGS"],
-                     HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1, num_warps=config["num_warps"])
-    signature = {name: mangle_type(d) for name, d in descs.items()} | dict(
-        s_ptr="*fp16", c_ptr="*fp32", bias_ptr="*bf16", out_ptr="*bf16", ws_ptr="*fp32", count_ptr="*i32",
-        M="i32", N="i32", K_PAD="i32", stride_sn="i32") | {name: "constexpr" for name in constants}
-    source = GluonASTSource(wsmma._ws_kernel, signature, constants)
-    ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4)).asm["ptx"]
-    assert "wgmma.mma_async" in ptx and "setmaxnreg" in ptx, (M, N, K)
+for M, N, K in ((16, 4096, 4096), (128, 4096, 14336), (300, 4096, 4096)):
+    configs = tuning.candidates("ws", M, N, K, 132, bits)
+    for config in [configs[0]] + [c for c in configs if c.get("DEC_PARTS") == 2][:1 if M == 16 else 0]:
+        xr = torch.empty(M, K, dtype=torch.bfloat16)
+        q = torch.empty(N, K * bits // 8, dtype=torch.uint8)
+        x_l, p0_l, p1_l = wsmma._layouts(config["BM"], torch.bfloat16)
+        descs = dict(x_desc=TensorDescriptor.from_tensor(xr, [config["BM"], 64], x_l),
+                     p0_desc=TensorDescriptor.from_tensor(q.view(torch.int32), [128, 16], p0_l),
+                     p1_desc=TensorDescriptor.from_tensor(q.view(torch.int8), [128, 16], p1_l))
+        constants = dict(BITS=bits, BN=128, BM=config["BM"], QSTAGES=config["QSTAGES"], WSTAGES=config["WSTAGES"],
+                         XSTAGES=config["XSTAGES"], DEC_WARPS=config["DEC_WARPS"], DEC_REGS=config["DEC_REGS"],
+                         DEC_PARTS=config.get("DEC_PARTS", 1),
+                         HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1, num_warps=config["num_warps"])
+        signature = {name: mangle_type(d) for name, d in descs.items()} | dict(
+            s_ptr="*fp16", c_ptr="*fp32", bias_ptr="*bf16", out_ptr="*bf16", ws_ptr="*fp32", count_ptr="*i32",
+            M="i32", N="i32", K_PAD="i32", stride_sn="i32") | {name: "constexpr" for name in constants}
+        source = GluonASTSource(wsmma._ws_kernel, signature, constants)
+        options = dict(num_warps=config["num_warps"])
+        ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
+        assert "wgmma.mma_async" in ptx and "setmaxnreg" in ptx, (M, N, K)
 print("compiled")
 """
 
@@ -685,7 +693,7 @@ print("compiled")
 def test_ws_kernel_compiles_for_sm90(bits):
     """The Gluon kernel has no interpreter; compiling it for sm_90 (no GPU needed; in a process without
     TRITON_INTERPRET, under which the kernel would be an interpreted function) catches this Triton's API changes:
-    the tuner's first candidates at M = 16 and 128, with split K and a bias."""
+    the tuner's first candidates at M = 16, 128 and 300 (two MMA warpgroups), with split K and a bias."""
     import os
     import subprocess
     import sys
@@ -881,7 +889,10 @@ def test_gpu_ws_mma_poisoned_output_every_candidate(bits, N, K):
         x16 = torch.randn(M, k_pad, device="cuda").bfloat16()
         ref = wsmma.ws_mma_ref(x16, qdata, scale, bias, bits)
         configs = tuning.candidates("ws", M, N, k_pad, 132, bits)
-        configs += [dict(configs[0], SPLIT_K=3), dict(configs[0], XSTAGES=3, WSTAGES=3, QSTAGES=2)]
+        configs += [dict(configs[0], SPLIT_K=3)]
+        if configs[0]["BM"] <= 128:  # (BM = 256 fills the shared memory and the registers already)
+            configs += [dict(configs[0], XSTAGES=3, WSTAGES=3, QSTAGES=2),
+                        dict(configs[0], DEC_WARPS=8, DEC_REGS=120)]  # eight decoding warps: Q4 went wrong before 16a
         for config in configs:
             for out_dtype in (torch.float32, torch.bfloat16) if M == 37 else (torch.float32,):
                 for _ in range(2):  # the split-K counters are back to zero for the next call

@@ -163,19 +163,26 @@ WS_MIN_M = 16
 
 
 def _ws_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
-    """128 weight rows and ``BM`` = the M bucket (16..128) activation rows per program, one program per SM: split
-    K until the programs about fill the GPU (keeping >= 4 blocks per slice), and half that split."""
-    BM = min(128, max(16, m_bucket(M)))
+    """128 weight rows and ``BM`` = the M bucket (16..128, then 256) activation rows per program, one program per
+    SM: split K until the programs about fill the GPU (keeping >= 4 blocks per slice), and half that split."""
+    BM = min(256, max(16, m_bucket(M)))
     programs = -(-N // 128) * -(-M // BM)
     steps = k_pad // 128
     split = max(1, min(steps // 4, round(sm_count / programs)))
     base = dict(kernel="ws", BM=BM, QSTAGES=4, WSTAGES=2, XSTAGES=2, DEC_WARPS=4, DEC_REGS=168, num_warps=4)
+    if BM == 256:  # two MMA warpgroups; the rings fill the shared memory; 136 decoder registers leave them 176
+        base.update(QSTAGES=3, DEC_REGS=136, num_warps=8)
     out = [dict(base, SPLIT_K=s) for s in sorted({split, max(1, split // 2)}, reverse=True)]
-    # Deeper rings where shared memory allows: at BM = 16 on 14336 x 4096 (Q5) 9% faster, and the rings' bare
-    # skeleton (no decode, no MMA) 734 -> 523 ns per step; at BM = 128 a third activation slot was slower
-    # (H200, session 15, RESULTS.md 15b and 15d). Eight decoding warps are not a candidate: wrong results at Q4 (15a).
+    # Deeper rings where shared memory allows: 2% faster at BM = 16 and 64 (Q5, 14336 x 4096 and 4096 x 14336), as
+    # fast as a fourth slot or twelve word slots; at BM = 128 more word slots were slower (H200, session 16,
+    # RESULTS.md 16b). Eight decoding warps were within 2% of four (16b): not a candidate.
     if BM <= 64:
-        out.append(dict(out[0], QSTAGES=6, WSTAGES=4 if BM <= 32 else 3, XSTAGES=4 if BM <= 32 else 3))
+        out.append(dict(out[0], QSTAGES=8, WSTAGES=3, XSTAGES=3))
+    # Two decoding partitions taking turns at the steps (the decoders bound the kernel, issuing on a third of their
+    # cycles: RESULTS.md 16a); 128 registers each leave the MMA warps 232.
+    if BM <= 128:
+        deep = [c for c in out if c["QSTAGES"] == 8]
+        out += [dict(c, DEC_PARTS=2, DEC_REGS=128) for c in [out[0]] + deep]
     return out
 
 
@@ -242,7 +249,7 @@ _LOADED: set[str] = set()
 def _cache_file(device: torch.device) -> Path:
     name = torch.cuda.get_device_name(device).replace(" ", "_")
     root = Path(os.environ.get("HLWQ_CACHE_DIR", Path.home() / ".cache" / "hlwq_ops"))
-    return root / f"configs-v11-{name}-triton{__import__('triton').__version__}.json"
+    return root / f"configs-v12-{name}-triton{__import__('triton').__version__}.json"
 
 
 def _load(device: torch.device) -> None:

@@ -1,7 +1,8 @@
 """Warp-specialized tensor-core kernel for larger M (Hopper, Gluon): decoding warps feed a ring of 16-bit weight tiles.
 
 ``y.T = Wr @ xr.T``, the weight rows as the MMA's M dimension (so a tile of
-``BM`` = 8..128 activation rows is the instruction's N). Each program owns
+``BM`` = 8..128 activation rows is the instruction's N; ``BM`` = 256 is two
+warpgroups' 128 each, the weight decoded once for both). Each program owns
 ``BN`` = 128 weight rows, one ``BM``-row tile of activations and one of
 ``SPLIT_K`` slices of K, and runs four partitions at once
 (``gl.warp_specialize``), one step being one block of 128 positions:
@@ -10,23 +11,25 @@
   box) and, at Q5, its plane-1 bytes (``[128, 16]`` bytes) into a ring of
   ``QSTAGES`` slots; the block's ``[BM, 128]`` activations (two ``[BM, 64]``
   boxes, 128-byte swizzle) into a ring of ``XSTAGES``;
-- the *decoders* (``DEC_WARPS`` warps): read a slot's words, spread the fifth
+- the *decoders* (``DEC_WARPS`` warps; or two such partitions taking turns at
+  the steps, ``DEC_PARTS`` = 2): read a slot's words, spread the fifth
   bits into the nibbles (as :mod:`.decode` does), look every code up with a
-  warp shuffle (the codebook held one entry per lane), multiply by the block's
-  norm in float32, round to the activations' 16-bit type and store the
-  ``[BN, 128]`` tile into a ring of ``WSTAGES`` slots. The weight is decoded in
-  K order, so the activations are the FWHT's output as it is (no permutation);
-- the *MMA warps* (the default partition, one warpgroup): wait for a step's
-  slots, issue its ``wgmma`` asynchronously, and free the slots of the step
-  before once that one's MMAs have retired.
+  warp shuffle (the codebook held one entry per lane), multiply it by the
+  block's norm in the activations' 16-bit type (both rounded to it first) and
+  store the ``[BN, 128]`` tile into a ring of ``WSTAGES`` slots, handing the
+  word slot back only after that. The weight is decoded in K order, so the
+  activations are the FWHT's output as it is (no permutation);
+- the *MMA warps* (the default partition, one warpgroup, two at BM = 256):
+  wait for a step's slots, issue its ``wgmma`` asynchronously, and free the
+  slots of the step before once that one's MMAs have retired.
 
 Each ring hands slots over with a pair of ``mbarrier`` (ready / empty). So the
 decode of one step overlaps the loads and MMAs of others, which the plain
 Triton kernels (:mod:`.wgmma`, :mod:`.mma`) cannot express: there the decode,
 the store to shared memory and the MMA of a program follow one another
 (``benchmarks/NOTES.md``, session 11). The weight is decoded once per ``BM``
-activation rows. Measured (``benchmarks/NOTES.md``, session 15): the decoders
-bound it, at about 8 weights per clock and SM.
+activation rows. Measured (``benchmarks/NOTES.md``, sessions 15 and 16): the
+decoders bound it; they issue on about a third of their cycles.
 
 Gluon has no interpreter, so this kernel runs only on a GPU (sm_90) with a
 Triton that has ``triton.experimental.gluon``; :func:`runs_on` says where.
@@ -37,12 +40,13 @@ of 128).
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import triton
 
 from ..codebook import codebook as standard_codebook
-from ..format import dequantize_rotated_ref
+from ..format import unpack_codes
 from .common import arrival_counters, capability, unit_stride
 
 try:  # Gluon is experimental: present in Triton 3.4+, absent from older ones
@@ -87,10 +91,13 @@ def aligned(qdata: torch.Tensor) -> bool:
 
 def ws_mma_ref(xr: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
                bits: int) -> torch.Tensor:
-    """Plain-torch equivalent of :func:`ws_mma`, in float64 (the test oracle): the rotated weight rounded to
-    bfloat16 as the decoders store it, times the bfloat16 activations."""
-    wr = dequantize_rotated_ref(qdata, scale, bits, 128).bfloat16().double()
-    y = xr.bfloat16().double() @ wr.t()
+    """Plain-torch equivalent of :func:`ws_mma` on bfloat16 activations, in float64 (the test oracle): the rotated
+    weight as the decoders make it -- the centroid and ``s / sqrt(128)`` each rounded to bfloat16, their product
+    rounded to bfloat16 -- times the activations."""
+    codes = unpack_codes(qdata, bits, 128)
+    norm = (scale.float() * torch.tensor(1.0 / math.sqrt(128), dtype=torch.float32)).bfloat16()  # as the kernel
+    wr = (standard_codebook(bits, qdata.device)[codes].bfloat16() * norm[..., None]).reshape(qdata.shape[0], -1)
+    y = xr.bfloat16().double() @ wr.double().t()
     return y if bias is None else y + bias.double()
 
 
@@ -129,8 +136,9 @@ if gluon is not None:
     def _decoder(p0_smem, p1_smem, w_smem, q_ready, q_empty, w_ready, w_empty, s_ptr, c_ptr,
                  N, n0, k_lo, k_hi, stride_sn,
                  BITS: gl.constexpr, BN: gl.constexpr, QSTAGES: gl.constexpr, WSTAGES: gl.constexpr,
-                 DEC_WARPS: gl.constexpr):
-        """Per step: decode the slot's codes of one block into ``[BN, 128]`` 16-bit weights in K order."""
+                 DEC_WARPS: gl.constexpr, PART: gl.constexpr, PARTS: gl.constexpr):
+        """Per step (steps ``PART``, ``PART + PARTS``, ...: the decoding partitions take turns): decode the slot's
+        codes of one block into ``[BN, 128]`` 16-bit weights in K order."""
         # [rows, words, codes]: eight lanes over eight words of a row, a word's eight codes in one thread's registers
         L3: gl.constexpr = gl.BlockedLayout([1, 1, 8], [4, 8, 1], [DEC_WARPS, 1, 1], [2, 1, 0])
         LW: gl.constexpr = gl.SliceLayout(2, L3)
@@ -152,12 +160,12 @@ if gluon is not None:
             dtype=gl.int32, is_pure=True, pack=1,
         )
         norm_scale = 1.0 / 11.313708498984761  # 1 / sqrt(128)
-        norm = gl.load(s_ptr + rows * stride_sn + k_lo, mask=k_lo < k_hi, other=0.0)  # next step's, loaded ahead
-        for i in range(k_hi - k_lo):
+        norm = gl.load(s_ptr + rows * stride_sn + (k_lo + PART), mask=k_lo + PART < k_hi, other=0.0)  # loaded ahead
+        for i in range(PART, k_hi - k_lo, PARTS):
             qs = i % QSTAGES
             ws = i % WSTAGES
-            this_norm = norm.to(gl.float32) * norm_scale
-            norm = gl.load(s_ptr + rows * stride_sn + (k_lo + i + 1), mask=i + 1 < k_hi - k_lo, other=0.0)
+            this_norm = (norm.to(gl.float32) * norm_scale).to(dtype)
+            norm = gl.load(s_ptr + rows * stride_sn + (k_lo + i + PARTS), mask=i + PARTS < k_hi - k_lo, other=0.0)
             mbarrier.wait(q_ready.index(qs), (i // QSTAGES) & 1)
             w0 = p0_smem.index(qs).load(LW)  # [BN, 16] int32
             if BITS == 5:
@@ -167,18 +175,24 @@ if gluon is not None:
             else:
                 lo = w0
                 hi = w0 >> 4
-            mbarrier.arrive(q_empty.index(qs), count=1)
             src = gl.where(even, gl.expand_dims(lo, 2), gl.expand_dims(hi, 2))  # [BN, 16, 8]
             code = (src.to(gl.uint32, bitcast=True) >> shift.to(gl.uint32)).to(gl.int32, bitcast=True)
             centroid = gl.inline_asm_elementwise(
                 "shfl.sync.idx.b32 $0, $1, $2, 0x1f, 0xffffffff;", "=r,r,r", [c_lane, code],
                 dtype=gl.int32, is_pure=True, pack=1,
             ).to(gl.float32, bitcast=True)
-            tile = (centroid * gl.expand_dims(gl.expand_dims(this_norm, 1), 2)).to(dtype)
+            # centroid and norm rounded to 16 bits and multiplied in pairs (HMUL2): 617 decoder instructions per
+            # step instead of 677 (offline, Q5), at one more rounding per weight
+            tile = centroid.to(dtype) * gl.expand_dims(gl.expand_dims(this_norm, 1), 2)
             mbarrier.wait(w_empty.index(ws), ((i // WSTAGES) & 1) ^ 1)
             w_smem.index(ws).store(gl.reshape(tile, [BN, 128]))
             fence_async_shared()
             mbarrier.arrive(w_ready.index(ws), count=1)
+            # The word slot is handed back only now. Arrived right after the words were read (before the decode),
+            # a TMA load could land in the slot before every decoding warp had its words: wrong results at Q4,
+            # in some calls with four decoding warps and in every call with eight (H200, session 16, RESULTS.md
+            # 16a). Here the fence and the barrier above stand between the reads and the arrive.
+            mbarrier.arrive(q_empty.index(qs), count=1)
 
     @gluon.jit
     def _multiplier(w_smem, x_smem, w_ready, w_empty, x_ready, x_empty, k_lo, k_hi,
@@ -186,8 +200,9 @@ if gluon is not None:
                     num_warps: gl.constexpr):
         """Per step: ``acc += W_tile @ X_tile.T`` issued asynchronously; the slots of the step before freed once its
         MMAs retire."""
-        layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                         instr_shape=[16, BM, 16])
+        # one warpgroup per BM // (num_warps // 4) activation rows: at BM = 256 two, each with 128 accumulators
+        layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, num_warps // 4],
+                                                         instr_shape=[16, BM // (num_warps // 4), 16])
         acc = gl.zeros([BN, BM], dtype=gl.float32, layout=layout)
         for i in range(k_hi - k_lo):
             ws = i % WSTAGES
@@ -229,6 +244,7 @@ if gluon is not None:
         WSTAGES: gl.constexpr,
         XSTAGES: gl.constexpr,
         DEC_WARPS: gl.constexpr,
+        DEC_PARTS: gl.constexpr,
         DEC_REGS: gl.constexpr,
         HAS_BIAS: gl.constexpr,
         SPLIT: gl.constexpr,
@@ -266,18 +282,37 @@ if gluon is not None:
             mbarrier.init(x_ready.index(s), count=1)
             mbarrier.init(x_empty.index(s), count=1)
         fence_async_shared()
-        results = gl.warp_specialize(
-            [
-                (_multiplier, (w_smem, x_smem, w_ready, w_empty, x_ready, x_empty, k_lo, k_hi, BN, BM, WSTAGES,
-                               XSTAGES, num_warps)),
-                (_decoder, (p0_smem, p1_smem, w_smem, q_ready, q_empty, w_ready, w_empty, s_ptr, c_ptr, N, n0, k_lo,
-                            k_hi, stride_sn, BITS, BN, QSTAGES, WSTAGES, DEC_WARPS)),
-                (_load_words, (p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, BITS, QSTAGES)),
-                (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, XSTAGES)),
-            ],
-            [DEC_WARPS, 1, 1],
-            [DEC_REGS, 24, 24],
-        )
+        # (Gluon takes the partitions as literal (function, arguments) pairs: no variables, hence the two calls)
+        if DEC_PARTS == 1:
+            results = gl.warp_specialize(
+                [
+                    (_multiplier, (w_smem, x_smem, w_ready, w_empty, x_ready, x_empty, k_lo, k_hi, BN, BM, WSTAGES,
+                                   XSTAGES, num_warps)),
+                    (_decoder, (p0_smem, p1_smem, w_smem, q_ready, q_empty, w_ready, w_empty, s_ptr, c_ptr, N, n0,
+                                k_lo, k_hi, stride_sn, BITS, BN, QSTAGES, WSTAGES, DEC_WARPS, 0, 1)),
+                    (_load_words, (p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, BITS,
+                                   QSTAGES)),
+                    (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, XSTAGES)),
+                ],
+                [DEC_WARPS, 1, 1],
+                [DEC_REGS, 24, 24],
+            )
+        else:  # two decoding partitions, each with its own barriers, taking turns at the steps
+            results = gl.warp_specialize(
+                [
+                    (_multiplier, (w_smem, x_smem, w_ready, w_empty, x_ready, x_empty, k_lo, k_hi, BN, BM, WSTAGES,
+                                   XSTAGES, num_warps)),
+                    (_decoder, (p0_smem, p1_smem, w_smem, q_ready, q_empty, w_ready, w_empty, s_ptr, c_ptr, N, n0,
+                                k_lo, k_hi, stride_sn, BITS, BN, QSTAGES, WSTAGES, DEC_WARPS, 0, 2)),
+                    (_decoder, (p0_smem, p1_smem, w_smem, q_ready, q_empty, w_ready, w_empty, s_ptr, c_ptr, N, n0,
+                                k_lo, k_hi, stride_sn, BITS, BN, QSTAGES, WSTAGES, DEC_WARPS, 1, 2)),
+                    (_load_words, (p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, BITS,
+                                   QSTAGES)),
+                    (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, XSTAGES)),
+                ],
+                [DEC_WARPS, DEC_WARPS, 1, 1],
+                [DEC_REGS, DEC_REGS, 24, 24],
+            )
         acc = results[0]
         # the epilogue: out[m, n] = acc[n - n0, m - m0], n contiguous in each thread's eight
         out_l: gl.constexpr = gl.BlockedLayout([8, 1], [16, 2], [1, num_warps], [0, 1])
@@ -314,15 +349,21 @@ def shared_bytes(config: dict) -> int:
 def check_config(config: dict) -> None:
     """Refuse a config the kernel would hang on or could not fit: each ring a slot for the step being filled and
     one for the step being multiplied (with one slot, the decoders would wait for an MMA that waits for them)."""
-    if not (8 <= config["BM"] <= 128 and config["BM"] % 8 == 0):
-        raise ValueError(f"ws_mma: BM must be a multiple of 8 in 8..128, got {config['BM']}")
+    if not ((8 <= config["BM"] <= 128 and config["BM"] % 8 == 0) or config["BM"] == 256):
+        raise ValueError(f"ws_mma: BM must be a multiple of 8 in 8..128, or 256, got {config['BM']}")
     for ring in ("WSTAGES", "XSTAGES"):
         if config[ring] < 2:
             raise ValueError(f"ws_mma: {ring} must be at least 2 (one slot would deadlock), got {config[ring]}")
-    if config["num_warps"] != 4 or config["DEC_WARPS"] != 4:
-        raise ValueError(f"ws_mma: num_warps and DEC_WARPS must be 4, got {config['num_warps']} and "
-                         f"{config['DEC_WARPS']} (eight decoding warps gave wrong results at Q4: CHANGELOG, known "
-                         "issues; eight MMA warps were never tested)")
+    mma_warps = 8 if config["BM"] == 256 else 4  # a warpgroup holds at most 128 x 128 float32 sums
+    if config["num_warps"] != mma_warps or config["DEC_WARPS"] not in (4, 8) or (mma_warps == 8
+                                                                                and config["DEC_WARPS"] == 8):
+        raise ValueError(f"ws_mma: num_warps must be {mma_warps} at BM = {config['BM']} and DEC_WARPS 4 or 8 (4 at "
+                         f"BM = 256: the registers), got {config['num_warps']} and {config['DEC_WARPS']}")
+    if config.get("DEC_PARTS", 1) not in (1, 2) or (config.get("DEC_PARTS", 1) == 2 and (
+            config["DEC_WARPS"] != 4 or mma_warps != 4)):
+        raise ValueError(f"ws_mma: DEC_PARTS must be 1, or 2 with four decoding warps each and BM <= 128 (the "
+                         f"registers), got {config.get('DEC_PARTS')} with {config['DEC_WARPS']} warps at BM = "
+                         f"{config['BM']}")
     if config["QSTAGES"] < 1:
         raise ValueError(f"ws_mma: QSTAGES must be at least 1, got {config['QSTAGES']}")
     if shared_bytes(config) > 227 * 1024:
@@ -355,10 +396,11 @@ def ws_mma(
     Args:
         xr: (M, K_pad) rotated activations, bfloat16 or float16, in K order, contiguous and 16-byte aligned.
         qdata: (N, K_pad * bits / 8) uint8 packed codes, rows contiguous and 16-byte aligned.
-        config: ``BM`` (activation rows per program, a multiple of 8 in 8..128), ``SPLIT_K``, ring depths
-            ``QSTAGES`` (packed words), ``WSTAGES`` (decoded weights), ``XSTAGES`` (activations), ``DEC_WARPS``
-            / ``DEC_REGS`` (decoding warps, 4, and their registers per thread) and ``num_warps`` (the MMA
-            warpgroup: 4); :func:`check_config` refuses others.
+        config: ``BM`` (activation rows per program, a multiple of 8 in 8..128, or 256), ``SPLIT_K``, ring
+            depths ``QSTAGES`` (packed words), ``WSTAGES`` (decoded weights), ``XSTAGES`` (activations),
+            ``DEC_WARPS`` / ``DEC_REGS`` (decoding warps, 4 or 8, and their registers per thread), ``DEC_PARTS``
+            (1, or 2 decoding partitions of four warps taking turns at the steps; default 1) and
+            ``num_warps`` (the MMA warps: 4, or 8 at BM = 256); :func:`check_config` refuses others.
 
     Returns:
         (M, N) in ``out_dtype``.
@@ -384,7 +426,7 @@ def ws_mma(
         x_desc, p0_desc, p1_desc, scale, standard_codebook(bits, xr.device), bias if bias is not None else out, out,
         ws, counters, M, N, k_pad, scale.stride(0),
         BITS=bits, BN=BN, BM=BM, QSTAGES=config["QSTAGES"], WSTAGES=config["WSTAGES"], XSTAGES=config["XSTAGES"],
-        DEC_WARPS=config["DEC_WARPS"], DEC_REGS=config["DEC_REGS"], HAS_BIAS=bias is not None,
-        SPLIT=grid[2] > 1, num_warps=config["num_warps"],
+        DEC_WARPS=config["DEC_WARPS"], DEC_PARTS=config.get("DEC_PARTS", 1), DEC_REGS=config["DEC_REGS"],
+        HAS_BIAS=bias is not None, SPLIT=grid[2] > 1, num_warps=config["num_warps"],
     )
     return out
