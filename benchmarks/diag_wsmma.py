@@ -99,7 +99,8 @@ def main() -> None:
             us, rot_us = graph_time(alone, replays=10)[0], graph_time(rotating, replays=10)[0]
             results.append(dict(config=config, us=us, with_fwht_us=rot_us, err=err))
             print(f"{'':>10} ws {config['BM']:>3}/{config['SPLIT_K']}/rings {config['QSTAGES']}-{config['WSTAGES']}-"
-                  f"{config['XSTAGES']}: {us:7.2f} us alone, "
+                  f"{config['XSTAGES']}/decoders {config.get('DEC_PARTS', 1)}x{config['DEC_WARPS']}: "
+                  f"{us:7.2f} us alone, "
                   f"{rot_us:7.2f} with FWHT (x{bf16_us / rot_us:.2f} bf16), err {err:.1e}", flush=True)
         best = min(results, key=lambda r: r["with_fwht_us"])
         print(f"{'':>10} dequant+cuBLAS {dq_us:7.2f} us (x{bf16_us / dq_us:.2f}); best ws {best['with_fwht_us']:.2f} "

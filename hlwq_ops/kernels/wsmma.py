@@ -4,7 +4,8 @@
 ``BM`` = 8..128 activation rows is the instruction's N; ``BM`` = 256 is two
 warpgroups' 128 each, the weight decoded once for both). Each program owns
 ``BN`` = 128 weight rows, one ``BM``-row tile of activations and one of
-``SPLIT_K`` slices of K, and runs four partitions at once
+``SPLIT_K`` slices of K, and runs four partitions at once (five with two
+decoding partitions)
 (``gl.warp_specialize``), one step being one block of 128 positions:
 
 - two one-warp TMA loaders: the block's plane-0 words (a ``[128, 16]`` int32
@@ -91,13 +92,14 @@ def aligned(qdata: torch.Tensor) -> bool:
 
 def ws_mma_ref(xr: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
                bits: int) -> torch.Tensor:
-    """Plain-torch equivalent of :func:`ws_mma` on bfloat16 activations, in float64 (the test oracle): the rotated
-    weight as the decoders make it -- the centroid and ``s / sqrt(128)`` each rounded to bfloat16, their product
-    rounded to bfloat16 -- times the activations."""
+    """Plain-torch equivalent of :func:`ws_mma`, in float64 (the test oracle): the rotated weight as the decoders
+    make it -- the centroid and ``s / sqrt(128)`` each rounded to the activations' 16-bit type, their product
+    rounded to it -- times the activations."""
+    dtype = xr.dtype if xr.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
     codes = unpack_codes(qdata, bits, 128)
-    norm = (scale.float() * torch.tensor(1.0 / math.sqrt(128), dtype=torch.float32)).bfloat16()  # as the kernel
-    wr = (standard_codebook(bits, qdata.device)[codes].bfloat16() * norm[..., None]).reshape(qdata.shape[0], -1)
-    y = xr.bfloat16().double() @ wr.double().t()
+    norm = (scale.float() * torch.tensor(1.0 / math.sqrt(128), dtype=torch.float32)).to(dtype)  # as the kernel
+    wr = (standard_codebook(bits, qdata.device)[codes].to(dtype) * norm[..., None]).reshape(qdata.shape[0], -1)
+    y = xr.to(dtype).double() @ wr.double().t()
     return y if bias is None else y + bias.double()
 
 
@@ -297,7 +299,8 @@ if gluon is not None:
                 [DEC_WARPS, 1, 1],
                 [DEC_REGS, 24, 24],
             )
-        else:  # two decoding partitions, each with its own barriers, taking turns at the steps
+        else:  # two decoding partitions taking turns at the steps: each its own named CTA barrier and (QSTAGES
+            # even) its own word slots; the weight slots they share are freed by the MMA warps in step order
             results = gl.warp_specialize(
                 [
                     (_multiplier, (w_smem, x_smem, w_ready, w_empty, x_ready, x_empty, k_lo, k_hi, BN, BM, WSTAGES,
@@ -359,11 +362,12 @@ def check_config(config: dict) -> None:
                                                                                 and config["DEC_WARPS"] == 8):
         raise ValueError(f"ws_mma: num_warps must be {mma_warps} at BM = {config['BM']} and DEC_WARPS 4 or 8 (4 at "
                          f"BM = 256: the registers), got {config['num_warps']} and {config['DEC_WARPS']}")
-    if config.get("DEC_PARTS", 1) not in (1, 2) or (config.get("DEC_PARTS", 1) == 2 and (
-            config["DEC_WARPS"] != 4 or mma_warps != 4)):
-        raise ValueError(f"ws_mma: DEC_PARTS must be 1, or 2 with four decoding warps each and BM <= 128 (the "
-                         f"registers), got {config.get('DEC_PARTS')} with {config['DEC_WARPS']} warps at BM = "
-                         f"{config['BM']}")
+    parts = config.get("DEC_PARTS", 1)
+    if parts not in (1, 2) or (parts == 2 and (config["DEC_WARPS"] != 4 or mma_warps != 4
+                                               or config["QSTAGES"] % 2)):
+        raise ValueError(f"ws_mma: DEC_PARTS must be 1, or 2 with four decoding warps each, BM <= 128 (the "
+                         f"registers) and an even QSTAGES (each partition its own word slots), got {parts} with "
+                         f"{config['DEC_WARPS']} warps, BM = {config['BM']}, QSTAGES = {config['QSTAGES']}")
     if config["QSTAGES"] < 1:
         raise ValueError(f"ws_mma: QSTAGES must be at least 1, got {config['QSTAGES']}")
     if shared_bytes(config) > 227 * 1024:
