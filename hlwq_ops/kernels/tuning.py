@@ -176,12 +176,11 @@ def _ws_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
     # Deeper rings where shared memory allows: 2% faster at BM = 16 and 64 (Q5, 14336 x 4096 and 4096 x 14336), as
     # fast as a fourth slot or twelve word slots; at BM = 128 more word slots were slower (H200, session 16,
     # RESULTS.md 16b). Eight decoding warps were within 2% of four (16b): not a candidate.
-    if BM <= 64:
-        out.append(dict(out[0], QSTAGES=8, WSTAGES=3, XSTAGES=3))
+    deep = [dict(out[0], QSTAGES=8, WSTAGES=3, XSTAGES=3)] if BM <= 64 else []
+    out += deep
     # Two decoding partitions taking turns at the steps (the decoders bound the kernel, issuing on a third of their
-    # cycles: RESULTS.md 16a); 128 registers each leave the MMA warps 232.
+    # cycles: RESULTS.md 16c); 128 registers each leave the MMA warps 232.
     if BM <= 128:
-        deep = [c for c in out if c["QSTAGES"] == 8]
         out += [dict(c, DEC_PARTS=2, DEC_REGS=128) for c in [out[0]] + deep]
     return out
 

@@ -358,8 +358,8 @@ def check_config(config: dict) -> None:
         if config[ring] < 2:
             raise ValueError(f"ws_mma: {ring} must be at least 2 (one slot would deadlock), got {config[ring]}")
     mma_warps = 8 if config["BM"] == 256 else 4  # a warpgroup holds at most 128 x 128 float32 sums
-    if config["num_warps"] != mma_warps or config["DEC_WARPS"] not in (4, 8) or (mma_warps == 8
-                                                                                and config["DEC_WARPS"] == 8):
+    dec_warps = (4,) if mma_warps == 8 else (4, 8)  # (eight beside eight MMA warps: too few registers)
+    if config["num_warps"] != mma_warps or config["DEC_WARPS"] not in dec_warps:
         raise ValueError(f"ws_mma: num_warps must be {mma_warps} at BM = {config['BM']} and DEC_WARPS 4 or 8 (4 at "
                          f"BM = 256: the registers), got {config['num_warps']} and {config['DEC_WARPS']}")
     parts = config.get("DEC_PARTS", 1)
