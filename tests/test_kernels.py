@@ -555,7 +555,8 @@ def test_ws_mma_serves_only_what_it_decodes():
                                             (dict(DEC_PARTS=3), "DEC_PARTS must be 1, or 2"),
                                             (dict(DEC_PARTS=2, DEC_WARPS=8), "DEC_PARTS must be 1, or 2"),
                                             (dict(DEC_PARTS=2, QSTAGES=3), "an even QSTAGES"),
-                                            (dict(BM=256, num_warps=8, DEC_WARPS=8), "4 at BM = 256")])
+                                            (dict(BM=256, num_warps=8, DEC_WARPS=8), "4 at BM = 256"),
+                                            (dict(ROT=1), "ROT must be a bool")])
 def test_ws_mma_refuses_configs_it_would_hang_on(change, message):
     from hlwq_ops.kernels import wsmma
 
@@ -678,7 +679,8 @@ for M, N, K in ((16, 4096, 4096), (128, 4096, 14336), (300, 4096, 4096)):
         constants = dict(BITS=bits, BN=128, BM=config["BM"], QSTAGES=config["QSTAGES"], WSTAGES=config["WSTAGES"],
                          XSTAGES=config["XSTAGES"], DEC_WARPS=config["DEC_WARPS"], DEC_REGS=config["DEC_REGS"],
                          DEC_PARTS=config.get("DEC_PARTS", 1),
-                         HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1, num_warps=config["num_warps"])
+                         HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1, ROT=config.get("ROT", False),
+                         num_warps=config["num_warps"])
         signature = {name: mangle_type(d) for name, d in descs.items()} | dict(
             s_ptr="*fp16", c_ptr="*fp32", bias_ptr="*bf16", out_ptr="*bf16", ws_ptr="*fp32", count_ptr="*i32",
             M="i32", N="i32", K_PAD="i32", stride_sn="i32") | {name: "constexpr" for name in constants}
@@ -877,7 +879,7 @@ def test_gpu_tc_gemv_poisoned_output_every_candidate(bits, N, K):
 @pytest.mark.parametrize("N,K", [(1000, 1000), (300, 4096), (4096, 4096)])
 def test_gpu_ws_mma_poisoned_output_every_candidate(bits, N, K):
     """The warp-specialized kernel (Gluon, GPU only): every candidate of the tuner and other ring depths, M tiles
-    cut short, split K, a bias, float32 and bfloat16 outputs, each output written and right."""
+    cut short, split K (uneven slices too), each program starting at its own block (ROT) or not, a bias, float32 and bfloat16 outputs, each output written and right."""
     from hlwq_ops.kernels import wsmma
     from hlwq_ops.kernels.common import counter_buffer
 
@@ -890,7 +892,7 @@ def test_gpu_ws_mma_poisoned_output_every_candidate(bits, N, K):
         x16 = torch.randn(M, k_pad, device="cuda").bfloat16()
         ref = wsmma.ws_mma_ref(x16, qdata, scale, bias, bits)
         configs = tuning.candidates("ws", M, N, k_pad, 132, bits)
-        configs += [dict(configs[0], SPLIT_K=3)]
+        configs += [dict(configs[0], SPLIT_K=3), dict(configs[0], SPLIT_K=3, ROT=not configs[0].get("ROT", False))]
         if configs[0]["BM"] <= 128:  # (BM = 256 fills the shared memory and the registers already)
             configs += [dict(configs[0], XSTAGES=3, WSTAGES=3, QSTAGES=2),
                         dict(configs[0], DEC_WARPS=8, DEC_REGS=120)]  # eight decoding warps: Q4 went wrong before 16a

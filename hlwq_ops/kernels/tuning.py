@@ -170,13 +170,17 @@ def _ws_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
     steps = k_pad // 128
     split = max(1, min(steps // 4, round(sm_count / programs)))
     base = dict(kernel="ws", BM=BM, QSTAGES=4, WSTAGES=2, XSTAGES=2, DEC_WARPS=4, DEC_REGS=168, num_warps=4)
-    if BM == 256:  # two MMA warpgroups; the rings fill the shared memory; 136 decoder registers leave them 176
-        base.update(QSTAGES=3, DEC_REGS=136, num_warps=8)
+    if BM == 256:  # two MMA warpgroups; the rings fill the shared memory; 136 decoder registers leave them 176.
+        # Each program starting at its own block (ROT): 8-14% faster at M = 256 and 512 on 14336 x 4096 and
+        # 4096 x 14336 (H200, session 17, RESULTS.md 17b); within 2% either way at BM <= 64, slower or even at 128.
+        base.update(QSTAGES=3, DEC_REGS=136, num_warps=8, ROT=True)
     out = [dict(base, SPLIT_K=s) for s in sorted({split, max(1, split // 2)}, reverse=True)]
     # Deeper rings where shared memory allows: 2% faster at BM = 16 and 64 (Q5, 14336 x 4096 and 4096 x 14336), as
     # fast as a fourth slot or twelve word slots; at BM = 128 more word slots were slower (H200, session 16,
-    # RESULTS.md 16b). Eight decoding warps were within 2% of four (16b): not a candidate.
-    deep = [dict(out[0], QSTAGES=8, WSTAGES=3, XSTAGES=3)] if BM <= 64 else []
+    # RESULTS.md 16b) and a third activation slot 3-8% faster with two decoding partitions (session 17, 17b). Eight
+    # decoding warps were within 2% of four (16b): not a candidate.
+    deep = ([dict(out[0], QSTAGES=8, WSTAGES=3, XSTAGES=3)] if BM <= 64 else
+            [dict(out[0], XSTAGES=3)] if BM == 128 else [])
     out += deep
     # Two decoding partitions taking turns at the steps (the decoders bound the kernel, issuing on a third of their
     # cycles: RESULTS.md 16c); 128 registers each leave the MMA warps 232.
@@ -248,7 +252,7 @@ _LOADED: set[str] = set()
 def _cache_file(device: torch.device) -> Path:
     name = torch.cuda.get_device_name(device).replace(" ", "_")
     root = Path(os.environ.get("HLWQ_CACHE_DIR", Path.home() / ".cache" / "hlwq_ops"))
-    return root / f"configs-v12-{name}-triton{__import__('triton').__version__}.json"
+    return root / f"configs-v13-{name}-triton{__import__('triton').__version__}.json"
 
 
 def _load(device: torch.device) -> None:
