@@ -556,7 +556,7 @@ def test_ws_mma_serves_only_what_it_decodes():
                                             (dict(DEC_PARTS=2, DEC_WARPS=8), "DEC_PARTS must be 1, or 2"),
                                             (dict(DEC_PARTS=2, QSTAGES=3), "an even QSTAGES"),
                                             (dict(BM=256, num_warps=8, DEC_WARPS=8), "4 at BM = 256"),
-                                            (dict(ROT=1), "ROT must be a bool")])
+                                            (dict(STAGGER=1), "STAGGER must be a bool")])
 def test_ws_mma_refuses_configs_it_would_hang_on(change, message):
     from hlwq_ops.kernels import wsmma
 
@@ -575,6 +575,9 @@ def test_ws_candidates_fill_the_gpu():
         assert configs[0] == {"kernel": "dequant"}  # the untuned default past M = 64, as without the ws kernel
         assert configs[1]["kernel"] == "ws" and configs[1]["SPLIT_K"] == split, (M, N, k_pad)
         assert configs[1]["BM"] == min(256, max(16, tuning.m_bucket(M)))
+        # staggered K order at BM = 256 only; a third activation slot among the BM = 128 candidates
+        assert all(c.get("STAGGER", False) == (c["BM"] == 256) for c in configs[1:]), (M, N, k_pad)
+        assert any(c["XSTAGES"] == 3 for c in configs[1:]) == (configs[1]["BM"] <= 128), (M, N, k_pad)
         for config in configs[1:]:
             from hlwq_ops.kernels.wsmma import check_config
 
@@ -669,7 +672,9 @@ from hlwq_ops.kernels import tuning, wsmma
 bits = int(sys.argv[1])
 for M, N, K in ((16, 4096, 4096), (128, 4096, 14336), (300, 4096, 4096)):
     configs = tuning.candidates("ws", M, N, K, 132, bits)
-    for config in [configs[0]] + [c for c in configs if c.get("DEC_PARTS") == 2][:1 if M == 16 else 0]:
+    # (the two decoding partitions staggered: no tuner candidate is, but a config may be)
+    staggered = [dict(c, STAGGER=True) for c in configs if c.get("DEC_PARTS") == 2]
+    for config in [configs[0]] + staggered[:1 if M == 16 else 0]:
         xr = torch.empty(M, K, dtype=torch.bfloat16)
         q = torch.empty(N, K * bits // 8, dtype=torch.uint8)
         x_l, p0_l, p1_l = wsmma._layouts(config["BM"], torch.bfloat16)
@@ -679,7 +684,7 @@ for M, N, K in ((16, 4096, 4096), (128, 4096, 14336), (300, 4096, 4096)):
         constants = dict(BITS=bits, BN=128, BM=config["BM"], QSTAGES=config["QSTAGES"], WSTAGES=config["WSTAGES"],
                          XSTAGES=config["XSTAGES"], DEC_WARPS=config["DEC_WARPS"], DEC_REGS=config["DEC_REGS"],
                          DEC_PARTS=config.get("DEC_PARTS", 1),
-                         HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1, ROT=config.get("ROT", False),
+                         HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1, STAGGER=config.get("STAGGER", False),
                          num_warps=config["num_warps"])
         signature = {name: mangle_type(d) for name, d in descs.items()} | dict(
             s_ptr="*fp16", c_ptr="*fp32", bias_ptr="*bf16", out_ptr="*bf16", ws_ptr="*fp32", count_ptr="*i32",
@@ -879,7 +884,8 @@ def test_gpu_tc_gemv_poisoned_output_every_candidate(bits, N, K):
 @pytest.mark.parametrize("N,K", [(1000, 1000), (300, 4096), (4096, 4096)])
 def test_gpu_ws_mma_poisoned_output_every_candidate(bits, N, K):
     """The warp-specialized kernel (Gluon, GPU only): every candidate of the tuner and other ring depths, M tiles
-    cut short, split K (uneven slices too), each program starting at its own block (ROT) or not, a bias, float32 and bfloat16 outputs, each output written and right."""
+    cut short, split K (uneven and empty slices too), each program starting at its own block (STAGGER) or not
+    (with one and two decoding partitions), a bias, float32 and bfloat16 outputs, each output written and right."""
     from hlwq_ops.kernels import wsmma
     from hlwq_ops.kernels.common import counter_buffer
 
@@ -892,7 +898,10 @@ def test_gpu_ws_mma_poisoned_output_every_candidate(bits, N, K):
         x16 = torch.randn(M, k_pad, device="cuda").bfloat16()
         ref = wsmma.ws_mma_ref(x16, qdata, scale, bias, bits)
         configs = tuning.candidates("ws", M, N, k_pad, 132, bits)
-        configs += [dict(configs[0], SPLIT_K=3), dict(configs[0], SPLIT_K=3, ROT=not configs[0].get("ROT", False))]
+        stagger = not configs[0].get("STAGGER", False)
+        configs += [dict(configs[0], SPLIT_K=3), dict(configs[0], SPLIT_K=3, STAGGER=stagger),
+                    dict(configs[0], SPLIT_K=5, STAGGER=stagger)]  # (K = 1000: eight blocks, the fifth slice empty)
+        configs += [dict(c, STAGGER=True) for c in configs if c.get("DEC_PARTS") == 2][:1]
         if configs[0]["BM"] <= 128:  # (BM = 256 fills the shared memory and the registers already)
             configs += [dict(configs[0], XSTAGES=3, WSTAGES=3, QSTAGES=2),
                         dict(configs[0], DEC_WARPS=8, DEC_REGS=120)]  # eight decoding warps: Q4 went wrong before 16a

@@ -171,14 +171,15 @@ def _ws_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
     split = max(1, min(steps // 4, round(sm_count / programs)))
     base = dict(kernel="ws", BM=BM, QSTAGES=4, WSTAGES=2, XSTAGES=2, DEC_WARPS=4, DEC_REGS=168, num_warps=4)
     if BM == 256:  # two MMA warpgroups; the rings fill the shared memory; 136 decoder registers leave them 176.
-        # Each program starting at its own block (ROT): 8-14% faster at M = 256 and 512 on 14336 x 4096 and
-        # 4096 x 14336 (H200, session 17, RESULTS.md 17b); within 2% either way at BM <= 64, slower or even at 128.
-        base.update(QSTAGES=3, DEC_REGS=136, num_warps=8, ROT=True)
+        # Each program starting at its own block (STAGGER): 6-14% less time at M = 256 and 512 on 14336 x 4096 and
+        # 4096 x 14336 (H200, session 17, RESULTS.md 17b and 17c, same-run pairs); within 2% either way at
+        # BM <= 64, from 5% faster to 8% slower at BM = 128 (17b): not a candidate there.
+        base.update(QSTAGES=3, DEC_REGS=136, num_warps=8, STAGGER=True)
     out = [dict(base, SPLIT_K=s) for s in sorted({split, max(1, split // 2)}, reverse=True)]
     # Deeper rings where shared memory allows: 2% faster at BM = 16 and 64 (Q5, 14336 x 4096 and 4096 x 14336), as
     # fast as a fourth slot or twelve word slots; at BM = 128 more word slots were slower (H200, session 16,
-    # RESULTS.md 16b) and a third activation slot 3-8% faster with two decoding partitions (session 17, 17b). Eight
-    # decoding warps were within 2% of four (16b): not a candidate.
+    # RESULTS.md 16b) and a third activation slot 3-8% faster with two decoding partitions (session 17, 17b; with
+    # one, not compared in one run). Eight decoding warps were within 2% of four (16b): not a candidate.
     deep = ([dict(out[0], QSTAGES=8, WSTAGES=3, XSTAGES=3)] if BM <= 64 else
             [dict(out[0], XSTAGES=3)] if BM == 128 else [])
     out += deep

@@ -25,9 +25,9 @@ decoding partitions)
   slots of the step before once that one's MMAs have retired.
 
 All partitions walk the program's blocks in the same order: from its first, or
-(``ROT``) from one that differs between neighbouring programs, wrapping around,
-so that the programs do not all ask the L2 for the same activation columns at
-once (BM = 256: 8-14% faster, ``benchmarks/NOTES.md`` session 17).
+(``STAGGER``) from one that differs between neighbouring programs, wrapping
+around, so that the programs do not all ask the L2 for the same activation
+columns at once (BM = 256: 6-14% less time, ``benchmarks/NOTES.md`` session 17).
 
 Each ring hands slots over with a pair of ``mbarrier`` (ready / empty). So the
 decode of one step overlaps the loads and MMAs of others, which the plain
@@ -35,9 +35,10 @@ Triton kernels (:mod:`.wgmma`, :mod:`.mma`) cannot express: there the decode,
 the store to shared memory and the MMA of a program follow one another
 (``benchmarks/NOTES.md``, session 11). The weight is decoded once per ``BM``
 activation rows. Measured (``benchmarks/NOTES.md``, sessions 15 to 17): the
-decoders issue on about a third of their cycles; with the decode or the MMAs
-switched off, a step is faster than the larger of the two (a shared resource,
-not found); at BM >= 128 the activation ring's latency and the MMAs weigh most.
+decoders issue on about a third of their cycles; at M <= 64 the whole kernel
+takes longer than either half alone, with the decode or the MMAs switched off
+(they contend for something, likely the shared-memory pipe; not confirmed); at
+BM >= 128 the activation ring's latency and the MMAs weigh most.
 
 Gluon has no interpreter, so this kernel runs only on a GPU (sm_90) with a
 Triton that has ``triton.experimental.gluon``; :func:`runs_on` says where.
@@ -113,24 +114,24 @@ def ws_mma_ref(xr: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias:
 if gluon is not None:
 
     @gluon.jit
-    def _block(i, k_lo, k_hi, rot, ROT: gl.constexpr):
-        """The block of step ``i``: the slice's blocks in order, or (``ROT``) in order from its ``rot``-th, wrapping
-        around, so that the programs do not all ask for the same activation columns at once."""
+    def _block(i, k_lo, k_hi, start, STAGGER: gl.constexpr):
+        """The block of step ``i``: the slice's blocks in order, or (``STAGGER``) in order from its ``start``-th,
+        wrapping around, so that the programs do not all ask for the same activation columns at once."""
         blk = k_lo + i
-        if ROT:
-            blk = k_lo + (i + rot) % gl.maximum(k_hi - k_lo, 1)
+        if STAGGER:
+            blk = k_lo + (i + start) % gl.maximum(k_hi - k_lo, 1)
         return blk
 
     @gluon.jit
-    def _load_words(p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, rot,
-                    BITS: gl.constexpr, QSTAGES: gl.constexpr, ROT: gl.constexpr):
+    def _load_words(p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, start,
+                    BITS: gl.constexpr, QSTAGES: gl.constexpr, STAGGER: gl.constexpr):
         """Per step: TMA the 128 rows' plane-0 words of one block (and its plane-1 bytes at Q5) into a ring slot."""
         WPB: gl.constexpr = 128 * BITS // 32  # int32 words per block
         for i in range(k_hi - k_lo):
             slot = i % QSTAGES
             mbarrier.wait(q_empty.index(slot), ((i // QSTAGES) & 1) ^ 1)
             bar = q_ready.index(slot)
-            blk = _block(i, k_lo, k_hi, rot, ROT)
+            blk = _block(i, k_lo, k_hi, start, STAGGER)
             if BITS == 5:
                 mbarrier.expect(bar, p0_desc.block_type.nbytes + p1_desc.block_type.nbytes)
                 _tma_load(p1_desc, [n0, 4 * (blk * WPB + 16)], bar, p1_smem.index(slot))
@@ -139,23 +140,23 @@ if gluon is not None:
             _tma_load(p0_desc, [n0, blk * WPB], bar, p0_smem.index(slot))
 
     @gluon.jit
-    def _load_acts(x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, rot, XSTAGES: gl.constexpr,
-                   ROT: gl.constexpr):
+    def _load_acts(x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, start, XSTAGES: gl.constexpr,
+                   STAGGER: gl.constexpr):
         """Per step: TMA the ``[BM, 128]`` activations of one block into a ring slot (two 64-column boxes)."""
         for i in range(k_hi - k_lo):
             slot = i % XSTAGES
             mbarrier.wait(x_empty.index(slot), ((i // XSTAGES) & 1) ^ 1)
             bar = x_ready.index(slot)
             mbarrier.expect(bar, 2 * x_desc.block_type.nbytes)
-            pos = _block(i, k_lo, k_hi, rot, ROT) * 128
+            pos = _block(i, k_lo, k_hi, start, STAGGER) * 128
             _tma_load(x_desc, [m0, pos], bar, x_smem.index(2 * slot))
             _tma_load(x_desc, [m0, pos + 64], bar, x_smem.index(2 * slot + 1))
 
     @gluon.jit
     def _decoder(p0_smem, p1_smem, w_smem, q_ready, q_empty, w_ready, w_empty, s_ptr, c_ptr,
-                 N, n0, k_lo, k_hi, rot, stride_sn,
+                 N, n0, k_lo, k_hi, start, stride_sn,
                  BITS: gl.constexpr, BN: gl.constexpr, QSTAGES: gl.constexpr, WSTAGES: gl.constexpr,
-                 DEC_WARPS: gl.constexpr, PART: gl.constexpr, PARTS: gl.constexpr, ROT: gl.constexpr):
+                 DEC_WARPS: gl.constexpr, PART: gl.constexpr, PARTS: gl.constexpr, STAGGER: gl.constexpr):
         """Per step (steps ``PART``, ``PART + PARTS``, ...: the decoding partitions take turns): decode the slot's
         codes of one block into ``[BN, 128]`` 16-bit weights in K order."""
         # [rows, words, codes]: eight lanes over eight words of a row, a word's eight codes in one thread's registers
@@ -179,13 +180,13 @@ if gluon is not None:
             dtype=gl.int32, is_pure=True, pack=1,
         )
         norm_scale = 1.0 / 11.313708498984761  # 1 / sqrt(128)
-        norm = gl.load(s_ptr + rows * stride_sn + _block(PART, k_lo, k_hi, rot, ROT), mask=k_lo + PART < k_hi,
-                       other=0.0)  # loaded a turn ahead
+        norm = gl.load(s_ptr + rows * stride_sn + _block(PART, k_lo, k_hi, start, STAGGER),
+                       mask=k_lo + PART < k_hi, other=0.0)  # loaded a turn ahead
         for i in range(PART, k_hi - k_lo, PARTS):
             qs = i % QSTAGES
             ws = i % WSTAGES
             this_norm = (norm.to(gl.float32) * norm_scale).to(dtype)
-            norm = gl.load(s_ptr + rows * stride_sn + _block(i + PARTS, k_lo, k_hi, rot, ROT),
+            norm = gl.load(s_ptr + rows * stride_sn + _block(i + PARTS, k_lo, k_hi, start, STAGGER),
                            mask=i + PARTS < k_hi - k_lo, other=0.0)
             mbarrier.wait(q_ready.index(qs), (i // QSTAGES) & 1)
             w0 = p0_smem.index(qs).load(LW)  # [BN, 16] int32
@@ -269,7 +270,7 @@ if gluon is not None:
         DEC_REGS: gl.constexpr,
         HAS_BIAS: gl.constexpr,
         SPLIT: gl.constexpr,
-        ROT: gl.constexpr,
+        STAGGER: gl.constexpr,
         num_warps: gl.constexpr,
     ):
         pid_n = gl.program_id(0)
@@ -282,7 +283,7 @@ if gluon is not None:
         per_split = gl.cdiv(n_steps, split_k)
         k_lo = gl.minimum(pid_k * per_split, n_steps)
         k_hi = gl.minimum(k_lo + per_split, n_steps)
-        rot = (7 * pid_n + 3 * pid_k) % gl.maximum(k_hi - k_lo, 1)  # (ROT) where the program's K order starts
+        start = (7 * pid_n + 3 * pid_k) % gl.maximum(k_hi - k_lo, 1)  # (STAGGER) the block the program begins at
         dtype: gl.constexpr = x_desc.dtype
         w_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BN, 128], dtype)
         w_smem = gl.allocate_shared_memory(dtype, [WSTAGES, BN, 128], w_layout)
@@ -312,10 +313,11 @@ if gluon is not None:
                     (_multiplier, (w_smem, x_smem, w_ready, w_empty, x_ready, x_empty, k_lo, k_hi, BN, BM, WSTAGES,
                                    XSTAGES, num_warps)),
                     (_decoder, (p0_smem, p1_smem, w_smem, q_ready, q_empty, w_ready, w_empty, s_ptr, c_ptr, N, n0,
-                                k_lo, k_hi, rot, stride_sn, BITS, BN, QSTAGES, WSTAGES, DEC_WARPS, 0, 1, ROT)),
-                    (_load_words, (p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, rot, BITS,
-                                   QSTAGES, ROT)),
-                    (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, rot, XSTAGES, ROT)),
+                                k_lo, k_hi, start, stride_sn, BITS, BN, QSTAGES, WSTAGES, DEC_WARPS, 0, 1,
+                                STAGGER)),
+                    (_load_words, (p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, start,
+                                   BITS, QSTAGES, STAGGER)),
+                    (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, start, XSTAGES, STAGGER)),
                 ],
                 [DEC_WARPS, 1, 1],
                 [DEC_REGS, 24, 24],
@@ -327,12 +329,14 @@ if gluon is not None:
                     (_multiplier, (w_smem, x_smem, w_ready, w_empty, x_ready, x_empty, k_lo, k_hi, BN, BM, WSTAGES,
                                    XSTAGES, num_warps)),
                     (_decoder, (p0_smem, p1_smem, w_smem, q_ready, q_empty, w_ready, w_empty, s_ptr, c_ptr, N, n0,
-                                k_lo, k_hi, rot, stride_sn, BITS, BN, QSTAGES, WSTAGES, DEC_WARPS, 0, 2, ROT)),
+                                k_lo, k_hi, start, stride_sn, BITS, BN, QSTAGES, WSTAGES, DEC_WARPS, 0, 2,
+                                STAGGER)),
                     (_decoder, (p0_smem, p1_smem, w_smem, q_ready, q_empty, w_ready, w_empty, s_ptr, c_ptr, N, n0,
-                                k_lo, k_hi, rot, stride_sn, BITS, BN, QSTAGES, WSTAGES, DEC_WARPS, 1, 2, ROT)),
-                    (_load_words, (p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, rot, BITS,
-                                   QSTAGES, ROT)),
-                    (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, rot, XSTAGES, ROT)),
+                                k_lo, k_hi, start, stride_sn, BITS, BN, QSTAGES, WSTAGES, DEC_WARPS, 1, 2,
+                                STAGGER)),
+                    (_load_words, (p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, start,
+                                   BITS, QSTAGES, STAGGER)),
+                    (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, start, XSTAGES, STAGGER)),
                 ],
                 [DEC_WARPS, DEC_WARPS, 1, 1],
                 [DEC_REGS, DEC_REGS, 24, 24],
@@ -371,8 +375,9 @@ def shared_bytes(config: dict) -> int:
 
 
 def check_config(config: dict) -> None:
-    """Refuse a config the kernel would hang on or could not fit: each ring a slot for the step being filled and
-    one for the step being multiplied (with one slot, the decoders would wait for an MMA that waits for them)."""
+    """Refuse a config the kernel would hang on, could not fit or does not know: each ring a slot for the step being
+    filled and one for the step being multiplied (with one slot, the decoders would wait for an MMA that waits for
+    them)."""
     if not ((8 <= config["BM"] <= 128 and config["BM"] % 8 == 0) or config["BM"] == 256):
         raise ValueError(f"ws_mma: BM must be a multiple of 8 in 8..128, or 256, got {config['BM']}")
     for ring in ("WSTAGES", "XSTAGES"):
@@ -391,8 +396,8 @@ def check_config(config: dict) -> None:
                          f"{config['DEC_WARPS']} warps, BM = {config['BM']}, QSTAGES = {config['QSTAGES']}")
     if config["QSTAGES"] < 1:
         raise ValueError(f"ws_mma: QSTAGES must be at least 1, got {config['QSTAGES']}")
-    if not isinstance(config.get("ROT", False), bool):
-        raise ValueError(f"ws_mma: ROT must be a bool, got {config['ROT']!r}")
+    if not isinstance(config.get("STAGGER", False), bool):
+        raise ValueError(f"ws_mma: STAGGER must be a bool, got {config['STAGGER']!r}")
     if shared_bytes(config) > 227 * 1024:
         raise ValueError(f"ws_mma: the rings need {shared_bytes(config)} bytes of shared memory, more than the "
                          f"227 KiB an SM has; fewer stages or a smaller BM")
@@ -426,7 +431,7 @@ def ws_mma(
         config: ``BM`` (activation rows per program, a multiple of 8 in 8..128, or 256), ``SPLIT_K``, ring
             depths ``QSTAGES`` (packed words), ``WSTAGES`` (decoded weights), ``XSTAGES`` (activations),
             ``DEC_WARPS`` / ``DEC_REGS`` (decoding warps, 4 or 8, and their registers per thread), ``DEC_PARTS``
-            (1, or 2 decoding partitions of four warps taking turns at the steps; default 1), ``ROT`` (each
+            (1, or 2 decoding partitions of four warps taking turns at the steps; default 1), ``STAGGER`` (each
             program starts its slice at its own block, wrapping around; default False) and
             ``num_warps`` (the MMA warps: 4, or 8 at BM = 256); :func:`check_config` refuses others.
 
@@ -455,7 +460,7 @@ def ws_mma(
         ws, counters, M, N, k_pad, scale.stride(0),
         BITS=bits, BN=BN, BM=BM, QSTAGES=config["QSTAGES"], WSTAGES=config["WSTAGES"], XSTAGES=config["XSTAGES"],
         DEC_WARPS=config["DEC_WARPS"], DEC_PARTS=config.get("DEC_PARTS", 1), DEC_REGS=config["DEC_REGS"],
-        HAS_BIAS=bias is not None, SPLIT=grid[2] > 1, ROT=bool(config.get("ROT", False)),
+        HAS_BIAS=bias is not None, SPLIT=grid[2] > 1, STAGGER=bool(config.get("STAGGER", False)),
         num_warps=config["num_warps"],
     )
     return out
