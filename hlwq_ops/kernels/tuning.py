@@ -253,7 +253,7 @@ _LOADED: set[str] = set()
 def _cache_file(device: torch.device) -> Path:
     name = torch.cuda.get_device_name(device).replace(" ", "_")
     root = Path(os.environ.get("HLWQ_CACHE_DIR", Path.home() / ".cache" / "hlwq_ops"))
-    return root / f"configs-v13-{name}-triton{__import__('triton').__version__}.json"
+    return root / f"configs-v14-{name}-triton{__import__('triton').__version__}.json"
 
 
 def _load(device: torch.device) -> None:
