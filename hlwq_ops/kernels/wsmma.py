@@ -460,7 +460,7 @@ def ws_mma(
         ws, counters, M, N, k_pad, scale.stride(0),
         BITS=bits, BN=BN, BM=BM, QSTAGES=config["QSTAGES"], WSTAGES=config["WSTAGES"], XSTAGES=config["XSTAGES"],
         DEC_WARPS=config["DEC_WARPS"], DEC_PARTS=config.get("DEC_PARTS", 1), DEC_REGS=config["DEC_REGS"],
-        HAS_BIAS=bias is not None, SPLIT=grid[2] > 1, STAGGER=bool(config.get("STAGGER", False)),
+        HAS_BIAS=bias is not None, SPLIT=grid[2] > 1, STAGGER=config.get("STAGGER", False),
         num_warps=config["num_warps"],
     )
     return out
