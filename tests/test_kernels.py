@@ -586,18 +586,38 @@ def test_ws_candidates_fill_the_gpu():
     assert {c.get("kernel") for c in families} == {None, "tc", "ws"}  # the wgmma configs carry no "kernel"
 
 
+def test_ws_rs_candidates_and_configs():
+    """The register-operand variant: BM = the M bucket (16..64), split K as the ws kernel's (one program per SM),
+    every candidate accepted; configs it could not run or fit refused."""
+    from hlwq_ops.kernels.wsrs import check_config
+
+    for M, N, k_pad, BM, split in ((3, 14336, 4096, 16, 1), (16, 4096, 14336, 16, 4), (40, 4096, 4096, 64, 4),
+                                   (64, 1024, 4096, 64, 8)):
+        (config,) = tuning.candidates("wsrs", M, N, k_pad, 132, 5)
+        assert config["kernel"] == "wsrs" and (config["BM"], config["SPLIT_K"]) == (BM, split), (M, N, k_pad)
+        check_config(config)
+    config = tuning.candidates("wsrs", 16, 4096, 4096, 132, 5)[0]
+    for change, message in ((dict(BM=128), "BM must be"), (dict(BM=20), "BM must be"), (dict(XSTAGES=1), "XSTAGES"),
+                            (dict(QSTAGES=1), "QSTAGES"), (dict(QSTAGES=24), "shared memory")):
+        with pytest.raises(ValueError, match=message):
+            check_config(dict(config, **change))
+
+
 @pytest.mark.parametrize("rotated", [False, True])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("M,kernel,config", [(5, "wgmma+tc", dict(kernel="tc", num_warps=2, KB=1, MG=1, ROWS=16,
-                                                                  WARP_SUM=True)),
-                                             (16, "wgmma+ws", dict(kernel="ws")),
+@pytest.mark.parametrize("M,kernel,config", [(5, "wgmma+tc+wsrs", dict(kernel="tc", num_warps=2, KB=1, MG=1,
+                                                                       ROWS=16, WARP_SUM=True)),
+                                             (5, "wgmma+tc+wsrs", dict(kernel="wsrs")),
+                                             (16, "wgmma+ws+wsrs", dict(kernel="ws")),
+                                             (64, "wgmma+ws+wsrs", dict(kernel="wsrs")),
                                              (65, "dequant+ws", dict(kernel="dequant")),
                                              (65, "dequant+ws", dict(kernel="ws"))])
 def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, config, dtype, rotated, monkeypatch):
-    """Where the warp-specialized kernel runs, the tuner weighs it from M = 16, and past the wgmma kernel's range
-    dequantize + cuBLAS first (the untuned default); whichever config it picks -- the tensor-core GEMV's too --
-    runs its kernel on bfloat16 activations in K order (not the wgmma permutation; 16-byte aligned for the ws
-    kernel), with the bias, in the activations' dtype, from ``linear`` and ``linear_rotated``."""
+    """Where the warp-specialized kernel runs, the tuner weighs it from M = 16 and its register-operand variant up to
+    M = 64, and past the wgmma kernel's range dequantize + cuBLAS first (the untuned default); whichever config it
+    picks -- the tensor-core GEMV's too -- runs its kernel on bfloat16 activations (16-byte aligned for the ws
+    kernels): in K order for the ws kernel and the tensor-core GEMV, in the wgmma permutation for the register-operand
+    variant; with the bias, in the activations' dtype, from ``linear`` and ``linear_rotated``."""
     from hlwq_ops.hadamard import fwht_ref
     from hlwq_ops.kernels import wsmma
 
@@ -611,9 +631,15 @@ def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, config, dtype,
         ws_inputs.append(xr)
         return wsmma.ws_mma_ref(xr, qdata, scale, bias, bits).to(out_dtype)
 
+    def ws_rs(xp, qdata, scale, bias, bits, block_size, out_dtype, config):  # the same on permuted activations
+        ws_inputs.append(xp)
+        xr = xp.reshape(xp.shape[0], 8, -1).transpose(1, 2).reshape(xp.shape)  # out[:, a K/8 + w] = xr[:, 8 w + a]
+        return wsmma.ws_mma_ref(xr, qdata, scale, bias, bits).to(out_dtype)
+
     monkeypatch.setattr(tuning, "config_for", config_for)
     monkeypatch.setattr(kernels, "_runs_ws", lambda *args: True)
     monkeypatch.setattr(kernels, "ws_mma", ws_mma)
+    monkeypatch.setattr(kernels, "ws_rs", ws_rs)
     monkeypatch.delenv("HLWQ_PATH", raising=False)
     qdata, scale = _packed(40, 300, 5)
     x = torch.randn(M, 300, device=KERNEL_DEVICE).to(dtype)
@@ -626,7 +652,7 @@ def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, config, dtype,
     ref = gemv_ref(xr.to(dtype).float() if rotated else xr, qdata, scale, bias, 5, 128)
     assert picked == [kernel] and y.dtype == dtype
     assert rel_error(y, ref) < 4 * torch.finfo(torch.bfloat16).eps
-    if config["kernel"] == "ws":
+    if config["kernel"] in ("ws", "wsrs"):
         (xr16,) = ws_inputs
         assert xr16.dtype == torch.bfloat16 and xr16.is_contiguous() and xr16.data_ptr() % 16 == 0
 
@@ -693,15 +719,33 @@ for M, N, K in ((16, 4096, 4096), (128, 4096, 14336), (300, 4096, 4096)):
         options = dict(num_warps=config["num_warps"])
         ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
         assert "wgmma.mma_async" in ptx and "setmaxnreg" in ptx, (M, N, K)
+from hlwq_ops.kernels import wsrs
+for M, N, K in ((5, 4096, 4096), (64, 4096, 14336)):  # the register-operand variant: BM = 16 and 64, split K
+    for config in tuning.candidates("wsrs", M, N, K, 132, bits):
+        xp = torch.empty(M, K, dtype=torch.bfloat16)
+        q = torch.empty(N, K * bits // 8, dtype=torch.uint8)
+        _, p0_l, p1_l = wsmma._layouts(64, torch.bfloat16)
+        descs = dict(x_desc=TensorDescriptor.from_tensor(xp, [config["BM"], 16], wsrs._x_layout(config["BM"], xp.dtype)),
+                     p0_desc=TensorDescriptor.from_tensor(q.view(torch.int32), [128, 16], p0_l),
+                     p1_desc=TensorDescriptor.from_tensor(q.view(torch.int8), [128, 16], p1_l))
+        constants = dict(BITS=bits, BM=config["BM"], QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
+                         REGS=config["REGS"], HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1, num_warps=4)
+        signature = {name: mangle_type(d) for name, d in descs.items()} | dict(
+            s_ptr="*fp16", c_ptr="*fp32", bias_ptr="*bf16", out_ptr="*bf16", ws_ptr="*fp32", count_ptr="*i32",
+            M="i32", N="i32", K_PAD="i32", stride_sn="i32") | {name: "constexpr" for name in constants}
+        source = GluonASTSource(wsrs._rs_kernel, signature, constants)
+        ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4)).asm["ptx"]
+        assert "wgmma.mma_async" in ptx and "setmaxnreg" in ptx, (M, N, K, config)
 print("compiled")
 """
 
 
 @pytest.mark.parametrize("bits", [4, 5])
 def test_ws_kernel_compiles_for_sm90(bits):
-    """The Gluon kernel has no interpreter; compiling it for sm_90 (no GPU needed; in a process without
+    """The Gluon kernels have no interpreter; compiling them for sm_90 (no GPU needed; in a process without
     TRITON_INTERPRET, under which the kernel would be an interpreted function) catches this Triton's API changes:
-    the tuner's first candidates at M = 16, 128 and 300 (two MMA warpgroups), with split K and a bias."""
+    the ws kernel's first candidates at M = 16, 128 and 300 (two MMA warpgroups), the register-operand variant's at
+    M = 5 and 64, with split K and a bias."""
     import os
     import subprocess
     import sys
@@ -913,6 +957,41 @@ def test_gpu_ws_mma_poisoned_output_every_candidate(bits, N, K):
                     assert out.dtype == out_dtype and torch.isfinite(out).all(), (M, config)
                     tolerance = 1e-5 if out_dtype == torch.float32 else 2 * torch.finfo(out_dtype).eps
                     assert rel_error(out, ref) < tolerance, (M, config, out_dtype)
+    assert int(counter_buffer(qdata.device).abs().sum()) == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bits", [4, 5])
+@pytest.mark.parametrize("N,K", [(1000, 1000), (300, 4096), (4096, 4096)])
+def test_gpu_ws_rs_poisoned_output_every_candidate(bits, N, K):
+    """The register-operand warp-specialized kernel (Gluon, GPU only): the tuner's candidate and other configs (BM 8
+    to 64, M tiles cut short, split K uneven and with an empty slice, shallower and deeper rings), a bias, float16
+    activations, float32 and bfloat16 outputs, each output written and right."""
+    from hlwq_ops.kernels import wsmma, wsrs
+    from hlwq_ops.kernels.common import counter_buffer
+
+    if not wsmma.runs_on(torch.device("cuda")):
+        pytest.skip("the warp-specialized kernels need sm_90 and Gluon")
+    qdata, scale = _packed(N, K, bits, device="cuda")
+    k_pad = scale.shape[1] * 128
+    bias = torch.randn(N, device="cuda")
+    for M in (3, 16, 37, 64):
+        for dtype in (torch.bfloat16, torch.float16) if M == 37 else (torch.bfloat16,):
+            x16 = torch.randn(M, k_pad, device="cuda").to(dtype)
+            ref = wsmma.ws_mma_ref(x16, qdata, scale, bias, bits)
+            xp = permute_activations(x16, dtype)
+            configs = tuning.candidates("wsrs", M, N, k_pad, 132, bits)
+            configs += [dict(configs[0], SPLIT_K=3), dict(configs[0], SPLIT_K=5),  # (K = 1000: the fifth slice empty)
+                        dict(configs[0], BM=8 if M <= 8 else 32), dict(configs[0], QSTAGES=2, XSTAGES=2),
+                        dict(configs[0], QSTAGES=6, XSTAGES=4)]
+            for config in configs:
+                for out_dtype in (torch.float32, torch.bfloat16) if M == 37 else (torch.float32,):
+                    for _ in range(2):  # the split-K counters are back to zero for the next call
+                        torch.full((M, N), float("nan"), device="cuda")
+                        out = wsrs.ws_rs(xp, qdata, scale, bias, bits, 128, out_dtype, config)
+                        assert out.dtype == out_dtype and torch.isfinite(out).all(), (M, config)
+                        tolerance = 1e-5 if out_dtype == torch.float32 else 2 * torch.finfo(out_dtype).eps
+                        assert rel_error(out, ref) < tolerance, (M, dtype, config, out_dtype)
     assert int(counter_buffer(qdata.device).abs().sum()) == 0
 
 

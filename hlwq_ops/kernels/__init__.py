@@ -34,6 +34,7 @@ from .wsmma import aligned as ws_aligned
 from .wsmma import runs_on as ws_runs_on
 from .wsmma import supports as ws_supports
 from .wsmma import ws_mma
+from .wsrs import ws_rs
 
 __all__ = [
     "MAX_KERNEL_BLOCK",
@@ -49,6 +50,7 @@ __all__ = [
     "tuning",
     "wgmma",
     "ws_mma",
+    "ws_rs",
 ]
 
 _KERNELS = {"gemv": gemv, "mma": mma}
@@ -103,14 +105,16 @@ def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_s
     """The tensor-core kernels (and, at larger M, dequantize + cuBLAS): whichever the tuner found fastest here.
 
     ``activations(per_word)`` gives the rotated 16-bit activations in the
-    kernel's order: permuted for :func:`wgmma` (``per_word=8``), in K order for
-    the others (``per_word=0``, bfloat16). Tuning times each candidate with
+    kernel's order: permuted for :func:`wgmma` and :func:`ws_rs`
+    (``per_word=8``), in K order for the others (``per_word=0``, bfloat16). Tuning times each candidate with
     its rotation. The families timed (``tuning.candidates``): the wgmma kernel
     up to ``MMA_MAX_M_WGMMA`` rows (or wherever the warp-specialized kernel does
     not run); the tensor-core GEMV up to ``TC_MAX_M`` rows where it reads the
     layer (Q4/Q5, blocks of 128, 16-byte aligned rows, sm_80 or newer); the
     warp-specialized kernel from ``WS_MIN_M`` rows where it runs (sm_90,
-    Gluon; ``ws``, from :func:`_runs_ws`); dequantize + cuBLAS past
+    Gluon; ``ws``, from :func:`_runs_ws`), and its register-operand variant
+    (:mod:`.wsrs`, permuted activations) up to ``WSRS_MAX_M`` rows there;
+    dequantize + cuBLAS past
     ``MMA_MAX_M_WGMMA`` rows beside it, first (the untuned default), unless
     ``HLWQ_PATH=mma`` forces the tensor-core kernels.
     """
@@ -121,6 +125,8 @@ def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_s
             return tc_gemv(as_operand(activations(0)), q, s, bias, bits, block_size, None, out_dtype, config)
         if kernel == "ws":
             return ws_mma(as_operand(activations(0)), q, s, bias, bits, block_size, out_dtype, config)
+        if kernel == "wsrs":
+            return ws_rs(as_operand(activations(8)), q, s, bias, bits, block_size, out_dtype, config)
         if kernel == "dequant":
             return _dequant_cublas(activations(0), q, s, bias, bits, block_size, None, out_dtype)
         return wgmma(activations(8), q, s, bias, bits, block_size, out_dtype, config)
@@ -134,6 +140,8 @@ def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_s
         families.append("tc")
     if ws and M >= tuning.WS_MIN_M:
         families.append("ws")
+    if ws and M <= tuning.WSRS_MAX_M:
+        families.append("wsrs")
     kernel = "+".join(families)
     return run(tuning.config_for(kernel, M, qdata.shape[0], k_pad, bits, (qdata, scale), run))
 

@@ -38,6 +38,7 @@ __all__ = [
     "PATHS",
     "TC_MAX_M",
     "WS_MIN_M",
+    "WSRS_MAX_M",
     "forced_path",
     "path_for",
     "m_bucket",
@@ -190,10 +191,27 @@ def _ws_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
     return out
 
 
+# The warp-specialized kernel with the weight as wgmma's register operand (kernels.wsrs, sm_90): measured on the
+# H200 (session 18, benchmarks/RESULTS.md section 18) 11-25% faster than kernels.wsmma at M = 16..64 on 14336 x 4096,
+# 4096 x 14336 and 4096 x 4096, with two consumer warpgroups, split K as the ws kernel's and rings of 4 word and 3
+# activation slots (four warpgroups, half or twice that split and deeper rings were slower or within 2%). Its
+# accumulators stop it at BM = 64; timed beside the other families from the GEMV's range up.
+WSRS_MAX_M = 64
+
+
+def _wsrs_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
+    """128 weight rows and ``BM`` = the M bucket (16..64) activation rows per program; split K as the ws kernel."""
+    BM = min(64, max(16, m_bucket(M)))
+    programs = -(-N // 128) * -(-M // BM)
+    split = max(1, min(k_pad // 128 // 4, round(sm_count / programs)))
+    return [dict(kernel="wsrs", BM=BM, SPLIT_K=split, QSTAGES=4, XSTAGES=3, REGS=168)]
+
+
 _FAMILIES = {
     "wgmma": _wgmma_candidates,
     "tc": lambda M, N, k_pad, sm: _tc_candidates(N, k_pad, sm),
     "ws": _ws_candidates,
+    "wsrs": _wsrs_candidates,
     "dequant": lambda M, N, k_pad, sm: [dict(kernel="dequant")],
 }
 
@@ -202,8 +220,9 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
     """Configs worth timing for a kernel on (M, N, K_pad), the favourite first.
 
     ``kernel`` is "gemv", "mma", or tensor-core families joined by "+" (``kernels._tensor_core_linear``):
-    "wgmma", "tc" (the tensor-core GEMV, ``kernel="tc"``), "ws" (the warp-specialized kernel, ``kernel="ws"``) and
-    "dequant" (dequantize + cuBLAS, ``kernel="dequant"``), e.g. "wgmma+tc" or "dequant+ws"; the first family's
+    "wgmma", "tc" (the tensor-core GEMV, ``kernel="tc"``), "ws" (the warp-specialized kernel, ``kernel="ws"``),
+    "wsrs" (its register-operand variant, ``kernel="wsrs"``) and "dequant" (dequantize + cuBLAS,
+    ``kernel="dequant"``), e.g. "wgmma+tc" or "dequant+ws"; the first family's
     favourite is the default (untuned, or during CUDA-graph capture).
     """
     families = kernel.split("+")
@@ -253,7 +272,7 @@ _LOADED: set[str] = set()
 def _cache_file(device: torch.device) -> Path:
     name = torch.cuda.get_device_name(device).replace(" ", "_")
     root = Path(os.environ.get("HLWQ_CACHE_DIR", Path.home() / ".cache" / "hlwq_ops"))
-    return root / f"configs-v14-{name}-triton{__import__('triton').__version__}.json"
+    return root / f"configs-v15-{name}-triton{__import__('triton').__version__}.json"
 
 
 def _load(device: torch.device) -> None:

@@ -1,0 +1,323 @@
+"""Warp-specialized tensor-core kernel with the weight as ``wgmma``'s register operand (Hopper, Gluon), M <= 64.
+
+``y.T = Wr @ xr.T`` as in :mod:`.wsmma`, but no decoded weight tile passes
+through shared memory: each of two warpgroups owns 64 of the program's 128
+weight rows and decodes a step's codes straight into ``wgmma``'s A-operand
+registers, then multiplies them with the activations in shared memory (four
+warpgroups of 64 rows each measured 0-50% slower: fewer programs, or split K
+past what pays). Beside them, two one-warp TMA loaders: the
+block's plane-0 words and plane-1 bytes (:func:`.wsmma._load_words`) and its
+activations (:func:`_load_acts`).
+
+Layout. In the A operand's register layout (``DotOperandLayout``, k_width 2,
+the layout of ``mma.m16n8k16``'s A fragments) thread ``(g, t)`` of a warp
+holds columns ``2t, 2t + 1, 2t + 8, 2t + 9`` of every 16-column k-tile. A
+``[64, 16]`` tensor of plane-0 words in that layout therefore gives each
+thread four words per row, and code ``a`` of those words (``a = 0..7``) is
+its fragment of k-tile ``a`` once K is ordered ``k = 16 a + word``: the
+order :func:`.wgmma.permute_activations` (and the FWHT kernel's
+``per_word=8``) writes the activations in. So a step is eight ``wgmma`` of
+K = 16, k-tile ``a`` reading the ``[BM, 16]`` activations of code ``a``
+(eight TMA boxes per step, ``a * K/8 + 16 * block``). Decoding per code: a
+shift, one warp shuffle (the codebook held one entry per lane), half a
+pack to 16 bits and half a 16-bit multiply by the block's norm (rounded to
+16 bits first, as :func:`.wsmma.ws_mma_ref` computes). At Q5 the fifth bits
+are spread into the nibbles' bytes by a multiply and merged by one ``LOP3``
+select per word and parity.
+
+A consumer keeps the eight A tiles alive until its step's MMAs have retired
+(``wgmma`` reads registers while it runs), so its MMAs and its next decode do
+not overlap; the other warpgroup's do. Measured (H200, ``benchmarks/NOTES.md``
+session 18): 11-25% less time than :mod:`.wsmma` at M = 16..64 on the Llama
+shapes and 4096 x 4096, where that kernel's decoders write and its MMAs read every weight tile
+through shared memory.
+
+Gluon has no interpreter, so this kernel runs only on a GPU (sm_90); it serves
+the layers :func:`.wsmma.supports` accepts, on the devices
+:func:`.wsmma.runs_on` accepts.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+
+from ..codebook import codebook as standard_codebook
+from .common import arrival_counters, unit_stride
+from .wsmma import gluon
+
+__all__ = ["check_config", "shared_bytes", "ws_rs"]
+
+if gluon is not None:
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import (
+        fence_async_shared,
+        mbarrier,
+        warpgroup_mma,
+        warpgroup_mma_wait,
+    )
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    from .wsmma import _cta_barrier, _layouts, _load_words, _tma_load
+
+    @gluon.jit
+    def _load_acts(x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, K_PAD, XSTAGES: gl.constexpr):
+        """Per step: TMA the ``[BM, 16]`` activations of each code index ``a`` of one block into a ring slot."""
+        for i in range(k_hi - k_lo):
+            slot = i % XSTAGES
+            mbarrier.wait(x_empty.index(slot), ((i // XSTAGES) & 1) ^ 1)
+            bar = x_ready.index(slot)
+            mbarrier.expect(bar, 8 * x_desc.block_type.nbytes)
+            col = (k_lo + i) * 16  # the block's first plane-0 word
+            for a in gl.static_range(8):
+                _tma_load(x_desc, [m0, a * (K_PAD // 8) + col], bar, x_smem.index(8 * slot + a))
+
+    @gluon.jit
+    def _select(nibbles, fifth):
+        """Bits 0..3 of each byte from ``nibbles``, bits 4..7 from ``fifth`` (one LOP3)."""
+        return gl.inline_asm_elementwise("lop3.b32 $0, $1, 0x0F0F0F0F, $2, 0xE2;", "=r,r,r", [nibbles, fifth],
+                                         dtype=gl.int32, is_pure=True, pack=1)
+
+    @gluon.jit
+    def _a_tile(c_lane, src, norm, dtype: gl.constexpr):
+        """k-tile operand: the centroids of the codes in bits 0..4 of ``src`` (a shuffle each), times the norms."""
+        c = gl.inline_asm_elementwise("shfl.sync.idx.b32 $0, $1, $2, 0x1f, 0xffffffff;", "=r,r,r",
+                                      [c_lane, src.to(gl.int32, bitcast=True)], dtype=gl.int32, is_pure=True, pack=1)
+        return c.to(gl.float32, bitcast=True).to(dtype) * norm
+
+    @gluon.jit
+    def _consumer(p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr, bias_ptr, out_ptr,
+                  ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k,
+                  BITS: gl.constexpr, BM: gl.constexpr, QSTAGES: gl.constexpr, XSTAGES: gl.constexpr,
+                  PART: gl.constexpr, HAS_BIAS: gl.constexpr, SPLIT: gl.constexpr):
+        """One warpgroup: rows ``n0 + 64 PART ..``, decoded into registers and multiplied step by step; the sums
+        stored to the output (or, split K, to the partials)."""
+        acc_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                        instr_shape=[16, BM, 16])
+        a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_l, k_width=2)
+        dtype: gl.constexpr = x_smem.dtype
+        acc = gl.zeros([64, BM], dtype=gl.float32, layout=acc_l)
+        rows = gl.minimum(n0 + 64 * PART + gl.arange(0, 64, layout=gl.SliceLayout(1, a_l)), N - 1)  # clamped
+        c_lane = gl.inline_asm_elementwise(  # every lane's codebook entry, c[lane % 2**BITS]
+            "{ .reg .u32 l; .reg .u64 p; mov.u32 l, %laneid; and.b32 l, l, $2; mul.wide.u32 p, l, 4; "
+            "add.u64 p, p, $1; ld.global.nc.b32 $0, [p]; }",
+            "=r,l,r",
+            [gl.full([64, 16], 0, gl.int64, a_l) + c_ptr.to(gl.int64, bitcast=True),
+             gl.full([64, 16], (1 << BITS) - 1, gl.int32, a_l)],
+            dtype=gl.int32, is_pure=True, pack=1,
+        )
+        norm_scale = 1.0 / 11.313708498984761  # 1 / sqrt(128)
+        norm = gl.load(s_ptr + rows * stride_sn + k_lo, mask=k_lo < k_hi, other=0.0)  # loaded a step ahead
+        for i in range(k_hi - k_lo):
+            qs = i % QSTAGES
+            xs = i % XSTAGES
+            this_norm = gl.expand_dims((norm.to(gl.float32) * norm_scale).to(dtype), 1)
+            norm = gl.load(s_ptr + rows * stride_sn + k_lo + i + 1, mask=k_lo + i + 1 < k_hi, other=0.0)
+            mbarrier.wait(q_ready.index(qs), (i // QSTAGES) & 1)
+            w0 = p0_smem.index(qs).slice(64 * PART, 64, dim=0).load(a_l)  # [64, 16] int32
+            if BITS == 5:
+                p1 = p1_smem.index(qs).slice(64 * PART, 64, dim=0).load(a_l).to(gl.int32)  # word j's fifth bits
+            _cta_barrier()  # every warp of the group has its words before the slot is handed back
+            mbarrier.arrive(q_empty.index(qs), count=1)
+            if BITS == 5:  # even codes' fifth bits to bit 4 of lo's bytes, odd codes' to hi's (see decode.py)
+                lo = _select(w0, (p1 & 0x55) * 0x410410)
+                hi = _select(w0 >> 4, (p1 & 0xAA) * 0x208208)
+            else:
+                lo = w0
+                hi = w0 >> 4
+            lo = lo.to(gl.uint32, bitcast=True)
+            hi = hi.to(gl.uint32, bitcast=True)
+            a0 = _a_tile(c_lane, lo, this_norm, dtype)
+            a1 = _a_tile(c_lane, hi, this_norm, dtype)
+            a2 = _a_tile(c_lane, lo >> 8, this_norm, dtype)
+            a3 = _a_tile(c_lane, hi >> 8, this_norm, dtype)
+            a4 = _a_tile(c_lane, lo >> 16, this_norm, dtype)
+            a5 = _a_tile(c_lane, hi >> 16, this_norm, dtype)
+            a6 = _a_tile(c_lane, lo >> 24, this_norm, dtype)
+            a7 = _a_tile(c_lane, hi >> 24, this_norm, dtype)
+            mbarrier.wait(x_ready.index(xs), (i // XSTAGES) & 1)
+            acc = warpgroup_mma(a0, x_smem.index(8 * xs + 0).permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma(a1, x_smem.index(8 * xs + 1).permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma(a2, x_smem.index(8 * xs + 2).permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma(a3, x_smem.index(8 * xs + 3).permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma(a4, x_smem.index(8 * xs + 4).permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma(a5, x_smem.index(8 * xs + 5).permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma(a6, x_smem.index(8 * xs + 6).permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma(a7, x_smem.index(8 * xs + 7).permute((1, 0)), acc, is_async=True)
+            # wgmma reads the A registers while it runs: they stay alive (deps) until the step's MMAs retire
+            acc, a0, a1, a2, a3, a4, a5, a6, a7 = warpgroup_mma_wait(
+                num_outstanding=0, deps=(acc, a0, a1, a2, a3, a4, a5, a6, a7))
+            mbarrier.arrive(x_empty.index(xs), count=1)
+        out_l: gl.constexpr = gl.BlockedLayout([8, 1], [16, 2], [1, 4], [0, 1])  # n contiguous in a thread's eight
+        acc = gl.convert_layout(acc, out_l)
+        n = n0 + 64 * PART + gl.arange(0, 64, layout=gl.SliceLayout(1, out_l))
+        m = m0 + gl.arange(0, BM, layout=gl.SliceLayout(0, out_l))
+        tile = m.to(gl.int64)[None, :] * N + n[:, None]
+        mask = (n[:, None] < N) & (m[None, :] < M)
+        if SPLIT:
+            gl.store(ws_ptr + pid_k.to(gl.int64) * M * N + tile, acc, mask=mask)
+        else:
+            if HAS_BIAS:
+                acc += gl.load(bias_ptr + n, mask=n < N, other=0.0).to(gl.float32)[:, None]
+            gl.store(out_ptr + tile, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+    @gluon.jit
+    def _rs_kernel(
+        # descriptors and pointers
+        x_desc,  # TMA descriptor of the [M, K_PAD] rotated 16-bit activations in permute_activations' order, [BM, 16]
+        p0_desc,  # TMA descriptor of the [N, K_PAD * BITS // 32] int32 packed codes, block [BN, 16]
+        p1_desc,  # TMA descriptor of the same bytes as [N, K_PAD * BITS // 8] int8, block [BN, 16] (Q5)
+        s_ptr,  # [N, K_PAD // 128] float16 block scales
+        c_ptr,  # [2**BITS] float32 standard codebook
+        bias_ptr,  # [N] or unused
+        out_ptr,  # [M, N]
+        ws_ptr,  # [SPLIT_K, M, N] float32 partial sums (SPLIT)
+        count_ptr,  # [>= tiles] int32 arrival counters, zero between calls (SPLIT)
+        # dimensions
+        M,
+        N,
+        K_PAD,
+        # strides, in elements
+        stride_sn,
+        # meta-parameters
+        BITS: gl.constexpr,
+        BM: gl.constexpr,
+        QSTAGES: gl.constexpr,
+        XSTAGES: gl.constexpr,
+        REGS: gl.constexpr,
+        HAS_BIAS: gl.constexpr,
+        SPLIT: gl.constexpr,
+        num_warps: gl.constexpr,
+    ):
+        BN: gl.constexpr = 128  # two consumer warpgroups of 64 rows
+        pid_n = gl.program_id(0)
+        pid_m = gl.program_id(1)
+        pid_k = gl.program_id(2)
+        split_k = gl.num_programs(2)
+        n0 = pid_n * BN
+        m0 = pid_m * BM
+        n_steps = K_PAD // 128
+        per_split = gl.cdiv(n_steps, split_k)
+        k_lo = gl.minimum(pid_k * per_split, n_steps)
+        k_hi = gl.minimum(k_lo + per_split, n_steps)
+        x_smem = gl.allocate_shared_memory(x_desc.dtype, [8 * XSTAGES, BM, 16], x_desc.layout)
+        p0_smem = gl.allocate_shared_memory(gl.int32, [QSTAGES, BN, 16], p0_desc.layout)
+        p1_smem = gl.allocate_shared_memory(gl.int8, [QSTAGES, BN, 16], p1_desc.layout)
+        q_ready = gl.allocate_shared_memory(gl.int64, [QSTAGES, 1], mbarrier.MBarrierLayout())
+        q_empty = gl.allocate_shared_memory(gl.int64, [QSTAGES, 1], mbarrier.MBarrierLayout())
+        x_ready = gl.allocate_shared_memory(gl.int64, [XSTAGES, 1], mbarrier.MBarrierLayout())
+        x_empty = gl.allocate_shared_memory(gl.int64, [XSTAGES, 1], mbarrier.MBarrierLayout())
+        for s in gl.static_range(QSTAGES):
+            mbarrier.init(q_ready.index(s), count=1)
+            mbarrier.init(q_empty.index(s), count=2)  # each warpgroup hands the slot back
+        for s in gl.static_range(XSTAGES):
+            mbarrier.init(x_ready.index(s), count=1)
+            mbarrier.init(x_empty.index(s), count=2)
+        fence_async_shared()
+        gl.warp_specialize(
+            [
+                (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr,
+                             bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
+                             QSTAGES, XSTAGES, 0, HAS_BIAS, SPLIT)),
+                (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr,
+                             bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
+                             QSTAGES, XSTAGES, 1, HAS_BIAS, SPLIT)),
+                (_load_words, (p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, 0, BITS,
+                               QSTAGES, False)),
+                (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, K_PAD, XSTAGES)),
+            ],
+            [4, 1, 1],
+            [REGS, 24, 24],
+        )
+        if SPLIT:  # the last slice of this tile to finish sums the partials (kernels.common.sum_if_last)
+            out_l: gl.constexpr = gl.BlockedLayout([8, 1], [16, 2], [1, num_warps], [0, 1])
+            _cta_barrier()
+            counter = count_ptr + pid_n * gl.num_programs(1) + pid_m
+            if gl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == split_k - 1:
+                n = n0 + gl.arange(0, BN, layout=gl.SliceLayout(1, out_l))
+                m = m0 + gl.arange(0, BM, layout=gl.SliceLayout(0, out_l))
+                tile = m.to(gl.int64)[None, :] * N + n[:, None]
+                mask = (n[:, None] < N) & (m[None, :] < M)
+                slice_elems = M.to(gl.int64) * N
+                acc = gl.zeros([BN, BM], gl.float32, out_l)
+                for part in range(split_k):
+                    acc += gl.load(ws_ptr + part * slice_elems + tile, mask=mask, other=0.0, cache_modifier=".cg")
+                if HAS_BIAS:
+                    acc += gl.load(bias_ptr + n, mask=n < N, other=0.0).to(gl.float32)[:, None]
+                gl.store(out_ptr + tile, acc.to(out_ptr.dtype.element_ty), mask=mask)
+                gl.atomic_xchg(counter, 0)
+
+
+def shared_bytes(config: dict) -> int:
+    """Shared memory the rings of ``config`` take."""
+    return config["QSTAGES"] * 128 * (64 + 16) + config["XSTAGES"] * 8 * config["BM"] * 32 + 1024
+
+
+def check_config(config: dict) -> None:
+    """Refuse a config the kernel could not run or fit."""
+    if not (8 <= config["BM"] <= 64 and config["BM"] % 8 == 0):
+        raise ValueError(f"ws_rs: BM must be a multiple of 8 in 8..64, got {config['BM']}")
+    for ring in ("QSTAGES", "XSTAGES"):
+        if config[ring] < 2:
+            raise ValueError(f"ws_rs: {ring} must be at least 2 (the loads of one step beside the work of another), "
+                             f"got {config[ring]}")
+    if shared_bytes(config) > 227 * 1024:
+        raise ValueError(f"ws_rs: the rings need {shared_bytes(config)} bytes of shared memory, more than the "
+                         f"227 KiB an SM has; fewer stages or a smaller BM")
+
+
+@functools.cache
+def _x_layout(BM: int, dtype: torch.dtype):
+    """Shared-memory layout of an activation box ``[BM, 16]`` (32-byte swizzle, as ``wgmma`` reads it)."""
+    return gl.NVMMASharedLayout.get_default_for([BM, 16], gl.bfloat16 if dtype == torch.bfloat16 else gl.float16)
+
+
+def ws_rs(
+    xp: torch.Tensor,
+    qdata: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    bits: int,
+    block_size: int,
+    out_dtype: torch.dtype,
+    config: dict,
+) -> torch.Tensor:
+    """Launch the kernel. Shapes are checked by the caller; the layer must satisfy :func:`.wsmma.supports`.
+
+    Args:
+        xp: (M, K_pad) rotated activations, bfloat16 or float16, in :func:`.wgmma.permute_activations`' order,
+            contiguous and 16-byte aligned.
+        qdata: (N, K_pad * bits / 8) uint8 packed codes, rows contiguous and 16-byte aligned.
+        config: ``BM`` (activation rows per program, a multiple of 8 in 8..64), ``SPLIT_K``, ring depths
+            ``QSTAGES`` (packed words) and ``XSTAGES`` (activations), ``REGS`` (registers per thread of the second
+            warpgroup; the first takes what the loaders leave); :func:`check_config` refuses others.
+
+    Returns:
+        (M, N) in ``out_dtype``.
+    """
+    M, k_pad = xp.shape
+    N = qdata.shape[0]
+    BN, BM = 128, config["BM"]
+    check_config(config)
+    scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
+    _, p0_l, p1_l = _layouts(64, xp.dtype)
+    x_l = _x_layout(BM, xp.dtype)
+    out = torch.empty((M, N), device=xp.device, dtype=out_dtype)
+    x_desc = TensorDescriptor.from_tensor(xp, [BM, 16], x_l)
+    p0_desc = TensorDescriptor.from_tensor(qdata.view(torch.int32), [BN, 16], p0_l)
+    p1_desc = TensorDescriptor.from_tensor(qdata.view(torch.int8), [BN, 16], p1_l)
+    grid = (triton.cdiv(N, BN), triton.cdiv(M, BM), config["SPLIT_K"])
+    if grid[2] > 1:
+        ws = torch.empty((grid[2], M, N), device=xp.device, dtype=torch.float32)
+        counters = arrival_counters(xp.device, grid[0] * grid[1])
+    else:
+        ws = counters = out  # unused
+    _rs_kernel[grid](
+        x_desc, p0_desc, p1_desc, scale, standard_codebook(bits, xp.device), bias if bias is not None else out, out,
+        ws, counters, M, N, k_pad, scale.stride(0),
+        BITS=bits, BM=BM, QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
+        REGS=config["REGS"], HAS_BIAS=bias is not None, SPLIT=grid[2] > 1, num_warps=4,
+    )
+    return out
