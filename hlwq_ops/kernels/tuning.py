@@ -194,7 +194,7 @@ def _ws_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
 # The warp-specialized kernel with the weight as wgmma's register operand (kernels.wsrs, sm_90): measured on the
 # H200 (session 18, benchmarks/RESULTS.md section 18) 11-25% faster than kernels.wsmma at M = 16..64 on 14336 x 4096,
 # 4096 x 14336 and 4096 x 4096, with two consumer warpgroups, split K as the ws kernel's and rings of 4 word and 3
-# activation slots (four warpgroups, half or twice that split and deeper rings were slower or within 2%). Its
+# activation slots (four warpgroups, half or twice that split were slower; other rings within 2-4%). Its
 # accumulators stop it at BM = 64; timed beside the other families from the GEMV's range up.
 WSRS_MAX_M = 64
 

@@ -4,8 +4,8 @@
 through shared memory: each of two warpgroups owns 64 of the program's 128
 weight rows and decodes a step's codes straight into ``wgmma``'s A-operand
 registers, then multiplies them with the activations in shared memory (four
-warpgroups of 64 rows each measured 0-50% slower: fewer programs, or split K
-past what pays). Beside them, two one-warp TMA loaders: the
+warpgroups of 64 rows each measured 3-100% slower: fewer programs, or split
+K past what pays). Beside them, two one-warp TMA loaders: the
 block's plane-0 words and plane-1 bytes (:func:`.wsmma._load_words`) and its
 activations (:func:`_load_acts`).
 
