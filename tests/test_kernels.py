@@ -548,7 +548,8 @@ def test_ws_mma_serves_only_what_it_decodes():
 
 @pytest.mark.parametrize("change,message", [(dict(WSTAGES=1), "WSTAGES must be at least 2"),
                                             (dict(XSTAGES=1), "XSTAGES must be at least 2"),
-                                            (dict(BM=192), "BM must be a multiple of 8 in 8..128, or 256"),
+                                            (dict(BM=192), "BM must be a power of two in 8..256"),
+                                            (dict(BM=24), "BM must be a power of two in 8..256"),
                                             (dict(BM=256), "num_warps must be 8 at BM = 256"),
                                             (dict(XSTAGES=8), "more than the 227 KiB"),
                                             (dict(DEC_WARPS=6), "DEC_WARPS 4 or 8 .*, got 4 and 6"),
@@ -597,8 +598,9 @@ def test_ws_rs_candidates_and_configs():
         assert config["kernel"] == "wsrs" and (config["BM"], config["SPLIT_K"]) == (BM, split), (M, N, k_pad)
         check_config(config)
     config = tuning.candidates("wsrs", 16, 4096, 4096, 132, 5)[0]
-    for change, message in ((dict(BM=128), "BM must be"), (dict(BM=20), "BM must be"), (dict(XSTAGES=1), "XSTAGES"),
-                            (dict(QSTAGES=1), "QSTAGES"), (dict(QSTAGES=24), "shared memory")):
+    for change, message in ((dict(BM=128), "BM must be"), (dict(BM=24), "BM must be"), (dict(XSTAGES=1), "XSTAGES"),
+                            (dict(QSTAGES=1), "QSTAGES"), (dict(QSTAGES=22), "shared memory"),
+                            (dict(SPLIT_K=0), "SPLIT_K"), (dict(REGS=170), "REGS"), (dict(REGS=300), "REGS")):
         with pytest.raises(ValueError, match=message):
             check_config(dict(config, **change))
 
@@ -619,7 +621,7 @@ def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, config, dtype,
     kernels): in K order for the ws kernel and the tensor-core GEMV, in the wgmma permutation for the register-operand
     variant; with the bias, in the activations' dtype, from ``linear`` and ``linear_rotated``."""
     from hlwq_ops.hadamard import fwht_ref
-    from hlwq_ops.kernels import wsmma
+    from hlwq_ops.kernels import wsmma, wsrs
 
     picked, ws_inputs = [], []
 
@@ -633,8 +635,7 @@ def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, config, dtype,
 
     def ws_rs(xp, qdata, scale, bias, bits, block_size, out_dtype, config):  # the same on permuted activations
         ws_inputs.append(xp)
-        xr = xp.reshape(xp.shape[0], 8, -1).transpose(1, 2).reshape(xp.shape)  # out[:, a K/8 + w] = xr[:, 8 w + a]
-        return wsmma.ws_mma_ref(xr, qdata, scale, bias, bits).to(out_dtype)
+        return wsrs.ws_rs_ref(xp, qdata, scale, bias, bits).to(out_dtype)
 
     monkeypatch.setattr(tuning, "config_for", config_for)
     monkeypatch.setattr(kernels, "_runs_ws", lambda *args: True)
@@ -720,12 +721,14 @@ for M, N, K in ((16, 4096, 4096), (128, 4096, 14336), (300, 4096, 4096)):
         ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
         assert "wgmma.mma_async" in ptx and "setmaxnreg" in ptx, (M, N, K)
 from hlwq_ops.kernels import wsrs
-for M, N, K in ((5, 4096, 4096), (64, 4096, 14336)):  # the register-operand variant: BM = 16 and 64, split K
+# the register-operand variant: BM = 16 (split K and not) and 64 (split K); shared memory within its estimate
+for M, N, K in ((5, 4096, 4096), (16, 14336, 4096), (64, 4096, 14336)):
     for config in tuning.candidates("wsrs", M, N, K, 132, bits):
         xp = torch.empty(M, K, dtype=torch.bfloat16)
         q = torch.empty(N, K * bits // 8, dtype=torch.uint8)
         _, p0_l, p1_l = wsmma._layouts(64, torch.bfloat16)
-        descs = dict(x_desc=TensorDescriptor.from_tensor(xp, [config["BM"], 16], wsrs._x_layout(config["BM"], xp.dtype)),
+        x_l = wsrs._x_layout(config["BM"], xp.dtype)
+        descs = dict(x_desc=TensorDescriptor.from_tensor(xp, [config["BM"], 16], x_l),
                      p0_desc=TensorDescriptor.from_tensor(q.view(torch.int32), [128, 16], p0_l),
                      p1_desc=TensorDescriptor.from_tensor(q.view(torch.int8), [128, 16], p1_l))
         constants = dict(BITS=bits, BM=config["BM"], QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
@@ -734,8 +737,9 @@ for M, N, K in ((5, 4096, 4096), (64, 4096, 14336)):  # the register-operand var
             s_ptr="*fp16", c_ptr="*fp32", bias_ptr="*bf16", out_ptr="*bf16", ws_ptr="*fp32", count_ptr="*i32",
             M="i32", N="i32", K_PAD="i32", stride_sn="i32") | {name: "constexpr" for name in constants}
         source = GluonASTSource(wsrs._rs_kernel, signature, constants)
-        ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4)).asm["ptx"]
-        assert "wgmma.mma_async" in ptx and "setmaxnreg" in ptx, (M, N, K, config)
+        kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
+        assert "wgmma.mma_async" in kernel.asm["ptx"] and "setmaxnreg" in kernel.asm["ptx"], (M, N, K, config)
+        assert kernel.metadata.shared <= wsrs.shared_bytes(config), (kernel.metadata.shared, config)
 print("compiled")
 """
 
@@ -965,8 +969,8 @@ def test_gpu_ws_mma_poisoned_output_every_candidate(bits, N, K):
 @pytest.mark.parametrize("N,K", [(1000, 1000), (300, 4096), (4096, 4096)])
 def test_gpu_ws_rs_poisoned_output_every_candidate(bits, N, K):
     """The register-operand warp-specialized kernel (Gluon, GPU only): the tuner's candidate and other configs (BM 8
-    to 64, M tiles cut short, split K uneven and with an empty slice, shallower and deeper rings), a bias, float16
-    activations, float32 and bfloat16 outputs, each output written and right."""
+    to 64, M tiles cut short, no split K and split K uneven and with an empty slice, shallower and deeper rings), a
+    bias, float16 activations, float32 and bfloat16 outputs, each output written and right."""
     from hlwq_ops.kernels import wsmma, wsrs
     from hlwq_ops.kernels.common import counter_buffer
 
@@ -977,11 +981,11 @@ def test_gpu_ws_rs_poisoned_output_every_candidate(bits, N, K):
     bias = torch.randn(N, device="cuda")
     for M in (3, 16, 37, 64):
         for dtype in (torch.bfloat16, torch.float16) if M == 37 else (torch.bfloat16,):
-            x16 = torch.randn(M, k_pad, device="cuda").to(dtype)
-            ref = wsmma.ws_mma_ref(x16, qdata, scale, bias, bits)
-            xp = permute_activations(x16, dtype)
+            xp = permute_activations(torch.randn(M, k_pad, device="cuda"), dtype)
+            ref = wsrs.ws_rs_ref(xp, qdata, scale, bias, bits)
             configs = tuning.candidates("wsrs", M, N, k_pad, 132, bits)
-            configs += [dict(configs[0], SPLIT_K=3), dict(configs[0], SPLIT_K=5),  # (K = 1000: the fifth slice empty)
+            configs += [dict(configs[0], SPLIT_K=1), dict(configs[0], SPLIT_K=3),  # (the candidates here split K)
+                        dict(configs[0], SPLIT_K=5),  # (K = 1000: the fifth slice empty)
                         dict(configs[0], BM=8 if M <= 8 else 32), dict(configs[0], QSTAGES=2, XSTAGES=2),
                         dict(configs[0], QSTAGES=6, XSTAGES=4)]
             for config in configs:
@@ -1008,7 +1012,10 @@ def test_gpu_linear_tuned_tensor_core_choice(bits):
         bf16_err = rel_error(x @ w_hat.bfloat16().t(), ref)
         y = kernels.linear(x, qdata, scale, None, bits, 128, 4096, None)
         assert rel_error(y, ref) <= 2 * bf16_err, M
-    assert any(k.startswith(("wgmma+tc/", "wgmma+tc+wsrs/")) for k in tuning._TUNED)  # (+wsrs where it runs)
+    from hlwq_ops.kernels import wsmma
+
+    family = "wgmma+tc+wsrs/" if wsmma.runs_on(qdata.device) else "wgmma+tc/"  # (wsrs where the ws kernels run)
+    assert any(k.startswith(family) for k in tuning._TUNED)
 
 
 @pytest.mark.gpu

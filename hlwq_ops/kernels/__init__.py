@@ -5,8 +5,9 @@ the CUDA ``y = x @ W_hat.T + bias``; both pick the kernel family by M
 (:func:`hlwq_ops.kernels.tuning.path_for`). On the "mma" path the
 register-operand kernel (:mod:`.wgmma`) -- or, where the tuner finds them
 faster, the tensor-core GEMV (:mod:`.tcgemv`, M <= 8), the warp-specialized
-kernel (:mod:`.wsmma`, sm_90, M >= 16) or dequantize + cuBLAS (M > 64 where
-the warp-specialized kernel runs) -- serves the layers it supports and the
+kernel (:mod:`.wsmma`, sm_90, M >= 16), its register-operand variant
+(:mod:`.wsrs`, sm_90, M <= 64) or dequantize + cuBLAS (M > 64 where the
+warp-specialized kernel runs) -- serves the layers it supports and the
 general one (:mod:`.mma`) the rest.
 """
 

@@ -163,13 +163,18 @@ def _tc_candidates(N: int, k_pad: int, sm_count: int) -> list[dict]:
 WS_MIN_M = 16
 
 
+def _ws_split(M: int, N: int, k_pad: int, sm_count: int, BM: int) -> int:
+    """Split K of the warp-specialized kernels (128 weight rows a program): until the programs about fill the SMs,
+    keeping >= 4 blocks per slice."""
+    programs = -(-N // 128) * -(-M // BM)
+    return max(1, min(k_pad // 128 // 4, round(sm_count / programs)))
+
+
 def _ws_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
     """128 weight rows and ``BM`` = the M bucket (16..128, then 256) activation rows per program, one program per
     SM: split K until the programs about fill the GPU (keeping >= 4 blocks per slice), and half that split."""
     BM = min(256, max(16, m_bucket(M)))
-    programs = -(-N // 128) * -(-M // BM)
-    steps = k_pad // 128
-    split = max(1, min(steps // 4, round(sm_count / programs)))
+    split = _ws_split(M, N, k_pad, sm_count, BM)
     base = dict(kernel="ws", BM=BM, QSTAGES=4, WSTAGES=2, XSTAGES=2, DEC_WARPS=4, DEC_REGS=168, num_warps=4)
     if BM == 256:  # two MMA warpgroups; the rings fill the shared memory; 136 decoder registers leave them 176.
         # Each program starting at its own block (STAGGER): 6-14% less time at M = 256 and 512 on 14336 x 4096 and
@@ -192,19 +197,17 @@ def _ws_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
 
 
 # The warp-specialized kernel with the weight as wgmma's register operand (kernels.wsrs, sm_90): measured on the
-# H200 (session 18, benchmarks/RESULTS.md section 18) 11-25% faster than kernels.wsmma at M = 16..64 on 14336 x 4096,
+# H200 (session 18, benchmarks/RESULTS.md 18d) with 11-25% less time than kernels.wsmma at M = 16..64 on 14336 x 4096,
 # 4096 x 14336 and 4096 x 4096, with two consumer warpgroups, split K as the ws kernel's and rings of 4 word and 3
-# activation slots (four warpgroups, half or twice that split were slower; other rings within 2-4%). Its
-# accumulators stop it at BM = 64; timed beside the other families from the GEMV's range up.
+# activation slots (four warpgroups, half or twice that split: 2-100% slower; other rings up to 10% slower, at best
+# 1% faster). Its accumulators stop it at BM = 64; timed beside the other families from the GEMV's range up.
 WSRS_MAX_M = 64
 
 
 def _wsrs_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
     """128 weight rows and ``BM`` = the M bucket (16..64) activation rows per program; split K as the ws kernel."""
     BM = min(64, max(16, m_bucket(M)))
-    programs = -(-N // 128) * -(-M // BM)
-    split = max(1, min(k_pad // 128 // 4, round(sm_count / programs)))
-    return [dict(kernel="wsrs", BM=BM, SPLIT_K=split, QSTAGES=4, XSTAGES=3, REGS=168)]
+    return [dict(kernel="wsrs", BM=BM, SPLIT_K=_ws_split(M, N, k_pad, sm_count, BM), QSTAGES=4, XSTAGES=3, REGS=168)]
 
 
 _FAMILIES = {

@@ -378,8 +378,8 @@ def check_config(config: dict) -> None:
     """Refuse a config the kernel would hang on, could not fit or does not know: each ring a slot for the step being
     filled and one for the step being multiplied (with one slot, the decoders would wait for an MMA that waits for
     them)."""
-    if not ((8 <= config["BM"] <= 128 and config["BM"] % 8 == 0) or config["BM"] == 256):
-        raise ValueError(f"ws_mma: BM must be a multiple of 8 in 8..128, or 256, got {config['BM']}")
+    if config["BM"] not in (8, 16, 32, 64, 128, 256):  # (a tile's shape is a power of two)
+        raise ValueError(f"ws_mma: BM must be a power of two in 8..256, got {config['BM']}")
     for ring in ("WSTAGES", "XSTAGES"):
         if config[ring] < 2:
             raise ValueError(f"ws_mma: {ring} must be at least 2 (one slot would deadlock), got {config[ring]}")
@@ -428,7 +428,7 @@ def ws_mma(
     Args:
         xr: (M, K_pad) rotated activations, bfloat16 or float16, in K order, contiguous and 16-byte aligned.
         qdata: (N, K_pad * bits / 8) uint8 packed codes, rows contiguous and 16-byte aligned.
-        config: ``BM`` (activation rows per program, a multiple of 8 in 8..128, or 256), ``SPLIT_K``, ring
+        config: ``BM`` (activation rows per program, a power of two in 8..256), ``SPLIT_K``, ring
             depths ``QSTAGES`` (packed words), ``WSTAGES`` (decoded weights), ``XSTAGES`` (activations),
             ``DEC_WARPS`` / ``DEC_REGS`` (decoding warps, 4 or 8, and their registers per thread), ``DEC_PARTS``
             (1, or 2 decoding partitions of four warps taking turns at the steps; default 1), ``STAGGER`` (each

@@ -5,9 +5,9 @@ through shared memory: each of two warpgroups owns 64 of the program's 128
 weight rows and decodes a step's codes straight into ``wgmma``'s A-operand
 registers, then multiplies them with the activations in shared memory (four
 warpgroups of 64 rows each measured 3-100% slower: fewer programs, or split
-K past what pays). Beside them, two one-warp TMA loaders: the
-block's plane-0 words and plane-1 bytes (:func:`.wsmma._load_words`) and its
-activations (:func:`_load_acts`).
+K past what pays). Beside them, two one-warp TMA loaders: the block's plane-0
+words and plane-1 bytes (:func:`.wsmma._load_words`) and its activations
+(:func:`_load_acts`). :func:`ws_rs_ref` is its plain-torch equivalent.
 
 Layout. In the A operand's register layout (``DotOperandLayout``, k_width 2,
 the layout of ``mma.m16n8k16``'s A fragments) thread ``(g, t)`` of a warp
@@ -46,9 +46,9 @@ import triton
 
 from ..codebook import codebook as standard_codebook
 from .common import arrival_counters, unit_stride
-from .wsmma import gluon
+from .wsmma import gluon, ws_mma_ref
 
-__all__ = ["check_config", "shared_bytes", "ws_rs"]
+__all__ = ["check_config", "shared_bytes", "ws_rs", "ws_rs_ref"]
 
 if gluon is not None:
     from triton.experimental.gluon import language as gl
@@ -150,7 +150,9 @@ if gluon is not None:
             acc, a0, a1, a2, a3, a4, a5, a6, a7 = warpgroup_mma_wait(
                 num_outstanding=0, deps=(acc, a0, a1, a2, a3, a4, a5, a6, a7))
             mbarrier.arrive(x_empty.index(xs), count=1)
-        out_l: gl.constexpr = gl.BlockedLayout([8, 1], [16, 2], [1, 4], [0, 1])  # n contiguous in a thread's eight
+        # n contiguous in a thread's eight (the ws kernel's layout for 128 rows: on these 64 two lanes hold each sum
+        # and store it twice, the same value)
+        out_l: gl.constexpr = gl.BlockedLayout([8, 1], [16, 2], [1, 4], [0, 1])
         acc = gl.convert_layout(acc, out_l)
         n = n0 + 64 * PART + gl.arange(0, 64, layout=gl.SliceLayout(1, out_l))
         m = m0 + gl.arange(0, BM, layout=gl.SliceLayout(0, out_l))
@@ -166,7 +168,7 @@ if gluon is not None:
     @gluon.jit
     def _rs_kernel(
         # descriptors and pointers
-        x_desc,  # TMA descriptor of the [M, K_PAD] rotated 16-bit activations in permute_activations' order, [BM, 16]
+        x_desc,  # TMA descriptor of the [M, K_PAD] rotated 16-bit activations (permute_activations' order), [BM, 16]
         p0_desc,  # TMA descriptor of the [N, K_PAD * BITS // 32] int32 packed codes, block [BN, 16]
         p1_desc,  # TMA descriptor of the same bytes as [N, K_PAD * BITS // 8] int8, block [BN, 16] (Q5)
         s_ptr,  # [N, K_PAD // 128] float16 block scales
@@ -251,21 +253,37 @@ if gluon is not None:
 
 
 def shared_bytes(config: dict) -> int:
-    """Shared memory the rings of ``config`` take."""
-    return config["QSTAGES"] * 128 * (64 + 16) + config["XSTAGES"] * 8 * config["BM"] * 32 + 1024
+    """Shared memory ``config`` takes: the rings, and (they are still allocated then) each consumer's scratch for
+    its epilogue's layout conversion, ``64 x BM`` float32 (an upper bound: Triton 3.6 and 3.9 use it up to BM = 32 and
+    half of it at 64), and the barriers."""
+    return (config["QSTAGES"] * 128 * (64 + 16) + config["XSTAGES"] * 8 * config["BM"] * 32
+            + 2 * 64 * config["BM"] * 4 + 1024)
 
 
 def check_config(config: dict) -> None:
-    """Refuse a config the kernel could not run or fit."""
-    if not (8 <= config["BM"] <= 64 and config["BM"] % 8 == 0):
-        raise ValueError(f"ws_rs: BM must be a multiple of 8 in 8..64, got {config['BM']}")
+    """Refuse a config the kernel could not compile, fit or use well."""
+    if config["BM"] not in (8, 16, 32, 64):
+        raise ValueError(f"ws_rs: BM must be 8, 16, 32 or 64 (a power of two; 64 accumulators a thread at most), "
+                         f"got {config['BM']}")
+    if config["SPLIT_K"] < 1:
+        raise ValueError(f"ws_rs: SPLIT_K must be at least 1, got {config['SPLIT_K']}")
     for ring in ("QSTAGES", "XSTAGES"):
-        if config[ring] < 2:
-            raise ValueError(f"ws_rs: {ring} must be at least 2 (the loads of one step beside the work of another), "
+        if config[ring] < 2:  # (one slot would run, each step's loads waiting for the step before's work)
+            raise ValueError(f"ws_rs: {ring} must be at least 2, so that a step's loads overlap another's work, "
                              f"got {config[ring]}")
+    if not (24 <= config["REGS"] <= 256 and config["REGS"] % 8 == 0):
+        raise ValueError(f"ws_rs: REGS must be a multiple of 8 in 24..256 (setmaxnreg), got {config['REGS']}")
     if shared_bytes(config) > 227 * 1024:
         raise ValueError(f"ws_rs: the rings need {shared_bytes(config)} bytes of shared memory, more than the "
                          f"227 KiB an SM has; fewer stages or a smaller BM")
+
+
+def ws_rs_ref(xp: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
+              bits: int) -> torch.Tensor:
+    """Plain-torch equivalent of :func:`ws_rs`, in float64 (the test oracle): :func:`.wsmma.ws_mma_ref` on the
+    activations taken back to K order (``xp[:, a * K/8 + w] = xr[:, 8 * w + a]``)."""
+    xr = xp.reshape(xp.shape[0], 8, -1).transpose(1, 2).reshape(xp.shape)
+    return ws_mma_ref(xr, qdata, scale, bias, bits)
 
 
 @functools.cache
@@ -290,7 +308,7 @@ def ws_rs(
         xp: (M, K_pad) rotated activations, bfloat16 or float16, in :func:`.wgmma.permute_activations`' order,
             contiguous and 16-byte aligned.
         qdata: (N, K_pad * bits / 8) uint8 packed codes, rows contiguous and 16-byte aligned.
-        config: ``BM`` (activation rows per program, a multiple of 8 in 8..64), ``SPLIT_K``, ring depths
+        config: ``BM`` (activation rows per program: 8, 16, 32 or 64), ``SPLIT_K``, ring depths
             ``QSTAGES`` (packed words) and ``XSTAGES`` (activations), ``REGS`` (registers per thread of the second
             warpgroup; the first takes what the loaders leave); :func:`check_config` refuses others.
 
