@@ -79,7 +79,7 @@ else:
     _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
     _cta_barrier = getattr(gl, "barrier", None) or gl.thread_barrier
 
-__all__ = ["aligned", "runs_on", "supports", "ws_mma", "ws_mma_ref"]
+__all__ = ["aligned", "runs_on", "split_buffers", "supports", "ws_mma", "ws_mma_ref"]
 
 
 def supports(bits: int, block_size: int, codebook: torch.Tensor | None, dtype: torch.dtype) -> bool:
@@ -121,6 +121,36 @@ if gluon is not None:
         if STAGGER:
             blk = k_lo + (i + start) % gl.maximum(k_hi - k_lo, 1)
         return blk
+
+    @gluon.jit
+    def _lane_codebook(c_ptr, BITS: gl.constexpr, shape: gl.constexpr, layout: gl.constexpr):
+        """Every lane's codebook entry, ``c[lane % 2**BITS]``, in each element of a ``shape`` tensor: a code is then
+        looked up by :func:`_shuffle` (bits 5 and up ignored)."""
+        return gl.inline_asm_elementwise(
+            "{ .reg .u32 l; .reg .u64 p; mov.u32 l, %laneid; and.b32 l, l, $2; mul.wide.u32 p, l, 4; "
+            "add.u64 p, p, $1; ld.global.nc.b32 $0, [p]; }",
+            "=r,l,r",
+            [gl.full(shape, 0, gl.int64, layout) + c_ptr.to(gl.int64, bitcast=True),
+             gl.full(shape, (1 << BITS) - 1, gl.int32, layout)],
+            dtype=gl.int32, is_pure=True, pack=1,
+        )
+
+    @gluon.jit
+    def _shuffle(c_lane, code):
+        """Centroid (float32) of the code in bits 0..4 of each element of ``code`` (int32): lane ``code``'s entry."""
+        return gl.inline_asm_elementwise(
+            "shfl.sync.idx.b32 $0, $1, $2, 0x1f, 0xffffffff;", "=r,r,r", [c_lane, code],
+            dtype=gl.int32, is_pure=True, pack=1,
+        ).to(gl.float32, bitcast=True)
+
+    @gluon.jit
+    def _slices_sum(ws_ptr, tile, mask, slice_elems, split_k, shape: gl.constexpr, layout: gl.constexpr):
+        """A tile's split-K partials summed over the ``split_k`` slices, read past the L1 (other programs wrote
+        them; kernels.common.sum_if_last)."""
+        acc = gl.zeros(shape, gl.float32, layout)
+        for part in range(split_k):
+            acc += gl.load(ws_ptr + part * slice_elems + tile, mask=mask, other=0.0, cache_modifier=".cg")
+        return acc
 
     @gluon.jit
     def _load_words(p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, start,
@@ -170,15 +200,7 @@ if gluon is not None:
         # code a is byte a // 2 of E (a even) or O (a odd), whose bit 4 is the code's fifth bit at Q5 (decode.py)
         shift = 8 * (a // 2)
         even = (a % 2) == 0
-        # every lane's codebook entry, c[lane % 2**BITS]; a code is looked up by a shuffle (bits 5 and up ignored)
-        c_lane = gl.inline_asm_elementwise(
-            "{ .reg .u32 l; .reg .u64 p; mov.u32 l, %laneid; and.b32 l, l, $2; mul.wide.u32 p, l, 4; "
-            "add.u64 p, p, $1; ld.global.nc.b32 $0, [p]; }",
-            "=r,l,r",
-            [gl.full([BN, 16, 8], 0, gl.int64, L3) + c_ptr.to(gl.int64, bitcast=True),
-             gl.full([BN, 16, 8], (1 << BITS) - 1, gl.int32, L3)],
-            dtype=gl.int32, is_pure=True, pack=1,
-        )
+        c_lane = _lane_codebook(c_ptr, BITS, [BN, 16, 8], L3)
         norm_scale = 1.0 / 11.313708498984761  # 1 / sqrt(128)
         norm = gl.load(s_ptr + rows * stride_sn + _block(PART, k_lo, k_hi, start, STAGGER),
                        mask=k_lo + PART < k_hi, other=0.0)  # loaded a turn ahead
@@ -199,10 +221,7 @@ if gluon is not None:
                 hi = w0 >> 4
             src = gl.where(even, gl.expand_dims(lo, 2), gl.expand_dims(hi, 2))  # [BN, 16, 8]
             code = (src.to(gl.uint32, bitcast=True) >> shift.to(gl.uint32)).to(gl.int32, bitcast=True)
-            centroid = gl.inline_asm_elementwise(
-                "shfl.sync.idx.b32 $0, $1, $2, 0x1f, 0xffffffff;", "=r,r,r", [c_lane, code],
-                dtype=gl.int32, is_pure=True, pack=1,
-            ).to(gl.float32, bitcast=True)
+            centroid = _shuffle(c_lane, code)
             # centroid and norm rounded to 16 bits and multiplied in pairs (HMUL2): 617 decoder instructions per
             # step instead of 677 (offline, Q5), at one more rounding per weight
             tile = centroid.to(dtype) * gl.expand_dims(gl.expand_dims(this_norm, 1), 2)
@@ -357,9 +376,7 @@ if gluon is not None:
             counter = count_ptr + pid_n * gl.num_programs(1) + pid_m
             last = gl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == split_k - 1
             if last:
-                acc = gl.zeros([BN, BM], gl.float32, out_l)
-                for part in range(split_k):
-                    acc += gl.load(ws_ptr + part * slice_elems + tile, mask=mask, other=0.0, cache_modifier=".cg")
+                acc = _slices_sum(ws_ptr, tile, mask, slice_elems, split_k, [BN, BM], out_l)
                 gl.atomic_xchg(counter, 0)
         if last:
             if HAS_BIAS:
@@ -401,6 +418,15 @@ def check_config(config: dict) -> None:
     if shared_bytes(config) > 227 * 1024:
         raise ValueError(f"ws_mma: the rings need {shared_bytes(config)} bytes of shared memory, more than the "
                          f"227 KiB an SM has; fewer stages or a smaller BM")
+
+
+def split_buffers(out: torch.Tensor, grid: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float32 ``[SPLIT_K, M, N]`` partials and the arrival counters of one call with ``grid[2]`` slices of K over
+    ``grid[0] * grid[1]`` tiles; with one slice, ``out`` twice (not read)."""
+    if grid[2] == 1:
+        return out, out
+    ws = torch.empty((grid[2], *out.shape), device=out.device, dtype=torch.float32)
+    return ws, arrival_counters(out.device, grid[0] * grid[1])
 
 
 @functools.cache
@@ -450,11 +476,7 @@ def ws_mma(
     p0_desc = TensorDescriptor.from_tensor(words, [BN, 16], p0_l)
     p1_desc = TensorDescriptor.from_tensor(qdata.view(torch.int8), [BN, 16], p1_l)
     grid = (triton.cdiv(N, BN), triton.cdiv(M, BM), config["SPLIT_K"])
-    if grid[2] > 1:
-        ws = torch.empty((grid[2], M, N), device=xr.device, dtype=torch.float32)
-        counters = arrival_counters(xr.device, grid[0] * grid[1])
-    else:
-        ws = counters = out  # unused
+    ws, counters = split_buffers(out, grid)
     _ws_kernel[grid](
         x_desc, p0_desc, p1_desc, scale, standard_codebook(bits, xr.device), bias if bias is not None else out, out,
         ws, counters, M, N, k_pad, scale.stride(0),

@@ -45,8 +45,8 @@ import torch
 import triton
 
 from ..codebook import codebook as standard_codebook
-from .common import arrival_counters, unit_stride
-from .wsmma import gluon, ws_mma_ref
+from .common import unit_stride
+from .wsmma import gluon, split_buffers, ws_mma_ref
 
 __all__ = ["check_config", "shared_bytes", "ws_rs", "ws_rs_ref"]
 
@@ -60,7 +60,7 @@ if gluon is not None:
     )
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-    from .wsmma import _cta_barrier, _layouts, _load_words, _tma_load
+    from .wsmma import _cta_barrier, _lane_codebook, _layouts, _load_words, _shuffle, _slices_sum, _tma_load
 
     @gluon.jit
     def _load_acts(x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, K_PAD, XSTAGES: gl.constexpr):
@@ -83,9 +83,7 @@ if gluon is not None:
     @gluon.jit
     def _a_tile(c_lane, src, norm, dtype: gl.constexpr):
         """k-tile operand: the centroids of the codes in bits 0..4 of ``src`` (a shuffle each), times the norms."""
-        c = gl.inline_asm_elementwise("shfl.sync.idx.b32 $0, $1, $2, 0x1f, 0xffffffff;", "=r,r,r",
-                                      [c_lane, src.to(gl.int32, bitcast=True)], dtype=gl.int32, is_pure=True, pack=1)
-        return c.to(gl.float32, bitcast=True).to(dtype) * norm
+        return _shuffle(c_lane, src.to(gl.int32, bitcast=True)).to(dtype) * norm
 
     @gluon.jit
     def _consumer(p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr, bias_ptr, out_ptr,
@@ -100,14 +98,7 @@ if gluon is not None:
         dtype: gl.constexpr = x_smem.dtype
         acc = gl.zeros([64, BM], dtype=gl.float32, layout=acc_l)
         rows = gl.minimum(n0 + 64 * PART + gl.arange(0, 64, layout=gl.SliceLayout(1, a_l)), N - 1)  # clamped
-        c_lane = gl.inline_asm_elementwise(  # every lane's codebook entry, c[lane % 2**BITS]
-            "{ .reg .u32 l; .reg .u64 p; mov.u32 l, %laneid; and.b32 l, l, $2; mul.wide.u32 p, l, 4; "
-            "add.u64 p, p, $1; ld.global.nc.b32 $0, [p]; }",
-            "=r,l,r",
-            [gl.full([64, 16], 0, gl.int64, a_l) + c_ptr.to(gl.int64, bitcast=True),
-             gl.full([64, 16], (1 << BITS) - 1, gl.int32, a_l)],
-            dtype=gl.int32, is_pure=True, pack=1,
-        )
+        c_lane = _lane_codebook(c_ptr, BITS, [64, 16], a_l)
         norm_scale = 1.0 / 11.313708498984761  # 1 / sqrt(128)
         norm = gl.load(s_ptr + rows * stride_sn + k_lo, mask=k_lo < k_hi, other=0.0)  # loaded a step ahead
         for i in range(k_hi - k_lo):
@@ -242,10 +233,7 @@ if gluon is not None:
                 m = m0 + gl.arange(0, BM, layout=gl.SliceLayout(0, out_l))
                 tile = m.to(gl.int64)[None, :] * N + n[:, None]
                 mask = (n[:, None] < N) & (m[None, :] < M)
-                slice_elems = M.to(gl.int64) * N
-                acc = gl.zeros([BN, BM], gl.float32, out_l)
-                for part in range(split_k):
-                    acc += gl.load(ws_ptr + part * slice_elems + tile, mask=mask, other=0.0, cache_modifier=".cg")
+                acc = _slices_sum(ws_ptr, tile, mask, M.to(gl.int64) * N, split_k, [BN, BM], out_l)
                 if HAS_BIAS:
                     acc += gl.load(bias_ptr + n, mask=n < N, other=0.0).to(gl.float32)[:, None]
                 gl.store(out_ptr + tile, acc.to(out_ptr.dtype.element_ty), mask=mask)
@@ -327,11 +315,7 @@ def ws_rs(
     p0_desc = TensorDescriptor.from_tensor(qdata.view(torch.int32), [BN, 16], p0_l)
     p1_desc = TensorDescriptor.from_tensor(qdata.view(torch.int8), [BN, 16], p1_l)
     grid = (triton.cdiv(N, BN), triton.cdiv(M, BM), config["SPLIT_K"])
-    if grid[2] > 1:
-        ws = torch.empty((grid[2], M, N), device=xp.device, dtype=torch.float32)
-        counters = arrival_counters(xp.device, grid[0] * grid[1])
-    else:
-        ws = counters = out  # unused
+    ws, counters = split_buffers(out, grid)
     _rs_kernel[grid](
         x_desc, p0_desc, p1_desc, scale, standard_codebook(bits, xp.device), bias if bias is not None else out, out,
         ws, counters, M, N, k_pad, scale.stride(0),
