@@ -587,6 +587,18 @@ def test_ws_candidates_fill_the_gpu():
     assert {c.get("kernel") for c in families} == {None, "tc", "ws"}  # the wgmma configs carry no "kernel"
 
 
+def test_ws_split_buffers():
+    """The ws kernels' split-K buffers: float32 partials per slice and zeroed counters per tile; none for one slice."""
+    from hlwq_ops.kernels.wsmma import split_buffers
+
+    out = torch.empty(5, 7, dtype=torch.bfloat16)
+    ws, counters = split_buffers(out, (3, 2, 1))
+    assert ws is out and counters is out
+    ws, counters = split_buffers(out, (3, 2, 4))
+    assert ws.shape == (4, 5, 7) and ws.dtype == torch.float32 and ws.device == out.device
+    assert counters.dtype == torch.int32 and counters.numel() >= 6 and int(counters.abs().sum()) == 0
+
+
 def test_ws_rs_candidates_and_configs():
     """The register-operand variant: BM = the M bucket (16..64), split K as the ws kernel's (one program per SM),
     every candidate accepted; configs it could not run or fit refused."""
