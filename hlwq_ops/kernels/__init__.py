@@ -107,17 +107,17 @@ def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_s
 
     ``activations(per_word)`` gives the rotated 16-bit activations in the
     kernel's order: permuted for :func:`wgmma` and :func:`ws_rs`
-    (``per_word=8``), in K order for the others (``per_word=0``, bfloat16). Tuning times each candidate with
-    its rotation. The families timed (``tuning.candidates``): the wgmma kernel
-    up to ``MMA_MAX_M_WGMMA`` rows (or wherever the warp-specialized kernel does
-    not run); the tensor-core GEMV up to ``TC_MAX_M`` rows where it reads the
-    layer (Q4/Q5, blocks of 128, 16-byte aligned rows, sm_80 or newer); the
-    warp-specialized kernel from ``WS_MIN_M`` rows where it runs (sm_90,
-    Gluon; ``ws``, from :func:`_runs_ws`), and its register-operand variant
-    (:mod:`.wsrs`, permuted activations) up to ``WSRS_MAX_M`` rows there;
-    dequantize + cuBLAS past
-    ``MMA_MAX_M_WGMMA`` rows beside it, first (the untuned default), unless
-    ``HLWQ_PATH=mma`` forces the tensor-core kernels.
+    (``per_word=8``), in K order for the others (``per_word=0``, bfloat16).
+    Tuning times each candidate with its rotation. The families timed
+    (``tuning.candidates``): the wgmma kernel up to ``MMA_MAX_M_WGMMA`` rows
+    (or wherever the warp-specialized kernel does not run); the tensor-core
+    GEMV up to ``TC_MAX_M`` rows where it reads the layer (Q4/Q5, blocks of
+    128, 16-byte aligned rows, sm_80 or newer); the warp-specialized kernel
+    from ``WS_MIN_M`` rows where it runs (sm_90, Gluon; ``ws``, from
+    :func:`_runs_ws`), and its register-operand variant (:mod:`.wsrs`) up to
+    ``WSRS_MAX_M`` rows there; dequantize + cuBLAS past ``MMA_MAX_M_WGMMA``
+    rows beside it, first (the untuned default), unless ``HLWQ_PATH=mma``
+    forces the tensor-core kernels.
     """
 
     def run(config, q=qdata, s=scale):
