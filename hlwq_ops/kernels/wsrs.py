@@ -27,10 +27,11 @@ select per word and parity.
 
 A consumer keeps the eight A tiles alive until its step's MMAs have retired
 (``wgmma`` reads registers while it runs), so its MMAs and its next decode do
-not overlap; the other warpgroup's do. Measured (H200, ``benchmarks/NOTES.md``
-session 18): 11-25% less time than :mod:`.wsmma` at M = 16..64 on the Llama
-shapes and 4096 x 4096, where that kernel's decoders write and its MMAs read every weight tile
-through shared memory.
+not overlap; the other warpgroup's do (double-buffering the A tiles across
+steps made ptxas serialize every ``wgmma``, for registers). Measured (H200,
+``benchmarks/NOTES.md`` session 18): 11-25% less time than :mod:`.wsmma` at
+M = 16..64 on the Llama shapes and 4096 x 4096, where that kernel's decoders
+write and its MMAs read every weight tile through shared memory.
 
 Gluon has no interpreter, so this kernel runs only on a GPU (sm_90); it serves
 the layers :func:`.wsmma.supports` accepts, on the devices
