@@ -709,6 +709,9 @@ from triton.runtime.jit import mangle_type
 from hlwq_ops.kernels import tuning, wsmma
 
 bits = int(sys.argv[1])
+# the kernels' other arguments (both kernels take the same)
+ARGS = dict(s_ptr="*fp16", c_ptr="*fp32", bias_ptr="*bf16", out_ptr="*bf16", ws_ptr="*fp32", count_ptr="*i32",
+            M="i32", N="i32", K_PAD="i32", stride_sn="i32")
 for M, N, K in ((16, 4096, 4096), (128, 4096, 14336), (300, 4096, 4096)):
     configs = tuning.candidates("ws", M, N, K, 132, bits)
     # (the two decoding partitions staggered: no tuner candidate is, but a config may be)
@@ -725,9 +728,7 @@ for M, N, K in ((16, 4096, 4096), (128, 4096, 14336), (300, 4096, 4096)):
                          DEC_PARTS=config.get("DEC_PARTS", 1),
                          HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1, STAGGER=config.get("STAGGER", False),
                          num_warps=config["num_warps"])
-        signature = {name: mangle_type(d) for name, d in descs.items()} | dict(
-            s_ptr="*fp16", c_ptr="*fp32", bias_ptr="*bf16", out_ptr="*bf16", ws_ptr="*fp32", count_ptr="*i32",
-            M="i32", N="i32", K_PAD="i32", stride_sn="i32") | {name: "constexpr" for name in constants}
+        signature = {name: mangle_type(d) for name, d in descs.items()} | ARGS | dict.fromkeys(constants, "constexpr")
         source = GluonASTSource(wsmma._ws_kernel, signature, constants)
         options = dict(num_warps=config["num_warps"])
         ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
@@ -745,9 +746,7 @@ for M, N, K in ((5, 4096, 4096), (16, 14336, 4096), (64, 4096, 14336)):
                      p1_desc=TensorDescriptor.from_tensor(q.view(torch.int8), [128, 16], p1_l))
         constants = dict(BITS=bits, BM=config["BM"], QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
                          REGS=config["REGS"], HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1, num_warps=4)
-        signature = {name: mangle_type(d) for name, d in descs.items()} | dict(
-            s_ptr="*fp16", c_ptr="*fp32", bias_ptr="*bf16", out_ptr="*bf16", ws_ptr="*fp32", count_ptr="*i32",
-            M="i32", N="i32", K_PAD="i32", stride_sn="i32") | {name: "constexpr" for name in constants}
+        signature = {name: mangle_type(d) for name, d in descs.items()} | ARGS | dict.fromkeys(constants, "constexpr")
         source = GluonASTSource(wsrs._rs_kernel, signature, constants)
         kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
         assert "wgmma.mma_async" in kernel.asm["ptx"] and "setmaxnreg" in kernel.asm["ptx"], (M, N, K, config)
@@ -761,7 +760,7 @@ def test_ws_kernel_compiles_for_sm90(bits):
     """The Gluon kernels have no interpreter; compiling them for sm_90 (no GPU needed; in a process without
     TRITON_INTERPRET, under which the kernel would be an interpreted function) catches this Triton's API changes:
     the ws kernel's first candidates at M = 16, 128 and 300 (two MMA warpgroups), the register-operand variant's at
-    M = 5 and 64, with split K and a bias."""
+    M = 5, 16 and 64 (split K and not), with a bias."""
     import os
     import subprocess
     import sys
