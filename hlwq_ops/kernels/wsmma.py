@@ -99,15 +99,20 @@ def aligned(qdata: torch.Tensor) -> bool:
 
 
 def ws_mma_ref(xr: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
-               bits: int) -> torch.Tensor:
+               bits: int, norm_on_sums: bool = False) -> torch.Tensor:
     """Plain-torch equivalent of :func:`ws_mma`, in float64 (the test oracle): the rotated weight as the decoders
     make it -- the centroid and ``s / sqrt(128)`` each rounded to the activations' 16-bit type, their product
-    rounded to it -- times the activations."""
+    rounded to it -- times the activations. With ``norm_on_sums`` (the register-operand kernel, :mod:`.wsrs`) only
+    the centroid is rounded and the norm stays float32, as a kernel applies it to each block's float32 sums."""
     dtype = xr.dtype if xr.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
     codes = unpack_codes(qdata, bits, 128)
-    norm = (scale.float() * torch.tensor(1.0 / math.sqrt(128), dtype=torch.float32)).to(dtype)  # as the kernel
-    wr = (standard_codebook(bits, qdata.device)[codes].to(dtype) * norm[..., None]).reshape(qdata.shape[0], -1)
-    y = xr.to(dtype).double() @ wr.double().t()
+    norm = scale.float() * torch.tensor(1.0 / math.sqrt(128), dtype=torch.float32)
+    centroids = standard_codebook(bits, qdata.device)[codes].to(dtype)
+    if norm_on_sums:
+        wr = centroids.double() * norm.double()[..., None]
+    else:  # as the kernel
+        wr = centroids * norm.to(dtype)[..., None]
+    y = xr.to(dtype).double() @ wr.reshape(qdata.shape[0], -1).double().t()
     return y if bias is None else y + bias.double()
 
 

@@ -19,11 +19,14 @@ order :func:`.wgmma.permute_activations` (and the FWHT kernel's
 ``per_word=8``) writes the activations in. So a step is eight ``wgmma`` of
 K = 16, k-tile ``a`` reading the ``[BM, 16]`` activations of code ``a``
 (eight TMA boxes per step, ``a * K/8 + 16 * block``). Decoding per code: a
-shift, one warp shuffle (the codebook held one entry per lane), half a
-pack to 16 bits and half a 16-bit multiply by the block's norm (rounded to
-16 bits first, as :func:`.wsmma.ws_mma_ref` computes). At Q5 the fifth bits
-are spread into the nibbles' bytes by a multiply and merged by one ``LOP3``
-select per word and parity.
+shift, one warp shuffle (the codebook held one entry per lane) and half a
+pack to 16 bits. A step's eight MMAs start from zero and the block's norm
+multiplies their float32 sum into the accumulator (two rows a thread, so
+``BM / 2`` FMAs a step instead of a 16-bit multiply per two weights: 11% fewer
+loop instructions at BM = 16, 5% at 64, and the weight rounded once, not
+three times; measured 0-4.5% faster, ``benchmarks/NOTES.md`` session 19). At
+Q5 the fifth bits are spread into the nibbles' bytes by a multiply and
+merged by one ``LOP3`` select per word and parity.
 
 A consumer keeps the eight A tiles alive until its step's MMAs have retired
 (``wgmma`` reads registers while it runs), so its MMAs and its next decode do
@@ -82,9 +85,9 @@ if gluon is not None:
                                          dtype=gl.int32, is_pure=True, pack=1)
 
     @gluon.jit
-    def _a_tile(c_lane, src, norm, dtype: gl.constexpr):
-        """k-tile operand: the centroids of the codes in bits 0..4 of ``src`` (a shuffle each), times the norms."""
-        return _shuffle(c_lane, src.to(gl.int32, bitcast=True)).to(dtype) * norm
+    def _a_tile(c_lane, src, dtype: gl.constexpr):
+        """k-tile operand: the centroids of the codes in bits 0..4 of ``src`` (a shuffle each), in 16 bits."""
+        return _shuffle(c_lane, src.to(gl.int32, bitcast=True)).to(dtype)
 
     @gluon.jit
     def _consumer(p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr, bias_ptr, out_ptr,
@@ -98,14 +101,14 @@ if gluon is not None:
         a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_l, k_width=2)
         dtype: gl.constexpr = x_smem.dtype
         acc = gl.zeros([64, BM], dtype=gl.float32, layout=acc_l)
-        rows = gl.minimum(n0 + 64 * PART + gl.arange(0, 64, layout=gl.SliceLayout(1, a_l)), N - 1)  # clamped
+        rows = gl.minimum(n0 + 64 * PART + gl.arange(0, 64, layout=gl.SliceLayout(1, acc_l)), N - 1)  # clamped
         c_lane = _lane_codebook(c_ptr, BITS, [64, 16], a_l)
         norm_scale = 1.0 / 11.313708498984761  # 1 / sqrt(128)
         norm = gl.load(s_ptr + rows * stride_sn + k_lo, mask=k_lo < k_hi, other=0.0)  # loaded a step ahead
         for i in range(k_hi - k_lo):
             qs = i % QSTAGES
             xs = i % XSTAGES
-            this_norm = gl.expand_dims((norm.to(gl.float32) * norm_scale).to(dtype), 1)
+            this_norm = gl.expand_dims(norm.to(gl.float32) * norm_scale, 1)
             norm = gl.load(s_ptr + rows * stride_sn + k_lo + i + 1, mask=k_lo + i + 1 < k_hi, other=0.0)
             mbarrier.wait(q_ready.index(qs), (i // QSTAGES) & 1)
             w0 = p0_smem.index(qs).slice(64 * PART, 64, dim=0).load(a_l)  # [64, 16] int32
@@ -121,27 +124,28 @@ if gluon is not None:
                 hi = w0 >> 4
             lo = lo.to(gl.uint32, bitcast=True)
             hi = hi.to(gl.uint32, bitcast=True)
-            a0 = _a_tile(c_lane, lo, this_norm, dtype)
-            a1 = _a_tile(c_lane, hi, this_norm, dtype)
-            a2 = _a_tile(c_lane, lo >> 8, this_norm, dtype)
-            a3 = _a_tile(c_lane, hi >> 8, this_norm, dtype)
-            a4 = _a_tile(c_lane, lo >> 16, this_norm, dtype)
-            a5 = _a_tile(c_lane, hi >> 16, this_norm, dtype)
-            a6 = _a_tile(c_lane, lo >> 24, this_norm, dtype)
-            a7 = _a_tile(c_lane, hi >> 24, this_norm, dtype)
+            a0 = _a_tile(c_lane, lo, dtype)
+            a1 = _a_tile(c_lane, hi, dtype)
+            a2 = _a_tile(c_lane, lo >> 8, dtype)
+            a3 = _a_tile(c_lane, hi >> 8, dtype)
+            a4 = _a_tile(c_lane, lo >> 16, dtype)
+            a5 = _a_tile(c_lane, hi >> 16, dtype)
+            a6 = _a_tile(c_lane, lo >> 24, dtype)
+            a7 = _a_tile(c_lane, hi >> 24, dtype)
             mbarrier.wait(x_ready.index(xs), (i // XSTAGES) & 1)
-            acc = warpgroup_mma(a0, x_smem.index(8 * xs + 0).permute((1, 0)), acc, is_async=True)
-            acc = warpgroup_mma(a1, x_smem.index(8 * xs + 1).permute((1, 0)), acc, is_async=True)
-            acc = warpgroup_mma(a2, x_smem.index(8 * xs + 2).permute((1, 0)), acc, is_async=True)
-            acc = warpgroup_mma(a3, x_smem.index(8 * xs + 3).permute((1, 0)), acc, is_async=True)
-            acc = warpgroup_mma(a4, x_smem.index(8 * xs + 4).permute((1, 0)), acc, is_async=True)
-            acc = warpgroup_mma(a5, x_smem.index(8 * xs + 5).permute((1, 0)), acc, is_async=True)
-            acc = warpgroup_mma(a6, x_smem.index(8 * xs + 6).permute((1, 0)), acc, is_async=True)
-            acc = warpgroup_mma(a7, x_smem.index(8 * xs + 7).permute((1, 0)), acc, is_async=True)
+            step = warpgroup_mma(a0, x_smem.index(8 * xs + 0).permute((1, 0)), acc, use_acc=False, is_async=True)
+            step = warpgroup_mma(a1, x_smem.index(8 * xs + 1).permute((1, 0)), step, is_async=True)
+            step = warpgroup_mma(a2, x_smem.index(8 * xs + 2).permute((1, 0)), step, is_async=True)
+            step = warpgroup_mma(a3, x_smem.index(8 * xs + 3).permute((1, 0)), step, is_async=True)
+            step = warpgroup_mma(a4, x_smem.index(8 * xs + 4).permute((1, 0)), step, is_async=True)
+            step = warpgroup_mma(a5, x_smem.index(8 * xs + 5).permute((1, 0)), step, is_async=True)
+            step = warpgroup_mma(a6, x_smem.index(8 * xs + 6).permute((1, 0)), step, is_async=True)
+            step = warpgroup_mma(a7, x_smem.index(8 * xs + 7).permute((1, 0)), step, is_async=True)
             # wgmma reads the A registers while it runs: they stay alive (deps) until the step's MMAs retire
-            acc, a0, a1, a2, a3, a4, a5, a6, a7 = warpgroup_mma_wait(
-                num_outstanding=0, deps=(acc, a0, a1, a2, a3, a4, a5, a6, a7))
+            step, a0, a1, a2, a3, a4, a5, a6, a7 = warpgroup_mma_wait(
+                num_outstanding=0, deps=(step, a0, a1, a2, a3, a4, a5, a6, a7))
             mbarrier.arrive(x_empty.index(xs), count=1)
+            acc += step * this_norm  # the block's norm, in float32
         # n contiguous in a thread's eight (the ws kernel's layout for 128 rows: on these 64 two lanes hold each sum
         # and store it twice, the same value)
         out_l: gl.constexpr = gl.BlockedLayout([8, 1], [16, 2], [1, 4], [0, 1])
@@ -269,10 +273,10 @@ def check_config(config: dict) -> None:
 
 def ws_rs_ref(xp: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
               bits: int) -> torch.Tensor:
-    """Plain-torch equivalent of :func:`ws_rs`, in float64 (the test oracle): :func:`.wsmma.ws_mma_ref` on the
-    activations taken back to K order (``xp[:, a * K/8 + w] = xr[:, 8 * w + a]``)."""
+    """Plain-torch equivalent of :func:`ws_rs`, in float64 (the test oracle): :func:`.wsmma.ws_mma_ref` with the
+    norms on the blocks' sums, on the activations taken back to K order (``xp[:, a * K/8 + w] = xr[:, 8 * w + a]``)."""
     xr = xp.reshape(xp.shape[0], 8, -1).transpose(1, 2).reshape(xp.shape)
-    return ws_mma_ref(xr, qdata, scale, bias, bits)
+    return ws_mma_ref(xr, qdata, scale, bias, bits, norm_on_sums=True)
 
 
 @functools.cache
