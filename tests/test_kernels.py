@@ -546,6 +546,25 @@ def test_ws_mma_serves_only_what_it_decodes():
     assert not wsmma.runs_on(torch.device("cpu"))  # Gluon has no interpreter
 
 
+@pytest.mark.parametrize("bits", [4, 5])
+def test_ws_references_agree(bits):
+    """The register-operand kernel's oracle (norms on the blocks' sums, permuted activations) is ``ws_mma_ref`` with
+    ``norm_on_sums`` on the activations in K order, exactly; it differs from the ws kernel's (16-bit norms and
+    products), and both are the quantized layer to within bfloat16's rounding."""
+    from hlwq_ops.kernels import wsmma, wsrs
+
+    qdata, scale = _packed(40, 256, bits)
+    x16 = torch.randn(5, 256, device=KERNEL_DEVICE).bfloat16()
+    bias = torch.randn(40, device=KERNEL_DEVICE)
+    on_sums = wsrs.ws_rs_ref(permute_activations(x16, torch.bfloat16), qdata, scale, bias, bits)
+    on_weights = wsmma.ws_mma_ref(x16, qdata, scale, bias, bits)
+    assert torch.equal(on_sums, wsmma.ws_mma_ref(x16, qdata, scale, bias, bits, norm_on_sums=True))
+    assert not torch.equal(on_sums, on_weights)
+    exact = gemv_ref(x16.float(), qdata, scale, bias, bits, 128)
+    for ref in (on_sums, on_weights):
+        assert rel_error(ref, exact) < 4 * torch.finfo(torch.bfloat16).eps
+
+
 @pytest.mark.parametrize("change,message", [(dict(WSTAGES=1), "WSTAGES must be at least 2"),
                                             (dict(XSTAGES=1), "XSTAGES must be at least 2"),
                                             (dict(BM=192), "BM must be a power of two in 8..256"),

@@ -103,7 +103,7 @@ def ws_mma_ref(xr: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias:
     """Plain-torch equivalent of :func:`ws_mma`, in float64 (the test oracle): the rotated weight as the decoders
     make it -- the centroid and ``s / sqrt(128)`` each rounded to the activations' 16-bit type, their product
     rounded to it -- times the activations. With ``norm_on_sums`` (the register-operand kernel, :mod:`.wsrs`) only
-    the centroid is rounded and the norm stays float32, as a kernel applies it to each block's float32 sums."""
+    the centroid is rounded and the norm stays float32, as that kernel applies it to each block's float32 sums."""
     dtype = xr.dtype if xr.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
     codes = unpack_codes(qdata, bits, 128)
     norm = scale.float() * torch.tensor(1.0 / math.sqrt(128), dtype=torch.float32)

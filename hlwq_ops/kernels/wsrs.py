@@ -24,8 +24,8 @@ pack to 16 bits. A step's eight MMAs start from zero and the block's norm
 multiplies their float32 sum into the accumulator (two rows a thread, so
 ``BM / 2`` FMAs a step instead of a 16-bit multiply per two weights: 11% fewer
 loop instructions at BM = 16, 5% at 64, and the weight rounded once, not
-three times; measured on an H200: 0-4.4% less time on 9 of 12 cases, up to
-0.8% more on the other three, ``benchmarks/NOTES.md`` session 19). At
+three times; measured on an H200: 0.6-4.4% less time on 8 of 12 cases, up
+to 0.8% more on the other four, ``benchmarks/NOTES.md`` session 19). At
 Q5 the fifth bits are spread into the nibbles' bytes by a multiply and
 merged by one ``LOP3`` select per word and parity.
 
