@@ -15,7 +15,7 @@ import triton.language as tl
 
 from hlwq_ops import format as fmt
 from hlwq_ops import kernels
-from hlwq_ops.hadamard import hadamard_matrix
+from hlwq_ops.hadamard import fwht_ref, hadamard_matrix
 from hlwq_ops.kernels import tuning
 from hlwq_ops.kernels.common import planes
 from hlwq_ops.kernels.gemv import gemv, gemv_ref
@@ -172,6 +172,24 @@ def test_fwht_kernel_writes_the_wgmma_order(block_size, rows):
     x = torch.randn(rows, 2 * block_size, device=KERNEL_DEVICE).bfloat16()
     out = kernels.fwht(x, block_size, torch.bfloat16, per_word=8)
     expected = permute_activations(fwht_ref(x.float(), block_size), torch.bfloat16)
+    torch.testing.assert_close(out.float(), expected.float(), rtol=2 * torch.finfo(torch.bfloat16).eps, atol=1e-6)
+
+
+def test_permuted_activations_within_blocks():
+    """The register-operand ws kernel's order: each block of 128 reordered on its own, ``xp[:, 128 b + 16 a + w] =
+    xr[:, 128 b + 8 w + a]``; the FWHT kernel writes it when given one block a row; a span that does not tile K is
+    refused."""
+    xr = torch.arange(2 * 384, dtype=torch.float32).reshape(2, 384)
+    xp = permute_activations(xr, torch.float32, span=128)
+    b, a, w = 2, 5, 11
+    assert xp[1, 128 * b + 16 * a + w] == xr[1, 128 * b + 8 * w + a]
+    assert torch.equal(xp[:, 128:256], permute_activations(xr[:, 128:256], torch.float32))
+    assert torch.equal(permute_activations(xr, torch.float32, span=384), permute_activations(xr, torch.float32))
+    with pytest.raises(ValueError, match="span must divide K_pad"):
+        permute_activations(xr, torch.float32, span=256)
+    x = torch.randn(3, 384, device=KERNEL_DEVICE).bfloat16()
+    out = kernels.fwht(x.reshape(-1, 128), 128, torch.bfloat16, per_word=8).view(x.shape)
+    expected = permute_activations(fwht_ref(x.float(), 128), torch.bfloat16, span=128)
     torch.testing.assert_close(out.float(), expected.float(), rtol=2 * torch.finfo(torch.bfloat16).eps, atol=1e-6)
 
 
@@ -556,7 +574,7 @@ def test_ws_references_agree(bits):
     qdata, scale = _packed(40, 256, bits)
     x16 = torch.randn(5, 256, device=KERNEL_DEVICE).bfloat16()
     bias = torch.randn(40, device=KERNEL_DEVICE)
-    on_sums = wsrs.ws_rs_ref(permute_activations(x16, torch.bfloat16), qdata, scale, bias, bits)
+    on_sums = wsrs.ws_rs_ref(permute_activations(x16, torch.bfloat16, span=128), qdata, scale, bias, bits)
     on_weights = wsmma.ws_mma_ref(x16, qdata, scale, bias, bits)
     assert torch.equal(on_sums, wsmma.ws_mma_ref(x16, qdata, scale, bias, bits, norm_on_sums=True))
     assert not torch.equal(on_sums, on_weights)
@@ -758,9 +776,8 @@ for M, N, K in ((5, 4096, 4096), (16, 14336, 4096), (64, 4096, 14336)):
     for config in tuning.candidates("wsrs", M, N, K, 132, bits):
         xp = torch.empty(M, K, dtype=torch.bfloat16)
         q = torch.empty(N, K * bits // 8, dtype=torch.uint8)
-        _, p0_l, p1_l = wsmma._layouts(64, torch.bfloat16)
-        x_l = wsrs._x_layout(config["BM"], xp.dtype)
-        descs = dict(x_desc=TensorDescriptor.from_tensor(xp, [config["BM"], 16], x_l),
+        x_l, p0_l, p1_l = wsmma._layouts(config["BM"], torch.bfloat16)
+        descs = dict(x_desc=TensorDescriptor.from_tensor(xp, [config["BM"], 64], x_l),
                      p0_desc=TensorDescriptor.from_tensor(q.view(torch.int32), [128, 16], p0_l),
                      p1_desc=TensorDescriptor.from_tensor(q.view(torch.int8), [128, 16], p1_l))
         constants = dict(BITS=bits, BM=config["BM"], QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
@@ -1011,7 +1028,7 @@ def test_gpu_ws_rs_poisoned_output_every_candidate(bits, N, K):
     bias = torch.randn(N, device="cuda")
     for M in (3, 16, 37, 64):
         for dtype in (torch.bfloat16, torch.float16) if M == 37 else (torch.bfloat16,):
-            xp = permute_activations(torch.randn(M, k_pad, device="cuda"), dtype)
+            xp = permute_activations(torch.randn(M, k_pad, device="cuda"), dtype, span=128)
             ref = wsrs.ws_rs_ref(xp, qdata, scale, bias, bits)
             configs = tuning.candidates("wsrs", M, N, k_pad, 132, bits)
             configs += [dict(configs[0], SPLIT_K=1), dict(configs[0], SPLIT_K=3),  # (the candidates here split K)

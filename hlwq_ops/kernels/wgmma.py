@@ -133,10 +133,19 @@ def codebook_asm(bits: int, dtype: torch.dtype, device: torch.device) -> str:
     )
 
 
-def permute_activations(xr: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(M, K_pad) rotated activations reordered as the kernel reads them: ``out[m, a * K/8 + w] = xr[m, 8 * w + a]``."""
+def permute_activations(xr: torch.Tensor, dtype: torch.dtype, span: int | None = None) -> torch.Tensor:
+    """(M, K_pad) rotated activations reordered as the kernel reads them: ``out[m, a * K/8 + w] = xr[m, 8 * w + a]``.
+
+    With ``span`` each run of ``span`` positions is reordered on its own
+    (``out[m, s0 + a * span/8 + w] = xr[m, s0 + 8 * w + a]``): the block-local
+    order of :mod:`.wsrs` (``span=128``)."""
     M, k_pad = xr.shape
-    return xr.reshape(M, k_pad // _PER_WORD, _PER_WORD).transpose(1, 2).to(dtype).contiguous().view(M, k_pad)
+    span = span or k_pad
+    if k_pad % span or span % _PER_WORD:
+        raise ValueError(f"permute_activations: span must divide K_pad ({k_pad}) and be a multiple of {_PER_WORD}, "
+                         f"got {span}")
+    runs = xr.reshape(M, k_pad // span, span // _PER_WORD, _PER_WORD).transpose(2, 3)
+    return runs.to(dtype).contiguous().view(M, k_pad)
 
 
 @triton.jit

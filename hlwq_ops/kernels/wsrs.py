@@ -14,11 +14,13 @@ the layout of ``mma.m16n8k16``'s A fragments) thread ``(g, t)`` of a warp
 holds columns ``2t, 2t + 1, 2t + 8, 2t + 9`` of every 16-column k-tile. A
 ``[64, 16]`` tensor of plane-0 words in that layout therefore gives each
 thread four words per row, and code ``a`` of those words (``a = 0..7``) is
-its fragment of k-tile ``a`` once K is ordered ``k = 16 a + word``: the
-order :func:`.wgmma.permute_activations` (and the FWHT kernel's
-``per_word=8``) writes the activations in. So a step is eight ``wgmma`` of
-K = 16, k-tile ``a`` reading the ``[BM, 16]`` activations of code ``a``
-(eight TMA boxes per step, ``a * K/8 + 16 * block``). Decoding per code: a
+its fragment of k-tile ``a`` once each block's K is ordered ``16 a + word``:
+the block-local order :func:`.wgmma.permute_activations` writes with
+``span=128`` (and the FWHT kernel's ``per_word=8`` on rows of one block). So
+a step is eight ``wgmma`` of K = 16, k-tile ``a`` reading columns
+``16 a .. 16 a + 15`` of the block's 128, and a step's activations are two
+``[BM, 64]`` TMA boxes (128-byte rows, 128-byte swizzle, sliced into the
+k-tiles) rather than eight ``[BM, 16]`` ones. Decoding per code: a
 shift, one warp shuffle (the codebook held one entry per lane) and half a
 pack to 16 bits. A step's eight MMAs start from zero and the block's norm
 multiplies their float32 sum into the accumulator (two rows a thread, so
@@ -44,8 +46,6 @@ the layers :func:`.wsmma.supports` accepts, on the devices
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 
@@ -68,16 +68,23 @@ if gluon is not None:
     from .wsmma import _cta_barrier, _lane_codebook, _layouts, _load_words, _shuffle, _slices_sum, _tma_load
 
     @gluon.jit
-    def _load_acts(x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, K_PAD, XSTAGES: gl.constexpr):
-        """Per step: TMA the ``[BM, 16]`` activations of each code index ``a`` of one block into a ring slot."""
+    def _load_acts(x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, XSTAGES: gl.constexpr):
+        """Per step: TMA the ``[BM, 128]`` activations of one block (block-local order) into a ring slot, as two
+        ``[BM, 64]`` boxes."""
         for i in range(k_hi - k_lo):
             slot = i % XSTAGES
             mbarrier.wait(x_empty.index(slot), ((i // XSTAGES) & 1) ^ 1)
             bar = x_ready.index(slot)
-            mbarrier.expect(bar, 8 * x_desc.block_type.nbytes)
-            col = (k_lo + i) * 16  # the block's first plane-0 word
-            for a in gl.static_range(8):
-                _tma_load(x_desc, [m0, a * (K_PAD // 8) + col], bar, x_smem.index(8 * slot + a))
+            mbarrier.expect(bar, 2 * x_desc.block_type.nbytes)
+            pos = (k_lo + i) * 128
+            _tma_load(x_desc, [m0, pos], bar, x_smem.index(2 * slot))
+            _tma_load(x_desc, [m0, pos + 64], bar, x_smem.index(2 * slot + 1))
+
+    @gluon.jit
+    def _x_tile(x_smem, slot, a: gl.constexpr):
+        """k-tile ``a`` of a slot's activations, ``[16, BM]`` as ``wgmma``'s B operand: columns ``16 a ..`` of the
+        block, in the slot's first or second box."""
+        return x_smem.index(2 * slot + a // 4).slice(16 * (a % 4), 16, dim=1).permute((1, 0))
 
     @gluon.jit
     def _select(nibbles, fifth):
@@ -134,14 +141,14 @@ if gluon is not None:
             a6 = _a_tile(c_lane, lo >> 24, dtype)
             a7 = _a_tile(c_lane, hi >> 24, dtype)
             mbarrier.wait(x_ready.index(xs), (i // XSTAGES) & 1)
-            step = warpgroup_mma(a0, x_smem.index(8 * xs + 0).permute((1, 0)), acc, use_acc=False, is_async=True)
-            step = warpgroup_mma(a1, x_smem.index(8 * xs + 1).permute((1, 0)), step, is_async=True)
-            step = warpgroup_mma(a2, x_smem.index(8 * xs + 2).permute((1, 0)), step, is_async=True)
-            step = warpgroup_mma(a3, x_smem.index(8 * xs + 3).permute((1, 0)), step, is_async=True)
-            step = warpgroup_mma(a4, x_smem.index(8 * xs + 4).permute((1, 0)), step, is_async=True)
-            step = warpgroup_mma(a5, x_smem.index(8 * xs + 5).permute((1, 0)), step, is_async=True)
-            step = warpgroup_mma(a6, x_smem.index(8 * xs + 6).permute((1, 0)), step, is_async=True)
-            step = warpgroup_mma(a7, x_smem.index(8 * xs + 7).permute((1, 0)), step, is_async=True)
+            step = warpgroup_mma(a0, _x_tile(x_smem, xs, 0), acc, use_acc=False, is_async=True)
+            step = warpgroup_mma(a1, _x_tile(x_smem, xs, 1), step, is_async=True)
+            step = warpgroup_mma(a2, _x_tile(x_smem, xs, 2), step, is_async=True)
+            step = warpgroup_mma(a3, _x_tile(x_smem, xs, 3), step, is_async=True)
+            step = warpgroup_mma(a4, _x_tile(x_smem, xs, 4), step, is_async=True)
+            step = warpgroup_mma(a5, _x_tile(x_smem, xs, 5), step, is_async=True)
+            step = warpgroup_mma(a6, _x_tile(x_smem, xs, 6), step, is_async=True)
+            step = warpgroup_mma(a7, _x_tile(x_smem, xs, 7), step, is_async=True)
             # wgmma reads the A registers while it runs: they stay alive (deps) until the step's MMAs retire
             step, a0, a1, a2, a3, a4, a5, a6, a7 = warpgroup_mma_wait(
                 num_outstanding=0, deps=(step, a0, a1, a2, a3, a4, a5, a6, a7))
@@ -165,7 +172,7 @@ if gluon is not None:
     @gluon.jit
     def _rs_kernel(
         # descriptors and pointers
-        x_desc,  # TMA descriptor of the [M, K_PAD] rotated 16-bit activations (permute_activations' order), [BM, 16]
+        x_desc,  # TMA descriptor of the [M, K_PAD] rotated 16-bit activations (block-local order), block [BM, 64]
         p0_desc,  # TMA descriptor of the [N, K_PAD * BITS // 32] int32 packed codes, block [BN, 16]
         p1_desc,  # TMA descriptor of the same bytes as [N, K_PAD * BITS // 8] int8, block [BN, 16] (Q5)
         s_ptr,  # [N, K_PAD // 128] float16 block scales
@@ -201,7 +208,7 @@ if gluon is not None:
         per_split = gl.cdiv(n_steps, split_k)
         k_lo = gl.minimum(pid_k * per_split, n_steps)
         k_hi = gl.minimum(k_lo + per_split, n_steps)
-        x_smem = gl.allocate_shared_memory(x_desc.dtype, [8 * XSTAGES, BM, 16], x_desc.layout)
+        x_smem = gl.allocate_shared_memory(x_desc.dtype, [2 * XSTAGES, BM, 64], x_desc.layout)
         p0_smem = gl.allocate_shared_memory(gl.int32, [QSTAGES, BN, 16], p0_desc.layout)
         p1_smem = gl.allocate_shared_memory(gl.int8, [QSTAGES, BN, 16], p1_desc.layout)
         q_ready = gl.allocate_shared_memory(gl.int64, [QSTAGES, 1], mbarrier.MBarrierLayout())
@@ -225,7 +232,7 @@ if gluon is not None:
                              QSTAGES, XSTAGES, 1, HAS_BIAS, SPLIT)),
                 (_load_words, (p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, 0, BITS,
                                QSTAGES, False)),
-                (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, K_PAD, XSTAGES)),
+                (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, XSTAGES)),
             ],
             [4, 1, 1],
             [REGS, 24, 24],
@@ -250,7 +257,7 @@ def shared_bytes(config: dict) -> int:
     """Shared memory ``config`` takes: the rings, and (they are still allocated then) each consumer's scratch for
     its epilogue's layout conversion, ``64 x BM`` float32 (an upper bound: Triton 3.6 and 3.9 use it up to BM = 32 and
     half of it at 64), and the barriers."""
-    return (config["QSTAGES"] * 128 * (64 + 16) + config["XSTAGES"] * 8 * config["BM"] * 32
+    return (config["QSTAGES"] * 128 * (64 + 16) + config["XSTAGES"] * config["BM"] * 128 * 2
             + 2 * 64 * config["BM"] * 4 + 1024)
 
 
@@ -275,15 +282,10 @@ def check_config(config: dict) -> None:
 def ws_rs_ref(xp: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
               bits: int) -> torch.Tensor:
     """Plain-torch equivalent of :func:`ws_rs`, in float64 (the test oracle): :func:`.wsmma.ws_mma_ref` with the
-    norms on the blocks' sums, on the activations taken back to K order (``xp[:, a * K/8 + w] = xr[:, 8 * w + a]``)."""
-    xr = xp.reshape(xp.shape[0], 8, -1).transpose(1, 2).reshape(xp.shape)
+    norms on the blocks' sums, on the activations taken back to K order
+    (``xp[:, 128 b + 16 a + w] = xr[:, 128 b + 8 w + a]``)."""
+    xr = xp.reshape(xp.shape[0], -1, 8, 16).transpose(2, 3).reshape(xp.shape)
     return ws_mma_ref(xr, qdata, scale, bias, bits, norm_on_sums=True)
-
-
-@functools.cache
-def _x_layout(BM: int, dtype: torch.dtype):
-    """Shared-memory layout of an activation box ``[BM, 16]`` (32-byte swizzle, as ``wgmma`` reads it)."""
-    return gl.NVMMASharedLayout.get_default_for([BM, 16], gl.bfloat16 if dtype == torch.bfloat16 else gl.float16)
 
 
 def ws_rs(
@@ -299,8 +301,8 @@ def ws_rs(
     """Launch the kernel. Shapes are checked by the caller; the layer must satisfy :func:`.wsmma.supports`.
 
     Args:
-        xp: (M, K_pad) rotated activations, bfloat16 or float16, in :func:`.wgmma.permute_activations`' order,
-            contiguous and 16-byte aligned.
+        xp: (M, K_pad) rotated activations, bfloat16 or float16, in the block-local order
+            (:func:`.wgmma.permute_activations` with ``span=128``), contiguous and 16-byte aligned.
         qdata: (N, K_pad * bits / 8) uint8 packed codes, rows contiguous and 16-byte aligned.
         config: ``BM`` (activation rows per program: 8, 16, 32 or 64), ``SPLIT_K``, ring depths
             ``QSTAGES`` (packed words) and ``XSTAGES`` (activations), ``REGS`` (registers per thread of the second
@@ -314,10 +316,9 @@ def ws_rs(
     BN, BM = 128, config["BM"]
     check_config(config)
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
-    _, p0_l, p1_l = _layouts(64, xp.dtype)
-    x_l = _x_layout(BM, xp.dtype)
+    x_l, p0_l, p1_l = _layouts(BM, xp.dtype)
     out = torch.empty((M, N), device=xp.device, dtype=out_dtype)
-    x_desc = TensorDescriptor.from_tensor(xp, [BM, 16], x_l)
+    x_desc = TensorDescriptor.from_tensor(xp, [BM, 64], x_l)
     p0_desc = TensorDescriptor.from_tensor(qdata.view(torch.int32), [BN, 16], p0_l)
     p1_desc = TensorDescriptor.from_tensor(qdata.view(torch.int8), [BN, 16], p1_l)
     grid = (triton.cdiv(N, BN), triton.cdiv(M, BM), config["SPLIT_K"])
