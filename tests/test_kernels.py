@@ -574,7 +574,9 @@ def test_ws_references_agree(bits):
     qdata, scale = _packed(40, 256, bits)
     x16 = torch.randn(5, 256, device=KERNEL_DEVICE).bfloat16()
     bias = torch.randn(40, device=KERNEL_DEVICE)
-    on_sums = wsrs.ws_rs_ref(permute_activations(x16, torch.bfloat16, span=128), qdata, scale, bias, bits)
+    on_sums = wsrs.ws_rs_ref(permute_activations(x16, torch.bfloat16), qdata, scale, bias, bits)
+    per_block = permute_activations(x16, torch.bfloat16, span=128)
+    assert torch.equal(wsrs.ws_rs_ref(per_block, qdata, scale, bias, bits, span=128), on_sums)
     on_weights = wsmma.ws_mma_ref(x16, qdata, scale, bias, bits)
     assert torch.equal(on_sums, wsmma.ws_mma_ref(x16, qdata, scale, bias, bits, norm_on_sums=True))
     assert not torch.equal(on_sums, on_weights)
@@ -638,18 +640,21 @@ def test_ws_split_buffers():
 
 def test_ws_rs_candidates_and_configs():
     """The register-operand variant: BM = the M bucket (16..64), split K as the ws kernel's (one program per SM),
-    every candidate accepted; configs it could not run or fit refused."""
-    from hlwq_ops.kernels.wsrs import check_config
+    activation boxes of 64 columns (block-local order) at BM = 16 and of 16 above, every candidate accepted; configs
+    it could not run or fit refused."""
+    from hlwq_ops.kernels.wsrs import check_config, span
 
     for M, N, k_pad, BM, split in ((3, 14336, 4096, 16, 1), (16, 4096, 14336, 16, 4), (40, 4096, 4096, 64, 4),
                                    (64, 1024, 4096, 64, 8)):
         (config,) = tuning.candidates("wsrs", M, N, k_pad, 132, 5)
         assert config["kernel"] == "wsrs" and (config["BM"], config["SPLIT_K"]) == (BM, split), (M, N, k_pad)
+        assert (config["XBOX"], span(config)) == ((64, 128) if BM == 16 else (16, None)), config
         check_config(config)
     config = tuning.candidates("wsrs", 16, 4096, 4096, 132, 5)[0]
     for change, message in ((dict(BM=128), "BM must be"), (dict(BM=24), "BM must be"), (dict(XSTAGES=1), "XSTAGES"),
                             (dict(QSTAGES=1), "QSTAGES"), (dict(QSTAGES=22), "shared memory"),
-                            (dict(SPLIT_K=0), "SPLIT_K"), (dict(REGS=170), "REGS"), (dict(REGS=300), "REGS")):
+                            (dict(SPLIT_K=0), "SPLIT_K"), (dict(REGS=170), "REGS"), (dict(REGS=300), "REGS"),
+                            (dict(XBOX=32), "XBOX")):
         with pytest.raises(ValueError, match=message):
             check_config(dict(config, **change))
 
@@ -658,17 +663,18 @@ def test_ws_rs_candidates_and_configs():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("M,kernel,config", [(5, "wgmma+tc+wsrs", dict(kernel="tc", num_warps=2, KB=1, MG=1,
                                                                        ROWS=16, WARP_SUM=True)),
-                                             (5, "wgmma+tc+wsrs", dict(kernel="wsrs")),
+                                             (5, "wgmma+tc+wsrs", dict(kernel="wsrs", XBOX=64)),
                                              (16, "wgmma+ws+wsrs", dict(kernel="ws")),
-                                             (64, "wgmma+ws+wsrs", dict(kernel="wsrs")),
+                                             (64, "wgmma+ws+wsrs", dict(kernel="wsrs", XBOX=16)),
                                              (65, "dequant+ws", dict(kernel="dequant")),
                                              (65, "dequant+ws", dict(kernel="ws"))])
 def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, config, dtype, rotated, monkeypatch):
     """Where the warp-specialized kernel runs, the tuner weighs it from M = 16 and its register-operand variant up to
     M = 64, and past the wgmma kernel's range dequantize + cuBLAS first (the untuned default); whichever config it
     picks -- the tensor-core GEMV's too -- runs its kernel on bfloat16 activations (16-byte aligned for the ws
-    kernels): in K order for the ws kernel and the tensor-core GEMV, in the wgmma permutation for the register-operand
-    variant; with the bias, in the activations' dtype, from ``linear`` and ``linear_rotated``."""
+    kernels): in K order for the ws kernel and the tensor-core GEMV, in the wgmma permutation (whole rows or per
+    block, as its config says) for the register-operand variant; with the bias, in the activations' dtype, from
+    ``linear`` and ``linear_rotated``."""
     from hlwq_ops.hadamard import fwht_ref
     from hlwq_ops.kernels import wsmma, wsrs
 
@@ -684,7 +690,7 @@ def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, config, dtype,
 
     def ws_rs(xp, qdata, scale, bias, bits, block_size, out_dtype, config):  # the same on permuted activations
         ws_inputs.append(xp)
-        return wsrs.ws_rs_ref(xp, qdata, scale, bias, bits).to(out_dtype)
+        return wsrs.ws_rs_ref(xp, qdata, scale, bias, bits, wsrs.span(config)).to(out_dtype)
 
     monkeypatch.setattr(tuning, "config_for", config_for)
     monkeypatch.setattr(kernels, "_runs_ws", lambda *args: True)
@@ -773,15 +779,17 @@ for M, N, K in ((16, 4096, 4096), (128, 4096, 14336), (300, 4096, 4096)):
 from hlwq_ops.kernels import wsrs
 # the register-operand variant: BM = 16 (split K and not) and 64 (split K); shared memory within its estimate
 for M, N, K in ((5, 4096, 4096), (16, 14336, 4096), (64, 4096, 14336)):
-    for config in tuning.candidates("wsrs", M, N, K, 132, bits):
+    (candidate,) = tuning.candidates("wsrs", M, N, K, 132, bits)
+    for config in (candidate, dict(candidate, XBOX={16: 64, 64: 16}[candidate["XBOX"]])):  # both activation orders
         xp = torch.empty(M, K, dtype=torch.bfloat16)
         q = torch.empty(N, K * bits // 8, dtype=torch.uint8)
-        x_l, p0_l, p1_l = wsmma._layouts(config["BM"], torch.bfloat16)
-        descs = dict(x_desc=TensorDescriptor.from_tensor(xp, [config["BM"], 64], x_l),
+        _, p0_l, p1_l = wsmma._layouts(64, torch.bfloat16)
+        x_l = wsrs._x_layout(config["BM"], config["XBOX"], xp.dtype)
+        descs = dict(x_desc=TensorDescriptor.from_tensor(xp, [config["BM"], config["XBOX"]], x_l),
                      p0_desc=TensorDescriptor.from_tensor(q.view(torch.int32), [128, 16], p0_l),
                      p1_desc=TensorDescriptor.from_tensor(q.view(torch.int8), [128, 16], p1_l))
         constants = dict(BITS=bits, BM=config["BM"], QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
-                         REGS=config["REGS"], HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1, num_warps=4)
+                         XBOX=config["XBOX"], REGS=config["REGS"], HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1, num_warps=4)
         signature = {name: mangle_type(d) for name, d in descs.items()} | ARGS | dict.fromkeys(constants, "constexpr")
         source = GluonASTSource(wsrs._rs_kernel, signature, constants)
         kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
@@ -1016,8 +1024,8 @@ def test_gpu_ws_mma_poisoned_output_every_candidate(bits, N, K):
 @pytest.mark.parametrize("N,K", [(1000, 1000), (300, 4096), (4096, 4096)])
 def test_gpu_ws_rs_poisoned_output_every_candidate(bits, N, K):
     """The register-operand warp-specialized kernel (Gluon, GPU only): the tuner's candidate and other configs (BM 8
-    to 64, M tiles cut short, no split K and split K uneven and with an empty slice, shallower and deeper rings), a
-    bias, float16 activations, float32 and bfloat16 outputs, each output written and right."""
+    to 64, M tiles cut short, no split K and split K uneven and with an empty slice, shallower and deeper rings, both
+    activation orders), a bias, float16 activations, float32 and bfloat16 outputs, each output written and right."""
     from hlwq_ops.kernels import wsmma, wsrs
     from hlwq_ops.kernels.common import counter_buffer
 
@@ -1028,14 +1036,15 @@ def test_gpu_ws_rs_poisoned_output_every_candidate(bits, N, K):
     bias = torch.randn(N, device="cuda")
     for M in (3, 16, 37, 64):
         for dtype in (torch.bfloat16, torch.float16) if M == 37 else (torch.bfloat16,):
-            xp = permute_activations(torch.randn(M, k_pad, device="cuda"), dtype, span=128)
-            ref = wsrs.ws_rs_ref(xp, qdata, scale, bias, bits)
+            x = torch.randn(M, k_pad, device="cuda")
             configs = tuning.candidates("wsrs", M, N, k_pad, 132, bits)
             configs += [dict(configs[0], SPLIT_K=1), dict(configs[0], SPLIT_K=3),  # (the candidates here split K)
                         dict(configs[0], SPLIT_K=5),  # (K = 1000: the fifth slice empty)
                         dict(configs[0], BM=8 if M <= 8 else 32), dict(configs[0], QSTAGES=2, XSTAGES=2),
-                        dict(configs[0], QSTAGES=6, XSTAGES=4)]
+                        dict(configs[0], QSTAGES=6, XSTAGES=4), dict(configs[0], XBOX=16), dict(configs[0], XBOX=64)]
             for config in configs:
+                xp = permute_activations(x, dtype, wsrs.span(config))
+                ref = wsrs.ws_rs_ref(xp, qdata, scale, bias, bits, wsrs.span(config))
                 for out_dtype in (torch.float32, torch.bfloat16) if M == 37 else (torch.float32,):
                     for _ in range(2):  # the split-K counters are back to zero for the next call
                         torch.full((M, N), float("nan"), device="cuda")

@@ -35,6 +35,7 @@ from .wsmma import aligned as ws_aligned
 from .wsmma import runs_on as ws_runs_on
 from .wsmma import supports as ws_supports
 from .wsmma import ws_mma
+from .wsrs import span as wsrs_span
 from .wsrs import ws_rs
 
 __all__ = [
@@ -105,11 +106,11 @@ def _dequant_cublas(x, qdata, scale, bias, bits, block_size, codebook, out_dtype
 def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, ws) -> torch.Tensor:
     """The tensor-core kernels (and, at larger M, dequantize + cuBLAS): whichever the tuner found fastest here.
 
-    ``activations(per_word, per_block)`` gives the rotated 16-bit
-    activations in the kernel's order: permuted for :func:`wgmma`
-    (``per_word=8``) and, within each block, for :func:`ws_rs`
-    (``per_block=True``), in K order for the others (``per_word=0``,
-    bfloat16).
+    ``activations(per_word, span)`` gives the rotated 16-bit activations in
+    the kernel's order: permuted for :func:`wgmma` and :func:`ws_rs`
+    (``per_word=8``; for :func:`ws_rs` within runs of ``span`` where its
+    config says so, :func:`.wsrs.span`), in K order for the others
+    (``per_word=0``, bfloat16).
     Tuning times each candidate with its rotation. The families timed
     (``tuning.candidates``): the wgmma kernel up to ``MMA_MAX_M_WGMMA`` rows
     (or wherever the warp-specialized kernel does not run); the tensor-core
@@ -129,7 +130,8 @@ def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_s
         if kernel == "ws":
             return ws_mma(as_operand(activations(0)), q, s, bias, bits, block_size, out_dtype, config)
         if kernel == "wsrs":
-            return ws_rs(as_operand(activations(8, True)), q, s, bias, bits, block_size, out_dtype, config)
+            xp = as_operand(activations(8, wsrs_span(config)))
+            return ws_rs(xp, q, s, bias, bits, block_size, out_dtype, config)
         if kernel == "dequant":
             return _dequant_cublas(activations(0), q, s, bias, bits, block_size, None, out_dtype)
         return wgmma(activations(8), q, s, bias, bits, block_size, out_dtype, config)
@@ -182,10 +184,8 @@ def linear_rotated(
     path = tuning.path_for(M, fast, ws)
     if path == "mma" and fast:
 
-        def activations(per_word, per_block=False):
-            if not per_word:
-                return x2
-            return permute_activations(x2, _compute_dtype(out_dtype), block_size if per_block else None)
+        def activations(per_word, span=None):
+            return permute_activations(x2, _compute_dtype(out_dtype), span) if per_word else x2
 
         y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, ws)
     elif path in _KERNELS:
@@ -227,13 +227,13 @@ def linear(
     if M == 0:
         return x.new_empty((*lead, N))
 
-    def rotated(x2, dtype=torch.float32, per_word=0, per_block=False):
+    def rotated(x2, dtype=torch.float32, per_word=0, span=None):
         x2 = F.pad(x2, (0, k_pad - K)) if k_pad != K else x2
         if block_size > MAX_KERNEL_BLOCK:  # the FWHT kernel's tile would not fit
             xr = fwht_ref(x2.float(), block_size)
-            return permute_activations(xr, dtype, block_size if per_block else None) if per_word else xr.to(dtype)
-        if per_block:  # each block a row of its own: the FWHT kernel's per-row order is then per block
-            return fwht(x2.reshape(-1, block_size), block_size, dtype, per_word).view(x2.shape)
+            return permute_activations(xr, dtype, span) if per_word else xr.to(dtype)
+        if span:  # rows of ``span`` (whole blocks): the FWHT kernel's per-row order is then per run
+            return fwht(x2.reshape(-1, span), block_size, dtype, per_word).view(x2.shape)
         return fwht(x2, block_size, dtype, per_word)
 
     fast = supports(bits, block_size, codebook, x.dtype)
@@ -241,8 +241,8 @@ def linear(
     path = tuning.path_for(M, fast, ws)
     if path == "mma" and fast:
 
-        def activations(per_word, per_block=False):
-            return rotated(x2, _compute_dtype(x.dtype) if per_word else torch.bfloat16, per_word, per_block)
+        def activations(per_word, span=None):
+            return rotated(x2, _compute_dtype(x.dtype) if per_word else torch.bfloat16, per_word, span)
 
         y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, x.dtype, ws)
     elif path == "gemv":

@@ -14,13 +14,24 @@ the layout of ``mma.m16n8k16``'s A fragments) thread ``(g, t)`` of a warp
 holds columns ``2t, 2t + 1, 2t + 8, 2t + 9`` of every 16-column k-tile. A
 ``[64, 16]`` tensor of plane-0 words in that layout therefore gives each
 thread four words per row, and code ``a`` of those words (``a = 0..7``) is
-its fragment of k-tile ``a`` once each block's K is ordered ``16 a + word``:
-the block-local order :func:`.wgmma.permute_activations` writes with
-``span=128`` (and the FWHT kernel's ``per_word=8`` on rows of one block). So
-a step is eight ``wgmma`` of K = 16, k-tile ``a`` reading columns
-``16 a .. 16 a + 15`` of the block's 128, and a step's activations are two
-``[BM, 64]`` TMA boxes (128-byte rows, 128-byte swizzle, sliced into the
-k-tiles) rather than eight ``[BM, 16]`` ones. Decoding per code: a
+its fragment of k-tile ``a`` once K is reordered so that code ``a`` of
+word ``w`` comes ``16 a + w`` into the step. So a step is eight ``wgmma`` of
+K = 16, and the activations come in one of two orders (:func:`span`, by the
+config's ``XBOX``):
+
+- ``XBOX=16``: :func:`.wgmma.permute_activations`' order
+  (``xp[:, a * K/8 + w] = xr[:, 8 w + a]``, the FWHT kernel's ``per_word=8``),
+  a step's activations eight ``[BM, 16]`` TMA boxes (32-byte rows), one per
+  k-tile, ``a * K/8 + 16 * block``;
+- ``XBOX=64``: the same order within each block of 128
+  (``permute_activations(..., span=128)``, the FWHT kernel's ``per_word=8`` on
+  rows of one block), a step's activations two ``[BM, 64]`` boxes (128-byte
+  rows and swizzle), each sliced into four k-tiles. Measured on an H200
+  (``benchmarks/NOTES.md`` session 20): 0.8-5.5% less time at BM = 16 on
+  Q5, within 1% on Q4, but up to 5.8% more at BM = 64 on Q5, so the tuner's
+  candidate takes it at BM = 16 only.
+
+Decoding per code: a
 shift, one warp shuffle (the codebook held one entry per lane) and half a
 pack to 16 bits. A step's eight MMAs start from zero and the block's norm
 multiplies their float32 sum into the accumulator (two rows a thread, so
@@ -46,6 +57,8 @@ the layers :func:`.wsmma.supports` accepts, on the devices
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 
@@ -53,7 +66,7 @@ from ..codebook import codebook as standard_codebook
 from .common import unit_stride
 from .wsmma import gluon, split_buffers, ws_mma_ref
 
-__all__ = ["check_config", "shared_bytes", "ws_rs", "ws_rs_ref"]
+__all__ = ["check_config", "shared_bytes", "span", "ws_rs", "ws_rs_ref"]
 
 if gluon is not None:
     from triton.experimental.gluon import language as gl
@@ -68,23 +81,31 @@ if gluon is not None:
     from .wsmma import _cta_barrier, _lane_codebook, _layouts, _load_words, _shuffle, _slices_sum, _tma_load
 
     @gluon.jit
-    def _load_acts(x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, XSTAGES: gl.constexpr):
-        """Per step: TMA the ``[BM, 128]`` activations of one block (block-local order) into a ring slot, as two
-        ``[BM, 64]`` boxes."""
+    def _load_acts(x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, K_PAD, XSTAGES: gl.constexpr,
+                   XBOX: gl.constexpr):
+        """Per step: TMA the ``[BM, 128]`` activations of one block into a ring slot, as ``128 / XBOX`` boxes: the
+        ``[BM, 16]`` of each code index ``a`` (``XBOX=16``, ``a * K/8 + 16 * block``) or the block's two halves
+        (``XBOX=64``, block-local order)."""
         for i in range(k_hi - k_lo):
             slot = i % XSTAGES
             mbarrier.wait(x_empty.index(slot), ((i // XSTAGES) & 1) ^ 1)
             bar = x_ready.index(slot)
-            mbarrier.expect(bar, 2 * x_desc.block_type.nbytes)
-            pos = (k_lo + i) * 128
-            _tma_load(x_desc, [m0, pos], bar, x_smem.index(2 * slot))
-            _tma_load(x_desc, [m0, pos + 64], bar, x_smem.index(2 * slot + 1))
+            mbarrier.expect(bar, (128 // XBOX) * x_desc.block_type.nbytes)
+            for box in gl.static_range(128 // XBOX):
+                if XBOX == 16:
+                    pos = box * (K_PAD // 8) + (k_lo + i) * 16
+                else:
+                    pos = (k_lo + i) * 128 + box * XBOX
+                _tma_load(x_desc, [m0, pos], bar, x_smem.index((128 // XBOX) * slot + box))
 
     @gluon.jit
-    def _x_tile(x_smem, slot, a: gl.constexpr):
-        """k-tile ``a`` of a slot's activations, ``[16, BM]`` as ``wgmma``'s B operand: columns ``16 a ..`` of the
-        block, in the slot's first or second box."""
-        return x_smem.index(2 * slot + a // 4).slice(16 * (a % 4), 16, dim=1).permute((1, 0))
+    def _x_tile(x_smem, slot, a: gl.constexpr, XBOX: gl.constexpr):
+        """k-tile ``a`` of a slot's activations, ``[16, BM]`` as ``wgmma``'s B operand: box ``a`` (``XBOX=16``) or
+        columns ``16 (a % 4) ..`` of box ``a // 4`` (``XBOX=64``)."""
+        tile = x_smem.index((128 // XBOX) * slot + 16 * a // XBOX)
+        if XBOX != 16:
+            tile = tile.slice(16 * a % XBOX, 16, dim=1)
+        return tile.permute((1, 0))
 
     @gluon.jit
     def _select(nibbles, fifth):
@@ -101,7 +122,7 @@ if gluon is not None:
     def _consumer(p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr, bias_ptr, out_ptr,
                   ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k,
                   BITS: gl.constexpr, BM: gl.constexpr, QSTAGES: gl.constexpr, XSTAGES: gl.constexpr,
-                  PART: gl.constexpr, HAS_BIAS: gl.constexpr, SPLIT: gl.constexpr):
+                  XBOX: gl.constexpr, PART: gl.constexpr, HAS_BIAS: gl.constexpr, SPLIT: gl.constexpr):
         """One warpgroup: rows ``n0 + 64 PART ..``, decoded into registers and multiplied step by step; the sums
         stored to the output (or, split K, to the partials)."""
         acc_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -141,14 +162,14 @@ if gluon is not None:
             a6 = _a_tile(c_lane, lo >> 24, dtype)
             a7 = _a_tile(c_lane, hi >> 24, dtype)
             mbarrier.wait(x_ready.index(xs), (i // XSTAGES) & 1)
-            step = warpgroup_mma(a0, _x_tile(x_smem, xs, 0), acc, use_acc=False, is_async=True)
-            step = warpgroup_mma(a1, _x_tile(x_smem, xs, 1), step, is_async=True)
-            step = warpgroup_mma(a2, _x_tile(x_smem, xs, 2), step, is_async=True)
-            step = warpgroup_mma(a3, _x_tile(x_smem, xs, 3), step, is_async=True)
-            step = warpgroup_mma(a4, _x_tile(x_smem, xs, 4), step, is_async=True)
-            step = warpgroup_mma(a5, _x_tile(x_smem, xs, 5), step, is_async=True)
-            step = warpgroup_mma(a6, _x_tile(x_smem, xs, 6), step, is_async=True)
-            step = warpgroup_mma(a7, _x_tile(x_smem, xs, 7), step, is_async=True)
+            step = warpgroup_mma(a0, _x_tile(x_smem, xs, 0, XBOX), acc, use_acc=False, is_async=True)
+            step = warpgroup_mma(a1, _x_tile(x_smem, xs, 1, XBOX), step, is_async=True)
+            step = warpgroup_mma(a2, _x_tile(x_smem, xs, 2, XBOX), step, is_async=True)
+            step = warpgroup_mma(a3, _x_tile(x_smem, xs, 3, XBOX), step, is_async=True)
+            step = warpgroup_mma(a4, _x_tile(x_smem, xs, 4, XBOX), step, is_async=True)
+            step = warpgroup_mma(a5, _x_tile(x_smem, xs, 5, XBOX), step, is_async=True)
+            step = warpgroup_mma(a6, _x_tile(x_smem, xs, 6, XBOX), step, is_async=True)
+            step = warpgroup_mma(a7, _x_tile(x_smem, xs, 7, XBOX), step, is_async=True)
             # wgmma reads the A registers while it runs: they stay alive (deps) until the step's MMAs retire
             step, a0, a1, a2, a3, a4, a5, a6, a7 = warpgroup_mma_wait(
                 num_outstanding=0, deps=(step, a0, a1, a2, a3, a4, a5, a6, a7))
@@ -172,7 +193,7 @@ if gluon is not None:
     @gluon.jit
     def _rs_kernel(
         # descriptors and pointers
-        x_desc,  # TMA descriptor of the [M, K_PAD] rotated 16-bit activations (block-local order), block [BM, 64]
+        x_desc,  # TMA descriptor of the [M, K_PAD] rotated 16-bit activations (in span()'s order), block [BM, XBOX]
         p0_desc,  # TMA descriptor of the [N, K_PAD * BITS // 32] int32 packed codes, block [BN, 16]
         p1_desc,  # TMA descriptor of the same bytes as [N, K_PAD * BITS // 8] int8, block [BN, 16] (Q5)
         s_ptr,  # [N, K_PAD // 128] float16 block scales
@@ -192,6 +213,7 @@ if gluon is not None:
         BM: gl.constexpr,
         QSTAGES: gl.constexpr,
         XSTAGES: gl.constexpr,
+        XBOX: gl.constexpr,
         REGS: gl.constexpr,
         HAS_BIAS: gl.constexpr,
         SPLIT: gl.constexpr,
@@ -208,7 +230,7 @@ if gluon is not None:
         per_split = gl.cdiv(n_steps, split_k)
         k_lo = gl.minimum(pid_k * per_split, n_steps)
         k_hi = gl.minimum(k_lo + per_split, n_steps)
-        x_smem = gl.allocate_shared_memory(x_desc.dtype, [2 * XSTAGES, BM, 64], x_desc.layout)
+        x_smem = gl.allocate_shared_memory(x_desc.dtype, [(128 // XBOX) * XSTAGES, BM, XBOX], x_desc.layout)
         p0_smem = gl.allocate_shared_memory(gl.int32, [QSTAGES, BN, 16], p0_desc.layout)
         p1_smem = gl.allocate_shared_memory(gl.int8, [QSTAGES, BN, 16], p1_desc.layout)
         q_ready = gl.allocate_shared_memory(gl.int64, [QSTAGES, 1], mbarrier.MBarrierLayout())
@@ -226,13 +248,13 @@ if gluon is not None:
             [
                 (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr,
                              bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
-                             QSTAGES, XSTAGES, 0, HAS_BIAS, SPLIT)),
+                             QSTAGES, XSTAGES, XBOX, 0, HAS_BIAS, SPLIT)),
                 (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr,
                              bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
-                             QSTAGES, XSTAGES, 1, HAS_BIAS, SPLIT)),
+                             QSTAGES, XSTAGES, XBOX, 1, HAS_BIAS, SPLIT)),
                 (_load_words, (p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, 0, BITS,
                                QSTAGES, False)),
-                (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, XSTAGES)),
+                (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, K_PAD, XSTAGES, XBOX)),
             ],
             [4, 1, 1],
             [REGS, 24, 24],
@@ -268,6 +290,8 @@ def check_config(config: dict) -> None:
                          f"got {config['BM']}")
     if config["SPLIT_K"] < 1:
         raise ValueError(f"ws_rs: SPLIT_K must be at least 1, got {config['SPLIT_K']}")
+    if config["XBOX"] not in (16, 64):
+        raise ValueError(f"ws_rs: XBOX (activation box width) must be 16 or 64, got {config['XBOX']}")
     for ring in ("QSTAGES", "XSTAGES"):
         if config[ring] < 2:  # (one slot would run, each step's loads waiting for the step before's work)
             raise ValueError(f"ws_rs: {ring} must be at least 2, so that a step's loads overlap another's work, "
@@ -279,13 +303,26 @@ def check_config(config: dict) -> None:
                          f"227 KiB an SM has; fewer stages or a smaller BM")
 
 
+def span(config: dict) -> int | None:
+    """The activation order a config reads: :func:`.wgmma.permute_activations`' ``span`` (None: the whole row)."""
+    return 128 if config["XBOX"] == 64 else None
+
+
 def ws_rs_ref(xp: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
-              bits: int) -> torch.Tensor:
+              bits: int, span: int | None = None) -> torch.Tensor:
     """Plain-torch equivalent of :func:`ws_rs`, in float64 (the test oracle): :func:`.wsmma.ws_mma_ref` with the
-    norms on the blocks' sums, on the activations taken back to K order
-    (``xp[:, 128 b + 16 a + w] = xr[:, 128 b + 8 w + a]``)."""
-    xr = xp.reshape(xp.shape[0], -1, 8, 16).transpose(2, 3).reshape(xp.shape)
+    norms on the blocks' sums, on the activations taken back to K order from ``permute_activations(..., span)``'s
+    (``xp[:, s0 + a * span/8 + w] = xr[:, s0 + 8 * w + a]``)."""
+    M, k_pad = xp.shape
+    span = span or k_pad
+    xr = xp.reshape(M, k_pad // span, 8, span // 8).transpose(2, 3).reshape(xp.shape)
     return ws_mma_ref(xr, qdata, scale, bias, bits, norm_on_sums=True)
+
+
+@functools.cache
+def _x_layout(BM: int, XBOX: int, dtype: torch.dtype):
+    """Shared-memory layout of an activation box ``[BM, XBOX]`` (32- or 128-byte swizzle, as ``wgmma`` reads it)."""
+    return gl.NVMMASharedLayout.get_default_for([BM, XBOX], gl.bfloat16 if dtype == torch.bfloat16 else gl.float16)
 
 
 def ws_rs(
@@ -301,12 +338,13 @@ def ws_rs(
     """Launch the kernel. Shapes are checked by the caller; the layer must satisfy :func:`.wsmma.supports`.
 
     Args:
-        xp: (M, K_pad) rotated activations, bfloat16 or float16, in the block-local order
-            (:func:`.wgmma.permute_activations` with ``span=128``), contiguous and 16-byte aligned.
+        xp: (M, K_pad) rotated activations, bfloat16 or float16, in the config's order
+            (:func:`.wgmma.permute_activations` with ``span(config)``), contiguous and 16-byte aligned.
         qdata: (N, K_pad * bits / 8) uint8 packed codes, rows contiguous and 16-byte aligned.
         config: ``BM`` (activation rows per program: 8, 16, 32 or 64), ``SPLIT_K``, ring depths
             ``QSTAGES`` (packed words) and ``XSTAGES`` (activations), ``REGS`` (registers per thread of the second
-            warpgroup; the first takes what the loaders leave); :func:`check_config` refuses others.
+            warpgroup; the first takes what the loaders leave), ``XBOX`` (activation box width, 16 or 64; it sets
+            the order of ``xp``, :func:`span`); :func:`check_config` refuses others.
 
     Returns:
         (M, N) in ``out_dtype``.
@@ -316,9 +354,10 @@ def ws_rs(
     BN, BM = 128, config["BM"]
     check_config(config)
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
-    x_l, p0_l, p1_l = _layouts(BM, xp.dtype)
+    _, p0_l, p1_l = _layouts(BM, xp.dtype)
+    x_l = _x_layout(BM, config["XBOX"], xp.dtype)
     out = torch.empty((M, N), device=xp.device, dtype=out_dtype)
-    x_desc = TensorDescriptor.from_tensor(xp, [BM, 64], x_l)
+    x_desc = TensorDescriptor.from_tensor(xp, [BM, config["XBOX"]], x_l)
     p0_desc = TensorDescriptor.from_tensor(qdata.view(torch.int32), [BN, 16], p0_l)
     p1_desc = TensorDescriptor.from_tensor(qdata.view(torch.int8), [BN, 16], p1_l)
     grid = (triton.cdiv(N, BN), triton.cdiv(M, BM), config["SPLIT_K"])
@@ -327,6 +366,6 @@ def ws_rs(
         x_desc, p0_desc, p1_desc, scale, standard_codebook(bits, xp.device), bias if bias is not None else out, out,
         ws, counters, M, N, k_pad, scale.stride(0),
         BITS=bits, BM=BM, QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
-        REGS=config["REGS"], HAS_BIAS=bias is not None, SPLIT=grid[2] > 1, num_warps=4,
+        XBOX=config["XBOX"], REGS=config["REGS"], HAS_BIAS=bias is not None, SPLIT=grid[2] > 1, num_warps=4,
     )
     return out
