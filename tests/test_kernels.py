@@ -640,15 +640,16 @@ def test_ws_split_buffers():
 
 def test_ws_rs_candidates_and_configs():
     """The register-operand variant: BM = the M bucket (16..64), split K as the ws kernel's (one program per SM),
-    activation boxes of 64 columns (block-local order) at BM = 16 and of 16 above, every candidate accepted; configs
-    it could not run or fit refused."""
-    from hlwq_ops.kernels.wsrs import check_config, span
+    activation boxes of 64 columns (block-local order) and of 16, the first 64 at BM = 16 and 16 above, every
+    candidate accepted; configs it could not run or fit refused."""
+    from hlwq_ops.kernels.wsrs import activation_span, check_config
 
     for M, N, k_pad, BM, split in ((3, 14336, 4096, 16, 1), (16, 4096, 14336, 16, 4), (40, 4096, 4096, 64, 4),
                                    (64, 1024, 4096, 64, 8)):
-        (config,) = tuning.candidates("wsrs", M, N, k_pad, 132, 5)
+        config, other = tuning.candidates("wsrs", M, N, k_pad, 132, 5)
         assert config["kernel"] == "wsrs" and (config["BM"], config["SPLIT_K"]) == (BM, split), (M, N, k_pad)
-        assert (config["XBOX"], span(config)) == ((64, 128) if BM == 16 else (16, None)), config
+        assert (config["XBOX"], activation_span(config)) == ((64, 128) if BM == 16 else (16, None)), config
+        assert other == dict(config, XBOX={16: 64, 64: 16}[config["XBOX"]])
         check_config(config)
     config = tuning.candidates("wsrs", 16, 4096, 4096, 132, 5)[0]
     for change, message in ((dict(BM=128), "BM must be"), (dict(BM=24), "BM must be"), (dict(XSTAGES=1), "XSTAGES"),
@@ -690,7 +691,7 @@ def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, config, dtype,
 
     def ws_rs(xp, qdata, scale, bias, bits, block_size, out_dtype, config):  # the same on permuted activations
         ws_inputs.append(xp)
-        return wsrs.ws_rs_ref(xp, qdata, scale, bias, bits, wsrs.span(config)).to(out_dtype)
+        return wsrs.ws_rs_ref(xp, qdata, scale, bias, bits, wsrs.activation_span(config)).to(out_dtype)
 
     monkeypatch.setattr(tuning, "config_for", config_for)
     monkeypatch.setattr(kernels, "_runs_ws", lambda *args: True)
@@ -779,8 +780,7 @@ for M, N, K in ((16, 4096, 4096), (128, 4096, 14336), (300, 4096, 4096)):
 from hlwq_ops.kernels import wsrs
 # the register-operand variant: BM = 16 (split K and not) and 64 (split K); shared memory within its estimate
 for M, N, K in ((5, 4096, 4096), (16, 14336, 4096), (64, 4096, 14336)):
-    (candidate,) = tuning.candidates("wsrs", M, N, K, 132, bits)
-    for config in (candidate, dict(candidate, XBOX={16: 64, 64: 16}[candidate["XBOX"]])):  # both activation orders
+    for config in tuning.candidates("wsrs", M, N, K, 132, bits):  # (both activation orders)
         xp = torch.empty(M, K, dtype=torch.bfloat16)
         q = torch.empty(N, K * bits // 8, dtype=torch.uint8)
         _, p0_l, p1_l = wsmma._layouts(64, torch.bfloat16)
@@ -789,7 +789,8 @@ for M, N, K in ((5, 4096, 4096), (16, 14336, 4096), (64, 4096, 14336)):
                      p0_desc=TensorDescriptor.from_tensor(q.view(torch.int32), [128, 16], p0_l),
                      p1_desc=TensorDescriptor.from_tensor(q.view(torch.int8), [128, 16], p1_l))
         constants = dict(BITS=bits, BM=config["BM"], QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
-                         XBOX=config["XBOX"], REGS=config["REGS"], HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1, num_warps=4)
+                         XBOX=config["XBOX"], REGS=config["REGS"], HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1,
+                         num_warps=4)
         signature = {name: mangle_type(d) for name, d in descs.items()} | ARGS | dict.fromkeys(constants, "constexpr")
         source = GluonASTSource(wsrs._rs_kernel, signature, constants)
         kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
@@ -1041,10 +1042,10 @@ def test_gpu_ws_rs_poisoned_output_every_candidate(bits, N, K):
             configs += [dict(configs[0], SPLIT_K=1), dict(configs[0], SPLIT_K=3),  # (the candidates here split K)
                         dict(configs[0], SPLIT_K=5),  # (K = 1000: the fifth slice empty)
                         dict(configs[0], BM=8 if M <= 8 else 32), dict(configs[0], QSTAGES=2, XSTAGES=2),
-                        dict(configs[0], QSTAGES=6, XSTAGES=4), dict(configs[0], XBOX=16), dict(configs[0], XBOX=64)]
+                        dict(configs[0], QSTAGES=6, XSTAGES=4), dict(configs[1], SPLIT_K=1)]  # (both orders)
             for config in configs:
-                xp = permute_activations(x, dtype, wsrs.span(config))
-                ref = wsrs.ws_rs_ref(xp, qdata, scale, bias, bits, wsrs.span(config))
+                xp = permute_activations(x, dtype, wsrs.activation_span(config))
+                ref = wsrs.ws_rs_ref(xp, qdata, scale, bias, bits, wsrs.activation_span(config))
                 for out_dtype in (torch.float32, torch.bfloat16) if M == 37 else (torch.float32,):
                     for _ in range(2):  # the split-K counters are back to zero for the next call
                         torch.full((M, N), float("nan"), device="cuda")

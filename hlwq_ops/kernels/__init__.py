@@ -35,8 +35,7 @@ from .wsmma import aligned as ws_aligned
 from .wsmma import runs_on as ws_runs_on
 from .wsmma import supports as ws_supports
 from .wsmma import ws_mma
-from .wsrs import span as wsrs_span
-from .wsrs import ws_rs
+from .wsrs import activation_span, ws_rs
 
 __all__ = [
     "MAX_KERNEL_BLOCK",
@@ -109,7 +108,7 @@ def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_s
     ``activations(per_word, span)`` gives the rotated 16-bit activations in
     the kernel's order: permuted for :func:`wgmma` and :func:`ws_rs`
     (``per_word=8``; for :func:`ws_rs` within runs of ``span`` where its
-    config says so, :func:`.wsrs.span`), in K order for the others
+    config says so, :func:`.wsrs.activation_span`), in K order for the others
     (``per_word=0``, bfloat16).
     Tuning times each candidate with its rotation. The families timed
     (``tuning.candidates``): the wgmma kernel up to ``MMA_MAX_M_WGMMA`` rows
@@ -130,7 +129,7 @@ def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_s
         if kernel == "ws":
             return ws_mma(as_operand(activations(0)), q, s, bias, bits, block_size, out_dtype, config)
         if kernel == "wsrs":
-            xp = as_operand(activations(8, wsrs_span(config)))
+            xp = as_operand(activations(8, activation_span(config)))
             return ws_rs(xp, q, s, bias, bits, block_size, out_dtype, config)
         if kernel == "dequant":
             return _dequant_cublas(activations(0), q, s, bias, bits, block_size, None, out_dtype)

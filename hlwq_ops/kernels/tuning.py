@@ -201,17 +201,18 @@ def _ws_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
 # 4096 x 14336 and 4096 x 4096, with two consumer warpgroups, split K as the ws kernel's and rings of 4 word and 3
 # activation slots (four warpgroups, half or twice that split: 2-100% slower; other rings up to 10% slower, at best
 # 1% faster). Its accumulators stop it at BM = 64; timed beside the other families from the GEMV's range up.
-# Activations as two [BM, 64] boxes a step (XBOX = 64, a block-local order) rather than eight [BM, 16]: measured
-# (session 20) 0.8-5.5% less time at BM = 16 on Q5, within 1% on Q4, but up to 5.8% more at BM = 64 on Q5.
+# Its activations as two [BM, 64] boxes a step (XBOX = 64, a block-local order) or eight [BM, 16] (XBOX = 16), in
+# one kernel (H200, session 20, RESULTS.md 20b): 64 took 1.4-5.0% less time at BM = 16 on Q5 and 0.5-4.8% less or
+# 1.2% more on Q4; at BM = 32 and 64, 0.4-6.1% more on Q5 and 0.5-3.2% less on Q4. Both are candidates.
 WSRS_MAX_M = 64
 
 
 def _wsrs_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
     """128 weight rows and ``BM`` = the M bucket (16..64) activation rows per program; split K as the ws kernel;
-    activation boxes of 64 columns at BM = 16, of 16 above."""
+    activation boxes of 64 and of 16 columns, the favourite (64 at BM = 16, 16 above) first."""
     BM = min(64, max(16, m_bucket(M)))
-    return [dict(kernel="wsrs", BM=BM, SPLIT_K=_ws_split(M, N, k_pad, sm_count, BM), QSTAGES=4, XSTAGES=3,
-                 XBOX=64 if BM == 16 else 16, REGS=168)]
+    base = dict(kernel="wsrs", BM=BM, SPLIT_K=_ws_split(M, N, k_pad, sm_count, BM), QSTAGES=4, XSTAGES=3, REGS=168)
+    return [dict(base, XBOX=box) for box in ((64, 16) if BM == 16 else (16, 64))]
 
 
 _FAMILIES = {

@@ -16,8 +16,8 @@ holds columns ``2t, 2t + 1, 2t + 8, 2t + 9`` of every 16-column k-tile. A
 thread four words per row, and code ``a`` of those words (``a = 0..7``) is
 its fragment of k-tile ``a`` once K is reordered so that code ``a`` of
 word ``w`` comes ``16 a + w`` into the step. So a step is eight ``wgmma`` of
-K = 16, and the activations come in one of two orders (:func:`span`, by the
-config's ``XBOX``):
+K = 16, and the activations come in one of two orders (:func:`activation_span`,
+by the config's ``XBOX``):
 
 - ``XBOX=16``: :func:`.wgmma.permute_activations`' order
   (``xp[:, a * K/8 + w] = xr[:, 8 w + a]``, the FWHT kernel's ``per_word=8``),
@@ -27,13 +27,12 @@ config's ``XBOX``):
   (``permute_activations(..., span=128)``, the FWHT kernel's ``per_word=8`` on
   rows of one block), a step's activations two ``[BM, 64]`` boxes (128-byte
   rows and swizzle), each sliced into four k-tiles. Measured on an H200
-  (``benchmarks/NOTES.md`` session 20): 0.8-5.5% less time at BM = 16 on
-  Q5, within 1% on Q4, but up to 5.8% more at BM = 64 on Q5, so the tuner's
-  candidate takes it at BM = 16 only.
+  (``benchmarks/RESULTS.md`` 20b): less time at BM = 16 on Q5 (1.4-5.0%),
+  more at BM = 32 and 64 on Q5 (0.4-6.1%), less there on Q4 (0.5-3.2%);
+  the tuner times both.
 
-Decoding per code: a
-shift, one warp shuffle (the codebook held one entry per lane) and half a
-pack to 16 bits. A step's eight MMAs start from zero and the block's norm
+Decoding per code: a shift, one warp shuffle (the codebook held one entry per
+lane) and half a pack to 16 bits. A step's eight MMAs start from zero and the block's norm
 multiplies their float32 sum into the accumulator (two rows a thread, so
 ``BM / 2`` FMAs a step instead of a 16-bit multiply per two weights: 11% fewer
 loop instructions at BM = 16, 5% at 64, and the weight rounded once, not
@@ -66,7 +65,7 @@ from ..codebook import codebook as standard_codebook
 from .common import unit_stride
 from .wsmma import gluon, split_buffers, ws_mma_ref
 
-__all__ = ["check_config", "shared_bytes", "span", "ws_rs", "ws_rs_ref"]
+__all__ = ["activation_span", "check_config", "shared_bytes", "ws_rs", "ws_rs_ref"]
 
 if gluon is not None:
     from triton.experimental.gluon import language as gl
@@ -193,7 +192,7 @@ if gluon is not None:
     @gluon.jit
     def _rs_kernel(
         # descriptors and pointers
-        x_desc,  # TMA descriptor of the [M, K_PAD] rotated 16-bit activations (in span()'s order), block [BM, XBOX]
+        x_desc,  # TMA descriptor of the [M, K_PAD] rotated 16-bit activations (activation_span's order), [BM, XBOX]
         p0_desc,  # TMA descriptor of the [N, K_PAD * BITS // 32] int32 packed codes, block [BN, 16]
         p1_desc,  # TMA descriptor of the same bytes as [N, K_PAD * BITS // 8] int8, block [BN, 16] (Q5)
         s_ptr,  # [N, K_PAD // 128] float16 block scales
@@ -303,7 +302,7 @@ def check_config(config: dict) -> None:
                          f"227 KiB an SM has; fewer stages or a smaller BM")
 
 
-def span(config: dict) -> int | None:
+def activation_span(config: dict) -> int | None:
     """The activation order a config reads: :func:`.wgmma.permute_activations`' ``span`` (None: the whole row)."""
     return 128 if config["XBOX"] == 64 else None
 
@@ -311,8 +310,13 @@ def span(config: dict) -> int | None:
 def ws_rs_ref(xp: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
               bits: int, span: int | None = None) -> torch.Tensor:
     """Plain-torch equivalent of :func:`ws_rs`, in float64 (the test oracle): :func:`.wsmma.ws_mma_ref` with the
-    norms on the blocks' sums, on the activations taken back to K order from ``permute_activations(..., span)``'s
-    (``xp[:, s0 + a * span/8 + w] = xr[:, s0 + 8 * w + a]``)."""
+    norms on the blocks' sums, on the activations taken back to K order.
+
+    Args:
+        span: the order of ``xp``, as :func:`.wgmma.permute_activations` takes it
+            (``xp[:, s0 + a * span/8 + w] = xr[:, s0 + 8 * w + a]``; None: the whole row), the config's
+            :func:`activation_span`.
+    """
     M, k_pad = xp.shape
     span = span or k_pad
     xr = xp.reshape(M, k_pad // span, 8, span // 8).transpose(2, 3).reshape(xp.shape)
@@ -339,12 +343,12 @@ def ws_rs(
 
     Args:
         xp: (M, K_pad) rotated activations, bfloat16 or float16, in the config's order
-            (:func:`.wgmma.permute_activations` with ``span(config)``), contiguous and 16-byte aligned.
+            (:func:`.wgmma.permute_activations` with ``activation_span(config)``), contiguous and 16-byte aligned.
         qdata: (N, K_pad * bits / 8) uint8 packed codes, rows contiguous and 16-byte aligned.
         config: ``BM`` (activation rows per program: 8, 16, 32 or 64), ``SPLIT_K``, ring depths
             ``QSTAGES`` (packed words) and ``XSTAGES`` (activations), ``REGS`` (registers per thread of the second
             warpgroup; the first takes what the loaders leave), ``XBOX`` (activation box width, 16 or 64; it sets
-            the order of ``xp``, :func:`span`); :func:`check_config` refuses others.
+            the order of ``xp``, :func:`activation_span`); :func:`check_config` refuses others.
 
     Returns:
         (M, N) in ``out_dtype``.
@@ -354,7 +358,7 @@ def ws_rs(
     BN, BM = 128, config["BM"]
     check_config(config)
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
-    _, p0_l, p1_l = _layouts(BM, xp.dtype)
+    _, p0_l, p1_l = _layouts(64, xp.dtype)
     x_l = _x_layout(BM, config["XBOX"], xp.dtype)
     out = torch.empty((M, N), device=xp.device, dtype=out_dtype)
     x_desc = TensorDescriptor.from_tensor(xp, [BM, config["XBOX"]], x_l)
