@@ -32,8 +32,8 @@ by the config's ``XBOX``):
   the tuner times both.
 
 Decoding per code: a shift, one warp shuffle (the codebook held one entry per
-lane) and half a pack to 16 bits. A step's eight MMAs start from zero and the block's norm
-multiplies their float32 sum into the accumulator (two rows a thread, so
+lane) and half a pack to 16 bits. A step's eight MMAs start from zero and the
+block's norm multiplies their float32 sum into the accumulator (two rows a thread, so
 ``BM / 2`` FMAs a step instead of a 16-bit multiply per two weights: 11% fewer
 loop instructions at BM = 16, 5% at 64, and the weight rounded once, not
 three times; measured on an H200: 0.6-4.4% less time on 8 of 12 cases, up
