@@ -1,0 +1,67 @@
+"""The register-operand ws kernel's two activation orders against each other, in one process (sm_90, Gluon).
+
+``XBOX=16`` reads a step's activations as eight ``[BM, 16]`` TMA boxes
+(activations permuted per whole row), ``XBOX=64`` as two ``[BM, 64]`` boxes
+(permuted within each block of 128; :func:`hlwq_ops.kernels.wsrs.activation_span`).
+For each shape, bits and M: bf16 ``F.linear`` and ``hlwq.linear`` on its
+default path (printed by the sweep), then the tuner's first ``wsrs``
+candidate with each width, alone on rotated activations, each checked against
+float64 and timed twice, interleaved, like ``bench_ops.py`` (one CUDA graph
+over weight copies spanning the L2 several times); RESULTS.md 20b::
+
+    python benchmarks/diag_xbox.py --shapes 14336x4096 4096x14336 --bits 5 4 --m 8 16 32 64 --json out.json
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from bench_ops import case_record, graph_time, rel_error, sweep, sweep_parser
+
+from hlwq_ops.kernels import tuning, wsrs
+from hlwq_ops.kernels.fwht import fwht
+
+WIDTHS = (16, 64)
+
+
+def rotated(x: torch.Tensor, span: int | None) -> torch.Tensor:
+    """(M, K) activations rotated into the kernel's order for ``span`` (K a multiple of 128)."""
+    if span:  # rows of one block: the FWHT kernel's per-row order is then per block
+        return fwht(x.reshape(-1, span), 128, torch.bfloat16, 8).view(x.shape)
+    return fwht(x, 128, torch.bfloat16, 8)
+
+
+def main() -> None:
+    a = sweep_parser(__doc__, [8, 16, 32, 64], "diag_xbox.json").parse_args()
+    rows, ok = [], True
+    for case in sweep(a):
+        bits, M, N, K, copies = case["bits"], case["M"], case["N"], case["K"], case["copies"]
+        if K % 128:
+            raise SystemExit(f"diag_xbox: K must be a multiple of 128, got {K}")
+        candidate = tuning.candidates("wsrs", M, N, K, case["sm"], bits)[0]
+        result = {"candidate": candidate}
+        for _ in range(2):
+            for width in WIDTHS:
+                config = dict(candidate, XBOX=width)
+                xp = rotated(case["x"], wsrs.activation_span(config))
+                if f"err{width}" not in result:
+                    out = wsrs.ws_rs(xp, *copies[0], None, bits, 128, torch.float32, config)
+                    result[f"err{width}"] = rel_error(out, case["ref"])
+                    ok &= result[f"err{width}"] < 1e-2
+                calls = [lambda q=q, s=s, xp=xp, c=config, b=bits: wsrs.ws_rs(xp, q, s, None, b, 128, torch.bfloat16, c)
+                         for q, s in copies]
+                result.setdefault(f"us{width}", []).append(graph_time(calls, replays=10)[0])
+        us16, us64 = min(result["us16"]), min(result["us64"])
+        print(f"{'':>10} wsrs BM={candidate['BM']} split={candidate['SPLIT_K']}: XBOX=16 {us16:6.2f} us, XBOX=64 "
+              f"{us64:6.2f} us ({(us64 / us16 - 1) * 100:+.1f}%), err {result['err16']:.1e} {result['err64']:.1e}",
+              flush=True)
+        rows.append(case_record(case, **result))
+    with open(a.json, "w") as f:
+        json.dump(rows, f, indent=1)
+    if not ok:
+        raise SystemExit("correctness FAILED")
+
+
+if __name__ == "__main__":
+    main()
