@@ -25,13 +25,6 @@ from hlwq_ops.kernels.fwht import fwht
 WIDTHS = (16, 64)
 
 
-def rotated(x: torch.Tensor, span: int | None) -> torch.Tensor:
-    """(M, K) activations rotated into the kernel's order for ``span`` (K a multiple of 128)."""
-    if span:  # rows of one block: the FWHT kernel's per-row order is then per block
-        return fwht(x.reshape(-1, span), 128, torch.bfloat16, 8).view(x.shape)
-    return fwht(x, 128, torch.bfloat16, 8)
-
-
 def main() -> None:
     a = sweep_parser(__doc__, [8, 16, 32, 64], "diag_xbox.json").parse_args()
     rows, ok = [], True
@@ -44,7 +37,7 @@ def main() -> None:
         for _ in range(2):
             for width in WIDTHS:
                 config = dict(candidate, XBOX=width)
-                xp = rotated(case["x"], wsrs.activation_span(config))
+                xp = fwht(case["x"], 128, torch.bfloat16, 8, wsrs.activation_span(config))
                 if f"err{width}" not in result:
                     out = wsrs.ws_rs(xp, *copies[0], None, bits, 128, torch.float32, config)
                     result[f"err{width}"] = rel_error(out, case["ref"])

@@ -177,8 +177,8 @@ def test_fwht_kernel_writes_the_wgmma_order(block_size, rows):
 
 def test_permuted_activations_within_blocks():
     """The register-operand ws kernel's order: each block of 128 reordered on its own, ``xp[:, 128 b + 16 a + w] =
-    xr[:, 128 b + 8 w + a]``; the FWHT kernel writes it when given one block a row; a span that does not tile K is
-    refused."""
+    xr[:, 128 b + 8 w + a]``; the FWHT kernel writes it when given ``span=128``; a span that does not tile K (or, for
+    the FWHT, is not whole blocks) is refused."""
     xr = torch.arange(2 * 384, dtype=torch.float32).reshape(2, 384)
     xp = permute_activations(xr, torch.float32, span=128)
     b, a, w = 2, 5, 11
@@ -188,9 +188,11 @@ def test_permuted_activations_within_blocks():
     with pytest.raises(ValueError, match="span must divide K_pad"):
         permute_activations(xr, torch.float32, span=256)
     x = torch.randn(3, 384, device=KERNEL_DEVICE).bfloat16()
-    out = kernels.fwht(x.reshape(-1, 128), 128, torch.bfloat16, per_word=8).view(x.shape)
+    out = kernels.fwht(x, 128, torch.bfloat16, per_word=8, span=128)
     expected = permute_activations(fwht_ref(x.float(), 128), torch.bfloat16, span=128)
     torch.testing.assert_close(out.float(), expected.float(), rtol=2 * torch.finfo(torch.bfloat16).eps, atol=1e-6)
+    with pytest.raises(ValueError, match="span must be whole blocks"):
+        kernels.fwht(x, 128, torch.bfloat16, per_word=8, span=64)
 
 
 def test_gemv_custom_codebook_and_bf16_output():

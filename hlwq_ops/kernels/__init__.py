@@ -231,9 +231,7 @@ def linear(
         if block_size > MAX_KERNEL_BLOCK:  # the FWHT kernel's tile would not fit
             xr = fwht_ref(x2.float(), block_size)
             return permute_activations(xr, dtype, span) if per_word else xr.to(dtype)
-        if span:  # rows of ``span`` (whole blocks): the FWHT kernel's per-row order is then per run
-            return fwht(x2.reshape(-1, span), block_size, dtype, per_word).view(x2.shape)
-        return fwht(x2, block_size, dtype, per_word)
+        return fwht(x2, block_size, dtype, per_word, span)
 
     fast = supports(bits, block_size, codebook, x.dtype)
     ws = fast and _runs_ws(qdata, bits, block_size, codebook, x.dtype)

@@ -91,7 +91,8 @@ def _fwht_kernel(
         tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype, per_word: int = 0) -> torch.Tensor:
+def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype, per_word: int = 0,
+         span: int | None = None) -> torch.Tensor:
     """Blockwise FWHT of the last dim of ``x`` (K a multiple of ``block_size`` <= 128).
 
     Args:
@@ -99,10 +100,18 @@ def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype, per_word: int
             tensor-core kernel reads it: position ``p`` goes to
             ``(p % per_word) * K / per_word + p // per_word``
             (:func:`hlwq_ops.kernels.wgmma.permute_activations`).
+        span: with ``per_word``, reorder each run of ``span`` positions (whole
+            blocks) on its own instead of the whole row
+            (``permute_activations(..., span)``): the kernel then sees each run as a row.
 
     Returns:
         A tensor of x's shape in ``out_dtype``.
     """
+    if span:
+        if span % block_size or x.shape[-1] % span:
+            raise ValueError(f"fwht: span must be whole blocks ({block_size}) and divide K ({x.shape[-1]}), "
+                             f"got {span}")
+        return fwht(x.reshape(-1, span), block_size, out_dtype, per_word).view(x.shape)
     x = x.contiguous()
     out = torch.empty(x.shape, device=x.device, dtype=out_dtype)
     rows = x.numel() // block_size

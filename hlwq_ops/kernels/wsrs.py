@@ -24,8 +24,8 @@ by the config's ``XBOX``):
   a step's activations eight ``[BM, 16]`` TMA boxes (32-byte rows), one per
   k-tile, ``a * K/8 + 16 * block``;
 - ``XBOX=64``: the same order within each block of 128
-  (``permute_activations(..., span=128)``, the FWHT kernel's ``per_word=8`` on
-  rows of one block), a step's activations two ``[BM, 64]`` boxes (128-byte
+  (``permute_activations(..., span=128)``, ``fwht(..., per_word=8, span=128)``),
+  a step's activations two ``[BM, 64]`` boxes (128-byte
   rows and swizzle), each sliced into four k-tiles. Measured on an H200
   (``benchmarks/RESULTS.md`` 20b): less time at BM = 16 on Q5 (1.4-5.0%),
   more at BM = 32 and 64 on Q5 (0.4-6.1%), less there on Q4 (0.5-3.2%);
