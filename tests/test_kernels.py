@@ -643,7 +643,8 @@ def test_ws_split_buffers():
 def test_ws_rs_candidates_and_configs():
     """The register-operand variant: BM = the M bucket (16..64), split K as the ws kernel's (one program per SM),
     activation boxes of 64 columns (block-local order) and of 16, the first 64 at BM = 16 and 16 above, every
-    candidate accepted; configs it could not run or fit refused."""
+    candidate accepted; past M = 64 BM = 128 (more registers) and from M = 256 BM = 256 (the norms on the weights,
+    one accumulator) and 128; configs it could not run or fit refused."""
     from hlwq_ops.kernels.wsrs import activation_span, check_config
 
     for M, N, k_pad, BM, split in ((3, 14336, 4096, 16, 1), (16, 4096, 14336, 16, 4), (40, 4096, 4096, 64, 4),
@@ -653,8 +654,18 @@ def test_ws_rs_candidates_and_configs():
         assert (config["XBOX"], activation_span(config)) == ((64, 128) if BM == 16 else (16, None)), config
         assert other == dict(config, XBOX={16: 64, 64: 16}[config["XBOX"]])
         check_config(config)
+    config, other = tuning.candidates("wsrs", 100, 14336, 4096, 132, 5)
+    assert (config["BM"], config["SPLIT_K"], config["XBOX"], config["REGS"]) == (128, 1, 16, 232)
+    assert other == dict(config, XBOX=64) and config.get("NORM_ACC", True)
+    big = tuning.candidates("wsrs", 512, 4096, 14336, 132, 5)
+    assert [(c["BM"], c["SPLIT_K"], c["XBOX"], c.get("NORM_ACC", True)) for c in big] == [
+        (256, 2, 64, False), (256, 2, 16, False), (128, 1, 16, True)]
+    for candidate in [config, other, *big]:
+        check_config(candidate)
+    with pytest.raises(ValueError, match="NORM_ACC=False at BM = 256"):
+        check_config(dict(big[0], NORM_ACC=True))
     config = tuning.candidates("wsrs", 16, 4096, 4096, 132, 5)[0]
-    for change, message in ((dict(BM=128), "BM must be"), (dict(BM=24), "BM must be"), (dict(XSTAGES=1), "XSTAGES"),
+    for change, message in ((dict(BM=512), "BM must be"), (dict(BM=24), "BM must be"), (dict(XSTAGES=1), "XSTAGES"),
                             (dict(QSTAGES=1), "QSTAGES"), (dict(QSTAGES=22), "shared memory"),
                             (dict(SPLIT_K=0), "SPLIT_K"), (dict(REGS=170), "REGS"), (dict(REGS=300), "REGS"),
                             (dict(XBOX=32), "XBOX")):
@@ -669,11 +680,12 @@ def test_ws_rs_candidates_and_configs():
                                              (5, "wgmma+tc+wsrs", dict(kernel="wsrs", XBOX=64)),
                                              (16, "wgmma+ws+wsrs", dict(kernel="ws")),
                                              (64, "wgmma+ws+wsrs", dict(kernel="wsrs", XBOX=16)),
-                                             (65, "dequant+ws", dict(kernel="dequant")),
-                                             (65, "dequant+ws", dict(kernel="ws"))])
+                                             (65, "dequant+ws+wsrs", dict(kernel="dequant")),
+                                             (65, "dequant+ws+wsrs", dict(kernel="ws")),
+                                             (65, "dequant+ws+wsrs", dict(kernel="wsrs", XBOX=64, NORM_ACC=False))])
 def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, config, dtype, rotated, monkeypatch):
     """Where the warp-specialized kernel runs, the tuner weighs it from M = 16 and its register-operand variant up to
-    M = 64, and past the wgmma kernel's range dequantize + cuBLAS first (the untuned default); whichever config it
+    M = 2048, and past the wgmma kernel's range dequantize + cuBLAS first (the untuned default); whichever config it
     picks -- the tensor-core GEMV's too -- runs its kernel on bfloat16 activations (16-byte aligned for the ws
     kernels): in K order for the ws kernel and the tensor-core GEMV, in the wgmma permutation (whole rows or per
     block, as its config says) for the register-operand variant; with the bias, in the activations' dtype, from
@@ -693,7 +705,8 @@ def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, config, dtype,
 
     def ws_rs(xp, qdata, scale, bias, bits, block_size, out_dtype, config):  # the same on permuted activations
         ws_inputs.append(xp)
-        return wsrs.ws_rs_ref(xp, qdata, scale, bias, bits, wsrs.activation_span(config)).to(out_dtype)
+        return wsrs.ws_rs_ref(xp, qdata, scale, bias, bits, wsrs.activation_span(config),
+                              config.get("NORM_ACC", True)).to(out_dtype)
 
     monkeypatch.setattr(tuning, "config_for", config_for)
     monkeypatch.setattr(kernels, "_runs_ws", lambda *args: True)
@@ -780,8 +793,9 @@ for M, N, K in ((16, 4096, 4096), (128, 4096, 14336), (300, 4096, 4096)):
         ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
         assert "wgmma.mma_async" in ptx and "setmaxnreg" in ptx, (M, N, K)
 from hlwq_ops.kernels import wsrs
-# the register-operand variant: BM = 16 (split K and not) and 64 (split K); shared memory within its estimate
-for M, N, K in ((5, 4096, 4096), (16, 14336, 4096), (64, 4096, 14336)):
+# the register-operand variant: BM = 16 (split K and not), 64 (split K), 128 and 256 (split K and not; at 256 the
+# norms on the weights) and 128 beside it; shared memory within its estimate
+for M, N, K in ((5, 4096, 4096), (16, 14336, 4096), (64, 4096, 14336), (128, 14336, 4096), (512, 4096, 14336)):
     for config in tuning.candidates("wsrs", M, N, K, 132, bits):  # (both activation orders)
         xp = torch.empty(M, K, dtype=torch.bfloat16)
         q = torch.empty(N, K * bits // 8, dtype=torch.uint8)
@@ -791,8 +805,8 @@ for M, N, K in ((5, 4096, 4096), (16, 14336, 4096), (64, 4096, 14336)):
                      p0_desc=TensorDescriptor.from_tensor(q.view(torch.int32), [128, 16], p0_l),
                      p1_desc=TensorDescriptor.from_tensor(q.view(torch.int8), [128, 16], p1_l))
         constants = dict(BITS=bits, BM=config["BM"], QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
-                         XBOX=config["XBOX"], REGS=config["REGS"], HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1,
-                         num_warps=4)
+                         XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"],
+                         HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1, num_warps=4)
         signature = {name: mangle_type(d) for name, d in descs.items()} | ARGS | dict.fromkeys(constants, "constexpr")
         source = GluonASTSource(wsrs._rs_kernel, signature, constants)
         kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
@@ -807,7 +821,7 @@ def test_ws_kernel_compiles_for_sm90(bits):
     """The Gluon kernels have no interpreter; compiling them for sm_90 (no GPU needed; in a process without
     TRITON_INTERPRET, under which the kernel would be an interpreted function) catches this Triton's API changes:
     the ws kernel's first candidates at M = 16, 128 and 300 (two MMA warpgroups), the register-operand variant's at
-    M = 5, 16 and 64 (split K and not), with a bias."""
+    M = 5, 16, 64, 128 and 512 (split K and not; BM 16 to 256), with a bias."""
     import os
     import subprocess
     import sys
@@ -1027,8 +1041,9 @@ def test_gpu_ws_mma_poisoned_output_every_candidate(bits, N, K):
 @pytest.mark.parametrize("N,K", [(1000, 1000), (300, 4096), (4096, 4096)])
 def test_gpu_ws_rs_poisoned_output_every_candidate(bits, N, K):
     """The register-operand warp-specialized kernel (Gluon, GPU only): the tuner's candidate and other configs (BM 8
-    to 64, M tiles cut short, no split K and split K uneven and with an empty slice, shallower and deeper rings, both
-    activation orders), a bias, float16 activations, float32 and bfloat16 outputs, each output written and right."""
+    to 256, M tiles cut short, no split K and split K uneven and with an empty slice, shallower and deeper rings, both
+    activation orders, the norms on the sums and on the weights), a bias, float16 activations, float32 and bfloat16
+    outputs, each output written and right."""
     from hlwq_ops.kernels import wsmma, wsrs
     from hlwq_ops.kernels.common import counter_buffer
 
@@ -1037,18 +1052,23 @@ def test_gpu_ws_rs_poisoned_output_every_candidate(bits, N, K):
     qdata, scale = _packed(N, K, bits, device="cuda")
     k_pad = scale.shape[1] * 128
     bias = torch.randn(N, device="cuda")
-    for M in (3, 16, 37, 64):
+    for M in (3, 16, 37, 64, 130, 300):
         for dtype in (torch.bfloat16, torch.float16) if M == 37 else (torch.bfloat16,):
             x = torch.randn(M, k_pad, device="cuda")
             configs = tuning.candidates("wsrs", M, N, k_pad, 132, bits)
             configs += [dict(configs[0], SPLIT_K=1), dict(configs[0], SPLIT_K=3),  # (the candidates here split K)
                         dict(configs[0], SPLIT_K=5),  # (K = 1000: the fifth slice empty)
-                        dict(configs[0], BM=8 if M <= 8 else 32), dict(configs[0], QSTAGES=2, XSTAGES=2),
-                        dict(configs[0], QSTAGES=6, XSTAGES=4), dict(configs[1], SPLIT_K=1)]  # (both orders)
+                        dict(configs[1], SPLIT_K=1)]  # (both orders)
+            if M <= 64:
+                configs += [dict(configs[0], BM=8 if M <= 8 else 32), dict(configs[0], QSTAGES=2, XSTAGES=2),
+                            dict(configs[0], QSTAGES=6, XSTAGES=4)]
+            if M == 130:  # BM = 128 with the norms on the weights
+                configs += [dict(configs[0], NORM_ACC=False)]
             for config in configs:
                 xp = permute_activations(x, dtype, wsrs.activation_span(config))
-                ref = wsrs.ws_rs_ref(xp, qdata, scale, bias, bits, wsrs.activation_span(config))
-                for out_dtype in (torch.float32, torch.bfloat16) if M == 37 else (torch.float32,):
+                ref = wsrs.ws_rs_ref(xp, qdata, scale, bias, bits, wsrs.activation_span(config),
+                                     config.get("NORM_ACC", True))
+                for out_dtype in (torch.float32, torch.bfloat16) if M in (37, 300) else (torch.float32,):
                     for _ in range(2):  # the split-K counters are back to zero for the next call
                         torch.full((M, N), float("nan"), device="cuda")
                         out = wsrs.ws_rs(xp, qdata, scale, bias, bits, 128, out_dtype, config)

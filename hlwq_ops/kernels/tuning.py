@@ -204,15 +204,26 @@ def _ws_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
 # Its activations as two [BM, 64] boxes a step (XBOX = 64, a block-local order) or eight [BM, 16] (XBOX = 16), in
 # one kernel (H200, session 20, RESULTS.md 20b): 64 took 1.4-5.0% less time at BM = 16 on Q5 and 0.5-4.8% less or
 # 1.2% more on Q4; at BM = 32 and 64, 0.4-6.1% more on Q5 and 0.5-3.2% less on Q4. Both are candidates.
-WSRS_MAX_M = 64
+# Past M = 64 (session 21): BM = 128 with the norms on the sums (two accumulators, 128 registers of the consumers'
+# 232) and BM = 256 with the norms on the 16-bit weights (NORM_ACC=False: one accumulator), m64n256 MMAs.
+WSRS_MAX_M = 2048
 
 
 def _wsrs_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
-    """128 weight rows and ``BM`` = the M bucket (16..64) activation rows per program; split K as the ws kernel;
-    activation boxes of 64 and of 16 columns, the favourite (64 at BM = 16, 16 above) first."""
-    BM = min(64, max(16, m_bucket(M)))
-    base = dict(kernel="wsrs", BM=BM, SPLIT_K=_ws_split(M, N, k_pad, sm_count, BM), QSTAGES=4, XSTAGES=3, REGS=168)
-    return [dict(base, XBOX=box) for box in ((64, 16) if BM == 16 else (16, 64))]
+    """128 weight rows and ``BM`` = the M bucket (16..256) activation rows per program; split K as the ws kernel;
+    activation boxes of 64 and of 16 columns, the favourite (64 at BM = 16 and 256, 16 between) first; from M = 256
+    also BM = 128."""
+    def config(BM, XBOX):
+        out = dict(kernel="wsrs", BM=BM, SPLIT_K=_ws_split(M, N, k_pad, sm_count, BM), QSTAGES=4, XSTAGES=3,
+                   REGS=232 if BM == 128 else 168, XBOX=XBOX)
+        if BM == 256:  # two 64 KB activation slots; one accumulator
+            out.update(XSTAGES=2, REGS=240, NORM_ACC=False)
+        return out
+
+    BM = min(256, max(16, m_bucket(M)))
+    if BM == 256:
+        return [config(256, 64), config(256, 16), config(128, 16)]
+    return [config(BM, box) for box in ((64, 16) if BM == 16 else (16, 64))]
 
 
 _FAMILIES = {
@@ -280,7 +291,7 @@ _LOADED: set[str] = set()
 def _cache_file(device: torch.device) -> Path:
     name = torch.cuda.get_device_name(device).replace(" ", "_")
     root = Path(os.environ.get("HLWQ_CACHE_DIR", Path.home() / ".cache" / "hlwq_ops"))
-    return root / f"configs-v16-{name}-triton{__import__('triton').__version__}.json"
+    return root / f"configs-v17-{name}-triton{__import__('triton').__version__}.json"
 
 
 def _load(device: torch.device) -> None:

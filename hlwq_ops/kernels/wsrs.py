@@ -121,7 +121,8 @@ if gluon is not None:
     def _consumer(p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr, bias_ptr, out_ptr,
                   ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k,
                   BITS: gl.constexpr, BM: gl.constexpr, QSTAGES: gl.constexpr, XSTAGES: gl.constexpr,
-                  XBOX: gl.constexpr, PART: gl.constexpr, HAS_BIAS: gl.constexpr, SPLIT: gl.constexpr):
+                  XBOX: gl.constexpr, NORM_ACC: gl.constexpr, PART: gl.constexpr, HAS_BIAS: gl.constexpr,
+                  SPLIT: gl.constexpr):
         """One warpgroup: rows ``n0 + 64 PART ..``, decoded into registers and multiplied step by step; the sums
         stored to the output (or, split K, to the partials)."""
         acc_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -129,14 +130,19 @@ if gluon is not None:
         a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_l, k_width=2)
         dtype: gl.constexpr = x_smem.dtype
         acc = gl.zeros([64, BM], dtype=gl.float32, layout=acc_l)
-        rows = gl.minimum(n0 + 64 * PART + gl.arange(0, 64, layout=gl.SliceLayout(1, acc_l)), N - 1)  # clamped
+        # a thread's rows: in the accumulator's layout (norms on the sums) or the A operand's (on the weights)
+        norm_l: gl.constexpr = gl.SliceLayout(1, acc_l) if NORM_ACC else gl.SliceLayout(1, a_l)
+        rows = gl.minimum(n0 + 64 * PART + gl.arange(0, 64, layout=norm_l), N - 1)  # clamped
         c_lane = _lane_codebook(c_ptr, BITS, [64, 16], a_l)
         norm_scale = 1.0 / 11.313708498984761  # 1 / sqrt(128)
         norm = gl.load(s_ptr + rows * stride_sn + k_lo, mask=k_lo < k_hi, other=0.0)  # loaded a step ahead
         for i in range(k_hi - k_lo):
             qs = i % QSTAGES
             xs = i % XSTAGES
-            this_norm = gl.expand_dims(norm.to(gl.float32) * norm_scale, 1)
+            if NORM_ACC:
+                this_norm = gl.expand_dims(norm.to(gl.float32) * norm_scale, 1)
+            else:  # rounded to 16 bits, as the weights it multiplies
+                this_norm = gl.expand_dims((norm.to(gl.float32) * norm_scale).to(dtype), 1)
             norm = gl.load(s_ptr + rows * stride_sn + k_lo + i + 1, mask=k_lo + i + 1 < k_hi, other=0.0)
             mbarrier.wait(q_ready.index(qs), (i // QSTAGES) & 1)
             w0 = p0_smem.index(qs).slice(64 * PART, 64, dim=0).load(a_l)  # [64, 16] int32
@@ -160,8 +166,17 @@ if gluon is not None:
             a5 = _a_tile(c_lane, hi >> 16, dtype)
             a6 = _a_tile(c_lane, lo >> 24, dtype)
             a7 = _a_tile(c_lane, hi >> 24, dtype)
+            if not NORM_ACC:
+                a0 = a0 * this_norm
+                a1 = a1 * this_norm
+                a2 = a2 * this_norm
+                a3 = a3 * this_norm
+                a4 = a4 * this_norm
+                a5 = a5 * this_norm
+                a6 = a6 * this_norm
+                a7 = a7 * this_norm
             mbarrier.wait(x_ready.index(xs), (i // XSTAGES) & 1)
-            step = warpgroup_mma(a0, _x_tile(x_smem, xs, 0, XBOX), acc, use_acc=False, is_async=True)
+            step = warpgroup_mma(a0, _x_tile(x_smem, xs, 0, XBOX), acc, use_acc=not NORM_ACC, is_async=True)
             step = warpgroup_mma(a1, _x_tile(x_smem, xs, 1, XBOX), step, is_async=True)
             step = warpgroup_mma(a2, _x_tile(x_smem, xs, 2, XBOX), step, is_async=True)
             step = warpgroup_mma(a3, _x_tile(x_smem, xs, 3, XBOX), step, is_async=True)
@@ -173,7 +188,10 @@ if gluon is not None:
             step, a0, a1, a2, a3, a4, a5, a6, a7 = warpgroup_mma_wait(
                 num_outstanding=0, deps=(step, a0, a1, a2, a3, a4, a5, a6, a7))
             mbarrier.arrive(x_empty.index(xs), count=1)
-            acc += step * this_norm  # the block's norm, in float32
+            if NORM_ACC:
+                acc += step * this_norm  # the block's norm, in float32
+            else:
+                acc = step
         # n contiguous in a thread's eight (the ws kernel's layout for 128 rows: on these 64 two lanes hold each sum
         # and store it twice, the same value)
         out_l: gl.constexpr = gl.BlockedLayout([8, 1], [16, 2], [1, 4], [0, 1])
@@ -213,6 +231,7 @@ if gluon is not None:
         QSTAGES: gl.constexpr,
         XSTAGES: gl.constexpr,
         XBOX: gl.constexpr,
+        NORM_ACC: gl.constexpr,
         REGS: gl.constexpr,
         HAS_BIAS: gl.constexpr,
         SPLIT: gl.constexpr,
@@ -247,10 +266,10 @@ if gluon is not None:
             [
                 (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr,
                              bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
-                             QSTAGES, XSTAGES, XBOX, 0, HAS_BIAS, SPLIT)),
+                             QSTAGES, XSTAGES, XBOX, NORM_ACC, 0, HAS_BIAS, SPLIT)),
                 (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr,
                              bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
-                             QSTAGES, XSTAGES, XBOX, 1, HAS_BIAS, SPLIT)),
+                             QSTAGES, XSTAGES, XBOX, NORM_ACC, 1, HAS_BIAS, SPLIT)),
                 (_load_words, (p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, 0, BITS,
                                QSTAGES, False)),
                 (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, K_PAD, XSTAGES, XBOX)),
@@ -276,17 +295,20 @@ if gluon is not None:
 
 def shared_bytes(config: dict) -> int:
     """Shared memory ``config`` takes: the rings, and (they are still allocated then) each consumer's scratch for
-    its epilogue's layout conversion, ``64 x BM`` float32 (an upper bound: Triton 3.6 and 3.9 use it up to BM = 32 and
-    half of it at 64), and the barriers."""
+    its epilogue's layout conversion, ``64 x min(BM, 32)`` float32 (Triton 3.6 and 3.9 convert larger tiles in
+    pieces of that size), and the barriers."""
     return (config["QSTAGES"] * 128 * (64 + 16) + config["XSTAGES"] * config["BM"] * 128 * 2
-            + 2 * 64 * config["BM"] * 4 + 1024)
+            + 2 * 64 * min(config["BM"], 32) * 4 + 1024)
 
 
 def check_config(config: dict) -> None:
     """Refuse a config the kernel could not compile, fit or use well."""
-    if config["BM"] not in (8, 16, 32, 64):
-        raise ValueError(f"ws_rs: BM must be 8, 16, 32 or 64 (a power of two; 64 accumulators a thread at most), "
-                         f"got {config['BM']}")
+    if config["BM"] not in (8, 16, 32, 64, 128, 256):
+        raise ValueError(f"ws_rs: BM must be a power of two from 8 to 256 (wgmma's N), got {config['BM']}")
+    if config["BM"] * (2 if config.get("NORM_ACC", True) else 1) > 256:
+        raise ValueError(f"ws_rs: BM = {config['BM']} with NORM_ACC={config.get('NORM_ACC', True)} needs "
+                         f"{config['BM'] * (1 if config.get('NORM_ACC', True) else 0.5):.0f} accumulator registers a "
+                         f"thread, more than the 128 that leave room for the decode; NORM_ACC=False at BM = 256")
     if config["SPLIT_K"] < 1:
         raise ValueError(f"ws_rs: SPLIT_K must be at least 1, got {config['SPLIT_K']}")
     if config["XBOX"] not in (16, 64):
@@ -308,19 +330,21 @@ def activation_span(config: dict) -> int | None:
 
 
 def ws_rs_ref(xp: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
-              bits: int, span: int | None = None) -> torch.Tensor:
-    """Plain-torch equivalent of :func:`ws_rs`, in float64 (the test oracle): :func:`.wsmma.ws_mma_ref` with the
-    norms on the blocks' sums, on the activations taken back to K order.
+              bits: int, span: int | None = None, norm_on_sums: bool = True) -> torch.Tensor:
+    """Plain-torch equivalent of :func:`ws_rs`, in float64 (the test oracle): :func:`.wsmma.ws_mma_ref` on the
+    activations taken back to K order.
 
     Args:
         span: the order of ``xp``, as :func:`.wgmma.permute_activations` takes it
             (``xp[:, s0 + a * span/8 + w] = xr[:, s0 + 8 * w + a]``; None: the whole row), the config's
             :func:`activation_span`.
+        norm_on_sums: the config's ``NORM_ACC``: each block's norm multiplies the block's float32 sums (True) or
+            the 16-bit weights (False).
     """
     M, k_pad = xp.shape
     span = span or k_pad
     xr = xp.reshape(M, k_pad // span, 8, span // 8).transpose(2, 3).reshape(xp.shape)
-    return ws_mma_ref(xr, qdata, scale, bias, bits, norm_on_sums=True)
+    return ws_mma_ref(xr, qdata, scale, bias, bits, norm_on_sums=norm_on_sums)
 
 
 @functools.cache
@@ -345,10 +369,12 @@ def ws_rs(
         xp: (M, K_pad) rotated activations, bfloat16 or float16, in the config's order
             (:func:`.wgmma.permute_activations` with ``activation_span(config)``), contiguous and 16-byte aligned.
         qdata: (N, K_pad * bits / 8) uint8 packed codes, rows contiguous and 16-byte aligned.
-        config: ``BM`` (activation rows per program: 8, 16, 32 or 64), ``SPLIT_K``, ring depths
+        config: ``BM`` (activation rows per program: 8 to 256), ``SPLIT_K``, ring depths
             ``QSTAGES`` (packed words) and ``XSTAGES`` (activations), ``REGS`` (registers per thread of the second
             warpgroup; the first takes what the loaders leave), ``XBOX`` (activation box width, 16 or 64; it sets
-            the order of ``xp``, :func:`activation_span`); :func:`check_config` refuses others.
+            the order of ``xp``, :func:`activation_span`), ``NORM_ACC`` (default True: the block norms on the
+            float32 sums; False: on the 16-bit weights, one accumulator instead of two, as BM = 256 needs);
+            :func:`check_config` refuses others.
 
     Returns:
         (M, N) in ``out_dtype``.
@@ -370,6 +396,6 @@ def ws_rs(
         x_desc, p0_desc, p1_desc, scale, standard_codebook(bits, xp.device), bias if bias is not None else out, out,
         ws, counters, M, N, k_pad, scale.stride(0),
         BITS=bits, BM=BM, QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
-        XBOX=config["XBOX"], REGS=config["REGS"], HAS_BIAS=bias is not None, SPLIT=grid[2] > 1, num_warps=4,
+        XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"], HAS_BIAS=bias is not None, SPLIT=grid[2] > 1, num_warps=4,
     )
     return out

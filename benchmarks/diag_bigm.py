@@ -1,0 +1,69 @@
+"""The register-operand ws kernel past M = 64 (BM = 128 and 256), config by config, beside what the tuner picks.
+
+For each shape, bits and M: bf16 ``F.linear`` and ``hlwq.linear`` as tuned
+(printed by the sweep, with the config the tuner picked), then each ``wsrs``
+config below alone on rotated activations, checked against float64 and timed
+like ``bench_ops.py`` (one CUDA graph over weight copies spanning the L2
+several times): the tuner's ``wsrs`` candidates and, at BM = 128, a fourth
+activation slot and the norms on the weights (``NORM_ACC=False``); at BM = 256,
+half the split::
+
+    python benchmarks/diag_bigm.py --shapes 14336x4096 4096x14336 --bits 5 4 --m 128 256 512 2048 --json out.json
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from bench_ops import case_record, graph_time, rel_error, sweep, sweep_parser
+
+from hlwq_ops.kernels import tuning, wsrs
+from hlwq_ops.kernels.fwht import fwht
+
+
+def variants(M: int, N: int, K: int, sm: int, bits: int) -> list[dict]:
+    """The tuner's ``wsrs`` candidates, then the variants this script also times."""
+    configs = tuning.candidates("wsrs", M, N, K, sm, bits)
+    first = configs[0]
+    if first["BM"] == 128:
+        configs += [dict(first, XSTAGES=4), dict(first, NORM_ACC=False)]
+    if first["BM"] == 256 and first["SPLIT_K"] > 1:
+        configs += [dict(first, SPLIT_K=first["SPLIT_K"] // 2)]
+    return configs
+
+
+def label(config: dict) -> str:
+    return (f"BM={config['BM']} S{config['SPLIT_K']} X{config['XBOX']} Q{config['QSTAGES']}-{config['XSTAGES']}"
+            f"{'' if config.get('NORM_ACC', True) else ' w16'}")
+
+
+def main() -> None:
+    a = sweep_parser(__doc__, [128, 256, 512, 2048], "diag_bigm.json").parse_args()
+    rows, ok = [], True
+    for case in sweep(a):
+        bits, M, N, K, copies = case["bits"], case["M"], case["N"], case["K"], case["copies"]
+        if K % 128:
+            raise SystemExit(f"diag_bigm: K must be a multiple of 128, got {K}")
+        picked = {k: v for k, v in tuning._TUNED.items() if f"/{N}x{K}/q{bits}/m{tuning.m_bucket(M)}" in k}
+        print(f"{'':>10} tuned: {picked}", flush=True)
+        result = {"tuned": picked, "configs": []}
+        for config in variants(M, N, K, case["sm"], bits):
+            xp = fwht(case["x"], 128, torch.bfloat16, 8, wsrs.activation_span(config))
+            err = rel_error(wsrs.ws_rs(xp, *copies[0], None, bits, 128, torch.float32, config), case["ref"])
+            ok &= err < 1e-2
+            calls = [lambda q=q, s=s, xp=xp, c=config, b=bits: wsrs.ws_rs(xp, q, s, None, b, 128, torch.bfloat16, c)
+                     for q, s in copies]
+            us = graph_time(calls, replays=10)[0]
+            print(f"{'':>10} wsrs {label(config):<28} {us:8.2f} us (x bf16 {case['bf16_us'] / us:.2f}, "
+                  f"x path {case['path_us'] / us:.2f}), err {err:.1e}", flush=True)
+            result["configs"].append(dict(config=config, us=us, err=err))
+        rows.append(case_record(case, **result))
+    with open(a.json, "w") as f:
+        json.dump(rows, f, indent=1)
+    if not ok:
+        raise SystemExit("correctness FAILED")
+
+
+if __name__ == "__main__":
+    main()
