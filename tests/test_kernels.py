@@ -655,11 +655,12 @@ def test_ws_rs_candidates_and_configs():
         assert other == dict(config, XBOX={16: 64, 64: 16}[config["XBOX"]])
         check_config(config)
     config, other = tuning.candidates("wsrs", 100, 14336, 4096, 132, 5)
-    assert (config["BM"], config["SPLIT_K"], config["XBOX"], config["REGS"]) == (128, 1, 16, 232)
-    assert other == dict(config, XBOX=64) and config.get("NORM_ACC", True)
+    assert (config["BM"], config["SPLIT_K"], config["XBOX"], config["REGS"], config["NORM_ACC"]) == (128, 1, 64, 232,
+                                                                                                    False)
+    assert other == dict(config, XBOX=16)
     big = tuning.candidates("wsrs", 512, 4096, 14336, 132, 5)
-    assert [(c["BM"], c["SPLIT_K"], c["XBOX"], c.get("NORM_ACC", True)) for c in big] == [
-        (256, 2, 64, False), (256, 2, 16, False), (128, 1, 16, True)]
+    assert [(c["BM"], c["SPLIT_K"], c["XBOX"], c["NORM_ACC"]) for c in big] == [(256, 2, 64, False),
+                                                                                  (128, 1, 64, False)]
     for candidate in [config, other, *big]:
         check_config(candidate)
     with pytest.raises(ValueError, match="NORM_ACC=False at BM = 256"):
@@ -668,7 +669,7 @@ def test_ws_rs_candidates_and_configs():
     for change, message in ((dict(BM=512), "BM must be"), (dict(BM=24), "BM must be"), (dict(XSTAGES=1), "XSTAGES"),
                             (dict(QSTAGES=1), "QSTAGES"), (dict(QSTAGES=22), "shared memory"),
                             (dict(SPLIT_K=0), "SPLIT_K"), (dict(REGS=170), "REGS"), (dict(REGS=300), "REGS"),
-                            (dict(XBOX=32), "XBOX")):
+                            (dict(XBOX=32), "XBOX"), (dict(STAGGER=1), "STAGGER")):
         with pytest.raises(ValueError, match=message):
             check_config(dict(config, **change))
 
@@ -805,8 +806,9 @@ for M, N, K in ((5, 4096, 4096), (16, 14336, 4096), (64, 4096, 14336), (128, 143
                      p0_desc=TensorDescriptor.from_tensor(q.view(torch.int32), [128, 16], p0_l),
                      p1_desc=TensorDescriptor.from_tensor(q.view(torch.int8), [128, 16], p1_l))
         constants = dict(BITS=bits, BM=config["BM"], QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
-                         XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"],
-                         HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1, num_warps=4)
+                         XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True),
+                         STAGGER=config.get("STAGGER", False), REGS=config["REGS"], HAS_BIAS=True,
+                         SPLIT=config["SPLIT_K"] > 1, num_warps=4)
         signature = {name: mangle_type(d) for name, d in descs.items()} | ARGS | dict.fromkeys(constants, "constexpr")
         source = GluonASTSource(wsrs._rs_kernel, signature, constants)
         kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
@@ -1042,8 +1044,8 @@ def test_gpu_ws_mma_poisoned_output_every_candidate(bits, N, K):
 def test_gpu_ws_rs_poisoned_output_every_candidate(bits, N, K):
     """The register-operand warp-specialized kernel (Gluon, GPU only): the tuner's candidate and other configs (BM 8
     to 256, M tiles cut short, no split K and split K uneven and with an empty slice, shallower and deeper rings, both
-    activation orders, the norms on the sums and on the weights), a bias, float16 activations, float32 and bfloat16
-    outputs, each output written and right."""
+    activation orders, the norms on the sums and on the weights, staggered starts), a bias, float16 activations,
+    float32 and bfloat16 outputs, each output written and right."""
     from hlwq_ops.kernels import wsmma, wsrs
     from hlwq_ops.kernels.common import counter_buffer
 
@@ -1062,8 +1064,10 @@ def test_gpu_ws_rs_poisoned_output_every_candidate(bits, N, K):
             if M <= 64:
                 configs += [dict(configs[0], BM=8 if M <= 8 else 32), dict(configs[0], QSTAGES=2, XSTAGES=2),
                             dict(configs[0], QSTAGES=6, XSTAGES=4)]
-            if M == 130:  # BM = 128 with the norms on the weights
-                configs += [dict(configs[0], NORM_ACC=False)]
+            if M == 130:  # BM = 128 with the norms on the sums
+                configs += [dict(configs[0], NORM_ACC=True)]
+            if M == 300:  # each program from its own block, split K and not
+                configs += [dict(configs[0], STAGGER=True), dict(configs[0], STAGGER=True, SPLIT_K=3)]
             for config in configs:
                 xp = permute_activations(x, dtype, wsrs.activation_span(config))
                 ref = wsrs.ws_rs_ref(xp, qdata, scale, bias, bits, wsrs.activation_span(config),

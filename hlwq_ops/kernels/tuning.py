@@ -200,30 +200,33 @@ def _ws_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
 # H200 (session 18, benchmarks/RESULTS.md 18d) with 11-25% less time than kernels.wsmma at M = 16..64 on 14336 x 4096,
 # 4096 x 14336 and 4096 x 4096, with two consumer warpgroups, split K as the ws kernel's and rings of 4 word and 3
 # activation slots (four warpgroups, half or twice that split: 2-100% slower; other rings up to 10% slower, at best
-# 1% faster). Its accumulators stop it at BM = 64; timed beside the other families from the GEMV's range up.
+# 1% faster); timed beside the other families from the GEMV's range up.
 # Its activations as two [BM, 64] boxes a step (XBOX = 64, a block-local order) or eight [BM, 16] (XBOX = 16), in
 # one kernel (H200, session 20, RESULTS.md 20b): 64 took 1.4-5.0% less time at BM = 16 on Q5 and 0.5-4.8% less or
 # 1.2% more on Q4; at BM = 32 and 64, 0.4-6.1% more on Q5 and 0.5-3.2% less on Q4. Both are candidates.
-# Past M = 64 (session 21): BM = 128 with the norms on the sums (two accumulators, 128 registers of the consumers'
-# 232) and BM = 256 with the norms on the 16-bit weights (NORM_ACC=False: one accumulator), m64n256 MMAs.
+# Past M = 64 (session 21, RESULTS.md 21a): BM = 128 and 256 with the norms on the 16-bit weights (NORM_ACC=False:
+# one accumulator; at BM = 128 5-9% faster than on the sums, at 256 the only one that fits), m64n256 MMAs at 256;
+# two [BM, 64] activation boxes a step there were 6-14% faster than eight [BM, 16].
 WSRS_MAX_M = 2048
 
 
 def _wsrs_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
     """128 weight rows and ``BM`` = the M bucket (16..256) activation rows per program; split K as the ws kernel;
-    activation boxes of 64 and of 16 columns, the favourite (64 at BM = 16 and 256, 16 between) first; from M = 256
-    also BM = 128."""
+    activation boxes of 64 and of 16 columns, the favourite (64 at BM = 16, 16 at 32 and 64) first; from BM = 128 the
+    norms on the weights, and from M = 256 BM = 256 (two 64-column boxes) first, then 128."""
     def config(BM, XBOX):
         out = dict(kernel="wsrs", BM=BM, SPLIT_K=_ws_split(M, N, k_pad, sm_count, BM), QSTAGES=4, XSTAGES=3,
-                   REGS=232 if BM == 128 else 168, XBOX=XBOX)
-        if BM == 256:  # two 64 KB activation slots; one accumulator
-            out.update(XSTAGES=2, REGS=240, NORM_ACC=False)
+                   REGS=168, XBOX=XBOX)
+        if BM >= 128:
+            out.update(REGS=232, NORM_ACC=False)
+        if BM == 256:  # two 64 KB activation slots
+            out.update(XSTAGES=2, REGS=240)
         return out
 
     BM = min(256, max(16, m_bucket(M)))
     if BM == 256:
-        return [config(256, 64), config(256, 16), config(128, 16)]
-    return [config(BM, box) for box in ((64, 16) if BM == 16 else (16, 64))]
+        return [config(256, 64), config(128, 64)]
+    return [config(BM, box) for box in ((64, 16) if BM in (16, 128) else (16, 64))]
 
 
 _FAMILIES = {

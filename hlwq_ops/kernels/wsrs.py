@@ -77,24 +77,25 @@ if gluon is not None:
     )
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-    from .wsmma import _cta_barrier, _lane_codebook, _layouts, _load_words, _shuffle, _slices_sum, _tma_load
+    from .wsmma import _block, _cta_barrier, _lane_codebook, _layouts, _load_words, _shuffle, _slices_sum, _tma_load
 
     @gluon.jit
-    def _load_acts(x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, K_PAD, XSTAGES: gl.constexpr,
-                   XBOX: gl.constexpr):
+    def _load_acts(x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, start, K_PAD, XSTAGES: gl.constexpr,
+                   XBOX: gl.constexpr, STAGGER: gl.constexpr):
         """Per step: TMA the ``[BM, 128]`` activations of one block into a ring slot, as ``128 / XBOX`` boxes: the
         ``[BM, 16]`` of each code index ``a`` (``XBOX=16``, ``a * K/8 + 16 * block``) or the block's two halves
         (``XBOX=64``, block-local order)."""
         for i in range(k_hi - k_lo):
             slot = i % XSTAGES
+            blk = _block(i, k_lo, k_hi, start, STAGGER)
             mbarrier.wait(x_empty.index(slot), ((i // XSTAGES) & 1) ^ 1)
             bar = x_ready.index(slot)
             mbarrier.expect(bar, (128 // XBOX) * x_desc.block_type.nbytes)
             for box in gl.static_range(128 // XBOX):
                 if XBOX == 16:
-                    pos = box * (K_PAD // 8) + (k_lo + i) * 16
+                    pos = box * (K_PAD // 8) + blk * 16
                 else:
-                    pos = (k_lo + i) * 128 + box * XBOX
+                    pos = blk * 128 + box * XBOX
                 _tma_load(x_desc, [m0, pos], bar, x_smem.index((128 // XBOX) * slot + box))
 
     @gluon.jit
@@ -119,10 +120,10 @@ if gluon is not None:
 
     @gluon.jit
     def _consumer(p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr, bias_ptr, out_ptr,
-                  ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k,
+                  ws_ptr, counter, M, N, n0, m0, k_lo, k_hi, start, stride_sn, pid_k, split_k,
                   BITS: gl.constexpr, BM: gl.constexpr, QSTAGES: gl.constexpr, XSTAGES: gl.constexpr,
-                  XBOX: gl.constexpr, NORM_ACC: gl.constexpr, PART: gl.constexpr, HAS_BIAS: gl.constexpr,
-                  SPLIT: gl.constexpr):
+                  XBOX: gl.constexpr, NORM_ACC: gl.constexpr, STAGGER: gl.constexpr, PART: gl.constexpr,
+                  HAS_BIAS: gl.constexpr, SPLIT: gl.constexpr):
         """One warpgroup: rows ``n0 + 64 PART ..``, decoded into registers and multiplied step by step; the sums
         stored to the output (or, split K, to the partials)."""
         acc_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -135,7 +136,8 @@ if gluon is not None:
         rows = gl.minimum(n0 + 64 * PART + gl.arange(0, 64, layout=norm_l), N - 1)  # clamped
         c_lane = _lane_codebook(c_ptr, BITS, [64, 16], a_l)
         norm_scale = 1.0 / 11.313708498984761  # 1 / sqrt(128)
-        norm = gl.load(s_ptr + rows * stride_sn + k_lo, mask=k_lo < k_hi, other=0.0)  # loaded a step ahead
+        norm = gl.load(s_ptr + rows * stride_sn + _block(0, k_lo, k_hi, start, STAGGER), mask=k_lo < k_hi,
+                       other=0.0)  # loaded a step ahead
         for i in range(k_hi - k_lo):
             qs = i % QSTAGES
             xs = i % XSTAGES
@@ -143,7 +145,8 @@ if gluon is not None:
                 this_norm = gl.expand_dims(norm.to(gl.float32) * norm_scale, 1)
             else:  # rounded to 16 bits, as the weights it multiplies
                 this_norm = gl.expand_dims((norm.to(gl.float32) * norm_scale).to(dtype), 1)
-            norm = gl.load(s_ptr + rows * stride_sn + k_lo + i + 1, mask=k_lo + i + 1 < k_hi, other=0.0)
+            norm = gl.load(s_ptr + rows * stride_sn + _block(i + 1, k_lo, k_hi, start, STAGGER),
+                           mask=k_lo + i + 1 < k_hi, other=0.0)
             mbarrier.wait(q_ready.index(qs), (i // QSTAGES) & 1)
             w0 = p0_smem.index(qs).slice(64 * PART, 64, dim=0).load(a_l)  # [64, 16] int32
             if BITS == 5:
@@ -192,9 +195,11 @@ if gluon is not None:
                 acc += step * this_norm  # the block's norm, in float32
             else:
                 acc = step
-        # n contiguous in a thread's eight (the ws kernel's layout for 128 rows: on these 64 two lanes hold each sum
-        # and store it twice, the same value)
-        out_l: gl.constexpr = gl.BlockedLayout([8, 1], [16, 2], [1, 4], [0, 1])
+        # Up to BM = 64, n contiguous in a thread's eight (the ws kernel's layout for 128 rows: on these 64 two lanes
+        # hold each sum and store it twice, the same value). From BM = 128 the sums are stored in the MMA's layout
+        # (eight lanes' 4-byte sums of one activation row fill a 32-byte sector): converting 64 to 128 of them a
+        # thread spilled registers there.
+        out_l: gl.constexpr = acc_l if BM >= 128 else gl.BlockedLayout([8, 1], [16, 2], [1, 4], [0, 1])
         acc = gl.convert_layout(acc, out_l)
         n = n0 + 64 * PART + gl.arange(0, 64, layout=gl.SliceLayout(1, out_l))
         m = m0 + gl.arange(0, BM, layout=gl.SliceLayout(0, out_l))
@@ -202,7 +207,27 @@ if gluon is not None:
         mask = (n[:, None] < N) & (m[None, :] < M)
         if SPLIT:
             gl.store(ws_ptr + pid_k.to(gl.int64) * M * N + tile, acc, mask=mask)
+            if BM >= 128:  # each warpgroup's 64 rows summed by the last slice to store them (its own counter)
+                _cta_barrier()  # every warp's partials are stored before the release below
+                if gl.atomic_add(counter + PART, 1, sem="acq_rel", scope="gpu") == split_k - 1:
+                    _sum_rows(ws_ptr, bias_ptr, out_ptr, M, N, n0 + 64 * PART, m0, split_k, BM, HAS_BIAS)
+                    gl.atomic_xchg(counter + PART, 0)
         else:
+            if HAS_BIAS:
+                acc += gl.load(bias_ptr + n, mask=n < N, other=0.0).to(gl.float32)[:, None]
+            gl.store(out_ptr + tile, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+    @gluon.jit
+    def _sum_rows(ws_ptr, bias_ptr, out_ptr, M, N, n0, m0, split_k, BM: gl.constexpr, HAS_BIAS: gl.constexpr):
+        """One warpgroup's 64 weight rows of a tile: the split-K partials summed (four slices a round trip), in
+        pieces of 64 activation rows (32 sums a thread), to the output."""
+        sum_l: gl.constexpr = gl.BlockedLayout([8, 1], [8, 4], [1, 4], [0, 1])
+        n = n0 + gl.arange(0, 64, layout=gl.SliceLayout(1, sum_l))
+        for c in gl.static_range(BM // 64):
+            m = m0 + 64 * c + gl.arange(0, 64, layout=gl.SliceLayout(0, sum_l))
+            tile = m.to(gl.int64)[None, :] * N + n[:, None]
+            mask = (n[:, None] < N) & (m[None, :] < M)
+            acc = _slices_sum(ws_ptr, tile, mask, M.to(gl.int64) * N, split_k, [64, 64], sum_l, True)
             if HAS_BIAS:
                 acc += gl.load(bias_ptr + n, mask=n < N, other=0.0).to(gl.float32)[:, None]
             gl.store(out_ptr + tile, acc.to(out_ptr.dtype.element_ty), mask=mask)
@@ -232,6 +257,7 @@ if gluon is not None:
         XSTAGES: gl.constexpr,
         XBOX: gl.constexpr,
         NORM_ACC: gl.constexpr,
+        STAGGER: gl.constexpr,
         REGS: gl.constexpr,
         HAS_BIAS: gl.constexpr,
         SPLIT: gl.constexpr,
@@ -248,6 +274,10 @@ if gluon is not None:
         per_split = gl.cdiv(n_steps, split_k)
         k_lo = gl.minimum(pid_k * per_split, n_steps)
         k_hi = gl.minimum(k_lo + per_split, n_steps)
+        # (STAGGER) the block the program begins at: the programs along N spread evenly over the slice's blocks
+        start = (pid_n * (k_hi - k_lo)) // gl.num_programs(0)
+        # (SPLIT) the tile's arrival counter; from BM = 128 one for each warpgroup's half
+        counter = count_ptr + (pid_n * gl.num_programs(1) + pid_m) * (2 if BM >= 128 else 1)
         x_smem = gl.allocate_shared_memory(x_desc.dtype, [(128 // XBOX) * XSTAGES, BM, XBOX], x_desc.layout)
         p0_smem = gl.allocate_shared_memory(gl.int32, [QSTAGES, BN, 16], p0_desc.layout)
         p1_smem = gl.allocate_shared_memory(gl.int8, [QSTAGES, BN, 16], p1_desc.layout)
@@ -265,22 +295,22 @@ if gluon is not None:
         gl.warp_specialize(
             [
                 (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr,
-                             bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
-                             QSTAGES, XSTAGES, XBOX, NORM_ACC, 0, HAS_BIAS, SPLIT)),
+                             bias_ptr, out_ptr, ws_ptr, counter, M, N, n0, m0, k_lo, k_hi, start, stride_sn, pid_k,
+                             split_k, BITS, BM, QSTAGES, XSTAGES, XBOX, NORM_ACC, STAGGER, 0, HAS_BIAS, SPLIT)),
                 (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr,
-                             bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
-                             QSTAGES, XSTAGES, XBOX, NORM_ACC, 1, HAS_BIAS, SPLIT)),
-                (_load_words, (p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, 0, BITS,
-                               QSTAGES, False)),
-                (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, K_PAD, XSTAGES, XBOX)),
+                             bias_ptr, out_ptr, ws_ptr, counter, M, N, n0, m0, k_lo, k_hi, start, stride_sn, pid_k,
+                             split_k, BITS, BM, QSTAGES, XSTAGES, XBOX, NORM_ACC, STAGGER, 1, HAS_BIAS, SPLIT)),
+                (_load_words, (p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, start, BITS,
+                               QSTAGES, STAGGER)),
+                (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, start, K_PAD, XSTAGES, XBOX,
+                              STAGGER)),
             ],
             [4, 1, 1],
             [REGS, 24, 24],
         )
-        if SPLIT:  # the last slice of this tile to finish sums the partials (kernels.common.sum_if_last)
+        if SPLIT and BM < 128:  # the last slice of this tile to finish sums the partials (common.sum_if_last)
             out_l: gl.constexpr = gl.BlockedLayout([8, 1], [16, 2], [1, num_warps], [0, 1])
             _cta_barrier()
-            counter = count_ptr + pid_n * gl.num_programs(1) + pid_m
             if gl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == split_k - 1:
                 n = n0 + gl.arange(0, BN, layout=gl.SliceLayout(1, out_l))
                 m = m0 + gl.arange(0, BM, layout=gl.SliceLayout(0, out_l))
@@ -311,6 +341,8 @@ def check_config(config: dict) -> None:
                          f"thread, more than the 128 that leave room for the decode; NORM_ACC=False at BM = 256")
     if config["SPLIT_K"] < 1:
         raise ValueError(f"ws_rs: SPLIT_K must be at least 1, got {config['SPLIT_K']}")
+    if not isinstance(config.get("STAGGER", False), bool):
+        raise ValueError(f"ws_rs: STAGGER must be a bool, got {config['STAGGER']!r}")
     if config["XBOX"] not in (16, 64):
         raise ValueError(f"ws_rs: XBOX (activation box width) must be 16 or 64, got {config['XBOX']}")
     for ring in ("QSTAGES", "XSTAGES"):
@@ -373,7 +405,9 @@ def ws_rs(
             ``QSTAGES`` (packed words) and ``XSTAGES`` (activations), ``REGS`` (registers per thread of the second
             warpgroup; the first takes what the loaders leave), ``XBOX`` (activation box width, 16 or 64; it sets
             the order of ``xp``, :func:`activation_span`), ``NORM_ACC`` (default True: the block norms on the
-            float32 sums; False: on the 16-bit weights, one accumulator instead of two, as BM = 256 needs);
+            float32 sums; False: on the 16-bit weights, one accumulator instead of two, as BM = 256 needs),
+            ``STAGGER`` (default False: each program walks its blocks from its first; True: the programs along N
+            start spread evenly over their slice's blocks, wrapping around, as :mod:`.wsmma`'s ``STAGGER``);
             :func:`check_config` refuses others.
 
     Returns:
@@ -391,11 +425,12 @@ def ws_rs(
     p0_desc = TensorDescriptor.from_tensor(qdata.view(torch.int32), [BN, 16], p0_l)
     p1_desc = TensorDescriptor.from_tensor(qdata.view(torch.int8), [BN, 16], p1_l)
     grid = (triton.cdiv(N, BN), triton.cdiv(M, BM), config["SPLIT_K"])
-    ws, counters = split_buffers(out, grid)
+    ws, counters = split_buffers(out, (grid[0] * (2 if BM >= 128 else 1), *grid[1:]))  # (counters per half tile)
     _rs_kernel[grid](
         x_desc, p0_desc, p1_desc, scale, standard_codebook(bits, xp.device), bias if bias is not None else out, out,
         ws, counters, M, N, k_pad, scale.stride(0),
         BITS=bits, BM=BM, QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
-        XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"], HAS_BIAS=bias is not None, SPLIT=grid[2] > 1, num_warps=4,
+        XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True), STAGGER=config.get("STAGGER", False),
+        REGS=config["REGS"], HAS_BIAS=bias is not None, SPLIT=grid[2] > 1, num_warps=4,
     )
     return out
