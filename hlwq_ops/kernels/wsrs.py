@@ -120,7 +120,7 @@ if gluon is not None:
 
     @gluon.jit
     def _consumer(p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr, bias_ptr, out_ptr,
-                  ws_ptr, counter, M, N, n0, m0, k_lo, k_hi, start, stride_sn, pid_k, split_k,
+                  ws_ptr, M, N, n0, m0, k_lo, k_hi, start, stride_sn, pid_k,
                   BITS: gl.constexpr, BM: gl.constexpr, QSTAGES: gl.constexpr, XSTAGES: gl.constexpr,
                   XBOX: gl.constexpr, NORM_ACC: gl.constexpr, STAGGER: gl.constexpr, PART: gl.constexpr,
                   HAS_BIAS: gl.constexpr, SPLIT: gl.constexpr):
@@ -207,27 +207,7 @@ if gluon is not None:
         mask = (n[:, None] < N) & (m[None, :] < M)
         if SPLIT:
             gl.store(ws_ptr + pid_k.to(gl.int64) * M * N + tile, acc, mask=mask)
-            if BM >= 128:  # each warpgroup's 64 rows summed by the last slice to store them (its own counter)
-                _cta_barrier()  # every warp's partials are stored before the release below
-                if gl.atomic_add(counter + PART, 1, sem="acq_rel", scope="gpu") == split_k - 1:
-                    _sum_rows(ws_ptr, bias_ptr, out_ptr, M, N, n0 + 64 * PART, m0, split_k, BM, HAS_BIAS)
-                    gl.atomic_xchg(counter + PART, 0)
         else:
-            if HAS_BIAS:
-                acc += gl.load(bias_ptr + n, mask=n < N, other=0.0).to(gl.float32)[:, None]
-            gl.store(out_ptr + tile, acc.to(out_ptr.dtype.element_ty), mask=mask)
-
-    @gluon.jit
-    def _sum_rows(ws_ptr, bias_ptr, out_ptr, M, N, n0, m0, split_k, BM: gl.constexpr, HAS_BIAS: gl.constexpr):
-        """One warpgroup's 64 weight rows of a tile: the split-K partials summed (four slices a round trip), in
-        pieces of 64 activation rows (32 sums a thread), to the output."""
-        sum_l: gl.constexpr = gl.BlockedLayout([8, 1], [8, 4], [1, 4], [0, 1])
-        n = n0 + gl.arange(0, 64, layout=gl.SliceLayout(1, sum_l))
-        for c in gl.static_range(BM // 64):
-            m = m0 + 64 * c + gl.arange(0, 64, layout=gl.SliceLayout(0, sum_l))
-            tile = m.to(gl.int64)[None, :] * N + n[:, None]
-            mask = (n[:, None] < N) & (m[None, :] < M)
-            acc = _slices_sum(ws_ptr, tile, mask, M.to(gl.int64) * N, split_k, [64, 64], sum_l, True)
             if HAS_BIAS:
                 acc += gl.load(bias_ptr + n, mask=n < N, other=0.0).to(gl.float32)[:, None]
             gl.store(out_ptr + tile, acc.to(out_ptr.dtype.element_ty), mask=mask)
@@ -276,8 +256,6 @@ if gluon is not None:
         k_hi = gl.minimum(k_lo + per_split, n_steps)
         # (STAGGER) the block the program begins at: the programs along N spread evenly over the slice's blocks
         start = (pid_n * (k_hi - k_lo)) // gl.num_programs(0)
-        # (SPLIT) the tile's arrival counter; from BM = 128 one for each warpgroup's half
-        counter = count_ptr + (pid_n * gl.num_programs(1) + pid_m) * (2 if BM >= 128 else 1)
         x_smem = gl.allocate_shared_memory(x_desc.dtype, [(128 // XBOX) * XSTAGES, BM, XBOX], x_desc.layout)
         p0_smem = gl.allocate_shared_memory(gl.int32, [QSTAGES, BN, 16], p0_desc.layout)
         p1_smem = gl.allocate_shared_memory(gl.int8, [QSTAGES, BN, 16], p1_desc.layout)
@@ -295,11 +273,11 @@ if gluon is not None:
         gl.warp_specialize(
             [
                 (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr,
-                             bias_ptr, out_ptr, ws_ptr, counter, M, N, n0, m0, k_lo, k_hi, start, stride_sn, pid_k,
-                             split_k, BITS, BM, QSTAGES, XSTAGES, XBOX, NORM_ACC, STAGGER, 0, HAS_BIAS, SPLIT)),
+                             bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, start, stride_sn, pid_k, BITS,
+                             BM, QSTAGES, XSTAGES, XBOX, NORM_ACC, STAGGER, 0, HAS_BIAS, SPLIT)),
                 (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr,
-                             bias_ptr, out_ptr, ws_ptr, counter, M, N, n0, m0, k_lo, k_hi, start, stride_sn, pid_k,
-                             split_k, BITS, BM, QSTAGES, XSTAGES, XBOX, NORM_ACC, STAGGER, 1, HAS_BIAS, SPLIT)),
+                             bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, start, stride_sn, pid_k, BITS,
+                             BM, QSTAGES, XSTAGES, XBOX, NORM_ACC, STAGGER, 1, HAS_BIAS, SPLIT)),
                 (_load_words, (p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, start, BITS,
                                QSTAGES, STAGGER)),
                 (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, start, K_PAD, XSTAGES, XBOX,
@@ -308,18 +286,23 @@ if gluon is not None:
             [4, 1, 1],
             [REGS, 24, 24],
         )
-        if SPLIT and BM < 128:  # the last slice of this tile to finish sums the partials (common.sum_if_last)
+        if SPLIT:  # the last slice of this tile to finish sums the partials (kernels.common.sum_if_last)
+            # up to BM = 64 the whole tile at once, one slice a round trip; from 128 (where the whole tile spilled) in
+            # pieces of 16 activation rows, four slices a round trip (16 + 64 registers a thread)
+            CH: gl.constexpr = BM if BM < 128 else 16
             out_l: gl.constexpr = gl.BlockedLayout([8, 1], [16, 2], [1, num_warps], [0, 1])
             _cta_barrier()
+            counter = count_ptr + pid_n * gl.num_programs(1) + pid_m
             if gl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == split_k - 1:
                 n = n0 + gl.arange(0, BN, layout=gl.SliceLayout(1, out_l))
-                m = m0 + gl.arange(0, BM, layout=gl.SliceLayout(0, out_l))
-                tile = m.to(gl.int64)[None, :] * N + n[:, None]
-                mask = (n[:, None] < N) & (m[None, :] < M)
-                acc = _slices_sum(ws_ptr, tile, mask, M.to(gl.int64) * N, split_k, [BN, BM], out_l)
-                if HAS_BIAS:
-                    acc += gl.load(bias_ptr + n, mask=n < N, other=0.0).to(gl.float32)[:, None]
-                gl.store(out_ptr + tile, acc.to(out_ptr.dtype.element_ty), mask=mask)
+                for c in gl.static_range(BM // CH):
+                    m = m0 + CH * c + gl.arange(0, CH, layout=gl.SliceLayout(0, out_l))
+                    tile = m.to(gl.int64)[None, :] * N + n[:, None]
+                    mask = (n[:, None] < N) & (m[None, :] < M)
+                    acc = _slices_sum(ws_ptr, tile, mask, M.to(gl.int64) * N, split_k, [BN, CH], out_l, BM >= 128)
+                    if HAS_BIAS:
+                        acc += gl.load(bias_ptr + n, mask=n < N, other=0.0).to(gl.float32)[:, None]
+                    gl.store(out_ptr + tile, acc.to(out_ptr.dtype.element_ty), mask=mask)
                 gl.atomic_xchg(counter, 0)
 
 
@@ -425,7 +408,7 @@ def ws_rs(
     p0_desc = TensorDescriptor.from_tensor(qdata.view(torch.int32), [BN, 16], p0_l)
     p1_desc = TensorDescriptor.from_tensor(qdata.view(torch.int8), [BN, 16], p1_l)
     grid = (triton.cdiv(N, BN), triton.cdiv(M, BM), config["SPLIT_K"])
-    ws, counters = split_buffers(out, (grid[0] * (2 if BM >= 128 else 1), *grid[1:]))  # (counters per half tile)
+    ws, counters = split_buffers(out, grid)
     _rs_kernel[grid](
         x_desc, p0_desc, p1_desc, scale, standard_codebook(bits, xp.device), bias if bias is not None else out, out,
         ws, counters, M, N, k_pad, scale.stride(0),
