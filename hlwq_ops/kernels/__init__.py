@@ -6,7 +6,7 @@ the CUDA ``y = x @ W_hat.T + bias``; both pick the kernel family by M
 register-operand kernel (:mod:`.wgmma`) -- or, where the tuner finds them
 faster, the tensor-core GEMV (:mod:`.tcgemv`, M <= 8), the warp-specialized
 kernel (:mod:`.wsmma`, sm_90, M >= 16), its register-operand variant
-(:mod:`.wsrs`, sm_90, M <= 64) or dequantize + cuBLAS (M > 64 where the
+(:mod:`.wsrs`, sm_90, M <= 2048) or dequantize + cuBLAS (M > 64 where the
 warp-specialized kernel runs) -- serves the layers it supports and the
 general one (:mod:`.mma`) the rest.
 """

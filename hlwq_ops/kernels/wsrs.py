@@ -1,4 +1,4 @@
-"""Warp-specialized tensor-core kernel with the weight as ``wgmma``'s register operand (Hopper, Gluon), M <= 64.
+"""Warp-specialized tensor-core kernel with the weight as ``wgmma``'s register operand (Hopper, Gluon), M >= 3.
 
 ``y.T = Wr @ xr.T`` as in :mod:`.wsmma`, but no decoded weight tile passes
 through shared memory: each of two warpgroups owns 64 of the program's 128
@@ -40,6 +40,16 @@ three times; measured on an H200: 0.6-4.4% less time on 8 of 12 cases, up
 to 0.8% more on the other four, ``benchmarks/NOTES.md`` session 19). At
 Q5 the fifth bits are spread into the nibbles' bytes by a multiply and
 merged by one ``LOP3`` select per word and parity.
+
+Past M = 64 (``BM`` = 128 and 256, ``m64n256`` MMAs at 256) two float32
+accumulators would not fit beside the decode, so there the norm multiplies the
+16-bit weights (``NORM_ACC=False``: the weight rounded three times, as
+:mod:`.wsmma` does; at BM = 128 also 5-9% faster than the sums, H200,
+``benchmarks/NOTES.md`` session 21), the sums are stored from the MMA's
+register layout (a layout conversion of 64-128 sums a thread spilled), and
+split K is summed in pieces of 16 activation rows. The weight is decoded once
+per ``BM`` activation rows, and each program reads ``BM`` x K activations
+from the L2 for its 128 weight rows.
 
 A consumer keeps the eight A tiles alive until its step's MMAs have retired
 (``wgmma`` reads registers while it runs), so its MMAs and its next decode do
