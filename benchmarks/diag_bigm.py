@@ -4,10 +4,9 @@ For each shape, bits and M: bf16 ``F.linear`` and ``hlwq.linear`` as tuned
 (printed by the sweep, with the config the tuner picked), then each ``wsrs``
 config below alone on rotated activations, checked against float64 and timed
 like ``bench_ops.py`` (one CUDA graph over weight copies spanning the L2
-several times): the tuner's ``wsrs`` candidates, the first with staggered
-starts (``STAGGER``), and at BM = 128 with the norms on the sums
-(``NORM_ACC=True``), at BM = 256 with eight ``[BM, 16]`` activation boxes a step
-and half the split::
+several times): the tuner's ``wsrs`` candidates, and the first of them at
+BM = 128 with the norms on the weights (``NORM_ACC=False``), at BM = 256 with
+eight ``[BM, 16]`` activation boxes a step and with half the split::
 
     python benchmarks/diag_bigm.py --shapes 14336x4096 4096x14336 --bits 5 4 --m 128 256 512 2048 --json out.json
 """
@@ -27,9 +26,8 @@ def variants(M: int, N: int, K: int, sm: int, bits: int) -> list[dict]:
     """The tuner's ``wsrs`` candidates, then the variants this script also times."""
     configs = tuning.candidates("wsrs", M, N, K, sm, bits)
     first = configs[0]
-    configs += [dict(first, STAGGER=True)]
     if first["BM"] == 128:
-        configs += [dict(first, NORM_ACC=True)]
+        configs += [dict(first, NORM_ACC=False)]
     if first["BM"] == 256:
         configs += [dict(first, XBOX=16)]
         if first["SPLIT_K"] > 1:
@@ -38,8 +36,9 @@ def variants(M: int, N: int, K: int, sm: int, bits: int) -> list[dict]:
 
 
 def label(config: dict) -> str:
+    """A config in a few characters: tile, split, box width, rings, ``w16`` for the norms on the weights."""
     return (f"BM={config['BM']} S{config['SPLIT_K']} X{config['XBOX']} Q{config['QSTAGES']}-{config['XSTAGES']}"
-            f"{'' if config.get('NORM_ACC', True) else ' w16'}{' stagger' if config.get('STAGGER') else ''}")
+            f"{'' if config.get('NORM_ACC', True) else ' w16'}")
 
 
 def main() -> None:

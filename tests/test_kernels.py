@@ -642,9 +642,9 @@ def test_ws_split_buffers():
 
 def test_ws_rs_candidates_and_configs():
     """The register-operand variant: BM = the M bucket (16..64), split K as the ws kernel's (one program per SM),
-    activation boxes of 64 columns (block-local order) and of 16, the first 64 at BM = 16 and 16 above, every
-    candidate accepted; past M = 64 BM = 128 (more registers) and from M = 256 BM = 256 (the norms on the weights,
-    one accumulator) and 128; configs it could not run or fit refused."""
+    activation boxes of 64 columns (block-local order) and of 16, the first 64 at BM = 16 and 16 at 32 and 64, every
+    candidate accepted; in the 128 bucket BM = 128 (more registers, 64 first) and in the 256 bucket (M = 129..)
+    BM = 256 (the norms on the weights, one accumulator) then 128; configs it could not run or fit refused."""
     from hlwq_ops.kernels.wsrs import activation_span, check_config
 
     for M, N, k_pad, BM, split in ((3, 14336, 4096, 16, 1), (16, 4096, 14336, 16, 4), (40, 4096, 4096, 64, 4),
@@ -655,21 +655,20 @@ def test_ws_rs_candidates_and_configs():
         assert other == dict(config, XBOX={16: 64, 64: 16}[config["XBOX"]])
         check_config(config)
     config, other = tuning.candidates("wsrs", 100, 14336, 4096, 132, 5)
-    assert (config["BM"], config["SPLIT_K"], config["XBOX"], config["REGS"], config["NORM_ACC"]) == (128, 1, 64, 232,
-                                                                                                    False)
-    assert other == dict(config, XBOX=16)
-    big = tuning.candidates("wsrs", 512, 4096, 14336, 132, 5)
-    assert [(c["BM"], c["SPLIT_K"], c["XBOX"], c["NORM_ACC"]) for c in big] == [(256, 2, 64, False),
-                                                                                  (128, 1, 64, False)]
+    assert (config["BM"], config["SPLIT_K"], config["XBOX"], config["REGS"]) == (128, 1, 64, 232)
+    assert config.get("NORM_ACC", True) and other == dict(config, XBOX=16)
+    big = tuning.candidates("wsrs", 130, 4096, 14336, 132, 5) + tuning.candidates("wsrs", 512, 4096, 14336, 132, 5)
+    settings = [(c["BM"], c["SPLIT_K"], c["XBOX"], c.get("NORM_ACC", True)) for c in big]
+    assert settings == [(256, 4, 64, False), (128, 2, 64, True), (256, 2, 64, False), (128, 1, 64, True)]
     for candidate in [config, other, *big]:
         check_config(candidate)
-    with pytest.raises(ValueError, match="NORM_ACC=False at BM = 256"):
+    with pytest.raises(ValueError, match="NORM_ACC=True .* needs BM <= 128, got BM = 256"):
         check_config(dict(big[0], NORM_ACC=True))
     config = tuning.candidates("wsrs", 16, 4096, 4096, 132, 5)[0]
     for change, message in ((dict(BM=512), "BM must be"), (dict(BM=24), "BM must be"), (dict(XSTAGES=1), "XSTAGES"),
                             (dict(QSTAGES=1), "QSTAGES"), (dict(QSTAGES=22), "shared memory"),
                             (dict(SPLIT_K=0), "SPLIT_K"), (dict(REGS=170), "REGS"), (dict(REGS=300), "REGS"),
-                            (dict(XBOX=32), "XBOX"), (dict(STAGGER=1), "STAGGER")):
+                            (dict(XBOX=32), "XBOX"), (dict(NORM_ACC=1), "NORM_ACC must be a bool")):
         with pytest.raises(ValueError, match=message):
             check_config(dict(config, **change))
 
@@ -683,7 +682,8 @@ def test_ws_rs_candidates_and_configs():
                                              (64, "wgmma+ws+wsrs", dict(kernel="wsrs", XBOX=16)),
                                              (65, "dequant+ws+wsrs", dict(kernel="dequant")),
                                              (65, "dequant+ws+wsrs", dict(kernel="ws")),
-                                             (65, "dequant+ws+wsrs", dict(kernel="wsrs", XBOX=64, NORM_ACC=False))])
+                                             (65, "dequant+ws+wsrs", dict(kernel="wsrs", XBOX=64, NORM_ACC=False)),
+                                             (2049, "dequant+ws", dict(kernel="dequant"))])
 def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, config, dtype, rotated, monkeypatch):
     """Where the warp-specialized kernel runs, the tuner weighs it from M = 16 and its register-operand variant up to
     M = 2048, and past the wgmma kernel's range dequantize + cuBLAS first (the untuned default); whichever config it
@@ -806,9 +806,8 @@ for M, N, K in ((5, 4096, 4096), (16, 14336, 4096), (64, 4096, 14336), (128, 143
                      p0_desc=TensorDescriptor.from_tensor(q.view(torch.int32), [128, 16], p0_l),
                      p1_desc=TensorDescriptor.from_tensor(q.view(torch.int8), [128, 16], p1_l))
         constants = dict(BITS=bits, BM=config["BM"], QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
-                         XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True),
-                         STAGGER=config.get("STAGGER", False), REGS=config["REGS"], HAS_BIAS=True,
-                         SPLIT=config["SPLIT_K"] > 1, num_warps=4)
+                         XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"],
+                         HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1, num_warps=4)
         signature = {name: mangle_type(d) for name, d in descs.items()} | ARGS | dict.fromkeys(constants, "constexpr")
         source = GluonASTSource(wsrs._rs_kernel, signature, constants)
         kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
@@ -1044,8 +1043,8 @@ def test_gpu_ws_mma_poisoned_output_every_candidate(bits, N, K):
 def test_gpu_ws_rs_poisoned_output_every_candidate(bits, N, K):
     """The register-operand warp-specialized kernel (Gluon, GPU only): the tuner's candidate and other configs (BM 8
     to 256, M tiles cut short, no split K and split K uneven and with an empty slice, shallower and deeper rings, both
-    activation orders, the norms on the sums and on the weights, staggered starts), a bias, float16 activations,
-    float32 and bfloat16 outputs, each output written and right."""
+    activation orders, the norms on the sums and on the weights), a bias, float16 activations, float32 and bfloat16
+    outputs, each output written and right."""
     from hlwq_ops.kernels import wsmma, wsrs
     from hlwq_ops.kernels.common import counter_buffer
 
@@ -1060,21 +1059,20 @@ def test_gpu_ws_rs_poisoned_output_every_candidate(bits, N, K):
             configs = tuning.candidates("wsrs", M, N, k_pad, 132, bits)
             configs += [dict(configs[0], SPLIT_K=1), dict(configs[0], SPLIT_K=3),  # (the candidates here split K)
                         dict(configs[0], SPLIT_K=5),  # (K = 1000: the fifth slice empty)
-                        dict(configs[1], SPLIT_K=1)]  # (both orders)
+                        dict(configs[1], SPLIT_K=1),  # (the second candidate: the other order, or BM = 128)
+                        dict(configs[0], XBOX={16: 64, 64: 16}[configs[0]["XBOX"]])]  # (the other order at any BM)
             if M <= 64:
                 configs += [dict(configs[0], BM=8 if M <= 8 else 32), dict(configs[0], QSTAGES=2, XSTAGES=2),
                             dict(configs[0], QSTAGES=6, XSTAGES=4)]
-            if M == 100:  # BM = 128 with the norms on the sums
-                configs += [dict(configs[0], NORM_ACC=True)]
-            if M == 300:  # each program from its own block, split K and not
-                configs += [dict(configs[0], STAGGER=True), dict(configs[0], STAGGER=True, SPLIT_K=3)]
+            if M in (37, 100):  # the norms on the weights at BM = 64 and 128, split K and not
+                configs += [dict(configs[0], NORM_ACC=False), dict(configs[0], NORM_ACC=False, SPLIT_K=1)]
             for config in configs:
                 xp = permute_activations(x, dtype, wsrs.activation_span(config))
                 ref = wsrs.ws_rs_ref(xp, qdata, scale, bias, bits, wsrs.activation_span(config),
                                      config.get("NORM_ACC", True))
                 for out_dtype in (torch.float32, torch.bfloat16) if M in (37, 300) else (torch.float32,):
                     for _ in range(2):  # the split-K counters are back to zero for the next call
-                        torch.full((M, N), float("nan"), device="cuda")
+                        torch.full((M, N), float("nan"), device="cuda", dtype=out_dtype)
                         out = wsrs.ws_rs(xp, qdata, scale, bias, bits, 128, out_dtype, config)
                         assert out.dtype == out_dtype and torch.isfinite(out).all(), (M, config)
                         tolerance = 1e-5 if out_dtype == torch.float32 else 2 * torch.finfo(out_dtype).eps

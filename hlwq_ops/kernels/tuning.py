@@ -204,23 +204,24 @@ def _ws_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
 # Its activations as two [BM, 64] boxes a step (XBOX = 64, a block-local order) or eight [BM, 16] (XBOX = 16), in
 # one kernel (H200, session 20, RESULTS.md 20b): 64 took 1.4-5.0% less time at BM = 16 on Q5 and 0.5-4.8% less or
 # 1.2% more on Q4; at BM = 32 and 64, 0.4-6.1% more on Q5 and 0.5-3.2% less on Q4. Both are candidates.
-# Past M = 64 (session 21, RESULTS.md 21a): BM = 128 and 256 with the norms on the 16-bit weights (NORM_ACC=False:
-# one accumulator; at BM = 128 5-9% faster than on the sums, at 256 the only one that fits), m64n256 MMAs at 256;
-# two [BM, 64] activation boxes a step there were 6-14% faster than eight [BM, 16].
+# Past M = 64 (session 21, RESULTS.md 21a): BM = 128 (the consumers given 232 registers) and 256 (m64n256 MMAs, the
+# norms on the 16-bit weights: NORM_ACC=False, one accumulator, the only way it fits); BM = 256 took 18-33% less time
+# than BM = 128 from M = 256 on 14336 x 4096, from 4% more to 34% less on 4096 x 14336; two [256, 64] activation
+# boxes a step 6-14% less than eight [256, 16] in run 1 (within 1% either way on Q4 14336 x 4096 in run 2). At
+# BM = 128 the norms on the sums and on the weights took the same time within 2% with the shipped epilogue
+# (runs 2 and 4a); the sums stay, the weight rounded once.
 WSRS_MAX_M = 2048
 
 
 def _wsrs_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
     """128 weight rows and ``BM`` = the M bucket (16..256) activation rows per program; split K as the ws kernel;
-    activation boxes of 64 and of 16 columns, the favourite (64 at BM = 16, 16 at 32 and 64) first; from BM = 128 the
-    norms on the weights, and from M = 256 BM = 256 (two 64-column boxes) first, then 128."""
-    def config(BM, XBOX):
+    activation boxes of 64 and of 16 columns, the favourite first (64 at BM = 16 and 128, 16 at 32 and 64); in the
+    256 bucket (M = 129..) BM = 256 with boxes of 64 columns, then BM = 128."""
+    def config(BM: int, XBOX: int) -> dict:
         out = dict(kernel="wsrs", BM=BM, SPLIT_K=_ws_split(M, N, k_pad, sm_count, BM), QSTAGES=4, XSTAGES=3,
-                   REGS=168, XBOX=XBOX)
-        if BM >= 128:
-            out.update(REGS=232, NORM_ACC=False)
-        if BM == 256:  # two 64 KB activation slots
-            out.update(XSTAGES=2, REGS=240)
+                   REGS=232 if BM >= 128 else 168, XBOX=XBOX)
+        if BM == 256:  # two 64 KB activation slots; one accumulator
+            out.update(XSTAGES=2, REGS=240, NORM_ACC=False)
         return out
 
     BM = min(256, max(16, m_bucket(M)))

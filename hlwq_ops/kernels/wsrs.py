@@ -1,4 +1,4 @@
-"""Warp-specialized tensor-core kernel with the weight as ``wgmma``'s register operand (Hopper, Gluon), M >= 3.
+"""Warp-specialized tensor-core kernel with the weight as ``wgmma``'s register operand (Hopper, Gluon), M = 3..2048.
 
 ``y.T = Wr @ xr.T`` as in :mod:`.wsmma`, but no decoded weight tile passes
 through shared memory: each of two warpgroups owns 64 of the program's 128
@@ -41,15 +41,16 @@ to 0.8% more on the other four, ``benchmarks/NOTES.md`` session 19). At
 Q5 the fifth bits are spread into the nibbles' bytes by a multiply and
 merged by one ``LOP3`` select per word and parity.
 
-Past M = 64 (``BM`` = 128 and 256, ``m64n256`` MMAs at 256) two float32
+Past M = 64 ``BM`` is 128 or 256 (``m64n256`` MMAs). At BM = 256 two float32
 accumulators would not fit beside the decode, so there the norm multiplies the
 16-bit weights (``NORM_ACC=False``: the weight rounded three times, as
-:mod:`.wsmma` does; at BM = 128 also 5-9% faster than the sums, H200,
-``benchmarks/NOTES.md`` session 21), the sums are stored from the MMA's
-register layout (a layout conversion of 64-128 sums a thread spilled), and
-split K is summed in pieces of 16 activation rows. The weight is decoded once
-per ``BM`` activation rows, and each program reads ``BM`` x K activations
-from the L2 for its 128 weight rows.
+:mod:`.wsmma` does); at BM = 128 both fit and took the same time within 2%
+once the epilogue below was in (H200, ``benchmarks/RESULTS.md`` 21a), so the
+norms stay on the sums there. From BM = 128 the sums are stored from the MMA's
+register layout (converting BM = 256's 128 sums a thread spilled) and split K
+is summed in pieces of 16 activation rows. The weight is decoded once per
+``BM`` activation rows, and each program reads ``BM`` x K activations from
+the L2 for its 128 weight rows.
 
 A consumer keeps the eight A tiles alive until its step's MMAs have retired
 (``wgmma`` reads registers while it runs), so its MMAs and its next decode do
@@ -87,25 +88,24 @@ if gluon is not None:
     )
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-    from .wsmma import _block, _cta_barrier, _lane_codebook, _layouts, _load_words, _shuffle, _slices_sum, _tma_load
+    from .wsmma import _cta_barrier, _lane_codebook, _layouts, _load_words, _shuffle, _slices_sum, _tma_load
 
     @gluon.jit
-    def _load_acts(x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, start, K_PAD, XSTAGES: gl.constexpr,
-                   XBOX: gl.constexpr, STAGGER: gl.constexpr):
+    def _load_acts(x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, K_PAD, XSTAGES: gl.constexpr,
+                   XBOX: gl.constexpr):
         """Per step: TMA the ``[BM, 128]`` activations of one block into a ring slot, as ``128 / XBOX`` boxes: the
         ``[BM, 16]`` of each code index ``a`` (``XBOX=16``, ``a * K/8 + 16 * block``) or the block's two halves
         (``XBOX=64``, block-local order)."""
         for i in range(k_hi - k_lo):
             slot = i % XSTAGES
-            blk = _block(i, k_lo, k_hi, start, STAGGER)
             mbarrier.wait(x_empty.index(slot), ((i // XSTAGES) & 1) ^ 1)
             bar = x_ready.index(slot)
             mbarrier.expect(bar, (128 // XBOX) * x_desc.block_type.nbytes)
             for box in gl.static_range(128 // XBOX):
                 if XBOX == 16:
-                    pos = box * (K_PAD // 8) + blk * 16
+                    pos = box * (K_PAD // 8) + (k_lo + i) * 16
                 else:
-                    pos = blk * 128 + box * XBOX
+                    pos = (k_lo + i) * 128 + box * XBOX
                 _tma_load(x_desc, [m0, pos], bar, x_smem.index((128 // XBOX) * slot + box))
 
     @gluon.jit
@@ -130,10 +130,10 @@ if gluon is not None:
 
     @gluon.jit
     def _consumer(p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr, bias_ptr, out_ptr,
-                  ws_ptr, M, N, n0, m0, k_lo, k_hi, start, stride_sn, pid_k,
+                  ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k,
                   BITS: gl.constexpr, BM: gl.constexpr, QSTAGES: gl.constexpr, XSTAGES: gl.constexpr,
-                  XBOX: gl.constexpr, NORM_ACC: gl.constexpr, STAGGER: gl.constexpr, PART: gl.constexpr,
-                  HAS_BIAS: gl.constexpr, SPLIT: gl.constexpr):
+                  XBOX: gl.constexpr, NORM_ACC: gl.constexpr, PART: gl.constexpr, HAS_BIAS: gl.constexpr,
+                  SPLIT: gl.constexpr):
         """One warpgroup: rows ``n0 + 64 PART ..``, decoded into registers and multiplied step by step; the sums
         stored to the output (or, split K, to the partials)."""
         acc_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -146,8 +146,7 @@ if gluon is not None:
         rows = gl.minimum(n0 + 64 * PART + gl.arange(0, 64, layout=norm_l), N - 1)  # clamped
         c_lane = _lane_codebook(c_ptr, BITS, [64, 16], a_l)
         norm_scale = 1.0 / 11.313708498984761  # 1 / sqrt(128)
-        norm = gl.load(s_ptr + rows * stride_sn + _block(0, k_lo, k_hi, start, STAGGER), mask=k_lo < k_hi,
-                       other=0.0)  # loaded a step ahead
+        norm = gl.load(s_ptr + rows * stride_sn + k_lo, mask=k_lo < k_hi, other=0.0)  # loaded a step ahead
         for i in range(k_hi - k_lo):
             qs = i % QSTAGES
             xs = i % XSTAGES
@@ -155,8 +154,7 @@ if gluon is not None:
                 this_norm = gl.expand_dims(norm.to(gl.float32) * norm_scale, 1)
             else:  # rounded to 16 bits, as the weights it multiplies
                 this_norm = gl.expand_dims((norm.to(gl.float32) * norm_scale).to(dtype), 1)
-            norm = gl.load(s_ptr + rows * stride_sn + _block(i + 1, k_lo, k_hi, start, STAGGER),
-                           mask=k_lo + i + 1 < k_hi, other=0.0)
+            norm = gl.load(s_ptr + rows * stride_sn + k_lo + i + 1, mask=k_lo + i + 1 < k_hi, other=0.0)
             mbarrier.wait(q_ready.index(qs), (i // QSTAGES) & 1)
             w0 = p0_smem.index(qs).slice(64 * PART, 64, dim=0).load(a_l)  # [64, 16] int32
             if BITS == 5:
@@ -207,8 +205,8 @@ if gluon is not None:
                 acc = step
         # Up to BM = 64, n contiguous in a thread's eight (the ws kernel's layout for 128 rows: on these 64 two lanes
         # hold each sum and store it twice, the same value). From BM = 128 the sums are stored in the MMA's layout
-        # (eight lanes' 4-byte sums of one activation row fill a 32-byte sector): converting 64 to 128 of them a
-        # thread spilled registers there.
+        # (eight lanes' 4-byte sums of one activation row fill a 32-byte sector): converting BM = 256's 128 sums a
+        # thread spilled registers.
         out_l: gl.constexpr = acc_l if BM >= 128 else gl.BlockedLayout([8, 1], [16, 2], [1, 4], [0, 1])
         acc = gl.convert_layout(acc, out_l)
         n = n0 + 64 * PART + gl.arange(0, 64, layout=gl.SliceLayout(1, out_l))
@@ -247,7 +245,6 @@ if gluon is not None:
         XSTAGES: gl.constexpr,
         XBOX: gl.constexpr,
         NORM_ACC: gl.constexpr,
-        STAGGER: gl.constexpr,
         REGS: gl.constexpr,
         HAS_BIAS: gl.constexpr,
         SPLIT: gl.constexpr,
@@ -264,8 +261,6 @@ if gluon is not None:
         per_split = gl.cdiv(n_steps, split_k)
         k_lo = gl.minimum(pid_k * per_split, n_steps)
         k_hi = gl.minimum(k_lo + per_split, n_steps)
-        # (STAGGER) the block the program begins at: the programs along N spread evenly over the slice's blocks
-        start = (pid_n * (k_hi - k_lo)) // gl.num_programs(0)
         x_smem = gl.allocate_shared_memory(x_desc.dtype, [(128 // XBOX) * XSTAGES, BM, XBOX], x_desc.layout)
         p0_smem = gl.allocate_shared_memory(gl.int32, [QSTAGES, BN, 16], p0_desc.layout)
         p1_smem = gl.allocate_shared_memory(gl.int8, [QSTAGES, BN, 16], p1_desc.layout)
@@ -283,15 +278,14 @@ if gluon is not None:
         gl.warp_specialize(
             [
                 (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr,
-                             bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, start, stride_sn, pid_k, BITS,
-                             BM, QSTAGES, XSTAGES, XBOX, NORM_ACC, STAGGER, 0, HAS_BIAS, SPLIT)),
+                             bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
+                             QSTAGES, XSTAGES, XBOX, NORM_ACC, 0, HAS_BIAS, SPLIT)),
                 (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr,
-                             bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, start, stride_sn, pid_k, BITS,
-                             BM, QSTAGES, XSTAGES, XBOX, NORM_ACC, STAGGER, 1, HAS_BIAS, SPLIT)),
-                (_load_words, (p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, start, BITS,
-                               QSTAGES, STAGGER)),
-                (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, start, K_PAD, XSTAGES, XBOX,
-                              STAGGER)),
+                             bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
+                             QSTAGES, XSTAGES, XBOX, NORM_ACC, 1, HAS_BIAS, SPLIT)),
+                (_load_words, (p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, 0, BITS,
+                               QSTAGES, False)),
+                (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, K_PAD, XSTAGES, XBOX)),
             ],
             [4, 1, 1],
             [REGS, 24, 24],
@@ -305,37 +299,39 @@ if gluon is not None:
             counter = count_ptr + pid_n * gl.num_programs(1) + pid_m
             if gl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == split_k - 1:
                 n = n0 + gl.arange(0, BN, layout=gl.SliceLayout(1, out_l))
+                if HAS_BIAS:
+                    bias = gl.load(bias_ptr + n, mask=n < N, other=0.0).to(gl.float32)[:, None]
                 for c in gl.static_range(BM // CH):
                     m = m0 + CH * c + gl.arange(0, CH, layout=gl.SliceLayout(0, out_l))
                     tile = m.to(gl.int64)[None, :] * N + n[:, None]
                     mask = (n[:, None] < N) & (m[None, :] < M)
                     acc = _slices_sum(ws_ptr, tile, mask, M.to(gl.int64) * N, split_k, [BN, CH], out_l, BM >= 128)
                     if HAS_BIAS:
-                        acc += gl.load(bias_ptr + n, mask=n < N, other=0.0).to(gl.float32)[:, None]
+                        acc += bias
                     gl.store(out_ptr + tile, acc.to(out_ptr.dtype.element_ty), mask=mask)
                 gl.atomic_xchg(counter, 0)
 
 
 def shared_bytes(config: dict) -> int:
     """Shared memory ``config`` takes: the rings, and (they are still allocated then) each consumer's scratch for
-    its epilogue's layout conversion, ``64 x min(BM, 32)`` float32 (Triton 3.6 and 3.9 convert larger tiles in
-    pieces of that size), and the barriers."""
-    return (config["QSTAGES"] * 128 * (64 + 16) + config["XSTAGES"] * config["BM"] * 128 * 2
-            + 2 * 64 * min(config["BM"], 32) * 4 + 1024)
+    its epilogue's layout conversion up to BM = 64, ``64 x min(BM, 32)`` float32 (Triton 3.6 and 3.9 convert larger
+    tiles in pieces of that size; from BM = 128 nothing is converted), and the barriers."""
+    scratch = 2 * 64 * min(config["BM"], 32) * 4 if config["BM"] < 128 else 0
+    return config["QSTAGES"] * 128 * (64 + 16) + config["XSTAGES"] * config["BM"] * 128 * 2 + scratch + 1024
 
 
 def check_config(config: dict) -> None:
     """Refuse a config the kernel could not compile, fit or use well."""
     if config["BM"] not in (8, 16, 32, 64, 128, 256):
         raise ValueError(f"ws_rs: BM must be a power of two from 8 to 256 (wgmma's N), got {config['BM']}")
-    if config["BM"] * (2 if config.get("NORM_ACC", True) else 1) > 256:
-        raise ValueError(f"ws_rs: BM = {config['BM']} with NORM_ACC={config.get('NORM_ACC', True)} needs "
-                         f"{config['BM'] * (1 if config.get('NORM_ACC', True) else 0.5):.0f} accumulator registers a "
-                         f"thread, more than the 128 that leave room for the decode; NORM_ACC=False at BM = 256")
+    norm_acc = config.get("NORM_ACC", True)
+    if not isinstance(norm_acc, bool):
+        raise ValueError(f"ws_rs: NORM_ACC must be a bool, got {norm_acc!r}")
+    if norm_acc and config["BM"] > 128:
+        raise ValueError(f"ws_rs: NORM_ACC=True (two [64, BM] float32 accumulators, BM registers a thread) needs "
+                         f"BM <= 128, got BM = {config['BM']}; NORM_ACC=False at BM = 256")
     if config["SPLIT_K"] < 1:
         raise ValueError(f"ws_rs: SPLIT_K must be at least 1, got {config['SPLIT_K']}")
-    if not isinstance(config.get("STAGGER", False), bool):
-        raise ValueError(f"ws_rs: STAGGER must be a bool, got {config['STAGGER']!r}")
     if config["XBOX"] not in (16, 64):
         raise ValueError(f"ws_rs: XBOX (activation box width) must be 16 or 64, got {config['XBOX']}")
     for ring in ("QSTAGES", "XSTAGES"):
@@ -398,9 +394,7 @@ def ws_rs(
             ``QSTAGES`` (packed words) and ``XSTAGES`` (activations), ``REGS`` (registers per thread of the second
             warpgroup; the first takes what the loaders leave), ``XBOX`` (activation box width, 16 or 64; it sets
             the order of ``xp``, :func:`activation_span`), ``NORM_ACC`` (default True: the block norms on the
-            float32 sums; False: on the 16-bit weights, one accumulator instead of two, as BM = 256 needs),
-            ``STAGGER`` (default False: each program walks its blocks from its first; True: the programs along N
-            start spread evenly over their slice's blocks, wrapping around, as :mod:`.wsmma`'s ``STAGGER``);
+            float32 sums; False: on the 16-bit weights, one accumulator instead of two, as BM = 256 needs);
             :func:`check_config` refuses others.
 
     Returns:
@@ -423,7 +417,7 @@ def ws_rs(
         x_desc, p0_desc, p1_desc, scale, standard_codebook(bits, xp.device), bias if bias is not None else out, out,
         ws, counters, M, N, k_pad, scale.stride(0),
         BITS=bits, BM=BM, QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
-        XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True), STAGGER=config.get("STAGGER", False),
-        REGS=config["REGS"], HAS_BIAS=bias is not None, SPLIT=grid[2] > 1, num_warps=4,
+        XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"], HAS_BIAS=bias is not None,
+        SPLIT=grid[2] > 1, num_warps=4,
     )
     return out
