@@ -757,7 +757,7 @@ def test_forcing_the_tensor_core_path_leaves_dequantize_out(monkeypatch):
     monkeypatch.setenv("HLWQ_PATH", "mma")
     qdata, scale = _packed(40, 256, 5)
     kernels.linear(torch.randn(65, 256, device=KERNEL_DEVICE).bfloat16(), qdata, scale, None, 5, 128, 256, None)
-    assert picked == ["ws"]
+    assert picked == ["ws+wsrs"]
 
 
 _COMPILE_WS = """
