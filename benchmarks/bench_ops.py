@@ -157,6 +157,29 @@ def case_record(case: dict, **extra) -> dict:
     return {k: v for k, v in case.items() if k not in ("copies", "x", "ref")} | extra
 
 
+def save_rows(rows: list[dict], path: str, ok: bool) -> None:
+    """End a diagnostic sweep: its rows as JSON at ``path``, then a failing exit if any output was wrong."""
+    with open(path, "w") as f:
+        json.dump(rows, f, indent=1)
+    if not ok:
+        raise SystemExit("correctness FAILED")
+
+
+def wsrs_alone(case: dict, config: dict, replays: int = 10) -> tuple[float, float]:
+    """The register-operand ws kernel in ``config`` on a :func:`linear_cases` case, alone on activations rotated in
+    its order: microseconds per call (as :func:`graph_time`) and the relative error of a float32 output, written
+    over a NaN-poisoned buffer, against the case's float64 reference."""
+    from hlwq_ops.kernels import wsrs
+    from hlwq_ops.kernels.fwht import fwht
+
+    bits, copies = case["bits"], case["copies"]
+    xp = fwht(case["x"], 128, torch.bfloat16, 8, wsrs.activation_span(config))
+    torch.full((case["M"], case["N"]), float("nan"), device="cuda")  # freed: the output below reuses it
+    err = rel_error(wsrs.ws_rs(xp, *copies[0], None, bits, 128, torch.float32, config), case["ref"])
+    calls = [lambda q=q, s=s: wsrs.ws_rs(xp, q, s, None, bits, 128, torch.bfloat16, config) for q, s in copies]
+    return graph_time(calls, replays=replays)[0], err
+
+
 @contextlib.contextmanager
 def forced_path(path: str):
     """Force hlwq's kernel family (``HLWQ_PATH``) while timing."""

@@ -13,13 +13,9 @@ eight ``[BM, 16]`` activation boxes a step and with half the split::
 
 from __future__ import annotations
 
-import json
+from bench_ops import case_record, save_rows, sweep, sweep_parser, wsrs_alone
 
-import torch
-from bench_ops import case_record, graph_time, rel_error, sweep, sweep_parser
-
-from hlwq_ops.kernels import tuning, wsrs
-from hlwq_ops.kernels.fwht import fwht
+from hlwq_ops.kernels import tuning
 
 
 def variants(M: int, N: int, K: int, sm: int, bits: int) -> list[dict]:
@@ -45,28 +41,20 @@ def main() -> None:
     a = sweep_parser(__doc__, [128, 256, 512, 2048], "diag_bigm.json").parse_args()
     rows, ok = [], True
     for case in sweep(a):
-        bits, M, N, K, copies = case["bits"], case["M"], case["N"], case["K"], case["copies"]
+        bits, M, N, K = case["bits"], case["M"], case["N"], case["K"]
         if K % 128:
             raise SystemExit(f"diag_bigm: K must be a multiple of 128, got {K}")
         picked = {k: v for k, v in tuning._TUNED.items() if f"/{N}x{K}/q{bits}/m{tuning.m_bucket(M)}" in k}
         print(f"{'':>10} tuned: {picked}", flush=True)
         result = {"tuned": picked, "configs": []}
         for config in variants(M, N, K, case["sm"], bits):
-            xp = fwht(case["x"], 128, torch.bfloat16, 8, wsrs.activation_span(config))
-            torch.full((M, N), float("nan"), device="cuda")  # (freed: the output below reuses it, unwritten = NaN)
-            err = rel_error(wsrs.ws_rs(xp, *copies[0], None, bits, 128, torch.float32, config), case["ref"])
+            us, err = wsrs_alone(case, config)
             ok &= err < 1e-2
-            calls = [lambda q=q, s=s, xp=xp, c=config, b=bits: wsrs.ws_rs(xp, q, s, None, b, 128, torch.bfloat16, c)
-                     for q, s in copies]
-            us = graph_time(calls, replays=10)[0]
             print(f"{'':>10} wsrs {label(config):<28} {us:8.2f} us (x bf16 {case['bf16_us'] / us:.2f}, "
                   f"x path {case['path_us'] / us:.2f}), err {err:.1e}", flush=True)
             result["configs"].append(dict(config=config, us=us, err=err))
         rows.append(case_record(case, **result))
-    with open(a.json, "w") as f:
-        json.dump(rows, f, indent=1)
-    if not ok:
-        raise SystemExit("correctness FAILED")
+    save_rows(rows, a.json, ok)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,11 @@ the L2 several times)::
 
 from __future__ import annotations
 
-import json
 import time
 
 import torch
 import torch.nn.functional as F
-from bench_ops import case_record, forced_path, graph_time, rel_error, sweep, sweep_parser
+from bench_ops import case_record, forced_path, graph_time, rel_error, save_rows, sweep, sweep_parser
 
 from hlwq_ops import kernels
 from hlwq_ops.kernels import tuning
@@ -107,10 +106,7 @@ def main() -> None:
               f"(x{bf16_us / best['with_fwht_us']:.2f} bf16, x{case['path_us'] / best['with_fwht_us']:.2f} path)",
               flush=True)
         rows.append(case_record(case, dequant_us=dq_us, ws=results))
-    with open(a.json, "w") as f:
-        json.dump(rows, f, indent=1)
-    if not ok:
-        raise SystemExit("correctness FAILED")
+    save_rows(rows, a.json, ok)
 
 
 if __name__ == "__main__":

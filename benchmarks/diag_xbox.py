@@ -14,13 +14,9 @@ over weight copies spanning the L2 several times); RESULTS.md 20b::
 
 from __future__ import annotations
 
-import json
+from bench_ops import case_record, save_rows, sweep, sweep_parser, wsrs_alone
 
-import torch
-from bench_ops import case_record, graph_time, rel_error, sweep, sweep_parser
-
-from hlwq_ops.kernels import tuning, wsrs
-from hlwq_ops.kernels.fwht import fwht
+from hlwq_ops.kernels import tuning
 
 WIDTHS = (16, 64)
 
@@ -29,31 +25,23 @@ def main() -> None:
     a = sweep_parser(__doc__, [8, 16, 32, 64], "diag_xbox.json").parse_args()
     rows, ok = [], True
     for case in sweep(a):
-        bits, M, N, K, copies = case["bits"], case["M"], case["N"], case["K"], case["copies"]
+        bits, M, N, K = case["bits"], case["M"], case["N"], case["K"]
         if K % 128:
             raise SystemExit(f"diag_xbox: K must be a multiple of 128, got {K}")
         candidate = tuning.candidates("wsrs", M, N, K, case["sm"], bits)[0]
         result = {"candidate": candidate}
         for _ in range(2):
             for width in WIDTHS:
-                config = dict(candidate, XBOX=width)
-                xp = fwht(case["x"], 128, torch.bfloat16, 8, wsrs.activation_span(config))
-                if f"err{width}" not in result:
-                    out = wsrs.ws_rs(xp, *copies[0], None, bits, 128, torch.float32, config)
-                    result[f"err{width}"] = rel_error(out, case["ref"])
-                    ok &= result[f"err{width}"] < 1e-2
-                calls = [lambda q=q, s=s, xp=xp, c=config, b=bits: wsrs.ws_rs(xp, q, s, None, b, 128, torch.bfloat16, c)
-                         for q, s in copies]
-                result.setdefault(f"us{width}", []).append(graph_time(calls, replays=10)[0])
+                us, err = wsrs_alone(case, dict(candidate, XBOX=width))
+                result[f"err{width}"] = max(err, result.get(f"err{width}", 0.0))
+                ok &= err < 1e-2
+                result.setdefault(f"us{width}", []).append(us)
         us16, us64 = min(result["us16"]), min(result["us64"])
         print(f"{'':>10} wsrs BM={candidate['BM']} split={candidate['SPLIT_K']}: XBOX=16 {us16:6.2f} us, XBOX=64 "
               f"{us64:6.2f} us ({(us64 / us16 - 1) * 100:+.1f}%), err {result['err16']:.1e} {result['err64']:.1e}",
               flush=True)
         rows.append(case_record(case, **result))
-    with open(a.json, "w") as f:
-        json.dump(rows, f, indent=1)
-    if not ok:
-        raise SystemExit("correctness FAILED")
+    save_rows(rows, a.json, ok)
 
 
 if __name__ == "__main__":
