@@ -893,6 +893,19 @@ def test_gpu_linear_sweep(bits, N, K, dtype, monkeypatch):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("per_word,span", [(0, None), (8, None), (8, 128)])
+def test_gpu_fwht_programs_loop_over_tiles(per_word, span):
+    """M = 2048 at K = 4096: 65536 blocks, 1024 tiles, so each of at most two programs per SM takes several; every
+    element written (the output poisoned first), each order as the kernels read it."""
+    x = torch.randn(2048, 4096, device="cuda", dtype=torch.bfloat16)
+    torch.full_like(x, float("nan"))  # freed: the output below reuses it
+    out = kernels.fwht(x, 128, torch.bfloat16, per_word, span)
+    xr = fwht_ref(x.float(), 128)
+    expected = permute_activations(xr, torch.bfloat16, span) if per_word else xr.bfloat16()
+    torch.testing.assert_close(out.float(), expected.float(), rtol=2 * torch.finfo(torch.bfloat16).eps, atol=1e-6)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("bits", range(2, 9))
 def test_gpu_poisoned_output_fully_written(bits):
     qdata, scale = _packed(1000, 1000, bits, device="cuda")

@@ -27,6 +27,7 @@ __all__ = [
     "prefetch_l2",
     "release_dependents",
     "slices_sum",
+    "sm_count",
     "sum_if_last",
     "sum_partials",
     "unit_stride",
@@ -177,6 +178,12 @@ def sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HA
 def capability(device: torch.device) -> tuple[int, int]:
     """The CUDA compute capability of ``device`` (cached: it is asked on every launch)."""
     return torch.cuda.get_device_capability(device)
+
+
+@functools.cache
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA ``device`` (cached: it is asked on every launch)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 @functools.cache

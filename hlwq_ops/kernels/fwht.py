@@ -12,6 +12,14 @@ With ``per_word`` the output is reordered for the register-operand tensor-core
 kernel (:func:`hlwq_ops.kernels.wgmma.permute_activations`); the tile is
 transposed in registers first, so that each store writes runs of consecutive
 positions rather than scattering single values.
+
+Past 2048 blocks (M > 64 at K = 4096) at most two programs per SM loop over
+the tiles of 64 blocks, the sign matrix loaded once per program and the next
+tiles' loads in flight (``tl.range``'s stages) while one is multiplied.
+Measured on an H200 against one program per tile (``benchmarks/RESULTS.md``
+22a, the wsrs order): M = 512, K = 14336 from 13.8 to 9.9 us, M = 2048 from
+43.8 to 34.3 (a copy of the same bytes: 9.0 and 30.0); within 3% either way
+at M = 128..256, K = 4096.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import triton
 import triton.language as tl
 
 from ..hadamard import hadamard_matrix
-from .common import launch_options, pdl, release_dependents, wait_for_inputs
+from .common import launch_options, pdl, release_dependents, sm_count, wait_for_inputs
 
 __all__ = ["MAX_KERNEL_BLOCK", "fwht", "prepare"]
 
@@ -57,6 +65,7 @@ def _fwht_kernel(
     PER_WORD: tl.constexpr,
     BR: tl.constexpr,
     BC: tl.constexpr,
+    STAGES: tl.constexpr,
     PDL: tl.constexpr,
 ):
     # With programmatic dependent launch (hlwq_ops.kernels.common) a kernel after this one that was launched with it
@@ -64,31 +73,38 @@ def _fwht_kernel(
     # this one runs.
     release_dependents(PDL)
     wait_for_inputs(PDL)
-    # a program computes BC of the B outputs of BR blocks: small M still spreads over SMs
-    rows = tl.program_id(0) * BR + tl.arange(0, BR)
+    # a program computes BC of the B outputs of the tiles of BR blocks it loops over: small M still spreads over SMs
     k = tl.arange(0, B)
     cols = tl.program_id(1) * BC + tl.arange(0, BC)
-    mask = rows[:, None] < ROWS
-    x = tl.load(x_ptr + rows.to(tl.int64)[:, None] * B + k[None, :], mask=mask, other=0.0)
     h = tl.load(h_ptr + k[:, None] * B + cols[None, :])
-    if h.dtype == tl.float32:
-        acc = tl.dot(x.to(tl.float32), h, input_precision="tf32x3")
-    else:
-        acc = tl.dot(x, h)  # exact products, float32 sums
-    acc = acc * (1.0 / tl.sqrt(float(B)))
-    if PER_WORD:  # position p of a row goes to (p % PER_WORD) * K / PER_WORD + p / PER_WORD
-        W: tl.constexpr = BC // PER_WORD
-        t = tl.permute(tl.reshape(acc, (BR, W, PER_WORD)), (0, 2, 1))  # [BR, PER_WORD, W]: (block, a, word)
-        r = rows[:, None, None]
-        a = tl.arange(0, PER_WORD)[None, :, None]
-        w = tl.arange(0, W)[None, None, :]
-        K = BLOCKS * B
-        first = ((r % BLOCKS) * B + tl.program_id(1) * BC) // PER_WORD  # the tile's first word in the row
-        out_offs = (r // BLOCKS).to(tl.int64) * K + a * (K // PER_WORD) + first + w
-        tl.store(out_ptr + out_offs, t.to(out_ptr.dtype.element_ty), mask=r < ROWS)
-    else:
-        out_offs = rows.to(tl.int64)[:, None] * B + cols[None, :]
-        tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+    for tile in tl.range(tl.program_id(0), tl.cdiv(ROWS, BR), tl.num_programs(0), num_stages=STAGES):
+        rows = tile * BR + tl.arange(0, BR)
+        mask = rows[:, None] < ROWS
+        x = tl.load(x_ptr + rows.to(tl.int64)[:, None] * B + k[None, :], mask=mask, other=0.0)
+        if h.dtype == tl.float32:
+            acc = tl.dot(x.to(tl.float32), h, input_precision="tf32x3")
+        else:
+            acc = tl.dot(x, h)  # exact products, float32 sums
+        acc = acc * (1.0 / tl.sqrt(float(B)))
+        if PER_WORD:  # position p of a row goes to (p % PER_WORD) * K / PER_WORD + p / PER_WORD
+            W: tl.constexpr = BC // PER_WORD
+            t = tl.permute(tl.reshape(acc, (BR, W, PER_WORD)), (0, 2, 1))  # [BR, PER_WORD, W]: (block, a, word)
+            r = rows[:, None, None]
+            a = tl.arange(0, PER_WORD)[None, :, None]
+            w = tl.arange(0, W)[None, None, :]
+            K = BLOCKS * B
+            first = ((r % BLOCKS) * B + tl.program_id(1) * BC) // PER_WORD  # the tile's first word in the row
+            out_offs = (r // BLOCKS).to(tl.int64) * K + a * (K // PER_WORD) + first + w
+            tl.store(out_ptr + out_offs, t.to(out_ptr.dtype.element_ty), mask=r < ROWS)
+        else:
+            out_offs = rows.to(tl.int64)[:, None] * B + cols[None, :]
+            tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _programs(tiles: int, device: torch.device) -> int:
+    """Programs along the blocks: one per tile up to two per SM (on the CPU, which runs the interpreter in the tests,
+    four, so that its programs loop too)."""
+    return min(tiles, 2 * sm_count(device) if device.type == "cuda" else 4)
 
 
 def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype, per_word: int = 0,
@@ -119,11 +135,12 @@ def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype, per_word: int
         return out
     exact16 = x.dtype in (torch.bfloat16, torch.float16) and x.device.type != "cpu"
     dependent = pdl(x.device)
-    br = 16 if rows <= 2048 else 64  # small tiles until there are enough blocks to fill the GPU
-    bc = min(block_size, 32 if rows <= 2048 else (128 if exact16 else 64))
-    _fwht_kernel[(triton.cdiv(rows, br), block_size // bc)](
+    large = rows > 2048  # small tiles until there are enough blocks to fill the GPU
+    br = 64 if large else 16
+    bc = min(block_size, (128 if exact16 else 64) if large else 32)
+    _fwht_kernel[(_programs(triton.cdiv(rows, br), x.device), block_size // bc)](
         x, _signs(block_size, x.device, x.dtype if exact16 else torch.float32), out, rows,
-        x.shape[-1] // block_size, B=block_size, PER_WORD=per_word, BR=br, BC=bc, PDL=dependent, num_warps=4,
-        **launch_options(dependent),
+        x.shape[-1] // block_size, B=block_size, PER_WORD=per_word, BR=br, BC=bc, STAGES=3 if large else 1,
+        PDL=dependent, num_warps=8 if large else 4, **launch_options(dependent),
     )
     return out
