@@ -195,6 +195,16 @@ def test_permuted_activations_within_blocks():
         kernels.fwht(x, 128, torch.bfloat16, per_word=8, span=64)
 
 
+@pytest.mark.parametrize("block_size,rows", [(32, 5), (64, 1050)])  # 2100 blocks of 64: the large tiles
+def test_fwht_kernel_writes_whole_reordered_blocks(block_size, rows):
+    """With ``span`` one block, a program that transforms whole blocks stores each reordered block as one row
+    (``ROW_BLOCK``; on a GPU the 16-bit path at B = 128 from 2048 blocks, here float32 tiles of 32 and 64)."""
+    x = torch.randn(rows, 2 * block_size, device=KERNEL_DEVICE)
+    out = kernels.fwht(x, block_size, torch.float32, per_word=8, span=block_size)
+    expected = permute_activations(fwht_ref(x.double(), block_size), torch.float64, span=block_size)
+    assert rel_error(out, expected) < 1e-6
+
+
 def test_gemv_custom_codebook_and_bf16_output():
     c = torch.linspace(-2, 2, 16, device=KERNEL_DEVICE)
     w = torch.randn(24, 256, device=KERNEL_DEVICE)

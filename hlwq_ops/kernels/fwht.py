@@ -16,10 +16,12 @@ positions rather than scattering single values.
 Past 2048 blocks (M > 64 at K = 4096) at most two programs per SM loop over
 the tiles of 64 blocks, the sign matrix loaded once per program and the next
 tiles' loads in flight (``tl.range``'s stages) while one is multiplied.
-Measured on an H200 against one program per tile (``benchmarks/RESULTS.md``
-22a, the wsrs order): M = 512, K = 14336 from 13.8 to 9.9 us, M = 2048 from
-43.8 to 34.3 (a copy of the same bytes: 9.0 and 30.0); within 3% either way
-at M = 128..256, K = 4096.
+With the order within each block (``span`` one block, as the
+register-operand ws kernel reads it) each program stores whole reordered
+blocks as rows (``ROW_BLOCK``). Measured on an H200 against one program per
+tile (``benchmarks/RESULTS.md`` 22a, that order, same run): M = 512, K = 14336
+from 13.8 to 9.9 us, M = 2048 from 43.8 to 34.3 (a copy of the same bytes: 9.0
+and 30.0); within 3% either way at M = 128..256, K = 4096.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def _fwht_kernel(
     PER_WORD: tl.constexpr,
     BR: tl.constexpr,
     BC: tl.constexpr,
+    ROW_BLOCK: tl.constexpr,  # PER_WORD, one block a row and BC = B: each reordered block is one contiguous row
     STAGES: tl.constexpr,
     PDL: tl.constexpr,
 ):
@@ -86,7 +89,10 @@ def _fwht_kernel(
         else:
             acc = tl.dot(x, h)  # exact products, float32 sums
         acc = acc * (1.0 / tl.sqrt(float(B)))
-        if PER_WORD:  # position p of a row goes to (p % PER_WORD) * K / PER_WORD + p / PER_WORD
+        if ROW_BLOCK:  # p -> (p % PER_WORD) * B / PER_WORD + p / PER_WORD within the row: whole rows stored
+            t = tl.reshape(tl.permute(tl.reshape(acc, (BR, B // PER_WORD, PER_WORD)), (0, 2, 1)), (BR, B))
+            tl.store(out_ptr + rows.to(tl.int64)[:, None] * B + k[None, :], t.to(out_ptr.dtype.element_ty), mask=mask)
+        elif PER_WORD:  # position p of a row goes to (p % PER_WORD) * K / PER_WORD + p / PER_WORD
             W: tl.constexpr = BC // PER_WORD
             t = tl.permute(tl.reshape(acc, (BR, W, PER_WORD)), (0, 2, 1))  # [BR, PER_WORD, W]: (block, a, word)
             r = rows[:, None, None]
@@ -138,9 +144,10 @@ def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype, per_word: int
     large = rows > 2048  # small tiles until there are enough blocks to fill the GPU
     br = 64 if large else 16
     bc = min(block_size, (128 if exact16 else 64) if large else 32)
+    row_block = bool(per_word) and x.shape[-1] == block_size and bc == block_size
     _fwht_kernel[(_programs(triton.cdiv(rows, br), x.device), block_size // bc)](
         x, _signs(block_size, x.device, x.dtype if exact16 else torch.float32), out, rows,
-        x.shape[-1] // block_size, B=block_size, PER_WORD=per_word, BR=br, BC=bc, STAGES=3 if large else 1,
-        PDL=dependent, num_warps=8 if large else 4, **launch_options(dependent),
+        x.shape[-1] // block_size, B=block_size, PER_WORD=per_word, BR=br, BC=bc, ROW_BLOCK=row_block,
+        STAGES=3 if large else 1, PDL=dependent, num_warps=8 if large else 4, **launch_options(dependent),
     )
     return out
