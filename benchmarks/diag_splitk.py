@@ -1,8 +1,9 @@
 """What split K costs the register-operand ws kernel: the kernel as shipped against copies of it with parts of the
 split-K epilogue switched off.
 
-``nosum``: the last program of a tile does not sum the slices' partials (they are stored, never summed); ``nostore``:
-no partials stored either (the store's mask always false). The copies' outputs are wrong by design and not checked;
+``nosum``: no split-K epilogue after the partitions join -- no barrier, no arrival counter, no sum by the last
+program (the partials are stored, never summed); ``nostore``: no partials stored either (the store's mask always
+false, the instructions kept). The copies' outputs are wrong by design and not checked;
 the shipped kernel's is (float64 reference, output poisoned first). The copies are ``wsrs.py`` with those lines
 replaced, written to a temporary directory and imported as modules of ``hlwq_ops.kernels``. Config: the tuner's first
 ``wsrs`` candidate::

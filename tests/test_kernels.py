@@ -165,7 +165,8 @@ def test_wgmma_codebook_table_is_the_codebook(bits, dtype):
     assert f"add.u64 a, a, {table.data_ptr()};" in codebook_asm(bits, dtype, torch.device("cpu"))  # the address read
 
 
-@pytest.mark.parametrize("block_size,rows", [(128, 3), (256, 3), (128, 1100)])  # 2200 blocks: the large tiles
+# (32, 3): a program transforms whole blocks of 32 but a row holds two, so not as whole reordered rows (ROW_BLOCK)
+@pytest.mark.parametrize("block_size,rows", [(128, 3), (256, 3), (128, 1100), (32, 3)])  # 2200 blocks: large tiles
 def test_fwht_kernel_writes_the_wgmma_order(block_size, rows):
     from hlwq_ops.hadamard import fwht_ref
 
@@ -198,7 +199,8 @@ def test_permuted_activations_within_blocks():
 @pytest.mark.parametrize("block_size,rows", [(32, 5), (64, 1050)])  # 2100 blocks of 64: the large tiles
 def test_fwht_kernel_writes_whole_reordered_blocks(block_size, rows):
     """With ``span`` one block, a program that transforms whole blocks stores each reordered block as one row
-    (``ROW_BLOCK``; on a GPU the 16-bit path at B = 128 from 2048 blocks, here float32 tiles of 32 and 64)."""
+    (``ROW_BLOCK``: wherever a program's columns are a whole block -- B = 32 at any size, from 2048 blocks 16-bit
+    blocks up to 128 on a GPU and float32 ones up to 64; here float32 blocks of 32 and 64)."""
     x = torch.randn(rows, 2 * block_size, device=KERNEL_DEVICE)
     out = kernels.fwht(x, block_size, torch.float32, per_word=8, span=block_size)
     expected = permute_activations(fwht_ref(x.double(), block_size), torch.float64, span=block_size)
@@ -905,9 +907,9 @@ def test_gpu_linear_sweep(bits, N, K, dtype, monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.parametrize("per_word,span", [(0, None), (8, None), (8, 128)])
 def test_gpu_fwht_programs_loop_over_tiles(per_word, span):
-    """M = 2048 at K = 4096: 65536 blocks, 1024 tiles, so each of at most two programs per SM takes several; every
-    element written (the output poisoned first), each order as the kernels read it."""
-    x = torch.randn(2048, 4096, device="cuda", dtype=torch.bfloat16)
+    """M = 2047 at K = 4096: 65504 blocks, 1023.5 tiles (the last one half full), so each of at most two programs
+    per SM takes several; every element written (the output poisoned first), each order as the kernels read it."""
+    x = torch.randn(2047, 4096, device="cuda", dtype=torch.bfloat16)
     torch.full_like(x, float("nan"))  # freed: the output below reuses it
     out = kernels.fwht(x, 128, torch.bfloat16, per_word, span)
     xr = fwht_ref(x.float(), 128)

@@ -13,15 +13,18 @@ kernel (:func:`hlwq_ops.kernels.wgmma.permute_activations`); the tile is
 transposed in registers first, so that each store writes runs of consecutive
 positions rather than scattering single values.
 
-Past 2048 blocks (M > 64 at K = 4096) at most two programs per SM loop over
-the tiles of 64 blocks, the sign matrix loaded once per program and the next
-tiles' loads in flight (``tl.range``'s stages) while one is multiplied.
+Past 2048 blocks (M > 64 at K = 4096) at most two programs per SM along the
+blocks (times the column programs: two for float32 at B = 128) loop over the
+tiles of 64 blocks, the sign matrix loaded once per program and the next tiles'
+loads in flight (``tl.range``, three stages) while one is multiplied.
 With the order within each block (``span`` one block, as the
 register-operand ws kernel reads it) each program stores whole reordered
-blocks as rows (``ROW_BLOCK``). Measured on an H200 against one program per
-tile (``benchmarks/RESULTS.md`` 22a, that order, same run): M = 512, K = 14336
-from 13.8 to 9.9 us, M = 2048 from 43.8 to 34.3 (a copy of the same bytes: 9.0
-and 30.0); within 3% either way at M = 128..256, K = 4096.
+blocks as rows (``ROW_BLOCK``). Measured on an H200 in that order, a probe
+kernel with this code against one program per tile (``benchmarks/RESULTS.md``
+22a, same run; this module's code itself not timed): M = 512, K = 14336 from
+13.8 to 9.9 us, M = 2048 from 43.8 to 34.3 (a copy of the same bytes: 9.0 and
+30.0); within 3% either way at M = 128..256, K = 4096. Float32 inputs at large
+M (the general tensor-core kernel's) take the same loop, not timed.
 """
 
 from __future__ import annotations
