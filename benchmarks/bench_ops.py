@@ -165,18 +165,20 @@ def save_rows(rows: list[dict], path: str, ok: bool) -> None:
         raise SystemExit("correctness FAILED")
 
 
-def wsrs_alone(case: dict, config: dict, replays: int = 10) -> tuple[float, float]:
+def wsrs_alone(case: dict, config: dict, replays: int = 10, launch: Callable | None = None) -> tuple[float, float]:
     """The register-operand ws kernel in ``config`` on a :func:`linear_cases` case, alone on activations rotated in
     its order: microseconds per call (as :func:`graph_time`) and the relative error of a float32 output, written
-    over a NaN-poisoned buffer, against the case's float64 reference."""
+    over a NaN-poisoned buffer, against the case's float64 reference. ``launch``: a function with ``wsrs.ws_rs``'s
+    arguments to time instead (a modified copy of the kernel, ``diag_splitk.py``)."""
     from hlwq_ops.kernels import wsrs
     from hlwq_ops.kernels.fwht import fwht
 
+    launch = launch or wsrs.ws_rs
     bits, copies = case["bits"], case["copies"]
     xp = fwht(case["x"], 128, torch.bfloat16, 8, wsrs.activation_span(config))
     torch.full((case["M"], case["N"]), float("nan"), device="cuda")  # freed: the output below reuses it
-    err = rel_error(wsrs.ws_rs(xp, *copies[0], None, bits, 128, torch.float32, config), case["ref"])
-    calls = [lambda q=q, s=s: wsrs.ws_rs(xp, q, s, None, bits, 128, torch.bfloat16, config) for q, s in copies]
+    err = rel_error(launch(xp, *copies[0], None, bits, 128, torch.float32, config), case["ref"])
+    calls = [lambda q=q, s=s: launch(xp, q, s, None, bits, 128, torch.bfloat16, config) for q, s in copies]
     return graph_time(calls, replays=replays)[0], err
 
 
