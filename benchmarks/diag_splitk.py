@@ -1,9 +1,9 @@
 """What split K costs the register-operand ws kernel: the kernel as shipped against copies of it with parts of the
 split-K epilogue switched off.
 
-``nosum``: no split-K epilogue after the partitions join -- no barrier, no arrival counter, no sum by the last
-program (the partials are stored, never summed); ``nostore``: no partials stored either (the store's mask always
-false, the instructions kept). The copies' outputs are wrong by design and not checked;
+``nosum``: no split-K sum -- no arrival counters, no sum by the last slice (from BM = 128 each warp's
+``_sum_strips``, below it the epilogue after the partitions join, with its barrier): the partials are stored, never
+summed; ``nostore``: no partials stored either (the store's mask always false, the instructions kept). The copies' outputs are wrong by design and not checked;
 the shipped kernel's is (float64 reference, output poisoned first). The copies are ``wsrs.py`` with those lines
 replaced, written to a temporary directory and imported as modules of ``hlwq_ops.kernels``. Config: the tuner's first
 ``wsrs`` candidate::
@@ -22,12 +22,12 @@ from bench_ops import case_record, save_rows, sweep, sweep_parser, wsrs_alone
 
 from hlwq_ops.kernels import tuning, wsrs
 
-_SUM = "        if SPLIT:  # the last slice"
+_SUMS = [("        if SPLIT and BM < 128:", "        if False:"),
+         ("            if BM >= 128:\n                _sum_strips(", "            if False:\n                _sum_strips(")]
 _STORE = "            gl.store(ws_ptr + pid_k.to(gl.int64) * M * N + tile, acc, mask=mask)"
 VARIANTS = {
-    "nosum": [(_SUM, _SUM.replace("if SPLIT:", "if SPLIT and False:"))],
-    "nostore": [(_SUM, _SUM.replace("if SPLIT:", "if SPLIT and False:")),
-                (_STORE, _STORE.replace("mask=mask)", "mask=mask & (M < 0))"))],
+    "nosum": _SUMS,
+    "nostore": [*_SUMS, (_STORE, _STORE.replace("mask=mask)", "mask=mask & (M < 0))"))],
 }
 
 
