@@ -374,6 +374,22 @@ def test_split_k_counters_return_to_zero():
     assert int(counter_buffer(xr.device).abs().sum()) == 0
 
 
+
+@pytest.mark.parametrize("slices", [1, 2, 5])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_sum_slices_kernel(slices, with_bias):
+    """The split-K partials' own sum kernel (the register-operand ws kernel from BM = 128): every element of an
+    [M, N] not a multiple of its block, five slices (four a round trip, then one), a bias, a 16-bit output."""
+    from hlwq_ops.kernels.common import sum_slices
+
+    M, N = 3, 1500  # 4500 elements: three blocks of 2048, the last part full
+    ws = torch.randn(slices, M, N, device=KERNEL_DEVICE)
+    bias = torch.randn(N, device=KERNEL_DEVICE).bfloat16() if with_bias else None
+    out = torch.full((M, N), float("nan"), device=KERNEL_DEVICE, dtype=torch.bfloat16)
+    ref = ws.double().sum(0) + (bias.double() if with_bias else 0)
+    assert sum_slices(ws, bias, out) is out
+    assert torch.isfinite(out).all() and rel_error(out, ref) < torch.finfo(torch.bfloat16).eps
+
 def test_dependent_launch_only_on_hopper_and_newer(monkeypatch):
     """Programmatic dependent launch only with HLWQ_PDL=1, and only on sm_90 and newer; the CPU (the interpreter)
     never launches with it."""

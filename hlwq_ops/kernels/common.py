@@ -27,6 +27,7 @@ __all__ = [
     "prefetch_l2",
     "release_dependents",
     "slices_sum",
+    "sum_slices",
     "sm_count",
     "sum_if_last",
     "sum_partials",
@@ -130,6 +131,28 @@ def slices_sum(ws_ptr, offsets, mask, slice_elems, n_slices):
         total += (a + b) + (c + d)
     return total
 
+
+@triton.jit
+def _sum_slices_kernel(ws_ptr, bias_ptr, out_ptr, MN, N, n_slices, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+    """``out = sum over the slices of ws (+ bias)`` for ``BLOCK`` consecutive elements of ``[M, N]``."""
+    offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offsets < MN
+    total = slices_sum(ws_ptr, offsets, mask, MN, n_slices)
+    if HAS_BIAS:
+        total += tl.load(bias_ptr + offsets % N, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def sum_slices(ws: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
+    """``out[:] = ws.sum(0) (+ bias)``: a split-K kernel's ``[SPLIT_K, M, N]`` float32 partials summed by a kernel of
+    their own, spread over every SM, where the last program of each tile summing its tile (:func:`arrive`) would
+    leave that sum to a few SMs (the register-operand ws kernel from BM = 128, ``benchmarks/NOTES.md`` session 23).
+    ``bias`` is unit-stride; ``ws`` and ``out`` contiguous."""
+    MN, BLOCK = out.numel(), 2048
+    _sum_slices_kernel[(triton.cdiv(MN, BLOCK),)](
+        ws, bias if bias is not None else out, out, MN, out.shape[-1], ws.shape[0], HAS_BIAS=bias is not None,
+        BLOCK=BLOCK, num_warps=4)
+    return out
 
 @triton.jit
 def sum_if_last(partial, ws_ptr, counter, offsets, mask, slice_elems, slice_index, n_slices):

@@ -149,23 +149,12 @@ if gluon is not None:
         ).to(gl.float32, bitcast=True)
 
     @gluon.jit
-    def _slices_sum(ws_ptr, tile, mask, slice_elems, split_k, shape: gl.constexpr, layout: gl.constexpr,
-                    FOUR: gl.constexpr = False):
+    def _slices_sum(ws_ptr, tile, mask, slice_elems, split_k, shape: gl.constexpr, layout: gl.constexpr):
         """A tile's split-K partials summed over the ``split_k`` slices, read past the L1 (other programs wrote
-        them; kernels.common.sum_if_last): one slice a round trip, or (``FOUR``) four, as
-        :func:`.common.slices_sum`."""
+        them; kernels.common.sum_if_last), one slice a round trip."""
         acc = gl.zeros(shape, gl.float32, layout)
-        if FOUR:
-            for s0 in range(0, split_k, 4):
-                p = ws_ptr + s0 * slice_elems + tile
-                a = gl.load(p, mask=mask, other=0.0, cache_modifier=".cg")
-                b = gl.load(p + slice_elems, mask=mask & (s0 + 1 < split_k), other=0.0, cache_modifier=".cg")
-                c = gl.load(p + 2 * slice_elems, mask=mask & (s0 + 2 < split_k), other=0.0, cache_modifier=".cg")
-                d = gl.load(p + 3 * slice_elems, mask=mask & (s0 + 3 < split_k), other=0.0, cache_modifier=".cg")
-                acc += (a + b) + (c + d)
-        else:
-            for part in range(split_k):
-                acc += gl.load(ws_ptr + part * slice_elems + tile, mask=mask, other=0.0, cache_modifier=".cg")
+        for part in range(split_k):
+            acc += gl.load(ws_ptr + part * slice_elems + tile, mask=mask, other=0.0, cache_modifier=".cg")
         return acc
 
     @gluon.jit

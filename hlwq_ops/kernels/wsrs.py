@@ -47,8 +47,11 @@ accumulators would not fit beside the decode, so there the norm multiplies the
 :mod:`.wsmma` does); at BM = 128 both fit and took the same time within 2%
 once the epilogue below was in (H200, ``benchmarks/RESULTS.md`` 21a), so the
 norms stay on the sums there. From BM = 128 the sums are stored from the MMA's
-register layout (converting BM = 256's 128 sums a thread spilled) and split K
-is summed in pieces of 16 activation rows. The weight is decoded once per
+register layout (converting BM = 256's 128 sums a thread spilled), and split
+K's partials are summed by a kernel of their own over every SM
+(:func:`.common.sum_slices`): with the last program of each tile summing it,
+a quarter of the programs (those finishing last) read the whole workspace
+(H200, ``benchmarks/NOTES.md`` session 23). The weight is decoded once per
 ``BM`` activation rows, and each program reads ``BM`` x K activations from
 the L2 for its 128 weight rows.
 
@@ -73,7 +76,7 @@ import torch
 import triton
 
 from ..codebook import codebook as standard_codebook
-from .common import unit_stride
+from .common import sum_slices, unit_stride
 from .wsmma import gluon, split_buffers, ws_mma_ref
 
 __all__ = ["activation_span", "check_config", "shared_bytes", "ws_rs", "ws_rs_ref"]
@@ -130,12 +133,12 @@ if gluon is not None:
 
     @gluon.jit
     def _consumer(p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr, bias_ptr, out_ptr,
-                  ws_ptr, counter, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, split_k,
+                  ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k,
                   BITS: gl.constexpr, BM: gl.constexpr, QSTAGES: gl.constexpr, XSTAGES: gl.constexpr,
                   XBOX: gl.constexpr, NORM_ACC: gl.constexpr, PART: gl.constexpr, HAS_BIAS: gl.constexpr,
                   SPLIT: gl.constexpr):
         """One warpgroup: rows ``n0 + 64 PART ..``, decoded into registers and multiplied step by step; the sums
-        stored to the output (or, split K, to the partials, and from BM = 128 summed by :func:`_sum_strips`)."""
+        stored to the output (or, split K, to the partials)."""
         acc_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                         instr_shape=[16, BM, 16])
         a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_l, k_width=2)
@@ -215,66 +218,9 @@ if gluon is not None:
         mask = (n[:, None] < N) & (m[None, :] < M)
         if SPLIT:
             gl.store(ws_ptr + pid_k.to(gl.int64) * M * N + tile, acc, mask=mask)
-            if BM >= 128:
-                _sum_strips(ws_ptr, bias_ptr, out_ptr, counter + 4 * PART, M, N, n0 + 64 * PART, m0, split_k, BM,
-                            HAS_BIAS)
         else:
             if HAS_BIAS:
                 acc += gl.load(bias_ptr + n, mask=n < N, other=0.0).to(gl.float32)[:, None]
-            gl.store(out_ptr + tile, acc.to(out_ptr.dtype.element_ty), mask=mask)
-
-    @gluon.jit
-    def _warp_arrive(counter, n_slices):
-        """Split K, one warp: count this warp's slice in at ``counter`` (a tensor of the warp's counter pointer, four
-        a thread) once its partials are stored; the count before it, four a thread. Lane 0 counts (``acq_rel``,
-        after a fence and the warp's barrier: every lane's stores are out first) and hands the count to the other
-        lanes; the warp that completes the count resets it to zero (every slice is in) and fences before its
-        loads. No barrier across warps, so it can run inside a partition."""
-        return gl.inline_asm_elementwise(
-            """{
-            .reg .pred lane0, last;
-            .reg .u32 lane, old, zero;
-            mov.u32 lane, %laneid;
-            setp.eq.u32 lane0, lane, 0;
-            mov.u32 old, 0;
-            mov.u32 zero, 0;
-            fence.acq_rel.gpu;
-            bar.warp.sync -1;
-            @lane0 atom.acq_rel.gpu.global.add.u32 old, [$4], 1;
-            shfl.sync.idx.b32 old, old, 0, 0x1f, -1;
-            setp.eq.u32 last, old, $8;
-            @last fence.acq_rel.gpu;
-            and.pred lane0, lane0, last;
-            @lane0 st.relaxed.gpu.global.u32 [$4], zero;
-            mov.b32 $0, old;
-            mov.b32 $1, old;
-            mov.b32 $2, old;
-            mov.b32 $3, old;
-            }""",
-            "=r,=r,=r,=r,l,l,l,l,r,r,r,r", [counter, n_slices - 1], dtype=gl.int32, is_pure=False, pack=4)
-
-    @gluon.jit
-    def _sum_strips(ws_ptr, bias_ptr, out_ptr, counter, M, N, n0, m0, split_k, BM: gl.constexpr,
-                    HAS_BIAS: gl.constexpr):
-        """Split K from BM = 128, one consumer warpgroup after storing its partials: each warp counts its 16 rows'
-        slice in on its own counter (``counter + w``, :func:`_warp_arrive`), and the warp that completes a count
-        sums those 16 rows over every slice to the output, 64 activation rows at a time with four slices in
-        flight (128 registers a thread of the consumers' ~240). The work spreads over every program of the tile,
-        each warp's strip summed by whichever program finished it last."""
-        sum_l: gl.constexpr = gl.BlockedLayout([4, 1], [4, 8], [4, 1], [0, 1])  # warp w: rows 16w.., as the MMA's
-        r = gl.arange(0, 64, layout=gl.SliceLayout(1, sum_l))
-        n = n0 + r
-        last = gl.max_constancy(_warp_arrive(counter + r // 16, split_k) == split_k - 1, 16)  # (16-byte loads)
-        rows = last & (n < N)
-        if HAS_BIAS:
-            bias = gl.load(bias_ptr + n, mask=rows, other=0.0).to(gl.float32)[:, None]
-        for c in gl.static_range(BM // 64):
-            m = m0 + 64 * c + gl.arange(0, 64, layout=gl.SliceLayout(0, sum_l))
-            tile = m.to(gl.int64)[None, :] * N + n[:, None]
-            mask = rows[:, None] & (m[None, :] < M)
-            acc = _slices_sum(ws_ptr, tile, mask, M.to(gl.int64) * N, split_k, [64, 64], sum_l, True)
-            if HAS_BIAS:
-                acc += bias
             gl.store(out_ptr + tile, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
     @gluon.jit
@@ -318,8 +264,6 @@ if gluon is not None:
         per_split = gl.cdiv(n_steps, split_k)
         k_lo = gl.minimum(pid_k * per_split, n_steps)
         k_hi = gl.minimum(k_lo + per_split, n_steps)
-        # (SPLIT) the tile's arrival counters: from BM = 128 one for each warp's 16 rows (_sum_strips), else one
-        counter = count_ptr + (pid_n * gl.num_programs(1) + pid_m) * (8 if BM >= 128 else 1)
         x_smem = gl.allocate_shared_memory(x_desc.dtype, [(128 // XBOX) * XSTAGES, BM, XBOX], x_desc.layout)
         p0_smem = gl.allocate_shared_memory(gl.int32, [QSTAGES, BN, 16], p0_desc.layout)
         p1_smem = gl.allocate_shared_memory(gl.int8, [QSTAGES, BN, 16], p1_desc.layout)
@@ -337,11 +281,11 @@ if gluon is not None:
         gl.warp_specialize(
             [
                 (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr,
-                             bias_ptr, out_ptr, ws_ptr, counter, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k,
-                             split_k, BITS, BM, QSTAGES, XSTAGES, XBOX, NORM_ACC, 0, HAS_BIAS, SPLIT)),
+                             bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
+                             QSTAGES, XSTAGES, XBOX, NORM_ACC, 0, HAS_BIAS, SPLIT)),
                 (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr,
-                             bias_ptr, out_ptr, ws_ptr, counter, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k,
-                             split_k, BITS, BM, QSTAGES, XSTAGES, XBOX, NORM_ACC, 1, HAS_BIAS, SPLIT)),
+                             bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
+                             QSTAGES, XSTAGES, XBOX, NORM_ACC, 1, HAS_BIAS, SPLIT)),
                 (_load_words, (p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, 0, BITS,
                                QSTAGES, False)),
                 (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, K_PAD, XSTAGES, XBOX)),
@@ -352,6 +296,7 @@ if gluon is not None:
         if SPLIT and BM < 128:  # the last slice of this tile to finish sums the whole tile (common.sum_if_last)
             out_l: gl.constexpr = gl.BlockedLayout([8, 1], [16, 2], [1, num_warps], [0, 1])
             _cta_barrier()
+            counter = count_ptr + pid_n * gl.num_programs(1) + pid_m
             if gl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == split_k - 1:
                 n = n0 + gl.arange(0, BN, layout=gl.SliceLayout(1, out_l))
                 m = m0 + gl.arange(0, BM, layout=gl.SliceLayout(0, out_l))
@@ -464,7 +409,7 @@ def ws_rs(
     p0_desc = TensorDescriptor.from_tensor(qdata.view(torch.int32), [BN, 16], p0_l)
     p1_desc = TensorDescriptor.from_tensor(qdata.view(torch.int8), [BN, 16], p1_l)
     grid = (triton.cdiv(N, BN), triton.cdiv(M, BM), config["SPLIT_K"])
-    ws, counters = split_buffers(out, (grid[0] * (8 if BM >= 128 else 1), *grid[1:]))  # (8 a tile: _sum_strips)
+    ws, counters = split_buffers(out, grid)
     _rs_kernel[grid](
         x_desc, p0_desc, p1_desc, scale, standard_codebook(bits, xp.device), bias if bias is not None else out, out,
         ws, counters, M, N, k_pad, scale.stride(0),
@@ -472,4 +417,6 @@ def ws_rs(
         XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"], HAS_BIAS=bias is not None,
         SPLIT=grid[2] > 1, num_warps=4,
     )
+    if grid[2] > 1 and BM >= 128:  # (the kernel stored the partials only)
+        sum_slices(ws, bias, out)
     return out
