@@ -382,7 +382,7 @@ def test_sum_slices_kernel(slices, with_bias):
     [M, N] not a multiple of its block, five slices (four a round trip, then one), a bias, a 16-bit output."""
     from hlwq_ops.kernels.common import sum_slices
 
-    M, N = 3, 1500  # 4500 elements: three blocks of 2048, the last part full
+    M, N = 3, 1500  # 4500 elements: five blocks of 1024, the last part full
     ws = torch.randn(slices, M, N, device=KERNEL_DEVICE)
     bias = torch.randn(N, device=KERNEL_DEVICE).bfloat16() if with_bias else None
     out = torch.full((M, N), float("nan"), device=KERNEL_DEVICE, dtype=torch.bfloat16)

@@ -27,10 +27,10 @@ __all__ = [
     "prefetch_l2",
     "release_dependents",
     "slices_sum",
-    "sum_slices",
     "sm_count",
     "sum_if_last",
     "sum_partials",
+    "sum_slices",
     "unit_stride",
     "wait_for_inputs",
 ]
@@ -147,11 +147,13 @@ def sum_slices(ws: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor) -
     """``out[:] = ws.sum(0) (+ bias)``: a split-K kernel's ``[SPLIT_K, M, N]`` float32 partials summed by a kernel of
     their own, spread over every SM, where the last program of each tile summing its tile (:func:`arrive`) would
     leave that sum to a few SMs (the register-operand ws kernel from BM = 128, ``benchmarks/NOTES.md`` session 23).
-    ``bias`` is unit-stride; ``ws`` and ``out`` contiguous."""
-    MN, BLOCK = out.numel(), 2048
+    ``bias`` is unit-stride; ``ws`` and ``out`` contiguous. 1024 elements and 8 warps a program (one 16-byte load a
+    slice and thread): 4.0 us a call for 16 MB of partials on an H200, against 5.8-7.3 for 1024 to 8192 elements
+    with 4 or 8 warps otherwise (``benchmarks/RESULTS.md`` 23a2)."""
+    MN, BLOCK = out.numel(), 1024
     _sum_slices_kernel[(triton.cdiv(MN, BLOCK),)](
         ws, bias if bias is not None else out, out, MN, out.shape[-1], ws.shape[0], HAS_BIAS=bias is not None,
-        BLOCK=BLOCK, num_warps=4)
+        BLOCK=BLOCK, num_warps=8)
     return out
 
 @triton.jit
