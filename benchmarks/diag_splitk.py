@@ -1,10 +1,11 @@
 """What split K costs the register-operand ws kernel: the kernel as shipped against copies of it with parts of the
 split-K epilogue switched off.
 
-``nosum``: no split-K sum -- from BM = 128 no :func:`hlwq_ops.kernels.common.sum_slices` kernel, below it no
+``nosum``: no split-K sum -- from BM = 128 no :func:`hlwq_ops.kernels.common.reduce_split_k` kernel, below it no
 epilogue after the partitions join (its barrier, arrival counter and the last program's sum): the partials are
-stored, never summed; ``nostore``: no partials stored either (the store's mask always false, the instructions kept). The copies' outputs are wrong by design and not checked;
-the shipped kernel's is (float64 reference, output poisoned first). The copies are ``wsrs.py`` with those lines
+stored, never summed; ``nostore``: no partials stored either (the store's mask always false, the instructions
+kept). The copies' outputs are wrong by design and not checked; the shipped kernel's is (float64 reference, output
+poisoned first). The copies are ``wsrs.py`` with those lines
 replaced, written to a temporary directory and imported as modules of ``hlwq_ops.kernels``. Config: the tuner's first
 ``wsrs`` candidate::
 
@@ -22,7 +23,8 @@ from bench_ops import case_record, save_rows, sweep, sweep_parser, wsrs_alone
 
 from hlwq_ops.kernels import tuning, wsrs
 
-_SUMS = [("        if SPLIT and BM < 128:", "        if False:"), ("    if grid[2] > 1 and BM >= 128:", "    if False:")]
+_SUMS = [("        if SPLIT and BM < 128:", "        if False:"),
+         ("    if grid[2] > 1 and BM >= 128:", "    if False:")]
 _STORE = "            gl.store(ws_ptr + pid_k.to(gl.int64) * M * N + tile, acc, mask=mask)"
 VARIANTS = {
     "nosum": _SUMS,

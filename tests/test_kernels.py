@@ -374,21 +374,69 @@ def test_split_k_counters_return_to_zero():
     assert int(counter_buffer(xr.device).abs().sum()) == 0
 
 
-
-@pytest.mark.parametrize("slices", [1, 2, 5])
+@pytest.mark.parametrize("slices", [1, 2, 3, 5])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_sum_slices_kernel(slices, with_bias):
+def test_reduce_split_k_kernel(slices, with_bias):
     """The split-K partials' own sum kernel (the register-operand ws kernel from BM = 128): every element of an
-    [M, N] not a multiple of its block, five slices (four a round trip, then one), a bias, a 16-bit output."""
-    from hlwq_ops.kernels.common import sum_slices
+    [M, N] not a multiple of its block, every remainder of the slices' four-a-round-trip loop, a bias, a 16-bit
+    output within a bfloat16 ulp (Triton's interpreter truncates to bfloat16: twice the error of rounding)."""
+    from hlwq_ops.kernels.common import reduce_split_k
 
     M, N = 3, 1500  # 4500 elements: five blocks of 1024, the last part full
     ws = torch.randn(slices, M, N, device=KERNEL_DEVICE)
     bias = torch.randn(N, device=KERNEL_DEVICE).bfloat16() if with_bias else None
     out = torch.full((M, N), float("nan"), device=KERNEL_DEVICE, dtype=torch.bfloat16)
     ref = ws.double().sum(0) + (bias.double() if with_bias else 0)
-    assert sum_slices(ws, bias, out) is out
+    assert reduce_split_k(ws, bias, out) is out
     assert torch.isfinite(out).all() and rel_error(out, ref) < torch.finfo(torch.bfloat16).eps
+
+
+def test_reduce_split_k_refuses_mismatched_buffers():
+    from hlwq_ops.kernels.common import reduce_split_k
+
+    out = torch.empty(3, 8)
+    with pytest.raises(ValueError, match=r"\(S, 3, 8\), got torch.float32 \(2, 3, 9\)"):
+        reduce_split_k(torch.zeros(2, 3, 9), None, out)
+    with pytest.raises(ValueError, match="contiguous float32"):
+        reduce_split_k(torch.zeros(2, 3, 8, dtype=torch.float16), None, out)
+    with pytest.raises(ValueError, match="bias unit-stride of length 8"):
+        reduce_split_k(torch.zeros(2, 3, 8), torch.zeros(7), out)
+
+
+@pytest.mark.parametrize("BM,split_k,summed_after", [(128, 3, True), (256, 2, True), (64, 3, False), (128, 1, False)])
+def test_ws_rs_sums_split_k_after_the_kernel_from_bm_128(monkeypatch, BM, split_k, summed_after):
+    """The register-operand ws kernel (Gluon: no interpreter) with split K from BM = 128 leaves its partials to
+    reduce_split_k, with the bias; below it (the kernel's own last-program sum) and without split K it does not.
+    The kernel is replaced by one that writes known partials, so this runs on the CPU."""
+    from hlwq_ops.kernels import wsmma, wsrs
+
+    if wsmma.gluon is None:
+        pytest.skip("this Triton has no Gluon")
+    M, N, K = 200, 256, 1024
+    partials = torch.randn(split_k, M, N)
+
+    class FakeKernel:
+        def __getitem__(self, grid):
+            assert grid == (N // 128, -(-M // BM), split_k)
+            def launch(*args, **meta):  # (x, p0, p1, scale, codebook, bias, out, ws, ...)
+                assert meta["SPLIT"] == (split_k > 1)
+                if meta["SPLIT"]:
+                    args[7].copy_(partials)
+            return launch
+
+    summed = []
+    monkeypatch.setattr(wsrs, "_rs_kernel", FakeKernel())
+    monkeypatch.setattr(wsrs, "reduce_split_k", lambda ws, b, o: summed.append(ws.shape) or reduce_split_k(ws, b, o))
+    from hlwq_ops.kernels.common import reduce_split_k
+
+    bias = torch.randn(N)
+    config = dict(BM=BM, SPLIT_K=split_k, QSTAGES=3, XSTAGES=2, XBOX=64, REGS=232, NORM_ACC=BM <= 128)
+    xp, qdata = torch.zeros(M, K, dtype=torch.bfloat16), torch.zeros(N, K * 5 // 8, dtype=torch.uint8)
+    out = wsrs.ws_rs(xp, qdata, torch.ones(N, K // 128, dtype=torch.float16), bias, 5, 128, torch.float32, config)
+    assert summed == ([(split_k, M, N)] if summed_after else [])
+    if summed_after:
+        assert torch.allclose(out, partials.sum(0) + bias, atol=1e-5)
+
 
 def test_dependent_launch_only_on_hopper_and_newer(monkeypatch):
     """Programmatic dependent launch only with HLWQ_PDL=1, and only on sm_90 and newer; the CPU (the interpreter)

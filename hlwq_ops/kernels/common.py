@@ -1,5 +1,5 @@
-"""Pieces shared by the Triton kernels: plane geometry, the codebook, the split-K arrival protocol, and
-programmatic dependent launch."""
+"""Pieces shared by the Triton kernels: plane geometry, the codebook, the split-K arrival protocol and the split-K
+sum kernel, and programmatic dependent launch."""
 
 from __future__ import annotations
 
@@ -25,12 +25,12 @@ __all__ = [
     "pdl_requested",
     "planes",
     "prefetch_l2",
+    "reduce_split_k",
     "release_dependents",
     "slices_sum",
     "sm_count",
     "sum_if_last",
     "sum_partials",
-    "sum_slices",
     "unit_stride",
     "wait_for_inputs",
 ]
@@ -133,28 +133,44 @@ def slices_sum(ws_ptr, offsets, mask, slice_elems, n_slices):
 
 
 @triton.jit
-def _sum_slices_kernel(ws_ptr, bias_ptr, out_ptr, MN, N, n_slices, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+def _reduce_split_k_kernel(ws_ptr, bias_ptr, out_ptr, MN, N, n_slices, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
     """``out = sum over the slices of ws (+ bias)`` for ``BLOCK`` consecutive elements of ``[M, N]``."""
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < MN
-    total = slices_sum(ws_ptr, offsets, mask, MN, n_slices)
+    total = slices_sum(ws_ptr, offsets, mask, tl.cast(MN, tl.int64), n_slices)  # (slice offsets past 2**31)
     if HAS_BIAS:
         total += tl.load(bias_ptr + offsets % N, mask=mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def sum_slices(ws: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
-    """``out[:] = ws.sum(0) (+ bias)``: a split-K kernel's ``[SPLIT_K, M, N]`` float32 partials summed by a kernel of
-    their own, spread over every SM, where the last program of each tile summing its tile (:func:`arrive`) would
-    leave that sum to a few SMs (the register-operand ws kernel from BM = 128, ``benchmarks/NOTES.md`` session 23).
-    ``bias`` is unit-stride; ``ws`` and ``out`` contiguous. 1024 elements and 8 warps a program (one 16-byte load a
-    slice and thread): 4.0 us a call for 16 MB of partials on an H200, against 5.8-7.3 for 1024 to 8192 elements
-    with 4 or 8 warps otherwise (``benchmarks/RESULTS.md`` 23a2)."""
+def reduce_split_k(ws: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
+    """Sum a split-K kernel's partials into its output, in a kernel of their own: ``out[:] = ws.sum(0) (+ bias)``.
+
+    Spread over every SM, where the last program of each tile summing its tile
+    (:func:`arrive`) leaves the sum to 1 / SPLIT_K of the SMs (the
+    register-operand ws kernel from BM = 128, ``benchmarks/NOTES.md`` session
+    23). 1024 elements and 8 warps a program (one 16-byte load a slice and
+    thread): 4.0 us a call for 16 MB of partials on an H200, against 5.8-7.3
+    for 1024 to 8192 elements with 4 or 8 warps otherwise
+    (``benchmarks/RESULTS.md`` 23a2).
+
+    Args:
+        ws: (SPLIT_K, M, N) float32 partials, contiguous.
+        bias: (N,) unit-stride, or None.
+        out: (M, N) contiguous, written and returned.
+    """
+    if ws.dtype != torch.float32 or ws.dim() != 3 or ws.shape[1:] != out.shape or not ws.is_contiguous():
+        raise ValueError(f"reduce_split_k: partials must be contiguous float32 (SPLIT_K, *out.shape) = (S, "
+                         f"{', '.join(map(str, out.shape))}), got {ws.dtype} {tuple(ws.shape)}")
+    if not out.is_contiguous() or (bias is not None and (bias.shape != out.shape[-1:] or bias.stride(0) != 1)):
+        raise ValueError(f"reduce_split_k: out must be contiguous and bias unit-stride of length {out.shape[-1]}, got "
+                         f"out strides {out.stride()} and bias {None if bias is None else tuple(bias.shape)}")
     MN, BLOCK = out.numel(), 1024
-    _sum_slices_kernel[(triton.cdiv(MN, BLOCK),)](
+    _reduce_split_k_kernel[(triton.cdiv(MN, BLOCK),)](
         ws, bias if bias is not None else out, out, MN, out.shape[-1], ws.shape[0], HAS_BIAS=bias is not None,
         BLOCK=BLOCK, num_warps=8)
     return out
+
 
 @triton.jit
 def sum_if_last(partial, ws_ptr, counter, offsets, mask, slice_elems, slice_index, n_slices):

@@ -49,8 +49,8 @@ once the epilogue below was in (H200, ``benchmarks/RESULTS.md`` 21a), so the
 norms stay on the sums there. From BM = 128 the sums are stored from the MMA's
 register layout (converting BM = 256's 128 sums a thread spilled), and split
 K's partials are summed by a kernel of their own over every SM
-(:func:`.common.sum_slices`): with the last program of each tile summing it,
-a quarter of the programs (those finishing last) read the whole workspace
+(:func:`.common.reduce_split_k`): with the last program of each tile summing it,
+1 / SPLIT_K of the programs (those finishing last) read the whole workspace
 (H200, ``benchmarks/NOTES.md`` session 23). The weight is decoded once per
 ``BM`` activation rows, and each program reads ``BM`` x K activations from
 the L2 for its 128 weight rows.
@@ -76,7 +76,7 @@ import torch
 import triton
 
 from ..codebook import codebook as standard_codebook
-from .common import sum_slices, unit_stride
+from .common import reduce_split_k, unit_stride
 from .wsmma import gluon, split_buffers, ws_mma_ref
 
 __all__ = ["activation_span", "check_config", "shared_bytes", "ws_rs", "ws_rs_ref"]
@@ -234,7 +234,7 @@ if gluon is not None:
         bias_ptr,  # [N] or unused
         out_ptr,  # [M, N]
         ws_ptr,  # [SPLIT_K, M, N] float32 partial sums (SPLIT)
-        count_ptr,  # [>= tiles] int32 arrival counters, zero between calls (SPLIT)
+        count_ptr,  # [>= tiles] int32 arrival counters, zero between calls (SPLIT, BM < 128)
         # dimensions
         M,
         N,
@@ -417,6 +417,6 @@ def ws_rs(
         XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"], HAS_BIAS=bias is not None,
         SPLIT=grid[2] > 1, num_warps=4,
     )
-    if grid[2] > 1 and BM >= 128:  # (the kernel stored the partials only)
-        sum_slices(ws, bias, out)
+    if grid[2] > 1 and BM >= 128:  # (the kernel stored the partials only: `SPLIT and BM < 128` sums in it)
+        reduce_split_k(ws, bias, out)
     return out
