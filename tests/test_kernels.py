@@ -1207,6 +1207,38 @@ def test_gpu_no_host_sync_and_cuda_graph():
     torch.testing.assert_close(y, torch.ops.hlwq.linear(x, qdata, scale, None, 5, 128, 4096))
 
 
+
+@pytest.mark.gpu
+def test_gpu_ws_rs_split_k_sum_kernel_in_cuda_graph():
+    """The register-operand ws kernel with split K from BM = 128 (its partials summed by reduce_split_k after it):
+    no host sync, and captured in a CUDA graph whose replay on new activations writes the right output."""
+    from hlwq_ops.kernels import wsmma, wsrs
+
+    if not wsmma.runs_on(torch.device("cuda")):
+        pytest.skip("the warp-specialized kernels need sm_90 and Gluon")
+    N, K, M = 1000, 4096, 300
+    qdata, scale = _packed(N, K, 5, device="cuda")
+    bias = torch.randn(N, device="cuda")
+    for config in (dict(BM=128, SPLIT_K=3, QSTAGES=4, XSTAGES=3, XBOX=64, REGS=232, NORM_ACC=True),
+                   dict(BM=256, SPLIT_K=2, QSTAGES=4, XSTAGES=2, XBOX=64, REGS=240, NORM_ACC=False)):
+        span = wsrs.activation_span(config)
+        xp = permute_activations(torch.randn(M, K, device="cuda"), torch.bfloat16, span)
+        wsrs.ws_rs(xp, qdata, scale, bias, 5, 128, torch.bfloat16, config)  # compile outside the graph
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            wsrs.ws_rs(xp, qdata, scale, bias, 5, 128, torch.bfloat16, config)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            y = wsrs.ws_rs(xp, qdata, scale, bias, 5, 128, torch.bfloat16, config)
+        xp.copy_(permute_activations(torch.randn(M, K, device="cuda"), torch.bfloat16, span))
+        y.fill_(float("nan"))
+        graph.replay()
+        ref = wsrs.ws_rs_ref(xp, qdata, scale, bias, 5, span, config["NORM_ACC"])
+        assert torch.isfinite(y).all() and rel_error(y, ref) < 2 * torch.finfo(torch.bfloat16).eps, config
+
 @triton.jit
 def _late_copy(src, dst, n, spin, BLOCK: tl.constexpr):
     """``dst = src``, written after ``spin`` dependent FMAs (a fraction of a millisecond), having let the next kernel
