@@ -21,10 +21,12 @@ With the order within each block (``span`` one block, as the
 register-operand ws kernel reads it) each program stores whole reordered
 blocks as rows (``ROW_BLOCK``). Measured on an H200 in that order, a probe
 kernel with this code against one program per tile (``benchmarks/RESULTS.md``
-22a, same run; this module's code itself not timed): M = 512, K = 14336 from
-13.8 to 9.9 us, M = 2048 from 43.8 to 34.3 (a copy of the same bytes: 9.0 and
-30.0); within 3% either way at M = 128..256, K = 4096. Float32 inputs at large
-M (the general tensor-core kernel's) take the same loop, not timed.
+22a, same run): M = 512, K = 14336 from 13.8 to 9.9 us, M = 2048 from 43.8 to
+34.3 (a copy of the same bytes: 9.0 and 30.0); within 3% either way at
+M = 128..256, K = 4096. This module's kernel (23b): 9.85 and 34.25 us there,
+the whole-row store 5-11% faster than the general one at every size. Float32
+inputs at large M (the general tensor-core kernel's) take the same loop, not
+timed.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from .common import planes
+from .common import planes, sm_count
 from .gemv import slice_codes
 
 logger = logging.getLogger(__name__)
@@ -449,8 +449,7 @@ def config_for(
     key = f"{kernel}/{N}x{k_pad}/q{bits}/m{m_bucket(M)}"
     if key in _TUNED:  # the hot path: one dict lookup per call
         return _TUNED[key]
-    sm_count = torch.cuda.get_device_properties(device).multi_processor_count
-    configs = candidates(kernel, M, N, k_pad, sm_count, bits)
+    configs = candidates(kernel, M, N, k_pad, sm_count(device), bits)
     if os.environ.get("HLWQ_AUTOTUNE", "1") == "0" or torch.cuda.is_current_stream_capturing():
         return configs[0]
     start = time.perf_counter()
