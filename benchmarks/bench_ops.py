@@ -134,7 +134,8 @@ def linear_cases(shapes: list[str], bits_list: list[int], ms: list[int], l2_byte
                 calls = [lambda q=q, s=s, x=x, bits=bits, K=K: kernels.linear(x, q, s, None, bits, 128, K, None)
                          for q, s in copies]
                 path_us = graph_time(calls, replays=10)[0]
-                path = tuning.path_for(M, kernels.supports(bits, 128, None, x.dtype))
+                fast = kernels.supports(bits, 128, None, x.dtype)  # the family as kernels.linear picks it
+                path = tuning.path_for(M, fast, fast and kernels._runs_ws(copies[0][0], bits, 128, None, x.dtype))
                 path_err = rel_error(calls[0](), ref)
                 print(f"{shape:>10} q{bits} M={M:<3} bf16 {bf16_us:7.2f} us | hlwq.linear [{path}] {path_us:7.2f} us "
                       f"(x{bf16_us / path_us:.2f}, err {path_err:.1e})", flush=True)
