@@ -1,10 +1,12 @@
 """``hlwq.linear`` with and without programmatic dependent launch (PDL), in the same process.
 
 With PDL (``HLWQ_PDL=1`` on sm_90 and newer, ``hlwq_ops.kernels.common``)
-the GEMV, the tensor-core GEMV, the wgmma kernel and the FWHT launch while the
-kernel before them finishes; the two GEMVs ask the L2 for their first rows
-before they wait for it. Without it they launch as before. For each
-shape, bits and M: bf16 ``F.linear`` and ``hlwq.linear`` on its default path
+the GEMV, the tensor-core GEMV, the wgmma kernel, the register-operand ws
+kernel with its split-K sum, and the FWHT launch while the kernel before them
+finishes; the two GEMVs ask the L2 for their first rows before they wait for
+it. Without it (``HLWQ_PDL=0``) they launch as before. (Unset, only the
+register-operand kernel's path from BM = 128 launches with it:
+``wsrs.launches_dependent``.) For each shape, bits and M: bf16 ``F.linear`` and ``hlwq.linear`` on its default path
 (tuned once, so both ways run the same tiles), timed like ``bench_ops.py``
 (one CUDA graph over weight copies spanning the L2 several times: each call
 follows another call of the same op, as in ``bench_ops``), with PDL and

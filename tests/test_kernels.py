@@ -426,7 +426,8 @@ def test_ws_rs_sums_split_k_after_the_kernel_from_bm_128(monkeypatch, BM, split_
 
     summed = []
     monkeypatch.setattr(wsrs, "_rs_kernel", FakeKernel())
-    monkeypatch.setattr(wsrs, "reduce_split_k", lambda ws, b, o: summed.append(ws.shape) or reduce_split_k(ws, b, o))
+    monkeypatch.setattr(wsrs, "reduce_split_k",
+                        lambda ws, b, o, **kw: summed.append(ws.shape) or reduce_split_k(ws, b, o, **kw))
     from hlwq_ops.kernels.common import reduce_split_k
 
     bias = torch.randn(N)
@@ -439,19 +440,33 @@ def test_ws_rs_sums_split_k_after_the_kernel_from_bm_128(monkeypatch, BM, split_
 
 
 def test_dependent_launch_only_on_hopper_and_newer(monkeypatch):
-    """Programmatic dependent launch only with HLWQ_PDL=1, and only on sm_90 and newer; the CPU (the interpreter)
-    never launches with it."""
-    from hlwq_ops.kernels import common
+    """Programmatic dependent launch as HLWQ_PDL says (1 everywhere, 0 nowhere), else as the path's default (on for
+    the register-operand kernel's path from BM = 128 only), and only on sm_90 and newer; the CPU (the interpreter)
+    never launches with it. Any other HLWQ_PDL is refused."""
+    from hlwq_ops.kernels import common, wsrs
 
+    cuda = torch.device("cuda", 0)
     monkeypatch.setattr(common, "capability", lambda device: (9, 0))
     monkeypatch.setattr(common, "pdl_requested", functools.cache(common.pdl_requested.__wrapped__))
     monkeypatch.delenv("HLWQ_PDL", raising=False)
-    assert not common.pdl(torch.device("cuda", 0))  # off by default
+    assert not common.pdl(cuda) and common.pdl(cuda, default=True)  # unset: each path's default
+    big, small = dict(BM=128), dict(BM=64)  # (the register-operand kernel's default: from BM = 128)
+    assert wsrs.launches_dependent(cuda, big) and not wsrs.launches_dependent(cuda, small)
+    assert not wsrs.launches_dependent(torch.device("cpu"), big)
     monkeypatch.setenv("HLWQ_PDL", "1")
-    assert not common.pdl(torch.device("cuda", 0))  # read once per process
+    assert not common.pdl(cuda)  # read once per process
     common.pdl_requested.cache_clear()
-    assert common.pdl(torch.device("cuda", 0))
+    assert common.pdl(cuda) and common.pdl(cuda, default=False) and wsrs.launches_dependent(cuda, small)
     assert not common.pdl(torch.device("cpu"))
+    monkeypatch.setenv("HLWQ_PDL", "0")
+    common.pdl_requested.cache_clear()
+    assert not common.pdl(cuda, default=True) and not wsrs.launches_dependent(cuda, big)
+    monkeypatch.setenv("HLWQ_PDL", "yes")
+    common.pdl_requested.cache_clear()
+    with pytest.raises(ValueError, match="HLWQ_PDL must be 0 or 1 .* got 'yes'"):
+        common.pdl(cuda)
+    monkeypatch.setenv("HLWQ_PDL", "1")
+    common.pdl_requested.cache_clear()
     assert common.launch_options(False) == {} and common.launch_options(True) == {"launch_pdl": True}
     monkeypatch.setattr(common, "capability", lambda device: (8, 0))
     assert not common.pdl(torch.device("cuda", 0))
@@ -883,11 +898,12 @@ for M, N, K in ((5, 4096, 4096), (16, 14336, 4096), (64, 4096, 14336), (128, 143
                      p1_desc=TensorDescriptor.from_tensor(q.view(torch.int8), [128, 16], p1_l))
         constants = dict(BITS=bits, BM=config["BM"], QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
                          XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"],
-                         HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1, num_warps=4)
+                         HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1, PDL=True, num_warps=4)
         signature = {name: mangle_type(d) for name, d in descs.items()} | ARGS | dict.fromkeys(constants, "constexpr")
         source = GluonASTSource(wsrs._rs_kernel, signature, constants)
         kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
-        assert "wgmma.mma_async" in kernel.asm["ptx"] and "setmaxnreg" in kernel.asm["ptx"], (M, N, K, config)
+        ptx = kernel.asm["ptx"]
+        assert "wgmma.mma_async" in ptx and "setmaxnreg" in ptx and "griddepcontrol.wait" in ptx, (M, N, K, config)
         assert kernel.metadata.shared <= wsrs.shared_bytes(config), (kernel.metadata.shared, config)
 print("compiled")
 """
@@ -1209,13 +1225,16 @@ def test_gpu_no_host_sync_and_cuda_graph():
 
 
 @pytest.mark.gpu
-def test_gpu_ws_rs_split_k_sum_kernel_in_cuda_graph():
-    """The register-operand ws kernel with split K from BM = 128 (its partials summed by reduce_split_k after it):
-    no host sync, and captured in a CUDA graph whose replay on new activations writes the right output."""
-    from hlwq_ops.kernels import wsmma, wsrs
+@pytest.mark.parametrize("dependent", [False, True])
+def test_gpu_ws_rs_split_k_sum_kernel_in_cuda_graph(dependent, monkeypatch):
+    """The register-operand ws kernel with split K from BM = 128 (its partials summed by reduce_split_k after it),
+    with and without programmatic dependent launch: no host sync, and captured in a CUDA graph whose replay on new
+    activations writes the right output."""
+    from hlwq_ops.kernels import common, wsmma, wsrs
 
     if not wsmma.runs_on(torch.device("cuda")):
         pytest.skip("the warp-specialized kernels need sm_90 and Gluon")
+    monkeypatch.setattr(common, "pdl_requested", lambda: dependent)
     N, K, M = 1000, 4096, 300
     qdata, scale = _packed(N, K, 5, device="cuda")
     bias = torch.randn(N, device="cuda")
@@ -1258,6 +1277,9 @@ def _pdl_consumer(kernel, bits, M, N, K):
     gemv_config = tuning.candidates("gemv", M, N, K, 132, bits)[0]
     tc_config = next(c for c in tuning.candidates("wgmma+tc", M, N, K, 132, bits) if c.get("kernel"))
     wgmma_config = tuning.candidates("wgmma", M, N, K, 132, bits)[0]
+    wsrs_config = tuning.candidates("wsrs", M, N, K, 132, bits)[0]  # (BM = 16, split K)
+    from hlwq_ops.kernels import wsrs
+
     def raw():
         return torch.randn(M, K, device="cuda")
 
@@ -1271,11 +1293,15 @@ def _pdl_consumer(kernel, bits, M, N, K):
         "tc_gemv": (bf16, lambda x: tc_gemv(x, qdata, scale, None, bits, 128, None, torch.float32, tc_config)),
         "wgmma": (bf16, lambda x: wgmma(x, qdata, scale, None, bits, 128, torch.float32, wgmma_config)),
         "fwht": (raw, lambda x: kernels.fwht(x, 128, torch.float32)),
+        # the register-operand ws kernel, summing split K in itself (BM = 16) or in the sum kernel after it (BM = 128)
+        "wsrs": (bf16, lambda x: wsrs.ws_rs(x, qdata, scale, None, bits, 128, torch.float32, wsrs_config)),
+        "wsrs-sum-kernel": (bf16, lambda x: wsrs.ws_rs(x, qdata, scale, None, bits, 128, torch.float32, dict(
+            BM=128, SPLIT_K=3, QSTAGES=4, XSTAGES=3, XBOX=64, REGS=232, NORM_ACC=True))),
     }[kernel]
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("kernel", ["gemv-rotating", "gemv", "tc_gemv", "wgmma", "fwht"])
+@pytest.mark.parametrize("kernel", ["gemv-rotating", "gemv", "tc_gemv", "wgmma", "fwht", "wsrs", "wsrs-sum-kernel"])
 @pytest.mark.parametrize("M", [1, 8])
 def test_gpu_dependent_launch_waits_for_its_input(kernel, M, monkeypatch):
     """With HLWQ_PDL=1 each kernel may launch while the kernel before it runs; that kernel here writes the input late
@@ -1283,7 +1309,10 @@ def test_gpu_dependent_launch_waits_for_its_input(kernel, M, monkeypatch):
     read the stale one. Eagerly and replayed in a CUDA graph: the output of the new input, bit for bit."""
     if torch.cuda.get_device_capability() < (9, 0):
         pytest.skip("programmatic dependent launch needs sm_90")
-    from hlwq_ops.kernels import common
+    from hlwq_ops.kernels import common, wsmma
+
+    if kernel.startswith("wsrs") and not wsmma.runs_on(torch.device("cuda")):
+        pytest.skip("the warp-specialized kernels need sm_90 and Gluon")
 
     monkeypatch.setenv("HLWQ_AUTOTUNE", "0")
     make, launch = _pdl_consumer(kernel, 5, M, 1000, 4096)

@@ -35,7 +35,7 @@ from .wsmma import aligned as ws_aligned
 from .wsmma import runs_on as ws_runs_on
 from .wsmma import supports as ws_supports
 from .wsmma import ws_mma
-from .wsrs import activation_span, ws_rs
+from .wsrs import activation_span, launches_dependent, ws_rs
 
 __all__ = [
     "MAX_KERNEL_BLOCK",
@@ -105,11 +105,12 @@ def _dequant_cublas(x, qdata, scale, bias, bits, block_size, codebook, out_dtype
 def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, ws) -> torch.Tensor:
     """The tensor-core kernels (and, at larger M, dequantize + cuBLAS): whichever the tuner found fastest here.
 
-    ``activations(per_word, span)`` gives the rotated 16-bit activations in
+    ``activations(per_word, span, dependent)`` gives the rotated 16-bit activations in
     the kernel's order: permuted for :func:`wgmma` and :func:`ws_rs`
     (``per_word=8``; for :func:`ws_rs` within runs of ``span`` where its
     config says so, :func:`.wsrs.activation_span`), in K order for the others
-    (``per_word=0``, bfloat16).
+    (``per_word=0``, bfloat16); ``dependent``: the FWHT rotating them (if one
+    does) lets the next kernel launch early, as :func:`.fwht.fwht` takes it.
     Tuning times each candidate with its rotation. The families timed
     (``tuning.candidates``): the wgmma kernel up to ``MMA_MAX_M_WGMMA`` rows
     (or wherever the warp-specialized kernel does not run); the tensor-core
@@ -128,8 +129,8 @@ def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_s
             return tc_gemv(as_operand(activations(0)), q, s, bias, bits, block_size, None, out_dtype, config)
         if kernel == "ws":
             return ws_mma(as_operand(activations(0)), q, s, bias, bits, block_size, out_dtype, config)
-        if kernel == "wsrs":
-            xp = as_operand(activations(8, activation_span(config)))
+        if kernel == "wsrs":  # (its FWHT lets it launch early, as ws_rs launches it: launches_dependent)
+            xp = as_operand(activations(8, activation_span(config), launches_dependent(q.device, config)))
             return ws_rs(xp, q, s, bias, bits, block_size, out_dtype, config)
         if kernel == "dequant":
             return _dequant_cublas(activations(0), q, s, bias, bits, block_size, None, out_dtype)
@@ -183,7 +184,7 @@ def linear_rotated(
     path = tuning.path_for(M, fast, ws)
     if path == "mma" and fast:
 
-        def activations(per_word, span=None):
+        def activations(per_word, span=None, dependent=None):  # (rotated already: no FWHT to launch early)
             return permute_activations(x2, _compute_dtype(out_dtype), span) if per_word else x2
 
         y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, ws)
@@ -226,20 +227,20 @@ def linear(
     if M == 0:
         return x.new_empty((*lead, N))
 
-    def rotated(x2, dtype=torch.float32, per_word=0, span=None):
+    def rotated(x2, dtype=torch.float32, per_word=0, span=None, dependent=None):
         x2 = F.pad(x2, (0, k_pad - K)) if k_pad != K else x2
         if block_size > MAX_KERNEL_BLOCK:  # the FWHT kernel's tile would not fit
             xr = fwht_ref(x2.float(), block_size)
             return permute_activations(xr, dtype, span) if per_word else xr.to(dtype)
-        return fwht(x2, block_size, dtype, per_word, span)
+        return fwht(x2, block_size, dtype, per_word, span, dependent)
 
     fast = supports(bits, block_size, codebook, x.dtype)
     ws = fast and _runs_ws(qdata, bits, block_size, codebook, x.dtype)
     path = tuning.path_for(M, fast, ws)
     if path == "mma" and fast:
 
-        def activations(per_word, span=None):
-            return rotated(x2, _compute_dtype(x.dtype) if per_word else torch.bfloat16, per_word, span)
+        def activations(per_word, span=None, dependent=None):
+            return rotated(x2, _compute_dtype(x.dtype) if per_word else torch.bfloat16, per_word, span, dependent)
 
         y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, x.dtype, ws)
     elif path == "gemv":

@@ -133,17 +133,20 @@ def slices_sum(ws_ptr, offsets, mask, slice_elems, n_slices):
 
 
 @triton.jit
-def _reduce_split_k_kernel(ws_ptr, bias_ptr, out_ptr, MN, N, n_slices, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+def _reduce_split_k_kernel(ws_ptr, bias_ptr, out_ptr, MN, N, n_slices, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr,
+                           PDL: tl.constexpr):
     """``out = sum over the slices of ws (+ bias)`` for ``BLOCK`` consecutive elements of ``[M, N]``."""
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < MN
+    wait_for_inputs(PDL)  # (launched early with PDL: the partials are read once the kernel writing them has finished)
     total = slices_sum(ws_ptr, offsets, mask, tl.cast(MN, tl.int64), n_slices)  # (slice offsets past 2**31)
     if HAS_BIAS:
         total += tl.load(bias_ptr + offsets % N, mask=mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def reduce_split_k(ws: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
+def reduce_split_k(ws: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor, dependent: bool = False
+                   ) -> torch.Tensor:
     """Sum a split-K kernel's partials into its output, in a kernel of their own: ``out[:] = ws.sum(0) (+ bias)``.
 
     Spread over every SM, where the last program of each tile summing its tile
@@ -158,6 +161,7 @@ def reduce_split_k(ws: torch.Tensor, bias: torch.Tensor | None, out: torch.Tenso
         ws: (SPLIT_K, M, N) float32 partials, contiguous.
         bias: (N,) unit-stride, or None.
         out: (M, N) contiguous, written and returned.
+        dependent: launch with programmatic dependent launch (:func:`pdl`), right behind the kernel writing ``ws``.
     """
     if ws.dtype != torch.float32 or ws.dim() != 3 or ws.shape[1:] != out.shape or not ws.is_contiguous():
         raise ValueError(f"reduce_split_k: partials must be contiguous float32 (SPLIT_K, *out.shape) = (S, "
@@ -168,7 +172,7 @@ def reduce_split_k(ws: torch.Tensor, bias: torch.Tensor | None, out: torch.Tenso
     MN, BLOCK = out.numel(), 1024
     _reduce_split_k_kernel[(triton.cdiv(MN, BLOCK),)](
         ws, bias if bias is not None else out, out, MN, out.shape[-1], ws.shape[0], HAS_BIAS=bias is not None,
-        BLOCK=BLOCK, num_warps=8)
+        BLOCK=BLOCK, PDL=dependent, num_warps=8, **launch_options(dependent))
     return out
 
 
@@ -211,8 +215,10 @@ def sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HA
 # launch and prologue overlap the tail of the one before it, and a kernel launched this way completes only after the
 # one before it has (every program waits), which keeps the stream's order for the kernels after it. The GEMVs and
 # the wgmma kernel release the next one after their main loop (released at the top, the tensor-core paths measured
-# up to 46% slower: session 14, benchmarks/NOTES.md), the FWHT at its top. The general tensor-core kernel (.mma) and
-# the dequantize path launch as before. Opt-in (:func:`pdl`).
+# up to 46% slower: session 14, benchmarks/NOTES.md), the FWHT at its top; the register-operand ws kernel (.wsrs)
+# waits before its partitions start and releases none early, its split-K sum kernel waits after its offsets. The
+# general tensor-core kernel (.mma) and the dequantize path launch as before. Opt-in (:func:`pdl`) but for the
+# register-operand kernel's path from BM = 128 (:func:`.wsrs.launches_dependent`).
 
 
 @functools.cache
@@ -228,22 +234,30 @@ def sm_count(device: torch.device) -> int:
 
 
 @functools.cache
-def pdl_requested() -> bool:
-    """Whether ``HLWQ_PDL=1``: read once per process, on the first launch (an environment lookup costs about as much
-    as a dict of the launch's arguments; ``pdl_requested.cache_clear()`` reads it again)."""
-    return os.environ.get("HLWQ_PDL") == "1"
+def pdl_requested() -> bool | None:
+    """``HLWQ_PDL``: True for ``1`` (every kernel that can launches with programmatic dependent launch), False for
+    ``0`` (none does), None where it is unset or empty (each path's default, :func:`pdl`). Read once per process, on
+    the first launch (an environment lookup costs about as much as a dict of the launch's arguments;
+    ``pdl_requested.cache_clear()`` reads it again)."""
+    value = os.environ.get("HLWQ_PDL", "")
+    if value not in ("", "0", "1"):
+        raise ValueError(f"HLWQ_PDL must be 0 or 1 (or unset, each path's default), got {value!r}")
+    return None if value == "" else value == "1"
 
 
-def pdl(device: torch.device) -> bool:
-    """Whether the kernels on ``device`` launch with programmatic dependent launch: only with ``HLWQ_PDL=1``
-    (:func:`pdl_requested`), on a GPU of compute capability 9.0 or newer.
+def pdl(device: torch.device, default: bool = False) -> bool:
+    """Whether a kernel on ``device`` launches with programmatic dependent launch: as ``HLWQ_PDL`` says
+    (:func:`pdl_requested`), else ``default``, on a GPU of compute capability 9.0 or newer.
 
-    Off by default: measured on an H200 (``benchmarks/RESULTS.md`` 14a), a call that follows another of the same op
-    was 7-14% faster on 1024 x 4096 at M = 1..8, between 6% slower and 7% faster on 4096 x 4096, and 2-7% slower
-    on 4096 x 14336 at every M. The tiles are tuned as the first call of a shape launched them (the tuning cache
-    does not tell the two apart).
+    Off by default but for the register-operand kernel's path from BM = 128 (:func:`.wsrs.launches_dependent`):
+    measured on an H200 (``benchmarks/RESULTS.md`` 14a), a GEMV call that follows another of the same op was 7-14%
+    faster on 1024 x 4096 at M = 1..8, between 6% slower and 7% faster on 4096 x 4096, and 2-7% slower on
+    4096 x 14336 at every M. The tiles are tuned as the first call of a shape launched them (the tuning cache does not tell the two
+    apart).
     """
-    return device.type == "cuda" and pdl_requested() and capability(device) >= (9, 0)
+    requested = pdl_requested()
+    on = default if requested is None else requested
+    return device.type == "cuda" and on and capability(device) >= (9, 0)
 
 
 def launch_options(enabled: bool) -> dict:

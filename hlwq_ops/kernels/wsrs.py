@@ -74,12 +74,13 @@ import functools
 
 import torch
 import triton
+import triton.language as tl
 
 from ..codebook import codebook as standard_codebook
-from .common import reduce_split_k, unit_stride
+from .common import launch_options, pdl, reduce_split_k, unit_stride
 from .wsmma import gluon, split_buffers, ws_mma_ref
 
-__all__ = ["activation_span", "check_config", "shared_bytes", "ws_rs", "ws_rs_ref"]
+__all__ = ["activation_span", "check_config", "launches_dependent", "shared_bytes", "ws_rs", "ws_rs_ref"]
 
 if gluon is not None:
     from triton.experimental.gluon import language as gl
@@ -110,6 +111,13 @@ if gluon is not None:
                 else:
                     pos = (k_lo + i) * 128 + box * XBOX
                 _tma_load(x_desc, [m0, pos], bar, x_smem.index((128 // XBOX) * slot + box))
+
+    @gluon.jit
+    def _wait_for_inputs(PDL: gl.constexpr):
+        """:func:`.common.wait_for_inputs` in Gluon: with PDL, wait until the kernel before this one has finished
+        and its writes are visible."""
+        if PDL:
+            tl.extra.cuda.gdc_wait()
 
     @gluon.jit
     def _x_tile(x_smem, slot, a: gl.constexpr, XBOX: gl.constexpr):
@@ -251,6 +259,7 @@ if gluon is not None:
         REGS: gl.constexpr,
         HAS_BIAS: gl.constexpr,
         SPLIT: gl.constexpr,
+        PDL: gl.constexpr,
         num_warps: gl.constexpr,
     ):
         BN: gl.constexpr = 128  # two consumer warpgroups of 64 rows
@@ -278,6 +287,7 @@ if gluon is not None:
             mbarrier.init(x_ready.index(s), count=1)
             mbarrier.init(x_empty.index(s), count=2)
         fence_async_shared()
+        _wait_for_inputs(PDL)  # (launched early with PDL: only the rings' set-up above overlaps the kernel before)
         gl.warp_specialize(
             [
                 (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr,
@@ -347,6 +357,20 @@ def activation_span(config: dict) -> int | None:
     return 128 if config["XBOX"] == 64 else None
 
 
+def launches_dependent(device: torch.device, config: dict) -> bool:
+    """Whether this kernel in ``config``, the FWHT rotating its activations and the split-K sum after it launch with
+    programmatic dependent launch (:func:`.common.pdl`): by default from BM = 128 (``HLWQ_PDL=0`` turns it off,
+    ``HLWQ_PDL=1`` on at every BM), on sm_90.
+
+    The FWHT lets this kernel launch at its top, so this kernel's programs are resident and past their barriers'
+    set-up when the rotation ends. Measured on an H200 (``benchmarks/RESULTS.md`` 25b), ``F.linear`` at BM = 256,
+    Q5: 2.2 us (3.9%) less at M = 256 on 4096 x 14336 and 0.8 us (1.3%) on 14336 x 4096 than with no PDL, M = 512
+    1.3-4% less within its noise; with the FWHT and the sum launched that way but not this kernel, no faster. Below
+    BM = 128 (M <= 64) it was not timed, so it stays off there by default.
+    """
+    return pdl(device, default=config["BM"] >= 128)
+
+
 def ws_rs_ref(xp: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
               bits: int, span: int | None = None, norm_on_sums: bool = True) -> torch.Tensor:
     """Plain-torch equivalent of :func:`ws_rs`, in float64 (the test oracle): :func:`.wsmma.ws_mma_ref` on the
@@ -410,13 +434,14 @@ def ws_rs(
     p1_desc = TensorDescriptor.from_tensor(qdata.view(torch.int8), [BN, 16], p1_l)
     grid = (triton.cdiv(N, BN), triton.cdiv(M, BM), config["SPLIT_K"])
     ws, counters = split_buffers(out, grid)
+    dependent = launches_dependent(out.device, config)
     _rs_kernel[grid](
         x_desc, p0_desc, p1_desc, scale, standard_codebook(bits, xp.device), bias if bias is not None else out, out,
         ws, counters, M, N, k_pad, scale.stride(0),
         BITS=bits, BM=BM, QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
         XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"], HAS_BIAS=bias is not None,
-        SPLIT=grid[2] > 1, num_warps=4,
+        SPLIT=grid[2] > 1, PDL=dependent, num_warps=4, **launch_options(dependent),
     )
     if grid[2] > 1 and BM >= 128:  # (the kernel stored the partials only: `SPLIT and BM < 128` sums in it)
-        reduce_split_k(ws, bias, out)
+        reduce_split_k(ws, bias, out, dependent=dependent)
     return out
