@@ -439,6 +439,44 @@ def test_ws_rs_sums_split_k_after_the_kernel_from_bm_128(monkeypatch, BM, split_
         assert torch.allclose(out, partials.sum(0) + bias, atol=1e-5)
 
 
+@pytest.mark.parametrize("BM,dependent", [(256, True), (64, False)])
+def test_register_operand_path_launches_dependent_as_it_says(monkeypatch, BM, dependent):
+    """Where wsrs.launches_dependent says so, the tensor-core path has the FWHT rotating the activations launch
+    them early, and ws_rs launches its kernel (the PDL constexpr and the launch option together) and the split-K
+    sum after it that way; where it does not, none of the three. Stand-ins for the device's answer, the tuner and
+    the Gluon kernel, so this runs on the CPU."""
+    from hlwq_ops.kernels import wsmma, wsrs
+
+    if wsmma.gluon is None:
+        pytest.skip("this Triton has no Gluon")
+    M, N, K = 300, 256, 1024
+    config = dict(kernel="wsrs", BM=BM, SPLIT_K=2, QSTAGES=4, XSTAGES=2, XBOX=64, REGS=232, NORM_ACC=BM <= 128)
+    asked, launched, summed = [], [], []
+
+    class FakeKernel:
+        def __getitem__(self, grid):
+            def launch(*args, **meta):
+                launched.append((meta["PDL"], meta.get("launch_pdl", False)))
+                args[7].zero_()  # the partials
+            return launch
+
+    decides = lambda device, c: c["BM"] >= 128  # noqa: E731 (a GPU's answer: the default from BM = 128)
+    monkeypatch.setattr(wsrs, "launches_dependent", decides)
+    monkeypatch.setattr(kernels, "launches_dependent", decides)
+    monkeypatch.setattr(wsrs, "_rs_kernel", FakeKernel())
+    monkeypatch.setattr(wsrs, "reduce_split_k", lambda ws, b, o, dependent=False: summed.append(dependent) or o)
+    monkeypatch.setattr(tuning, "config_for", lambda kernel, M, N, k_pad, bits, weight, run: config)
+
+    def activations(per_word, span=None, dependent=None):
+        asked.append(dependent)
+        return torch.zeros(M, K, dtype=torch.bfloat16)
+
+    qdata, scale = torch.zeros(N, K * 5 // 8, dtype=torch.uint8), torch.ones(N, K // 128, dtype=torch.float16)
+    kernels._tensor_core_linear(activations, M, K, qdata, scale, None, 5, 128, torch.float32, True)
+    assert asked == [dependent] and launched == [(dependent, dependent)]
+    assert summed == ([dependent] if BM >= 128 else [])  # (below BM = 128 the kernel sums split K itself)
+
+
 def test_dependent_launch_only_on_hopper_and_newer(monkeypatch):
     """Programmatic dependent launch as HLWQ_PDL says (1 everywhere, 0 nowhere), else as the path's default (on for
     the register-operand kernel's path from BM = 128 only), and only on sm_90 and newer; the CPU (the interpreter)

@@ -77,8 +77,8 @@ def _fwht_kernel(
     PDL: tl.constexpr,
 ):
     # With programmatic dependent launch (hlwq_ops.kernels.common) a kernel after this one that was launched with it
-    # too (the tensor-core GEMV or wgmma) starts at once; the tensor-core GEMV asks the L2 for its first rows while
-    # this one runs.
+    # too (the tensor-core GEMV, wgmma or the register-operand ws kernel) starts at once; the tensor-core GEMV asks the
+    # L2 for its first rows while this one runs, the ws kernel sets up its barriers.
     release_dependents(PDL)
     wait_for_inputs(PDL)
     # a program computes BC of the B outputs of the tiles of BR blocks it loops over: small M still spreads over SMs

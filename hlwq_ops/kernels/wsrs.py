@@ -363,10 +363,11 @@ def launches_dependent(device: torch.device, config: dict) -> bool:
     ``HLWQ_PDL=1`` on at every BM), on sm_90.
 
     The FWHT lets this kernel launch at its top, so this kernel's programs are resident and past their barriers'
-    set-up when the rotation ends. Measured on an H200 (``benchmarks/RESULTS.md`` 25b), ``F.linear`` at BM = 256,
-    Q5: 2.2 us (3.9%) less at M = 256 on 4096 x 14336 and 0.8 us (1.3%) on 14336 x 4096 than with no PDL, M = 512
-    1.3-4% less within its noise; with the FWHT and the sum launched that way but not this kernel, no faster. Below
-    BM = 128 (M <= 64) it was not timed, so it stays off there by default.
+    set-up when the rotation ends. Measured on an H200 (``benchmarks/RESULTS.md`` 25b), ``F.linear`` at BM = 256
+    (the tuner's pick at M = 256 and 512), Q5: 2.2 us (3.9%) less at M = 256 on 4096 x 14336 and 0.8 us (1.3%) on
+    14336 x 4096 than with no PDL, M = 512 1.3-4% less within its noise; with the FWHT and the sum launched that way
+    but not this kernel, no faster. At BM = 128 only this kernel and its sum alone were timed (M = 256: the same
+    time either way), below it nothing, so it stays off below BM = 128 by default.
     """
     return pdl(device, default=config["BM"] >= 128)
 
