@@ -806,12 +806,13 @@ def test_ws_rs_candidates_and_configs():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("M,kernel,config", [(5, "wgmma+tc+wsrs", dict(kernel="tc", num_warps=2, KB=1, MG=1,
                                                                        ROWS=16, WARP_SUM=True)),
-                                             (5, "wgmma+tc+wsrs", dict(kernel="wsrs", XBOX=64)),
+                                             (5, "wgmma+tc+wsrs", dict(kernel="wsrs", BM=8, XBOX=64)),
                                              (16, "wgmma+ws+wsrs", dict(kernel="ws")),
-                                             (64, "wgmma+ws+wsrs", dict(kernel="wsrs", XBOX=16)),
+                                             (64, "wgmma+ws+wsrs", dict(kernel="wsrs", BM=64, XBOX=16)),
                                              (65, "dequant+ws+wsrs", dict(kernel="dequant")),
                                              (65, "dequant+ws+wsrs", dict(kernel="ws")),
-                                             (65, "dequant+ws+wsrs", dict(kernel="wsrs", XBOX=64, NORM_ACC=False)),
+                                             (65, "dequant+ws+wsrs", dict(kernel="wsrs", BM=256, XBOX=64,
+                                                                              NORM_ACC=False)),
                                              (2049, "dequant+ws", dict(kernel="dequant"))])
 def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, config, dtype, rotated, monkeypatch):
     """Where the warp-specialized kernel runs, the tuner weighs it from M = 16 and its register-operand variant up to
