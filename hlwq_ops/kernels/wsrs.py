@@ -231,7 +231,7 @@ if gluon is not None:
                 acc += gl.load(bias_ptr + n, mask=n < N, other=0.0).to(gl.float32)[:, None]
             gl.store(out_ptr + tile, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
-    @gluon.jit
+    @gluon.jit(do_not_specialize=["M"])  # (M = 1 would be a constant, and `M.to` below no tensor op)
     def _rs_kernel(
         # descriptors and pointers
         x_desc,  # TMA descriptor of the [M, K_PAD] rotated 16-bit activations (activation_span's order), [BM, XBOX]
@@ -366,8 +366,8 @@ def launches_dependent(device: torch.device, config: dict) -> bool:
     set-up when the rotation ends. Measured on an H200 (``benchmarks/RESULTS.md`` 25b), ``F.linear`` at BM = 256
     (the tuner's pick at M = 256 and 512), Q5: 2.2 us (3.9%) less at M = 256 on 4096 x 14336 and 0.8 us (1.3%) on
     14336 x 4096 than with no PDL, M = 512 1.3-4% less within its noise; with the FWHT and the sum launched that way
-    but not this kernel, no faster. At BM = 128 only this kernel and its sum alone were timed (M = 256: the same
-    time either way), below it nothing, so it stays off below BM = 128 by default.
+    but not this kernel, no faster. At BM = 128 (M = 128, 25c) 1.9 us (4.5%) and 0.8 us (1.8%) less; at M = 2048 no
+    difference beyond the noise. Below BM = 128 (M <= 64) not timed, so off there by default.
     """
     return pdl(device, default=config["BM"] >= 128)
 
