@@ -252,8 +252,8 @@ def pdl(device: torch.device, default: bool = False) -> bool:
     Off by default but for the register-operand kernel's path from BM = 128 (:func:`.wsrs.launches_dependent`):
     measured on an H200 (``benchmarks/RESULTS.md`` 14a), a call that follows another of the same op was 7-14%
     faster on 1024 x 4096 at M = 1..8, between 6% slower and 7% faster on 4096 x 4096, and 2-7% slower on
-    4096 x 14336 at every M. The tiles are tuned as the first call of a shape launched them (the tuning cache does not tell the two
-    apart).
+    4096 x 14336 at every M. The tiles are tuned as the first call of a shape launched them (the tuning cache does
+    not tell the two apart).
     """
     if device.type != "cuda":
         return False
