@@ -5,8 +5,8 @@ the GEMV, the tensor-core GEMV, the wgmma kernel, the register-operand ws
 kernel with its split-K sum, and the FWHT launch while the kernel before them
 finishes; the two GEMVs ask the L2 for their first rows before they wait for
 it. Without it (``HLWQ_PDL=0``) they launch as before. (Unset, only the
-register-operand kernel's path from BM = 128 launches with it:
-``wsrs.launches_dependent``.) For each shape, bits and M: bf16 ``F.linear``
+tensor-core kernels behind their FWHT launch with it:
+``hlwq_ops.kernels.launches_dependent``.) For each shape, bits and M: bf16 ``F.linear``
 and ``hlwq.linear`` on its default path (tuned once, so both ways run the same tiles), timed like ``bench_ops.py``
 (one CUDA graph over weight copies spanning the L2 several times: each call
 follows another call of the same op, as in ``bench_ops``), with PDL and

@@ -439,31 +439,42 @@ def test_ws_rs_sums_split_k_after_the_kernel_from_bm_128(monkeypatch, BM, split_
         assert torch.allclose(out, partials.sum(0) + bias, atol=1e-5)
 
 
-@pytest.mark.parametrize("BM,dependent", [(256, True), (64, False)])
-def test_register_operand_path_launches_dependent_as_it_says(monkeypatch, BM, dependent):
-    """Where wsrs.launches_dependent says so, the tensor-core path has the FWHT rotating the activations launch
-    them early, and ws_rs launches its kernel (the PDL constexpr and the launch option together) and the split-K
-    sum after it that way; where it does not, none of the three. Stand-ins for the device's answer, the tuner and
-    the Gluon kernel, so this runs on the CPU."""
-    from hlwq_ops.kernels import wsmma, wsrs
+_TC_PATH_CONFIGS = {  # a config of each kernel that the tensor-core path launches behind an FWHT
+    "tc": dict(kernel="tc", num_warps=4, KB=2, MG=1, ROWS=16),
+    "wgmma": dict(BM=16, BN=64, SPLIT_K=1, num_warps=4, num_stages=1),
+    "wsrs-16": dict(kernel="wsrs", BM=16, SPLIT_K=2, QSTAGES=4, XSTAGES=3, XBOX=64, REGS=168),
+    "wsrs-256": dict(kernel="wsrs", BM=256, SPLIT_K=2, QSTAGES=4, XSTAGES=2, XBOX=64, REGS=240, NORM_ACC=False),
+}
 
-    if wsmma.gluon is None:
+
+@pytest.mark.parametrize("dependent", [True, False])
+@pytest.mark.parametrize("kernel", list(_TC_PATH_CONFIGS))
+def test_tensor_core_path_launches_dependent_as_it_says(monkeypatch, kernel, dependent):
+    """Where kernels.launches_dependent says so, the tensor-core path has the FWHT rotating the activations launch
+    them early, and the kernel after it launches that way (its PDL constexpr and the launch option together), and
+    so does the split-K sum after the register-operand kernel from BM = 128; where it does not, none of them.
+    Stand-ins for the device's answer, the tuner and the kernels, so this runs on the CPU."""
+    import importlib
+
+    from hlwq_ops.kernels import tcgemv, wsmma, wsrs
+
+    wgmma_module = importlib.import_module("hlwq_ops.kernels.wgmma")  # (kernels.wgmma is the function)
+
+    if kernel.startswith("wsrs") and wsmma.gluon is None:
         pytest.skip("this Triton has no Gluon")
     M, N, K = 300, 256, 1024
-    config = dict(kernel="wsrs", BM=BM, SPLIT_K=2, QSTAGES=4, XSTAGES=2, XBOX=64, REGS=232, NORM_ACC=BM <= 128)
+    config = _TC_PATH_CONFIGS[kernel]
     asked, launched, summed = [], [], []
 
     class FakeKernel:
         def __getitem__(self, grid):
             def launch(*args, **meta):
                 launched.append((meta["PDL"], meta.get("launch_pdl", False)))
-                args[7].zero_()  # the partials
             return launch
 
-    decides = lambda device, c: c["BM"] >= 128  # noqa: E731 (a GPU's answer: the default from BM = 128)
-    monkeypatch.setattr(wsrs, "launches_dependent", decides)
-    monkeypatch.setattr(kernels, "launches_dependent", decides)
-    monkeypatch.setattr(wsrs, "_rs_kernel", FakeKernel())
+    monkeypatch.setattr(kernels, "launches_dependent", lambda device: dependent)
+    for module, name in ((tcgemv, "_tc_gemv_kernel"), (wgmma_module, "_wgmma_kernel"), (wsrs, "_rs_kernel")):
+        monkeypatch.setattr(module, name, FakeKernel())
     monkeypatch.setattr(wsrs, "reduce_split_k", lambda ws, b, o, dependent=False: summed.append(dependent) or o)
     monkeypatch.setattr(tuning, "config_for", lambda kernel, M, N, k_pad, bits, weight, run: config)
 
@@ -474,31 +485,29 @@ def test_register_operand_path_launches_dependent_as_it_says(monkeypatch, BM, de
     qdata, scale = torch.zeros(N, K * 5 // 8, dtype=torch.uint8), torch.ones(N, K // 128, dtype=torch.float16)
     kernels._tensor_core_linear(activations, M, K, qdata, scale, None, 5, 128, torch.float32, True)
     assert asked == [dependent] and launched == [(dependent, dependent)]
-    assert summed == ([dependent] if BM >= 128 else [])  # (below BM = 128 the kernel sums split K itself)
+    assert summed == ([dependent] if config.get("BM", 0) >= 128 else [])  # (below BM = 128 wsrs sums split K itself)
 
 
 def test_dependent_launch_only_on_hopper_and_newer(monkeypatch):
     """Programmatic dependent launch as HLWQ_PDL says (1 everywhere, 0 nowhere), else as the path's default (on for
-    the register-operand kernel's path from BM = 128 only), and only on sm_90 and newer; the CPU (the interpreter)
-    never launches with it. Any other HLWQ_PDL is refused."""
-    from hlwq_ops.kernels import common, wsrs
+    the tensor-core path behind its FWHT only), and only on sm_90 and newer; the CPU (the interpreter) never
+    launches with it. Any other HLWQ_PDL is refused."""
+    from hlwq_ops.kernels import common
 
     cuda = torch.device("cuda", 0)
     monkeypatch.setattr(common, "capability", lambda device: (9, 0))
     monkeypatch.setattr(common, "pdl_requested", functools.cache(common.pdl_requested.__wrapped__))
     monkeypatch.delenv("HLWQ_PDL", raising=False)
     assert not common.pdl(cuda) and common.pdl(cuda, default=True)  # unset: each path's default
-    big, small = dict(BM=128), dict(BM=64)  # (the register-operand kernel's default: from BM = 128)
-    assert wsrs.launches_dependent(cuda, big) and not wsrs.launches_dependent(cuda, small)
-    assert not wsrs.launches_dependent(torch.device("cpu"), big)
+    assert kernels.launches_dependent(cuda) and not kernels.launches_dependent(torch.device("cpu"))
     monkeypatch.setenv("HLWQ_PDL", "1")
     assert not common.pdl(cuda)  # read once per process
     common.pdl_requested.cache_clear()
-    assert common.pdl(cuda) and common.pdl(cuda, default=False) and wsrs.launches_dependent(cuda, small)
+    assert common.pdl(cuda) and common.pdl(cuda, default=False) and kernels.launches_dependent(cuda)
     assert not common.pdl(torch.device("cpu"))
     monkeypatch.setenv("HLWQ_PDL", "0")
     common.pdl_requested.cache_clear()
-    assert not common.pdl(cuda, default=True) and not wsrs.launches_dependent(cuda, big)
+    assert not common.pdl(cuda, default=True) and not kernels.launches_dependent(cuda)
     monkeypatch.setenv("HLWQ_PDL", "yes")
     common.pdl_requested.cache_clear()
     with pytest.raises(ValueError, match="HLWQ_PDL must be 0 or 1 .* got 'yes'"):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..codebook import codebook as standard_codebook
 from ..hadamard import fwht_ref
 from . import tuning
-from .common import arrival_counters
+from .common import arrival_counters, pdl
 from .dequant import dequant_linear, dequantize_rotated
 from .fwht import MAX_KERNEL_BLOCK, fwht
 from .fwht import prepare as prepare_fwht
@@ -35,7 +35,7 @@ from .wsmma import aligned as ws_aligned
 from .wsmma import runs_on as ws_runs_on
 from .wsmma import supports as ws_supports
 from .wsmma import ws_mma
-from .wsrs import activation_span, launches_dependent, ws_rs
+from .wsrs import activation_span, ws_rs
 
 __all__ = [
     "MAX_KERNEL_BLOCK",
@@ -102,6 +102,21 @@ def _dequant_cublas(x, qdata, scale, bias, bits, block_size, codebook, out_dtype
                           codebook).to(out_dtype)
 
 
+def launches_dependent(device: torch.device) -> bool:
+    """Whether the tensor-core GEMV, the wgmma kernel and the register-operand ws kernel (with its split-K sum)
+    launch with programmatic dependent launch behind the FWHT rotating their activations, which lets them launch at
+    its top: by default yes, on sm_90 and newer (:func:`.common.pdl`; ``HLWQ_PDL=0`` turns it off).
+
+    Their programs are then resident when the rotation ends. Measured on an H200, the whole ``F.linear`` with and
+    without, interleaved in one process (``benchmarks/RESULTS.md`` 25b-c and 26): the register-operand kernel 3-8%
+    less time at M = 3..64 on 14336 x 4096, 4096 x 14336 and 4096 x 4096, 1-4.5% at M = 128..512 (M = 2048 within
+    its noise); the tensor-core GEMV 1.3-12% less at M = 3..8; the wgmma kernel (1024 x 4096, M = 8) 7-10% less;
+    slower in none of section 26's 44 cases. The warp-specialized kernel and dequantize + cuBLAS were not timed
+    with it and launch without.
+    """
+    return pdl(device, default=True)
+
+
 def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, ws) -> torch.Tensor:
     """The tensor-core kernels (and, at larger M, dequantize + cuBLAS): whichever the tuner found fastest here.
 
@@ -110,7 +125,8 @@ def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_s
     (``per_word=8``; for :func:`ws_rs` within runs of ``span`` where its
     config says so, :func:`.wsrs.activation_span`), in K order for the others
     (``per_word=0``, bfloat16); ``dependent``: the FWHT rotating them (if one
-    does) lets the next kernel launch early, as :func:`.fwht.fwht` takes it.
+    does) lets the next kernel launch early, as :func:`.fwht.fwht` takes it
+    (:func:`launches_dependent`).
     Tuning times each candidate with its rotation. The families timed
     (``tuning.candidates``): the wgmma kernel up to ``MMA_MAX_M_WGMMA`` rows
     (or wherever the warp-specialized kernel does not run); the tensor-core
@@ -123,18 +139,21 @@ def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_s
     forces the tensor-core kernels.
     """
 
+    dependent = launches_dependent(qdata.device)  # (the FWHT and the kernel after it: both or neither)
+
     def run(config, q=qdata, s=scale):
         kernel = config.get("kernel")
         if kernel == "tc":
-            return tc_gemv(as_operand(activations(0)), q, s, bias, bits, block_size, None, out_dtype, config)
+            xr = as_operand(activations(0, None, dependent))
+            return tc_gemv(xr, q, s, bias, bits, block_size, None, out_dtype, config, dependent)
         if kernel == "ws":
             return ws_mma(as_operand(activations(0)), q, s, bias, bits, block_size, out_dtype, config)
-        if kernel == "wsrs":  # (its FWHT lets it launch early, as ws_rs launches it: launches_dependent)
-            xp = as_operand(activations(8, activation_span(config), launches_dependent(q.device, config)))
-            return ws_rs(xp, q, s, bias, bits, block_size, out_dtype, config)
+        if kernel == "wsrs":
+            xp = as_operand(activations(8, activation_span(config), dependent))
+            return ws_rs(xp, q, s, bias, bits, block_size, out_dtype, config, dependent)
         if kernel == "dequant":
             return _dequant_cublas(activations(0), q, s, bias, bits, block_size, None, out_dtype)
-        return wgmma(activations(8), q, s, bias, bits, block_size, out_dtype, config)
+        return wgmma(activations(8, None, dependent), q, s, bias, bits, block_size, out_dtype, config, dependent)
 
     families = []
     if ws and M > tuning.MMA_MAX_M_WGMMA and tuning.forced_path() != "mma":

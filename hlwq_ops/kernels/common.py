@@ -218,7 +218,8 @@ def sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HA
 # up to 46% slower: session 14, benchmarks/NOTES.md), the FWHT at its top; the register-operand ws kernel (.wsrs)
 # waits before its partitions start and releases none early, its split-K sum kernel waits after its offsets. The
 # general tensor-core kernel (.mma) and the dequantize path launch as before. Opt-in (:func:`pdl`) but for the
-# register-operand kernel's path from BM = 128 (:func:`.wsrs.launches_dependent`).
+# tensor-core GEMV, the wgmma and the register-operand ws kernels behind their FWHT (:func:`hlwq_ops.kernels.
+# launches_dependent`).
 
 
 @functools.cache
@@ -249,10 +250,11 @@ def pdl(device: torch.device, default: bool = False) -> bool:
     """Whether a kernel on ``device`` launches with programmatic dependent launch: as ``HLWQ_PDL`` says
     (:func:`pdl_requested`), else ``default``, on a GPU of compute capability 9.0 or newer.
 
-    Off by default but for the register-operand kernel's path from BM = 128 (:func:`.wsrs.launches_dependent`):
-    measured on an H200 (``benchmarks/RESULTS.md`` 14a), a call that follows another of the same op was 7-14%
-    faster on 1024 x 4096 at M = 1..8, between 6% slower and 7% faster on 4096 x 4096, and 2-7% slower on
-    4096 x 14336 at every M. The tiles are tuned as the first call of a shape launched them (the tuning cache does
+    Off by default but for the tensor-core kernels behind their FWHT (:func:`hlwq_ops.kernels.launches_dependent`,
+    measured 1-12% faster at M = 3..512, ``benchmarks/RESULTS.md`` 26): with every kernel launched this way,
+    the GEMVs too, a call that follows another of the same op was 7-14% faster on 1024 x 4096 at M = 1..8, between
+    6% slower and 7% faster on 4096 x 4096, and 2-7% slower on 4096 x 14336 at every M (H200, session 14 with
+    session 14's kernels, ``benchmarks/RESULTS.md`` 14a). The tiles are tuned as the first call of a shape launched them (the tuning cache does
     not tell the two apart).
     """
     if device.type != "cuda":

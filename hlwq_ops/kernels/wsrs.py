@@ -80,7 +80,7 @@ from ..codebook import codebook as standard_codebook
 from .common import launch_options, pdl, reduce_split_k, unit_stride
 from .wsmma import gluon, split_buffers, ws_mma_ref
 
-__all__ = ["activation_span", "check_config", "launches_dependent", "shared_bytes", "ws_rs", "ws_rs_ref"]
+__all__ = ["activation_span", "check_config", "shared_bytes", "ws_rs", "ws_rs_ref"]
 
 if gluon is not None:
     from triton.experimental.gluon import language as gl
@@ -357,21 +357,6 @@ def activation_span(config: dict) -> int | None:
     return 128 if config["XBOX"] == 64 else None
 
 
-def launches_dependent(device: torch.device, config: dict) -> bool:
-    """Whether this kernel in ``config``, the FWHT rotating its activations and the split-K sum after it launch with
-    programmatic dependent launch (:func:`.common.pdl`): by default from BM = 128 (``HLWQ_PDL=0`` turns it off,
-    ``HLWQ_PDL=1`` on at every BM), on sm_90.
-
-    The FWHT lets this kernel launch at its top, so this kernel's programs are resident and past their barriers'
-    set-up when the rotation ends. Measured on an H200 (``benchmarks/RESULTS.md`` 25b), ``F.linear`` at BM = 256
-    (the tuner's pick at M = 256 and 512), Q5: 2.2 us (3.9%) less at M = 256 on 4096 x 14336 and 0.8 us (1.3%) on
-    14336 x 4096 than with no PDL, M = 512 1.3-4% less within its noise; with the FWHT and the sum launched that way
-    but not this kernel, no faster. At BM = 128 (M = 128, 25c) 1.9 us (4.5%) and 0.8 us (1.8%) less; at M = 2048 no
-    difference beyond the noise. Below BM = 128 (M <= 64) not timed, so off there by default.
-    """
-    return pdl(device, default=config["BM"] >= 128)
-
-
 def ws_rs_ref(xp: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
               bits: int, span: int | None = None, norm_on_sums: bool = True) -> torch.Tensor:
     """Plain-torch equivalent of :func:`ws_rs`, in float64 (the test oracle): :func:`.wsmma.ws_mma_ref` on the
@@ -405,6 +390,7 @@ def ws_rs(
     block_size: int,
     out_dtype: torch.dtype,
     config: dict,
+    dependent: bool | None = None,
 ) -> torch.Tensor:
     """Launch the kernel. Shapes are checked by the caller; the layer must satisfy :func:`.wsmma.supports`.
 
@@ -418,6 +404,8 @@ def ws_rs(
             the order of ``xp``, :func:`activation_span`), ``NORM_ACC`` (default True: the block norms on the
             float32 sums; False: on the 16-bit weights, one accumulator instead of two, as BM = 256 needs);
             :func:`check_config` refuses others.
+        dependent: launch this kernel, and the split-K sum after it, with programmatic dependent launch (each
+            waiting for the kernel before it in ``griddepcontrol.wait``); None: as :func:`.common.pdl` says.
 
     Returns:
         (M, N) in ``out_dtype``.
@@ -435,7 +423,7 @@ def ws_rs(
     p1_desc = TensorDescriptor.from_tensor(qdata.view(torch.int8), [BN, 16], p1_l)
     grid = (triton.cdiv(N, BN), triton.cdiv(M, BM), config["SPLIT_K"])
     ws, counters = split_buffers(out, grid)
-    dependent = launches_dependent(out.device, config)
+    dependent = pdl(out.device) if dependent is None else dependent
     _rs_kernel[grid](
         x_desc, p0_desc, p1_desc, scale, standard_codebook(bits, xp.device), bias if bias is not None else out, out,
         ws, counters, M, N, k_pad, scale.stride(0),
