@@ -108,9 +108,9 @@ def launches_dependent(device: torch.device) -> bool:
     its top: by default yes, on sm_90 and newer (:func:`.common.pdl`; ``HLWQ_PDL=0`` turns it off).
 
     Their programs are then resident when the rotation ends. Measured on an H200, the whole ``F.linear`` with and
-    without, interleaved in one process (``benchmarks/RESULTS.md`` 25b-c and 26): the register-operand kernel 3-8%
+    without, interleaved in one process (``benchmarks/RESULTS.md`` 25b-c and 26): the register-operand kernel 3-9%
     less time at M = 3..64 on 14336 x 4096, 4096 x 14336 and 4096 x 4096, 1-4.5% at M = 128..512 (M = 2048 within
-    its noise); the tensor-core GEMV 1.3-12% less at M = 3..8; the wgmma kernel (1024 x 4096, M = 8) 7-10% less;
+    its noise); the tensor-core GEMV 1.5-12% less at M = 3..8; the wgmma kernel (1024 x 4096, M = 8) 7.5-10% less;
     slower in none of section 26's 44 cases. The warp-specialized kernel and dequantize + cuBLAS were not timed
     with it and launch without.
     """

@@ -251,11 +251,11 @@ def pdl(device: torch.device, default: bool = False) -> bool:
     (:func:`pdl_requested`), else ``default``, on a GPU of compute capability 9.0 or newer.
 
     Off by default but for the tensor-core kernels behind their FWHT (:func:`hlwq_ops.kernels.launches_dependent`,
-    measured 1-12% faster at M = 3..512, ``benchmarks/RESULTS.md`` 26): with every kernel launched this way,
+    measured 1-12% faster at M = 3..512, ``benchmarks/RESULTS.md`` 25b-c and 26): with every kernel launched this way,
     the GEMVs too, a call that follows another of the same op was 7-14% faster on 1024 x 4096 at M = 1..8, between
     6% slower and 7% faster on 4096 x 4096, and 2-7% slower on 4096 x 14336 at every M (H200, session 14 with
-    session 14's kernels, ``benchmarks/RESULTS.md`` 14a). The tiles are tuned as the first call of a shape launched them (the tuning cache does
-    not tell the two apart).
+    session 14's kernels, ``benchmarks/RESULTS.md`` 14a). The tiles are tuned as the first call of a shape
+    launched them (the tuning cache does not tell the two apart).
     """
     if device.type != "cuda":
         return False

@@ -295,7 +295,8 @@ _LOADED: set[str] = set()
 def _cache_file(device: torch.device) -> Path:
     name = torch.cuda.get_device_name(device).replace(" ", "_")
     root = Path(os.environ.get("HLWQ_CACHE_DIR", Path.home() / ".cache" / "hlwq_ops"))
-    return root / f"configs-v17-{name}-triton{__import__('triton').__version__}.json"
+    # v18: the tensor-core kernels now launch (and are timed) with PDL behind their FWHT by default
+    return root / f"configs-v18-{name}-triton{__import__('triton').__version__}.json"
 
 
 def _load(device: torch.device) -> None:
