@@ -450,10 +450,10 @@ _TC_PATH_CONFIGS = {  # a config of each kernel that the tensor-core path launch
 @pytest.mark.parametrize("dependent", [True, False])
 @pytest.mark.parametrize("kernel", list(_TC_PATH_CONFIGS))
 def test_tensor_core_path_launches_dependent_as_it_says(monkeypatch, kernel, dependent):
-    """Where kernels.launches_dependent says so, the tensor-core path has the FWHT rotating the activations launch
-    them early, and the kernel after it launches that way (its PDL constexpr and the launch option together), and
-    so does the split-K sum after the register-operand kernel from BM = 128; where it does not, none of them.
-    Stand-ins for the device's answer, the tuner and the kernels, so this runs on the CPU."""
+    """Where the path says so (kernels.launches_dependent in kernels.linear), the tensor-core path has the FWHT
+    rotating the activations launch them early, and the kernel after it launches that way (its PDL constexpr and the
+    launch option together), and so does the split-K sum after the register-operand kernel from BM = 128; where it
+    does not, none of them. Stand-ins for the device's answer, the tuner and the kernels, so this runs on the CPU."""
     import importlib
 
     from hlwq_ops.kernels import tcgemv, wsmma, wsrs
@@ -472,18 +472,18 @@ def test_tensor_core_path_launches_dependent_as_it_says(monkeypatch, kernel, dep
                 launched.append((meta["PDL"], meta.get("launch_pdl", False)))
             return launch
 
-    monkeypatch.setattr(kernels, "launches_dependent", lambda device: dependent)
     for module, name in ((tcgemv, "_tc_gemv_kernel"), (wgmma_module, "_wgmma_kernel"), (wsrs, "_rs_kernel")):
         monkeypatch.setattr(module, name, FakeKernel())
+        monkeypatch.setattr(module, "pdl", lambda device, default=False: default)  # (a GPU's answer, HLWQ_PDL unset)
     monkeypatch.setattr(wsrs, "reduce_split_k", lambda ws, b, o, dependent=False: summed.append(dependent) or o)
     monkeypatch.setattr(tuning, "config_for", lambda kernel, M, N, k_pad, bits, weight, run: config)
 
-    def activations(per_word, span=None, dependent=None):
+    def activations(per_word, span=None, dependent=False):
         asked.append(dependent)
         return torch.zeros(M, K, dtype=torch.bfloat16)
 
     qdata, scale = torch.zeros(N, K * 5 // 8, dtype=torch.uint8), torch.ones(N, K // 128, dtype=torch.float16)
-    kernels._tensor_core_linear(activations, M, K, qdata, scale, None, 5, 128, torch.float32, True)
+    kernels._tensor_core_linear(activations, M, K, qdata, scale, None, 5, 128, torch.float32, True, dependent)
     assert asked == [dependent] and launched == [(dependent, dependent)]
     assert summed == ([dependent] if config.get("BM", 0) >= 128 else [])  # (below BM = 128 wsrs sums split K itself)
 
@@ -829,11 +829,12 @@ def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, config, dtype,
     picks -- the tensor-core GEMV's too -- runs its kernel on bfloat16 activations (16-byte aligned for the ws
     kernels): in K order for the ws kernel and the tensor-core GEMV, in the wgmma permutation (whole rows or per
     block, as its config says) for the register-operand variant; with the bias, in the activations' dtype, from
-    ``linear`` and ``linear_rotated``."""
+    ``linear`` and ``linear_rotated`` (the register-operand variant launched with PDL behind ``linear``'s FWHT
+    only)."""
     from hlwq_ops.hadamard import fwht_ref
     from hlwq_ops.kernels import wsmma, wsrs
 
-    picked, ws_inputs = [], []
+    picked, ws_inputs, launched_dependent = [], [], []
 
     def config_for(kernel, M, N, k_pad, bits, weight, run):
         picked.append(kernel)
@@ -843,8 +844,9 @@ def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, config, dtype,
         ws_inputs.append(xr)
         return wsmma.ws_mma_ref(xr, qdata, scale, bias, bits).to(out_dtype)
 
-    def ws_rs(xp, qdata, scale, bias, bits, block_size, out_dtype, config):  # the same on permuted activations
+    def ws_rs(xp, qdata, scale, bias, bits, block_size, out_dtype, config, dependent=False):  # the same, permuted
         ws_inputs.append(xp)
+        launched_dependent.append(dependent)
         return wsrs.ws_rs_ref(xp, qdata, scale, bias, bits, wsrs.activation_span(config),
                               config.get("NORM_ACC", True)).to(out_dtype)
 
@@ -852,6 +854,7 @@ def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, config, dtype,
     monkeypatch.setattr(kernels, "_runs_ws", lambda *args: True)
     monkeypatch.setattr(kernels, "ws_mma", ws_mma)
     monkeypatch.setattr(kernels, "ws_rs", ws_rs)
+    monkeypatch.setattr(kernels, "launches_dependent", lambda device: True)  # (a GPU's default)
     monkeypatch.delenv("HLWQ_PATH", raising=False)
     qdata, scale = _packed(40, 300, 5)
     x = torch.randn(M, 300, device=KERNEL_DEVICE).to(dtype)
@@ -867,6 +870,8 @@ def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, config, dtype,
     if config["kernel"] in ("ws", "wsrs"):
         (xr16,) = ws_inputs
         assert xr16.dtype == torch.bfloat16 and xr16.is_contiguous() and xr16.data_ptr() % 16 == 0
+    if config["kernel"] == "wsrs":  # behind linear's FWHT with PDL; linear_rotated has no FWHT to launch behind
+        assert launched_dependent == [not rotated]
 
 
 def test_tuning_skips_candidates_that_do_not_compile(caplog):

@@ -112,21 +112,25 @@ def launches_dependent(device: torch.device) -> bool:
     less time at M = 3..64 on 14336 x 4096, 4096 x 14336 and 4096 x 4096, 1-4.5% at M = 128..512 (M = 2048 within
     its noise); the tensor-core GEMV 1.5-12% less at M = 3..8; the wgmma kernel (1024 x 4096, M = 8) 7.5-10% less;
     slower in none of section 26's 44 cases. The warp-specialized kernel and dequantize + cuBLAS were not timed
-    with it and launch without.
+    with it and launch without, as do the kernels of :func:`linear_rotated` (no FWHT before them), unless
+    ``HLWQ_PDL=1``.
     """
     return pdl(device, default=True)
 
 
-def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, ws) -> torch.Tensor:
+def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, ws,
+                        dependent) -> torch.Tensor:
     """The tensor-core kernels (and, at larger M, dequantize + cuBLAS): whichever the tuner found fastest here.
 
     ``activations(per_word, span, dependent)`` gives the rotated 16-bit activations in
     the kernel's order: permuted for :func:`wgmma` and :func:`ws_rs`
     (``per_word=8``; for :func:`ws_rs` within runs of ``span`` where its
     config says so, :func:`.wsrs.activation_span`), in K order for the others
-    (``per_word=0``, bfloat16); ``dependent``: the FWHT rotating them (if one
-    does) lets the next kernel launch early, as :func:`.fwht.fwht` takes it
-    (:func:`launches_dependent`).
+    (``per_word=0``, bfloat16); its ``dependent`` lets the FWHT rotating them
+    (if one does) launch the next kernel early, as :func:`.fwht.fwht` takes it.
+    ``dependent``: whether that FWHT and the tensor-core GEMV, wgmma or
+    register-operand kernel after it launch that way (:func:`launches_dependent`
+    in :func:`linear`; False in :func:`linear_rotated`, where no FWHT runs).
     Tuning times each candidate with its rotation. The families timed
     (``tuning.candidates``): the wgmma kernel up to ``MMA_MAX_M_WGMMA`` rows
     (or wherever the warp-specialized kernel does not run); the tensor-core
@@ -138,8 +142,6 @@ def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_s
     rows beside it, first (the untuned default), unless ``HLWQ_PATH=mma``
     forces the tensor-core kernels.
     """
-
-    dependent = launches_dependent(qdata.device)  # (the FWHT and the kernel after it: both or neither)
 
     def run(config, q=qdata, s=scale):
         kernel = config.get("kernel")
@@ -203,10 +205,10 @@ def linear_rotated(
     path = tuning.path_for(M, fast, ws)
     if path == "mma" and fast:
 
-        def activations(per_word, span=None, dependent=None):  # (rotated already: no FWHT to launch early)
+        def activations(per_word, span=None, dependent=False):  # (rotated already: no FWHT to launch early)
             return permute_activations(x2, _compute_dtype(out_dtype), span) if per_word else x2
 
-        y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, ws)
+        y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, ws, False)
     elif path in _KERNELS:
         x2 = x2.to(torch.float32).contiguous()
         kernel = _KERNELS[path]
@@ -246,7 +248,7 @@ def linear(
     if M == 0:
         return x.new_empty((*lead, N))
 
-    def rotated(x2, dtype=torch.float32, per_word=0, span=None, dependent=None):
+    def rotated(x2, dtype=torch.float32, per_word=0, span=None, dependent=False):
         x2 = F.pad(x2, (0, k_pad - K)) if k_pad != K else x2
         if block_size > MAX_KERNEL_BLOCK:  # the FWHT kernel's tile would not fit
             xr = fwht_ref(x2.float(), block_size)
@@ -258,10 +260,11 @@ def linear(
     path = tuning.path_for(M, fast, ws)
     if path == "mma" and fast:
 
-        def activations(per_word, span=None, dependent=None):
+        def activations(per_word, span=None, dependent=False):
             return rotated(x2, _compute_dtype(x.dtype) if per_word else torch.bfloat16, per_word, span, dependent)
 
-        y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, x.dtype, ws)
+        y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, x.dtype, ws,
+                                launches_dependent(x.device))
     elif path == "gemv":
         x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()
 

@@ -119,7 +119,7 @@ def _programs(tiles: int, device: torch.device) -> int:
 
 
 def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype, per_word: int = 0,
-         span: int | None = None, dependent: bool | None = None) -> torch.Tensor:
+         span: int | None = None, dependent: bool = False) -> torch.Tensor:
     """Blockwise FWHT of the last dim of ``x`` (K a multiple of ``block_size`` <= 128).
 
     Args:
@@ -130,9 +130,9 @@ def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype, per_word: int
         span: with ``per_word``, reorder each run of ``span`` positions (whole
             blocks) on its own instead of the whole row
             (``permute_activations(..., span)``): the kernel then sees each run as a row.
-        dependent: launch with programmatic dependent launch, letting the next kernel launch at once
-            (:mod:`.common`), as the caller's :func:`.common.pdl` answered for the kernel this one feeds; None:
-            :func:`.common.pdl` with its default.
+        dependent: launch with programmatic dependent launch by default, letting the next kernel launch at once
+            (:mod:`.common`): the caller's choice for the kernel this one feeds; ``HLWQ_PDL`` overrides it and it
+            is off but on sm_90 and newer (:func:`.common.pdl`).
 
     Returns:
         A tensor of x's shape in ``out_dtype``.
@@ -148,7 +148,7 @@ def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype, per_word: int
     if rows == 0:
         return out
     exact16 = x.dtype in (torch.bfloat16, torch.float16) and x.device.type != "cpu"
-    dependent = pdl(x.device) if dependent is None else dependent
+    dependent = pdl(x.device, default=dependent)
     large = rows > 2048  # small tiles until there are enough blocks to fill the GPU
     br = 64 if large else 16
     bc = min(block_size, (128 if exact16 else 64) if large else 32)

@@ -452,7 +452,7 @@ def tc_gemv(
     codebook: torch.Tensor | None,
     out_dtype: torch.dtype,
     config: dict,
-    dependent: bool | None = None,
+    dependent: bool = False,
 ) -> torch.Tensor:
     """Launch the tensor-core GEMV. Shapes are checked by the caller (``hlwq_ops.ops``).
 
@@ -464,8 +464,9 @@ def tc_gemv(
             multiple of 16), ``num_warps``, optionally ``WARP_SUM`` (sum the
             program's warps before the store) and ``maxnreg`` (a
             register cap per thread: more programs per SM).
-        dependent: launch with programmatic dependent launch (waiting for the kernel before it in
-            ``griddepcontrol.wait``); None: as :func:`.common.pdl` says.
+        dependent: launch with programmatic dependent launch by default (waiting for the kernel before it in
+            ``griddepcontrol.wait``); ``HLWQ_PDL`` overrides it and it is off but on sm_90 and newer
+            (:func:`.common.pdl`).
 
     Returns:
         (M, N) in ``out_dtype``.
@@ -502,7 +503,7 @@ def tc_gemv(
     if n_kprog > 1:
         counters = arrival_counters(xr.device, row_programs * m_programs)
     p = planes(bits)
-    dependent = pdl(xr.device) if dependent is None else dependent
+    dependent = pdl(xr.device, default=dependent)
     _tc_gemv_kernel[(row_programs, n_kprog, m_programs)](
         xr, words, scale, kernel_codebook(bits, codebook, qdata.device), bias if bias is not None else out, out, ws,
         counters, M, N, k_pad, config["ROWS"], xr.stride(0), words.stride(0), scale.stride(0),

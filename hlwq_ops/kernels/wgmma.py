@@ -332,7 +332,7 @@ def wgmma(
     block_size: int,
     out_dtype: torch.dtype,
     config: dict,
-    dependent: bool | None = None,
+    dependent: bool = False,
 ) -> torch.Tensor:
     """Launch the kernel. Shapes are checked by the caller; the layer must satisfy :func:`supports`.
 
@@ -345,8 +345,9 @@ def wgmma(
             and ``one_dot`` (default True: one K = 128 dot per step, the norm
             folded into the weights; False: eight K = 16 dots, the norm applied
             to their float32 sum).
-        dependent: launch with programmatic dependent launch (waiting for the kernel before it in
-            ``griddepcontrol.wait``); None: as :func:`.common.pdl` says.
+        dependent: launch with programmatic dependent launch by default (waiting for the kernel before it in
+            ``griddepcontrol.wait``); ``HLWQ_PDL`` overrides it and it is off but on sm_90 and newer
+            (:func:`.common.pdl`).
 
     Returns:
         (M, N) in ``out_dtype``.
@@ -363,7 +364,7 @@ def wgmma(
     else:
         ws = counters = out  # unused
     interpret = xp.device.type == "cpu"
-    dependent = pdl(xp.device) if dependent is None else dependent
+    dependent = pdl(xp.device, default=dependent)
     _wgmma_kernel[grid](
         xp,
         words,

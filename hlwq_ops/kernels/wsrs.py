@@ -390,7 +390,7 @@ def ws_rs(
     block_size: int,
     out_dtype: torch.dtype,
     config: dict,
-    dependent: bool | None = None,
+    dependent: bool = False,
 ) -> torch.Tensor:
     """Launch the kernel. Shapes are checked by the caller; the layer must satisfy :func:`.wsmma.supports`.
 
@@ -404,8 +404,9 @@ def ws_rs(
             the order of ``xp``, :func:`activation_span`), ``NORM_ACC`` (default True: the block norms on the
             float32 sums; False: on the 16-bit weights, one accumulator instead of two, as BM = 256 needs);
             :func:`check_config` refuses others.
-        dependent: launch this kernel, and the split-K sum after it, with programmatic dependent launch (each
-            waiting for the kernel before it in ``griddepcontrol.wait``); None: as :func:`.common.pdl` says.
+        dependent: launch this kernel, and the split-K sum after it, with programmatic dependent launch by
+            default (each waiting for the kernel before it in ``griddepcontrol.wait``); ``HLWQ_PDL`` overrides it
+            and it is off but on sm_90 and newer (:func:`.common.pdl`).
 
     Returns:
         (M, N) in ``out_dtype``.
@@ -423,7 +424,7 @@ def ws_rs(
     p1_desc = TensorDescriptor.from_tensor(qdata.view(torch.int8), [BN, 16], p1_l)
     grid = (triton.cdiv(N, BN), triton.cdiv(M, BM), config["SPLIT_K"])
     ws, counters = split_buffers(out, grid)
-    dependent = pdl(out.device) if dependent is None else dependent
+    dependent = pdl(out.device, default=dependent)
     _rs_kernel[grid](
         x_desc, p0_desc, p1_desc, scale, standard_codebook(bits, xp.device), bias if bias is not None else out, out,
         ws, counters, M, N, k_pad, scale.stride(0),
