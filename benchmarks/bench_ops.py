@@ -12,16 +12,28 @@ are written back inside the timed kernel and inflate small kernels.
 
 Prints a table (time, achieved GB/s, % of the measured copy bandwidth,
 speedups) and writes ``--json`` and ``--plot`` files.
+
+``--sustained SECONDS`` also times every method with its graph replayed back to
+back for that long (after as long again untimed), as a long prefill or a busy
+server runs it: under such a load the GPU's power limit lowers the SM clock,
+more for some kernels than for others (H200, session 28: bf16 cuBLAS at M = 256
+to a median 1395 MHz, the HLWQ kernel to 1755; 1980 at M <= 16). Those columns
+("sus us", the median SM clock nvidia-smi reported meanwhile, and the ratio to
+bf16 timed the same way) come beside the default ones, which time bursts short
+enough to run at the full clock.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
 import os
 import statistics
+import subprocess
+import threading
 import time
 from collections.abc import Callable
 
@@ -77,6 +89,73 @@ def graph_time(calls: list[Callable[[], object]], replays: int = 30) -> tuple[fl
             times.append(start.elapsed_time(end) * 1e3 / len(calls))
         medians.append(statistics.median(times[3:]))
     return statistics.median(medians), max(medians) - min(medians)
+
+
+def sustained_time(calls: list[Callable[[], object]], seconds: float) -> tuple[float, float, float | None]:
+    """Microseconds per call with one CUDA graph of ``calls`` replayed back to back, no host sync between replays, for
+    ``seconds`` (after as long again untimed, so the clock settles where the power limit holds it): the median and
+    spread (max - min) over five equal timed segments, and the median SM clock in MHz sampled meanwhile (None where
+    nvidia-smi cannot be run)."""
+    for call in calls:  # warm up: compile, tune, allocate
+        call()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for call in calls:
+            call()
+    start = time.perf_counter()
+    graph.replay()
+    torch.cuda.synchronize()
+    per_replay = max(time.perf_counter() - start, 1e-6)
+    n = max(1, int(seconds / 5 / per_replay))  # replays a segment
+    for _ in range(5 * n):  # untimed, as long as the timed part
+        graph.replay()
+    events = [torch.cuda.Event(enable_timing=True) for _ in range(6)]
+    with _ClockSampler() as clocks:
+        events[0].record()
+        for i in range(5):
+            for _ in range(n):
+                graph.replay()
+            events[i + 1].record()
+        events[5].synchronize()
+    segments = [a.elapsed_time(b) * 1e3 / (n * len(calls)) for a, b in itertools.pairwise(events)]
+    return statistics.median(segments), max(segments) - min(segments), clocks.median()
+
+
+class _ClockSampler:
+    """The current GPU's SM clock from ``nvidia-smi`` every 50 ms while the block runs (:meth:`median` after it)."""
+
+    def __init__(self):
+        self.samples: list[int] = []
+        uuid = str(getattr(torch.cuda.get_device_properties(torch.cuda.current_device()), "uuid", ""))
+        self.cmd = ["nvidia-smi", "--query-gpu=clocks.sm", "--format=csv,noheader,nounits", "-lms", "50"]
+        if uuid:
+            self.cmd += ["-i", uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"]
+
+    def __enter__(self):
+        try:
+            self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        except OSError:
+            self.proc = None
+            return self
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        return self
+
+    def _read(self):
+        for line in self.proc.stdout:
+            if line.strip().isdigit():
+                self.samples.append(int(line))
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait()
+            self.reader.join(timeout=1)
+        return False
+
+    def median(self) -> float | None:
+        return statistics.median(self.samples) if self.samples else None
 
 
 def n_copies(weight_bytes: int, l2_bytes: int) -> int:
@@ -193,8 +272,10 @@ def forced_path(path: str):
         del os.environ["HLWQ_PATH"]
 
 
-def bench_shape(N: int, K: int, M: int, l2_bytes: int, bw: float, int4_ok: bool, paths: bool) -> list[dict]:
-    """Every method on one (M, N, K); weights are N(0, 0.02) like an LLM's."""
+def bench_shape(N: int, K: int, M: int, l2_bytes: int, bw: float, int4_ok: bool, paths: bool,
+                sustained: float = 0.0) -> list[dict]:
+    """Every method on one (M, N, K); weights are N(0, 0.02) like an LLM's. ``sustained`` > 0: each also timed by
+    :func:`sustained_time` for that many seconds."""
     dev = "cuda"
     rows = []
     x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
@@ -208,6 +289,9 @@ def bench_shape(N: int, K: int, M: int, l2_bytes: int, bw: float, int4_ok: bool,
             dict(method=method, M=M, N=N, K=K, us=t, spread_us=spread, gbps=moved / t / 1e3,
                  pct_bw=100 * moved / (t * 1e-6) / bw, rel_err=rel_error(out, ref))
         )
+        if sustained > 0:
+            us, spread, mhz = sustained_time(calls, sustained)
+            rows[-1].update(us_sustained=us, spread_us_sustained=spread, sm_mhz_sustained=mhz)
 
     copies = n_copies(N * K * 2, l2_bytes)
     ws = [w.clone() for _ in range(copies)]
@@ -268,10 +352,15 @@ def add_ratios(rows: list[dict]) -> None:
         int4 = by_key.get((*key, "torchao int4"))
         r["vs_bf16"] = bf16["us"] / r["us"] if bf16 and r["method"] != "FWHT" else None
         r["vs_int4"] = int4["us"] / r["us"] if int4 and r["method"] != "FWHT" else None
+        if r.get("us_sustained") and bf16 and bf16.get("us_sustained"):
+            r["vs_bf16_sustained"] = bf16["us_sustained"] / r["us_sustained"]
 
 
 def print_table(rows: list[dict]) -> str:
     head = f"{'M':>5} {'N x K':>12} {'method':<20} {'us':>8} {'+-':>5} {'GB/s':>7} {'%BW':>5} {'xbf16':>6} {'xint4':>6} {'relerr':>8}"
+    sustained = any("us_sustained" in r for r in rows)
+    if sustained:
+        head += f" {'sus us':>8} {'+-':>5} {'MHz':>5} {'xbf16':>6}"
     lines = [head, "-" * len(head)]
     for r in rows:
         def f(v, spec):
@@ -281,6 +370,9 @@ def print_table(rows: list[dict]) -> str:
             f"{r['M']:>5} {str(r['N']) + 'x' + str(r['K']):>12} {r['method']:<20} {r['us']:>8.2f} "
             f"{r['spread_us']:>5.2f} {f(r['gbps'], '7.0f'):>7} {f(r['pct_bw'], '5.1f'):>5} "
             f"{f(r['vs_bf16'], '6.2f'):>6} {f(r['vs_int4'], '6.2f'):>6} {f(r['rel_err'], '8.1e'):>8}"
+            + (f" {f(r.get('us_sustained'), '8.2f'):>8} {f(r.get('spread_us_sustained'), '5.2f'):>5} "
+               f"{f(r.get('sm_mhz_sustained'), '5.0f'):>5} {f(r.get('vs_bf16_sustained'), '6.2f'):>6}"
+               if sustained else "")
         )
     text = "\n".join(lines)
     print(text, flush=True)
@@ -328,6 +420,8 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=SHAPES, help="N x K, e.g. 14336x4096")
     parser.add_argument("--no-int4", action="store_true", help="skip torchao int4 (not installed)")
     parser.add_argument("--paths", action="store_true", help="at M > 1 also time Q5 on each kernel family")
+    parser.add_argument("--sustained", type=float, default=0.0, metavar="SECONDS",
+                        help="also time each method replayed back to back this long (the power-limited clock)")
     parser.add_argument("--json", default="bench_ops.json")
     parser.add_argument("--plot", default="bench_ops.png")
     args = parser.parse_args()
@@ -343,7 +437,7 @@ def main() -> None:
         N, K = (int(v) for v in shape.split("x"))
         for M in args.m:
             start = time.perf_counter()
-            rows += bench_shape(N, K, M, l2, bw, not args.no_int4, args.paths)
+            rows += bench_shape(N, K, M, l2, bw, not args.no_int4, args.paths, args.sustained)
             print(f"  {shape} M={M}: {time.perf_counter() - start:.1f}s", flush=True)
     add_ratios(rows)
     table = print_table(rows)
