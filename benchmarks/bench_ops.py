@@ -19,8 +19,8 @@ server runs it: under such a load the GPU's power limit lowers the SM clock,
 more for some kernels than for others (H200, session 28: bf16 cuBLAS at M = 256
 to a median 1395 MHz, the HLWQ kernel to 1755; 1980 at M <= 16). Those columns
 ("sus us", the median SM clock nvidia-smi reported meanwhile, and the ratio to
-bf16 timed the same way) come beside the default ones, which time bursts short
-enough to run at the full clock.
+bf16 timed the same way) come beside the default ones, which time each replay
+alone with a host sync after it (the clock there was not sampled).
 """
 
 from __future__ import annotations
@@ -64,7 +64,12 @@ def copy_bandwidth(device) -> float:
 
 def graph_time(calls: list[Callable[[], object]], replays: int = 30) -> tuple[float, float]:
     """Median and spread (max - min over 5 medians) of microseconds per call."""
-    for call in calls:  # warm up: compile, tune, allocate
+    return burst_time(captured(calls), len(calls), replays)
+
+
+def captured(calls: list[Callable[[], object]]) -> torch.cuda.CUDAGraph:
+    """``calls`` warmed up (compiled, tuned, allocated; again on a side stream) and captured in one CUDA graph."""
+    for call in calls:
         call()
     torch.cuda.synchronize()
     stream = torch.cuda.Stream()
@@ -77,6 +82,12 @@ def graph_time(calls: list[Callable[[], object]], replays: int = 30) -> tuple[fl
     with torch.cuda.graph(graph):
         for call in calls:
             call()
+    return graph
+
+
+def burst_time(graph: torch.cuda.CUDAGraph, n_calls: int, replays: int = 30) -> tuple[float, float]:
+    """:func:`graph_time` of a :func:`captured` graph of ``n_calls`` calls: each replay timed alone, a host sync after
+    it."""
     medians = []
     for _ in range(5):
         times = []
@@ -86,23 +97,16 @@ def graph_time(calls: list[Callable[[], object]], replays: int = 30) -> tuple[fl
             graph.replay()
             end.record()
             end.synchronize()
-            times.append(start.elapsed_time(end) * 1e3 / len(calls))
+            times.append(start.elapsed_time(end) * 1e3 / n_calls)
         medians.append(statistics.median(times[3:]))
     return statistics.median(medians), max(medians) - min(medians)
 
 
-def sustained_time(calls: list[Callable[[], object]], seconds: float) -> tuple[float, float, float | None]:
-    """Microseconds per call with one CUDA graph of ``calls`` replayed back to back, no host sync between replays, for
-    ``seconds`` (after as long again untimed, so the clock settles where the power limit holds it): the median and
-    spread (max - min) over five equal timed segments, and the median SM clock in MHz sampled meanwhile (None where
-    nvidia-smi cannot be run)."""
-    for call in calls:  # warm up: compile, tune, allocate
-        call()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for call in calls:
-            call()
+def sustained_time(graph: torch.cuda.CUDAGraph, n_calls: int, seconds: float) -> tuple[float, float, float | None]:
+    """Microseconds per call with a :func:`captured` graph of ``n_calls`` calls replayed back to back, no host sync
+    between replays, for ``seconds`` (after as long again untimed, so the clock settles where the power limit holds
+    it): the median and spread (max - min) over five equal timed segments, and the median SM clock in MHz sampled
+    meanwhile (None where nvidia-smi cannot be run)."""
     start = time.perf_counter()
     graph.replay()
     torch.cuda.synchronize()
@@ -118,7 +122,7 @@ def sustained_time(calls: list[Callable[[], object]], seconds: float) -> tuple[f
                 graph.replay()
             events[i + 1].record()
         events[5].synchronize()
-    segments = [a.elapsed_time(b) * 1e3 / (n * len(calls)) for a, b in itertools.pairwise(events)]
+    segments = [a.elapsed_time(b) * 1e3 / (n * n_calls) for a, b in itertools.pairwise(events)]
     return statistics.median(segments), max(segments) - min(segments), clocks.median()
 
 
@@ -283,14 +287,15 @@ def bench_shape(N: int, K: int, M: int, l2_bytes: int, bw: float, int4_ok: bool,
     ref = (x.double() @ w.double().t()).float()
 
     def add(method, calls, weight_bytes, out):
-        t, spread = graph_time(calls)
+        graph = captured(calls)
+        t, spread = burst_time(graph, len(calls))
         moved = weight_bytes + x.numel() * 2 + M * N * 2
         rows.append(
             dict(method=method, M=M, N=N, K=K, us=t, spread_us=spread, gbps=moved / t / 1e3,
                  pct_bw=100 * moved / (t * 1e-6) / bw, rel_err=rel_error(out, ref))
         )
         if sustained > 0:
-            us, spread, mhz = sustained_time(calls, sustained)
+            us, spread, mhz = sustained_time(graph, len(calls), sustained)
             rows[-1].update(us_sustained=us, spread_us_sustained=spread, sm_mhz_sustained=mhz)
 
     copies = n_copies(N * K * 2, l2_bytes)
