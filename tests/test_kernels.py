@@ -780,9 +780,10 @@ def test_ws_split_buffers():
 
 def test_ws_rs_candidates_and_configs():
     """The register-operand variant: BM = the M bucket (16..64), split K as the ws kernel's (one program per SM),
-    activation boxes of 64 columns (block-local order) and of 16, the first 64 at BM = 16 and 16 at 32 and 64, every
-    candidate accepted; in the 128 bucket BM = 128 (more registers, 64 first) and in the 256 bucket (M = 129..)
-    BM = 256 (the norms on the weights, one accumulator) then 128; configs it could not run or fit refused."""
+    activation boxes of 64 columns (block-local order) and of 16, the first 64 at BM = 16 and 16 at 32 and 64, four
+    consumer warpgroups up to BM = 32, every candidate accepted; in the 128 bucket BM = 128 (more registers, 64
+    first) and in the 256 bucket (M = 129..) BM = 256 (the norms on the weights, one accumulator) then 128; configs
+    it could not run or fit refused."""
     from hlwq_ops.kernels.wsrs import activation_span, check_config
 
     for M, N, k_pad, BM, split in ((3, 14336, 4096, 16, 1), (16, 4096, 14336, 16, 4), (40, 4096, 4096, 64, 4),
@@ -791,7 +792,9 @@ def test_ws_rs_candidates_and_configs():
         assert config["kernel"] == "wsrs" and (config["BM"], config["SPLIT_K"]) == (BM, split), (M, N, k_pad)
         assert (config["XBOX"], activation_span(config)) == ((64, 128) if BM == 16 else (16, None)), config
         assert other == dict(config, XBOX={16: 64, 64: 16}[config["XBOX"]])
+        assert (config.get("PHASES", 1), config["REGS"]) == ((2, 120) if BM == 16 else (1, 168)), config
         check_config(config)
+    assert [(c["PHASES"], c["REGS"]) for c in tuning.candidates("wsrs", 32, 14336, 4096, 132, 5)] == [(2, 112)] * 2
     config, other = tuning.candidates("wsrs", 100, 14336, 4096, 132, 5)
     assert (config["BM"], config["SPLIT_K"], config["XBOX"], config["REGS"]) == (128, 1, 64, 232)
     assert config.get("NORM_ACC", True) and other == dict(config, XBOX=16)
@@ -806,7 +809,10 @@ def test_ws_rs_candidates_and_configs():
     for change, message in ((dict(BM=512), "BM must be"), (dict(BM=24), "BM must be"), (dict(XSTAGES=1), "XSTAGES"),
                             (dict(QSTAGES=1), "QSTAGES"), (dict(QSTAGES=22), "shared memory"),
                             (dict(SPLIT_K=0), "SPLIT_K"), (dict(REGS=170), "REGS"), (dict(REGS=300), "REGS"),
-                            (dict(XBOX=32), "XBOX"), (dict(NORM_ACC=1), "NORM_ACC must be a bool")):
+                            (dict(XBOX=32), "XBOX"), (dict(NORM_ACC=1), "NORM_ACC must be a bool"),
+                            (dict(PHASES=3), "PHASES .* must be 1 or 2, got 3"),
+                            (dict(PHASES=2, REGS=128), "REGS <= 120; got BM = 16, REGS = 128"),
+                            (dict(PHASES=2, BM=64, REGS=112), "BM <= 32 .*got BM = 64")):
         with pytest.raises(ValueError, match=message):
             check_config(dict(config, **change))
 
@@ -938,9 +944,11 @@ for M, N, K in ((16, 4096, 4096), (128, 4096, 14336), (300, 4096, 4096)):
         ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
         assert "wgmma.mma_async" in ptx and "setmaxnreg" in ptx, (M, N, K)
 from hlwq_ops.kernels import wsrs
-# the register-operand variant: BM = 16 (split K and not), 64 (split K), 128 and 256 (split K and not; at 256 the
-# norms on the weights) and 128 beside it; shared memory within its estimate
-for M, N, K in ((5, 4096, 4096), (16, 14336, 4096), (64, 4096, 14336), (128, 14336, 4096), (512, 4096, 14336)):
+# the register-operand variant: BM = 16 (split K and not) and 32 (split K), with four consumer warpgroups, 64 (split
+# K), 128 and 256 (split K and not; at 256 the norms on the weights) and 128 beside it; shared memory within its
+# estimate; no spills with four consumer warpgroups (BM = 256 with a bias does spill, a known cost)
+for M, N, K in ((5, 4096, 4096), (16, 14336, 4096), (32, 4096, 14336), (64, 4096, 14336), (128, 14336, 4096),
+                (512, 4096, 14336)):
     for config in tuning.candidates("wsrs", M, N, K, 132, bits):  # (both activation orders)
         xp = torch.empty(M, K, dtype=torch.bfloat16)
         q = torch.empty(N, K * bits // 8, dtype=torch.uint8)
@@ -951,13 +959,16 @@ for M, N, K in ((5, 4096, 4096), (16, 14336, 4096), (64, 4096, 14336), (128, 143
                      p1_desc=TensorDescriptor.from_tensor(q.view(torch.int8), [128, 16], p1_l))
         constants = dict(BITS=bits, BM=config["BM"], QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
                          XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"],
-                         HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1, PDL=True, num_warps=4)
+                         HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1, PDL=True, PHASES=config.get("PHASES", 1),
+                         num_warps=4)
         signature = {name: mangle_type(d) for name, d in descs.items()} | ARGS | dict.fromkeys(constants, "constexpr")
         source = GluonASTSource(wsrs._rs_kernel, signature, constants)
         kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
         ptx = kernel.asm["ptx"]
         assert "wgmma.mma_async" in ptx and "setmaxnreg" in ptx and "griddepcontrol.wait" in ptx, (M, N, K, config)
         assert kernel.metadata.shared <= wsrs.shared_bytes(config), (kernel.metadata.shared, config)
+        if config.get("PHASES", 1) == 2:  # 16 consumer warps: their registers must fit (cuobjdump, with Triton)
+            assert "STL" not in kernel.asm["sass"], config
 print("compiled")
 """
 
@@ -967,7 +978,7 @@ def test_ws_kernel_compiles_for_sm90(bits):
     """The Gluon kernels have no interpreter; compiling them for sm_90 (no GPU needed; in a process without
     TRITON_INTERPRET, under which the kernel would be an interpreted function) catches this Triton's API changes:
     the ws kernel's first candidates at M = 16, 128 and 300 (two MMA warpgroups), the register-operand variant's at
-    M = 5, 16, 64, 128 and 512 (split K and not; BM 16 to 256), with a bias."""
+    M = 5, 16, 32, 64, 128 and 512 (split K and not; BM 16 to 256; four consumer warpgroups up to 32), with a bias."""
     import os
     import subprocess
     import sys
@@ -1201,8 +1212,8 @@ def test_gpu_ws_mma_poisoned_output_every_candidate(bits, N, K):
 def test_gpu_ws_rs_poisoned_output_every_candidate(bits, N, K):
     """The register-operand warp-specialized kernel (Gluon, GPU only): the tuner's candidate and other configs (BM 8
     to 256, M tiles cut short, no split K and split K uneven and with an empty slice, shallower and deeper rings, both
-    activation orders, the norms on the sums and on the weights), a bias, float16 activations, float32 and bfloat16
-    outputs, each output written and right."""
+    activation orders, the norms on the sums and on the weights, two and four consumer warpgroups), a bias, float16
+    activations, float32 and bfloat16 outputs, each output written and right."""
     from hlwq_ops.kernels import wsmma, wsrs
     from hlwq_ops.kernels.common import counter_buffer
 
@@ -1222,6 +1233,8 @@ def test_gpu_ws_rs_poisoned_output_every_candidate(bits, N, K):
             if M <= 64:
                 configs += [dict(configs[0], BM=8 if M <= 8 else 32), dict(configs[0], QSTAGES=2, XSTAGES=2),
                             dict(configs[0], QSTAGES=6, XSTAGES=4)]
+            if configs[0].get("PHASES", 1) == 2:  # (the candidates' four consumer warpgroups: also two, split or not)
+                configs += [dict(configs[0], PHASES=1, REGS=168), dict(configs[0], PHASES=1, REGS=168, SPLIT_K=1)]
             if M in (37, 100):  # the norms on the weights at BM = 64 and 128, split K and not
                 configs += [dict(configs[0], NORM_ACC=False), dict(configs[0], NORM_ACC=False, SPLIT_K=1)]
             for config in configs:

@@ -1,11 +1,11 @@
 """Warp-specialized tensor-core kernel with the weight as ``wgmma``'s register operand (Hopper, Gluon), M = 3..2048.
 
 ``y.T = Wr @ xr.T`` as in :mod:`.wsmma`, but no decoded weight tile passes
-through shared memory: each of two warpgroups owns 64 of the program's 128
-weight rows and decodes a step's codes straight into ``wgmma``'s A-operand
-registers, then multiplies them with the activations in shared memory (four
-warpgroups of 64 rows each measured 3-100% slower: fewer programs, or split
-K past what pays). Beside them, two one-warp TMA loaders: the block's plane-0
+through shared memory: each of two warpgroups (four with ``PHASES=2``, below)
+owns 64 of the program's 128 weight rows and decodes a step's codes straight
+into ``wgmma``'s A-operand registers, then multiplies them with the activations
+in shared memory (four warpgroups of 64 rows each, 256 rows a program, measured
+3-100% slower: fewer programs, or split K past what pays). Beside them, two one-warp TMA loaders: the block's plane-0
 words and plane-1 bytes (:func:`.wsmma._load_words`) and its activations
 (:func:`_load_acts`). :func:`ws_rs_ref` is its plain-torch equivalent.
 
@@ -62,6 +62,18 @@ steps made ptxas serialize every ``wgmma``, for registers). Measured (H200,
 ``benchmarks/NOTES.md`` session 18): 11-25% less time than :mod:`.wsmma` at
 M = 16..64 on the Llama shapes and 4096 x 4096, where that kernel's decoders
 write and its MMAs read every weight tile through shared memory.
+
+``PHASES=2`` (up to BM = 32): two warpgroups for each 64-row half, one taking
+the slice's even blocks and one its odd blocks, each with its own accumulator;
+at the end the odd blocks' warpgroup hands its sums over in shared memory and
+the even blocks' one stores both. Same rings, loaders and programs, 16 consumer
+warps instead of 8 (four a scheduler, 120 or 112 registers a thread instead of
+168). ``ncu`` at BM = 16 had the two consumer warpgroups spending 68-76% of
+their stall samples on the decode's own instructions (issuing on 25-29%,
+waiting on fixed-latency dependences on 21-24%) and only 6-15% waiting for a
+word slot; with twice the warps to interleave those chains: 2.2-10.4% less
+time on all 12 cases measured at M = 8..32 on 14336 x 4096 and 4096 x 14336,
+Q4 and Q5 (H200, ``benchmarks/NOTES.md`` session 29).
 
 Gluon has no interpreter, so this kernel runs only on a GPU (sm_90); it serves
 the layers :func:`.wsmma.supports` accepts, on the devices
@@ -140,13 +152,14 @@ if gluon is not None:
         return _shuffle(c_lane, src.to(gl.int32, bitcast=True)).to(dtype)
 
     @gluon.jit
-    def _consumer(p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr, bias_ptr, out_ptr,
-                  ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k,
+    def _consumer(p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, xch_smem, xch_bar, s_ptr, c_ptr,
+                  bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k,
                   BITS: gl.constexpr, BM: gl.constexpr, QSTAGES: gl.constexpr, XSTAGES: gl.constexpr,
-                  XBOX: gl.constexpr, NORM_ACC: gl.constexpr, PART: gl.constexpr, HAS_BIAS: gl.constexpr,
-                  SPLIT: gl.constexpr):
-        """One warpgroup: rows ``n0 + 64 PART ..``, decoded into registers and multiplied step by step; the sums
-        stored to the output (or, split K, to the partials)."""
+                  XBOX: gl.constexpr, NORM_ACC: gl.constexpr, HAS_BIAS: gl.constexpr, SPLIT: gl.constexpr,
+                  PART: gl.constexpr, PHASE: gl.constexpr, PHASES: gl.constexpr):
+        """One warpgroup: rows ``n0 + 64 PART ..`` of the blocks ``PHASE, PHASE + PHASES, ..`` of the slice, decoded
+        into registers and multiplied step by step; the sums stored to the output (or, split K, to the partials) by
+        the warpgroup of phase 0, after adding the other phase's (handed over in ``xch_smem``)."""
         acc_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                         instr_shape=[16, BM, 16])
         a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_l, k_width=2)
@@ -157,15 +170,16 @@ if gluon is not None:
         rows = gl.minimum(n0 + 64 * PART + gl.arange(0, 64, layout=norm_l), N - 1)  # clamped
         c_lane = _lane_codebook(c_ptr, BITS, [64, 16], a_l)
         norm_scale = 1.0 / 11.313708498984761  # 1 / sqrt(128)
-        norm = gl.load(s_ptr + rows * stride_sn + k_lo, mask=k_lo < k_hi, other=0.0)  # loaded a step ahead
-        for i in range(k_hi - k_lo):
+        norm = gl.load(s_ptr + rows * stride_sn + k_lo + PHASE, mask=k_lo + PHASE < k_hi, other=0.0)  # a step ahead
+        for t in range(gl.cdiv(k_hi - k_lo - PHASE, PHASES)):
+            i = PHASES * t + PHASE
             qs = i % QSTAGES
             xs = i % XSTAGES
             if NORM_ACC:
                 this_norm = gl.expand_dims(norm.to(gl.float32) * norm_scale, 1)
             else:  # rounded to 16 bits, as the weights it multiplies
                 this_norm = gl.expand_dims((norm.to(gl.float32) * norm_scale).to(dtype), 1)
-            norm = gl.load(s_ptr + rows * stride_sn + k_lo + i + 1, mask=k_lo + i + 1 < k_hi, other=0.0)
+            norm = gl.load(s_ptr + rows * stride_sn + k_lo + i + PHASES, mask=k_lo + i + PHASES < k_hi, other=0.0)
             mbarrier.wait(q_ready.index(qs), (i // QSTAGES) & 1)
             w0 = p0_smem.index(qs).slice(64 * PART, 64, dim=0).load(a_l)  # [64, 16] int32
             if BITS == 5:
@@ -214,22 +228,31 @@ if gluon is not None:
                 acc += step * this_norm  # the block's norm, in float32
             else:
                 acc = step
-        # Up to BM = 64, n contiguous in a thread's eight (the ws kernel's layout for 128 rows: on these 64 two lanes
-        # hold each sum and store it twice, the same value). From BM = 128 the sums are stored in the MMA's layout
-        # (eight lanes' 4-byte sums of one activation row fill a 32-byte sector): converting BM = 256's 128 sums a
-        # thread spilled registers.
-        out_l: gl.constexpr = acc_l if BM >= 128 else gl.BlockedLayout([8, 1], [16, 2], [1, 4], [0, 1])
-        acc = gl.convert_layout(acc, out_l)
-        n = n0 + 64 * PART + gl.arange(0, 64, layout=gl.SliceLayout(1, out_l))
-        m = m0 + gl.arange(0, BM, layout=gl.SliceLayout(0, out_l))
-        tile = m.to(gl.int64)[None, :] * N + n[:, None]
-        mask = (n[:, None] < N) & (m[None, :] < M)
-        if SPLIT:
-            gl.store(ws_ptr + pid_k.to(gl.int64) * M * N + tile, acc, mask=mask)
-        else:
-            if HAS_BIAS:
-                acc += gl.load(bias_ptr + n, mask=n < N, other=0.0).to(gl.float32)[:, None]
-            gl.store(out_ptr + tile, acc.to(out_ptr.dtype.element_ty), mask=mask)
+        if PHASES == 2:  # the odd blocks' warpgroup hands its sums to the even blocks' one, which stores both
+            if PHASE == 1:
+                xch_smem.index(PART).store(acc)
+                _cta_barrier()  # every warp's sums are in before the hand-over
+                mbarrier.arrive(xch_bar.index(PART), count=1)
+            else:
+                mbarrier.wait(xch_bar.index(PART), 0)
+                acc += xch_smem.index(PART).load(acc_l)
+        if PHASE == 0:
+            # Up to BM = 64, n contiguous in a thread's eight (the ws kernel's layout for 128 rows: on these 64 two
+            # lanes hold each sum and store it twice, the same value). From BM = 128 the sums are stored in the MMA's
+            # layout (eight lanes' 4-byte sums of one activation row fill a 32-byte sector): converting BM = 256's 128
+            # sums a thread spilled registers.
+            out_l: gl.constexpr = acc_l if BM >= 128 else gl.BlockedLayout([8, 1], [16, 2], [1, 4], [0, 1])
+            acc = gl.convert_layout(acc, out_l)
+            n = n0 + 64 * PART + gl.arange(0, 64, layout=gl.SliceLayout(1, out_l))
+            m = m0 + gl.arange(0, BM, layout=gl.SliceLayout(0, out_l))
+            tile = m.to(gl.int64)[None, :] * N + n[:, None]
+            mask = (n[:, None] < N) & (m[None, :] < M)
+            if SPLIT:
+                gl.store(ws_ptr + pid_k.to(gl.int64) * M * N + tile, acc, mask=mask)
+            else:
+                if HAS_BIAS:
+                    acc += gl.load(bias_ptr + n, mask=n < N, other=0.0).to(gl.float32)[:, None]
+                gl.store(out_ptr + tile, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
     @gluon.jit(do_not_specialize=["M"])  # (M = 1 would be a constant, and `M.to` below no tensor op)
     def _rs_kernel(
@@ -260,6 +283,7 @@ if gluon is not None:
         HAS_BIAS: gl.constexpr,
         SPLIT: gl.constexpr,
         PDL: gl.constexpr,
+        PHASES: gl.constexpr,
         num_warps: gl.constexpr,
     ):
         BN: gl.constexpr = 128  # two consumer warpgroups of 64 rows
@@ -286,23 +310,46 @@ if gluon is not None:
         for s in gl.static_range(XSTAGES):
             mbarrier.init(x_ready.index(s), count=1)
             mbarrier.init(x_empty.index(s), count=2)
+        xch_bar = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        if PHASES == 2:  # the odd blocks' sums of each half, handed to the even blocks' warpgroup
+            xch_smem = gl.allocate_shared_memory(gl.float32, [2, 64, BM], gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
+            for s in gl.static_range(2):
+                mbarrier.init(xch_bar.index(s), count=1)
+        else:
+            xch_smem = x_smem  # (not used)
         fence_async_shared()
         _wait_for_inputs(PDL)  # (launched early with PDL: only the rings' set-up above overlaps the kernel before)
-        gl.warp_specialize(
-            [
-                (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr,
-                             bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
-                             QSTAGES, XSTAGES, XBOX, NORM_ACC, 0, HAS_BIAS, SPLIT)),
-                (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, s_ptr, c_ptr,
-                             bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
-                             QSTAGES, XSTAGES, XBOX, NORM_ACC, 1, HAS_BIAS, SPLIT)),
+        # (Gluon takes each partition's arguments as a literal tuple: one built apart loses its constants)
+        if PHASES == 1:
+            gl.warp_specialize([
+                (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, xch_smem, xch_bar, s_ptr,
+                             c_ptr, bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
+                             QSTAGES, XSTAGES, XBOX, NORM_ACC, HAS_BIAS, SPLIT, 0, 0, 1)),
+                (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, xch_smem, xch_bar, s_ptr,
+                             c_ptr, bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
+                             QSTAGES, XSTAGES, XBOX, NORM_ACC, HAS_BIAS, SPLIT, 1, 0, 1)),
                 (_load_words, (p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, 0, BITS,
                                QSTAGES, False)),
                 (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, K_PAD, XSTAGES, XBOX)),
-            ],
-            [4, 1, 1],
-            [REGS, 24, 24],
-        )
+            ], [4, 1, 1], [REGS, 24, 24])
+        else:  # four consumer warpgroups: (PART, PHASE) = (0, 0) the default partition, then (1, 0), (0, 1), (1, 1)
+            gl.warp_specialize([
+                (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, xch_smem, xch_bar, s_ptr,
+                             c_ptr, bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
+                             QSTAGES, XSTAGES, XBOX, NORM_ACC, HAS_BIAS, SPLIT, 0, 0, 2)),
+                (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, xch_smem, xch_bar, s_ptr,
+                             c_ptr, bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
+                             QSTAGES, XSTAGES, XBOX, NORM_ACC, HAS_BIAS, SPLIT, 1, 0, 2)),
+                (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, xch_smem, xch_bar, s_ptr,
+                             c_ptr, bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
+                             QSTAGES, XSTAGES, XBOX, NORM_ACC, HAS_BIAS, SPLIT, 0, 1, 2)),
+                (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, xch_smem, xch_bar, s_ptr,
+                             c_ptr, bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
+                             QSTAGES, XSTAGES, XBOX, NORM_ACC, HAS_BIAS, SPLIT, 1, 1, 2)),
+                (_load_words, (p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, 0, BITS,
+                               QSTAGES, False)),
+                (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, K_PAD, XSTAGES, XBOX)),
+            ], [4, 4, 4, 1, 1], [REGS, REGS, REGS, 24, 24])
         if SPLIT and BM < 128:  # the last slice of this tile to finish sums the whole tile (common.sum_if_last)
             out_l: gl.constexpr = gl.BlockedLayout([8, 1], [16, 2], [1, num_warps], [0, 1])
             _cta_barrier()
@@ -322,9 +369,12 @@ if gluon is not None:
 def shared_bytes(config: dict) -> int:
     """Shared memory ``config`` takes: the rings, and (they are still allocated then) each consumer's scratch for
     its epilogue's layout conversion up to BM = 64, ``64 x min(BM, 32)`` float32 (Triton 3.6 and 3.9 convert larger
-    tiles in pieces of that size; from BM = 128 nothing is converted), and the barriers."""
+    tiles in pieces of that size; from BM = 128 nothing is converted), with ``PHASES=2`` the two ``[64, BM]`` float32
+    sums handed over, and the barriers."""
     scratch = 2 * 64 * min(config["BM"], 32) * 4 if config["BM"] < 128 else 0
-    return config["QSTAGES"] * 128 * (64 + 16) + config["XSTAGES"] * config["BM"] * 128 * 2 + scratch + 1024
+    handover = 2 * 64 * config["BM"] * 4 if config.get("PHASES", 1) == 2 else 0
+    return (config["QSTAGES"] * 128 * (64 + 16) + config["XSTAGES"] * config["BM"] * 128 * 2 + scratch + handover
+            + 1024)
 
 
 def check_config(config: dict) -> None:
@@ -347,6 +397,13 @@ def check_config(config: dict) -> None:
                              f"got {config[ring]}")
     if not (24 <= config["REGS"] <= 256 and config["REGS"] % 8 == 0):
         raise ValueError(f"ws_rs: REGS must be a multiple of 8 in 24..256 (setmaxnreg), got {config['REGS']}")
+    phases = config.get("PHASES", 1)
+    if phases not in (1, 2):
+        raise ValueError(f"ws_rs: PHASES (consumer warpgroups taking turns at a 64-row half's blocks) must be 1 or "
+                         f"2, got {phases!r}")
+    if phases == 2 and (config["BM"] > 32 or config["REGS"] > 120):
+        raise ValueError(f"ws_rs: PHASES=2 runs 16 consumer warps, which fit (no spills, sm_90) with BM <= 32 and "
+                         f"REGS <= 120; got BM = {config['BM']}, REGS = {config['REGS']}")
     if shared_bytes(config) > 227 * 1024:
         raise ValueError(f"ws_rs: the rings need {shared_bytes(config)} bytes of shared memory, more than the "
                          f"227 KiB an SM has; fewer stages or a smaller BM")
@@ -402,7 +459,8 @@ def ws_rs(
             ``QSTAGES`` (packed words) and ``XSTAGES`` (activations), ``REGS`` (registers per thread of the second
             warpgroup; the first takes what the loaders leave), ``XBOX`` (activation box width, 16 or 64; it sets
             the order of ``xp``, :func:`activation_span`), ``NORM_ACC`` (default True: the block norms on the
-            float32 sums; False: on the 16-bit weights, one accumulator instead of two, as BM = 256 needs);
+            float32 sums; False: on the 16-bit weights, one accumulator instead of two, as BM = 256 needs),
+            ``PHASES`` (default 1; 2: two warpgroups a 64-row half, taking turns at the blocks, up to BM = 32);
             :func:`check_config` refuses others.
         dependent: launch this kernel, and the split-K sum after it, with programmatic dependent launch by
             default (each waiting for the kernel before it in ``griddepcontrol.wait``); ``HLWQ_PDL`` overrides it
@@ -430,7 +488,7 @@ def ws_rs(
         ws, counters, M, N, k_pad, scale.stride(0),
         BITS=bits, BM=BM, QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
         XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"], HAS_BIAS=bias is not None,
-        SPLIT=grid[2] > 1, PDL=dependent, num_warps=4, **launch_options(dependent),
+        SPLIT=grid[2] > 1, PDL=dependent, PHASES=config.get("PHASES", 1), num_warps=4, **launch_options(dependent),
     )
     if grid[2] > 1 and BM >= 128:  # (the kernel stored the partials only: `SPLIT and BM < 128` sums in it)
         reduce_split_k(ws, bias, out, dependent=dependent)
