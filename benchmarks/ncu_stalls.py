@@ -1,5 +1,7 @@
 """Summarize ``ncu``'s source counters: where a kernel's warps stall, by reason, by opcode and by instruction.
 
+One profiled kernel a CSV (``--launch-count 1``): the offsets count from the first instruction listed.
+
     ncu --import run.ncu-rep --page source --csv --print-source sass > run_sass.csv
     python benchmarks/ncu_stalls.py run_sass.csv [--top 60] [--ranges 0x0-0x1f00 0x1f00-0x4000]
 

@@ -780,21 +780,23 @@ def test_ws_split_buffers():
 
 def test_ws_rs_candidates_and_configs():
     """The register-operand variant: BM = the M bucket (16..64), split K as the ws kernel's (one program per SM),
-    activation boxes of 64 columns (block-local order) and of 16, the first 64 at BM = 16 and 16 at 32 and 64, four
-    consumer warpgroups up to BM = 32, every candidate accepted; in the 128 bucket BM = 128 (more registers, 64
-    first) and in the 256 bucket (M = 129..) BM = 256 (the norms on the weights, one accumulator) then 128; configs
-    it could not run or fit refused."""
+    activation boxes of 64 columns (block-local order) and of 16, the first 64 at BM = 16 and 16 at 32 and 64, at
+    BM = 16 then four consumer warpgroups (rings of even depth), every candidate accepted; in the 128 bucket BM = 128
+    (more registers, 64 first) and in the 256 bucket (M = 129..) BM = 256 (the norms on the weights, one
+    accumulator) then 128; configs it could not run or fit refused."""
     from hlwq_ops.kernels.wsrs import activation_span, check_config
 
     for M, N, k_pad, BM, split in ((3, 14336, 4096, 16, 1), (16, 4096, 14336, 16, 4), (40, 4096, 4096, 64, 4),
                                    (64, 1024, 4096, 64, 8)):
-        config, other = tuning.candidates("wsrs", M, N, k_pad, 132, 5)
+        config, other, *four = tuning.candidates("wsrs", M, N, k_pad, 132, 5)
         assert config["kernel"] == "wsrs" and (config["BM"], config["SPLIT_K"]) == (BM, split), (M, N, k_pad)
         assert (config["XBOX"], activation_span(config)) == ((64, 128) if BM == 16 else (16, None)), config
         assert other == dict(config, XBOX={16: 64, 64: 16}[config["XBOX"]])
-        assert (config.get("PHASES", 1), config["REGS"]) == ((2, 120) if BM == 16 else (1, 168)), config
-        check_config(config)
-    assert [(c["PHASES"], c["REGS"]) for c in tuning.candidates("wsrs", 32, 14336, 4096, 132, 5)] == [(2, 112)] * 2
+        assert config.get("PHASES", 1) == 1 and config["REGS"] == 168
+        assert four == ([dict(config, PHASES=2, REGS=120, XSTAGES=4)] if BM == 16 else []), four
+        for candidate in [config, other, *four]:
+            check_config(candidate)
+    assert all(c.get("PHASES", 1) == 1 for c in tuning.candidates("wsrs", 32, 14336, 4096, 132, 5))
     config, other = tuning.candidates("wsrs", 100, 14336, 4096, 132, 5)
     assert (config["BM"], config["SPLIT_K"], config["XBOX"], config["REGS"]) == (128, 1, 64, 232)
     assert config.get("NORM_ACC", True) and other == dict(config, XBOX=16)
@@ -811,8 +813,10 @@ def test_ws_rs_candidates_and_configs():
                             (dict(SPLIT_K=0), "SPLIT_K"), (dict(REGS=170), "REGS"), (dict(REGS=300), "REGS"),
                             (dict(XBOX=32), "XBOX"), (dict(NORM_ACC=1), "NORM_ACC must be a bool"),
                             (dict(PHASES=3), "PHASES .* must be 1 or 2, got 3"),
-                            (dict(PHASES=2, REGS=128), "REGS <= 120; got BM = 16, REGS = 128"),
-                            (dict(PHASES=2, BM=64, REGS=112), "BM <= 32 .*got BM = 64")):
+                            (dict(PHASES=2, REGS=128, XSTAGES=4), "got BM = 16, REGS = 128"),
+                            (dict(PHASES=2, BM=64, REGS=112, XSTAGES=4), "BM <= 32 .*got BM = 64"),
+                            (dict(PHASES=2, REGS=120), "even depth.*QSTAGES = 4, XSTAGES = 3"),
+                            (dict(PHASES=2, REGS=120, QSTAGES=3, XSTAGES=4), "even depth.*QSTAGES = 3")):
         with pytest.raises(ValueError, match=message):
             check_config(dict(config, **change))
 
@@ -1233,8 +1237,10 @@ def test_gpu_ws_rs_poisoned_output_every_candidate(bits, N, K):
             if M <= 64:
                 configs += [dict(configs[0], BM=8 if M <= 8 else 32), dict(configs[0], QSTAGES=2, XSTAGES=2),
                             dict(configs[0], QSTAGES=6, XSTAGES=4)]
-            if configs[0].get("PHASES", 1) == 2:  # (the candidates' four consumer warpgroups: also two, split or not)
-                configs += [dict(configs[0], PHASES=1, REGS=168), dict(configs[0], PHASES=1, REGS=168, SPLIT_K=1)]
+            four = [c for c in configs if c.get("PHASES", 1) == 2][:1]  # (four consumer warpgroups, at M <= 16)
+            for c in four:  # split K uneven, with an empty slice and none; other even rings; BM = 8 and 32
+                configs += [dict(c, SPLIT_K=3), dict(c, SPLIT_K=5), dict(c, SPLIT_K=1), dict(c, QSTAGES=2, XSTAGES=2),
+                            dict(c, QSTAGES=6, XSTAGES=2), dict(c, BM=8 if M <= 8 else 32, REGS=112)]
             if M in (37, 100):  # the norms on the weights at BM = 64 and 128, split K and not
                 configs += [dict(configs[0], NORM_ACC=False), dict(configs[0], NORM_ACC=False, SPLIT_K=1)]
             for config in configs:

@@ -210,30 +210,33 @@ def _ws_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
 # boxes a step 6-14% less than eight [256, 16] in run 1 (within 1% either way on Q4 14336 x 4096 in run 2). At
 # BM = 128 the norms on the sums and on the weights took the same time within 2% with the shipped epilogue
 # (runs 2 and 4a); the sums stay, the weight rounded once.
-# Up to BM = 32, four consumer warpgroups taking turns at the blocks (PHASES = 2; 120 registers a thread at BM = 16,
-# 112 at 32, where 120 spilled): 2.2-10.4% less time than two on all 12 cases of M = 8, 16, 32 on 14336 x 4096 and
-# 4096 x 14336, Q4 and Q5 (H200, session 29, RESULTS.md 29b); at BM = 64 they spill (sm_90, offline).
+# At BM = 16 also four consumer warpgroups taking turns at the blocks (PHASES = 2, 120 registers a thread), with four
+# activation slots: with three, a slot's uses alternate between the two pairs of warpgroups and a wait could pass on
+# the phase before (found in review, session 29). Timed with three slots (H200, RESULTS.md 29b): 4.5-10.4% less time
+# than two warpgroups at M = 8 and 16 on 14336 x 4096 and 4096 x 14336, Q4 and Q5; with four slots not yet timed, so
+# it comes after the two-warpgroup candidates and the tuner decides. (At BM = 32 Triton 3.9 spills a register.)
 WSRS_MAX_M = 2048
 
 
 def _wsrs_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
     """128 weight rows and ``BM`` = the M bucket (16..256) activation rows per program; split K as the ws kernel;
-    activation boxes of 64 and of 16 columns, the favourite first (64 at BM = 16 and 128, 16 at 32 and 64); four
-    consumer warpgroups up to BM = 32; in the 256 bucket (M = 129..) BM = 256 with boxes of 64 columns, then
+    activation boxes of 64 and of 16 columns, the favourite first (64 at BM = 16 and 128, 16 at 32 and 64), at
+    BM = 16 then four consumer warpgroups; in the 256 bucket (M = 129..) BM = 256 with boxes of 64 columns, then
     BM = 128."""
     def config(BM: int, XBOX: int) -> dict:
         out = dict(kernel="wsrs", BM=BM, SPLIT_K=_ws_split(M, N, k_pad, sm_count, BM), QSTAGES=4, XSTAGES=3,
                    REGS=232 if BM >= 128 else 168, XBOX=XBOX)
         if BM == 256:  # two 64 KB activation slots; one accumulator
             out.update(XSTAGES=2, REGS=240, NORM_ACC=False)
-        if BM <= 32:  # four consumer warpgroups
-            out.update(PHASES=2, REGS=120 if BM == 16 else 112)
         return out
 
     BM = min(256, max(16, m_bucket(M)))
     if BM == 256:
         return [config(256, 64), config(128, 64)]
-    return [config(BM, box) for box in ((64, 16) if BM in (16, 128) else (16, 64))]
+    out = [config(BM, box) for box in ((64, 16) if BM in (16, 128) else (16, 64))]
+    if BM == 16:  # four consumer warpgroups (rings of even depth)
+        out.append(dict(out[0], PHASES=2, REGS=120, XSTAGES=4))
+    return out
 
 
 _FAMILIES = {

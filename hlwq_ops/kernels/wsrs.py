@@ -66,14 +66,17 @@ write and its MMAs read every weight tile through shared memory.
 ``PHASES=2`` (up to BM = 32): two warpgroups for each 64-row half, one taking
 the slice's even blocks and one its odd blocks, each with its own accumulator;
 at the end the odd blocks' warpgroup hands its sums over in shared memory and
-the even blocks' one stores both. Same rings, loaders and programs, 16 consumer
-warps instead of 8 (four a scheduler, 120 or 112 registers a thread instead of
-168). ``ncu`` at BM = 16 had the two consumer warpgroups spending 68-76% of
+the even blocks' one stores both. Same loaders and programs, 16 consumer warps
+instead of 8 (four a scheduler, at most 120 registers a thread instead of 168;
+``REGS`` sets three of the four, the default one gets what is left). The rings
+must be of even depth, so that every slot is used by one pair of warpgroups
+only: a slot used by both pairs in turn could let a wait pass on its previous
+phase. ``ncu`` at BM = 16 had the two consumer warpgroups spending 68-76% of
 their stall samples on the decode's own instructions (issuing on 25-29%,
 waiting on fixed-latency dependences on 21-24%) and only 6-15% waiting for a
-word slot; with twice the warps to interleave those chains: 2.2-10.4% less
-time on all 12 cases measured at M = 8..32 on 14336 x 4096 and 4096 x 14336,
-Q4 and Q5 (H200, ``benchmarks/NOTES.md`` session 29).
+word slot; with twice the warps to interleave those chains and three
+activation slots, 2.9-10.4% less time on 12 cases at M = 8..32 (H200,
+``benchmarks/NOTES.md`` session 29); with four slots not yet timed.
 
 Gluon has no interpreter, so this kernel runs only on a GPU (sm_90); it serves
 the layers :func:`.wsmma.supports` accepts, on the devices
@@ -402,8 +405,12 @@ def check_config(config: dict) -> None:
         raise ValueError(f"ws_rs: PHASES (consumer warpgroups taking turns at a 64-row half's blocks) must be 1 or "
                          f"2, got {phases!r}")
     if phases == 2 and (config["BM"] > 32 or config["REGS"] > 120):
-        raise ValueError(f"ws_rs: PHASES=2 runs 16 consumer warps, which fit (no spills, sm_90) with BM <= 32 and "
-                         f"REGS <= 120; got BM = {config['BM']}, REGS = {config['REGS']}")
+        raise ValueError(f"ws_rs: PHASES=2 runs 16 consumer warps, which fit with BM <= 32 and REGS <= 120 (registers "
+                         f"for the default warpgroup); got BM = {config['BM']}, REGS = {config['REGS']}")
+    if phases == 2 and (config["QSTAGES"] % 2 or config["XSTAGES"] % 2):
+        raise ValueError(f"ws_rs: PHASES=2 needs rings of even depth, so that each pair of warpgroups has slots of its "
+                         f"own (with an odd ring a wait could pass on a slot's previous phase); got QSTAGES = "
+                         f"{config['QSTAGES']}, XSTAGES = {config['XSTAGES']}")
     if shared_bytes(config) > 227 * 1024:
         raise ValueError(f"ws_rs: the rings need {shared_bytes(config)} bytes of shared memory, more than the "
                          f"227 KiB an SM has; fewer stages or a smaller BM")
@@ -457,10 +464,12 @@ def ws_rs(
         qdata: (N, K_pad * bits / 8) uint8 packed codes, rows contiguous and 16-byte aligned.
         config: ``BM`` (activation rows per program: 8 to 256), ``SPLIT_K``, ring depths
             ``QSTAGES`` (packed words) and ``XSTAGES`` (activations), ``REGS`` (registers per thread of the second
-            warpgroup; the first takes what the loaders leave), ``XBOX`` (activation box width, 16 or 64; it sets
+            consumer warpgroup, and with ``PHASES=2`` of the third and fourth; the first takes what the others and
+            the loaders leave), ``XBOX`` (activation box width, 16 or 64; it sets
             the order of ``xp``, :func:`activation_span`), ``NORM_ACC`` (default True: the block norms on the
             float32 sums; False: on the 16-bit weights, one accumulator instead of two, as BM = 256 needs),
-            ``PHASES`` (default 1; 2: two warpgroups a 64-row half, taking turns at the blocks, up to BM = 32);
+            ``PHASES`` (default 1; 2: two warpgroups a 64-row half, taking turns at the blocks, up to BM = 32, rings
+            of even depth);
             :func:`check_config` refuses others.
         dependent: launch this kernel, and the split-K sum after it, with programmatic dependent launch by
             default (each waiting for the kernel before it in ``griddepcontrol.wait``); ``HLWQ_PDL`` overrides it
