@@ -948,9 +948,9 @@ for M, N, K in ((16, 4096, 4096), (128, 4096, 14336), (300, 4096, 4096)):
         ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
         assert "wgmma.mma_async" in ptx and "setmaxnreg" in ptx, (M, N, K)
 from hlwq_ops.kernels import wsrs
-# the register-operand variant: BM = 16 (split K and not) and 32 (split K), with four consumer warpgroups, 64 (split
-# K), 128 and 256 (split K and not; at 256 the norms on the weights) and 128 beside it; shared memory within its
-# estimate; no spills with four consumer warpgroups (BM = 256 with a bias does spill, a known cost)
+# the register-operand variant: BM = 16 (split K and not; two and four consumer warpgroups) and 32 (split K), 64
+# (split K), 128 and 256 (split K and not; at 256 the norms on the weights) and 128 beside it; shared memory within
+# its estimate; no spills with four consumer warpgroups (BM = 256 with a bias does spill, a known cost)
 for M, N, K in ((5, 4096, 4096), (16, 14336, 4096), (32, 4096, 14336), (64, 4096, 14336), (128, 14336, 4096),
                 (512, 4096, 14336)):
     for config in tuning.candidates("wsrs", M, N, K, 132, bits):  # (both activation orders)
@@ -982,7 +982,7 @@ def test_ws_kernel_compiles_for_sm90(bits):
     """The Gluon kernels have no interpreter; compiling them for sm_90 (no GPU needed; in a process without
     TRITON_INTERPRET, under which the kernel would be an interpreted function) catches this Triton's API changes:
     the ws kernel's first candidates at M = 16, 128 and 300 (two MMA warpgroups), the register-operand variant's at
-    M = 5, 16, 32, 64, 128 and 512 (split K and not; BM 16 to 256; four consumer warpgroups up to 32), with a bias."""
+    M = 5, 16, 32, 64, 128 and 512 (split K and not; BM 16 to 256; four consumer warpgroups at 16), with a bias."""
     import os
     import subprocess
     import sys

@@ -213,8 +213,9 @@ def _ws_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
 # At BM = 16 also four consumer warpgroups taking turns at the blocks (PHASES = 2, 120 registers a thread), with four
 # activation slots: with three, a slot's uses alternate between the two pairs of warpgroups and a wait could pass on
 # the phase before (found in review, session 29). Timed with three slots (H200, RESULTS.md 29b): 4.5-10.4% less time
-# than two warpgroups at M = 8 and 16 on 14336 x 4096 and 4096 x 14336, Q4 and Q5; with four slots not yet timed, so
-# it comes after the two-warpgroup candidates and the tuner decides. (At BM = 32 Triton 3.9 spills a register.)
+# than two warpgroups at M = 8 and 16 on 14336 x 4096 and 4096 x 14336, Q4 and Q5; with four slots timed only with
+# the loop unrolled over the slots (29g: 13-15% slower at Q5 than with three), so it comes after the two-warpgroup
+# candidates and the tuner decides. (At BM = 32 Triton 3.9 spills a register.)
 WSRS_MAX_M = 2048
 
 
@@ -304,8 +305,9 @@ _LOADED: set[str] = set()
 def _cache_file(device: torch.device) -> Path:
     name = torch.cuda.get_device_name(device).replace(" ", "_")
     root = Path(os.environ.get("HLWQ_CACHE_DIR", Path.home() / ".cache" / "hlwq_ops"))
-    # v19: the register-operand kernel's candidates up to BM = 32 now run four consumer warpgroups (PHASES = 2)
-    return root / f"configs-v19-{name}-triton{__import__('triton').__version__}.json"
+    # v20: four consumer warpgroups in the register-operand kernel (PHASES = 2) only with rings of even depth (v19
+    # files may hold PHASES = 2 with three activation slots, which check_config now refuses)
+    return root / f"configs-v20-{name}-triton{__import__('triton').__version__}.json"
 
 
 def _load(device: torch.device) -> None:

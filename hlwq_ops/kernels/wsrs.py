@@ -76,7 +76,8 @@ their stall samples on the decode's own instructions (issuing on 25-29%,
 waiting on fixed-latency dependences on 21-24%) and only 6-15% waiting for a
 word slot; with twice the warps to interleave those chains and three
 activation slots, 2.9-10.4% less time on 12 cases at M = 8..32 (H200,
-``benchmarks/NOTES.md`` session 29); with four slots not yet timed.
+``benchmarks/NOTES.md`` session 29); with four slots timed only with the loop
+unrolled over the slots, which was slower (13-15% at Q5).
 
 Gluon has no interpreter, so this kernel runs only on a GPU (sm_90); it serves
 the layers :func:`.wsmma.supports` accepts, on the devices
@@ -405,8 +406,9 @@ def check_config(config: dict) -> None:
         raise ValueError(f"ws_rs: PHASES (consumer warpgroups taking turns at a 64-row half's blocks) must be 1 or "
                          f"2, got {phases!r}")
     if phases == 2 and (config["BM"] > 32 or config["REGS"] > 120):
-        raise ValueError(f"ws_rs: PHASES=2 runs 16 consumer warps, which fit with BM <= 32 and REGS <= 120 (registers "
-                         f"for the default warpgroup); got BM = {config['BM']}, REGS = {config['REGS']}")
+        raise ValueError(f"ws_rs: PHASES=2 runs 16 consumer warps; REGS sets three of their four warpgroups and the "
+                         f"default one gets what is left, so it needs BM <= 32 and REGS <= 120 (at BM = 32 Triton 3.9 "
+                         f"spills a register); got BM = {config['BM']}, REGS = {config['REGS']}")
     if phases == 2 and (config["QSTAGES"] % 2 or config["XSTAGES"] % 2):
         raise ValueError(f"ws_rs: PHASES=2 needs rings of even depth, so that each pair of warpgroups has slots of its "
                          f"own (with an odd ring a wait could pass on a slot's previous phase); got QSTAGES = "
