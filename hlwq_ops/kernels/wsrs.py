@@ -314,13 +314,14 @@ if gluon is not None:
         for s in gl.static_range(XSTAGES):
             mbarrier.init(x_ready.index(s), count=1)
             mbarrier.init(x_empty.index(s), count=2)
-        xch_bar = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
         if PHASES == 2:  # the odd blocks' sums of each half, handed to the even blocks' warpgroup
             xch_smem = gl.allocate_shared_memory(gl.float32, [2, 64, BM], gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
+            xch_bar = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
             for s in gl.static_range(2):
                 mbarrier.init(xch_bar.index(s), count=1)
-        else:
-            xch_smem = x_smem  # (not used)
+        else:  # (not used)
+            xch_smem = x_smem
+            xch_bar = x_ready
         fence_async_shared()
         _wait_for_inputs(PDL)  # (launched early with PDL: only the rings' set-up above overlaps the kernel before)
         # (Gluon takes each partition's arguments as a literal tuple: one built apart loses its constants)
