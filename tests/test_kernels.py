@@ -781,14 +781,14 @@ def test_ws_split_buffers():
 def test_ws_rs_candidates_and_configs():
     """The register-operand variant: BM = the M bucket (16..64), split K as the ws kernel's (one program per SM),
     activation boxes of 64 columns (block-local order) and of 16, the first 64 at BM = 16 and 16 at 32 and 64, at
-    BM = 16 then four consumer warpgroups (rings of even depth), every candidate accepted; in the 128 bucket BM = 128
+    BM = 16 four consumer warpgroups (rings of even depth) before them, every candidate accepted; in the 128 bucket BM = 128
     (more registers, 64 first) and in the 256 bucket (M = 129..) BM = 256 (the norms on the weights, one
     accumulator) then 128; configs it could not run or fit refused."""
     from hlwq_ops.kernels.wsrs import activation_span, check_config
 
     for M, N, k_pad, BM, split in ((3, 14336, 4096, 16, 1), (16, 4096, 14336, 16, 4), (40, 4096, 4096, 64, 4),
                                    (64, 1024, 4096, 64, 8)):
-        config, other, *four = tuning.candidates("wsrs", M, N, k_pad, 132, 5)
+        *four, config, other = tuning.candidates("wsrs", M, N, k_pad, 132, 5)
         assert config["kernel"] == "wsrs" and (config["BM"], config["SPLIT_K"]) == (BM, split), (M, N, k_pad)
         assert (config["XBOX"], activation_span(config)) == ((64, 128) if BM == 16 else (16, None)), config
         assert other == dict(config, XBOX={16: 64, 64: 16}[config["XBOX"]])
@@ -807,7 +807,7 @@ def test_ws_rs_candidates_and_configs():
         check_config(candidate)
     with pytest.raises(ValueError, match="NORM_ACC=True .* needs BM <= 128, got BM = 256"):
         check_config(dict(big[0], NORM_ACC=True))
-    config = tuning.candidates("wsrs", 16, 4096, 4096, 132, 5)[0]
+    config = tuning.candidates("wsrs", 16, 4096, 4096, 132, 5)[1]  # (two consumer warpgroups)
     for change, message in ((dict(BM=512), "BM must be"), (dict(BM=24), "BM must be"), (dict(XSTAGES=1), "XSTAGES"),
                             (dict(QSTAGES=1), "QSTAGES"), (dict(QSTAGES=22), "shared memory"),
                             (dict(SPLIT_K=0), "SPLIT_K"), (dict(REGS=170), "REGS"), (dict(REGS=300), "REGS"),
@@ -1230,13 +1230,14 @@ def test_gpu_ws_rs_poisoned_output_every_candidate(bits, N, K):
         for dtype in (torch.bfloat16, torch.float16) if M == 37 else (torch.bfloat16,):
             x = torch.randn(M, k_pad, device="cuda")
             configs = tuning.candidates("wsrs", M, N, k_pad, 132, bits)
-            configs += [dict(configs[0], SPLIT_K=1), dict(configs[0], SPLIT_K=3),  # (the candidates here split K)
-                        dict(configs[0], SPLIT_K=5),  # (K = 1000: the fifth slice empty)
-                        dict(configs[1], SPLIT_K=1),  # (the second candidate: the other order, or BM = 128)
-                        dict(configs[0], XBOX={16: 64, 64: 16}[configs[0]["XBOX"]])]  # (the other order at any BM)
+            two = [c for c in configs if c.get("PHASES", 1) == 1]  # (two consumer warpgroups)
+            configs += [dict(two[0], SPLIT_K=1), dict(two[0], SPLIT_K=3),  # (the candidates here split K)
+                        dict(two[0], SPLIT_K=5),  # (K = 1000: the fifth slice empty)
+                        dict(two[1], SPLIT_K=1),  # (the second candidate: the other order, or BM = 128)
+                        dict(two[0], XBOX={16: 64, 64: 16}[two[0]["XBOX"]])]  # (the other order at any BM)
             if M <= 64:
-                configs += [dict(configs[0], BM=8 if M <= 8 else 32), dict(configs[0], QSTAGES=2, XSTAGES=2),
-                            dict(configs[0], QSTAGES=6, XSTAGES=4)]
+                configs += [dict(two[0], BM=8 if M <= 8 else 32), dict(two[0], QSTAGES=2, XSTAGES=2),
+                            dict(two[0], QSTAGES=6, XSTAGES=4)]
             four = [c for c in configs if c.get("PHASES", 1) == 2][:1]  # (four consumer warpgroups, at M <= 16)
             for c in four:  # split K uneven, with an empty slice and none; other even rings; BM = 8 and 32
                 configs += [dict(c, SPLIT_K=3), dict(c, SPLIT_K=5), dict(c, SPLIT_K=1), dict(c, QSTAGES=2, XSTAGES=2),
@@ -1349,7 +1350,7 @@ def _pdl_consumer(kernel, bits, M, N, K):
     gemv_config = tuning.candidates("gemv", M, N, K, 132, bits)[0]
     tc_config = next(c for c in tuning.candidates("wgmma+tc", M, N, K, 132, bits) if c.get("kernel"))
     wgmma_config = tuning.candidates("wgmma", M, N, K, 132, bits)[0]
-    wsrs_config = tuning.candidates("wsrs", M, N, K, 132, bits)[0]  # (BM = 16, split K)
+    wsrs_config = tuning.candidates("wsrs", M, N, K, 132, bits)[0]  # (BM = 16, split K, four warpgroups)
     from hlwq_ops.kernels import wsrs
 
     def raw():

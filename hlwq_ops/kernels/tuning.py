@@ -212,17 +212,16 @@ def _ws_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
 # (runs 2 and 4a); the sums stay, the weight rounded once.
 # At BM = 16 also four consumer warpgroups taking turns at the blocks (PHASES = 2, 120 registers a thread), with four
 # activation slots: with three, a slot's uses alternate between the two pairs of warpgroups and a wait could pass on
-# the phase before (found in review, session 29). Timed with three slots (H200, RESULTS.md 29b): 4.5-10.4% less time
-# than two warpgroups at M = 8 and 16 on 14336 x 4096 and 4096 x 14336, Q4 and Q5; with four slots timed only with
-# the loop unrolled over the slots (29g: 13-15% slower at Q5 than with three), so it comes after the two-warpgroup
-# candidates and the tuner decides. (At BM = 32 Triton 3.9 spills a register.)
+# the phase before (found in review, session 29). With four slots (H200, RESULTS.md 30a): 6.2-10.8% less time than
+# the two-warpgroup favourite at M = 4, 8 and 16 on 14336 x 4096 and 4096 x 14336, Q4 and Q5, and from 1.9% less to
+# 0.7% more on 4096 x 4096; so it is the favourite at BM = 16. (At BM = 32 Triton 3.9 spills a register.)
 WSRS_MAX_M = 2048
 
 
 def _wsrs_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
     """128 weight rows and ``BM`` = the M bucket (16..256) activation rows per program; split K as the ws kernel;
     activation boxes of 64 and of 16 columns, the favourite first (64 at BM = 16 and 128, 16 at 32 and 64), at
-    BM = 16 then four consumer warpgroups; in the 256 bucket (M = 129..) BM = 256 with boxes of 64 columns, then
+    BM = 16 four consumer warpgroups before them; in the 256 bucket (M = 129..) BM = 256 with boxes of 64 columns, then
     BM = 128."""
     def config(BM: int, XBOX: int) -> dict:
         out = dict(kernel="wsrs", BM=BM, SPLIT_K=_ws_split(M, N, k_pad, sm_count, BM), QSTAGES=4, XSTAGES=3,
@@ -235,8 +234,9 @@ def _wsrs_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
     if BM == 256:
         return [config(256, 64), config(128, 64)]
     out = [config(BM, box) for box in ((64, 16) if BM in (16, 128) else (16, 64))]
-    if BM == 16:  # four consumer warpgroups (rings of even depth)
-        out.append(dict(out[0], PHASES=2, REGS=120, XSTAGES=4))
+    if BM == 16:  # four consumer warpgroups (rings of even depth) first: 6-11% less time than the two-warpgroup
+        # favourite on 14336 x 4096 and 4096 x 14336 at M = 4..16, -2% to +1% on 4096 x 4096 (H200, RESULTS.md 30a)
+        out.insert(0, dict(out[0], PHASES=2, REGS=120, XSTAGES=4))
     return out
 
 

@@ -74,10 +74,10 @@ only: a slot used by both pairs in turn could let a wait pass on its previous
 phase. ``ncu`` at BM = 16 had the two consumer warpgroups spending 68-76% of
 their stall samples on the decode's own instructions (issuing on 25-29%,
 waiting on fixed-latency dependences on 21-24%) and only 6-15% waiting for a
-word slot; with twice the warps to interleave those chains and three
-activation slots, 2.9-10.4% less time on 12 cases at M = 8..32 (H200,
-``benchmarks/NOTES.md`` session 29); with four slots timed only with the loop
-unrolled over the slots, which was slower (13-15% at Q5).
+word slot; with twice the warps to interleave those chains and four
+activation slots, 6.2-10.8% less time at M = 4..16 on 14336 x 4096 and
+4096 x 14336, Q4 and Q5, and from 1.9% less to 0.7% more on 4096 x 4096
+(H200, ``benchmarks/RESULTS.md`` 30a): the tuner's favourite at BM = 16.
 
 Gluon has no interpreter, so this kernel runs only on a GPU (sm_90); it serves
 the layers :func:`.wsmma.supports` accepts, on the devices
