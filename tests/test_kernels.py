@@ -781,8 +781,8 @@ def test_ws_split_buffers():
 def test_ws_rs_candidates_and_configs():
     """The register-operand variant: BM = the M bucket (16..64), split K as the ws kernel's (one program per SM),
     activation boxes of 64 columns (block-local order) and of 16, the first 64 at BM = 16 and 16 at 32 and 64, at
-    BM = 16 four consumer warpgroups (rings of even depth) before them, every candidate accepted; in the 128 bucket BM = 128
-    (more registers, 64 first) and in the 256 bucket (M = 129..) BM = 256 (the norms on the weights, one
+    BM = 16 four consumer warpgroups (rings of even depth) before them, every candidate accepted; in the 128 bucket
+    BM = 128 (more registers, 64 first) and in the 256 bucket (M = 129..) BM = 256 (the norms on the weights, one
     accumulator) then 128; configs it could not run or fit refused."""
     from hlwq_ops.kernels.wsrs import activation_span, check_config
 
@@ -807,7 +807,7 @@ def test_ws_rs_candidates_and_configs():
         check_config(candidate)
     with pytest.raises(ValueError, match="NORM_ACC=True .* needs BM <= 128, got BM = 256"):
         check_config(dict(big[0], NORM_ACC=True))
-    config = tuning.candidates("wsrs", 16, 4096, 4096, 132, 5)[1]  # (two consumer warpgroups)
+    config = next(c for c in tuning.candidates("wsrs", 16, 4096, 4096, 132, 5) if c.get("PHASES", 1) == 1)
     for change, message in ((dict(BM=512), "BM must be"), (dict(BM=24), "BM must be"), (dict(XSTAGES=1), "XSTAGES"),
                             (dict(QSTAGES=1), "QSTAGES"), (dict(QSTAGES=22), "shared memory"),
                             (dict(SPLIT_K=0), "SPLIT_K"), (dict(REGS=170), "REGS"), (dict(REGS=300), "REGS"),
@@ -1233,7 +1233,7 @@ def test_gpu_ws_rs_poisoned_output_every_candidate(bits, N, K):
             two = [c for c in configs if c.get("PHASES", 1) == 1]  # (two consumer warpgroups)
             configs += [dict(two[0], SPLIT_K=1), dict(two[0], SPLIT_K=3),  # (the candidates here split K)
                         dict(two[0], SPLIT_K=5),  # (K = 1000: the fifth slice empty)
-                        dict(two[1], SPLIT_K=1),  # (the second candidate: the other order, or BM = 128)
+                        dict(two[1], SPLIT_K=1),  # (the second two-warpgroup one: the other order, or BM = 128)
                         dict(two[0], XBOX={16: 64, 64: 16}[two[0]["XBOX"]])]  # (the other order at any BM)
             if M <= 64:
                 configs += [dict(two[0], BM=8 if M <= 8 else 32), dict(two[0], QSTAGES=2, XSTAGES=2),
@@ -1350,7 +1350,7 @@ def _pdl_consumer(kernel, bits, M, N, K):
     gemv_config = tuning.candidates("gemv", M, N, K, 132, bits)[0]
     tc_config = next(c for c in tuning.candidates("wgmma+tc", M, N, K, 132, bits) if c.get("kernel"))
     wgmma_config = tuning.candidates("wgmma", M, N, K, 132, bits)[0]
-    wsrs_config = tuning.candidates("wsrs", M, N, K, 132, bits)[0]  # (BM = 16, split K, four warpgroups)
+    four, wsrs_config = tuning.candidates("wsrs", M, N, K, 132, bits)[:2]  # (BM = 16, split K; four warpgroups, two)
     from hlwq_ops.kernels import wsrs
 
     def raw():
@@ -1368,13 +1368,15 @@ def _pdl_consumer(kernel, bits, M, N, K):
         "fwht": (raw, lambda x: kernels.fwht(x, 128, torch.float32)),
         # the register-operand ws kernel, summing split K in itself (BM = 16) or in the sum kernel after it (BM = 128)
         "wsrs": (bf16, lambda x: wsrs.ws_rs(x, qdata, scale, None, bits, 128, torch.float32, wsrs_config)),
+        "wsrs-four": (bf16, lambda x: wsrs.ws_rs(x, qdata, scale, None, bits, 128, torch.float32, four)),
         "wsrs-sum-kernel": (bf16, lambda x: wsrs.ws_rs(x, qdata, scale, None, bits, 128, torch.float32, dict(
             BM=128, SPLIT_K=3, QSTAGES=4, XSTAGES=3, XBOX=64, REGS=232, NORM_ACC=True))),
     }[kernel]
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("kernel", ["gemv-rotating", "gemv", "tc_gemv", "wgmma", "fwht", "wsrs", "wsrs-sum-kernel"])
+@pytest.mark.parametrize("kernel", ["gemv-rotating", "gemv", "tc_gemv", "wgmma", "fwht", "wsrs", "wsrs-four",
+                                    "wsrs-sum-kernel"])
 @pytest.mark.parametrize("M", [1, 8])
 def test_gpu_dependent_launch_waits_for_its_input(kernel, M, monkeypatch):
     """With HLWQ_PDL=1 each kernel may launch while the kernel before it runs; that kernel here writes the input late

@@ -214,7 +214,8 @@ def _ws_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
 # activation slots: with three, a slot's uses alternate between the two pairs of warpgroups and a wait could pass on
 # the phase before (found in review, session 29). With four slots (H200, RESULTS.md 30a): 6.2-10.8% less time than
 # the two-warpgroup favourite at M = 4, 8 and 16 on 14336 x 4096 and 4096 x 14336, Q4 and Q5, and from 1.9% less to
-# 0.7% more on 4096 x 4096; so it is the favourite at BM = 16. (At BM = 32 Triton 3.9 spills a register.)
+# 0.7% more on 4096 x 4096; so it comes first at BM = 16 (what candidates("wsrs")[0] gives benchmarks and tests; the
+# tuner times every candidate, and wsrs is never the first family). (At BM = 32 Triton 3.9 spills a register.)
 WSRS_MAX_M = 2048
 
 
@@ -235,7 +236,7 @@ def _wsrs_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
         return [config(256, 64), config(128, 64)]
     out = [config(BM, box) for box in ((64, 16) if BM in (16, 128) else (16, 64))]
     if BM == 16:  # four consumer warpgroups (rings of even depth) first: 6-11% less time than the two-warpgroup
-        # favourite on 14336 x 4096 and 4096 x 14336 at M = 4..16, -2% to +1% on 4096 x 4096 (H200, RESULTS.md 30a)
+        # candidate on 14336 x 4096 and 4096 x 14336 at M = 4..16, -2% to +1% on 4096 x 4096 (H200, RESULTS.md 30a)
         out.insert(0, dict(out[0], PHASES=2, REGS=120, XSTAGES=4))
     return out
 

@@ -77,7 +77,8 @@ waiting on fixed-latency dependences on 21-24%) and only 6-15% waiting for a
 word slot; with twice the warps to interleave those chains and four
 activation slots, 6.2-10.8% less time at M = 4..16 on 14336 x 4096 and
 4096 x 14336, Q4 and Q5, and from 1.9% less to 0.7% more on 4096 x 4096
-(H200, ``benchmarks/RESULTS.md`` 30a): the tuner's favourite at BM = 16.
+(H200, ``benchmarks/RESULTS.md`` 30a): first among the candidates at
+BM = 16 (the tuner times them all).
 
 Gluon has no interpreter, so this kernel runs only on a GPU (sm_90); it serves
 the layers :func:`.wsmma.supports` accepts, on the devices
