@@ -1350,7 +1350,9 @@ def _pdl_consumer(kernel, bits, M, N, K):
     gemv_config = tuning.candidates("gemv", M, N, K, 132, bits)[0]
     tc_config = next(c for c in tuning.candidates("wgmma+tc", M, N, K, 132, bits) if c.get("kernel"))
     wgmma_config = tuning.candidates("wgmma", M, N, K, 132, bits)[0]
-    four, wsrs_config = tuning.candidates("wsrs", M, N, K, 132, bits)[:2]  # (BM = 16, split K; four warpgroups, two)
+    wsrs_configs = tuning.candidates("wsrs", M, N, K, 132, bits)  # (BM = 16, split K)
+    wsrs_config = next(c for c in wsrs_configs if c.get("PHASES", 1) == 1)  # (two consumer warpgroups)
+    four = next(c for c in wsrs_configs if c.get("PHASES", 1) == 2)
     from hlwq_ops.kernels import wsrs
 
     def raw():
