@@ -4,12 +4,18 @@ split-K epilogue switched off.
 ``nosum``: no split-K sum -- from BM = 128 no :func:`hlwq_ops.kernels.common.reduce_split_k` kernel, below it no
 epilogue after the partitions join (its barrier, arrival counter and the last program's sum): the partials are
 stored, never summed; ``nostore``: no partials stored either (the store's mask always false, the instructions
-kept). The copies' outputs are wrong by design and not checked; the shipped kernel's is (float64 reference, output
-poisoned first). The copies are ``wsrs.py`` with those lines
+kept); ``noload``: the last program's sum without its loads (zeros); ``noatomic``: the program of the last slice
+sums the tile, without the arrival counter (so without its fences and atomics; it may read partials not yet
+written); ``relaxed_reset``: the counter's reset a relaxed atomic (no fence before it, its result not waited for);
+``par`` (below BM = 128): the last program's loads of the slices issued in groups (eight slices at BM = 16,
+``128 / BM`` above: a static loop, masked past SPLIT_K; more spill at BM = 64) instead of one slice a round trip. The outputs of ``nosum``, ``nostore``, ``noload``
+and ``noatomic`` are wrong by design and not checked; the others' are (float64 reference, output poisoned
+first). The copies are ``wsrs.py`` with those lines
 replaced, written to a temporary directory and imported as modules of ``hlwq_ops.kernels``. Config: the tuner's first
 ``wsrs`` candidate::
 
     python benchmarks/diag_splitk.py --shapes 4096x14336 14336x4096 --bits 5 --m 256 512
+    python benchmarks/diag_splitk.py --shapes 4096x14336 4096x4096 1024x4096 --m 4 16 --variants nosum noload
 """
 
 from __future__ import annotations
@@ -26,9 +32,22 @@ from hlwq_ops.kernels import tuning, wsrs
 _SUMS = [("        if SPLIT and BM < 128:", "        if False:"),
          ("    if grid[2] > 1 and BM >= 128:", "    if False:")]
 _STORE = "            gl.store(ws_ptr + pid_k.to(gl.int64) * M * N + tile, acc, mask=mask)"
-VARIANTS = {
-    "nosum": _SUMS,
-    "nostore": [*_SUMS, (_STORE, _STORE.replace("mask=mask)", "mask=mask & (M < 0))"))],
+_SLICES = "                acc = _slices_sum(ws_ptr, tile, mask, M.to(gl.int64) * N, split_k, [BN, BM], out_l)"
+_PARALLEL = """                acc = gl.zeros([BN, BM], gl.float32, out_l)
+                GROUP: gl.constexpr = 8 if BM <= 16 else 128 // BM
+                for base in range(0, split_k, GROUP):
+                    for j in gl.static_range(GROUP):
+                        acc += gl.load(ws_ptr + (base + j) * (M.to(gl.int64) * N) + tile,
+                                       mask=mask & (base + j < split_k), other=0.0, cache_modifier=".cg")"""
+_ARRIVE = '            if gl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == split_k - 1:'
+_RESET = "                gl.atomic_xchg(counter, 0)"
+VARIANTS = {  # name: (patches, whether its output is right)
+    "nosum": (_SUMS, False),
+    "nostore": ([*_SUMS, (_STORE, _STORE.replace("mask=mask)", "mask=mask & (M < 0))"))], False),
+    "par": ([(_SLICES, _PARALLEL)], True),
+    "relaxed_reset": ([(_RESET, _RESET.replace("0)", '0, sem="relaxed", scope="gpu")'))], True),
+    "noload": ([(_SLICES, "                acc = gl.zeros([BN, BM], gl.float32, out_l)")], False),
+    "noatomic": ([(_ARRIVE, "            if pid_k == split_k - 1:"), (_RESET, "                pass")], False),
 }
 
 
@@ -49,21 +68,25 @@ def variant(name: str, patches: list[tuple[str, str]], folder: Path):
 
 
 def main() -> None:
-    a = sweep_parser(__doc__, [256, 512], "diag_splitk.json").parse_args()
+    p = sweep_parser(__doc__, [256, 512], "diag_splitk.json")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["nosum", "nostore"])
+    a = p.parse_args()
     rows, ok = [], True
     with tempfile.TemporaryDirectory() as folder:
-        kernels = {"shipped": wsrs} | {name: variant(name, p, Path(folder)) for name, p in VARIANTS.items()}
+        chosen = {name: VARIANTS[name] for name in a.variants}
+        kernels = {"shipped": wsrs} | {name: variant(name, p, Path(folder)) for name, (p, _) in chosen.items()}
+        checked = ["shipped"] + [name for name, (_, right) in chosen.items() if right]
         for case in sweep(a):
             M, N, K, bits = case["M"], case["N"], case["K"], case["bits"]
             config = tuning.candidates("wsrs", M, N, K, case["sm"], bits)[0]
             times, errors = {}, {}
             for name, module in kernels.items():
                 times[name], errors[name] = wsrs_alone(case, config, launch=module.ws_rs)
-            err = errors["shipped"]  # (the copies' outputs are wrong by design)
+            err = max(errors[name] for name in checked)  # (the other copies' outputs are wrong by design)
             ok &= err < 1e-2
             print(f"{'':>10} wsrs S{config['SPLIT_K']} (err {err:.1e}): "
                   + ", ".join(f"{name} {us:.2f} us" for name, us in times.items()), flush=True)
-            rows.append(case_record(case, config=config, err=err, us=times))
+            rows.append(case_record(case, config=config, err=err, errors={n: errors[n] for n in checked}, us=times))
     save_rows(rows, a.json, ok)
 
 
