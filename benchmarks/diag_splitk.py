@@ -1,18 +1,21 @@
 """What split K costs the register-operand ws kernel: the kernel as shipped against copies of it with parts of the
-split-K epilogue switched off.
+split-K epilogue switched off or changed (``--variants``).
 
-``nosum``: no split-K sum -- from BM = 128 no :func:`hlwq_ops.kernels.common.reduce_split_k` kernel, below it no
-epilogue after the partitions join (its barrier, arrival counter and the last program's sum): the partials are
-stored, never summed; ``nostore``: no partials stored either (the store's mask always false, the instructions
-kept); ``noload``: the last program's sum without its loads (zeros); ``noatomic``: the program of the last slice
-sums the tile, without the arrival counter (so without its fences and atomics; it may read partials not yet
-written); ``relaxed_reset``: the counter's reset a relaxed atomic (no fence before it, its result not waited for);
-``par`` (below BM = 128): the last program's loads of the slices issued in groups (eight slices at BM = 16,
-``128 / BM`` above: a static loop, masked past SPLIT_K; more spill at BM = 64) instead of one slice a round trip. The outputs of ``nosum``, ``nostore``, ``noload``
-and ``noatomic`` are wrong by design and not checked; the others' are (float64 reference, output poisoned
-first). The copies are ``wsrs.py`` with those lines
-replaced, written to a temporary directory and imported as modules of ``hlwq_ops.kernels``. Config: the tuner's first
-``wsrs`` candidate::
+- ``nosum``: no split-K sum -- from BM = 128 no :func:`hlwq_ops.kernels.common.reduce_split_k` kernel, below it no
+  epilogue after the partitions join (its barrier, arrival counter and the last program's sum): the partials are
+  stored, never summed;
+- ``nostore``: ``nosum`` with no partials stored either (the store's mask always false, the instructions kept);
+- ``noload``: the last program's sum without its loads (zeros);
+- ``noatomic``: the program of the last slice sums the tile, without the arrival counter (so without its fences and
+  atomics; it may read partials not yet written);
+- ``par`` (below BM = 128): the last program's loads of the slices issued in groups (eight slices at BM = 16,
+  ``128 / BM`` above: a static loop, masked past SPLIT_K; more spill at BM = 64) instead of one a round trip;
+- ``acq_rel_reset``: the counter's reset an acquire-release atomic (a fence before it, its result waited for), as
+  shipped until session 31, which timed the relaxed reset shipped now as a variant (``relaxed_reset``) against it.
+
+The outputs of ``nosum``, ``nostore``, ``noload`` and ``noatomic`` are wrong by design and not checked; the others'
+are (float64 reference, output poisoned first). The copies are ``wsrs.py`` with those lines replaced, written to a
+temporary directory and imported as modules of ``hlwq_ops.kernels``. Config: the tuner's first ``wsrs`` candidate::
 
     python benchmarks/diag_splitk.py --shapes 4096x14336 14336x4096 --bits 5 --m 256 512
     python benchmarks/diag_splitk.py --shapes 4096x14336 4096x4096 1024x4096 --m 4 16 --variants nosum noload
@@ -40,27 +43,29 @@ _PARALLEL = """                acc = gl.zeros([BN, BM], gl.float32, out_l)
                         acc += gl.load(ws_ptr + (base + j) * (M.to(gl.int64) * N) + tile,
                                        mask=mask & (base + j < split_k), other=0.0, cache_modifier=".cg")"""
 _ARRIVE = '            if gl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == split_k - 1:'
-_RESET = "                gl.atomic_xchg(counter, 0)"
+_RESET = "                _reset(counter)"
 VARIANTS = {  # name: (patches, whether its output is right)
     "nosum": (_SUMS, False),
     "nostore": ([*_SUMS, (_STORE, _STORE.replace("mask=mask)", "mask=mask & (M < 0))"))], False),
     "par": ([(_SLICES, _PARALLEL)], True),
-    "relaxed_reset": ([(_RESET, _RESET.replace("0)", '0, sem="relaxed", scope="gpu")'))], True),
+    "acq_rel_reset": ([(_RESET, "                gl.atomic_xchg(counter, 0)")], True),
     "noload": ([(_SLICES, "                acc = gl.zeros([BN, BM], gl.float32, out_l)")], False),
     "noatomic": ([(_ARRIVE, "            if pid_k == split_k - 1:"), (_RESET, "                pass")], False),
 }
 
 
-def variant(name: str, patches: list[tuple[str, str]], folder: Path):
-    """``wsrs.py`` with ``patches`` applied, imported as ``hlwq_ops.kernels.wsrs_<name>``."""
-    source = Path(wsrs.__file__).read_text()
+def variant(name: str, patches: list[tuple[str, str]], folder: Path, original=wsrs):
+    """The source of the kernel module ``original`` (``wsrs``) with ``patches`` applied, imported as
+    ``hlwq_ops.kernels.<its name>_<name>``."""
+    stem = original.__name__.rsplit(".", 1)[-1]
+    source = Path(original.__file__).read_text()
     for old, new in patches:
         if old not in source:
-            raise SystemExit(f"diag_splitk: wsrs.py no longer has the line {old.strip()!r}; update the patch")
+            raise SystemExit(f"{stem}.py no longer has the line {old.strip()!r}; update the patch")
         source = source.replace(old, new)
-    path = folder / f"wsrs_{name}.py"
+    path = folder / f"{stem}_{name}.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location(f"hlwq_ops.kernels.wsrs_{name}", path)
+    spec = importlib.util.spec_from_file_location(f"hlwq_ops.kernels.{stem}_{name}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)

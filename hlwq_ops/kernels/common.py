@@ -27,6 +27,7 @@ __all__ = [
     "prefetch_l2",
     "reduce_split_k",
     "release_dependents",
+    "reset",
     "slices_sum",
     "sm_count",
     "sum_if_last",
@@ -107,10 +108,25 @@ def arrive(counter, n_slices):
     """Count this program in at ``counter`` once its partials are stored; whether it is the last of ``n_slices``.
 
     The last program sums the partials (:func:`slices_sum`) and resets the count
-    to zero (``tl.atomic_xchg(counter, 0)``) for the next call.
+    to zero (:func:`reset`) for the next call.
     """
     tl.debug_barrier()  # every partial of this program is stored before the release below
     return tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == n_slices - 1
+
+
+@triton.jit
+def reset(counter):
+    """The last program's reset of its arrival counter to zero for the next call, as a relaxed atomic.
+
+    Nothing in this call reads the counter after it (every other program has
+    arrived), and the next call's atomics come after this kernel has finished
+    (a launch later, or after ``griddepcontrol.wait`` with PDL), so no fence
+    is needed: an acquire-release one made the last program wait for its output
+    stores and then for the atomic, 0.35-0.5 us more per call on the split
+    shapes of the register-operand ws kernel at M = 4..16 (H200,
+    ``benchmarks/RESULTS.md`` 31a).
+    """
+    tl.atomic_xchg(counter, 0, sem="relaxed", scope="gpu")
 
 
 @triton.jit
@@ -188,7 +204,7 @@ def sum_if_last(partial, ws_ptr, counter, offsets, mask, slice_elems, slice_inde
     total = tl.zeros(offsets.shape, dtype=tl.float32)
     if last:
         total = slices_sum(ws_ptr, offsets, mask, slice_elems, n_slices)
-        tl.atomic_xchg(counter, 0)
+        reset(counter)
     return last, total
 
 

@@ -151,11 +151,17 @@ if gluon is not None:
     @gluon.jit
     def _slices_sum(ws_ptr, tile, mask, slice_elems, split_k, shape: gl.constexpr, layout: gl.constexpr):
         """A tile's split-K partials summed over the ``split_k`` slices, read past the L1 (other programs wrote
-        them; kernels.common.sum_if_last), one slice a round trip."""
+        them; kernels.common.sum_if_last), one slice a round trip (up to eight issued together took the same time
+        in the register-operand kernel at BM <= 64 on an H200, ``benchmarks/RESULTS.md`` 31a)."""
         acc = gl.zeros(shape, gl.float32, layout)
         for part in range(split_k):
             acc += gl.load(ws_ptr + part * slice_elems + tile, mask=mask, other=0.0, cache_modifier=".cg")
         return acc
+
+    @gluon.jit
+    def _reset(counter):
+        """:func:`.common.reset` in Gluon: the arrival counter back to zero, a relaxed atomic (no fence)."""
+        gl.atomic_xchg(counter, 0, sem="relaxed", scope="gpu")
 
     @gluon.jit
     def _load_words(p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, start,
@@ -382,7 +388,7 @@ if gluon is not None:
             last = gl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == split_k - 1
             if last:
                 acc = _slices_sum(ws_ptr, tile, mask, slice_elems, split_k, [BN, BM], out_l)
-                gl.atomic_xchg(counter, 0)
+                _reset(counter)
         if last:
             if HAS_BIAS:
                 acc += gl.load(bias_ptr + n, mask=n < N, other=0.0).to(gl.float32)[:, None]

@@ -109,7 +109,8 @@ if gluon is not None:
     )
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-    from .wsmma import _cta_barrier, _lane_codebook, _layouts, _load_words, _shuffle, _slices_sum, _tma_load
+    from .wsmma import (_cta_barrier, _lane_codebook, _layouts, _load_words, _reset, _shuffle, _slices_sum,
+                        _tma_load)
 
     @gluon.jit
     def _load_acts(x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, K_PAD, XSTAGES: gl.constexpr,
@@ -369,7 +370,7 @@ if gluon is not None:
                 if HAS_BIAS:
                     acc += gl.load(bias_ptr + n, mask=n < N, other=0.0).to(gl.float32)[:, None]
                 gl.store(out_ptr + tile, acc.to(out_ptr.dtype.element_ty), mask=mask)
-                gl.atomic_xchg(counter, 0)
+                _reset(counter)
 
 
 def shared_bytes(config: dict) -> int:
