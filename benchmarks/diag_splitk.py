@@ -10,6 +10,8 @@ split-K epilogue switched off or changed (``--variants``).
   atomics; it may read partials not yet written);
 - ``par`` (below BM = 128): the last program's loads of the slices issued in groups (eight slices at BM = 16,
   ``128 / BM`` above: a static loop, masked past SPLIT_K; more spill at BM = 64) instead of one a round trip;
+- ``sumkernel64``, ``sumkernel16``: the partials summed by :func:`hlwq_ops.kernels.common.reduce_split_k` after the
+  kernel from BM = 64 (or 16) on, as from BM = 128 in the shipped kernel;
 - ``acq_rel_reset``: the counter's reset an acquire-release atomic (a fence before it, its result waited for), as
   shipped until session 31, which timed the relaxed reset shipped now as a variant (``relaxed_reset``) against it.
 
@@ -19,10 +21,12 @@ temporary directory and imported as modules of ``hlwq_ops.kernels``. Config: the
 
     python benchmarks/diag_splitk.py --shapes 4096x14336 14336x4096 --bits 5 --m 256 512
     python benchmarks/diag_splitk.py --shapes 4096x14336 4096x4096 1024x4096 --m 4 16 --variants nosum noload
+    python benchmarks/diag_splitk.py --shapes 4096x4096 1024x4096 --m 16 64 --variants sumkernel64 --dependent
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 import tempfile
@@ -51,6 +55,10 @@ VARIANTS = {  # name: (patches, whether its output is right)
     "acq_rel_reset": ([(_RESET, "                gl.atomic_xchg(counter, 0)")], True),
     "noload": ([(_SLICES, "                acc = gl.zeros([BN, BM], gl.float32, out_l)")], False),
     "noatomic": ([(_ARRIVE, "            if pid_k == split_k - 1:"), (_RESET, "                pass")], False),
+    "sumkernel64": ([(_SUMS[0][0], "        if SPLIT and BM < 64:"),
+                     (_SUMS[1][0], "    if grid[2] > 1 and BM >= 64:")], True),
+    "sumkernel16": ([(_SUMS[0][0], "        if SPLIT and BM < 16:"),
+                     (_SUMS[1][0], "    if grid[2] > 1 and BM >= 16:")], True),
 }
 
 
@@ -75,6 +83,8 @@ def variant(name: str, patches: list[tuple[str, str]], folder: Path, original=ws
 def main() -> None:
     p = sweep_parser(__doc__, [256, 512], "diag_splitk.json")
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["nosum", "nostore"])
+    p.add_argument("--dependent", action="store_true",
+                   help="launch every kernel with programmatic dependent launch, as hlwq.linear does on sm_90")
     a = p.parse_args()
     rows, ok = [], True
     with tempfile.TemporaryDirectory() as folder:
@@ -86,7 +96,8 @@ def main() -> None:
             config = tuning.candidates("wsrs", M, N, K, case["sm"], bits)[0]
             times, errors = {}, {}
             for name, module in kernels.items():
-                times[name], errors[name] = wsrs_alone(case, config, launch=module.ws_rs)
+                launch = functools.partial(module.ws_rs, dependent=a.dependent)
+                times[name], errors[name] = wsrs_alone(case, config, launch=launch)
             err = max(errors[name] for name in checked)  # (the other copies' outputs are wrong by design)
             ok &= err < 1e-2
             print(f"{'':>10} wsrs S{config['SPLIT_K']} (err {err:.1e}): "
