@@ -403,11 +403,11 @@ def test_reduce_split_k_refuses_mismatched_buffers():
         reduce_split_k(torch.zeros(2, 3, 8), torch.zeros(7), out)
 
 
-@pytest.mark.parametrize("BM,split_k,summed_after", [(128, 3, True), (256, 2, True), (64, 3, False), (128, 1, False)])
-def test_ws_rs_sums_split_k_after_the_kernel_from_bm_128(monkeypatch, BM, split_k, summed_after):
-    """The register-operand ws kernel (Gluon: no interpreter) with split K from BM = 128 leaves its partials to
-    reduce_split_k, with the bias; below it (the kernel's own last-program sum) and without split K it does not.
-    The kernel is replaced by one that writes known partials, so this runs on the CPU."""
+@pytest.mark.parametrize("BM,split_k", [(128, 3), (256, 2), (64, 3), (16, 4), (128, 1), (16, 1)])
+def test_ws_rs_sums_split_k_after_the_kernel(monkeypatch, BM, split_k):
+    """The register-operand ws kernel (Gluon: no interpreter) with split K leaves its partials to reduce_split_k,
+    with the bias, at every BM; without split K it writes the output itself. The kernel is replaced by one that
+    writes known partials, so this runs on the CPU."""
     from hlwq_ops.kernels import wsmma, wsrs
 
     if wsmma.gluon is None:
@@ -434,8 +434,8 @@ def test_ws_rs_sums_split_k_after_the_kernel_from_bm_128(monkeypatch, BM, split_
     config = dict(BM=BM, SPLIT_K=split_k, QSTAGES=3, XSTAGES=2, XBOX=64, REGS=232, NORM_ACC=BM <= 128)
     xp, qdata = torch.zeros(M, K, dtype=torch.bfloat16), torch.zeros(N, K * 5 // 8, dtype=torch.uint8)
     out = wsrs.ws_rs(xp, qdata, torch.ones(N, K // 128, dtype=torch.float16), bias, 5, 128, torch.float32, config)
-    assert summed == ([(split_k, M, N)] if summed_after else [])
-    if summed_after:
+    assert summed == ([(split_k, M, N)] if split_k > 1 else [])
+    if split_k > 1:
         assert torch.allclose(out, partials.sum(0) + bias, atol=1e-5)
 
 
@@ -923,9 +923,10 @@ from triton.runtime.jit import mangle_type
 from hlwq_ops.kernels import tuning, wsmma
 
 bits = int(sys.argv[1])
-# the kernels' other arguments (both kernels take the same)
+# the kernels' other arguments (the register-operand kernel has no arrival counters: its split K is summed after it)
 ARGS = dict(s_ptr="*fp16", c_ptr="*fp32", bias_ptr="*bf16", out_ptr="*bf16", ws_ptr="*fp32", count_ptr="*i32",
             M="i32", N="i32", K_PAD="i32", stride_sn="i32")
+RS_ARGS = {name: kind for name, kind in ARGS.items() if name != "count_ptr"}
 for M, N, K in ((16, 4096, 4096), (128, 4096, 14336), (300, 4096, 4096)):
     configs = tuning.candidates("ws", M, N, K, 132, bits)
     # (the two decoding partitions staggered: no tuner candidate is, but a config may be)
@@ -965,7 +966,7 @@ for M, N, K in ((5, 4096, 4096), (16, 14336, 4096), (32, 4096, 14336), (64, 4096
                          XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"],
                          HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1, PDL=True, PHASES=config.get("PHASES", 1),
                          num_warps=4)
-        signature = {name: mangle_type(d) for name, d in descs.items()} | ARGS | dict.fromkeys(constants, "constexpr")
+        signature = {name: mangle_type(d) for name, d in descs.items()} | RS_ARGS | dict.fromkeys(constants, "constexpr")
         source = GluonASTSource(wsrs._rs_kernel, signature, constants)
         kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
         ptx = kernel.asm["ptx"]
@@ -1300,9 +1301,9 @@ def test_gpu_no_host_sync_and_cuda_graph():
 @pytest.mark.gpu
 @pytest.mark.parametrize("dependent", [False, True])
 def test_gpu_ws_rs_split_k_sum_kernel_in_cuda_graph(dependent, monkeypatch):
-    """The register-operand ws kernel with split K from BM = 128 (its partials summed by reduce_split_k after it),
-    with and without programmatic dependent launch: no host sync, and captured in a CUDA graph whose replay on new
-    activations writes the right output."""
+    """The register-operand ws kernel with split K (its partials summed by reduce_split_k after it) at BM = 16 (four
+    consumer warpgroups), 128 and 256, with and without programmatic dependent launch: no host sync, and captured in
+    a CUDA graph whose replay on new activations writes the right output."""
     from hlwq_ops.kernels import common, wsmma, wsrs
 
     if not wsmma.runs_on(torch.device("cuda")):
@@ -1311,7 +1312,8 @@ def test_gpu_ws_rs_split_k_sum_kernel_in_cuda_graph(dependent, monkeypatch):
     N, K, M = 1000, 4096, 300
     qdata, scale = _packed(N, K, 5, device="cuda")
     bias = torch.randn(N, device="cuda")
-    for config in (dict(BM=128, SPLIT_K=3, QSTAGES=4, XSTAGES=3, XBOX=64, REGS=232, NORM_ACC=True),
+    for config in (dict(BM=16, SPLIT_K=4, QSTAGES=4, XSTAGES=4, XBOX=64, REGS=120, PHASES=2),
+                   dict(BM=128, SPLIT_K=3, QSTAGES=4, XSTAGES=3, XBOX=64, REGS=232, NORM_ACC=True),
                    dict(BM=256, SPLIT_K=2, QSTAGES=4, XSTAGES=2, XBOX=64, REGS=240, NORM_ACC=False)):
         span = wsrs.activation_span(config)
         xp = permute_activations(torch.randn(M, K, device="cuda"), torch.bfloat16, span)
@@ -1328,7 +1330,7 @@ def test_gpu_ws_rs_split_k_sum_kernel_in_cuda_graph(dependent, monkeypatch):
         xp.copy_(permute_activations(torch.randn(M, K, device="cuda"), torch.bfloat16, span))
         y.fill_(float("nan"))
         graph.replay()
-        ref = wsrs.ws_rs_ref(xp, qdata, scale, bias, 5, span, config["NORM_ACC"])
+        ref = wsrs.ws_rs_ref(xp, qdata, scale, bias, 5, span, config.get("NORM_ACC", True))
         assert torch.isfinite(y).all() and rel_error(y, ref) < 2 * torch.finfo(torch.bfloat16).eps, config
 
 @triton.jit
@@ -1368,7 +1370,7 @@ def _pdl_consumer(kernel, bits, M, N, K):
         "tc_gemv": (bf16, lambda x: tc_gemv(x, qdata, scale, None, bits, 128, None, torch.float32, tc_config)),
         "wgmma": (bf16, lambda x: wgmma(x, qdata, scale, None, bits, 128, torch.float32, wgmma_config)),
         "fwht": (raw, lambda x: kernels.fwht(x, 128, torch.float32)),
-        # the register-operand ws kernel, summing split K in itself (BM = 16) or in the sum kernel after it (BM = 128)
+        # the register-operand ws kernel with split K (summed by the sum kernel after it): BM = 16, both forms, and 128
         "wsrs": (bf16, lambda x: wsrs.ws_rs(x, qdata, scale, None, bits, 128, torch.float32, wsrs_config)),
         "wsrs-four": (bf16, lambda x: wsrs.ws_rs(x, qdata, scale, None, bits, 128, torch.float32, four)),
         "wsrs-sum-kernel": (bf16, lambda x: wsrs.ws_rs(x, qdata, scale, None, bits, 128, torch.float32, dict(

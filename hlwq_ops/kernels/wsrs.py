@@ -47,11 +47,7 @@ accumulators would not fit beside the decode, so there the norm multiplies the
 :mod:`.wsmma` does); at BM = 128 both fit and took the same time within 2%
 once the epilogue below was in (H200, ``benchmarks/RESULTS.md`` 21a), so the
 norms stay on the sums there. From BM = 128 the sums are stored from the MMA's
-register layout (converting BM = 256's 128 sums a thread spilled), and split
-K's partials are summed by a kernel of their own over every SM
-(:func:`.common.reduce_split_k`): with the last program of each tile summing it,
-1 / SPLIT_K of the programs (those finishing last) read the whole workspace
-(H200, ``benchmarks/NOTES.md`` session 23). The weight is decoded once per
+register layout (converting BM = 256's 128 sums a thread spilled). The weight is decoded once per
 ``BM`` activation rows, and each program reads ``BM`` x K activations from
 the L2 for its 128 weight rows.
 
@@ -80,6 +76,17 @@ activation slots, 6.2-10.8% less time at M = 4..16 on 14336 x 4096 and
 (H200, ``benchmarks/RESULTS.md`` 30a): first among the candidates at
 BM = 16 (the tuner times them all).
 
+Split K: each program stores its float32 sums as partials and a kernel of
+their own over every SM (:func:`.common.reduce_split_k`, launched with PDL
+right behind this one) sums them. Measured on an H200 against the last
+program of each tile summing it (``benchmarks/RESULTS.md`` 23 and 31b):
+from BM = 128, where 1 / SPLIT_K of the programs (those finishing last) read
+the whole workspace, 0.70 -> 0.77x bf16 at M = 256 on 4096 x 14336; at
+BM = 64 6-28% less time on 4096 x 14336, 4096 x 4096 and 1024 x 4096; at
+BM = 16 1-8% less at M = 16 and from 4.9% less to 1.3% more at M = 4. The
+last program's chain (a fence, an atomic and the loads, one round trip to the
+L2 after another) took 1.5-2.9 us at M = 4..16 and 3.8-5.9 at 64 there.
+
 Gluon has no interpreter, so this kernel runs only on a GPU (sm_90); it serves
 the layers :func:`.wsmma.supports` accepts, on the devices
 :func:`.wsmma.runs_on` accepts.
@@ -95,7 +102,7 @@ import triton.language as tl
 
 from ..codebook import codebook as standard_codebook
 from .common import launch_options, pdl, reduce_split_k, unit_stride
-from .wsmma import gluon, split_buffers, ws_mma_ref
+from .wsmma import gluon, ws_mma_ref
 
 __all__ = ["activation_span", "check_config", "shared_bytes", "ws_rs", "ws_rs_ref"]
 
@@ -109,8 +116,7 @@ if gluon is not None:
     )
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-    from .wsmma import (_cta_barrier, _lane_codebook, _layouts, _load_words, _reset, _shuffle, _slices_sum,
-                        _tma_load)
+    from .wsmma import _cta_barrier, _lane_codebook, _layouts, _load_words, _shuffle, _tma_load
 
     @gluon.jit
     def _load_acts(x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, K_PAD, XSTAGES: gl.constexpr,
@@ -270,8 +276,7 @@ if gluon is not None:
         c_ptr,  # [2**BITS] float32 standard codebook
         bias_ptr,  # [N] or unused
         out_ptr,  # [M, N]
-        ws_ptr,  # [SPLIT_K, M, N] float32 partial sums (SPLIT)
-        count_ptr,  # [>= tiles] int32 arrival counters, zero between calls (SPLIT, BM < 128)
+        ws_ptr,  # [SPLIT_K, M, N] float32 partial sums (SPLIT), summed by common.reduce_split_k after the kernel
         # dimensions
         M,
         N,
@@ -357,21 +362,6 @@ if gluon is not None:
                                QSTAGES, False)),
                 (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, K_PAD, XSTAGES, XBOX)),
             ], [4, 4, 4, 1, 1], [REGS, REGS, REGS, 24, 24])
-        if SPLIT and BM < 128:  # the last slice of this tile to finish sums the whole tile (common.sum_if_last)
-            out_l: gl.constexpr = gl.BlockedLayout([8, 1], [16, 2], [1, num_warps], [0, 1])
-            _cta_barrier()
-            counter = count_ptr + pid_n * gl.num_programs(1) + pid_m
-            if gl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == split_k - 1:
-                n = n0 + gl.arange(0, BN, layout=gl.SliceLayout(1, out_l))
-                m = m0 + gl.arange(0, BM, layout=gl.SliceLayout(0, out_l))
-                tile = m.to(gl.int64)[None, :] * N + n[:, None]
-                mask = (n[:, None] < N) & (m[None, :] < M)
-                acc = _slices_sum(ws_ptr, tile, mask, M.to(gl.int64) * N, split_k, [BN, BM], out_l)
-                if HAS_BIAS:
-                    acc += gl.load(bias_ptr + n, mask=n < N, other=0.0).to(gl.float32)[:, None]
-                gl.store(out_ptr + tile, acc.to(out_ptr.dtype.element_ty), mask=mask)
-                _reset(counter)
-
 
 def shared_bytes(config: dict) -> int:
     """Shared memory ``config`` takes: the rings, and (they are still allocated then) each consumer's scratch for
@@ -495,15 +485,15 @@ def ws_rs(
     p0_desc = TensorDescriptor.from_tensor(qdata.view(torch.int32), [BN, 16], p0_l)
     p1_desc = TensorDescriptor.from_tensor(qdata.view(torch.int8), [BN, 16], p1_l)
     grid = (triton.cdiv(N, BN), triton.cdiv(M, BM), config["SPLIT_K"])
-    ws, counters = split_buffers(out, grid)
+    ws = torch.empty((grid[2], M, N), device=out.device, dtype=torch.float32) if grid[2] > 1 else out
     dependent = pdl(out.device, default=dependent)
     _rs_kernel[grid](
         x_desc, p0_desc, p1_desc, scale, standard_codebook(bits, xp.device), bias if bias is not None else out, out,
-        ws, counters, M, N, k_pad, scale.stride(0),
+        ws, M, N, k_pad, scale.stride(0),
         BITS=bits, BM=BM, QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
         XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"], HAS_BIAS=bias is not None,
         SPLIT=grid[2] > 1, PDL=dependent, PHASES=config.get("PHASES", 1), num_warps=4, **launch_options(dependent),
     )
-    if grid[2] > 1 and BM >= 128:  # (the kernel stored the partials only: `SPLIT and BM < 128` sums in it)
+    if grid[2] > 1:  # (the kernel stored the partials only)
         reduce_split_k(ws, bias, out, dependent=dependent)
     return out
