@@ -122,9 +122,10 @@ def reset(counter):
     arrived), and the next call's atomics come after this kernel has finished
     (a launch later, or after ``griddepcontrol.wait`` with PDL), so no fence
     is needed: an acquire-release one made the last program wait for its output
-    stores and then for the atomic, 0.35-0.5 us more per call on the split
-    shapes of the register-operand ws kernel at M = 4..16 (H200,
-    ``benchmarks/RESULTS.md`` 31a).
+    stores and then for the atomic: 0.14-0.52 us more per call in the GEMV at
+    M = 1 on 4096 x 14336 and 4096 x 12288, and 0.38-0.53 us in the
+    register-operand ws kernel's own split-K sum of then on 4096 x 4096 and
+    1024 x 4096 at M = 4..16 (H200, ``benchmarks/RESULTS.md`` 31a, 31c).
     """
     tl.atomic_xchg(counter, 0, sem="relaxed", scope="gpu")
 

@@ -77,13 +77,13 @@ activation slots, 6.2-10.8% less time at M = 4..16 on 14336 x 4096 and
 BM = 16 (the tuner times them all).
 
 Split K: each program stores its float32 sums as partials and a kernel of
-their own over every SM (:func:`.common.reduce_split_k`, launched with PDL
-right behind this one) sums them. Measured on an H200 against the last
+their own over every SM (:func:`.common.reduce_split_k`, launched right
+behind this one, with PDL when this one is) sums them. Measured on an H200 against the last
 program of each tile summing it (``benchmarks/RESULTS.md`` 23 and 31b):
 from BM = 128, where 1 / SPLIT_K of the programs (those finishing last) read
 the whole workspace, 0.70 -> 0.77x bf16 at M = 256 on 4096 x 14336; at
 BM = 64 6-28% less time on 4096 x 14336, 4096 x 4096 and 1024 x 4096; at
-BM = 16 1-8% less at M = 16 and from 4.9% less to 1.3% more at M = 4. The
+BM = 16 1-8% less at M = 16 and from 5.0% less to 1.3% more at M = 4. The
 last program's chain (a fence, an atomic and the loads, one round trip to the
 L2 after another) took 1.5-2.9 us at M = 4..16 and 3.8-5.9 at 64 there.
 
