@@ -377,7 +377,7 @@ def test_split_k_counters_return_to_zero():
 @pytest.mark.parametrize("slices", [1, 2, 3, 5])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_reduce_split_k_kernel(slices, with_bias):
-    """The split-K partials' own sum kernel (the register-operand ws kernel from BM = 128): every element of an
+    """The split-K partials' own sum kernel (after the register-operand ws kernel with split K): every element of an
     [M, N] not a multiple of its block, every remainder of the slices' four-a-round-trip loop, a bias, a 16-bit
     output within a bfloat16 ulp (Triton's interpreter truncates to bfloat16: twice the error of rounding)."""
     from hlwq_ops.kernels.common import reduce_split_k
@@ -452,8 +452,8 @@ _TC_PATH_CONFIGS = {  # a config of each kernel that the tensor-core path launch
 def test_tensor_core_path_launches_dependent_as_it_says(monkeypatch, kernel, dependent):
     """Where the path says so (kernels.launches_dependent in kernels.linear), the tensor-core path has the FWHT
     rotating the activations launch them early, and the kernel after it launches that way (its PDL constexpr and the
-    launch option together), and so does the split-K sum after the register-operand kernel from BM = 128; where it
-    does not, none of them. Stand-ins for the device's answer, the tuner and the kernels, so this runs on the CPU."""
+    launch option together), and so does the split-K sum after the register-operand kernel (at BM = 16 and 256);
+    where it does not, none of them. Stand-ins for the device's answer, the tuner and the kernels, so this runs on the CPU."""
     import importlib
 
     from hlwq_ops.kernels import tcgemv, wsmma, wsrs
@@ -485,7 +485,7 @@ def test_tensor_core_path_launches_dependent_as_it_says(monkeypatch, kernel, dep
     qdata, scale = torch.zeros(N, K * 5 // 8, dtype=torch.uint8), torch.ones(N, K // 128, dtype=torch.float16)
     kernels._tensor_core_linear(activations, M, K, qdata, scale, None, 5, 128, torch.float32, True, dependent)
     assert asked == [dependent] and launched == [(dependent, dependent)]
-    assert summed == ([dependent] if config.get("BM", 0) >= 128 else [])  # (below BM = 128 wsrs sums split K itself)
+    assert summed == ([dependent] if kernel.startswith("wsrs") else [])  # (both wsrs configs split K)
 
 
 def test_dependent_launch_only_on_hopper_and_newer(monkeypatch):
