@@ -27,15 +27,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import itertools
 import json
 import math
 import os
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -247,6 +251,25 @@ def save_rows(rows: list[dict], path: str, ok: bool) -> None:
         json.dump(rows, f, indent=1)
     if not ok:
         raise SystemExit("correctness FAILED")
+
+
+def kernel_variant(original: ModuleType, name: str, patches: list[tuple[str, str]], folder: Path) -> ModuleType:
+    """A diagnostic copy of the kernel module ``original``: its source with each ``(old, new)`` of ``patches``
+    replaced (every ``old`` must be there), written to ``folder`` and imported as ``hlwq_ops.kernels.<its
+    name>_<name>`` (``diag_splitk.py``, ``diag_reset.py``)."""
+    stem = original.__name__.rsplit(".", 1)[-1]
+    source = Path(original.__file__).read_text()
+    for old, new in patches:
+        if old not in source:
+            raise SystemExit(f"{stem}.py no longer has the line {old.strip()!r}; update the patch")
+        source = source.replace(old, new)
+    path = folder / f"{stem}_{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"hlwq_ops.kernels.{stem}_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def wsrs_alone(case: dict, config: dict, replays: int = 10, launch: Callable | None = None) -> tuple[float, float]:

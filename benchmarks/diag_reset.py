@@ -1,11 +1,12 @@
 """The split-K arrival counter's reset in the GEMV: relaxed (shipped) against acquire-release (shipped until session
 31), at M = 1 on the shapes whose slices split K.
 
-The last program of a row range resets its counter to zero for the next call (:func:`hlwq_ops.kernels.common.reset`).
-An acquire-release atomic there puts a fence before it (the program waits for its output stores) and waits for the
-atomic's result; a relaxed one does neither. ``acq_rel`` is ``gemv.py`` with the reset written as before. Times the
-tuner's first three GEMV candidates with both (rotation in the kernel, as ``hlwq.linear`` runs it; twice each,
-interleaved, the better of two), each output checked against the float64 reference of the unquantized weight::
+The last program of a row range resets its counter to zero for the next call
+(:func:`hlwq_ops.kernels.common.reset_counter`). An acquire-release atomic there puts a fence before it (the program
+waits for its output stores) and waits for the atomic's result; a relaxed one does neither. ``acq_rel`` is
+``gemv.py`` with the reset written as before. Times the tuner's first three GEMV candidates with both (rotation in
+the kernel, as ``hlwq.linear`` runs it; twice each, interleaved, the better of two), each output checked against the
+float64 product of the dequantized weight::
 
     python benchmarks/diag_reset.py --shapes 4096x14336 4096x12288 --bits 5 4 --m 1
 """
@@ -17,14 +18,13 @@ import tempfile
 from pathlib import Path
 
 import torch
-from bench_ops import case_record, graph_time, rel_error, save_rows, sweep, sweep_parser
-from diag_splitk import variant
+from bench_ops import case_record, graph_time, kernel_variant, rel_error, save_rows, sweep, sweep_parser
 
 from hlwq_ops.kernels import tuning
 
 gemv = importlib.import_module("hlwq_ops.kernels.gemv")  # (the package's `gemv` is the function)
 
-ACQ_REL = [("reset(counter)", "tl.atomic_xchg(counter, 0)")]
+ACQ_REL = [("reset_counter(counter)", "tl.atomic_xchg(counter, 0)")]
 
 
 def time_gemv(module, case: dict, config: dict) -> tuple[float, float]:
@@ -42,7 +42,7 @@ def main() -> None:
     a = sweep_parser(__doc__, [1], "diag_reset.json").parse_args()
     rows, ok = [], True
     with tempfile.TemporaryDirectory() as folder:
-        kernels = {"relaxed": gemv, "acq_rel": variant("acq_rel", ACQ_REL, Path(folder), gemv)}
+        kernels = {"relaxed": gemv, "acq_rel": kernel_variant(gemv, "acq_rel", ACQ_REL, Path(folder))}
         for case in sweep(a):
             M, N, K, bits = case["M"], case["N"], case["K"], case["bits"]
             for config in tuning.candidates("gemv", M, N, K, case["sm"], bits)[:3]:

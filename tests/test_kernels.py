@@ -453,7 +453,8 @@ def test_tensor_core_path_launches_dependent_as_it_says(monkeypatch, kernel, dep
     """Where the path says so (kernels.launches_dependent in kernels.linear), the tensor-core path has the FWHT
     rotating the activations launch them early, and the kernel after it launches that way (its PDL constexpr and the
     launch option together), and so does the split-K sum after the register-operand kernel (at BM = 16 and 256);
-    where it does not, none of them. Stand-ins for the device's answer, the tuner and the kernels, so this runs on the CPU."""
+    where it does not, none of them. Stand-ins for the device's answer, the tuner and the kernels, so this runs on
+    the CPU."""
     import importlib
 
     from hlwq_ops.kernels import tcgemv, wsmma, wsrs
@@ -966,7 +967,8 @@ for M, N, K in ((5, 4096, 4096), (16, 14336, 4096), (32, 4096, 14336), (64, 4096
                          XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"],
                          HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1, PDL=True, PHASES=config.get("PHASES", 1),
                          num_warps=4)
-        signature = {name: mangle_type(d) for name, d in descs.items()} | RS_ARGS | dict.fromkeys(constants, "constexpr")
+        signature = ({name: mangle_type(d) for name, d in descs.items()} | RS_ARGS
+                     | dict.fromkeys(constants, "constexpr"))
         source = GluonASTSource(wsrs._rs_kernel, signature, constants)
         kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
         ptx = kernel.asm["ptx"]
@@ -1373,14 +1375,14 @@ def _pdl_consumer(kernel, bits, M, N, K):
         # the register-operand ws kernel with split K (summed by the sum kernel after it): BM = 16, both forms, and 128
         "wsrs": (bf16, lambda x: wsrs.ws_rs(x, qdata, scale, None, bits, 128, torch.float32, wsrs_config)),
         "wsrs-four": (bf16, lambda x: wsrs.ws_rs(x, qdata, scale, None, bits, 128, torch.float32, four)),
-        "wsrs-sum-kernel": (bf16, lambda x: wsrs.ws_rs(x, qdata, scale, None, bits, 128, torch.float32, dict(
+        "wsrs-128": (bf16, lambda x: wsrs.ws_rs(x, qdata, scale, None, bits, 128, torch.float32, dict(
             BM=128, SPLIT_K=3, QSTAGES=4, XSTAGES=3, XBOX=64, REGS=232, NORM_ACC=True))),
     }[kernel]
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("kernel", ["gemv-rotating", "gemv", "tc_gemv", "wgmma", "fwht", "wsrs", "wsrs-four",
-                                    "wsrs-sum-kernel"])
+                                    "wsrs-128"])
 @pytest.mark.parametrize("M", [1, 8])
 def test_gpu_dependent_launch_waits_for_its_input(kernel, M, monkeypatch):
     """With HLWQ_PDL=1 each kernel may launch while the kernel before it runs; that kernel here writes the input late

@@ -27,7 +27,7 @@ __all__ = [
     "prefetch_l2",
     "reduce_split_k",
     "release_dependents",
-    "reset",
+    "reset_counter",
     "slices_sum",
     "sm_count",
     "sum_if_last",
@@ -108,24 +108,27 @@ def arrive(counter, n_slices):
     """Count this program in at ``counter`` once its partials are stored; whether it is the last of ``n_slices``.
 
     The last program sums the partials (:func:`slices_sum`) and resets the count
-    to zero (:func:`reset`) for the next call.
+    to zero (:func:`reset_counter`) for the next call.
     """
     tl.debug_barrier()  # every partial of this program is stored before the release below
     return tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == n_slices - 1
 
 
 @triton.jit
-def reset(counter):
+def reset_counter(counter):
     """The last program's reset of its arrival counter to zero for the next call, as a relaxed atomic.
 
-    Nothing in this call reads the counter after it (every other program has
-    arrived), and the next call's atomics come after this kernel has finished
-    (a launch later, or after ``griddepcontrol.wait`` with PDL), so no fence
-    is needed: an acquire-release one made the last program wait for its output
-    stores and then for the atomic: 0.14-0.52 us more per call in the GEMV at
-    M = 1 on 4096 x 14336 and 4096 x 12288, and 0.38-0.53 us in the
-    register-operand ws kernel's own split-K sum of then on 4096 x 4096 and
-    1024 x 4096 at M = 4..16 (H200, ``benchmarks/RESULTS.md`` 31a, 31c).
+    Nothing in this call touches the counter after it (every other program has
+    arrived), and the next user of the counter is a later kernel, which starts
+    its atomics only after this one has finished (each call counts in a region
+    of its own, :func:`arrival_counters`, reused after the ring wraps or when a
+    graph replays; a kernel launched with PDL waits in ``griddepcontrol.wait``
+    first): so no fence is needed, nor was the acquire-release reset of before
+    ordering anything across kernels. That one made the last program wait for
+    its output stores and then for the atomic: 0.14-0.52 us more a call in the
+    GEMV at M = 1 on 4096 x 14336 and 4096 x 12288, and 0.38-0.52 us in the
+    register-operand ws kernel's former in-kernel split-K sum on 4096 x 4096
+    and 1024 x 4096 at M = 4..16 (H200, ``benchmarks/RESULTS.md`` 31a, 31c).
     """
     tl.atomic_xchg(counter, 0, sem="relaxed", scope="gpu")
 
@@ -167,9 +170,11 @@ def reduce_split_k(ws: torch.Tensor, bias: torch.Tensor | None, out: torch.Tenso
     """Sum a split-K kernel's partials into its output, in a kernel of their own: ``out[:] = ws.sum(0) (+ bias)``.
 
     Spread over every SM, where the last program of each tile summing its tile
-    (:func:`arrive`) leaves the sum to 1 / SPLIT_K of the SMs (the
-    register-operand ws kernel from BM = 128, ``benchmarks/NOTES.md`` session
-    23). 1024 elements and 8 warps a program (one 16-byte load a slice and
+    (:func:`arrive`) leaves the sum to 1 / SPLIT_K of the SMs: the
+    register-operand ws kernel's sum at every tile size (from BM = 128 since
+    ``benchmarks/NOTES.md`` session 23; below it since session 31, where its
+    last program's chain of round trips took longer, ``benchmarks/RESULTS.md``
+    31b). 1024 elements and 8 warps a program (one 16-byte load a slice and
     thread): 4.0 us a call for 16 MB of partials on an H200, against 5.8-7.3
     for 1024 to 8192 elements with 4 or 8 warps otherwise
     (``benchmarks/RESULTS.md`` 23a2).
@@ -205,7 +210,7 @@ def sum_if_last(partial, ws_ptr, counter, offsets, mask, slice_elems, slice_inde
     total = tl.zeros(offsets.shape, dtype=tl.float32)
     if last:
         total = slices_sum(ws_ptr, offsets, mask, slice_elems, n_slices)
-        reset(counter)
+        reset_counter(counter)
     return last, total
 
 

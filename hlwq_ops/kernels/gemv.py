@@ -62,7 +62,7 @@ from .common import (
     planes,
     prefetch_l2,
     release_dependents,
-    reset,
+    reset_counter,
     sum_partials,
     unit_stride,
     wait_for_inputs,
@@ -355,7 +355,7 @@ def _gemv_kernel(
             counter = count_ptr + pid_n * tl.num_programs(2) + pid_m
             if arrive(counter, tl.num_programs(1)):
                 _sum_rows(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, second, M, N, n_parts, HAS_BIAS, MB)
-                reset(counter)
+                reset_counter(counter)
         else:  # only this program's warps: a barrier, no counter
             tl.debug_barrier()
             _sum_rows(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, second, M, N, n_parts, HAS_BIAS, MB)

@@ -51,7 +51,7 @@ from .common import (
     planes,
     prefetch_l2,
     release_dependents,
-    reset,
+    reset_counter,
     sum_partials,
     unit_stride,
     wait_for_inputs,
@@ -429,7 +429,7 @@ def _tc_gemv_kernel(
             if arrive(counter, tl.num_programs(1)):
                 for m in range(m0, m_hi):
                     sum_partials(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, M, N, n_parts, HAS_BIAS)
-                reset(counter)
+                reset_counter(counter)
         else:
             tl.debug_barrier()
             for m in range(m0, m_hi):

@@ -305,9 +305,9 @@ _LOADED: set[str] = set()
 def _cache_file(device: torch.device) -> Path:
     name = torch.cuda.get_device_name(device).replace(" ", "_")
     root = Path(os.environ.get("HLWQ_CACHE_DIR", Path.home() / ".cache" / "hlwq_ops"))
-    # v20: four consumer warpgroups in the register-operand kernel (PHASES = 2) only with rings of even depth (v19
-    # files may hold PHASES = 2 with three activation slots, which check_config now refuses)
-    return root / f"configs-v20-{name}-triton{__import__('triton').__version__}.json"
+    # v21: the register-operand kernel's split K summed after it at every BM (6-28% less at BM = 64, RESULTS 31b):
+    # choices timed before it are stale. v20: four consumer warpgroups (PHASES = 2) only with rings of even depth
+    return root / f"configs-v21-{name}-triton{__import__('triton').__version__}.json"
 
 
 def _load(device: torch.device) -> None:

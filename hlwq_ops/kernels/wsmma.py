@@ -151,8 +151,9 @@ if gluon is not None:
     @gluon.jit
     def _slices_sum(ws_ptr, tile, mask, slice_elems, split_k, shape: gl.constexpr, layout: gl.constexpr):
         """A tile's split-K partials summed over the ``split_k`` slices, read past the L1 (other programs wrote
-        them; kernels.common.sum_if_last), one slice a round trip (up to eight issued together took the same time
-        in the register-operand kernel at BM <= 64 on an H200, ``benchmarks/RESULTS.md`` 31a)."""
+        them; kernels.common.sum_if_last), one slice a round trip (in the register-operand kernel's former in-kernel
+        sum, eight at BM = 16 or two at BM = 64 issued together took -4.5% to +4.3% of the time on an H200,
+        ``benchmarks/RESULTS.md`` 31a; not measured here)."""
         acc = gl.zeros(shape, gl.float32, layout)
         for part in range(split_k):
             acc += gl.load(ws_ptr + part * slice_elems + tile, mask=mask, other=0.0, cache_modifier=".cg")
@@ -160,7 +161,7 @@ if gluon is not None:
 
     @gluon.jit
     def _reset(counter):
-        """:func:`.common.reset` in Gluon: the arrival counter back to zero, a relaxed atomic (no fence)."""
+        """:func:`.common.reset_counter` in Gluon: the arrival counter back to zero, a relaxed atomic (no fence)."""
         gl.atomic_xchg(counter, 0, sem="relaxed", scope="gpu")
 
     @gluon.jit

@@ -295,7 +295,7 @@ if gluon is not None:
         SPLIT: gl.constexpr,
         PDL: gl.constexpr,
         PHASES: gl.constexpr,
-        num_warps: gl.constexpr,
+        num_warps: gl.constexpr,  # (the default partition's; 4)
     ):
         BN: gl.constexpr = 128  # two consumer warpgroups of 64 rows
         pid_n = gl.program_id(0)
@@ -362,6 +362,7 @@ if gluon is not None:
                                QSTAGES, False)),
                 (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, K_PAD, XSTAGES, XBOX)),
             ], [4, 4, 4, 1, 1], [REGS, REGS, REGS, 24, 24])
+
 
 def shared_bytes(config: dict) -> int:
     """Shared memory ``config`` takes: the rings, and (they are still allocated then) each consumer's scratch for
