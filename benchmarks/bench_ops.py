@@ -245,6 +245,15 @@ def case_record(case: dict, **extra) -> dict:
     return {k: v for k, v in case.items() if k not in ("copies", "x", "ref")} | extra
 
 
+def report_case(rows: list[dict], case: dict, label: str, config: dict, err: float, times: dict[str, float]) -> bool:
+    """One case of a diagnostic sweep: a line with ``label``, the checked relative error ``err`` and each variant's
+    microseconds in ``times``, and its row appended to ``rows``; whether ``err`` is within 1e-2."""
+    print(f"{'':>10} {label} (err {err:.1e}): " + ", ".join(f"{name} {us:.2f} us" for name, us in times.items()),
+          flush=True)
+    rows.append(case_record(case, config=config, err=err, us=times))
+    return err < 1e-2
+
+
 def save_rows(rows: list[dict], path: str, ok: bool) -> None:
     """End a diagnostic sweep: its rows as JSON at ``path``, then a failing exit if any output was wrong."""
     with open(path, "w") as f:

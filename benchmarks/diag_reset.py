@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from bench_ops import case_record, graph_time, kernel_variant, rel_error, save_rows, sweep, sweep_parser
+from bench_ops import graph_time, kernel_variant, rel_error, report_case, save_rows, sweep, sweep_parser
 
 from hlwq_ops.kernels import tuning
 
@@ -51,11 +51,7 @@ def main() -> None:
                     for name, module in kernels.items():
                         us, errors[name] = time_gemv(module, case, config)
                         times[name] = min(us, times.get(name, us))
-                err = max(errors.values())
-                ok &= err < 1e-2
-                print(f"{'':>10} gemv {config} (err {err:.1e}): "
-                      + ", ".join(f"{name} {us:.2f} us" for name, us in times.items()), flush=True)
-                rows.append(case_record(case, config=config, err=err, us=times))
+                ok &= report_case(rows, case, f"gemv {config}", config, max(errors.values()), times)
     save_rows(rows, a.json, ok)
 
 
