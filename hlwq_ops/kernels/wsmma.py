@@ -79,7 +79,7 @@ else:
     _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
     _cta_barrier = getattr(gl, "barrier", None) or gl.thread_barrier
 
-__all__ = ["aligned", "runs_on", "split_buffers", "supports", "ws_mma", "ws_mma_ref"]
+__all__ = ["aligned", "runs_on", "split_buffers", "split_workspace", "supports", "ws_mma", "ws_mma_ref"]
 
 
 def supports(bits: int, block_size: int, codebook: torch.Tensor | None, dtype: torch.dtype) -> bool:
@@ -432,13 +432,19 @@ def check_config(config: dict) -> None:
                          f"227 KiB an SM has; fewer stages or a smaller BM")
 
 
+def split_workspace(out: torch.Tensor, slices: int) -> torch.Tensor:
+    """The float32 ``[slices, M, N]`` partials of one call with ``slices`` slices of K; with one, ``out`` (not read)."""
+    if slices == 1:
+        return out
+    return torch.empty((slices, *out.shape), device=out.device, dtype=torch.float32)
+
+
 def split_buffers(out: torch.Tensor, grid: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The float32 ``[SPLIT_K, M, N]`` partials and the arrival counters of one call with ``grid[2]`` slices of K over
+    """:func:`split_workspace` and the arrival counters of one call with ``grid[2]`` slices of K over
     ``grid[0] * grid[1]`` tiles; with one slice, ``out`` twice (not read)."""
     if grid[2] == 1:
         return out, out
-    ws = torch.empty((grid[2], *out.shape), device=out.device, dtype=torch.float32)
-    return ws, arrival_counters(out.device, grid[0] * grid[1])
+    return split_workspace(out, grid[2]), arrival_counters(out.device, grid[0] * grid[1])
 
 
 @functools.cache

@@ -47,9 +47,9 @@ accumulators would not fit beside the decode, so there the norm multiplies the
 :mod:`.wsmma` does); at BM = 128 both fit and took the same time within 2%
 once the epilogue below was in (H200, ``benchmarks/RESULTS.md`` 21a), so the
 norms stay on the sums there. From BM = 128 the sums are stored from the MMA's
-register layout (converting BM = 256's 128 sums a thread spilled). The weight is decoded once per
-``BM`` activation rows, and each program reads ``BM`` x K activations from
-the L2 for its 128 weight rows.
+register layout (converting BM = 256's 128 sums a thread spilled). The weight
+is decoded once per ``BM`` activation rows, and each program reads ``BM`` x K
+activations from the L2 for its 128 weight rows.
 
 A consumer keeps the eight A tiles alive until its step's MMAs have retired
 (``wgmma`` reads registers while it runs), so its MMAs and its next decode do
@@ -78,8 +78,9 @@ BM = 16 (the tuner times them all).
 
 Split K: each program stores its float32 sums as partials and a kernel of
 their own over every SM (:func:`.common.reduce_split_k`, launched right
-behind this one, with PDL when this one is) sums them. Measured on an H200 against the last
-program of each tile summing it (``benchmarks/RESULTS.md`` 23 and 31b):
+behind this one, with PDL when this one is) sums them. Measured on an H200
+against the last program of each tile summing it (``benchmarks/RESULTS.md``
+23 and 31b):
 from BM = 128, where 1 / SPLIT_K of the programs (those finishing last) read
 the whole workspace, 0.70 -> 0.77x bf16 at M = 256 on 4096 x 14336; at
 BM = 64 6-28% less time on 4096 x 14336, 4096 x 4096 and 1024 x 4096; at
@@ -102,7 +103,7 @@ import triton.language as tl
 
 from ..codebook import codebook as standard_codebook
 from .common import launch_options, pdl, reduce_split_k, unit_stride
-from .wsmma import gluon, ws_mma_ref
+from .wsmma import gluon, split_workspace, ws_mma_ref
 
 __all__ = ["activation_span", "check_config", "shared_bytes", "ws_rs", "ws_rs_ref"]
 
@@ -486,7 +487,7 @@ def ws_rs(
     p0_desc = TensorDescriptor.from_tensor(qdata.view(torch.int32), [BN, 16], p0_l)
     p1_desc = TensorDescriptor.from_tensor(qdata.view(torch.int8), [BN, 16], p1_l)
     grid = (triton.cdiv(N, BN), triton.cdiv(M, BM), config["SPLIT_K"])
-    ws = torch.empty((grid[2], M, N), device=out.device, dtype=torch.float32) if grid[2] > 1 else out
+    ws = split_workspace(out, grid[2])
     dependent = pdl(out.device, default=dependent)
     _rs_kernel[grid](
         x_desc, p0_desc, p1_desc, scale, standard_codebook(bits, xp.device), bias if bias is not None else out, out,
