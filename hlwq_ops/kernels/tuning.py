@@ -222,8 +222,8 @@ WSRS_MAX_M = 2048
 def _wsrs_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
     """128 weight rows and ``BM`` = the M bucket (16..256) activation rows per program; split K as the ws kernel;
     activation boxes of 64 and of 16 columns, the favourite first (64 at BM = 16 and 128, 16 at 32 and 64), at
-    BM = 16 four consumer warpgroups before them; in the 256 bucket (M = 129..) BM = 256 with boxes of 64 columns, then
-    BM = 128."""
+    BM = 16 four consumer warpgroups before them, and after them, where the grid leaves half the SMs idle, the
+    :func:`_more_programs` ones; in the 256 bucket (M = 129..) BM = 256 with boxes of 64 columns, then BM = 128."""
     def config(BM: int, XBOX: int) -> dict:
         out = dict(kernel="wsrs", BM=BM, SPLIT_K=_ws_split(M, N, k_pad, sm_count, BM), QSTAGES=4, XSTAGES=3,
                    REGS=232 if BM >= 128 else 168, XBOX=XBOX)
@@ -237,6 +237,22 @@ def _wsrs_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
     out = [config(BM, box) for box in ((64, 16) if BM in (16, 128) else (16, 64))]
     if BM == 16:  # four consumer warpgroups (rings of even depth) first, as timed (the comment above)
         out.insert(0, dict(out[0], PHASES=2, REGS=120, XSTAGES=4))
+    if BM <= 64 and 2 * -(-N // 128) * -(-M // BM) * out[-1]["SPLIT_K"] <= sm_count:
+        out += _more_programs(out, k_pad, config)
+    return out
+
+
+def _more_programs(configs: list[dict], k_pad: int, config: Callable[[int, int], dict]) -> list[dict]:
+    """`wsrs` candidates for a grid that leaves more than half the SMs idle (few 128-row tiles, split K held at four
+    blocks a slice): each of ``configs`` with twice the split, down to two blocks a slice, and at BM = 64 also
+    BM = 32 (``config(BM, XBOX)`` makes one). Measured on an H200 on 1024 x 4096 (64 programs; RESULTS 32c, kernel
+    alone with its sum): twice the split 2.5-6.7% less time at M = 16 and 32 (from 1.6% more to 6.2% less at 64),
+    BM = 32 7.6-9.9% less at M = 64; on 4096 x 4096 (128 programs, not a case for this) either took 20-36% more."""
+    split = configs[-1]["SPLIT_K"]
+    doubled = min(2 * split, k_pad // 128 // 2)
+    out = [dict(c, SPLIT_K=doubled) for c in configs] if doubled > split else []
+    if configs[-1]["BM"] == 64:
+        out += [config(32, box) for box in (16, 64)]
     return out
 
 
@@ -305,9 +321,10 @@ _LOADED: set[str] = set()
 def _cache_file(device: torch.device) -> Path:
     name = torch.cuda.get_device_name(device).replace(" ", "_")
     root = Path(os.environ.get("HLWQ_CACHE_DIR", Path.home() / ".cache" / "hlwq_ops"))
-    # v21: the register-operand kernel's split K summed after it at every BM (6-28% less at BM = 64, RESULTS 31b):
-    # choices timed before it are stale. v20: four consumer warpgroups (PHASES = 2) only with rings of even depth
-    return root / f"configs-v21-{name}-triton{__import__('triton').__version__}.json"
+    # v22: more `wsrs` candidates where its grid leaves half the SMs idle (RESULTS 32c). v21: the register-operand
+    # kernel's split K summed after it at every BM (6-28% less at BM = 64, RESULTS 31b): choices timed before it are
+    # stale. v20: four consumer warpgroups (PHASES = 2) only with rings of even depth
+    return root / f"configs-v22-{name}-triton{__import__('triton').__version__}.json"
 
 
 def _load(device: torch.device) -> None:
