@@ -1,12 +1,12 @@
 """More programs for `wsrs` on the small shapes: twice the shipped split of K, and at M > 16 half the BM.
 
-On 1024 x 4096 and 4096 x 4096 at M = 16..64 ``hlwq.linear`` is below bf16 (RESULTS 32a). Split K stops at four
-blocks a slice (:func:`hlwq_ops.kernels.tuning._ws_split`), so 1024 x 4096 runs 64 programs on 132 SMs. This times
-each of the tuner's `wsrs` candidates as shipped, with ``SPLIT_K`` doubled (``split2x``, where a slice keeps a
-block), and with ``BM`` halved (``bm/2``, the activation rows in twice as many tiles, split as the tuner would
-split them), each with the split-K sum kernel after it, alone on rotated activations (``bench_ops.wsrs_alone``, no
-PDL; twice, interleaved, the better of two), every output checked against the float64 product of the dequantized
-weight. The tuned path's line (FWHT included) and its choice come first::
+On 1024 x 4096 at M = 4..64 and 4096 x 4096 at M = 64 ``hlwq.linear`` is below bf16 (RESULTS 32a-b). Split K
+stops at four blocks a slice (:func:`hlwq_ops.kernels.tuning._ws_split`), so 1024 x 4096 runs 64 programs on 132
+SMs. This times each of the tuner's `wsrs` candidates as shipped, with ``SPLIT_K`` doubled (``split2x``, where a
+slice keeps a block), and with ``BM`` halved (``bm/2``, the activation rows in twice as many tiles, split as the
+tuner would split them), each with the split-K sum kernel after it, alone on rotated activations
+(``bench_ops.wsrs_alone``, no PDL; twice, interleaved, the better of two), every output checked against the float64
+product of the dequantized weight. The tuned path's line (FWHT included) and its choice come first::
 
     python benchmarks/diag_split.py --shapes 1024x4096 4096x4096 --bits 5 4 --m 16 32 64
 """

@@ -790,7 +790,8 @@ def test_ws_rs_candidates_and_configs():
 
     for M, N, k_pad, BM, split in ((3, 14336, 4096, 16, 1), (16, 4096, 14336, 16, 4), (40, 4096, 4096, 64, 4),
                                    (64, 1024, 4096, 64, 8)):
-        *four, config, other = tuning.candidates("wsrs", M, N, k_pad, 132, 5)[:3 if BM == 16 else 2]
+        shipped = 3 if BM == 16 else 2  # (the candidates of any grid; 1024 x 4096 adds more after them, below)
+        *four, config, other = tuning.candidates("wsrs", M, N, k_pad, 132, 5)[:shipped]
         assert config["kernel"] == "wsrs" and (config["BM"], config["SPLIT_K"]) == (BM, split), (M, N, k_pad)
         assert (config["XBOX"], activation_span(config)) == ((64, 128) if BM == 16 else (16, None)), config
         assert other == dict(config, XBOX={16: 64, 64: 16}[config["XBOX"]])
@@ -1238,7 +1239,6 @@ def test_gpu_ws_rs_poisoned_output_every_candidate(bits, N, K):
     activation orders, the norms on the sums and on the weights, two and four consumer warpgroups), a bias, float16
     activations, float32 and bfloat16 outputs, each output written and right."""
     from hlwq_ops.kernels import wsmma, wsrs
-    from hlwq_ops.kernels.common import counter_buffer
 
     if not wsmma.runs_on(torch.device("cuda")):
         pytest.skip("the warp-specialized kernels need sm_90 and Gluon")
@@ -1274,9 +1274,6 @@ def test_gpu_ws_rs_poisoned_output_every_candidate(bits, N, K):
                         assert out.dtype == out_dtype and torch.isfinite(out).all(), (M, config)
                         tolerance = 1e-5 if out_dtype == torch.float32 else 2 * torch.finfo(out_dtype).eps
                         assert rel_error(out, ref) < tolerance, (M, dtype, config, out_dtype)
-    # (split K is summed by the sum kernel after it: no arrival counters, made by other kernels or never)
-    counters = counter_buffer(qdata.device)
-    assert counters is None or int(counters.abs().sum()) == 0
 
 
 @pytest.mark.gpu

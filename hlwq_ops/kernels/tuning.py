@@ -222,7 +222,7 @@ WSRS_MAX_M = 2048
 def _wsrs_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
     """128 weight rows and ``BM`` = the M bucket (16..256) activation rows per program; split K as the ws kernel;
     activation boxes of 64 and of 16 columns, the favourite first (64 at BM = 16 and 128, 16 at 32 and 64), at
-    BM = 16 four consumer warpgroups before them, and after them, where the grid leaves half the SMs idle, the
+    BM = 16 four consumer warpgroups before them, and after them, where the grid leaves half the SMs idle or more, the
     :func:`_more_programs` ones; in the 256 bucket (M = 129..) BM = 256 with boxes of 64 columns, then BM = 128."""
     def config(BM: int, XBOX: int) -> dict:
         out = dict(kernel="wsrs", BM=BM, SPLIT_K=_ws_split(M, N, k_pad, sm_count, BM), QSTAGES=4, XSTAGES=3,
@@ -237,15 +237,16 @@ def _wsrs_candidates(M: int, N: int, k_pad: int, sm_count: int) -> list[dict]:
     out = [config(BM, box) for box in ((64, 16) if BM in (16, 128) else (16, 64))]
     if BM == 16:  # four consumer warpgroups (rings of even depth) first, as timed (the comment above)
         out.insert(0, dict(out[0], PHASES=2, REGS=120, XSTAGES=4))
-    if BM <= 64 and 2 * -(-N // 128) * -(-M // BM) * out[-1]["SPLIT_K"] <= sm_count:
+    if BM <= 64 and 2 * -(-N // 128) * out[-1]["SPLIT_K"] <= sm_count:  # (one M tile: BM is M's bucket)
         out += _more_programs(out, k_pad, config)
     return out
 
 
 def _more_programs(configs: list[dict], k_pad: int, config: Callable[[int, int], dict]) -> list[dict]:
-    """`wsrs` candidates for a grid that leaves more than half the SMs idle (few 128-row tiles, split K held at four
-    blocks a slice): each of ``configs`` with twice the split, down to two blocks a slice, and at BM = 64 also
-    BM = 32 (``config(BM, XBOX)`` makes one). Measured on an H200 on 1024 x 4096 (64 programs; RESULTS 32c, kernel
+    """`wsrs` candidates for a grid that leaves at least half the SMs idle (few 128-row tiles, split K held at four
+    blocks a slice): each of ``configs`` with twice the split, down to two blocks a slice on average (on a K of
+    uneven blocks the last slice may be empty, which the kernel allows), and at BM = 64 also BM = 32
+    (``config(BM, XBOX)`` makes one). Measured on an H200 on 1024 x 4096 (64 programs; RESULTS 32c, kernel
     alone with its sum): twice the split 2.5-6.7% less time at M = 16 and 32 (from 1.6% more to 6.2% less at 64),
     BM = 32 7.6-9.9% less at M = 64; on 4096 x 4096 (128 programs, not a case for this) either took 20-36% more."""
     split = configs[-1]["SPLIT_K"]
