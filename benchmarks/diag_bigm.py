@@ -44,7 +44,7 @@ def main() -> None:
         bits, M, N, K = case["bits"], case["M"], case["N"], case["K"]
         if K % 128:
             raise SystemExit(f"diag_bigm: K must be a multiple of 128, got {K}")
-        picked = {k: v for k, v in tuning._TUNED.items() if f"/{N}x{K}/q{bits}/m{tuning.m_bucket(M)}" in k}
+        picked = tuning.tuned_choices(M, N, K, bits)
         print(f"{'':>10} tuned: {picked}", flush=True)
         result = {"tuned": picked, "configs": []}
         for config in variants(M, N, K, case["sm"], bits):

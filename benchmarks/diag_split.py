@@ -30,18 +30,13 @@ def variants(config: dict, case: dict) -> dict[str, dict]:
     return out
 
 
-def tuned_choice(case: dict) -> dict | None:
-    """The config the tuner took for the case's path (``hlwq.linear`` ran it in :func:`bench_ops.linear_cases`)."""
-    tail = f"/{case['N']}x{case['K']}/q{case['bits']}/m{tuning.m_bucket(case['M'])}"
-    return next((v for k, v in tuning._TUNED.items() if k.endswith(tail)), None)
-
-
 def main() -> None:
     a = sweep_parser(__doc__, [16, 32, 64], "diag_split.json").parse_args()
     rows, ok = [], True
     for case in sweep(a):
-        print(f"{'':>10} tuned: {tuned_choice(case)}", flush=True)
         M, N, K = case["M"], case["N"], case["K"]
+        # (the path's choice: linear_cases ran hlwq.linear on the case)
+        print(f"{'':>10} tuned: {tuning.tuned_choices(M, N, K, case['bits'])}", flush=True)
         for config in tuning.candidates("wsrs", M, N, K, case["sm"], case["bits"]):
             times, errors = {}, {}
             for _ in range(2):

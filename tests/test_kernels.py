@@ -684,6 +684,16 @@ def test_tuning_cache_written_whole(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["configs.json"]  # written aside, then renamed
 
 
+def test_tuned_choices_of_a_layer(monkeypatch):
+    """The choices tuned for one layer and M bucket, by key; not its tuning times, nor other layers' or buckets'."""
+    tuned = {"wgmma+tc+wsrs/1024x4096/q5/m16": {"BM": 16}, "wgmma+tc+wsrs/1024x4096/q5/m16/tuning_s": 1.5,
+             "gemv/1024x4096/q5/m1": {"VEC": 4}, "wgmma+tc+wsrs/1024x4096/q4/m16": {"BM": 16},
+             "wgmma+tc+wsrs/11024x4096/q5/m16": {"BM": 16}}
+    monkeypatch.setattr(tuning, "_TUNED", tuned)
+    assert tuning.tuned_choices(9, 1024, 4096, 5) == {"wgmma+tc+wsrs/1024x4096/q5/m16": {"BM": 16}}
+    assert tuning.tuned_choices(1, 1024, 4096, 5) == {"gemv/1024x4096/q5/m1": {"VEC": 4}}
+
+
 def test_path_crossovers(monkeypatch):
     monkeypatch.delenv("HLWQ_PATH", raising=False)
     assert [tuning.path_for(M) for M in (1, 4, 5, 64, 65)] == ["gemv", "gemv", "mma", "mma", "dequant"]

@@ -45,6 +45,7 @@ __all__ = [
     "candidates",
     "config_for",
     "remember",
+    "tuned_choices",
 ]
 
 # Largest M each kernel family serves (crossovers measured, benchmarks/RESULTS.md):
@@ -457,6 +458,19 @@ def _fastest(configs: list[dict], time_one: Callable[[dict], float], key: str) -
     return min(timings, key=lambda t: t[0])[1]
 
 
+def _layer_key(M: int, N: int, k_pad: int, bits: int) -> str:
+    """A tuning key past its kernel family: the layer's shape and bits and M's bucket."""
+    return f"/{N}x{k_pad}/q{bits}/m{m_bucket(M)}"
+
+
+def tuned_choices(M: int, N: int, k_pad: int, bits: int) -> dict[str, dict]:
+    """The configs tuned (or loaded from the cache) in this process for a (N, K_pad) layer at ``bits`` and M's
+    bucket, by tuning key (``"<families>/<N>x<K_pad>/q<bits>/m<bucket>"``): what the benchmarks report as the
+    tuner's choice."""
+    tail = _layer_key(M, N, k_pad, bits)
+    return {key: config for key, config in _TUNED.items() if key.endswith(tail)}
+
+
 def config_for(
     kernel: str,
     M: int,
@@ -476,7 +490,7 @@ def config_for(
     if device.type != "cuda":
         return candidates(kernel, M, N, k_pad, 8, bits)[0]
     _load(device)
-    key = f"{kernel}/{N}x{k_pad}/q{bits}/m{m_bucket(M)}"
+    key = kernel + _layer_key(M, N, k_pad, bits)
     if key in _TUNED:  # the hot path: one dict lookup per call
         return _TUNED[key]
     configs = candidates(kernel, M, N, k_pad, sm_count(device), bits)
