@@ -12,6 +12,7 @@ import triton.language as tl
 
 from ..codebook import codebook as standard_codebook
 from ..format import plane_widths
+from .launch import launch
 
 __all__ = [
     "COUNTER_BUFFER",
@@ -192,9 +193,9 @@ def reduce_split_k(ws: torch.Tensor, bias: torch.Tensor | None, out: torch.Tenso
         raise ValueError(f"reduce_split_k: out must be contiguous and bias unit-stride of length {out.shape[-1]}, got "
                          f"out strides {out.stride()} and bias {None if bias is None else tuple(bias.shape)}")
     MN, BLOCK = out.numel(), 1024
-    _reduce_split_k_kernel[(triton.cdiv(MN, BLOCK),)](
-        ws, bias if bias is not None else out, out, MN, out.shape[-1], ws.shape[0], HAS_BIAS=bias is not None,
-        BLOCK=BLOCK, PDL=dependent, num_warps=8, **launch_options(dependent))
+    launch(_reduce_split_k_kernel, (triton.cdiv(MN, BLOCK),),
+           (ws, bias if bias is not None else out, out, MN, out.shape[-1], ws.shape[0]),
+           dict(HAS_BIAS=bias is not None, BLOCK=BLOCK, PDL=dependent), dict(num_warps=8, **launch_options(dependent)))
     return out
 
 

@@ -37,6 +37,7 @@ import triton.language as tl
 
 from ..hadamard import hadamard_matrix
 from .common import launch_options, pdl, release_dependents, sm_count, wait_for_inputs
+from .launch import launch
 
 __all__ = ["MAX_KERNEL_BLOCK", "fwht", "prepare"]
 
@@ -153,9 +154,11 @@ def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype, per_word: int
     br = 64 if large else 16
     bc = min(block_size, (128 if exact16 else 64) if large else 32)
     row_block = bool(per_word) and x.shape[-1] == block_size and bc == block_size
-    _fwht_kernel[(_programs(triton.cdiv(rows, br), x.device), block_size // bc)](
-        x, _signs(block_size, x.device, x.dtype if exact16 else torch.float32), out, rows,
-        x.shape[-1] // block_size, B=block_size, PER_WORD=per_word, BR=br, BC=bc, ROW_BLOCK=row_block,
-        STAGES=3 if large else 1, PDL=dependent, num_warps=8 if large else 4, **launch_options(dependent),
+    launch(
+        _fwht_kernel, (_programs(triton.cdiv(rows, br), x.device), block_size // bc),
+        (x, _signs(block_size, x.device, x.dtype if exact16 else torch.float32), out, rows, x.shape[-1] // block_size),
+        dict(B=block_size, PER_WORD=per_word, BR=br, BC=bc, ROW_BLOCK=row_block, STAGES=3 if large else 1,
+             PDL=dependent),
+        dict(num_warps=8 if large else 4, **launch_options(dependent)),
     )
     return out

@@ -77,6 +77,7 @@ from .decode import (
     rows_sources,
     store_elementwise,
 )
+from .launch import launch
 
 __all__ = ["can_rotate", "gemv", "gemv_ref", "slice_codes"]
 
@@ -417,41 +418,29 @@ def gemv(
     if n_slices > 1:
         counters = arrival_counters(x.device, row_programs * m_programs)
     dependent = pdl(x.device)
-    _gemv_kernel[(row_programs, n_slices, m_programs)](
-        x,
-        words,
-        scale,
-        kernel_codebook(bits, codebook, qdata.device),
-        bias if bias is not None else out,
-        out,
-        ws,
-        counters,
-        M,
-        N,
-        k_pad,
-        k_x,
-        config["ROWS"],
-        x.stride(0),
-        words.stride(0),
-        scale.stride(0),
-        **planes(bits),
-        BITS=bits,
-        B=block_size,
-        HAS_BIAS=bias is not None,
-        WORKSPACE=n_slices * parts > 1,
-        SPLIT=n_slices > 1,
-        ROTATE=rotate,
-        WIDE=words.numel() >= 2**31,
-        INTERPRET=x.device.type == "cpu",
-        R=config["R"],
-        VEC=config["VEC"],
-        WARP_PARTS=parts,
-        MB=mb,
-        EARLY=config.get("EARLY", False),
-        PDL=dependent,
-        num_warps=config["num_warps"],
-        num_stages=1,
-        **launch_options(dependent),
+    launch(
+        _gemv_kernel,
+        (row_programs, n_slices, m_programs),
+        (x, words, scale, kernel_codebook(bits, codebook, qdata.device), bias if bias is not None else out, out, ws,
+         counters, M, N, k_pad, k_x, config["ROWS"], x.stride(0), words.stride(0), scale.stride(0)),
+        dict(
+            **planes(bits),
+            BITS=bits,
+            B=block_size,
+            HAS_BIAS=bias is not None,
+            WORKSPACE=n_slices * parts > 1,
+            SPLIT=n_slices > 1,
+            ROTATE=rotate,
+            WIDE=words.numel() >= 2**31,
+            INTERPRET=x.device.type == "cpu",
+            R=config["R"],
+            VEC=config["VEC"],
+            WARP_PARTS=parts,
+            MB=mb,
+            EARLY=config.get("EARLY", False),
+            PDL=dependent,
+        ),
+        dict(num_warps=config["num_warps"], num_stages=1, **launch_options(dependent)),
     )
     return out
 

@@ -103,6 +103,7 @@ import triton.language as tl
 
 from ..codebook import codebook as standard_codebook
 from .common import launch_options, pdl, reduce_split_k, unit_stride
+from .launch import launch
 from .wsmma import gluon, split_workspace, ws_mma_ref
 
 __all__ = ["activation_span", "check_config", "shared_bytes", "ws_rs", "ws_rs_ref"]
@@ -489,12 +490,14 @@ def ws_rs(
     grid = (triton.cdiv(N, BN), triton.cdiv(M, BM), config["SPLIT_K"])
     ws = split_workspace(out, grid[2])
     dependent = pdl(out.device, default=dependent)
-    _rs_kernel[grid](
-        x_desc, p0_desc, p1_desc, scale, standard_codebook(bits, xp.device), bias if bias is not None else out, out,
-        ws, M, N, k_pad, scale.stride(0),
-        BITS=bits, BM=BM, QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
-        XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"], HAS_BIAS=bias is not None,
-        SPLIT=grid[2] > 1, PDL=dependent, PHASES=config.get("PHASES", 1), num_warps=4, **launch_options(dependent),
+    launch(
+        _rs_kernel, grid,
+        (x_desc, p0_desc, p1_desc, scale, standard_codebook(bits, xp.device), bias if bias is not None else out, out,
+         ws, M, N, k_pad, scale.stride(0)),
+        dict(BITS=bits, BM=BM, QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"], XBOX=config["XBOX"],
+             NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"], HAS_BIAS=bias is not None, SPLIT=grid[2] > 1,
+             PDL=dependent, PHASES=config.get("PHASES", 1), num_warps=4),  # (num_warps: in the signature too)
+        launch_options(dependent),
     )
     if grid[2] > 1:  # (the kernel stored the partials only)
         reduce_split_k(ws, bias, out, dependent=dependent)

@@ -1,0 +1,112 @@
+"""Launching a compiled Triton kernel again without Triton's per-call binding.
+
+``kernel[grid](*args, **constexprs)`` runs ``JITFunction.run`` on every call:
+it binds the kernel's arguments (about forty here), computes their
+specialization and a cache key, looks the compiled kernel up and only then
+calls its launcher. On the H200 machine's CPU that took 28-30 us a launch
+against 16-18 us for the launcher alone (``benchmarks/RESULTS.md`` 34a) --
+host time every eager call pays, a prefill 224 times per forward.
+
+:func:`launch` keys the compiled kernel by everything Triton specializes a
+launch on -- each tensor's dtype and 16-byte alignment, each integer's value
+class (equal to 1, divisible by 16, its width), each descriptor's dtype, block
+and layout -- plus the constexprs, the launch options and the device; the
+first launch of a key goes through Triton (compiling if needed) and later ones
+call the compiled kernel's launcher directly. The key is finer than Triton's
+own (never coarser), so a kernel is never reused for arguments Triton would
+have compiled another one for.
+
+The direct call is taken only with the Triton versions it was checked with
+on a GPU (:data:`CHECKED`), without launch hooks (a profiler's hooks see every
+launch through Triton), and never in the interpreter (``TRITON_INTERPRET=1``
+makes kernels of another class than ``JITFunction``).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+from triton.runtime.jit import JITFunction
+
+__all__ = ["CHECKED", "launch"]
+
+# Triton versions whose CompiledKernel.run (the launcher) signature this was checked against on a GPU.
+CHECKED = ("3.6.",)
+_DIRECT = triton.__version__.startswith(CHECKED)
+
+_COMPILED: dict[tuple, tuple] = {}  # key -> (compiled kernel, the constexprs' values in signature order)
+_MAX_ENTRIES = 4096  # distinct (kernel, specialization) pairs kept; past it the cache starts again
+
+
+def _spec(arg) -> object:
+    """What Triton specializes a runtime argument on (or something finer); ``_UNKNOWN`` for a type not handled."""
+    if isinstance(arg, torch.Tensor):
+        return arg.dtype, arg.data_ptr() % 16 == 0
+    if isinstance(arg, bool):
+        return bool, arg
+    if isinstance(arg, int):
+        width = 32 if -(2**31) <= arg < 2**31 else 64 if -(2**63) <= arg < 2**63 else "u64"
+        return arg == 1, arg % 16 == 0, width
+    if arg is None:
+        return None
+    if isinstance(arg, float):
+        return float
+    layout = getattr(arg, "layout", None)
+    if layout is not None and hasattr(arg, "block_shape") and hasattr(arg, "base"):  # a TMA tensor descriptor
+        return (type(arg), arg.base.dtype, tuple(arg.block_shape), len(arg.shape), layout,
+                getattr(arg, "padding", None))
+    return _UNKNOWN
+
+
+_UNKNOWN = object()
+
+
+def _hooked() -> bool:
+    """Whether a launch hook is set (Triton 3.6 keeps them in chains, empty when none is set)."""
+    hooks = (triton.knobs.runtime.launch_enter_hook, triton.knobs.runtime.launch_exit_hook)
+    return any(hook is not None and bool(getattr(hook, "calls", True)) for hook in hooks)
+
+
+def _triton_launch(kernel, grid, args: tuple, constexprs: dict, options: dict):
+    """``kernel[grid](*args, **constexprs, **options)``; returns the compiled kernel."""
+    return kernel[grid](*args, **constexprs, **options)
+
+
+def launch(kernel, grid: tuple, args: tuple, constexprs: dict, options: dict | None = None) -> None:
+    """``kernel[grid](*args, **constexprs, **options)``, straight into the compiled kernel after its first launch.
+
+    Args:
+        kernel: a ``triton.jit`` (or Gluon) kernel whose runtime arguments all
+            come before its constexprs in its signature.
+        args: the runtime arguments, in signature order.
+        constexprs: the constexpr arguments by name, every one the signature
+            has (a default left out takes Triton's path every time).
+        options: launch options (``num_warps``, ``launch_pdl``, ...).
+    """
+    options = options or {}
+    if not _DIRECT or not isinstance(kernel, JITFunction) or _hooked():
+        _triton_launch(kernel, grid, args, constexprs, options)
+        return
+    specs = tuple(_spec(a) for a in args)
+    if _UNKNOWN in specs:
+        _triton_launch(kernel, grid, args, constexprs, options)
+        return
+    device = torch.cuda.current_device()
+    key = (kernel, device, specs, tuple(constexprs.items()), tuple(options.items()))
+    entry = _COMPILED.get(key)
+    if entry is None:
+        compiled = _triton_launch(kernel, grid, args, constexprs, options)
+        if hasattr(compiled, "result"):  # compiled asynchronously
+            compiled = compiled.result()
+        names = kernel.arg_names[len(args):]
+        if sorted(names) != sorted(constexprs):  # not every constexpr given: Triton's path every time
+            return
+        if len(_COMPILED) >= _MAX_ENTRIES:
+            _COMPILED.clear()
+        _COMPILED[key] = (compiled, tuple(constexprs[n] for n in names))
+        return
+    compiled, const_values = entry
+    g = tuple(grid) + (1, 1)
+    stream = torch._C._cuda_getCurrentRawStream(device)
+    compiled.run(g[0], g[1], g[2], stream, compiled.function, compiled.packed_metadata, None, None, None, *args,
+                 *const_values)
