@@ -3,9 +3,11 @@
 ``kernel[grid](*args, **constexprs)`` runs ``JITFunction.run`` on every call:
 it binds the kernel's arguments (about forty here), computes their
 specialization and a cache key, looks the compiled kernel up and only then
-calls its launcher. On the H200 machine's CPU that took 28-30 us a launch
-against 16-18 us for the launcher alone (``benchmarks/RESULTS.md`` 34a) --
-host time every eager call pays, a prefill 224 times per forward.
+calls its launcher. On the H200 machine's CPU a launch took 34-46 us that
+way against 15-18 us for the launcher alone (``benchmarks/RESULTS.md``
+34a-b) -- host time every eager call pays, a 32-layer prefill 448-641
+times a forward. Launched directly, the eager Q5 prefill of the Llama-3-8B
+shape took 113.8 ms of wall time against 135.8 (34b).
 
 :func:`launch` keys the compiled kernel by everything Triton specializes a
 launch on -- each tensor's dtype and 16-byte alignment, each integer's value
@@ -13,12 +15,14 @@ class (equal to 1, divisible by 16, its width), each descriptor's dtype, block
 and layout -- plus the constexprs, the launch options and the device; the
 first launch of a key goes through Triton (compiling if needed) and later ones
 call the compiled kernel's launcher directly. The key is finer than Triton's
-own (never coarser), so a kernel is never reused for arguments Triton would
-have compiled another one for.
+own (never coarser; Triton's ``debug`` and ``instrumentation_mode`` knobs are
+in it too), so a kernel is never reused for arguments Triton would have
+compiled another one for. Not repeated after the first launch: Triton's check
+that the globals a kernel read have not changed (ours are constants).
 
 The direct call is taken only with the Triton versions it was checked with
-on a GPU (:data:`CHECKED`), without launch hooks (a profiler's hooks see every
-launch through Triton), and never in the interpreter (``TRITON_INTERPRET=1``
+on a GPU (:data:`CHECKED`), without launch or pre-run hooks (a profiler's hooks
+see every launch through Triton), and never in the interpreter (``TRITON_INTERPRET=1``
 makes kernels of another class than ``JITFunction``).
 """
 
@@ -84,7 +88,7 @@ def launch(kernel, grid: tuple, args: tuple, constexprs: dict, options: dict | N
         options: launch options (``num_warps``, ``launch_pdl``, ...).
     """
     options = options or {}
-    if not _DIRECT or not isinstance(kernel, JITFunction) or _hooked():
+    if not _DIRECT or not isinstance(kernel, JITFunction) or _hooked() or kernel.pre_run_hooks:
         _triton_launch(kernel, grid, args, constexprs, options)
         return
     specs = tuple(_spec(a) for a in args)
@@ -92,10 +96,13 @@ def launch(kernel, grid: tuple, args: tuple, constexprs: dict, options: dict | N
         _triton_launch(kernel, grid, args, constexprs, options)
         return
     device = torch.cuda.current_device()
-    key = (kernel, device, specs, tuple(constexprs.items()), tuple(options.items()))
+    knobs = (triton.knobs.runtime.debug, triton.knobs.compilation.instrumentation_mode)  # in Triton's options too
+    key = (kernel, device, specs, tuple(constexprs.items()), tuple(options.items()), knobs)
     entry = _COMPILED.get(key)
     if entry is None:
         compiled = _triton_launch(kernel, grid, args, constexprs, options)
+        if compiled is None:  # (a JIT cache hook declined it)
+            return
         if hasattr(compiled, "result"):  # compiled asynchronously
             compiled = compiled.result()
         names = kernel.arg_names[len(args):]
