@@ -28,6 +28,8 @@ Not a benchmark of the GPU: nothing here waits for a kernel.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import torch
@@ -40,19 +42,8 @@ from hlwq_ops import kernels, ops
 from hlwq_ops.kernels import launch as launch_module
 from hlwq_ops.kernels import tuning
 
-
-def host_us(fn, calls: int) -> float:
-    """Median over 5 rounds of host microseconds per call."""
-    fn()
-    torch.cuda.synchronize()
-    rounds = []
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        rounds.append(1e6 * (time.perf_counter() - start) / calls)
-        torch.cuda.synchronize()
-    return sorted(rounds)[2]
+sys.path.insert(0, os.path.dirname(__file__))
+from profile_host import host_us  # noqa: E402
 
 
 def record_launches(fn) -> list[tuple]:
