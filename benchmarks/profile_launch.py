@@ -18,9 +18,9 @@ waited for) of each layer of the eager call chain, outermost first:
   ``tuning.config_for``, and the kernel wrappers the call ran (``gemv``, or
   ``fwht`` and ``ws_rs``) with their config given.
 
-``--triton-launch`` launches through ``JITFunction.run`` every time
-(:data:`hlwq_ops.kernels.launch.CHECKED` emptied): the library as it was
-before :func:`hlwq_ops.kernels.launch.launch`.
+``--triton-launch`` launches through ``JITFunction.run`` every time (direct
+launches off): the library as it was before
+:func:`hlwq_ops.kernels.launch.launch`.
 
 Not a benchmark of the GPU: nothing here waits for a kernel.
 """
@@ -78,17 +78,8 @@ def direct_launchers(made) -> list:
     for fn, args, kwargs, kernel in made:
         bound = fn.signature.bind(*args, **{k: v for k, v in kwargs.items() if k in fn.arg_names})
         bound.apply_defaults()
-        values = tuple(bound.arguments.values())
-        grid = kwargs["grid"]
-        grid = tuple(grid) + (1,) * (3 - len(grid))
-        device = torch.cuda.current_device()
-
-        def launch(kernel=kernel, values=values, grid=grid, device=device):
-            stream = torch.cuda.current_stream(device).cuda_stream
-            kernel.run(grid[0], grid[1], grid[2], stream, kernel.function, kernel.packed_metadata, None, None, None,
-                       *values)
-
-        out.append(launch)
+        values, grid = tuple(bound.arguments.values()), kwargs["grid"]
+        out.append(lambda kernel=kernel, grid=grid, values=values: launch_module.run_launcher(kernel, grid, values))
     return out
 
 

@@ -32,7 +32,7 @@ import torch
 import triton
 from triton.runtime.jit import JITFunction
 
-__all__ = ["CHECKED", "launch"]
+__all__ = ["CHECKED", "launch", "run_launcher"]
 
 # Triton versions whose CompiledKernel.run (the launcher) signature this was checked against on a GPU.
 CHECKED = ("3.6.",)
@@ -71,9 +71,24 @@ def _hooked() -> bool:
     return any(hook is not None and bool(getattr(hook, "calls", True)) for hook in hooks)
 
 
-def _triton_launch(kernel, grid, args: tuple, constexprs: dict, options: dict):
-    """``kernel[grid](*args, **constexprs, **options)``; returns the compiled kernel."""
-    return kernel[grid](*args, **constexprs, **options)
+def _key(kernel, args: tuple, constexprs: dict, options: dict) -> tuple | None:
+    """The key :func:`launch` keeps ``kernel``'s compiled form under for these arguments, or None where it launches
+    through Triton every time (another Triton, the interpreter, a hook set, an argument type it does not know)."""
+    if not _DIRECT or not isinstance(kernel, JITFunction) or _hooked() or kernel.pre_run_hooks:
+        return None
+    specs = tuple(_spec(a) for a in args)
+    if _UNKNOWN in specs:
+        return None
+    knobs = (triton.knobs.runtime.debug, triton.knobs.compilation.instrumentation_mode)  # in Triton's options too
+    return kernel, torch.cuda.current_device(), specs, tuple(constexprs.items()), tuple(options.items()), knobs
+
+
+def run_launcher(compiled, grid: tuple, values: tuple) -> None:
+    """Call a compiled kernel's launcher on the current device's stream: ``values`` are all of the kernel's
+    arguments in signature order, constexprs included (the launcher skips them); no launch hooks."""
+    g = tuple(grid) + (1, 1)
+    stream = torch._C._cuda_getCurrentRawStream(torch.cuda.current_device())
+    compiled.run(g[0], g[1], g[2], stream, compiled.function, compiled.packed_metadata, None, None, None, *values)
 
 
 def launch(kernel, grid: tuple, args: tuple, constexprs: dict, options: dict | None = None) -> None:
@@ -88,32 +103,20 @@ def launch(kernel, grid: tuple, args: tuple, constexprs: dict, options: dict | N
         options: launch options (``num_warps``, ``launch_pdl``, ...).
     """
     options = options or {}
-    if not _DIRECT or not isinstance(kernel, JITFunction) or _hooked() or kernel.pre_run_hooks:
-        _triton_launch(kernel, grid, args, constexprs, options)
+    key = _key(kernel, args, constexprs, options)
+    entry = None if key is None else _COMPILED.get(key)
+    if entry is not None:
+        compiled, const_values = entry
+        run_launcher(compiled, grid, args + const_values)
         return
-    specs = tuple(_spec(a) for a in args)
-    if _UNKNOWN in specs:
-        _triton_launch(kernel, grid, args, constexprs, options)
+    compiled = kernel[grid](*args, **constexprs, **options)
+    if key is None or compiled is None:  # (None: a JIT cache hook declined to compile it)
         return
-    device = torch.cuda.current_device()
-    knobs = (triton.knobs.runtime.debug, triton.knobs.compilation.instrumentation_mode)  # in Triton's options too
-    key = (kernel, device, specs, tuple(constexprs.items()), tuple(options.items()), knobs)
-    entry = _COMPILED.get(key)
-    if entry is None:
-        compiled = _triton_launch(kernel, grid, args, constexprs, options)
-        if compiled is None:  # (a JIT cache hook declined it)
-            return
-        if hasattr(compiled, "result"):  # compiled asynchronously
-            compiled = compiled.result()
-        names = kernel.arg_names[len(args):]
-        if sorted(names) != sorted(constexprs):  # not every constexpr given: Triton's path every time
-            return
-        if len(_COMPILED) >= _MAX_ENTRIES:
-            _COMPILED.clear()
-        _COMPILED[key] = (compiled, tuple(constexprs[n] for n in names))
+    names = kernel.arg_names[len(args):]
+    if sorted(names) != sorted(constexprs):  # a constexpr left to its default: Triton's path every time
         return
-    compiled, const_values = entry
-    g = tuple(grid) + (1, 1)
-    stream = torch._C._cuda_getCurrentRawStream(device)
-    compiled.run(g[0], g[1], g[2], stream, compiled.function, compiled.packed_metadata, None, None, None, *args,
-                 *const_values)
+    if hasattr(compiled, "result"):  # compiled asynchronously
+        compiled = compiled.result()
+    if len(_COMPILED) >= _MAX_ENTRIES:
+        _COMPILED.clear()
+    _COMPILED[key] = (compiled, tuple(constexprs[n] for n in names))
