@@ -20,7 +20,7 @@ waited for) of each layer of the eager call chain, outermost first:
 
 ``--triton-launch`` launches through ``JITFunction.run`` every time (direct
 launches off): the library as it was before
-:func:`hlwq_ops.kernels.launch.launch`.
+:class:`hlwq_ops.kernels.launch.Launch`.
 
 Not a benchmark of the GPU: nothing here waits for a kernel.
 """

@@ -27,3 +27,14 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_plans():
+    """Kernel wrappers keep each call signature's launch (hlwq_ops.kernels.launch.plan_cache); a test that swaps a
+    kernel for a stand-in must not find one planned with another."""
+    from hlwq_ops.kernels.launch import clear_plans
+
+    clear_plans()
+    yield
+    clear_plans()

@@ -1,12 +1,16 @@
 """hlwq_ops.kernels.launch: the key a compiled kernel is reused under, and reuse on a GPU."""
 
+import importlib
+
 import pytest
 import torch
 
 from hlwq_ops.kernels import launch as launch_module
-from hlwq_ops.kernels.gemv import _gemv_kernel, gemv, gemv_ref
+from hlwq_ops.kernels.gemv import gemv, gemv_ref
 
 from ._utils import rel_error
+
+gemv_module = importlib.import_module("hlwq_ops.kernels.gemv")  # (hlwq_ops.kernels.gemv is the function)
 
 
 def test_spec_tells_apart_what_triton_specializes_on():
@@ -21,41 +25,89 @@ def test_spec_tells_apart_what_triton_specializes_on():
     assert spec(object()) is launch_module._UNKNOWN  # an argument it does not know: Triton's path
 
 
-def test_interpreted_kernels_take_tritons_path(monkeypatch):
+def test_cdiv():
+    assert [launch_module.cdiv(a, 16) for a in (0, 1, 16, 17, 32)] == [0, 1, 1, 2, 2]
+
+
+_PLANS_SEEN: list = []
+
+
+@pytest.fixture
+def seen_plans(monkeypatch):
+    """Every GEMV plan made during the test, in order."""
+    _PLANS_SEEN.clear()
+    original = gemv_module._plan
+
+    def recording(*key):
+        plan = original(*key)
+        if not any(p is plan for p in _PLANS_SEEN):
+            _PLANS_SEEN.append(plan)
+        return plan
+
+    monkeypatch.setattr(gemv_module, "_plan", recording)
+    yield _PLANS_SEEN
+
+
+def test_interpreted_kernels_take_tritons_path(monkeypatch, seen_plans):
     """On the CPU (TRITON_INTERPRET=1) nothing is cached: the interpreter's functions are not JITFunctions."""
     if torch.cuda.is_available():
         pytest.skip("the interpreter runs on machines without a GPU")
     monkeypatch.setattr(launch_module, "_DIRECT", True)
-    launch_module._COMPILED.clear()
     x = torch.randn(1, 256)
     qdata, scale = torch.ops.hlwq.quantize(torch.randn(8, 256), 5, 128)
     config = dict(VEC=1, R=2, ROWS=4, num_warps=2)
     for _ in range(2):
         y = gemv(x, qdata, scale, None, 5, 128, None, torch.float32, config)
         assert rel_error(y, gemv_ref(x, qdata, scale, None, 5, 128)) < 1e-5
-    assert not launch_module._COMPILED
+    assert len(seen_plans) == 1  # the second call found the first one's plan
+    assert not seen_plans[0].launch._compiled
+
+
+def test_a_plan_is_made_once_per_call_signature(seen_plans):
+    """Calls of one signature share a plan; another M, dtype, bias or config gets its own."""
+    qdata, scale = torch.ops.hlwq.quantize(torch.randn(8, 256), 5, 128)
+    config = dict(VEC=1, R=2, ROWS=4, num_warps=2)
+    x = torch.randn(2, 256)
+    for _ in range(2):
+        gemv(x, qdata, scale, None, 5, 128, None, torch.float32, config)
+    assert len(seen_plans) == 1
+    gemv(x[:1], qdata, scale, None, 5, 128, None, torch.float32, config)
+    gemv(x, qdata, scale, None, 5, 128, None, torch.bfloat16, config)
+    gemv(x, qdata, scale, torch.randn(8), 5, 128, None, torch.float32, config)
+    gemv(x, qdata, scale, None, 5, 128, None, torch.float32, dict(config, ROWS=8))
+    assert len(seen_plans) == 5
+    assert seen_plans[1].out_shape == (1, 8) and seen_plans[4].launch.grid[0] == 1
+
+
+def test_a_bad_config_is_refused_every_call():
+    """A plan is not made (and so not cached) for a config the wrapper refuses: the second call is refused too."""
+    qdata, scale = torch.ops.hlwq.quantize(torch.randn(8, 256), 5, 128)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="MB"):
+            gemv(torch.randn(1, 256), qdata, scale, None, 5, 128, None, torch.float32,
+                 dict(VEC=1, R=2, ROWS=4, num_warps=2, MB=3))
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not launch_module._DIRECT, reason="direct launches are checked Triton versions only")
-def test_gpu_direct_launch_is_triton_launch():
+def test_gpu_direct_launch_is_triton_launch(seen_plans):
     """The GEMV launched again straight into its compiled kernel gives the bits Triton's launch gives, and an
     activation row 4 bytes past a 16-byte boundary (which Triton compiles apart) is not served by the aligned
     kernel: its key differs and its result is right."""
-    launch_module._COMPILED.clear()
     qdata, scale = torch.ops.hlwq.quantize(torch.randn(300, 512, device="cuda"), 5, 128)
     config = dict(VEC=4, R=8, ROWS=64, num_warps=4)
     buf = torch.randn(4 * 512 + 1, device="cuda")
     for x in (buf[:512].view(1, 512), buf[1:513].view(1, 512), buf[:1024].view(2, 512)):
         ref = gemv_ref(x, qdata, scale, None, 5, 128)
         first = gemv(x, qdata, scale, None, 5, 128, None, torch.float32, config)
-        before = len(launch_module._COMPILED)
+        compiled = dict(seen_plans[-1].launch._compiled)
         again = gemv(x, qdata, scale, None, 5, 128, None, torch.float32, config)  # the direct launch
-        assert len(launch_module._COMPILED) == before
+        assert seen_plans[-1].launch._compiled == compiled and len(compiled) >= 1
         assert torch.equal(first, again)
         assert rel_error(again, ref) < 1e-5
-    keys = [k for k in launch_module._COMPILED if k[0] is _gemv_kernel]
-    assert {k[2][0] for k in keys} == {(torch.float32, True), (torch.float32, False)}  # x aligned and not
+    assert len(seen_plans) == 2  # M = 1 (aligned and not) and M = 2
+    keys = list(seen_plans[0].launch._compiled)
+    assert {key[1][0] for key in keys} == {(torch.float32, True), (torch.float32, False)}  # x aligned and not
 
 
 def test_a_launch_hook_takes_tritons_path():

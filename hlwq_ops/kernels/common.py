@@ -12,7 +12,7 @@ import triton.language as tl
 
 from ..codebook import codebook as standard_codebook
 from ..format import plane_widths
-from .launch import launch
+from .launch import Launch, cdiv, plan_cache
 
 __all__ = [
     "COUNTER_BUFFER",
@@ -192,11 +192,17 @@ def reduce_split_k(ws: torch.Tensor, bias: torch.Tensor | None, out: torch.Tenso
     if not out.is_contiguous() or (bias is not None and (bias.shape != out.shape[-1:] or bias.stride(0) != 1)):
         raise ValueError(f"reduce_split_k: out must be contiguous and bias unit-stride of length {out.shape[-1]}, got "
                          f"out strides {out.stride()} and bias {None if bias is None else tuple(bias.shape)}")
-    MN, BLOCK = out.numel(), 1024
-    launch(_reduce_split_k_kernel, (triton.cdiv(MN, BLOCK),),
-           (ws, bias if bias is not None else out, out, MN, out.shape[-1], ws.shape[0]),
-           dict(HAS_BIAS=bias is not None, BLOCK=BLOCK, PDL=dependent), dict(num_warps=8, **launch_options(dependent)))
+    _reduce_launch(out.numel(), out.shape[-1], ws.shape[0], bias is not None, dependent)(
+        ws, bias if bias is not None else out, out)
     return out
+
+
+@plan_cache
+def _reduce_launch(MN: int, N: int, slices: int, has_bias: bool, dependent: bool) -> Launch:
+    """:func:`reduce_split_k`'s launch for ``slices`` partials of ``MN`` elements (rows of ``N``)."""
+    BLOCK = 1024
+    return Launch(_reduce_split_k_kernel, (cdiv(MN, BLOCK),), (MN, N, slices),
+                  dict(HAS_BIAS=has_bias, BLOCK=BLOCK, PDL=dependent), dict(num_warps=8, **launch_options(dependent)))
 
 
 @triton.jit

@@ -37,7 +37,7 @@ import triton.language as tl
 
 from ..hadamard import hadamard_matrix
 from .common import launch_options, pdl, release_dependents, sm_count, wait_for_inputs
-from .launch import launch
+from .launch import Launch, cdiv, plan_cache
 
 __all__ = ["MAX_KERNEL_BLOCK", "fwht", "prepare"]
 
@@ -119,6 +119,24 @@ def _programs(tiles: int, device: torch.device) -> int:
     return min(tiles, 2 * sm_count(device) if device.type == "cuda" else 4)
 
 
+@plan_cache
+def _plan(rows: int, K: int, block_size: int, dtype: torch.dtype, per_word: int, device: torch.device,
+          dependent: bool) -> tuple[torch.Tensor, Launch]:
+    """The sign matrix and the launch of :func:`fwht` for ``rows`` blocks of rows of length ``K`` in ``dtype``."""
+    exact16 = dtype in (torch.bfloat16, torch.float16) and device.type != "cpu"
+    large = rows > 2048  # small tiles until there are enough blocks to fill the GPU
+    br = 64 if large else 16
+    bc = min(block_size, (128 if exact16 else 64) if large else 32)
+    row_block = bool(per_word) and K == block_size and bc == block_size
+    launch = Launch(
+        _fwht_kernel, (_programs(cdiv(rows, br), device), block_size // bc), (rows, K // block_size),
+        dict(B=block_size, PER_WORD=per_word, BR=br, BC=bc, ROW_BLOCK=row_block, STAGES=3 if large else 1,
+             PDL=dependent),
+        dict(num_warps=8 if large else 4, **launch_options(dependent)),
+    )
+    return _signs(block_size, device, dtype if exact16 else torch.float32), launch
+
+
 def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype, per_word: int = 0,
          span: int | None = None, dependent: bool = False) -> torch.Tensor:
     """Blockwise FWHT of the last dim of ``x`` (K a multiple of ``block_size`` <= 128).
@@ -148,17 +166,6 @@ def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype, per_word: int
     rows = x.numel() // block_size
     if rows == 0:
         return out
-    exact16 = x.dtype in (torch.bfloat16, torch.float16) and x.device.type != "cpu"
-    dependent = pdl(x.device, default=dependent)
-    large = rows > 2048  # small tiles until there are enough blocks to fill the GPU
-    br = 64 if large else 16
-    bc = min(block_size, (128 if exact16 else 64) if large else 32)
-    row_block = bool(per_word) and x.shape[-1] == block_size and bc == block_size
-    launch(
-        _fwht_kernel, (_programs(triton.cdiv(rows, br), x.device), block_size // bc),
-        (x, _signs(block_size, x.device, x.dtype if exact16 else torch.float32), out, rows, x.shape[-1] // block_size),
-        dict(B=block_size, PER_WORD=per_word, BR=br, BC=bc, ROW_BLOCK=row_block, STAGES=3 if large else 1,
-             PDL=dependent),
-        dict(num_warps=8 if large else 4, **launch_options(dependent)),
-    )
+    signs, launch = _plan(rows, x.shape[-1], block_size, x.dtype, per_word, x.device, pdl(x.device, default=dependent))
+    launch(x, signs, out)
     return out

@@ -49,6 +49,8 @@ Decoding per code (:func:`.decode.code_at`): one shift and one warp shuffle
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -77,7 +79,7 @@ from .decode import (
     rows_sources,
     store_elementwise,
 )
-from .launch import launch
+from .launch import Launch, cdiv, plan_cache
 
 __all__ = ["can_rotate", "gemv", "gemv_ref", "slice_codes"]
 
@@ -362,6 +364,64 @@ def _gemv_kernel(
             _sum_rows(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, second, M, N, n_parts, HAS_BIAS, MB)
 
 
+class _Plan(NamedTuple):
+    """What a :func:`gemv` call signature resolves to once: output and workspace shapes, counters, the launch."""
+
+    out_shape: tuple[int, int]
+    ws_shape: tuple[int, int, int] | None  # the per-warp / split-K partials (None: none)
+    counters: int  # split-K arrival counters (0: no split)
+    launch: Launch
+
+
+@plan_cache
+def _plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, out_dtype: torch.dtype, config: tuple,
+          rotate: bool, has_bias: bool, wide: bool, device: torch.device, dependent: bool,
+          strides: tuple[int, int, int]) -> _Plan:
+    """The launch of :func:`gemv` for this call signature (``config``: the config's items), checked once."""
+    config = dict(config)
+    if rotate and not can_rotate(bits, block_size, config):
+        raise ValueError(f"the GEMV rotates only whole blocks: block_size {block_size} > slice of {config}")
+    parts = config.get("WARP_PARTS", 1)
+    if parts < 1 or parts & (parts - 1) or 32 * config["VEC"] % parts:
+        raise ValueError(f"WARP_PARTS must be a power of two dividing 32 * VEC, got {config}")
+    mb = config.get("MB", 1)
+    if mb not in (1, 2):
+        raise ValueError(f"MB (activation rows per program) must be 1 or 2, got {config}")
+    m_programs = cdiv(M, mb)
+    if m_programs > 65535:  # the grid's third dimension; the other paths serve such M (the GEMV only when forced)
+        raise ValueError(
+            f"the GEMV takes at most {65535 * mb} activation rows per call with MB={mb}, got M={M}; "
+            "leave HLWQ_PATH unset (or set it to dequant) for this many rows"
+        )
+    n_slices = cdiv(k_pad, slice_codes(bits, config["VEC"]))
+    row_programs = cdiv(N, config["ROWS"])
+    launch = Launch(
+        _gemv_kernel,
+        (row_programs, n_slices, m_programs),
+        (M, N, k_pad, k_x, config["ROWS"], *strides),
+        dict(
+            **planes(bits),
+            BITS=bits,
+            B=block_size,
+            HAS_BIAS=has_bias,
+            WORKSPACE=n_slices * parts > 1,
+            SPLIT=n_slices > 1,
+            ROTATE=rotate,
+            WIDE=wide,
+            INTERPRET=device.type == "cpu",
+            R=config["R"],
+            VEC=config["VEC"],
+            WARP_PARTS=parts,
+            MB=mb,
+            EARLY=config.get("EARLY", False),
+            PDL=dependent,
+        ),
+        dict(num_warps=config["num_warps"], num_stages=1, **launch_options(dependent)),
+    )
+    return _Plan((M, N), (n_slices * parts, M, N) if n_slices * parts > 1 else None,
+                 row_programs * m_programs if n_slices > 1 else 0, launch)
+
+
 def gemv(
     x: torch.Tensor,
     qdata: torch.Tensor,
@@ -391,57 +451,16 @@ def gemv(
         (M, N) in ``out_dtype``.
     """
     M, k_x = x.shape
-    N = qdata.shape[0]
-    k_pad = scale.shape[1] * block_size
-    if rotate and not can_rotate(bits, block_size, config):
-        raise ValueError(f"the GEMV rotates only whole blocks: block_size {block_size} > slice of {config}")
     words = qdata.view(torch.int32)
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
-    out = torch.empty((M, N), device=x.device, dtype=out_dtype)
-    n_slices = triton.cdiv(k_pad, slice_codes(bits, config["VEC"]))
-    row_programs = triton.cdiv(N, config["ROWS"])
-    parts = config.get("WARP_PARTS", 1)
-    if parts < 1 or parts & (parts - 1) or 32 * config["VEC"] % parts:
-        raise ValueError(f"WARP_PARTS must be a power of two dividing 32 * VEC, got {config}")
-    mb = config.get("MB", 1)
-    if mb not in (1, 2):
-        raise ValueError(f"MB (activation rows per program) must be 1 or 2, got {config}")
-    ws = counters = out  # unused unless there are partials / split-K
-    if n_slices * parts > 1:
-        ws = torch.empty((n_slices * parts, M, N), device=x.device, dtype=torch.float32)
-    m_programs = triton.cdiv(M, mb)
-    if m_programs > 65535:  # the grid's third dimension; the other paths serve such M (the GEMV only when forced)
-        raise ValueError(
-            f"the GEMV takes at most {65535 * mb} activation rows per call with MB={mb}, got M={M}; "
-            "leave HLWQ_PATH unset (or set it to dequant) for this many rows"
-        )
-    if n_slices > 1:
-        counters = arrival_counters(x.device, row_programs * m_programs)
-    dependent = pdl(x.device)
-    launch(
-        _gemv_kernel,
-        (row_programs, n_slices, m_programs),
-        (x, words, scale, kernel_codebook(bits, codebook, qdata.device), bias if bias is not None else out, out, ws,
-         counters, M, N, k_pad, k_x, config["ROWS"], x.stride(0), words.stride(0), scale.stride(0)),
-        dict(
-            **planes(bits),
-            BITS=bits,
-            B=block_size,
-            HAS_BIAS=bias is not None,
-            WORKSPACE=n_slices * parts > 1,
-            SPLIT=n_slices > 1,
-            ROTATE=rotate,
-            WIDE=words.numel() >= 2**31,
-            INTERPRET=x.device.type == "cpu",
-            R=config["R"],
-            VEC=config["VEC"],
-            WARP_PARTS=parts,
-            MB=mb,
-            EARLY=config.get("EARLY", False),
-            PDL=dependent,
-        ),
-        dict(num_warps=config["num_warps"], num_stages=1, **launch_options(dependent)),
-    )
+    plan = _plan(M, k_x, qdata.shape[0], scale.shape[1] * block_size, bits, block_size, out_dtype,
+                 tuple(config.items()), rotate, bias is not None, words.numel() >= 2**31, x.device, pdl(x.device),
+                 (x.stride(0), words.stride(0), scale.stride(0)))
+    out = torch.empty(plan.out_shape, device=x.device, dtype=out_dtype)
+    ws = out if plan.ws_shape is None else torch.empty(plan.ws_shape, device=x.device, dtype=torch.float32)
+    counters = arrival_counters(x.device, plan.counters) if plan.counters else out  # (unused without split K)
+    plan.launch(x, words, scale, kernel_codebook(bits, codebook, qdata.device), bias if bias is not None else out,
+                out, ws, counters)
     return out
 
 

@@ -96,14 +96,14 @@ the layers :func:`.wsmma.supports` accepts, on the devices
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
-import triton
 import triton.language as tl
 
 from ..codebook import codebook as standard_codebook
 from .common import launch_options, pdl, reduce_split_k, unit_stride
-from .launch import launch
+from .launch import Launch, cdiv, plan_cache
 from .wsmma import gluon, split_workspace, ws_mma_ref
 
 __all__ = ["activation_span", "check_config", "shared_bytes", "ws_rs", "ws_rs_ref"]
@@ -443,6 +443,42 @@ def _x_layout(BM: int, XBOX: int, dtype: torch.dtype):
     return gl.NVMMASharedLayout.get_default_for([BM, XBOX], gl.bfloat16 if dtype == torch.bfloat16 else gl.float16)
 
 
+BN = 128  # weight rows a program: wgmma's M, two warpgroups of 64
+
+
+class _Plan(NamedTuple):
+    """What a :func:`ws_rs` call signature resolves to once."""
+
+    out_shape: tuple[int, int]
+    split_k: int
+    dependent: bool  # programmatic dependent launch (the kernel's and the split-K sum's)
+    x_box: list[int]  # the activation descriptor's block [BM, XBOX] and its layouts, and the weight's two planes'
+    x_layout: object
+    p0_layout: object
+    p1_layout: object
+    launch: Launch
+
+
+@plan_cache
+def _plan(M: int, N: int, k_pad: int, bits: int, dtype: torch.dtype, config: tuple, has_bias: bool,
+          device: torch.device, dependent: bool, scale_stride: int) -> _Plan:
+    """The launch of :func:`ws_rs` for this call signature (``config``: the config's items), checked once."""
+    config = dict(config)
+    check_config(config)
+    BM = config["BM"]
+    _, p0_l, p1_l = _layouts(64, dtype)
+    grid = (cdiv(N, BN), cdiv(M, BM), config["SPLIT_K"])
+    launch = Launch(
+        _rs_kernel, grid, (M, N, k_pad, scale_stride),
+        dict(BITS=bits, BM=BM, QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"], XBOX=config["XBOX"],
+             NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"], HAS_BIAS=has_bias, SPLIT=grid[2] > 1,
+             PDL=dependent, PHASES=config.get("PHASES", 1), num_warps=4),  # (num_warps: in the signature too)
+        launch_options(dependent),
+    )
+    return _Plan((M, N), grid[2], dependent, [BM, config["XBOX"]], _x_layout(BM, config["XBOX"], dtype), p0_l, p1_l,
+                 launch)
+
+
 def ws_rs(
     xp: torch.Tensor,
     qdata: torch.Tensor,
@@ -477,28 +513,15 @@ def ws_rs(
         (M, N) in ``out_dtype``.
     """
     M, k_pad = xp.shape
-    N = qdata.shape[0]
-    BN, BM = 128, config["BM"]
-    check_config(config)
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
-    _, p0_l, p1_l = _layouts(64, xp.dtype)
-    x_l = _x_layout(BM, config["XBOX"], xp.dtype)
-    out = torch.empty((M, N), device=xp.device, dtype=out_dtype)
-    x_desc = TensorDescriptor.from_tensor(xp, [BM, config["XBOX"]], x_l)
-    p0_desc = TensorDescriptor.from_tensor(qdata.view(torch.int32), [BN, 16], p0_l)
-    p1_desc = TensorDescriptor.from_tensor(qdata.view(torch.int8), [BN, 16], p1_l)
-    grid = (triton.cdiv(N, BN), triton.cdiv(M, BM), config["SPLIT_K"])
-    ws = split_workspace(out, grid[2])
-    dependent = pdl(out.device, default=dependent)
-    launch(
-        _rs_kernel, grid,
-        (x_desc, p0_desc, p1_desc, scale, standard_codebook(bits, xp.device), bias if bias is not None else out, out,
-         ws, M, N, k_pad, scale.stride(0)),
-        dict(BITS=bits, BM=BM, QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"], XBOX=config["XBOX"],
-             NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"], HAS_BIAS=bias is not None, SPLIT=grid[2] > 1,
-             PDL=dependent, PHASES=config.get("PHASES", 1), num_warps=4),  # (num_warps: in the signature too)
-        launch_options(dependent),
-    )
-    if grid[2] > 1:  # (the kernel stored the partials only)
-        reduce_split_k(ws, bias, out, dependent=dependent)
+    plan = _plan(M, qdata.shape[0], k_pad, bits, xp.dtype, tuple(config.items()), bias is not None, xp.device,
+                 pdl(xp.device, default=dependent), scale.stride(0))
+    out = torch.empty(plan.out_shape, device=xp.device, dtype=out_dtype)
+    ws = split_workspace(out, plan.split_k)
+    plan.launch(TensorDescriptor.from_tensor(xp, plan.x_box, plan.x_layout),
+                TensorDescriptor.from_tensor(qdata.view(torch.int32), [BN, 16], plan.p0_layout),
+                TensorDescriptor.from_tensor(qdata.view(torch.int8), [BN, 16], plan.p1_layout),
+                scale, standard_codebook(bits, xp.device), bias if bias is not None else out, out, ws)
+    if plan.split_k > 1:  # (the kernel stored the partials only)
+        reduce_split_k(ws, bias, out, dependent=plan.dependent)
     return out
