@@ -18,9 +18,9 @@ waited for) of each layer of the eager call chain, outermost first:
   ``tuning.config_for``, and the kernel wrappers the call ran (``gemv``, or
   ``fwht`` and ``ws_rs``) with their config given.
 
-``--triton-launch`` launches through ``JITFunction.run`` every time (direct
-launches off): the library as it was before
-:class:`hlwq_ops.kernels.launch.Launch`.
+``--triton-launch`` launches through ``JITFunction.run`` every time (the
+direct launches of :class:`hlwq_ops.kernels.launch.Launch` off; the wrappers'
+plans still on).
 
 Not a benchmark of the GPU: nothing here waits for a kernel.
 """

@@ -19,33 +19,35 @@ def test_spec_tells_apart_what_triton_specializes_on():
     spec = launch_module._spec
     assert spec(aligned) != spec(unaligned)
     assert spec(aligned) != spec(aligned.to(torch.bfloat16))
-    assert len({spec(1), spec(16), spec(17), spec(2**31), spec(2**63)}) == 5  # ==1, %16, neither, i64, u64
-    assert spec(True) != spec(1) and spec(True) != spec(False)
-    assert spec(None) is None and spec(0.5) is float
-    assert spec(object()) is launch_module._UNKNOWN  # an argument it does not know: Triton's path
+    for other in (1, None, 0.5, object()):  # integers are a Launch's own; anything else takes Triton's path
+        assert spec(other) is launch_module._UNKNOWN
+
+
+def test_config_key_tells_apart_equal_values_of_other_types():
+    key = launch_module.config_key
+    assert key(dict(NORM_ACC=True)) != key(dict(NORM_ACC=1))
+    assert key(dict(ROWS=64)) != key(dict(ROWS=64.0))
+    assert key(dict(ROWS=64, R=4)) == key(dict(ROWS=64, R=4))
 
 
 def test_cdiv():
     assert [launch_module.cdiv(a, 16) for a in (0, 1, 16, 17, 32)] == [0, 1, 1, 2, 2]
 
 
-_PLANS_SEEN: list = []
-
-
 @pytest.fixture
 def seen_plans(monkeypatch):
     """Every GEMV plan made during the test, in order."""
-    _PLANS_SEEN.clear()
+    seen = []
     original = gemv_module._plan
 
     def recording(*key):
         plan = original(*key)
-        if not any(p is plan for p in _PLANS_SEEN):
-            _PLANS_SEEN.append(plan)
+        if not any(p is plan for p in seen):
+            seen.append(plan)
         return plan
 
     monkeypatch.setattr(gemv_module, "_plan", recording)
-    yield _PLANS_SEEN
+    return seen
 
 
 def test_interpreted_kernels_take_tritons_path(monkeypatch, seen_plans):
@@ -64,19 +66,21 @@ def test_interpreted_kernels_take_tritons_path(monkeypatch, seen_plans):
 
 
 def test_a_plan_is_made_once_per_call_signature(seen_plans):
-    """Calls of one signature share a plan; another M, dtype, bias or config gets its own."""
+    """Calls of one signature share a plan (whatever the output dtype: the output is made per call); another M, bias
+    or config gets its own."""
     qdata, scale = torch.ops.hlwq.quantize(torch.randn(8, 256), 5, 128)
     config = dict(VEC=1, R=2, ROWS=4, num_warps=2)
     x = torch.randn(2, 256)
     for _ in range(2):
         gemv(x, qdata, scale, None, 5, 128, None, torch.float32, config)
     assert len(seen_plans) == 1
+    assert gemv(x, qdata, scale, None, 5, 128, None, torch.bfloat16, config).dtype == torch.bfloat16
+    assert len(seen_plans) == 1
     gemv(x[:1], qdata, scale, None, 5, 128, None, torch.float32, config)
-    gemv(x, qdata, scale, None, 5, 128, None, torch.bfloat16, config)
     gemv(x, qdata, scale, torch.randn(8), 5, 128, None, torch.float32, config)
     gemv(x, qdata, scale, None, 5, 128, None, torch.float32, dict(config, ROWS=8))
-    assert len(seen_plans) == 5
-    assert seen_plans[1].out_shape == (1, 8) and seen_plans[4].launch.grid[0] == 1
+    assert len(seen_plans) == 4
+    assert seen_plans[1].out_shape == (1, 8) and seen_plans[3].launch.grid[0] == 1
 
 
 def test_a_bad_config_is_refused_every_call():
@@ -86,6 +90,29 @@ def test_a_bad_config_is_refused_every_call():
         with pytest.raises(ValueError, match="MB"):
             gemv(torch.randn(1, 256), qdata, scale, None, 5, 128, None, torch.float32,
                  dict(VEC=1, R=2, ROWS=4, num_warps=2, MB=3))
+
+
+def test_a_config_checked_as_one_type_is_checked_again_as_another(monkeypatch):
+    """A plan checked for NORM_ACC=True does not serve NORM_ACC=1 (equal as a key, refused by ws_rs's check). The
+    Gluon kernel is replaced by a stand-in, so this runs on the CPU."""
+    from hlwq_ops.kernels import wsmma
+
+    if wsmma.gluon is None:
+        pytest.skip("this Triton has no Gluon")
+    wsrs = importlib.import_module("hlwq_ops.kernels.wsrs")
+
+    class FakeKernel:
+        def __getitem__(self, grid):
+            return lambda *args, **meta: None
+
+    monkeypatch.setattr(wsrs, "_rs_kernel", FakeKernel())
+    M, N, K = 16, 128, 256
+    xp, qdata = torch.zeros(M, K, dtype=torch.bfloat16), torch.zeros(N, K * 5 // 8, dtype=torch.uint8)
+    scale = torch.ones(N, K // 128, dtype=torch.float16)
+    config = dict(BM=16, SPLIT_K=1, QSTAGES=4, XSTAGES=2, XBOX=64, REGS=168)
+    wsrs.ws_rs(xp, qdata, scale, None, 5, 128, torch.bfloat16, dict(config, NORM_ACC=True))
+    with pytest.raises(ValueError, match="NORM_ACC must be a bool"):
+        wsrs.ws_rs(xp, qdata, scale, None, 5, 128, torch.bfloat16, dict(config, NORM_ACC=1))
 
 
 @pytest.mark.gpu

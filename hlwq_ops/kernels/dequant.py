@@ -15,6 +15,7 @@ import triton.language as tl
 
 from .common import kernel_codebook, planes, unit_stride
 from .decode import decode_tile
+from .launch import cdiv
 
 __all__ = ["CHUNK_BYTES", "dequant_linear", "dequantize_rotated"]
 
@@ -81,7 +82,7 @@ def dequantize_rotated(
             f"{tuple(out.shape)} {out.dtype} on {out.device} with strides {out.stride()}"
         )
     bn, g = 32, 4
-    _dequant_kernel[(triton.cdiv(N, bn), triton.cdiv(k_pad, 32 * g))](
+    _dequant_kernel[(cdiv(N, bn), cdiv(k_pad, 32 * g))](
         words,
         scale,
         kernel_codebook(bits, codebook, qdata.device),

@@ -79,7 +79,7 @@ from .decode import (
     rows_sources,
     store_elementwise,
 )
-from .launch import Launch, cdiv, plan_cache
+from .launch import Launch, cdiv, config_key, plan_cache
 
 __all__ = ["can_rotate", "gemv", "gemv_ref", "slice_codes"]
 
@@ -374,11 +374,11 @@ class _Plan(NamedTuple):
 
 
 @plan_cache
-def _plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, out_dtype: torch.dtype, config: tuple,
+def _plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, config: tuple,
           rotate: bool, has_bias: bool, wide: bool, device: torch.device, dependent: bool,
           strides: tuple[int, int, int]) -> _Plan:
-    """The launch of :func:`gemv` for this call signature (``config``: the config's items), checked once."""
-    config = dict(config)
+    """The launch of :func:`gemv` for this call signature (``config``: :func:`.launch.config_key`), checked once."""
+    config = {name: value for name, _, value in config}
     if rotate and not can_rotate(bits, block_size, config):
         raise ValueError(f"the GEMV rotates only whole blocks: block_size {block_size} > slice of {config}")
     parts = config.get("WARP_PARTS", 1)
@@ -453,8 +453,8 @@ def gemv(
     M, k_x = x.shape
     words = qdata.view(torch.int32)
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
-    plan = _plan(M, k_x, qdata.shape[0], scale.shape[1] * block_size, bits, block_size, out_dtype,
-                 tuple(config.items()), rotate, bias is not None, words.numel() >= 2**31, x.device, pdl(x.device),
+    plan = _plan(M, k_x, qdata.shape[0], scale.shape[1] * block_size, bits, block_size, config_key(config), rotate,
+                 bias is not None, words.numel() >= 2**31, x.device, pdl(x.device),
                  (x.stride(0), words.stride(0), scale.stride(0)))
     out = torch.empty(plan.out_shape, device=x.device, dtype=out_dtype)
     ws = out if plan.ws_shape is None else torch.empty(plan.ws_shape, device=x.device, dtype=torch.float32)

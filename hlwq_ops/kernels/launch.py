@@ -38,7 +38,7 @@ import torch
 import triton
 from triton.runtime.jit import JITFunction
 
-__all__ = ["CHECKED", "Launch", "cdiv", "clear_plans", "plan_cache", "run_launcher"]
+__all__ = ["CHECKED", "Launch", "cdiv", "clear_plans", "config_key", "plan_cache", "run_launcher"]
 
 # Triton versions whose CompiledKernel.run (the launcher) signature this was checked against on a GPU.
 CHECKED = ("3.6.",)
@@ -62,24 +62,22 @@ def clear_plans() -> None:
         cached.cache_clear()
 
 
+def config_key(config: dict) -> tuple:
+    """A tuning config as part of a plan's key: each value with its type, so that ``True`` and ``1`` (or ``64`` and
+    ``64.0``), equal as keys, do not share a plan that was checked for only one of them."""
+    return tuple((name, type(value), value) for name, value in config.items())
+
+
 def cdiv(a: int, b: int) -> int:
     """``ceil(a / b)`` for host code (``triton.cdiv`` is a constexpr function: several us a call on the host)."""
     return -(-a // b)
 
 
 def _spec(arg) -> object:
-    """What Triton specializes a runtime argument on (or something finer); ``_UNKNOWN`` for a type not handled."""
+    """What Triton specializes a tensor or TMA descriptor argument on (or something finer); ``_UNKNOWN`` for any
+    other argument (the integers and constexprs are a :class:`Launch`'s own, not keyed per call)."""
     if isinstance(arg, torch.Tensor):
         return arg.dtype, arg.data_ptr() % 16 == 0
-    if isinstance(arg, bool):
-        return bool, arg
-    if isinstance(arg, int):
-        width = 32 if -(2**31) <= arg < 2**31 else 64 if -(2**63) <= arg < 2**63 else "u64"
-        return arg == 1, arg % 16 == 0, width
-    if arg is None:
-        return None
-    if isinstance(arg, float):
-        return float
     layout = getattr(arg, "layout", None)
     if layout is not None and hasattr(arg, "block_shape") and hasattr(arg, "base"):  # a TMA tensor descriptor
         return (type(arg), arg.base.dtype, tuple(arg.block_shape), len(arg.shape), layout,

@@ -24,6 +24,7 @@ import triton.language as tl
 
 from .common import arrival_counters, kernel_codebook, planes, sum_if_last, unit_stride
 from .decode import centroid_at, lane_codebook, load_rows, row_geometry
+from .launch import cdiv
 
 __all__ = ["mma"]
 
@@ -137,7 +138,7 @@ def mma(
     words = qdata.view(torch.int32)
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
     out = torch.empty((M, N), device=xr.device, dtype=out_dtype)
-    grid = (triton.cdiv(N, config["BN"]), triton.cdiv(M, config["BM"]), config.get("SPLIT_K", 1))
+    grid = (cdiv(N, config["BN"]), cdiv(M, config["BM"]), config.get("SPLIT_K", 1))
     if grid[2] > 1:
         ws = torch.empty((grid[2], M, N), device=xr.device, dtype=torch.float32)
         counters = arrival_counters(xr.device, grid[0] * grid[1])

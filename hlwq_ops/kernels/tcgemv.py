@@ -58,6 +58,7 @@ from .common import (
 )
 from .decode import code_at, code_sources, gather16, gather32, store_elementwise
 from .gemv import gemv_ref
+from .launch import cdiv
 
 __all__ = ["aligned", "as_operand", "runs_on", "supports", "tc_gemv", "tc_gemv_ref"]
 
@@ -492,9 +493,9 @@ def tc_gemv(
         raise ValueError(f"MG (groups of 8 activation rows per program) must be 1 or 2, got {config}")
     scale, bias = unit_stride(scale), unit_stride(bias)
     nw, kb = config["num_warps"], config["KB"]
-    n_kprog = triton.cdiv(k_pad // block_size, nw * kb)
-    row_programs = triton.cdiv(N, config["ROWS"])
-    m_programs = triton.cdiv(M, 8 * config["MG"])
+    n_kprog = cdiv(k_pad // block_size, nw * kb)
+    row_programs = cdiv(N, config["ROWS"])
+    m_programs = cdiv(M, 8 * config["MG"])
     out = torch.empty((M, N), device=xr.device, dtype=out_dtype)
     warp_sum = config.get("WARP_SUM", False)
     n_slices = n_kprog if warp_sum else n_kprog * nw

@@ -68,6 +68,7 @@ from .common import (
     wait_for_inputs,
 )
 from .decode import code_sources
+from .launch import cdiv
 
 __all__ = ["codebook_asm", "lane_table", "permute_activations", "prepare", "supports", "wgmma"]
 
@@ -357,7 +358,7 @@ def wgmma(
     words = qdata.view(torch.int32)
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
     out = torch.empty((M, N), device=xp.device, dtype=out_dtype)
-    grid = (triton.cdiv(N, config["BN"]), triton.cdiv(M, config["BM"]), config["SPLIT_K"])
+    grid = (cdiv(N, config["BN"]), cdiv(M, config["BM"]), config["SPLIT_K"])
     if grid[2] > 1:
         ws = torch.empty((grid[2], M, N), device=xp.device, dtype=torch.float32)
         counters = arrival_counters(xp.device, grid[0] * grid[1])

@@ -52,11 +52,11 @@ import functools
 import math
 
 import torch
-import triton
 
 from ..codebook import codebook as standard_codebook
 from ..format import unpack_codes
 from .common import arrival_counters, capability, unit_stride
+from .launch import cdiv
 
 try:  # Gluon is experimental: present in Triton 3.4+, absent from older ones
     from triton.experimental import gluon
@@ -493,7 +493,7 @@ def ws_mma(
     x_desc = TensorDescriptor.from_tensor(xr, [BM, 64], x_l)
     p0_desc = TensorDescriptor.from_tensor(words, [BN, 16], p0_l)
     p1_desc = TensorDescriptor.from_tensor(qdata.view(torch.int8), [BN, 16], p1_l)
-    grid = (triton.cdiv(N, BN), triton.cdiv(M, BM), config["SPLIT_K"])
+    grid = (cdiv(N, BN), cdiv(M, BM), config["SPLIT_K"])
     ws, counters = split_buffers(out, grid)
     _ws_kernel[grid](
         x_desc, p0_desc, p1_desc, scale, standard_codebook(bits, xr.device), bias if bias is not None else out, out,

@@ -103,7 +103,7 @@ import triton.language as tl
 
 from ..codebook import codebook as standard_codebook
 from .common import launch_options, pdl, reduce_split_k, unit_stride
-from .launch import Launch, cdiv, plan_cache
+from .launch import Launch, cdiv, config_key, plan_cache
 from .wsmma import gluon, split_workspace, ws_mma_ref
 
 __all__ = ["activation_span", "check_config", "shared_bytes", "ws_rs", "ws_rs_ref"]
@@ -452,18 +452,18 @@ class _Plan(NamedTuple):
     out_shape: tuple[int, int]
     split_k: int
     dependent: bool  # programmatic dependent launch (the kernel's and the split-K sum's)
-    x_box: list[int]  # the activation descriptor's block [BM, XBOX] and its layouts, and the weight's two planes'
-    x_layout: object
+    x_box: list[int]  # the activation descriptor's block [BM, XBOX] (not to be modified: plans are shared)
+    x_layout: object  # shared-memory layouts of the activation box and of the weight's two planes' boxes
     p0_layout: object
     p1_layout: object
     launch: Launch
 
 
 @plan_cache
-def _plan(M: int, N: int, k_pad: int, bits: int, dtype: torch.dtype, config: tuple, has_bias: bool,
-          device: torch.device, dependent: bool, scale_stride: int) -> _Plan:
-    """The launch of :func:`ws_rs` for this call signature (``config``: the config's items), checked once."""
-    config = dict(config)
+def _plan(M: int, N: int, k_pad: int, bits: int, dtype: torch.dtype, config: tuple, has_bias: bool, dependent: bool,
+          scale_stride: int) -> _Plan:
+    """The launch of :func:`ws_rs` for this call signature (``config``: :func:`.launch.config_key`), checked once."""
+    config = {name: value for name, _, value in config}
     check_config(config)
     BM = config["BM"]
     _, p0_l, p1_l = _layouts(64, dtype)
@@ -514,7 +514,7 @@ def ws_rs(
     """
     M, k_pad = xp.shape
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
-    plan = _plan(M, qdata.shape[0], k_pad, bits, xp.dtype, tuple(config.items()), bias is not None, xp.device,
+    plan = _plan(M, qdata.shape[0], k_pad, bits, xp.dtype, config_key(config), bias is not None,
                  pdl(xp.device, default=dependent), scale.stride(0))
     out = torch.empty(plan.out_shape, device=xp.device, dtype=out_dtype)
     ws = split_workspace(out, plan.split_k)
