@@ -28,6 +28,7 @@ def test_config_key_tells_apart_equal_values_of_other_types():
     assert key(dict(NORM_ACC=True)) != key(dict(NORM_ACC=1))
     assert key(dict(ROWS=64)) != key(dict(ROWS=64.0))
     assert key(dict(ROWS=64, R=4)) == key(dict(ROWS=64, R=4))
+    assert launch_module.config_of(key(dict(ROWS=64, R=4, EARLY=True))) == dict(ROWS=64, R=4, EARLY=True)
 
 
 def test_cdiv():

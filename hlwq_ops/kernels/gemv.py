@@ -79,7 +79,7 @@ from .decode import (
     rows_sources,
     store_elementwise,
 )
-from .launch import Launch, cdiv, config_key, plan_cache
+from .launch import Launch, cdiv, config_key, config_of, plan_cache
 
 __all__ = ["can_rotate", "gemv", "gemv_ref", "slice_codes"]
 
@@ -378,7 +378,7 @@ def _plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, conf
           rotate: bool, has_bias: bool, wide: bool, device: torch.device, dependent: bool,
           strides: tuple[int, int, int]) -> _Plan:
     """The launch of :func:`gemv` for this call signature (``config``: :func:`.launch.config_key`), checked once."""
-    config = {name: value for name, _, value in config}
+    config = config_of(config)
     if rotate and not can_rotate(bits, block_size, config):
         raise ValueError(f"the GEMV rotates only whole blocks: block_size {block_size} > slice of {config}")
     parts = config.get("WARP_PARTS", 1)

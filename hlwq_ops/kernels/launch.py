@@ -38,7 +38,7 @@ import torch
 import triton
 from triton.runtime.jit import JITFunction
 
-__all__ = ["CHECKED", "Launch", "cdiv", "clear_plans", "config_key", "plan_cache", "run_launcher"]
+__all__ = ["CHECKED", "Launch", "cdiv", "clear_plans", "config_key", "config_of", "plan_cache", "run_launcher"]
 
 # Triton versions whose CompiledKernel.run (the launcher) signature this was checked against on a GPU.
 CHECKED = ("3.6.",)
@@ -66,6 +66,11 @@ def config_key(config: dict) -> tuple:
     """A tuning config as part of a plan's key: each value with its type, so that ``True`` and ``1`` (or ``64`` and
     ``64.0``), equal as keys, do not share a plan that was checked for only one of them."""
     return tuple((name, type(value), value) for name, value in config.items())
+
+
+def config_of(key: tuple) -> dict:
+    """The config a :func:`config_key` was made from."""
+    return {name: value for name, _, value in key}
 
 
 def cdiv(a: int, b: int) -> int:

@@ -103,7 +103,7 @@ import triton.language as tl
 
 from ..codebook import codebook as standard_codebook
 from .common import launch_options, pdl, reduce_split_k, unit_stride
-from .launch import Launch, cdiv, config_key, plan_cache
+from .launch import Launch, cdiv, config_key, config_of, plan_cache
 from .wsmma import gluon, split_workspace, ws_mma_ref
 
 __all__ = ["activation_span", "check_config", "shared_bytes", "ws_rs", "ws_rs_ref"]
@@ -463,7 +463,7 @@ class _Plan(NamedTuple):
 def _plan(M: int, N: int, k_pad: int, bits: int, dtype: torch.dtype, config: tuple, has_bias: bool, dependent: bool,
           scale_stride: int) -> _Plan:
     """The launch of :func:`ws_rs` for this call signature (``config``: :func:`.launch.config_key`), checked once."""
-    config = {name: value for name, _, value in config}
+    config = config_of(config)
     check_config(config)
     BM = config["BM"]
     _, p0_l, p1_l = _layouts(64, dtype)
