@@ -121,7 +121,7 @@ def gaussian_mse(centroids: torch.Tensor) -> float:
     return float(2.0 * (second - 2.0 * pos * first + pos * pos * mass).sum())
 
 
-_DEVICE_CACHE: dict[tuple[int, str, torch.dtype], torch.Tensor] = {}
+_DEVICE_CACHE: dict[tuple, torch.Tensor] = {}  # keyed by the device as given, and as a string
 
 
 def codebook(bits: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -130,10 +130,11 @@ def codebook(bits: int, device: torch.device | str = "cpu", dtype: torch.dtype =
     Returns:
         (2**bits,) sorted ascending. Do not modify it in place: it is shared.
     """
-    device = torch.device(device)
-    key = (bits, str(device), dtype)
-    cached = _DEVICE_CACHE.get(key)
+    cached = _DEVICE_CACHE.get((bits, device, dtype))  # (every kernel launch asks: no torch.device made then)
     if cached is None:
-        cached = torch.tensor(lloyd_max_gaussian(bits), dtype=dtype, device=device)
-        _DEVICE_CACHE[key] = cached
+        key = (bits, str(torch.device(device)), dtype)
+        cached = _DEVICE_CACHE.get(key)
+        if cached is None:
+            cached = _DEVICE_CACHE[key] = torch.tensor(lloyd_max_gaussian(bits), dtype=dtype, device=device)
+        _DEVICE_CACHE[(bits, device, dtype)] = cached
     return cached

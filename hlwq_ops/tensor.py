@@ -141,11 +141,13 @@ class HLWQTensor(TorchAOBaseTensor):
 
     @property
     def in_features(self) -> int:
-        return self.shape[0] if self.transposed else self.shape[1]
+        shape = self._outer[0]  # (not self.shape: a __torch_function__ round trip, ~2-4 us on every eager linear)
+        return shape[0] if self.transposed else shape[1]
 
     @property
     def out_features(self) -> int:
-        return self.shape[1] if self.transposed else self.shape[0]
+        shape = self._outer[0]
+        return shape[1] if self.transposed else shape[0]
 
     def dequantize(self, output_dtype: torch.dtype | None = None) -> torch.Tensor:
         """The reconstructed weight, of this tensor's shape, in ``output_dtype`` (default ``self.dtype``)."""
@@ -230,8 +232,11 @@ def _linear(x: torch.Tensor, weight: HLWQTensor, bias: torch.Tensor | None) -> t
 @implements_torch_function(F.linear)
 @implements(aten.linear.default)
 def _(func, types, args, kwargs):
-    given = list(args) + [None] * (3 - len(args))  # by position or by name, as F.linear / aten.linear take them
-    x, weight, bias = (kwargs.get(name, value) for name, value in zip(("input", "weight", "bias"), given))
+    if kwargs or len(args) < 2:  # by name, as F.linear / aten.linear take them
+        given = list(args) + [None] * (3 - len(args))
+        x, weight, bias = (kwargs.get(name, value) for name, value in zip(("input", "weight", "bias"), given))
+    else:  # (every eager linear of a model: by position, no keywords)
+        x, weight, bias = args if len(args) == 3 else (*args, None)
     if not isinstance(weight, HLWQTensor):
         raise TypeError(f"expected the weight to be an HLWQTensor, got {type(weight).__name__} for the input")
     return _linear(x, weight, bias)

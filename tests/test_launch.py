@@ -19,8 +19,46 @@ def test_spec_tells_apart_what_triton_specializes_on():
     spec = launch_module._spec
     assert spec(aligned) != spec(unaligned)
     assert spec(aligned) != spec(aligned.to(torch.bfloat16))
+    assert spec(torch.nn.Parameter(aligned)) == spec(aligned)  # (a bias may be a Parameter)
+    tma = launch_module.Tma(aligned.view(2, 4), (2, 4), "layout")
+    assert spec(tma) == spec(launch_module.Tma(aligned.view(2, 4).clone(), (2, 4), "layout"))  # (not the pointer)
+    assert spec(tma) not in (spec(tma._replace(block=(1, 4))), spec(tma._replace(layout="other")),
+                             spec(tma._replace(tensor=aligned.view(2, 4).double())), spec(aligned))
     for other in (1, None, 0.5, object()):  # integers are a Launch's own; anything else takes Triton's path
         assert spec(other) is launch_module._UNKNOWN
+
+
+def test_direct_launch_keeps_each_descriptor_expansion_per_pointer_and_geometry(monkeypatch):
+    """What Triton's launcher makes of a TMA descriptor (a CUtensorMap, shape, strides) is made once per descriptor
+    argument, data pointer, shape and strides -- a function of those and the compiled kernel's metadata alone -- and
+    not kept without metadata (then it holds the tensor). Triton's expansion is replaced by a stand-in here."""
+    import triton.backends.nvidia.driver as driver
+
+    made = []
+
+    def expansion(desc, meta):
+        made.append((desc.tensor.data_ptr(), tuple(desc.tensor.shape), meta))
+        return [("map", desc.tensor.data_ptr(), meta), *desc.tensor.shape, *desc.tensor.stride()]
+
+    monkeypatch.setattr(driver, "make_tensordesc_arg", expansion, raising=False)
+    monkeypatch.setattr(launch_module.Tma, "descriptor", lambda self: self)
+    launched = []
+    direct = launch_module._Direct(lambda *args: launched.append(args), ("head",), {0: "meta0", 2: None})
+    buf = torch.zeros(64)
+    a, b = buf[:32].view(4, 8), buf[32:].view(4, 8)
+    tma = launch_module.Tma
+    for _ in range(2):
+        direct((1, 1, 1), 7, (tma(a, (4, 8), None), buf, tma(a, (4, 8), None)), (3, "C"))
+    assert launched[-1] == (1, 1, 1, 7, "head", ("map", a.data_ptr(), "meta0"), 4, 8, 8, 1, buf,
+                            ("map", a.data_ptr(), None), 4, 8, 8, 1, 3, "C")
+    assert made == [(a.data_ptr(), (4, 8), "meta0"), (a.data_ptr(), (4, 8), None), (a.data_ptr(), (4, 8), None)]
+    direct((1, 1, 1), 7, (tma(b, (4, 8), None), buf, tma(a, (4, 8), None)), ())  # another pointer
+    direct((1, 1, 1), 7, (tma(a.reshape(8, 4), (4, 8), None), buf, tma(a, (4, 8), None)), ())  # another shape
+    assert [m[:2] for m in made[3::2]] == [(b.data_ptr(), (4, 8)), (a.data_ptr(), (8, 4))]
+    assert len(direct.expansions) == 3
+    monkeypatch.setattr(launch_module._Direct, "KEEP", 3)
+    direct((1, 1, 1), 7, (tma(b.reshape(8, 4), (4, 8), None), buf, tma(a, (4, 8), None)), ())
+    assert len(direct.expansions) == 1  # (cleared when full)
 
 
 def test_config_key_tells_apart_equal_values_of_other_types():
@@ -136,6 +174,39 @@ def test_gpu_direct_launch_is_triton_launch(seen_plans):
     assert len(seen_plans) == 2  # M = 1 (aligned and not) and M = 2
     keys = list(seen_plans[0].launch._compiled)
     assert {key[1][0] for key in keys} == {(torch.float32, True), (torch.float32, False)}  # x aligned and not
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not launch_module._DIRECT, reason="direct launches are checked Triton versions only")
+def test_gpu_direct_launch_with_descriptors_is_triton_launch(monkeypatch):
+    """The register-operand ws kernel (three TMA descriptors) launched again straight into its C launcher, with its
+    descriptors' expansions kept, gives the bits of Triton's launch, for two weights taken in turn (each its own
+    expansions) and for new activations at an address the first ones had (the same expansion, right)."""
+    from hlwq_ops.kernels import tuning, wsmma, wsrs
+    from hlwq_ops.kernels.wgmma import permute_activations
+
+    if not wsmma.runs_on(torch.device("cuda")):
+        pytest.skip("the warp-specialized kernels need sm_90 and Gluon")
+    plans = []
+    original = wsrs._plan
+    monkeypatch.setattr(wsrs, "_plan", lambda *key: plans.append(original(*key)) or plans[-1])
+    N, K, M = 1000, 1024, 16
+    weights = [torch.ops.hlwq.quantize(torch.randn(N, K, device="cuda"), 5, 128) for _ in range(2)]
+    config = tuning.candidates("wsrs", M, N, K, 132, 5)[0]
+    span = wsrs.activation_span(config)
+    for step in range(3):
+        x = torch.randn(M, K, device="cuda")
+        xp = permute_activations(x, torch.bfloat16, span)
+        for qdata, scale in weights:
+            first = wsrs.ws_rs(xp, qdata, scale, None, 5, 128, torch.float32, config)
+            again = wsrs.ws_rs(xp, qdata, scale, None, 5, 128, torch.float32, config)
+            assert torch.equal(first, again)
+            ref = wsrs.ws_rs_ref(xp, qdata, scale, None, 5, span, config.get("NORM_ACC", True))
+            assert rel_error(again, ref) < 1e-5
+        del x, xp  # the next activations may take the same address
+    directs = [d for launch in {id(p.launch): p.launch for p in plans}.values() for d in launch._compiled.values()]
+    assert directs and all(not hasattr(d.c_launch, "__code__") for d in directs)  # the C launcher itself
+    assert all(len(d.metadata) == 3 for d in directs) and any(d.expansions for d in directs)
 
 
 def test_a_launch_hook_takes_tritons_path():

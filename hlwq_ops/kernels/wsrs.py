@@ -103,7 +103,7 @@ import triton.language as tl
 
 from ..codebook import codebook as standard_codebook
 from .common import launch_options, pdl, reduce_split_k, unit_stride
-from .launch import Launch, cdiv, config_key, config_of, plan_cache
+from .launch import Launch, Tma, cdiv, config_key, config_of, plan_cache
 from .wsmma import gluon, split_workspace, ws_mma_ref
 
 __all__ = ["activation_span", "check_config", "shared_bytes", "ws_rs", "ws_rs_ref"]
@@ -116,8 +116,6 @@ if gluon is not None:
         warpgroup_mma,
         warpgroup_mma_wait,
     )
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-
     from .wsmma import _cta_barrier, _lane_codebook, _layouts, _load_words, _shuffle, _tma_load
 
     @gluon.jit
@@ -452,7 +450,7 @@ class _Plan(NamedTuple):
     out_shape: tuple[int, int]
     split_k: int
     dependent: bool  # programmatic dependent launch (the kernel's and the split-K sum's)
-    x_box: list[int]  # the activation descriptor's block [BM, XBOX] (not to be modified: plans are shared)
+    x_box: tuple[int, int]  # the activation descriptor's block (BM, XBOX)
     x_layout: object  # shared-memory layouts of the activation box and of the weight's two planes' boxes
     p0_layout: object
     p1_layout: object
@@ -475,7 +473,7 @@ def _plan(M: int, N: int, k_pad: int, bits: int, dtype: torch.dtype, config: tup
              PDL=dependent, PHASES=config.get("PHASES", 1), num_warps=4),  # (num_warps: in the signature too)
         launch_options(dependent),
     )
-    return _Plan((M, N), grid[2], dependent, [BM, config["XBOX"]], _x_layout(BM, config["XBOX"], dtype), p0_l, p1_l,
+    return _Plan((M, N), grid[2], dependent, (BM, config["XBOX"]), _x_layout(BM, config["XBOX"], dtype), p0_l, p1_l,
                  launch)
 
 
@@ -518,9 +516,8 @@ def ws_rs(
                  pdl(xp.device, default=dependent), scale.stride(0))
     out = torch.empty(plan.out_shape, device=xp.device, dtype=out_dtype)
     ws = split_workspace(out, plan.split_k)
-    plan.launch(TensorDescriptor.from_tensor(xp, plan.x_box, plan.x_layout),
-                TensorDescriptor.from_tensor(qdata.view(torch.int32), [BN, 16], plan.p0_layout),
-                TensorDescriptor.from_tensor(qdata.view(torch.int8), [BN, 16], plan.p1_layout),
+    plan.launch(Tma(xp, plan.x_box, plan.x_layout), Tma(qdata.view(torch.int32), (BN, 16), plan.p0_layout),
+                Tma(qdata.view(torch.int8), (BN, 16), plan.p1_layout),
                 scale, standard_codebook(bits, xp.device), bias if bias is not None else out, out, ws)
     if plan.split_k > 1:  # (the kernel stored the partials only)
         reduce_split_k(ws, bias, out, dependent=plan.dependent)
