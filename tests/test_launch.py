@@ -24,8 +24,12 @@ def test_spec_tells_apart_what_triton_specializes_on():
     assert spec(tma) == spec(launch_module.Tma(aligned.view(2, 4).clone(), (2, 4), "layout"))  # (not the pointer)
     assert spec(tma) not in (spec(tma._replace(block=(1, 4))), spec(tma._replace(layout="other")),
                              spec(tma._replace(tensor=aligned.view(2, 4).double())), spec(aligned))
+    assert spec(tma._replace(block=[2, 4])) == spec(tma)  # (a list block: the same, hashable, key)
     for other in (1, None, 0.5, object()):  # integers are a Launch's own; anything else takes Triton's path
         assert spec(other) is launch_module._UNKNOWN
+    # the launch key's specs (tensors inline): the same as _spec's, one per argument
+    args = (aligned, unaligned, torch.nn.Parameter(aligned), tma, None)
+    assert launch_module._specs(args) == tuple(spec(a) for a in args)
 
 
 def test_direct_launch_keeps_each_descriptor_expansion_per_pointer_and_geometry(monkeypatch):
@@ -43,7 +47,7 @@ def test_direct_launch_keeps_each_descriptor_expansion_per_pointer_and_geometry(
     monkeypatch.setattr(driver, "make_tensordesc_arg", expansion, raising=False)
     monkeypatch.setattr(launch_module.Tma, "descriptor", lambda self: self)
     launched = []
-    direct = launch_module._Direct(lambda *args: launched.append(args), ("head",), {0: "meta0", 2: None})
+    direct = launch_module.DirectLaunch(None, lambda *args: launched.append(args), ("head",), {0: "meta0", 2: None})
     buf = torch.zeros(64)
     a, b = buf[:32].view(4, 8), buf[32:].view(4, 8)
     tma = launch_module.Tma
@@ -56,9 +60,48 @@ def test_direct_launch_keeps_each_descriptor_expansion_per_pointer_and_geometry(
     direct((1, 1, 1), 7, (tma(a.reshape(8, 4), (4, 8), None), buf, tma(a, (4, 8), None)), ())  # another shape
     assert [m[:2] for m in made[3::2]] == [(b.data_ptr(), (4, 8)), (a.data_ptr(), (8, 4))]
     assert len(direct.expansions) == 3
-    monkeypatch.setattr(launch_module._Direct, "KEEP", 3)
+    wide = buf.view(4, 16)[:, :8]  # a's pointer and shape, other strides
+    direct((1, 1, 1), 7, (tma(wide, (4, 8), None), buf, tma(a, (4, 8), None)), ())
+    assert launched[-1][5:10] == (("map", a.data_ptr(), "meta0"), 4, 8, 16, 1)
+    short = buf[:24].view(3, 8)  # a's pointer and strides, another shape
+    direct((1, 1, 1), 7, (tma(short, (4, 8), None), buf, tma(a, (4, 8), None)), ())
+    assert launched[-1][5:10] == (("map", a.data_ptr(), "meta0"), 3, 8, 8, 1)
+    assert len(direct.expansions) == 5
+    monkeypatch.setattr(launch_module.DirectLaunch, "KEEP", 5)
     direct((1, 1, 1), 7, (tma(b.reshape(8, 4), (4, 8), None), buf, tma(a, (4, 8), None)), ())
     assert len(direct.expansions) == 1  # (cleared when full)
+
+
+def _wrapped(launcher, tensordesc_indices, tensordesc_meta):
+    """A stand-in for Triton 3.6's ``wrap_handle_tensordesc``: a closure over these three names."""
+
+    def inner(*args):
+        return launcher(*args), tensordesc_indices, tensordesc_meta
+
+    return inner
+
+
+def test_direct_takes_the_c_launcher_and_each_descriptors_metadata_from_tritons_launcher():
+    """``direct`` finds the C launcher inside Triton's descriptor wrapper and gives each descriptor argument its own
+    metadata (the wrapper hands them out in argument order, whatever order the set of indices iterates in), puts the
+    cooperative-grid and PDL flags where the C launcher's format has them, and declines kernels with scratch buffers
+    and launchers it does not know. Stand-ins for the compiled kernel and its launcher: this runs on the CPU."""
+    from types import SimpleNamespace
+
+    def compiled(launch, scratch=0):
+        launcher = SimpleNamespace(global_scratch_size=scratch, profile_scratch_size=0, launch=launch,
+                                   launch_cooperative_grid="coop", launch_pdl="pdl")
+        return SimpleNamespace(run=launcher, function="function", packed_metadata="packed")
+
+    c_launch = print  # (a builtin: what make_launcher's module gives)
+    found = launch_module.direct(compiled(_wrapped(c_launch, {7, 2, 0}, ["for 0", "for 2", "for 7"])))
+    assert found.c_launch is c_launch and found.metadata == {0: "for 0", 2: "for 2", 7: "for 7"}
+    assert found.head == ("function", "coop", "pdl", None, None, "packed", None, None, None)
+    assert launch_module.direct(compiled(_wrapped(c_launch, {1}, None))).metadata == {1: None}
+    plain = launch_module.direct(compiled(c_launch))  # no descriptor arguments: the C launcher itself
+    assert plain.c_launch is c_launch and plain.metadata == {}
+    assert launch_module.direct(compiled(c_launch, scratch=64)) is None
+    assert launch_module.direct(compiled(lambda *args: c_launch(*args))) is None  # another wrapper
 
 
 def test_config_key_tells_apart_equal_values_of_other_types():
@@ -179,9 +222,9 @@ def test_gpu_direct_launch_is_triton_launch(seen_plans):
 @pytest.mark.gpu
 @pytest.mark.skipif(not launch_module._DIRECT, reason="direct launches are checked Triton versions only")
 def test_gpu_direct_launch_with_descriptors_is_triton_launch(monkeypatch):
-    """The register-operand ws kernel (three TMA descriptors) launched again straight into its C launcher, with its
-    descriptors' expansions kept, gives the bits of Triton's launch, for two weights taken in turn (each its own
-    expansions) and for new activations at an address the first ones had (the same expansion, right)."""
+    """The register-operand ws kernel (three TMA descriptors) launched straight into its C launcher, its descriptors'
+    expansions kept, gives the bits of Triton's launch for two weights taken in turn (each its own expansions) and for
+    new activations at an address earlier ones had (a kept expansion, the right result)."""
     from hlwq_ops.kernels import tuning, wsmma, wsrs
     from hlwq_ops.kernels.wgmma import permute_activations
 
@@ -194,19 +237,21 @@ def test_gpu_direct_launch_with_descriptors_is_triton_launch(monkeypatch):
     weights = [torch.ops.hlwq.quantize(torch.randn(N, K, device="cuda"), 5, 128) for _ in range(2)]
     config = tuning.candidates("wsrs", M, N, K, 132, 5)[0]
     span = wsrs.activation_span(config)
-    for step in range(3):
-        x = torch.randn(M, K, device="cuda")
-        xp = permute_activations(x, torch.bfloat16, span)
+    buffers = [torch.empty(M, K, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
+    for step in range(4):  # new activations in one of two buffers: the second time at each address, kept expansions
+        xp = buffers[step % 2]
+        xp.copy_(permute_activations(torch.randn(M, K, device="cuda"), torch.bfloat16, span))
         for qdata, scale in weights:
-            first = wsrs.ws_rs(xp, qdata, scale, None, 5, 128, torch.float32, config)
-            again = wsrs.ws_rs(xp, qdata, scale, None, 5, 128, torch.float32, config)
-            assert torch.equal(first, again)
+            with monkeypatch.context() as triton_path:
+                triton_path.setattr(launch_module, "_DIRECT", False)
+                by_triton = wsrs.ws_rs(xp, qdata, scale, None, 5, 128, torch.float32, config)
+            direct = wsrs.ws_rs(xp, qdata, scale, None, 5, 128, torch.float32, config)
+            assert torch.equal(by_triton, direct)
             ref = wsrs.ws_rs_ref(xp, qdata, scale, None, 5, span, config.get("NORM_ACC", True))
-            assert rel_error(again, ref) < 1e-5
-        del x, xp  # the next activations may take the same address
+            assert rel_error(direct, ref) < 1e-5
     directs = [d for launch in {id(p.launch): p.launch for p in plans}.values() for d in launch._compiled.values()]
     assert directs and all(not hasattr(d.c_launch, "__code__") for d in directs)  # the C launcher itself
-    assert all(len(d.metadata) == 3 for d in directs) and any(d.expansions for d in directs)
+    assert all(len(d.metadata) == 3 for d in directs) and [len(d.expansions) for d in directs] == [6]  # 2 x + 2 x 2 w
 
 
 def test_a_launch_hook_takes_tritons_path():

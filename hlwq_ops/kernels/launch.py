@@ -19,7 +19,7 @@ descriptor's (:class:`Tma`) dtype, block, rank and layout -- plus the device
 and Triton's ``debug`` and ``instrumentation_mode`` knobs; the integers and
 constexprs are the object's own. The first launch of a key goes through Triton
 (compiling if needed), later ones call the compiled kernel's C launcher
-directly (:class:`_Direct`), without Triton's Python launcher around it: that
+directly (:class:`DirectLaunch`), without Triton's Python launcher around it: that
 one allocates scratch buffers our kernels do not have and turns every TMA
 descriptor into a ``CUtensorMap`` on every launch, which the direct launch does
 once per (descriptor argument, data pointer, shape, strides). On the H200
@@ -46,10 +46,11 @@ import torch
 import triton
 from triton.runtime.jit import JITFunction
 
-__all__ = ["CHECKED", "Launch", "Tma", "cdiv", "clear_plans", "config_key", "config_of", "direct", "plan_cache",
-           "run_launcher"]
+__all__ = ["CHECKED", "DirectLaunch", "Launch", "Tma", "cdiv", "clear_plans", "config_key", "config_of", "direct",
+           "plan_cache", "run_launcher"]
 
-# Triton versions whose CompiledKernel.run (the launcher) signature this was checked against on a GPU.
+# Triton versions whose C launcher (its argument format, the descriptor wrapper's closure) this was checked against
+# on a GPU.
 CHECKED = ("3.6.",)
 _DIRECT = triton.__version__.startswith(CHECKED)
 
@@ -90,7 +91,7 @@ def cdiv(a: int, b: int) -> int:
 class Tma(NamedTuple):
     """A TMA descriptor argument of a :class:`Launch`: the descriptor Gluon's host
     ``TensorDescriptor.from_tensor(tensor, list(block), layout)`` makes (zero padding). A launch makes that object
-    only where Triton launches; the direct launch keeps what its launcher makes of it (:class:`_Direct`)."""
+    only where Triton launches; the direct launch keeps what its launcher makes of it (:class:`DirectLaunch`)."""
 
     tensor: torch.Tensor
     block: tuple
@@ -107,9 +108,15 @@ def _spec(arg) -> object:
     argument (the integers and constexprs are a :class:`Launch`'s own, not keyed per call)."""
     if isinstance(arg, torch.Tensor):
         return arg.dtype, not arg.data_ptr() & 15
-    if type(arg) is Tma:
-        return Tma, arg.tensor.dtype, arg.block, arg.tensor.dim(), arg.layout
+    if isinstance(arg, Tma):
+        return Tma, arg.tensor.dtype, tuple(arg.block), arg.tensor.dim(), arg.layout
     return _UNKNOWN
+
+
+def _specs(tensors: tuple) -> tuple:
+    """:func:`_spec` of each argument, the tensors' inline: every eager launch computes it (on the H200 machine's CPU a
+    Python call costs ~0.5 us)."""
+    return tuple([(t.dtype, not t.data_ptr() & 15) if isinstance(t, torch.Tensor) else _spec(t) for t in tensors])
 
 
 _UNKNOWN = object()
@@ -131,25 +138,29 @@ def run_launcher(compiled, grid: tuple, values: tuple, device: int | None = None
     compiled.run(g[0], g[1], g[2], stream, compiled.function, compiled.packed_metadata, None, None, None, *values)
 
 
-class _Direct:
+class DirectLaunch:
     """A compiled kernel's C launcher, called with the arguments Triton 3.6's Python launcher would pass it.
 
     Triton's launcher (``CudaLauncher.__call__``) allocates the kernel's scratch
     buffers, then (``wrap_handle_tensordesc``) turns each TMA descriptor into a
     ``CUtensorMap`` and its shape and strides -- a driver call and a few lists
     per descriptor and launch. Here that expansion is kept per (data pointer,
-    shape, strides) of each descriptor's tensor: it is a function of those and
-    of the compiled kernel's own descriptor metadata, nothing else, so a kept one
-    is the one Triton would make. The first expansion of each goes through
+    shape, strides) of each descriptor's tensor: it is a function of those, of
+    the padding (zero for every :class:`Tma`) and of the compiled kernel's own
+    descriptor metadata (element type, box, swizzle), nothing else, so a kept
+    one is the one Triton would make. The first expansion of each goes through
     Triton's descriptor object and its checks (alignment, strides). Kernels with
     scratch buffers are not launched this way (:func:`direct` returns None).
     """
 
-    __slots__ = ("c_launch", "head", "metadata", "expansions")
+    __slots__ = ("compiled", "c_launch", "head", "metadata", "expansions")
 
-    KEEP = 256  # expansions kept per compiled kernel, after which they are made afresh
+    # Expansions kept per compiled kernel (all are dropped when it is full): two a weight (``ws_rs``), so a plan
+    # serves 2000 layers of one shape before that (a 70B Llama has 160 of its largest).
+    KEEP = 4096
 
-    def __init__(self, c_launch, head: tuple, metadata: dict):
+    def __init__(self, compiled, c_launch, head: tuple, metadata: dict):
+        self.compiled = compiled  # (kept alive with the function handle in ``head``)
         self.c_launch, self.head, self.metadata = c_launch, head, metadata
         self.expansions: dict[tuple, list] = {}
 
@@ -171,16 +182,16 @@ class _Direct:
     def __call__(self, grid: tuple, stream: int, tensors: tuple, tail: tuple) -> None:
         args = []
         for i, t in enumerate(tensors):
-            if type(t) is Tma:
+            if isinstance(t, Tma):
                 args.extend(self.expand(i, t))
             else:
                 args.append(t)
         self.c_launch(*grid, stream, *self.head, *args, *tail)
 
 
-def direct(compiled) -> _Direct | None:
-    """The :class:`_Direct` launch of a compiled kernel, or None where it must go through Triton's launcher (scratch
-    buffers to allocate, or a launcher not built as in Triton 3.6)."""
+def direct(compiled) -> DirectLaunch | None:
+    """The :class:`DirectLaunch` of a compiled kernel, or None where every launch must go through Triton's (scratch
+    buffers to allocate -- none of our kernels has any -- or a launcher not built as in Triton 3.6)."""
     launcher = compiled.run
     if launcher.global_scratch_size or launcher.profile_scratch_size:
         return None
@@ -195,7 +206,7 @@ def direct(compiled) -> _Direct | None:
         metadata = dict(zip(sorted(cells["tensordesc_indices"]), meta))
     head = (compiled.function, launcher.launch_cooperative_grid, launcher.launch_pdl, None, None,
             compiled.packed_metadata, None, None, None)
-    return _Direct(c_launch, head, metadata)
+    return DirectLaunch(compiled, c_launch, head, metadata)
 
 
 class Launch:
@@ -220,20 +231,19 @@ class Launch:
         self.kernel, self.grid, self.ints = kernel, (tuple(grid) + (1, 1))[:3], tuple(ints)
         self.constexprs, self.options = constexprs, options or {}
         self._tail = None  # the integers, then the constexprs' values in signature order, once the signature is known
-        self._compiled: dict[tuple, _Direct] = {}  # key (_key) -> the compiled kernel's direct launch
+        self._compiled: dict[tuple, DirectLaunch] = {}  # key (_key) -> the compiled kernel's direct launch
         self._jit = isinstance(kernel, JITFunction)  # (the interpreter's kernels are not)
 
     def _key(self, tensors: tuple) -> tuple | None:
         """The key this launch keeps its compiled kernel under for ``tensors``, or None where it launches through
         Triton every time (another Triton, the interpreter, a hook set, an argument type it does not know).
 
-        Every eager launch computes it, so it is written out flat (on the H200 machine's CPU a Python call costs
-        ~0.5 us): the tensors' specs inline (:func:`_spec`'s), the device from torch's C API (the tensors are on
-        it: CUDA is initialized).
+        Every eager launch computes it: the device comes from torch's C API (the tensors are on it, so CUDA is
+        initialized).
         """
         if not (_DIRECT and self._jit) or _hooked() or self.kernel.pre_run_hooks:
             return None
-        specs = tuple([(t.dtype, not t.data_ptr() & 15) if isinstance(t, torch.Tensor) else _spec(t) for t in tensors])
+        specs = _specs(tensors)
         if _UNKNOWN in specs:
             return None
         knobs = (triton.knobs.runtime.debug, triton.knobs.compilation.instrumentation_mode)  # in Triton's options too
@@ -245,7 +255,7 @@ class Launch:
         if launch is not None:
             launch(self.grid, torch._C._cuda_getCurrentRawStream(key[0]), tensors, self._tail)
             return
-        args = tuple(t.descriptor() if type(t) is Tma else t for t in tensors) + self.ints
+        args = tuple(t.descriptor() if isinstance(t, Tma) else t for t in tensors) + self.ints
         compiled = self.kernel[self.grid](*args, **self.constexprs, **self.options)
         if key is None or compiled is None:  # (None: a JIT cache hook declined to compile it)
             return
