@@ -11,8 +11,10 @@ waited for) of each layer of the eager call chain, outermost first:
   ``kernels.linear`` (no argument checks),
 - the Triton launches that call makes, replayed as they were made
   (``JITFunction.run``: Triton's binder, specialization, cache key and
-  launcher), and replayed straight into each compiled kernel's launcher
-  (what Triton's own work adds is the difference),
+  launcher), and replayed straight into each compiled kernel's Python
+  launcher (``launch.run_launcher``: what Triton's binding adds is the
+  difference; the library's own direct launch, ``launch.DirectLaunch``, also
+  skips that Python launcher and calls the C one),
 - ``torch.empty`` of the output,
 - pieces of ``kernels.linear``: the argument checks, the path decisions,
   ``tuning.config_for``, and the kernel wrappers the call ran (``gemv``, or
