@@ -12,7 +12,7 @@ waited for) of each layer of the eager call chain, outermost first:
 - the Triton launches that call makes, replayed as they were made
   (``JITFunction.run``: Triton's binder, specialization, cache key and
   launcher), and replayed straight into each compiled kernel's Python
-  launcher (``launch.run_launcher``: what Triton's binding adds is the
+  launcher (:func:`run_launcher`: what Triton's binding adds is the
   difference; the library's own direct launch, ``launch.DirectLaunch``, also
   skips that Python launcher and calls the C one),
 - ``torch.empty`` of the output,
@@ -74,6 +74,14 @@ def replay_jit(made) -> None:
         fn.run(*args, warmup=False, **kwargs)
 
 
+def run_launcher(compiled, grid: tuple, values: tuple) -> None:
+    """Call a compiled kernel's (Python) launcher on the current stream: ``values`` are all of the kernel's arguments
+    in signature order, constexprs included (the launcher skips them); no launch hooks."""
+    g = tuple(grid) + (1, 1)
+    stream = torch._C._cuda_getCurrentRawStream(torch.cuda.current_device())
+    compiled.run(g[0], g[1], g[2], stream, compiled.function, compiled.packed_metadata, None, None, None, *values)
+
+
 def direct_launchers(made) -> list:
     """For each launch, a no-argument function calling its compiled kernel's launcher with the same arguments."""
     out = []
@@ -81,7 +89,7 @@ def direct_launchers(made) -> list:
         bound = fn.signature.bind(*args, **{k: v for k, v in kwargs.items() if k in fn.arg_names})
         bound.apply_defaults()
         values, grid = tuple(bound.arguments.values()), kwargs["grid"]
-        out.append(lambda kernel=kernel, grid=grid, values=values: launch_module.run_launcher(kernel, grid, values))
+        out.append(lambda kernel=kernel, grid=grid, values=values: run_launcher(kernel, grid, values))
     return out
 
 

@@ -47,7 +47,7 @@ import triton
 from triton.runtime.jit import JITFunction
 
 __all__ = ["CHECKED", "DirectLaunch", "Launch", "Tma", "cdiv", "clear_plans", "config_key", "config_of", "direct",
-           "plan_cache", "run_launcher"]
+           "plan_cache"]
 
 # Triton versions whose C launcher (its argument format, the descriptor wrapper's closure) this was checked against
 # on a GPU.
@@ -128,14 +128,6 @@ def _hooked() -> bool:
     enter, leave = runtime.launch_enter_hook, runtime.launch_exit_hook
     return (enter is not None and bool(getattr(enter, "calls", True))) or (
         leave is not None and bool(getattr(leave, "calls", True)))
-
-
-def run_launcher(compiled, grid: tuple, values: tuple, device: int | None = None) -> None:
-    """Call a compiled kernel's launcher on ``device``'s (default: the current device's) stream: ``values`` are all
-    of the kernel's arguments in signature order, constexprs included (the launcher skips them); no launch hooks."""
-    g = tuple(grid) + (1, 1)
-    stream = torch._C._cuda_getCurrentRawStream(torch.cuda.current_device() if device is None else device)
-    compiled.run(g[0], g[1], g[2], stream, compiled.function, compiled.packed_metadata, None, None, None, *values)
 
 
 class DirectLaunch:
