@@ -38,11 +38,19 @@ class PlainLinear(torch.nn.Linear):
 
 
 def _zeros_for_hlwq() -> None:
-    """hlwq.linear's CPU body returns zeros (this process only), like ``plain_linear``."""
+    """hlwq.linear's and hlwq.linear_inference's CPU bodies return zeros (this process only), like
+    ``plain_linear``."""
 
-    @torch.library.register_kernel("hlwq::linear", "cpu")
-    def _(x, qdata, scale, bias, bits, block_size, K, codebook=None):
+    def zeros(x, qdata, scale, bias, bits, block_size, K, codebook=None):
         return x.new_zeros((*x.shape[:-1], qdata.shape[0]))
+
+    torch.library.register_kernel("hlwq::linear", "cpu", zeros)
+    lib = torch.library.Library("hlwq", "IMPL")  # linear_inference is not a custom_op: no register_kernel
+    lib.impl("linear_inference", zeros, "CPU", allow_override=True)
+    _KEEP.append(lib)
+
+
+_KEEP: list = []  # the Library above lives as long as the process
 
 
 def build(kind: str, layers: int) -> torch.nn.Module:

@@ -10,6 +10,8 @@ This is the only module that touches ``torch.library``.
 ``hlwq.linear_rotated``  ``y = xr @ Wr.T + bias`` on rotated, padded activations
 ``hlwq.linear``        ``y = x @ W_hat.T + bias`` on raw activations: pad,
                        rotate, then the rotated-domain product
+``hlwq.linear_inference``  ``hlwq.linear`` without autograd, for calls that
+                       record no gradient (cheaper through the dispatcher)
 =====================  =========================================================
 
 All are opaque ``custom_op``s: the CPU implementations are plain torch (the
@@ -317,6 +319,10 @@ def linear(
     Returns:
         (..., N), the dtype of ``x``.
     """
+    return _linear_cpu(x, qdata, scale, bias, bits, block_size, K, codebook)
+
+
+def _linear_cpu(x, qdata, scale, bias, bits, block_size, K, codebook=None):
     N = _check_linear(x, qdata, scale, bias, bits, block_size, K, codebook)
     if x.numel() == 0:
         return x.new_empty((*x.shape[:-1], N))
@@ -356,6 +362,29 @@ def _linear_backward(ctx, grad: Tensor):
 linear.register_autograd(_linear_backward, setup_context=_linear_setup_context)
 
 
+# ---------------------------------------------------------------------------
+# hlwq.linear_inference: hlwq.linear where no gradient is recorded
+# ---------------------------------------------------------------------------
+
+# ``hlwq.linear`` without an autograd kernel. A ``custom_op``'s autograd kernel is Python: every call through the
+# dispatcher pays it (~7 us of a ~13 us call on the CPU, also under ``no_grad``), and a compiled graph calls the
+# op through the dispatcher once per projection and step -- 224 times a decode step of an 8B model run by
+# ``generate()``. :func:`linear_call` picks this op where nothing needs a gradient; with a gradient to record it
+# picks ``hlwq.linear``, whose backward is registered. The same implementations and fake.
+_LIB = torch.library.Library("hlwq", "FRAGMENT")
+_LIB.define(
+    "linear_inference(Tensor x, Tensor qdata, Tensor scale, Tensor? bias, SymInt bits, SymInt block_size, "
+    "SymInt K, Tensor? codebook=None) -> Tensor"
+)
+_LIB.impl("linear_inference", _linear_cpu, "CPU")
+_LIB.impl("linear_inference", _linear_cuda, "CUDA")
+torch.library.register_fake("hlwq::linear_inference", _linear_fake, lib=_LIB)
+
+
+def _records_grad(x: Tensor, bias: Tensor | None) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad))
+
+
 def _plain_eager(x: Tensor, qdata: Tensor, bias: Tensor | None) -> bool:
     """Whether a call can be nothing but the op's CUDA implementation: plain CUDA tensors, no autograd
     to record, and nothing tracing, recording or intercepting ops (torch.compile, torch.jit.trace, the
@@ -365,7 +394,7 @@ def _plain_eager(x: Tensor, qdata: Tensor, bias: Tensor | None) -> bool:
         and type(x) is torch.Tensor
         and type(qdata) is torch.Tensor
         and x.is_cuda
-        and not (torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)))
+        and not _records_grad(x, bias)
         and torch._C._len_torch_dispatch_stack() == 0
         and not torch._C._are_functorch_transforms_active()
         and torch._C._get_tracing_state() is None
@@ -381,8 +410,12 @@ def linear_call(x, qdata, scale, bias, bits, block_size, K, codebook=None) -> Te
     ``benchmarks/RESULTS.md``), on top of the kernels' own launches: an 8B model's
     eager prefill or a ``generate()`` step without CUDA graphs pays it 224 times.
     Where something could observe the op (tracing, autograd, a dispatch mode) the
-    op is called; the implementation and its checks are the same either way.
+    op is called: ``hlwq.linear_inference`` where no gradient is recorded (a compiled
+    inference graph), else ``hlwq.linear``. The implementation and its checks are the
+    same every way.
     """
     if _plain_eager(x, qdata, bias):
         return _linear_cuda(x, qdata, scale, bias, bits, block_size, K, codebook)
+    if not _records_grad(x, bias) and not torch._C._are_functorch_transforms_active():
+        return torch.ops.hlwq.linear_inference(x, qdata, scale, bias, bits, block_size, K, codebook)
     return linear(x, qdata, scale, bias, bits, block_size, K, codebook)

@@ -92,22 +92,44 @@ class HLWQTensor(TorchAOBaseTensor):
         kernels.note_weight(qdata, scale, bits, block_size)  # device buffers now; same-shape layers tune together
 
     def _remember_outer(self, shape, dtype: torch.dtype) -> None:
-        """Keep shape and dtype as plain attributes for :meth:`__tensor_flatten__` (``self.shape`` of a
-        subclass runs ``__torch_function__`` in Python)."""
-        self._outer = (torch.Size(shape), dtype)
+        """Keep shape, dtype, strides and the flattening as plain attributes for :meth:`size`, :meth:`stride`
+        and :meth:`__tensor_flatten__` (``self.shape`` of a subclass runs ``__torch_function__`` in Python)."""
+        with torch._C.DisableTorchFunctionSubclass():
+            stride = torch._C.TensorBase.stride(self)
+        self._outer = (torch.Size(shape), dtype, stride)
+        names = ["qdata", "scale"] if self.codebook is None else ["qdata", "scale", "codebook"]
+        attrs = {"bits": self.bits, "block_size": self.block_size, "shape": self._outer[0], "dtype": dtype,
+                 "transposed": self.transposed}
+        self._flat = (names, attrs)
+
+    def size(self, dim: int | None = None):
+        """``Tensor.size``, read from the stored shape.
+
+        On a subclass, ``Tensor.size`` is a ``__torch_function__`` round trip in
+        Python (~2 us). AOTAutograd's runtime wrapper on torch 2.11 calls
+        ``size()`` and ``stride()`` on every HLWQ parameter on every call of a
+        compiled model: 224 each per decode step of an 8B model run by
+        ``generate()`` (``benchmarks/profile_compiled_host.py``).
+        """
+        shape = self._outer[0]
+        return shape if dim is None else shape[dim]
+
+    def stride(self, dim: int | None = None):
+        """``Tensor.stride``, read from the stored strides (see :meth:`size`)."""
+        stride = self._outer[2]
+        return stride if dim is None else stride[dim]
 
     def __tensor_flatten__(self):
-        """torchao's flattening, without its per-call attribute loops and ``__torch_function__`` calls.
+        """torchao's flattening, made once (read-only: callers must not change it).
 
-        Dynamo's guards and AOTAutograd's runtime wrapper flatten every HLWQ
-        parameter on every call of a compiled model, 224 of them per decode
-        step of an 8B model (``benchmarks/profile_compiled_host.py``).
+        Dynamo's guards flatten every HLWQ parameter twice on every call of a
+        compiled model, AOTAutograd's runtime wrapper on torch 2.11 once more:
+        224 parameters per decode step of an 8B model
+        (``benchmarks/profile_compiled_host.py``). torchao's generic flattening
+        loops over attributes and reads ``shape`` and ``dtype`` through
+        ``__torch_function__``.
         """
-        shape, dtype = self._outer
-        names = ["qdata", "scale"] if self.codebook is None else ["qdata", "scale", "codebook"]
-        attrs = {"bits": self.bits, "block_size": self.block_size, "shape": shape, "dtype": dtype,
-                 "transposed": self.transposed}
-        return names, attrs
+        return self._flat
 
     # -- construction --------------------------------------------------------
 
@@ -367,7 +389,7 @@ def _(func, types, args, kwargs):
         )
     with torch._C.DisableTorchFunctionSubclass():
         func(dst, src)
-    for name in ("qdata", "scale", "codebook", "bits", "block_size", "transposed", "_outer"):
+    for name in ("qdata", "scale", "codebook", "bits", "block_size", "transposed", "_outer", "_flat"):
         setattr(dst, name, getattr(src, name))
 
 

@@ -78,8 +78,10 @@ def _count_in_inductor_graph(m, x, op):
 def test_each_projection_is_one_opaque_op():
     m = _model("cpu")
     x = torch.randn(4, 256)
-    linear = _count_in_inductor_graph(m, x, torch.ops.hlwq.linear.default)
+    linear = _count_in_inductor_graph(m, x, torch.ops.hlwq.linear_inference.default)
     fwht = _count_in_inductor_graph(m, x, torch.ops.hlwq.fwht.default)
-    # 7 projections, each one hlwq.linear (which rotates its input itself)
+    # 7 projections, each one hlwq.linear_inference (no_grad: hlwq.linear without autograd; it rotates its
+    # input itself)
     assert linear == [7]
     assert fwht == [0]
+    assert _count_in_inductor_graph(m, x, torch.ops.hlwq.linear.default) == [0]

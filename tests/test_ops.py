@@ -105,6 +105,49 @@ def test_linear_autograd():
     torch.testing.assert_close(bias.grad, g.sum(0))
 
 
+@pytest.mark.parametrize(
+    "grad_enabled, x_grad, bias_grad, expected",
+    [
+        (False, True, True, "linear_inference"),
+        (True, False, False, "linear_inference"),
+        (True, True, False, "linear"),
+        (True, False, True, "linear"),
+    ],
+)
+def test_linear_call_records_autograd_only_where_a_gradient_is_needed(grad_enabled, x_grad, bias_grad, expected):
+    """An HLWQ linear that no gradient passes through runs ``hlwq.linear_inference`` (no autograd kernel: cheaper
+    through the dispatcher); one that needs a gradient runs ``hlwq.linear``, and its gradients are right."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from hlwq_ops import HLWQTensor
+
+    class Seen(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(func)
+            return func(*args, **(kwargs or {}))
+
+    w = HLWQTensor.from_hp(torch.randn(24, 200))
+    x = torch.randn(3, 200, requires_grad=x_grad)
+    bias = torch.randn(24, requires_grad=bias_grad)
+    with torch.set_grad_enabled(grad_enabled), Seen() as seen:
+        y = torch.nn.functional.linear(x, w, bias)
+    hlwq_ops_seen = [str(op) for op in seen.ops if op.namespace == "hlwq"]
+    assert hlwq_ops_seen == [f"hlwq.{expected}.default"]
+    torch.testing.assert_close(y, x.detach() @ w.dequantize().T + bias.detach(), rtol=1e-4, atol=1e-4)
+    assert y.requires_grad == (expected == "linear")
+    if expected == "linear":
+        g = torch.randn(3, 24)
+        y.backward(g)
+        if x_grad:
+            torch.testing.assert_close(x.grad, g @ w.dequantize(), rtol=1e-4, atol=1e-4)
+        if bias_grad:
+            torch.testing.assert_close(bias.grad, g.sum(0))
+
+
 # -- opcheck -------------------------------------------------------------------
 
 
@@ -120,13 +163,18 @@ def _opcheck_cases(device, dtype):
         "linear_rotated": (torch.ops.hlwq.linear_rotated.default, (xr, qdata, scale, bias, 5, 128)),
         "linear": (torch.ops.hlwq.linear.default, (x, qdata, scale, bias, 5, 128, 200)),
         "linear_no_bias": (torch.ops.hlwq.linear.default, (x, qdata, scale, None, 5, 128, 200)),
+        # no autograd kernel: opcheck's autograd-registration test would refuse inputs that need a gradient
+        "linear_inference": (
+            torch.ops.hlwq.linear_inference.default,
+            (x.detach(), qdata, scale, bias.detach(), 5, 128, 200),
+        ),
     }
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", ACT_DTYPES)
 @pytest.mark.parametrize(
-    "name", ["fwht", "quantize", "dequantize", "linear_rotated", "linear", "linear_no_bias"]
+    "name", ["fwht", "quantize", "dequantize", "linear_rotated", "linear", "linear_no_bias", "linear_inference"]
 )
 def test_opcheck(device, dtype, name):
     op, args = _opcheck_cases(device, dtype)[name]

@@ -235,6 +235,39 @@ def test_flatten_is_torchaos_without_torch_function():
         assert torch.equal(back.dequantize(), t.dequantize())
 
 
+def test_size_and_stride_are_the_wrappers_without_torch_function():
+    """``size()`` and ``stride()`` (AOTAutograd's runtime wrapper calls both on every HLWQ parameter per call on
+    torch 2.11) read stored values: the wrapper's own, for every way an HLWQTensor is made, with no
+    ``__torch_function__`` call."""
+    from unittest import mock
+
+    _, w = _weight(64, 256)
+    param = torch.nn.Parameter(_weight(32, 128)[1], requires_grad=False)
+    param.data = w
+    made = {
+        "plain": w, "t": w.t(), "t.t": w.t().t(), "transpose": w.transpose(0, 1), "rows": w[:32],
+        "blocks": w[:, 128:], "cat": torch.cat([w, w[:16]]), "to": w.to(torch.float16), "view": w.view(64, -1),
+        "deepcopy": copy.deepcopy(w), "data set": param,
+    }
+    calls = []
+
+    def counting(cls, func, types, args=(), kwargs=None):
+        calls.append(func)
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **(kwargs or {}))
+
+    for name, t in made.items():
+        with torch._C.DisableTorchFunctionSubclass():
+            size, stride = torch._C.TensorBase.size(t), torch._C.TensorBase.stride(t)
+        with mock.patch.object(HLWQTensor, "__torch_function__", classmethod(counting)):
+            got = (t.size(), t.stride(), t.size(0), t.size(-1), t.stride(-2), t.stride(1))
+            assert not calls, (name, calls)
+        assert got == (size, stride, size[0], size[-1], stride[-2], stride[1]), name
+        assert type(got[0]) is torch.Size, name
+        with pytest.raises(IndexError):
+            t.size(2)
+
+
 def test_data_assignment_carries_the_packed_weight():
     """``param.data = other`` takes ``other``'s codes too (torch swaps only the wrapper's size and dtype);
     a plain tensor is refused instead of leaving the old codes under a new shape."""
