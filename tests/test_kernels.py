@@ -1491,27 +1491,31 @@ def test_gpu_eager_linear_skips_the_dispatcher_only_when_unobserved(monkeypatch)
             self.seen.append(str(func))
             return func(*args, **(kwargs or {}))
 
-    op_calls = []
-    op = torch.ops.hlwq.linear_inference  # (no gradient here: the op without autograd)
-    monkeypatch.setattr(torch.ops.hlwq, "linear_inference", lambda *args: op_calls.append(1) or op(*args))
+    from hlwq_ops import ops
+
+    direct_calls = []  # linear_call's decision, each call: True runs the implementation without the op
+    plain_eager = ops._plain_eager
+    monkeypatch.setattr(ops, "_plain_eager", lambda *args: direct_calls.append(plain_eager(*args)) or direct_calls[-1])
     w = HLWQTensor.from_hp(torch.randn(300, 256, device="cuda"), 5)
     x = torch.randn(3, 256, device="cuda", dtype=torch.bfloat16)
     ref = torch.ops.hlwq.linear(x, w.qdata, w.scale, None, 5, 128, 256)
     with torch.no_grad():
         direct = torch.nn.functional.linear(x, w)
-        assert op_calls == []  # nothing observes it: the implementation, not the op
+        assert direct_calls == [True]  # nothing observes it: the implementation, not the op
         with Ops() as mode:
             observed = torch.nn.functional.linear(x, w)
-        assert op_calls == [1]
-    assert "hlwq.linear_inference.default" in mode.seen  # a dispatch mode still sees the op
+        assert direct_calls == [True, False]
+    # a dispatch mode still sees the op (no gradient here: the one without autograd)
+    assert [name for name in mode.seen if name.startswith("hlwq.")] == ["hlwq.linear_inference.default"]
     torch.testing.assert_close(direct, ref, rtol=0, atol=0)
     torch.testing.assert_close(observed, ref, rtol=0, atol=0)
     with pytest.raises(ValueError, match="weight expects K=256"):  # the checks run on the direct path too
         torch.nn.functional.linear(torch.randn(3, 128, device="cuda", dtype=torch.bfloat16), w)
+    assert direct_calls == [True, False, True]
     xg = x.float().requires_grad_()
     torch.nn.functional.linear(xg, w).sum().backward()  # autograd: through the op
     assert xg.grad is not None and xg.grad.shape == xg.shape
-    assert op_calls == [1, 1]
+    assert direct_calls == [True, False, True, False]
 
 
 _CUDAGRAPH_FIRST_CALL = """
