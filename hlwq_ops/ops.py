@@ -14,9 +14,11 @@ This is the only module that touches ``torch.library``.
                        record no gradient (cheaper through the dispatcher)
 =====================  =========================================================
 
-All are opaque ``custom_op``s: the CPU implementations are plain torch (the
+All are opaque ``custom_op``s (``linear_inference`` is defined through
+``torch.library.Library``, to have no autograd kernel; see its section): the
+CPU implementations are plain torch (the
 reference math of :mod:`hlwq_ops.format`); the CUDA implementations of
-``fwht``, ``dequantize``, ``linear_rotated`` and ``linear`` are the Triton
+``fwht``, ``dequantize``, ``linear_rotated``, ``linear`` and ``linear_inference`` are the Triton
 kernels of :mod:`hlwq_ops.kernels` (``quantize`` runs the same vectorized torch
 code on either device). ``hlwq.linear`` is one op, not ``fwht`` followed by
 ``linear_rotated``, because at decode sizes its GEMV rotates the activations
