@@ -369,14 +369,17 @@ linear.register_autograd(_linear_backward, setup_context=_linear_setup_context)
 # ---------------------------------------------------------------------------
 
 # ``hlwq.linear`` without an autograd kernel. A ``custom_op``'s autograd kernel is Python: every call through the
-# dispatcher pays it (~7 us of a ~13 us call on the CPU, also under ``no_grad``), and a compiled graph calls the
-# op through the dispatcher once per projection and step -- 224 times a decode step of an 8B model run by
-# ``generate()``. :func:`linear_call` picks this op where nothing needs a gradient; with a gradient to record it
-# picks ``hlwq.linear``, whose backward is registered. The same implementations and fake.
+# dispatcher pays it (~7 us of a ~13 us call on the CPU, ~18 us on the H200 machine; also under ``no_grad``), and a
+# compiled graph without CUDA graphs (``torch.compile``'s default mode) calls the op through the dispatcher once
+# per projection and call -- 224 times a decode step of an 8B model. :func:`linear_call` picks this op where
+# nothing needs a gradient; with a gradient to record it picks ``hlwq.linear``, whose backward is registered. The
+# same implementations and fake. A direct call with inputs that require grad gets torch's autograd fallback, which
+# warns at backward (the CUDA kernels record nothing).
 _LIB = torch.library.Library("hlwq", "FRAGMENT")
 _LIB.define(
     "linear_inference(Tensor x, Tensor qdata, Tensor scale, Tensor? bias, SymInt bits, SymInt block_size, "
-    "SymInt K, Tensor? codebook=None) -> Tensor"
+    "SymInt K, Tensor? codebook=None) -> Tensor",
+    tags=(torch.Tag.pt2_compliant_tag,),  # as custom_op tags hlwq.linear
 )
 _LIB.impl("linear_inference", _linear_cpu, "CPU")
 _LIB.impl("linear_inference", _linear_cuda, "CUDA")
@@ -385,6 +388,13 @@ torch.library.register_fake("hlwq::linear_inference", _linear_fake, lib=_LIB)
 
 def _records_grad(x: Tensor, bias: Tensor | None) -> bool:
     return torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad))
+
+
+def _recorded_for_later() -> bool:
+    """Whether the call is being recorded into a program that runs later, with inputs that may then need a
+    gradient (``torch.jit.trace``, ``torch.export``): neither guards on ``requires_grad`` as ``torch.compile``
+    does."""
+    return torch._C._get_tracing_state() is not None or torch.compiler.is_exporting()
 
 
 def _plain_eager(x: Tensor, qdata: Tensor, bias: Tensor | None) -> bool:
@@ -413,11 +423,13 @@ def linear_call(x, qdata, scale, bias, bits, block_size, K, codebook=None) -> Te
     eager prefill or a ``generate()`` step without CUDA graphs pays it 224 times.
     Where something could observe the op (tracing, autograd, a dispatch mode) the
     op is called: ``hlwq.linear_inference`` where no gradient is recorded (a compiled
-    inference graph), else ``hlwq.linear``. The implementation and its checks are the
-    same every way.
+    inference graph; ``torch.compile`` recompiles when that changes), else
+    ``hlwq.linear`` -- also in a program recorded by ``torch.jit.trace`` or
+    ``torch.export``, which may later run with gradients. The implementation and its
+    checks are the same every way.
     """
     if _plain_eager(x, qdata, bias):
         return _linear_cuda(x, qdata, scale, bias, bits, block_size, K, codebook)
-    if not _records_grad(x, bias) and not torch._C._are_functorch_transforms_active():
+    if not _records_grad(x, bias) and not _recorded_for_later():
         return torch.ops.hlwq.linear_inference(x, qdata, scale, bias, bits, block_size, K, codebook)
     return linear(x, qdata, scale, bias, bits, block_size, K, codebook)

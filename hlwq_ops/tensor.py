@@ -36,8 +36,9 @@ class HLWQTensor(TorchAOBaseTensor):
         transposed: True after ``.t()``; ``mm``/``addmm`` with a transposed
             weight are linears.
 
-    ``F.linear(x, w)`` runs ``torch.ops.hlwq.linear`` (a plain eager CUDA call: its
-    implementation directly, :func:`hlwq_ops.ops.linear_call`) and returns ``x.dtype``.
+    ``F.linear(x, w)`` runs ``torch.ops.hlwq.linear``, or ``hlwq.linear_inference`` where
+    no gradient is recorded (a plain eager CUDA call: their implementation directly;
+    :func:`hlwq_ops.ops.linear_call`), and returns ``x.dtype``.
     """
 
     tensor_data_names = ["qdata", "scale"]

@@ -63,14 +63,14 @@ def test_recompiles():
     assert counter.frame_count == 2, "a new batch size recompiles once, with a dynamic batch"
 
 
-def _count_in_inductor_graph(m, x, op):
+def _count_in_inductor_graph(m, x, op, grad=False):
     seen = []
 
     def count(graph):
         seen.append(sum(1 for n in graph.nodes if n.target is op))
 
     torch._dynamo.reset()
-    with inductor_config.patch(post_grad_custom_post_pass=count), torch.no_grad():
+    with inductor_config.patch(post_grad_custom_post_pass=count), torch.set_grad_enabled(grad):
         torch.compile(m, fullgraph=True)(x)
     return seen
 
@@ -85,3 +85,37 @@ def test_each_projection_is_one_opaque_op():
     assert linear == [7]
     assert fwht == [0]
     assert _count_in_inductor_graph(m, x, torch.ops.hlwq.linear.default) == [0]
+
+
+def test_compiled_with_gradients_runs_the_op_with_autograd():
+    """A compiled model whose input needs a gradient runs ``hlwq.linear`` (its backward registered), not
+    ``hlwq.linear_inference``, and its gradients are eager's."""
+    m = _model("cpu").requires_grad_(False)
+    x = torch.randn(4, 256, requires_grad=True)
+    assert _count_in_inductor_graph(m, x, torch.ops.hlwq.linear_inference.default, grad=True) == [0]
+    torch._dynamo.reset()
+    compiled = torch.compile(m, fullgraph=True)
+    g = torch.randn(4, 256)
+    compiled(x).backward(g)
+    got, x.grad = x.grad, None
+    m(x).backward(g)
+    torch.testing.assert_close(got, x.grad, rtol=1e-4, atol=1e-4)
+
+
+def _hlwq_ops_recorded(m, x, record):
+    if record == "export":
+        graph = torch.export.export(m, (x,)).graph
+        return sorted(str(n.target) for n in graph.nodes if str(n.target).startswith("hlwq."))
+    traced = torch.jit.trace(m, (x,), check_trace=False)
+    return sorted(n.kind() for n in traced.inlined_graph.nodes() if n.kind().startswith("hlwq::"))
+
+
+@pytest.mark.parametrize("record", ["export", "jit.trace"])
+def test_recorded_programs_keep_autograd(record):
+    """``torch.export`` and ``torch.jit.trace`` record ``hlwq.linear`` even for an input that needs no gradient:
+    neither guards on ``requires_grad``, and the program they make may run later with one."""
+    m = _model("cpu").requires_grad_(False)
+    x = torch.randn(4, 256)
+    ops = _hlwq_ops_recorded(m, x, record)
+    assert len(ops) == 7 and all("linear_inference" not in op for op in ops), ops
+    assert all(op in ("hlwq.linear.default", "hlwq::linear") for op in ops), ops

@@ -268,6 +268,29 @@ def test_size_and_stride_are_the_wrappers_without_torch_function():
             t.size(2)
 
 
+def test_loading_a_tensor_saved_before_the_stored_flattening():
+    """A checkpoint written before ``size()``/``stride()``/``__tensor_flatten__`` read stored values (its pickled
+    state has a two-field ``_outer`` and no ``_flat``) loads with those made anew."""
+    from unittest import mock
+
+    _, w = _weight(64, 256)
+    for t in (w, w.t()):
+        fresh = t.__tensor_flatten__()
+        old = copy.copy(t)
+        old._outer = old._outer[:2]
+        del old._flat
+        buf = io.BytesIO()
+        with mock.patch.object(HLWQTensor, "size", torch.Tensor.size), \
+                mock.patch.object(HLWQTensor, "stride", torch.Tensor.stride):  # the old class saving
+            torch.save(old, buf)
+        buf.seek(0)
+        loaded = torch.load(buf, weights_only=True)
+        with torch._C.DisableTorchFunctionSubclass():
+            size, stride = torch._C.TensorBase.size(loaded), torch._C.TensorBase.stride(loaded)
+        assert (loaded.size(), loaded.stride()) == (size, stride) == (t.size(), t.stride())
+        assert loaded.__tensor_flatten__() == fresh
+
+
 def test_data_assignment_carries_the_packed_weight():
     """``param.data = other`` takes ``other``'s codes too (torch swaps only the wrapper's size and dtype);
     a plain tensor is refused instead of leaving the old codes under a new shape."""
