@@ -93,11 +93,11 @@ class HLWQTensor(TorchAOBaseTensor):
         kernels.note_weight(qdata, scale, bits, block_size)  # device buffers now; same-shape layers tune together
 
     def _remember_outer(self, shape, dtype: torch.dtype) -> None:
-        """Keep shape, dtype, strides and the flattening as plain attributes for :meth:`size`, :meth:`stride`
-        and :meth:`__tensor_flatten__` (``self.shape`` of a subclass runs ``__torch_function__`` in Python)."""
+        """Keep shape and strides, and the flattening, as plain attributes for :meth:`size`, :meth:`stride` and
+        :meth:`__tensor_flatten__` (``self.shape`` of a subclass runs ``__torch_function__`` in Python)."""
         with torch._C.DisableTorchFunctionSubclass():
             stride = torch._C.TensorBase.stride(self)
-        self._outer = (torch.Size(shape), dtype, stride)
+        self._outer = (torch.Size(shape), stride)
         names = ["qdata", "scale"] if self.codebook is None else ["qdata", "scale", "codebook"]
         attrs = {"bits": self.bits, "block_size": self.block_size, "shape": self._outer[0], "dtype": dtype,
                  "transposed": self.transposed}
@@ -117,7 +117,7 @@ class HLWQTensor(TorchAOBaseTensor):
 
     def stride(self, dim: int | None = None):
         """``Tensor.stride``, read from the stored strides (see :meth:`size`)."""
-        stride = self._outer[2]
+        stride = self._outer[1]
         return stride if dim is None else stride[dim]
 
     def __tensor_flatten__(self):

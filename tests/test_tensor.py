@@ -270,14 +270,14 @@ def test_size_and_stride_are_the_wrappers_without_torch_function():
 
 def test_loading_a_tensor_saved_before_the_stored_flattening():
     """A checkpoint written before ``size()``/``stride()``/``__tensor_flatten__`` read stored values (its pickled
-    state has a two-field ``_outer`` and no ``_flat``) loads with those made anew."""
+    state has a (shape, dtype) ``_outer`` and no ``_flat``) loads with those made anew."""
     from unittest import mock
 
     _, w = _weight(64, 256)
     for t in (w, w.t()):
         fresh = t.__tensor_flatten__()
         old = copy.copy(t)
-        old._outer = old._outer[:2]
+        old._outer = (old._outer[0], old.dtype)  # (shape, dtype), as it was
         del old._flat
         buf = io.BytesIO()
         with mock.patch.object(HLWQTensor, "size", torch.Tensor.size), \
