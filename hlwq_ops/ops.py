@@ -37,6 +37,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.autograd import forward_ad
 
 from . import format as fmt
 from . import kernels
@@ -397,6 +398,55 @@ def _recorded_for_later() -> bool:
     return torch._C._get_tracing_state() is not None or torch.compiler.is_exporting()
 
 
+# ---------------------------------------------------------------------------
+# Forward-mode AD: hlwq.linear with a tangent rule
+# ---------------------------------------------------------------------------
+
+
+class _LinearWithTangent(torch.autograd.Function):
+    """``hlwq.linear`` with its forward-mode derivative as well as its backward.
+
+    ``torch.library`` registers a backward for a custom op, not a tangent rule:
+    through the ops alone, ``torch.func.jvp`` got a zero tangent and
+    ``torch.autograd.forward_ad`` a missing one or an error. :func:`linear_call`
+    runs this where forward-mode AD may be in play (a ``forward_ad.dual_level``,
+    any ``torch.func`` transform). The tangent of ``x @ W_hat.T + bias`` is
+    ``x_t @ W_hat.T + bias_t``: the same product, on the tangent.
+    """
+
+    generate_vmap_rule = True  # (torch.func.jacfwd: vmap runs the op through functorch's per-sample loop)
+
+    @staticmethod
+    def forward(x, qdata, scale, bias, bits, block_size, K, codebook):
+        return torch.ops.hlwq.linear_inference(x, qdata, scale, bias, bits, block_size, K, codebook)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _linear_setup_context(ctx, inputs, output)
+        qdata, scale, codebook = inputs[1], inputs[2], inputs[7]
+        ctx.save_for_forward(qdata, scale, codebook)
+        ctx.out_shape = output.shape
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _linear_backward(ctx, grad)
+
+    @staticmethod
+    def jvp(ctx, x_t, qdata_t, scale_t, bias_t, bits_t, block_size_t, K_t, codebook_t):
+        qdata, scale, codebook = ctx.saved_tensors
+        bits, block_size, K, _ = ctx.meta
+        if x_t is None:
+            return bias_t.expand(ctx.out_shape)
+        y_t = torch.ops.hlwq.linear_inference(x_t, qdata, scale, None, bits, block_size, K, codebook)
+        return y_t if bias_t is None else y_t + bias_t
+
+
+def _forward_mode_possible() -> bool:
+    """Whether a forward-mode derivative may be asked of this call: a ``torch.autograd.forward_ad`` dual level is
+    open (the module's own record of it) or a ``torch.func`` transform is active."""
+    return forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active()
+
+
 def _plain_eager(x: Tensor, qdata: Tensor, bias: Tensor | None) -> bool:
     """Whether a call can be nothing but the op's CUDA implementation: plain CUDA tensors, no autograd
     to record, and nothing tracing, recording or intercepting ops (torch.compile, torch.jit.trace, the
@@ -411,6 +461,7 @@ def _plain_eager(x: Tensor, qdata: Tensor, bias: Tensor | None) -> bool:
         and not torch._C._are_functorch_transforms_active()
         and torch._C._get_tracing_state() is None
         and not torch.autograd._profiler_enabled()
+        and forward_ad._current_level < 0
     )
 
 
@@ -425,11 +476,15 @@ def linear_call(x, qdata, scale, bias, bits, block_size, K, codebook=None) -> Te
     op is called: ``hlwq.linear_inference`` where no gradient is recorded (a compiled
     inference graph; ``torch.compile`` recompiles when that changes), else
     ``hlwq.linear`` -- also in a program recorded by ``torch.jit.trace`` or
-    ``torch.export``, which may later run with gradients. The implementation and its
-    checks are the same every way.
+    ``torch.export``, which may later run with gradients. Where a forward-mode
+    derivative may be asked (a ``forward_ad.dual_level``, a ``torch.func``
+    transform) outside ``torch.compile``, :class:`_LinearWithTangent`. The
+    implementation and its checks are the same every way.
     """
     if _plain_eager(x, qdata, bias):
         return _linear_cuda(x, qdata, scale, bias, bits, block_size, K, codebook)
+    if not torch.compiler.is_compiling() and _forward_mode_possible():
+        return _LinearWithTangent.apply(x, qdata, scale, bias, bits, block_size, K, codebook)
     if not _records_grad(x, bias) and not _recorded_for_later():
         return torch.ops.hlwq.linear_inference(x, qdata, scale, bias, bits, block_size, K, codebook)
     return linear(x, qdata, scale, bias, bits, block_size, K, codebook)

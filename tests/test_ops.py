@@ -148,6 +148,44 @@ def test_linear_call_records_autograd_only_where_a_gradient_is_needed(grad_enabl
             torch.testing.assert_close(bias.grad, g.sum(0))
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("tangents", ["x", "bias", "both"])
+def test_forward_mode_ad_through_an_hlwq_linear(device, tangents):
+    """``torch.autograd.forward_ad`` and ``torch.func.jvp`` give an HLWQ linear's tangent ``x_t @ W_hat.T + b_t``
+    (the ops register a backward only: the tangent was zero, missing or an error)."""
+    import torch.autograd.forward_ad as fwad
+
+    from hlwq_ops import HLWQTensor
+
+    w = HLWQTensor.from_hp(torch.randn(24, 200, device=device))
+    x, bias = torch.randn(3, 200, device=device), torch.randn(24, device=device)
+    x_t = torch.randn_like(x) if tangents != "bias" else torch.zeros_like(x)
+    b_t = torch.randn_like(bias) if tangents != "x" else torch.zeros_like(bias)
+    expected_y = x @ w.dequantize().T + bias
+    expected_t = x_t @ w.dequantize().T + b_t
+    with fwad.dual_level():
+        dual_x = fwad.make_dual(x, x_t) if tangents != "bias" else x
+        dual_b = fwad.make_dual(bias, b_t) if tangents != "x" else bias
+        y, y_t = fwad.unpack_dual(torch.nn.functional.linear(dual_x, w, dual_b))
+    assert y_t is not None
+    torch.testing.assert_close(y, expected_y, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(y_t, expected_t, rtol=1e-4, atol=1e-4)
+    y, y_t = torch.func.jvp(lambda x, b: torch.nn.functional.linear(x, w, b), (x, bias), (x_t, b_t))
+    torch.testing.assert_close(y, expected_y, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(y_t, expected_t, rtol=1e-4, atol=1e-4)
+
+
+def test_forward_and_reverse_jacobians_of_an_hlwq_linear_agree():
+    """``jacfwd`` (the tangent rule, vmapped) equals ``jacrev`` (the backward) and the dequantized weight."""
+    from hlwq_ops import HLWQTensor
+
+    w = HLWQTensor.from_hp(torch.randn(24, 200))
+    f = lambda x: torch.nn.functional.linear(x, w)  # noqa: E731
+    x = torch.randn(200)
+    torch.testing.assert_close(torch.func.jacfwd(f)(x), w.dequantize(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(torch.func.jacrev(f)(x), w.dequantize(), rtol=1e-4, atol=1e-4)
+
+
 # -- opcheck -------------------------------------------------------------------
 
 
