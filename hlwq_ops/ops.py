@@ -387,6 +387,44 @@ _LIB.impl("linear_inference", _linear_cuda, "CUDA")
 torch.library.register_fake("hlwq::linear_inference", _linear_fake, lib=_LIB)
 
 
+def _linear_vmap_rule(op):
+    """``torch.vmap``'s rule for ``op`` (``hlwq.linear`` or ``hlwq.linear_inference``).
+
+    Batched activations are one call over the batch (the op takes any leading dims), with a batched bias added
+    after it. A batched weight (``qdata``, ``scale`` or ``codebook``) is one call per batch element. Without a rule,
+    functorch's fallback made one call per batch element every time (``torch.func.jacfwd`` through
+    :class:`_LinearWithTangent`: one per input position).
+    """
+
+    def rule(info, in_dims, x, qdata, scale, bias, bits, block_size, K, codebook=None):
+        x_dim, q_dim, s_dim, b_dim = in_dims[:4]
+        c_dim = in_dims[7] if len(in_dims) > 7 else None
+        B = info.batch_size
+        if q_dim is not None or s_dim is not None or c_dim is not None:
+
+            def item(t, dim, i):
+                return t if t is None or dim is None else t.select(dim, i)
+
+            return torch.stack([
+                op(item(x, x_dim, i), item(qdata, q_dim, i), item(scale, s_dim, i), item(bias, b_dim, i), bits,
+                   block_size, K, item(codebook, c_dim, i))
+                for i in range(B)
+            ]), 0
+        x = x.movedim(x_dim, 0) if x_dim is not None else x.unsqueeze(0)  # (B or 1, ..., K)
+        y = op(x, qdata, scale, bias if b_dim is None else None, bits, block_size, K, codebook)
+        if b_dim is not None:  # (B, N), broadcast over the activations' leading dims, added as the op adds a bias
+            b = bias.movedim(b_dim, 0).float()
+            y = (y.float() + b.view(B, *([1] * (y.dim() - 2)), b.shape[-1])).to(y.dtype)
+        return y.expand(B, *y.shape[1:]), 0
+
+    return rule
+
+
+linear.register_vmap(_linear_vmap_rule(torch.ops.hlwq.linear.default))
+torch.library.register_vmap("hlwq::linear_inference", _linear_vmap_rule(torch.ops.hlwq.linear_inference.default),
+                            lib=_LIB)
+
+
 def _records_grad(x: Tensor, bias: Tensor | None) -> bool:
     return torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad))
 
@@ -414,7 +452,7 @@ class _LinearWithTangent(torch.autograd.Function):
     ``x_t @ W_hat.T + bias_t``: the same product, on the tangent.
     """
 
-    generate_vmap_rule = True  # (torch.func.jacfwd: vmap runs the op through functorch's per-sample loop)
+    generate_vmap_rule = True  # (torch.func.jacfwd vmaps the tangent rule: the op's vmap rule, below)
 
     @staticmethod
     def forward(x, qdata, scale, bias, bits, block_size, K, codebook):

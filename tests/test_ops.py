@@ -186,6 +186,40 @@ def test_forward_and_reverse_jacobians_of_an_hlwq_linear_agree():
     torch.testing.assert_close(torch.func.jacrev(f)(x), w.dequantize(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("op", ["linear", "linear_inference"])
+@pytest.mark.parametrize("batched", ["x", "x_dim1", "bias", "x_and_bias", "weight"])
+def test_vmap_of_the_linear_ops_equals_a_loop(op, batched, monkeypatch):
+    """``torch.vmap`` over activations, bias or weight gives each batch element's own call; batched activations or
+    bias take one call of the op (functorch's fallback would make one per batch element)."""
+    from hlwq_ops import ops
+
+    calls = []
+    check = ops._check_linear  # every CPU call of the op runs it once
+    monkeypatch.setattr(ops, "_check_linear", lambda *a: calls.append(1) or check(*a))
+    op = getattr(torch.ops.hlwq, op).default
+    B, K = 4, 200
+    qs = [_packed(24, K)[1:] for _ in range(B)]
+    qdata, scale = qs[0]
+    x, bias = torch.randn(B, 3, K), torch.randn(B, 24)
+    if batched == "x_dim1":
+        x = x.transpose(0, 1).contiguous()  # (3, B, K), batched along dim 1
+    in_x = {"x": 0, "x_dim1": 1, "bias": None, "x_and_bias": 0, "weight": 0}[batched]
+    in_b = 0 if batched in ("bias", "x_and_bias") else None
+    in_w = 0 if batched == "weight" else None
+    xs = x if in_x is not None else x[0]
+    bs = bias if in_b is not None else bias[0]
+    qdatas = torch.stack([q for q, _ in qs]) if in_w is not None else qdata
+    scales = torch.stack([s for _, s in qs]) if in_w is not None else scale
+    y = torch.vmap(lambda x, q, s, b: op(x, q, s, b, 5, 128, K), in_dims=(in_x, in_w, in_w, in_b))(
+        xs, qdatas, scales, bs)
+    assert len(calls) == (B if batched == "weight" else 1)
+    for i in range(B):
+        x_i = xs if in_x is None else xs.select(in_x, i)
+        b_i = bs if in_b is None else bs[i]
+        q_i, s_i = qs[i] if in_w is not None else (qdata, scale)
+        torch.testing.assert_close(y[i], op(x_i, q_i, s_i, b_i, 5, 128, K), rtol=1e-5, atol=1e-5)
+
+
 # -- opcheck -------------------------------------------------------------------
 
 
