@@ -412,7 +412,10 @@ def _linear_vmap_rule(op):
             ]), 0
         x = x.movedim(x_dim, 0) if x_dim is not None else x.unsqueeze(0)  # (B or 1, ..., K)
         y = op(x, qdata, scale, bias if b_dim is None else None, bits, block_size, K, codebook)
-        if b_dim is not None:  # (B, N), broadcast over the activations' leading dims, added as the op adds a bias
+        if b_dim is not None:  # (B, N), broadcast over the activations' leading dims
+            _check_bias(bias.select(b_dim, 0), qdata.shape[0], qdata.device)
+            # added in float32 to the op's output, which is rounded to x's dtype; the op adds its own bias before
+            # rounding, so in 16 bits the two differ by up to one rounding of the product before the bias
             b = bias.movedim(b_dim, 0).float()
             y = (y.float() + b.view(B, *([1] * (y.dim() - 2)), b.shape[-1])).to(y.dtype)
         return y.expand(B, *y.shape[1:]), 0
@@ -446,10 +449,13 @@ class _LinearWithTangent(torch.autograd.Function):
 
     ``torch.library`` registers a backward for a custom op, not a tangent rule:
     through the ops alone, ``torch.func.jvp`` got a zero tangent and
-    ``torch.autograd.forward_ad`` a missing one or an error. :func:`linear_call`
-    runs this where forward-mode AD may be in play (a ``forward_ad.dual_level``,
-    any ``torch.func`` transform). The tangent of ``x @ W_hat.T + bias`` is
-    ``x_t @ W_hat.T + bias_t``: the same product, on the tangent.
+    ``torch.autograd.forward_ad`` an error where ``x`` required grad.
+    :func:`linear_call` runs this where a derivative may be asked through a
+    ``forward_ad`` dual level or a ``torch.func`` transform
+    (:func:`_differentiating_transform`). The tangent of
+    ``x @ W_hat.T + bias`` is ``x_t @ W_hat.T + bias_t``: the same product, on
+    the tangent. Like the backward, it gives ``scale`` and ``codebook`` no
+    derivative: their tangents are ignored (the weight is frozen).
     """
 
     generate_vmap_rule = True  # (torch.func.jacfwd vmaps the tangent rule: the op's vmap rule, below)
@@ -463,7 +469,6 @@ class _LinearWithTangent(torch.autograd.Function):
         _linear_setup_context(ctx, inputs, output)
         qdata, scale, codebook = inputs[1], inputs[2], inputs[7]
         ctx.save_for_forward(qdata, scale, codebook)
-        ctx.out_shape = output.shape
 
     @staticmethod
     def backward(ctx, grad):
@@ -471,18 +476,25 @@ class _LinearWithTangent(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, x_t, qdata_t, scale_t, bias_t, bits_t, block_size_t, K_t, codebook_t):
+        # (x_t is zeros, not None, when only the bias has a tangent: autograd materializes it)
         qdata, scale, codebook = ctx.saved_tensors
         bits, block_size, K, _ = ctx.meta
-        if x_t is None:
-            return bias_t.expand(ctx.out_shape)
         y_t = torch.ops.hlwq.linear_inference(x_t, qdata, scale, None, bits, block_size, K, codebook)
-        return y_t if bias_t is None else y_t + bias_t
+        return y_t if bias_t is None else (y_t + bias_t).to(y_t.dtype)
 
 
-def _forward_mode_possible() -> bool:
-    """Whether a forward-mode derivative may be asked of this call: a ``torch.autograd.forward_ad`` dual level is
-    open (the module's own record of it) or a ``torch.func`` transform is active."""
-    return forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active()
+def _differentiating_transform() -> bool:
+    """Whether a derivative may be asked of this call through a ``torch.autograd.forward_ad`` dual level (the
+    module's own record of it) or a ``torch.func`` transform that differentiates (``grad``, ``vjp``, ``jvp`` and
+    the ones built on them; ``vmap`` alone and ``functionalize`` call the ops as they are)."""
+    if forward_ad._current_level >= 0:
+        return True
+    if not torch._C._are_functorch_transforms_active():
+        return False
+    from torch._C._functorch import TransformType
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    return any(i.key() in (TransformType.Grad, TransformType.Jvp) for i in retrieve_all_functorch_interpreters())
 
 
 def _plain_eager(x: Tensor, qdata: Tensor, bias: Tensor | None) -> bool:
@@ -516,12 +528,13 @@ def linear_call(x, qdata, scale, bias, bits, block_size, K, codebook=None) -> Te
     ``hlwq.linear`` -- also in a program recorded by ``torch.jit.trace`` or
     ``torch.export``, which may later run with gradients. Where a forward-mode
     derivative may be asked (a ``forward_ad.dual_level``, a ``torch.func``
-    transform) outside ``torch.compile``, :class:`_LinearWithTangent`. The
+    transform that differentiates) outside ``torch.compile``,
+    :class:`_LinearWithTangent`. The
     implementation and its checks are the same every way.
     """
     if _plain_eager(x, qdata, bias):
         return _linear_cuda(x, qdata, scale, bias, bits, block_size, K, codebook)
-    if not torch.compiler.is_compiling() and _forward_mode_possible():
+    if not torch.compiler.is_compiling() and _differentiating_transform():
         return _LinearWithTangent.apply(x, qdata, scale, bias, bits, block_size, K, codebook)
     if not _records_grad(x, bias) and not _recorded_for_later():
         return torch.ops.hlwq.linear_inference(x, qdata, scale, bias, bits, block_size, K, codebook)

@@ -150,9 +150,11 @@ def test_linear_call_records_autograd_only_where_a_gradient_is_needed(grad_enabl
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("tangents", ["x", "bias", "both"])
-def test_forward_mode_ad_through_an_hlwq_linear(device, tangents):
-    """``torch.autograd.forward_ad`` and ``torch.func.jvp`` give an HLWQ linear's tangent ``x_t @ W_hat.T + b_t``
-    (the ops register a backward only: the tangent was zero, missing or an error)."""
+@pytest.mark.parametrize("x_grad", [False, True])
+def test_forward_mode_ad_through_an_hlwq_linear(device, tangents, x_grad):
+    """``torch.autograd.forward_ad`` and ``torch.func.jvp`` give an HLWQ linear's tangent ``x_t @ W_hat.T + b_t``,
+    also where ``x`` requires grad (the ops register a backward only: the tangent was zero through ``jvp``, an error
+    through ``forward_ad`` with ``x`` requiring grad)."""
     import torch.autograd.forward_ad as fwad
 
     from hlwq_ops import HLWQTensor
@@ -163,13 +165,15 @@ def test_forward_mode_ad_through_an_hlwq_linear(device, tangents):
     b_t = torch.randn_like(bias) if tangents != "x" else torch.zeros_like(bias)
     expected_y = x @ w.dequantize().T + bias
     expected_t = x_t @ w.dequantize().T + b_t
+    x.requires_grad_(x_grad)
     with fwad.dual_level():
         dual_x = fwad.make_dual(x, x_t) if tangents != "bias" else x
         dual_b = fwad.make_dual(bias, b_t) if tangents != "x" else bias
         y, y_t = fwad.unpack_dual(torch.nn.functional.linear(dual_x, w, dual_b))
     assert y_t is not None
-    torch.testing.assert_close(y, expected_y, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(y.detach(), expected_y.detach(), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(y_t, expected_t, rtol=1e-4, atol=1e-4)
+    x, expected_y = x.detach(), expected_y.detach()
     y, y_t = torch.func.jvp(lambda x, b: torch.nn.functional.linear(x, w, b), (x, bias), (x_t, b_t))
     torch.testing.assert_close(y, expected_y, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(y_t, expected_t, rtol=1e-4, atol=1e-4)
@@ -184,14 +188,29 @@ def test_forward_and_reverse_jacobians_of_an_hlwq_linear_agree():
     x = torch.randn(200)
     torch.testing.assert_close(torch.func.jacfwd(f)(x), w.dequantize(), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(torch.func.jacrev(f)(x), w.dequantize(), rtol=1e-4, atol=1e-4)
+    g = torch.randn(24)
+    torch.testing.assert_close(torch.func.grad(lambda x: f(x) @ g)(x), g @ w.dequantize(), rtol=1e-4, atol=1e-4)
+
+
+def test_functionalize_records_the_inference_op():
+    """``torch.func.functionalize`` (no derivative asked) records ``hlwq.linear_inference``, not the forward-mode
+    ``autograd.Function``, which it cannot trace."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from hlwq_ops import HLWQTensor
+
+    w = HLWQTensor.from_hp(torch.randn(24, 200))
+    gm = make_fx(torch.func.functionalize(lambda x: torch.nn.functional.linear(x, w)))(torch.randn(3, 200))
+    assert [str(n.target) for n in gm.graph.nodes if "hlwq" in str(n.target)] == ["hlwq.linear_inference.default"]
 
 
 @pytest.mark.parametrize("op", ["linear", "linear_inference"])
-@pytest.mark.parametrize("batched", ["x", "x_dim1", "bias", "x_and_bias", "weight"])
+@pytest.mark.parametrize("batched", ["x", "x_dim1", "x_1d", "bias", "x_and_bias", "weight", "codebook"])
 def test_vmap_of_the_linear_ops_equals_a_loop(op, batched, monkeypatch):
-    """``torch.vmap`` over activations, bias or weight gives each batch element's own call; batched activations or
-    bias take one call of the op (functorch's fallback would make one per batch element)."""
+    """``torch.vmap`` over activations, bias, weight or codebook gives each batch element's own call; batched
+    activations or bias take one call of the op (functorch's fallback would make one per batch element)."""
     from hlwq_ops import ops
+    from hlwq_ops.codebook import codebook as standard_codebook
 
     calls = []
     check = ops._check_linear  # every CPU call of the op runs it once
@@ -201,23 +220,48 @@ def test_vmap_of_the_linear_ops_equals_a_loop(op, batched, monkeypatch):
     qs = [_packed(24, K)[1:] for _ in range(B)]
     qdata, scale = qs[0]
     x, bias = torch.randn(B, 3, K), torch.randn(B, 24)
+    codebooks = standard_codebook(5, torch.device("cpu"))[None] * (1 + 0.1 * torch.arange(B)[:, None])
     if batched == "x_dim1":
         x = x.transpose(0, 1).contiguous()  # (3, B, K), batched along dim 1
-    in_x = {"x": 0, "x_dim1": 1, "bias": None, "x_and_bias": 0, "weight": 0}[batched]
+    if batched == "x_1d":
+        x = x[:, 0]  # (B, K): one activation vector per batch element
+    in_x = {"bias": None, "weight": None, "codebook": None, "x_dim1": 1}.get(batched, 0)
     in_b = 0 if batched in ("bias", "x_and_bias") else None
     in_w = 0 if batched == "weight" else None
+    in_c = 0 if batched == "codebook" else None
     xs = x if in_x is not None else x[0]
     bs = bias if in_b is not None else bias[0]
     qdatas = torch.stack([q for q, _ in qs]) if in_w is not None else qdata
     scales = torch.stack([s for _, s in qs]) if in_w is not None else scale
-    y = torch.vmap(lambda x, q, s, b: op(x, q, s, b, 5, 128, K), in_dims=(in_x, in_w, in_w, in_b))(
-        xs, qdatas, scales, bs)
-    assert len(calls) == (B if batched == "weight" else 1)
+    cs = codebooks if in_c is not None else codebooks[0]
+    y = torch.vmap(lambda x, q, s, b, c: op(x, q, s, b, 5, 128, K, c), in_dims=(in_x, in_w, in_w, in_b, in_c))(
+        xs, qdatas, scales, bs, cs)
+    assert len(calls) == (B if batched in ("weight", "codebook") else 1)
     for i in range(B):
         x_i = xs if in_x is None else xs.select(in_x, i)
         b_i = bs if in_b is None else bs[i]
         q_i, s_i = qs[i] if in_w is not None else (qdata, scale)
-        torch.testing.assert_close(y[i], op(x_i, q_i, s_i, b_i, 5, 128, K), rtol=1e-5, atol=1e-5)
+        c_i = cs if in_c is None else cs[i]
+        torch.testing.assert_close(y[i], op(x_i, q_i, s_i, b_i, 5, 128, K, c_i), rtol=1e-4, atol=1e-4)
+
+
+def test_vmap_checks_a_batched_bias_and_adds_it_in_16_bits_to_one_rounding():
+    """A batched bias gets the op's own checks; in bfloat16 the result differs from the op's by at most one rounding
+    of the product before the bias (the rule adds the bias to the op's rounded output) and one of the sum."""
+    op = torch.ops.hlwq.linear_inference.default
+    _, qdata, scale = _packed(24, 200)
+    x = torch.randn(4, 3, 200, dtype=torch.bfloat16)
+    batched = torch.vmap(lambda x, b: op(x, qdata, scale, b, 5, 128, 200))
+    with pytest.raises(ValueError, match=r"bias must have shape \(24,\)"):
+        batched(x, torch.randn(4, 1, dtype=torch.bfloat16))
+    with pytest.raises(TypeError, match="bias dtype"):
+        batched(x, torch.randn(4, 24, dtype=torch.float64))
+    bias = torch.randn(4, 24, dtype=torch.bfloat16)
+    y = batched(x, bias)
+    for i in range(4):
+        y_i = op(x[i], qdata, scale, bias[i], 5, 128, 200)
+        bound = (y_i.float().abs() + bias[i].float().abs()) * 2**-8 * 2  # |x @ W.T| <= |y| + |bias|, two roundings
+        assert ((y[i].float() - y_i.float()).abs() <= bound + 1e-6).all()
 
 
 # -- opcheck -------------------------------------------------------------------
