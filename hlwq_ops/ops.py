@@ -526,10 +526,9 @@ def linear_call(x, qdata, scale, bias, bits, block_size, K, codebook=None) -> Te
     op is called: ``hlwq.linear_inference`` where no gradient is recorded (a compiled
     inference graph; ``torch.compile`` recompiles when that changes), else
     ``hlwq.linear`` -- also in a program recorded by ``torch.jit.trace`` or
-    ``torch.export``, which may later run with gradients. Where a forward-mode
-    derivative may be asked (a ``forward_ad.dual_level``, a ``torch.func``
-    transform that differentiates) outside ``torch.compile``,
-    :class:`_LinearWithTangent`. The
+    ``torch.export``, which may later run with gradients. Where a derivative may be
+    asked through a ``forward_ad`` dual level or a differentiating ``torch.func``
+    transform, outside ``torch.compile``: :class:`_LinearWithTangent`. The
     implementation and its checks are the same every way.
     """
     if _plain_eager(x, qdata, bias):
