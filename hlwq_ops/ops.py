@@ -528,12 +528,12 @@ def linear_call(x, qdata, scale, bias, bits, block_size, K, codebook=None) -> Te
     ``hlwq.linear`` -- also in a program recorded by ``torch.jit.trace`` or
     ``torch.export``, which may later run with gradients. Where a derivative may be
     asked through a ``forward_ad`` dual level or a differentiating ``torch.func``
-    transform, outside ``torch.compile``: :class:`_LinearWithTangent`. The
+    transform (also one traced by ``torch.compile``): :class:`_LinearWithTangent`. The
     implementation and its checks are the same every way.
     """
     if _plain_eager(x, qdata, bias):
         return _linear_cuda(x, qdata, scale, bias, bits, block_size, K, codebook)
-    if not torch.compiler.is_compiling() and _differentiating_transform():
+    if _differentiating_transform():  # (torch.compile traces the check: dynamo knows its transforms' stack)
         return _LinearWithTangent.apply(x, qdata, scale, bias, bits, block_size, K, codebook)
     if not _records_grad(x, bias) and not _recorded_for_later():
         return torch.ops.hlwq.linear_inference(x, qdata, scale, bias, bits, block_size, K, codebook)

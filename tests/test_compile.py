@@ -119,3 +119,21 @@ def test_recorded_programs_keep_autograd(record):
     ops = _hlwq_ops_recorded(m, x, record)
     assert len(ops) == 7 and all("linear_inference" not in op for op in ops), ops
     assert all(op in ("hlwq.linear.default", "hlwq::linear") for op in ops), ops
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("transform", ["jvp", "grad"])
+def test_compiled_torch_func_transforms_through_an_hlwq_linear(device, transform):
+    """``torch.func.jvp`` / ``grad`` inside a compiled function (one graph): the tangent rule and the backward of
+    the eager path (the tangent was zero, ``grad`` failed while tracing)."""
+    from hlwq_ops import HLWQTensor
+
+    torch._dynamo.reset()
+    w = HLWQTensor.from_hp(torch.randn(24, 200, device=device))
+    x, t, g = (torch.randn(3, n, device=device) for n in (200, 200, 24))
+    f = lambda x: torch.nn.functional.linear(x, w)  # noqa: E731
+    if transform == "jvp":
+        fn, expected = (lambda x: torch.func.jvp(f, (x,), (t,))[1]), t @ w.dequantize().T
+    else:
+        fn, expected = (lambda x: torch.func.grad(lambda x: (f(x) * g).sum())(x)), g @ w.dequantize()
+    assert rel_error(torch.compile(fn, fullgraph=True)(x), expected) < (1e-5 if device == "cpu" else 1e-2)
