@@ -410,15 +410,17 @@ def _linear_vmap_rule(op):
                    block_size, K, item(codebook, c_dim, i))
                 for i in range(B)
             ]), 0
-        x = x.movedim(x_dim, 0) if x_dim is not None else x.unsqueeze(0)  # (B or 1, ..., K)
+        if b_dim is not None:  # the op never sees a batched bias: its checks here
+            _check_bias(bias.select(b_dim, 0), qdata.shape[0], qdata.device)
+        # (1, ..., K) when only the bias is batched: the bias's batch broadcasts the output below
+        x = x.movedim(x_dim, 0) if x_dim is not None else x.unsqueeze(0)
         y = op(x, qdata, scale, bias if b_dim is None else None, bits, block_size, K, codebook)
         if b_dim is not None:  # (B, N), broadcast over the activations' leading dims
-            _check_bias(bias.select(b_dim, 0), qdata.shape[0], qdata.device)
             # added in float32 to the op's output, which is rounded to x's dtype; the op adds its own bias before
             # rounding, so in 16 bits the two differ by up to one rounding of the product before the bias
             b = bias.movedim(b_dim, 0).float()
             y = (y.float() + b.view(B, *([1] * (y.dim() - 2)), b.shape[-1])).to(y.dtype)
-        return y.expand(B, *y.shape[1:]), 0
+        return y, 0
 
     return rule
 
