@@ -32,19 +32,21 @@ from hlwq_ops.kernels.gemv import _gemv_kernel  # noqa: E402
 
 TYPES = dict(x_ptr="*bf16", q_ptr="*i32", s_ptr="*fp16", c_ptr="*fp32", bias_ptr="*bf16", out_ptr="*bf16",
              ws_ptr="*fp32", count_ptr="*i32", N="i32", K_PAD="i32", K_X="i32", ROWS="i32", stride_xm="i32", M="i32",
-             stride_qn="i32", stride_sn="i32")
+             stride_qn="i32", stride_sn="i32", COUNT_OFF="i32")
 
 
 def compile_gemv(bits: int, vec: int, r: int, warp_parts: int, split: bool, mb: int = 1, sm: int = 90,
-                 early: bool = False, pdl: bool = False):
+                 early: bool = False, pdl: bool = False, plain_stores: bool = False):
     consts = dict(BITS=bits, B=128, HAS_BIAS=False, WORKSPACE=split or warp_parts > 1, SPLIT=split, ROTATE=True,
                   WIDE=False, INTERPRET=False, R=r, VEC=vec, WARP_PARTS=warp_parts, MB=mb, EARLY=early, PDL=pdl,
-                  **planes(bits))
+                  PLAIN_STORES=plain_stores, **planes(bits))
     if mb == 1:
         consts["M"] = 1  # a real call at M = 1 has it specialized
     names = _gemv_kernel.arg_names
-    signature = {n: "constexpr" if n in consts else TYPES[n] for n in names}
-    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in TYPES if n not in ("ROWS", "M") and n in names}
+    types = dict(TYPES, q_ptr="*u8") if plain_stores else TYPES  # (Inductor's launch passes the uint8 codes)
+    signature = {n: "constexpr" if n in consts else types[n] for n in names}
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in types
+             if n not in ("ROWS", "M", "COUNT_OFF") and n in names}
     src = ASTSource(_gemv_kernel, signature, consts, attrs)
     return triton.compile(src, target=GPUTarget("cuda", sm, 32), options=dict(num_warps=4, num_stages=1))
 
@@ -85,8 +87,11 @@ def main() -> None:
     p.add_argument("--mb", type=int, default=1, help="activation rows per program (MB; M is then a runtime value)")
     p.add_argument("--early", action="store_true", help="the next rows' loads at the top of the loop (EARLY)")
     p.add_argument("--pdl", action="store_true", help="programmatic dependent launch (prefetch, wait, release)")
+    p.add_argument("--plain-stores", action="store_true",
+                   help="the kernel Inductor launches (hlwq.linear_compiled): tl.store row sums, uint8 codes")
     a = p.parse_args()
-    kernel = compile_gemv(a.bits, a.vec, a.r, a.warp_parts, a.split, a.mb, early=a.early, pdl=a.pdl)
+    kernel = compile_gemv(a.bits, a.vec, a.r, a.warp_parts, a.split, a.mb, early=a.early, pdl=a.pdl,
+                          plain_stores=a.plain_stores)
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(kernel.asm["cubin"])
         f.flush()
@@ -97,7 +102,8 @@ def main() -> None:
     n = sum(mix.values())
     resources = " ".join(re.findall(r"REG:[0-9]+|STACK:[0-9]+", usage))
     print(f"{hlwq_ops.__file__}, Triton {triton.__version__}, sm_90, Q{a.bits} VEC={a.vec} R={a.r} "
-          f"WARP_PARTS={a.warp_parts} split={a.split} MB={a.mb} EARLY={a.early} PDL={a.pdl}: {resources}")
+          f"WARP_PARTS={a.warp_parts} split={a.split} MB={a.mb} EARLY={a.early} PDL={a.pdl} "
+          f"plain stores={a.plain_stores}: {resources}")
     print(f"loop: {n} instructions, {n / (words * 32 // planes(a.bits)['W0']):.2f} per weight, "
           f"BAR {mix['BAR']}, STS {mix['STS']}, LDS {mix['LDS']}, SHFL {mix['SHFL']}")
     print(" ".join(f"{op}:{c}" for op, c in mix.most_common(16)))

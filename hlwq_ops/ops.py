@@ -387,6 +387,58 @@ _LIB.impl("linear_inference", _linear_cuda, "CUDA")
 torch.library.register_fake("hlwq::linear_inference", _linear_fake, lib=_LIB)
 
 
+# ---------------------------------------------------------------------------
+# hlwq.linear_compiled: what a compiled graph calls, its GEMV launched by Inductor
+# ---------------------------------------------------------------------------
+
+
+@torch.library.triton_op("hlwq::linear_compiled", mutates_args={"counters"})
+def linear_compiled(
+    x: Tensor,
+    qdata: Tensor,
+    scale: Tensor,
+    bias: Tensor | None,
+    bits: int,
+    block_size: int,
+    K: int,
+    codebook: Tensor | None,
+    table: Tensor,
+    counters: Tensor,
+) -> Tensor:
+    """``hlwq.linear_inference`` as ``torch.compile`` calls it: where the call runs the GEMV (decode sizes, a static
+    M), Inductor sees the kernel and launches it from its own generated code; elsewhere it calls
+    ``hlwq.linear_inference``.
+
+    In ``torch.compile``'s default mode every opaque op call pays the dispatcher and this library's Python (~52 us a
+    call on the H200 machine, ``benchmarks/RESULTS.md`` 37c): a decode step of an 8B model calls 224. A
+    ``triton_op`` is traced instead: its Python runs once, while compiling, and the graph keeps the kernel launch.
+    Args past ``hlwq.linear``'s (:func:`hlwq_ops.kernels.compiled_inputs`): ``table``, the (2**bits,) float32
+    codebook the kernel looks codes up in (``codebook``, or the standard one); ``counters``, the device's split-K
+    counter buffer, which the kernel leaves as it found it (all zero) but writes.
+    """
+    N = _check_linear(x, qdata, scale, bias, bits, block_size, K, codebook)
+    if table.dtype != torch.float32 or table.shape != (1 << bits,) or table.device != qdata.device:
+        raise ValueError(f"table must be a ({1 << bits},) float32 tensor on {qdata.device}, got {tuple(table.shape)} "
+                         f"{table.dtype} on {table.device}")
+    if counters.dtype != torch.int32 or counters.dim() != 1 or counters.device != qdata.device:
+        raise ValueError(f"counters must be a 1-D int32 tensor on {qdata.device}, got {tuple(counters.shape)} "
+                         f"{counters.dtype} on {counters.device}")
+    traced = kernels.traced_gemv(x, qdata, scale, bias, bits, block_size, K, codebook)
+    if traced is None:
+        return torch.ops.hlwq.linear_inference(x, qdata, scale, bias, bits, block_size, K, codebook)
+    plan = traced.plan
+    if traced.offset + plan.counters > counters.numel():
+        raise ValueError(f"counters has {counters.numel()} elements, the GEMV counts in "
+                         f"{traced.offset}..{traced.offset + plan.counters}")
+    out = x.new_empty(plan.out_shape)
+    ws = table if plan.ws_shape is None else x.new_empty(plan.ws_shape, dtype=torch.float32)  # (table: unused)
+    launch = plan.launch
+    torch.library.wrap_triton(launch.kernel)[launch.grid](
+        traced.x, qdata, traced.scale, table, table if traced.bias is None else traced.bias, out, ws, counters,
+        *launch.ints[:-1], traced.offset, **launch.constexprs, **launch.options)
+    return out.view(*x.shape[:-1], N)
+
+
 def _linear_vmap_rule(op):
     """``torch.vmap``'s rule for ``op`` (``hlwq.linear`` or ``hlwq.linear_inference``).
 
@@ -538,5 +590,9 @@ def linear_call(x, qdata, scale, bias, bits, block_size, K, codebook=None) -> Te
     if _differentiating_transform():  # (torch.compile traces the check: dynamo knows its transforms' stack)
         return _LinearWithTangent.apply(x, qdata, scale, bias, bits, block_size, K, codebook)
     if not _records_grad(x, bias) and not _recorded_for_later():
+        if kernels.COMPILED_GEMV and torch.compiler.is_compiling() and x.is_cuda:  # (opt-in: not run on a GPU yet)
+            extra = kernels.compiled_inputs(bits, codebook, x.device)
+            if extra is not None:
+                return torch.ops.hlwq.linear_compiled(x, qdata, scale, bias, bits, block_size, K, codebook, *extra)
         return torch.ops.hlwq.linear_inference(x, qdata, scale, bias, bits, block_size, K, codebook)
     return linear(x, qdata, scale, bias, bits, block_size, K, codebook)

@@ -120,7 +120,7 @@ def test_cdiv():
 def seen_plans(monkeypatch):
     """Every GEMV plan made during the test, in order."""
     seen = []
-    original = gemv_module._plan
+    original = gemv_module.gemv_plan
 
     def recording(*key):
         plan = original(*key)
@@ -128,7 +128,7 @@ def seen_plans(monkeypatch):
             seen.append(plan)
         return plan
 
-    monkeypatch.setattr(gemv_module, "_plan", recording)
+    monkeypatch.setattr(gemv_module, "gemv_plan", recording)
     return seen
 
 

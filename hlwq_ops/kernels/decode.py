@@ -247,15 +247,16 @@ def load_rows(q_ptr, q_base, s_base, rows, stride_qn, stride_sn, word_off, p1_of
 
 
 @triton.jit
-def store_elementwise(ptr, value, mask, INTERPRET: tl.constexpr):
+def store_elementwise(ptr, value, mask, PLAIN: tl.constexpr):
     """``*ptr = value`` where ``mask``, in the value's own layout (a 16- or 32-bit value per element, duplicates
-    allowed): an elementwise inline-PTX store, the counterpart of the gathers.
+    allowed): an elementwise inline-PTX store, the counterpart of the gathers; with ``PLAIN`` a ``tl.store`` (the
+    interpreter runs no PTX, and Inductor's mutation analysis of a kernel it launches reads no PTX store).
 
     A ``tl.store`` gets a layout of its own: for the GEMV's row sums the
     conversion costs two CTA barriers per iteration, and the tensor-core GEMV's
     one-element-per-thread tensors must not move at all.
     """
-    if INTERPRET:
+    if PLAIN:
         tl.store(ptr, value, mask=mask)
     else:
         addr = ptr.to(tl.int64, bitcast=True)

@@ -81,7 +81,7 @@ from .decode import (
 )
 from .launch import Launch, cdiv, config_key, config_of, plan_cache
 
-__all__ = ["can_rotate", "gemv", "gemv_ref", "slice_codes"]
+__all__ = ["can_rotate", "gemv", "gemv_plan", "gemv_ref", "slice_codes"]
 
 
 @triton.jit
@@ -174,7 +174,7 @@ def _codes16(X, C: tl.constexpr):
 @triton.jit
 def _row_sums(p, out_row, rows, row_hi, M, N, bias_ptr, bias_base, NORM: tl.constexpr, R: tl.constexpr,
               C: tl.constexpr, WORKSPACE: tl.constexpr, HAS_BIAS: tl.constexpr, WARP_PARTS: tl.constexpr,
-              INTERPRET: tl.constexpr):
+              INTERPRET: tl.constexpr, STORE_PLAIN: tl.constexpr):
     """Store the row sums of ``p`` ([R, C], scaled) for ``rows`` below ``row_hi`` at ``out_row``.
 
     With WARP_PARTS > 1, one partial per part of the tile's columns (with VEC =
@@ -185,7 +185,7 @@ def _row_sums(p, out_row, rows, row_hi, M, N, bias_ptr, bias_base, NORM: tl.cons
         part = tl.sum(tl.reshape(p, (R, WARP_PARTS, C // WARP_PARTS)), axis=2) * NORM  # [R, PARTS]
         w = tl.arange(0, WARP_PARTS)[None, :]
         part_ptr = out_row + w.to(tl.int64) * tl.cast(M, tl.int64) * N + rows
-        store_elementwise(part_ptr, part, tl.broadcast_to(rows < row_hi, (R, WARP_PARTS)), INTERPRET)
+        store_elementwise(part_ptr, part, tl.broadcast_to(rows < row_hi, (R, WARP_PARTS)), STORE_PLAIN)
     else:
         # [R], in the reduction's layout: one store per row and thread (a [R, 1] tensor held four copies per
         # thread, each stored; offline SASS, Q5 VEC = 4 R = 8: 8 -> 2 stores, 319 -> 313 loop instructions)
@@ -198,7 +198,7 @@ def _row_sums(p, out_row, rows, row_hi, M, N, bias_ptr, bias_base, NORM: tl.cons
             else:
                 b = gather32(bias_base, tl.minimum(rows, N - 1), INTERPRET).to(b_type, bitcast=True)
             y += b.to(tl.float32)
-        store_elementwise(out_row + rows, y.to(out_row.dtype.element_ty), rows < row_hi, INTERPRET)
+        store_elementwise(out_row + rows, y.to(out_row.dtype.element_ty), rows < row_hi, STORE_PLAIN)
 
 
 @triton.jit
@@ -239,13 +239,13 @@ def _prefetch_first_rows(q_base, s_base, row_lo, row_hi, pid_k, K_PAD, stride_qn
 def _gemv_kernel(
     # pointers
     x_ptr,  # [M, K_PAD] float32 rotated activations, or [M, K_X] raw ones (ROTATE)
-    q_ptr,  # [N, K_PAD * BITS // 32] int32 view of the packed codes
+    q_ptr,  # [N, K_PAD * BITS // 32] int32 view of the packed codes, or the [N, K_PAD * BITS // 8] uint8 codes
     s_ptr,  # [N, K_PAD // B] float16 block scales
     c_ptr,  # [2**BITS] float32 codebook
     bias_ptr,  # [N] or unused
     out_ptr,  # [M, N] output
     ws_ptr,  # [n_slices * WARP_PARTS, M, N] float32 partial sums (WORKSPACE)
-    count_ptr,  # [>= cdiv(N, ROWS) * cdiv(M, MB)] int32 arrival counters, zero between calls (split-K)
+    count_ptr,  # [>= COUNT_OFF + cdiv(N, ROWS) * cdiv(M, MB)] int32 arrival counters, zero between calls (split-K)
     # dimensions
     M,
     N,
@@ -256,6 +256,7 @@ def _gemv_kernel(
     stride_xm,
     stride_qn,
     stride_sn,
+    COUNT_OFF,  # this call's counters start at count_ptr + COUNT_OFF
     # meta-parameters
     BITS: tl.constexpr,
     B: tl.constexpr,
@@ -277,7 +278,11 @@ def _gemv_kernel(
     MB: tl.constexpr,
     EARLY: tl.constexpr,
     PDL: tl.constexpr,
+    PLAIN_STORES: tl.constexpr,  # row sums by tl.store, which Inductor's mutation analysis reads (see gemv_plan)
 ):
+    if q_ptr.dtype.element_ty == tl.uint8:  # (the packed codes as given: read as int32 words)
+        q_ptr = q_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
+    STORE_PLAIN: tl.constexpr = PLAIN_STORES or INTERPRET
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_m = tl.program_id(2)
@@ -344,10 +349,10 @@ def _gemv_kernel(
                 q = _fma4(q, ys, a, c)
         rows = row0 + r
         _row_sums(p * scale, out_row, rows, row_hi, M, N, bias_ptr, bias_base, NORM, R, C, WORKSPACE, HAS_BIAS,
-                  WARP_PARTS, INTERPRET)
+                  WARP_PARTS, INTERPRET, STORE_PLAIN)
         if MB == 2:  # (no rows past M)
             _row_sums(q * scale, out_row + N, rows, tl.where(second, row_hi, 0), M, N, bias_ptr, bias_base, NORM, R, C,
-                      WORKSPACE, HAS_BIAS, WARP_PARTS, INTERPRET)
+                      WORKSPACE, HAS_BIAS, WARP_PARTS, INTERPRET, STORE_PLAIN)
 
     # The next kernel may launch once every program is past its rows (released at the top, the tensor-core paths
     # measured up to 46% slower: benchmarks/NOTES.md, session 14).
@@ -355,7 +360,7 @@ def _gemv_kernel(
     if WORKSPACE:  # the partials of these rows are summed by the last program to finish (no second kernel)
         n_parts = tl.num_programs(1) * WARP_PARTS
         if SPLIT:  # split-K: the last slice to arrive
-            counter = count_ptr + pid_n * tl.num_programs(2) + pid_m
+            counter = count_ptr + COUNT_OFF + pid_n * tl.num_programs(2) + pid_m
             if arrive(counter, tl.num_programs(1)):
                 _sum_rows(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, second, M, N, n_parts, HAS_BIAS, MB)
                 reset_counter(counter)
@@ -374,10 +379,18 @@ class _Plan(NamedTuple):
 
 
 @plan_cache
-def _plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, config: tuple,
-          rotate: bool, has_bias: bool, wide: bool, device: torch.device, dependent: bool,
-          strides: tuple[int, int, int]) -> _Plan:
-    """The launch of :func:`gemv` for this call signature (``config``: :func:`.launch.config_key`), checked once."""
+def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, config: tuple,
+              rotate: bool, has_bias: bool, wide: bool, device: torch.device, dependent: bool,
+              strides: tuple[int, int, int], traced: bool = False) -> _Plan:
+    """The launch of :func:`gemv` for this call signature (``config``: :func:`.launch.config_key`), checked once.
+
+    ``strides``: of the activation rows, of the weight rows in int32 words and of the scale rows. The launch's last
+    integer is the counters' offset in the buffer given (0). ``traced``: the kernel that ``hlwq.linear_compiled``
+    hands Inductor (``PLAIN_STORES``: its row sums stored by ``tl.store``, which Inductor's mutation analysis reads;
+    no PDL).
+    """
+    if traced and dependent:
+        raise ValueError("a GEMV launched by Inductor launches without PDL")
     config = config_of(config)
     if rotate and not can_rotate(bits, block_size, config):
         raise ValueError(f"the GEMV rotates only whole blocks: block_size {block_size} > slice of {config}")
@@ -398,7 +411,7 @@ def _plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, conf
     launch = Launch(
         _gemv_kernel,
         (row_programs, n_slices, m_programs),
-        (M, N, k_pad, k_x, config["ROWS"], *strides),
+        (M, N, k_pad, k_x, config["ROWS"], *strides, 0),
         dict(
             **planes(bits),
             BITS=bits,
@@ -415,6 +428,7 @@ def _plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, conf
             MB=mb,
             EARLY=config.get("EARLY", False),
             PDL=dependent,
+            PLAIN_STORES=traced,
         ),
         dict(num_warps=config["num_warps"], num_stages=1, **launch_options(dependent)),
     )
@@ -453,7 +467,7 @@ def gemv(
     M, k_x = x.shape
     words = qdata.view(torch.int32)
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
-    plan = _plan(M, k_x, qdata.shape[0], scale.shape[1] * block_size, bits, block_size, config_key(config), rotate,
+    plan = gemv_plan(M, k_x, qdata.shape[0], scale.shape[1] * block_size, bits, block_size, config_key(config), rotate,
                  bias is not None, words.numel() >= 2**31, x.device, pdl(x.device),
                  (x.stride(0), words.stride(0), scale.stride(0)))
     out = torch.empty(plan.out_shape, device=x.device, dtype=out_dtype)

@@ -45,6 +45,7 @@ __all__ = [
     "candidates",
     "config_for",
     "remember",
+    "tuned",
     "tuned_choices",
 ]
 
@@ -469,6 +470,12 @@ def tuned_choices(M: int, N: int, k_pad: int, bits: int) -> dict[str, dict]:
     tuner's choice."""
     tail = _layer_key(M, N, k_pad, bits)
     return {key: config for key, config in _TUNED.items() if key.endswith(tail)}
+
+
+def tuned(kernel: str, M: int, N: int, k_pad: int, bits: int, device: torch.device) -> dict | None:
+    """The config :func:`config_for` tuned (or loaded from the cache) for this key, or None; tunes nothing."""
+    _load(device)
+    return _TUNED.get(kernel + _layer_key(M, N, k_pad, bits))
 
 
 def config_for(
