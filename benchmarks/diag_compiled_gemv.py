@@ -1,0 +1,142 @@
+"""``hlwq.linear_compiled`` (``HLWQ_COMPILED_GEMV``) on a GPU, in one process:
+
+a. the GEMV with plain stores (what Inductor launches) against its inline-PTX stores (what eager calls launch), M = 1,
+   Q5, the six Llama-3-8B / Qwen3.5-9B shapes, each timed in a CUDA graph over weights past L2, alternating;
+b. ``torch.compile`` in its default mode, the decode step of an 8-layer Llama-3-8B-shaped model: bf16, then Q5 through
+   the opaque ``hlwq.linear_inference`` ("old") and through ``hlwq.linear_compiled`` ("new"), alternating, with the
+   graphs' ops and the two routes' logits compared.
+
+Written in session 39, when no GPU was lent: not run yet. ``python benchmarks/diag_compiled_gemv.py [a|b|ab]``.
+"""
+import os
+import sys
+import time
+
+import torch
+from torch._inductor import config as inductor_config
+from transformers import LlamaConfig, LlamaForCausalLM, StaticCache
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_decode as B  # noqa: E402
+from hlwq_ops import kernels  # noqa: E402
+from hlwq_ops.codebook import codebook  # noqa: E402
+from hlwq_ops.kernels import config_key, gemv_plan, tuning  # noqa: E402
+from hlwq_ops.kernels.common import arrival_counters  # noqa: E402
+
+PART = sys.argv[1] if len(sys.argv) > 1 else "ab"
+dev = torch.device("cuda")
+
+
+def store_variants():
+    table = codebook(5, dev)
+    for N, K in ((4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336), (12288, 4096), (4096, 12288)):
+        w = torch.randn(N, K, device=dev, dtype=torch.bfloat16) * 0.02
+        q, s = torch.ops.hlwq.quantize(w, 5, 128)
+        kernels.note_weight(q, s, 5, 128)
+        x = torch.randn(1, K, device=dev, dtype=torch.bfloat16)
+        ref = torch.nn.functional.linear(x, torch.ops.hlwq.dequantize(q, s, 5, 128, K, torch.bfloat16))
+        y_eager = kernels.linear(x, q, s, None, 5, 128, K, None)  # tunes
+        config = tuning.tuned("gemv", 1, N, K, 5, dev)
+
+        def make(traced):
+            def run(config, qq, ss):
+                plan = gemv_plan(1, K, N, K, 5, 128, config_key(config), True, False, False, dev, False,
+                                 (x.stride(0), qq.stride(0) // 4, ss.stride(0)), traced=traced)
+                out = torch.empty(plan.out_shape, device=dev, dtype=torch.bfloat16)
+                ws = torch.empty(plan.ws_shape, device=dev) if plan.ws_shape else table
+                cnt = arrival_counters(dev, plan.counters) if plan.counters else table
+                plan.launch(x, qq if traced else qq.view(torch.int32), ss, table, table, out, ws, cnt)
+                return out
+            return run
+
+        plain, asm = make(True), make(False)
+        y_plain = plain(config, q, s)
+        torch.cuda.synchronize()
+        weights = tuning._weight_set(q, s)
+        t = {"asm": [], "plain": []}
+        for _ in range(3):
+            t["asm"].append(1e3 * tuning._time_over(asm, config, weights, reps=20))
+            t["plain"].append(1e3 * tuning._time_over(plain, config, weights, reps=20))
+        del weights
+        err = ((y_eager.float() - ref.float()).norm() / ref.float().norm()).item()
+        print(f"{N}x{K} config {config}: asm {sorted(t['asm'])[1]:.2f} us ({', '.join(f'{v:.2f}' for v in t['asm'])}) "
+              f"plain {sorted(t['plain'])[1]:.2f} us ({', '.join(f'{v:.2f}' for v in t['plain'])}); "
+              f"plain == eager {torch.equal(y_plain, y_eager)}; rel err vs dequant {err:.4f}", flush=True)
+
+
+LAYERS, STEPS = 8, 64
+
+
+def llama_8_layers():
+    return LlamaForCausalLM(LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=LAYERS,
+                                        num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                                        max_position_embeddings=8192, rope_theta=500000.0))
+
+
+B.MODELS["llama3-8b-8l"] = llama_8_layers
+seen = []
+
+
+def record_ops(graph):
+    seen.append(sorted({str(n.target).split(".")[-1] if "hlwq" not in str(n.target) else str(n.target)
+                        for n in graph.nodes if "hlwq" in str(n.target) or "triton_kernel" in str(n.target)}))
+
+
+def time_steps(model, label):
+    torch._dynamo.reset()
+    seen.clear()
+    cache = StaticCache(config=model.config, max_cache_len=STEPS + 16)
+    fwd = torch.compile(model.forward)
+    tok = torch.randint(0, 1000, (1, 1), device="cuda")
+    logits = []
+
+    def run(n, keep=False):
+        cache.reset()
+        for p in range(n):
+            pos = torch.tensor([p], device="cuda")
+            out = fwd(input_ids=tok, cache_position=pos, position_ids=pos[None], past_key_values=cache, use_cache=True)
+            if keep:
+                logits.append(out.logits.float().clone())
+
+    t0 = time.perf_counter()
+    with inductor_config.patch(post_grad_custom_post_pass=record_ops):
+        run(4, keep=True)
+    torch.cuda.synchronize()
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(3):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        run(STEPS)
+        torch.cuda.synchronize()
+        times.append(1e3 * (time.perf_counter() - t0) / STEPS)
+    print(f"{label:10s} ms/step {sorted(times)[1]:.3f} (runs {', '.join(f'{t:.3f}' for t in times)}); "
+          f"compile+warm-up {compile_s:.0f} s; ops in the graphs: {seen}", flush=True)
+    return sorted(times)[1], logits
+
+
+def default_mode():
+    with torch.no_grad():
+        bf16, _ = B.build("llama3-8b-8l", "bf16")
+        print("bf16 built", flush=True)
+        res = {"bf16": [time_steps(bf16, "bf16")[0]]}
+        del bf16
+        q5, _ = B.build("llama3-8b-8l", "hlwq-q5")
+        print("q5 built", flush=True)
+        for r in range(2):
+            got = {}
+            for label, on in (("q5 new", True), ("q5 old", False)):
+                kernels.COMPILED_GEMV = on
+                t, got[label] = time_steps(q5, f"{label} r{r}")
+                res.setdefault(label, []).append(t)
+            diffs = [(a - b).abs().max().item() for a, b in zip(got["q5 new"], got["q5 old"])]
+            print(f"round {r}: max |logits new - old| per step {diffs}", flush=True)
+    print(res)
+    print(f"per HLWQ projection ({7 * LAYERS} a step): old - new = "
+          f"{1e3 * (sum(res['q5 old']) - sum(res['q5 new'])) / 2 / (7 * LAYERS):.1f} us")
+
+
+if "a" in PART:
+    store_variants()
+if "b" in PART:
+    default_mode()
