@@ -12,9 +12,12 @@ This is the only module that touches ``torch.library``.
                        rotate, then the rotated-domain product
 ``hlwq.linear_inference``  ``hlwq.linear`` without autograd, for calls that
                        record no gradient (cheaper through the dispatcher)
+``hlwq.linear_compiled``  ``hlwq.linear_inference`` as compiled graphs call it
+                       with ``HLWQ_COMPILED_GEMV=1``: a ``triton_op`` whose
+                       decode-size GEMV Inductor launches itself (experimental)
 =====================  =========================================================
 
-All are opaque ``custom_op``s (``linear_inference`` is defined through
+All but ``linear_compiled`` are opaque ``custom_op``s (``linear_inference`` is defined through
 ``torch.library.Library``, to have no autograd kernel; see its section): the
 CPU implementations are plain torch (the
 reference math of :mod:`hlwq_ops.format`); the CUDA implementations of
@@ -28,7 +31,9 @@ real implementation runs the same shape and dtype checks as its fake one.
 Opaque ``custom_op`` rather than ``triton_op``: the CUDA implementation picks
 a kernel family and a tuned configuration from the runtime M, which an
 Inductor-traced ``triton_op`` would turn into shape guards and recompiles, and
-Inductor has nothing to fuse into these kernels.
+Inductor has nothing to fuse into these kernels. ``linear_compiled`` is the
+exception for the one case where M is known while compiling (the decode GEMV):
+there the gain is the per-call host time of an opaque op (see its section).
 """
 
 from __future__ import annotations
@@ -39,8 +44,11 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import forward_ad
 
+from torch.library import wrap_triton
+
 from . import format as fmt
 from . import kernels
+from .kernels.gemv import _gemv_kernel
 from .hadamard import check_block_size, fwht_ref
 
 __all__ = ["fwht", "quantize", "dequantize", "linear_rotated", "linear", "linear_call"]
@@ -426,16 +434,21 @@ def linear_compiled(
     traced = kernels.traced_gemv(x, qdata, scale, bias, bits, block_size, K, codebook)
     if traced is None:
         return torch.ops.hlwq.linear_inference(x, qdata, scale, bias, bits, block_size, K, codebook)
-    plan = traced.plan
-    if traced.offset + plan.counters > counters.numel():
-        raise ValueError(f"counters has {counters.numel()} elements, the GEMV counts in "
-                         f"{traced.offset}..{traced.offset + plan.counters}")
+    plan, offset = traced.plan, traced.offset
+    if plan.counters > counters.numel():
+        raise ValueError(f"counters has {counters.numel()} elements, the GEMV needs {plan.counters}")
+    if offset + plan.counters > counters.numel():  # (a direct call with a buffer of its own, smaller than the device's)
+        offset = 0
     out = x.new_empty(plan.out_shape)
     ws = table if plan.ws_shape is None else x.new_empty(plan.ws_shape, dtype=torch.float32)  # (table: unused)
+    table = table if table.stride(0) == 1 else table.contiguous()
     launch = plan.launch
-    torch.library.wrap_triton(launch.kernel)[launch.grid](
+    if launch.kernel is not _gemv_kernel:
+        raise AssertionError("the traced GEMV's plan launches another kernel")
+    # (by its module name: the compile caches key the op on the kernels its source wraps by name)
+    wrap_triton(_gemv_kernel)[launch.grid](
         traced.x, qdata, traced.scale, table, table if traced.bias is None else traced.bias, out, ws, counters,
-        *launch.ints[:-1], traced.offset, **launch.constexprs, **launch.options)
+        *launch.ints[:-1], offset, **launch.constexprs, **launch.options)
     return out.view(*x.shape[:-1], N)
 
 
@@ -590,7 +603,9 @@ def linear_call(x, qdata, scale, bias, bits, block_size, K, codebook=None) -> Te
     if _differentiating_transform():  # (torch.compile traces the check: dynamo knows its transforms' stack)
         return _LinearWithTangent.apply(x, qdata, scale, bias, bits, block_size, K, codebook)
     if not _records_grad(x, bias) and not _recorded_for_later():
-        if kernels.COMPILED_GEMV and torch.compiler.is_compiling() and x.is_cuda:  # (opt-in: not run on a GPU yet)
+        # (opt-in: not run on a GPU yet; no functorch transform: the op mutates its counters, which vmap refuses)
+        if (kernels.COMPILED_GEMV and torch.compiler.is_compiling() and x.is_cuda
+                and not torch._C._are_functorch_transforms_active()):
             extra = kernels.compiled_inputs(bits, codebook, x.device)
             if extra is not None:
                 return torch.ops.hlwq.linear_compiled(x, qdata, scale, bias, bits, block_size, K, codebook, *extra)

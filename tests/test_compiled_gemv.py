@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from torch._inductor.utils import run_and_get_code
+from torch._inductor.utils import fresh_cache, run_and_get_code
 from torchao.quantization import quantize_
 
 from hlwq_ops import HLWQConfig, kernels
@@ -27,7 +27,7 @@ def _layer(N, K, bits, bias, dtype):
 
 def _compiled_code(fn, x):
     torch._dynamo.reset()
-    with torch.no_grad():
+    with torch.no_grad(), fresh_cache():
         y, code = run_and_get_code(torch.compile(fn, fullgraph=True), x)
     return y, "\n".join(code)
 
@@ -40,8 +40,12 @@ def _compiled_code(fn, x):
 def test_inductor_launches_the_gemv(bits, M, bias, dtype):
     """At decode sizes the compiled graph launches the GEMV from Inductor's code (no opaque op, no copy of any
     operand), with eager's result to the bit, and leaves the split-K counters at zero."""
-    layer = _layer(1000, 1536, bits, bias, dtype)  # N not a multiple of the tile; K past one slice: split K
-    x = torch.randn(M, 1536, device="cuda", dtype=dtype)
+    layer = _layer(4100, 4608, bits, bias, dtype)  # N not a multiple of the tile; large: split K
+    x = torch.randn(M, 4608, device="cuda", dtype=dtype)
+    w = layer.weight
+    with torch.no_grad():
+        traced = kernels.traced_gemv(x, w.qdata, w.scale, layer.bias, bits, 128, 4608, None)
+    assert traced is not None and traced.plan.counters > 0
     with torch.no_grad():
         eager = layer(x)
     y, code = _compiled_code(layer, x)
@@ -68,11 +72,11 @@ def test_under_cuda_graphs():
     match eager on new inputs."""
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    layer = _layer(2048, 4096, 5, True, torch.bfloat16)
+    layer = _layer(2048, 14336, 5, True, torch.bfloat16)  # split K: the graph writes the counters
     compiled = torch.compile(layer, mode="reduce-overhead", fullgraph=True)
     with torch.no_grad():
         for _ in range(4):
-            x = torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16)
+            x = torch.randn(1, 14336, device="cuda", dtype=torch.bfloat16)
             assert torch.equal(compiled(x).clone(), layer(x))
     assert not torch._dynamo.utils.counters["inductor"]["cudagraph_skips"]
     assert not counter_buffer(x.device).any()
@@ -159,3 +163,17 @@ def test_dynamo_lifts_the_counters_and_table(monkeypatch):
     assert backend.frame_count == 1
     inputs = [n.name for n in backend.graphs[0].graph.nodes if n.op == "placeholder"]
     assert any("counters" in name for name in inputs) and any("tables" in name for name in inputs)
+
+
+def test_the_compile_caches_see_the_kernel():
+    """AOTAutograd's cache keys a ``triton_op`` on the kernels its source wraps by name: a changed GEMV source must
+    not be served from an old entry."""
+    from torch._library.triton import get_triton_kernels_for_op
+
+    from triton.runtime.jit import JITFunction
+
+    from hlwq_ops.kernels.gemv import _gemv_kernel
+
+    if not isinstance(_gemv_kernel, JITFunction):
+        pytest.skip("TRITON_INTERPRET=1: the scan records JITFunctions, the interpreter makes other kernels")
+    assert _gemv_kernel in get_triton_kernels_for_op("hlwq::linear_compiled")

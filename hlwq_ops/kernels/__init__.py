@@ -122,8 +122,9 @@ def compiled_inputs(bits: int, codebook: torch.Tensor | None,
     in and the device's split-K counter buffer (:func:`.common.reserve_counters`); None before an HLWQ weight was
     made on ``device`` (:func:`note_weight` makes both), where a compiled graph calls ``hlwq.linear_inference``.
 
-    ``torch.compile`` traces this (reads of two module dicts): both tensors become inputs of the graph, static ones
-    (``torch._dynamo.mark_static_address``), so CUDA graphs neither copy them nor refuse the counters' mutation.
+    ``torch.compile`` traces this (reads of two module dicts): both tensors become inputs of the graph (checked on the
+    CPU), static ones (``torch._dynamo.mark_static_address``), so that CUDA graph trees should neither copy them nor
+    refuse the counters' mutation (read in torch's ``check_for_mutation``; not yet run on a GPU).
     """
     counters = counter_buffer(device)
     table = _TABLES.get((bits, device)) if codebook is None else codebook
@@ -164,14 +165,23 @@ def traced_gemv(x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias:
     k_pad = scale.shape[1] * block_size
     config = tuning.tuned("gemv", M, N, k_pad, bits, x.device) or _tune_gemv(M, N, k_pad, K, bits, block_size,
                                                                               qdata, scale, x.dtype)
-    if not can_rotate(bits, block_size, config) or qdata.stride(0) % 4:
-        return None
     x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()
     scale, bias = unit_stride(scale), unit_stride(bias)
+    strides = (x2.stride(0), qdata.stride(0), scale.stride(0))
+    # read as int32 words, as the eager wrapper's view would require; a symbolic stride (a dynamic sequence length
+    # sliced away, as transformers' lm_head input) cannot key a plan
+    if (not can_rotate(bits, block_size, config) or not all(isinstance(v, int) for v in strides)
+            or qdata.stride(1) != 1 or qdata.stride(0) % 4 or not isinstance(qdata.storage_offset(), int)
+            or qdata.storage_offset() % 4):
+        return None
     plan = gemv_plan(M, K, N, k_pad, bits, block_size, config_key(config), True, bias is not None,
-                     qdata.numel() >= 2**33, x.device, False, (x2.stride(0), qdata.stride(0) // 4, scale.stride(0)),
-                     traced=True)
-    offset = reserve_counters(x.device, plan.counters)[1] if plan.counters else 0
+                     qdata.numel() >= 2**33, x.device, False, (strides[0], strides[1] // 4, strides[2]), traced=True)
+    offset = 0
+    if plan.counters:  # a region of the device's buffer, never a buffer made while tracing
+        buf = counter_buffer(x.device)
+        if buf is None or buf.numel() < plan.counters:
+            return None
+        offset = reserve_counters(x.device, plan.counters)[1]
     return TracedGemv(plan, offset, x2, scale, bias)
 
 
@@ -181,6 +191,8 @@ def _tune_gemv(M, N, k_pad, K, bits, block_size, qdata, scale, dtype) -> dict:
     from torch.utils._python_dispatch import _disable_current_modes
 
     device = qdata.device
+    if os.environ.get("HLWQ_AUTOTUNE", "1") == "0":  # (no random weight to make)
+        return tuning.candidates("gemv", M, N, k_pad, sm_count(device), bits)[0]
     with _disable_current_modes(), torch.no_grad():
         q = torch.randint(0, 256, tuple(qdata.shape), dtype=torch.uint8, device=device)
         s = torch.rand(tuple(scale.shape), dtype=torch.float16, device=device) + 0.5

@@ -174,7 +174,7 @@ def _codes16(X, C: tl.constexpr):
 @triton.jit
 def _row_sums(p, out_row, rows, row_hi, M, N, bias_ptr, bias_base, NORM: tl.constexpr, R: tl.constexpr,
               C: tl.constexpr, WORKSPACE: tl.constexpr, HAS_BIAS: tl.constexpr, WARP_PARTS: tl.constexpr,
-              INTERPRET: tl.constexpr, STORE_PLAIN: tl.constexpr):
+              INTERPRET: tl.constexpr, PLAIN: tl.constexpr):
     """Store the row sums of ``p`` ([R, C], scaled) for ``rows`` below ``row_hi`` at ``out_row``.
 
     With WARP_PARTS > 1, one partial per part of the tile's columns (with VEC =
@@ -185,7 +185,7 @@ def _row_sums(p, out_row, rows, row_hi, M, N, bias_ptr, bias_base, NORM: tl.cons
         part = tl.sum(tl.reshape(p, (R, WARP_PARTS, C // WARP_PARTS)), axis=2) * NORM  # [R, PARTS]
         w = tl.arange(0, WARP_PARTS)[None, :]
         part_ptr = out_row + w.to(tl.int64) * tl.cast(M, tl.int64) * N + rows
-        store_elementwise(part_ptr, part, tl.broadcast_to(rows < row_hi, (R, WARP_PARTS)), STORE_PLAIN)
+        store_elementwise(part_ptr, part, tl.broadcast_to(rows < row_hi, (R, WARP_PARTS)), PLAIN)
     else:
         # [R], in the reduction's layout: one store per row and thread (a [R, 1] tensor held four copies per
         # thread, each stored; offline SASS, Q5 VEC = 4 R = 8: 8 -> 2 stores, 319 -> 313 loop instructions)
@@ -198,7 +198,7 @@ def _row_sums(p, out_row, rows, row_hi, M, N, bias_ptr, bias_base, NORM: tl.cons
             else:
                 b = gather32(bias_base, tl.minimum(rows, N - 1), INTERPRET).to(b_type, bitcast=True)
             y += b.to(tl.float32)
-        store_elementwise(out_row + rows, y.to(out_row.dtype.element_ty), rows < row_hi, STORE_PLAIN)
+        store_elementwise(out_row + rows, y.to(out_row.dtype.element_ty), rows < row_hi, PLAIN)
 
 
 @triton.jit
@@ -282,7 +282,7 @@ def _gemv_kernel(
 ):
     if q_ptr.dtype.element_ty == tl.uint8:  # (the packed codes as given: read as int32 words)
         q_ptr = q_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
-    STORE_PLAIN: tl.constexpr = PLAIN_STORES or INTERPRET
+    PLAIN: tl.constexpr = PLAIN_STORES or INTERPRET  # (the interpreter runs no PTX)
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_m = tl.program_id(2)
@@ -349,10 +349,10 @@ def _gemv_kernel(
                 q = _fma4(q, ys, a, c)
         rows = row0 + r
         _row_sums(p * scale, out_row, rows, row_hi, M, N, bias_ptr, bias_base, NORM, R, C, WORKSPACE, HAS_BIAS,
-                  WARP_PARTS, INTERPRET, STORE_PLAIN)
+                  WARP_PARTS, INTERPRET, PLAIN)
         if MB == 2:  # (no rows past M)
             _row_sums(q * scale, out_row + N, rows, tl.where(second, row_hi, 0), M, N, bias_ptr, bias_base, NORM, R, C,
-                      WORKSPACE, HAS_BIAS, WARP_PARTS, INTERPRET, STORE_PLAIN)
+                      WORKSPACE, HAS_BIAS, WARP_PARTS, INTERPRET, PLAIN)
 
     # The next kernel may launch once every program is past its rows (released at the top, the tensor-core paths
     # measured up to 46% slower: benchmarks/NOTES.md, session 14).
