@@ -197,9 +197,8 @@ def _tune_gemv(M, N, k_pad, K, bits, block_size, qdata, scale, dtype) -> dict:
         q = torch.randint(0, 256, tuple(qdata.shape), dtype=torch.uint8, device=device)
         s = torch.rand(tuple(scale.shape), dtype=torch.float16, device=device) + 0.5
         x2 = torch.randn(M, K, dtype=dtype, device=device)
-        tuning.config_for("gemv", M, N, k_pad, bits, (q, s), _gemv_run(x2, None, bits, block_size, None, dtype))
-    found = tuning.tuned("gemv", M, N, k_pad, bits, device)
-    return found or tuning.candidates("gemv", M, N, k_pad, sm_count(device), bits)[0]
+        return tuning.config_for("gemv", M, N, k_pad, bits, (q, s),
+                                 _gemv_run(x2, None, bits, block_size, None, dtype))
 
 
 def _rotated(x2, k_pad, block_size, dtype=torch.float32, per_word=0, span=None, dependent=False) -> torch.Tensor:
