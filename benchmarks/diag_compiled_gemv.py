@@ -126,7 +126,7 @@ def default_mode():
         for r in range(2):
             got = {}
             for label, on in (("q5 new", True), ("q5 old", False)):
-                kernels.COMPILED_GEMV = on
+                kernels.compiled.COMPILED_GEMV = on
                 t, got[label] = time_steps(q5, f"{label} r{r}")
                 res.setdefault(label, []).append(t)
             diffs = [(a - b).abs().max().item() for a, b in zip(got["q5 new"], got["q5 old"])]

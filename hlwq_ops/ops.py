@@ -420,7 +420,7 @@ def linear_compiled(
     In ``torch.compile``'s default mode every opaque op call pays the dispatcher and this library's Python (~52 us a
     call on the H200 machine, ``benchmarks/RESULTS.md`` 37c): a decode step of an 8B model calls 224. A
     ``triton_op`` is traced instead: its Python runs once, while compiling, and the graph keeps the kernel launch.
-    Args past ``hlwq.linear``'s (:func:`hlwq_ops.kernels.compiled_inputs`): ``table``, the (2**bits,) float32
+    Args past ``hlwq.linear``'s (:func:`hlwq_ops.kernels.compiled.compiled_inputs`): ``table``, the (2**bits,) float32
     codebook the kernel looks codes up in (``codebook``, or the standard one); ``counters``, the device's split-K
     counter buffer, which the kernel leaves as it found it (all zero) but writes.
     """
@@ -431,7 +431,7 @@ def linear_compiled(
     if counters.dtype != torch.int32 or counters.dim() != 1 or counters.device != qdata.device:
         raise ValueError(f"counters must be a 1-D int32 tensor on {qdata.device}, got {tuple(counters.shape)} "
                          f"{counters.dtype} on {counters.device}")
-    traced = kernels.traced_gemv(x, qdata, scale, bias, bits, block_size, K, codebook)
+    traced = kernels.compiled.traced_gemv(x, qdata, scale, bias, bits, block_size, K, codebook)
     if traced is None:
         return torch.ops.hlwq.linear_inference(x, qdata, scale, bias, bits, block_size, K, codebook)
     plan, offset = traced.plan, traced.offset
@@ -604,9 +604,9 @@ def linear_call(x, qdata, scale, bias, bits, block_size, K, codebook=None) -> Te
         return _LinearWithTangent.apply(x, qdata, scale, bias, bits, block_size, K, codebook)
     if not _records_grad(x, bias) and not _recorded_for_later():
         # (opt-in: not run on a GPU yet; no functorch transform: the op mutates its counters, which vmap refuses)
-        if (kernels.COMPILED_GEMV and torch.compiler.is_compiling() and x.is_cuda
+        if (kernels.compiled.COMPILED_GEMV and torch.compiler.is_compiling() and x.is_cuda
                 and not torch._C._are_functorch_transforms_active()):
-            extra = kernels.compiled_inputs(bits, codebook, x.device)
+            extra = kernels.compiled.compiled_inputs(bits, codebook, x.device)
             if extra is not None:
                 return torch.ops.hlwq.linear_compiled(x, qdata, scale, bias, bits, block_size, K, codebook, *extra)
         return torch.ops.hlwq.linear_inference(x, qdata, scale, bias, bits, block_size, K, codebook)

@@ -16,7 +16,7 @@ from .test_ops import _packed
 @pytest.fixture(autouse=True)
 def compiled_gemv(monkeypatch):
     """These tests route compiled graphs through ``hlwq.linear_compiled``, as ``HLWQ_COMPILED_GEMV=1`` does."""
-    monkeypatch.setattr(kernels, "COMPILED_GEMV", True)
+    monkeypatch.setattr(kernels.compiled, "COMPILED_GEMV", True)
 
 
 def _layer(N, K, bits, bias, dtype):
@@ -44,7 +44,7 @@ def test_inductor_launches_the_gemv(bits, M, bias, dtype):
     x = torch.randn(M, 4608, device="cuda", dtype=dtype)
     w = layer.weight
     with torch.no_grad():
-        traced = kernels.traced_gemv(x, w.qdata, w.scale, layer.bias, bits, 128, 4608, None)
+        traced = kernels.compiled.traced_gemv(x, w.qdata, w.scale, layer.bias, bits, 128, 4608, None)
     assert traced is not None and traced.plan.counters > 0
     with torch.no_grad():
         eager = layer(x)
@@ -115,7 +115,7 @@ def test_bad_table_or_counters(table, counters, match):
 def test_cpu_graphs_call_the_opaque_op():
     """On the CPU a compiled graph keeps ``hlwq.linear_inference`` (the reference math): the traced GEMV is CUDA's."""
     _, qdata, scale = _packed(40, 256, 5)
-    assert kernels.compiled_inputs(5, None, torch.device("cpu")) is None  # no counters made on the CPU
+    assert kernels.compiled.compiled_inputs(5, None, torch.device("cpu")) is None  # no counters made on the CPU
     fn = torch.compile(lambda x: torch.ops.hlwq.linear_compiled(x, qdata, scale, None, 5, 128, 256, None,
                                                                   codebook(5),
                                                                   torch.zeros(64, dtype=torch.int32)),
@@ -127,13 +127,13 @@ def test_cpu_graphs_call_the_opaque_op():
 @pytest.mark.parametrize("value, expected", [("", False), ("0", False), ("1", True)])
 def test_opt_in(monkeypatch, value, expected):
     monkeypatch.setenv("HLWQ_COMPILED_GEMV", value)
-    assert kernels._compiled_gemv_requested() is expected
+    assert kernels.compiled._compiled_gemv_requested() is expected
 
 
 def test_opt_in_refuses_other_values(monkeypatch):
     monkeypatch.setenv("HLWQ_COMPILED_GEMV", "yes")
     with pytest.raises(ValueError, match="HLWQ_COMPILED_GEMV must be 0 or 1"):
-        kernels._compiled_gemv_requested()
+        kernels.compiled._compiled_gemv_requested()
 
 
 def test_dynamo_lifts_the_counters_and_table(monkeypatch):
@@ -147,12 +147,12 @@ def test_dynamo_lifts_the_counters_and_table(monkeypatch):
     cpu = torch.device("cpu")
     counters, table = torch.zeros(256, dtype=torch.int32), codebook(5, cpu)
     monkeypatch.setitem(common._COUNTERS, cpu, counters)
-    monkeypatch.setitem(kernels._TABLES, (5, cpu), table)
+    monkeypatch.setitem(kernels.compiled._TABLES, (5, cpu), table)
     _, qdata, scale = _packed(40, 256, 5)
 
     def f(x):
         return torch.ops.hlwq.linear_compiled(x, qdata, scale, None, 5, 128, 256, None,
-                                              *kernels.compiled_inputs(5, None, x.device))
+                                              *kernels.compiled.compiled_inputs(5, None, x.device))
 
     torch._dynamo.reset()
     backend = CompileCounterWithBackend("aot_eager")

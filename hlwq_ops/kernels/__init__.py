@@ -13,21 +13,17 @@ general one (:mod:`.mma`) the rest.
 
 from __future__ import annotations
 
-import os
-from typing import NamedTuple
-
 import torch
 import torch.nn.functional as F
 
 from ..codebook import codebook as standard_codebook
 from ..hadamard import fwht_ref
-from . import tuning
-from .common import arrival_counters, counter_buffer, pdl, reserve_counters, sm_count, unit_stride
+from . import compiled, tuning
+from .common import arrival_counters, pdl
 from .dequant import dequant_linear, dequantize_rotated
 from .fwht import MAX_KERNEL_BLOCK, fwht
 from .fwht import prepare as prepare_fwht
-from .gemv import can_rotate, gemv, gemv_plan
-from .launch import config_key
+from .gemv import can_rotate, gemv
 from .mma import mma
 from .tcgemv import aligned as tc_aligned
 from .tcgemv import as_operand, tc_gemv
@@ -42,10 +38,8 @@ from .wsmma import ws_mma
 from .wsrs import activation_span, ws_rs
 
 __all__ = [
-    "COMPILED_GEMV",
     "MAX_KERNEL_BLOCK",
-    "TracedGemv",
-    "compiled_inputs",
+    "compiled",
     "dequant_linear",
     "dequantize_rotated",
     "fwht",
@@ -55,7 +49,6 @@ __all__ = [
     "mma",
     "note_weight",
     "tc_gemv",
-    "traced_gemv",
     "tuning",
     "wgmma",
     "ws_mma",
@@ -90,115 +83,11 @@ def note_weight(qdata: torch.Tensor, scale: torch.Tensor, bits: int, block_size:
             if torch.cuda.is_current_stream_capturing():  # made inside a capture: nothing may be allocated
                 return
             arrival_counters(qdata.device, 1)
-            table = standard_codebook(bits, qdata.device)
-            torch._dynamo.mark_static_address(table)  # (an input of compiled graphs: compiled_inputs)
-            _TABLES[(bits, qdata.device)] = table
+            compiled.note_table(bits, standard_codebook(bits, qdata.device))
             prepare_fwht(block_size, qdata.device)
             prepare_wgmma(bits, block_size, qdata.device)
         _PREPARED.add(key)
     tuning.remember(qdata, scale)
-
-
-def _compiled_gemv_requested() -> bool:
-    value = os.environ.get("HLWQ_COMPILED_GEMV", "")
-    if value not in ("", "0", "1"):
-        raise ValueError(f"HLWQ_COMPILED_GEMV must be 0 or 1 (or unset: 0), got {value!r}")
-    return value == "1"
-
-
-# ``HLWQ_COMPILED_GEMV=1`` (read at import): compiled graphs call ``hlwq.linear_compiled``, whose decode-size GEMV
-# Inductor launches itself, instead of the opaque ``hlwq.linear_inference``. Off by default: the kernel it launches
-# (plain stores) and the compiled graphs were checked on the CPU only (compiled for sm_90 offline, Inductor's mutation
-# analysis run offline, dynamo's tracing on CPU tensors; benchmarks/NOTES.md session 39), never run on a GPU.
-COMPILED_GEMV = _compiled_gemv_requested()
-
-# (bits, device) -> the standard codebook there, for compiled graphs (compiled_inputs): a plain dict that dynamo reads.
-_TABLES: dict[tuple[int, torch.device], torch.Tensor] = {}
-
-
-def compiled_inputs(bits: int, codebook: torch.Tensor | None,
-                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """What ``hlwq.linear_compiled`` takes besides ``hlwq.linear``'s arguments: the codebook the GEMV looks codes up
-    in and the device's split-K counter buffer (:func:`.common.reserve_counters`); None before an HLWQ weight was
-    made on ``device`` (:func:`note_weight` makes both), where a compiled graph calls ``hlwq.linear_inference``.
-
-    ``torch.compile`` traces this (reads of two module dicts): both tensors become inputs of the graph (checked on the
-    CPU), static ones (``torch._dynamo.mark_static_address``), so that CUDA graph trees should neither copy them nor
-    refuse the counters' mutation (read in torch's ``check_for_mutation``; not yet run on a GPU).
-    """
-    counters = counter_buffer(device)
-    table = _TABLES.get((bits, device)) if codebook is None else codebook
-    if counters is None or table is None:
-        return None
-    return table, counters
-
-
-class TracedGemv(NamedTuple):
-    """The GEMV of a call that Inductor launches itself (:func:`traced_gemv`): the launch, with its counters'
-    offset in the buffer, and the operands as the kernel takes them."""
-
-    plan: object  # .gemv._Plan
-    offset: int  # the counters' first index in the buffer (0 without split K)
-    x: torch.Tensor  # (M, K), unit stride along K
-    scale: torch.Tensor
-    bias: torch.Tensor | None
-
-
-def traced_gemv(x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, bits: int,
-                block_size: int, K: int, codebook: torch.Tensor | None) -> TracedGemv | None:
-    """The GEMV launch for a call of ``hlwq.linear_compiled``, or None where :func:`linear` would run another kernel
-    family, the GEMV would not rotate the activations itself, or the row count is symbolic (a dynamic shape).
-
-    Runs while the op is traced (fake tensors; shapes are what it reads). The config is the tuned one
-    (:mod:`.tuning`); a key not yet tuned is tuned now, on random tensors of the layer's shapes, as the first eager
-    call would (:func:`_tune_gemv`). The kernel is the GEMV with plain stores and without PDL
-    (:func:`.gemv.gemv_plan`'s ``traced``).
-    """
-    if x.device.type != "cuda":
-        return None
-    x2 = x.reshape(-1, K)
-    M, N = x2.shape[0], qdata.shape[0]
-    if not isinstance(M, int) or M == 0:
-        return None
-    if tuning.path_for(M, supports(bits, block_size, codebook, x.dtype)) != "gemv":
-        return None
-    k_pad = scale.shape[1] * block_size
-    config = tuning.tuned("gemv", M, N, k_pad, bits, x.device) or _tune_gemv(M, N, k_pad, K, bits, block_size,
-                                                                              qdata, scale, x.dtype)
-    x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()
-    scale, bias = unit_stride(scale), unit_stride(bias)
-    strides = (x2.stride(0), qdata.stride(0), scale.stride(0))
-    # read as int32 words, as the eager wrapper's view would require; a symbolic stride (a dynamic sequence length
-    # sliced away, as transformers' lm_head input) cannot key a plan
-    if (not can_rotate(bits, block_size, config) or not all(isinstance(v, int) for v in strides)
-            or qdata.stride(1) != 1 or qdata.stride(0) % 4 or not isinstance(qdata.storage_offset(), int)
-            or qdata.storage_offset() % 4):
-        return None
-    plan = gemv_plan(M, K, N, k_pad, bits, block_size, config_key(config), True, bias is not None,
-                     qdata.numel() >= 2**33, x.device, False, (strides[0], strides[1] // 4, strides[2]), traced=True)
-    offset = 0
-    if plan.counters:  # a region of the device's buffer, never a buffer made while tracing
-        buf = counter_buffer(x.device)
-        if buf is None or buf.numel() < plan.counters:
-            return None
-        offset = reserve_counters(x.device, plan.counters)[1]
-    return TracedGemv(plan, offset, x2, scale, bias)
-
-
-def _tune_gemv(M, N, k_pad, K, bits, block_size, qdata, scale, dtype) -> dict:
-    """Tune the GEMV for a layer seen only as fake tensors (while tracing): on real random tensors of its shapes,
-    outside every tracing mode. Returns the tuned config (the untuned default where tuning is off)."""
-    from torch.utils._python_dispatch import _disable_current_modes
-
-    device = qdata.device
-    if os.environ.get("HLWQ_AUTOTUNE", "1") == "0":  # (no random weight to make)
-        return tuning.candidates("gemv", M, N, k_pad, sm_count(device), bits)[0]
-    with _disable_current_modes(), torch.no_grad():
-        q = torch.randint(0, 256, tuple(qdata.shape), dtype=torch.uint8, device=device)
-        s = torch.rand(tuple(scale.shape), dtype=torch.float16, device=device) + 0.5
-        x2 = torch.randn(M, K, dtype=dtype, device=device)
-        return tuning.config_for("gemv", M, N, k_pad, bits, (q, s),
-                                 _gemv_run(x2, None, bits, block_size, None, dtype))
 
 
 def _rotated(x2, k_pad, block_size, dtype=torch.float32, per_word=0, span=None, dependent=False) -> torch.Tensor:

@@ -90,7 +90,8 @@ def _lines(n: int) -> int:
 
 def reserve_counters(device: torch.device, n: int) -> tuple[torch.Tensor, int]:
     """The next region of ``n`` counters, as :func:`arrival_counters` hands it out: the whole buffer and the
-    region's first index (for a kernel that takes the buffer and an offset, :func:`hlwq_ops.kernels.traced_gemv`).
+    region's first index (for a kernel that takes the buffer and an offset:
+    :func:`hlwq_ops.kernels.compiled.traced_gemv`).
 
     The buffer is made static for ``torch.compile`` (``torch._dynamo.mark_static_address``): a compiled graph that
     takes it as an input (``hlwq.linear_compiled``) may then mutate it under CUDA graphs, which copy no static input.
