@@ -4,9 +4,12 @@ a. the GEMV with plain stores (what Inductor launches) against its inline-PTX st
    Q5, the six Llama-3-8B / Qwen3.5-9B shapes, each timed in a CUDA graph over weights past L2, alternating;
 b. ``torch.compile`` in its default mode, the decode step of an 8-layer Llama-3-8B-shaped model: bf16, then Q5 through
    the opaque ``hlwq.linear_inference`` ("old") and through ``hlwq.linear_compiled`` ("new"), alternating, with the
-   graphs' ops and the two routes' logits compared.
+   graphs' ops and the two routes' logits compared;
+c. the same model's decode as a user runs it: ``generate()`` with a static cache (CUDA graphs) and
+   ``hlwq_ops.decode.GraphDecoder`` (the compiled step in one CUDA graph), batch 1, bf16 then Q5 with the flag off
+   and on, twice, and whether the two routes' tokens agree.
 
-Written in session 39, when no GPU was lent: not run yet. ``python benchmarks/diag_compiled_gemv.py [a|b|ab]``.
+Written in sessions 39-40, when no GPU was lent: not run yet. ``python benchmarks/diag_compiled_gemv.py [a|b|c|abc]``.
 """
 import os
 import sys
@@ -20,8 +23,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_decode as B  # noqa: E402
 from hlwq_ops import kernels  # noqa: E402
 from hlwq_ops.codebook import codebook  # noqa: E402
-from hlwq_ops.kernels import config_key, gemv_plan, tuning  # noqa: E402
+from hlwq_ops.kernels import tuning  # noqa: E402
 from hlwq_ops.kernels.common import arrival_counters  # noqa: E402
+from hlwq_ops.kernels.gemv import gemv_plan  # noqa: E402
+from hlwq_ops.kernels.launch import config_key  # noqa: E402
 
 PART = sys.argv[1] if len(sys.argv) > 1 else "ab"
 dev = torch.device("cuda")
@@ -136,7 +141,34 @@ def default_mode():
           f"{1e3 * (sum(res['q5 old']) - sum(res['q5 new'])) / 2 / (7 * LAYERS):.1f} us")
 
 
+def user_ways():
+    ids = torch.randint(1, 128256, (1, B.PROMPT), device="cuda")
+    with torch.no_grad():
+        for method in ("bf16", "hlwq-q5"):
+            model, _ = B.build("llama3-8b-8l", method)
+            print(f"{method} built", flush=True)
+            flags = (False,) if method == "bf16" else (False, True, False, True)
+            tokens = {}
+            for on in flags:
+                kernels.compiled.COMPILED_GEMV = on
+                torch._dynamo.reset()
+                gen = B.time_generate(model, ids)
+                tokens[on] = model.generate(ids, max_new_tokens=32, do_sample=False, cache_implementation="static")
+                torch._dynamo.reset()
+                graph_tps, ttft, _, _ = B.time_graph(model, ids, compile=True)
+                print(f"{method} flag {int(on)}: generate() {gen:.1f} tok/s, GraphDecoder {graph_tps:.1f} tok/s "
+                      f"(TTFT {ttft:.1f} ms)", flush=True)
+            if len(tokens) == 2:
+                print(f"first 32 tokens of generate(), flag on == off: {torch.equal(tokens[True], tokens[False])}",
+                      flush=True)
+            del model
+            torch._dynamo.reset()
+            torch.cuda.empty_cache()
+
+
 if "a" in PART:
     store_variants()
 if "b" in PART:
     default_mode()
+if "c" in PART:
+    user_ways()
