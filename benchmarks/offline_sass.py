@@ -36,10 +36,10 @@ TYPES = dict(x_ptr="*bf16", q_ptr="*i32", s_ptr="*fp16", c_ptr="*fp32", bias_ptr
 
 
 def compile_gemv(bits: int, vec: int, r: int, warp_parts: int, split: bool, mb: int = 1, sm: int = 90,
-                 early: bool = False, pdl: bool = False, plain_stores: bool = False):
+                 early: bool = False, pdl: bool = False, plain_stores: bool = False, dense5: bool = False):
     consts = dict(BITS=bits, B=128, HAS_BIAS=False, WORKSPACE=split or warp_parts > 1, SPLIT=split, ROTATE=True,
                   WIDE=False, INTERPRET=False, R=r, VEC=vec, WARP_PARTS=warp_parts, MB=mb, EARLY=early, PDL=pdl,
-                  PLAIN_STORES=plain_stores, **planes(bits))
+                  PLAIN_STORES=plain_stores, DENSE5=dense5, **planes(bits))
     if mb == 1:
         consts["M"] = 1  # a real call at M = 1 has it specialized
     names = _gemv_kernel.arg_names
@@ -89,9 +89,10 @@ def main() -> None:
     p.add_argument("--pdl", action="store_true", help="programmatic dependent launch (prefetch, wait, release)")
     p.add_argument("--plain-stores", action="store_true",
                    help="the kernel Inductor launches (hlwq.linear_compiled): tl.store row sums, uint8 codes")
+    p.add_argument("--dense5", action="store_true", help="Q5 codes element-dense (the DENSE5 prototype layout)")
     a = p.parse_args()
     kernel = compile_gemv(a.bits, a.vec, a.r, a.warp_parts, a.split, a.mb, early=a.early, pdl=a.pdl,
-                          plain_stores=a.plain_stores)
+                          plain_stores=a.plain_stores, dense5=a.dense5)
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(kernel.asm["cubin"])
         f.flush()
@@ -103,7 +104,7 @@ def main() -> None:
     resources = " ".join(re.findall(r"REG:[0-9]+|STACK:[0-9]+", usage))
     print(f"{hlwq_ops.__file__}, Triton {triton.__version__}, sm_90, Q{a.bits} VEC={a.vec} R={a.r} "
           f"WARP_PARTS={a.warp_parts} split={a.split} MB={a.mb} EARLY={a.early} PDL={a.pdl} "
-          f"plain stores={a.plain_stores}: {resources}")
+          f"plain stores={a.plain_stores} dense5={a.dense5}: {resources}")
     print(f"loop: {n} instructions, {n / (words * 32 // planes(a.bits)['W0']):.2f} per weight, "
           f"BAR {mix['BAR']}, STS {mix['STS']}, LDS {mix['LDS']}, SHFL {mix['SHFL']}")
     print(" ".join(f"{op}:{c}" for op, c in mix.most_common(16)))

@@ -285,6 +285,53 @@ def test_gemv_refuses_to_rotate_partial_blocks():
              _config(1), rotate=True)
 
 
+def test_element_dense_holds_each_elements_codes_as_one_string():
+    """The prototype Q5 arrangement: element w's word and byte are ``sum_a code[8w + a] << 5a``, same bytes in all."""
+    from hlwq_ops.kernels.gemv import element_dense
+
+    qdata, _ = _packed(3, 300, 5)
+    dense = element_dense(qdata, 128)
+    assert dense.shape == qdata.shape and dense.dtype == torch.uint8
+    codes = fmt.unpack_codes(qdata, 5, 128).view(3, 3, 16, 8)  # (N, blocks, elements, codes)
+    blocks = dense.view(3, 3, 80).long().cpu()  # per block: 16 words (64 bytes), then 16 bytes
+    words = (blocks[..., :64].view(3, 3, 16, 4) << (8 * torch.arange(4))).sum(-1)
+    strings = words | (blocks[..., 64:] << 32)
+    assert torch.equal(strings, (codes.cpu() << (5 * torch.arange(8))).sum(-1))
+
+
+@pytest.mark.parametrize(
+    "M,N,K,changes",
+    [
+        (1, 40, 300, {}),  # several slices, split K
+        (3, 40, 300, {"R": 4, "ROWS": 12, "MB": 2}),  # two activation rows per program
+        (2, 20, 4200, {"VEC": 16, "R": 2, "ROWS": 6, "WARP_PARTS": 4}),  # warps along K, a partial each
+        (2, 45, 300, {"R": 4, "ROWS": 5, "EARLY": True}),
+    ],
+)
+def test_gemv_reads_element_dense_codes(M, N, K, changes):
+    from hlwq_ops.kernels.gemv import element_dense
+
+    qdata, scale = _packed(N, K, 5)
+    x = torch.randn(M, K, device=KERNEL_DEVICE).bfloat16()
+    bias = torch.randn(N, device=KERNEL_DEVICE)
+    config = _config(M, **changes)
+    planes_y = gemv(x, qdata, scale, bias, 5, 128, None, torch.float32, config, rotate=True)
+    dense_y = gemv(x, element_dense(qdata, 128), scale, bias, 5, 128, None, torch.float32, config, rotate=True,
+                   dense5=True)
+    assert torch.equal(dense_y, planes_y)  # the same centroids, summed in the same order
+    xr = fwht_ref(torch.nn.functional.pad(x.float(), (0, scale.shape[1] * 128 - K)), 128)
+    assert rel_error(dense_y, gemv_ref(xr, qdata, scale, bias, 5, 128)) < 1e-5
+
+
+def test_gemv_refuses_element_dense_codes_but_at_q5():
+    from hlwq_ops.kernels.gemv import gemv_plan
+    from hlwq_ops.kernels.launch import config_key
+
+    with pytest.raises(ValueError, match="element-dense arrangement is a Q5 layout, got bits=4"):
+        gemv_plan(1, 256, 8, 256, 4, 128, config_key(_config(1)), False, False, False, torch.device("cpu"),
+                  False, (256, 32, 2), dense5=True)
+
+
 def test_dequant_linear_empty_weight_and_bad_out():
     qdata, scale = _packed(40, 256, 5)
     xr = torch.randn(3, 256, device=KERNEL_DEVICE)
@@ -1080,6 +1127,26 @@ def test_gpu_linear_sweep(bits, N, K, dtype, monkeypatch):
         assert y.dtype == dtype
         assert torch.isfinite(y).all()
         assert rel_error(y, ref) <= 2 * bf16_err, (M, rel_error(y, ref), bf16_err)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("N,K", [(1024, 4096), (4096, 14336), (300, 1000)])
+def test_gpu_gemv_reads_element_dense_codes(N, K):
+    """On the GPU the codes reach the shuffle with garbage above bit 4 (the interpreter masks them): every rotating
+    GEMV candidate gives the planes' output bit for bit on element-dense codes."""
+    from hlwq_ops.kernels.common import sm_count
+    from hlwq_ops.kernels.gemv import can_rotate, element_dense
+
+    qdata, scale = torch.ops.hlwq.quantize(torch.randn(N, K, device="cuda") * 0.02, 5, 128)
+    dense = element_dense(qdata, 128)
+    k_pad = scale.shape[1] * 128
+    for M in (1, 2):
+        x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+        for config in tuning.candidates("gemv", M, N, k_pad, sm_count(torch.device("cuda")), 5):
+            if can_rotate(5, 128, config):
+                planes_y = gemv(x, qdata, scale, None, 5, 128, None, torch.bfloat16, config, rotate=True)
+                dense_y = gemv(x, dense, scale, None, 5, 128, None, torch.bfloat16, config, rotate=True, dense5=True)
+                assert torch.equal(dense_y, planes_y), (M, config)
 
 
 @pytest.mark.gpu

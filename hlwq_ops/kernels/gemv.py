@@ -70,6 +70,7 @@ from .common import (
     wait_for_inputs,
 )
 from .decode import (
+    ELEMENT_DENSE,
     centroid_at,
     fetch_rows,
     gather16,
@@ -81,7 +82,7 @@ from .decode import (
 )
 from .launch import Launch, cdiv, config_key, config_of, plan_cache
 
-__all__ = ["can_rotate", "gemv", "gemv_plan", "gemv_ref", "slice_codes"]
+__all__ = ["can_rotate", "element_dense", "gemv", "gemv_plan", "gemv_ref", "slice_codes"]
 
 
 @triton.jit
@@ -279,6 +280,7 @@ def _gemv_kernel(
     EARLY: tl.constexpr,
     PDL: tl.constexpr,
     PLAIN_STORES: tl.constexpr,  # row sums by tl.store, which Inductor's mutation analysis reads (see gemv_plan)
+    DENSE5: tl.constexpr,  # Q5 codes element-dense (a prototype layout: element_dense)
 ):
     if q_ptr.dtype.element_ty == tl.uint8:  # (the packed codes as given: read as int32 words)
         q_ptr = q_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
@@ -290,7 +292,7 @@ def _gemv_kernel(
     C: tl.constexpr = 32 * VEC  # plane-0 words of a row in the slice
     PER_WORD: tl.constexpr = 32 // W0  # codes per element
     SHUFFLE: tl.constexpr = BITS <= 5
-    PAIRED: tl.constexpr = SHUFFLE and W0 == 4 and W1 == 1 and W2 == 0
+    PAIRED: tl.constexpr = ELEMENT_DENSE if DENSE5 else SHUFFLE and W0 == 4 and W1 == 1 and W2 == 0
 
     # Geometry of the slice, [1, C]: block, word offsets, plane-1/2 words and shifts.
     col = tl.arange(0, C)[None, :]
@@ -381,14 +383,17 @@ class _Plan(NamedTuple):
 @plan_cache
 def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, config: tuple,
               rotate: bool, has_bias: bool, wide: bool, device: torch.device, dependent: bool,
-              strides: tuple[int, int, int], traced: bool = False) -> _Plan:
+              strides: tuple[int, int, int], traced: bool = False, dense5: bool = False) -> _Plan:
     """The launch of :func:`gemv` for this call signature (``config``: :func:`.launch.config_key`), checked once.
 
     ``strides``: of the activation rows, of the weight rows in int32 words and of the scale rows. The launch's last
     integer is the counters' offset in the buffer given (0). ``traced``: the kernel that ``hlwq.linear_compiled``
     hands Inductor (``PLAIN_STORES``: its row sums stored by ``tl.store``, which Inductor's mutation analysis reads;
-    no PDL).
+    no PDL). ``dense5``: the packed codes are Q5 arranged by :func:`element_dense` (a prototype layout, measured by
+    ``benchmarks/diag_dense5.py``).
     """
+    if dense5 and bits != 5:
+        raise ValueError(f"the element-dense arrangement is a Q5 layout, got bits={bits}")
     if traced and dependent:
         raise ValueError("a GEMV launched by Inductor launches without PDL")
     config = config_of(config)
@@ -429,6 +434,7 @@ def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, 
             EARLY=config.get("EARLY", False),
             PDL=dependent,
             PLAIN_STORES=traced,
+            DENSE5=dense5,
         ),
         dict(num_warps=config["num_warps"], num_stages=1, **launch_options(dependent)),
     )
@@ -447,6 +453,7 @@ def gemv(
     out_dtype: torch.dtype,
     config: dict,
     rotate: bool = False,
+    dense5: bool = False,
 ) -> torch.Tensor:
     """Launch the GEMV. Shapes are checked by the caller (``hlwq_ops.ops``).
 
@@ -460,6 +467,8 @@ def gemv(
             number), ``num_warps`` (see :mod:`hlwq_ops.kernels.tuning`),
             optionally ``WARP_PARTS``, ``MB`` and ``EARLY`` (see the module
             docstring).
+        dense5: ``qdata`` holds Q5 codes arranged by :func:`element_dense`
+            (a prototype layout), not the library's planes.
 
     Returns:
         (M, N) in ``out_dtype``.
@@ -469,7 +478,7 @@ def gemv(
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
     plan = gemv_plan(M, k_x, qdata.shape[0], scale.shape[1] * block_size, bits, block_size, config_key(config), rotate,
                  bias is not None, words.numel() >= 2**31, x.device, pdl(x.device),
-                 (x.stride(0), words.stride(0), scale.stride(0)))
+                 (x.stride(0), words.stride(0), scale.stride(0)), dense5=dense5)
     out = torch.empty(plan.out_shape, device=x.device, dtype=out_dtype)
     ws = out if plan.ws_shape is None else torch.empty(plan.ws_shape, device=x.device, dtype=torch.float32)
     counters = arrival_counters(x.device, plan.counters) if plan.counters else out  # (unused without split K)
@@ -497,3 +506,28 @@ def gemv_ref(xr, qdata, scale, bias, bits, block_size, codebook=None) -> torch.T
     if bias is not None:
         y = y + bias.double()
     return y
+
+
+def element_dense(qdata: torch.Tensor, block_size: int) -> torch.Tensor:
+    """Q5 packed codes (the library's planes) rearranged element-dense: the same bytes, other bits in them.
+
+    A prototype layout, read by the GEMV with ``DENSE5`` (:func:`gemv_plan`'s ``dense5``) and timed against the
+    planes by ``benchmarks/diag_dense5.py``; the library stores planes. Element ``w`` of a block (its codes ``8w ..
+    8w + 7``) keeps its plane-0 word and plane-1 byte, which now hold the 40-bit string
+    ``sum_a code[8w + a] << 5a``: bits 0..31 in the word, 32..39 in the byte.
+
+    Args:
+        qdata: (N, n_blocks * block_size * 5 / 8) uint8, Q5 planes.
+
+    Returns:
+        The same shape, element-dense.
+    """
+    from ..format import unpack_codes
+
+    N, n_blocks = qdata.shape[0], qdata.shape[1] * 8 // (5 * block_size)
+    codes = unpack_codes(qdata, 5, block_size).view(N, n_blocks, block_size // 8, 8)
+    string = (codes << (5 * torch.arange(8, device=qdata.device))).sum(-1)  # (N, n_blocks, B / 8) int64, 40 bits
+    word = (string & 0xFFFFFFFF)[..., None] >> (8 * torch.arange(4, device=qdata.device))
+    plane0 = (word & 0xFF).reshape(N, n_blocks, block_size // 2)
+    plane1 = (string >> 32).reshape(N, n_blocks, block_size // 8)
+    return torch.cat([plane0, plane1], dim=-1).to(torch.uint8).reshape(qdata.shape)
