@@ -297,6 +297,8 @@ def test_element_dense_holds_each_elements_codes_as_one_string():
     words = (blocks[..., :64].view(3, 3, 16, 4) << (8 * torch.arange(4))).sum(-1)
     strings = words | (blocks[..., 64:] << 32)
     assert torch.equal(strings, (codes.cpu() << (5 * torch.arange(8))).sum(-1))
+    with pytest.raises(ValueError, match=r"must be \(N, n_blocks \* 80\) uint8 Q5 codes, got \(3, 100\)"):
+        element_dense(qdata[:, :100], 128)
 
 
 @pytest.mark.parametrize(

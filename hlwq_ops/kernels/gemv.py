@@ -522,9 +522,12 @@ def element_dense(qdata: torch.Tensor, block_size: int) -> torch.Tensor:
     Returns:
         The same shape, element-dense.
     """
-    from ..format import unpack_codes
+    from ..format import block_bytes, unpack_codes
 
-    N, n_blocks = qdata.shape[0], qdata.shape[1] * 8 // (5 * block_size)
+    if qdata.dtype != torch.uint8 or qdata.dim() != 2 or qdata.shape[1] % block_bytes(5, block_size):
+        raise ValueError(f"qdata must be (N, n_blocks * {block_bytes(5, block_size)}) uint8 Q5 codes, got "
+                         f"{tuple(qdata.shape)} {qdata.dtype}")
+    N, n_blocks = qdata.shape[0], qdata.shape[1] // block_bytes(5, block_size)
     codes = unpack_codes(qdata, 5, block_size).view(N, n_blocks, block_size // 8, 8)
     string = (codes << (5 * torch.arange(8, device=qdata.device))).sum(-1)  # (N, n_blocks, B / 8) int64, 40 bits
     word = (string & 0xFFFFFFFF)[..., None] >> (8 * torch.arange(4, device=qdata.device))
