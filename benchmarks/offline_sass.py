@@ -1,4 +1,5 @@
-"""Compile the GEMV for sm_90 without a GPU and count its main loop's SASS instructions.
+"""Compile the GEMV (or ``--wsrs``, the register-operand ws kernel) for sm_90 without a GPU and count its main loop's
+SASS instructions.
 
 ``triton.compile`` on the kernel's source with the argument specializations
 a real call gets (M == 1 a constant, pointers, sizes and strides divisible by
@@ -9,6 +10,11 @@ Triton of the GPU machine (its wheel ships ptxas, cuobjdump and nvdisasm)::
 
     python benchmarks/offline_sass.py --bits 5 --vec 16 --r 4 --warp-parts 4
     python benchmarks/offline_sass.py --bits 5 --vec 4 --r 8 --split
+    python benchmarks/offline_sass.py --wsrs 16x14336x4096 --dense5
+
+With ``--wsrs MxNxK`` the kernel is :mod:`hlwq_ops.kernels.wsrs`'s with the tuner's first config for that shape
+(with a bias, PDL on, as ``tests/test_kernels.py`` compiles it): the whole kernel's counts and the length of each
+consumer warpgroup's step loop (:func:`step_loops`).
 """
 
 from __future__ import annotations
@@ -55,8 +61,36 @@ def _tool(name: str) -> str:
     return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
 
 
-def loop_mix(sass: str) -> collections.Counter:
-    """Opcode counts of the main loop's body."""
+def compile_wsrs(bits: int, M: int, N: int, K: int, dense5: bool = False):
+    """The register-operand ws kernel for (M, N, K) with the tuner's first config, compiled for sm_90."""
+    import torch
+    from triton.experimental.gluon._runtime import GluonASTSource
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    from triton.runtime.jit import mangle_type
+
+    from hlwq_ops.kernels import tuning, wsmma, wsrs
+
+    config = tuning.candidates("wsrs", M, N, K, 132, bits)[0]
+    xp = torch.empty(M, K, dtype=torch.bfloat16)
+    q = torch.empty(N, K * bits // 8, dtype=torch.uint8)
+    _, p0_l, p1_l = wsmma._layouts(64, torch.bfloat16)
+    descs = dict(x_desc=TensorDescriptor.from_tensor(xp, [config["BM"], config["XBOX"]],
+                                                     wsrs._x_layout(config["BM"], config["XBOX"], xp.dtype)),
+                 p0_desc=TensorDescriptor.from_tensor(q.view(torch.int32), [128, 16], p0_l),
+                 p1_desc=TensorDescriptor.from_tensor(q.view(torch.int8), [128, 16], p1_l))
+    consts = dict(BITS=bits, BM=config["BM"], QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
+                  XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"], HAS_BIAS=True,
+                  SPLIT=config["SPLIT_K"] > 1, PDL=True, PHASES=config.get("PHASES", 1), DENSE5=dense5, num_warps=4)
+    args = dict(s_ptr="*fp16", c_ptr="*fp32", bias_ptr="*bf16", out_ptr="*bf16", ws_ptr="*fp32", M="i32", N="i32",
+                K_PAD="i32", stride_sn="i32")
+    signature = {name: mangle_type(d) for name, d in descs.items()} | args | dict.fromkeys(consts, "constexpr")
+    source = GluonASTSource(wsrs._rs_kernel, signature, consts)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4)), config
+
+
+def _instructions(sass: str) -> tuple[list[tuple[int, str, str]], list[tuple[int, int]]]:
+    """The SASS instructions (address, opcode, operands) and the loops (first and last address of each backward
+    branch's body)."""
     ins, labels, pending = [], {}, []
     for line in sass.splitlines():
         label = re.match(r"^(\.L_x_\d+):", line.strip())
@@ -71,10 +105,40 @@ def loop_mix(sass: str) -> collections.Counter:
             ins.append((addr, m.group(3), m.group(4)))
     loops = [(labels[t.group(1)], addr) for addr, op, rest in ins if op.startswith("BRA")
              for t in [re.search(r"(\.L_x_\d+)", rest)] if t and labels.get(t.group(1), addr) < addr]
+    return ins, loops
+
+
+def _mix(ins, lo: int = 0, hi: int = 1 << 62) -> collections.Counter:
+    return collections.Counter(op.split(".")[0] for addr, op, _ in ins if lo <= addr <= hi)
+
+
+def loop_mix(sass: str, key_op: str | None = "FFMA") -> collections.Counter:
+    """Opcode counts of the main loop's body: the backward branch whose body holds the most ``key_op`` (None: of the
+    whole kernel)."""
+    ins, loops = _instructions(sass)
+    if key_op is None:
+        return _mix(ins)
     # the main loop: the backward branch whose body holds the most FFMAs (the epilogue's loops hold none)
-    best = max(loops, key=lambda lo_hi: sum(op == "FFMA" for addr, op, _ in ins if lo_hi[0] <= addr <= lo_hi[1]),
-               default=(0, -1))
-    return collections.Counter(op.split(".")[0] for addr, op, _ in ins if best[0] <= addr <= best[1])
+    best = max(loops, key=lambda lo_hi: _mix(ins, *lo_hi)[key_op], default=(0, -1))
+    return _mix(ins, *best)
+
+
+def step_loops(sass: str) -> list[int]:
+    """Instruction counts of the ws kernel's consumer step loops: the loops whose body holds exactly one step of one
+    warpgroup (eight ``wgmma``, 64 shuffles: 64 rows x 128 codes over 128 threads), smallest first."""
+    ins, loops = _instructions(sass)
+    mixes = [_mix(ins, *lo_hi) for lo_hi in loops]
+    return sorted(sum(m.values()) for m in mixes if m["HGMMA"] == 8 and m["SHFL"] == 64)
+
+
+def _inspect(kernel) -> tuple[str, str]:
+    """The kernel's SASS (nvdisasm) and its registers and stack (cuobjdump)."""
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(kernel.asm["cubin"])
+        f.flush()
+        usage = subprocess.run([_tool("cuobjdump"), "-res-usage", f.name], capture_output=True, text=True).stdout
+        sass = subprocess.run([_tool("nvdisasm"), "-c", f.name], capture_output=True, text=True).stdout
+    return sass, " ".join(re.findall(r"REG:[0-9]+|STACK:[0-9]+", usage))
 
 
 def main() -> None:
@@ -90,18 +154,24 @@ def main() -> None:
     p.add_argument("--plain-stores", action="store_true",
                    help="the kernel Inductor launches (hlwq.linear_compiled): tl.store row sums, uint8 codes")
     p.add_argument("--dense5", action="store_true", help="Q5 codes element-dense (the DENSE5 prototype layout)")
+    p.add_argument("--wsrs", metavar="MxNxK", help="the register-operand ws kernel for this shape instead")
     a = p.parse_args()
+    if a.wsrs:
+        M, N, K = map(int, a.wsrs.split("x"))
+        kernel, config = compile_wsrs(a.bits, M, N, K, a.dense5)
+        sass, resources = _inspect(kernel)
+        mix = loop_mix(sass, None)
+        print(f"Triton {triton.__version__}, sm_90, wsrs Q{a.bits} {a.wsrs} {config} dense5={a.dense5}: {resources}")
+        print(f"whole kernel: {sum(mix.values())} instructions, SHFL {mix['SHFL']}, STL {mix['STL']}; consumer step "
+              f"loops (64 codes a thread): {step_loops(sass)} instructions")
+        print(" ".join(f"{op}:{c}" for op, c in mix.most_common(16)))
+        return
     kernel = compile_gemv(a.bits, a.vec, a.r, a.warp_parts, a.split, a.mb, early=a.early, pdl=a.pdl,
                           plain_stores=a.plain_stores, dense5=a.dense5)
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(kernel.asm["cubin"])
-        f.flush()
-        usage = subprocess.run([_tool("cuobjdump"), "-res-usage", f.name], capture_output=True, text=True).stdout
-        sass = subprocess.run([_tool("nvdisasm"), "-c", f.name], capture_output=True, text=True).stdout
+    sass, resources = _inspect(kernel)
     mix = loop_mix(sass)
     words = a.r * 32 * a.vec // 128  # plane-0 words per thread per iteration (4 warps)
     n = sum(mix.values())
-    resources = " ".join(re.findall(r"REG:[0-9]+|STACK:[0-9]+", usage))
     print(f"{hlwq_ops.__file__}, Triton {triton.__version__}, sm_90, Q{a.bits} VEC={a.vec} R={a.r} "
           f"WARP_PARTS={a.warp_parts} split={a.split} MB={a.mb} EARLY={a.early} PDL={a.pdl} "
           f"plain stores={a.plain_stores} dense5={a.dense5}: {resources}")

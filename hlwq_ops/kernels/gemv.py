@@ -478,7 +478,7 @@ def gemv(
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
     plan = gemv_plan(M, k_x, qdata.shape[0], scale.shape[1] * block_size, bits, block_size, config_key(config), rotate,
                  bias is not None, words.numel() >= 2**31, x.device, pdl(x.device),
-                 (x.stride(0), words.stride(0), scale.stride(0)), dense5=dense5)
+                 (x.stride(0), words.stride(0), scale.stride(0)), False, dense5)
     out = torch.empty(plan.out_shape, device=x.device, dtype=out_dtype)
     ws = out if plan.ws_shape is None else torch.empty(plan.ws_shape, device=x.device, dtype=torch.float32)
     counters = arrival_counters(x.device, plan.counters) if plan.counters else out  # (unused without split K)
