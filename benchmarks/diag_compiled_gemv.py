@@ -28,7 +28,7 @@ from hlwq_ops.kernels.common import arrival_counters  # noqa: E402
 from hlwq_ops.kernels.gemv import gemv_plan  # noqa: E402
 from hlwq_ops.kernels.launch import config_key  # noqa: E402
 
-PART = sys.argv[1] if len(sys.argv) > 1 else "ab"
+PART = sys.argv[1] if len(sys.argv) > 1 else "abc"
 dev = torch.device("cuda")
 
 

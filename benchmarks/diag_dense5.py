@@ -2,7 +2,7 @@
 M = 1 and the register-operand ws kernel (:mod:`hlwq_ops.kernels.wsrs`) at M = 16 and 64.
 
 What a change of the Q5 layout would buy before it is made: the same bytes, an element's eight codes as one 40-bit
-string (:func:`hlwq_ops.kernels.gemv.element_dense`), so that each code is one shift and the E/O merge goes. Offline
+string (:func:`hlwq_ops.format.element_dense`), so that each code is one shift and the E/O merge goes. Offline
 (Triton 3.6, sm_90, ``offline_sass.py --dense5``) the GEMV's loop issues 4.28 instructions a weight instead of 4.89
 (VEC = 4, R = 8, split K) and 4.21 instead of 4.98 (VEC = 16, R = 4, four warp parts; Q4: 3.97), and the ws kernel's
 consumer loop 267-275 instructions a step instead of 319-327 at BM = 16 (64 codes a thread).
@@ -26,7 +26,8 @@ import torch
 from hlwq_ops.hadamard import fwht_ref
 from hlwq_ops.kernels import note_weight, tuning
 from hlwq_ops.kernels.common import sm_count
-from hlwq_ops.kernels.gemv import can_rotate, element_dense, gemv
+from hlwq_ops.format import element_dense
+from hlwq_ops.kernels.gemv import can_rotate, gemv
 from hlwq_ops.kernels.wgmma import permute_activations
 from hlwq_ops.kernels.wsmma import runs_on as ws_runs_on
 from hlwq_ops.kernels.wsrs import activation_span, ws_rs

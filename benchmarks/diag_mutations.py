@@ -19,7 +19,9 @@ import triton
 from triton.backends.compiler import GPUTarget
 from torch._higher_order_ops.triton_kernel_wrap import identify_mutated_tensors
 
-from hlwq_ops.kernels import config_key, gemv_plan, tuning
+from hlwq_ops.kernels import tuning
+from hlwq_ops.kernels.gemv import gemv_plan
+from hlwq_ops.kernels.launch import config_key
 
 
 class _TargetOnly:

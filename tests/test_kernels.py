@@ -287,7 +287,7 @@ def test_gemv_refuses_to_rotate_partial_blocks():
 
 def test_element_dense_holds_each_elements_codes_as_one_string():
     """The prototype Q5 arrangement: element w's word and byte are ``sum_a code[8w + a] << 5a``, same bytes in all."""
-    from hlwq_ops.kernels.gemv import element_dense
+    from hlwq_ops.format import element_dense
 
     qdata, _ = _packed(3, 300, 5)
     dense = element_dense(qdata, 128)
@@ -311,7 +311,7 @@ def test_element_dense_holds_each_elements_codes_as_one_string():
     ],
 )
 def test_gemv_reads_element_dense_codes(M, N, K, changes):
-    from hlwq_ops.kernels.gemv import element_dense
+    from hlwq_ops.format import element_dense
 
     qdata, scale = _packed(N, K, 5)
     x = torch.randn(M, K, device=KERNEL_DEVICE).bfloat16()
@@ -1032,7 +1032,7 @@ from hlwq_ops.kernels import wsrs
 for M, N, K in ((5, 4096, 4096), (16, 14336, 4096), (32, 4096, 14336), (64, 4096, 14336), (128, 14336, 4096),
                 (512, 4096, 14336)):
     configs = tuning.candidates("wsrs", M, N, K, 132, bits)  # (both activation orders)
-    # and, at Q5, the first with element-dense codes (gemv.element_dense, a prototype layout)
+    # and, at Q5, the first with element-dense codes (format.element_dense, a prototype layout)
     for config, dense5 in [(c, False) for c in configs] + ([(configs[0], True)] if bits == 5 else []):
         xp = torch.empty(M, K, dtype=torch.bfloat16)
         q = torch.empty(N, K * bits // 8, dtype=torch.uint8)
@@ -1141,7 +1141,8 @@ def test_gpu_gemv_reads_element_dense_codes(N, K):
     """On the GPU the codes reach the shuffle with garbage above bit 4 (the interpreter masks them): every rotating
     GEMV candidate gives the planes' output bit for bit on element-dense codes."""
     from hlwq_ops.kernels.common import sm_count
-    from hlwq_ops.kernels.gemv import can_rotate, element_dense
+    from hlwq_ops.format import element_dense
+    from hlwq_ops.kernels.gemv import can_rotate
 
     qdata, scale = torch.ops.hlwq.quantize(torch.randn(N, K, device="cuda") * 0.02, 5, 128)
     dense = element_dense(qdata, 128)
@@ -1160,7 +1161,7 @@ def test_gpu_gemv_reads_element_dense_codes(N, K):
 def test_gpu_ws_rs_reads_element_dense_codes(M, N, K):
     """The register-operand ws kernel on element-dense codes: the planes' output bit for bit, every candidate."""
     from hlwq_ops.kernels.common import sm_count
-    from hlwq_ops.kernels.gemv import element_dense
+    from hlwq_ops.format import element_dense
     from hlwq_ops.kernels.wsmma import runs_on
     from hlwq_ops.kernels.wsrs import activation_span, ws_rs
 

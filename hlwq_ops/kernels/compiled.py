@@ -78,8 +78,9 @@ class TracedGemv(NamedTuple):
 
 def traced_gemv(x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, bits: int,
                 block_size: int, K: int, codebook: torch.Tensor | None) -> TracedGemv | None:
-    """The GEMV launch for a call of ``hlwq.linear_compiled``, or None where :func:`linear` would run another kernel
-    family, the GEMV would not rotate the activations itself, or the row count is symbolic (a dynamic shape).
+    """The GEMV launch for a call of ``hlwq.linear_compiled``, or None where :func:`hlwq_ops.kernels.linear` would run
+    another kernel family, the GEMV would not rotate the activations itself, or the row count is symbolic (a dynamic
+    shape).
 
     Runs while the op is traced (fake tensors; shapes are what it reads). The config is the tuned one
     (:mod:`.tuning`); a key not yet tuned is tuned now, on random tensors of the layer's shapes, as the first eager

@@ -35,7 +35,7 @@ into one another's targets) -- so that code ``2j`` is ``E >> 8j`` and code
 codes arranged element-dense instead, the same bytes in other places. An
 element's eight codes form one 40-bit string, code ``a`` at bits ``5a``; its
 low 32 bits are the element's plane-0 word, its high 8 bits the element's
-plane-1 byte (:func:`hlwq_ops.kernels.gemv.element_dense`). Each code is then
+plane-1 byte (:func:`hlwq_ops.format.element_dense`). Each code is then
 one shift (code 6 a funnel shift over the two), eight integer ops per
 element against fourteen for the E/O merge and its shifts.
 """
@@ -171,11 +171,13 @@ def _nibbles_over(low, high, INTERPRET: tl.constexpr):
 
 @triton.jit
 def code_sources(w0, w1, w2, O1: tl.constexpr, O2: tl.constexpr, PAIRED: tl.constexpr, INTERPRET: tl.constexpr):
-    """Per-element words the codes are cut from: (E, O, -) at Q5 (PAIRED), else the planes shifted to their offsets.
+    """Per-element words the codes are cut from: (E, O, -) at Q5 (PAIRED), the word and byte as loaded for
+    element-dense Q5 (``PAIRED == ELEMENT_DENSE``), else the planes shifted to their offsets.
 
     At Q5 each byte of E (O) takes its low nibble from plane 0 and its bit 4 from
     the plane-1 bits, spread by one multiply; bits 5..7 are left as garbage,
-    which a shuffle ignores and :func:`code_at` masks when EXACT.
+    which a shuffle ignores and :func:`code_at` masks when EXACT. ``PAIRED`` is
+    a bool or ``ELEMENT_DENSE`` (2, truthy): test for ``ELEMENT_DENSE`` first.
     """
     if PAIRED == ELEMENT_DENSE:
         out = w0, w1, w0

@@ -82,7 +82,7 @@ from .decode import (
 )
 from .launch import Launch, cdiv, config_key, config_of, plan_cache
 
-__all__ = ["can_rotate", "element_dense", "gemv", "gemv_plan", "gemv_ref", "slice_codes"]
+__all__ = ["can_rotate", "gemv", "gemv_plan", "gemv_ref", "slice_codes"]
 
 
 @triton.jit
@@ -280,7 +280,7 @@ def _gemv_kernel(
     EARLY: tl.constexpr,
     PDL: tl.constexpr,
     PLAIN_STORES: tl.constexpr,  # row sums by tl.store, which Inductor's mutation analysis reads (see gemv_plan)
-    DENSE5: tl.constexpr,  # Q5 codes element-dense (a prototype layout: element_dense)
+    DENSE5: tl.constexpr,  # Q5 codes element-dense (format.element_dense: a prototype, adopted or removed once timed)
 ):
     if q_ptr.dtype.element_ty == tl.uint8:  # (the packed codes as given: read as int32 words)
         q_ptr = q_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
@@ -389,8 +389,8 @@ def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, 
     ``strides``: of the activation rows, of the weight rows in int32 words and of the scale rows. The launch's last
     integer is the counters' offset in the buffer given (0). ``traced``: the kernel that ``hlwq.linear_compiled``
     hands Inductor (``PLAIN_STORES``: its row sums stored by ``tl.store``, which Inductor's mutation analysis reads;
-    no PDL). ``dense5``: the packed codes are Q5 arranged by :func:`element_dense` (a prototype layout, measured by
-    ``benchmarks/diag_dense5.py``).
+    no PDL). ``dense5``: the packed codes are Q5 arranged by :func:`hlwq_ops.format.element_dense` (a prototype,
+    timed by ``benchmarks/diag_dense5.py``).
     """
     if dense5 and bits != 5:
         raise ValueError(f"the element-dense arrangement is a Q5 layout, got bits={bits}")
@@ -467,8 +467,8 @@ def gemv(
             number), ``num_warps`` (see :mod:`hlwq_ops.kernels.tuning`),
             optionally ``WARP_PARTS``, ``MB`` and ``EARLY`` (see the module
             docstring).
-        dense5: ``qdata`` holds Q5 codes arranged by :func:`element_dense`
-            (a prototype layout), not the library's planes.
+        dense5: ``qdata`` holds Q5 codes arranged by
+            :func:`hlwq_ops.format.element_dense` (a prototype), not the planes.
 
     Returns:
         (M, N) in ``out_dtype``.
@@ -506,31 +506,3 @@ def gemv_ref(xr, qdata, scale, bias, bits, block_size, codebook=None) -> torch.T
     if bias is not None:
         y = y + bias.double()
     return y
-
-
-def element_dense(qdata: torch.Tensor, block_size: int) -> torch.Tensor:
-    """Q5 packed codes (the library's planes) rearranged element-dense: the same bytes, other bits in them.
-
-    A prototype layout, read by the GEMV with ``DENSE5`` (:func:`gemv_plan`'s ``dense5``) and timed against the
-    planes by ``benchmarks/diag_dense5.py``; the library stores planes. Element ``w`` of a block (its codes ``8w ..
-    8w + 7``) keeps its plane-0 word and plane-1 byte, which now hold the 40-bit string
-    ``sum_a code[8w + a] << 5a``: bits 0..31 in the word, 32..39 in the byte.
-
-    Args:
-        qdata: (N, n_blocks * block_size * 5 / 8) uint8, Q5 planes.
-
-    Returns:
-        The same shape, element-dense.
-    """
-    from ..format import block_bytes, unpack_codes
-
-    if qdata.dtype != torch.uint8 or qdata.dim() != 2 or qdata.shape[1] % block_bytes(5, block_size):
-        raise ValueError(f"qdata must be (N, n_blocks * {block_bytes(5, block_size)}) uint8 Q5 codes, got "
-                         f"{tuple(qdata.shape)} {qdata.dtype}")
-    N, n_blocks = qdata.shape[0], qdata.shape[1] // block_bytes(5, block_size)
-    codes = unpack_codes(qdata, 5, block_size).view(N, n_blocks, block_size // 8, 8)
-    string = (codes << (5 * torch.arange(8, device=qdata.device))).sum(-1)  # (N, n_blocks, B / 8) int64, 40 bits
-    word = (string & 0xFFFFFFFF)[..., None] >> (8 * torch.arange(4, device=qdata.device))
-    plane0 = (word & 0xFF).reshape(N, n_blocks, block_size // 2)
-    plane1 = (string >> 32).reshape(N, n_blocks, block_size // 8)
-    return torch.cat([plane0, plane1], dim=-1).to(torch.uint8).reshape(qdata.shape)

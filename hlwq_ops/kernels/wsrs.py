@@ -165,8 +165,8 @@ if gluon is not None:
 
     @gluon.jit
     def _dense_tiles(c_lane, word, byte, dtype: gl.constexpr):
-        """The eight k-tiles of element-dense Q5 codes (:func:`.gemv.element_dense`): code ``a`` at bit ``5a`` of
-        the 40 bits ``byte:word`` (the byte sign-extended: garbage above bit 7, which the shuffle ignores)."""
+        """The eight k-tiles of element-dense Q5 codes (:func:`hlwq_ops.format.element_dense`): code ``a`` at bit
+        ``5a`` of the 40 bits ``byte:word`` (the byte sign-extended: garbage above bit 7, which the shuffle ignores)."""
         return (_a_tile(c_lane, word, dtype), _a_tile(c_lane, word >> 5, dtype), _a_tile(c_lane, word >> 10, dtype),
                 _a_tile(c_lane, word >> 15, dtype), _a_tile(c_lane, word >> 20, dtype),
                 _a_tile(c_lane, word >> 25, dtype), _a_tile(c_lane, (word >> 30) | (byte << 2), dtype),
@@ -308,7 +308,7 @@ if gluon is not None:
         SPLIT: gl.constexpr,
         PDL: gl.constexpr,
         PHASES: gl.constexpr,
-        DENSE5: gl.constexpr,  # Q5 codes element-dense (a prototype layout: .gemv.element_dense)
+        DENSE5: gl.constexpr,  # Q5 codes element-dense (a prototype layout: format.element_dense)
         num_warps: gl.constexpr,  # (the default partition's; 4)
     ):
         BN: gl.constexpr = 128  # two consumer warpgroups of 64 rows
@@ -524,7 +524,7 @@ def ws_rs(
         dependent: launch this kernel, and the split-K sum after it, with programmatic dependent launch by
             default (each waiting for the kernel before it in ``griddepcontrol.wait``); ``HLWQ_PDL`` overrides it
             and it is off but on sm_90 and newer (:func:`.common.pdl`).
-        dense5: ``qdata`` holds Q5 codes arranged by :func:`.gemv.element_dense` (a prototype layout), not the
+        dense5: ``qdata`` holds Q5 codes arranged by :func:`hlwq_ops.format.element_dense` (a prototype layout), not the
             library's planes.
 
     Returns:

@@ -1,0 +1,80 @@
+"""Host time of ``hlwq_ops.kernels.linear`` on a machine without a GPU: its Python, every launch stubbed out.
+
+On CPU tensors ``kernels.linear`` runs the same Python as on the GPU's GEMV path up to the launch (the plan, the
+output, the workspace, the counters' region), with two differences made up here: the launch is replaced by a no-op,
+and the tuned config is served from a dict as the GPU's hot path does (on the CPU ``tuning.config_for`` would list
+the candidates every call). Prints microseconds per call (best of five rounds) and, with ``--profile``, cProfile's
+functions by own time::
+
+    python benchmarks/profile_linear_cpu.py [--m 1] [--shape 14336x4096] [--profile]
+
+A CPU's own speed sets the scale: the H200 machine's CPU ran this library's Python about twice as slowly
+(``benchmarks/NOTES.md`` sessions 36-37).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import timeit
+
+os.environ.setdefault("HLWQ_AUTOTUNE", "0")
+
+import torch  # noqa: E402
+
+from hlwq_ops import kernels, ops  # noqa: E402
+from hlwq_ops.kernels import launch, tuning  # noqa: E402
+
+
+def serve_configs_from_a_dict() -> None:
+    """``tuning.config_for`` as a GPU runs it once tuned: the key, then one dict lookup."""
+    served, first = {}, tuning.config_for
+
+    def config_for(kernel, M, N, k_pad, bits, weight, run):
+        key = kernel + tuning._layer_key(M, N, k_pad, bits)
+        if key not in served:
+            served[key] = first(kernel, M, N, k_pad, bits, weight, run)
+        return served[key]
+
+    tuning.config_for = config_for
+
+
+def per_call_us(fn, number: int = 3000) -> float:
+    fn()
+    return min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e6
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--m", nargs="+", type=int, default=[1])
+    p.add_argument("--shape", default="14336x4096")
+    p.add_argument("--profile", action="store_true")
+    a = p.parse_args()
+    launch.Launch.__call__ = lambda self, *args: None
+    serve_configs_from_a_dict()
+    torch.manual_seed(0)
+    N, K = map(int, a.shape.split("x"))
+    q, s = torch.ops.hlwq.quantize(torch.randn(N, K) * 0.02, 5, 128)
+    print(f"torch {torch.__version__}, Q5 {N} x {K}, launches stubbed")
+    for M in a.m:
+        x = torch.randn(M, K, dtype=torch.bfloat16)
+        path = tuning.path_for(M, kernels.supports(5, 128, None, x.dtype))
+        if path != "gemv":
+            print(f"M = {M}: the {path} path on the CPU is not the GPU's; skipped")
+            continue
+        call = lambda x=x: kernels.linear(x, q, s, None, 5, 128, K, None)  # noqa: E731
+        check = lambda x=x: ops._check_linear(x, q, s, None, 5, 128, K, None)  # noqa: E731
+        print(f"M = {M}: kernels.linear {per_call_us(call):.1f} us a call, ops._check_linear {per_call_us(check):.1f}")
+        if a.profile:
+            profile = cProfile.Profile()
+            profile.enable()
+            for _ in range(3000):
+                call()
+            profile.disable()
+            pstats.Stats(profile).sort_stats("tottime").print_stats(12)
+
+
+if __name__ == "__main__":
+    main()
