@@ -25,6 +25,7 @@ check it against ``generate()``.
 
 from __future__ import annotations
 
+import inspect
 import time
 import warnings
 from dataclasses import dataclass
@@ -32,7 +33,13 @@ from dataclasses import dataclass
 import torch
 from transformers import StaticCache
 
-__all__ = ["DecodeStats", "GraphDecoder"]
+__all__ = ["DecodeStats", "GraphDecoder", "cache_argument"]
+
+
+def cache_argument(model: torch.nn.Module) -> str:
+    """The keyword ``model.forward`` takes its KV cache by: ``cache`` in newer transformers (5.25, where
+    ``past_key_values`` warns that it goes in 5.40), ``past_key_values`` in older ones (5.17)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 @dataclass
@@ -70,7 +77,8 @@ class GraphDecoder:
 
     Args:
         model: a transformers causal LM (``model(input_ids, cache_position=...,
-            past_key_values=...)`` returns ``.logits``).
+            cache=...)`` returns ``.logits``; ``past_key_values=...`` where its
+            ``forward`` still names the cache that way, as transformers 5.17 does).
         compile: compile the decode step with ``torch.compile``.
         cuda_graph: capture the step in a CUDA graph (default: when the model is on CUDA).
             ValueError for a model with sliding-window layers, whose step depends on a
@@ -84,6 +92,7 @@ class GraphDecoder:
         if self.cuda_graph:
             self._check_graph_can_replay(StaticCache(config=model.config, max_cache_len=1))  # allocates nothing
         self.compiled = compile
+        self._cache_arg = cache_argument(model)
         self._warm = False
         self._step = torch.compile(self._decode_step, fullgraph=True) if compile else self._decode_step
         self.stats = DecodeStats()
@@ -120,7 +129,7 @@ class GraphDecoder:
         """
         padded = {} if mask is None else {"attention_mask": mask, "position_ids": row_position}
         logits = self.model(
-            input_ids=token, cache_position=position, past_key_values=self._cache, use_cache=True, **padded
+            input_ids=token, cache_position=position, use_cache=True, **{self._cache_arg: self._cache}, **padded
         ).logits
         return logits[:, -1].argmax(-1, keepdim=True)
 
@@ -301,8 +310,8 @@ class GraphDecoder:
         logits = self.model(
             input_ids=input_ids,
             cache_position=torch.arange(prompt, device=self.device),
-            past_key_values=self._cache,
             use_cache=True,
+            **{self._cache_arg: self._cache},
             **padded,
         ).logits
         out = torch.empty(batch, max_new_tokens, dtype=torch.long, device=self.device)

@@ -136,6 +136,28 @@ def test_graph_decoder_matches_generate(arch, compile):
     assert torch.equal(decoder.generate(ids, 7), expected), "a second call reuses the cache"
 
 
+def test_graph_decoder_passes_the_cache_by_the_models_own_keyword():
+    """``cache`` where ``forward`` takes it (newer transformers deprecate ``past_key_values``, and drop it in 5.40),
+    ``past_key_values`` where only that exists (transformers 5.17): no deprecation warning either way."""
+    from hlwq_ops.decode import GraphDecoder, cache_argument
+
+    class Old(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, **kwargs):
+            pass
+
+    class New(torch.nn.Module):
+        def forward(self, input_ids=None, cache=None, **kwargs):
+            pass
+
+    assert cache_argument(Old()) == "past_key_values" and cache_argument(New()) == "cache"
+    torch.manual_seed(0)
+    model = _llama().eval()
+    model.generation_config.eos_token_id = None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*past_key_values.*")
+        GraphDecoder(model, compile=False).generate(torch.randint(0, 512, (1, 4)), 3)
+
+
 @pytest.mark.parametrize("arch", ["llama", "qwen3.5"])
 @pytest.mark.parametrize("compile", [False, True])
 def test_graph_decoder_left_padded_prompts_like_generate(arch, compile):
