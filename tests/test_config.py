@@ -52,7 +52,7 @@ def test_per_layer_bits_with_fqn_to_config():
     m = _mlp()
     quantize_(
         m,
-        FqnToConfig({"0": hlwq(bits=3), "re:[23]": hlwq(bits=6), "_default": None}),
+        FqnToConfig({"0": hlwq(bits=3), "re:[23]": hlwq(bits=6)}),
         filter_fn=None,
     )
     assert [m[i].weight.bits for i in (0, 2, 3)] == [3, 6, 6]

@@ -136,6 +136,25 @@ def test_graph_decoder_matches_generate(arch, compile):
     assert torch.equal(decoder.generate(ids, 7), expected), "a second call reuses the cache"
 
 
+def test_per_layer_bits_as_the_readme_shows():
+    """The README's ``FqnToConfig`` (no ``_default``, which torchao 0.18 deprecates): down_proj at 6 bits, the other
+    projections at 4, ``lm_head`` and the embeddings as they were, and no warning."""
+    from torchao.quantization import FqnToConfig
+
+    from hlwq_ops import hlwq
+
+    model = _llama().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quantize_(model, FqnToConfig({r"re:.*mlp\.down_proj": hlwq(bits=6), r"re:.*_proj": hlwq(bits=4)}),
+                  filter_fn=None)
+    bits = {name: m.weight.bits for name, m in model.named_modules() if isinstance(getattr(m, "weight", None),
+                                                                               HLWQTensor)}
+    assert bits and all(b == (6 if name.endswith("down_proj") else 4) for name, b in bits.items()), bits
+    assert len(bits) == 7 * model.config.num_hidden_layers
+    assert type(model.lm_head.weight) is torch.nn.Parameter and "lm_head" not in bits
+
+
 def test_graph_decoder_passes_the_cache_by_the_models_own_keyword():
     """``cache`` where ``forward`` takes it (newer transformers deprecate ``past_key_values``, and drop it in 5.40),
     ``past_key_values`` where only that exists (transformers 5.17): no deprecation warning either way."""
