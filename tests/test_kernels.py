@@ -343,6 +343,46 @@ def test_dequant_linear_empty_weight_and_bad_out():
                                    out=torch.empty(32, 256, device=KERNEL_DEVICE))
 
 
+def test_a_gemv_call_signature_is_resolved_once(monkeypatch):
+    """kernels.linear's second call of a GEMV signature goes straight to the launch (the same result); another
+    signature (a bias, another M, HLWQ_PATH set) or another config chooser resolves again, and clear_plans forgets."""
+    from hlwq_ops.kernels import launch as launch_module
+
+    qdata, scale = _packed(40, 300, 5)
+    x = torch.randn(1, 300, device=KERNEL_DEVICE).bfloat16()
+    launch_module.clear_plans()
+    assert not kernels._RESOLVED
+    first = kernels.linear(x, qdata, scale, None, 5, 128, 300, None)
+    assert len(kernels._RESOLVED) == 1
+    chosen = []
+    original = tuning.config_for
+    monkeypatch.setattr(tuning, "config_for", lambda *args: chosen.append(args[0]) or original(*args))
+    assert torch.equal(kernels.linear(x, qdata, scale, None, 5, 128, 300, None), first)
+    assert chosen == ["gemv"] and len(kernels._RESOLVED) == 1, "a new chooser resolves the signature again"
+    assert torch.equal(kernels.linear(x, qdata, scale, None, 5, 128, 300, None), first) and chosen == ["gemv"]
+    xr = fwht_ref(torch.nn.functional.pad(x.float(), (0, 84)), 128)
+    bias = torch.randn(40, device=KERNEL_DEVICE).bfloat16()
+    y = kernels.linear(x, qdata, scale, bias, 5, 128, 300, None)
+    assert rel_error(y, gemv_ref(xr, qdata, scale, bias, 5, 128)) < 1e-2
+    assert chosen == ["gemv", "gemv"] and len(kernels._RESOLVED) == 2
+    monkeypatch.setenv("HLWQ_PATH", "dequant")  # (forced: not the GEMV, nothing resolved)
+    assert rel_error(kernels.linear(x, qdata, scale, None, 5, 128, 300, None), first) < 1e-2
+    assert chosen == ["gemv", "gemv"] and len(kernels._RESOLVED) == 2
+    launch_module.clear_plans()
+    assert not kernels._RESOLVED
+
+
+def test_a_resolved_gemv_holds_while_the_tuning_table_keeps_its_config(monkeypatch):
+    config = {"VEC": 4}
+    entry = kernels._ResolvedGemv(tuning.config_for, "gemv/40x384/q5/m1", config, None, 300, 40, False)
+    monkeypatch.setattr(tuning, "_TUNED", {"gemv/40x384/q5/m1": config})
+    assert entry.current()
+    monkeypatch.setattr(tuning, "_TUNED", {"gemv/40x384/q5/m1": dict(config)})  # retuned, reloaded: another object
+    assert not entry.current()
+    monkeypatch.setattr(tuning, "_TUNED", {})
+    assert not entry.current()
+
+
 def test_weights_made_or_loaded_get_the_device_ready(monkeypatch, tmp_path):
     """Every HLWQ weight made -- by __init__ or by torch.load, which skips it -- is handed to note_weight."""
     from hlwq_ops import HLWQTensor
@@ -1133,6 +1173,25 @@ def test_gpu_linear_sweep(bits, N, K, dtype, monkeypatch):
         assert y.dtype == dtype
         assert torch.isfinite(y).all()
         assert rel_error(y, ref) <= 2 * bf16_err, (M, rel_error(y, ref), bf16_err)
+
+
+@pytest.mark.gpu
+def test_gpu_a_tuned_gemv_call_is_resolved_until_retuned(monkeypatch):
+    """On the GPU a GEMV signature is resolved only with its tuned config, and a tuning table that no longer holds
+    that config (retuned, reloaded) sends the next call back through the tuner; every result the same."""
+    qdata, scale = torch.ops.hlwq.quantize(torch.randn(1024, 4096, device="cuda") * 0.02, 5, 128)
+    x = torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16)
+    kernels.launch.clear_plans()
+    first = kernels.linear(x, qdata, scale, None, 5, 128, 4096, None)  # tunes
+    (entry,) = kernels._RESOLVED.values()
+    assert entry.tuning_key in tuning._TUNED and entry.current()
+    assert torch.equal(kernels.linear(x, qdata, scale, None, 5, 128, 4096, None), first)
+    monkeypatch.setattr(tuning, "_TUNED", {key: dict(value) if isinstance(value, dict) else value
+                                           for key, value in tuning._TUNED.items()})
+    assert not entry.current()
+    assert torch.equal(kernels.linear(x, qdata, scale, None, 5, 128, 4096, None), first)
+    (again,) = kernels._RESOLVED.values()
+    assert again is not entry and again.current()
 
 
 @pytest.mark.gpu

@@ -13,17 +13,22 @@ general one (:mod:`.mma`) the rest.
 
 from __future__ import annotations
 
+import os
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
 from ..codebook import codebook as standard_codebook
 from ..hadamard import fwht_ref
 from . import compiled, tuning
-from .common import arrival_counters, pdl
+from . import common
+from .common import arrival_counters, kernel_codebook, pdl, unit_stride
 from .dequant import dequant_linear, dequantize_rotated
 from .fwht import MAX_KERNEL_BLOCK, fwht
 from .fwht import prepare as prepare_fwht
-from .gemv import can_rotate, gemv
+from .gemv import can_rotate, gemv, launch_plan, plan_for
+from .launch import clear_with_plans
 from .mma import mma
 from .tcgemv import aligned as tc_aligned
 from .tcgemv import as_operand, tc_gemv
@@ -246,6 +251,56 @@ def linear_rotated(
     return y.reshape(*lead, N)
 
 
+class _ResolvedGemv(NamedTuple):
+    """A GEMV call of :func:`linear` resolved once for its signature (:func:`_signature`): the plan, and what chose
+    its config, which must still choose the same for the entry to hold (:meth:`current`)."""
+
+    chooser: object  # tuning.config_for when resolved
+    tuning_key: str | None  # the config's key in the tuning table (None on the CPU: nothing is tuned there)
+    config: dict
+    plan: object  # .gemv._Plan
+    K: int
+    N: int
+    copy_x: bool  # the (M, K) view of x has a stride along K
+
+    def current(self) -> bool:
+        return tuning.config_for is self.chooser and (
+            self.tuning_key is None or tuning._TUNED.get(self.tuning_key) is self.config)
+
+    def __call__(self, x, qdata, scale, bias, bits, codebook) -> torch.Tensor:
+        x2 = x.reshape(-1, self.K)
+        x2 = x2.contiguous() if self.copy_x else x2
+        y = launch_plan(self.plan, x2, qdata.view(torch.int32), unit_stride(scale), unit_stride(bias),
+                        kernel_codebook(bits, codebook, qdata.device), x.dtype)
+        return y.reshape(*x.shape[:-1], self.N)
+
+
+# Call signatures of linear() that run the GEMV, resolved (emptied by launch.clear_plans). A later call with the same
+# signature skips the path and family decisions, the tuning lookup and the wrapper's derivations: on a CPU with the
+# launches stubbed out, 19.4-20.0 -> ~10 us a call at M = 1 (benchmarks/profile_linear_cpu.py, NOTES session 40).
+_RESOLVED: dict[tuple, _ResolvedGemv] = clear_with_plans({})
+
+
+def _signature(x, qdata, scale, bias, bits, block_size, K, codebook) -> tuple:
+    """What :func:`linear`'s choices for a call depend on, the tuned config aside: shapes, strides, dtypes, the
+    device, whether there is a bias and a custom codebook, and the two settings read from the environment."""
+    return (x.shape, x.stride(), x.dtype, x.device, qdata.shape, qdata.stride(), qdata.storage_offset(), scale.shape,
+            scale.stride(), None if bias is None else (bias.stride(), bias.dtype), codebook is None, bits, block_size,
+            K, os.environ.get("HLWQ_PATH"), common.pdl_requested())
+
+
+def _resolve(signature, x2, qdata, scale, bias, bits, block_size, config, K, M, N, k_pad, copy_x) -> None:
+    """Keep a GEMV call that rotated in the kernel, with a config the tuner will choose again (a tuned one; on the
+    CPU the untuned default), for :func:`linear`'s later calls."""
+    if not can_rotate(bits, block_size, config):
+        return
+    tuning_key = None if x2.device.type == "cpu" else "gemv" + tuning._layer_key(M, N, k_pad, bits)
+    if tuning_key is not None and tuning._TUNED.get(tuning_key) is not config:  # (untuned: tuning off, a capture)
+        return
+    plan = plan_for(x2, qdata.view(torch.int32), unit_stride(scale), unit_stride(bias), bits, block_size, config, True)
+    _RESOLVED[signature] = _ResolvedGemv(tuning.config_for, tuning_key, config, plan, K, N, copy_x)
+
+
 def linear(
     x: torch.Tensor,
     qdata: torch.Tensor,
@@ -263,8 +318,12 @@ def linear(
     kernel's order and 16-bit dtype (:func:`_compute_dtype`); otherwise ``x``
     is padded, rotated by the FWHT kernel (float32 for the general
     tensor-core kernel, the 16-bit compute dtype for dequantize + cuBLAS) and
-    handed to :func:`linear_rotated`.
+    handed to :func:`linear_rotated`. A GEMV call's signature is resolved once (:func:`_resolve`).
     """
+    signature = _signature(x, qdata, scale, bias, bits, block_size, K, codebook)
+    resolved = _RESOLVED.get(signature)
+    if resolved is not None and resolved.current():
+        return resolved(x, qdata, scale, bias, bits, codebook)
     lead, N = x.shape[:-1], qdata.shape[0]
     k_pad = scale.shape[1] * block_size
     x2 = x.reshape(-1, K)
@@ -284,9 +343,12 @@ def linear(
         y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, x.dtype, ws,
                                 launches_dependent(x.device))
     elif path == "gemv":
-        x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()
+        copy_x = x2.stride(-1) != 1
+        x2 = x2.contiguous() if copy_x else x2
         run = _gemv_run(x2, bias, bits, block_size, codebook, x.dtype)
-        y = run(tuning.config_for("gemv", M, N, k_pad, bits, (qdata, scale), run), qdata, scale)
+        config = tuning.config_for("gemv", M, N, k_pad, bits, (qdata, scale), run)
+        y = run(config, qdata, scale)
+        _resolve(signature, x2, qdata, scale, bias, bits, block_size, config, K, M, N, k_pad, copy_x)
     else:  # the general tensor-core kernel reads float32 activations, cuBLAS 16-bit ones (_compute_dtype)
         xr = _rotated(x2, k_pad, block_size, torch.float32 if path == "mma" else _compute_dtype(x.dtype))
         y = linear_rotated(xr, qdata, scale, bias, bits, block_size, codebook, x.dtype)

@@ -82,7 +82,7 @@ from .decode import (
 )
 from .launch import Launch, cdiv, config_key, config_of, plan_cache
 
-__all__ = ["can_rotate", "gemv", "gemv_plan", "gemv_ref", "slice_codes"]
+__all__ = ["can_rotate", "gemv", "gemv_plan", "gemv_ref", "launch_plan", "plan_for", "slice_codes"]
 
 
 @triton.jit
@@ -473,17 +473,30 @@ def gemv(
     Returns:
         (M, N) in ``out_dtype``.
     """
-    M, k_x = x.shape
     words = qdata.view(torch.int32)
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
-    plan = gemv_plan(M, k_x, qdata.shape[0], scale.shape[1] * block_size, bits, block_size, config_key(config), rotate,
-                 bias is not None, words.numel() >= 2**31, x.device, pdl(x.device),
-                 (x.stride(0), words.stride(0), scale.stride(0)), False, dense5)
+    plan = plan_for(x, words, scale, bias, bits, block_size, config, rotate, dense5)
+    return launch_plan(plan, x, words, scale, bias, kernel_codebook(bits, codebook, qdata.device), out_dtype)
+
+
+def plan_for(x: torch.Tensor, words: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, bits: int,
+             block_size: int, config: dict, rotate: bool = False, dense5: bool = False) -> _Plan:
+    """:func:`gemv_plan` for :func:`gemv`'s operands (``words``: the codes viewed as int32; ``scale`` and ``bias``
+    with unit stride)."""
+    M, k_x = x.shape
+    return gemv_plan(M, k_x, words.shape[0], scale.shape[1] * block_size, bits, block_size, config_key(config), rotate,
+                     bias is not None, words.numel() >= 2**31, x.device, pdl(x.device),
+                     (x.stride(0), words.stride(0), scale.stride(0)), False, dense5)
+
+
+def launch_plan(plan: _Plan, x: torch.Tensor, words: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
+                table: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """Allocate the output (and the partials' workspace), take the counters and launch ``plan``: what every call
+    does, its plan resolved (:func:`plan_for`; ``table``: :func:`.common.kernel_codebook`)."""
     out = torch.empty(plan.out_shape, device=x.device, dtype=out_dtype)
     ws = out if plan.ws_shape is None else torch.empty(plan.ws_shape, device=x.device, dtype=torch.float32)
     counters = arrival_counters(x.device, plan.counters) if plan.counters else out  # (unused without split K)
-    plan.launch(x, words, scale, kernel_codebook(bits, codebook, qdata.device), bias if bias is not None else out,
-                out, ws, counters)
+    plan.launch(x, words, scale, table, bias if bias is not None else out, out, ws, counters)
     return out
 
 

@@ -46,8 +46,8 @@ import torch
 import triton
 from triton.runtime.jit import JITFunction
 
-__all__ = ["CHECKED", "DirectLaunch", "Launch", "Tma", "cdiv", "clear_plans", "config_key", "config_of", "direct",
-           "plan_cache"]
+__all__ = ["CHECKED", "DirectLaunch", "Launch", "Tma", "cdiv", "clear_plans", "clear_with_plans", "config_key",
+           "config_of", "direct", "plan_cache"]
 
 # Triton versions whose C launcher (its argument format, the descriptor wrapper's closure) this was checked against
 # on a GPU.
@@ -66,10 +66,16 @@ def plan_cache(fn):
     return cached
 
 
+def clear_with_plans(store: dict) -> dict:
+    """Have :func:`clear_plans` empty ``store`` too: a dict of calls resolved once that holds plans."""
+    _PLAN_CACHES.append(store)
+    return store
+
+
 def clear_plans() -> None:
     """Forget every plan (and so every compiled kernel a :class:`Launch` kept): for tests that swap a kernel."""
     for cached in _PLAN_CACHES:
-        cached.cache_clear()
+        cached.clear() if isinstance(cached, dict) else cached.cache_clear()
 
 
 def config_key(config: dict) -> tuple:
