@@ -368,6 +368,10 @@ def test_a_gemv_call_signature_is_resolved_once(monkeypatch):
     monkeypatch.setenv("HLWQ_PATH", "dequant")  # (forced: not the GEMV, nothing resolved)
     assert rel_error(kernels.linear(x, qdata, scale, None, 5, 128, 300, None), first) < 1e-2
     assert chosen == ["gemv", "gemv"] and len(kernels._RESOLVED) == 2
+    monkeypatch.delenv("HLWQ_PATH")
+    monkeypatch.setattr(kernels, "_MAX_RESOLVED", 2)  # full: the store starts again
+    kernels.linear(x[:, :299], qdata, scale, None, 5, 128, 299, None)
+    assert len(kernels._RESOLVED) == 1
     launch_module.clear_plans()
     assert not kernels._RESOLVED
 

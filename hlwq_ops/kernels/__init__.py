@@ -279,6 +279,7 @@ class _ResolvedGemv(NamedTuple):
 # signature skips the path and family decisions, the tuning lookup and the wrapper's derivations: on a CPU with the
 # launches stubbed out, 19.4-20.0 -> ~10 us a call at M = 1 (benchmarks/profile_linear_cpu.py, NOTES session 40).
 _RESOLVED: dict[tuple, _ResolvedGemv] = clear_with_plans({})
+_MAX_RESOLVED = 1024  # as many as the wrappers' plan caches keep
 
 
 def _signature(x, qdata, scale, bias, bits, block_size, K, codebook) -> tuple:
@@ -298,6 +299,8 @@ def _resolve(signature, x2, qdata, scale, bias, bits, block_size, config, K, M, 
     if tuning_key is not None and tuning._TUNED.get(tuning_key) is not config:  # (untuned: tuning off, a capture)
         return
     plan = plan_for(x2, qdata.view(torch.int32), unit_stride(scale), unit_stride(bias), bits, block_size, config, True)
+    if len(_RESOLVED) >= _MAX_RESOLVED:  # (signatures that vary without end, e.g. a stride set by a prompt's length)
+        _RESOLVED.clear()
     _RESOLVED[signature] = _ResolvedGemv(tuning.config_for, tuning_key, config, plan, K, N, copy_x)
 
 
