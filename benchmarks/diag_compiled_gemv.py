@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_decode as B  # noqa: E402
 from hlwq_ops import kernels  # noqa: E402
 from hlwq_ops.codebook import codebook  # noqa: E402
+from hlwq_ops.decode import cache_argument  # noqa: E402
 from hlwq_ops.kernels import tuning  # noqa: E402
 from hlwq_ops.kernels.common import arrival_counters  # noqa: E402
 from hlwq_ops.kernels.gemv import gemv_plan  # noqa: E402
@@ -99,7 +100,8 @@ def time_steps(model, label):
         cache.reset()
         for p in range(n):
             pos = torch.tensor([p], device="cuda")
-            out = fwd(input_ids=tok, cache_position=pos, position_ids=pos[None], past_key_values=cache, use_cache=True)
+            out = fwd(input_ids=tok, cache_position=pos, position_ids=pos[None], use_cache=True,
+                      **{cache_argument(model): cache})
             if keep:
                 logits.append(out.logits.float().clone())
 

@@ -13,8 +13,8 @@ Triton of the GPU machine (its wheel ships ptxas, cuobjdump and nvdisasm)::
     python benchmarks/offline_sass.py --wsrs 16x14336x4096 --dense5
 
 With ``--wsrs MxNxK`` the kernel is :mod:`hlwq_ops.kernels.wsrs`'s with the tuner's first config for that shape
-(with a bias, PDL on, as ``tests/test_kernels.py`` compiles it): the whole kernel's counts and the length of each
-consumer warpgroup's step loop (:func:`step_loops`).
+(with a bias unless ``--no-bias``, PDL on, as ``tests/test_kernels.py`` compiles it): the whole kernel's counts and
+the length of each consumer warpgroup's step loop (:func:`step_loops`).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def _tool(name: str) -> str:
     return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
 
 
-def compile_wsrs(bits: int, M: int, N: int, K: int, dense5: bool = False):
+def compile_wsrs(bits: int, M: int, N: int, K: int, dense5: bool = False, bias: bool = True):
     """The register-operand ws kernel for (M, N, K) with the tuner's first config, compiled for sm_90."""
     import torch
     from triton.experimental.gluon._runtime import GluonASTSource
@@ -79,7 +79,7 @@ def compile_wsrs(bits: int, M: int, N: int, K: int, dense5: bool = False):
                  p0_desc=TensorDescriptor.from_tensor(q.view(torch.int32), [128, 16], p0_l),
                  p1_desc=TensorDescriptor.from_tensor(q.view(torch.int8), [128, 16], p1_l))
     consts = dict(BITS=bits, BM=config["BM"], QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
-                  XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"], HAS_BIAS=True,
+                  XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"], HAS_BIAS=bias,
                   SPLIT=config["SPLIT_K"] > 1, PDL=True, PHASES=config.get("PHASES", 1), DENSE5=dense5, num_warps=4)
     args = dict(s_ptr="*fp16", c_ptr="*fp32", bias_ptr="*bf16", out_ptr="*bf16", ws_ptr="*fp32", M="i32", N="i32",
                 K_PAD="i32", stride_sn="i32")
@@ -155,13 +155,15 @@ def main() -> None:
                    help="the kernel Inductor launches (hlwq.linear_compiled): tl.store row sums, uint8 codes")
     p.add_argument("--dense5", action="store_true", help="Q5 codes element-dense (the DENSE5 prototype layout)")
     p.add_argument("--wsrs", metavar="MxNxK", help="the register-operand ws kernel for this shape instead")
+    p.add_argument("--no-bias", action="store_true", help="(--wsrs) the kernel without a bias")
     a = p.parse_args()
     if a.wsrs:
         M, N, K = map(int, a.wsrs.split("x"))
-        kernel, config = compile_wsrs(a.bits, M, N, K, a.dense5)
+        kernel, config = compile_wsrs(a.bits, M, N, K, a.dense5, bias=not a.no_bias)
         sass, resources = _inspect(kernel)
         mix = loop_mix(sass, None)
-        print(f"Triton {triton.__version__}, sm_90, wsrs Q{a.bits} {a.wsrs} {config} dense5={a.dense5}: {resources}")
+        print(f"Triton {triton.__version__}, sm_90, wsrs Q{a.bits} {a.wsrs} {config} dense5={a.dense5} "
+              f"bias={not a.no_bias}: {resources}")
         print(f"whole kernel: {sum(mix.values())} instructions, SHFL {mix['SHFL']}, STL {mix['STL']}; consumer step "
               f"loops (64 codes a thread): {step_loops(sass)} instructions")
         print(" ".join(f"{op}:{c}" for op, c in mix.most_common(16)))

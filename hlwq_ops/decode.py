@@ -38,8 +38,10 @@ __all__ = ["DecodeStats", "GraphDecoder", "cache_argument"]
 
 def cache_argument(model: torch.nn.Module) -> str:
     """The keyword ``model.forward`` takes its KV cache by: ``cache`` in newer transformers (5.25, where
-    ``past_key_values`` warns that it goes in 5.40), ``past_key_values`` in older ones (5.17)."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    ``past_key_values`` warns that it goes in 5.40), ``past_key_values`` in older ones (5.17). A
+    ``torch.compile``d model is read through to the module it wraps (its own ``forward`` takes ``*args``)."""
+    forward = getattr(model, "_orig_mod", model).forward
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
 @dataclass

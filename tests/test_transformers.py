@@ -169,6 +169,7 @@ def test_graph_decoder_passes_the_cache_by_the_models_own_keyword():
             pass
 
     assert cache_argument(Old()) == "past_key_values" and cache_argument(New()) == "cache"
+    assert cache_argument(torch.compile(New())) == "cache"  # (read through the compiled wrapper)
     torch.manual_seed(0)
     model = _llama().eval()
     model.generation_config.eos_token_id = None

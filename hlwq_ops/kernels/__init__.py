@@ -253,7 +253,13 @@ def linear_rotated(
 
 class _ResolvedGemv(NamedTuple):
     """A GEMV call of :func:`linear` resolved once for its signature (:func:`_signature`): the plan, and what chose
-    its config, which must still choose the same for the entry to hold (:meth:`current`)."""
+    its config, which must still choose the same for the entry to hold (:meth:`current`).
+
+    An entry holds until ``tuning.config_for`` is another function or, on a GPU, the tuning table no longer holds the
+    very config object it ran (retuned, reloaded, a replaced table), or :func:`.launch.clear_plans`. It takes as
+    fixed what else :func:`linear` reads: the module's thresholds and functions (``tuning.path_for``,
+    :func:`.gemv.gemv_plan`, ...) and a tuned config's contents. Whoever changes those clears the plans, as the tests
+    do before each test (``tests/conftest.py``)."""
 
     chooser: object  # tuning.config_for when resolved
     tuning_key: str | None  # the config's key in the tuning table (None on the CPU: nothing is tuned there)
@@ -277,7 +283,7 @@ class _ResolvedGemv(NamedTuple):
 
 # Call signatures of linear() that run the GEMV, resolved (emptied by launch.clear_plans). A later call with the same
 # signature skips the path and family decisions, the tuning lookup and the wrapper's derivations: on a CPU with the
-# launches stubbed out, 19.4-20.0 -> ~10 us a call at M = 1 (benchmarks/profile_linear_cpu.py, NOTES session 40).
+# launches stubbed out, 19.5-19.7 -> 13.8-13.9 us a call at M = 1 (benchmarks/profile_linear_cpu.py, NOTES session 40).
 _RESOLVED: dict[tuple, _ResolvedGemv] = clear_with_plans({})
 _MAX_RESOLVED = 1024  # as many as the wrappers' plan caches keep
 
@@ -292,7 +298,7 @@ def _signature(x, qdata, scale, bias, bits, block_size, K, codebook) -> tuple:
 
 def _resolve(signature, x2, qdata, scale, bias, bits, block_size, config, K, M, N, k_pad, copy_x) -> None:
     """Keep a GEMV call that rotated in the kernel, with a config the tuner will choose again (a tuned one; on the
-    CPU the untuned default), for :func:`linear`'s later calls."""
+    CPU the untuned default; with ``HLWQ_AUTOTUNE=0`` on a GPU, nothing), for :func:`linear`'s later calls."""
     if not can_rotate(bits, block_size, config):
         return
     tuning_key = None if x2.device.type == "cpu" else "gemv" + tuning._layer_key(M, N, k_pad, bits)
@@ -323,10 +329,12 @@ def linear(
     tensor-core kernel, the 16-bit compute dtype for dequantize + cuBLAS) and
     handed to :func:`linear_rotated`. A GEMV call's signature is resolved once (:func:`_resolve`).
     """
-    signature = _signature(x, qdata, scale, bias, bits, block_size, K, codebook)
-    resolved = _RESOLVED.get(signature)
-    if resolved is not None and resolved.current():
-        return resolved(x, qdata, scale, bias, bits, codebook)
+    signature = None
+    if x.numel() <= tuning.GEMV_MAX_M * K:  # (only GEMV calls are resolved: larger ones skip the signature's cost)
+        signature = _signature(x, qdata, scale, bias, bits, block_size, K, codebook)
+        resolved = _RESOLVED.get(signature)
+        if resolved is not None and resolved.current():
+            return resolved(x, qdata, scale, bias, bits, codebook)
     lead, N = x.shape[:-1], qdata.shape[0]
     k_pad = scale.shape[1] * block_size
     x2 = x.reshape(-1, K)
@@ -351,7 +359,8 @@ def linear(
         run = _gemv_run(x2, bias, bits, block_size, codebook, x.dtype)
         config = tuning.config_for("gemv", M, N, k_pad, bits, (qdata, scale), run)
         y = run(config, qdata, scale)
-        _resolve(signature, x2, qdata, scale, bias, bits, block_size, config, K, M, N, k_pad, copy_x)
+        if signature is not None:
+            _resolve(signature, x2, qdata, scale, bias, bits, block_size, config, K, M, N, k_pad, copy_x)
     else:  # the general tensor-core kernel reads float32 activations, cuBLAS 16-bit ones (_compute_dtype)
         xr = _rotated(x2, k_pad, block_size, torch.float32 if path == "mma" else _compute_dtype(x.dtype))
         y = linear_rotated(xr, qdata, scale, bias, bits, block_size, codebook, x.dtype)
