@@ -21,8 +21,7 @@ import torch.nn.functional as F
 
 from ..codebook import codebook as standard_codebook
 from ..hadamard import fwht_ref
-from . import compiled, tuning
-from . import common
+from . import common, compiled, tuning
 from .common import arrival_counters, kernel_codebook, pdl, unit_stride
 from .dequant import dequant_linear, dequantize_rotated
 from .fwht import MAX_KERNEL_BLOCK, fwht
@@ -283,7 +282,7 @@ class _ResolvedGemv(NamedTuple):
 
 # Call signatures of linear() that run the GEMV, resolved (emptied by launch.clear_plans). A later call with the same
 # signature skips the path and family decisions, the tuning lookup and the wrapper's derivations: on a CPU with the
-# launches stubbed out, 19.5-19.7 -> 13.8-13.9 us a call at M = 1 (benchmarks/profile_linear_cpu.py, NOTES session 40).
+# launches stubbed out, 19.5-19.7 -> 13.8-14.3 us a call at M = 1 (benchmarks/profile_linear_cpu.py, NOTES session 40).
 _RESOLVED: dict[tuple, _ResolvedGemv] = clear_with_plans({})
 _MAX_RESOLVED = 1024  # as many as the wrappers' plan caches keep
 
