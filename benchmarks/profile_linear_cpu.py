@@ -6,7 +6,9 @@ and the tuned config is served from a dict as the GPU's hot path does (on the CP
 the candidates every call). Prints microseconds per call (best of five rounds) and, with ``--profile``, cProfile's
 functions by own time::
 
-    python benchmarks/profile_linear_cpu.py [--m 1] [--shape 14336x4096] [--profile]
+    python benchmarks/profile_linear_cpu.py [--m 1] [--shape 14336x4096] [--family wsrs] [--profile]
+
+With ``--family`` the calls take the tensor-core path (M past the GEMV's), served that family's favourite config.
 
 A CPU's own speed sets the scale: the H200 machine's CPU ran this library's Python about twice as slowly
 (``benchmarks/NOTES.md`` sessions 36-37).
@@ -41,6 +43,21 @@ def serve_configs_from_a_dict() -> None:
     tuning.config_for = config_for
 
 
+def serve_family(family: str) -> None:
+    """The GPU's tensor-core path on the CPU: the warp-specialized kernels "run" this layer (their launches are
+    stubbed too) and every tensor-core call gets ``family``'s favourite config, as if the tuner had chosen it."""
+    served = {}
+    kernels._runs_ws = lambda *args: True
+
+    def config_for(kernel, M, N, k_pad, bits, weight, run):
+        key = kernel + tuning._layer_key(M, N, k_pad, bits)
+        if key not in served:
+            served[key] = tuning.candidates(family if kernel != "gemv" else kernel, M, N, k_pad, 132, bits)[0]
+        return served[key]
+
+    tuning.config_for = config_for
+
+
 def per_call_us(fn, number: int = 3000) -> float:
     fn()
     return min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e6
@@ -50,18 +67,21 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--m", nargs="+", type=int, default=[1])
     p.add_argument("--shape", default="14336x4096")
+    p.add_argument("--family", choices=("wsrs", "tc", "wgmma"),
+                   help="time the tensor-core path with this family's favourite config (M past the GEMV's)")
     p.add_argument("--profile", action="store_true")
     a = p.parse_args()
     launch.Launch.__call__ = lambda self, *args: None
-    serve_configs_from_a_dict()
+    serve_family(a.family) if a.family else serve_configs_from_a_dict()
     torch.manual_seed(0)
     N, K = map(int, a.shape.split("x"))
     q, s = torch.ops.hlwq.quantize(torch.randn(N, K) * 0.02, 5, 128)
     print(f"torch {torch.__version__}, Q5 {N} x {K}, launches stubbed")
     for M in a.m:
         x = torch.randn(M, K, dtype=torch.bfloat16)
-        path = tuning.path_for(M, kernels.supports(5, 128, None, x.dtype))
-        if path != "gemv":
+        fast = kernels.supports(5, 128, None, x.dtype)
+        path = tuning.path_for(M, fast, a.family is not None)
+        if path != ("mma" if a.family else "gemv"):
             print(f"M = {M}: the {path} path on the CPU is not the GPU's; skipped")
             continue
         call = lambda x=x: kernels.linear(x, q, s, None, 5, 128, K, None)  # noqa: E731

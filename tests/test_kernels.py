@@ -376,9 +376,55 @@ def test_a_gemv_call_signature_is_resolved_once(monkeypatch):
     assert not kernels._RESOLVED
 
 
+def _recorded_launches(monkeypatch) -> list:
+    """Every ``Launch`` from now on recorded instead of run: its kernel, grid, integers, constexprs and options, and
+    what each argument is (a tensor's shape, strides and dtype; a descriptor's too, with its box and layout)."""
+    from hlwq_ops.kernels import launch as launch_module
+
+    def described(arg):
+        if isinstance(arg, launch_module.Tma):
+            t = arg.tensor
+            return "tma", t.shape, t.stride(), t.dtype, tuple(arg.block), arg.layout
+        return arg.shape, arg.stride(), arg.dtype
+
+    launched = []
+    monkeypatch.setattr(launch_module.Launch, "__call__", lambda self, *args: launched.append(
+        (self.kernel, self.grid, self.ints, self.constexprs, self.options, [described(a) for a in args])))
+    return launched
+
+
+@pytest.mark.parametrize("split,box,dtype,lead", [(True, 64, torch.bfloat16, (6,)), (False, 16, torch.float16, (2, 3)),
+                                                   (True, 16, torch.bfloat16, (100,))])
+def test_a_register_operand_call_signature_is_resolved_once(monkeypatch, split, box, dtype, lead):
+    """On the GPU's tensor-core path (the register-operand ws kernel taken to run here; every launch recorded, not
+    run), a resolved call makes the unresolved call's launches -- the FWHT into the kernel's order, the kernel, split
+    K's sum -- with the same kernels, grids, constants and arguments, and asks the tuner nothing."""
+    from hlwq_ops.kernels import launch as launch_module
+
+    N, K = 256, 512
+    qdata, scale = _packed(N, K, 5, device="cpu")
+    bias = torch.randn(N).to(dtype) if split else None
+    config = dict(tuning.candidates("wsrs", 16, N, K, 132, 5)[0], XBOX=box, SPLIT_K=2 if split else 1)
+    chosen = []
+    monkeypatch.setattr(tuning, "config_for", lambda *args: chosen.append(args[0]) or config)
+    monkeypatch.setattr(kernels, "_runs_ws", lambda *args: True)
+    launched = _recorded_launches(monkeypatch)
+    x = torch.randn(*lead, K).to(dtype)
+    launch_module.clear_plans()
+    y = kernels.linear(x, qdata, scale, bias, 5, 128, K, None)
+    assert len(chosen) == 1 and chosen[0].endswith("+wsrs") and len(kernels._RESOLVED) == 1
+    first, launched[:] = list(launched), []
+    again = kernels.linear(x, qdata, scale, bias, 5, 128, K, None)
+    assert len(chosen) == 1, "a resolved call asks the tuner nothing"
+    assert launched == first and len(first) == 2 + split  # the FWHT, the kernel (and split K's sum)
+    assert again.shape == y.shape == (*lead, N) and again.dtype == dtype
+    padded = kernels.linear(x[..., :500], qdata, scale, bias, 5, 128, 500, None)  # (padded activations: not resolved)
+    assert padded.shape == y.shape and len(kernels._RESOLVED) == 1 and len(chosen) == 2
+
+
 def test_a_resolved_gemv_holds_while_the_tuning_table_keeps_its_config(monkeypatch):
     config = {"VEC": 4}
-    entry = kernels._ResolvedGemv(tuning.config_for, "gemv/40x384/q5/m1", config, None, 300, 40, False)
+    entry = kernels._Resolved(tuning.config_for, "gemv/40x384/q5/m1", config, None, 300, 40, False)
     monkeypatch.setattr(tuning, "_TUNED", {"gemv/40x384/q5/m1": config})
     assert entry.current()
     monkeypatch.setattr(tuning, "_TUNED", {"gemv/40x384/q5/m1": dict(config)})  # retuned, reloaded: another object
@@ -1196,6 +1242,35 @@ def test_gpu_a_tuned_gemv_call_is_resolved_until_retuned(monkeypatch):
     assert torch.equal(kernels.linear(x, qdata, scale, None, 5, 128, 4096, None), first)
     (again,) = kernels._RESOLVED.values()
     assert again is not entry and again.current()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("M,split,dtype", [(5, 2, torch.bfloat16), (16, 1, torch.float16), (128, 2, torch.bfloat16)])
+def test_gpu_a_register_operand_call_resolved_gives_the_same_bits(monkeypatch, M, split, dtype):
+    """On the GPU a register-operand ws call resolved (the tuner's table holding its config) gives the unresolved
+    call's output bit for bit, with a bias and split K's sum or without, and that output is the product's."""
+    from hlwq_ops.kernels.wsrs import activation_span, ws_rs_ref
+
+    N, K = 1024, 4096
+    qdata, scale = torch.ops.hlwq.quantize(torch.randn(N, K, device="cuda") * 0.02, 5, 128)
+    bias = torch.randn(N, device="cuda").to(dtype)
+    config = dict(tuning.candidates("wsrs", M, N, K, 132, 5)[-1], SPLIT_K=split)
+    monkeypatch.setattr(tuning, "_TUNED", {})
+
+    def config_for(kernel, M, N, k_pad, bits, weight, run):  # (as tuned: the table holds the config)
+        tuning._TUNED[kernel + tuning._layer_key(M, N, k_pad, bits)] = config
+        return config
+
+    monkeypatch.setattr(tuning, "config_for", config_for)
+    x = torch.randn(M, K, device="cuda").to(dtype)
+    kernels.launch.clear_plans()
+    first = kernels.linear(x, qdata, scale, bias, 5, 128, K, None)
+    (entry,) = kernels._RESOLVED.values()
+    assert entry.current() and entry.config is config
+    for _ in range(2):
+        assert torch.equal(kernels.linear(x, qdata, scale, bias, 5, 128, K, None), first)
+    xp = permute_activations(fwht_ref(x.float(), 128), torch.bfloat16, activation_span(config))
+    assert rel_error(first, ws_rs_ref(xp, qdata, scale, bias, 5, activation_span(config))) < 1e-2
 
 
 @pytest.mark.gpu

@@ -13,8 +13,9 @@ general one (:mod:`.mma`) the rest.
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,8 @@ from . import common, compiled, tuning
 from .common import arrival_counters, kernel_codebook, pdl, unit_stride
 from .dequant import dequant_linear, dequantize_rotated
 from .fwht import MAX_KERNEL_BLOCK, fwht
+from .fwht import launch_plan as launch_fwht
+from .fwht import plan_for as plan_fwht
 from .fwht import prepare as prepare_fwht
 from .gemv import can_rotate, gemv, launch_plan, plan_for
 from .launch import clear_with_plans
@@ -40,6 +43,8 @@ from .wsmma import runs_on as ws_runs_on
 from .wsmma import supports as ws_supports
 from .wsmma import ws_mma
 from .wsrs import activation_span, ws_rs
+from .wsrs import launch_plan as launch_rs
+from .wsrs import plan_for as plan_rs
 
 __all__ = [
     "MAX_KERNEL_BLOCK",
@@ -147,8 +152,9 @@ def launches_dependent(device: torch.device) -> bool:
 
 
 def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, ws,
-                        dependent) -> torch.Tensor:
-    """The tensor-core kernels (and, at larger M, dequantize + cuBLAS): whichever the tuner found fastest here.
+                        dependent) -> tuple[torch.Tensor, str, dict]:
+    """The tensor-core kernels (and, at larger M, dequantize + cuBLAS): whichever the tuner found fastest here; the
+    output, the families timed (``tuning.config_for``'s ``kernel``) and the config that ran.
 
     ``activations(per_word, span, dependent)`` gives the rotated 16-bit activations in
     the kernel's order: permuted for :func:`wgmma` and :func:`ws_rs`
@@ -197,7 +203,8 @@ def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_s
     if ws and M <= tuning.WSRS_MAX_M:
         families.append("wsrs")
     kernel = "+".join(families)
-    return run(tuning.config_for(kernel, M, qdata.shape[0], k_pad, bits, (qdata, scale), run))
+    config = tuning.config_for(kernel, M, qdata.shape[0], k_pad, bits, (qdata, scale), run)
+    return run(config), kernel, config
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -236,7 +243,7 @@ def linear_rotated(
         def activations(per_word, span=None, dependent=False):  # (rotated already: no FWHT to launch early)
             return permute_activations(x2, _compute_dtype(out_dtype), span) if per_word else x2
 
-        y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, ws, False)
+        y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, ws, False)[0]
     elif path in _KERNELS:
         x2 = x2.to(torch.float32).contiguous()
         kernel = _KERNELS[path]
@@ -250,9 +257,10 @@ def linear_rotated(
     return y.reshape(*lead, N)
 
 
-class _ResolvedGemv(NamedTuple):
-    """A GEMV call of :func:`linear` resolved once for its signature (:func:`_signature`): the plan, and what chose
-    its config, which must still choose the same for the entry to hold (:meth:`current`).
+class _Resolved(NamedTuple):
+    """A call of :func:`linear` resolved once for its signature (:func:`_signature`): its launches with their plans
+    made (``run``), and what chose its config, which must still choose the same for the entry to hold
+    (:meth:`current`).
 
     An entry holds until ``tuning.config_for`` is another function or, on a GPU, the tuning table no longer holds the
     very config object it ran (retuned, reloaded, a replaced table), or :func:`.launch.clear_plans`. It takes as
@@ -263,27 +271,39 @@ class _ResolvedGemv(NamedTuple):
     chooser: object  # tuning.config_for when resolved
     tuning_key: str | None  # the config's key in the tuning table (None on the CPU: nothing is tuned there)
     config: dict
-    plan: object  # .gemv._Plan
+    run: Callable  # run(x2, qdata, scale, bias, codebook, out_dtype) -> (M, N): the call's launches
     K: int
     N: int
-    copy_x: bool  # the (M, K) view of x has a stride along K
+    copy_x: bool  # the (M, K) view of x is not as the launches read it: copied, contiguous
 
     def current(self) -> bool:
         return tuning.config_for is self.chooser and (
             self.tuning_key is None or tuning._TUNED.get(self.tuning_key) is self.config)
 
-    def __call__(self, x, qdata, scale, bias, bits, codebook) -> torch.Tensor:
+    def __call__(self, x, qdata, scale, bias, codebook) -> torch.Tensor:
         x2 = x.reshape(-1, self.K)
         x2 = x2.contiguous() if self.copy_x else x2
-        y = launch_plan(self.plan, x2, qdata.view(torch.int32), unit_stride(scale), unit_stride(bias),
-                        kernel_codebook(bits, codebook, qdata.device), x.dtype)
-        return y.reshape(*x.shape[:-1], self.N)
+        return self.run(x2, qdata, scale, bias, codebook, x.dtype).reshape(*x.shape[:-1], self.N)
 
 
-# Call signatures of linear() that run the GEMV, resolved (emptied by launch.clear_plans). A later call with the same
-# signature skips the path and family decisions, the tuning lookup and the wrapper's derivations: on a CPU with the
-# launches stubbed out, 19.5-19.7 -> 13.8-14.3 us a call at M = 1 (benchmarks/profile_linear_cpu.py, NOTES session 40).
-_RESOLVED: dict[tuple, _ResolvedGemv] = clear_with_plans({})
+def _gemv_launches(plan, bits, x2, qdata, scale, bias, codebook, out_dtype) -> torch.Tensor:
+    """A resolved GEMV call (:func:`.gemv.plan_for`'s ``plan``, the kernel rotating ``x2``)."""
+    return launch_plan(plan, x2, qdata.view(torch.int32), unit_stride(scale), unit_stride(bias),
+                       kernel_codebook(bits, codebook, qdata.device), out_dtype)
+
+
+def _rs_launches(rotation, plan, table, x2, qdata, scale, bias, codebook, out_dtype) -> torch.Tensor:
+    """A resolved register-operand ws call: the FWHT's ``rotation`` (:func:`.fwht.plan_for`) into the kernel's
+    bfloat16 activations, then the kernel's ``plan`` (:func:`.wsrs.plan_for`; ``table``: the standard codebook)."""
+    xp = launch_fwht(rotation, x2, torch.empty(x2.shape, device=x2.device, dtype=torch.bfloat16))
+    return launch_rs(plan, xp, qdata, unit_stride(scale), unit_stride(bias), table, out_dtype)
+
+
+# Call signatures of linear() resolved (emptied by launch.clear_plans): the GEMV's and the register-operand ws
+# kernel's. A later call with the same signature skips the path and family decisions, the tuning lookup and the
+# wrappers' derivations: on a CPU with the launches stubbed out, the GEMV at M = 1 19.5-19.7 -> 13.8-14.3 us a call
+# (benchmarks/profile_linear_cpu.py, NOTES session 40).
+_RESOLVED: dict[tuple, _Resolved] = clear_with_plans({})
 _MAX_RESOLVED = 1024  # as many as the wrappers' plan caches keep
 
 
@@ -295,18 +315,32 @@ def _signature(x, qdata, scale, bias, bits, block_size, K, codebook) -> tuple:
             K, os.environ.get("HLWQ_PATH"), common.pdl_requested())
 
 
-def _resolve(signature, x2, qdata, scale, bias, bits, block_size, config, K, M, N, k_pad, copy_x) -> None:
-    """Keep a GEMV call that rotated in the kernel, with a config the tuner will choose again (a tuned one; on the
-    CPU the untuned default; with ``HLWQ_AUTOTUNE=0`` on a GPU, nothing), for :func:`linear`'s later calls."""
-    if not can_rotate(bits, block_size, config):
-        return
-    tuning_key = None if x2.device.type == "cpu" else "gemv" + tuning._layer_key(M, N, k_pad, bits)
+def _resolve(signature, kernel: str, config: dict, make_run: Callable[[], Callable], x2, N: int, k_pad: int,
+             bits: int, K: int, copy_x: bool) -> None:
+    """Keep a call's launches (``make_run()``, made only here) for :func:`linear`'s later calls with ``signature``,
+    if the config is one the tuner will choose again: a tuned one of ``kernel`` (its families), on the CPU the
+    untuned default; with ``HLWQ_AUTOTUNE=0`` on a GPU, or a config chosen during a capture, nothing."""
+    M = x2.shape[0]
+    tuning_key = None if x2.device.type == "cpu" else kernel + tuning._layer_key(M, N, k_pad, bits)
     if tuning_key is not None and tuning._TUNED.get(tuning_key) is not config:  # (untuned: tuning off, a capture)
         return
-    plan = plan_for(x2, qdata.view(torch.int32), unit_stride(scale), unit_stride(bias), bits, block_size, config, True)
     if len(_RESOLVED) >= _MAX_RESOLVED:  # (signatures that vary without end, e.g. a stride set by a prompt's length)
         _RESOLVED.clear()
-    _RESOLVED[signature] = _ResolvedGemv(tuning.config_for, tuning_key, config, plan, K, N, copy_x)
+    _RESOLVED[signature] = _Resolved(tuning.config_for, tuning_key, config, make_run(), K, N, copy_x)
+
+
+def _gemv_resolved(x2, qdata, scale, bias, bits, block_size, config) -> Callable:
+    """The launches of a GEMV call that rotates in the kernel, resolved."""
+    plan = plan_for(x2, qdata.view(torch.int32), unit_stride(scale), unit_stride(bias), bits, block_size, config, True)
+    return functools.partial(_gemv_launches, plan, bits)
+
+
+def _rs_resolved(x2, qdata, scale, bias, bits, block_size, config, dependent) -> Callable:
+    """The launches of a register-operand ws call on unpadded 16-bit activations, resolved."""
+    rotation = plan_fwht(x2, block_size, 8, activation_span(config), dependent)
+    plan = plan_rs(x2.shape, torch.bfloat16, x2.device, qdata, unit_stride(scale), unit_stride(bias), bits, config,
+                   dependent)
+    return functools.partial(_rs_launches, rotation, plan, standard_codebook(bits, x2.device))
 
 
 def linear(
@@ -326,14 +360,15 @@ def linear(
     kernel's order and 16-bit dtype (:func:`_compute_dtype`); otherwise ``x``
     is padded, rotated by the FWHT kernel (float32 for the general
     tensor-core kernel, the 16-bit compute dtype for dequantize + cuBLAS) and
-    handed to :func:`linear_rotated`. A GEMV call's signature is resolved once (:func:`_resolve`).
+    handed to :func:`linear_rotated`. A call's signature is resolved once (:func:`_resolve`) where it runs the GEMV
+    rotating in the kernel, or the FWHT and the register-operand ws kernel on unpadded activations.
     """
     signature = None
-    if x.numel() <= tuning.GEMV_MAX_M * K:  # (only GEMV calls are resolved: larger ones skip the signature's cost)
+    if x.numel() <= tuning.WSRS_MAX_M * K:  # (the largest calls resolved; larger ones skip the signature's cost)
         signature = _signature(x, qdata, scale, bias, bits, block_size, K, codebook)
         resolved = _RESOLVED.get(signature)
         if resolved is not None and resolved.current():
-            return resolved(x, qdata, scale, bias, bits, codebook)
+            return resolved(x, qdata, scale, bias, codebook)
     lead, N = x.shape[:-1], qdata.shape[0]
     k_pad = scale.shape[1] * block_size
     x2 = x.reshape(-1, K)
@@ -350,16 +385,21 @@ def linear(
             return _rotated(x2, k_pad, block_size, _compute_dtype(x.dtype) if per_word else torch.bfloat16, per_word,
                             span, dependent)
 
-        y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, x.dtype, ws,
-                                launches_dependent(x.device))
+        dependent = launches_dependent(x.device)
+        y, kernel, config = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, x.dtype,
+                                                ws, dependent)
+        if signature is not None and config.get("kernel") == "wsrs" and k_pad == K:
+            resolved = lambda: _rs_resolved(x2, qdata, scale, bias, bits, block_size, config, dependent)  # noqa: E731
+            _resolve(signature, kernel, config, resolved, x2, N, k_pad, bits, K, not x2.is_contiguous())
     elif path == "gemv":
         copy_x = x2.stride(-1) != 1
         x2 = x2.contiguous() if copy_x else x2
         run = _gemv_run(x2, bias, bits, block_size, codebook, x.dtype)
         config = tuning.config_for("gemv", M, N, k_pad, bits, (qdata, scale), run)
         y = run(config, qdata, scale)
-        if signature is not None:
-            _resolve(signature, x2, qdata, scale, bias, bits, block_size, config, K, M, N, k_pad, copy_x)
+        if signature is not None and can_rotate(bits, block_size, config):
+            resolved = lambda: _gemv_resolved(x2, qdata, scale, bias, bits, block_size, config)  # noqa: E731
+            _resolve(signature, "gemv", config, resolved, x2, N, k_pad, bits, K, copy_x)
     else:  # the general tensor-core kernel reads float32 activations, cuBLAS 16-bit ones (_compute_dtype)
         xr = _rotated(x2, k_pad, block_size, torch.float32 if path == "mma" else _compute_dtype(x.dtype))
         y = linear_rotated(xr, qdata, scale, bias, bits, block_size, codebook, x.dtype)

@@ -39,7 +39,7 @@ from ..hadamard import hadamard_matrix
 from .common import launch_options, pdl, release_dependents, sm_count, wait_for_inputs
 from .launch import Launch, cdiv, plan_cache
 
-__all__ = ["MAX_KERNEL_BLOCK", "fwht", "prepare"]
+__all__ = ["MAX_KERNEL_BLOCK", "fwht", "launch_plan", "plan_for", "prepare"]
 
 # Up to 128 the dense product is cheap; larger blocks use the reference.
 MAX_KERNEL_BLOCK = 128
@@ -160,12 +160,23 @@ def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype, per_word: int
         if span % block_size or x.shape[-1] % span:
             raise ValueError(f"fwht: span must be whole blocks ({block_size}) and divide K ({x.shape[-1]}), "
                              f"got {span}")
-        return fwht(x.reshape(-1, span), block_size, out_dtype, per_word, dependent=dependent).view(x.shape)
     x = x.contiguous()
     out = torch.empty(x.shape, device=x.device, dtype=out_dtype)
-    rows = x.numel() // block_size
-    if rows == 0:
+    if x.numel() < block_size:
         return out
-    signs, launch = _plan(rows, x.shape[-1], block_size, x.dtype, per_word, x.device, pdl(x.device, default=dependent))
+    return launch_plan(plan_for(x, block_size, per_word, span, dependent), x, out)
+
+
+def plan_for(x: torch.Tensor, block_size: int, per_word: int = 0, span: int | None = None,
+             dependent: bool = False) -> tuple[torch.Tensor, Launch]:
+    """The sign matrix and launch of :func:`fwht` for contiguous ``x`` (arguments as it takes them, checked): a
+    call signature's plan, which :func:`launch_plan` runs."""
+    return _plan(x.numel() // block_size, span or x.shape[-1], block_size, x.dtype, per_word, x.device,
+                 pdl(x.device, default=dependent))
+
+
+def launch_plan(plan: tuple[torch.Tensor, Launch], x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Rotate contiguous ``x`` into ``out`` (x's shape, contiguous) by ``plan`` (:func:`plan_for`); ``out``."""
+    signs, launch = plan
     launch(x, signs, out)
     return out
