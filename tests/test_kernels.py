@@ -393,18 +393,30 @@ def _recorded_launches(monkeypatch) -> list:
     return launched
 
 
-@pytest.mark.parametrize("split,box,dtype,lead", [(True, 64, torch.bfloat16, (6,)), (False, 16, torch.float16, (2, 3)),
-                                                   (True, 16, torch.bfloat16, (100,))])
-def test_a_register_operand_call_signature_is_resolved_once(monkeypatch, split, box, dtype, lead):
+@pytest.mark.parametrize("family,split,dtype,lead", [
+    ("wsrs", True, torch.bfloat16, (6,)), ("wsrs", False, torch.float16, (2, 3)),
+    ("wsrs", True, torch.bfloat16, (100,)),
+    ("tc", True, torch.float16, (5,)), ("tc", False, torch.bfloat16, (2, 4)),
+    ("wgmma", True, torch.float16, (40,)), ("wgmma", False, torch.bfloat16, (3,)),
+])
+def test_a_tensor_core_call_signature_is_resolved_once(monkeypatch, family, split, dtype, lead):
     """On the GPU's tensor-core path (the register-operand ws kernel taken to run here; every launch recorded, not
-    run), a resolved call makes the unresolved call's launches -- the FWHT into the kernel's order, the kernel, split
-    K's sum -- with the same kernels, grids, constants and arguments, and asks the tuner nothing."""
+    run), a resolved call of each resolved family makes the unresolved call's launches -- the FWHT into the
+    kernel's order, the kernel (and split K's sum) -- with the same kernels, grids, constants and arguments, and asks
+    the tuner nothing."""
     from hlwq_ops.kernels import launch as launch_module
 
     N, K = 256, 512
     qdata, scale = _packed(N, K, 5, device="cpu")
     bias = torch.randn(N).to(dtype) if split else None
-    config = dict(tuning.candidates("wsrs", 16, N, K, 132, 5)[0], XBOX=box, SPLIT_K=2 if split else 1)
+    M = math.prod(lead)
+    config = dict(tuning.candidates(family, M, N, K, 132, 5)[0])
+    if family == "wsrs":  # both activation orders: boxes of 64 read per-block runs, of 16 whole rows
+        config.update(SPLIT_K=2 if split else 1, XBOX=64 if M < 50 else 16)
+    elif family == "tc":
+        config.update(KB=1, num_warps=2 if split else 4)  # 2 programs along K (4 blocks), or 1
+    else:
+        config.update(SPLIT_K=2 if split else 1)
     chosen = []
     monkeypatch.setattr(tuning, "config_for", lambda *args: chosen.append(args[0]) or config)
     monkeypatch.setattr(kernels, "_runs_ws", lambda *args: True)
@@ -412,11 +424,11 @@ def test_a_register_operand_call_signature_is_resolved_once(monkeypatch, split, 
     x = torch.randn(*lead, K).to(dtype)
     launch_module.clear_plans()
     y = kernels.linear(x, qdata, scale, bias, 5, 128, K, None)
-    assert len(chosen) == 1 and chosen[0].endswith("+wsrs") and len(kernels._RESOLVED) == 1
+    assert len(chosen) == 1 and len(kernels._RESOLVED) == 1
     first, launched[:] = list(launched), []
     again = kernels.linear(x, qdata, scale, bias, 5, 128, K, None)
     assert len(chosen) == 1, "a resolved call asks the tuner nothing"
-    assert launched == first and len(first) == 2 + split  # the FWHT, the kernel (and split K's sum)
+    assert launched == first and len(first) == 2 + (split and family == "wsrs")  # the FWHT, the kernel (, the sum)
     assert again.shape == y.shape == (*lead, N) and again.dtype == dtype
     padded = kernels.linear(x[..., :500], qdata, scale, bias, 5, 128, 500, None)  # (padded activations: not resolved)
     assert padded.shape == y.shape and len(kernels._RESOLVED) == 1 and len(chosen) == 2
@@ -1245,16 +1257,19 @@ def test_gpu_a_tuned_gemv_call_is_resolved_until_retuned(monkeypatch):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("M,split,dtype", [(5, 2, torch.bfloat16), (16, 1, torch.float16), (128, 2, torch.bfloat16)])
-def test_gpu_a_register_operand_call_resolved_gives_the_same_bits(monkeypatch, M, split, dtype):
-    """On the GPU a register-operand ws call resolved (the tuner's table holding its config) gives the unresolved
-    call's output bit for bit, with a bias and split K's sum or without, and that output is the product's."""
-    from hlwq_ops.kernels.wsrs import activation_span, ws_rs_ref
-
+@pytest.mark.parametrize("family,M,split,dtype", [
+    ("wsrs", 5, 2, torch.bfloat16), ("wsrs", 16, 1, torch.float16), ("wsrs", 128, 2, torch.bfloat16),
+    ("tc", 4, None, torch.float16), ("wgmma", 8, 2, torch.bfloat16), ("wgmma", 40, 1, torch.float16),
+])
+def test_gpu_a_tensor_core_call_resolved_gives_the_same_bits(monkeypatch, family, M, split, dtype):
+    """On the GPU a tensor-core call resolved (the tuner's table holding its config) gives the unresolved call's
+    output bit for bit, with a bias, split K or not, and that output is the product's."""
     N, K = 1024, 4096
     qdata, scale = torch.ops.hlwq.quantize(torch.randn(N, K, device="cuda") * 0.02, 5, 128)
     bias = torch.randn(N, device="cuda").to(dtype)
-    config = dict(tuning.candidates("wsrs", M, N, K, 132, 5)[-1], SPLIT_K=split)
+    config = dict(tuning.candidates(family, M, N, K, 132, 5)[-1])
+    if split is not None:
+        config["SPLIT_K"] = split
     monkeypatch.setattr(tuning, "_TUNED", {})
 
     def config_for(kernel, M, N, k_pad, bits, weight, run):  # (as tuned: the table holds the config)
@@ -1269,8 +1284,8 @@ def test_gpu_a_register_operand_call_resolved_gives_the_same_bits(monkeypatch, M
     assert entry.current() and entry.config is config
     for _ in range(2):
         assert torch.equal(kernels.linear(x, qdata, scale, bias, 5, 128, K, None), first)
-    xp = permute_activations(fwht_ref(x.float(), 128), torch.bfloat16, activation_span(config))
-    assert rel_error(first, ws_rs_ref(xp, qdata, scale, bias, 5, activation_span(config))) < 1e-2
+    w_hat = torch.ops.hlwq.dequantize(qdata, scale, 5, 128, K, torch.float64)
+    assert rel_error(first, x.double() @ w_hat.t() + bias.double()) < 1e-2
 
 
 @pytest.mark.gpu

@@ -23,20 +23,22 @@ import torch.nn.functional as F
 from ..codebook import codebook as standard_codebook
 from ..hadamard import fwht_ref
 from . import common, compiled, tuning
-from .common import arrival_counters, kernel_codebook, pdl, unit_stride
+from .common import arrival_counters, kernel_codebook, launch_split_plan, pdl, unit_stride
 from .dequant import dequant_linear, dequantize_rotated
 from .fwht import MAX_KERNEL_BLOCK, fwht
 from .fwht import launch_plan as launch_fwht
 from .fwht import plan_for as plan_fwht
 from .fwht import prepare as prepare_fwht
-from .gemv import can_rotate, gemv, launch_plan, plan_for
+from .gemv import can_rotate, gemv, plan_for
 from .launch import clear_with_plans
 from .mma import mma
 from .tcgemv import aligned as tc_aligned
 from .tcgemv import as_operand, tc_gemv
+from .tcgemv import plan_for as plan_tc
 from .tcgemv import runs_on as tc_runs_on
 from .tcgemv import supports as tc_supports
 from .wgmma import permute_activations, supports, wgmma
+from .wgmma import plan_for as plan_wgmma
 from .wgmma import prepare as prepare_wgmma
 from .wsmma import aligned as ws_aligned
 from .wsmma import runs_on as ws_runs_on
@@ -288,21 +290,22 @@ class _Resolved(NamedTuple):
 
 def _gemv_launches(plan, bits, x2, qdata, scale, bias, codebook, out_dtype) -> torch.Tensor:
     """A resolved GEMV call (:func:`.gemv.plan_for`'s ``plan``, the kernel rotating ``x2``)."""
-    return launch_plan(plan, x2, qdata.view(torch.int32), unit_stride(scale), unit_stride(bias),
-                       kernel_codebook(bits, codebook, qdata.device), out_dtype)
+    return launch_split_plan(plan, x2, qdata.view(torch.int32), unit_stride(scale), unit_stride(bias),
+                             kernel_codebook(bits, codebook, qdata.device), out_dtype)
 
 
-def _rs_launches(rotation, plan, table, x2, qdata, scale, bias, codebook, out_dtype) -> torch.Tensor:
-    """A resolved register-operand ws call: the FWHT's ``rotation`` (:func:`.fwht.plan_for`) into the kernel's
-    bfloat16 activations, then the kernel's ``plan`` (:func:`.wsrs.plan_for`; ``table``: the standard codebook)."""
-    xp = launch_fwht(rotation, x2, torch.empty(x2.shape, device=x2.device, dtype=torch.bfloat16))
-    return launch_rs(plan, xp, qdata, unit_stride(scale), unit_stride(bias), table, out_dtype)
+def _rotated_launches(rotation, dtype, launch, plan, table, x2, qdata, scale, bias, codebook, out_dtype):
+    """A resolved tensor-core call: the FWHT's ``rotation`` (:func:`.fwht.plan_for`) of ``x2`` into ``dtype`` as
+    the kernel reads it, then ``launch(plan, ...)``, the kernel's (``table``: the standard codebook)."""
+    xr = launch_fwht(rotation, x2, torch.empty(x2.shape, device=x2.device, dtype=dtype))
+    return launch(plan, xr, qdata.view(torch.int32), unit_stride(scale), unit_stride(bias), table, out_dtype)
 
 
-# Call signatures of linear() resolved (emptied by launch.clear_plans): the GEMV's and the register-operand ws
-# kernel's. A later call with the same signature skips the path and family decisions, the tuning lookup and the
-# wrappers' derivations: on a CPU with the launches stubbed out, the GEMV at M = 1 19.5-19.7 -> 13.8-14.3 us a call
-# (benchmarks/profile_linear_cpu.py, NOTES session 40).
+# Call signatures of linear() resolved (emptied by launch.clear_plans): the GEMV's, and the tensor-core kernels' that
+# read the FWHT's output (_TENSOR_CORE). A later call with the same signature skips the path and family decisions,
+# the tuning lookup and the wrappers' derivations. On a CPU with the launches stubbed out, a call 19.5-19.7 -> 13.8-14.3
+# us at M = 1 (the GEMV; NOTES session 40) and 26.3-27.9 -> 13.7-13.9 at M = 16 and 128 (the FWHT and the
+# register-operand ws kernel; session 41), benchmarks/profile_linear_cpu.py.
 _RESOLVED: dict[tuple, _Resolved] = clear_with_plans({})
 _MAX_RESOLVED = 1024  # as many as the wrappers' plan caches keep
 
@@ -335,12 +338,25 @@ def _gemv_resolved(x2, qdata, scale, bias, bits, block_size, config) -> Callable
     return functools.partial(_gemv_launches, plan, bits)
 
 
-def _rs_resolved(x2, qdata, scale, bias, bits, block_size, config, dependent) -> Callable:
-    """The launches of a register-operand ws call on unpadded 16-bit activations, resolved."""
-    rotation = plan_fwht(x2, block_size, 8, activation_span(config), dependent)
-    plan = plan_rs(x2.shape, torch.bfloat16, x2.device, qdata, unit_stride(scale), unit_stride(bias), bits, config,
-                   dependent)
-    return functools.partial(_rs_launches, rotation, plan, standard_codebook(bits, x2.device))
+# The tensor-core families whose calls are resolved: their plan_for and launch, and the FWHT's order for them (the
+# positions per word it permutes; 0: K order, bfloat16). The warp-specialized kernel and dequantize + cuBLAS are not.
+_TENSOR_CORE = {
+    "tc": (plan_tc, launch_split_plan, 0),
+    "wgmma": (plan_wgmma, launch_split_plan, 8),
+    "wsrs": (plan_rs, launch_rs, 8),
+}
+
+
+def _tensor_core_resolved(x2, qdata, scale, bias, bits, block_size, config, dependent) -> Callable:
+    """The launches of a tensor-core call (a :data:`_TENSOR_CORE` family) on unpadded activations, resolved: the FWHT
+    rotating them as the kernel reads them, as :func:`_tensor_core_linear` asks it to, then the kernel."""
+    family = config.get("kernel", "wgmma")
+    plan_for_family, launch, per_word = _TENSOR_CORE[family]
+    dtype = _compute_dtype(x2.dtype) if per_word else torch.bfloat16
+    rotation = plan_fwht(x2, block_size, per_word, activation_span(config) if family == "wsrs" else None, dependent)
+    plan = plan_for_family(x2.shape, dtype, x2.device, qdata.view(torch.int32), unit_stride(scale), unit_stride(bias),
+                           bits, block_size, config, dependent)
+    return functools.partial(_rotated_launches, rotation, dtype, launch, plan, standard_codebook(bits, x2.device))
 
 
 def linear(
@@ -361,7 +377,7 @@ def linear(
     is padded, rotated by the FWHT kernel (float32 for the general
     tensor-core kernel, the 16-bit compute dtype for dequantize + cuBLAS) and
     handed to :func:`linear_rotated`. A call's signature is resolved once (:func:`_resolve`) where it runs the GEMV
-    rotating in the kernel, or the FWHT and the register-operand ws kernel on unpadded activations.
+    rotating in the kernel, or the FWHT and a :data:`_TENSOR_CORE` kernel on unpadded activations.
     """
     signature = None
     if x.numel() <= tuning.WSRS_MAX_M * K:  # (the largest calls resolved; larger ones skip the signature's cost)
@@ -388,8 +404,10 @@ def linear(
         dependent = launches_dependent(x.device)
         y, kernel, config = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, x.dtype,
                                                 ws, dependent)
-        if signature is not None and config.get("kernel") == "wsrs" and k_pad == K:
-            resolved = lambda: _rs_resolved(x2, qdata, scale, bias, bits, block_size, config, dependent)  # noqa: E731
+        if (signature is not None and config.get("kernel", "wgmma") in _TENSOR_CORE and k_pad == K
+                and block_size <= MAX_KERNEL_BLOCK):  # (what _rotated gives the FWHT kernel to rotate)
+            resolved = lambda: _tensor_core_resolved(x2, qdata, scale, bias, bits, block_size, config,  # noqa: E731
+                                                     dependent)
             _resolve(signature, kernel, config, resolved, x2, N, k_pad, bits, K, not x2.is_contiguous())
     elif path == "gemv":
         copy_x = x2.stride(-1) != 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import NamedTuple
 
 import torch
 import triton
@@ -16,12 +17,14 @@ from .launch import Launch, cdiv, plan_cache
 
 __all__ = [
     "COUNTER_BUFFER",
+    "SplitPlan",
     "arrival_counters",
     "arrive",
     "capability",
     "counter_buffer",
     "kernel_codebook",
     "launch_options",
+    "launch_split_plan",
     "pdl",
     "pdl_requested",
     "planes",
@@ -120,6 +123,30 @@ def reserve_counters(device: torch.device, n: int) -> tuple[torch.Tensor, int]:
 def counter_buffer(device: torch.device) -> torch.Tensor | None:
     """The whole buffer :func:`arrival_counters` hands out regions of (None before the first call)."""
     return _COUNTERS.get(device)
+
+
+class SplitPlan(NamedTuple):
+    """What a call signature of the GEMV, the tensor-core GEMV or the wgmma kernel resolves to once (each wrapper's
+    plan): the output's shape, split K's (or per-warp) partials' shape, the arrival counters it takes and the launch.
+    Each of those kernels takes the same tensors: activations, int32 codes, scales, codebook, the bias (or the
+    output, unused), the output, the partials and the counters (the output where unused)."""
+
+    out_shape: tuple[int, int]
+    ws_shape: tuple[int, int, int] | None  # the partials (None: none)
+    counters: int  # split-K arrival counters (0: no split)
+    launch: Launch
+
+
+def launch_split_plan(plan: SplitPlan, x: torch.Tensor, words: torch.Tensor, scale: torch.Tensor,
+                      bias: torch.Tensor | None, table: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """Allocate the output (and the partials), take the counters and launch ``plan``: what every call does, its plan
+    resolved (``words``: the codes viewed as int32; ``scale`` and ``bias`` with unit stride; ``table``:
+    :func:`kernel_codebook`)."""
+    out = torch.empty(plan.out_shape, device=x.device, dtype=out_dtype)
+    ws = out if plan.ws_shape is None else torch.empty(plan.ws_shape, device=x.device, dtype=torch.float32)
+    counters = arrival_counters(x.device, plan.counters) if plan.counters else out  # (unused without split K)
+    plan.launch(x, words, scale, table, bias if bias is not None else out, out, ws, counters)
+    return out
 
 
 @triton.jit

@@ -69,7 +69,7 @@ class TracedGemv(NamedTuple):
     """The GEMV of a call that Inductor launches itself (:func:`traced_gemv`): the launch, with its counters'
     offset in the buffer, and the operands as the kernel takes them."""
 
-    plan: object  # .gemv._Plan
+    plan: object  # .common.SplitPlan
     offset: int  # the counters' first index in the buffer (0 without split K)
     x: torch.Tensor  # (M, K), unit stride along K
     scale: torch.Tensor

@@ -49,17 +49,16 @@ Decoding per code (:func:`.decode.code_at`): one shift and one warp shuffle
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 import triton
 import triton.language as tl
 
 from .common import (
-    arrival_counters,
+    SplitPlan,
     arrive,
     kernel_codebook,
     launch_options,
+    launch_split_plan,
     pdl,
     planes,
     prefetch_l2,
@@ -82,7 +81,7 @@ from .decode import (
 )
 from .launch import Launch, cdiv, config_key, config_of, plan_cache
 
-__all__ = ["can_rotate", "gemv", "gemv_plan", "gemv_ref", "launch_plan", "plan_for", "slice_codes"]
+__all__ = ["can_rotate", "gemv", "gemv_plan", "gemv_ref", "plan_for", "slice_codes"]
 
 
 @triton.jit
@@ -371,19 +370,10 @@ def _gemv_kernel(
             _sum_rows(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, second, M, N, n_parts, HAS_BIAS, MB)
 
 
-class _Plan(NamedTuple):
-    """What a :func:`gemv` call signature resolves to once: output and workspace shapes, counters, the launch."""
-
-    out_shape: tuple[int, int]
-    ws_shape: tuple[int, int, int] | None  # the per-warp / split-K partials (None: none)
-    counters: int  # split-K arrival counters (0: no split)
-    launch: Launch
-
-
 @plan_cache
 def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, config: tuple,
               rotate: bool, has_bias: bool, wide: bool, device: torch.device, dependent: bool,
-              strides: tuple[int, int, int], traced: bool = False, dense5: bool = False) -> _Plan:
+              strides: tuple[int, int, int], traced: bool = False, dense5: bool = False) -> SplitPlan:
     """The launch of :func:`gemv` for this call signature (``config``: :func:`.launch.config_key`), checked once.
 
     ``strides``: of the activation rows, of the weight rows in int32 words and of the scale rows. The launch's last
@@ -438,7 +428,7 @@ def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, 
         ),
         dict(num_warps=config["num_warps"], num_stages=1, **launch_options(dependent)),
     )
-    return _Plan((M, N), (n_slices * parts, M, N) if n_slices * parts > 1 else None,
+    return SplitPlan((M, N), (n_slices * parts, M, N) if n_slices * parts > 1 else None,
                  row_programs * m_programs if n_slices > 1 else 0, launch)
 
 
@@ -476,28 +466,17 @@ def gemv(
     words = qdata.view(torch.int32)
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
     plan = plan_for(x, words, scale, bias, bits, block_size, config, rotate, dense5)
-    return launch_plan(plan, x, words, scale, bias, kernel_codebook(bits, codebook, qdata.device), out_dtype)
+    return launch_split_plan(plan, x, words, scale, bias, kernel_codebook(bits, codebook, qdata.device), out_dtype)
 
 
 def plan_for(x: torch.Tensor, words: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, bits: int,
-             block_size: int, config: dict, rotate: bool = False, dense5: bool = False) -> _Plan:
+             block_size: int, config: dict, rotate: bool = False, dense5: bool = False) -> SplitPlan:
     """:func:`gemv_plan` for :func:`gemv`'s operands (``words``: the codes viewed as int32; ``scale`` and ``bias``
     with unit stride)."""
     M, k_x = x.shape
     return gemv_plan(M, k_x, words.shape[0], scale.shape[1] * block_size, bits, block_size, config_key(config), rotate,
                      bias is not None, words.numel() >= 2**31, x.device, pdl(x.device),
                      (x.stride(0), words.stride(0), scale.stride(0)), False, dense5)
-
-
-def launch_plan(plan: _Plan, x: torch.Tensor, words: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
-                table: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
-    """Allocate the output (and the partials' workspace), take the counters and launch ``plan``: what every call
-    does, its plan resolved (:func:`plan_for`; ``table``: :func:`.common.kernel_codebook`)."""
-    out = torch.empty(plan.out_shape, device=x.device, dtype=out_dtype)
-    ws = out if plan.ws_shape is None else torch.empty(plan.ws_shape, device=x.device, dtype=torch.float32)
-    counters = arrival_counters(x.device, plan.counters) if plan.counters else out  # (unused without split K)
-    plan.launch(x, words, scale, table, bias if bias is not None else out, out, ws, counters)
-    return out
 
 
 def can_rotate(bits: int, block_size: int, config: dict) -> bool:

@@ -42,11 +42,12 @@ import triton
 import triton.language as tl
 
 from .common import (
-    arrival_counters,
+    SplitPlan,
     arrive,
     capability,
     kernel_codebook,
     launch_options,
+    launch_split_plan,
     pdl,
     planes,
     prefetch_l2,
@@ -58,9 +59,9 @@ from .common import (
 )
 from .decode import code_at, code_sources, gather16, gather32, store_elementwise
 from .gemv import gemv_ref
-from .launch import cdiv
+from .launch import Launch, cdiv, config_key, config_of, plan_cache
 
-__all__ = ["aligned", "as_operand", "runs_on", "supports", "tc_gemv", "tc_gemv_ref"]
+__all__ = ["aligned", "as_operand", "plan_for", "runs_on", "supports", "tc_gemv", "tc_gemv_ref"]
 
 BLOCK = tl.constexpr(128)  # positions of K per block: 4 threads x 32 codes
 
@@ -479,39 +480,51 @@ def tc_gemv(
     if xr.dtype != torch.bfloat16 or not xr.is_contiguous():
         raise ValueError(f"the tensor-core GEMV takes contiguous bfloat16 activations, got {xr.dtype} "
                          f"with strides {xr.stride()}")
-    M, k_pad = xr.shape
-    N = qdata.shape[0]
     if not aligned(qdata) or xr.data_ptr() % 16:
         raise ValueError("the tensor-core GEMV reads 16-byte aligned rows of codes and activations, got codes at "
                          f"{qdata.data_ptr()} with strides {qdata.stride()}, activations at {xr.data_ptr()}")
     words = qdata.view(torch.int32)
     if words.numel() >= 2**32:
         raise ValueError(f"the tensor-core GEMV addresses up to 2**32 words of codes, got {words.numel()}")
+    scale, bias = unit_stride(scale), unit_stride(bias)
+    plan = plan_for(xr.shape, xr.dtype, xr.device, words, scale, bias, bits, block_size, config, dependent)
+    return launch_split_plan(plan, xr, words, scale, bias, kernel_codebook(bits, codebook, qdata.device), out_dtype)
+
+
+def plan_for(x_shape: tuple[int, int], x_dtype: torch.dtype, device: torch.device, words: torch.Tensor,
+             scale: torch.Tensor, bias: torch.Tensor | None, bits: int, block_size: int, config: dict,
+             dependent: bool = False) -> SplitPlan:
+    """The plan of a :func:`tc_gemv` call on contiguous bfloat16 activations of ``x_shape`` (``x_dtype``: bfloat16;
+    ``words``: the codes viewed as int32; ``scale`` and ``bias`` with unit stride; the rest as it takes them), which
+    :func:`.common.launch_split_plan` runs. Made before the activations are (by ``kernels.linear``, resolving a
+    call), it takes their shape."""
+    M, k_pad = x_shape
+    return _plan(M, words.shape[0], k_pad, bits, block_size, config_key(config), bias is not None, device,
+                 pdl(device, default=dependent), (k_pad, words.stride(0), scale.stride(0)))
+
+
+@plan_cache
+def _plan(M: int, N: int, k_pad: int, bits: int, block_size: int, config: tuple, has_bias: bool,
+          device: torch.device, dependent: bool, strides: tuple[int, int, int]) -> SplitPlan:
+    """The launch of :func:`tc_gemv` for this call signature (``config``: :func:`.launch.config_key`), checked once."""
+    config = config_of(config)
     if config["ROWS"] % 16:
         raise ValueError(f"ROWS must be a multiple of 16, got {config}")
     if config["MG"] not in (1, 2):
         raise ValueError(f"MG (groups of 8 activation rows per program) must be 1 or 2, got {config}")
-    scale, bias = unit_stride(scale), unit_stride(bias)
     nw, kb = config["num_warps"], config["KB"]
     n_kprog = cdiv(k_pad // block_size, nw * kb)
     row_programs = cdiv(N, config["ROWS"])
     m_programs = cdiv(M, 8 * config["MG"])
-    out = torch.empty((M, N), device=xr.device, dtype=out_dtype)
     warp_sum = config.get("WARP_SUM", False)
     n_slices = n_kprog if warp_sum else n_kprog * nw
-    ws = counters = out
-    if n_slices > 1:
-        ws = torch.empty((n_slices, M, N), device=xr.device, dtype=torch.float32)
-    if n_kprog > 1:
-        counters = arrival_counters(xr.device, row_programs * m_programs)
     p = planes(bits)
-    dependent = pdl(xr.device, default=dependent)
-    _tc_gemv_kernel[(row_programs, n_kprog, m_programs)](
-        xr, words, scale, kernel_codebook(bits, codebook, qdata.device), bias if bias is not None else out, out, ws,
-        counters, M, N, k_pad, config["ROWS"], xr.stride(0), words.stride(0), scale.stride(0),
-        BITS=bits, W1=p["W1"], O1=p["O1"], HAS_BIAS=bias is not None, WORKSPACE=n_slices > 1,
-        SPLIT=n_kprog > 1, INTERPRET=xr.device.type == "cpu", KB=kb, MG=config["MG"], NW=nw, WARP_SUM=warp_sum,
-        PDL=dependent, num_warps=nw, num_stages=1, **launch_options(dependent),
-        **({"maxnreg": config["maxnreg"]} if config.get("maxnreg") else {}),
+    launch = Launch(
+        _tc_gemv_kernel, (row_programs, n_kprog, m_programs), (M, N, k_pad, config["ROWS"], *strides),
+        dict(BITS=bits, W1=p["W1"], O1=p["O1"], HAS_BIAS=has_bias, WORKSPACE=n_slices > 1, SPLIT=n_kprog > 1,
+             INTERPRET=device.type == "cpu", KB=kb, MG=config["MG"], NW=nw, WARP_SUM=warp_sum, PDL=dependent),
+        dict(num_warps=nw, num_stages=1, **launch_options(dependent),
+             **({"maxnreg": config["maxnreg"]} if config.get("maxnreg") else {})),
     )
-    return out
+    return SplitPlan((M, N), (n_slices, M, N) if n_slices > 1 else None,
+                     row_programs * m_programs if n_kprog > 1 else 0, launch)

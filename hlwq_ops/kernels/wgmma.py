@@ -59,8 +59,9 @@ import triton.language as tl
 
 from ..codebook import codebook as standard_codebook
 from .common import (
-    arrival_counters,
+    SplitPlan,
     launch_options,
+    launch_split_plan,
     pdl,
     release_dependents,
     sum_if_last,
@@ -68,9 +69,9 @@ from .common import (
     wait_for_inputs,
 )
 from .decode import code_sources
-from .launch import cdiv
+from .launch import Launch, cdiv, config_key, config_of, plan_cache
 
-__all__ = ["codebook_asm", "lane_table", "permute_activations", "prepare", "supports", "wgmma"]
+__all__ = ["codebook_asm", "lane_table", "permute_activations", "plan_for", "prepare", "supports", "wgmma"]
 
 _WORDS = 16  # plane-0 words per row and step: the dot's K for one code index
 _PER_WORD = 8  # codes per plane-0 word at bits 4 and 5
@@ -353,46 +354,38 @@ def wgmma(
     Returns:
         (M, N) in ``out_dtype``.
     """
-    M, k_pad = xp.shape
-    N = qdata.shape[0]
     words = qdata.view(torch.int32)
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
-    out = torch.empty((M, N), device=xp.device, dtype=out_dtype)
+    plan = plan_for(xp.shape, xp.dtype, xp.device, words, scale, bias, bits, block_size, config, dependent)
+    return launch_split_plan(plan, xp, words, scale, bias, standard_codebook(bits, xp.device), out_dtype)
+
+
+def plan_for(x_shape: tuple[int, int], x_dtype: torch.dtype, device: torch.device, words: torch.Tensor,
+             scale: torch.Tensor, bias: torch.Tensor | None, bits: int, block_size: int, config: dict,
+             dependent: bool = False) -> SplitPlan:
+    """The plan of a :func:`wgmma` call on activations of ``x_shape`` and ``x_dtype`` (``words``: the codes viewed as
+    int32; ``scale`` and ``bias`` with unit stride; the rest as it takes them), which
+    :func:`.common.launch_split_plan` runs. Made before the activations are (by ``kernels.linear``, resolving a
+    call), it takes their shape and dtype."""
+    M, k_pad = x_shape
+    return _plan(M, words.shape[0], k_pad, bits, block_size, x_dtype, config_key(config), bias is not None, device,
+                 pdl(device, default=dependent), (words.stride(0), scale.stride(0)))
+
+
+@plan_cache
+def _plan(M: int, N: int, k_pad: int, bits: int, block_size: int, dtype: torch.dtype, config: tuple,
+          has_bias: bool, device: torch.device, dependent: bool, strides: tuple[int, int]) -> SplitPlan:
+    """The launch of :func:`wgmma` for this call signature (``config``: :func:`.launch.config_key`)."""
+    config = config_of(config)
     grid = (cdiv(N, config["BN"]), cdiv(M, config["BM"]), config["SPLIT_K"])
-    if grid[2] > 1:
-        ws = torch.empty((grid[2], M, N), device=xp.device, dtype=torch.float32)
-        counters = arrival_counters(xp.device, grid[0] * grid[1])
-    else:
-        ws = counters = out  # unused
-    interpret = xp.device.type == "cpu"
-    dependent = pdl(xp.device, default=dependent)
-    _wgmma_kernel[grid](
-        xp,
-        words,
-        scale,
-        standard_codebook(bits, xp.device),
-        bias if bias is not None else out,
-        out,
-        ws,
-        counters,
-        M,
-        N,
-        k_pad,
-        words.stride(0),
-        scale.stride(0),
-        BITS=bits,
-        B=block_size,
-        CODEBOOK_ASM="" if interpret else codebook_asm(bits, xp.dtype, xp.device),
-        HAS_BIAS=bias is not None,
-        SPLIT=grid[2] > 1,
-        INTERPRET=interpret,
-        BM=config["BM"],
-        BN=config["BN"],
-        ONE_DOT=config.get("one_dot", True),
-        PDL=dependent,
-        num_warps=config["num_warps"],
-        num_stages=config["num_stages"],
-        **launch_options(dependent),
-        **({"maxnreg": config["maxnreg"]} if config.get("maxnreg") else {}),
+    interpret = device.type == "cpu"
+    launch = Launch(
+        _wgmma_kernel, grid, (M, N, k_pad, *strides),
+        dict(BITS=bits, B=block_size, CODEBOOK_ASM="" if interpret else codebook_asm(bits, dtype, device),
+             HAS_BIAS=has_bias, SPLIT=grid[2] > 1, INTERPRET=interpret, BM=config["BM"], BN=config["BN"],
+             ONE_DOT=config.get("one_dot", True), PDL=dependent),
+        dict(num_warps=config["num_warps"], num_stages=config["num_stages"], **launch_options(dependent),
+             **({"maxnreg": config["maxnreg"]} if config.get("maxnreg") else {})),
     )
-    return out
+    return SplitPlan((M, N), (grid[2], M, N) if grid[2] > 1 else None, grid[0] * grid[1] if grid[2] > 1 else 0,
+                     launch)

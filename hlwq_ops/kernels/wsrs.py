@@ -531,29 +531,31 @@ def ws_rs(
         (M, N) in ``out_dtype``.
     """
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
-    plan = plan_for(xp.shape, xp.dtype, xp.device, qdata, scale, bias, bits, config, dependent, dense5)
-    return launch_plan(plan, xp, qdata, scale, bias, standard_codebook(bits, xp.device), out_dtype)
+    words = qdata.view(torch.int32)
+    plan = plan_for(xp.shape, xp.dtype, xp.device, words, scale, bias, bits, block_size, config, dependent, dense5)
+    return launch_plan(plan, xp, words, scale, bias, standard_codebook(bits, xp.device), out_dtype)
 
 
-def plan_for(x_shape: tuple[int, int], x_dtype: torch.dtype, device: torch.device, qdata: torch.Tensor,
-             scale: torch.Tensor, bias: torch.Tensor | None, bits: int, config: dict, dependent: bool = False,
-             dense5: bool = False) -> _Plan:
-    """The plan of a :func:`ws_rs` call on activations of ``x_shape`` and ``x_dtype`` (``scale`` with unit stride;
-    the other arguments as it takes them), which :func:`launch_plan` runs. Made before the activations are (by
-    ``kernels.linear``, resolving a call), it takes their shape and dtype."""
+def plan_for(x_shape: tuple[int, int], x_dtype: torch.dtype, device: torch.device, words: torch.Tensor,
+             scale: torch.Tensor, bias: torch.Tensor | None, bits: int, block_size: int, config: dict,
+             dependent: bool = False, dense5: bool = False) -> _Plan:
+    """The plan of a :func:`ws_rs` call on activations of ``x_shape`` and ``x_dtype`` (``words``: the codes viewed as
+    int32; ``scale`` and ``bias`` with unit stride; the rest as it takes them), which :func:`launch_plan` runs. Made
+    before the activations are (by ``kernels.linear``, resolving a call), it takes their shape and dtype."""
     M, k_pad = x_shape
-    return _plan(M, qdata.shape[0], k_pad, bits, x_dtype, config_key(config), bias is not None,
+    return _plan(M, words.shape[0], k_pad, bits, x_dtype, config_key(config), bias is not None,
                  pdl(device, default=dependent), scale.stride(0), dense5)
 
 
-def launch_plan(plan: _Plan, xp: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
+def launch_plan(plan: _Plan, xp: torch.Tensor, words: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
                 table: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
     """Allocate the output (and split K's partials) and launch ``plan`` (:func:`plan_for`), then split K's sum:
-    what every call does (``scale`` and ``bias`` with unit stride; ``table``: the standard codebook)."""
+    what every call does (``words``: the codes viewed as int32; ``scale`` and ``bias`` with unit stride; ``table``:
+    the standard codebook)."""
     out = torch.empty(plan.out_shape, device=xp.device, dtype=out_dtype)
     ws = split_workspace(out, plan.split_k)
-    plan.launch(Tma(xp, plan.x_box, plan.x_layout), Tma(qdata.view(torch.int32), (BN, 16), plan.p0_layout),
-                Tma(qdata.view(torch.int8), (BN, 16), plan.p1_layout), scale, table,
+    plan.launch(Tma(xp, plan.x_box, plan.x_layout), Tma(words, (BN, 16), plan.p0_layout),
+                Tma(words.view(torch.int8), (BN, 16), plan.p1_layout), scale, table,
                 bias if bias is not None else out, out, ws)
     if plan.split_k > 1:  # (the kernel stored the partials only)
         reduce_split_k(ws, bias, out, dependent=plan.dependent)
