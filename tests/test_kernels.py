@@ -430,8 +430,34 @@ def test_a_tensor_core_call_signature_is_resolved_once(monkeypatch, family, spli
     assert len(chosen) == 1, "a resolved call asks the tuner nothing"
     assert launched == first and len(first) == 2 + (split and family == "wsrs")  # the FWHT, the kernel (, the sum)
     assert again.shape == y.shape == (*lead, N) and again.dtype == dtype
+    strided = torch.randn(K, *lead).to(dtype).movedim(0, -1)  # (a stride along K: copied before the FWHT)
+    launched[:] = []
+    kernels.linear(strided, qdata, scale, bias, 5, 128, K, None)
+    first, launched[:] = list(launched), []
+    kernels.linear(strided, qdata, scale, bias, 5, 128, K, None)
+    assert launched == first and len(kernels._RESOLVED) == 2 and len(chosen) == 2
     padded = kernels.linear(x[..., :500], qdata, scale, bias, 5, 128, 500, None)  # (padded activations: not resolved)
-    assert padded.shape == y.shape and len(kernels._RESOLVED) == 1 and len(chosen) == 2
+    assert padded.shape == y.shape and len(kernels._RESOLVED) == 2 and len(chosen) == 3
+
+
+def test_a_call_signature_tells_codes_of_another_alignment_apart():
+    """Codes of the same shape, strides and offset whose storage starts at another 16-byte alignment (memory from
+    outside torch's allocator) get another signature: the tensor-core families are chosen for aligned codes only."""
+    qdata, scale = _packed(64, 256, 5, device="cpu")
+    raw = bytearray(qdata.numel() + 32)
+
+    def at(offset):
+        return torch.frombuffer(raw, dtype=torch.uint8, count=qdata.numel(), offset=offset).view(qdata.shape)
+
+    start = (16 - at(0).data_ptr() % 16) % 16
+    aligned, unaligned = at(start), at(start + 4)
+    x = torch.randn(4, 256, dtype=torch.bfloat16)
+
+    def signature(q):
+        return kernels._signature(x, q, scale, None, 5, 128, 256, None)
+
+    assert aligned.storage_offset() == unaligned.storage_offset() == 0
+    assert signature(aligned) != signature(unaligned) and signature(aligned) == signature(qdata.clone())
 
 
 def test_a_resolved_gemv_holds_while_the_tuning_table_keeps_its_config(monkeypatch):

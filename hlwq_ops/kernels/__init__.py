@@ -303,19 +303,23 @@ def _rotated_launches(rotation, dtype, launch, plan, table, x2, qdata, scale, bi
 
 # Call signatures of linear() resolved (emptied by launch.clear_plans): the GEMV's, and the tensor-core kernels' that
 # read the FWHT's output (_TENSOR_CORE). A later call with the same signature skips the path and family decisions,
-# the tuning lookup and the wrappers' derivations. On a CPU with the launches stubbed out, a call 19.5-19.7 -> 13.8-14.3
-# us at M = 1 (the GEMV; NOTES session 40) and 26.3-27.9 -> 13.7-13.9 at M = 16 and 128 (the FWHT and the
-# register-operand ws kernel; session 41), benchmarks/profile_linear_cpu.py.
+# the tuning lookup and the wrappers' derivations. On a CPU with the launches stubbed out
+# (benchmarks/profile_linear_cpu.py), a call took 19.5-19.7 -> 13.8-14.3 us with the GEMV at M = 1 (NOTES session 40),
+# 26.3-27.9 -> 13.7-13.9 with the register-operand ws kernel at M = 16 and 128, and 28.7-31.5 -> 16.6-17.0 with the
+# tensor-core GEMV at M = 4..8 (its "before" without Triton's per-launch binding; NOTES session 41).
 _RESOLVED: dict[tuple, _Resolved] = clear_with_plans({})
 _MAX_RESOLVED = 1024  # as many as the wrappers' plan caches keep
 
 
 def _signature(x, qdata, scale, bias, bits, block_size, K, codebook) -> tuple:
     """What :func:`linear`'s choices for a call depend on, the tuned config aside: shapes, strides, dtypes, the
-    device, whether there is a bias and a custom codebook, and the two settings read from the environment."""
-    return (x.shape, x.stride(), x.dtype, x.device, qdata.shape, qdata.stride(), qdata.storage_offset(), scale.shape,
-            scale.stride(), None if bias is None else (bias.stride(), bias.dtype), codebook is None, bits, block_size,
-            K, os.environ.get("HLWQ_PATH"), common.pdl_requested())
+    device, whether the codes start 16-byte aligned (the tensor-core kernels' families need it; a storage from
+    outside torch's allocator may not be), whether there is a bias and a custom codebook, and the two settings read
+    from the environment."""
+    return (x.shape, x.stride(), x.dtype, x.device, qdata.shape, qdata.stride(), qdata.storage_offset(),
+            not qdata.data_ptr() & 15, scale.shape, scale.stride(),
+            None if bias is None else (bias.stride(), bias.dtype), codebook is None, bits, block_size, K,
+            os.environ.get("HLWQ_PATH"), common.pdl_requested())
 
 
 def _resolve(signature, kernel: str, config: dict, make_run: Callable[[], Callable], x2, N: int, k_pad: int,
@@ -380,7 +384,9 @@ def linear(
     rotating in the kernel, or the FWHT and a :data:`_TENSOR_CORE` kernel on unpadded activations.
     """
     signature = None
-    if x.numel() <= tuning.WSRS_MAX_M * K:  # (the largest calls resolved; larger ones skip the signature's cost)
+    # (Calls up to the largest resolved build a signature, ~2 us on a CPU, also those that then take a path not
+    # resolved: the warp-specialized kernel, dequantize + cuBLAS. Larger calls skip it.)
+    if x.numel() <= tuning.WSRS_MAX_M * K:
         signature = _signature(x, qdata, scale, bias, bits, block_size, K, codebook)
         resolved = _RESOLVED.get(signature)
         if resolved is not None and resolved.current():

@@ -169,8 +169,8 @@ def fwht(x: torch.Tensor, block_size: int, out_dtype: torch.dtype, per_word: int
 
 def plan_for(x: torch.Tensor, block_size: int, per_word: int = 0, span: int | None = None,
              dependent: bool = False) -> tuple[torch.Tensor, Launch]:
-    """The sign matrix and launch of :func:`fwht` for contiguous ``x`` (arguments as it takes them, checked): a
-    call signature's plan, which :func:`launch_plan` runs."""
+    """The sign matrix and launch of :func:`fwht` for contiguous ``x`` (arguments as it takes them, which the caller
+    has checked: ``span`` is not): a call signature's plan, which :func:`launch_plan` runs."""
     return _plan(x.numel() // block_size, span or x.shape[-1], block_size, x.dtype, per_word, x.device,
                  pdl(x.device, default=dependent))
 

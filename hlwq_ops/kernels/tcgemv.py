@@ -494,10 +494,11 @@ def tc_gemv(
 def plan_for(x_shape: tuple[int, int], x_dtype: torch.dtype, device: torch.device, words: torch.Tensor,
              scale: torch.Tensor, bias: torch.Tensor | None, bits: int, block_size: int, config: dict,
              dependent: bool = False) -> SplitPlan:
-    """The plan of a :func:`tc_gemv` call on contiguous bfloat16 activations of ``x_shape`` (``x_dtype``: bfloat16;
-    ``words``: the codes viewed as int32; ``scale`` and ``bias`` with unit stride; the rest as it takes them), which
+    """The plan of a :func:`tc_gemv` call on contiguous bfloat16 activations of ``x_shape`` (``words``: the codes
+    viewed as int32; ``scale`` and ``bias`` with unit stride; the rest as it takes them), which
     :func:`.common.launch_split_plan` runs. Made before the activations are (by ``kernels.linear``, resolving a
-    call), it takes their shape."""
+    call), it takes their shape; ``x_dtype`` (always bfloat16 here) only gives the three tensor-core kernels'
+    ``plan_for`` one signature."""
     M, k_pad = x_shape
     return _plan(M, words.shape[0], k_pad, bits, block_size, config_key(config), bias is not None, device,
                  pdl(device, default=dependent), (k_pad, words.stride(0), scale.stride(0)))

@@ -541,7 +541,8 @@ def plan_for(x_shape: tuple[int, int], x_dtype: torch.dtype, device: torch.devic
              dependent: bool = False, dense5: bool = False) -> _Plan:
     """The plan of a :func:`ws_rs` call on activations of ``x_shape`` and ``x_dtype`` (``words``: the codes viewed as
     int32; ``scale`` and ``bias`` with unit stride; the rest as it takes them), which :func:`launch_plan` runs. Made
-    before the activations are (by ``kernels.linear``, resolving a call), it takes their shape and dtype."""
+    before the activations are (by ``kernels.linear``, resolving a call), it takes their shape and dtype;
+    ``block_size`` (always 128 here) only gives the three tensor-core kernels' ``plan_for`` one signature."""
     M, k_pad = x_shape
     return _plan(M, words.shape[0], k_pad, bits, x_dtype, config_key(config), bias is not None,
                  pdl(device, default=dependent), scale.stride(0), dense5)
