@@ -272,3 +272,35 @@ def test_a_launch_hook_takes_tritons_path():
     finally:
         chain.remove(hook)
     assert not launch_module._hooked()
+
+
+@pytest.mark.parametrize("wrapper", ["tc_gemv", "wgmma", "mma", "dequantize_rotated"])
+def test_each_wrapper_plans_a_call_signature_once(wrapper):
+    """The tensor-core GEMV, the wgmma kernel, the general tensor-core kernel and the dequantize kernel (planned since
+    session 41) make one plan per call signature, reused with the same result; another M gets its own."""
+    from hlwq_ops.kernels import dequant, tcgemv
+    from hlwq_ops.kernels.wgmma import permute_activations
+
+    mma, wgmma = (importlib.import_module(f"hlwq_ops.kernels.{name}") for name in ("mma", "wgmma"))  # (the modules)
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    qdata, scale = torch.ops.hlwq.quantize(torch.randn(64, 256, device=device), 5, 128)
+    x = torch.randn(5, 256, device=device)
+    module, call = {
+        "tc_gemv": (tcgemv, lambda x: tcgemv.tc_gemv(x.bfloat16(), qdata, scale, None, 5, 128, None, torch.float32,
+                                                     dict(num_warps=2, KB=1, MG=1, ROWS=16))),
+        "wgmma": (wgmma, lambda x: wgmma.wgmma(permute_activations(x, torch.bfloat16), qdata, scale, None, 5, 128,
+                                               torch.float32, dict(BM=16, BN=64, SPLIT_K=2, num_warps=4,
+                                                                   num_stages=1))),
+        "mma": (mma, lambda x: mma.mma(x, qdata, scale, None, 5, 128, None, torch.float32,
+                                       dict(BM=16, BN=32, VEC=1, SPLIT_K=2, num_warps=4, num_stages=1))),
+        "dequantize_rotated": (dequant, lambda x: dequant.dequantize_rotated(qdata[: x.shape[0] * 8], scale, 5, 128,
+                                                                            None, torch.float32)),
+    }[wrapper]
+    plans = module._launch if wrapper == "dequantize_rotated" else module._plan
+    launch_module.clear_plans()
+    first = call(x)
+    assert torch.equal(call(x), first)
+    assert plans.cache_info().currsize == 1 and plans.cache_info().hits == 1
+    call(x[:3])
+    assert plans.cache_info().currsize == 2

@@ -15,7 +15,7 @@ import triton.language as tl
 
 from .common import kernel_codebook, planes, unit_stride
 from .decode import decode_tile
-from .launch import cdiv
+from .launch import Launch, cdiv, plan_cache
 
 __all__ = ["CHUNK_BYTES", "dequant_linear", "dequantize_rotated"]
 
@@ -81,27 +81,19 @@ def dequantize_rotated(
             f"out must be ({N}, {k_pad}) {dtype} on {qdata.device} with unit stride along K, got "
             f"{tuple(out.shape)} {out.dtype} on {out.device} with strides {out.stride()}"
         )
-    bn, g = 32, 4
-    _dequant_kernel[(cdiv(N, bn), cdiv(k_pad, 32 * g))](
-        words,
-        scale,
-        kernel_codebook(bits, codebook, qdata.device),
-        out,
-        N,
-        k_pad,
-        words.stride(0),
-        scale.stride(0),
-        out.stride(0),
-        BITS=bits,
-        B=block_size,
-        WIDE=words.numel() >= 2**31,
-        INTERPRET=qdata.device.type == "cpu",
-        BN=bn,
-        G=g,
-        num_warps=4,
-        **planes(bits),
-    )
+    _launch(N, k_pad, bits, block_size, words.stride(0), scale.stride(0), out.stride(0), words.numel() >= 2**31,
+            qdata.device.type == "cpu")(words, scale, kernel_codebook(bits, codebook, qdata.device), out)
     return out
+
+
+@plan_cache
+def _launch(N: int, k_pad: int, bits: int, block_size: int, stride_qn: int, stride_sn: int, stride_on: int,
+            wide: bool, interpret: bool) -> Launch:
+    """:func:`dequantize_rotated`'s launch for this call signature: ``[32, 128]`` tiles, four warps."""
+    bn, g = 32, 4
+    return Launch(_dequant_kernel, (cdiv(N, bn), cdiv(k_pad, 32 * g)), (N, k_pad, stride_qn, stride_sn, stride_on),
+                  dict(BITS=bits, B=block_size, WIDE=wide, INTERPRET=interpret, BN=bn, G=g, **planes(bits)),
+                  dict(num_warps=4))
 
 
 def dequant_linear(

@@ -22,9 +22,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import arrival_counters, kernel_codebook, planes, sum_if_last, unit_stride
+from .common import SplitPlan, kernel_codebook, launch_split_plan, planes, sum_if_last, unit_stride
 from .decode import centroid_at, lane_codebook, load_rows, row_geometry
-from .launch import cdiv
+from .launch import Launch, cdiv, config_key, config_of, plan_cache
 
 __all__ = ["mma"]
 
@@ -134,44 +134,25 @@ def mma(
         (M, N) in ``out_dtype``.
     """
     M, k_pad = xr.shape
-    N = qdata.shape[0]
     words = qdata.view(torch.int32)
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
-    out = torch.empty((M, N), device=xr.device, dtype=out_dtype)
+    plan = _plan(M, words.shape[0], k_pad, bits, block_size, out_dtype, config_key(config), bias is not None,
+                 words.numel() >= 2**31, xr.device.type == "cpu", (xr.stride(0), words.stride(0), scale.stride(0)))
+    return launch_split_plan(plan, xr, words, scale, bias, kernel_codebook(bits, codebook, qdata.device), out_dtype)
+
+
+@plan_cache
+def _plan(M: int, N: int, k_pad: int, bits: int, block_size: int, out_dtype: torch.dtype, config: tuple,
+          has_bias: bool, wide: bool, interpret: bool, strides: tuple[int, int, int]) -> SplitPlan:
+    """The launch of :func:`mma` for this call signature (``config``: :func:`.launch.config_key`)."""
+    config = config_of(config)
     grid = (cdiv(N, config["BN"]), cdiv(M, config["BM"]), config.get("SPLIT_K", 1))
-    if grid[2] > 1:
-        ws = torch.empty((grid[2], M, N), device=xr.device, dtype=torch.float32)
-        counters = arrival_counters(xr.device, grid[0] * grid[1])
-    else:
-        ws = counters = out  # unused
-    _mma_kernel[grid](
-        xr,
-        words,
-        scale,
-        kernel_codebook(bits, codebook, qdata.device),
-        bias if bias is not None else out,
-        out,
-        ws,
-        counters,
-        M,
-        N,
-        k_pad,
-        xr.stride(0),
-        words.stride(0),
-        scale.stride(0),
-        out.stride(0),
-        **planes(bits),
-        BITS=bits,
-        B=block_size,
-        HAS_BIAS=bias is not None,
-        SPLIT=grid[2] > 1,
-        WIDE=words.numel() >= 2**31,
-        PRECISION="tf32x3" if out_dtype == torch.float32 else "tf32",
-        INTERPRET=xr.device.type == "cpu",
-        BM=config["BM"],
-        BN=config["BN"],
-        VEC=config["VEC"],
-        num_warps=config["num_warps"],
-        num_stages=config["num_stages"],
+    launch = Launch(
+        _mma_kernel, grid, (M, N, k_pad, *strides, N),  # (the output's row stride: it is contiguous)
+        dict(**planes(bits), BITS=bits, B=block_size, HAS_BIAS=has_bias, SPLIT=grid[2] > 1, WIDE=wide,
+             PRECISION="tf32x3" if out_dtype == torch.float32 else "tf32", INTERPRET=interpret, BM=config["BM"],
+             BN=config["BN"], VEC=config["VEC"]),
+        dict(num_warps=config["num_warps"], num_stages=config["num_stages"]),
     )
-    return out
+    return SplitPlan((M, N), (grid[2], M, N) if grid[2] > 1 else None, grid[0] * grid[1] if grid[2] > 1 else 0,
+                     launch)
