@@ -1,6 +1,7 @@
 """hlwq_ops.kernels.launch: the key a compiled kernel is reused under, and reuse on a GPU."""
 
 import importlib
+import inspect
 
 import pytest
 import torch
@@ -304,3 +305,45 @@ def test_each_wrapper_plans_a_call_signature_once(wrapper):
     assert plans.cache_info().currsize == 1 and plans.cache_info().hits == 1
     call(x[:3])
     assert plans.cache_info().currsize == 2
+
+
+def _constexpr_names(kernel) -> set[str]:
+    fn = getattr(kernel, "fn", kernel)
+    return {name for name, p in inspect.signature(fn).parameters.items() if "constexpr" in str(p.annotation)}
+
+
+def test_every_wrapper_launch_names_every_constexpr(monkeypatch):
+    """Each wrapper's Launch gives every constexpr of its kernel's signature (one left to its default would send
+    every launch through Triton's binding) and no other: the GEMV, the FWHT, the split-K sum, the tensor-core GEMV,
+    the wgmma, general tensor-core and dequantize kernels, and the two warp-specialized kernels where this Triton has
+    Gluon. Launches are recorded, not run."""
+    from hlwq_ops.kernels import common, dequant, tcgemv, wsmma
+    from hlwq_ops.kernels.wgmma import permute_activations
+
+    fwht, mma, wgmma, wsrs = (importlib.import_module(f"hlwq_ops.kernels.{n}") for n in ("fwht", "mma", "wgmma",
+                                                                                            "wsrs"))  # (modules)
+    made = []
+    monkeypatch.setattr(launch_module.Launch, "__call__", lambda self, *args: made.append(self))
+    qdata, scale = torch.ops.hlwq.quantize(torch.randn(256, 256), 5, 128)
+    x = torch.randn(16, 256)
+    gemv(x[:1], qdata, scale, None, 5, 128, None, torch.float32, dict(VEC=1, R=2, ROWS=4, num_warps=2))
+    fwht.fwht(x, 128, torch.bfloat16)
+    common.reduce_split_k(torch.zeros(2, 16, 256), None, torch.empty(16, 256))
+    tcgemv.tc_gemv(x.bfloat16(), qdata, scale, None, 5, 128, None, torch.float32,
+                   dict(num_warps=2, KB=1, MG=1, ROWS=16))
+    wgmma.wgmma(permute_activations(x, torch.bfloat16), qdata, scale, None, 5, 128, torch.float32,
+                dict(BM=16, BN=64, SPLIT_K=2, num_warps=4, num_stages=1))
+    mma.mma(x, qdata, scale, None, 5, 128, None, torch.float32,
+            dict(BM=16, BN=32, VEC=1, SPLIT_K=1, num_warps=4, num_stages=1))
+    dequant.dequantize_rotated(qdata, scale, 5, 128, None, torch.float32)
+    kernels = 7
+    if wsmma.gluon is not None:
+        xb = x.bfloat16()
+        wsrs.ws_rs(xb, qdata, scale, None, 5, 128, torch.bfloat16,
+                   dict(BM=16, SPLIT_K=1, QSTAGES=4, XSTAGES=2, XBOX=64, REGS=168))
+        wsmma.ws_mma(xb, qdata, scale, None, 5, 128, torch.bfloat16,
+                     dict(BM=16, SPLIT_K=1, QSTAGES=4, WSTAGES=2, XSTAGES=2, DEC_WARPS=4, DEC_REGS=96, num_warps=4))
+        kernels = 9
+    assert len({id(launch.kernel) for launch in made}) == kernels
+    for launch in made:
+        assert set(launch.constexprs) == _constexpr_names(launch.kernel), launch.kernel

@@ -50,13 +50,14 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import torch
 
 from ..codebook import codebook as standard_codebook
 from ..format import unpack_codes
 from .common import arrival_counters, capability, unit_stride
-from .launch import cdiv
+from .launch import Launch, Tma, cdiv, config_key, config_of, plan_cache
 
 try:  # Gluon is experimental: present in Triton 3.4+, absent from older ones
     from triton.experimental import gluon
@@ -68,7 +69,6 @@ try:  # Gluon is experimental: present in Triton 3.4+, absent from older ones
         warpgroup_mma,
         warpgroup_mma_wait,
     )
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 except ImportError:  # pragma: no cover - depends on the installed Triton
     gluon = None
 else:
@@ -482,25 +482,41 @@ def ws_mma(
     Returns:
         (M, N) in ``out_dtype``.
     """
-    M, k_pad = xr.shape
-    N = qdata.shape[0]
-    BN, BM = 128, config["BM"]
-    check_config(config)
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
-    x_l, p0_l, p1_l = _layouts(BM, xr.dtype)
+    M, k_pad = xr.shape
+    plan = _plan(M, qdata.shape[0], k_pad, bits, xr.dtype, config_key(config), bias is not None, scale.stride(0))
     words = qdata.view(torch.int32)
-    out = torch.empty((M, N), device=xr.device, dtype=out_dtype)
-    x_desc = TensorDescriptor.from_tensor(xr, [BM, 64], x_l)
-    p0_desc = TensorDescriptor.from_tensor(words, [BN, 16], p0_l)
-    p1_desc = TensorDescriptor.from_tensor(qdata.view(torch.int8), [BN, 16], p1_l)
-    grid = (cdiv(N, BN), cdiv(M, BM), config["SPLIT_K"])
-    ws, counters = split_buffers(out, grid)
-    _ws_kernel[grid](
-        x_desc, p0_desc, p1_desc, scale, standard_codebook(bits, xr.device), bias if bias is not None else out, out,
-        ws, counters, M, N, k_pad, scale.stride(0),
-        BITS=bits, BN=BN, BM=BM, QSTAGES=config["QSTAGES"], WSTAGES=config["WSTAGES"], XSTAGES=config["XSTAGES"],
-        DEC_WARPS=config["DEC_WARPS"], DEC_PARTS=config.get("DEC_PARTS", 1), DEC_REGS=config["DEC_REGS"],
-        HAS_BIAS=bias is not None, SPLIT=grid[2] > 1, STAGGER=config.get("STAGGER", False),
-        num_warps=config["num_warps"],
-    )
+    out = torch.empty((M, qdata.shape[0]), device=xr.device, dtype=out_dtype)
+    ws, counters = split_buffers(out, plan.launch.grid)
+    plan.launch(Tma(xr, (plan.launch.constexprs["BM"], 64), plan.x_layout), Tma(words, (128, 16), plan.p0_layout),
+                Tma(words.view(torch.int8), (128, 16), plan.p1_layout), scale, standard_codebook(bits, xr.device),
+                bias if bias is not None else out, out, ws, counters)
     return out
+
+
+class _Plan(NamedTuple):
+    """What a :func:`ws_mma` call signature resolves to once: the shared-memory layouts of its three TMA boxes
+    (activations, the planes' words and bytes) and the launch."""
+
+    x_layout: object
+    p0_layout: object
+    p1_layout: object
+    launch: Launch
+
+
+@plan_cache
+def _plan(M: int, N: int, k_pad: int, bits: int, dtype: torch.dtype, config: tuple, has_bias: bool,
+          scale_stride: int) -> _Plan:
+    """The launch of :func:`ws_mma` for this call signature (``config``: :func:`.launch.config_key`), checked once."""
+    config = config_of(config)
+    check_config(config)
+    BN, BM = 128, config["BM"]
+    grid = (cdiv(N, BN), cdiv(M, BM), config["SPLIT_K"])
+    launch = Launch(
+        _ws_kernel, grid, (M, N, k_pad, scale_stride),
+        dict(BITS=bits, BN=BN, BM=BM, QSTAGES=config["QSTAGES"], WSTAGES=config["WSTAGES"],
+             XSTAGES=config["XSTAGES"], DEC_WARPS=config["DEC_WARPS"], DEC_PARTS=config.get("DEC_PARTS", 1),
+             DEC_REGS=config["DEC_REGS"], HAS_BIAS=has_bias, SPLIT=grid[2] > 1, STAGGER=config.get("STAGGER", False),
+             num_warps=config["num_warps"]),  # (num_warps: in the signature too)
+    )
+    return _Plan(*_layouts(BM, dtype), launch)
