@@ -305,6 +305,14 @@ def test_each_wrapper_plans_a_call_signature_once(wrapper):
     assert plans.cache_info().currsize == 1 and plans.cache_info().hits == 1
     call(x[:3])
     assert plans.cache_info().currsize == 2
+    if wrapper == "mma":  # a row stride is the plan's: rows of 384 read as the contiguous copy's
+        wide = torch.zeros(5, 384, device=device)
+        wide[:, :256] = x
+        assert torch.equal(call(wide[:, :256]), first) and plans.cache_info().currsize == 3
+    if wrapper == "dequantize_rotated":  # so is the output's
+        out = torch.zeros(40, 288, device=device)
+        dequant.dequantize_rotated(qdata[:40], scale, 5, 128, None, torch.float32, out=out[:, :256])
+        assert torch.equal(out[:, :256], first) and plans.cache_info().currsize == 3
 
 
 def _constexpr_names(kernel) -> set[str]:

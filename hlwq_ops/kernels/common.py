@@ -126,8 +126,9 @@ def counter_buffer(device: torch.device) -> torch.Tensor | None:
 
 
 class SplitPlan(NamedTuple):
-    """What a call signature of the GEMV, the tensor-core GEMV or the wgmma kernel resolves to once (each wrapper's
-    plan): the output's shape, split K's (or per-warp) partials' shape, the arrival counters it takes and the launch.
+    """What a call signature of the GEMV, the tensor-core GEMV, the wgmma kernel or the general tensor-core kernel
+    (``mma``) resolves to once (each wrapper's plan): the output's shape, split K's (or per-warp) partials' shape, the
+    arrival counters it takes and the launch.
     Each of those kernels takes the same tensors: activations, int32 codes, scales, codebook, the bias (or the
     output, unused), the output, the partials and the counters (the output where unused)."""
 
