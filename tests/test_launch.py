@@ -150,17 +150,18 @@ def test_interpreted_kernels_take_tritons_path(monkeypatch, seen_plans):
 
 def test_a_plan_is_made_once_per_call_signature(seen_plans):
     """Calls of one signature share a plan (whatever the output dtype: the output is made per call); another M, bias
-    or config gets its own."""
-    qdata, scale = torch.ops.hlwq.quantize(torch.randn(8, 256), 5, 128)
+    or config gets its own. (On the GPU where there is one: its kernels take no CPU tensors.)"""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    qdata, scale = torch.ops.hlwq.quantize(torch.randn(8, 256, device=device), 5, 128)
     config = dict(VEC=1, R=2, ROWS=4, num_warps=2)
-    x = torch.randn(2, 256)
+    x = torch.randn(2, 256, device=device)
     for _ in range(2):
         gemv(x, qdata, scale, None, 5, 128, None, torch.float32, config)
     assert len(seen_plans) == 1
     assert gemv(x, qdata, scale, None, 5, 128, None, torch.bfloat16, config).dtype == torch.bfloat16
     assert len(seen_plans) == 1
     gemv(x[:1], qdata, scale, None, 5, 128, None, torch.float32, config)
-    gemv(x, qdata, scale, torch.randn(8), 5, 128, None, torch.float32, config)
+    gemv(x, qdata, scale, torch.randn(8, device=device), 5, 128, None, torch.float32, config)
     gemv(x, qdata, scale, None, 5, 128, None, torch.float32, dict(config, ROWS=8))
     assert len(seen_plans) == 4
     assert seen_plans[1].out_shape == (1, 8) and seen_plans[3].launch.grid[0] == 1
