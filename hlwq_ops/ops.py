@@ -603,7 +603,8 @@ def linear_call(x, qdata, scale, bias, bits, block_size, K, codebook=None) -> Te
     if _differentiating_transform():  # (torch.compile traces the check: dynamo knows its transforms' stack)
         return _LinearWithTangent.apply(x, qdata, scale, bias, bits, block_size, K, codebook)
     if not _records_grad(x, bias) and not _recorded_for_later():
-        # (opt-in: not run on a GPU yet; no functorch transform: the op mutates its counters, which vmap refuses)
+        # (opt-in, not working yet on a GPU: kernels.compiled; no functorch transform: the op mutates its counters,
+        # which vmap refuses)
         if (kernels.compiled.COMPILED_GEMV and torch.compiler.is_compiling() and x.is_cuda
                 and not torch._C._are_functorch_transforms_active()):
             extra = kernels.compiled.compiled_inputs(bits, codebook, x.device)

@@ -33,8 +33,9 @@ def _compiled_gemv_requested() -> bool:
 
 # ``HLWQ_COMPILED_GEMV=1`` (read at import): compiled graphs call ``hlwq.linear_compiled``, whose decode-size GEMV
 # Inductor launches itself, instead of the opaque ``hlwq.linear_inference``. Off by default: the kernel it launches
-# (plain stores) and the compiled graphs were checked on the CPU only (compiled for sm_90 offline, Inductor's mutation
-# analysis run offline, dynamo's tracing on CPU tensors; benchmarks/NOTES.md session 39), never run on a GPU.
+# (plain stores) and the compiled graphs were built on the CPU (compiled for sm_90 offline, Inductor's mutation
+# analysis run offline, dynamo's tracing on CPU tensors; benchmarks/NOTES.md session 39). On an H200 with torch 2.11
+# the test that Inductor launches the GEMV failed in every case (benchmarks/RESULTS.md 41b): it does not work yet.
 COMPILED_GEMV = _compiled_gemv_requested()
 
 # (bits, device) -> the standard codebook there, for compiled graphs (compiled_inputs): a plain dict that dynamo reads.
