@@ -304,7 +304,7 @@ def _rotated_launches(rotation, dtype, launch, plan, table, x2, qdata, scale, bi
 # Call signatures of linear() resolved (emptied by launch.clear_plans): the GEMV's, and the tensor-core kernels' that
 # read the FWHT's output (_TENSOR_CORE). A later call with the same signature skips the path and family decisions,
 # the tuning lookup and the wrappers' derivations. On a CPU with the launches stubbed out
-# (benchmarks/profile_linear_cpu.py), a call took 19.5-19.7 -> 13.8-14.3 us with the GEMV at M = 1 (NOTES session 40),
+# (benchmarks/profile_linear_cpu.py), a call took 19.5-19.7 -> 13.8-14.5 us with the GEMV at M = 1 (NOTES 40, 41),
 # 26.3-27.9 -> 13.7-13.9 with the register-operand ws kernel at M = 16 and 128, and 28.7-31.5 -> 16.6-17.0 with the
 # tensor-core GEMV at M = 4..8 (its "before" without Triton's per-launch binding; NOTES session 41).
 _RESOLVED: dict[tuple, _Resolved] = clear_with_plans({})
