@@ -29,7 +29,8 @@ from .fwht import MAX_KERNEL_BLOCK, fwht
 from .fwht import launch_plan as launch_fwht
 from .fwht import plan_for as plan_fwht
 from .fwht import prepare as prepare_fwht
-from .gemv import can_rotate, gemv, plan_for
+from .gemv import can_rotate, gemv
+from .gemv import plan_for as plan_gemv
 from .launch import clear_with_plans
 from .mma import mma
 from .tcgemv import aligned as tc_aligned
@@ -338,7 +339,7 @@ def _resolve(signature, kernel: str, config: dict, make_run: Callable[[], Callab
 
 def _gemv_resolved(x2, qdata, scale, bias, bits, block_size, config) -> Callable:
     """The launches of a GEMV call that rotates in the kernel, resolved."""
-    plan = plan_for(x2, qdata.view(torch.int32), unit_stride(scale), unit_stride(bias), bits, block_size, config, True)
+    plan = plan_gemv(x2, qdata.view(torch.int32), unit_stride(scale), unit_stride(bias), bits, block_size, config, True)
     return functools.partial(_gemv_launches, plan, bits)
 
 

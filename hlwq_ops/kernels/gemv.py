@@ -429,7 +429,7 @@ def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, 
         dict(num_warps=config["num_warps"], num_stages=1, **launch_options(dependent)),
     )
     return SplitPlan((M, N), (n_slices * parts, M, N) if n_slices * parts > 1 else None,
-                 row_programs * m_programs if n_slices > 1 else 0, launch)
+                     row_programs * m_programs if n_slices > 1 else 0, launch)
 
 
 def gemv(
