@@ -38,7 +38,7 @@ from hlwq_ops.kernels.gemv import _gemv_kernel  # noqa: E402
 
 TYPES = dict(x_ptr="*bf16", q_ptr="*i32", s_ptr="*fp16", c_ptr="*fp32", bias_ptr="*bf16", out_ptr="*bf16",
              ws_ptr="*fp32", count_ptr="*i32", N="i32", K_PAD="i32", K_X="i32", ROWS="i32", stride_xm="i32", M="i32",
-             stride_qn="i32", stride_sn="i32", COUNT_OFF="i32")
+             stride_qn="i32", stride_sn="i32")
 
 
 def compile_gemv(bits: int, vec: int, r: int, warp_parts: int, split: bool, mb: int = 1, sm: int = 90,
@@ -52,7 +52,7 @@ def compile_gemv(bits: int, vec: int, r: int, warp_parts: int, split: bool, mb: 
     types = dict(TYPES, q_ptr="*u8") if plain_stores else TYPES  # (Inductor's launch passes the uint8 codes)
     signature = {n: "constexpr" if n in consts else types[n] for n in names}
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in types
-             if n not in ("ROWS", "M", "COUNT_OFF") and n in names}
+             if n not in ("ROWS", "M") and n in names}
     src = ASTSource(_gemv_kernel, signature, consts, attrs)
     return triton.compile(src, target=GPUTarget("cuda", sm, 32), options=dict(num_warps=4, num_stages=1))
 

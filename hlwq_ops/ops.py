@@ -48,6 +48,7 @@ from torch.library import wrap_triton
 
 from . import format as fmt
 from . import kernels
+from .codebook import lloyd_max_gaussian
 from .kernels.gemv import _gemv_kernel
 from .hadamard import check_block_size, fwht_ref
 
@@ -400,7 +401,7 @@ torch.library.register_fake("hlwq::linear_inference", _linear_fake, lib=_LIB)
 # ---------------------------------------------------------------------------
 
 
-@torch.library.triton_op("hlwq::linear_compiled", mutates_args={"counters"})
+@torch.library.triton_op("hlwq::linear_compiled", mutates_args=())
 def linear_compiled(
     x: Tensor,
     qdata: Tensor,
@@ -409,9 +410,7 @@ def linear_compiled(
     bits: int,
     block_size: int,
     K: int,
-    codebook: Tensor | None,
-    table: Tensor,
-    counters: Tensor,
+    codebook: Tensor | None = None,
 ) -> Tensor:
     """``hlwq.linear_inference`` as ``torch.compile`` calls it: where the call runs the GEMV (decode sizes, a static
     M), Inductor sees the kernel and launches it from its own generated code; elsewhere it calls
@@ -420,35 +419,28 @@ def linear_compiled(
     In ``torch.compile``'s default mode every opaque op call pays the dispatcher and this library's Python (~52 us a
     call on the H200 machine, ``benchmarks/RESULTS.md`` 37c): a decode step of an 8B model calls 224. A
     ``triton_op`` is traced instead: its Python runs once, while compiling, and the graph keeps the kernel launch.
-    Args past ``hlwq.linear``'s (:func:`hlwq_ops.kernels.compiled.compiled_inputs`): ``table``, the (2**bits,) float32
-    codebook the kernel looks codes up in (``codebook``, or the standard one); ``counters``, the device's split-K
-    counter buffer, which the kernel leaves as it found it (all zero) but writes.
+    The standard codebook becomes a constant of the graph; the split-K arrival counters are a zeroed buffer of the
+    call's own (the kernel leaves them zero, but a graph may not write a buffer it does not own).
     """
     N = _check_linear(x, qdata, scale, bias, bits, block_size, K, codebook)
-    if table.dtype != torch.float32 or table.shape != (1 << bits,) or table.device != qdata.device:
-        raise ValueError(f"table must be a ({1 << bits},) float32 tensor on {qdata.device}, got {tuple(table.shape)} "
-                         f"{table.dtype} on {table.device}")
-    if counters.dtype != torch.int32 or counters.dim() != 1 or counters.device != qdata.device:
-        raise ValueError(f"counters must be a 1-D int32 tensor on {qdata.device}, got {tuple(counters.shape)} "
-                         f"{counters.dtype} on {counters.device}")
     traced = kernels.compiled.traced_gemv(x, qdata, scale, bias, bits, block_size, K, codebook)
     if traced is None:
         return torch.ops.hlwq.linear_inference(x, qdata, scale, bias, bits, block_size, K, codebook)
-    plan, offset = traced.plan, traced.offset
-    if plan.counters > counters.numel():
-        raise ValueError(f"counters has {counters.numel()} elements, the GEMV needs {plan.counters}")
-    if offset + plan.counters > counters.numel():  # (a direct call with a buffer of its own, smaller than the device's)
-        offset = 0
-    out = x.new_empty(plan.out_shape)
-    ws = table if plan.ws_shape is None else x.new_empty(plan.ws_shape, dtype=torch.float32)  # (table: unused)
-    table = table if table.stride(0) == 1 else table.contiguous()
+    plan = traced.plan
     launch = plan.launch
     if launch.kernel is not _gemv_kernel:
         raise AssertionError("the traced GEMV's plan launches another kernel")
+    # made here, not taken from the device's caches: a tensor made outside the traced call is no input of the graph
+    table = (torch.tensor(lloyd_max_gaussian(bits), dtype=torch.float32, device=x.device) if codebook is None
+             else codebook.contiguous())
+    out = x.new_empty(plan.out_shape)
+    # unused pointers get ``out``: the kernel writes those arguments, and Inductor would copy any other it passes
+    ws = out if plan.ws_shape is None else x.new_empty(plan.ws_shape, dtype=torch.float32)
+    counters = out if not plan.counters else x.new_zeros(plan.counters, dtype=torch.int32)
     # (by its module name: the compile caches key the op on the kernels its source wraps by name)
     wrap_triton(_gemv_kernel)[launch.grid](
         traced.x, qdata, traced.scale, table, table if traced.bias is None else traced.bias, out, ws, counters,
-        *launch.ints[:-1], offset, **launch.constexprs, **launch.options)
+        *launch.ints, **launch.constexprs, **launch.options)
     return out.view(*x.shape[:-1], N)
 
 
@@ -564,6 +556,13 @@ def _differentiating_transform() -> bool:
     return any(i.key() in (TransformType.Grad, TransformType.Jvp) for i in retrieve_all_functorch_interpreters())
 
 
+def _compiling() -> bool:
+    """Whether ``torch.compile`` is tracing this call: dynamo, or AOTAutograd dispatching a tensor subclass's op on
+    fake tensors (an HLWQTensor's linear is traced there only: dynamo passes ``__torch_dispatch__`` subclasses through
+    whole, and ``torch.compiler.is_compiling()`` is False by then)."""
+    return torch.compiler.is_compiling() or torch._guards.TracingContext.try_get() is not None
+
+
 def _plain_eager(x: Tensor, qdata: Tensor, bias: Tensor | None) -> bool:
     """Whether a call can be nothing but the op's CUDA implementation: plain CUDA tensors, no autograd
     to record, and nothing tracing, recording or intercepting ops (torch.compile, torch.jit.trace, the
@@ -603,12 +602,7 @@ def linear_call(x, qdata, scale, bias, bits, block_size, K, codebook=None) -> Te
     if _differentiating_transform():  # (torch.compile traces the check: dynamo knows its transforms' stack)
         return _LinearWithTangent.apply(x, qdata, scale, bias, bits, block_size, K, codebook)
     if not _records_grad(x, bias) and not _recorded_for_later():
-        # (opt-in, not working yet on a GPU: kernels.compiled; no functorch transform: the op mutates its counters,
-        # which vmap refuses)
-        if (kernels.compiled.COMPILED_GEMV and torch.compiler.is_compiling() and x.is_cuda
-                and not torch._C._are_functorch_transforms_active()):
-            extra = kernels.compiled.compiled_inputs(bits, codebook, x.device)
-            if extra is not None:
-                return torch.ops.hlwq.linear_compiled(x, qdata, scale, bias, bits, block_size, K, codebook, *extra)
+        if kernels.compiled.COMPILED_GEMV and _compiling():  # (opt-in: kernels.compiled)
+            return torch.ops.hlwq.linear_compiled(x, qdata, scale, bias, bits, block_size, K, codebook)
         return torch.ops.hlwq.linear_inference(x, qdata, scale, bias, bits, block_size, K, codebook)
     return linear(x, qdata, scale, bias, bits, block_size, K, codebook)

@@ -95,7 +95,7 @@ def note_weight(qdata: torch.Tensor, scale: torch.Tensor, bits: int, block_size:
             if torch.cuda.is_current_stream_capturing():  # made inside a capture: nothing may be allocated
                 return
             arrival_counters(qdata.device, 1)
-            compiled.note_table(bits, standard_codebook(bits, qdata.device))
+            standard_codebook(bits, qdata.device)
             prepare_fwht(block_size, qdata.device)
             prepare_wgmma(bits, block_size, qdata.device)
         _PREPARED.add(key)

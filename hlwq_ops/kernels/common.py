@@ -31,7 +31,6 @@ __all__ = [
     "prefetch_l2",
     "reduce_split_k",
     "release_dependents",
-    "reserve_counters",
     "reset_counter",
     "slices_sum",
     "sm_count",
@@ -83,22 +82,6 @@ def arrival_counters(device: torch.device, n: int) -> torch.Tensor:
     count in different places unless a buffer's worth of calls lies between
     them (``COUNTER_BUFFER`` counters; a GEMV call at M = 1 takes a few hundred).
     """
-    buf, start = reserve_counters(device, n)
-    return buf[start:start + min(_lines(n), buf.numel())]
-
-
-def _lines(n: int) -> int:
-    return -(-max(n, 1) // 32) * 32  # whole 128-byte lines
-
-
-def reserve_counters(device: torch.device, n: int) -> tuple[torch.Tensor, int]:
-    """The next region of ``n`` counters, as :func:`arrival_counters` hands it out: the whole buffer and the
-    region's first index (for a kernel that takes the buffer and an offset:
-    :func:`hlwq_ops.kernels.compiled.traced_gemv`).
-
-    The buffer is made static for ``torch.compile`` (``torch._dynamo.mark_static_address``): a compiled graph that
-    takes it as an input (``hlwq.linear_compiled``) may then mutate it under CUDA graphs, which copy no static input.
-    """
     buf = _COUNTERS.get(device)
     if buf is None or buf.numel() < n:
         if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
@@ -109,15 +92,14 @@ def reserve_counters(device: torch.device, n: int) -> tuple[torch.Tensor, int]:
         if buf is not None:  # CUDA graphs captured earlier keep using it
             _RETIRED.append(buf)
         buf = torch.zeros(max(n, COUNTER_BUFFER), dtype=torch.int32, device=device)
-        torch._dynamo.mark_static_address(buf)
         _COUNTERS[device] = buf
         _CURSOR[device] = 0
-    size = _lines(n)
+    size = -(-max(n, 1) // 32) * 32  # whole 128-byte lines
     start = _CURSOR[device]
     if start + size > buf.numel():
         start = 0
     _CURSOR[device] = start + size
-    return buf, start
+    return buf[start:start + min(size, buf.numel())]
 
 
 def counter_buffer(device: torch.device) -> torch.Tensor | None:

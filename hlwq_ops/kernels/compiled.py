@@ -4,8 +4,8 @@ In ``torch.compile``'s default mode every opaque op call pays the dispatcher and
 ``triton_op`` ``hlwq.linear_compiled`` (:mod:`hlwq_ops.ops`) is traced instead, and its body asks
 :func:`traced_gemv` for the launch: the GEMV's plan for the call's shapes, with the tuned config fixed while tracing
 and the kernel that stores its row sums with ``tl.store`` (:func:`.gemv.gemv_plan`'s ``traced``), which Inductor's
-mutation analysis can read. The graph takes the standard codebook and the device's split-K counter buffer as inputs
-(:func:`compiled_inputs`), so that neither is a constant baked into it. Opt-in (:data:`COMPILED_GEMV`).
+mutation analysis can read. Everything the launch writes (output, split-K partials and arrival counters) is made in
+the graph, so the graph mutates none of its inputs. Opt-in (:data:`COMPILED_GEMV`).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import NamedTuple
 import torch
 
 from . import tuning
-from .common import counter_buffer, reserve_counters, sm_count, unit_stride
+from .common import sm_count, unit_stride
 from .gemv import can_rotate, gemv_plan
 from .launch import config_key
 from .wgmma import supports
 
-__all__ = ["COMPILED_GEMV", "TracedGemv", "compiled_inputs", "note_table", "traced_gemv"]
+__all__ = ["COMPILED_GEMV", "TracedGemv", "traced_gemv"]
 
 
 def _compiled_gemv_requested() -> bool:
@@ -32,46 +32,17 @@ def _compiled_gemv_requested() -> bool:
 
 
 # ``HLWQ_COMPILED_GEMV=1`` (read at import): compiled graphs call ``hlwq.linear_compiled``, whose decode-size GEMV
-# Inductor launches itself, instead of the opaque ``hlwq.linear_inference``. Off by default: the kernel it launches
-# (plain stores) and the compiled graphs were built on the CPU (compiled for sm_90 offline, Inductor's mutation
-# analysis run offline, dynamo's tracing on CPU tensors; benchmarks/NOTES.md session 39). On an H200 with torch 2.11
-# the test that Inductor launches the GEMV failed in every case (benchmarks/RESULTS.md 41b): it does not work yet.
+# Inductor launches itself, instead of the opaque ``hlwq.linear_inference``. Off by default until timed on a GPU. Its
+# first form never ran: it asked for the op where dynamo traces, but dynamo does not trace an HLWQTensor's linear (a
+# __torch_dispatch__ subclass: AOTAutograd dispatches it, on fake tensors), so compiled graphs kept the opaque op
+# (benchmarks/RESULTS.md 41b; NOTES session 42).
 COMPILED_GEMV = _compiled_gemv_requested()
-
-# (bits, device) -> the standard codebook there, for compiled graphs (compiled_inputs): a plain dict that dynamo reads.
-_TABLES: dict[tuple[int, torch.device], torch.Tensor] = {}
-
-
-def note_table(bits: int, table: torch.Tensor) -> None:
-    """Keep the standard ``bits`` codebook made on a device for compiled graphs (:func:`compiled_inputs`), static."""
-    torch._dynamo.mark_static_address(table)
-    _TABLES[(bits, table.device)] = table
-
-
-def compiled_inputs(bits: int, codebook: torch.Tensor | None,
-                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """What ``hlwq.linear_compiled`` takes besides ``hlwq.linear``'s arguments: the codebook the GEMV looks codes up
-    in and the device's split-K counter buffer (:func:`.common.reserve_counters`); None before an HLWQ weight was
-    made on ``device`` (:func:`hlwq_ops.kernels.note_weight` makes both), where a compiled graph calls
-    ``hlwq.linear_inference``.
-
-    ``torch.compile`` traces this (reads of two module dicts): both tensors become inputs of the graph (checked on the
-    CPU), static ones (``torch._dynamo.mark_static_address``), so that CUDA graph trees should neither copy them nor
-    refuse the counters' mutation (read in torch's ``check_for_mutation``; not yet run on a GPU).
-    """
-    counters = counter_buffer(device)
-    table = _TABLES.get((bits, device)) if codebook is None else codebook
-    if counters is None or table is None:
-        return None
-    return table, counters
-
 
 class TracedGemv(NamedTuple):
     """The GEMV of a call that Inductor launches itself (:func:`traced_gemv`): the launch, with its counters'
     offset in the buffer, and the operands as the kernel takes them."""
 
     plan: object  # .common.SplitPlan
-    offset: int  # the counters' first index in the buffer (0 without split K)
     x: torch.Tensor  # (M, K), unit stride along K
     scale: torch.Tensor
     bias: torch.Tensor | None
@@ -110,13 +81,7 @@ def traced_gemv(x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias:
         return None
     plan = gemv_plan(M, K, N, k_pad, bits, block_size, config_key(config), True, bias is not None,
                      qdata.numel() >= 2**33, x.device, False, (strides[0], strides[1] // 4, strides[2]), traced=True)
-    offset = 0
-    if plan.counters:  # a region of the device's buffer, never a buffer made while tracing
-        buf = counter_buffer(x.device)
-        if buf is None or buf.numel() < plan.counters:
-            return None
-        offset = reserve_counters(x.device, plan.counters)[1]
-    return TracedGemv(plan, offset, x2, scale, bias)
+    return TracedGemv(plan, x2, scale, bias)
 
 
 def _tune_gemv(M, N, k_pad, K, bits, block_size, qdata, scale, dtype) -> dict:

@@ -245,7 +245,7 @@ def _gemv_kernel(
     bias_ptr,  # [N] or unused
     out_ptr,  # [M, N] output
     ws_ptr,  # [n_slices * WARP_PARTS, M, N] float32 partial sums (WORKSPACE)
-    count_ptr,  # [>= COUNT_OFF + cdiv(N, ROWS) * cdiv(M, MB)] int32 arrival counters, zero between calls (split-K)
+    count_ptr,  # [>= cdiv(N, ROWS) * cdiv(M, MB)] int32 arrival counters, zero between calls (split-K)
     # dimensions
     M,
     N,
@@ -256,7 +256,6 @@ def _gemv_kernel(
     stride_xm,
     stride_qn,
     stride_sn,
-    COUNT_OFF,  # this call's counters start at count_ptr + COUNT_OFF
     # meta-parameters
     BITS: tl.constexpr,
     B: tl.constexpr,
@@ -361,7 +360,7 @@ def _gemv_kernel(
     if WORKSPACE:  # the partials of these rows are summed by the last program to finish (no second kernel)
         n_parts = tl.num_programs(1) * WARP_PARTS
         if SPLIT:  # split-K: the last slice to arrive
-            counter = count_ptr + COUNT_OFF + pid_n * tl.num_programs(2) + pid_m
+            counter = count_ptr + pid_n * tl.num_programs(2) + pid_m
             if arrive(counter, tl.num_programs(1)):
                 _sum_rows(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, second, M, N, n_parts, HAS_BIAS, MB)
                 reset_counter(counter)
@@ -376,10 +375,9 @@ def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, 
               strides: tuple[int, int, int], traced: bool = False, dense5: bool = False) -> SplitPlan:
     """The launch of :func:`gemv` for this call signature (``config``: :func:`.launch.config_key`), checked once.
 
-    ``strides``: of the activation rows, of the weight rows in int32 words and of the scale rows. The launch's last
-    integer is the counters' offset in the buffer given (0). ``traced``: the kernel that ``hlwq.linear_compiled``
-    hands Inductor (``PLAIN_STORES``: its row sums stored by ``tl.store``, which Inductor's mutation analysis reads;
-    no PDL). ``dense5``: the packed codes are Q5 arranged by :func:`hlwq_ops.format.element_dense` (a prototype,
+    ``strides``: of the activation rows, of the weight rows in int32 words and of the scale rows. ``traced``: the
+    kernel that ``hlwq.linear_compiled`` hands Inductor (``PLAIN_STORES``: its row sums stored by ``tl.store``, which
+    Inductor's mutation analysis reads; no PDL). ``dense5``: the packed codes are Q5 arranged by :func:`hlwq_ops.format.element_dense` (a prototype,
     timed by ``benchmarks/diag_dense5.py``).
     """
     if dense5 and bits != 5:
@@ -406,7 +404,7 @@ def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, 
     launch = Launch(
         _gemv_kernel,
         (row_programs, n_slices, m_programs),
-        (M, N, k_pad, k_x, config["ROWS"], *strides, 0),
+        (M, N, k_pad, k_x, config["ROWS"], *strides),
         dict(
             **planes(bits),
             BITS=bits,
