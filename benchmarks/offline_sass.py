@@ -10,7 +10,7 @@ Triton of the GPU machine (its wheel ships ptxas, cuobjdump and nvdisasm)::
 
     python benchmarks/offline_sass.py --bits 5 --vec 16 --r 4 --warp-parts 4
     python benchmarks/offline_sass.py --bits 5 --vec 4 --r 8 --split
-    python benchmarks/offline_sass.py --wsrs 16x14336x4096 --dense5
+    python benchmarks/offline_sass.py --wsrs 16x14336x4096
 
 With ``--wsrs MxNxK`` the kernel is :mod:`hlwq_ops.kernels.wsrs`'s with the tuner's first config for that shape
 (with a bias unless ``--no-bias``, PDL on, as ``tests/test_kernels.py`` compiles it): the whole kernel's counts and
@@ -42,10 +42,10 @@ TYPES = dict(x_ptr="*bf16", q_ptr="*i32", s_ptr="*fp16", c_ptr="*fp32", bias_ptr
 
 
 def compile_gemv(bits: int, vec: int, r: int, warp_parts: int, split: bool, mb: int = 1, sm: int = 90,
-                 early: bool = False, pdl: bool = False, plain_stores: bool = False, dense5: bool = False):
+                 early: bool = False, pdl: bool = False, plain_stores: bool = False):
     consts = dict(BITS=bits, B=128, HAS_BIAS=False, WORKSPACE=split or warp_parts > 1, SPLIT=split, ROTATE=True,
                   WIDE=False, INTERPRET=False, R=r, VEC=vec, WARP_PARTS=warp_parts, MB=mb, EARLY=early, PDL=pdl,
-                  PLAIN_STORES=plain_stores, DENSE5=dense5, **planes(bits))
+                  PLAIN_STORES=plain_stores, **planes(bits))
     if mb == 1:
         consts["M"] = 1  # a real call at M = 1 has it specialized
     names = _gemv_kernel.arg_names
@@ -61,7 +61,7 @@ def _tool(name: str) -> str:
     return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
 
 
-def compile_wsrs(bits: int, M: int, N: int, K: int, dense5: bool = False, bias: bool = True):
+def compile_wsrs(bits: int, M: int, N: int, K: int, bias: bool = True):
     """The register-operand ws kernel for (M, N, K) with the tuner's first config, compiled for sm_90."""
     import torch
     from triton.experimental.gluon._runtime import GluonASTSource
@@ -80,7 +80,7 @@ def compile_wsrs(bits: int, M: int, N: int, K: int, dense5: bool = False, bias: 
                  p1_desc=TensorDescriptor.from_tensor(q.view(torch.int8), [128, 16], p1_l))
     consts = dict(BITS=bits, BM=config["BM"], QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
                   XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"], HAS_BIAS=bias,
-                  SPLIT=config["SPLIT_K"] > 1, PDL=True, PHASES=config.get("PHASES", 1), DENSE5=dense5, num_warps=4)
+                  SPLIT=config["SPLIT_K"] > 1, PDL=True, PHASES=config.get("PHASES", 1), num_warps=4)
     args = dict(s_ptr="*fp16", c_ptr="*fp32", bias_ptr="*bf16", out_ptr="*bf16", ws_ptr="*fp32", M="i32", N="i32",
                 K_PAD="i32", stride_sn="i32")
     signature = {name: mangle_type(d) for name, d in descs.items()} | args | dict.fromkeys(consts, "constexpr")
@@ -153,30 +153,29 @@ def main() -> None:
     p.add_argument("--pdl", action="store_true", help="programmatic dependent launch (prefetch, wait, release)")
     p.add_argument("--plain-stores", action="store_true",
                    help="the kernel Inductor launches (hlwq.linear_compiled): tl.store row sums, uint8 codes")
-    p.add_argument("--dense5", action="store_true", help="Q5 codes element-dense (the DENSE5 prototype layout)")
     p.add_argument("--wsrs", metavar="MxNxK", help="the register-operand ws kernel for this shape instead")
     p.add_argument("--no-bias", action="store_true", help="(--wsrs) the kernel without a bias")
     a = p.parse_args()
     if a.wsrs:
         M, N, K = map(int, a.wsrs.split("x"))
-        kernel, config = compile_wsrs(a.bits, M, N, K, a.dense5, bias=not a.no_bias)
+        kernel, config = compile_wsrs(a.bits, M, N, K, bias=not a.no_bias)
         sass, resources = _inspect(kernel)
         mix = loop_mix(sass, None)
-        print(f"Triton {triton.__version__}, sm_90, wsrs Q{a.bits} {a.wsrs} {config} dense5={a.dense5} "
+        print(f"Triton {triton.__version__}, sm_90, wsrs Q{a.bits} {a.wsrs} {config} "
               f"bias={not a.no_bias}: {resources}")
         print(f"whole kernel: {sum(mix.values())} instructions, SHFL {mix['SHFL']}, STL {mix['STL']}; consumer step "
               f"loops (64 codes a thread): {step_loops(sass)} instructions")
         print(" ".join(f"{op}:{c}" for op, c in mix.most_common(16)))
         return
     kernel = compile_gemv(a.bits, a.vec, a.r, a.warp_parts, a.split, a.mb, early=a.early, pdl=a.pdl,
-                          plain_stores=a.plain_stores, dense5=a.dense5)
+                          plain_stores=a.plain_stores)
     sass, resources = _inspect(kernel)
     mix = loop_mix(sass)
     words = a.r * 32 * a.vec // 128  # plane-0 words per thread per iteration (4 warps)
     n = sum(mix.values())
     print(f"{hlwq_ops.__file__}, Triton {triton.__version__}, sm_90, Q{a.bits} VEC={a.vec} R={a.r} "
           f"WARP_PARTS={a.warp_parts} split={a.split} MB={a.mb} EARLY={a.early} PDL={a.pdl} "
-          f"plain stores={a.plain_stores} dense5={a.dense5}: {resources}")
+          f"plain stores={a.plain_stores}: {resources}")
     print(f"loop: {n} instructions, {n / (words * 32 // planes(a.bits)['W0']):.2f} per weight, "
           f"BAR {mix['BAR']}, STS {mix['STS']}, LDS {mix['LDS']}, SHFL {mix['SHFL']}")
     print(" ".join(f"{op}:{c}" for op, c in mix.most_common(16)))

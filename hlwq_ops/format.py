@@ -65,7 +65,6 @@ __all__ = [
     "check_activation",
     "pack_codes",
     "unpack_codes",
-    "element_dense",
     "quantize_ref",
     "dequantize_rotated_ref",
     "dequantize_ref",
@@ -226,37 +225,6 @@ def unpack_codes(qdata: torch.Tensor, bits: int, block_size: int) -> torch.Tenso
         start += n_bytes
         offset += width
     return codes
-
-
-def element_dense(qdata: torch.Tensor, block_size: int) -> torch.Tensor:
-    """Q5 packed codes rearranged element-dense: the same bytes, other bits in them. A prototype arrangement.
-
-    Read by the GEMV and the register-operand ws kernel with ``dense5=True``
-    (:func:`hlwq_ops.kernels.gemv.gemv`, :func:`hlwq_ops.kernels.wsrs.ws_rs`),
-    which cut one code with one shift instead of merging the planes; no stored
-    format uses it. ``benchmarks/diag_dense5.py`` times it against the planes:
-    adopted as the Q5 layout if it wins, removed if not. Element ``w`` of a
-    block (its codes ``8w .. 8w + 7``) keeps its plane-0 word and plane-1
-    byte, which now hold the 40-bit string ``sum_a code[8w + a] << 5a``: bits
-    0..31 in the word, 32..39 in the byte.
-
-    Args:
-        qdata: (N, n_blocks * block_size * 5 / 8) uint8, Q5 in the layout above.
-        block_size: B, the codes per block (a multiple of 8).
-
-    Returns:
-        The same shape, element-dense.
-    """
-    if qdata.dtype != torch.uint8 or qdata.dim() != 2 or qdata.shape[1] % block_bytes(5, block_size):
-        raise ValueError(f"qdata must be (N, n_blocks * {block_bytes(5, block_size)}) uint8 Q5 codes, got "
-                         f"{tuple(qdata.shape)} {qdata.dtype}")
-    N, n_blocks = qdata.shape[0], qdata.shape[1] // block_bytes(5, block_size)
-    codes = unpack_codes(qdata, 5, block_size).view(N, n_blocks, block_size // 8, 8)
-    string = (codes << (5 * torch.arange(8, device=qdata.device))).sum(-1)  # (N, n_blocks, B / 8) int64, 40 bits
-    word = (string & 0xFFFFFFFF)[..., None] >> (8 * torch.arange(4, device=qdata.device))
-    plane0 = (word & 0xFF).reshape(N, n_blocks, block_size // 2)
-    plane1 = (string >> 32).reshape(N, n_blocks, block_size // 8)
-    return torch.cat([plane0, plane1], dim=-1).to(torch.uint8).reshape(qdata.shape)
 
 
 # ---------------------------------------------------------------------------

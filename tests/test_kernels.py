@@ -285,55 +285,6 @@ def test_gemv_refuses_to_rotate_partial_blocks():
              _config(1), rotate=True)
 
 
-def test_element_dense_holds_each_elements_codes_as_one_string():
-    """The prototype Q5 arrangement: element w's word and byte are ``sum_a code[8w + a] << 5a``, same bytes in all."""
-    from hlwq_ops.format import element_dense
-
-    qdata, _ = _packed(3, 300, 5)
-    dense = element_dense(qdata, 128)
-    assert dense.shape == qdata.shape and dense.dtype == torch.uint8
-    codes = fmt.unpack_codes(qdata, 5, 128).view(3, 3, 16, 8)  # (N, blocks, elements, codes)
-    blocks = dense.view(3, 3, 80).long().cpu()  # per block: 16 words (64 bytes), then 16 bytes
-    words = (blocks[..., :64].view(3, 3, 16, 4) << (8 * torch.arange(4))).sum(-1)
-    strings = words | (blocks[..., 64:] << 32)
-    assert torch.equal(strings, (codes.cpu() << (5 * torch.arange(8))).sum(-1))
-    with pytest.raises(ValueError, match=r"must be \(N, n_blocks \* 80\) uint8 Q5 codes, got \(3, 100\)"):
-        element_dense(qdata[:, :100], 128)
-
-
-@pytest.mark.parametrize(
-    "M,N,K,changes",
-    [
-        (1, 40, 300, {}),  # several slices, split K
-        (3, 40, 300, {"R": 4, "ROWS": 12, "MB": 2}),  # two activation rows per program
-        (2, 20, 4200, {"VEC": 16, "R": 2, "ROWS": 6, "WARP_PARTS": 4}),  # warps along K, a partial each
-        (2, 45, 300, {"R": 4, "ROWS": 5, "EARLY": True}),
-    ],
-)
-def test_gemv_reads_element_dense_codes(M, N, K, changes):
-    from hlwq_ops.format import element_dense
-
-    qdata, scale = _packed(N, K, 5)
-    x = torch.randn(M, K, device=KERNEL_DEVICE).bfloat16()
-    bias = torch.randn(N, device=KERNEL_DEVICE)
-    config = _config(M, **changes)
-    planes_y = gemv(x, qdata, scale, bias, 5, 128, None, torch.float32, config, rotate=True)
-    dense_y = gemv(x, element_dense(qdata, 128), scale, bias, 5, 128, None, torch.float32, config, rotate=True,
-                   dense5=True)
-    assert torch.equal(dense_y, planes_y)  # the same centroids, summed in the same order
-    xr = fwht_ref(torch.nn.functional.pad(x.float(), (0, scale.shape[1] * 128 - K)), 128)
-    assert rel_error(dense_y, gemv_ref(xr, qdata, scale, bias, 5, 128)) < 1e-5
-
-
-def test_gemv_refuses_element_dense_codes_but_at_q5():
-    from hlwq_ops.kernels.gemv import gemv_plan
-    from hlwq_ops.kernels.launch import config_key
-
-    with pytest.raises(ValueError, match="element-dense arrangement is a Q5 layout, got bits=4"):
-        gemv_plan(1, 256, 8, 256, 4, 128, config_key(_config(1)), False, False, False, torch.device("cpu"),
-                  False, (256, 32, 2), dense5=True)
-
-
 def test_dequant_linear_empty_weight_and_bad_out():
     qdata, scale = _packed(40, 256, 5)
     xr = torch.randn(3, 256, device=KERNEL_DEVICE)
@@ -1159,9 +1110,7 @@ from hlwq_ops.kernels import wsrs
 # its estimate; no spills with four consumer warpgroups (BM = 256 with a bias does spill, a known cost)
 for M, N, K in ((5, 4096, 4096), (16, 14336, 4096), (32, 4096, 14336), (64, 4096, 14336), (128, 14336, 4096),
                 (512, 4096, 14336)):
-    configs = tuning.candidates("wsrs", M, N, K, 132, bits)  # (both activation orders)
-    # and, at Q5, the first with element-dense codes (format.element_dense, a prototype layout)
-    for config, dense5 in [(c, False) for c in configs] + ([(configs[0], True)] if bits == 5 else []):
+    for config in tuning.candidates("wsrs", M, N, K, 132, bits):  # (both activation orders)
         xp = torch.empty(M, K, dtype=torch.bfloat16)
         q = torch.empty(N, K * bits // 8, dtype=torch.uint8)
         _, p0_l, p1_l = wsmma._layouts(64, torch.bfloat16)
@@ -1172,7 +1121,7 @@ for M, N, K in ((5, 4096, 4096), (16, 14336, 4096), (32, 4096, 14336), (64, 4096
         constants = dict(BITS=bits, BM=config["BM"], QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"],
                          XBOX=config["XBOX"], NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"],
                          HAS_BIAS=True, SPLIT=config["SPLIT_K"] > 1, PDL=True, PHASES=config.get("PHASES", 1),
-                         DENSE5=dense5, num_warps=4)
+                         num_warps=4)
         signature = ({name: mangle_type(d) for name, d in descs.items()} | RS_ARGS
                      | dict.fromkeys(constants, "constexpr"))
         source = GluonASTSource(wsrs._rs_kernel, signature, constants)
@@ -1180,10 +1129,8 @@ for M, N, K in ((5, 4096, 4096), (16, 14336, 4096), (32, 4096, 14336), (64, 4096
         ptx = kernel.asm["ptx"]
         assert "wgmma.mma_async" in ptx and "setmaxnreg" in ptx and "griddepcontrol.wait" in ptx, (M, N, K, config)
         assert kernel.metadata.shared <= wsrs.shared_bytes(config), (kernel.metadata.shared, config)
-        # 16 consumer warps, or the element-dense decode below BM = 256 (at BM = 256 the planes' decode spills too,
-        # outside the loop: NOTES session 40): their registers must fit (cuobjdump, with Triton)
-        if config.get("PHASES", 1) == 2 or (dense5 and config["BM"] < 256):
-            assert "STL" not in kernel.asm["sass"], (config, dense5)
+        if config.get("PHASES", 1) == 2:  # 16 consumer warps: their registers must fit (cuobjdump, with Triton)
+            assert "STL" not in kernel.asm["sass"], config
 print("compiled")
 """
 
@@ -1312,47 +1259,6 @@ def test_gpu_a_tensor_core_call_resolved_gives_the_same_bits(monkeypatch, family
         assert torch.equal(kernels.linear(x, qdata, scale, bias, 5, 128, K, None), first)
     w_hat = torch.ops.hlwq.dequantize(qdata, scale, 5, 128, K, torch.float64)
     assert rel_error(first, x.double() @ w_hat.t() + bias.double()) < 1e-2
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("N,K", [(1024, 4096), (4096, 14336), (300, 1000)])
-def test_gpu_gemv_reads_element_dense_codes(N, K):
-    """On the GPU the codes reach the shuffle with garbage above bit 4 (the interpreter masks them): every rotating
-    GEMV candidate gives the planes' output bit for bit on element-dense codes."""
-    from hlwq_ops.kernels.common import sm_count
-    from hlwq_ops.format import element_dense
-    from hlwq_ops.kernels.gemv import can_rotate
-
-    qdata, scale = torch.ops.hlwq.quantize(torch.randn(N, K, device="cuda") * 0.02, 5, 128)
-    dense = element_dense(qdata, 128)
-    k_pad = scale.shape[1] * 128
-    for M in (1, 2):
-        x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
-        for config in tuning.candidates("gemv", M, N, k_pad, sm_count(torch.device("cuda")), 5):
-            if can_rotate(5, 128, config):
-                planes_y = gemv(x, qdata, scale, None, 5, 128, None, torch.bfloat16, config, rotate=True)
-                dense_y = gemv(x, dense, scale, None, 5, 128, None, torch.bfloat16, config, rotate=True, dense5=True)
-                assert torch.equal(dense_y, planes_y), (M, config)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("M,N,K", [(16, 1024, 4096), (5, 4096, 4096), (64, 4096, 14336), (512, 1024, 4096)])
-def test_gpu_ws_rs_reads_element_dense_codes(M, N, K):
-    """The register-operand ws kernel on element-dense codes: the planes' output bit for bit, every candidate."""
-    from hlwq_ops.kernels.common import sm_count
-    from hlwq_ops.format import element_dense
-    from hlwq_ops.kernels.wsmma import runs_on
-    from hlwq_ops.kernels.wsrs import activation_span, ws_rs
-
-    if not runs_on(torch.device("cuda")):
-        pytest.skip("the ws kernels run on sm_90 with Gluon")
-    qdata, scale = torch.ops.hlwq.quantize(torch.randn(N, K, device="cuda") * 0.02, 5, 128)
-    dense = element_dense(qdata, 128)
-    xr = fwht_ref(torch.randn(M, K, device="cuda"), 128)
-    for config in tuning.candidates("wsrs", M, N, K, sm_count(torch.device("cuda")), 5):
-        xp = permute_activations(xr, torch.bfloat16, activation_span(config))
-        planes_y = ws_rs(xp, qdata, scale, None, 5, 128, torch.bfloat16, config)
-        assert torch.equal(ws_rs(xp, dense, scale, None, 5, 128, torch.bfloat16, config, dense5=True), planes_y), config
 
 
 @pytest.mark.gpu

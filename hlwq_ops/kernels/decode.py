@@ -29,15 +29,6 @@ the plane-1 bits are first spread into the plane-0 nibbles -- even codes into
 ``2j`` to bit ``8j + 4`` is a shift by ``6j + 4``; the four shifts never carry
 into one another's targets) -- so that code ``2j`` is ``E >> 8j`` and code
 ``2j + 1`` is ``O >> 8j`` (a shuffle ignores bits 5 and up).
-
-``PAIRED == ELEMENT_DENSE`` (the GEMV's ``DENSE5``, a prototype measured by
-``benchmarks/diag_dense5.py``; no packed format of the library uses it): Q5
-codes arranged element-dense instead, the same bytes in other places. An
-element's eight codes form one 40-bit string, code ``a`` at bits ``5a``; its
-low 32 bits are the element's plane-0 word, its high 8 bits the element's
-plane-1 byte (:func:`hlwq_ops.format.element_dense`). Each code is then
-one shift (code 6 a funnel shift over the two), eight integer ops per
-element against fourteen for the E/O merge and its shifts.
 """
 
 from __future__ import annotations
@@ -46,7 +37,6 @@ import triton
 import triton.language as tl
 
 __all__ = [
-    "ELEMENT_DENSE",
     "centroid_at",
     "code_at",
     "code_sources",
@@ -62,9 +52,6 @@ __all__ = [
     "rows_sources",
     "store_elementwise",
 ]
-
-# ``PAIRED``'s value for the element-dense Q5 arrangement (see the module docstring).
-ELEMENT_DENSE = tl.constexpr(2)
 
 # Gathers: ``*(base + offset * size)`` with an int64 byte address ``base`` (scalar
 # or tensor) and an int32 element offset >= 0, for any shape. On the GPU an
@@ -171,37 +158,24 @@ def _nibbles_over(low, high, INTERPRET: tl.constexpr):
 
 @triton.jit
 def code_sources(w0, w1, w2, O1: tl.constexpr, O2: tl.constexpr, PAIRED: tl.constexpr, INTERPRET: tl.constexpr):
-    """Per-element words the codes are cut from: (E, O, -) at Q5 (PAIRED), the word and byte as loaded for
-    element-dense Q5 (``PAIRED == ELEMENT_DENSE``), else the planes shifted to their offsets.
+    """Per-element words the codes are cut from: (E, O, -) at Q5 (PAIRED), else the planes shifted to their offsets.
 
     At Q5 each byte of E (O) takes its low nibble from plane 0 and its bit 4 from
     the plane-1 bits, spread by one multiply; bits 5..7 are left as garbage,
-    which a shuffle ignores and :func:`code_at` masks when EXACT. ``PAIRED`` is
-    a bool or ``ELEMENT_DENSE`` (2, truthy): test for ``ELEMENT_DENSE`` first.
+    which a shuffle ignores and :func:`code_at` masks when EXACT.
     """
-    if PAIRED == ELEMENT_DENSE:
-        out = w0, w1, w0
-    elif PAIRED:
+    if PAIRED:
         even = _nibbles_over(w0, (w1 & 0x55) * 0x410410, INTERPRET)  # bit 2j to bit 8j + 4
         odd = _nibbles_over(w0 >> 4, (w1 & 0xAA) * 0x208208, INTERPRET)  # bit 2j + 1 to bit 8j + 4
-        out = even, odd, w0
-    else:
-        out = w0, w1 << O1, w2 << O2
-    return out
+        return even, odd, w0
+    return w0, w1 << O1, w2 << O2
 
 
 @triton.jit
 def code_at(s0, s1, s2, a: tl.constexpr, BITS: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr, O1: tl.constexpr,
           W2: tl.constexpr, O2: tl.constexpr, PAIRED: tl.constexpr, EXACT: tl.constexpr):
     """Code ``a`` of each element in its low bits; unless EXACT, bits from BITS up are garbage (see :func:`lookup`)."""
-    if PAIRED == ELEMENT_DENSE:  # s0: bits 0..31 of the element's 40, s1: bits 32..39 (and garbage above)
-        if a < 6:
-            t = s0 >> (5 * a) if a > 0 else s0
-        elif a == 6:
-            t = (s0 >> 30) | (s1 << 2)  # (a funnel shift: one SHF)
-        else:
-            t = s1 >> 3
-    elif PAIRED:
+    if PAIRED:
         t = s0 if a % 2 == 0 else s1
         t = t >> (8 * (a // 2)) if a >= 2 else t
     else:

@@ -69,7 +69,6 @@ from .common import (
     wait_for_inputs,
 )
 from .decode import (
-    ELEMENT_DENSE,
     centroid_at,
     fetch_rows,
     gather16,
@@ -278,7 +277,6 @@ def _gemv_kernel(
     EARLY: tl.constexpr,
     PDL: tl.constexpr,
     PLAIN_STORES: tl.constexpr,  # row sums by tl.store, which Inductor's mutation analysis reads (see gemv_plan)
-    DENSE5: tl.constexpr,  # Q5 codes element-dense (format.element_dense: a prototype, adopted or removed once timed)
 ):
     if q_ptr.dtype.element_ty == tl.uint8:  # (the packed codes as given: read as int32 words)
         q_ptr = q_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
@@ -290,7 +288,7 @@ def _gemv_kernel(
     C: tl.constexpr = 32 * VEC  # plane-0 words of a row in the slice
     PER_WORD: tl.constexpr = 32 // W0  # codes per element
     SHUFFLE: tl.constexpr = BITS <= 5
-    PAIRED: tl.constexpr = ELEMENT_DENSE if DENSE5 else SHUFFLE and W0 == 4 and W1 == 1 and W2 == 0
+    PAIRED: tl.constexpr = SHUFFLE and W0 == 4 and W1 == 1 and W2 == 0
 
     # Geometry of the slice, [1, C]: block, word offsets, plane-1/2 words and shifts.
     col = tl.arange(0, C)[None, :]
@@ -372,16 +370,13 @@ def _gemv_kernel(
 @plan_cache
 def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, config: tuple,
               rotate: bool, has_bias: bool, wide: bool, device: torch.device, dependent: bool,
-              strides: tuple[int, int, int], traced: bool = False, dense5: bool = False) -> SplitPlan:
+              strides: tuple[int, int, int], traced: bool = False) -> SplitPlan:
     """The launch of :func:`gemv` for this call signature (``config``: :func:`.launch.config_key`), checked once.
 
     ``strides``: of the activation rows, of the weight rows in int32 words and of the scale rows. ``traced``: the
     kernel that ``hlwq.linear_compiled`` hands Inductor (``PLAIN_STORES``: its row sums stored by ``tl.store``, which
-    Inductor's mutation analysis reads; no PDL). ``dense5``: the packed codes are Q5 arranged by :func:`hlwq_ops.format.element_dense` (a prototype,
-    timed by ``benchmarks/diag_dense5.py``).
+    Inductor's mutation analysis reads; no PDL).
     """
-    if dense5 and bits != 5:
-        raise ValueError(f"the element-dense arrangement is a Q5 layout, got bits={bits}")
     if traced and dependent:
         raise ValueError("a GEMV launched by Inductor launches without PDL")
     config = config_of(config)
@@ -422,7 +417,6 @@ def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, 
             EARLY=config.get("EARLY", False),
             PDL=dependent,
             PLAIN_STORES=traced,
-            DENSE5=dense5,
         ),
         dict(num_warps=config["num_warps"], num_stages=1, **launch_options(dependent)),
     )
@@ -441,7 +435,6 @@ def gemv(
     out_dtype: torch.dtype,
     config: dict,
     rotate: bool = False,
-    dense5: bool = False,
 ) -> torch.Tensor:
     """Launch the GEMV. Shapes are checked by the caller (``hlwq_ops.ops``).
 
@@ -455,26 +448,24 @@ def gemv(
             number), ``num_warps`` (see :mod:`hlwq_ops.kernels.tuning`),
             optionally ``WARP_PARTS``, ``MB`` and ``EARLY`` (see the module
             docstring).
-        dense5: ``qdata`` holds Q5 codes arranged by
-            :func:`hlwq_ops.format.element_dense` (a prototype), not the planes.
 
     Returns:
         (M, N) in ``out_dtype``.
     """
     words = qdata.view(torch.int32)
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
-    plan = plan_for(x, words, scale, bias, bits, block_size, config, rotate, dense5)
+    plan = plan_for(x, words, scale, bias, bits, block_size, config, rotate)
     return launch_split_plan(plan, x, words, scale, bias, kernel_codebook(bits, codebook, qdata.device), out_dtype)
 
 
 def plan_for(x: torch.Tensor, words: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, bits: int,
-             block_size: int, config: dict, rotate: bool = False, dense5: bool = False) -> SplitPlan:
+             block_size: int, config: dict, rotate: bool = False) -> SplitPlan:
     """:func:`gemv_plan` for :func:`gemv`'s operands (``words``: the codes viewed as int32; ``scale`` and ``bias``
     with unit stride)."""
     M, k_x = x.shape
     return gemv_plan(M, k_x, words.shape[0], scale.shape[1] * block_size, bits, block_size, config_key(config), rotate,
                      bias is not None, words.numel() >= 2**31, x.device, pdl(x.device),
-                     (x.stride(0), words.stride(0), scale.stride(0)), False, dense5)
+                     (x.stride(0), words.stride(0), scale.stride(0)))
 
 
 def can_rotate(bits: int, block_size: int, config: dict) -> bool:

@@ -164,20 +164,11 @@ if gluon is not None:
         return _shuffle(c_lane, src.to(gl.int32, bitcast=True)).to(dtype)
 
     @gluon.jit
-    def _dense_tiles(c_lane, word, byte, dtype: gl.constexpr):
-        """The eight k-tiles of element-dense Q5 codes (:func:`hlwq_ops.format.element_dense`): code ``a`` at bit
-        ``5a`` of the 40 bits ``byte:word`` (the byte sign-extended: garbage above bit 7, which the shuffle ignores)."""
-        return (_a_tile(c_lane, word, dtype), _a_tile(c_lane, word >> 5, dtype), _a_tile(c_lane, word >> 10, dtype),
-                _a_tile(c_lane, word >> 15, dtype), _a_tile(c_lane, word >> 20, dtype),
-                _a_tile(c_lane, word >> 25, dtype), _a_tile(c_lane, (word >> 30) | (byte << 2), dtype),
-                _a_tile(c_lane, byte >> 3, dtype))
-
-    @gluon.jit
     def _consumer(p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, xch_smem, xch_bar, s_ptr, c_ptr,
                   bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k,
                   BITS: gl.constexpr, BM: gl.constexpr, QSTAGES: gl.constexpr, XSTAGES: gl.constexpr,
                   XBOX: gl.constexpr, NORM_ACC: gl.constexpr, HAS_BIAS: gl.constexpr, SPLIT: gl.constexpr,
-                  PART: gl.constexpr, PHASE: gl.constexpr, PHASES: gl.constexpr, DENSE5: gl.constexpr):
+                  PART: gl.constexpr, PHASE: gl.constexpr, PHASES: gl.constexpr):
         """One warpgroup: rows ``n0 + 64 PART ..`` of the blocks ``PHASE, PHASE + PHASES, ..`` of the slice, decoded
         into registers and multiplied step by step; the sums stored to the output (or, split K, to the partials) by
         the warpgroup of phase 0, after adding the other phase's (handed over in ``xch_smem``)."""
@@ -207,26 +198,22 @@ if gluon is not None:
                 p1 = p1_smem.index(qs).slice(64 * PART, 64, dim=0).load(a_l).to(gl.int32)  # word j's fifth bits
             _cta_barrier()  # every warp of the group has its words before the slot is handed back
             mbarrier.arrive(q_empty.index(qs), count=1)
-            if DENSE5:  # the element's 40-bit string: 32 bits in the word, 8 in the byte (decode.ELEMENT_DENSE)
-                a0, a1, a2, a3, a4, a5, a6, a7 = _dense_tiles(c_lane, w0.to(gl.uint32, bitcast=True),
-                                                              p1.to(gl.uint32, bitcast=True), dtype)
+            if BITS == 5:  # even codes' fifth bits to bit 4 of lo's bytes, odd codes' to hi's (see decode.py)
+                lo = _select(w0, (p1 & 0x55) * 0x410410)
+                hi = _select(w0 >> 4, (p1 & 0xAA) * 0x208208)
             else:
-                if BITS == 5:  # even codes' fifth bits to bit 4 of lo's bytes, odd codes' to hi's (see decode.py)
-                    lo = _select(w0, (p1 & 0x55) * 0x410410)
-                    hi = _select(w0 >> 4, (p1 & 0xAA) * 0x208208)
-                else:
-                    lo = w0
-                    hi = w0 >> 4
-                lo = lo.to(gl.uint32, bitcast=True)
-                hi = hi.to(gl.uint32, bitcast=True)
-                a0 = _a_tile(c_lane, lo, dtype)
-                a1 = _a_tile(c_lane, hi, dtype)
-                a2 = _a_tile(c_lane, lo >> 8, dtype)
-                a3 = _a_tile(c_lane, hi >> 8, dtype)
-                a4 = _a_tile(c_lane, lo >> 16, dtype)
-                a5 = _a_tile(c_lane, hi >> 16, dtype)
-                a6 = _a_tile(c_lane, lo >> 24, dtype)
-                a7 = _a_tile(c_lane, hi >> 24, dtype)
+                lo = w0
+                hi = w0 >> 4
+            lo = lo.to(gl.uint32, bitcast=True)
+            hi = hi.to(gl.uint32, bitcast=True)
+            a0 = _a_tile(c_lane, lo, dtype)
+            a1 = _a_tile(c_lane, hi, dtype)
+            a2 = _a_tile(c_lane, lo >> 8, dtype)
+            a3 = _a_tile(c_lane, hi >> 8, dtype)
+            a4 = _a_tile(c_lane, lo >> 16, dtype)
+            a5 = _a_tile(c_lane, hi >> 16, dtype)
+            a6 = _a_tile(c_lane, lo >> 24, dtype)
+            a7 = _a_tile(c_lane, hi >> 24, dtype)
             if not NORM_ACC:
                 a0 = a0 * this_norm
                 a1 = a1 * this_norm
@@ -308,7 +295,6 @@ if gluon is not None:
         SPLIT: gl.constexpr,
         PDL: gl.constexpr,
         PHASES: gl.constexpr,
-        DENSE5: gl.constexpr,  # Q5 codes element-dense (a prototype layout: format.element_dense)
         num_warps: gl.constexpr,  # (the default partition's; 4)
     ):
         BN: gl.constexpr = 128  # two consumer warpgroups of 64 rows
@@ -350,10 +336,10 @@ if gluon is not None:
             gl.warp_specialize([
                 (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, xch_smem, xch_bar, s_ptr,
                              c_ptr, bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
-                             QSTAGES, XSTAGES, XBOX, NORM_ACC, HAS_BIAS, SPLIT, 0, 0, 1, DENSE5)),
+                             QSTAGES, XSTAGES, XBOX, NORM_ACC, HAS_BIAS, SPLIT, 0, 0, 1)),
                 (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, xch_smem, xch_bar, s_ptr,
                              c_ptr, bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
-                             QSTAGES, XSTAGES, XBOX, NORM_ACC, HAS_BIAS, SPLIT, 1, 0, 1, DENSE5)),
+                             QSTAGES, XSTAGES, XBOX, NORM_ACC, HAS_BIAS, SPLIT, 1, 0, 1)),
                 (_load_words, (p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, 0, BITS,
                                QSTAGES, False)),
                 (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, K_PAD, XSTAGES, XBOX)),
@@ -362,16 +348,16 @@ if gluon is not None:
             gl.warp_specialize([
                 (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, xch_smem, xch_bar, s_ptr,
                              c_ptr, bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
-                             QSTAGES, XSTAGES, XBOX, NORM_ACC, HAS_BIAS, SPLIT, 0, 0, 2, DENSE5)),
+                             QSTAGES, XSTAGES, XBOX, NORM_ACC, HAS_BIAS, SPLIT, 0, 0, 2)),
                 (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, xch_smem, xch_bar, s_ptr,
                              c_ptr, bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
-                             QSTAGES, XSTAGES, XBOX, NORM_ACC, HAS_BIAS, SPLIT, 1, 0, 2, DENSE5)),
+                             QSTAGES, XSTAGES, XBOX, NORM_ACC, HAS_BIAS, SPLIT, 1, 0, 2)),
                 (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, xch_smem, xch_bar, s_ptr,
                              c_ptr, bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
-                             QSTAGES, XSTAGES, XBOX, NORM_ACC, HAS_BIAS, SPLIT, 0, 1, 2, DENSE5)),
+                             QSTAGES, XSTAGES, XBOX, NORM_ACC, HAS_BIAS, SPLIT, 0, 1, 2)),
                 (_consumer, (p0_smem, p1_smem, x_smem, q_ready, q_empty, x_ready, x_empty, xch_smem, xch_bar, s_ptr,
                              c_ptr, bias_ptr, out_ptr, ws_ptr, M, N, n0, m0, k_lo, k_hi, stride_sn, pid_k, BITS, BM,
-                             QSTAGES, XSTAGES, XBOX, NORM_ACC, HAS_BIAS, SPLIT, 1, 1, 2, DENSE5)),
+                             QSTAGES, XSTAGES, XBOX, NORM_ACC, HAS_BIAS, SPLIT, 1, 1, 2)),
                 (_load_words, (p0_desc, p1_desc, p0_smem, p1_smem, q_ready, q_empty, n0, k_lo, k_hi, 0, BITS,
                                QSTAGES, False)),
                 (_load_acts, (x_desc, x_smem, x_ready, x_empty, m0, k_lo, k_hi, K_PAD, XSTAGES, XBOX)),
@@ -473,10 +459,8 @@ class _Plan(NamedTuple):
 
 @plan_cache
 def _plan(M: int, N: int, k_pad: int, bits: int, dtype: torch.dtype, config: tuple, has_bias: bool, dependent: bool,
-          scale_stride: int, dense5: bool = False) -> _Plan:
+          scale_stride: int) -> _Plan:
     """The launch of :func:`ws_rs` for this call signature (``config``: :func:`.launch.config_key`), checked once."""
-    if dense5 and bits != 5:
-        raise ValueError(f"the element-dense arrangement is a Q5 layout, got bits={bits}")
     config = config_of(config)
     check_config(config)
     BM = config["BM"]
@@ -486,8 +470,7 @@ def _plan(M: int, N: int, k_pad: int, bits: int, dtype: torch.dtype, config: tup
         _rs_kernel, grid, (M, N, k_pad, scale_stride),
         dict(BITS=bits, BM=BM, QSTAGES=config["QSTAGES"], XSTAGES=config["XSTAGES"], XBOX=config["XBOX"],
              NORM_ACC=config.get("NORM_ACC", True), REGS=config["REGS"], HAS_BIAS=has_bias, SPLIT=grid[2] > 1,
-             PDL=dependent, PHASES=config.get("PHASES", 1), DENSE5=dense5,
-             num_warps=4),  # (num_warps: in the signature too)
+             PDL=dependent, PHASES=config.get("PHASES", 1), num_warps=4),  # (num_warps: in the signature too)
         launch_options(dependent),
     )
     return _Plan((M, N), grid[2], dependent, (BM, config["XBOX"]), _x_layout(BM, config["XBOX"], dtype), p0_l, p1_l,
@@ -504,7 +487,6 @@ def ws_rs(
     out_dtype: torch.dtype,
     config: dict,
     dependent: bool = False,
-    dense5: bool = False,
 ) -> torch.Tensor:
     """Launch the kernel. Shapes are checked by the caller; the layer must satisfy :func:`.wsmma.supports`.
 
@@ -524,28 +506,26 @@ def ws_rs(
         dependent: launch this kernel, and the split-K sum after it, with programmatic dependent launch by
             default (each waiting for the kernel before it in ``griddepcontrol.wait``); ``HLWQ_PDL`` overrides it
             and it is off but on sm_90 and newer (:func:`.common.pdl`).
-        dense5: ``qdata`` holds Q5 codes arranged by :func:`hlwq_ops.format.element_dense` (a prototype layout), not the
-            library's planes.
 
     Returns:
         (M, N) in ``out_dtype``.
     """
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
     words = qdata.view(torch.int32)
-    plan = plan_for(xp.shape, xp.dtype, xp.device, words, scale, bias, bits, block_size, config, dependent, dense5)
+    plan = plan_for(xp.shape, xp.dtype, xp.device, words, scale, bias, bits, block_size, config, dependent)
     return launch_plan(plan, xp, words, scale, bias, standard_codebook(bits, xp.device), out_dtype)
 
 
 def plan_for(x_shape: tuple[int, int], x_dtype: torch.dtype, device: torch.device, words: torch.Tensor,
              scale: torch.Tensor, bias: torch.Tensor | None, bits: int, block_size: int, config: dict,
-             dependent: bool = False, dense5: bool = False) -> _Plan:
+             dependent: bool = False) -> _Plan:
     """The plan of a :func:`ws_rs` call on activations of ``x_shape`` and ``x_dtype`` (``words``: the codes viewed as
     int32; ``scale`` and ``bias`` with unit stride; the rest as it takes them), which :func:`launch_plan` runs. Made
     before the activations are (by ``kernels.linear``, resolving a call), it takes their shape and dtype;
     ``block_size`` (always 128 here) only gives the three tensor-core kernels' ``plan_for`` one signature."""
     M, k_pad = x_shape
     return _plan(M, words.shape[0], k_pad, bits, x_dtype, config_key(config), bias is not None,
-                 pdl(device, default=dependent), scale.stride(0), dense5)
+                 pdl(device, default=dependent), scale.stride(0))
 
 
 def launch_plan(plan: _Plan, xp: torch.Tensor, words: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,

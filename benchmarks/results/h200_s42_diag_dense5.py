@@ -1,3 +1,5 @@
+# Record: ran on the H200 in session 42 at 5e54393 (log: h200_s42_run1_dense5.log); the element-dense prototype it
+# times was removed after it (benchmarks/NOTES.md session 42), so it no longer runs against the library.
 """Q5 kernels on the element-dense arrangement (``DENSE5``) against the library's planes, on a GPU: the GEMV at
 M = 1 and the register-operand ws kernel (:mod:`hlwq_ops.kernels.wsrs`) at M = 16 and 64.
 
