@@ -9,7 +9,9 @@ c. the same model's decode as a user runs it: ``generate()`` with a static cache
    ``hlwq_ops.decode.GraphDecoder`` (the compiled step in one CUDA graph), batch 1, bf16 then Q5 with the flag off
    and on, twice, and whether the two routes' tokens agree.
 
-Written in sessions 39-40, when no GPU was lent: not run yet. ``python benchmarks/diag_compiled_gemv.py [a|b|c|abc]``.
+Parts a and b ran in session 42 (``benchmarks/RESULTS.md`` 42d; b's old route cut off by its time limit); c has not
+run. Each route compiles in fresh caches: torch's compile caches do not key on the flag.
+``python benchmarks/diag_compiled_gemv.py [a|b|c|abc]``.
 """
 import os
 import sys
@@ -17,6 +19,7 @@ import time
 
 import torch
 from torch._inductor import config as inductor_config
+from torch._inductor.utils import fresh_cache
 from transformers import LlamaConfig, LlamaForCausalLM, StaticCache
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -154,10 +157,13 @@ def user_ways():
             for on in flags:
                 kernels.compiled.COMPILED_GEMV = on
                 torch._dynamo.reset()
-                gen = B.time_generate(model, ids)
-                tokens[on] = model.generate(ids, max_new_tokens=32, do_sample=False, cache_implementation="static")
+                with fresh_cache():
+                    gen = B.time_generate(model, ids)
+                    tokens[on] = model.generate(ids, max_new_tokens=32, do_sample=False,
+                                                cache_implementation="static")
                 torch._dynamo.reset()
-                graph_tps, ttft, _, _ = B.time_graph(model, ids, compile=True)
+                with fresh_cache():
+                    graph_tps, ttft, _, _ = B.time_graph(model, ids, compile=True)
                 print(f"{method} flag {int(on)}: generate() {gen:.1f} tok/s, GraphDecoder {graph_tps:.1f} tok/s "
                       f"(TTFT {ttft:.1f} ms)", flush=True)
             if len(tokens) == 2:

@@ -323,8 +323,9 @@ class GraphDecoder:
 
         self._token.copy_(out[:, :1])
         self._position.fill_(prompt)
-        if self.cuda_graph and self._graph is None:
-            self._graph, self._graph_out = self._capture()
+        if self.cuda_graph:
+            if self._graph is None:  # (later calls replay it: no warm-up again, no copy of the cache)
+                self._graph, self._graph_out = self._capture()
         elif self.compiled and not self._warm:
             self._warm_up()  # compile outside the timed loop
             self._warm = True

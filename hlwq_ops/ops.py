@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch.autograd import forward_ad
 
 from torch.library import wrap_triton
+from torch.utils._python_dispatch import _disable_current_modes
 
 from . import format as fmt
 from . import kernels
@@ -419,8 +420,9 @@ def linear_compiled(
     In ``torch.compile``'s default mode every opaque op call pays the dispatcher and this library's Python (~52 us a
     call on the H200 machine, ``benchmarks/RESULTS.md`` 37c): a decode step of an 8B model calls 224. A
     ``triton_op`` is traced instead: its Python runs once, while compiling, and the graph keeps the kernel launch.
-    The standard codebook becomes a constant of the graph; the split-K arrival counters are a zeroed buffer of the
-    call's own (the kernel leaves them zero, but a graph may not write a buffer it does not own).
+    The op is called where AOTAutograd traces the HLWQTensor's linear, which takes no tensor made outside its trace:
+    the standard codebook becomes a constant of the graph, and the split-K arrival counters a zeroed buffer of the
+    call's own (the kernel leaves them zero).
     """
     N = _check_linear(x, qdata, scale, bias, bits, block_size, K, codebook)
     traced = kernels.compiled.traced_gemv(x, qdata, scale, bias, bits, block_size, K, codebook)
@@ -430,11 +432,14 @@ def linear_compiled(
     launch = plan.launch
     if launch.kernel is not _gemv_kernel:
         raise AssertionError("the traced GEMV's plan launches another kernel")
-    # made here, not taken from the device's caches: a tensor made outside the traced call is no input of the graph
-    table = (torch.tensor(lloyd_max_gaussian(bits), dtype=torch.float32, device=x.device) if codebook is None
-             else codebook.contiguous())
+    if codebook is None:  # made here: a tensor of the device's caches would be one made outside the trace
+        with _disable_current_modes():  # (the values, if not yet cached, are solved with torch ops: not traced)
+            values = lloyd_max_gaussian(bits)
+        table = torch.tensor(values, dtype=torch.float32, device=x.device)
+    else:
+        table = codebook.contiguous()
     out = x.new_empty(plan.out_shape)
-    # unused pointers get ``out``: the kernel writes those arguments, and Inductor would copy any other it passes
+    # unused pointers (no workspace, no split K) get ``out``: any tensor would do, and it needs no other buffer
     ws = out if plan.ws_shape is None else x.new_empty(plan.ws_shape, dtype=torch.float32)
     counters = out if not plan.counters else x.new_zeros(plan.counters, dtype=torch.int32)
     # (by its module name: the compile caches key the op on the kernels its source wraps by name)
@@ -558,8 +563,8 @@ def _differentiating_transform() -> bool:
 
 def _compiling() -> bool:
     """Whether ``torch.compile`` is tracing this call: dynamo, or AOTAutograd dispatching a tensor subclass's op on
-    fake tensors (an HLWQTensor's linear is traced there only: dynamo passes ``__torch_dispatch__`` subclasses through
-    whole, and ``torch.compiler.is_compiling()`` is False by then)."""
+    functional tensors (an HLWQTensor's linear is traced there only: dynamo passes ``__torch_dispatch__`` subclasses
+    through whole, and on torch 2.11 ``torch.compiler.is_compiling()`` is False by then; 2.13 sets it)."""
     return torch.compiler.is_compiling() or torch._guards.TracingContext.try_get() is not None
 
 
@@ -602,7 +607,8 @@ def linear_call(x, qdata, scale, bias, bits, block_size, K, codebook=None) -> Te
     if _differentiating_transform():  # (torch.compile traces the check: dynamo knows its transforms' stack)
         return _LinearWithTangent.apply(x, qdata, scale, bias, bits, block_size, K, codebook)
     if not _records_grad(x, bias) and not _recorded_for_later():
-        if kernels.compiled.COMPILED_GEMV and _compiling():  # (opt-in: kernels.compiled)
+        # (opt-in: kernels.compiled; no functorch transform: the op has no vmap rule)
+        if kernels.compiled.COMPILED_GEMV and _compiling() and not torch._C._are_functorch_transforms_active():
             return torch.ops.hlwq.linear_compiled(x, qdata, scale, bias, bits, block_size, K, codebook)
         return torch.ops.hlwq.linear_inference(x, qdata, scale, bias, bits, block_size, K, codebook)
     return linear(x, qdata, scale, bias, bits, block_size, K, codebook)

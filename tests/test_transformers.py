@@ -328,6 +328,57 @@ def _llama_q5_cuda():
     return model
 
 
+def test_graph_decoder_warms_up_and_captures_once(monkeypatch):
+    """With a captured step, later calls replay it: no warm-up steps and no copy of the cache again. Each call used to
+    warm up again (three compiled steps and a clone of the whole KV cache: 48 MiB at the 8B shape's steady peak,
+    benchmarks/RESULTS.md 42c). On the CPU a stand-in capture replays the step eagerly."""
+    from hlwq_ops.decode import GraphDecoder
+
+    class Replay:
+        def __init__(self, decoder):
+            self.decoder, self.out = decoder, decoder._step(*decoder._inputs)
+
+        def replay(self):
+            self.out.copy_(self.decoder._step(*self.decoder._inputs))
+
+    model = _llama().eval()
+    model.generation_config.eos_token_id = None
+    ids = torch.randint(0, 512, (1, 5))
+    with torch.no_grad():
+        expected = model.generate(ids, max_new_tokens=6, do_sample=False, cache_implementation="static")
+    decoder = GraphDecoder(model, compile=True, cuda_graph=True)
+    calls = {"capture": 0, "warm_up": 0}
+
+    def capture():
+        calls["capture"] += 1
+        decoder._warm_up()
+        replay = Replay(decoder)
+        return replay, replay.out
+
+    warm_up = decoder._warm_up
+    monkeypatch.setattr(decoder, "_capture", capture)
+    monkeypatch.setattr(decoder, "_warm_up", lambda: (calls.__setitem__("warm_up", calls["warm_up"] + 1), warm_up()))
+    with torch.no_grad():
+        for _ in range(3):
+            assert torch.equal(decoder.generate(ids, 6), expected)
+    assert calls == {"capture": 1, "warm_up": 1}
+
+
+@pytest.mark.gpu
+def test_graph_decoder_replays_its_graph_on_later_calls():
+    from hlwq_ops.decode import GraphDecoder
+
+    model = _llama_q5_cuda()
+    ids = torch.randint(0, 512, (1, 6), device="cuda")
+    decoder = GraphDecoder(model)
+    first = decoder.generate(ids, 8)
+    graph, saves = decoder._graph, []
+    save = decoder._save_cache
+    decoder._save_cache = lambda: (saves.append(1), save())[1]
+    assert torch.equal(decoder.generate(ids, 8), first)
+    assert decoder._graph is graph and not saves
+
+
 @pytest.mark.gpu
 def test_graph_decoder_cuda_graph():
     from hlwq_ops.decode import GraphDecoder

@@ -1,3 +1,5 @@
+# Record: written in session 41 for the first form of the compiled GEMV (compiled_inputs, removed in session 42);
+# it no longer runs against the library. Session 42 found the cause on the CPU (cpu_s42_compiled_route.py).
 """Session 41: why test_inductor_launches_the_gemv fails on the H200 (torch 2.11): what the compiled code calls."""
 import re, sys, traceback
 import torch

@@ -32,15 +32,18 @@ def _compiled_gemv_requested() -> bool:
 
 
 # ``HLWQ_COMPILED_GEMV=1`` (read at import): compiled graphs call ``hlwq.linear_compiled``, whose decode-size GEMV
-# Inductor launches itself, instead of the opaque ``hlwq.linear_inference``. Off by default until timed on a GPU. Its
-# first form never ran: it asked for the op where dynamo traces, but dynamo does not trace an HLWQTensor's linear (a
-# __torch_dispatch__ subclass: AOTAutograd dispatches it, on fake tensors), so compiled graphs kept the opaque op
-# (benchmarks/RESULTS.md 41b; NOTES session 42).
+# Inductor launches itself, instead of the opaque ``hlwq.linear_inference``. Off by default: measured only in
+# torch.compile's default mode so far (benchmarks/RESULTS.md 42d), not in generate() or GraphDecoder. Its first form
+# never ran: it asked for the op where dynamo traces, but dynamo does not trace an HLWQTensor's linear (a
+# __torch_dispatch__ subclass: AOTAutograd dispatches it, on functional tensors), so compiled graphs kept the opaque
+# op (RESULTS 41b; NOTES session 42). torch's compile caches do not key on the flag: a graph compiled with the other
+# setting can be served from them (use torch._inductor.utils.fresh_cache, or another TORCHINDUCTOR_CACHE_DIR).
 COMPILED_GEMV = _compiled_gemv_requested()
 
+
 class TracedGemv(NamedTuple):
-    """The GEMV of a call that Inductor launches itself (:func:`traced_gemv`): the launch, with its counters'
-    offset in the buffer, and the operands as the kernel takes them."""
+    """The GEMV of a call that Inductor launches itself (:func:`traced_gemv`): the launch and the operands as the
+    kernel takes them."""
 
     plan: object  # .common.SplitPlan
     x: torch.Tensor  # (M, K), unit stride along K
@@ -59,7 +62,7 @@ def traced_gemv(x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias:
     call would (:func:`_tune_gemv`). The kernel is the GEMV with plain stores and without PDL
     (:func:`.gemv.gemv_plan`'s ``traced``).
     """
-    if x.device.type != "cuda":
+    if not _launches_on(x.device):
         return None
     x2 = x.reshape(-1, K)
     M, N = x2.shape[0], qdata.shape[0]
@@ -82,6 +85,11 @@ def traced_gemv(x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias:
     plan = gemv_plan(M, K, N, k_pad, bits, block_size, config_key(config), True, bias is not None,
                      qdata.numel() >= 2**33, x.device, False, (strides[0], strides[1] // 4, strides[2]), traced=True)
     return TracedGemv(plan, x2, scale, bias)
+
+
+def _launches_on(device: torch.device) -> bool:
+    """Whether compiled graphs launch the GEMV themselves on ``device`` (CUDA; elsewhere the op's fallback runs)."""
+    return device.type == "cuda"
 
 
 def _tune_gemv(M, N, k_pad, K, bits, block_size, qdata, scale, dtype) -> dict:
