@@ -109,7 +109,7 @@ def time_steps(model, label):
                 logits.append(out.logits.float().clone())
 
     t0 = time.perf_counter()
-    with inductor_config.patch(post_grad_custom_post_pass=record_ops):
+    with inductor_config.patch(post_grad_custom_post_pass=record_ops), fresh_cache():
         run(4, keep=True)
     torch.cuda.synchronize()
     compile_s = time.perf_counter() - t0

@@ -432,12 +432,8 @@ def linear_compiled(
     launch = plan.launch
     if launch.kernel is not _gemv_kernel:
         raise AssertionError("the traced GEMV's plan launches another kernel")
-    if codebook is None:  # made here: a tensor of the device's caches would be one made outside the trace
-        with _disable_current_modes():  # (the values, if not yet cached, are solved with torch ops: not traced)
-            values = lloyd_max_gaussian(bits)
-        table = torch.tensor(values, dtype=torch.float32, device=x.device)
-    else:
-        table = codebook.contiguous()
+    # made here: a tensor of the device's caches would be one made outside the trace
+    table = _standard_table(bits, x.device) if codebook is None else codebook.contiguous()
     out = x.new_empty(plan.out_shape)
     # unused pointers (no workspace, no split K) get ``out``: any tensor would do, and it needs no other buffer
     ws = out if plan.ws_shape is None else x.new_empty(plan.ws_shape, dtype=torch.float32)
@@ -447,6 +443,14 @@ def linear_compiled(
         traced.x, qdata, traced.scale, table, table if traced.bias is None else traced.bias, out, ws, counters,
         *launch.ints, **launch.constexprs, **launch.options)
     return out.view(*x.shape[:-1], N)
+
+
+def _standard_table(bits: int, device: torch.device) -> Tensor:
+    """The standard ``bits`` codebook as a new float32 tensor, also under a tracing mode (a constant of the trace):
+    its values, if not yet cached, are solved with torch ops (Newton steps, ``.item()``) outside the modes."""
+    with _disable_current_modes():
+        values = lloyd_max_gaussian(bits)
+    return torch.tensor(values, dtype=torch.float32, device=device)
 
 
 def _linear_vmap_rule(op):

@@ -171,6 +171,39 @@ def test_the_traced_launch_matches_the_opaque_op(monkeypatch, N, K, M, bits, bia
     torch.testing.assert_close(y, reference, atol=2**-7 * reference.abs().max().item(), rtol=2**-7)
 
 
+def test_the_codebook_is_solved_outside_the_trace():
+    """The standard codebook's values, if not yet cached, are solved with torch ops (Newton steps and ``.item()``),
+    which a trace on fake tensors cannot run: the op's table is solved outside its tracing modes."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from hlwq_ops import ops
+    from hlwq_ops.codebook import lloyd_max_gaussian
+
+    lloyd_max_gaussian.cache_clear()
+    with FakeTensorMode():
+        table = ops._standard_table(5, torch.device("cpu"))
+    assert table.shape == (32,) and table.dtype == torch.float32
+    assert lloyd_max_gaussian.cache_info().currsize  # solved for real, and cached
+
+
+def test_no_compiled_route_under_vmap():
+    """Under a functorch transform a compiled graph keeps ``hlwq.linear_inference``, which has a vmap rule:
+    ``hlwq.linear_compiled`` has none, and functorch would fall back to a call per sample."""
+    import warnings
+
+    layer = torch.nn.Linear(256, 40, dtype=torch.bfloat16)
+    quantize_(layer, HLWQConfig(bits=5))
+    x = torch.randn(3, 1, 256, dtype=torch.bfloat16)
+    with torch.no_grad():
+        eager = torch.vmap(layer)(x)
+        torch._dynamo.reset()
+        with warnings.catch_warnings(record=True) as caught, fresh_cache():
+            warnings.simplefilter("always")
+            y = torch.compile(lambda x: torch.vmap(layer)(x))(x)
+    assert not [w for w in caught if "batching rule" in str(w.message)]
+    assert torch.equal(y, eager)
+
+
 def test_cpu_graphs_call_the_opaque_op():
     """On the CPU a compiled graph keeps ``hlwq.linear_inference`` (the reference math): the traced GEMV is CUDA's."""
     _, qdata, scale = _packed(40, 256, 5)
