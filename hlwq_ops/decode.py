@@ -36,6 +36,12 @@ from transformers import StaticCache
 __all__ = ["DecodeStats", "GraphDecoder", "cache_argument"]
 
 
+def _forward_parameters(model: torch.nn.Module):
+    """``model.forward``'s parameters; a ``torch.compile``d model is read through to the module it wraps (its own
+    ``forward`` takes ``*args``)."""
+    return inspect.signature(getattr(model, "_orig_mod", model).forward).parameters
+
+
 def cache_argument(model: torch.nn.Module) -> str:
     """The keyword ``model.forward`` takes its KV cache by: ``cache`` in newer transformers (5.25, where
     ``past_key_values`` warns that it goes in 5.40), ``past_key_values`` in older ones (5.17). A
@@ -95,6 +101,10 @@ class GraphDecoder:
             self._check_graph_can_replay(StaticCache(config=model.config, max_cache_len=1))  # allocates nothing
         self.compiled = compile
         self._cache_arg = cache_argument(model)
+        # the prompt's forward computes only the last position's logits, as generate() asks: the others would take
+        # (B, L, vocab) of memory in the call's peak (Llama-3-8B, 128 tokens: 31 MiB a row) and an lm_head GEMM of
+        # L rows
+        self._last_logits = {"logits_to_keep": 1} if "logits_to_keep" in _forward_parameters(model) else {}
         self._warm = False
         self._step = torch.compile(self._decode_step, fullgraph=True) if compile else self._decode_step
         self.stats = DecodeStats()
@@ -315,6 +325,7 @@ class GraphDecoder:
             use_cache=True,
             **{self._cache_arg: self._cache},
             **padded,
+            **self._last_logits,
         ).logits
         out = torch.empty(batch, max_new_tokens, dtype=torch.long, device=self.device)
         out[:, :1] = logits[:, -1].argmax(-1, keepdim=True)

@@ -136,6 +136,24 @@ def test_graph_decoder_matches_generate(arch, compile):
     assert torch.equal(decoder.generate(ids, 7), expected), "a second call reuses the cache"
 
 
+def test_graph_decoder_prefill_computes_only_the_last_logits():
+    """The prompt's forward asks for the last position's logits only (``logits_to_keep=1``, as ``generate()`` does):
+    (B, L, vocab) logits would sit in the call's peak memory. Tokens as ``generate()``'s."""
+    from hlwq_ops.decode import GraphDecoder
+
+    torch.manual_seed(0)
+    model = _llama().eval()
+    model.generation_config.eos_token_id = None
+    shapes = []
+    model.register_forward_hook(lambda module, args, out: shapes.append(tuple(out.logits.shape)))
+    ids = torch.randint(0, 512, (2, 6))
+    with torch.no_grad():
+        expected = model.generate(ids, max_new_tokens=3, do_sample=False, cache_implementation="static")
+    shapes.clear()
+    assert torch.equal(GraphDecoder(model, compile=False).generate(ids, 3), expected)
+    assert shapes[0] == (2, 1, 512), shapes
+
+
 def test_per_layer_bits_as_the_readme_shows():
     """The README's ``FqnToConfig`` (no ``_default``, which torchao 0.18 deprecates): down_proj at 6 bits, the other
     projections at 4, ``lm_head`` and the embeddings as they were, and no warning."""
