@@ -10,7 +10,7 @@ c. the same model's decode as a user runs it: ``generate()`` with a static cache
    and on, twice, and whether the two routes' tokens agree.
 
 Parts a and b ran in session 42 (``benchmarks/RESULTS.md`` 42d; b's old route cut off by its time limit); c has not
-run. Each route compiles in fresh caches: torch's compile caches do not key on the flag.
+run. Each route compiles in fresh caches: the flag, changed within the process, does not tag the compile caches.
 ``python benchmarks/diag_compiled_gemv.py [a|b|c|abc]``.
 """
 import os

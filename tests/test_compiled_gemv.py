@@ -71,7 +71,7 @@ def test_under_cuda_graphs():
     torch._dynamo.utils.counters.clear()
     layer = _layer(2048, 14336, 5, True, torch.bfloat16)  # split K: the graph zeroes its own counters
     compiled = torch.compile(layer, mode="reduce-overhead", fullgraph=True)
-    with torch.no_grad(), fresh_cache():  # (a cached graph of the other route could be served: the flag is no key)
+    with torch.no_grad(), fresh_cache():  # (the flag, changed in-process, tags no cache)
         for i in range(4):
             x = torch.randn(1, 14336, device="cuda", dtype=torch.bfloat16)
             if i == 0:
@@ -226,6 +226,50 @@ def test_opt_in_refuses_other_values(monkeypatch):
     monkeypatch.setenv("HLWQ_COMPILED_GEMV", "yes")
     with pytest.raises(ValueError, match="HLWQ_COMPILED_GEMV must be 0 or 1"):
         kernels.compiled._compiled_gemv_requested()
+
+
+_COMPILE_ONE_LAYER = """
+import json
+import torch
+from torch._dynamo.utils import counters
+from torchao.quantization import quantize_
+from hlwq_ops import HLWQConfig
+layer = torch.nn.Linear(256, 64, bias=False)
+quantize_(layer, HLWQConfig(bits=5))
+with torch.no_grad():
+    torch.compile(layer)(torch.randn(1, 256))
+print(json.dumps([torch.compiler.config.cache_key_tag, sorted(counters["aot_autograd"])]))
+"""
+
+
+def test_the_flag_keys_the_compile_caches(tmp_path):
+    """A process with ``HLWQ_COMPILED_GEMV=1`` is not served the graph that a process without it left in the disk
+    caches (both routes have one AOTAutograd key but for the tag), and the other way round; the same setting is."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    def compile_in_a_process(flag):
+        env = dict(os.environ, HLWQ_COMPILED_GEMV=flag, TORCHINDUCTOR_CACHE_DIR=str(tmp_path))
+        env.pop("TORCH_COMPILE_CACHE_KEY_TAG", None)
+        done = subprocess.run([sys.executable, "-c", _COMPILE_ONE_LAYER], env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        tag, counted = json.loads(done.stdout.splitlines()[-1])
+        return tag, "autograd_cache_hit" in counted
+
+    assert compile_in_a_process("0") == ("", False)
+    assert compile_in_a_process("1") == (kernels.compiled.CACHE_TAG, False), "the other setting's graph was served"
+    assert compile_in_a_process("1") == (kernels.compiled.CACHE_TAG, True), "the same setting: served from the cache"
+    assert compile_in_a_process("0") == ("", True), "and the first one's entry is still there"
+
+
+def test_the_tag_keeps_the_users_own(monkeypatch):
+    monkeypatch.setattr(torch.compiler.config, "cache_key_tag", "mine")
+    kernels.compiled._tag_compile_caches()
+    kernels.compiled._tag_compile_caches()
+    assert torch.compiler.config.cache_key_tag == f"mine+{kernels.compiled.CACHE_TAG}"
 
 
 def test_the_compile_caches_see_the_kernel():

@@ -36,9 +36,28 @@ def _compiled_gemv_requested() -> bool:
 # torch.compile's default mode so far (benchmarks/RESULTS.md 42d), not in generate() or GraphDecoder. Its first form
 # never ran: it asked for the op where dynamo traces, but dynamo does not trace an HLWQTensor's linear (a
 # __torch_dispatch__ subclass: AOTAutograd dispatches it, on functional tensors), so compiled graphs kept the opaque
-# op (RESULTS 41b; NOTES session 42). torch's compile caches do not key on the flag: a graph compiled with the other
-# setting can be served from them (use torch._inductor.utils.fresh_cache, or another TORCHINDUCTOR_CACHE_DIR).
+# op (RESULTS 41b; NOTES session 42). Set here, the flag also tags torch's compile caches (:func:`_tag_compile_caches`);
+# changed later in a process (as the tests do), it does not: compile in fresh caches then
+# (torch._inductor.utils.fresh_cache) after torch._dynamo.reset().
 COMPILED_GEMV = _compiled_gemv_requested()
+CACHE_TAG = "hlwq_compiled_gemv"
+
+
+def _tag_compile_caches() -> None:
+    """Add :data:`CACHE_TAG` to ``torch.compiler.config.cache_key_tag`` (kept if it is there already).
+
+    The route is chosen while AOTAutograd traces an HLWQTensor's linear, after AOTAutograd's cache has been asked:
+    its key (the dynamo graph, the inputs' outer metadata, the configs) is the same for both routes, so without the
+    tag a graph compiled with the flag off is served to a process with it on (and the other way round), from the
+    disk cache of an earlier run. The tag is torch's documented way to keep such caches apart.
+    """
+    tag = torch.compiler.config.cache_key_tag
+    if CACHE_TAG not in tag.split("+"):
+        torch.compiler.config.cache_key_tag = f"{tag}+{CACHE_TAG}" if tag else CACHE_TAG
+
+
+if COMPILED_GEMV:
+    _tag_compile_caches()
 
 
 class TracedGemv(NamedTuple):
