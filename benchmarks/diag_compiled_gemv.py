@@ -11,7 +11,10 @@ c. the same model's decode as a user runs it: ``generate()`` with a static cache
 
 Parts a and b ran in session 42 (``benchmarks/RESULTS.md`` 42d; b's old route cut off by its time limit); c has not
 run. Each route compiles in fresh caches: the flag, changed within the process, does not tag the compile caches.
-``python benchmarks/diag_compiled_gemv.py [a|b|c|abc]``.
+Each compile prints its time and, of it, what Triton's front end took making kernels' TTIR in this process (torch's
+mutation analysis of a user kernel makes it five times per call site: ``results/cpu_s43_compile_profile.log``).
+``python benchmarks/diag_compiled_gemv.py [a|b|c|abc] [LAYERS]`` (LAYERS: of the Llama-3-8B-shaped model, default 8;
+part c with the flag on compiles four times, minutes each at 8 layers).
 """
 import os
 import sys
@@ -19,6 +22,7 @@ import time
 
 import torch
 from torch._inductor import config as inductor_config
+from triton.compiler import ASTSource
 from torch._inductor.utils import fresh_cache
 from transformers import LlamaConfig, LlamaForCausalLM, StaticCache
 
@@ -73,16 +77,37 @@ def store_variants():
               f"plain == eager {torch.equal(y_plain, y_eager)}; rel err vs dequant {err:.4f}", flush=True)
 
 
-LAYERS, STEPS = 8, 64
+LAYERS, STEPS = int(sys.argv[2]) if len(sys.argv) > 2 else 8, 64
+TTIR = {"calls": 0, "s": 0.0}  # ASTSource.make_ir in this process (not in Inductor's compile workers)
+_make_ir = ASTSource.make_ir
 
 
-def llama_8_layers():
+def _timed_make_ir(self, *args, **kwargs):
+    start = time.perf_counter()
+    try:
+        return _make_ir(self, *args, **kwargs)
+    finally:
+        TTIR["calls"] += 1
+        TTIR["s"] += time.perf_counter() - start
+
+
+ASTSource.make_ir = _timed_make_ir
+
+
+def compile_note(seconds: float) -> str:
+    """``seconds`` of compiling and warming up, with the TTIR made since the last note."""
+    note = f"compile+warm-up {seconds:.0f} s (TTIR made {TTIR['calls']} times, {TTIR['s']:.0f} s)"
+    TTIR.update(calls=0, s=0.0)
+    return note
+
+
+def llama_layers():
     return LlamaForCausalLM(LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=LAYERS,
                                         num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
                                         max_position_embeddings=8192, rope_theta=500000.0))
 
 
-B.MODELS["llama3-8b-8l"] = llama_8_layers
+B.MODELS["llama3-8b-few"] = llama_layers
 seen = []
 
 
@@ -108,6 +133,7 @@ def time_steps(model, label):
             if keep:
                 logits.append(out.logits.float().clone())
 
+    TTIR.update(calls=0, s=0.0)
     t0 = time.perf_counter()
     with inductor_config.patch(post_grad_custom_post_pass=record_ops), fresh_cache():
         run(4, keep=True)
@@ -121,17 +147,17 @@ def time_steps(model, label):
         torch.cuda.synchronize()
         times.append(1e3 * (time.perf_counter() - t0) / STEPS)
     print(f"{label:10s} ms/step {sorted(times)[1]:.3f} (runs {', '.join(f'{t:.3f}' for t in times)}); "
-          f"compile+warm-up {compile_s:.0f} s; ops in the graphs: {seen}", flush=True)
+          f"{compile_note(compile_s)}; ops in the graphs: {seen}", flush=True)
     return sorted(times)[1], logits
 
 
 def default_mode():
     with torch.no_grad():
-        bf16, _ = B.build("llama3-8b-8l", "bf16")
+        bf16, _ = B.build("llama3-8b-few", "bf16")
         print("bf16 built", flush=True)
         res = {"bf16": [time_steps(bf16, "bf16")[0]]}
         del bf16
-        q5, _ = B.build("llama3-8b-8l", "hlwq-q5")
+        q5, _ = B.build("llama3-8b-few", "hlwq-q5")
         print("q5 built", flush=True)
         for r in range(2):
             got = {}
@@ -150,22 +176,27 @@ def user_ways():
     ids = torch.randint(1, 128256, (1, B.PROMPT), device="cuda")
     with torch.no_grad():
         for method in ("bf16", "hlwq-q5"):
-            model, _ = B.build("llama3-8b-8l", method)
+            model, _ = B.build("llama3-8b-few", method)
             print(f"{method} built", flush=True)
             flags = (False,) if method == "bf16" else (False, True, False, True)
             tokens = {}
             for on in flags:
                 kernels.compiled.COMPILED_GEMV = on
                 torch._dynamo.reset()
+                TTIR.update(calls=0, s=0.0)
+                t0 = time.perf_counter()
                 with fresh_cache():
                     gen = B.time_generate(model, ids)
                     tokens[on] = model.generate(ids, max_new_tokens=32, do_sample=False,
                                                 cache_implementation="static")
+                gen_note = compile_note(time.perf_counter() - t0)
                 torch._dynamo.reset()
+                t0 = time.perf_counter()
                 with fresh_cache():
                     graph_tps, ttft, _, _ = B.time_graph(model, ids, compile=True)
-                print(f"{method} flag {int(on)}: generate() {gen:.1f} tok/s, GraphDecoder {graph_tps:.1f} tok/s "
-                      f"(TTFT {ttft:.1f} ms)", flush=True)
+                print(f"{method} flag {int(on)}: generate() {gen:.1f} tok/s [{gen_note}, timed calls included]; "
+                      f"GraphDecoder {graph_tps:.1f} tok/s (TTFT {ttft:.1f} ms) "
+                      f"[{compile_note(time.perf_counter() - t0)}, timed calls included]", flush=True)
             if len(tokens) == 2:
                 print(f"first 32 tokens of generate(), flag on == off: {torch.equal(tokens[True], tokens[False])}",
                       flush=True)
