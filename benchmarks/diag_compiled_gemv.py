@@ -2,9 +2,9 @@
 
 a. the GEMV with plain stores (what Inductor launches) against its inline-PTX stores (what eager calls launch), M = 1,
    Q5, the six Llama-3-8B / Qwen3.5-9B shapes, each timed in a CUDA graph over weights past L2, alternating;
-b. ``torch.compile`` in its default mode, the decode step of an 8-layer Llama-3-8B-shaped model: bf16, then Q5 through
-   the opaque ``hlwq.linear_inference`` ("old") and through ``hlwq.linear_compiled`` ("new"), alternating, with the
-   graphs' ops and the two routes' logits compared;
+b. ``torch.compile`` in its default mode, the decode step of a LAYERS-layer Llama-3-8B-shaped model (default 8):
+   bf16, then Q5 through the opaque ``hlwq.linear_inference`` ("old") and through ``hlwq.linear_compiled`` ("new"),
+   alternating, with the graphs' ops and the two routes' logits compared;
 c. the same model's decode as a user runs it: ``generate()`` with a static cache (CUDA graphs) and
    ``hlwq_ops.decode.GraphDecoder`` (the compiled step in one CUDA graph), batch 1, bf16 then Q5 with the flag off
    and on, twice, and whether the two routes' tokens agree.
@@ -16,15 +16,16 @@ mutation analysis of a user kernel makes it five times per call site: ``results/
 ``python benchmarks/diag_compiled_gemv.py [a|b|c|abc] [LAYERS]`` (LAYERS: of the Llama-3-8B-shaped model, default 8;
 part c with the flag on compiles four times, minutes each at 8 layers).
 """
+import functools
 import os
 import sys
 import time
 
 import torch
 from torch._inductor import config as inductor_config
-from triton.compiler import ASTSource
 from torch._inductor.utils import fresh_cache
 from transformers import LlamaConfig, LlamaForCausalLM, StaticCache
+from triton.compiler import ASTSource
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_decode as B  # noqa: E402
@@ -82,6 +83,7 @@ TTIR = {"calls": 0, "s": 0.0}  # ASTSource.make_ir in this process (not in Induc
 _make_ir = ASTSource.make_ir
 
 
+@functools.wraps(_make_ir)  # torch picks make_ir's arguments by its signature's length
 def _timed_make_ir(self, *args, **kwargs):
     start = time.perf_counter()
     try:

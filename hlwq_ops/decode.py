@@ -28,6 +28,7 @@ from __future__ import annotations
 import inspect
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +37,7 @@ from transformers import StaticCache
 __all__ = ["DecodeStats", "GraphDecoder", "cache_argument"]
 
 
-def _forward_parameters(model: torch.nn.Module):
+def _forward_parameters(model: torch.nn.Module) -> Mapping[str, inspect.Parameter]:
     """``model.forward``'s parameters; a ``torch.compile``d model is read through to the module it wraps (its own
     ``forward`` takes ``*args``)."""
     return inspect.signature(getattr(model, "_orig_mod", model).forward).parameters
@@ -44,10 +45,8 @@ def _forward_parameters(model: torch.nn.Module):
 
 def cache_argument(model: torch.nn.Module) -> str:
     """The keyword ``model.forward`` takes its KV cache by: ``cache`` in newer transformers (5.25, where
-    ``past_key_values`` warns that it goes in 5.40), ``past_key_values`` in older ones (5.17). A
-    ``torch.compile``d model is read through to the module it wraps (its own ``forward`` takes ``*args``)."""
-    forward = getattr(model, "_orig_mod", model).forward
-    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+    ``past_key_values`` warns that it goes in 5.40), ``past_key_values`` in older ones (5.17)."""
+    return "cache" if "cache" in _forward_parameters(model) else "past_key_values"
 
 
 @dataclass

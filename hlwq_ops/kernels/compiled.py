@@ -56,7 +56,7 @@ def _tag_compile_caches() -> None:
         torch.compiler.config.cache_key_tag = f"{tag}+{CACHE_TAG}" if tag else CACHE_TAG
 
 
-if COMPILED_GEMV:
+if COMPILED_GEMV:  # (a setting of torch's, only where the user opted in: caches filled before import are keyed too)
     _tag_compile_caches()
 
 
