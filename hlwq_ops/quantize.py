@@ -5,7 +5,8 @@
 
 The output is what ``save_pretrained`` writes for a model loaded with
 ``TorchAoConfig(quant_type=hlwq(...))``, so ``AutoModelForCausalLM.from_pretrained(out)``
-loads it with HLWQTensor weights:
+loads it with HLWQTensor weights (``import hlwq_ops`` first: it registers the config and
+tensor classes with torchao's loaders):
 
 - a quantized weight ``a.b.weight`` is stored as ``a.b._weight_qdata``
   (N, n_blocks * block_size * bits / 8) uint8 and ``a.b._weight_scale`` (N, n_blocks)
@@ -49,7 +50,7 @@ from pathlib import Path
 
 import torch
 import transformers
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
 from torchao.quantization import FqnToConfig
@@ -97,15 +98,39 @@ class SourceTensor:
 def read_header(path: Path) -> dict:
     """The JSON header of a safetensors file (8-byte little-endian length, then JSON)."""
     with open(path, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(length))
+        start = f.read(8)
+        size = path.stat().st_size
+        if len(start) < 8:
+            raise CheckpointError(f"{path}: not a safetensors file (expected an 8-byte header length, "
+                                  f"the file holds {size} bytes)")
+        (length,) = struct.unpack("<Q", start)
+        if length > size - 8:
+            raise CheckpointError(f"{path}: not a safetensors file or truncated (its header claims {length} bytes, "
+                                  f"the file holds {size - 8} after the length)")
+        header = _json(f.read(length), f"{path}'s safetensors header")
+    if not isinstance(header, dict) or not all(isinstance(v, dict) for v in header.values()):
+        raise CheckpointError(f"{path}: expected a safetensors header (a JSON object of tensor entries), "
+                              f"found {str(header)[:200]}")
+    return header
+
+
+def _json(text: str | bytes, what: str):
+    """Parsed JSON, or a CheckpointError naming ``what`` and where the text is broken."""
+    try:
+        return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{what} is not valid JSON: {e}") from None
 
 
 def source_tensors(model_dir: Path) -> list[SourceTensor]:
     """Every tensor of the checkpoint, file by file, in on-disk order."""
     index = model_dir / INDEX_NAME
     if index.is_file():
-        files = list(dict.fromkeys(json.loads(index.read_text())["weight_map"].values()))
+        weight_map = _json(index.read_bytes(), str(index))
+        weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+            raise CheckpointError(f"{index}: expected a 'weight_map' object of tensor name -> file name")
+        files = list(dict.fromkeys(weight_map.values()))
     elif (model_dir / "model.safetensors").is_file():
         files = ["model.safetensors"]
     else:
@@ -114,6 +139,8 @@ def source_tensors(model_dir: Path) -> list[SourceTensor]:
         )
     tensors = []
     for file in files:
+        if not (model_dir / file).is_file():
+            raise CheckpointError(f"{index} names {file}, which is not in {model_dir}")
         header = read_header(model_dir / file)
         if "tensor_names" in (header.pop("__metadata__", None) or {}):
             raise CheckpointError(f"{model_dir / file} is already torchao-quantized")
@@ -254,6 +281,10 @@ def plan(
                 bits = config.bits if rule is None else bits_for[rule][1]
                 chosen = HLWQConfig(bits, config.block_size, config.scale_mode)
         entries.append(plan_entry(t, chosen))
+    if include_lm_head and skeleton is not None:
+        for module in sorted(skeleton.output_embeddings & skeleton.tied.keys()):
+            logger.warning("hlwq: --include-lm-head: %s.weight is tied to %s.weight (an embedding) and stays "
+                           "unquantized", module, skeleton.tied[module])
     for i, (pattern, _) in enumerate(bits_for):
         if i not in used:
             logger.warning("hlwq: --bits-for %r matches no quantized module's whole name", pattern.pattern)
@@ -290,9 +321,18 @@ def read_tensor(f, name: str) -> torch.Tensor:
 
 def read_in_order(entries: Sequence[Entry]) -> Iterator[tuple[Entry, torch.Tensor]]:
     for path, group in groupby(entries, key=lambda e: e.source.file):
-        with safe_open(path, framework="pt") as f:
+        with _reading(path), safe_open(path, framework="pt") as f:
             for e in group:
                 yield e, read_tensor(f, e.source.name)
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """safetensors' own errors (a truncated or damaged file) as a CheckpointError that names the file."""
+    try:
+        yield
+    except SafetensorError as e:
+        raise CheckpointError(f"{path}: cannot read it as safetensors: {e}") from e
 
 
 def convert(e: Entry, weight: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
@@ -413,6 +453,9 @@ def quantize_checkpoint(
     entries = plan(tensors, build_skeleton(model_dir, include_lm_head), config, bits_for, include_lm_head)
     shards = split_shards(entries, max_bytes)
     quantized = [e for e in entries if e.config]
+    if not quantized:
+        raise CheckpointError(f"{model_dir}: no tensor to quantize (each linear-shaped weight's reason is logged "
+                              f"above; e.g. block_size={config.block_size} against the layers' in_features)")
     logger.info(
         "hlwq: quantizing %d of %d tensors on %s: %s -> %s in %d shard(s)",
         len(quantized),
@@ -443,14 +486,18 @@ def check_dirs(model_dir: Path, out_dir: Path) -> dict:
         raise CheckpointError(f"--model {model_dir}: no such directory")
     if not (model_dir / "config.json").is_file():
         raise CheckpointError(f"--model {model_dir}: no config.json (expected a Hugging Face checkpoint)")
-    model_config = json.loads((model_dir / "config.json").read_text())
+    model_config = _json((model_dir / "config.json").read_bytes(), str(model_dir / "config.json"))
+    if not isinstance(model_config, dict):
+        raise CheckpointError(f"{model_dir / 'config.json'}: expected a JSON object, found {str(model_config)[:200]}")
     if "quantization_config" in model_config:
         method = model_config["quantization_config"].get("quant_method", "?")
         raise CheckpointError(f"--model {model_dir} is already quantized (quant_method={method})")
     if out_dir.resolve() == model_dir.resolve():
         raise CheckpointError("--out must differ from --model")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.glob("*.safetensors"))):
-        raise CheckpointError(f"--out {out_dir} already holds a checkpoint (or is a file); choose an empty directory")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.glob("*.safetensors*"))):
+        # (an index left there would name shards this run does not write)
+        raise CheckpointError(f"--out {out_dir} already holds a checkpoint (*.safetensors or its index) or is a "
+                              "file; choose an empty directory")
     return model_config
 
 

@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from . import format as fmt
@@ -443,8 +443,8 @@ def _read_q5(prefix: str, tensors: dict[str, torch.Tensor], config: dict, codebo
 class _Checkpoint:
     """An open seed checkpoint: its config, and its tensors read on demand."""
 
-    def __init__(self, path: Path, config: dict, handles: dict):
-        self.path, self.config, self._handles = path, config, handles
+    def __init__(self, path: Path, config: dict, handles: dict, files: dict[str, Path]):
+        self.path, self.config, self._handles, self._files = path, config, handles, files
         self.format = config["format"]
         suffixes = _SUFFIXES[self.format]
         groups: dict[str, dict[str, str]] = {}
@@ -472,8 +472,23 @@ class _Checkpoint:
                 )
         self._groups = groups
 
+    def layer_rows(self) -> dict[str, int]:
+        """``{"<prefix>.weight": out_features}`` of every quantized layer, from its norms' header shape (no
+        tensor data read)."""
+        norms = ".norms" if self.format == FORMAT_V4 else ".weight__norms"
+        rows = {}
+        for prefix, keys in sorted(self._groups.items()):
+            shape = self._handles[keys[norms]].get_slice(keys[norms]).get_shape()
+            rows[prefix + ".weight"] = shape[0] if shape else -1
+        return rows
+
+    def plain_shapes(self) -> dict[str, tuple[int, ...]]:
+        """``{key: shape}`` of every plain tensor, from the headers."""
+        return {key: tuple(self._handles[key].get_slice(key).get_shape()) for key in self.plain_keys}
+
     def get(self, key: str) -> torch.Tensor:
-        return self._handles[key].get_tensor(key)
+        with _reading(self._files[key]):
+            return self._handles[key].get_tensor(key)
 
     def layers(self, codebook: str = "seed") -> Iterator[tuple[str, _SeedLayer]]:
         """Yield (weight name, layer), one layer's tensors in memory at a time.
@@ -490,8 +505,10 @@ def _read_config(path: Path) -> dict:
     config_path = path / CONFIG_NAME
     if not config_path.is_file():
         raise FileNotFoundError(f"expected a seed checkpoint directory with {CONFIG_NAME}, found none in {path}")
-    with open(config_path) as f:
-        config = json.load(f)
+    try:
+        config = json.loads(config_path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{config_path}: expected a JSON object, found invalid JSON: {e}") from None
     if not isinstance(config, dict) or "format" not in config:
         raise ValueError(f"{config_path}: expected a JSON object with a 'format' key, found {config!r:.200}")
     if config["format"] not in SEED_FORMATS:
@@ -503,6 +520,15 @@ def _read_config(path: Path) -> dict:
 
 
 @contextlib.contextmanager
+def _reading(file: Path) -> Iterator[None]:
+    """safetensors' errors (a truncated or damaged file) as a ValueError that names the file."""
+    try:
+        yield
+    except SafetensorError as e:
+        raise ValueError(f"{file}: cannot read it as safetensors: {e}") from e
+
+
+@contextlib.contextmanager
 def _open_checkpoint(path: str | os.PathLike) -> Iterator[_Checkpoint]:
     path = Path(path)
     config = _read_config(path)
@@ -510,14 +536,15 @@ def _open_checkpoint(path: str | os.PathLike) -> Iterator[_Checkpoint]:
     if not files:
         raise FileNotFoundError(f"expected *.safetensors files in {path}, found none")
     with contextlib.ExitStack() as stack:
-        handles = {}
+        handles, file_of = {}, {}
         for file in files:
-            handle = stack.enter_context(safe_open(str(file), framework="pt", device="cpu"))
+            with _reading(file):
+                handle = stack.enter_context(safe_open(str(file), framework="pt", device="cpu"))
             for key in handle.keys():
                 if key in handles:
                     raise ValueError(f"{path}: tensor {key!r} is stored in more than one *.safetensors file")
-                handles[key] = handle
-        yield _Checkpoint(path, config, handles)
+                handles[key], file_of[key] = handle, file
+        yield _Checkpoint(path, config, handles, file_of)
 
 
 # ---------------------------------------------------------------------------
@@ -550,8 +577,8 @@ def load_seed_tensors(
         (v4 does not store K; :func:`load_seed_into` takes it from the model).
         Plain tensors of the checkpoint are not returned.
     """
-    if dtype not in fmt.WEIGHT_DTYPES:
-        raise TypeError(f"dtype must be one of {fmt.WEIGHT_DTYPES}, got {dtype}")
+    if dtype not in fmt.ACTIVATION_DTYPES:  # an HLWQTensor's dtype: what its linear runs in
+        raise TypeError(f"dtype must be one of {fmt.ACTIVATION_DTYPES}, got {dtype}")
     _check_codebook_choice(codebook)
     with _open_checkpoint(path) as ckpt:
         return {
@@ -597,56 +624,108 @@ def load_seed_into(
     def skip(message: str) -> None:
         if strict:
             raise ValueError(message)
-        logger.warning("%s; skipped (strict=False)", message)
+        logger.warning("%s; skipped (strict=False)", message)  # (a missing model tensor: left as it was)
 
     with _open_checkpoint(path) as ckpt:
-        for name, layer in ckpt.layers(codebook):
-            if name not in slots:
-                skip(f"quantized layer {name} has no matching parameter in the model")
-                continue
-            module, attr = slots[name]
-            target = getattr(module, attr)
-            if isinstance(module, nn.Linear) and attr == "weight":
-                K = module.in_features
-                problem = _quantized_mismatch(layer, module.out_features, K)
-                if problem:
-                    skip(f"{name}: {problem}")
-                    continue
-                device = torch.device("cpu") if target.is_meta else target.device
-                weight = layer.to_hlwq(K, target.dtype).to(device)
-                module.weight = new = nn.Parameter(weight, requires_grad=False)
-            else:
-                K = target.shape[-1] if target.dim() == 2 else -1
-                problem = _quantized_mismatch(layer, target.shape[0] if target.dim() == 2 else -1, K)
-                if problem:
-                    skip(f"{name}: {problem} (model tensor of shape {tuple(target.shape)})")
-                    continue
-                new = _assign_plain(model, target, layer.to_hlwq(K, torch.float32).dequantize())
-            written[id(new)] = new
-            loaded.append(name)
-        for key in ckpt.plain_keys:
-            if key not in slots:
-                skip(f"checkpoint tensor {key} has no matching parameter or buffer in the model")
-                continue
-            target = getattr(*slots[key])
-            value = ckpt.get(key)
-            if value.shape != target.shape:
-                skip(f"{key}: checkpoint has shape {tuple(value.shape)}, model expects {tuple(target.shape)}")
-                continue
-            new = _assign_plain(model, target, value)
-            written[id(new)] = new
-            loaded.append(key)
+        if strict:  # what the names and headers show, found before the model changes
+            problems = _problems_before_loading(slots, ckpt.layer_rows(), ckpt.plain_shapes())
+            if problems:
+                raise ValueError(f"the model is left as it was: {len(problems)} problem(s): " + "; ".join(problems[:5]))
+        with _partly_loaded(loaded):
+            _load(model, ckpt, codebook, slots, skip, written, loaded)
+            missing = [name for name, (module, attr) in slots.items() if id(getattr(module, attr)) not in written]
+            if missing:
+                skip(f"{len(missing)} model tensor(s) not in the checkpoint, e.g. {missing[:5]}")
     still_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if still_meta:
         # Non-persistent buffers (rotary inv_freq...) are in no checkpoint.
         logger.warning("%d model tensor(s) are still on the meta device, e.g. %s", len(still_meta), still_meta[:5])
-    missing = [name for name, (module, attr) in slots.items() if id(getattr(module, attr)) not in written]
-    if missing:
-        message = f"{len(missing)} model tensor(s) not in the checkpoint, e.g. {missing[:5]}"
-        if strict:
-            raise ValueError(message)
-        logger.warning("%s; left as they were (strict=False)", message)
     return loaded
+
+
+def _load(model: nn.Module, ckpt: _Checkpoint, codebook: str, slots: dict, skip, written: dict, loaded: list) -> None:
+    """:func:`load_seed_into`'s loading proper: each layer and plain tensor read and put in the model in turn."""
+    for name, layer in ckpt.layers(codebook):
+        if name not in slots:
+            skip(f"quantized layer {name} has no matching parameter or buffer in the model")
+            continue
+        module, attr = slots[name]
+        target = getattr(module, attr)
+        if isinstance(module, nn.Linear) and attr == "weight":
+            K = module.in_features
+            problem = _quantized_mismatch(layer, module.out_features, K)
+            if problem:
+                skip(f"{name}: {problem}")
+                continue
+            device = torch.device("cpu") if target.is_meta else target.device
+            weight = layer.to_hlwq(K, target.dtype).to(device)
+            module.weight = new = nn.Parameter(weight, requires_grad=False)
+        else:
+            K = target.shape[-1] if target.dim() == 2 else -1
+            problem = _quantized_mismatch(layer, target.shape[0] if target.dim() == 2 else -1, K)
+            if problem:
+                skip(f"{name}: {problem} (model tensor of shape {tuple(target.shape)})")
+                continue
+            new = _assign_plain(model, target, layer.to_hlwq(K, torch.float32).dequantize())
+        written[id(new)] = new
+        loaded.append(name)
+    for key in ckpt.plain_keys:
+        if key not in slots:
+            skip(f"checkpoint tensor {key} has no matching parameter or buffer in the model")
+            continue
+        target = getattr(*slots[key])
+        value = ckpt.get(key)
+        if value.shape != target.shape:
+            skip(f"{key}: checkpoint has shape {tuple(value.shape)}, model expects {tuple(target.shape)}")
+            continue
+        new = _assign_plain(model, target, value)
+        written[id(new)] = new
+        loaded.append(key)
+
+
+def _problems_before_loading(
+    slots: dict, layer_rows: dict[str, int], plain_shapes: dict[str, tuple[int, ...]]
+) -> list[str]:
+    """What :func:`load_seed_into` would raise for, seen from the names, the ties and the headers' shapes
+    alone: a checkpoint tensor without a place in the model, a model tensor the checkpoint does not fill, a
+    linear whose out_features or a plain tensor whose shape differ. A plain tensor fills every name tied to it;
+    a quantized linear weight becomes a new tensor, so it fills only its own name."""
+    tied: dict[int, list[str]] = {}
+    for name, (module, attr) in slots.items():
+        tied.setdefault(id(getattr(module, attr)), []).append(name)
+    problems, filled = [], set()
+    for name in [*layer_rows, *plain_shapes]:
+        if name not in slots:
+            kind = "quantized layer" if name in layer_rows else "checkpoint tensor"
+            problems.append(f"{kind} {name} has no matching parameter or buffer in the model")
+            continue
+        module, attr = slots[name]
+        target = getattr(module, attr)
+        if name in layer_rows and isinstance(module, nn.Linear) and attr == "weight":
+            filled.add(name)
+            if layer_rows[name] != module.out_features:
+                problems.append(f"{name}: checkpoint has {layer_rows[name]} output rows, "
+                                f"model expects {module.out_features}")
+            continue
+        filled.update(tied[id(target)])
+        if name in plain_shapes and plain_shapes[name] != tuple(target.shape):
+            problems.append(f"{name}: checkpoint has shape {plain_shapes[name]}, model expects {tuple(target.shape)}")
+    missing = [name for name in slots if name not in filled]
+    if missing:
+        problems.append(f"{len(missing)} model tensor(s) not in the checkpoint, e.g. {missing[:5]}")
+    return problems
+
+
+@contextlib.contextmanager
+def _partly_loaded(loaded: list[str]) -> Iterator[None]:
+    """An error after the model began to change says so."""
+    try:
+        yield
+    except ValueError as e:
+        if not loaded:
+            raise
+        raise ValueError(f"{e} (the model is partly loaded: {len(loaded)} tensor(s) were put in before this error; "
+                         "build it again before retrying)") from e
 
 
 def _quantized_mismatch(layer: _SeedLayer, N: int, K: int) -> str | None:

@@ -11,6 +11,7 @@ from torchao.utils import TorchAOBaseTensor, fill_defaults
 
 from . import format as fmt
 from . import kernels, ops
+from .hadamard import check_block_size
 
 __all__ = ["HLWQTensor"]
 
@@ -153,10 +154,15 @@ class HLWQTensor(TorchAOBaseTensor):
             codebook: optional (2**bits,) float32 centroids.
             scale_mode: "search", "lsq" or "norm" (see :mod:`hlwq_ops.format`).
         """
-        fmt.check_weight(hp_tensor)
-        if hp_tensor.dtype not in fmt.ACTIVATION_DTYPES:  # before quantizing, not after
+        # The arguments checked here, before the op's schema would reject a wrong type with a dispatcher error,
+        # and the dtype against what an HLWQ linear runs in (the op also packs float64 weights).
+        fmt.check_bits(bits)
+        check_block_size(block_size)
+        fmt.check_scale_mode(scale_mode)
+        if isinstance(hp_tensor, torch.Tensor) and hp_tensor.dtype not in fmt.ACTIVATION_DTYPES:
             raise TypeError(f"HLWQTensor.from_hp takes a weight of {fmt.ACTIVATION_DTYPES} (its linear's dtype), "
                             f"got {hp_tensor.dtype}; convert it first, e.g. weight.float()")
+        fmt.check_weight(hp_tensor)
         qdata, scale = torch.ops.hlwq.quantize(hp_tensor.detach(), bits, block_size, codebook, scale_mode)
         return cls(qdata, scale, bits, block_size, hp_tensor.shape, hp_tensor.dtype, codebook)
 

@@ -274,6 +274,7 @@ def test_tied_lm_head_stays_unquantized(tmp_path, caplog):
     src = save_tiny_llama(tmp_path / "tied", tie=True)
     with caplog.at_level(logging.INFO, logger="hlwq_ops.quantize"):
         out = run(src, tmp_path / "q", "--include-lm-head", "--scale-mode", "norm")
+    assert "--include-lm-head: lm_head.weight is tied to model.embed_tokens.weight" in caplog.text
     loaded = AutoModelForCausalLM.from_pretrained(out)
     assert loaded.lm_head.weight is loaded.model.embed_tokens.weight
     assert not isinstance(loaded.lm_head.weight, HLWQTensor)
@@ -336,3 +337,73 @@ def test_bad_directories(src, tmp_path, capsys):
     done = run(src, tmp_path / "done", "--scale-mode", "norm")
     assert "already holds a checkpoint" in error(src, done)
     assert "is already quantized (quant_method=torchao)" in error(done, tmp_path / "again")
+
+
+def _usage_error(capsys, model: Path, out: Path, *args: str) -> str:
+    with pytest.raises(SystemExit) as exc:
+        hq.main(["--model", str(model), "--out", str(out), "--device", "cpu", *args])
+    assert exc.value.code == 2
+    return capsys.readouterr().err
+
+
+def _damage(data: bytes, how: str) -> bytes:
+    length = int.from_bytes(data[:8], "little")
+    if how == "empty":
+        return b""
+    if how == "garbage":
+        return bytes(range(256)) * 4
+    if how == "header cut":
+        return data[: 8 + length // 2]
+    if how == "header not json":
+        return data[:8] + b"{" + b"x" * (length - 1) + data[8 + length :]
+    return data[: 8 + length + 100]  # "data cut": the header intact, the tensors' bytes not
+
+
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        ("empty", "not a safetensors file (expected an 8-byte header length, the file holds 0 bytes)"),
+        ("garbage", "not a safetensors file or truncated (its header claims"),
+        ("header cut", "not a safetensors file or truncated (its header claims"),
+        ("header not json", "safetensors header is not valid JSON"),
+        ("data cut", "cannot read it as safetensors"),
+    ],
+)
+def test_damaged_safetensors_are_named(src, tmp_path, capsys, how, message):
+    """A damaged input file: a usage error that names it (not a struct, JSON or safetensors traceback),
+    nothing written."""
+    bad = shutil.copytree(src, tmp_path / "bad")
+    file = bad / "model.safetensors"
+    file.write_bytes(_damage(file.read_bytes(), how))
+    err = _usage_error(capsys, bad, tmp_path / "q")
+    assert f"{file}" in err and message in err, err
+    assert not (tmp_path / "q").exists()
+
+
+def test_damaged_json_and_index_are_named(sharded_src, tmp_path, capsys):
+    bad = shutil.copytree(sharded_src, tmp_path / "bad")
+    (bad / hq.INDEX_NAME).write_text('{"weight_map": {"a": "model-00009-of-00009.safetensors"}}')
+    assert f"{bad / hq.INDEX_NAME} names model-00009-of-00009.safetensors" in _usage_error(capsys, bad, tmp_path / "q")
+    (bad / hq.INDEX_NAME).write_text('{"weight_map": ')
+    assert f"{bad / hq.INDEX_NAME} is not valid JSON" in _usage_error(capsys, bad, tmp_path / "q")
+    (bad / "config.json").write_text("{'hidden_size': 128}")
+    assert f"{bad / 'config.json'} is not valid JSON" in _usage_error(capsys, bad, tmp_path / "q")
+    assert not (tmp_path / "q").exists()
+
+
+def test_nothing_to_quantize_is_an_error(src, tmp_path, capsys, caplog):
+    """Every linear narrower than the block: an error, not a checkpoint that only claims to be quantized."""
+    with caplog.at_level(logging.INFO, logger="hlwq_ops.quantize"):
+        err = _usage_error(capsys, src, tmp_path / "q", "--block-size", "1024")
+    assert "no tensor to quantize" in err and "block_size=1024" in err
+    assert "in_features=128 is smaller than one block (1024)" in caplog.text
+    assert not (tmp_path / "q").exists()
+
+
+def test_out_holding_an_index_is_refused(src, tmp_path, capsys):
+    """A leftover index in --out would name shards this run does not write."""
+    out = tmp_path / "q"
+    out.mkdir()
+    (out / hq.INDEX_NAME).write_text('{"weight_map": {}}')
+    assert "already holds a checkpoint" in _usage_error(capsys, src, out)
+    assert [p.name for p in out.iterdir()] == [hq.INDEX_NAME]

@@ -580,8 +580,21 @@ def test_file_errors(tmp_path):
     save_file({"a.norms": torch.zeros(8, 2, dtype=torch.float16)}, str(path / "other.safetensors"))
     with pytest.raises(ValueError, match="'a.norms' is stored in more than one"):
         load_seed_tensors(path)
-    with pytest.raises(TypeError, match="dtype"):
-        load_seed_tensors(_v4_case(tmp_path / "ok"), dtype=torch.int8)
+    for dtype in (torch.int8, torch.float64):  # what an HLWQTensor's linear runs in, and only that is offered
+        with pytest.raises(TypeError, match=r"dtype must be one of \(torch.float16, torch.bfloat16, torch.float32\)"):
+            load_seed_tensors(_v4_case(tmp_path / "ok"), dtype=dtype)
+
+
+def test_damaged_files_are_named(tmp_path):
+    path = _v4_case(tmp_path / "cut")
+    (shard,) = path.glob("*.safetensors")
+    shard.write_bytes(shard.read_bytes()[:-50])
+    with pytest.raises(ValueError, match=f"{shard}: cannot read it as safetensors"):
+        load_seed_tensors(path)
+    path = _v4_case(tmp_path / "config")
+    (path / "polar_config.json").write_text('{"format": "polar_engine_v4",')
+    with pytest.raises(ValueError, match=f"{path / 'polar_config.json'}: expected a JSON object, found invalid JSON"):
+        load_seed_tensors(path)
 
 
 def _linear_model(out_features=8, in_features=256):
@@ -593,7 +606,7 @@ def _linear_model(out_features=8, in_features=256):
 
 
 INTO_ERRORS = {
-    "no module": (lambda: nn.Module(), "quantized layer a.weight has no matching parameter"),
+    "no module": (lambda: nn.Module(), "quantized layer a.weight has no matching parameter or buffer"),
     "rows": (lambda: _linear_model(out_features=9), "a.weight: checkpoint has 8 output rows, model expects 9"),
     "in_features": (lambda: _linear_model(in_features=100), r"a.weight: in_features 100 .* expected 129..256"),
     "unexpected": (lambda: _drop_extra(_linear_model()), "extra.weight has no matching parameter or buffer"),
@@ -627,6 +640,34 @@ def test_load_seed_into_strict_errors(tmp_path, case, caplog):
         names = load_seed_into(build(), path, strict=False)
     assert any(r.levelno == logging.WARNING for r in caplog.records)
     assert len(names) < 2 or case == "missing"
+
+
+@pytest.mark.parametrize("case", [c for c in INTO_ERRORS if c != "in_features"])
+def test_load_seed_into_strict_errors_leave_the_model(tmp_path, case):
+    """What the names and the headers' shapes show is found before anything is put in the model."""
+    build, message = INTO_ERRORS[case]
+    model = build()
+    before = {name: (t, t.clone()) for name, t in [*model.named_parameters(), *model.named_buffers()]}
+    with pytest.raises(ValueError, match=message) as info:
+        load_seed_into(model, _v4_case(tmp_path))
+    assert "the model is left as it was" in str(info.value)
+    after = dict([*model.named_parameters(), *model.named_buffers()])
+    assert after.keys() == before.keys()
+    assert all(after[n] is t and torch.equal(t, copy) for n, (t, copy) in before.items())
+
+
+def test_load_seed_into_says_when_the_model_is_partly_loaded(tmp_path):
+    """A layer that proves bad only once read (codes out of range here), after another was put in."""
+    tensors = {}
+    for prefix in ("a", "b"):
+        tensors.update(_v4_layer(prefix, *_quantize(torch.randn(8, 256), 4), 4))
+    tensors["b.codes"][0, 0] = 16
+    path = _write(tmp_path, tensors, {"format": "polar_engine_v4"})
+    model = nn.Module()
+    model.a, model.b = nn.Linear(256, 8, bias=False), nn.Linear(256, 8, bias=False)
+    with pytest.raises(ValueError, match=r"codes must be in 0..15 .*\(the model is partly loaded: 1 tensor\(s\)"):
+        load_seed_into(model, path)
+    assert isinstance(model.a.weight.data, HLWQTensor) and not isinstance(model.b.weight.data, HLWQTensor)
 
 
 def test_load_seed_into_in_features_from_config_must_match(tmp_path):

@@ -432,3 +432,20 @@ def test_float64_is_refused_early():
         model.double()
     with pytest.raises(TypeError, match=r"float64; convert it first"):
         HLWQTensor.from_hp(torch.randn(8, 256, dtype=torch.float64), 5)
+
+
+@pytest.mark.parametrize(
+    "weight, kwargs, error, message",
+    [
+        (torch.randn(8, 256), {"bits": "5"}, ValueError, r"bits must be an integer in 2..8, got '5'"),
+        (torch.randn(8, 256), {"block_size": 100}, ValueError, "block_size must be a power of two"),
+        (torch.randn(8, 256), {"scale_mode": "best"}, ValueError, "scale_mode must be one of"),
+        (torch.ones(8, 256, dtype=torch.int8), {}, TypeError,
+         r"from_hp takes a weight of \(torch.float16, torch.bfloat16, torch.float32\) .* got torch.int8"),
+    ],
+)
+def test_from_hp_argument_errors(weight, kwargs, error, message):
+    """Each wrong argument is named as the config's checks name it (not by the op schema's dispatcher error), and
+    the dtypes offered are the ones from_hp takes."""
+    with pytest.raises(error, match=message):
+        HLWQTensor.from_hp(weight, **kwargs)
