@@ -624,7 +624,7 @@ def load_seed_into(
     def skip(message: str) -> None:
         if strict:
             raise ValueError(message)
-        logger.warning("%s; skipped (strict=False)", message)  # (a missing model tensor: left as it was)
+        logger.warning("%s; skipped (strict=False)", message)
 
     with _open_checkpoint(path) as ckpt:
         if strict:  # what the names and headers show, found before the model changes
