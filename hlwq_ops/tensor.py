@@ -151,7 +151,7 @@ class HLWQTensor(TorchAOBaseTensor):
                 activations; ``torch.ops.hlwq.quantize`` packs a float64 weight).
             bits: code width, 2..8.
             block_size: a power of two in 32..1024.
-            codebook: optional (2**bits,) float32 centroids.
+            codebook: optional (2**bits,) float32 centroids (copied: the tensor gets its own).
             scale_mode: "search", "lsq" or "norm" (see :mod:`hlwq_ops.format`).
         """
         # The arguments checked here, before the op's schema would reject a wrong type with a dispatcher error,
@@ -164,6 +164,8 @@ class HLWQTensor(TorchAOBaseTensor):
                             f"got {hp_tensor.dtype}; convert it first, e.g. weight.float()")
         fmt.check_weight(hp_tensor)
         qdata, scale = torch.ops.hlwq.quantize(hp_tensor.detach(), bits, block_size, codebook, scale_mode)
+        if codebook is not None:  # its own copy: copy_ writes a checkpoint's codebook into it in place
+            codebook = codebook.detach().clone()
         return cls(qdata, scale, bits, block_size, hp_tensor.shape, hp_tensor.dtype, codebook)
 
     # -- properties ----------------------------------------------------------
@@ -271,25 +273,55 @@ def _(func, types, args, kwargs):
     return _linear(x, weight, bias)
 
 
-def _mm_weight(w: HLWQTensor) -> HLWQTensor:
-    if not w.transposed:
-        raise ValueError("x @ w needs w of shape (in_features, out_features): use w.t() of an HLWQ linear weight")
-    return w._with(transposed=False, shape=(w.shape[1], w.shape[0]))
+def _linear_weight(w) -> HLWQTensor | None:
+    """The (out, in) weight of ``x @ w``, when ``w`` is an HLWQ linear weight's ``.t()``; else None."""
+    if isinstance(w, HLWQTensor) and w.transposed:
+        return w._with(transposed=False, shape=(w.shape[1], w.shape[0]))
+    return None
+
+
+def _dense(t, like: torch.Tensor):
+    """``t`` itself, or dequantized to ``like``'s dtype when it is an HLWQTensor (the dense fallback)."""
+    if not isinstance(t, HLWQTensor):
+        return t
+    return t.dequantize(like.dtype if isinstance(like, torch.Tensor) and like.is_floating_point() else None)
 
 
 @implements(aten.mm.default)
 def _(func, types, args, kwargs):
+    """``x @ w.t()`` is the linear. Any other product -- ``g @ w``, which the backward of ``x @ w.t()`` asks
+    for, or an HLWQ left operand -- is computed on the dequantized weight."""
     x, w = args
-    return _linear(x, _mm_weight(w), None)
+    weight = None if isinstance(x, HLWQTensor) else _linear_weight(w)
+    if weight is not None:
+        return _linear(x, weight, None)
+    return func(_dense(x, w), _dense(w, x))
 
 
 @implements(aten.addmm.default)
 def _(func, types, args, kwargs):
     bias, x, w = args[:3]
     beta, alpha = kwargs.get("beta", 1), kwargs.get("alpha", 1)
-    if beta != 1 or alpha != 1:
-        raise ValueError(f"addmm with an HLWQTensor supports beta=1, alpha=1, got beta={beta}, alpha={alpha}")
-    return _linear(x, _mm_weight(w), bias)
+    weight = None if isinstance(x, HLWQTensor) else _linear_weight(w)
+    if weight is not None and beta == 1 and alpha == 1 and isinstance(bias, torch.Tensor) and bias.dim() <= 1:
+        return _linear(x, weight, bias)
+    return func(_dense(bias, x), _dense(x, w), _dense(w, x), beta=beta, alpha=alpha)
+
+
+@implements_torch_function([torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__])
+def _(func, types, args, kwargs):
+    """``x @ w.t()`` of any x as the linear (with its own backward); any other product on the dequantized
+    weight. Left to torch, a non-contiguous 3-D x would be expanded and multiplied batch by batch, which an
+    HLWQTensor does not do."""
+    x, w = args
+    if kwargs:  # (out=)
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **kwargs)
+    weight = None if isinstance(x, HLWQTensor) else _linear_weight(w)
+    if weight is not None:
+        return _linear(x, weight, None)
+    with torch._C.DisableTorchFunctionSubclass():
+        return func(_dense(x, w), _dense(w, x))
 
 
 # -- views -------------------------------------------------------------------
@@ -309,6 +341,16 @@ def _(func, types, args, kwargs):
         out = w._with(transposed=not w.transposed, shape=(w.shape[1], w.shape[0]))
     else:  # the same dimension twice: a view that changes nothing (a new wrapper, as views must be)
         out = w._with()
+    return return_and_correct_aliasing(func, args, kwargs, out)
+
+
+@implements(aten.permute.default)
+def _(func, types, args, kwargs):
+    w, dims = args
+    order = [d % 2 for d in dims]
+    if sorted(order) != [0, 1]:
+        raise ValueError(f"an HLWQTensor is 2-D: permute takes an order of (0, 1), got {tuple(dims)}")
+    out = w._with(transposed=not w.transposed, shape=(w.shape[1], w.shape[0])) if order == [1, 0] else w._with()
     return return_and_correct_aliasing(func, args, kwargs, out)
 
 
@@ -354,6 +396,10 @@ def _(func, types, args, kwargs):
 def _(func, types, args, kwargs):
     """Concatenate along N (e.g. fuse q/k/v): same bits, block size, K and codebook."""
     tensors, dim = fill_defaults(args, 2, [0])
+    others = sorted({type(t).__name__ for t in tensors if not isinstance(t, HLWQTensor)})
+    if others:
+        raise TypeError(f"torch.cat joins HLWQTensors only with HLWQTensors, got {others} too; "
+                        "dequantize() them all to join dense tensors")
     first = tensors[0]
     n_dim = 1 if first.transposed else 0
     if dim % 2 != n_dim:
@@ -418,6 +464,17 @@ def _(func, types, args, kwargs):
     return return_and_correct_aliasing(func, args, kwargs, out)
 
 
+def _check_owns_its_codebook(dst: HLWQTensor) -> None:
+    """A codebook is written in place (a captured graph keeps reading it); into a part of a weight -- a slice
+    shares its codebook with the whole -- another codebook would change how the rest decodes."""
+    q = dst.qdata
+    if q.storage_offset() or q.untyped_storage().nbytes() != q.numel() * q.element_size():
+        raise ValueError(
+            "cannot copy a weight with another codebook into a part of an HLWQTensor (a slice or view): the whole "
+            "weight shares one codebook; copy into the whole weight, or use the same codebook"
+        )
+
+
 def _metadata(t: HLWQTensor) -> dict:
     return {
         "shape": tuple(t.shape),
@@ -443,10 +500,11 @@ def _(func, types, args, kwargs):
                 "HLWQ checkpoint does not match the model: "
                 + ", ".join(f"{k} is {a} in the checkpoint, {b} in the model" for k, (a, b) in diff.items())
             )
+        if dst.codebook is not None and not torch.equal(dst.codebook, src.codebook.to(dst.codebook.device)):
+            _check_owns_its_codebook(dst)
+            dst.codebook.copy_(src.codebook)
         dst.qdata.copy_(src.qdata)
         dst.scale.copy_(src.scale)
-        if dst.codebook is not None:
-            dst.codebook.copy_(src.codebook)
         return dst
     # A plain destination receives the dequantized weight.
     return dst.copy_(src.dequantize(dst.dtype))

@@ -176,6 +176,69 @@ def test_copy_mismatch_is_a_clear_error():
         a.copy_(torch.randn(64, 256))
 
 
+def _custom(lo, hi, codebook=None, N=16):
+    return HLWQTensor.from_hp(torch.randn(N, 256), 4, 128, codebook=torch.linspace(lo, hi, 16) if codebook is None
+                              else codebook)
+
+
+def test_custom_codebooks_load_per_layer():
+    """Two layers quantized with one codebook tensor, then a checkpoint whose layers have codebooks of their own:
+    each layer computes with its own (from_hp keeps a copy; a shared one took the last layer's for both)."""
+    c = torch.linspace(-2, 2, 16)
+    model = torch.nn.ModuleDict({name: torch.nn.Linear(256, 16, bias=False) for name in "ab"})
+    for name in "ab":
+        model[name].weight = torch.nn.Parameter(_custom(0, 0, codebook=c), requires_grad=False)
+    assert torch.equal(c, torch.linspace(-2, 2, 16))
+    saved = {"a.weight": _custom(-3, 1), "b.weight": _custom(-1, 3)}
+    model.load_state_dict(saved)
+    x = torch.randn(3, 256)
+    for name in "ab":
+        expected = x.double() @ saved[f"{name}.weight"].dequantize(torch.float64).t()
+        torch.testing.assert_close(model[name](x).double(), expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(c, torch.linspace(-2, 2, 16))  # the caller's tensor untouched
+
+
+def test_copy_of_another_codebook_into_a_slice_is_refused():
+    """A slice shares its codebook with the whole weight: another codebook there would change how the other rows
+    decode. The same codebook is fine."""
+    whole, src = _custom(-2, 2), _custom(-3, 1)
+    before = whole.dequantize()
+    with pytest.raises(ValueError, match="another codebook into a part of an HLWQTensor"):
+        whole[2:6].copy_(src[2:6])
+    assert torch.equal(whole.dequantize(), before)
+    same = HLWQTensor(src.qdata.clone(), src.scale.clone(), 4, 128, (16, 256), torch.float32, whole.codebook.clone())
+    whole[2:6].copy_(same[2:6])
+    torch.testing.assert_close(whole.dequantize()[2:6], same.dequantize()[2:6], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "form, name",
+    [("x @ w.t()", "x"), ("x @ w.T", "x"), ("torch.mm(x, w.t())", "x"), ("torch.addmm(b, x, w.t())", "x"),
+     ("torch.addmm(b, x, w.t(), beta=0.5)", "x"), ("x3 @ w.t()", "x3"), ("g @ w", "g"), ("w @ y", "y")],
+)
+def test_products_with_a_weight_and_their_gradients(form, name):
+    """Every product form against the float64 product of the dequantized weight, forward and x's gradient; the
+    backward of ``x @ w.t()`` asks for ``grad @ w``, once refused as 'needs w.t()'; a permuted 3-D x was expanded
+    batch by batch, which an HLWQTensor does not do."""
+    _, w = _weight(N=24, bits=5, dtype=torch.float32)
+    inputs = {"x": torch.randn(3, 256), "x3": torch.randn(3, 256, 2).permute(2, 0, 1), "g": torch.randn(5, 24),
+              "y": torch.randn(256, 4), "b": torch.randn(24)}
+    inputs[name].requires_grad_()
+    got = eval(form, {"torch": torch, "w": w, **inputs})
+    got.sum().backward()
+    wide = {k: v.detach().double().requires_grad_(k == name) for k, v in inputs.items()}
+    expected = eval(form, {"torch": torch, "w": w.dequantize(torch.float64), **wide})
+    expected.sum().backward()
+    torch.testing.assert_close(got.double(), expected.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(inputs[name].grad.double(), wide[name].grad, rtol=1e-5, atol=1e-5)
+
+
+def test_cat_with_a_plain_tensor_is_a_clear_error():
+    _, q = _weight()
+    with pytest.raises(TypeError, match=r"joins HLWQTensors only with HLWQTensors, got \['Tensor'\]"):
+        torch.cat([torch.randn(2, 256), q])
+
+
 def test_copy_into_plain_tensor_dequantizes():
     _, q = _weight()
     dst = torch.empty(64, 256, dtype=torch.float32)
