@@ -111,7 +111,28 @@ def read_header(path: Path) -> dict:
     if not isinstance(header, dict) or not all(isinstance(v, dict) for v in header.values()):
         raise CheckpointError(f"{path}: expected a safetensors header (a JSON object of tensor entries), "
                               f"found {str(header)[:200]}")
+    _check_entries(path, header, size - 8 - length)
     return header
+
+
+def _check_entries(path: Path, header: dict, data_bytes: int) -> None:
+    """Every tensor entry has a dtype, a shape and offsets within the file's data (a cut file is found here,
+    before any shard is written, not when its tensors are read)."""
+    def ints(value, n=None):
+        return isinstance(value, list) and (n is None or len(value) == n) and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = info.get("data_offsets")
+        if not (isinstance(info.get("dtype"), str) and ints(info.get("shape")) and ints(offsets, 2)
+                and offsets[0] <= offsets[1]):
+            raise CheckpointError(f"{path}: tensor {name!r} has no valid safetensors entry (dtype, shape, "
+                                  f"data_offsets), found {str(info)[:200]}")
+        if offsets[1] > data_bytes:
+            raise CheckpointError(f"{path}: truncated: tensor {name!r} ends at byte {offsets[1]} of the data, "
+                                  f"the file holds {data_bytes}")
 
 
 def _json(text: str | bytes, what: str):
@@ -455,7 +476,7 @@ def quantize_checkpoint(
     quantized = [e for e in entries if e.config]
     if not quantized:
         raise CheckpointError(f"{model_dir}: no tensor to quantize (each linear-shaped weight's reason is logged "
-                              f"above; e.g. block_size={config.block_size} against the layers' in_features)")
+                              f"at INFO level; e.g. block_size={config.block_size} against the layers' in_features)")
     logger.info(
         "hlwq: quantizing %d of %d tensors on %s: %s -> %s in %d shard(s)",
         len(quantized),

@@ -614,73 +614,88 @@ def load_seed_into(
         The names loaded, e.g. ``"model.layers.0.mlp.down_proj.weight"``.
     """
     _check_codebook_choice(codebook)
-    slots = _model_slots(model)
-    # The tensors written, by id (kept alive: ids stay unique). A name is loaded when its slot holds
-    # one of them at the end: a quantized weight is a new tensor, so a name tied to the one it
-    # replaced (embed_tokens to lm_head) still needs its own.
-    written: dict[int, torch.Tensor] = {}
-    loaded: list[str] = []
-
-    def skip(message: str) -> None:
-        if strict:
-            raise ValueError(message)
-        logger.warning("%s; skipped (strict=False)", message)
-
+    loading = _Loading(model, _model_slots(model), strict)
     with _open_checkpoint(path) as ckpt:
         if strict:  # what the names and headers show, found before the model changes
-            problems = _problems_before_loading(slots, ckpt.layer_rows(), ckpt.plain_shapes())
+            problems = _problems_before_loading(loading.slots, ckpt.layer_rows(), ckpt.plain_shapes())
             if problems:
                 raise ValueError(f"the model is left as it was: {len(problems)} problem(s): " + "; ".join(problems[:5]))
-        with _partly_loaded(loaded):
-            _load(model, ckpt, codebook, slots, skip, written, loaded)
-            missing = [name for name, (module, attr) in slots.items() if id(getattr(module, attr)) not in written]
-            if missing:
-                skip(f"{len(missing)} model tensor(s) not in the checkpoint, e.g. {missing[:5]}")
+        with _partly_loaded(loading.loaded):
+            loading.load(ckpt, codebook)
+            loading.check_complete()
     still_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if still_meta:
         # Non-persistent buffers (rotary inv_freq...) are in no checkpoint.
         logger.warning("%d model tensor(s) are still on the meta device, e.g. %s", len(still_meta), still_meta[:5])
-    return loaded
+    return loading.loaded
 
 
-def _load(model: nn.Module, ckpt: _Checkpoint, codebook: str, slots: dict, skip, written: dict, loaded: list) -> None:
-    """:func:`load_seed_into`'s loading proper: each layer and plain tensor read and put in the model in turn."""
-    for name, layer in ckpt.layers(codebook):
-        if name not in slots:
-            skip(f"quantized layer {name} has no matching parameter or buffer in the model")
-            continue
-        module, attr = slots[name]
+class _Loading:
+    """:func:`load_seed_into` at work: what has been put in the model so far.
+
+    The tensors written are kept by id (and alive, so ids stay unique). A name is loaded when its slot holds
+    one of them at the end: a quantized weight is a new tensor, so a name tied to the one it replaced
+    (embed_tokens to lm_head) still needs its own.
+    """
+
+    def __init__(self, model: nn.Module, slots: dict[str, tuple[nn.Module, str]], strict: bool):
+        self.model, self.slots, self.strict = model, slots, strict
+        self.written: dict[int, torch.Tensor] = {}
+        self.loaded: list[str] = []
+
+    def skip(self, message: str) -> None:
+        if self.strict:
+            raise ValueError(message)
+        logger.warning("%s; skipped (strict=False)", message)
+
+    def load(self, ckpt: _Checkpoint, codebook: str) -> None:
+        """Each layer and plain tensor read and put in the model in turn."""
+        for name, layer in ckpt.layers(codebook):
+            if name not in self.slots:
+                self.skip(f"quantized layer {name} has no matching parameter or buffer in the model")
+                continue
+            new = self._quantized(name, layer)
+            if new is not None:
+                self._wrote(name, new)
+        for key in ckpt.plain_keys:
+            if key not in self.slots:
+                self.skip(f"checkpoint tensor {key} has no matching parameter or buffer in the model")
+                continue
+            target = getattr(*self.slots[key])
+            value = ckpt.get(key)
+            if value.shape != target.shape:
+                self.skip(f"{key}: checkpoint has shape {tuple(value.shape)}, model expects {tuple(target.shape)}")
+                continue
+            self._wrote(key, _assign_plain(self.model, target, value))
+
+    def check_complete(self) -> None:
+        missing = [name for name, (m, attr) in self.slots.items() if id(getattr(m, attr)) not in self.written]
+        if missing:
+            self.skip(f"{len(missing)} model tensor(s) not in the checkpoint, e.g. {missing[:5]}")
+
+    def _quantized(self, name: str, layer: _SeedLayer) -> torch.Tensor | None:
+        """An nn.Linear's weight becomes the HLWQTensor; another module's tensor gets the dequantized weight."""
+        module, attr = self.slots[name]
         target = getattr(module, attr)
         if isinstance(module, nn.Linear) and attr == "weight":
             K = module.in_features
             problem = _quantized_mismatch(layer, module.out_features, K)
             if problem:
-                skip(f"{name}: {problem}")
-                continue
+                self.skip(f"{name}: {problem}")
+                return None
             device = torch.device("cpu") if target.is_meta else target.device
-            weight = layer.to_hlwq(K, target.dtype).to(device)
-            module.weight = new = nn.Parameter(weight, requires_grad=False)
-        else:
-            K = target.shape[-1] if target.dim() == 2 else -1
-            problem = _quantized_mismatch(layer, target.shape[0] if target.dim() == 2 else -1, K)
-            if problem:
-                skip(f"{name}: {problem} (model tensor of shape {tuple(target.shape)})")
-                continue
-            new = _assign_plain(model, target, layer.to_hlwq(K, torch.float32).dequantize())
-        written[id(new)] = new
-        loaded.append(name)
-    for key in ckpt.plain_keys:
-        if key not in slots:
-            skip(f"checkpoint tensor {key} has no matching parameter or buffer in the model")
-            continue
-        target = getattr(*slots[key])
-        value = ckpt.get(key)
-        if value.shape != target.shape:
-            skip(f"{key}: checkpoint has shape {tuple(value.shape)}, model expects {tuple(target.shape)}")
-            continue
-        new = _assign_plain(model, target, value)
-        written[id(new)] = new
-        loaded.append(key)
+            module.weight = new = nn.Parameter(layer.to_hlwq(K, target.dtype).to(device), requires_grad=False)
+            return new
+        K = target.shape[-1] if target.dim() == 2 else -1
+        problem = _quantized_mismatch(layer, target.shape[0] if target.dim() == 2 else -1, K)
+        if problem:
+            self.skip(f"{name}: {problem} (model tensor of shape {tuple(target.shape)})")
+            return None
+        return _assign_plain(self.model, target, layer.to_hlwq(K, torch.float32).dequantize())
+
+    def _wrote(self, name: str, new: torch.Tensor) -> None:
+        self.written[id(new)] = new
+        self.loaded.append(name)
 
 
 def _problems_before_loading(
@@ -688,11 +703,12 @@ def _problems_before_loading(
 ) -> list[str]:
     """What :func:`load_seed_into` would raise for, seen from the names, the ties and the headers' shapes
     alone: a checkpoint tensor without a place in the model, a model tensor the checkpoint does not fill, a
-    linear whose out_features or a plain tensor whose shape differ. A plain tensor fills every name tied to it;
-    a quantized linear weight becomes a new tensor, so it fills only its own name."""
-    tied: dict[int, list[str]] = {}
+    quantized layer whose rows or a plain tensor whose shape differ from the model's. A plain tensor fills
+    every name of the tensor it is copied into (ties); a quantized linear weight becomes a new tensor, so it
+    fills the names of its module's ``weight`` only."""
+    names_of: dict[int, list[str]] = {}
     for name, (module, attr) in slots.items():
-        tied.setdefault(id(getattr(module, attr)), []).append(name)
+        names_of.setdefault(id(getattr(module, attr)), []).append(name)
     problems, filled = [], set()
     for name in [*layer_rows, *plain_shapes]:
         if name not in slots:
@@ -701,15 +717,18 @@ def _problems_before_loading(
             continue
         module, attr = slots[name]
         target = getattr(module, attr)
-        if name in layer_rows and isinstance(module, nn.Linear) and attr == "weight":
-            filled.add(name)
-            if layer_rows[name] != module.out_features:
-                problems.append(f"{name}: checkpoint has {layer_rows[name]} output rows, "
-                                f"model expects {module.out_features}")
-            continue
-        filled.update(tied[id(target)])
-        if name in plain_shapes and plain_shapes[name] != tuple(target.shape):
+        if name in layer_rows:
+            linear = isinstance(module, nn.Linear) and attr == "weight"
+            rows = module.out_features if linear else target.shape[0] if target.dim() == 2 else None
+            if rows != layer_rows[name]:
+                expected = rows if rows is not None else f"a 2-D tensor, found shape {tuple(target.shape)}"
+                problems.append(f"{name}: checkpoint has {layer_rows[name]} output rows, model expects {expected}")
+            if linear:  # (one module may have several names)
+                filled.update(n for n, (m, a) in slots.items() if m is module and a == attr)
+                continue
+        elif plain_shapes[name] != tuple(target.shape):
             problems.append(f"{name}: checkpoint has shape {plain_shapes[name]}, model expects {tuple(target.shape)}")
+        filled.update(names_of[id(target)])
     missing = [name for name in slots if name not in filled]
     if missing:
         problems.append(f"{len(missing)} model tensor(s) not in the checkpoint, e.g. {missing[:5]}")

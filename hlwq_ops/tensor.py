@@ -303,7 +303,7 @@ def _(func, types, args, kwargs):
     bias, x, w = args[:3]
     beta, alpha = kwargs.get("beta", 1), kwargs.get("alpha", 1)
     weight = None if isinstance(x, HLWQTensor) else _linear_weight(w)
-    if weight is not None and beta == 1 and alpha == 1 and isinstance(bias, torch.Tensor) and bias.dim() <= 1:
+    if weight is not None and beta == 1 and alpha == 1 and getattr(bias, "shape", None) == (weight.out_features,):
         return _linear(x, weight, bias)
     return func(_dense(bias, x), _dense(x, w), _dense(w, x), beta=beta, alpha=alpha)
 
@@ -313,10 +313,11 @@ def _(func, types, args, kwargs):
     """``x @ w.t()`` of any x as the linear (with its own backward); any other product on the dequantized
     weight. Left to torch, a non-contiguous 3-D x would be expanded and multiplied batch by batch, which an
     HLWQTensor does not do."""
-    x, w = args
-    if kwargs:  # (out=)
+    operands = [*args, *(kwargs[k] for k in ("input", "other") if k in kwargs)]  # (by position or by name)
+    if "out" in kwargs or len(operands) != 2:
         with torch._C.DisableTorchFunctionSubclass():
             return func(*args, **kwargs)
+    x, w = operands
     weight = None if isinstance(x, HLWQTensor) else _linear_weight(w)
     if weight is not None:
         return _linear(x, weight, None)
@@ -325,6 +326,13 @@ def _(func, types, args, kwargs):
 
 
 # -- views -------------------------------------------------------------------
+
+
+def _dim(d: int) -> int:
+    """A dimension of a 2-D tensor, 0 or 1 (-2 and -1 counted from the end)."""
+    if not -2 <= d < 2:
+        raise IndexError(f"Dimension out of range (expected to be in range of [-2, 1], but got {d})")
+    return d % 2
 
 
 @implements(aten.t.default)
@@ -337,7 +345,7 @@ def _(func, types, args, kwargs):
 @implements(aten.transpose.int)
 def _(func, types, args, kwargs):
     w, dim0, dim1 = args
-    if {dim0 % 2, dim1 % 2} == {0, 1}:
+    if {_dim(dim0), _dim(dim1)} == {0, 1}:
         out = w._with(transposed=not w.transposed, shape=(w.shape[1], w.shape[0]))
     else:  # the same dimension twice: a view that changes nothing (a new wrapper, as views must be)
         out = w._with()
@@ -347,7 +355,7 @@ def _(func, types, args, kwargs):
 @implements(aten.permute.default)
 def _(func, types, args, kwargs):
     w, dims = args
-    order = [d % 2 for d in dims]
+    order = [_dim(d) for d in dims]
     if sorted(order) != [0, 1]:
         raise ValueError(f"an HLWQTensor is 2-D: permute takes an order of (0, 1), got {tuple(dims)}")
     out = w._with(transposed=not w.transposed, shape=(w.shape[1], w.shape[0])) if order == [1, 0] else w._with()
@@ -368,7 +376,7 @@ def _(func, types, args, kwargs):
     w, dim, start, end, step = fill_defaults(args, 5, [0, None, None, 1])
     if step != 1:
         raise ValueError(f"HLWQTensor slicing needs step 1, got {step}")
-    dim = dim % 2
+    dim = _dim(dim)
     size = w.shape[dim]
     start = 0 if start is None else max(0, min(size, start + size if start < 0 else start))
     end = size if end is None else max(start, min(size, end + size if end < 0 else end))
@@ -402,10 +410,10 @@ def _(func, types, args, kwargs):
                         "dequantize() them all to join dense tensors")
     first = tensors[0]
     n_dim = 1 if first.transposed else 0
-    if dim % 2 != n_dim:
+    if _dim(dim) != n_dim:
         raise ValueError("HLWQTensors concatenate along out_features only")
     for t in tensors[1:]:
-        if not isinstance(t, HLWQTensor) or (t.bits, t.block_size, t.in_features, t.transposed) != (
+        if (t.bits, t.block_size, t.in_features, t.transposed) != (
             first.bits,
             first.block_size,
             first.in_features,
@@ -500,7 +508,8 @@ def _(func, types, args, kwargs):
                 "HLWQ checkpoint does not match the model: "
                 + ", ".join(f"{k} is {a} in the checkpoint, {b} in the model" for k, (a, b) in diff.items())
             )
-        if dst.codebook is not None and not torch.equal(dst.codebook, src.codebook.to(dst.codebook.device)):
+        real = not (dst.qdata.is_meta or src.qdata.is_meta)  # (into or from meta: nothing is copied)
+        if real and dst.codebook is not None and not torch.equal(dst.codebook, src.codebook.to(dst.codebook.device)):
             _check_owns_its_codebook(dst)
             dst.codebook.copy_(src.codebook)
         dst.qdata.copy_(src.qdata)

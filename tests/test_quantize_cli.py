@@ -356,6 +356,11 @@ def _damage(data: bytes, how: str) -> bytes:
         return data[: 8 + length // 2]
     if how == "header not json":
         return data[:8] + b"{" + b"x" * (length - 1) + data[8 + length :]
+    if how == "bytes appended":  # a header that does not cover the file: safetensors' own check
+        return data + b"junk"
+    if how == "entry without offsets":
+        entry = b'{"w": {"dtype": "F32", "shape": [8, 256]}}'
+        return len(entry).to_bytes(8, "little") + entry + bytes(8 * 256 * 4)
     return data[: 8 + length + 100]  # "data cut": the header intact, the tensors' bytes not
 
 
@@ -366,7 +371,9 @@ def _damage(data: bytes, how: str) -> bytes:
         ("garbage", "not a safetensors file or truncated (its header claims"),
         ("header cut", "not a safetensors file or truncated (its header claims"),
         ("header not json", "safetensors header is not valid JSON"),
-        ("data cut", "cannot read it as safetensors"),
+        ("data cut", "truncated: tensor"),
+        ("entry without offsets", "tensor 'w' has no valid safetensors entry (dtype, shape, data_offsets)"),
+        ("bytes appended", "cannot read it as safetensors"),
     ],
 )
 def test_damaged_safetensors_are_named(src, tmp_path, capsys, how, message):

@@ -656,6 +656,28 @@ def test_load_seed_into_strict_errors_leave_the_model(tmp_path, case):
     assert all(after[n] is t and torch.equal(t, copy) for n, (t, copy) in before.items())
 
 
+def test_load_seed_into_a_module_with_two_names(tmp_path):
+    """One linear registered under two names (models that reuse a block): both names hold the loaded weight."""
+    model = _linear_model()
+    model.alias = model.a
+    assert set(load_seed_into(model, _v4_case(tmp_path))) == {"a.weight", "extra.weight"}
+    assert isinstance(model.alias.weight.data, HLWQTensor)
+
+
+def test_load_seed_into_checks_a_non_linear_targets_rows_first(tmp_path):
+    """A quantized layer bound for a tensor that is not a linear's weight (an embedding, dequantized there) with
+    other rows: found before the model changes, as for a linear."""
+    tensors = {}
+    for prefix in ("a", "b"):
+        tensors.update(_v4_layer(prefix, *_quantize(torch.randn(8, 256), 4), 4))
+    path = _write(tmp_path, tensors, {"format": "polar_engine_v4"})
+    model = nn.Module()
+    model.a, model.b = nn.Linear(256, 8, bias=False), nn.Embedding(9, 256)
+    with pytest.raises(ValueError, match=r"left as it was: .*b.weight: checkpoint has 8 output rows, model expects 9"):
+        load_seed_into(model, path)
+    assert not isinstance(model.a.weight.data, HLWQTensor)
+
+
 def test_load_seed_into_says_when_the_model_is_partly_loaded(tmp_path):
     """A layer that proves bad only once read (codes out of range here), after another was put in."""
     tensors = {}

@@ -212,25 +212,48 @@ def test_copy_of_another_codebook_into_a_slice_is_refused():
 
 
 @pytest.mark.parametrize(
-    "form, name",
-    [("x @ w.t()", "x"), ("x @ w.T", "x"), ("torch.mm(x, w.t())", "x"), ("torch.addmm(b, x, w.t())", "x"),
-     ("torch.addmm(b, x, w.t(), beta=0.5)", "x"), ("x3 @ w.t()", "x3"), ("g @ w", "g"), ("w @ y", "y")],
+    "form, name, linear",
+    [("x @ w.t()", "x", True), ("x @ w.T", "x", True), ("torch.mm(x, w.t())", "x", True),
+     ("torch.matmul(x, other=w.t())", "x", True), ("torch.matmul(input=x, other=w.t())", "x", True),
+     ("x.matmul(other=w.t())", "x", True), ("torch.addmm(b, x, w.t())", "x", True), ("x3 @ w.t()", "x3", True),
+     ("torch.addmm(b, x, w.t(), beta=0.5)", "x", False), ("torch.addmm(b[:1], x, w.t())", "x", False),
+     ("g @ w", "g", False), ("w @ y", "y", False)],
 )
-def test_products_with_a_weight_and_their_gradients(form, name):
+def test_products_with_a_weight_and_their_gradients(form, name, linear, monkeypatch):
     """Every product form against the float64 product of the dequantized weight, forward and x's gradient; the
     backward of ``x @ w.t()`` asks for ``grad @ w``, once refused as 'needs w.t()'; a permuted 3-D x was expanded
-    batch by batch, which an HLWQTensor does not do."""
+    batch by batch, which an HLWQTensor does not do. The linear's forms run the linear (not the dense fallback)."""
+    from hlwq_ops import ops
+
+    calls = []
+    linear_call = ops.linear_call
+    monkeypatch.setattr(ops, "linear_call", lambda *a, **k: calls.append(1) or linear_call(*a, **k))
     _, w = _weight(N=24, bits=5, dtype=torch.float32)
     inputs = {"x": torch.randn(3, 256), "x3": torch.randn(3, 256, 2).permute(2, 0, 1), "g": torch.randn(5, 24),
               "y": torch.randn(256, 4), "b": torch.randn(24)}
     inputs[name].requires_grad_()
     got = eval(form, {"torch": torch, "w": w, **inputs})
+    assert bool(calls) == linear
     got.sum().backward()
     wide = {k: v.detach().double().requires_grad_(k == name) for k, v in inputs.items()}
     expected = eval(form, {"torch": torch, "w": w.dequantize(torch.float64), **wide})
     expected.sum().backward()
     torch.testing.assert_close(got.double(), expected.detach(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(inputs[name].grad.double(), wide[name].grad, rtol=1e-5, atol=1e-5)
+
+
+def test_dimensions_out_of_range_are_refused():
+    _, q = _weight()
+    for view in (lambda: q.permute(1, 2), lambda: q.permute(2, 3), lambda: q.transpose(0, 5), lambda: q.narrow(2, 0, 1)):
+        with pytest.raises((IndexError, ValueError)):
+            view()
+    assert q.permute(-1, 0).transposed and not q.permute(0, 1).transposed
+
+
+def test_copy_into_a_meta_weight_with_a_custom_codebook():
+    """``load_state_dict`` into a model built on meta (a no-op there) did not need the codebooks' values."""
+    dst, src = _custom(-2, 2).to("meta"), _custom(-3, 1)
+    assert dst.copy_(src) is dst and dst.is_meta
 
 
 def test_cat_with_a_plain_tensor_is_a_clear_error():
