@@ -50,7 +50,7 @@ from pathlib import Path
 
 import torch
 import transformers
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from safetensors.torch import save_file
 from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
 from torchao.quantization import FqnToConfig
@@ -62,6 +62,7 @@ from transformers.quantizers.quantizers_utils import should_convert_module
 from .codebook import check_bits
 from .config import HLWQConfig
 from .tensor import HLWQTensor
+from .utils import naming_damaged_file
 
 __all__ = ["CheckpointError", "main", "parse_size", "quantize_checkpoint"]
 
@@ -342,18 +343,9 @@ def read_tensor(f, name: str) -> torch.Tensor:
 
 def read_in_order(entries: Sequence[Entry]) -> Iterator[tuple[Entry, torch.Tensor]]:
     for path, group in groupby(entries, key=lambda e: e.source.file):
-        with _reading(path), safe_open(path, framework="pt") as f:
+        with naming_damaged_file(path, CheckpointError), safe_open(path, framework="pt") as f:
             for e in group:
                 yield e, read_tensor(f, e.source.name)
-
-
-@contextlib.contextmanager
-def _reading(path: Path) -> Iterator[None]:
-    """safetensors' own errors (a truncated or damaged file) as a CheckpointError that names the file."""
-    try:
-        yield
-    except SafetensorError as e:
-        raise CheckpointError(f"{path}: cannot read it as safetensors: {e}") from e
 
 
 def convert(e: Entry, weight: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:

@@ -60,13 +60,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from torch import nn
 
 from . import format as fmt
 from .codebook import MAX_BITS, MIN_BITS, check_bits, codebook as standard_codebook
 from .hadamard import check_block_size
 from .tensor import HLWQTensor
+from .utils import naming_damaged_file
 
 __all__ = ["SEED_FORMATS", "SEED_CODEBOOKS", "seed_codebook", "load_seed_tensors", "load_seed_into"]
 
@@ -487,7 +488,7 @@ class _Checkpoint:
         return {key: tuple(self._handles[key].get_slice(key).get_shape()) for key in self.plain_keys}
 
     def get(self, key: str) -> torch.Tensor:
-        with _reading(self._files[key]):
+        with naming_damaged_file(self._files[key]):
             return self._handles[key].get_tensor(key)
 
     def layers(self, codebook: str = "seed") -> Iterator[tuple[str, _SeedLayer]]:
@@ -520,15 +521,6 @@ def _read_config(path: Path) -> dict:
 
 
 @contextlib.contextmanager
-def _reading(file: Path) -> Iterator[None]:
-    """safetensors' errors (a truncated or damaged file) as a ValueError that names the file."""
-    try:
-        yield
-    except SafetensorError as e:
-        raise ValueError(f"{file}: cannot read it as safetensors: {e}") from e
-
-
-@contextlib.contextmanager
 def _open_checkpoint(path: str | os.PathLike) -> Iterator[_Checkpoint]:
     path = Path(path)
     config = _read_config(path)
@@ -538,7 +530,7 @@ def _open_checkpoint(path: str | os.PathLike) -> Iterator[_Checkpoint]:
     with contextlib.ExitStack() as stack:
         handles, file_of = {}, {}
         for file in files:
-            with _reading(file):
+            with naming_damaged_file(file):
                 handle = stack.enter_context(safe_open(str(file), framework="pt", device="cpu"))
             for key in handle.keys():
                 if key in handles:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import torch
+import contextlib
+import os
+from collections.abc import Iterator
 
-__all__ = ["tensor_nbytes", "model_nbytes"]
+import torch
+from safetensors import SafetensorError
+
+__all__ = ["tensor_nbytes", "model_nbytes", "naming_damaged_file"]
 
 
 def tensor_nbytes(t: torch.Tensor) -> int:
@@ -23,3 +28,12 @@ def model_nbytes(model: torch.nn.Module) -> int:
             seen.add(id(t))
             total += tensor_nbytes(t)
     return total
+
+
+@contextlib.contextmanager
+def naming_damaged_file(path: str | os.PathLike, error: type[ValueError] = ValueError) -> Iterator[None]:
+    """safetensors' own errors inside the block (a truncated or damaged file) as ``error``, naming ``path``."""
+    try:
+        yield
+    except SafetensorError as e:
+        raise error(f"{path}: cannot read it as safetensors: {e}") from e
