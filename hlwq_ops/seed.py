@@ -666,7 +666,8 @@ class _Loading:
             self.skip(f"{len(missing)} model tensor(s) not in the checkpoint, e.g. {missing[:5]}")
 
     def _quantized(self, name: str, layer: _SeedLayer) -> torch.Tensor | None:
-        """An nn.Linear's weight becomes the HLWQTensor; another module's tensor gets the dequantized weight."""
+        """An nn.Linear's weight becomes the HLWQTensor; another module's tensor gets the dequantized weight.
+        Returns the tensor now in the model (None: skipped)."""
         module, attr = self.slots[name]
         target = getattr(module, attr)
         if isinstance(module, nn.Linear) and attr == "weight":
