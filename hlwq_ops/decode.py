@@ -76,7 +76,18 @@ _IGNORED_SETTINGS = {
     "sequence_bias": (None,),
     "forced_bos_token_id": (None,),
     "forced_eos_token_id": (None,),
+    "num_beams": (None, 1),
+    "num_beam_groups": (None, 1),
+    "guidance_scale": (None, 1.0),
+    "exponential_decay_length_penalty": (None,),
+    "penalty_alpha": (None, 0.0),
+    "dola_layers": (None,),
+    "watermarking_config": (None,),
+    "token_healing": (None, False),
 }
+# Steps of the decode step run before the timed loop (compilation, tuning, a CUDA graph's warm-up): they write
+# the cache past the prompt, so it holds at least this many positions more
+_WARM_UP_STEPS = 3
 
 
 class GraphDecoder:
@@ -177,7 +188,7 @@ class GraphDecoder:
         and linear-attention layers their states. All of it is put back.
         """
         saved = self._save_cache()
-        for _ in range(3):
+        for _ in range(_WARM_UP_STEPS):
             self._step(*self._inputs)
         self._restore_cache(saved)
 
@@ -306,7 +317,7 @@ class GraphDecoder:
         elif pad is not None and pad not in eos_ids and bool((input_ids == pad).any()):
             attention_mask = (input_ids != pad).long()  # generate()'s inference
             self._check_mask(attention_mask, input_ids, f"the mask inferred from pad_token_id={pad}")
-        self._prepare(batch, prompt + max_new_tokens, attention_mask is not None)
+        self._prepare(batch, prompt + max(max_new_tokens, _WARM_UP_STEPS), attention_mask is not None)
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         sync()
         start = time.perf_counter()

@@ -240,13 +240,33 @@ def test_graph_decoder_left_padded_prompts_like_generate(arch, compile):
     assert torch.equal(decoder.generate(ids, 6), expected)
 
 
-def test_graph_decoder_warns_about_settings_it_ignores():
+@pytest.mark.parametrize("setting, value", [("repetition_penalty", 1.2), ("num_beams", 3), ("guidance_scale", 1.5),
+                                            ("exponential_decay_length_penalty", (1, 5.0))])
+def test_graph_decoder_warns_about_settings_it_ignores(setting, value):
+    """Settings under which generate(do_sample=False) is not greedy (beam search, guidance, length penalties...)."""
     from hlwq_ops.decode import GraphDecoder
 
     model = _llama().eval()
-    model.generation_config.repetition_penalty = 1.2
-    with pytest.warns(UserWarning, match="does not apply generation_config's repetition_penalty"):
+    setattr(model.generation_config, setting, value)
+    with pytest.warns(UserWarning, match=f"does not apply generation_config's {setting}"):
         GraphDecoder(model, compile=False).generate(torch.randint(1, 512, (1, 4)), 2)
+
+
+@pytest.mark.parametrize("max_new_tokens", [1, 2])
+def test_graph_decoder_fewer_new_tokens_than_warm_up_steps(max_new_tokens):
+    """The compiled step's warm-up writes three positions past the prompt: the cache holds them however few tokens
+    are asked for (it was sized prompt + max_new_tokens: an index out of bounds in Inductor's code)."""
+    from hlwq_ops.decode import GraphDecoder
+
+    torch.manual_seed(0)
+    model = _llama().eval()
+    model.generation_config.eos_token_id = None
+    quantize_(model, hlwq_q5())
+    ids = torch.randint(1, 512, (1, 5))
+    with torch.no_grad():
+        expected = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, cache_implementation="static")
+    torch._dynamo.reset()
+    assert torch.equal(GraphDecoder(model).generate(ids, max_new_tokens), expected)
 
 
 def test_graph_decoder_masks_like_generate_wherever_the_padding_is():
