@@ -68,6 +68,12 @@ def _check_out_dtype(out_dtype: torch.dtype | None) -> None:
         raise TypeError(f"out_dtype must be one of {fmt.ACTIVATION_DTYPES}, got {out_dtype}")
 
 
+def _check_weight_dtype(dtype: torch.dtype) -> None:
+    """A dequantized weight's dtype (an integer or bool one would truncate the weight)."""
+    if dtype not in fmt.WEIGHT_DTYPES:
+        raise TypeError(f"dtype must be one of {fmt.WEIGHT_DTYPES}, got {dtype}")
+
+
 def _check_fwht(x: Tensor, block_size: int, out_dtype: torch.dtype | None) -> None:
     check_block_size(block_size)
     _check_out_dtype(out_dtype)
@@ -204,12 +210,14 @@ def dequantize(
     codebook: Tensor | None = None,
 ) -> Tensor:
     """Reconstruct the (N, K) weight ``w_hat`` in ``dtype``."""
+    _check_weight_dtype(dtype)
     fmt.check_packed(qdata, scale, bits, block_size, K, codebook)
     return fmt.dequantize_ref(qdata, scale, bits, block_size, K, dtype, codebook)
 
 
 @dequantize.register_kernel("cuda")
 def _dequantize_cuda(qdata, scale, bits, block_size, K, dtype=torch.float32, codebook=None):
+    _check_weight_dtype(dtype)
     fmt.check_packed(qdata, scale, bits, block_size, K, codebook)
     wr = kernels.dequantize_rotated(qdata, scale, bits, block_size, codebook, torch.float32)
     return fwht(wr, block_size)[:, :K].to(dtype).contiguous()
@@ -217,6 +225,7 @@ def _dequantize_cuda(qdata, scale, bits, block_size, K, dtype=torch.float32, cod
 
 @dequantize.register_fake
 def _dequantize_fake(qdata, scale, bits, block_size, K, dtype=torch.float32, codebook=None):
+    _check_weight_dtype(dtype)
     N = fmt.check_packed(qdata, scale, bits, block_size, K, codebook)
     return qdata.new_empty((N, K), dtype=dtype)
 

@@ -77,6 +77,15 @@ def test_dequantize_op(device, dtype):
     torch.testing.assert_close(out, fmt.dequantize_ref(qdata.cpu(), scale.cpu(), 5, 128, 300, dtype).to(device))
 
 
+@pytest.mark.parametrize("device", [*DEVICES, "meta"])
+@pytest.mark.parametrize("dtype", [torch.int32, torch.bool, torch.complex64, torch.uint8])
+def test_dequantize_op_refuses_non_float_dtypes(device, dtype):
+    """An integer or bool dtype truncated the weight (the fake implementation took it as well)."""
+    _, qdata, scale = _packed(32, 300, 5, "cpu")
+    with pytest.raises(TypeError, match=f"dtype must be one of .* got {dtype}"):
+        torch.ops.hlwq.dequantize(qdata.to(device), scale.to(device), 5, 128, 300, dtype)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_quantize_op_matches_reference(device):
     w = torch.randn(64, 256, device=device)
