@@ -244,7 +244,8 @@ def test_products_with_a_weight_and_their_gradients(form, name, linear, monkeypa
 
 def test_dimensions_out_of_range_are_refused():
     _, q = _weight()
-    for view in (lambda: q.permute(1, 2), lambda: q.permute(2, 3), lambda: q.transpose(0, 5), lambda: q.narrow(2, 0, 1)):
+    views = (lambda: q.permute(1, 2), lambda: q.permute(2, 3), lambda: q.transpose(0, 5), lambda: q.narrow(2, 0, 1))
+    for view in views:
         with pytest.raises((IndexError, ValueError)):
             view()
     assert q.permute(-1, 0).transposed and not q.permute(0, 1).transposed
