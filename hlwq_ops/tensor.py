@@ -252,9 +252,26 @@ implements_torch_function = HLWQTensor.implements_torch_function
 # -- linear ------------------------------------------------------------------
 
 
+def _floating(t) -> bool:
+    return isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64
+
+
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """``torch.autocast``'s dtype where it is on for ``x``'s device, else None."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+
+
 def _linear(x: torch.Tensor, weight: HLWQTensor, bias: torch.Tensor | None) -> torch.Tensor:
     if weight.transposed:
         raise ValueError("F.linear expects an (out_features, in_features) weight, got a transposed HLWQTensor")
+    dtype = _autocast_dtype(x)
+    if dtype is not None and _floating(x):  # (autocast casts no integer or float64 operand)
+        # As nn.Linear computes under autocast: x and the bias in its dtype. The subclass takes F.linear before
+        # autocast's dispatch key would cast them, and the implementations run with it off: their float32
+        # steps (the reference's rotation, the fallback's dequantized product) are not to be lowered.
+        with torch.autocast(x.device.type, enabled=False):
+            return _linear(x.to(dtype), weight, bias.to(dtype) if _floating(bias) else bias)
     return ops.linear_call(
         x, weight.qdata, weight.scale, bias, weight.bits, weight.block_size, weight.in_features, weight.codebook
     )

@@ -536,3 +536,33 @@ def test_from_hp_argument_errors(weight, kwargs, error, message):
     the dtypes offered are the ones from_hp takes."""
     with pytest.raises(error, match=message):
         HLWQTensor.from_hp(weight, **kwargs)
+
+
+# -- session 45 --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_linear_under_autocast_computes_in_its_dtype(device, compiled):
+    """Under ``torch.autocast`` an HLWQ linear of a float32 x returns autocast's dtype, as ``nn.Linear`` does
+    (it returned float32: the subclass takes ``F.linear`` before autocast's dispatch key casts it)."""
+    layer = torch.nn.Linear(256, 32, device=device, dtype=torch.bfloat16)
+    layer.weight = torch.nn.Parameter(HLWQTensor.from_hp(layer.weight.detach(), 5), requires_grad=False)
+    x = torch.randn(3, 256, device=device)
+    run = torch.compile(layer, fullgraph=True, backend="aot_eager") if compiled else layer
+    for dtype in (torch.bfloat16, torch.float16):
+        with torch.no_grad(), torch.autocast(device, dtype=dtype):
+            y = run(x)
+        assert y.dtype == dtype
+        with torch.no_grad():
+            torch.testing.assert_close(y, F.linear(x.to(dtype), layer.weight, layer.bias.to(dtype)))
+    with torch.no_grad():
+        assert run(x).dtype == torch.float32  # (off again: x's dtype, as before)
+
+
+def test_autocast_leaves_float64_and_integer_inputs_to_the_ops_checks():
+    _, q = _weight(32, 256, dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for x in (torch.randn(2, 256, dtype=torch.float64), torch.ones(2, 256, dtype=torch.int32)):
+            with pytest.raises(TypeError, match=str(x.dtype)):
+                F.linear(x, q)
