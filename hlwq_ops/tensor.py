@@ -489,6 +489,22 @@ def _(func, types, args, kwargs):
     return return_and_correct_aliasing(func, args, kwargs, out)
 
 
+@implements(aten.empty_like.default)
+def _(func, types, args, kwargs):
+    """The same format with uninitialized codes, scales and codebook, on ``device`` if given: what
+    ``Module.to_empty`` makes of a model quantized on the meta device before its checkpoint is loaded into it."""
+    w = args[0]
+    device, dtype = kwargs.get("device"), kwargs.get("dtype")
+    if dtype is not None and dtype not in fmt.ACTIVATION_DTYPES:
+        raise TypeError(f"an HLWQTensor's dtype (its linear's activations) can be {fmt.ACTIVATION_DTYPES}, "
+                        f"got {dtype}")
+
+    def empty(t):
+        return None if t is None else torch.empty_like(t, device=device)
+
+    return w._with(qdata=empty(w.qdata), scale=empty(w.scale), codebook=empty(w.codebook), dtype=dtype or w.dtype)
+
+
 def _check_owns_its_codebook(dst: HLWQTensor) -> None:
     """A codebook is written in place (a captured graph keeps reading it); into a part of a weight -- a slice
     shares its codebook with the whole -- another codebook would change how the rest decodes."""

@@ -566,3 +566,28 @@ def test_autocast_leaves_float64_and_integer_inputs_to_the_ops_checks():
         for x in (torch.randn(2, 256, dtype=torch.float64), torch.ones(2, 256, dtype=torch.int32)):
             with pytest.raises(TypeError, match=str(x.dtype)):
                 F.linear(x, q)
+
+
+@pytest.mark.parametrize("codebook", ["standard", "custom"])
+def test_to_empty_then_load_a_checkpoint(codebook):
+    """A model quantized on the meta device, made real with ``to_empty`` and loaded from a checkpoint, computes
+    what the checkpoint's model does (``to_empty`` hit the unimplemented ``empty_like``)."""
+    def model(device):
+        layer = torch.nn.Linear(256, 32, device=device)
+        w = layer.weight.detach()
+        custom = torch.linspace(-2.5, 2.5, 32, device=device) if codebook == "custom" else None
+        layer.weight = torch.nn.Parameter(HLWQTensor.from_hp(w, 5, codebook=custom), requires_grad=False)
+        return layer
+
+    saved = model("cpu")
+    with torch.no_grad():
+        saved.weight.codebook.mul_(1.1) if codebook == "custom" else None
+    empty = model("meta").to_empty(device="cpu")
+    assert isinstance(empty.weight, HLWQTensor) and empty.weight.qdata.device.type == "cpu"
+    empty.load_state_dict(saved.state_dict())
+    x = torch.randn(3, 256)
+    with torch.no_grad():
+        assert torch.equal(empty(x), saved(x))
+    assert torch.empty_like(saved.weight, dtype=torch.float16).dtype == torch.float16
+    with pytest.raises(TypeError, match="can be"):
+        torch.empty_like(saved.weight, dtype=torch.int8)
