@@ -205,7 +205,15 @@ class HLWQTensor(TorchAOBaseTensor):
         )
 
     def _stable_hash_for_caching(self) -> str:
-        """Metadata hash for the AOT autograd cache (the data is not part of a graph's key)."""
+        """This input's part of the AOT autograd cache's key (the data is not part of a graph's key): the format
+        and each inner tensor's layout. A cached graph asserts its inner inputs' strides, so a weight sliced along
+        K (its qdata a strided view) must not share an entry with a whole weight of the same shape; the compiled
+        GEMV's route also depends on qdata's alignment."""
+        inner = tuple(
+            (tuple(t.shape), tuple(t.stride()), str(t.dtype), _alignment(t))
+            for t in (self.qdata, self.scale, self.codebook)
+            if t is not None
+        )
         meta = (
             tuple(self.shape),
             self.bits,
@@ -214,6 +222,7 @@ class HLWQTensor(TorchAOBaseTensor):
             self.transposed,
             self.codebook is None,
             self.device.type,
+            inner,
         )
         return hashlib.blake2b(repr(meta).encode(), digest_size=16).hexdigest()
 
@@ -230,6 +239,12 @@ class HLWQTensor(TorchAOBaseTensor):
         }
         fields.update(changes)
         return HLWQTensor(**fields)
+
+
+def _alignment(t: torch.Tensor):
+    """The storage offset's remainder modulo 16 elements (a symbolic offset as it is named)."""
+    offset = t.storage_offset()
+    return offset % 16 if isinstance(offset, int) else repr(offset)
 
 
 HLWQTensor.__module__ = "hlwq_ops"

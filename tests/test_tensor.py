@@ -591,3 +591,21 @@ def test_to_empty_then_load_a_checkpoint(codebook):
     assert torch.empty_like(saved.weight, dtype=torch.float16).dtype == torch.float16
     with pytest.raises(TypeError, match="can be"):
         torch.empty_like(saved.weight, dtype=torch.int8)
+
+
+def test_compile_cache_tells_a_sliced_weight_from_a_whole_one():
+    """A weight sliced along K (strided qdata) and a whole weight of the same shape got one AOT autograd cache
+    entry, and whichever compiled second failed in the cached graph's stride assertion (torch 2.13)."""
+    from torch._inductor.utils import fresh_cache
+
+    sliced = HLWQTensor.from_hp(torch.randn(64, 512), 5)[:, 128:384]
+    whole = HLWQTensor.from_hp(torch.randn(64, 256), 5)
+    assert sliced._stable_hash_for_caching() != whole._stable_hash_for_caching()
+    assert whole._stable_hash_for_caching() == HLWQTensor.from_hp(torch.randn(64, 256), 5)._stable_hash_for_caching()
+    x = torch.randn(5, 256)
+    with torch.no_grad(), fresh_cache():
+        for w in (sliced, whole):
+            torch._dynamo.reset()
+            layer = torch.nn.Linear(256, 64, bias=False)
+            layer.weight = torch.nn.Parameter(w, requires_grad=False)
+            torch.testing.assert_close(torch.compile(layer, fullgraph=True)(x), x @ w.dequantize().t())
