@@ -147,7 +147,8 @@ class GraphDecoder:
 
         With padded prompts also ``mask`` (B, max_len), the attention mask of the
         whole cache (ones past the prompt), and ``row_position`` (B, 1), each row's
-        own position of ``token`` (its prompt's padding not counted).
+        own position of ``token`` as ``generate()`` numbers it (its prompt's padding not
+        counted; a row padded on the right counts on from its padding's 0).
         """
         padded = {} if mask is None else {"attention_mask": mask, "position_ids": row_position}
         logits = self.model(
@@ -194,6 +195,11 @@ class GraphDecoder:
 
     def _capture(self):
         """Warm the step up on a side stream and capture it; returns (graph, output)."""
+        if self.device.type != "cuda":
+            raise ValueError(
+                f"GraphDecoder(cuda_graph=True) captures a CUDA graph: the model is on {self.device}; "
+                "use cuda_graph=False (the default off CUDA)"
+            )
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
@@ -326,8 +332,10 @@ class GraphDecoder:
             mask = attention_mask.to(self.device, torch.long)
             self._mask[:, :prompt] = mask
             self._mask[:, prompt:] = 1  # the tokens to come (in place: a captured graph reads this buffer)
-            self._row_position.copy_(mask.sum(dim=1, keepdim=True))  # each row's position of its first new token
-            positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # as generate() numbers them (padding: masked out)
+            positions = (mask.cumsum(dim=1) - 1).masked_fill(mask == 0, 0)  # as generate() numbers them
+            # each row's position of its first new token: its last prompt position's next, as generate() counts on
+            # (a row padded on the right goes on from its last padding's 0)
+            self._row_position.copy_(positions[:, -1:] + 1)
             padded = {"attention_mask": self._mask[:, :prompt], "position_ids": positions}
         logits = self.model(
             input_ids=input_ids,

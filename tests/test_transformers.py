@@ -277,10 +277,12 @@ def test_graph_decoder_masks_like_generate_wherever_the_padding_is():
     torch.manual_seed(0)
     model = _llama().eval()
     model.generation_config.eos_token_id = None
-    ids = torch.randint(1, 512, (2, 6))
+    ids = torch.randint(1, 512, (2, 8))
     kwargs = dict(max_new_tokens=4, do_sample=False, cache_implementation="static", pad_token_id=0)
     decoder = GraphDecoder(model, compile=False)
-    for cols, warns in ((slice(2, 3), False), (slice(4, 6), True)):
+    # (a right-padded row's first new token comes from a padding position, numbered 0 by generate(): with the
+    # padding numbered as the last token's position instead, the (5, 8) case gave other tokens)
+    for cols, warns in ((slice(2, 3), False), (slice(6, 8), True), (slice(5, 8), True)):
         mask = torch.ones_like(ids)
         mask[0, cols] = 0
         with torch.no_grad():
@@ -355,6 +357,14 @@ def test_graph_decoder_sliding_window_like_generate():
     with pytest.raises(ValueError, match=refused):
         GraphDecoder(model, cuda_graph=True)
     GraphDecoder(_llama(), cuda_graph=True)  # full attention only: accepted (the GPU tests replay it)
+
+
+def test_graph_decoder_cuda_graph_off_cuda_is_a_clear_error():
+    """``cuda_graph=True`` on a CPU model failed in ``torch.cuda.Stream`` ("requires CUDA support")."""
+    from hlwq_ops.decode import GraphDecoder
+
+    with pytest.raises(ValueError, match=r"captures a CUDA graph: the model is on cpu; use cuda_graph=False"):
+        GraphDecoder(_llama().eval(), compile=False, cuda_graph=True).generate(torch.randint(0, 512, (1, 4)), 3)
 
 
 def _llama_q5_cuda():
