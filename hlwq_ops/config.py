@@ -37,6 +37,9 @@ class HLWQConfig(AOBaseConfig):
         fmt.check_bits(self.bits)
         check_block_size(self.block_size)
         fmt.check_scale_mode(self.scale_mode)
+        from ._registry import teach_transformers_the_codebook  # (it imports this module)
+
+        teach_transformers_the_codebook()
 
 
 hlwq = HLWQConfig

@@ -104,6 +104,27 @@ def test_torchao_config_round_trip(tmp_path, arch):
     assert torch.equal(a, b)
 
 
+def test_custom_codebooks_round_trip(tmp_path):
+    """Weights with their own codebooks (a seed checkpoint's centroids, ``hlwq_ops.seed``) save and load back with
+    them. transformers gathered only its fixed list of stored names (``_weight_qdata``, ``_weight_scale``, ...), so
+    ``_weight_codebook`` was left over and ``from_pretrained`` failed."""
+    from hlwq_ops.seed import seed_codebook
+
+    src = _saved(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(src, quantization_config=TorchAoConfig(quant_type=hlwq_q5()))
+    layer = model.model.layers[0].mlp.down_proj
+    dense = AutoModelForCausalLM.from_pretrained(src).model.layers[0].mlp.down_proj.weight.detach()
+    layer.weight = torch.nn.Parameter(HLWQTensor.from_hp(dense, 5, codebook=seed_codebook(5)), requires_grad=False)
+    model.save_pretrained(tmp_path / "q")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "q")
+    w = reloaded.model.layers[0].mlp.down_proj.weight
+    assert w.codebook is not None and torch.equal(w.codebook, layer.weight.codebook)
+    assert reloaded.model.layers[1].mlp.down_proj.weight.codebook is None  # (the standard one: stored as none)
+    ids = torch.randint(0, 512, (1, 6))
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(ids).logits, model(ids).logits, rtol=0, atol=0)
+
+
 def test_option_quantizes_lm_head(tmp_path):
     src = _saved(tmp_path)
     # transformers' default skip list always holds the last module: clear it
