@@ -1211,6 +1211,23 @@ def test_gpu_linear_sweep(bits, N, K, dtype, monkeypatch):
 
 
 @pytest.mark.gpu
+def test_gpu_timings_share_one_stream():
+    """Every timing runs on one side stream per device: torch keeps a cuBLAS workspace for each stream cuBLAS ran on
+    (the dequantize + cuBLAS candidate), and each timing used to take a new stream from torch's pool of 32."""
+    qdata, scale = torch.ops.hlwq.quantize(torch.randn(256, 512, device="cuda") * 0.02, 5, 128)
+    x = torch.randn(128, 512, device="cuda", dtype=torch.bfloat16)
+    seen = []
+
+    def run(config, q, s):
+        seen.append(torch.cuda.current_stream().cuda_stream)
+        return kernels.dequant_linear(x, q, s, None, 5, 128, None)
+
+    for _ in range(3):
+        tuning._time_over(run, {}, [(qdata, scale)], reps=1)
+    assert len(set(seen)) == 1 and seen[0] != torch.cuda.current_stream().cuda_stream
+
+
+@pytest.mark.gpu
 def test_gpu_a_tuned_gemv_call_is_resolved_until_retuned(monkeypatch):
     """On the GPU a GEMV signature is resolved only with its tuned config, and a tuning table that no longer holds
     that config (retuned, reloaded) sends the next call back through the tuner; every result the same."""
