@@ -65,12 +65,15 @@ def teach_transformers_the_codebook() -> None:
 
 
 def _with_codebook(converter, weight_converter):
-    """``converter`` also gathering ``_{param}_codebook`` where it gathers ``_{param}_qdata``."""
-    sources = list(converter.source_patterns)
+    """``converter`` also gathering ``_{param}_codebook`` where it gathers ``_{param}_qdata`` (built anew from the
+    patterns it was given: its own lists are processed in place by its constructor)."""
+    sources = list(converter._original_source_patterns)
     qdata = [s for s in sources if s.endswith("_qdata")]
     if len(qdata) != 1:
         return converter
-    codebook = qdata[0].removesuffix("_qdata") + "_codebook"
     return weight_converter(
-        source_patterns=[*sources, codebook], target_patterns=converter.target_patterns, operations=converter.operations
+        source_patterns=[*sources, qdata[0].removesuffix("_qdata") + "_codebook"],
+        target_patterns=list(converter._original_target_patterns),
+        operations=converter.operations,
+        force_cpu=converter.force_cpu,
     )

@@ -119,6 +119,9 @@ class GraphDecoder:
         self._step = torch.compile(self._decode_step, fullgraph=True) if compile else self._decode_step
         self.stats = DecodeStats()
         self._key: tuple[int, int, bool] | None = None
+        # every capture's warm-up on one stream: torch keeps a cuBLAS workspace (lm_head's GEMM) for each stream
+        # cuBLAS ran on, and a new stream per (batch, length) came from a pool of 32
+        self._side_stream: torch.cuda.Stream | None = None
 
     @staticmethod
     def _check_graph_can_replay(cache: StaticCache) -> None:
@@ -200,7 +203,9 @@ class GraphDecoder:
                 f"GraphDecoder(cuda_graph=True) captures a CUDA graph: the model is on {self.device}; "
                 "use cuda_graph=False (the default off CUDA)"
             )
-        stream = torch.cuda.Stream()
+        if self._side_stream is None:
+            self._side_stream = torch.cuda.Stream(self.device)
+        stream = self._side_stream
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             self._warm_up()

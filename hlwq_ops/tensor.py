@@ -242,7 +242,8 @@ class HLWQTensor(TorchAOBaseTensor):
 
 
 def _alignment(t: torch.Tensor):
-    """The storage offset's remainder modulo 16 elements (a symbolic offset as it is named)."""
+    """The storage offset modulo 16 elements; a symbolic offset (not seen so far: inner tensors stay static under
+    ``dynamic=True``) by its expression."""
     offset = t.storage_offset()
     return offset % 16 if isinstance(offset, int) else repr(offset)
 
@@ -272,9 +273,14 @@ def _floating(t) -> bool:
 
 
 def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
-    """``torch.autocast``'s dtype where it is on for ``x``'s device, else None."""
+    """``torch.autocast``'s dtype where it is on for ``x``'s device, else None. (The first test is the cheap one an
+    eager call without autocast stops at; the meta device has no autocast state to ask for.)"""
+    if not torch._C._is_any_autocast_enabled():
+        return None
     device = x.device.type
-    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    if not torch.amp.is_autocast_available(device) or not torch.is_autocast_enabled(device):
+        return None
+    return torch.get_autocast_dtype(device)
 
 
 def _linear(x: torch.Tensor, weight: HLWQTensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -283,10 +289,15 @@ def _linear(x: torch.Tensor, weight: HLWQTensor, bias: torch.Tensor | None) -> t
     dtype = _autocast_dtype(x)
     if dtype is not None and _floating(x):  # (autocast casts no integer or float64 operand)
         # As nn.Linear computes under autocast: x and the bias in its dtype. The subclass takes F.linear before
-        # autocast's dispatch key would cast them, and the implementations run with it off: their float32
-        # steps (the reference's rotation, the fallback's dequantized product) are not to be lowered.
+        # autocast's dispatch key would cast them, and the implementation runs with it off: its float32 steps (the
+        # reference's rotation, the fallback's dequantized product) are not to be lowered.
+        x, bias = x.to(dtype), (bias.to(dtype) if _floating(bias) else bias)
         with torch.autocast(x.device.type, enabled=False):
-            return _linear(x.to(dtype), weight, bias.to(dtype) if _floating(bias) else bias)
+            return _linear_call(x, weight, bias)
+    return _linear_call(x, weight, bias)
+
+
+def _linear_call(x: torch.Tensor, weight: HLWQTensor, bias: torch.Tensor | None) -> torch.Tensor:
     return ops.linear_call(
         x, weight.qdata, weight.scale, bias, weight.bits, weight.block_size, weight.in_features, weight.codebook
     )

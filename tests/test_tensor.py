@@ -584,8 +584,9 @@ def test_to_empty_then_load_a_checkpoint(codebook):
         return layer
 
     saved = model("cpu")
-    with torch.no_grad():
-        saved.weight.codebook.mul_(1.1) if codebook == "custom" else None
+    if codebook == "custom":
+        with torch.no_grad():
+            saved.weight.codebook.mul_(1.1)
     empty = model("meta").to_empty(device="cpu")
     assert isinstance(empty.weight, HLWQTensor) and empty.weight.qdata.device.type == "cpu"
     empty.load_state_dict(saved.state_dict())
@@ -613,3 +614,12 @@ def test_compile_cache_tells_a_sliced_weight_from_a_whole_one():
             layer = torch.nn.Linear(256, 64, bias=False)
             layer.weight = torch.nn.Parameter(w, requires_grad=False)
             torch.testing.assert_close(torch.compile(layer, fullgraph=True)(x), x @ w.dequantize().t())
+
+
+def test_linear_on_the_meta_device():
+    """A meta model's forward (shape inference) runs the linear on meta tensors; asking autocast about the meta
+    device raised ("unknown device type for autocast")."""
+    layer = torch.nn.Linear(256, 32, device="meta")
+    layer.weight = torch.nn.Parameter(HLWQTensor.from_hp(layer.weight.detach(), 5), requires_grad=False)
+    y = layer(torch.randn(3, 256, device="meta"))
+    assert y.shape == (3, 32) and y.is_meta
