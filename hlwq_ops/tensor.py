@@ -497,6 +497,12 @@ def _(func, types, args, kwargs):
         setattr(dst, name, getattr(src, name))
 
 
+def _check_logical_dtype(dtype: torch.dtype | None) -> None:
+    if dtype is not None and dtype not in fmt.ACTIVATION_DTYPES:
+        raise TypeError(f"an HLWQTensor's dtype (its linear's activations) can be {fmt.ACTIVATION_DTYPES}, "
+                        f"got {dtype}")
+
+
 @implements(aten._to_copy.default)
 def _(func, types, args, kwargs):
     """Move the data (device) and/or change the logical dtype (what dequantize / linear produce)."""
@@ -504,9 +510,7 @@ def _(func, types, args, kwargs):
     device = kwargs.get("device")
     dtype = kwargs.get("dtype")
     non_blocking = kwargs.get("non_blocking", False)
-    if dtype is not None and dtype not in fmt.ACTIVATION_DTYPES:
-        raise TypeError(f"an HLWQTensor's dtype (its linear's activations) can be {fmt.ACTIVATION_DTYPES}, "
-                        f"got {dtype}")
+    _check_logical_dtype(dtype)
 
     def move(t):  # a copy even on the same device: the result shares no data with ``w``, as _to_copy promises
         return None if t is None else t.to(device=device, non_blocking=non_blocking, copy=True)
@@ -521,9 +525,7 @@ def _(func, types, args, kwargs):
     ``Module.to_empty`` makes of a model quantized on the meta device before its checkpoint is loaded into it."""
     w = args[0]
     device, dtype = kwargs.get("device"), kwargs.get("dtype")
-    if dtype is not None and dtype not in fmt.ACTIVATION_DTYPES:
-        raise TypeError(f"an HLWQTensor's dtype (its linear's activations) can be {fmt.ACTIVATION_DTYPES}, "
-                        f"got {dtype}")
+    _check_logical_dtype(dtype)
 
     def empty(t):
         return None if t is None else torch.empty_like(t, device=device)
