@@ -558,7 +558,7 @@ def test_linear_under_autocast_computes_in_its_dtype(device, compiled):
             expected = F.linear(x.to(dtype), layer.weight, layer.bias.to(dtype))
         if device == "cpu":  # (the reference implementation: the same call on x in autocast's dtype, exactly)
             torch.testing.assert_close(y, expected)
-        else:  # (split-K sums in no fixed order; on an H100 this failed exact comparison once in a file's run)
+        else:  # (split-K sums in no fixed order; on an H100 an exact comparison failed once, its text not kept)
             assert rel_error(y, expected) < 1e-2
     with torch.no_grad():
         assert run(x).dtype == torch.float32  # (off again: x's dtype, as before)

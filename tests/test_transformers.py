@@ -301,8 +301,8 @@ def test_graph_decoder_masks_like_generate_wherever_the_padding_is():
     ids = torch.randint(1, 512, (2, 8))
     kwargs = dict(max_new_tokens=4, do_sample=False, cache_implementation="static", pad_token_id=0)
     decoder = GraphDecoder(model, compile=False)
-    # (a right-padded row's first new token comes from a padding position, numbered 0 by generate(): with the
-    # padding numbered as the last token's position instead, the (5, 8) case gave other tokens)
+    # (generate() numbers a right-padded row's padding 0 and its new tokens on from there; numbered otherwise,
+    # the (5, 8) case gave another fourth token)
     for cols, warns in ((slice(2, 3), False), (slice(6, 8), True), (slice(5, 8), True)):
         mask = torch.ones_like(ids)
         mask[0, cols] = 0
