@@ -48,6 +48,15 @@ def _qwen35():
 MODELS = {"llama": _llama, "qwen3": _qwen3, "qwen3.5": _qwen35}
 
 
+def _llama_q5(device="cpu", dtype=torch.float32):
+    """The test Llama, Q5, without an end-of-sequence id."""
+    torch.manual_seed(0)
+    model = _llama().to(device, dtype).eval()
+    model.generation_config.eos_token_id = None
+    quantize_(model, hlwq_q5())
+    return model
+
+
 def _linears(model):
     return {name: mod for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
 
@@ -279,10 +288,7 @@ def test_graph_decoder_fewer_new_tokens_than_warm_up_steps(max_new_tokens):
     are asked for (it was sized prompt + max_new_tokens: an index out of bounds in Inductor's code)."""
     from hlwq_ops.decode import GraphDecoder
 
-    torch.manual_seed(0)
-    model = _llama().eval()
-    model.generation_config.eos_token_id = None
-    quantize_(model, hlwq_q5())
+    model = _llama_q5()
     ids = torch.randint(1, 512, (1, 5))
     with torch.no_grad():
         expected = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, cache_implementation="static")
@@ -325,10 +331,7 @@ def test_graph_decoder_stops_at_eos_like_generate(check_every):
     decoding stops and the output is as long as ``generate()``'s (one row ending alone keeps the full length)."""
     from hlwq_ops.decode import GraphDecoder
 
-    torch.manual_seed(0)
-    model = _llama().eval()
-    model.generation_config.eos_token_id = None
-    quantize_(model, hlwq_q5())
+    model = _llama_q5()
     ids = torch.randint(0, 512, (2, 6))
     with torch.no_grad():
         free = model.generate(ids, max_new_tokens=9, do_sample=False, cache_implementation="static")[:, 6:]
@@ -388,13 +391,6 @@ def test_graph_decoder_cuda_graph_off_cuda_is_a_clear_error():
         GraphDecoder(_llama().eval(), compile=False, cuda_graph=True).generate(torch.randint(0, 512, (1, 4)), 3)
 
 
-def _llama_q5_cuda():
-    """The test Llama in bfloat16 on the GPU, Q5, without an end-of-sequence id."""
-    torch.manual_seed(0)
-    model = _llama().cuda().bfloat16().eval()
-    model.generation_config.eos_token_id = None
-    quantize_(model, hlwq_q5())
-    return model
 
 
 def test_graph_decoder_warms_up_and_captures_once(monkeypatch):
@@ -437,7 +433,7 @@ def test_graph_decoder_warms_up_and_captures_once(monkeypatch):
 def test_graph_decoder_replays_its_graph_on_later_calls():
     from hlwq_ops.decode import GraphDecoder
 
-    model = _llama_q5_cuda()
+    model = _llama_q5("cuda", torch.bfloat16)
     ids = torch.randint(0, 512, (1, 6), device="cuda")
     decoder = GraphDecoder(model)
     first = decoder.generate(ids, 8)
@@ -452,7 +448,7 @@ def test_graph_decoder_replays_its_graph_on_later_calls():
 def test_graph_decoder_cuda_graph():
     from hlwq_ops.decode import GraphDecoder
 
-    model = _llama_q5_cuda()
+    model = _llama_q5("cuda", torch.bfloat16)
     ids = torch.randint(0, 512, (1, 6), device="cuda")
     with torch.no_grad():
         expected = model.generate(ids, max_new_tokens=8, do_sample=False, cache_implementation="static")
@@ -466,7 +462,7 @@ def test_graph_decoder_cuda_graph_padded_and_eos():
     """Left-padded prompts and end-of-sequence stops with the step replayed from a CUDA graph."""
     from hlwq_ops.decode import GraphDecoder
 
-    model = _llama_q5_cuda()
+    model = _llama_q5("cuda", torch.bfloat16)
     ids = torch.randint(1, 512, (2, 6), device="cuda")
     mask = torch.ones_like(ids)
     mask[1, :2] = 0
