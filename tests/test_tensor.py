@@ -549,6 +549,9 @@ def test_linear_under_autocast_computes_in_its_dtype(device, compiled):
     layer = torch.nn.Linear(256, 32, device=device, dtype=torch.bfloat16)
     layer.weight = torch.nn.Parameter(HLWQTensor.from_hp(layer.weight.detach(), 5), requires_grad=False)
     x = torch.randn(3, 256, device=device)
+    # (each autocast state is a recompile of the code object every compiled module shares: run after the file's
+    # other compiled tests, on a GPU, it passed dynamo's recompile limit)
+    torch._dynamo.reset()
     run = torch.compile(layer, fullgraph=True, backend="aot_eager") if compiled else layer
     for dtype in (torch.bfloat16, torch.float16):
         with torch.no_grad(), torch.autocast(device, dtype=dtype):
