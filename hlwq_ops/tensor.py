@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -240,6 +241,18 @@ class HLWQTensor(TorchAOBaseTensor):
         fields.update(changes)
         return HLWQTensor(**fields)
 
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        """torchao's dispatch by table; an op outside it fails saying what is implemented and what to use."""
+        try:
+            return super().__torch_dispatch__(func, types, args, kwargs)
+        except NotImplementedError as error:
+            raise NotImplementedError(
+                f"{error}. An HLWQTensor implements linear products with it as the weight (F.linear, x @ w.t(), "
+                "mm, addmm, matmul), transposes and views, slices, cat, copies, and moves between devices and "
+                "logical dtypes; for anything else take w.dequantize(), a dense tensor."
+            ) from None
+
 
 def _alignment(t: torch.Tensor):
     """The storage offset modulo 16 elements; a symbolic offset (not seen so far: inner tensors stay static under
@@ -283,9 +296,29 @@ def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
     return torch.get_autocast_dtype(device)
 
 
+def _warn_if_weight_wants_grad(weight: HLWQTensor) -> None:
+    """An HLWQ weight has no gradient (its codes are not differentiable; the op's backward gives the input's and
+    the bias's only), yet ``nn.Parameter`` and transformers' loading set ``requires_grad=True``: say so where
+    autograd records the linear, rather than leave ``weight.grad`` silently None. (Read with the subclass's
+    ``__torch_function__`` off: through it ``requires_grad`` costs ~2-3 us, against ~0.3.)"""
+    if not torch.is_grad_enabled():
+        return
+    with torch._C.DisableTorchFunctionSubclass():
+        wants_grad = weight.requires_grad
+    if wants_grad:
+        warnings.warn(
+            "an HLWQTensor weight has requires_grad=True, but quantized weights get no gradient: its .grad stays "
+            "None (the input and the bias get theirs). Freeze it with weight.requires_grad_(False), or run "
+            "inference under torch.no_grad() or torch.inference_mode().",
+            UserWarning,
+            stacklevel=2,
+        )
+
+
 def _linear(x: torch.Tensor, weight: HLWQTensor, bias: torch.Tensor | None) -> torch.Tensor:
     if weight.transposed:
         raise ValueError("F.linear expects an (out_features, in_features) weight, got a transposed HLWQTensor")
+    _warn_if_weight_wants_grad(weight)
     dtype = _autocast_dtype(x)
     if dtype is not None and _floating(x):  # (autocast casts no integer or float64 operand)
         # As nn.Linear computes under autocast: x and the bias in its dtype. The subclass takes F.linear before

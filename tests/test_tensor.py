@@ -3,6 +3,7 @@
 import copy
 import io
 import unittest
+import warnings
 
 import pytest
 import torch
@@ -626,3 +627,37 @@ def test_linear_on_the_meta_device():
     layer.weight = torch.nn.Parameter(HLWQTensor.from_hp(layer.weight.detach(), 5), requires_grad=False)
     y = layer(torch.randn(3, 256, device="meta"))
     assert y.shape == (3, 32) and y.is_meta
+
+
+# -- session 46 --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_a_weight_that_requires_grad_is_told_it_gets_none(compiled):
+    """``nn.Parameter`` and transformers' loading leave an HLWQ weight with ``requires_grad=True``; its ``.grad``
+    stayed None after a backward without a word. A linear recorded for autograd now warns; a frozen weight or
+    ``torch.no_grad`` does not."""
+    layer = torch.nn.Linear(256, 32)
+    layer.weight = torch.nn.Parameter(HLWQTensor.from_hp(layer.weight.detach(), 5))  # (requires_grad by default)
+    x = torch.randn(3, 256)
+    torch._dynamo.reset()
+    run = torch.compile(layer, fullgraph=True, backend="aot_eager") if compiled else layer
+    with pytest.warns(UserWarning, match="requires_grad=True, but quantized weights get no gradient"):
+        run(x).sum().backward()
+    assert layer.weight.grad is None and layer.bias.grad is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.no_grad():
+            run(x)
+        layer.weight.requires_grad_(False)
+        torch._dynamo.reset()
+        run = torch.compile(layer, fullgraph=True, backend="aot_eager") if compiled else layer
+        run(x).sum().backward()
+
+
+def test_an_unimplemented_op_says_to_dequantize():
+    w = HLWQTensor.from_hp(torch.randn(64, 256), 5)
+    for op in (lambda: torch.equal(w, w), lambda: w.abs(), lambda: w[3]):
+        with pytest.raises(NotImplementedError, match=r"unimplemented operator.*take w\.dequantize\(\), a dense tensor"):
+            op()
+    assert torch.equal(w.dequantize(), w.dequantize())
