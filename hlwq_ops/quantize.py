@@ -145,7 +145,8 @@ def _json(text: str | bytes, what: str):
 
 
 def source_tensors(model_dir: Path) -> list[SourceTensor]:
-    """Every tensor of the checkpoint, file by file, in on-disk order."""
+    """Every tensor of the checkpoint, file by file, in on-disk order; with an index, each from the file it
+    names (as transformers loads them)."""
     index = model_dir / INDEX_NAME
     if index.is_file():
         weight_map = _json(index.read_bytes(), str(index))
@@ -154,12 +155,12 @@ def source_tensors(model_dir: Path) -> list[SourceTensor]:
             raise CheckpointError(f"{index}: expected a 'weight_map' object of tensor name -> file name")
         files = list(dict.fromkeys(weight_map.values()))
     elif (model_dir / "model.safetensors").is_file():
-        files = ["model.safetensors"]
+        files, weight_map = ["model.safetensors"], {}
     else:
         raise CheckpointError(
             f"{model_dir} has neither model.safetensors nor {INDEX_NAME} (only safetensors checkpoints are supported)"
         )
-    tensors = []
+    tensors, found = [], {}  # found: name -> the file it is read from
     for file in files:
         if not (model_dir / file).is_file():
             raise CheckpointError(f"{index} names {file}, which is not in {model_dir}")
@@ -167,8 +168,19 @@ def source_tensors(model_dir: Path) -> list[SourceTensor]:
         if "tensor_names" in (header.pop("__metadata__", None) or {}):
             raise CheckpointError(f"{model_dir / file} is already torchao-quantized")
         for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+            if weight_map.get(name, file) != file:  # (a second copy: transformers reads the one the index names)
+                logger.info("hlwq: not reading %s from %s: the index names %s", name, file, weight_map[name])
+                continue
+            if name in found:
+                raise CheckpointError(f"tensor {name} is stored in both {found[name]} and {file}, and "
+                                      f"{INDEX_NAME} names neither")
+            found[name] = file
             start, end = info["data_offsets"]
             tensors.append(SourceTensor(name, model_dir / file, info["dtype"], tuple(info["shape"]), end - start))
+    missing = sorted(weight_map.keys() - found.keys())
+    if missing:
+        raise CheckpointError(f"{index} maps {missing[0]} to {weight_map[missing[0]]}, which does not hold it "
+                              f"({len(missing)} such tensor(s))")
     return tensors
 
 
@@ -182,6 +194,7 @@ class Skeleton:
     output_embeddings: set[str]
     tied: dict[str, str]  # module -> the module its weight is tied to
     not_convert: list[str]  # transformers' TorchAoConfig skip patterns
+    shapes: dict[str, tuple[int, ...]]  # state-dict name -> the shape config.json gives it
 
 
 def build_skeleton(model_dir: Path, include_lm_head: bool) -> Skeleton | None:
@@ -218,7 +231,19 @@ def build_skeleton(model_dir: Path, include_lm_head: bool) -> Skeleton | None:
         output_embeddings=output_names,
         tied=tied,
         not_convert=sorted(not_convert),
+        shapes={name: tuple(t.shape) for name, t in model.state_dict().items()},
     )
+
+
+def check_shapes(tensors: Sequence[SourceTensor], skeleton: Skeleton | None) -> None:
+    """Every stored tensor the model has is of the shape config.json gives it. ``from_pretrained`` of the input
+    refuses another shape; its quantized copy would load into a module resized to fit, and fail later (or run
+    as a different model under this config)."""
+    for t in tensors:
+        expected = skeleton.shapes.get(t.name) if skeleton is not None else None
+        if expected is not None and expected != t.shape:
+            raise CheckpointError(f"{t.file}: tensor {t.name} has shape {list(t.shape)}, but config.json's "
+                                  f"{skeleton.arch} has it as {list(expected)}")
 
 
 _EMBEDDING_NAME = re.compile(r"(^|\.)(\w*embed\w*|wte|wpe)(\.|$)")
@@ -402,6 +427,7 @@ def staged(out_dir: Path) -> Iterator[Path]:
     out = out_dir.resolve()
     exists = out.is_dir()
     staging = (out if exists else out.parent) / f".{out.name}.{uuid.uuid4().hex[:8]}.partial"
+    made = [p for p in staging.parents if not p.exists()]  # new parents, deepest first: removed on a failure
     staging.mkdir(parents=True)
     try:
         yield staging
@@ -410,8 +436,12 @@ def staged(out_dir: Path) -> Iterator[Path]:
                 path.replace(out / path.name)
         else:
             staging.rename(out)
+        made = []
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        for parent in made:
+            with contextlib.suppress(OSError):
+                parent.rmdir()
 
 
 def copy_other_files(model_dir: Path, out_dir: Path) -> None:
@@ -463,7 +493,9 @@ def quantize_checkpoint(
 
     model_config = check_dirs(model_dir, out_dir)
     tensors = source_tensors(model_dir)
-    entries = plan(tensors, build_skeleton(model_dir, include_lm_head), config, bits_for, include_lm_head)
+    skeleton = build_skeleton(model_dir, include_lm_head)
+    check_shapes(tensors, skeleton)
+    entries = plan(tensors, skeleton, config, bits_for, include_lm_head)
     shards = split_shards(entries, max_bytes)
     quantized = [e for e in entries if e.config]
     if not quantized:
@@ -502,16 +534,24 @@ def check_dirs(model_dir: Path, out_dir: Path) -> dict:
     model_config = _json((model_dir / "config.json").read_bytes(), str(model_dir / "config.json"))
     if not isinstance(model_config, dict):
         raise CheckpointError(f"{model_dir / 'config.json'}: expected a JSON object, found {str(model_config)[:200]}")
-    if "quantization_config" in model_config:
-        method = model_config["quantization_config"].get("quant_method", "?")
+    quantized = model_config.get("quantization_config")  # (null: none)
+    if quantized is not None:
+        method = quantized.get("quant_method", "?") if isinstance(quantized, dict) else quantized
         raise CheckpointError(f"--model {model_dir} is already quantized (quant_method={method})")
     if out_dir.resolve() == model_dir.resolve():
         raise CheckpointError("--out must differ from --model")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.glob("*.safetensors*"))):
-        # (an index left there would name shards this run does not write)
-        raise CheckpointError(f"--out {out_dir} already holds a checkpoint (*.safetensors or its index) or is a "
-                              "file; choose an empty directory")
+    if out_dir.exists() and (not out_dir.is_dir() or any(_checkpoint_file(p) for p in out_dir.iterdir())):
+        # (an index left there would name shards this run does not write; another model's config would be lost)
+        raise CheckpointError(f"--out {out_dir} already holds a checkpoint (config.json, weights or an index) or is "
+                              "a file; choose an empty directory")
+    above = next(p for p in out_dir.resolve().parents if p.exists())
+    if not above.is_dir():
+        raise CheckpointError(f"--out {out_dir}: {above} is a file, not a directory")
     return model_config
+
+
+def _checkpoint_file(path: Path) -> bool:
+    return path.name == "config.json" or path.name.endswith(WEIGHT_SUFFIXES)
 
 
 # -- command line ---------------------------------------------------------------------
@@ -520,9 +560,11 @@ def check_dirs(model_dir: Path, out_dir: Path) -> dict:
 def parse_size(text: str) -> int:
     """Bytes in "5GB" (10**9), "500MiB" (2**20 each), "1000000"."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([A-Za-z]*)\s*", text)
-    if not match or match.group(2).upper() not in SIZE_UNITS or float(match.group(1)) <= 0:
-        raise ValueError(f"expected a positive size such as 5GB, 500MB or 2GiB, got {text!r}")
-    return int(float(match.group(1)) * SIZE_UNITS[match.group(2).upper()])
+    unit = match.group(2).upper() if match else None
+    nbytes = int(float(match.group(1)) * SIZE_UNITS[unit]) if unit in SIZE_UNITS else 0
+    if nbytes < 1:  # (also "0.1": less than a byte)
+        raise ValueError(f"expected a positive size such as 5GB, 500MB or 2GiB (at least a byte), got {text!r}")
+    return nbytes
 
 
 def _arg(parse):
@@ -552,6 +594,8 @@ def parse_bits_for(text: str) -> tuple[re.Pattern, int]:
     pattern, sep, bits = text.rpartition("=")
     if not sep or not pattern:
         raise ValueError(f"expected REGEX=BITS such as '.*down_proj=6', got {text!r}")
+    if pattern.startswith("re:"):  # (FqnToConfig's key syntax, which the README shows for quantize_)
+        raise ValueError(f"expected a plain regex, without FqnToConfig's 're:' prefix, got {text!r}")
     try:
         compiled = re.compile(pattern)
     except re.error as e:
@@ -583,7 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Quantize the linear weights of a Hugging Face safetensors checkpoint to HLWQ, layer by layer.",
     )
     p.add_argument("--model", required=True, type=Path, help="input checkpoint directory")
-    p.add_argument("--out", required=True, type=Path, help="output directory (empty or new)")
+    p.add_argument("--out", required=True, type=Path, help="output directory (new, or one without a checkpoint)")
     p.add_argument("--bits", type=_arg(parse_bits), default=5, help="code width, 2..8 (default 5)")
     p.add_argument("--block-size", type=_arg(parse_block_size), default=128, help="weights per block (default 128)")
     p.add_argument("--scale-mode", choices=("search", "lsq", "norm"), default="search", help="default search")

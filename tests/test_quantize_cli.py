@@ -414,3 +414,79 @@ def test_out_holding_an_index_is_refused(src, tmp_path, capsys):
     (out / hq.INDEX_NAME).write_text('{"weight_map": {}}')
     assert "already holds a checkpoint" in _usage_error(capsys, src, out)
     assert [p.name for p in out.iterdir()] == [hq.INDEX_NAME]
+
+
+# -- session 46: inputs the tool wrote out without complaint, to fail only on loading ----------------------------
+
+
+def test_a_tensor_of_another_shape_than_config_is_refused(src, tmp_path, capsys):
+    """from_pretrained of the input refuses it; the quantized copy loaded into a resized module and failed in
+    the forward (or, every tensor of another size, ran as another model under this config)."""
+    bad = shutil.copytree(src, tmp_path / "bad")
+    tensors = load_file(bad / "model.safetensors")
+    name = "model.layers.0.self_attn.o_proj.weight"
+    tensors[name] = torch.randn(128, 256, dtype=torch.bfloat16)
+    save_file(tensors, bad / "model.safetensors", metadata={"format": "pt"})
+    err = _usage_error(capsys, bad, tmp_path / "q")
+    assert f"tensor {name} has shape [128, 256], but config.json's LlamaForCausalLM has it as [128, 128]" in err
+    assert not (tmp_path / "q").exists()
+
+
+def test_the_index_decides_which_copy_of_a_tensor_is_read(sharded_src, tmp_path, capsys):
+    """A tensor stored in two shards was read (and written) twice, and the output failed to load; transformers
+    reads the copy the index names. An index naming a file that lacks the tensor is an error."""
+    src = shutil.copytree(sharded_src, tmp_path / "src")
+    weight_map = json.loads((src / hq.INDEX_NAME).read_text())["weight_map"]
+    name = "model.layers.0.mlp.down_proj.weight"
+    other = next(f for f in sorted(set(weight_map.values())) if f != weight_map[name])
+    tensors = load_file(src / other)
+    save_file({**tensors, name: torch.zeros(128, 256, dtype=torch.bfloat16)}, src / other, metadata={"format": "pt"})
+    out = run(src, tmp_path / "q", "--scale-mode", "norm")
+    loaded = AutoModelForCausalLM.from_pretrained(out)
+    expected = reference(sharded_src, 5, 128, "norm")
+    assert torch.equal(loaded.model.layers[0].mlp.down_proj.weight.qdata,
+                       expected.model.layers[0].mlp.down_proj.weight.qdata)
+
+    save_file(tensors, src / other, metadata={"format": "pt"})  # the copy gone; now the named file loses it
+    named = load_file(src / weight_map[name])
+    del named[name]
+    save_file(named, src / weight_map[name], metadata={"format": "pt"})
+    err = _usage_error(capsys, src, tmp_path / "q2")
+    assert f"maps {name} to {weight_map[name]}, which does not hold it" in err
+
+
+def test_more_directories(src, tmp_path, capsys):
+    """--out below a file, or holding another model's config.json or weights: refused before anything is
+    written; config.json's quantization_config null is no quantization; a failed run leaves no new parent."""
+    (tmp_path / "file").write_text("x")
+    assert f"{tmp_path / 'file'} is a file, not a directory" in _usage_error(capsys, src, tmp_path / "file" / "q")
+    for leftover in ("config.json", "pytorch_model.bin"):
+        out = tmp_path / f"holds-{leftover}"
+        out.mkdir()
+        (out / leftover).write_text("{}")
+        assert "already holds a checkpoint" in _usage_error(capsys, src, out)
+        assert [p.name for p in out.iterdir()] == [leftover]
+    null = shutil.copytree(src, tmp_path / "null")
+    config = json.loads((null / "config.json").read_text())
+    (null / "config.json").write_text(json.dumps({**config, "quantization_config": None}))
+    assert isinstance(
+        AutoModelForCausalLM.from_pretrained(run(null, tmp_path / "q", "--scale-mode", "norm")).model.layers[0]
+        .mlp.down_proj.weight, HLWQTensor)
+    nan = shutil.copytree(src, tmp_path / "nan")  # (fails while writing, after the staging directory is made)
+    tensors = load_file(nan / "model.safetensors")
+    tensors["model.layers.1.mlp.up_proj.weight"][0, 0] = float("nan")
+    save_file(tensors, nan / "model.safetensors", metadata={"format": "pt"})
+    assert "weight has NaN or Inf" in _usage_error(capsys, nan, tmp_path / "a" / "b" / "q")
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max-shard-size", "0.1"], "such as 5GB, 500MB or 2GiB (at least a byte), got '0.1'"),
+        (["--bits-for", "re:.*down_proj=6"], "expected a plain regex, without FqnToConfig's 're:' prefix"),
+    ],
+)
+def test_more_bad_arguments(src, tmp_path, capsys, args, message):
+    assert message in _usage_error(capsys, src, tmp_path / "q", *args)
+    assert not (tmp_path / "q").exists()

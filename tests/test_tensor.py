@@ -658,6 +658,6 @@ def test_a_weight_that_requires_grad_is_told_it_gets_none(compiled):
 def test_an_unimplemented_op_says_to_dequantize():
     w = HLWQTensor.from_hp(torch.randn(64, 256), 5)
     for op in (lambda: torch.equal(w, w), lambda: w.abs(), lambda: w[3]):
-        with pytest.raises(NotImplementedError, match=r"unimplemented operator.*take w\.dequantize\(\), a dense tensor"):
+        with pytest.raises(NotImplementedError, match=r"unimplemented operator.*take w\.dequantize\(\), a dense"):
             op()
     assert torch.equal(w.dequantize(), w.dequantize())
