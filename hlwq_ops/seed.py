@@ -7,7 +7,8 @@ unchanged and nothing is re-quantized. A checkpoint is a directory holding
 
 ``polar_config.json`` keys read:
 
-- ``format`` (required): ``"polar_engine_v4"`` or ``"hlwq-q5"``.
+- ``format`` (required): ``"polar_engine_v4"`` or ``"hlwq-q5"``. The tensors
+  must be in it: at least one quantized layer, none with the other's suffixes.
 - ``block_size``: B for every layer (default 128).
 - ``layers``: ``{prefix: {...}}`` per quantized layer, as the seed writes it;
   its ``bits``, ``block_size``, ``in_features`` and ``out_features`` override
@@ -456,6 +457,7 @@ class _Checkpoint:
                 self.plain_keys.append(key)
             else:
                 groups.setdefault(key[: -len(suffix)], {})[suffix] = key
+        _check_format(path, self.format, bool(groups), self.plain_keys)
         required = [s for s in suffixes if s not in (".ct_scaled", ".ct")]
         plain = set(self.plain_keys)
         for prefix in sorted(groups):
@@ -500,6 +502,22 @@ class _Checkpoint:
         for prefix, keys in sorted(self._groups.items()):
             tensors = {suffix: self.get(key) for suffix, key in keys.items()}
             yield prefix + ".weight", read(prefix, tensors, self.config, codebook)
+
+
+def _check_format(path: Path, configured: str, has_layers: bool, plain_keys: list[str]) -> None:
+    """Tensors of the other format would be taken for plain ones: loaded as nothing, or not at all."""
+    other = FORMAT_Q5 if configured == FORMAT_V4 else FORMAT_V4
+    found = [key for key in plain_keys if key.endswith(_SUFFIXES[other])]
+    if found:
+        raise ValueError(
+            f"{path}: {CONFIG_NAME} says format {configured}, found tensors with the {other} suffixes "
+            f"(e.g. {found[:3]}); expected {configured}'s {list(_SUFFIXES[configured])}"
+        )
+    if not has_layers:
+        raise ValueError(
+            f"{path}: {CONFIG_NAME} says format {configured}, no quantized layer found: expected tensors ending in "
+            f"{list(_SUFFIXES[configured])}, found only {len(plain_keys)} plain tensor(s), e.g. {plain_keys[:3]}"
+        )
 
 
 def _read_config(path: Path) -> dict:
@@ -598,7 +616,8 @@ def load_seed_into(
         model: e.g. a transformers model built on ``meta`` or the CPU.
         path: the checkpoint directory.
         strict: raise ValueError when a checkpoint tensor has no place in the
-            model, a shape disagrees, or a model tensor is not in the
+            model, a shape disagrees, a quantized linear's weight has a dtype
+            an HLWQTensor cannot take, or a model tensor is not in the
             checkpoint; with False these are logged and skipped.
         codebook: the centroids of ``hlwq-q5`` layers, as in :func:`load_seed_tensors`.
 
@@ -672,7 +691,7 @@ class _Loading:
         target = getattr(module, attr)
         if isinstance(module, nn.Linear) and attr == "weight":
             K = module.in_features
-            problem = _quantized_mismatch(layer, module.out_features, K)
+            problem = _quantized_mismatch(layer, module.out_features, K) or _unsupported_dtype(target.dtype)
             if problem:
                 self.skip(f"{name}: {problem}")
                 return None
@@ -717,6 +736,9 @@ def _problems_before_loading(
                 expected = rows if rows is not None else f"a 2-D tensor, found shape {tuple(target.shape)}"
                 problems.append(f"{name}: checkpoint has {layer_rows[name]} output rows, model expects {expected}")
             if linear:  # (one module may have several names)
+                problem = _unsupported_dtype(target.dtype)
+                if problem:
+                    problems.append(f"{name}: {problem}")
                 filled.update(n for n, (m, a) in slots.items() if m is module and a == attr)
                 continue
         elif plain_shapes[name] != tuple(target.shape):
@@ -749,6 +771,13 @@ def _quantized_mismatch(layer: _SeedLayer, N: int, K: int) -> str | None:
         layer.check_in_features(K)
     except ValueError as e:
         return str(e).removeprefix(f"{layer.name}: ")
+    return None
+
+
+def _unsupported_dtype(dtype: torch.dtype) -> str | None:
+    """What a quantized linear's weight dtype (the HLWQTensor's, what its linear runs in) cannot be."""
+    if dtype not in fmt.ACTIVATION_DTYPES:
+        return f"the model's weight is {dtype}, a quantized linear's must be one of {fmt.ACTIVATION_DTYPES}"
     return None
 
 

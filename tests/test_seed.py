@@ -585,6 +585,31 @@ def test_file_errors(tmp_path):
             load_seed_tensors(_v4_case(tmp_path / "ok"), dtype=dtype)
 
 
+@pytest.mark.parametrize(
+    "configured, stored, message",
+    [
+        ("polar_engine_v4", "hlwq-q5", r"found tensors with the hlwq-q5 suffixes \(e.g. \['a.weight__meta'"),
+        ("hlwq-q5", "polar_engine_v4", r"found tensors with the polar_engine_v4 suffixes \(e.g. \['a.codes'"),
+        ("hlwq-q5", "plain", r"no quantized layer found: .* found only 1 plain tensor\(s\), e.g. \['a.weight'\]"),
+    ],
+    ids=["q5 tensors, v4 config", "v4 tensors, q5 config", "plain tensors only"],
+)
+def test_format_must_match_the_tensors(tmp_path, configured, stored, message):
+    """Tensors not in the configured format are no layer of it: said, not loaded as an empty checkpoint."""
+    qdata, scale = _quantize(torch.randn(8, 256), 5)
+    tensors = {
+        "polar_engine_v4": lambda: _v4_layer("a", qdata, scale, 5),
+        "hlwq-q5": lambda: _q5_layer("a", qdata, scale, 256),
+        "plain": lambda: {"a.weight": torch.randn(8, 256)},
+    }[stored]()
+    path = _write(tmp_path, tensors, {"format": configured})
+    message = f"{path}: polar_config.json says format {configured}, {message}"
+    with pytest.raises(ValueError, match=message):
+        load_seed_tensors(path)
+    with pytest.raises(ValueError, match=message):
+        load_seed_into(nn.Sequential(nn.Linear(256, 8, bias=False)), path)
+
+
 def test_damaged_files_are_named(tmp_path):
     path = _v4_case(tmp_path / "cut")
     (shard,) = path.glob("*.safetensors")
@@ -690,6 +715,28 @@ def test_load_seed_into_says_when_the_model_is_partly_loaded(tmp_path):
     with pytest.raises(ValueError, match=r"codes must be in 0..15 .*\(the model is partly loaded: 1 tensor\(s\)"):
         load_seed_into(model, path)
     assert isinstance(model.a.weight.data, HLWQTensor) and not isinstance(model.b.weight.data, HLWQTensor)
+
+
+def test_load_seed_into_checks_linear_dtypes_first(tmp_path, caplog):
+    """A linear whose weight dtype an HLWQTensor cannot take (float64): found before the model changes, named;
+    skipped with strict=False."""
+    tensors = {}
+    for prefix in ("a", "b"):
+        tensors.update(_v4_layer(prefix, *_quantize(torch.randn(8, 256), 4), 4))
+    path = _write(tmp_path, tensors, {"format": "polar_engine_v4"})
+    model = nn.Module()
+    model.a, model.b = nn.Linear(256, 8, bias=False), nn.Linear(256, 8, bias=False).double()
+    message = (
+        r"left as it was: 1 problem\(s\): b.weight: the model's weight is torch.float64, "
+        r"a quantized linear's must be one of \(torch.float16, torch.bfloat16, torch.float32\)"
+    )
+    with pytest.raises(ValueError, match=message):
+        load_seed_into(model, path)
+    assert not isinstance(model.a.weight.data, HLWQTensor)
+    with caplog.at_level(logging.WARNING, logger="hlwq_ops.seed"):
+        assert load_seed_into(model, path, strict=False) == ["a.weight"]
+    assert "b.weight: the model's weight is torch.float64" in caplog.text
+    assert model.b.weight.dtype == torch.float64 and not isinstance(model.b.weight.data, HLWQTensor)
 
 
 def test_load_seed_into_in_features_from_config_must_match(tmp_path):
