@@ -11,8 +11,9 @@ c. the same model's decode as a user runs it: ``generate()`` with a static cache
 
 Parts a and b ran in session 42 (``benchmarks/RESULTS.md`` 42d; b's old route cut off by its time limit), c with 2
 layers in session 46 (section 0 "Session 46", 46c). Each route compiles in fresh caches: the flag, changed within
-the process, does not tag the compile caches. Each compile prints its time and, of it, what Triton's front end took making kernels' TTIR in this process (torch's
-mutation analysis of a user kernel makes it five times per call site: ``results/cpu_s43_compile_profile.log``).
+the process, does not tag the compile caches. Each compile prints its time and, of it, what Triton's front end
+took making kernels' TTIR in this process (torch's mutation analysis of a user kernel makes it five times per call
+site: ``results/cpu_s43_compile_profile.log``).
 ``python benchmarks/diag_compiled_gemv.py [a|b|c|abc] [LAYERS]`` (LAYERS: of the Llama-3-8B-shaped model, default 8;
 part c with the flag on compiles four times, minutes each at 8 layers).
 """

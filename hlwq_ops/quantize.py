@@ -145,8 +145,7 @@ def _json(text: str | bytes, what: str):
 
 
 def source_tensors(model_dir: Path) -> list[SourceTensor]:
-    """Every tensor of the checkpoint, file by file, in on-disk order; with an index, each from the file it
-    names (as transformers loads them)."""
+    """Every tensor of the checkpoint, file by file, in on-disk order."""
     index = model_dir / INDEX_NAME
     if index.is_file():
         weight_map = _json(index.read_bytes(), str(index))
@@ -155,7 +154,7 @@ def source_tensors(model_dir: Path) -> list[SourceTensor]:
             raise CheckpointError(f"{index}: expected a 'weight_map' object of tensor name -> file name")
         files = list(dict.fromkeys(weight_map.values()))
     elif (model_dir / "model.safetensors").is_file():
-        files, weight_map = ["model.safetensors"], {}
+        files = ["model.safetensors"]
     else:
         raise CheckpointError(
             f"{model_dir} has neither model.safetensors nor {INDEX_NAME} (only safetensors checkpoints are supported)"
@@ -168,19 +167,12 @@ def source_tensors(model_dir: Path) -> list[SourceTensor]:
         if "tensor_names" in (header.pop("__metadata__", None) or {}):
             raise CheckpointError(f"{model_dir / file} is already torchao-quantized")
         for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
-            if weight_map.get(name, file) != file:  # (a second copy: transformers reads the one the index names)
-                logger.info("hlwq: not reading %s from %s: the index names %s", name, file, weight_map[name])
-                continue
-            if name in found:
-                raise CheckpointError(f"tensor {name} is stored in both {found[name]} and {file}, and "
-                                      f"{INDEX_NAME} names neither")
+            if name in found:  # (written twice, the output fails to load; transformers takes the last file's)
+                raise CheckpointError(f"tensor {name} is stored in both {found[name]} and {file} of {model_dir}; "
+                                      "expected each tensor once")
             found[name] = file
             start, end = info["data_offsets"]
             tensors.append(SourceTensor(name, model_dir / file, info["dtype"], tuple(info["shape"]), end - start))
-    missing = sorted(weight_map.keys() - found.keys())
-    if missing:
-        raise CheckpointError(f"{index} maps {missing[0]} to {weight_map[missing[0]]}, which does not hold it "
-                              f"({len(missing)} such tensor(s))")
     return tensors
 
 
@@ -233,17 +225,6 @@ def build_skeleton(model_dir: Path, include_lm_head: bool) -> Skeleton | None:
         not_convert=sorted(not_convert),
         shapes={name: tuple(t.shape) for name, t in model.state_dict().items()},
     )
-
-
-def check_shapes(tensors: Sequence[SourceTensor], skeleton: Skeleton | None) -> None:
-    """Every stored tensor the model has is of the shape config.json gives it. ``from_pretrained`` of the input
-    refuses another shape; its quantized copy would load into a module resized to fit, and fail later (or run
-    as a different model under this config)."""
-    for t in tensors:
-        expected = skeleton.shapes.get(t.name) if skeleton is not None else None
-        if expected is not None and expected != t.shape:
-            raise CheckpointError(f"{t.file}: tensor {t.name} has shape {list(t.shape)}, but config.json's "
-                                  f"{skeleton.arch} has it as {list(expected)}")
 
 
 _EMBEDDING_NAME = re.compile(r"(^|\.)(\w*embed\w*|wte|wpe)(\.|$)")
@@ -336,6 +317,19 @@ def plan(
         if i not in used:
             logger.warning("hlwq: --bits-for %r matches no quantized module's whole name", pattern.pattern)
     return entries
+
+
+def check_shapes(entries: Sequence[Entry], skeleton: Skeleton | None) -> None:
+    """Every weight to quantize has the shape config.json gives it. ``from_pretrained`` of the input refuses
+    another shape; the quantized copy would load into a linear resized to fit, and fail later (or run as a
+    different model under this config). (Tensors left as they are may be converted on load -- a MoE's experts
+    are transposed -- and are not compared.)"""
+    for e in entries:
+        t = e.source
+        expected = skeleton.shapes.get(t.name) if e.config and skeleton is not None else None
+        if expected is not None and expected != t.shape:
+            raise CheckpointError(f"{t.file}: tensor {t.name} has shape {list(t.shape)}, but config.json's "
+                                  f"{skeleton.arch} has it as {list(expected)}")
 
 
 def split_shards(entries: Sequence[Entry], max_bytes: int) -> list[list[Entry]]:
@@ -494,8 +488,8 @@ def quantize_checkpoint(
     model_config = check_dirs(model_dir, out_dir)
     tensors = source_tensors(model_dir)
     skeleton = build_skeleton(model_dir, include_lm_head)
-    check_shapes(tensors, skeleton)
     entries = plan(tensors, skeleton, config, bits_for, include_lm_head)
+    check_shapes(entries, skeleton)
     shards = split_shards(entries, max_bytes)
     quantized = [e for e in entries if e.config]
     if not quantized:
@@ -560,8 +554,9 @@ def _checkpoint_file(path: Path) -> bool:
 def parse_size(text: str) -> int:
     """Bytes in "5GB" (10**9), "500MiB" (2**20 each), "1000000"."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([A-Za-z]*)\s*", text)
-    unit = match.group(2).upper() if match else None
-    nbytes = int(float(match.group(1)) * SIZE_UNITS[unit]) if unit in SIZE_UNITS else 0
+    nbytes = 0  # (not a size, or an unknown unit)
+    if match and match.group(2).upper() in SIZE_UNITS:
+        nbytes = int(float(match.group(1)) * SIZE_UNITS[match.group(2).upper()])
     if nbytes < 1:  # (also "0.1": less than a byte)
         raise ValueError(f"expected a positive size such as 5GB, 500MB or 2GiB (at least a byte), got {text!r}")
     return nbytes

@@ -516,7 +516,8 @@ def _check_format(path: Path, configured: str, has_layers: bool, plain_keys: lis
     if not has_layers:
         raise ValueError(
             f"{path}: {CONFIG_NAME} says format {configured}, no quantized layer found: expected tensors ending in "
-            f"{list(_SUFFIXES[configured])}, found only {len(plain_keys)} plain tensor(s), e.g. {plain_keys[:3]}"
+            f"{list(_SUFFIXES[configured])}, found "
+            + (f"only {len(plain_keys)} plain tensor(s), e.g. {plain_keys[:3]}" if plain_keys else "no tensor")
         )
 
 

@@ -432,52 +432,51 @@ def test_a_tensor_of_another_shape_than_config_is_refused(src, tmp_path, capsys)
     assert not (tmp_path / "q").exists()
 
 
-def test_the_index_decides_which_copy_of_a_tensor_is_read(sharded_src, tmp_path, capsys):
-    """A tensor stored in two shards was read (and written) twice, and the output failed to load; transformers
-    reads the copy the index names. An index naming a file that lacks the tensor is an error."""
+def test_a_tensor_stored_twice_is_refused(sharded_src, tmp_path, capsys):
+    """A tensor stored in two shards was read (and written) twice, and the output failed to load."""
     src = shutil.copytree(sharded_src, tmp_path / "src")
     weight_map = json.loads((src / hq.INDEX_NAME).read_text())["weight_map"]
     name = "model.layers.0.mlp.down_proj.weight"
-    other = next(f for f in sorted(set(weight_map.values())) if f != weight_map[name])
+    other = sorted(set(weight_map.values()) - {weight_map[name]})[-1]
     tensors = load_file(src / other)
     save_file({**tensors, name: torch.zeros(128, 256, dtype=torch.bfloat16)}, src / other, metadata={"format": "pt"})
-    out = run(src, tmp_path / "q", "--scale-mode", "norm")
-    loaded = AutoModelForCausalLM.from_pretrained(out)
-    expected = reference(sharded_src, 5, 128, "norm")
-    assert torch.equal(loaded.model.layers[0].mlp.down_proj.weight.qdata,
-                       expected.model.layers[0].mlp.down_proj.weight.qdata)
-
-    save_file(tensors, src / other, metadata={"format": "pt"})  # the copy gone; now the named file loses it
-    named = load_file(src / weight_map[name])
-    del named[name]
-    save_file(named, src / weight_map[name], metadata={"format": "pt"})
-    err = _usage_error(capsys, src, tmp_path / "q2")
-    assert f"maps {name} to {weight_map[name]}, which does not hold it" in err
+    err = _usage_error(capsys, src, tmp_path / "q")
+    assert f"tensor {name} is stored in both" in err and other in err and "expected each tensor once" in err
+    assert not (tmp_path / "q").exists()
 
 
-def test_more_directories(src, tmp_path, capsys):
-    """--out below a file, or holding another model's config.json or weights: refused before anything is
-    written; config.json's quantization_config null is no quantization; a failed run leaves no new parent."""
+def test_out_below_a_file_is_refused(src, tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert f"{tmp_path / 'file'} is a file, not a directory" in _usage_error(capsys, src, tmp_path / "file" / "q")
-    for leftover in ("config.json", "pytorch_model.bin"):
-        out = tmp_path / f"holds-{leftover}"
-        out.mkdir()
-        (out / leftover).write_text("{}")
-        assert "already holds a checkpoint" in _usage_error(capsys, src, out)
-        assert [p.name for p in out.iterdir()] == [leftover]
+
+
+@pytest.mark.parametrize("leftover", ["config.json", "pytorch_model.bin"])
+def test_out_holding_another_models_files_is_refused(src, tmp_path, capsys, leftover):
+    """Another model's config.json was overwritten, its .bin weights left beside the new ones."""
+    out = tmp_path / "q"
+    out.mkdir()
+    (out / leftover).write_text("{}")
+    assert "already holds a checkpoint" in _usage_error(capsys, src, out)
+    assert [p.name for p in out.iterdir()] == [leftover]
+
+
+def test_null_quantization_config_is_none(src, tmp_path):
+    """``"quantization_config": null`` in config.json raised an AttributeError."""
     null = shutil.copytree(src, tmp_path / "null")
     config = json.loads((null / "config.json").read_text())
     (null / "config.json").write_text(json.dumps({**config, "quantization_config": None}))
-    assert isinstance(
-        AutoModelForCausalLM.from_pretrained(run(null, tmp_path / "q", "--scale-mode", "norm")).model.layers[0]
-        .mlp.down_proj.weight, HLWQTensor)
+    loaded = AutoModelForCausalLM.from_pretrained(run(null, tmp_path / "q", "--scale-mode", "norm"))
+    assert isinstance(loaded.model.layers[0].mlp.down_proj.weight, HLWQTensor)
+
+
+def test_a_failed_run_removes_the_parents_it_made(src, tmp_path, capsys):
     nan = shutil.copytree(src, tmp_path / "nan")  # (fails while writing, after the staging directory is made)
     tensors = load_file(nan / "model.safetensors")
     tensors["model.layers.1.mlp.up_proj.weight"][0, 0] = float("nan")
     save_file(tensors, nan / "model.safetensors", metadata={"format": "pt"})
-    assert "weight has NaN or Inf" in _usage_error(capsys, nan, tmp_path / "a" / "b" / "q")
-    assert not (tmp_path / "a").exists()
+    (tmp_path / "a").mkdir()  # (there before: stays)
+    assert "weight has NaN or Inf" in _usage_error(capsys, nan, tmp_path / "a" / "b" / "c" / "q")
+    assert [p.name for p in (tmp_path / "a").iterdir()] == []
 
 
 @pytest.mark.parametrize(
@@ -487,6 +486,6 @@ def test_more_directories(src, tmp_path, capsys):
         (["--bits-for", "re:.*down_proj=6"], "expected a plain regex, without FqnToConfig's 're:' prefix"),
     ],
 )
-def test_more_bad_arguments(src, tmp_path, capsys, args, message):
+def test_sub_byte_shards_and_fqn_prefixes_are_usage_errors(src, tmp_path, capsys, args, message):
     assert message in _usage_error(capsys, src, tmp_path / "q", *args)
     assert not (tmp_path / "q").exists()

@@ -661,3 +661,6 @@ def test_an_unimplemented_op_says_to_dequantize():
         with pytest.raises(NotImplementedError, match=r"unimplemented operator.*take w\.dequantize\(\), a dense"):
             op()
     assert torch.equal(w.dequantize(), w.dequantize())
+    with pytest.raises(NotImplementedError, match="SparseCPU") as error:  # (an implemented op's own error: as it is)
+        torch.mm(torch.randn(3, 256).to_sparse(), w.t())
+    assert "dequantize()" not in str(error.value)
