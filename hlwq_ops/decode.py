@@ -115,6 +115,9 @@ class GraphDecoder:
         # (B, L, vocab) of memory in the call's peak (Llama-3-8B, 128 tokens: 31 MiB a row) and an lm_head GEMM of
         # L rows
         self._last_logits = {"logits_to_keep": 1} if "logits_to_keep" in _forward_parameters(model) else {}
+        # each step's positions given, as generate() gives them: without, some models (OPT) count them from the
+        # static cache's length, a value on the device, which a compiled step cannot slice by
+        self._takes_positions = "position_ids" in _forward_parameters(model)
         self._warm = False
         self._step = torch.compile(self._decode_step, fullgraph=True) if compile else self._decode_step
         self.stats = DecodeStats()
@@ -153,9 +156,14 @@ class GraphDecoder:
         own position of ``token`` as ``generate()`` numbers it (its prompt's padding not
         counted; a row padded on the right counts on from its padding's 0).
         """
-        padded = {} if mask is None else {"attention_mask": mask, "position_ids": row_position}
+        if mask is not None:
+            positions = {"attention_mask": mask, "position_ids": row_position}
+        elif self._takes_positions:
+            positions = {"position_ids": position.view(1, 1).expand(token.shape[0], 1)}
+        else:
+            positions = {}
         logits = self.model(
-            input_ids=token, cache_position=position, use_cache=True, **{self._cache_arg: self._cache}, **padded
+            input_ids=token, cache_position=position, use_cache=True, **{self._cache_arg: self._cache}, **positions
         ).logits
         return logits[:, -1].argmax(-1, keepdim=True)
 

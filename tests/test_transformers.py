@@ -12,6 +12,8 @@ from transformers import (
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    OPTConfig,
+    OPTForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
     TorchAoConfig,
@@ -46,6 +48,13 @@ def _qwen35():
 
 
 MODELS = {"llama": _llama, "qwen3": _qwen3, "qwen3.5": _qwen35}
+
+
+def _opt():
+    """OPT counts positions from the cache's length where none are given: a value on the device, under compile."""
+    config = OPTConfig(ffn_dim=512, word_embed_proj_dim=256, max_position_embeddings=128, pad_token_id=0,
+                       bos_token_id=1, eos_token_id=2, **SMALL)
+    return OPTForCausalLM(config)
 
 
 def _llama_q5(device="cpu", dtype=torch.float32):
@@ -148,13 +157,15 @@ def test_option_quantizes_lm_head(tmp_path):
     assert torch.equal(model.generate(ids, max_new_tokens=4, do_sample=False), reloaded.generate(ids, max_new_tokens=4, do_sample=False))
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen3.5"])
+@pytest.mark.parametrize("arch", ["llama", "qwen3.5", "opt"])
 @pytest.mark.parametrize("compile", [False, True])
 def test_graph_decoder_matches_generate(arch, compile):
+    """(OPT compiled failed in dynamo, "could not guard on data-dependent expression", until each step was given
+    its positions.)"""
     from hlwq_ops.decode import GraphDecoder
 
     torch.manual_seed(0)
-    model = MODELS[arch]().eval()
+    model = {**MODELS, "opt": _opt}[arch]().eval()
     model.generation_config.eos_token_id = None  # every row runs to the end
     quantize_(model, hlwq_q5())
     ids = torch.randint(0, 512, (2, 6))
