@@ -308,6 +308,10 @@ def plan(
                 used.add(rule)
                 bits = config.bits if rule is None else bits_for[rule][1]
                 chosen = HLWQConfig(bits, config.block_size, config.scale_mode)
+        elif len(t.shape) > 2 and t.dtype in FLOAT_DTYPES:
+            # (transformers 5 stores a mixture-of-experts layer's experts so: most of such a model's weights)
+            logger.warning("hlwq: not quantizing %s: a %d-D tensor (e.g. fused mixture-of-experts weights); only "
+                           "nn.Linear weights are quantized", t.name, len(t.shape))
         entries.append(plan_entry(t, chosen))
     if include_lm_head and skeleton is not None:
         for module in sorted(skeleton.output_embeddings & skeleton.tied.keys()):

@@ -489,3 +489,17 @@ def test_a_failed_run_removes_the_parents_it_made(src, tmp_path, capsys):
 def test_sub_byte_shards_and_fqn_prefixes_are_usage_errors(src, tmp_path, capsys, args, message):
     assert message in _usage_error(capsys, src, tmp_path / "q", *args)
     assert not (tmp_path / "q").exists()
+
+
+def test_fused_expert_tensors_left_as_they_are_are_warned_about(src, tmp_path, caplog):
+    """transformers 5 stores a mixture-of-experts layer's experts as one 3-D tensor, not nn.Linear weights: they
+    stayed in bf16 (most of such a model) with no word."""
+    moe = shutil.copytree(src, tmp_path / "moe")
+    tensors = load_file(moe / "model.safetensors")
+    name = "model.layers.0.mlp.experts.gate_up_proj"
+    tensors[name] = torch.randn(4, 128, 512, dtype=torch.bfloat16)
+    save_file(tensors, moe / "model.safetensors", metadata={"format": "pt"})
+    with caplog.at_level(logging.WARNING, logger="hlwq_ops.quantize"):
+        out = run(moe, tmp_path / "q", "--scale-mode", "norm")
+    assert f"not quantizing {name}: a 3-D tensor (e.g. fused mixture-of-experts weights)" in caplog.text
+    assert torch.equal(stored_tensors(out)[name], tensors[name])
