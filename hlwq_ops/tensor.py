@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 import warnings
 
 import torch
@@ -303,8 +304,7 @@ def _warn_if_weight_wants_grad(weight: HLWQTensor) -> None:
     """An HLWQ weight has no gradient (its codes are not differentiable; the op's backward gives the input's and
     the bias's only), yet ``nn.Parameter`` and transformers' loading set ``requires_grad=True``: say so where
     autograd records the linear, rather than leave ``weight.grad`` silently None. (Read with the subclass's
-    ``__torch_function__`` off: through it ``requires_grad`` costs 1.7-3.2 us on a CPU, against 0.3-0.6.)
-    Python shows it once a process: it is raised here, whichever layer calls."""
+    ``__torch_function__`` off: through it ``requires_grad`` costs 1.7-3.2 us on a CPU, against 0.3-0.6.)"""
     if not torch.is_grad_enabled():
         return
     with torch._C.DisableTorchFunctionSubclass():
@@ -315,8 +315,21 @@ def _warn_if_weight_wants_grad(weight: HLWQTensor) -> None:
             "None (the input and the bias get theirs). Freeze it with weight.requires_grad_(False), or run "
             "inference under torch.no_grad() or torch.inference_mode().",
             UserWarning,
-            stacklevel=2,
+            stacklevel=_callers_level(),
         )
+
+
+_LIBRARIES = frozenset({"hlwq_ops", "torch", "torchao", "transformers"})
+
+
+def _callers_level() -> int:
+    """``warnings.warn``'s stacklevel of the first frame outside this library and those it runs in (the user's
+    ``model(x)``), so that Python shows the warning once for each place in the user's code. (Python 3.12's
+    ``skip_file_prefixes`` does this; 3.11 has none.)"""
+    frame, level = sys._getframe(2), 2  # (level 1 is the frame that calls warnings.warn, frame 1 here)
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in _LIBRARIES:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _linear(x: torch.Tensor, weight: HLWQTensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -642,8 +642,9 @@ def test_a_weight_that_requires_grad_is_told_it_gets_none(compiled):
     x = torch.randn(3, 256)
     torch._dynamo.reset()
     run = torch.compile(layer, fullgraph=True, backend="aot_eager") if compiled else layer
-    with pytest.warns(UserWarning, match="requires_grad=True, but quantized weights get no gradient"):
+    with pytest.warns(UserWarning, match="requires_grad=True, but quantized weights get no gradient") as record:
         run(x).sum().backward()
+    assert {w.filename for w in record if "HLWQTensor" in str(w.message)} == {__file__}, "at the caller's line"
     assert layer.weight.grad is None and layer.bias.grad is not None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
