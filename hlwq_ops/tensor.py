@@ -319,7 +319,9 @@ def _warn_if_weight_wants_grad(weight: HLWQTensor) -> None:
         )
 
 
-_LIBRARIES = frozenset({"hlwq_ops", "torch", "torchao", "transformers"})
+# What an HLWQ linear runs inside of; the warning goes to the first frame outside (kernels: the Hub's package,
+# whose layers transformers 5.25 runs some forwards through).
+_LIBRARIES = frozenset({"hlwq_ops", "torch", "torchao", "transformers", "kernels"})
 
 
 def _callers_level() -> int:
