@@ -408,17 +408,13 @@ def _weight_set(qdata: torch.Tensor, scale: torch.Tensor) -> list[tuple[torch.Te
     return out + [(qdata.clone(), scale.clone()) for _ in range(n - len(out))]
 
 
-_TIMING_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
-
-
+@functools.cache
 def _timing_stream(device: torch.device) -> torch.cuda.Stream:
     """The one side stream every timing on ``device`` runs on. torch keeps a cuBLAS workspace for each stream
     cuBLAS has run on, for the life of the process, and each timing's own ``torch.cuda.Stream()`` came from a pool
     of 32 streams: after a first call's tuning on an H100, four 32 MiB blocks allocated in the dequantize + cuBLAS
     candidate stayed allocated, most likely such workspaces (``benchmarks/RESULTS.md`` 45b)."""
-    if device not in _TIMING_STREAMS:
-        _TIMING_STREAMS[device] = torch.cuda.Stream(device)
-    return _TIMING_STREAMS[device]
+    return torch.cuda.Stream(device)
 
 
 def _time_over(run: Callable, config: dict, weights: list, reps: int = 5) -> float:
