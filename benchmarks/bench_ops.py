@@ -347,11 +347,14 @@ def bench_shape(N: int, K: int, M: int, l2_bytes: int, bw: float, int4_ok: bool,
         add("torchao int4", [lambda m=m: m(x) for m in lins], nbytes, lin(x))
         del lins, lin
 
+    from hlwq_ops.kernels import tuning
+
     for bits in (5, 4):
         q = hlwq_ops.HLWQTensor.from_hp(w, bits)
         nbytes = tensor_nbytes(q)
         qs = [q] + [q.clone() for _ in range(n_copies(nbytes, l2_bytes) - 1)]
         add(f"HLWQ Q{bits} F.linear", [lambda q=q_: F.linear(x, q) for q_ in qs], nbytes, F.linear(x, q))
+        rows[-1]["tuned"] = tuning.tuned_choices(M, N, q.scale.shape[1] * q.block_size, bits)  # (the JSON's record)
         rows[-1]["bits_per_weight"] = 8 * nbytes / (N * K)
         if M == 1:
             xr = torch.ops.hlwq.fwht(x, 128, torch.float32)
@@ -416,7 +419,7 @@ def print_table(rows: list[dict]) -> str:
     return text
 
 
-def plot(rows: list[dict], path: str) -> None:
+def plot(rows: list[dict], path: str, device: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -446,7 +449,7 @@ def plot(rows: list[dict], path: str) -> None:
             ax.set_ylabel("us per call")
         ax = axes[0][0]
     ax.legend(fontsize=8)
-    fig.suptitle(f"{torch.cuda.get_device_name()} — CUDA graph over weight copies past L2")
+    fig.suptitle(f"{device} — CUDA graph over weight copies past L2")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -461,7 +464,13 @@ def main() -> None:
                         help="also time each method replayed back to back this long (the power-limited clock)")
     parser.add_argument("--json", default="bench_ops.json")
     parser.add_argument("--plot", default="bench_ops.png")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="time nothing: tabulate and plot these earlier runs' --json files together (a sweep run "
+                             "one process per M, so that a timeout keeps the Ms already done), into --json and --plot")
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, args.json, args.plot)
+        return
 
     torch.manual_seed(0)
     props = torch.cuda.get_device_properties(0)
@@ -481,7 +490,22 @@ def main() -> None:
     with open(args.json, "w") as f:
         json.dump(dict(device=props.name, copy_tbps=bw / 1e12, date=time.strftime("%Y-%m-%d"), rows=rows,
                        table=table), f, indent=1)
-    plot(rows, args.plot)
+    plot(rows, args.plot, props.name)
+
+
+def merge(paths: list[str], json_path: str, plot_path: str) -> None:
+    """One table, JSON and plot from runs of one device (ratios as each run measured them, against its own bf16 and
+    int4)."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    devices = {run["device"] for run in runs}
+    if len(devices) != 1:
+        raise SystemExit(f"--merge takes runs of one device; these ran on {sorted(devices)}")
+    rows = sorted((r for run in runs for r in run["rows"]), key=lambda r: r["M"])  # (stable: each run's order)
+    table = print_table(rows)
+    with open(json_path, "w") as f:
+        json.dump(dict(device=devices.pop(), merged=paths, dates=sorted({run["date"] for run in runs}),
+                       copy_tbps=[run["copy_tbps"] for run in runs], rows=rows, table=table), f, indent=1)
+    plot(rows, plot_path, runs[0]["device"])
 
 
 if __name__ == "__main__":

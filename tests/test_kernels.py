@@ -825,11 +825,48 @@ def test_tuned_choices_of_a_layer(monkeypatch):
 def test_path_crossovers(monkeypatch):
     monkeypatch.delenv("HLWQ_PATH", raising=False)
     assert [tuning.path_for(M) for M in (1, 4, 5, 64, 65)] == ["gemv", "gemv", "mma", "mma", "dequant"]
-    assert [tuning.path_for(M, wgmma=True) for M in (1, 2, 3, 64, 65)] == ["gemv", "gemv", "mma", "mma", "dequant"]
+    assert [tuning.path_for(M, wgmma=True) for M in (1, 2, 3, 64, 65)] == ["gemv", "mma", "mma", "mma", "dequant"]
     # where the warp-specialized kernel runs, the tuner weighs it against dequantize + cuBLAS at every larger M
-    assert [tuning.path_for(M, True, ws=True) for M in (2, 3, 65, 4096)] == ["gemv", "mma", "mma", "mma"]
+    assert [tuning.path_for(M, True, ws=True) for M in (1, 2, 3, 65, 4096)] == ["gemv", "mma", "mma", "mma", "mma"]
+    # at M = 2 there it weighs the GEMV too, unless a family is forced
+    assert [tuning.gemv_competes(M) for M in (1, 2, 3)] == [True, True, False]
     monkeypatch.setenv("HLWQ_PATH", "dequant")
-    assert tuning.path_for(4096, True, ws=True) == "dequant"
+    assert tuning.path_for(4096, True, ws=True) == "dequant" and not tuning.gemv_competes(2)
+    monkeypatch.setenv("HLWQ_PATH", "mma")
+    assert tuning.path_for(2, True) == "mma" and not tuning.gemv_competes(2)
+
+
+def test_the_gemv_competes_with_the_tensor_core_kernels_at_two_rows(monkeypatch):
+    """At M = 2 on a layer the tensor-core kernels serve, the GEMV's configs come first among the families timed (its
+    favourite stays the untuned default, as when M = 2 was the GEMV's alone), each marked with its kernel; a GEMV
+    config picked there runs the GEMV (the same output as the GEMV path forced) and its call signature is resolved:
+    the next call asks the tuner nothing."""
+    from hlwq_ops.kernels import launch as launch_module
+
+    monkeypatch.delenv("HLWQ_PATH", raising=False)
+    configs = tuning.candidates("gemv+wgmma+tc+wsrs", 2, 4096, 4096, 132, 5)
+    gemv_configs = tuning.candidates("gemv", 2, 4096, 4096, 132, 5)
+    assert configs[:len(gemv_configs)] == [dict(c, kernel="gemv") for c in gemv_configs]
+    assert {c.get("kernel") for c in configs[len(gemv_configs):]} == {None, "tc", "wsrs"}  # (None: wgmma's)
+    qdata, scale = _packed(40, 256, 5)
+    x = torch.randn(2, 256, device=KERNEL_DEVICE).bfloat16()
+    monkeypatch.setenv("HLWQ_PATH", "gemv")
+    forced = kernels.linear(x, qdata, scale, None, 5, 128, 256, None)
+    monkeypatch.delenv("HLWQ_PATH")
+    picked = []
+
+    def config_for(kernel, M, N, k_pad, bits, weight, run):  # the untuned default, as if tuned (on a GPU too)
+        picked.append(kernel)
+        key = kernel + tuning._layer_key(M, N, k_pad, bits)
+        return tuning._TUNED.setdefault(key, tuning.candidates(kernel, M, N, k_pad, 132, bits)[0])
+
+    monkeypatch.setattr(tuning, "_TUNED", {})
+    monkeypatch.setattr(tuning, "config_for", config_for)
+    monkeypatch.setattr(kernels, "_runs_ws", lambda *args: True)
+    launch_module.clear_plans()
+    y = kernels.linear(x, qdata, scale, None, 5, 128, 256, None)
+    assert picked == ["gemv+wgmma+tc+wsrs"] and torch.equal(y, forced) and len(kernels._RESOLVED) == 1
+    assert torch.equal(kernels.linear(x, qdata, scale, None, 5, 128, 256, None), forced) and len(picked) == 1
 
 
 def test_ws_mma_serves_only_what_it_decodes():
@@ -979,7 +1016,10 @@ def test_ws_rs_candidates_and_configs():
 
 @pytest.mark.parametrize("rotated", [False, True])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("M,kernel,config", [(5, "wgmma+tc+wsrs", dict(kernel="tc", num_warps=2, KB=1, MG=1,
+@pytest.mark.parametrize("M,kernel,config", [(2, "gemv+wgmma+tc+wsrs", dict(kernel="gemv", VEC=4, R=8, ROWS=8,
+                                                                            num_warps=4, MB=2)),
+                                             (2, "gemv+wgmma+tc+wsrs", dict(kernel="wsrs", BM=8, XBOX=64)),
+                                             (5, "wgmma+tc+wsrs", dict(kernel="tc", num_warps=2, KB=1, MG=1,
                                                                        ROWS=16, WARP_SUM=True)),
                                              (5, "wgmma+tc+wsrs", dict(kernel="wsrs", BM=8, XBOX=64)),
                                              (16, "wgmma+ws+wsrs", dict(kernel="ws")),
@@ -991,8 +1031,8 @@ def test_ws_rs_candidates_and_configs():
                                              (2049, "dequant+ws", dict(kernel="dequant"))])
 def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, config, dtype, rotated, monkeypatch):
     """Where the warp-specialized kernel runs, the tuner weighs it from M = 16 and its register-operand variant up to
-    M = 2048, and past the wgmma kernel's range dequantize + cuBLAS first (the untuned default); whichever config it
-    picks -- the tensor-core GEMV's too -- runs its kernel on bfloat16 activations (16-byte aligned for the ws
+    M = 2048, past the wgmma kernel's range dequantize + cuBLAS first (the untuned default), and at M = 2 the GEMV
+    first; whichever config it picks -- the tensor-core GEMV's and the GEMV's too -- runs its kernel on bfloat16 activations (16-byte aligned for the ws
     kernels): in K order for the ws kernel and the tensor-core GEMV, in the wgmma permutation (whole rows or per
     block, as its config says) for the register-operand variant; with the bias, in the activations' dtype, from
     ``linear`` and ``linear_rotated`` (the register-operand variant launched with PDL behind ``linear``'s FWHT

@@ -125,6 +125,17 @@ def _gemv_run(x2, bias, bits, block_size, codebook, out_dtype):
     return run
 
 
+def _rotated_run(kernel, xr, bias, bits, block_size, codebook, out_dtype):
+    """``run(config, qdata, scale)``: the GEMV or the general tensor-core kernel (``kernel``) on rotated, padded
+    (M, K_pad) activations, which it reads in float32, as :func:`linear_rotated` runs it and the tuner times it."""
+    xr = xr.to(torch.float32).contiguous()
+
+    def run(config, q, s):
+        return kernel(xr, q, s, bias, bits, block_size, codebook, out_dtype, config)
+
+    return run
+
+
 def _runs_ws(qdata: torch.Tensor, bits: int, block_size: int, codebook: torch.Tensor | None,
              dtype: torch.dtype) -> bool:
     """Whether the warp-specialized kernel (:mod:`.wsmma`) serves this layer and activation dtype on its device."""
@@ -155,7 +166,7 @@ def launches_dependent(device: torch.device) -> bool:
 
 
 def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, ws,
-                        dependent) -> tuple[torch.Tensor, str, dict]:
+                        dependent, gemv_run=None) -> tuple[torch.Tensor, str, dict]:
     """The tensor-core kernels (and, at larger M, dequantize + cuBLAS): whichever the tuner found fastest here; the
     output, the families timed (``tuning.config_for``'s ``kernel``) and the config that ran.
 
@@ -177,11 +188,14 @@ def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_s
     :func:`_runs_ws`), and its register-operand variant (:mod:`.wsrs`) up to
     ``WSRS_MAX_M`` rows there; dequantize + cuBLAS past ``MMA_MAX_M_WGMMA``
     rows beside it, first (the untuned default), unless ``HLWQ_PATH=mma``
-    forces the tensor-core kernels.
+    forces the tensor-core kernels. ``gemv_run(config, qdata, scale)`` runs the GEMV, timed first (the callers
+    pass it where ``tuning.gemv_competes``); None: not timed.
     """
 
     def run(config, q=qdata, s=scale):
         kernel = config.get("kernel")
+        if kernel == "gemv":
+            return gemv_run(config, q, s)
         if kernel == "tc":
             xr = as_operand(activations(0, None, dependent))
             return tc_gemv(xr, q, s, bias, bits, block_size, None, out_dtype, config, dependent)
@@ -194,7 +208,7 @@ def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_s
             return _dequant_cublas(activations(0), q, s, bias, bits, block_size, None, out_dtype)
         return wgmma(activations(8, None, dependent), q, s, bias, bits, block_size, out_dtype, config, dependent)
 
-    families = []
+    families = ["gemv"] if gemv_run is not None else []  # (first: the untuned default, as before it competed)
     if ws and M > tuning.MMA_MAX_M_WGMMA and tuning.forced_path() != "mma":
         families.append("dequant")  # first: what runs untuned (the path of layers without the ws kernel)
     if M <= tuning.MMA_MAX_M_WGMMA or not ws:
@@ -246,15 +260,14 @@ def linear_rotated(
         def activations(per_word, span=None, dependent=False):  # (rotated already: no FWHT to launch early)
             return permute_activations(x2, _compute_dtype(out_dtype), span) if per_word else x2
 
-        y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, ws, False)[0]
+        gemv_run = None
+        if tuning.gemv_competes(M):
+            gemv_run = _rotated_run(gemv, x2, bias, bits, block_size, codebook, out_dtype)
+        y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, ws, False,
+                                gemv_run)[0]
     elif path in _KERNELS:
-        x2 = x2.to(torch.float32).contiguous()
-        kernel = _KERNELS[path]
-
-        def run(config, q=qdata, s=scale):
-            return kernel(x2, q, s, bias, bits, block_size, codebook, out_dtype, config)
-
-        y = run(tuning.config_for(path, M, N, k_pad, bits, (qdata, scale), run))
+        run = _rotated_run(_KERNELS[path], x2, bias, bits, block_size, codebook, out_dtype)
+        y = run(tuning.config_for(path, M, N, k_pad, bits, (qdata, scale), run), qdata, scale)
     else:
         y = _dequant_cublas(x2, qdata, scale, bias, bits, block_size, codebook, out_dtype)
     return y.reshape(*lead, N)
@@ -409,9 +422,16 @@ def linear(
                             span, dependent)
 
         dependent = launches_dependent(x.device)
+        gemv_run, x2c = None, x2
+        if tuning.gemv_competes(M):
+            x2c = x2 if x2.stride(-1) == 1 else x2.contiguous()  # (as the GEMV path below reads it)
+            gemv_run = _gemv_run(x2c, bias, bits, block_size, codebook, x.dtype)
         y, kernel, config = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, x.dtype,
-                                                ws, dependent)
-        if (signature is not None and config.get("kernel", "wgmma") in _TENSOR_CORE and k_pad == K
+                                                ws, dependent, gemv_run)
+        if signature is not None and config.get("kernel") == "gemv" and can_rotate(bits, block_size, config):
+            resolved = lambda: _gemv_resolved(x2c, qdata, scale, bias, bits, block_size, config)  # noqa: E731
+            _resolve(signature, kernel, config, resolved, x2c, N, k_pad, bits, K, x2c is not x2)
+        elif (signature is not None and config.get("kernel", "wgmma") in _TENSOR_CORE and k_pad == K
                 and block_size <= MAX_KERNEL_BLOCK):  # (what _rotated gives the FWHT kernel to rotate)
             resolved = lambda: _tensor_core_resolved(x2, qdata, scale, bias, bits, block_size, config,  # noqa: E731
                                                      dependent)

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "GEMV_MAX_M",
     "GEMV_MAX_M_WGMMA",
+    "MMA_MIN_M_WGMMA",
     "MMA_MAX_M",
     "MMA_MAX_M_WGMMA",
     "PATHS",
@@ -40,6 +41,7 @@ __all__ = [
     "WS_MIN_M",
     "WSRS_MAX_M",
     "forced_path",
+    "gemv_competes",
     "path_for",
     "m_bucket",
     "candidates",
@@ -54,8 +56,12 @@ __all__ = [
 # per 16..64 rows; past MMA_MAX_M dequantize + cuBLAS wins (H100, session 3). Where the
 # register-operand tensor-core kernel applies (kernels.wgmma.supports) it takes over
 # from the GEMV at M = 3 and loses to dequantize + cuBLAS from M = 128 (H200, session 5).
+# At M = 2 there the winner depends on the shape and the card (the GEMV by 4-26% on 4096 x 4096 and 1024 x 4096 on
+# the H200, section 32b; the tensor-core kernels by 7-9% on 14336 x 4096 and 4096 x 14336 on the H100, section 47a):
+# from MMA_MIN_M_WGMMA rows the tuner times the GEMV beside them, up to GEMV_MAX_M_WGMMA.
 GEMV_MAX_M = 4
 GEMV_MAX_M_WGMMA = 2
+MMA_MIN_M_WGMMA = 2
 MMA_MAX_M = 64
 MMA_MAX_M_WGMMA = 64
 PATHS = ("gemv", "mma", "dequant")
@@ -69,15 +75,24 @@ def path_for(M: int, wgmma: bool = False, ws: bool = False) -> str:
         ws: the warp-specialized kernel (:mod:`hlwq_ops.kernels.wsmma`) runs this layer here; then every M past
             the GEMV's is "mma", where the tuner also times dequantize + cuBLAS past ``MMA_MAX_M_WGMMA`` rows
             (unless ``HLWQ_PATH=mma`` forces the tensor-core kernels).
+
+    Where the tensor-core kernels serve the layer (``wgmma`` or ``ws``), "mma" starts at ``MMA_MIN_M_WGMMA`` rows,
+    and up to ``GEMV_MAX_M_WGMMA`` the tuner times the GEMV there too (:func:`gemv_competes`).
     """
     forced = forced_path()
     if forced:
         return forced
-    if M <= (GEMV_MAX_M_WGMMA if wgmma or ws else GEMV_MAX_M):
+    if not (wgmma or ws):
+        return "gemv" if M <= GEMV_MAX_M else "mma" if M <= MMA_MAX_M else "dequant"
+    if M < MMA_MIN_M_WGMMA:
         return "gemv"
-    if ws:
-        return "mma"
-    return "mma" if M <= (MMA_MAX_M_WGMMA if wgmma else MMA_MAX_M) else "dequant"
+    return "mma" if ws or M <= MMA_MAX_M_WGMMA else "dequant"
+
+
+def gemv_competes(M: int) -> bool:
+    """Whether the tuner times the GEMV beside the tensor-core kernels at M rows (where :func:`path_for` gives
+    "mma" for a layer they serve), unless ``HLWQ_PATH`` forces a family."""
+    return M <= GEMV_MAX_M_WGMMA and forced_path() is None
 
 
 def forced_path() -> str | None:
@@ -268,18 +283,26 @@ _FAMILIES = {
 }
 
 
+def _family_candidates(family: str, M: int, N: int, k_pad: int, sm_count: int, bits: int) -> list[dict]:
+    """One family's configs among others' (each with its ``kernel``; the GEMV's as :func:`candidates` gives them)."""
+    if family == "gemv":
+        return [dict(config, kernel="gemv") for config in candidates("gemv", M, N, k_pad, sm_count, bits)]
+    return _FAMILIES[family](M, N, k_pad, sm_count)
+
+
 def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int) -> list[dict]:
     """Configs worth timing for a kernel on (M, N, K_pad), the favourite first.
 
     ``kernel`` is "gemv", "mma", or tensor-core families joined by "+" (``kernels._tensor_core_linear``):
     "wgmma", "tc" (the tensor-core GEMV, ``kernel="tc"``), "ws" (the warp-specialized kernel, ``kernel="ws"``),
-    "wsrs" (its register-operand variant, ``kernel="wsrs"``) and "dequant" (dequantize + cuBLAS,
-    ``kernel="dequant"``), e.g. "wgmma+tc" or "dequant+ws"; the first family's
+    "wsrs" (its register-operand variant, ``kernel="wsrs"``), "dequant" (dequantize + cuBLAS,
+    ``kernel="dequant"``) and, first where it competes, "gemv" (``kernel="gemv"``), e.g. "wgmma+tc", "dequant+ws" or
+    "gemv+wgmma+tc+wsrs"; the first family's
     favourite is the default (untuned, or during CUDA-graph capture).
     """
     families = kernel.split("+")
-    if families[0] in _FAMILIES:
-        return [config for family in families for config in _FAMILIES[family](M, N, k_pad, sm_count)]
+    if len(families) > 1 or kernel in _FAMILIES:
+        return [config for family in families for config in _family_candidates(family, M, N, k_pad, sm_count, bits)]
     out = []
     if kernel == "gemv":
         small = N * k_pad <= 4096 * 4096
