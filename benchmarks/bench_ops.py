@@ -200,6 +200,25 @@ def sweep_parser(doc: str, ms: list[int], json_name: str) -> argparse.ArgumentPa
     return p
 
 
+@contextlib.contextmanager
+def tuner_choices():
+    """The tuning keys asked for inside, with the config each gave: what the calls there ran (a resolved call asks
+    nothing, but replacing ``tuning.config_for`` sends every call to it again)."""
+    from hlwq_ops.kernels import tuning
+
+    asked, original = {}, tuning.config_for
+
+    def config_for(kernel, M, N, k_pad, bits, weight, run):
+        asked[kernel + tuning._layer_key(M, N, k_pad, bits)] = config = original(kernel, M, N, k_pad, bits, weight, run)
+        return config
+
+    tuning.config_for = config_for
+    try:
+        yield asked
+    finally:
+        tuning.config_for = original
+
+
 def linear_cases(shapes: list[str], bits_list: list[int], ms: list[int], l2_bytes: int):
     """The cases of a diagnostic sweep (``diag_rows.py``, ``diag_tcgemv.py``): for each shape, bits and M, a dict
     with ``shape, N, K, bits, M``, the packed ``copies`` past the L2 (:func:`quantized_for_timing`), bfloat16
@@ -223,8 +242,11 @@ def linear_cases(shapes: list[str], bits_list: list[int], ms: list[int], l2_byte
                 path_us = graph_time(calls, replays=10)[0]
                 fast = kernels.supports(bits, 128, None, x.dtype)  # the family as kernels.linear picks it
                 path = tuning.path_for(M, fast, fast and kernels._runs_ws(copies[0][0], bits, 128, None, x.dtype))
-                path_err = rel_error(calls[0](), ref)
-                print(f"{shape:>10} q{bits} M={M:<3} bf16 {bf16_us:7.2f} us | hlwq.linear [{path}] {path_us:7.2f} us "
+                with tuner_choices() as asked:
+                    path_err = rel_error(calls[0](), ref)
+                picked = {config.get("kernel") for config in asked.values()} - {None}  # (None: a family's own key)
+                label = f"{path}: {'+'.join(sorted(picked))}" if picked else path
+                print(f"{shape:>10} q{bits} M={M:<3} bf16 {bf16_us:7.2f} us | hlwq.linear [{label}] {path_us:7.2f} us "
                       f"(x{bf16_us / path_us:.2f}, err {path_err:.1e})", flush=True)
                 yield dict(shape=shape, N=N, K=K, bits=bits, M=M, copies=copies, x=x, ref=ref, bf16_us=bf16_us,
                            path=path, path_us=path_us, path_err=path_err)
@@ -347,14 +369,14 @@ def bench_shape(N: int, K: int, M: int, l2_bytes: int, bw: float, int4_ok: bool,
         add("torchao int4", [lambda m=m: m(x) for m in lins], nbytes, lin(x))
         del lins, lin
 
-    from hlwq_ops.kernels import tuning
-
     for bits in (5, 4):
         q = hlwq_ops.HLWQTensor.from_hp(w, bits)
         nbytes = tensor_nbytes(q)
         qs = [q] + [q.clone() for _ in range(n_copies(nbytes, l2_bytes) - 1)]
-        add(f"HLWQ Q{bits} F.linear", [lambda q=q_: F.linear(x, q) for q_ in qs], nbytes, F.linear(x, q))
-        rows[-1]["tuned"] = tuning.tuned_choices(M, N, q.scale.shape[1] * q.block_size, bits)  # (the JSON's record)
+        with tuner_choices() as asked:
+            out = F.linear(x, q)
+        add(f"HLWQ Q{bits} F.linear", [lambda q=q_: F.linear(x, q) for q_ in qs], nbytes, out)
+        rows[-1]["tuned"] = asked  # (in the JSON only: the tuning key and config the call ran)
         rows[-1]["bits_per_weight"] = 8 * nbytes / (N * K)
         if M == 1:
             xr = torch.ops.hlwq.fwht(x, 128, torch.float32)
@@ -466,7 +488,8 @@ def main() -> None:
     parser.add_argument("--plot", default="bench_ops.png")
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="time nothing: tabulate and plot these earlier runs' --json files together (a sweep run "
-                             "one process per M, so that a timeout keeps the Ms already done), into --json and --plot")
+                             "one process per M, so that a timeout keeps the Ms already done), into --json and --plot; "
+                             "the merged JSON lists the runs (merged), their dates and their copy bandwidths")
     args = parser.parse_args()
     if args.merge:
         merge(args.merge, args.json, args.plot)

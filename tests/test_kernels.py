@@ -809,7 +809,78 @@ def test_tuning_cache_written_whole(tmp_path, monkeypatch):
     monkeypatch.setattr(tuning, "_TUNED", {"gemv/8x128/q5/m1": {"VEC": 4}})
     tuning._save(torch.device("cpu"))
     assert json.loads(path.read_text()) == {"gemv/8x128/q5/m1": {"VEC": 4}}
-    assert [p.name for p in tmp_path.iterdir()] == ["configs.json"]  # written aside, then renamed
+    # written aside, then renamed (the lock file stays: removing it would race with a process waiting on it)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["configs.json", "configs.json.lock"]
+
+
+def test_tuning_cache_keeps_what_other_processes_saved(tmp_path, monkeypatch):
+    """Saving merges into the file as it is now: another process's keys saved since this one read it stay; where
+    both tuned a key, this process's choice is written."""
+    path = tmp_path / "configs.json"
+    path.write_text(json.dumps({"gemv/8x128/q5/m1": {"VEC": 16}, "gemv/8x256/q5/m1": {"VEC": 4}}))
+    monkeypatch.setattr(tuning, "_cache_file", lambda device: path)
+    monkeypatch.setattr(tuning, "_TUNED", {"gemv/8x128/q5/m1": {"VEC": 4}, "gemv/8x128/q5/m1/tuning_s": 1.5})
+    tuning._save(torch.device("cpu"))
+    assert json.loads(path.read_text()) == {"gemv/8x128/q5/m1": {"VEC": 4}, "gemv/8x128/q5/m1/tuning_s": 1.5,
+                                            "gemv/8x256/q5/m1": {"VEC": 4}}
+
+
+def test_tuning_cache_entries_that_are_not_configs_are_dropped(tmp_path, monkeypatch, caplog):
+    path = tmp_path / "configs.json"
+    good = {"gemv/8x128/q5/m1": {"VEC": 4, "R": 8, "EARLY": True}, "gemv/8x128/q5/m1/tuning_s": 0.5,
+            "wgmma+tc+wsrs/8x128/q5/m2": {"kernel": "tc", "KB": 2}}
+    bad = {"gemv/a": {}, "gemv/b": {"VEC": [4]}, "gemv/c": {"VEC": None}, "gemv/c/tuning_s": "abc",
+           "gemv/d/tuning_s": True}
+    path.write_text(json.dumps({**good, **bad}) [:-1] + ', "gemv/e": {"R": NaN}}')
+    monkeypatch.setattr(tuning, "_cache_file", lambda device: path)
+    monkeypatch.setattr(tuning, "_TUNED", {})
+    monkeypatch.setattr(tuning, "_LOADED", set())
+    tuning._load(torch.device("cpu"))
+    assert tuning._TUNED == good
+    assert "6 entries that are not configs or tuning times ignored" in caplog.text and str(path) in caplog.text
+
+
+def test_a_tuning_cache_out_of_reach_costs_a_re_tune_and_one_warning(tmp_path, monkeypatch, caplog):
+    """A cache path that cannot be read (here a directory) loads nothing; one that cannot be written (below a file)
+    warns once a process and leaves no temporary file."""
+    monkeypatch.setattr(tuning, "_TUNED", {"gemv/8x128/q5/m1": {"VEC": 4}})
+    monkeypatch.setattr(tuning, "_LOADED", set())
+    monkeypatch.setattr(tuning, "_UNWRITABLE", set())
+    monkeypatch.setattr(tuning, "_cache_file", lambda device: tmp_path)
+    tuning._load(torch.device("cpu"))
+    assert tuning._TUNED == {"gemv/8x128/q5/m1": {"VEC": 4}}
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr(tuning, "_cache_file", lambda device: tmp_path / "file" / "configs.json")
+    tuning._save(torch.device("cpu"))
+    tuning._save(torch.device("cpu"))
+    assert caplog.text.count("not written") == 1 and "tuning is not kept" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.parametrize("value,tunes", [("", True), ("1", True), ("0", False), ("false", None), (" 0", None)])
+def test_hlwq_autotune_takes_0_or_1(value, tunes, monkeypatch):
+    monkeypatch.setenv("HLWQ_AUTOTUNE", value)
+    if tunes is None:
+        with pytest.raises(ValueError, match=f"HLWQ_AUTOTUNE must be 0 or 1 \\(or unset: 1\\), got '{value}'"):
+            tuning.autotune()
+    else:
+        assert tuning.autotune() is tunes
+
+
+def test_the_tuning_cache_directory(monkeypatch, tmp_path):
+    """``HLWQ_CACHE_DIR`` unset or empty: ``~/.cache/hlwq_ops``; a leading ``~`` is the home directory."""
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "Some GPU")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cache_file = tuning._cache_file.__wrapped__  # (the memoized one answers once a process)
+    for value in (None, ""):
+        if value is None:
+            monkeypatch.delenv("HLWQ_CACHE_DIR", raising=False)
+        else:
+            monkeypatch.setenv("HLWQ_CACHE_DIR", value)
+        assert cache_file(torch.device("cuda")).parent == tmp_path / ".cache" / "hlwq_ops"
+    monkeypatch.setenv("HLWQ_CACHE_DIR", "~/tuning")
+    path = cache_file(torch.device("cuda"))
+    assert path.parent == tmp_path / "tuning" and path.name.startswith("configs-") and "Some_GPU" in path.name
 
 
 def test_tuned_choices_of_a_layer(monkeypatch):
@@ -829,7 +900,7 @@ def test_path_crossovers(monkeypatch):
     # where the warp-specialized kernel runs, the tuner weighs it against dequantize + cuBLAS at every larger M
     assert [tuning.path_for(M, True, ws=True) for M in (1, 2, 3, 65, 4096)] == ["gemv", "mma", "mma", "mma", "mma"]
     # at M = 2 there it weighs the GEMV too, unless a family is forced
-    assert [tuning.gemv_competes(M) for M in (1, 2, 3)] == [True, True, False]
+    assert [tuning.gemv_competes(M) for M in (1, 2, 3)] == [False, True, False]
     monkeypatch.setenv("HLWQ_PATH", "dequant")
     assert tuning.path_for(4096, True, ws=True) == "dequant" and not tuning.gemv_competes(2)
     monkeypatch.setenv("HLWQ_PATH", "mma")
@@ -1032,9 +1103,9 @@ def test_ws_rs_candidates_and_configs():
 def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, config, dtype, rotated, monkeypatch):
     """Where the warp-specialized kernel runs, the tuner weighs it from M = 16 and its register-operand variant up to
     M = 2048, past the wgmma kernel's range dequantize + cuBLAS first (the untuned default), and at M = 2 the GEMV
-    first; whichever config it picks -- the tensor-core GEMV's and the GEMV's too -- runs its kernel on bfloat16 activations (16-byte aligned for the ws
-    kernels): in K order for the ws kernel and the tensor-core GEMV, in the wgmma permutation (whole rows or per
-    block, as its config says) for the register-operand variant; with the bias, in the activations' dtype, from
+    first; whichever config it picks runs its kernel -- the GEMV on the activations as given, the others on bfloat16
+    ones (16-byte aligned for the ws kernels): in K order for the ws kernel and the tensor-core GEMV, in the wgmma
+    permutation (whole rows or per block, as its config says) for the register-operand variant; with the bias, in the activations' dtype, from
     ``linear`` and ``linear_rotated`` (the register-operand variant launched with PDL behind ``linear``'s FWHT
     only)."""
     from hlwq_ops.hadamard import fwht_ref

@@ -6,9 +6,9 @@ the CUDA ``y = x @ W_hat.T + bias``; both pick the kernel family by M
 register-operand kernel (:mod:`.wgmma`) -- or, where the tuner finds them
 faster, the tensor-core GEMV (:mod:`.tcgemv`, M <= 8), the warp-specialized
 kernel (:mod:`.wsmma`, sm_90, M >= 16), its register-operand variant
-(:mod:`.wsrs`, sm_90, M <= 2048) or dequantize + cuBLAS (M > 64 where the
-warp-specialized kernel runs) -- serves the layers it supports and the
-general one (:mod:`.mma`) the rest.
+(:mod:`.wsrs`, sm_90, M <= 2048), dequantize + cuBLAS (M > 64 where the
+warp-specialized kernel runs) or, at M = 2, the GEMV -- serves the layers it
+supports and the general one (:mod:`.mma`) the rest.
 """
 
 from __future__ import annotations
@@ -127,11 +127,11 @@ def _gemv_run(x2, bias, bits, block_size, codebook, out_dtype):
 
 def _rotated_run(kernel, xr, bias, bits, block_size, codebook, out_dtype):
     """``run(config, qdata, scale)``: the GEMV or the general tensor-core kernel (``kernel``) on rotated, padded
-    (M, K_pad) activations, which it reads in float32, as :func:`linear_rotated` runs it and the tuner times it."""
-    xr = xr.to(torch.float32).contiguous()
+    (M, K_pad) activations, which it reads in float32, as :func:`linear_rotated` runs it and the tuner times it (the
+    cast in each run: timed with the kernel, as the tensor-core families' permutes are, and only where it runs)."""
 
     def run(config, q, s):
-        return kernel(xr, q, s, bias, bits, block_size, codebook, out_dtype, config)
+        return kernel(xr.to(torch.float32).contiguous(), q, s, bias, bits, block_size, codebook, out_dtype, config)
 
     return run
 
@@ -166,9 +166,9 @@ def launches_dependent(device: torch.device) -> bool:
 
 
 def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, ws,
-                        dependent, gemv_run=None) -> tuple[torch.Tensor, str, dict]:
-    """The tensor-core kernels (and, at larger M, dequantize + cuBLAS): whichever the tuner found fastest here; the
-    output, the families timed (``tuning.config_for``'s ``kernel``) and the config that ran.
+                        dependent, *, gemv_run=None) -> tuple[torch.Tensor, str, dict]:
+    """The tensor-core kernels (and, at larger M, dequantize + cuBLAS; at M = 2 the GEMV): whichever the tuner found
+    fastest here; the output, the families timed (``tuning.config_for``'s ``kernel``) and the config that ran.
 
     ``activations(per_word, span, dependent)`` gives the rotated 16-bit activations in
     the kernel's order: permuted for :func:`wgmma` and :func:`ws_rs`
@@ -264,7 +264,7 @@ def linear_rotated(
         if tuning.gemv_competes(M):
             gemv_run = _rotated_run(gemv, x2, bias, bits, block_size, codebook, out_dtype)
         y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, ws, False,
-                                gemv_run)[0]
+                                gemv_run=gemv_run)[0]
     elif path in _KERNELS:
         run = _rotated_run(_KERNELS[path], x2, bias, bits, block_size, codebook, out_dtype)
         y = run(tuning.config_for(path, M, N, k_pad, bits, (qdata, scale), run), qdata, scale)
@@ -427,7 +427,7 @@ def linear(
             x2c = x2 if x2.stride(-1) == 1 else x2.contiguous()  # (as the GEMV path below reads it)
             gemv_run = _gemv_run(x2c, bias, bits, block_size, codebook, x.dtype)
         y, kernel, config = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, x.dtype,
-                                                ws, dependent, gemv_run)
+                                                ws, dependent, gemv_run=gemv_run)
         if signature is not None and config.get("kernel") == "gemv" and can_rotate(bits, block_size, config):
             resolved = lambda: _gemv_resolved(x2c, qdata, scale, bias, bits, block_size, config)  # noqa: E731
             _resolve(signature, kernel, config, resolved, x2c, N, k_pad, bits, K, x2c is not x2)

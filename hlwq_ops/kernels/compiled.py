@@ -89,8 +89,7 @@ def traced_gemv(x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias:
     M, N = x2.shape[0], qdata.shape[0]
     if not isinstance(M, int) or M == 0:
         return None
-    fast = supports(bits, block_size, codebook, x.dtype)
-    if tuning.path_for(M, fast) != "gemv" and not (fast and tuning.gemv_competes(M)):
+    if tuning.path_for(M, supports(bits, block_size, codebook, x.dtype)) != "gemv" and not tuning.gemv_competes(M):
         return None
     k_pad = scale.shape[1] * block_size
     config = tuning.tuned("gemv", M, N, k_pad, bits, x.device) or _tune_gemv(M, N, k_pad, K, bits, block_size,
@@ -122,7 +121,7 @@ def _tune_gemv(M, N, k_pad, K, bits, block_size, qdata, scale, dtype) -> dict:
     from . import _gemv_run  # (the package imports this module)
 
     device = qdata.device
-    if os.environ.get("HLWQ_AUTOTUNE", "1") == "0":  # (no random weight to make)
+    if not tuning.autotune():  # (no random weight to make)
         return tuning.candidates("gemv", M, N, k_pad, sm_count(device), bits)[0]
     with _disable_current_modes(), torch.no_grad():
         q = torch.randint(0, 256, tuple(qdata.shape), dtype=torch.uint8, device=device)

@@ -2,21 +2,24 @@
 
 ``path_for(M, wgmma, ws)`` chooses the kernel family by the number of activation rows;
 ``config_for`` picks a kernel's tile for a shape. On the first call for a key
-``(kernel, N, K_pad, bits, M bucket, device)`` it times a handful of candidates
+``(kernel, N, K_pad, bits, M bucket)`` it times a handful of candidates
 (seconds, dominated by compiling them) in a CUDA graph over weights that span
 twice the L2, as a decode step reads them, unless ``HLWQ_AUTOTUNE=0``: other
 live weights of the same shape (:func:`remember`; a model's other layers), and
-copies only where there are too few of those; results persist in a JSON file under
-``$HLWQ_CACHE_DIR`` (default ``~/.cache/hlwq_ops``) so later processes skip it.
+copies only where there are too few of those; results persist in a JSON file per GPU model under
+``$HLWQ_CACHE_DIR`` (default ``~/.cache/hlwq_ops``) so later processes skip it (one process's table serves all its
+GPUs: with two GPU models in a process, the first one's choices serve both).
 During CUDA-graph capture, or on the CPU (the Triton interpreter), an untuned
 key gets the heuristic default instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
+import math
 import os
 import time
 import weakref
@@ -24,6 +27,11 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+
+try:
+    import fcntl
+except ImportError:  # (Windows)
+    fcntl = None
 
 from .common import planes, sm_count
 from .gemv import slice_codes
@@ -41,6 +49,7 @@ __all__ = [
     "WS_MIN_M",
     "WSRS_MAX_M",
     "forced_path",
+    "autotune",
     "gemv_competes",
     "path_for",
     "m_bucket",
@@ -56,9 +65,10 @@ __all__ = [
 # per 16..64 rows; past MMA_MAX_M dequantize + cuBLAS wins (H100, session 3). Where the
 # register-operand tensor-core kernel applies (kernels.wgmma.supports) it takes over
 # from the GEMV at M = 3 and loses to dequantize + cuBLAS from M = 128 (H200, session 5).
-# At M = 2 there the winner depends on the shape and the card (the GEMV by 4-26% on 4096 x 4096 and 1024 x 4096 on
-# the H200, section 32b; the tensor-core kernels by 7-9% on 14336 x 4096 and 4096 x 14336 on the H100, section 47a):
-# from MMA_MIN_M_WGMMA rows the tuner times the GEMV beside them, up to GEMV_MAX_M_WGMMA.
+# At M = 2 there the winner depends on the shape, the bits and the card (the loser's extra time, Q5: the tensor-core
+# kernels' 5-26% on 4096 x 4096 and 1024 x 4096 on the H200, section 32b; the GEMV's 8-10% on 14336 x 4096 and
+# 4096 x 14336 on the H100, where at Q4 the GEMV won on 4096 x 14336, section 47b): from MMA_MIN_M_WGMMA rows the
+# tuner times the GEMV beside them, up to GEMV_MAX_M_WGMMA.
 GEMV_MAX_M = 4
 GEMV_MAX_M_WGMMA = 2
 MMA_MIN_M_WGMMA = 2
@@ -92,7 +102,7 @@ def path_for(M: int, wgmma: bool = False, ws: bool = False) -> str:
 def gemv_competes(M: int) -> bool:
     """Whether the tuner times the GEMV beside the tensor-core kernels at M rows (where :func:`path_for` gives
     "mma" for a layer they serve), unless ``HLWQ_PATH`` forces a family."""
-    return M <= GEMV_MAX_M_WGMMA and forced_path() is None
+    return MMA_MIN_M_WGMMA <= M <= GEMV_MAX_M_WGMMA and forced_path() is None
 
 
 def forced_path() -> str | None:
@@ -341,16 +351,54 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
 
 _TUNED: dict[str, dict] = {}
 _LOADED: set[str] = set()
+_UNWRITABLE: set[str] = set()  # cache files a write failed for (warned once)
+
+
+def autotune() -> bool:
+    """``HLWQ_AUTOTUNE``: False for ``0`` (an untuned key gets the candidates' favourite), True for ``1`` or unset."""
+    value = os.environ.get("HLWQ_AUTOTUNE", "")
+    if value not in ("", "0", "1"):
+        raise ValueError(f"HLWQ_AUTOTUNE must be 0 or 1 (or unset: 1), got {value!r}")
+    return value != "0"
 
 
 @functools.lru_cache(maxsize=None)
 def _cache_file(device: torch.device) -> Path:
+    """The device's cache file under ``HLWQ_CACHE_DIR`` (unset or empty: ``~/.cache/hlwq_ops``; ``~`` expanded), as
+    the process first asks for it."""
     name = torch.cuda.get_device_name(device).replace(" ", "_")
-    root = Path(os.environ.get("HLWQ_CACHE_DIR", Path.home() / ".cache" / "hlwq_ops"))
+    root = Path(os.environ.get("HLWQ_CACHE_DIR") or Path.home() / ".cache" / "hlwq_ops").expanduser()
     # v22: more `wsrs` candidates where its grid leaves half the SMs idle (RESULTS 32c). v21: the register-operand
     # kernel's split K summed after it at every BM (6-28% less at BM = 64, RESULTS 31b): choices timed before it are
     # stale. v20: four consumer warpgroups (PHASES = 2) only with rings of even depth
     return root / f"configs-v22-{name}-triton{__import__('triton').__version__}.json"
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_entry(key, value) -> bool:
+    """What this module writes: a config (names to finite numbers, flags or a family's name) or a tuning time."""
+    if not isinstance(key, str):
+        return False
+    if key.endswith("/tuning_s"):
+        return _is_number(value)
+    return isinstance(value, dict) and bool(value) and all(
+        isinstance(name, str) and (isinstance(v, (bool, str)) or _is_number(v)) for name, v in value.items())
+
+
+def _read(path: Path) -> tuple[dict, int]:
+    """A cache file's entries and how many others it held; an unreadable or broken file reads as empty (it only costs
+    a re-tune)."""
+    try:
+        tuned = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}, 0
+    if not isinstance(tuned, dict):
+        return {}, 1
+    kept = {k: v for k, v in tuned.items() if _is_entry(k, v)}
+    return kept, len(tuned) - len(kept)
 
 
 def _load(device: torch.device) -> None:
@@ -358,25 +406,41 @@ def _load(device: torch.device) -> None:
     if str(path) in _LOADED:
         return
     _LOADED.add(str(path))
-    if path.exists():
-        try:
-            tuned = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return  # a broken cache only costs a re-tune
-        if isinstance(tuned, dict):  # keep only what this module writes: configs (dicts) and tuning times
-            _TUNED.update({k: v for k, v in tuned.items() if isinstance(v, dict) or k.endswith("/tuning_s")})
+    tuned, dropped = _read(path)
+    if dropped:
+        logger.warning("hlwq tuning cache %s: %d entries that are not configs or tuning times ignored", path, dropped)
+    _TUNED.update(tuned)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """Hold ``path``'s lock file (where ``fcntl`` exists): processes sharing a cache write it one at a time."""
+    if fcntl is None:  # (Windows: unlocked; the rename still keeps the file whole)
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _save(device: torch.device) -> None:
+    """Merge this process's table into the device's cache file: what other processes saved since it was read stays
+    (several ranks tuning at once), this process's choices win where both tuned a key."""
     path = _cache_file(device)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # written aside, then renamed: a process reading it (several ranks tuning at once) never sees half a file
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(_TUNED, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # read-only home: tuning still holds for this process
+        with _locked(path):
+            merged = {**_read(path)[0], **_TUNED}
+            # written aside, then renamed: a process reading it never sees half a file
+            tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
+            os.replace(tmp, path)
+    except OSError as error:  # (a read-only home: tuning still holds for this process)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if str(path) not in _UNWRITABLE:
+            _UNWRITABLE.add(str(path))
+            logger.warning("hlwq tuning cache %s not written (%s): this process's tuning is not kept", path, error)
 
 
 # layout -> data address -> the live tensors noted there (weakly). Several tensors can wrap one weight's memory
@@ -533,7 +597,7 @@ def config_for(
     if key in _TUNED:  # the hot path: one dict lookup per call
         return _TUNED[key]
     configs = candidates(kernel, M, N, k_pad, sm_count(device), bits)
-    if os.environ.get("HLWQ_AUTOTUNE", "1") == "0" or torch.cuda.is_current_stream_capturing():
+    if not autotune() or torch.cuda.is_current_stream_capturing():
         return configs[0]
     start = time.perf_counter()
     weights = _weight_set(*weight)
