@@ -1105,9 +1105,9 @@ def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, config, dtype,
     M = 2048, past the wgmma kernel's range dequantize + cuBLAS first (the untuned default), and at M = 2 the GEMV
     first; whichever config it picks runs its kernel -- the GEMV on the activations as given, the others on bfloat16
     ones (16-byte aligned for the ws kernels): in K order for the ws kernel and the tensor-core GEMV, in the wgmma
-    permutation (whole rows or per block, as its config says) for the register-operand variant; with the bias, in the activations' dtype, from
-    ``linear`` and ``linear_rotated`` (the register-operand variant launched with PDL behind ``linear``'s FWHT
-    only)."""
+    permutation (whole rows or per block, as its config says) for the register-operand variant; with the bias, in
+    the activations' dtype, from ``linear`` and ``linear_rotated`` (the register-operand variant launched with PDL
+    behind ``linear``'s FWHT only)."""
     from hlwq_ops.hadamard import fwht_ref
     from hlwq_ops.kernels import wsmma, wsrs
 
