@@ -291,16 +291,22 @@ def sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
+def env_flag(name: str, when_unset: str) -> bool | None:
+    """An environment variable that is ``0`` or ``1``: False or True; None where it is unset or empty (the caller's
+    default, ``when_unset`` in the error). Anything else is a ValueError, not a silent default."""
+    value = os.environ.get(name, "")
+    if value not in ("", "0", "1"):
+        raise ValueError(f"{name} must be 0 or 1 (or unset: {when_unset}), got {value!r}")
+    return None if value == "" else value == "1"
+
+
 @functools.cache
 def pdl_requested() -> bool | None:
     """``HLWQ_PDL``: True for ``1`` (every kernel that can launches with programmatic dependent launch), False for
     ``0`` (none does), None where it is unset or empty (each path's default, :func:`pdl`). Read once per process, on
     the first launch (an environment lookup costs about as much as a dict of the launch's arguments;
     ``pdl_requested.cache_clear()`` reads it again)."""
-    value = os.environ.get("HLWQ_PDL", "")
-    if value not in ("", "0", "1"):
-        raise ValueError(f"HLWQ_PDL must be 0 or 1 (or unset, each path's default), got {value!r}")
-    return None if value == "" else value == "1"
+    return env_flag("HLWQ_PDL", "each path's default")
 
 
 def pdl(device: torch.device, default: bool = False) -> bool:

@@ -10,13 +10,12 @@ the graph, so the graph mutates none of its inputs. Opt-in (:data:`COMPILED_GEMV
 
 from __future__ import annotations
 
-import os
 from typing import NamedTuple
 
 import torch
 
 from . import tuning
-from .common import sm_count, unit_stride
+from .common import env_flag, sm_count, unit_stride
 from .gemv import can_rotate, gemv_plan
 from .launch import config_key
 from .wgmma import supports
@@ -25,10 +24,7 @@ __all__ = ["COMPILED_GEMV", "TracedGemv", "traced_gemv"]
 
 
 def _compiled_gemv_requested() -> bool:
-    value = os.environ.get("HLWQ_COMPILED_GEMV", "")
-    if value not in ("", "0", "1"):
-        raise ValueError(f"HLWQ_COMPILED_GEMV must be 0 or 1 (or unset: 0), got {value!r}")
-    return value == "1"
+    return env_flag("HLWQ_COMPILED_GEMV", "0") is True
 
 
 # ``HLWQ_COMPILED_GEMV=1`` (read at import): compiled graphs call ``hlwq.linear_compiled``, whose decode-size GEMV

@@ -33,7 +33,7 @@ try:
 except ImportError:  # (Windows)
     fcntl = None
 
-from .common import planes, sm_count
+from .common import env_flag, planes, sm_count
 from .gemv import slice_codes
 
 logger = logging.getLogger(__name__)
@@ -356,10 +356,7 @@ _UNWRITABLE: set[str] = set()  # cache files a write failed for (warned once)
 
 def autotune() -> bool:
     """``HLWQ_AUTOTUNE``: False for ``0`` (an untuned key gets the candidates' favourite), True for ``1`` or unset."""
-    value = os.environ.get("HLWQ_AUTOTUNE", "")
-    if value not in ("", "0", "1"):
-        raise ValueError(f"HLWQ_AUTOTUNE must be 0 or 1 (or unset: 1), got {value!r}")
-    return value != "0"
+    return env_flag("HLWQ_AUTOTUNE", "1") is not False
 
 
 @functools.lru_cache(maxsize=None)
