@@ -24,6 +24,7 @@ import time
 import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
+from torchao.quantization.utils import recommended_inductor_config_setter
 
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_decode import NEW, PROMPT, build  # noqa: E402
@@ -47,24 +48,32 @@ def kernel_times(step, steps: int) -> dict[str, tuple[float, float]]:
 
 def one(method: str, steps: int) -> dict:
     """Decode step time (a 256-token call after the warm-up's) and its kernels, replaying the captured step as
-    ``GraphDecoder.generate`` does, without advancing the position (the cache's last slot is written again)."""
+    ``GraphDecoder.generate`` does."""
+    start = time.perf_counter()
     model, _ = build("llama3-8b", method)
     ids = torch.randint(1, model.config.vocab_size, (1, PROMPT), device="cuda")
     decoder = GraphDecoder(model)
     decoder.generate(ids, NEW)  # compiles, tunes, captures
     decoder.generate(ids, NEW)
     step_us = 1e6 / decoder.stats.decode_tokens_per_s
-    graph, out, token = decoder._graph, decoder._graph_out, decoder._token  # what generate()'s loop runs a token
+    # what generate()'s loop runs a token, from the prompt's position on in an emptied cache (the cache's layers
+    # count the steps themselves: replays past its length index out of it)
+    graph, out, token, position = decoder._graph, decoder._graph_out, decoder._token, decoder._position
+    decoder._cache.reset()
+    position.fill_(PROMPT)
 
     def step():
         graph.replay()
         token.copy_(out)
+        position.add_(1)
 
     rows, mode = kernel_times(step, steps), "graph"
     if sum(n for _, n in rows.values()) < 50:  # the profiler did not see into the graph's replays
-        rows = kernel_times(lambda: decoder._step(*decoder._inputs), steps)
+        decoder._cache.reset()
+        position.fill_(PROMPT)
+        rows = kernel_times(lambda: (decoder._step(*decoder._inputs), position.add_(1)), steps)
         mode = "compiled step without its graph (the graph's kernels were not seen)"
-    return dict(method=method, step_us=step_us, mode=mode, kernels=rows)
+    return dict(method=method, step_us=step_us, mode=mode, kernels=rows, wall_s=time.perf_counter() - start)
 
 
 def report(result: dict, top: int) -> None:
@@ -73,7 +82,9 @@ def report(result: dict, top: int) -> None:
     launches = sum(n for _, n in result["kernels"].values())
     print(f"\n{result['method']} ({result['mode']}): step {result['step_us']:.1f} us "
           f"(decode tok/s {1e6 / result['step_us']:.1f}); "
-          f"kernels {busy:.1f} us in {launches:.0f} launches a step; between kernels {result['step_us'] - busy:.1f} us")
+          f"kernels {busy:.1f} us in {launches:.0f} launches a step; "
+          f"between kernels {result['step_us'] - busy:.1f} us; "
+          f"the process's work {result['wall_s']:.0f} s")
     print(f"{'us/step':>9} {'n/step':>7} {'us each':>8}  kernel")
     for name, (t, n) in rows[:top]:
         print(f"{t:9.1f} {n:7.1f} {t / max(n, 1e-9):8.2f}  {name[:110]}")
@@ -84,16 +95,22 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=["hlwq-q5", "int4", "bf16"])
     p.add_argument("--steps", type=int, default=32, help="decode steps profiled")
     p.add_argument("--top", type=int, default=20)
+    p.add_argument("--inductor-recommended", action="store_true",
+                   help="torchao's recommended Inductor settings (coordinate descent tuning, ...) for every method; "
+                        "torchao's int4 config applies them itself")
     p.add_argument("--json", help="write every method's per-step kernel table here")
     p.add_argument("--one", help=argparse.SUPPRESS)  # a child process: this method, JSON on stdout's last line
     a = p.parse_args()
     if a.one:
+        if a.inductor_recommended:
+            recommended_inductor_config_setter()
         print(json.dumps(one(a.one, a.steps)), flush=True)
         return
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}", flush=True)
     results = []
     for method in a.methods:
         child = [sys.executable, __file__, "--one", method, "--steps", str(a.steps)]
+        child += ["--inductor-recommended"] if a.inductor_recommended else []
         done = subprocess.run(child, capture_output=True, text=True)
         if done.returncode != 0:
             print(f"{method}: failed (rc {done.returncode}):\n{done.stderr[-3000:]}", flush=True)
