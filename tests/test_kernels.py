@@ -827,17 +827,61 @@ def test_tuning_cache_keeps_what_other_processes_saved(tmp_path, monkeypatch):
 
 def test_tuning_cache_entries_that_are_not_configs_are_dropped(tmp_path, monkeypatch, caplog):
     path = tmp_path / "configs.json"
-    good = {"gemv/8x128/q5/m1": {"VEC": 4, "R": 8, "EARLY": True}, "gemv/8x128/q5/m1/tuning_s": 0.5,
-            "wgmma+tc+wsrs/8x128/q5/m2": {"kernel": "tc", "KB": 2}}
+    good = {"gemv/8x128/q5/m1": tuning.candidates("gemv", 1, 8, 128, 132, 5)[-1], "gemv/8x128/q5/m1/tuning_s": 0.5,
+            "wgmma+tc+wsrs/8x128/q5/m2": tuning.candidates("wgmma+tc+wsrs", 2, 8, 128, 132, 5)[-1]}
     bad = {"gemv/a": {}, "gemv/b": {"VEC": [4]}, "gemv/c": {"VEC": None}, "gemv/c/tuning_s": "abc",
            "gemv/d/tuning_s": True}
     path.write_text(json.dumps({**good, **bad}) [:-1] + ', "gemv/e": {"R": NaN}}')
     monkeypatch.setattr(tuning, "_cache_file", lambda device: path)
+    monkeypatch.setattr(tuning, "sm_count", lambda device: 132)
     monkeypatch.setattr(tuning, "_TUNED", {})
     monkeypatch.setattr(tuning, "_LOADED", set())
     tuning._load(torch.device("cpu"))
     assert tuning._TUNED == good
     assert "6 entries that are not configs or tuning times ignored" in caplog.text and str(path) in caplog.text
+    assert "do not take" not in caplog.text
+
+
+def _stale_variants(config: dict) -> list[dict]:
+    """A real candidate made stale: a parameter missing, one added, another kernel named."""
+    name = next(iter(config))
+    return [{k: v for k, v in config.items() if k != name}, dict(config, FUTURE=1), dict(config, kernel="old")]
+
+
+@pytest.mark.parametrize("key", ["gemv/40x384/q5/m1", "gemv/4096x4096/q4/m2", "mma/40x384/q3/m16",
+                                 "wgmma+tc+wsrs/1024x4096/q5/m16", "gemv+wgmma+tc+wsrs/4096x4096/q5/m2",
+                                 "dequant+ws+wsrs/14336x4096/q5/m256"])
+def test_a_cached_config_is_current_when_a_candidate_takes_its_parameters(key):
+    """Every candidate of a key is current; with a parameter missing or added, or naming another kernel, it is not
+    (a cache of an earlier version would fail at launch); nor is a key this version does not make."""
+    kernel, shape, bits, bucket = key.split("/")
+    N, k_pad = map(int, shape.split("x"))
+    configs = tuning.candidates(kernel, int(bucket[1:]), N, k_pad, 132, int(bits[1:]))
+    assert all(tuning._current(key, c, 132) for c in configs)
+    assert not any(tuning._current(key, stale, 132) for stale in _stale_variants(configs[0]))
+    for other in ("nokernel/40x384/q5/m1", "gemv/40-384/q5/m1", "gemv/40x384/q5", "gemv+old/40x384/q5/m2"):
+        assert not tuning._current(other, configs[0], 132)
+    with pytest.raises(ValueError, match="no tuning candidates for kernel 'nokernel': expected 'gemv', 'mma'"):
+        tuning.candidates("nokernel", 1, 40, 384, 132, 5)
+
+
+def test_stale_cached_configs_are_tuned_again(tmp_path, monkeypatch, caplog):
+    """A config with parameters no candidate of its key has is dropped on loading, with a warning, so its key is
+    tuned again; current configs and tuning times stay."""
+    current = tuning.candidates("gemv", 1, 40, 384, 132, 5)[0]
+    stale = {k: v for k, v in current.items() if k != "VEC"}
+    entries = {"gemv/40x384/q5/m1": current, "gemv/40x384/q5/m1/tuning_s": 0.5, "gemv/40x512/q5/m1": stale,
+               "gemv/40x512/q5/m1/tuning_s": 0.7}
+    path = tmp_path / "configs.json"
+    path.write_text(json.dumps(entries))
+    monkeypatch.setattr(tuning, "_cache_file", lambda device: path)
+    monkeypatch.setattr(tuning, "sm_count", lambda device: 132)
+    monkeypatch.setattr(tuning, "_TUNED", {})
+    monkeypatch.setattr(tuning, "_LOADED", set())
+    tuning._load(torch.device("cpu"))
+    assert tuning._TUNED == {k: v for k, v in entries.items() if k != "gemv/40x512/q5/m1"}
+    assert "1 configs that this version's kernels do not take (e.g. gemv/40x512/q5/m1" in caplog.text
+    assert tuning.tuned("gemv", 1, 40, 512, 5, torch.device("cpu")) is None  # so config_for tunes it
 
 
 def test_a_tuning_cache_out_of_reach_costs_a_re_tune_and_one_warning(tmp_path, monkeypatch, caplog):

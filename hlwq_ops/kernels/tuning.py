@@ -336,6 +336,9 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
         if small and bits == 5:
             out += [dict(c, EARLY=True) for c in out]
         return out
+    if kernel != "mma":
+        raise ValueError(f"no tuning candidates for kernel {kernel!r}: expected 'gemv', 'mma' or families of "
+                         f"{sorted(_FAMILIES)} joined by '+'")
     BM = min(max(16, m_bucket(M)), 64)
     per_word = 32 // planes(bits)["W0"]
     for BN, VEC in ((128, 2), (128, 1), (64, 2), (64, 1)):
@@ -398,6 +401,19 @@ def _read(path: Path) -> tuple[dict, int]:
     return kept, len(tuned) - len(kept)
 
 
+def _current(key: str, config: dict, sm_count: int) -> bool:
+    """Whether a cached config takes the parameters of one of this version's candidates for its key, and names the
+    same kernel: what a cache written by an earlier version holds (under a file version it did not bump) would
+    otherwise fail at launch, a bare KeyError there."""
+    try:
+        kernel, shape, bits, bucket = key.rsplit("/", 3)
+        N, k_pad = map(int, shape.split("x"))
+        configs = candidates(kernel, int(bucket.removeprefix("m")), N, k_pad, sm_count, int(bits.removeprefix("q")))
+    except (ValueError, KeyError):  # (not a key of this version: an unknown family, a malformed shape)
+        return False
+    return any(config.keys() == c.keys() and config.get("kernel") == c.get("kernel") for c in configs)
+
+
 def _load(device: torch.device) -> None:
     path = _cache_file(device)
     if str(path) in _LOADED:
@@ -406,7 +422,12 @@ def _load(device: torch.device) -> None:
     tuned, dropped = _read(path)
     if dropped:
         logger.warning("hlwq tuning cache %s: %d entries that are not configs or tuning times ignored", path, dropped)
-    _TUNED.update(tuned)
+    stale = [key for key, config in tuned.items()
+             if not key.endswith("/tuning_s") and not _current(key, config, sm_count(device))]
+    if stale:
+        logger.warning("hlwq tuning cache %s: %d configs that this version's kernels do not take (e.g. %s: %s) "
+                       "ignored; their keys are tuned again", path, len(stale), stale[0], tuned[stale[0]])
+    _TUNED.update({key: config for key, config in tuned.items() if key not in stale})
 
 
 @contextlib.contextmanager
