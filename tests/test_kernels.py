@@ -612,7 +612,8 @@ def test_tensor_core_path_launches_dependent_as_it_says(monkeypatch, kernel, dep
         return torch.zeros(M, K, dtype=torch.bfloat16)
 
     qdata, scale = torch.zeros(N, K * 5 // 8, dtype=torch.uint8), torch.ones(N, K // 128, dtype=torch.float16)
-    kernels._tensor_core_linear(activations, M, K, qdata, scale, None, 5, 128, torch.float32, True, dependent)
+    kernels._tensor_core_linear(activations, M, K, qdata, scale, None, 5, 128, torch.float32, ws=True,
+                                dependent=dependent)
     assert asked == [dependent] and launched == [(dependent, dependent)]
     assert summed == ([dependent] if kernel.startswith("wsrs") else [])  # (both wsrs configs split K)
 

@@ -165,8 +165,8 @@ def launches_dependent(device: torch.device) -> bool:
     return pdl(device, default=True)
 
 
-def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, ws,
-                        dependent, *, gemv_run=None) -> tuple[torch.Tensor, str, dict]:
+def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, *, ws, dependent,
+                        gemv_run=None) -> tuple[torch.Tensor, str, dict]:
     """The tensor-core kernels (and, at larger M, dequantize + cuBLAS; at M = 2 the GEMV): whichever the tuner found
     fastest here; the output, the families timed (``tuning.config_for``'s ``kernel``) and the config that ran.
 
@@ -263,8 +263,8 @@ def linear_rotated(
         gemv_run = None
         if tuning.gemv_competes(M):
             gemv_run = _rotated_run(gemv, x2, bias, bits, block_size, codebook, out_dtype)
-        y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, ws, False,
-                                gemv_run=gemv_run)[0]
+        y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, ws=ws,
+                                dependent=False, gemv_run=gemv_run)[0]
     elif path in _KERNELS:
         run = _rotated_run(_KERNELS[path], x2, bias, bits, block_size, codebook, out_dtype)
         y = run(tuning.config_for(path, M, N, k_pad, bits, (qdata, scale), run), qdata, scale)
@@ -427,7 +427,7 @@ def linear(
             x2c = x2 if x2.stride(-1) == 1 else x2.contiguous()  # (as the GEMV path below reads it)
             gemv_run = _gemv_run(x2c, bias, bits, block_size, codebook, x.dtype)
         y, kernel, config = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, x.dtype,
-                                                ws, dependent, gemv_run=gemv_run)
+                                                ws=ws, dependent=dependent, gemv_run=gemv_run)
         if signature is not None and config.get("kernel") == "gemv" and can_rotate(bits, block_size, config):
             resolved = lambda: _gemv_resolved(x2c, qdata, scale, bias, bits, block_size, config)  # noqa: E731
             _resolve(signature, kernel, config, resolved, x2c, N, k_pad, bits, K, x2c is not x2)

@@ -8,7 +8,8 @@ twice the L2, as a decode step reads them, unless ``HLWQ_AUTOTUNE=0``: other
 live weights of the same shape (:func:`remember`; a model's other layers), and
 copies only where there are too few of those; results persist in a JSON file per GPU model under
 ``$HLWQ_CACHE_DIR`` (default ``~/.cache/hlwq_ops``) so later processes skip it (one process's table serves all its
-GPUs: with two GPU models in a process, the first one's choices serve both).
+GPUs: with two GPU models in a process, the first one's choices serve both; a cached config whose parameters none of
+this version's candidates for its key has, an earlier version's, is tuned again).
 During CUDA-graph capture, or on the CPU (the Triton interpreter), an untuned
 key gets the heuristic default instead.
 """
