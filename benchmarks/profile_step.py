@@ -6,9 +6,12 @@ For each method, in a process of its own (so one's compiled graphs and pools do
 not weigh on the next), the Llama-3-8B-shaped model of ``bench_decode.py`` at
 batch 1: a warm-up call of :class:`hlwq_ops.decode.GraphDecoder` (compiles,
 tunes, captures) and a timed one (decode tokens/s), then ``--steps`` replays of
-the captured step under ``torch.profiler``: each kernel's GPU time a step, by
-name, beside the timed call's step time. Their difference is the time the GPU
-spent between kernels (and on the timed loop's position update, not replayed).
+the captured step under ``torch.profiler``, each with the token copy and the
+position update of ``GraphDecoder.generate``'s loop (not its copy into the
+output): each kernel's GPU time a step, by name, beside the timed call's step
+time. Their difference ("between kernels") is the time the GPU spent outside
+kernels, taken from two runs (the timed call, the profiled replays). A method
+that fails prints its error, and the script then exits with status 1.
 """
 
 from __future__ import annotations
@@ -56,8 +59,9 @@ def one(method: str, steps: int) -> dict:
     decoder.generate(ids, NEW)  # compiles, tunes, captures
     decoder.generate(ids, NEW)
     step_us = 1e6 / decoder.stats.decode_tokens_per_s
-    # what generate()'s loop runs a token, from the prompt's position on in an emptied cache (the cache's layers
-    # count the steps themselves: replays past its length index out of it)
+    # what generate()'s loop runs a token, in an emptied cache (its layers count the steps themselves: replays past
+    # its length index out of it); the positions go on from the prompt's while the keys and values are written from
+    # slot 0, which costs the same (the static cache's attention spans its whole length)
     graph, out, token, position = decoder._graph, decoder._graph_out, decoder._token, decoder._position
     decoder._cache.reset()
     position.fill_(PROMPT)
@@ -93,7 +97,7 @@ def report(result: dict, top: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=["hlwq-q5", "int4", "bf16"])
-    p.add_argument("--steps", type=int, default=32, help="decode steps profiled")
+    p.add_argument("--steps", type=int, default=32, help="decode steps profiled (1 to 255)")
     p.add_argument("--top", type=int, default=20)
     p.add_argument("--inductor-recommended", action="store_true",
                    help="torchao's recommended Inductor settings (coordinate descent tuning, ...) for every method; "
@@ -101,25 +105,30 @@ def main() -> None:
     p.add_argument("--json", help="write every method's per-step kernel table here")
     p.add_argument("--one", help=argparse.SUPPRESS)  # a child process: this method, JSON on stdout's last line
     a = p.parse_args()
+    if not 1 <= a.steps < NEW:
+        p.error(f"--steps must be 1 to {NEW - 1} (the captured cache holds {NEW} new tokens), got {a.steps}")
     if a.one:
         if a.inductor_recommended:
             recommended_inductor_config_setter()
         print(json.dumps(one(a.one, a.steps)), flush=True)
         return
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}", flush=True)
-    results = []
+    results, failed = [], []
     for method in a.methods:
         child = [sys.executable, __file__, "--one", method, "--steps", str(a.steps)]
         child += ["--inductor-recommended"] if a.inductor_recommended else []
         done = subprocess.run(child, capture_output=True, text=True)
         if done.returncode != 0:
             print(f"{method}: failed (rc {done.returncode}):\n{done.stderr[-3000:]}", flush=True)
+            failed.append(method)
             continue
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
         report(results[-1], a.top)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -864,6 +864,9 @@ def test_a_cached_config_is_current_when_a_candidate_takes_its_parameters(key):
         assert not tuning._current(other, configs[0], 132)
     with pytest.raises(ValueError, match="no tuning candidates for kernel 'nokernel': expected 'gemv', 'mma'"):
         tuning.candidates("nokernel", 1, 40, 384, 132, 5)
+    with pytest.raises(ValueError, match=r"no tuning candidates for kernel 'wgmma\+old': \['old'\] not among"):
+        tuning.candidates("wgmma+old", 16, 40, 384, 132, 5)
+    assert not tuning._current("tc/8x0/q5/m1", configs[0], 132)  # (a zero shape: no candidates to compare)
 
 
 def test_stale_cached_configs_are_tuned_again(tmp_path, monkeypatch, caplog):
@@ -879,10 +882,13 @@ def test_stale_cached_configs_are_tuned_again(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(tuning, "sm_count", lambda device: 132)
     monkeypatch.setattr(tuning, "_TUNED", {})
     monkeypatch.setattr(tuning, "_LOADED", set())
+    monkeypatch.setattr(tuning, "_STALE", {})
     tuning._load(torch.device("cpu"))
-    assert tuning._TUNED == {k: v for k, v in entries.items() if k != "gemv/40x512/q5/m1"}
+    assert tuning._TUNED == {"gemv/40x384/q5/m1": current, "gemv/40x384/q5/m1/tuning_s": 0.5}
     assert "1 configs that this version's kernels do not take (e.g. gemv/40x512/q5/m1" in caplog.text
     assert tuning.tuned("gemv", 1, 40, 512, 5, torch.device("cpu")) is None  # so config_for tunes it
+    tuning._save(torch.device("cpu"))  # and the file loses it (else every process would warn again)
+    assert json.loads(path.read_text()) == {"gemv/40x384/q5/m1": current, "gemv/40x384/q5/m1/tuning_s": 0.5}
 
 
 def test_a_tuning_cache_out_of_reach_costs_a_re_tune_and_one_warning(tmp_path, monkeypatch, caplog):

@@ -313,6 +313,10 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
     """
     families = kernel.split("+")
     if len(families) > 1 or kernel in _FAMILIES:
+        unknown = [family for family in families if family != "gemv" and family not in _FAMILIES]
+        if unknown:
+            raise ValueError(f"no tuning candidates for kernel {kernel!r}: {unknown} not among the families "
+                             f"{['gemv', *sorted(_FAMILIES)]}")
         return [config for family in families for config in _family_candidates(family, M, N, k_pad, sm_count, bits)]
     out = []
     if kernel == "gemv":
@@ -355,6 +359,7 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
 
 _TUNED: dict[str, dict] = {}
 _LOADED: set[str] = set()
+_STALE: dict[str, dict] = {}  # cached configs this version's kernels do not take, by key (left out of saves)
 _UNWRITABLE: set[str] = set()  # cache files a write failed for (warned once)
 
 
@@ -410,7 +415,7 @@ def _current(key: str, config: dict, sm_count: int) -> bool:
         kernel, shape, bits, bucket = key.rsplit("/", 3)
         N, k_pad = map(int, shape.split("x"))
         configs = candidates(kernel, int(bucket.removeprefix("m")), N, k_pad, sm_count, int(bits.removeprefix("q")))
-    except (ValueError, KeyError):  # (not a key of this version: an unknown family, a malformed shape)
+    except Exception:  # not a key this version makes (an unknown family, a malformed or zero shape): not its config
         return False
     return any(config.keys() == c.keys() and config.get("kernel") == c.get("kernel") for c in configs)
 
@@ -423,12 +428,14 @@ def _load(device: torch.device) -> None:
     tuned, dropped = _read(path)
     if dropped:
         logger.warning("hlwq tuning cache %s: %d entries that are not configs or tuning times ignored", path, dropped)
-    stale = [key for key, config in tuned.items()
-             if not key.endswith("/tuning_s") and not _current(key, config, sm_count(device))]
+    stale = {key for key, config in tuned.items()
+             if not key.endswith("/tuning_s") and not _current(key, config, sm_count(device))}
     if stale:
         logger.warning("hlwq tuning cache %s: %d configs that this version's kernels do not take (e.g. %s: %s) "
-                       "ignored; their keys are tuned again", path, len(stale), stale[0], tuned[stale[0]])
-    _TUNED.update({key: config for key, config in tuned.items() if key not in stale})
+                       "ignored and removed from the file at its next save; a call needing one tunes it again",
+                       path, len(stale), min(stale), tuned[min(stale)])
+    _STALE.update({key: tuned[key] for key in stale})
+    _TUNED.update({key: value for key, value in tuned.items() if key.removesuffix("/tuning_s") not in stale})
 
 
 @contextlib.contextmanager
@@ -442,15 +449,24 @@ def _locked(path: Path):
         yield
 
 
+def _still_stale(key: str, on_file: dict) -> bool:
+    """Whether a file entry is (the tuning time of) a config :func:`_load` found stale, unchanged since."""
+    config_key = key.removesuffix("/tuning_s")
+    return config_key in _STALE and on_file.get(config_key) == _STALE[config_key]
+
+
 def _save(device: torch.device) -> None:
     """Merge this process's table into the device's cache file: what other processes saved since it was read stays
-    (several ranks tuning at once), this process's choices win where both tuned a key."""
+    (several ranks tuning at once), this process's choices win where both tuned a key, and the stale configs it
+    found on loading (and their tuning times) go."""
     path = _cache_file(device)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with _locked(path):
-            merged = {**_read(path)[0], **_TUNED}
+            on_file = _read(path)[0]
+            kept = {k: v for k, v in on_file.items() if not _still_stale(k, on_file)}
+            merged = {**kept, **_TUNED}
             # written aside, then renamed: a process reading it never sees half a file
             tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
             os.replace(tmp, path)
