@@ -859,6 +859,8 @@ def test_a_cached_config_is_current_when_a_candidate_takes_its_parameters(key):
     N, k_pad = map(int, shape.split("x"))
     configs = tuning.candidates(kernel, int(bucket[1:]), N, k_pad, 132, int(bits[1:]))
     assert all(tuning._current(key, c, 132) for c in configs)
+    for M in range(int(bucket[1:]) // 2 + 1, int(bucket[1:])):  # tuned at another M of the bucket, on another GPU
+        assert all(tuning._current(key, c, 132) for c in tuning.candidates(kernel, M, N, k_pad, 78, int(bits[1:])))
     assert not any(tuning._current(key, stale, 132) for stale in _stale_variants(configs[0]))
     for other in ("nokernel/40x384/q5/m1", "gemv/40-384/q5/m1", "gemv/40x384/q5", "gemv+old/40x384/q5/m2"):
         assert not tuning._current(other, configs[0], 132)
@@ -871,7 +873,7 @@ def test_a_cached_config_is_current_when_a_candidate_takes_its_parameters(key):
 
 def test_stale_cached_configs_are_tuned_again(tmp_path, monkeypatch, caplog):
     """A config with parameters no candidate of its key has is dropped on loading, with a warning, so its key is
-    tuned again; current configs and tuning times stay."""
+    tuned again, and from the file at the next save, with its tuning time; current configs and tuning times stay."""
     current = tuning.candidates("gemv", 1, 40, 384, 132, 5)[0]
     stale = {k: v for k, v in current.items() if k != "VEC"}
     entries = {"gemv/40x384/q5/m1": current, "gemv/40x384/q5/m1/tuning_s": 0.5, "gemv/40x512/q5/m1": stale,
