@@ -4,12 +4,15 @@
 
 For each method, in a process of its own (so one's compiled graphs and pools do
 not weigh on the next), the Llama-3-8B-shaped model of ``bench_decode.py`` at
-batch 1: a warm-up call of :class:`hlwq_ops.decode.GraphDecoder` (compiles,
+``--batch`` rows (1 by default): a warm-up call of :class:`hlwq_ops.decode.GraphDecoder` (compiles,
 tunes, captures) and a timed one (decode tokens/s), then ``--steps`` replays of
 the captured step under ``torch.profiler``, each with the token copy and the
 position update of ``GraphDecoder.generate``'s loop (not its copy into the
 output): each kernel's GPU time a step, by name, beside the timed call's step
-time. Their difference ("between kernels") is the time the GPU spent outside
+time, and the linears' times by their place in a layer (q, k, v, o, gate, up,
+down), to set beside ``bench_ops.py``'s isolated ones. Run it with
+``HLWQ_PDL=0`` to see what programmatic dependent launch does in the model.
+The step time less the kernels' ("between kernels") is the time the GPU spent outside
 kernels, taken from two runs (the timed call, the profiled replays). A method
 that fails prints its error, and the script then exits with status 1.
 """
@@ -20,6 +23,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -35,30 +39,58 @@ from bench_decode import NEW, PROMPT, build  # noqa: E402
 from hlwq_ops.decode import GraphDecoder  # noqa: E402
 
 
-def kernel_times(step, steps: int) -> dict[str, tuple[float, float]]:
-    """{kernel name: (us a step, launches a step)} on the GPU over ``steps`` calls of ``step()``."""
+# A Llama layer's projections in the order its forward calls them, and the names of each method's linear kernels,
+# one launch a linear (HLWQ's split-K sums, launched apart by some tensor-core configs, left out; bf16's cuBLAS kernels
+# are named by their tiles, and rotary's float32 SGEMM is not one of them; lm_head's, matched too, comes last)
+PROJECTIONS = ("q", "k", "v", "o", "gate", "up", "down")
+LINEARS = {"hlwq": r"_gemv_kernel|_rs_kernel|_ws_kernel|_wgmma_kernel|_tc_gemv_kernel|_mma_kernel",
+           "int4": r"tinygemm", "bf16": r"nvjet|gemv"}
+
+
+def kernel_times(step, steps: int) -> tuple[dict[str, tuple[float, float]], list[tuple[str, float]]]:
+    """Over ``steps`` calls of ``step()`` on the GPU: {kernel name: (us a step, launches a step)}, and the step's
+    launches in order as (name, us averaged over the steps), empty where the steps did not launch alike."""
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
             step()
         torch.cuda.synchronize()
+    launches = sorted((e for e in prof.events() if e.device_type == DeviceType.CUDA), key=lambda e: e.time_range.start)
     totals: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0])
-    for e in prof.events():
-        if e.device_type == DeviceType.CUDA:
-            totals[e.name][0] += e.time_range.elapsed_us()
-            totals[e.name][1] += 1
-    return {name: (t / steps, n / steps) for name, (t, n) in totals.items()}
+    for e in launches:
+        totals[e.name][0] += e.time_range.elapsed_us()
+        totals[e.name][1] += 1
+    return ({name: (t / steps, n / steps) for name, (t, n) in totals.items()},
+            in_order([(e.name, e.time_range.elapsed_us()) for e in launches], steps))
 
 
-def one(method: str, steps: int) -> dict:
+def in_order(launches: list[tuple[str, float]], steps: int) -> list[tuple[str, float]]:
+    """A step's launches in order, each one's time averaged over ``steps`` steps that launched the same names."""
+    n = len(launches) // steps
+    names = [name for name, _ in launches[:n]]
+    if n * steps != len(launches) or any(launches[s * n + i][0] != names[i] for s in range(steps) for i in range(n)):
+        return []
+    return [(names[i], sum(launches[s * n + i][1] for s in range(steps)) / steps) for i in range(n)]
+
+
+def by_position(sequence: list[tuple[str, float]], pattern: str, per_layer: int) -> list[list[float]]:
+    """The times of the launches whose names match ``pattern``, in order, cut into layers of ``per_layer``: a list
+    per position in the layer (q, k, v, o, gate, up, down in a Llama layer), its times over the layers. Matches past
+    the last whole layer (lm_head) are left out."""
+    times = [us for name, us in sequence if re.search(pattern, name)]
+    layers = len(times) // per_layer
+    return [[times[layer * per_layer + i] for layer in range(layers)] for i in range(per_layer)]
+
+
+def one(method: str, steps: int, batch: int) -> dict:
     """Decode step time (a 256-token call after the warm-up's) and its kernels, replaying the captured step as
     ``GraphDecoder.generate`` does."""
     start = time.perf_counter()
     model, _ = build("llama3-8b", method)
-    ids = torch.randint(1, model.config.vocab_size, (1, PROMPT), device="cuda")
+    ids = torch.randint(1, model.config.vocab_size, (batch, PROMPT), device="cuda")
     decoder = GraphDecoder(model)
     decoder.generate(ids, NEW)  # compiles, tunes, captures
     decoder.generate(ids, NEW)
-    step_us = 1e6 / decoder.stats.decode_tokens_per_s
+    step_us = 1e6 / decoder.stats.decode_tokens_per_s  # (tokens a second of each row)
     # what generate()'s loop runs a token, in an emptied cache (its layers count the steps themselves: replays past
     # its length index out of it); the positions go on from the prompt's while the keys and values are written from
     # slot 0, which costs the same (the static cache's attention spans its whole length)
@@ -71,33 +103,42 @@ def one(method: str, steps: int) -> dict:
         token.copy_(out)
         position.add_(1)
 
-    rows, mode = kernel_times(step, steps), "graph"
+    (rows, sequence), mode = kernel_times(step, steps), "graph"
     if sum(n for _, n in rows.values()) < 50:  # the profiler did not see into the graph's replays
         decoder._cache.reset()
         position.fill_(PROMPT)
-        rows = kernel_times(lambda: (decoder._step(*decoder._inputs), position.add_(1)), steps)
+        rows, sequence = kernel_times(lambda: (decoder._step(*decoder._inputs), position.add_(1)), steps)
         mode = "compiled step without its graph (the graph's kernels were not seen)"
-    return dict(method=method, step_us=step_us, mode=mode, kernels=rows, wall_s=time.perf_counter() - start)
+    return dict(method=method, batch=batch, step_us=step_us, mode=mode, kernels=rows, sequence=sequence,
+                wall_s=time.perf_counter() - start)
 
 
 def report(result: dict, top: int) -> None:
     rows = sorted(result["kernels"].items(), key=lambda kv: -kv[1][0])
     busy = sum(t for t, _ in result["kernels"].values())
     launches = sum(n for _, n in result["kernels"].values())
-    print(f"\n{result['method']} ({result['mode']}): step {result['step_us']:.1f} us "
-          f"(decode tok/s {1e6 / result['step_us']:.1f}); "
+    print(f"\n{result['method']} at batch {result['batch']} ({result['mode']}): step {result['step_us']:.1f} us "
+          f"(decode tok/s {1e6 * result['batch'] / result['step_us']:.1f}); "
           f"kernels {busy:.1f} us in {launches:.0f} launches a step; "
           f"between kernels {result['step_us'] - busy:.1f} us; "
           f"the process's work {result['wall_s']:.0f} s")
     print(f"{'us/step':>9} {'n/step':>7} {'us each':>8}  kernel")
     for name, (t, n) in rows[:top]:
         print(f"{t:9.1f} {n:7.1f} {t / max(n, 1e-9):8.2f}  {name[:110]}")
+    positions = by_position(result["sequence"], LINEARS[result["method"].split("-")[0]], len(PROJECTIONS))
+    if positions and positions[0]:
+        print("the linears by their place in a layer, us (mean, min-max over the layers):")
+        for name, times in zip(PROJECTIONS, positions):
+            print(f"  {name:>5} {sum(times) / len(times):8.2f} ({min(times):.2f}-{max(times):.2f})")
+    elif not result["sequence"]:
+        print("(the steps did not launch the same kernels in the same order: no per-layer table)")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=["hlwq-q5", "int4", "bf16"])
     p.add_argument("--steps", type=int, default=32, help="decode steps profiled (1 to 255)")
+    p.add_argument("--batch", type=int, default=1)
     p.add_argument("--top", type=int, default=20)
     p.add_argument("--inductor-recommended", action="store_true",
                    help="torchao's recommended Inductor settings (coordinate descent tuning, ...) for every method; "
@@ -110,12 +151,12 @@ def main() -> None:
     if a.one:
         if a.inductor_recommended:
             recommended_inductor_config_setter()
-        print(json.dumps(one(a.one, a.steps)), flush=True)
+        print(json.dumps(one(a.one, a.steps, a.batch)), flush=True)
         return
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}", flush=True)
     results, failed = [], []
     for method in a.methods:
-        child = [sys.executable, __file__, "--one", method, "--steps", str(a.steps)]
+        child = [sys.executable, __file__, "--one", method, "--steps", str(a.steps), "--batch", str(a.batch)]
         child += ["--inductor-recommended"] if a.inductor_recommended else []
         done = subprocess.run(child, capture_output=True, text=True)
         if done.returncode != 0:
