@@ -817,13 +817,15 @@ def test_tuning_cache_written_whole(tmp_path, monkeypatch):
 def test_tuning_cache_keeps_what_other_processes_saved(tmp_path, monkeypatch):
     """Saving merges into the file as it is now: another process's keys saved since this one read it stay; where
     both tuned a key, this process's choice is written."""
+    theirs, ours = tuning.candidates("gemv", 1, 8, 128, 132, 5)[:2]  # (configs of this version: not stale)
     path = tmp_path / "configs.json"
-    path.write_text(json.dumps({"gemv/8x128/q5/m1": {"VEC": 16}, "gemv/8x256/q5/m1": {"VEC": 4}}))
+    path.write_text(json.dumps({"gemv/8x128/q5/m1": theirs, "gemv/8x256/q5/m1": ours}))
     monkeypatch.setattr(tuning, "_cache_file", lambda device: path)
-    monkeypatch.setattr(tuning, "_TUNED", {"gemv/8x128/q5/m1": {"VEC": 4}, "gemv/8x128/q5/m1/tuning_s": 1.5})
+    monkeypatch.setattr(tuning, "sm_count", lambda device: 132)
+    monkeypatch.setattr(tuning, "_TUNED", {"gemv/8x128/q5/m1": ours, "gemv/8x128/q5/m1/tuning_s": 1.5})
     tuning._save(torch.device("cpu"))
-    assert json.loads(path.read_text()) == {"gemv/8x128/q5/m1": {"VEC": 4}, "gemv/8x128/q5/m1/tuning_s": 1.5,
-                                            "gemv/8x256/q5/m1": {"VEC": 4}}
+    assert json.loads(path.read_text()) == {"gemv/8x128/q5/m1": ours, "gemv/8x128/q5/m1/tuning_s": 1.5,
+                                            "gemv/8x256/q5/m1": ours}
 
 
 def test_tuning_cache_entries_that_are_not_configs_are_dropped(tmp_path, monkeypatch, caplog):
@@ -884,7 +886,6 @@ def test_stale_cached_configs_are_tuned_again(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(tuning, "sm_count", lambda device: 132)
     monkeypatch.setattr(tuning, "_TUNED", {})
     monkeypatch.setattr(tuning, "_LOADED", set())
-    monkeypatch.setattr(tuning, "_STALE", {})
     tuning._load(torch.device("cpu"))
     assert tuning._TUNED == {"gemv/40x384/q5/m1": current, "gemv/40x384/q5/m1/tuning_s": 0.5}
     assert "1 configs that this version's kernels do not take (e.g. gemv/40x512/q5/m1" in caplog.text

@@ -359,7 +359,6 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
 
 _TUNED: dict[str, dict] = {}
 _LOADED: set[str] = set()
-_STALE: dict[str, dict] = {}  # cached configs this version's kernels do not take, by key (left out of saves)
 _UNWRITABLE: set[str] = set()  # cache files a write failed for (warned once)
 
 
@@ -420,6 +419,14 @@ def _current(key: str, config: dict, sm_count: int) -> bool:
     return any(config.keys() == c.keys() and config.get("kernel") == c.get("kernel") for c in configs)
 
 
+def _stale(entries: dict, device: torch.device) -> set[str]:
+    """The keys of the configs among a cache's ``entries`` that this version's kernels do not take (:func:`_current`);
+    an entry whose key, less ``/tuning_s``, is one of them goes with them."""
+    configs = [key for key in entries if not key.endswith("/tuning_s")]
+    sms = sm_count(device) if configs else 0
+    return {key for key in configs if not _current(key, entries[key], sms)}
+
+
 def _load(device: torch.device) -> None:
     path = _cache_file(device)
     if str(path) in _LOADED:
@@ -428,13 +435,11 @@ def _load(device: torch.device) -> None:
     tuned, dropped = _read(path)
     if dropped:
         logger.warning("hlwq tuning cache %s: %d entries that are not configs or tuning times ignored", path, dropped)
-    stale = {key for key, config in tuned.items()
-             if not key.endswith("/tuning_s") and not _current(key, config, sm_count(device))}
+    stale = _stale(tuned, device)
     if stale:
         logger.warning("hlwq tuning cache %s: %d configs that this version's kernels do not take (e.g. %s: %s) "
                        "ignored and removed from the file at its next save; a call needing one tunes it again",
                        path, len(stale), min(stale), tuned[min(stale)])
-    _STALE.update({key: tuned[key] for key in stale})
     _TUNED.update({key: value for key, value in tuned.items() if key.removesuffix("/tuning_s") not in stale})
 
 
@@ -449,24 +454,18 @@ def _locked(path: Path):
         yield
 
 
-def _still_stale(key: str, on_file: dict) -> bool:
-    """Whether a file entry is (the tuning time of) a config :func:`_load` found stale, unchanged since."""
-    config_key = key.removesuffix("/tuning_s")
-    return config_key in _STALE and on_file.get(config_key) == _STALE[config_key]
-
-
 def _save(device: torch.device) -> None:
     """Merge this process's table into the device's cache file: what other processes saved since it was read stays
-    (several ranks tuning at once), this process's choices win where both tuned a key, and the stale configs it
-    found on loading (and their tuning times) go."""
+    (several ranks tuning at once), this process's choices win where both tuned a key, and stale configs on the file
+    (:func:`_stale`) go, with their tuning times."""
     path = _cache_file(device)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with _locked(path):
             on_file = _read(path)[0]
-            kept = {k: v for k, v in on_file.items() if not _still_stale(k, on_file)}
-            merged = {**kept, **_TUNED}
+            stale = _stale(on_file, device)
+            merged = {**{k: v for k, v in on_file.items() if k.removesuffix("/tuning_s") not in stale}, **_TUNED}
             # written aside, then renamed: a process reading it never sees half a file
             tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
             os.replace(tmp, path)
