@@ -120,6 +120,18 @@ def lookup(code, c_base, c_lane, SHUFFLE: tl.constexpr, INTERPRET: tl.constexpr)
 
 
 @triton.jit
+def _plane_word(word, PW0: tl.constexpr, W0: tl.constexpr, W: tl.constexpr):
+    """Index within its block of the plane-``W`` word holding the bits of plane-0 word ``word``'s codes (0 if
+    ``W`` is 0): ``(word % PW0) * (32 // W0) * W // 32``."""
+    SHARE: tl.constexpr = 32 // max(32 // W0 * W, 1)  # plane-0 words per plane-W word (a power of two, 1 to 8)
+    if W == 0:
+        out = word * 0
+    else:
+        out = (word // SHARE) % (PW0 // SHARE)
+    return out
+
+
+@triton.jit
 def row_geometry(word, K_PAD, BITS: tl.constexpr, B: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
                  O1: tl.constexpr, W2: tl.constexpr, O2: tl.constexpr):
     """Where plane-0 word ``word`` of a row (any shape, index along the row) and its codes' other bits are.
@@ -134,8 +146,11 @@ def row_geometry(word, K_PAD, BITS: tl.constexpr, B: tl.constexpr, W0: tl.conste
     blk = tl.minimum(word // PW0, K_PAD // B - 1)
     first = (word % PW0) * PER_WORD  # the element's first code in its block
     word_off = blk * WPB + word % PW0
-    p1_off = blk * WPB + B * O1 // 32 + first * W1 // 32
-    p2_off = blk * WPB + B * O2 // 32 + first * W2 // 32
+    # The plane-1/2 word of the element's codes: as ``(word % PW0) * PER_WORD * W1 // 32`` LLVM did not see that a
+    # thread's aligned plane-0 words share it, and the GEMV gathered it twice a row (offline SASS, Q5 VEC = 4, R = 8:
+    # 8 -> 6 loads and 313 -> 307 instructions an iteration; benchmarks/NOTES.md, session 49).
+    p1_off = blk * WPB + B * O1 // 32 + _plane_word(word, PW0, W0, W1)
+    p2_off = blk * WPB + B * O2 // 32 + _plane_word(word, PW0, W0, W2)
     sh1 = ((first * W1) % 32).to(tl.uint32)
     sh2 = ((first * W2) % 32).to(tl.uint32)
     return blk, word_off, p1_off, p2_off, sh1, sh2
