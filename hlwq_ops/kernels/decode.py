@@ -123,10 +123,10 @@ def lookup(code, c_base, c_lane, SHUFFLE: tl.constexpr, INTERPRET: tl.constexpr)
 def _plane_word(word, PW0: tl.constexpr, W0: tl.constexpr, W: tl.constexpr):
     """Index within its block of the plane-``W`` word holding the bits of plane-0 word ``word``'s codes (0 if
     ``W`` is 0): ``(word % PW0) * (32 // W0) * W // 32``."""
-    SHARE: tl.constexpr = 32 // max(32 // W0 * W, 1)  # plane-0 words per plane-W word: 2 or 4 (32, unused, if W is 0)
     if W == 0:
         out = word * 0
     else:
+        SHARE: tl.constexpr = 32 // (32 // W0 * W)  # plane-0 words per plane-W word: 2 or 4
         out = (word // SHARE) % (PW0 // SHARE)
     return out
 
