@@ -22,27 +22,23 @@ run() {  # name dir seconds script args...: one process of a tree
   shift 3
   (cd "$dir" && HLWQ_CACHE_DIR=$caches/${name%%_*} PYTHONPATH=/tmp/site:$dir timeout "$seconds" python3 "$@")
 }
-for round in $(seq "$rounds"); do
-  for tree in base this; do
-    dir=$base; [ $tree = this ] && dir=$here
-    name=${tree}_$round
-    run "$name" "$dir" 150 benchmarks/bench_ops.py --m 1 --no-int4 --shapes 14336x4096 4096x14336 4096x4096 \
-      1024x4096 --json "$out/ops_$name.json" --plot /tmp/ab_ops.png > "$out/ops_$name.log" 2>&1
-    rc=$?; [ $rc -ne 0 ] && failed=1
-    echo "ops $name: rc $rc at ${SECONDS}s"
-    grep -E "HLWQ Q. F.linear" "$out/ops_$name.log"
+each() {  # kind seconds grep-pattern script args...: the script for each round and tree, args with NAME replaced
+  local kind=$1 seconds=$2 pattern=$3 rc
+  shift 3
+  for round in $(seq "$rounds"); do
+    for tree in base this; do
+      dir=$base; [ $tree = this ] && dir=$here
+      name=${tree}_$round
+      run "$name" "$dir" "$seconds" "${@//NAME/$name}" > "$out/${kind}_$name.log" 2>&1
+      rc=$?; [ $rc -ne 0 ] && failed=1
+      echo "$kind $name: rc $rc at ${SECONDS}s"
+      grep -E "$pattern" "$out/${kind}_$name.log"
+    done
   done
-done
-for round in $(seq "$rounds"); do
-  for tree in base this; do
-    dir=$base; [ $tree = this ] && dir=$here
-    name=${tree}_$round
-    run "$name" "$dir" 200 benchmarks/profile_step.py --methods hlwq-q5 --steps 16 --json "$out/step_$name.json" \
-      > "$out/step_$name.log" 2>&1
-    rc=$?; [ $rc -ne 0 ] && failed=1
-    echo "step $name: rc $rc at ${SECONDS}s"
-    grep -E "step|^ +(q|k|v|o|gate|up|down) " "$out/step_$name.log"
-  done
-done
+}
+each ops 150 "HLWQ Q. F.linear" benchmarks/bench_ops.py --m 1 --no-int4 --shapes 14336x4096 4096x14336 4096x4096 \
+  1024x4096 --json "$out/ops_NAME.json" --plot /tmp/ab_ops.png
+each step 200 "step|^ +(q|k|v|o|gate|up|down) " benchmarks/profile_step.py --methods hlwq-q5 --steps 16 \
+  --json "$out/step_NAME.json"
 rm -rf "$caches"
 exit $failed
