@@ -538,12 +538,15 @@ def _timing_stream(device: torch.device) -> torch.cuda.Stream:
     return torch.cuda.Stream(device)
 
 
-def _time_over(run: Callable, config: dict, weights: list, reps: int = 5) -> float:
-    """Milliseconds per call: one CUDA graph calling ``run`` on every weight in turn, replayed ``reps`` times.
+def _time_over(run: Callable, config: dict, weights: list, ms: float = 1.0) -> float:
+    """Milliseconds per call: one CUDA graph calling ``run`` on every weight in turn, replayed for about ``ms``
+    milliseconds after a warm-up as long.
 
     What a decode step sees: no L2 hits, no launch gaps (``do_bench`` would
     either read the weight from L2 or, with its flush, leave dirty lines whose
-    write-back lands in the timed kernel).
+    write-back lands in the timed kernel). The warm-up: a candidate is timed right after its compile left the GPU
+    idle for seconds, and five replays (0.3 ms on a Q5 14336 x 4096 weight) timed that way picked a config 5%
+    slower than the other in about half of the fresh tunings (``benchmarks/NOTES.md``, session 50).
     """
     stream = _timing_stream(weights[0][0].device)
     stream.wait_stream(torch.cuda.current_stream())
@@ -553,21 +556,28 @@ def _time_over(run: Callable, config: dict, weights: list, reps: int = 5) -> flo
         with torch.cuda.graph(graph, stream=stream):
             for q, s in weights:
                 run(config, q, s)
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+        events[0].record(stream)
         graph.replay()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record(stream)
+        events[1].record(stream)
+        events[1].synchronize()
+        reps = max(2, math.ceil(ms / max(events[0].elapsed_time(events[1]), 1e-3)))
         for _ in range(reps):
             graph.replay()
-        end.record(stream)
-    end.synchronize()
+        events[2].record(stream)
+        for _ in range(reps):
+            graph.replay()
+        events[3].record(stream)
+    events[3].synchronize()
     torch.cuda.current_stream().wait_stream(stream)
-    return start.elapsed_time(end) / (reps * len(weights))
+    return events[2].elapsed_time(events[3]) / (reps * len(weights))
 
 
 def _fastest(configs: list[dict], time_one: Callable[[dict], float], key: str) -> dict:
-    """The config ``time_one`` times fastest. One this GPU cannot run (``OutOfResources``, e.g. shared memory) is
-    skipped; so is one the installed Triton cannot compile (e.g. an experimental Gluon API it changed), with a
-    warning."""
+    """The config ``time_one`` times fastest, each timed twice (in order, then in reverse: the better of its two),
+    so that no candidate is judged only where the GPU had just been idle. One this GPU cannot run (``OutOfResources``,
+    e.g. shared memory) is skipped; so is one the installed Triton cannot compile (e.g. an experimental Gluon API it
+    changed), with a warning."""
     import triton
     import triton.compiler.errors
     import triton.runtime.errors
@@ -575,7 +585,7 @@ def _fastest(configs: list[dict], time_one: Callable[[dict], float], key: str) -
     timings, failures = [], 0
     for config in configs:
         try:
-            timings.append((time_one(config), config))
+            timings.append([time_one(config), config])
         except triton.runtime.errors.OutOfResources:
             continue
         except triton.compiler.errors.CompilationError as error:
@@ -586,6 +596,8 @@ def _fastest(configs: list[dict], time_one: Callable[[dict], float], key: str) -
     if not timings:
         raise RuntimeError(f"hlwq tuning {key}: no candidate ran ({failures} of {len(configs)} did not "
                            "compile); HLWQ_PATH=dequant avoids the tensor-core kernels")
+    for timing in reversed(timings):
+        timing[0] = min(timing[0], time_one(timing[1]))
     return min(timings, key=lambda t: t[0])[1]
 
 
