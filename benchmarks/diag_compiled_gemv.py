@@ -70,8 +70,8 @@ def store_variants():
         weights = tuning._weight_set(q, s)
         t = {"asm": [], "plain": []}
         for _ in range(3):
-            t["asm"].append(1e3 * tuning._time_over(asm, config, weights, reps=20))
-            t["plain"].append(1e3 * tuning._time_over(plain, config, weights, reps=20))
+            t["asm"].append(1e3 * tuning._time_over(asm, config, weights, ms=2.0))
+            t["plain"].append(1e3 * tuning._time_over(plain, config, weights, ms=2.0))
         del weights
         err = ((y_eager.float() - ref.float()).norm() / ref.float().norm()).item()
         print(f"{N}x{K} config {config}: asm {sorted(t['asm'])[1]:.2f} us ({', '.join(f'{v:.2f}' for v in t['asm'])}) "

@@ -1,13 +1,15 @@
 """Does the tuner pick the fastest GEMV config, and the same one each time? For each shape and bits at M = 1:
 
 1. the tuner run afresh ``--trials`` times on one weight (the key dropped from its table each time), with the GPU
-   left idle ``--idle`` seconds before each candidate, as compiling it leaves the GPU in a first call: its pick and
-   the time it measured for every candidate;
+   left idle ``--idle`` seconds before each candidate's first timing, as compiling it leaves the GPU in a first call
+   (not before a second timing of it: the new tuner's second pass follows no compile): its pick and the times it
+   measured for every candidate;
 2. every GEMV candidate, and VEC = 4 R = 8 at 4..10 programs per SM, timed like ``bench_ops.py`` (one CUDA graph
    over copies spanning the L2 four times), in ``--rounds`` interleaved rounds (the best of them), each output
    checked against the float64 product of the dequantized weight.
 
-Run it with another tree's ``hlwq_ops`` on ``PYTHONPATH`` to see that tree's tuner::
+Run it with another tree's ``hlwq_ops`` on ``PYTHONPATH`` to see that tree's tuner, and ``HLWQ_CACHE_DIR`` set to a
+scratch directory (each trial saves its pick)::
 
     python benchmarks/diag_tuner.py --shapes 14336x4096 4096x14336 --bits 5 4 --trials 6 --json diag_tuner.json
 """
@@ -37,7 +39,8 @@ def tuner_trials(key: str, trials: int, idle: float, tune) -> list[dict]:
     original, out = tuning._time_over, []
 
     def timed(run, config, weights, *args, **kwargs):
-        time.sleep(idle)
+        if label(config) not in seen:
+            time.sleep(idle)
         ms = original(run, config, weights, *args, **kwargs)
         seen[label(config)].append(round(ms * 1e3, 2))
         return ms
@@ -111,9 +114,9 @@ def main() -> None:
             careful = careful_times(run, configs_to_time(N, K, bits, props.multi_processor_count), copies, ref,
                                     a.rounds)
             results.append(dict(shape=shape, bits=bits, trials=trials, careful=careful))
+            with open(a.json, "w") as f:  # after each case: a timeout keeps what was measured
+                json.dump(dict(device=props.name, results=results), f, indent=1)
             del copies, w_hat
-    with open(a.json, "w") as f:
-        json.dump(dict(device=props.name, results=results), f, indent=1)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from bench_decode import NEW, PROMPT, build  # noqa: E402
 
 from hlwq_ops.decode import GraphDecoder  # noqa: E402
+from hlwq_ops.kernels import tuning  # noqa: E402
 
 
 # A Llama layer's projections in the order its forward calls them, and the names of each method's linear kernels,
@@ -81,6 +82,13 @@ def by_position(sequence: list[tuple[str, float]], pattern: str, per_layer: int)
     return [[times[layer * per_layer + i] for layer in range(layers)] for i in range(per_layer)]
 
 
+def tuned_for(model: torch.nn.Module, batch: int) -> dict[str, dict]:
+    """The tuned configs of the model's linear shapes at this batch (a fresh tuning may pick another tile)."""
+    shapes = {tuple(m.weight.shape) for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    return {key: config for N, K in shapes for bits in range(2, 9)
+            for key, config in tuning.tuned_choices(batch, N, -(-K // 128) * 128, bits).items()}
+
+
 def one(method: str, steps: int, batch: int) -> dict:
     """Decode step time (a 256-token call after the warm-up's) and its kernels, replaying the captured step as
     ``GraphDecoder.generate`` does."""
@@ -110,7 +118,7 @@ def one(method: str, steps: int, batch: int) -> dict:
         rows, sequence = kernel_times(lambda: (decoder._step(*decoder._inputs), position.add_(1)), steps)
         mode = "compiled step without its graph (the graph's kernels were not seen)"
     return dict(method=method, batch=batch, step_us=step_us, mode=mode, kernels=rows, sequence=sequence,
-                wall_s=time.perf_counter() - start)
+                wall_s=time.perf_counter() - start, tuned=tuned_for(model, batch))
 
 
 def report(result: dict, top: int) -> None:
