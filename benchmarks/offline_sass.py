@@ -45,7 +45,7 @@ def compile_gemv(bits: int, vec: int, r: int, warp_parts: int, split: bool, mb: 
                  early: bool = False, pdl: bool = False, plain_stores: bool = False):
     consts = dict(BITS=bits, B=128, HAS_BIAS=False, WORKSPACE=split or warp_parts > 1, SPLIT=split, ROTATE=True,
                   WIDE=False, INTERPRET=False, R=r, VEC=vec, WARP_PARTS=warp_parts, MB=mb, EARLY=early, PDL=pdl,
-                  ROW_PAIRS=vec == 4 and warp_parts == 1 and r == 2 * 4, PLAIN_STORES=plain_stores, **planes(bits))
+                  PLAIN_STORES=plain_stores, **planes(bits))
     if mb == 1:
         consts["M"] = 1  # a real call at M = 1 has it specialized
     names = _gemv_kernel.arg_names

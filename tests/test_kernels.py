@@ -73,9 +73,6 @@ def test_planes_cover_the_code(bits):
         (2, 45, 300, 128, {"R": 4, "ROWS": 6, "EARLY": True}),  # next rows loaded at the loop's top; a partial tile
         (2, 45, 300, 128, {"R": 4, "ROWS": 5, "EARLY": True}),  # ... whose last tile is one row
         (3, 40, 300, 128, {"R": 4, "ROWS": 12, "MB": 2, "EARLY": True}),  # ... with two activation rows
-        # two rows a warp, summed as a pair (ROW_PAIRS): bias added per row, rows past N in a pair's upper half
-        (3, 21, 256, 128, {"VEC": 4, "R": 8, "ROWS": 24, "num_warps": 4}),
-        (3, 40, 2200, 128, {"VEC": 4, "R": 8, "ROWS": 16, "num_warps": 4, "MB": 2}),  # ... split-K, two act. rows
     ],
 )
 def test_gemv_matches_reference(bits, M, N, K, block_size, changes):
@@ -1323,52 +1320,6 @@ def test_ws_kernel_compiles_for_sm90(bits):
     assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-3000:]
 
 
-_COMPILE_ROW_PAIRS = """
-import re, sys, triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from hlwq_ops.kernels.common import planes
-from hlwq_ops.kernels.gemv import _gemv_kernel
-
-TYPES = dict(x_ptr="*bf16", q_ptr="*i32", s_ptr="*fp16", c_ptr="*fp32", bias_ptr="*bf16", out_ptr="*bf16",
-             ws_ptr="*fp32", count_ptr="*i32", N="i32", K_PAD="i32", K_X="i32", ROWS="i32", stride_xm="i32", M="i32",
-             stride_qn="i32", stride_sn="i32")
-for bits, R, warps, MB in ((5, 8, 4, 1), (4, 8, 4, 2), (3, 4, 2, 1), (8, 16, 8, 1)):
-    consts = dict(BITS=bits, B=128, HAS_BIAS=True, WORKSPACE=True, SPLIT=True, ROTATE=True, WIDE=False,
-                  INTERPRET=False, R=R, VEC=4, WARP_PARTS=1, MB=MB, EARLY=False, PDL=False, ROW_PAIRS=True,
-                  PLAIN_STORES=False, **planes(bits))
-    names = _gemv_kernel.arg_names
-    signature = {n: "constexpr" if n in consts else TYPES[n] for n in names}
-    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in TYPES if n not in ("ROWS", "M")}
-    ttgir = triton.compile(ASTSource(_gemv_kernel, signature, consts, attrs), target=GPUTarget("cuda", 90, 32),
-                           options=dict(num_warps=warps, num_stages=1)).asm["ttgir"]
-    asm = [line for line in ttgir.splitlines() if "shfl.sync.bfly" in line]
-    layouts = {m for line in asm for m in re.findall(r"tensor<[0-9x]+xi32, (#[a-z0-9_]+)>", line)}
-    assert len(asm) == MB and len(layouts) == 1, (bits, asm, layouts)
-    (name,) = layouts
-    definition = re.search("^" + name + r" = (.*)$", ttgir, re.M).group(1)
-    # element [w, j] on warp w's lane j, one per thread: what the PTX's shuffles and its lane < 16 test assume
-    lanes = "lane = [[0, 1], [0, 2], [0, 4], [0, 8], [0, 16]]"
-    assert "register = []" in definition and lanes in definition, (bits, R, warps, definition)
-print("laid out")
-"""
-
-
-def test_gemv_row_pairs_layout_for_sm90():
-    """The paired row sums' PTX (``ROW_PAIRS``) is right only if element ``[w, j]`` of its operands sits on lane
-    ``j`` of warp ``w``, alone: the interpreter cannot see that, so the GEMV is compiled for sm_90 (no GPU needed)
-    and the layout Triton gives the inline asm's operands read from its TTGIR (bits 3, 4, 5 and 8; two, four and
-    eight warps; two activation rows per program)."""
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-c", _COMPILE_ROW_PAIRS], env=env, capture_output=True, text=True,
-                          timeout=600, check=False)
-    assert done.returncode == 0 and "laid out" in done.stdout, done.stderr[-3000:]
-
-
 def test_forced_path_must_exist(monkeypatch):
     monkeypatch.setenv("HLWQ_PATH", "magic")
     with pytest.raises(ValueError, match="HLWQ_PATH must be one of"):
@@ -1545,28 +1496,6 @@ def test_gpu_gemv_warp_partials(bits, N, slices):
                 out = gemv(xr, qdata, scale, bias, bits, 128, None, torch.float32, config)
                 assert torch.isfinite(out).all(), config
                 assert rel_error(out, ref) < 1e-5, config
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("bits", range(2, 9))
-def test_gpu_gemv_row_pairs(bits):
-    """Two rows a warp summed as a pair by inline PTX (``ROW_PAIRS``: a lane keeps one row at the first butterfly
-    level, the lanes below 16 end with the first row's sum): every row's sum where it belongs, with the bias added
-    by the kernel (one slice) and in split-K, one and two activation rows per program, rows past N in a pair."""
-    from hlwq_ops.kernels.gemv import slice_codes
-
-    for N, K in ((1003, slice_codes(bits, 4) - 40), (1003, 3 * slice_codes(bits, 4) + 128)):
-        qdata, scale = _packed(N, K, bits, device="cuda")
-        bias = torch.randn(N, device="cuda")
-        for M, MB in ((1, 1), (3, 1), (3, 2)):
-            for ROWS in (8, 44):
-                config = dict(VEC=4, R=8, ROWS=ROWS, num_warps=4, MB=MB)
-                xr = torch.randn(M, scale.shape[1] * 128, device="cuda")
-                ref = gemv_ref(xr, qdata, scale, bias, bits, 128)
-                torch.full((M, N), float("nan"), device="cuda")  # where the caching allocator hands the output next
-                out = gemv(xr, qdata, scale, bias, bits, 128, None, torch.float32, config)
-                assert torch.isfinite(out).all(), (K, config)
-                assert rel_error(out, ref) < 1e-5, (K, config)
 
 
 @pytest.mark.gpu

@@ -171,68 +171,25 @@ def _codes16(X, C: tl.constexpr):
 
 
 @triton.jit
-def _paired_row_sums(p, R: tl.constexpr, C: tl.constexpr, INTERPRET: tl.constexpr):
-    """Row sums of ``p`` ([R, C], VEC = 4: each row's C words on one warp, 4 a thread; R / 2 warps, each holding
-    rows ``w`` and ``w + R / 2``) as [R / 2, 32]: element ``[w, j]`` is row ``w``'s sum for ``j < 16``, row
-    ``w + R / 2``'s above, and ``j`` is the lane.
-
-    Reduced across the warp transposed: at the first butterfly level each lane keeps one row and sends the other,
-    so both rows take 5 shuffles, 5 adds and 2 selects where ``tl.sum`` takes 10 and 10 (offline SASS, Q5 R = 8:
-    see benchmarks/NOTES.md, session 50), and each thread holds one sum to store instead of two.
-    """
-    s = tl.sum(tl.reshape(p, (R, 32, C // 32)), axis=2)  # [R, 32]: a lane's own words of each row
-    a, b = tl.split(tl.permute(tl.reshape(s, (2, R // 2, 32)), (1, 2, 0)))  # rows w and w + R / 2, [R / 2, 32]
-    low = tl.arange(0, 32)[None, :] < 16
-    if INTERPRET:  # (no PTX): the same sums where the lanes would hold them
-        return tl.where(low, tl.sum(a, axis=1)[:, None], tl.sum(b, axis=1)[:, None])
-    return tl.inline_asm_elementwise(
-        """{ .reg .pred lo; .reg .b32 s, t;
-        setp.ne.b32 lo, $3, 0;
-        selp.b32 s, $2, $1, lo;
-        selp.b32 $0, $1, $2, lo;
-        shfl.sync.bfly.b32 t, s, 16, 0x1f, 0xffffffff;
-        add.f32 $0, $0, t;
-        shfl.sync.bfly.b32 t, $0, 8, 0x1f, 0xffffffff;
-        add.f32 $0, $0, t;
-        shfl.sync.bfly.b32 t, $0, 4, 0x1f, 0xffffffff;
-        add.f32 $0, $0, t;
-        shfl.sync.bfly.b32 t, $0, 2, 0x1f, 0xffffffff;
-        add.f32 $0, $0, t;
-        shfl.sync.bfly.b32 t, $0, 1, 0x1f, 0xffffffff;
-        add.f32 $0, $0, t; }""",
-        "=r,r,r,r",
-        [a.to(tl.int32, bitcast=True), b.to(tl.int32, bitcast=True), low.to(tl.int32)],
-        dtype=tl.int32,
-        is_pure=True,
-        pack=1,
-    ).to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _row_sums(p, out_row, row0, row_hi, M, N, bias_ptr, bias_base, NORM: tl.constexpr, R: tl.constexpr,
+def _row_sums(p, out_row, rows, row_hi, M, N, bias_ptr, bias_base, NORM: tl.constexpr, R: tl.constexpr,
               C: tl.constexpr, WORKSPACE: tl.constexpr, HAS_BIAS: tl.constexpr, WARP_PARTS: tl.constexpr,
-              ROW_PAIRS: tl.constexpr, INTERPRET: tl.constexpr, PLAIN: tl.constexpr):
-    """Store the row sums of ``p`` ([R, C], scaled: rows ``row0 ..``) for the rows below ``row_hi`` at ``out_row``.
+              INTERPRET: tl.constexpr, PLAIN: tl.constexpr):
+    """Store the row sums of ``p`` ([R, C], scaled) for ``rows`` below ``row_hi`` at ``out_row``.
 
     With WARP_PARTS > 1, one partial per part of the tile's columns (with VEC =
     16, each warp's own sum), ``M * N`` apart; else the sum, plus the bias when
-    it goes straight to the output (with ROW_PAIRS by :func:`_paired_row_sums`).
+    it goes straight to the output.
     """
     if WARP_PARTS > 1:
-        rows = row0 + tl.arange(0, R)[:, None]
         part = tl.sum(tl.reshape(p, (R, WARP_PARTS, C // WARP_PARTS)), axis=2) * NORM  # [R, PARTS]
         w = tl.arange(0, WARP_PARTS)[None, :]
         part_ptr = out_row + w.to(tl.int64) * tl.cast(M, tl.int64) * N + rows
         store_elementwise(part_ptr, part, tl.broadcast_to(rows < row_hi, (R, WARP_PARTS)), PLAIN)
     else:
-        if ROW_PAIRS:
-            y = _paired_row_sums(p, R, C, INTERPRET) * NORM
-            rows = row0 + tl.arange(0, R // 2)[:, None] + (tl.arange(0, 32)[None, :] >= 16) * (R // 2)
-        else:
-            # [R], in the reduction's layout: one store per row and thread (a [R, 1] tensor held four copies per
-            # thread, each stored; offline SASS, Q5 VEC = 4 R = 8: 8 -> 2 stores, 319 -> 313 loop instructions)
-            y = tl.sum(p, axis=1) * NORM
-            rows = tl.reshape(row0 + tl.arange(0, R)[:, None], (R,))
+        # [R], in the reduction's layout: one store per row and thread (a [R, 1] tensor held four copies per
+        # thread, each stored; offline SASS, Q5 VEC = 4 R = 8: 8 -> 2 stores, 319 -> 313 loop instructions)
+        y = tl.sum(p, axis=1) * NORM
+        rows = tl.reshape(rows, (R,))
         if not WORKSPACE and HAS_BIAS:
             b_type: tl.constexpr = bias_ptr.dtype.element_ty
             if b_type.primitive_bitwidth == 16:
@@ -319,7 +276,6 @@ def _gemv_kernel(
     MB: tl.constexpr,
     EARLY: tl.constexpr,
     PDL: tl.constexpr,
-    ROW_PAIRS: tl.constexpr,  # VEC = 4 and two rows a warp: the row sums by _paired_row_sums
     PLAIN_STORES: tl.constexpr,  # row sums by tl.store, which Inductor's mutation analysis reads (see gemv_plan)
 ):
     if q_ptr.dtype.element_ty == tl.uint8:  # (the packed codes as given: read as int32 words)
@@ -389,11 +345,12 @@ def _gemv_kernel(
             p = _fma4(p, xs, a, c)
             if MB == 2:
                 q = _fma4(q, ys, a, c)
-        _row_sums(p * scale, out_row, row0, row_hi, M, N, bias_ptr, bias_base, NORM, R, C, WORKSPACE, HAS_BIAS,
-                  WARP_PARTS, ROW_PAIRS, INTERPRET, PLAIN)
+        rows = row0 + r
+        _row_sums(p * scale, out_row, rows, row_hi, M, N, bias_ptr, bias_base, NORM, R, C, WORKSPACE, HAS_BIAS,
+                  WARP_PARTS, INTERPRET, PLAIN)
         if MB == 2:  # (no rows past M)
-            _row_sums(q * scale, out_row + N, row0, tl.where(second, row_hi, 0), M, N, bias_ptr, bias_base, NORM, R,
-                      C, WORKSPACE, HAS_BIAS, WARP_PARTS, ROW_PAIRS, INTERPRET, PLAIN)
+            _row_sums(q * scale, out_row + N, rows, tl.where(second, row_hi, 0), M, N, bias_ptr, bias_base, NORM, R, C,
+                      WORKSPACE, HAS_BIAS, WARP_PARTS, INTERPRET, PLAIN)
 
     # The next kernel may launch once every program is past its rows (released at the top, the tensor-core paths
     # measured up to 46% slower: benchmarks/NOTES.md, session 14).
@@ -459,7 +416,6 @@ def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, 
             MB=mb,
             EARLY=config.get("EARLY", False),
             PDL=dependent,
-            ROW_PAIRS=config["VEC"] == 4 and parts == 1 and config["R"] == 2 * config["num_warps"],
             PLAIN_STORES=traced,
         ),
         dict(num_warps=config["num_warps"], num_stages=1, **launch_options(dependent)),
