@@ -91,7 +91,8 @@ def main() -> None:
     p.add_argument("--shapes", nargs="+", default=["14336x4096", "4096x14336"])
     p.add_argument("--bits", nargs="+", type=int, default=[5, 4])
     p.add_argument("--trials", type=int, default=6)
-    p.add_argument("--idle", type=float, default=1.0, help="seconds the GPU idles before each tuner timing")
+    p.add_argument("--idle", type=float, default=1.0,
+                   help="seconds the GPU idles before a candidate's first timing in a trial")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--json", default="diag_tuner.json")
     a = p.parse_args()
