@@ -8,8 +8,8 @@
    over copies spanning the L2 four times), in ``--rounds`` interleaved rounds (the best of them), each output
    checked against the float64 product of the dequantized weight.
 
-Run it with another tree's ``hlwq_ops`` on ``PYTHONPATH`` to see that tree's tuner, and ``HLWQ_CACHE_DIR`` set to a
-scratch directory (each trial saves its pick)::
+Run it with another tree's ``hlwq_ops`` on ``PYTHONPATH`` to see that tree's tuner, and ``HLWQ_CACHE_DIR`` set to an
+empty directory, one for each tree (each trial saves its pick; a cached pick would time nothing)::
 
     python benchmarks/diag_tuner.py --shapes 14336x4096 4096x14336 --bits 5 4 --trials 6 --json diag_tuner.json
 """
@@ -21,6 +21,8 @@ import collections
 import json
 import time
 
+from typing import Callable
+
 import torch
 from bench_ops import burst_time, captured, quantized_for_timing, rel_error
 
@@ -30,12 +32,14 @@ from hlwq_ops.kernels.gemv import slice_codes
 
 
 def label(config: dict) -> str:
+    """A config's parameters as one string (every GEMV candidate has ``num_warps = 4``)."""
     return " ".join(f"{k}={v}" for k, v in config.items() if k not in ("num_warps", "kernel"))
 
 
-def tuner_trials(key: str, trials: int, idle: float, tune) -> list[dict]:
+def tuner_trials(key: str, trials: int, idle: float, tune: Callable[[], dict]) -> list[dict]:
     """``tune()`` run ``trials`` times with ``key`` dropped from the table first; per trial the pick and what the
-    tuner measured for each candidate (us; every timing of a candidate, in order)."""
+    tuner measured for each candidate (us; every timing of a candidate, in order). The tuner's own timing function
+    is wrapped for the trials (restored after): the only way to see what it measured."""
     original, out = tuning._time_over, []
 
     def timed(run, config, weights, *args, **kwargs):
@@ -51,6 +55,9 @@ def tuner_trials(key: str, trials: int, idle: float, tune) -> list[dict]:
             tuning._TUNED.pop(key, None)
             seen = collections.defaultdict(list)
             picked = tune()
+            if not seen:
+                raise RuntimeError(f"{key}: the tuner timed nothing (a cached pick?): set HLWQ_CACHE_DIR to an empty "
+                                   "directory, one for each tree")
             out.append(dict(picked=label(picked), seen=dict(seen)))
             print(f"  tuner picked {label(picked)}; measured {dict(seen)}", flush=True)
     finally:
@@ -109,6 +116,7 @@ def main() -> None:
             ref = x.double() @ w_hat.t()
             run = kernels._gemv_run(x, None, bits, 128, None, torch.bfloat16)
             key = "gemv" + tuning._layer_key(1, N, K, bits)
+            tuning.tuned("gemv", 1, N, K, bits, w.device)  # (loads the cache file now, not in the first trial)
             print(f"{shape} q{bits} ({len(copies)} copies in the careful timing)", flush=True)
             trials = tuner_trials(key, a.trials, a.idle,
                                   lambda w=copies[0]: tuning.config_for("gemv", 1, N, K, bits, w, run))

@@ -38,6 +38,7 @@ from bench_decode import NEW, PROMPT, build  # noqa: E402
 
 from hlwq_ops.decode import GraphDecoder  # noqa: E402
 from hlwq_ops.kernels import tuning  # noqa: E402
+from hlwq_ops.tensor import HLWQTensor  # noqa: E402
 
 
 # A Llama layer's projections in the order its forward calls them, and the names of each method's linear kernels,
@@ -83,10 +84,11 @@ def by_position(sequence: list[tuple[str, float]], pattern: str, per_layer: int)
 
 
 def tuned_for(model: torch.nn.Module, batch: int) -> dict[str, dict]:
-    """The tuned configs of the model's linear shapes at this batch (a fresh tuning may pick another tile)."""
-    shapes = {tuple(m.weight.shape) for m in model.modules() if isinstance(m, torch.nn.Linear)}
-    return {key: config for N, K in shapes for bits in range(2, 9)
-            for key, config in tuning.tuned_choices(batch, N, -(-K // 128) * 128, bits).items()}
+    """The tuned configs of the model's quantized linears at this batch (a fresh tuning may pick another tile)."""
+    layers = {(*m.weight.shape, m.weight.bits, m.weight.block_size) for m in model.modules()
+              if isinstance(m, torch.nn.Linear) and isinstance(m.weight, HLWQTensor)}
+    return {key: config for N, K, bits, block in layers
+            for key, config in tuning.tuned_choices(batch, N, -(-K // block) * block, bits).items()}
 
 
 def one(method: str, steps: int, batch: int) -> dict:
