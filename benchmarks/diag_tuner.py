@@ -20,7 +20,6 @@ import argparse
 import collections
 import json
 import time
-
 from typing import Callable
 
 import torch

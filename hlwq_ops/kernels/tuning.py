@@ -557,21 +557,21 @@ def _time_over(run: Callable, config: dict, weights: list, ms: float = 1.0) -> f
         with torch.cuda.graph(graph, stream=stream):
             for q, s in weights:
                 run(config, q, s)
-        events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
-        events[0].record(stream)
-        graph.replay()
-        events[1].record(stream)
-        events[1].synchronize()
-        reps = max(2, math.ceil(ms / max(events[0].elapsed_time(events[1]), 1e-3)))
+        one_start, one_end, start, end = (torch.cuda.Event(enable_timing=True) for _ in range(4))
+        one_start.record(stream)
+        graph.replay()  # one replay, timed to size the warm-up and the timing
+        one_end.record(stream)
+        one_end.synchronize()
+        reps = max(2, math.ceil(ms / max(one_start.elapsed_time(one_end), 1e-3)))
         for _ in range(reps):
             graph.replay()
-        events[2].record(stream)
+        start.record(stream)
         for _ in range(reps):
             graph.replay()
-        events[3].record(stream)
-    events[3].synchronize()
+        end.record(stream)
+    end.synchronize()
     torch.cuda.current_stream().wait_stream(stream)
-    return events[2].elapsed_time(events[3]) / (reps * len(weights))
+    return start.elapsed_time(end) / (reps * len(weights))
 
 
 def _fastest(configs: list[dict], time_one: Callable[[dict], float], key: str) -> dict:
