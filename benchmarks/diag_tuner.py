@@ -115,7 +115,7 @@ def main() -> None:
             ref = x.double() @ w_hat.t()
             run = kernels._gemv_run(x, None, bits, 128, None, torch.bfloat16)
             key = "gemv" + tuning._layer_key(1, N, K, bits)
-            tuning.tuned("gemv", 1, N, K, bits, w.device)  # (loads the cache file now, not in the first trial)
+            tuning._load(w.device)  # the cache file read now, not inside the first trial
             print(f"{shape} q{bits} ({len(copies)} copies in the careful timing)", flush=True)
             trials = tuner_trials(key, a.trials, a.idle,
                                   lambda w=copies[0]: tuning.config_for("gemv", 1, N, K, bits, w, run))

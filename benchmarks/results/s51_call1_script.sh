@@ -2,7 +2,8 @@
 # Session 51, one call within $1 s, by priority: 1. the GPU tests of the paired row sums; 2. bench_ops --m 1 in
 # .diag/head (HEAD, no paired sums) and this tree; 3. diag_tuner.py on Q5 14336x4096 with HEAD's
 # tuner (.diag/head) and 9dfd8ca's (.diag/base); 4. bench_ops again, the trees in the other order. Each tree and
-# tool tunes into an empty cache of its own; bench_ops's second round reuses the first round's tiles.
+# tool tunes into an empty cache of its own; bench_ops's second round reuses the first round's tiles. 5. The batch-1
+# decode step (profile_step.py) in both trees, if time is left.
 cd "$(dirname "$0")/../.."
 here=$PWD; work=$OUT/work; mkdir -p $work; cp .diag/s51/run1.sh $work/
 deadline=${1:-300}
@@ -30,4 +31,8 @@ for tree in head base; do
     --json $work/tuner_$tree.json && grep -E "picked" $work/tuner_$tree.log | cut -c1-70
 done
 ops 2 this head
+for tree in head this; do
+  run $tree step 150 benchmarks/profile_step.py --methods hlwq-q5 --steps 16 --json $work/step_$tree.json && \
+    grep -E "step|^ +(q|k|v|o|gate|up|down) " $work/step_$tree.log
+done
 cd $OUT && tar czf run1_logs.tgz work && rm -rf work
