@@ -546,8 +546,9 @@ def _time_over(run: Callable, config: dict, weights: list, ms: float = 1.0) -> f
     either read the weight from L2 or, with its flush, leave dirty lines whose
     write-back lands in the timed kernel). The warm-up: a candidate is timed right after its compile left the GPU
     idle for seconds; timed by five replays after one (0.3 ms on a Q5 14336 x 4096 weight), 3 of 8 fresh tunings
-    picked a config 5% slower than the other (``benchmarks/NOTES.md``, session 50; that the clock was the cause, and
-    that this cures it, is not yet measured).
+    picked a config 5% slower than the other (``benchmarks/NOTES.md``, session 50). In session 52 neither that
+    timing nor this one picked it in 4 fresh tunings each (``benchmarks/RESULTS.md`` 52b): that the clock was the
+    cause, and that this cures it, is not shown.
     """
     stream = _timing_stream(weights[0][0].device)
     stream.wait_stream(torch.cuda.current_stream())
