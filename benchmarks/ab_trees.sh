@@ -8,7 +8,8 @@
 #   (device call, carrying .whl and .diag)  bash benchmarks/gpu_run.sh bash benchmarks/ab_trees.sh .diag/base [rounds]
 #
 # Logs and JSON go to $OUT (else /tmp/hlwq_ab_out); each line it prints names the tree and the round. Exits non-zero
-# if any run failed.
+# if any run failed. AB_SHAPES (N x K, space-separated) replaces the four shapes; AB_STEP=0 leaves out the step (for
+# a change the Q5 decode step does not run, e.g. one at Q4 only).
 set -u
 base=$(cd "${1:?usage: ab_trees.sh BASE_DIR [ROUNDS]}" && pwd) || exit 2
 rounds=${2:-2}
@@ -36,9 +37,10 @@ each() {  # kind seconds grep-pattern script args...: the script for each round 
     done
   done
 }
-each ops 150 "HLWQ Q. F.linear" benchmarks/bench_ops.py --m 1 --no-int4 --shapes 14336x4096 4096x14336 4096x4096 \
-  1024x4096 --json "$out/ops_NAME.json" --plot /tmp/ab_ops.png
-each step 200 "step|^ +(q|k|v|o|gate|up|down) " benchmarks/profile_step.py --methods hlwq-q5 --steps 16 \
-  --json "$out/step_NAME.json"
+# shellcheck disable=SC2086  # (the shapes split into arguments)
+each ops 150 "HLWQ Q. (F.linear|GEMV)" benchmarks/bench_ops.py --m 1 --no-int4 \
+  --shapes ${AB_SHAPES:-14336x4096 4096x14336 4096x4096 1024x4096} --json "$out/ops_NAME.json" --plot /tmp/ab_ops.png
+[ "${AB_STEP:-1}" = 0 ] || each step 200 "step|^ +(q|k|v|o|gate|up|down) " benchmarks/profile_step.py \
+  --methods hlwq-q5 --steps 16 --json "$out/step_NAME.json"
 rm -rf "$caches"
 exit $failed
