@@ -548,7 +548,8 @@ def _time_over(run: Callable, config: dict, weights: list, ms: float = 1.0) -> f
     idle for seconds; timed by five replays after one (0.3 ms on a Q5 14336 x 4096 weight), 3 of 8 fresh tunings
     picked a config 5% slower than the other (``benchmarks/NOTES.md``, session 50). In session 52 neither that
     timing nor this one picked it in 4 fresh tunings each (``benchmarks/RESULTS.md`` 52b): that the clock was the
-    cause, and that this cures it, is not shown.
+    cause, and that this cures it, is not shown. Session 53 saw the first timings read fast, not slow (RESULTS.md
+    53b): :func:`_fastest` judges a candidate on its later two.
     """
     stream = _timing_stream(weights[0][0].device)
     stream.wait_stream(torch.cuda.current_stream())
@@ -576,10 +577,10 @@ def _time_over(run: Callable, config: dict, weights: list, ms: float = 1.0) -> f
 
 
 def _fastest(configs: list[dict], time_one: Callable[[dict], float], key: str) -> dict:
-    """The config ``time_one`` times fastest, each timed twice (in order, then in reverse: the better of its two),
-    so that no candidate is judged only where the GPU had just been idle. One this GPU cannot run (``OutOfResources``,
-    e.g. shared memory) is skipped; so is one the installed Triton cannot compile (e.g. an experimental Gluon API it
-    changed), with a warning."""
+    """The config ``time_one`` times fastest, each timed three times: in order (where each follows its own compile),
+    then in reverse and in order again, judged on the better of those two, so that no candidate is judged where the
+    GPU had just been idle. One this GPU cannot run (``OutOfResources``, e.g. shared memory) is skipped; so is one
+    the installed Triton cannot compile (e.g. an experimental Gluon API it changed), with a warning."""
     import triton
     import triton.compiler.errors
     import triton.runtime.errors
@@ -598,7 +599,11 @@ def _fastest(configs: list[dict], time_one: Callable[[dict], float], key: str) -
     if not timings:
         raise RuntimeError(f"hlwq tuning {key}: no candidate ran ({failures} of {len(configs)} did not "
                            "compile); HLWQ_PATH=dequant avoids the tensor-core kernels")
+    # The first pass not judged: in a process's first tuning its first two candidates read 7-8% fast there, and the
+    # better of two then picked a tile 5% slower (Q4 1024 x 4096, H100, benchmarks/RESULTS.md 53b).
     for timing in reversed(timings):
+        timing[0] = time_one(timing[1])
+    for timing in timings:
         timing[0] = min(timing[0], time_one(timing[1]))
     return min(timings, key=lambda t: t[0])[1]
 
