@@ -2,7 +2,7 @@
 
 1. the tuner run afresh ``--trials`` times on one weight (the key dropped from its table each time), with the GPU
    left idle ``--idle`` seconds before each candidate's first timing, as compiling it leaves the GPU in a first call
-   (not before a second timing of it: the new tuner's second pass follows no compile): its pick and the times it
+   (not before its later timings: the tuner's later passes follow no compile): its pick and the times it
    measured for every candidate;
 2. every GEMV candidate, and VEC = 4 R = 8 at 4..10 programs per SM, timed like ``bench_ops.py`` (one CUDA graph
    over copies spanning the L2 four times), in ``--rounds`` interleaved rounds (the best of them), each output

@@ -548,8 +548,8 @@ def _time_over(run: Callable, config: dict, weights: list, ms: float = 1.0) -> f
     idle for seconds; timed by five replays after one (0.3 ms on a Q5 14336 x 4096 weight), 3 of 8 fresh tunings
     picked a config 5% slower than the other (``benchmarks/NOTES.md``, session 50). In session 52 neither that
     timing nor this one picked it in 4 fresh tunings each (``benchmarks/RESULTS.md`` 52b): that the clock was the
-    cause, and that this cures it, is not shown. Session 53 saw the first timings read fast, not slow (RESULTS.md
-    53b): :func:`_fastest` judges a candidate on its later two.
+    cause, and that this cures it, is not shown. In session 53 the first two candidates' first timings in a process's
+    first tuning read 7-8% fast, not slow (RESULTS.md 53b): :func:`_fastest` judges a candidate on its later two.
     """
     stream = _timing_stream(weights[0][0].device)
     stream.wait_stream(torch.cuda.current_stream())
@@ -578,8 +578,8 @@ def _time_over(run: Callable, config: dict, weights: list, ms: float = 1.0) -> f
 
 def _fastest(configs: list[dict], time_one: Callable[[dict], float], key: str) -> dict:
     """The config ``time_one`` times fastest, each timed three times: in order (where each follows its own compile),
-    then in reverse and in order again, judged on the better of those two, so that no candidate is judged where the
-    GPU had just been idle. One this GPU cannot run (``OutOfResources``, e.g. shared memory) is skipped; so is one
+    then in reverse and in order again, judged on the better of those two: in a process's first tuning the first
+    timings of its first candidates have read fast (``benchmarks/RESULTS.md`` 53b). One this GPU cannot run (``OutOfResources``, e.g. shared memory) is skipped; so is one
     the installed Triton cannot compile (e.g. an experimental Gluon API it changed), with a warning."""
     import triton
     import triton.compiler.errors
