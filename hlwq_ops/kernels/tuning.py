@@ -579,8 +579,9 @@ def _time_over(run: Callable, config: dict, weights: list, ms: float = 1.0) -> f
 def _fastest(configs: list[dict], time_one: Callable[[dict], float], key: str) -> dict:
     """The config ``time_one`` times fastest, each timed three times: in order (where each follows its own compile),
     then in reverse and in order again, judged on the better of those two: in a process's first tuning the first
-    timings of its first candidates have read fast (``benchmarks/RESULTS.md`` 53b). One this GPU cannot run (``OutOfResources``, e.g. shared memory) is skipped; so is one
-    the installed Triton cannot compile (e.g. an experimental Gluon API it changed), with a warning."""
+    timings of its first candidates have read fast (``benchmarks/RESULTS.md`` 53b). One this GPU cannot run
+    (``OutOfResources``, e.g. shared memory) is skipped; so is one the installed Triton cannot compile (e.g. an
+    experimental Gluon API it changed), with a warning."""
     import triton
     import triton.compiler.errors
     import triton.runtime.errors
