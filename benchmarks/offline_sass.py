@@ -123,6 +123,29 @@ def loop_mix(sass: str, key_op: str | None = "FFMA") -> collections.Counter:
     return _mix(ins, *best)
 
 
+def shuffle_distances(sass: str) -> list[int]:
+    """For each FFMA of the main loop that reads a codebook shuffle's result, how many instructions after that
+    ``SHFL.IDX`` it sits (in the loop's SASS order; registers traced to their last writer). With ~2 warps a scheduler
+    nothing hides a shuffle's latency but the instructions between: ncu put Q4's FFMAs, 6 after their shuffle
+    (Q5's 12), on the short scoreboard 2.7x as often (``benchmarks/RESULTS.md`` 53c)."""
+    ins, loops = _instructions(sass)
+    lo, hi = max(loops, key=lambda lo_hi: _mix(ins, *lo_hi)["FFMA"])
+    body = [(op, rest) for addr, op, rest in ins if lo <= addr <= hi]
+    written, out = {}, []
+    for i, (op, rest) in enumerate(body):
+        operands = [o.strip() for o in rest.split(",")]
+        first = 1 if operands and re.fullmatch(r"!?U?P(T|\d)", operands[0]) else 0  # a predicate destination first
+        dst = re.findall(r"\bR(\d+)\b", operands[first]) if len(operands) > first else []
+        srcs = [reg for o in operands[first + 1:] for reg in re.findall(r"\bR(\d+)\b", o)]
+        if op.startswith("FFMA"):
+            after = [i - written[reg][0] for reg in srcs if written.get(reg, (0, ""))[1].startswith("SHFL.IDX")]
+            if after:
+                out.append(min(after))
+        if dst:
+            written[dst[0]] = (i, op)
+    return out
+
+
 def step_loops(sass: str) -> list[int]:
     """Instruction counts of the ws kernel's consumer step loops: the loops whose body holds exactly one step of one
     warpgroup (eight ``wgmma``, 64 shuffles: 64 rows x 128 codes over 128 threads), smallest first."""
@@ -179,6 +202,10 @@ def main() -> None:
     print(f"loop: {n} instructions, {n / (words * 32 // planes(a.bits)['W0']):.2f} per weight, "
           f"BAR {mix['BAR']}, STS {mix['STS']}, LDS {mix['LDS']}, SHFL {mix['SHFL']}")
     print(" ".join(f"{op}:{c}" for op, c in mix.most_common(16)))
+    distances = sorted(shuffle_distances(sass))
+    if distances:
+        print(f"FFMAs fed by a codebook shuffle: {len(distances)}, median {distances[len(distances) // 2]} "
+              f"instructions after it, {sum(d <= 6 for d in distances)} within 6")
 
 
 if __name__ == "__main__":
