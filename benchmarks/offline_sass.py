@@ -124,12 +124,13 @@ def loop_mix(sass: str, key_op: str | None = "FFMA") -> collections.Counter:
 
 
 def shuffle_distances(sass: str) -> list[int]:
-    """For each FFMA of the main loop that reads a codebook shuffle's result, how many instructions after that
-    ``SHFL.IDX`` it sits (in the loop's SASS order; registers traced to their last writer). With ~2 warps a scheduler
-    nothing hides a shuffle's latency but the instructions between: ncu put Q4's FFMAs, 6 after their shuffle
-    (Q5's 12), on the short scoreboard 2.7x as often (``benchmarks/RESULTS.md`` 53c)."""
+    """For each FFMA of the main loop that reads a codebook shuffle's result directly, how many instructions after
+    that ``SHFL.IDX`` it sits (the nearest, if it reads several; in the loop's SASS order, one pass, registers traced
+    to their last writer, only a write's first register recorded). With ~2 warps a scheduler nothing hides a
+    shuffle's latency but the instructions between: ncu put Q4's FFMAs, 6 after their shuffle (Q5's 12), on the
+    short scoreboard 2.7x as often (``benchmarks/RESULTS.md`` 53c)."""
     ins, loops = _instructions(sass)
-    lo, hi = max(loops, key=lambda lo_hi: _mix(ins, *lo_hi)["FFMA"])
+    lo, hi = max(loops, key=lambda lo_hi: _mix(ins, *lo_hi)["FFMA"], default=(0, -1))
     body = [(op, rest) for addr, op, rest in ins if lo <= addr <= hi]
     written, out = {}, []
     for i, (op, rest) in enumerate(body):
@@ -144,6 +145,13 @@ def shuffle_distances(sass: str) -> list[int]:
         if dst:
             written[dst[0]] = (i, op)
     return out
+
+
+def shuffle_lookups(sass: str) -> int:
+    """``SHFL.IDX`` instructions (codebook lookups, not the row sums' butterflies) in the main loop."""
+    ins, loops = _instructions(sass)
+    lo, hi = max(loops, key=lambda lo_hi: _mix(ins, *lo_hi)["FFMA"], default=(0, -1))
+    return sum(op.startswith("SHFL.IDX") for addr, op, _ in ins if lo <= addr <= hi)
 
 
 def step_loops(sass: str) -> list[int]:
@@ -204,8 +212,10 @@ def main() -> None:
     print(" ".join(f"{op}:{c}" for op, c in mix.most_common(16)))
     distances = sorted(shuffle_distances(sass))
     if distances:
-        print(f"FFMAs fed by a codebook shuffle: {len(distances)}, median {distances[len(distances) // 2]} "
-              f"instructions after it, {sum(d <= 6 for d in distances)} within 6")
+        # as many as the loop's shuffles that feed FMAs, or some were fed across the loop's edge (not counted)
+        print(f"FFMAs fed by a codebook shuffle: {len(distances)} (SHFL.IDX in the loop: {shuffle_lookups(sass)}), "
+              f"median {distances[len(distances) // 2]} instructions after it (the upper median), "
+              f"{sum(d <= 6 for d in distances)} within 6")
 
 
 if __name__ == "__main__":
