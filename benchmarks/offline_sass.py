@@ -118,9 +118,13 @@ def loop_mix(sass: str, key_op: str | None = "FFMA") -> collections.Counter:
     ins, loops = _instructions(sass)
     if key_op is None:
         return _mix(ins)
-    # the main loop: the backward branch whose body holds the most FFMAs (the epilogue's loops hold none)
-    best = max(loops, key=lambda lo_hi: _mix(ins, *lo_hi)[key_op], default=(0, -1))
-    return _mix(ins, *best)
+    return _mix(ins, *_main_loop(ins, loops, key_op))
+
+
+def _main_loop(ins, loops, key_op: str = "FFMA") -> tuple[int, int]:
+    """First and last address of the main loop: the backward branch whose body holds the most ``key_op`` (the
+    epilogue's loops hold no FFMA); an empty range if the kernel has no loop."""
+    return max(loops, key=lambda lo_hi: _mix(ins, *lo_hi)[key_op], default=(0, -1))
 
 
 def shuffle_distances(sass: str) -> list[int]:
@@ -130,7 +134,7 @@ def shuffle_distances(sass: str) -> list[int]:
     shuffle's latency but the instructions between: ncu put Q4's FFMAs, 6 after their shuffle (Q5's 12), on the
     short scoreboard 2.7x as often (``benchmarks/RESULTS.md`` 53c)."""
     ins, loops = _instructions(sass)
-    lo, hi = max(loops, key=lambda lo_hi: _mix(ins, *lo_hi)["FFMA"], default=(0, -1))
+    lo, hi = _main_loop(ins, loops)
     body = [(op, rest) for addr, op, rest in ins if lo <= addr <= hi]
     written, out = {}, []
     for i, (op, rest) in enumerate(body):
@@ -150,7 +154,7 @@ def shuffle_distances(sass: str) -> list[int]:
 def shuffle_lookups(sass: str) -> int:
     """``SHFL.IDX`` instructions (codebook lookups, not the row sums' butterflies) in the main loop."""
     ins, loops = _instructions(sass)
-    lo, hi = max(loops, key=lambda lo_hi: _mix(ins, *lo_hi)["FFMA"], default=(0, -1))
+    lo, hi = _main_loop(ins, loops)
     return sum(op.startswith("SHFL.IDX") for addr, op, _ in ins if lo <= addr <= hi)
 
 
