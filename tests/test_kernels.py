@@ -1499,20 +1499,21 @@ def test_gpu_poisoned_output_fully_written(bits):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("bits", [2, 4, 5, 8])
-@pytest.mark.parametrize("N,slices", [(1000, 1), (300, 3)])  # one VEC = 16 slice (a barrier), and split-K
-def test_gpu_gemv_warp_partials(bits, N, slices):
+@pytest.mark.parametrize("N,slices", [(1000, 1), (300, 3)])  # one slice (a barrier), and split-K
+@pytest.mark.parametrize("VEC", [8, 16])
+def test_gpu_gemv_warp_partials(bits, N, slices, VEC):
     """Each warp's partial row sums stored and summed by its own program (WARP_PARTS), with one and two activation
     rows per program (MB): every output written, every sum right, on the GPU's memory model (the interpreter runs
     one thread). Every warp's part holds codes; the activations are new for each call, so a partial read before it
     is written (stale) gives a wrong sum."""
     from hlwq_ops.kernels.gemv import slice_codes
 
-    K = slices * slice_codes(bits, 16) - 100
+    K = slices * slice_codes(bits, VEC) - 100
     qdata, scale = _packed(N, K, bits, device="cuda")
     bias = torch.randn(N, device="cuda")
     for M, MB in ((1, 1), (3, 1), (3, 2)):
         for R, ROWS in ((2, 5), (4, 24), (8, 64)):
-            config = dict(VEC=16, R=R, ROWS=ROWS, num_warps=4, WARP_PARTS=4, MB=MB)
+            config = dict(VEC=VEC, R=R, ROWS=ROWS, num_warps=4, WARP_PARTS=4, MB=MB)
             for _ in range(3):  # the split-K counters are reset for the next call
                 xr = torch.randn(M, scale.shape[1] * 128, device="cuda")
                 ref = gemv_ref(xr, qdata, scale, bias, bits, 128)

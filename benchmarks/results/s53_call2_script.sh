@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The next call (benchmarks/NOTES.md, session 53, Next 1), within $1 s, with results/s53_vec8.patch applied here and
-# .diag/head a worktree of HEAD without it: the GPU test that runs every GEMV candidate (now VEC = 8 tiles on the
-# small shapes too); ncu on Q4's pick and on Q4 VEC 8 R 8 (1024 x 4096); every candidate timed with care
-# (diag_tuner.py, small shapes, bits 4 and 5); then ab_trees.sh against .diag/head on the small shapes, two rounds,
-# no decode step. From the repository root:
-#   bash benchmarks/gpu_run.sh bash benchmarks/results/s53_call2_script.sh 420
+# .diag/head a worktree of HEAD without it: the GPU tests that run every GEMV candidate (now VEC = 8 tiles on the
+# small shapes too) and VEC = 8 and 16 over split K with warp partials; ncu on Q4's pick and on Q4 VEC 8 R 8
+# (1024 x 4096); every candidate timed with care (diag_tuner.py, small shapes, bits 4 and 5); then ab_trees.sh
+# against .diag/head on the small shapes, two rounds, no decode step. From the repository root:
+#   bash benchmarks/gpu_run.sh bash benchmarks/results/s53_call2_script.sh 460
 cd "$(dirname "$0")/../.."
 work=$OUT/work; mkdir -p "$work"; cp "$0" "$work/"
-deadline=${1:-420}
-OMP_NUM_THREADS=2 timeout 110 python3 -m pytest -m gpu -n 8 tests/test_kernels.py -p no:cacheprovider --tb=short -q \
-  -rA -k "poisoned_output_fully_written" > "$work/gpu_gemv_tests.log" 2>&1
+deadline=${1:-460}
+OMP_NUM_THREADS=2 timeout 150 python3 -m pytest -m gpu -n 8 tests/test_kernels.py -p no:cacheprovider --tb=short -q \
+  -rA -k "poisoned_output_fully_written or warp_partials" > "$work/gpu_gemv_tests.log" 2>&1
 echo "gpu gemv tests rc $? at ${SECONDS}s"; tail -2 "$work/gpu_gemv_tests.log"
 for case in 'q4_pick {"VEC": 16, "R": 8, "ROWS": 8, "num_warps": 4, "WARP_PARTS": 4}' \
             'q4_vec8 {"VEC": 8, "R": 8, "ROWS": 8, "num_warps": 4}'; do
