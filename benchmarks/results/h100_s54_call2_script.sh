@@ -2,7 +2,7 @@
 # Session 54, call 2 (benchmarks/NOTES.md, session 54): the issues' target tables again, as session 45's call 1 ran
 # them (results/h100_s45_run1_script.sh) -- M = 1 on the six issue-3 shapes, then the batch-1 decode step the
 # CUDA-graph way, one process per method. From the repository root:
-#   bash benchmarks/gpu_run.sh bash benchmarks/results/s54_call2_script.sh
+#   bash benchmarks/gpu_run.sh bash benchmarks/results/h100_s54_call2_script.sh
 cd "$(dirname "$0")/../.."
 cp "$0" "$OUT/"
 timeout 300 python3 benchmarks/bench_ops.py --m 1 --json $OUT/ops_m1.json --plot $OUT/ops_m1.png > $OUT/ops_m1.log 2>&1
