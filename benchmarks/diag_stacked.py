@@ -1,19 +1,18 @@
 """Diagnostic: the batch-1 decode step with sibling projections stacked into one HLWQ GEMV (q, k, v; gate, up).
 
-A prototype of ``benchmarks/NOTES.md`` session 54's Next 1 (c), not a library
-feature: each sibling module is replaced by a :class:`_Sibling` that shares a
-:class:`_Stack` -- the siblings' codes and scales concatenated by rows (HLWQ
-quantizes every row on its own, so the stack is exactly their weights) -- and
-the first sibling called with an input computes the whole stack's linear, the
-others take their columns of it. ``GraphDecoder`` compiles the step with
-``fullgraph=True``, so a run that finishes shows Dynamo traced the shared state
-without a graph break. One process, one model: the plain and the stacked step
-alternate, ``--rounds`` times each, every round compiled and captured afresh::
+A prototype of ``benchmarks/NOTES.md`` session 54's Next 1 (c), not a library feature: each sibling module is replaced
+by a :class:`_Sibling` that shares a :class:`_Stack` -- the siblings' codes and scales concatenated by rows (HLWQ
+quantizes every row on its own, so the stack holds exactly their weights) -- and the first sibling called with an
+input computes the whole stack's linear, the others take their columns of it. ``GraphDecoder`` compiles the step
+with ``fullgraph=True``, so a run that finishes shows Dynamo traced the shared state without a graph break. One
+process, one model: the plain and the stacked step alternate, ``--rounds`` times each, every round compiled and
+captured afresh; while stacked, the model holds both copies of the siblings' weights (the originals are put back
+after the round). From ``benchmarks/``::
 
-    python benchmarks/diag_stacked.py --rounds 2 --json diag_stacked.json
+    python diag_stacked.py --rounds 2 --json diag_stacked.json
 
-``--check`` instead runs a 2-layer model on the CPU: the same greedy tokens
-plain and stacked, eager and compiled (no CUDA graph).
+``--check`` instead runs a 2-layer model on the CPU: the same greedy tokens plain and stacked, eager and compiled
+(no CUDA graph).
 """
 
 from __future__ import annotations
@@ -37,40 +36,58 @@ SIBLINGS = {"self_attn": ("q_proj", "k_proj", "v_proj"), "mlp": ("gate_proj", "u
 
 
 class _Stack:
-    """The stacked weight and each sibling's columns of its output; the last input and output, for the siblings
-    after the first."""
+    """The stacked weight and each sibling's columns of its output; the input being served, its output, and the
+    siblings that have taken their columns of it."""
 
     def __init__(self, weights: list[HLWQTensor]):
         first = weights[0]
+        for field in ("bits", "block_size", "dtype", "transposed"):
+            values = [getattr(w, field) for w in weights]
+            if len(set(values)) > 1:
+                raise ValueError(f"siblings to stack must share {field}; found {values}")
+        if any(w.codebook is not None for w in weights):
+            raise ValueError("siblings with their own codebooks are not stacked here (one codebook per weight)")
         rows = [w.shape[0] for w in weights]
         qdata = torch.cat([w.qdata for w in weights])
         scale = torch.cat([w.scale for w in weights])
-        self.weight = HLWQTensor(qdata, scale, first.bits, first.block_size, (sum(rows), first.shape[1]), first.dtype,
-                                 first.codebook)
+        self.weight = HLWQTensor(qdata, scale, first.bits, first.block_size, (sum(rows), first.shape[1]), first.dtype)
         starts = [sum(rows[:i]) for i in range(len(rows) + 1)]
         self.columns = list(zip(starts[:-1], starts[1:]))
+        self._clear()
+
+    def _clear(self) -> None:
         self.x = self.y = None
+        self.served: set[int] = set()
+
+    def output(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        """Sibling ``index``'s columns of the stack's linear of ``x``: computed when ``x`` is not the input being
+        served, or when this sibling already took its columns of it; the state is dropped once every sibling has.
+        An input changed in place between siblings is not seen (``x._version`` would see it, but Dynamo cannot
+        trace a branch on it: a graph break, which ``fullgraph=True`` refuses)."""
+        if self.x is not x or index in self.served:
+            self.x, self.y, self.served = x, F.linear(x, self.weight), set()
+        y = self.y
+        self.served.add(index)
+        if len(self.served) == len(self.columns):  # hold nothing past the layer
+            self._clear()
+        lo, hi = self.columns[index]
+        return y[..., lo:hi]
 
 
 class _Sibling(torch.nn.Module):
+    """One projection of a :class:`_Stack`: its columns of the stack's output."""
+
     def __init__(self, stack: _Stack, index: int):
         super().__init__()
         self.stack, self.index = stack, index
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        stack = self.stack
-        if stack.x is not x:  # (each sibling gets the same input tensor: the first one computes the stack)
-            stack.x, stack.y = x, F.linear(x, stack.weight)
-        y = stack.y
-        if self.index == len(stack.columns) - 1:  # the last sibling: hold nothing past the layer
-            stack.x = stack.y = None
-        lo, hi = stack.columns[self.index]
-        return y[..., lo:hi]
+        return self.stack.output(x, self.index)
 
 
-def stack(model: torch.nn.Module) -> dict:
-    """Replace every layer's sibling projections by :class:`_Sibling` modules; returns the originals (for
-    :func:`unstack`)."""
+def stack(model: torch.nn.Module) -> dict[tuple[torch.nn.Module, str], torch.nn.Module]:
+    """Replace every layer's sibling projections by :class:`_Sibling` modules; returns the originals by (parent,
+    name), for :func:`unstack`."""
     originals = {}
     for layer in model.model.layers:
         for part, names in SIBLINGS.items():
@@ -85,7 +102,8 @@ def stack(model: torch.nn.Module) -> dict:
     return originals
 
 
-def unstack(originals: dict) -> None:
+def unstack(originals: dict[tuple[torch.nn.Module, str], torch.nn.Module]) -> None:
+    """Put back the modules :func:`stack` replaced."""
     for (parent, name), module in originals.items():
         setattr(parent, name, module)
 
@@ -125,6 +143,12 @@ def check() -> None:
     print("check: the same tokens, eager and compiled, plain and stacked")
 
 
+def _first_difference(a: torch.Tensor, b: torch.Tensor) -> int | None:
+    """The first new token (from 0) at which two runs differ; None where they agree."""
+    differ = (a != b).nonzero()
+    return differ[0].item() if len(differ) else None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bits", type=int, default=5)
@@ -137,7 +161,7 @@ def main() -> None:
         return
     model, _ = build("llama3-8b", f"hlwq-q{args.bits}")
     ids = torch.randint(1, model.config.vocab_size, (1, PROMPT), device="cuda")
-    rows, tokens = [], {}
+    rows, first_tokens = [], {}
     for round_ in range(args.rounds):
         for stacked in (False, True):
             originals = stack(model) if stacked else None
@@ -145,10 +169,12 @@ def main() -> None:
             start = time.perf_counter()
             decoder = GraphDecoder(model)
             decoder.generate(ids, NEW)  # warm-up: compiles, tunes, captures
-            out = decoder.generate(ids, NEW)
-            tokens.setdefault(stacked, out)
+            out = decoder.generate(ids, NEW)[0, PROMPT:]
+            first = first_tokens.setdefault(stacked, out)  # each kind's first round: what later rounds must repeat
             row = dict(round=round_, stacked=stacked, tok_s=decoder.stats.decode_tokens_per_s,
-                       ttft_ms=1e3 * decoder.stats.prefill_s, same_tokens=torch.equal(out, tokens[False]),
+                       ttft_ms=1e3 * decoder.stats.prefill_s,
+                       differs_from_first_round_at=_first_difference(out, first),
+                       differs_from_plain_at=_first_difference(out, first_tokens[False]),
                        wall_s=time.perf_counter() - start)
             print(json.dumps(row), flush=True)
             rows.append(row)

@@ -1502,10 +1502,12 @@ def test_gpu_poisoned_output_fully_written(bits):
 @pytest.mark.parametrize("N,slices", [(1000, 1), (300, 3)])  # one slice (a barrier), and split-K
 @pytest.mark.parametrize("VEC", [8, 16])
 def test_gpu_gemv_warp_partials(bits, N, slices, VEC):
-    """Each warp's partial row sums stored and summed by its own program (WARP_PARTS), with one and two activation
-    rows per program (MB): every output written, every sum right, on the GPU's memory model (the interpreter runs
-    one thread). Every warp's part holds codes; the activations are new for each call, so a partial read before it
-    is written (stale) gives a wrong sum."""
+    """Row sums cut into WARP_PARTS = 4 parts along the tile's columns (a warp's own sum at VEC = 16, half a warp's
+    at VEC = 8, where two warps sit along K), stored as partials and summed by the program that sums the row range
+    (the program itself with one slice, the last to arrive with three), with one and two activation rows per
+    program (MB): every output written, every sum right, on the GPU's memory model (the interpreter runs one
+    thread). Every part holds codes; the activations are new for each call, so a partial read before it is written
+    (stale) gives a wrong sum."""
     from hlwq_ops.kernels.gemv import slice_codes
 
     K = slices * slice_codes(bits, VEC) - 100

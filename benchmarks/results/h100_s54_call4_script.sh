@@ -4,5 +4,6 @@
 #   bash benchmarks/gpu_run.sh bash benchmarks/results/h100_s54_call4_script.sh
 cd "$(dirname "$0")/../.."
 cp "$0" "$OUT/"
-(cd benchmarks && timeout 450 python3 diag_stacked.py --rounds 2 --json $OUT/diag_stacked.json) > $OUT/diag_stacked.log 2>&1
+(cd benchmarks && timeout 450 python3 diag_stacked.py --rounds 2 --json $OUT/diag_stacked.json) \
+  > $OUT/diag_stacked.log 2>&1
 echo "diag_stacked rc $? at ${SECONDS}s"; grep "^{" $OUT/diag_stacked.log

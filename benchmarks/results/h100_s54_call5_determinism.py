@@ -2,7 +2,8 @@
 than in its first. Which part repeats bit for bit? One Llama-3-8B-shaped Q5 model (random weights):
 (1) each projection shape's F.linear at M = 1 and 128, three calls (the first tunes), the last two compared;
 (2) the eager 128-token prompt's last logits, twice; (3) GraphDecoder's greedy tokens (32 new), in two decoders
-compiled afresh, then a third call of the second decoder. From benchmarks/:  python results/h100_s54_call5_determinism.py
+compiled afresh, then a third call of the second decoder. From benchmarks/:
+    python results/h100_s54_call5_determinism.py
 """
 import sys
 from pathlib import Path
