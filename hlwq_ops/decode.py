@@ -13,7 +13,8 @@ causal LM (HLWQ weights or not)::
     tokens = decoder.generate(padded_ids, 256, attention_mask=mask)  # prompts of different lengths, left-padded
 
 The prompt is prefilled eagerly; the step ``token, position -> next token``
-(compiled with ``torch.compile``) is captured in a CUDA graph once per (batch,
+(compiled with ``torch.compile``, HLWQ projections of one input in one GEMV:
+:mod:`hlwq_ops.grouping`) is captured in a CUDA graph once per (batch,
 length) and replayed for every token. Without end-of-sequence ids nothing
 waits for the GPU until the end; with them, every ``check_every`` tokens the
 host checks whether every row has produced one, and stops if so (a row's
@@ -33,6 +34,8 @@ from dataclasses import dataclass
 
 import torch
 from transformers import StaticCache
+
+from .grouping import GroupProjections
 
 __all__ = ["DecodeStats", "GraphDecoder", "cache_argument"]
 
@@ -101,9 +104,13 @@ class GraphDecoder:
         cuda_graph: capture the step in a CUDA graph (default: when the model is on CUDA).
             ValueError for a model with sliding-window layers, whose step depends on a
             Python counter that a graph cannot replay.
+        group_projections: compile the step with :class:`hlwq_ops.grouping.GroupProjections`
+            (the HLWQ projections of one input -- q, k and v; gate and up -- in one GEMV at
+            batch 1), after Inductor's ``post_grad_custom_post_pass`` where one is set.
     """
 
-    def __init__(self, model: torch.nn.Module, compile: bool = True, cuda_graph: bool | None = None):
+    def __init__(self, model: torch.nn.Module, compile: bool = True, cuda_graph: bool | None = None,
+                 group_projections: bool = True):
         self.model = model
         self.device = next(model.parameters()).device
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
@@ -119,12 +126,20 @@ class GraphDecoder:
         # static cache's length, a value on the device, which a compiled step cannot slice by
         self._takes_positions = "position_ids" in _forward_parameters(model)
         self._warm = False
-        self._step = torch.compile(self._decode_step, fullgraph=True) if compile else self._decode_step
+        self._step = self._compiled(group_projections) if compile else self._decode_step
         self.stats = DecodeStats()
         self._key: tuple[int, int, bool] | None = None
         # every capture's warm-up on one stream: torch keeps a cuBLAS workspace (lm_head's GEMM) for each stream
         # cuBLAS ran on, and a new stream per (batch, length) came from a pool of 32
         self._side_stream: torch.cuda.Stream | None = None
+
+    def _compiled(self, group_projections: bool):
+        """The decode step compiled (``fullgraph``), with :class:`GroupProjections` if asked."""
+        if not group_projections:
+            return torch.compile(self._decode_step, fullgraph=True)
+        then = torch._inductor.config.post_grad_custom_post_pass  # (Inductor takes one pass: the caller's after)
+        options = {"post_grad_custom_post_pass": GroupProjections(then)}
+        return torch.compile(self._decode_step, fullgraph=True, options=options)
 
     @staticmethod
     def _check_graph_can_replay(cache: StaticCache) -> None:

@@ -12,6 +12,9 @@ This is the only module that touches ``torch.library``.
                        rotate, then the rotated-domain product
 ``hlwq.linear_inference``  ``hlwq.linear`` without autograd, for calls that
                        record no gradient (cheaper through the dispatcher)
+``hlwq.linear_group``  ``hlwq.linear_inference`` of several weights on one
+                       input, their outputs side by side: one GEMV launch at
+                       decode sizes (what :mod:`hlwq_ops.grouping` compiles in)
 ``hlwq.linear_compiled``  ``hlwq.linear_inference`` as compiled graphs call it
                        with ``HLWQ_COMPILED_GEMV=1``: a ``triton_op`` whose
                        decode-size GEMV Inductor launches itself (experimental)
@@ -21,7 +24,7 @@ All but ``linear_compiled`` are opaque ``custom_op``s (``linear_inference`` is d
 ``torch.library.Library``, to have no autograd kernel; see its section): the
 CPU implementations are plain torch (the
 reference math of :mod:`hlwq_ops.format`); the CUDA implementations of
-``fwht``, ``dequantize``, ``linear_rotated``, ``linear`` and ``linear_inference`` are the Triton
+``fwht``, ``dequantize``, ``linear_rotated``, ``linear``, ``linear_inference`` and ``linear_group`` are the Triton
 kernels of :mod:`hlwq_ops.kernels` (``quantize`` runs the same vectorized torch
 code on either device). ``hlwq.linear`` is one op, not ``fwht`` followed by
 ``linear_rotated``, because at decode sizes its GEMV rotates the activations
@@ -407,6 +410,51 @@ torch.library.register_fake("hlwq::linear_inference", _linear_fake, lib=_LIB)
 
 
 # ---------------------------------------------------------------------------
+# hlwq.linear_group: several weights' hlwq.linear_inference on one input
+# ---------------------------------------------------------------------------
+
+# What :class:`hlwq_ops.grouping.GroupProjections` puts in a compiled graph in place of the calls of one input's
+# sibling projections (a layer's q, k and v; gate and up): their outputs side by side, from one GEMV launch at decode
+# sizes (``kernels.linear_group``). Defined as ``linear_inference`` is (no autograd kernel): the pass makes it from
+# those calls only.
+_LIB.define(
+    "linear_group(Tensor x, Tensor[] qdata, Tensor[] scale, Tensor?[] bias, SymInt bits, SymInt block_size, "
+    "SymInt K, Tensor?[] codebook) -> Tensor",
+    tags=(torch.Tag.pt2_compliant_tag,),
+)
+
+
+def _check_linear_group(x, qdata, scale, bias, bits, block_size, K, codebook) -> list[int]:
+    """Validate the arguments of ``hlwq.linear_group`` (each weight's as ``hlwq.linear``'s); return each one's N."""
+    lengths = [len(qdata), len(scale), len(bias), len(codebook)]
+    if not qdata or len(set(lengths)) > 1:
+        raise ValueError("hlwq.linear_group takes one qdata, scale, bias and codebook (None where absent) per weight, "
+                         f"at least one weight; got lists of {lengths[0]}, {lengths[1]}, {lengths[2]} and {lengths[3]}")
+    return [_check_linear(x, q, s, b, bits, block_size, K, c) for q, s, b, c in zip(qdata, scale, bias, codebook)]
+
+
+def _linear_group_cpu(x, qdata, scale, bias, bits, block_size, K, codebook):
+    _check_linear_group(x, qdata, scale, bias, bits, block_size, K, codebook)
+    return torch.cat([_linear_cpu(x, q, s, b, bits, block_size, K, c)
+                      for q, s, b, c in zip(qdata, scale, bias, codebook)], dim=-1)
+
+
+def _linear_group_cuda(x, qdata, scale, bias, bits, block_size, K, codebook):
+    _check_linear_group(x, qdata, scale, bias, bits, block_size, K, codebook)
+    return kernels.linear_group(x, list(zip(qdata, scale, bias, codebook)), bits, block_size, K)
+
+
+def _linear_group_fake(x, qdata, scale, bias, bits, block_size, K, codebook):
+    N = _check_linear_group(x, qdata, scale, bias, bits, block_size, K, codebook)
+    return x.new_empty((*x.shape[:-1], sum(N)))
+
+
+_LIB.impl("linear_group", _linear_group_cpu, "CPU")
+_LIB.impl("linear_group", _linear_group_cuda, "CUDA")
+torch.library.register_fake("hlwq::linear_group", _linear_group_fake, lib=_LIB)
+
+
+# ---------------------------------------------------------------------------
 # hlwq.linear_compiled: what a compiled graph calls, its GEMV launched by Inductor
 # ---------------------------------------------------------------------------
 
@@ -448,8 +496,10 @@ def linear_compiled(
     ws = out if plan.ws_shape is None else x.new_empty(plan.ws_shape, dtype=torch.float32)
     counters = out if not plan.counters else x.new_zeros(plan.counters, dtype=torch.int32)
     # (by its module name: the compile caches key the op on the kernels its source wraps by name)
+    bias = table if traced.bias is None else traced.bias
+    members = (qdata, traced.scale, table, bias) * 2  # (a group's other weights: unused by a single weight's GEMV)
     wrap_triton(_gemv_kernel)[launch.grid](
-        traced.x, qdata, traced.scale, table, table if traced.bias is None else traced.bias, out, ws, counters,
+        traced.x, qdata, traced.scale, table, bias, out, ws, counters, *members,
         *launch.ints, **launch.constexprs, **launch.options)
     return out.view(*x.shape[:-1], N)
 

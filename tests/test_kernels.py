@@ -275,6 +275,65 @@ def test_gemv_refuses_other_activation_rows_per_program(mb):
         gemv(x, qdata, scale, None, 5, 128, None, torch.float32, _config(2, MB=mb))
 
 
+def _group(rows, K, bits, bias, codebooks=False, device=KERNEL_DEVICE):
+    """Weights of ``rows`` rows each, as :func:`gemv_group` takes them, and the float64 reference of their outputs
+    side by side for raw activations (rotated and padded here)."""
+    weights = []
+    for i, n in enumerate(rows):
+        cb = torch.sort(torch.randn(2**bits, device=device)).values if codebooks and i % 2 else None
+        qdata, scale = fmt.quantize_ref(torch.randn(n, K, device=device), bits, 128, codebook=cb)
+        weights.append((qdata, scale, torch.randn(n, device=device) if bias else None, cb))
+
+    def reference(x):
+        k_pad = weights[0][1].shape[1] * 128
+        xr = fwht_ref(torch.nn.functional.pad(x.float(), (0, k_pad - K)), 128)
+        return torch.cat([gemv_ref(xr, q, s, b, bits, 128, c) for q, s, b, c in weights], -1)
+
+    return weights, reference
+
+
+@pytest.mark.parametrize("bits", [4, 5, 7])  # one plane; a gathered second; three planes (offsets moved back)
+@pytest.mark.parametrize("rows", [(9, 5), (7, 3, 6), (8, 16, 8)])  # ragged ends of a weight's programs; whole ones
+@pytest.mark.parametrize(
+    "K,changes",
+    [
+        (300, {}),  # several slices: split-K's partials and counters over the group's programs
+        (256, {"VEC": 4, "R": 4, "ROWS": 8}),  # one slice: stored straight, the bias added per row
+        (300, {"R": 4, "ROWS": 6, "MB": 2}),  # two activation rows per program, the second alone at M = 3
+        (4200, {"VEC": 16, "R": 2, "ROWS": 6, "WARP_PARTS": 4}),  # a partial per warp, and split-K
+        (300, {"R": 4, "ROWS": 5, "EARLY": True}),  # next rows loaded at the loop's top
+    ],
+)
+def test_gemv_group_matches_reference(bits, rows, K, changes):
+    """Two or three weights in one launch, each program on one weight's rows: each weight's own codes, scales,
+    codebook (every other one custom) and bias, into its own columns."""
+    from hlwq_ops.kernels.gemv import gemv_group
+
+    for bias in (False, True):
+        weights, reference = _group(rows, K, bits, bias, codebooks=True)
+        x = torch.randn(3, K, device=KERNEL_DEVICE).bfloat16()
+        y = gemv_group(x, weights, bits, 128, torch.float32, _config(3, **changes))
+        assert y.shape == (3, sum(rows))
+        assert rel_error(y, reference(x)) < 1e-5, bias
+
+
+def test_gemv_group_refuses_what_one_launch_cannot_read():
+    from hlwq_ops.kernels.gemv import gemv_group
+
+    x = torch.randn(1, 256, device=KERNEL_DEVICE)
+    weights, _ = _group((4, 4, 4, 4), 256, 5, bias=False)
+    with pytest.raises(ValueError, match="2 or 3 weights, got 4"):
+        gemv_group(x, weights, 5, 128, torch.float32, _config(1))
+    with pytest.raises(ValueError, match="2 or 3 weights, got 1"):
+        gemv_group(x, weights[:1], 5, 128, torch.float32, _config(1))
+    wider, _ = _group((4,), 384, 5, bias=False)
+    with pytest.raises(ValueError, match="the same width"):
+        gemv_group(x, [weights[0], wider[0]], 5, 128, torch.float32, _config(1))
+    with_bias, _ = _group((4,), 256, 5, bias=True)
+    with pytest.raises(ValueError, match=r"all a bias or none.*\[False, True\]"):
+        gemv_group(x, [weights[0], with_bias[0]], 5, 128, torch.float32, _config(1))
+
+
 def test_gemv_refuses_to_rotate_partial_blocks():
     from hlwq_ops.kernels.gemv import can_rotate
 
@@ -1493,6 +1552,30 @@ def test_gpu_poisoned_output_fully_written(bits):
             # NaN in the block the caching allocator hands the output next: unwritten stays NaN
             torch.full((M, 1000), float("nan"), device="cuda")
             out = gemv(xr, qdata, scale, None, bits, 128, None, torch.float32, config)
+            assert torch.isfinite(out).all(), config
+            assert rel_error(out, ref) < 1e-5, config
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bits", [2, 4, 5, 8])
+@pytest.mark.parametrize("rows,K", [((4096, 1024, 1024), 4096), ((1000, 333), 1000), ((14336, 14336), 4096)])
+def test_gpu_gemv_group_every_candidate(bits, rows, K):
+    """A group (Llama-3-8B's q, k, v and gate, up; ragged small weights) under every GEMV candidate of its rows
+    together and tiles that end inside a weight's programs: every output written (poisoned first), each weight's
+    columns right, also on the next calls (the split-K counters reset)."""
+    from hlwq_ops.kernels.gemv import can_rotate, gemv_group
+
+    weights, reference = _group(rows, K, bits, bias=True, device="cuda")
+    x = torch.randn(1, K, device="cuda", dtype=torch.bfloat16)
+    ref = reference(x)
+    k_pad = weights[0][1].shape[1] * 128
+    configs = tuning.candidates("gemv", 1, sum(rows), k_pad, 132, bits) + [dict(VEC=4, R=4, ROWS=7, num_warps=4)]
+    for config in configs:
+        if not can_rotate(bits, 128, config):
+            continue
+        for _ in range(2):
+            torch.full((1, sum(rows)), float("nan"), device="cuda")  # where the caching allocator hands the output
+            out = gemv_group(x, weights, bits, 128, torch.float32, config)
             assert torch.isfinite(out).all(), config
             assert rel_error(out, ref) < 1e-5, config
 

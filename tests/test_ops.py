@@ -299,18 +299,53 @@ def _opcheck_cases(device, dtype):
             torch.ops.hlwq.linear_inference.default,
             (x.detach(), qdata, scale, bias.detach(), 5, 128, 200),
         ),
+        "linear_group": (
+            torch.ops.hlwq.linear_group.default,
+            (x.detach(), [qdata, qdata[:8]], [scale, scale[:8]], [bias.detach(), bias[:8].detach()], 5, 128, 200,
+             [None, torch.sort(torch.randn(32, device=device)).values]),
+        ),
     }
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", ACT_DTYPES)
 @pytest.mark.parametrize(
-    "name", ["fwht", "quantize", "dequantize", "linear_rotated", "linear", "linear_no_bias", "linear_inference"]
+    "name",
+    ["fwht", "quantize", "dequantize", "linear_rotated", "linear", "linear_no_bias", "linear_inference",
+     "linear_group"],
 )
 def test_opcheck(device, dtype, name):
     op, args = _opcheck_cases(device, dtype)[name]
     tol = {} if dtype == torch.float32 else {"atol": 5e-2, "rtol": 5e-2}
     torch.library.opcheck(op, args, **tol)
+
+
+# -- linear_group ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("M", [1, 5])  # (on CUDA: one GEMV launch, then each weight's own call)
+def test_linear_group_is_the_linears_side_by_side(device, M):
+    _, q1, s1 = _packed(40, 200, 5, device)
+    _, q2, s2 = _packed(24, 200, 5, device)
+    x = torch.randn(2, M, 200, device=device, dtype=torch.bfloat16)
+    b1, b2 = torch.randn(40, device=device), torch.randn(24, device=device)
+    y = torch.ops.hlwq.linear_group(x, [q1, q2], [s1, s2], [b1, b2], 5, 128, 200, [None, None])
+    expected = torch.cat([torch.ops.hlwq.linear(x, q1, s1, b1, 5, 128, 200),
+                          torch.ops.hlwq.linear(x, q2, s2, b2, 5, 128, 200)], -1)
+    assert y.shape == (2, M, 64) and y.dtype == torch.bfloat16
+    assert rel_error(y, expected) < 1e-2
+
+
+def test_linear_group_refuses_lists_of_other_lengths_and_checks_each_weight():
+    _, qdata, scale = _packed(8, 256)
+    x = torch.randn(2, 256)
+    with pytest.raises(ValueError, match="one qdata, scale, bias and codebook .* got lists of 2, 1, 2 and 2"):
+        torch.ops.hlwq.linear_group(x, [qdata, qdata], [scale], [None, None], 5, 128, 256, [None, None])
+    with pytest.raises(ValueError, match="at least one weight"):
+        torch.ops.hlwq.linear_group(x, [], [], [], 5, 128, 256, [])
+    with pytest.raises(ValueError, match="x has K=255, weight expects K=256"):
+        torch.ops.hlwq.linear_group(x[:, :255], [qdata], [scale], [None], 5, 128, 256, [None])
 
 
 # -- bad input -----------------------------------------------------------------

@@ -29,7 +29,7 @@ from .fwht import MAX_KERNEL_BLOCK, fwht
 from .fwht import launch_plan as launch_fwht
 from .fwht import plan_for as plan_fwht
 from .fwht import prepare as prepare_fwht
-from .gemv import can_rotate, gemv
+from .gemv import can_rotate, gemv, gemv_group
 from .gemv import plan_for as plan_gemv
 from .launch import clear_with_plans
 from .mma import mma
@@ -57,6 +57,8 @@ __all__ = [
     "fwht",
     "gemv",
     "linear",
+    "group_serves",
+    "linear_group",
     "linear_rotated",
     "mma",
     "note_weight",
@@ -375,6 +377,54 @@ def _tensor_core_resolved(x2, qdata, scale, bias, bits, block_size, config, depe
     plan = plan_for_family(x2.shape, dtype, x2.device, qdata.view(torch.int32), unit_stride(scale), unit_stride(bias),
                            bits, block_size, config, dependent)
     return functools.partial(_rotated_launches, rotation, dtype, launch, plan, standard_codebook(bits, x2.device))
+
+
+def linear_group(x: torch.Tensor, weights: list[tuple], bits: int, block_size: int, K: int) -> torch.Tensor:
+    """``torch.cat([linear(x, qdata, scale, bias, bits, block_size, K, codebook) for ... in weights], -1)`` for
+    ``(qdata, scale, bias, codebook)`` weights of one width: one GEMV launch for two or three weights
+    (:func:`.gemv.gemv_group`) where each one's call would run the GEMV rotating the activations itself, else each
+    weight's own :func:`linear`.
+
+    The tuner keys the group's config as one weight of all their rows (for a layer's q, k and v of Llama-3-8B:
+    6144 x 4096), and tunes it on their rows stacked (a copy made for the tuning only).
+    """
+    x2 = x.reshape(-1, K)
+    config = _group_config(x2, weights, bits, block_size)
+    if config is None:
+        return torch.cat([linear(x, q, s, b, bits, block_size, K, c) for q, s, b, c in weights], dim=-1)
+    x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()
+    y = gemv_group(x2, weights, bits, block_size, x.dtype, config)
+    return y.reshape(*x.shape[:-1], y.shape[1])
+
+
+def group_serves(M: int) -> bool:
+    """Whether :func:`linear_group` runs its weights in one GEMV at M activation rows on any device, as far as M
+    decides (the layouts and the tuned config decide too): where the GEMV serves every layer without a tensor-core
+    kernel competing, M = 1 (or every M where ``HLWQ_PATH=gemv``)."""
+    return M >= 1 and tuning.path_for(M, True, True) == "gemv"
+
+
+def _group_config(x2: torch.Tensor, weights: list[tuple], bits: int, block_size: int) -> dict | None:
+    """The GEMV config of :func:`linear_group`'s one launch, or None where the weights take their own calls: fewer
+    than two or more than three, of other layouts (:func:`.gemv.gemv_group`), or at an M where some weight's call
+    would not run the GEMV rotating in the kernel."""
+    M = x2.shape[0]
+    layouts = {(q.shape[1], q.stride(), s.shape[1], s.stride(), b is None) for q, s, b, _ in weights}
+    if not 2 <= len(weights) <= 3 or len(layouts) > 1 or M == 0:
+        return None
+    for q, _, _, c in weights:
+        fast = supports(bits, block_size, c, x2.dtype)
+        if tuning.path_for(M, fast, fast and _runs_ws(q, bits, block_size, c, x2.dtype)) != "gemv":
+            return None
+    k_pad = weights[0][1].shape[1] * block_size
+    rows = sum(q.shape[0] for q, _, _, _ in weights)
+
+    def stacked():
+        return torch.cat([q for q, _, _, _ in weights]), torch.cat([s for _, s, _, _ in weights])
+
+    run = _gemv_run(x2 if x2.stride(-1) == 1 else x2.contiguous(), None, bits, block_size, None, x2.dtype)
+    config = tuning.config_for("gemv", M, rows, k_pad, bits, stacked, run, x2.device)
+    return config if can_rotate(bits, block_size, config) else None
 
 
 def linear(

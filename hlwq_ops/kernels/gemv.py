@@ -49,6 +49,8 @@ Decoding per code (:func:`.decode.code_at`): one shift and one warp shuffle
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import triton
 import triton.language as tl
@@ -80,7 +82,7 @@ from .decode import (
 )
 from .launch import Launch, cdiv, config_key, config_of, plan_cache
 
-__all__ = ["can_rotate", "gemv", "gemv_plan", "gemv_ref", "plan_for", "slice_codes"]
+__all__ = ["can_rotate", "gemv", "gemv_group", "gemv_plan", "gemv_ref", "plan_for", "slice_codes"]
 
 
 @triton.jit
@@ -171,10 +173,11 @@ def _codes16(X, C: tl.constexpr):
 
 
 @triton.jit
-def _row_sums(p, out_row, rows, row_hi, M, N, bias_ptr, bias_base, NORM: tl.constexpr, R: tl.constexpr,
+def _row_sums(p, out_row, rows, row_hi, row_last, M, N, bias_ptr, bias_base, NORM: tl.constexpr, R: tl.constexpr,
               C: tl.constexpr, WORKSPACE: tl.constexpr, HAS_BIAS: tl.constexpr, WARP_PARTS: tl.constexpr,
               INTERPRET: tl.constexpr, PLAIN: tl.constexpr):
-    """Store the row sums of ``p`` ([R, C], scaled) for ``rows`` below ``row_hi`` at ``out_row``.
+    """Store the row sums of ``p`` ([R, C], scaled) for ``rows`` below ``row_hi`` at ``out_row`` (``row_last``: the
+    program's last row, where the bias is read for rows past it).
 
     With WARP_PARTS > 1, one partial per part of the tile's columns (with VEC =
     16, each warp's own sum), ``M * N`` apart; else the sum, plus the bias when
@@ -193,9 +196,9 @@ def _row_sums(p, out_row, rows, row_hi, M, N, bias_ptr, bias_base, NORM: tl.cons
         if not WORKSPACE and HAS_BIAS:
             b_type: tl.constexpr = bias_ptr.dtype.element_ty
             if b_type.primitive_bitwidth == 16:
-                b = gather16(bias_base, tl.minimum(rows, N - 1), INTERPRET).to(b_type, bitcast=True)
+                b = gather16(bias_base, tl.minimum(rows, row_last), INTERPRET).to(b_type, bitcast=True)
             else:
-                b = gather32(bias_base, tl.minimum(rows, N - 1), INTERPRET).to(b_type, bitcast=True)
+                b = gather32(bias_base, tl.minimum(rows, row_last), INTERPRET).to(b_type, bitcast=True)
             y += b.to(tl.float32)
         store_elementwise(out_row + rows, y.to(out_row.dtype.element_ty), rows < row_hi, PLAIN)
 
@@ -235,6 +238,35 @@ def _prefetch_first_rows(q_base, s_base, row_lo, row_hi, pid_k, K_PAD, stride_qn
 
 
 @triton.jit
+def _member(pid_n, q_ptr, s_ptr, c_ptr, bias_ptr, q1_ptr, s1_ptr, c1_ptr, bias1_ptr, q2_ptr, s2_ptr, c2_ptr, bias2_ptr,
+            N, ROWS, END0, END1, stride_qn, stride_sn, HAS_BIAS: tl.constexpr):
+    """The weight a program of a group reads (each weight's rows take ``cdiv(rows, ROWS)`` programs, in order) and
+    the program's rows ``row_lo .. row_hi`` in the output's columns.
+
+    The weight's pointers come back moved back by its first output column's rows, so that the kernel addresses its
+    rows, scales and bias by output column as it does a single weight's.
+    """
+    if q1_ptr.dtype.element_ty == tl.uint8:  # (as the first weight's, read as int32 words)
+        q1_ptr = q1_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
+        q2_ptr = q2_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
+    P0 = tl.cdiv(END0, ROWS)
+    P1 = P0 + tl.cdiv(END1 - END0, ROWS)
+    second = pid_n >= P0
+    third = pid_n >= P1
+    start = tl.where(third, END1, tl.where(second, END0, 0))
+    end = tl.where(third, N, tl.where(second, END1, END0))
+    row_lo = start + (pid_n - tl.where(third, P1, tl.where(second, P0, 0))) * ROWS
+    row_hi = tl.minimum(row_lo + ROWS, end)
+    back = tl.cast(start, tl.int64)
+    q_ptr = tl.where(third, q2_ptr, tl.where(second, q1_ptr, q_ptr)) - back * stride_qn
+    s_ptr = tl.where(third, s2_ptr, tl.where(second, s1_ptr, s_ptr)) - back * stride_sn
+    c_ptr = tl.where(third, c2_ptr, tl.where(second, c1_ptr, c_ptr))
+    if HAS_BIAS:  # (else the pointers stand in for it, of any type)
+        bias_ptr = tl.where(third, bias2_ptr, tl.where(second, bias1_ptr, bias_ptr)) - back
+    return q_ptr, s_ptr, c_ptr, bias_ptr, row_lo, row_hi
+
+
+@triton.jit
 def _gemv_kernel(
     # pointers
     x_ptr,  # [M, K_PAD] float32 rotated activations, or [M, K_X] raw ones (ROTATE)
@@ -244,13 +276,24 @@ def _gemv_kernel(
     bias_ptr,  # [N] or unused
     out_ptr,  # [M, N] output
     ws_ptr,  # [n_slices * WARP_PARTS, M, N] float32 partial sums (WORKSPACE)
-    count_ptr,  # [>= cdiv(N, ROWS) * cdiv(M, MB)] int32 arrival counters, zero between calls (split-K)
+    count_ptr,  # [>= row programs * cdiv(M, MB)] int32 arrival counters, zero between calls (split-K)
+    # GROUP > 1: the second and third weights' codes, scales, codebooks and biases (GROUP = 2: the third's are unused)
+    q1_ptr,
+    s1_ptr,
+    c1_ptr,
+    bias1_ptr,
+    q2_ptr,
+    s2_ptr,
+    c2_ptr,
+    bias2_ptr,
     # dimensions
     M,
-    N,
+    N,  # output columns: the weights' rows together
     K_PAD,
     K_X,  # activations past K_X are zero
     ROWS,  # weight rows per program
+    END0,  # GROUP > 1: where the first weight's rows end in the output; END1: the second's
+    END1,
     # strides, in elements
     stride_xm,
     stride_qn,
@@ -277,11 +320,16 @@ def _gemv_kernel(
     EARLY: tl.constexpr,
     PDL: tl.constexpr,
     PLAIN_STORES: tl.constexpr,  # row sums by tl.store, which Inductor's mutation analysis reads (see gemv_plan)
+    GROUP: tl.constexpr,  # weights sharing the activations (1 to 3): their outputs side by side
 ):
     if q_ptr.dtype.element_ty == tl.uint8:  # (the packed codes as given: read as int32 words)
         q_ptr = q_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
     PLAIN: tl.constexpr = PLAIN_STORES or INTERPRET  # (the interpreter runs no PTX)
     pid_n = tl.program_id(0)
+    if GROUP > 1:
+        q_ptr, s_ptr, c_ptr, bias_ptr, row_lo, row_hi = _member(
+            pid_n, q_ptr, s_ptr, c_ptr, bias_ptr, q1_ptr, s1_ptr, c1_ptr, bias1_ptr, q2_ptr, s2_ptr, c2_ptr,
+            bias2_ptr, N, ROWS, END0, END1, stride_qn, stride_sn, HAS_BIAS)
     pid_k = tl.program_id(1)
     pid_m = tl.program_id(2)
     m = pid_m * MB  # the first of the program's MB activation rows
@@ -299,8 +347,9 @@ def _gemv_kernel(
     s_base = s_ptr.to(tl.int64, bitcast=True)
     c_base = c_ptr.to(tl.int64, bitcast=True)
     r = tl.arange(0, R)[:, None]
-    row_lo = pid_n * ROWS
-    row_hi = tl.minimum(row_lo + ROWS, N)
+    if GROUP == 1:
+        row_lo = pid_n * ROWS
+        row_hi = tl.minimum(row_lo + ROWS, N)
 
     # With PDL (see hlwq_ops.kernels.common) this kernel may have launched before the kernel before it finished:
     # its first rows are asked of the L2 while that one finishes, and everything is read after the wait.
@@ -309,8 +358,9 @@ def _gemv_kernel(
     wait_for_inputs(PDL)
 
     # The first rows' words are requested before the prologue, which runs while they arrive.
-    ahead = fetch_rows(q_ptr, q_base, s_base, tl.minimum(row_lo + r, N - 1), stride_qn, stride_sn, word_off, p1_off,
-                       p2_off, blk, W1, W2, WIDE, INTERPRET)
+    last = N - 1 if GROUP == 1 else row_hi - 1  # the last row a program reads (a group's weight ends before N)
+    ahead = fetch_rows(q_ptr, q_base, s_base, tl.minimum(row_lo + r, last), stride_qn, stride_sn, word_off,
+                       p1_off, p2_off, blk, W1, W2, WIDE, INTERPRET)
 
     # The slice of activations, in registers for the whole program: row m, and with MB = 2 row m + 1 (zero past M).
     xs = _codes(_activations(x_ptr + m.to(tl.int64) * stride_xm, pid_k * C * PER_WORD, K_X, C, PER_WORD, B, ROTATE),
@@ -346,11 +396,11 @@ def _gemv_kernel(
             if MB == 2:
                 q = _fma4(q, ys, a, c)
         rows = row0 + r
-        _row_sums(p * scale, out_row, rows, row_hi, M, N, bias_ptr, bias_base, NORM, R, C, WORKSPACE, HAS_BIAS,
-                  WARP_PARTS, INTERPRET, PLAIN)
+        _row_sums(p * scale, out_row, rows, row_hi, last, M, N, bias_ptr, bias_base, NORM, R, C, WORKSPACE,
+                  HAS_BIAS, WARP_PARTS, INTERPRET, PLAIN)
         if MB == 2:  # (no rows past M)
-            _row_sums(q * scale, out_row + N, rows, tl.where(second, row_hi, 0), M, N, bias_ptr, bias_base, NORM, R, C,
-                      WORKSPACE, HAS_BIAS, WARP_PARTS, INTERPRET, PLAIN)
+            _row_sums(q * scale, out_row + N, rows, tl.where(second, row_hi, 0), last, M, N, bias_ptr, bias_base,
+                      NORM, R, C, WORKSPACE, HAS_BIAS, WARP_PARTS, INTERPRET, PLAIN)
 
     # The next kernel may launch once every program is past its rows (released at the top, the tensor-core paths
     # measured up to 46% slower: benchmarks/NOTES.md, session 14).
@@ -367,16 +417,29 @@ def _gemv_kernel(
             _sum_rows(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, second, M, N, n_parts, HAS_BIAS, MB)
 
 
+class _GemvLaunch(Launch):
+    """The GEMV's launch. A call with the eight tensors every split plan's launch takes (one weight) passes its codes,
+    scales, codebook and bias again for a group's second and third weights, which the kernel then does not read."""
+
+    __slots__ = ()
+
+    def __call__(self, x, q, s, c, b, out, ws, counters, *members) -> None:
+        super().__call__(x, q, s, c, b, out, ws, counters, *(members or (q, s, c, b, q, s, c, b)))
+
+
 @plan_cache
 def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, config: tuple,
               rotate: bool, has_bias: bool, wide: bool, device: torch.device, dependent: bool,
-              strides: tuple[int, int, int], traced: bool = False) -> SplitPlan:
+              strides: tuple[int, int, int], traced: bool = False, ends: tuple[int, ...] = ()) -> SplitPlan:
     """The launch of :func:`gemv` for this call signature (``config``: :func:`.launch.config_key`), checked once.
 
     ``strides``: of the activation rows, of the weight rows in int32 words and of the scale rows. ``traced``: the
     kernel that ``hlwq.linear_compiled`` hands Inductor (``PLAIN_STORES``: its row sums stored by ``tl.store``, which
-    Inductor's mutation analysis reads; no PDL).
+    Inductor's mutation analysis reads; no PDL). ``ends``: for a group of weights (:func:`gemv_group`), where each
+    but the last one's rows end among the ``N`` output columns.
     """
+    if len(ends) > 2 or list(ends) != sorted(ends) or any(not 0 < end < N for end in ends):
+        raise ValueError(f"a GEMV group takes 1 to 3 weights of at least one row each, got row ends {ends} of {N}")
     if traced and dependent:
         raise ValueError("a GEMV launched by Inductor launches without PDL")
     config = config_of(config)
@@ -395,11 +458,13 @@ def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, 
             "leave HLWQ_PATH unset (or set it to dequant) for this many rows"
         )
     n_slices = cdiv(k_pad, slice_codes(bits, config["VEC"]))
-    row_programs = cdiv(N, config["ROWS"])
-    launch = Launch(
+    bounds = (0, *ends, N)
+    row_programs = sum(cdiv(hi - lo, config["ROWS"]) for lo, hi in zip(bounds[:-1], bounds[1:]))
+    end0, end1 = (*ends, N, N)[:2]
+    launch = _GemvLaunch(
         _gemv_kernel,
         (row_programs, n_slices, m_programs),
-        (M, N, k_pad, k_x, config["ROWS"], *strides),
+        (M, N, k_pad, k_x, config["ROWS"], end0, end1, *strides),
         dict(
             **planes(bits),
             BITS=bits,
@@ -417,6 +482,7 @@ def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, 
             EARLY=config.get("EARLY", False),
             PDL=dependent,
             PLAIN_STORES=traced,
+            GROUP=len(ends) + 1,
         ),
         dict(num_warps=config["num_warps"], num_stages=1, **launch_options(dependent)),
     )
@@ -458,14 +524,52 @@ def gemv(
     return launch_split_plan(plan, x, words, scale, bias, kernel_codebook(bits, codebook, qdata.device), out_dtype)
 
 
+def gemv_group(
+    x: torch.Tensor,
+    weights: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]],
+    bits: int,
+    block_size: int,
+    out_dtype: torch.dtype,
+    config: dict,
+) -> torch.Tensor:
+    """One launch of the GEMV for two or three weights that multiply the same activations (a layer's q, k and v
+    projections, say): their outputs side by side, (M, sum of their rows). The kernel rotates ``x``.
+
+    Args:
+        x: the raw (M, K) activations (unit stride along K).
+        weights: ``(qdata, scale, bias, codebook)`` of each, as :func:`gemv` takes them, all of one width (the same
+            row strides of codes and of scales), all with a bias or none.
+        config: as :func:`gemv`'s; its slice holds whole blocks (:func:`can_rotate`).
+    """
+    if not 2 <= len(weights) <= 3:
+        raise ValueError(f"a GEMV group takes 2 or 3 weights, got {len(weights)}")
+    operands = [(q.view(torch.int32), unit_stride(s), unit_stride(b), kernel_codebook(bits, c, q.device))
+                for q, s, b, c in weights]
+    strides = {(q.stride(0), s.stride(0), s.shape[1]) for q, s, _, _ in operands}
+    if len(strides) > 1 or len({b is None for _, _, b, _ in operands}) > 1:
+        raise ValueError("the weights of a GEMV group need the same width, row strides (codes; scales) and all a "
+                         f"bias or none; got (code row stride, scale row stride, blocks) {sorted(strides)} and biases "
+                         f"{[b is not None for _, _, b, _ in operands]}")
+    rows = [q.shape[0] for q, _, _, _ in operands]
+    ends = tuple(sum(rows[: i + 1]) for i in range(len(rows) - 1))
+    words, scale, bias, table = operands[0]
+    plan = plan_for(x, words, scale, bias, bits, block_size, config, True, sum(rows), ends)
+    members = [(q, s, c, s if b is None else b) for q, s, b, c in operands[1:]]
+    members = (members * 2)[:2]  # (a group of two: its second weight again as the unused third)
+    return launch_split_plan(plan, x, words, scale, bias, table, out_dtype, sum(members, ()))
+
+
 def plan_for(x: torch.Tensor, words: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, bits: int,
-             block_size: int, config: dict, rotate: bool = False) -> SplitPlan:
+             block_size: int, config: dict, rotate: bool = False, rows: int | None = None,
+             ends: tuple[int, ...] = ()) -> SplitPlan:
     """:func:`gemv_plan` for :func:`gemv`'s operands (``words``: the codes viewed as int32; ``scale`` and ``bias``
-    with unit stride)."""
+    with unit stride); for a group (:func:`gemv_group`), the first weight's, with all the weights' ``rows`` and
+    ``ends``."""
     M, k_x = x.shape
-    return gemv_plan(M, k_x, words.shape[0], scale.shape[1] * block_size, bits, block_size, config_key(config), rotate,
-                     bias is not None, words.numel() >= 2**31, x.device, pdl(x.device),
-                     (x.stride(0), words.stride(0), scale.stride(0)))
+    N = words.shape[0] if rows is None else rows
+    return gemv_plan(M, k_x, N, scale.shape[1] * block_size, bits, block_size, config_key(config), rotate,
+                     bias is not None, N * words.stride(0) >= 2**31, x.device, pdl(x.device),
+                     (x.stride(0), words.stride(0), scale.stride(0)), False, ends)
 
 
 def can_rotate(bits: int, block_size: int, config: dict) -> bool:

@@ -634,16 +634,18 @@ def config_for(
     N: int,
     k_pad: int,
     bits: int,
-    weight: tuple[torch.Tensor, torch.Tensor],
+    weight: tuple[torch.Tensor, torch.Tensor] | Callable[[], tuple[torch.Tensor, torch.Tensor]],
     run: Callable[[dict, torch.Tensor, torch.Tensor], object],
+    device: torch.device | None = None,
 ) -> dict:
     """The config of ``kernel`` for this shape, tuned on first use (see the module docstring).
 
     Args:
-        weight: ``(qdata, scale)``, the packed weight the call is for.
+        weight: ``(qdata, scale)``, the packed weight the call is for; or a function making one of the shape, called
+            only to tune (a GEMV group's weights stacked), with ``device``.
         run: ``run(config, qdata, scale)`` launches the kernel (used for timing).
     """
-    device = weight[0].device
+    device = weight[0].device if device is None else device
     if device.type != "cuda":
         return candidates(kernel, M, N, k_pad, 8, bits)[0]
     _load(device)
@@ -654,7 +656,7 @@ def config_for(
     if not autotune() or torch.cuda.is_current_stream_capturing():
         return configs[0]
     start = time.perf_counter()
-    weights = _weight_set(*weight)
+    weights = _weight_set(*(weight() if callable(weight) else weight))
     best = _fastest(configs, lambda config, weights=weights: _time_over(run, config, weights), key)
     del weights
     _TUNED[key] = best

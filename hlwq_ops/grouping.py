@@ -1,0 +1,156 @@
+"""Sibling projections in one GEMV: an Inductor graph pass for compiled decode steps.
+
+A transformer layer multiplies one input by several weights in turn -- the attention's q, k and v, the MLP's gate
+and up -- and transformers calls each projection's module on its own. At batch 1 each call is a GEMV that pays a
+launch, a prologue (rotating the activations) and a tail whatever its rows, so the small ones are latency-bound:
+Llama-3-8B's k and v (1024 x 4096, 2.7 MB each) took 4.2 us where its q (4096 x 4096, four times the bytes) took 8.2
+(H100, ``benchmarks/RESULTS.md`` 54b-c). One GEMV over all their rows took 11.9 us against 16.9 for the three calls,
+and 39.2 against 42.3 for gate and up (54c).
+
+:class:`GroupProjections` finds in a compiled graph the ``hlwq.linear_inference`` calls that read the same input
+with weights of one format, and makes each two or three of them one ``hlwq.linear_group`` call, whose output the
+graph slices into the calls' columns. Where ``hlwq.linear_group`` runs the GEMV (decode sizes:
+:func:`hlwq_ops.kernels.group_serves`), that is one launch over all their rows; elsewhere it runs each weight's own
+call and concatenates. The pass groups only calls of a row count known while compiling at which every device runs
+the GEMV, so a graph with a dynamic batch, or a prefill, keeps its calls as they were.
+
+Inductor runs the pass on each graph it compiles (its ``post_grad_custom_post_pass``)::
+
+    model = torch.compile(model, options={"post_grad_custom_post_pass": GroupProjections()})
+
+:class:`hlwq_ops.decode.GraphDecoder` compiles its decode step with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable, NamedTuple
+
+import torch
+from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
+from torch.fx import Graph, Node
+from torch.utils import _pytree as pytree
+
+from . import kernels
+from . import ops as _ops  # noqa: F401  (defines the hlwq ops this pass reads and writes)
+
+__all__ = ["GroupProjections", "group_projections"]
+
+MAX_GROUP = 3  # weights per launch (the GEMV's pointers)
+
+
+class _Call(NamedTuple):
+    """A ``hlwq.linear_inference`` call's arguments, by name."""
+
+    x: Node
+    qdata: Node
+    scale: Node
+    bias: Node | None
+    bits: int
+    block_size: int
+    K: int
+    codebook: Node | None
+
+
+def _call(node: Node) -> _Call | None:
+    """The arguments of a ``hlwq.linear_inference`` call this pass can group: every size an int (the rows of its
+    input too, and such that :func:`hlwq_ops.kernels.group_serves` holds), else None."""
+    if node.target is not torch.ops.hlwq.linear_inference.default:
+        return None
+    args = list(node.args) + [None] * (8 - len(node.args))
+    if "codebook" in node.kwargs:
+        args[7] = node.kwargs["codebook"]
+    call = _Call(*args)
+    x, out = call.x.meta.get("val"), node.meta.get("val")
+    if x is None or out is None or not all(isinstance(v, int) for v in (call.bits, call.block_size, call.K)):
+        return None
+    sizes = (*x.shape, out.shape[-1])
+    if not all(isinstance(d, int) for d in sizes) or not kernels.group_serves(math.prod(x.shape[:-1])):
+        return None
+    return call
+
+
+def _inputs_before(call: _Call, node: Node, order: dict[Node, int]) -> bool:
+    """Whether every tensor ``call`` reads is made before ``node`` (where the group's call will stand)."""
+    tensors = (call.x, call.qdata, call.scale, call.bias, call.codebook)
+    return all(order[t] < order[node] for t in tensors if isinstance(t, Node))
+
+
+def _fake(target, args: tuple):
+    """``target(*args)`` on the arguments' fake values (a node's ``meta["val"]``), in their fake mode."""
+    values = pytree.tree_map_only(Node, lambda n: n.meta["val"], args)
+    mode = torch._guards.detect_fake_mode([v for v in pytree.tree_leaves(values) if isinstance(v, torch.Tensor)])
+    with mode or contextlib.nullcontext():
+        return target(*values)
+
+
+def _merge(graph: Graph, nodes: list[Node]) -> None:
+    """Replace ``nodes`` (calls on one input) by one ``hlwq.linear_group`` call, before the first, and a slice of
+    its columns for each."""
+    calls = [_call(node) for node in nodes]
+    first = calls[0]
+    args = (first.x, [c.qdata for c in calls], [c.scale for c in calls], [c.bias for c in calls], first.bits,
+            first.block_size, first.K, [c.codebook for c in calls])
+    dim = first.x.meta["val"].dim() - 1
+    with graph.inserting_before(nodes[0]):
+        group = graph.call_function(torch.ops.hlwq.linear_group.default, args)
+        group.meta["val"] = _fake(torch.ops.hlwq.linear_group.default, args)
+        start = 0
+        for node in nodes:
+            end = start + node.meta["val"].shape[-1]
+            piece = graph.call_function(torch.ops.aten.slice.Tensor, (group, dim, start, end))
+            piece.meta["val"] = _fake(torch.ops.aten.slice.Tensor, (group, dim, start, end))
+            node.replace_all_uses_with(piece)
+            start = end
+    for node in nodes:
+        graph.erase_node(node)
+
+
+def group_projections(graph: Graph) -> int:
+    """Group ``graph``'s ``hlwq.linear_inference`` calls on one input, in place (see the module docstring): calls
+    of one input, bit width, block size, K, and with a bias and a codebook each or none, in the graph's order, up to
+    :data:`MAX_GROUP` a group, each joining its group only if the tensors it reads are made before the group's first
+    call. Returns how many calls are gone (0: the graph is unchanged)."""
+    order = {node: i for i, node in enumerate(graph.nodes)}
+    groups: list[list[Node]] = []
+    growing: dict[tuple, list[Node]] = {}
+    for node in graph.nodes:
+        call = _call(node)
+        if call is None:
+            continue
+        key = (call.x, call.bits, call.block_size, call.K, call.bias is None, call.codebook is None)
+        group = growing.get(key)
+        if group is None or len(group) == MAX_GROUP or not _inputs_before(call, group[0], order):
+            group = growing[key] = []
+            groups.append(group)
+        group.append(node)
+    gone = 0
+    for group in groups:
+        if len(group) > 1:
+            _merge(graph, group)
+            gone += len(group) - 1
+    return gone
+
+
+class GroupProjections(CustomGraphPass):
+    """:func:`group_projections` as Inductor's ``post_grad_custom_post_pass`` (then ``then``, a pass of the caller's
+    own, if given: Inductor takes one)."""
+
+    def __init__(self, then: Callable[[Graph], None] | None = None):
+        self.then = then
+
+    def __call__(self, graph: Graph) -> None:
+        group_projections(graph)
+        if self.then is not None:
+            self.then(graph)
+
+    def uuid(self) -> bytes | None:
+        """What Inductor's caches key a graph compiled with this pass on: this file and ``then``'s own key (None, no
+        caching, where it has none). (Where the pass groups also depends on :func:`hlwq_ops.kernels.group_serves`,
+        read while compiling; a graph cached with other groups computes the same, only its launches differ.)"""
+        mine = get_hash_for_files((__file__,))
+        if self.then is None:
+            return mine
+        theirs = self.then.uuid() if isinstance(self.then, CustomGraphPass) else None
+        return None if theirs is None else mine + repr(theirs).encode()
