@@ -51,7 +51,8 @@ def compile_gemv(bits: int, vec: int, r: int, warp_parts: int, split: bool, mb: 
     if mb == 1:
         consts["M"] = 1  # a real call at M = 1 has it specialized
     names = _gemv_kernel.arg_names
-    types = dict(TYPES, q_ptr="*u8") if plain_stores else TYPES  # (Inductor's launch passes the uint8 codes)
+    # (Inductor's launch passes the uint8 codes, for the unused group weights too)
+    types = dict(TYPES, q_ptr="*u8", q1_ptr="*u8", q2_ptr="*u8") if plain_stores else TYPES
     signature = {n: "constexpr" if n in consts else types[n] for n in names}
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in types
              if n not in ("ROWS", "M") and n in names}

@@ -137,7 +137,7 @@ class GraphDecoder:
         """The decode step compiled (``fullgraph``), with :class:`GroupProjections` if asked."""
         if not group_projections:
             return torch.compile(self._decode_step, fullgraph=True)
-        then = torch._inductor.config.post_grad_custom_post_pass  # (Inductor takes one pass: the caller's after)
+        then = torch._inductor.config.post_grad_custom_post_pass  # (the caller's passes, kept: run after)
         options = {"post_grad_custom_post_pass": GroupProjections(then)}
         return torch.compile(self._decode_step, fullgraph=True, options=options)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Sequence
 from typing import Callable, NamedTuple
 
 import torch
@@ -34,10 +35,10 @@ from torch.utils import _pytree as pytree
 
 from . import kernels
 from . import ops as _ops  # noqa: F401  (defines the hlwq ops this pass reads and writes)
+from .kernels.gemv import MAX_GROUP
 
 __all__ = ["GroupProjections", "group_projections"]
 
-MAX_GROUP = 3  # weights per launch (the GEMV's pointers)
 
 
 class _Call(NamedTuple):
@@ -55,13 +56,12 @@ class _Call(NamedTuple):
 
 def _call(node: Node) -> _Call | None:
     """The arguments of a ``hlwq.linear_inference`` call this pass can group: every size an int (the rows of its
-    input too, and such that :func:`hlwq_ops.kernels.group_serves` holds), else None."""
-    if node.target is not torch.ops.hlwq.linear_inference.default:
+    input too, and such that :func:`hlwq_ops.kernels.group_serves` holds), its output not the graph's (a slice of
+    the group's output would come back with the group's row stride), else None."""
+    if node.target is not torch.ops.hlwq.linear_inference.default or any(u.op == "output" for u in node.users):
         return None
-    args = list(node.args) + [None] * (8 - len(node.args))
-    if "codebook" in node.kwargs:
-        args[7] = node.kwargs["codebook"]
-    call = _Call(*args)
+    args = dict(zip(_Call._fields, node.args), codebook=None) | dict(node.kwargs)
+    call = _Call(**args)
     x, out = call.x.meta.get("val"), node.meta.get("val")
     if x is None or out is None or not all(isinstance(v, int) for v in (call.bits, call.block_size, call.K)):
         return None
@@ -119,7 +119,8 @@ def group_projections(graph: Graph) -> int:
         call = _call(node)
         if call is None:
             continue
-        key = (call.x, call.bits, call.block_size, call.K, call.bias is None, call.codebook is None)
+        bias = None if call.bias is None else call.bias.meta["val"].dtype
+        key = (call.x, call.bits, call.block_size, call.K, bias, call.codebook is None)
         group = growing.get(key)
         if group is None or len(group) == MAX_GROUP or not _inputs_before(call, group[0], order):
             group = growing[key] = []
@@ -134,23 +135,23 @@ def group_projections(graph: Graph) -> int:
 
 
 class GroupProjections(CustomGraphPass):
-    """:func:`group_projections` as Inductor's ``post_grad_custom_post_pass`` (then ``then``, a pass of the caller's
-    own, if given: Inductor takes one)."""
+    """:func:`group_projections` as Inductor's ``post_grad_custom_post_pass``, then ``then``: the caller's own passes
+    (one, or a list as torch 2.13 also takes there), which setting this one in its place would otherwise drop."""
 
-    def __init__(self, then: Callable[[Graph], None] | None = None):
-        self.then = then
+    def __init__(self, then: Callable[[Graph], None] | Sequence[Callable[[Graph], None]] | None = None):
+        self.then = tuple(then) if isinstance(then, (list, tuple)) else () if then is None else (then,)
 
     def __call__(self, graph: Graph) -> None:
         group_projections(graph)
-        if self.then is not None:
-            self.then(graph)
+        for other in self.then:
+            other(graph)
 
     def uuid(self) -> bytes | None:
-        """What Inductor's caches key a graph compiled with this pass on: this file and ``then``'s own key (None, no
-        caching, where it has none). (Where the pass groups also depends on :func:`hlwq_ops.kernels.group_serves`,
-        read while compiling; a graph cached with other groups computes the same, only its launches differ.)"""
-        mine = get_hash_for_files((__file__,))
-        if self.then is None:
-            return mine
-        theirs = self.then.uuid() if isinstance(self.then, CustomGraphPass) else None
-        return None if theirs is None else mine + repr(theirs).encode()
+        """What Inductor's caches key a graph compiled with this pass on: the source of the pass and of the ops it
+        writes, and each of ``then``'s own keys (None, no caching, where one has none). (Where the pass groups also
+        depends on :func:`hlwq_ops.kernels.group_serves`, read while compiling; a graph cached with other groups
+        computes the same, only its launches differ.)"""
+        keys = [get_hash_for_files((__file__, _ops.__file__))]
+        for other in self.then:
+            keys.append(other.uuid() if isinstance(other, CustomGraphPass) else None)
+        return None if None in keys else b"".join(repr(key).encode() for key in keys)

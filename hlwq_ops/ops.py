@@ -53,7 +53,7 @@ from torch.utils._python_dispatch import _disable_current_modes
 from . import format as fmt
 from . import kernels
 from .codebook import lloyd_max_gaussian
-from .kernels.gemv import _gemv_kernel
+from .kernels.gemv import _gemv_kernel, unused_members
 from .hadamard import check_block_size, fwht_ref
 
 __all__ = ["fwht", "quantize", "dequantize", "linear_rotated", "linear", "linear_call"]
@@ -497,7 +497,7 @@ def linear_compiled(
     counters = out if not plan.counters else x.new_zeros(plan.counters, dtype=torch.int32)
     # (by its module name: the compile caches key the op on the kernels its source wraps by name)
     bias = table if traced.bias is None else traced.bias
-    members = (qdata, traced.scale, table, bias) * 2  # (a group's other weights: unused by a single weight's GEMV)
+    members = unused_members(qdata, traced.scale, table, bias)
     wrap_triton(_gemv_kernel)[launch.grid](
         traced.x, qdata, traced.scale, table, bias, out, ws, counters, *members,
         *launch.ints, **launch.constexprs, **launch.options)

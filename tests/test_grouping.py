@@ -6,6 +6,7 @@ after it (``GroupProjections(then=...)``)."""
 import pytest
 import torch
 from torch._inductor.custom_graph_pass import CustomGraphPass
+from torch._inductor.utils import fresh_cache
 from torchao.quantization import quantize_
 
 from hlwq_ops import hlwq_q4, hlwq_q5
@@ -31,9 +32,14 @@ class _Record(CustomGraphPass):
         return None  # (no caching: every test compiles afresh)
 
 
-def _compiled(module, record, **kwargs):
+def _eager_and_compiled(module, x):
+    """``module(x)`` eager and compiled (``fullgraph``) with the pass, and what the compiled graphs hold."""
+    record = _Record()
     torch._dynamo.reset()
-    return torch.compile(module, options={"post_grad_custom_post_pass": GroupProjections(then=record)}, **kwargs)
+    compiled = torch.compile(module, fullgraph=True,
+                             options={"post_grad_custom_post_pass": GroupProjections(then=record)})
+    with torch.no_grad():
+        return module(x), compiled(x), record.graphs
 
 
 class _Siblings(torch.nn.Module):
@@ -59,24 +65,16 @@ def _siblings():
 
 
 def test_calls_on_one_input_group_by_format_in_threes():
-    module, record = _siblings(), _Record()
-    x = torch.randn(1, 256)
-    with torch.no_grad():
-        expected = module(x)
-        y = _compiled(module, record, fullgraph=True)(x)
+    expected, y, graphs = _eager_and_compiled(_siblings(), torch.randn(1, 256))
     # a, b, c of one group, d alone after three; Q4's call and the other input's apart
-    assert record.graphs == [([3], 3)]
+    assert graphs == [([3], 3)]
     assert torch.equal(y, expected)  # (the CPU's group runs each weight's call: the same sums)
 
 
 def test_rows_past_one_stay_apart():
     """Where a tensor-core kernel may serve the calls (M = 2 on an H100), they stay as they were."""
-    module, record = _siblings(), _Record()
-    x = torch.randn(2, 256)
-    with torch.no_grad():
-        expected = module(x)
-        y = _compiled(module, record, fullgraph=True)(x)
-    assert record.graphs == [([], 6)]
+    expected, y, graphs = _eager_and_compiled(_siblings(), torch.randn(2, 256))
+    assert graphs == [([], 6)]
     assert torch.equal(y, expected)
 
 
@@ -85,14 +83,11 @@ def test_rows_known_only_at_run_time_stay_apart(monkeypatch, dynamic):
     """With the GEMV forced (``HLWQ_PATH=gemv``) three rows are grouped, but not a row count the graph takes at run
     time."""
     monkeypatch.setenv("HLWQ_PATH", "gemv")
-    module, record = _siblings(), _Record()
     x = torch.randn(3, 256)
     if dynamic:
         torch._dynamo.mark_dynamic(x, 0)
-    with torch.no_grad():
-        expected = module(x)
-        y = _compiled(module, record, fullgraph=True)(x)
-    assert record.graphs == ([([], 6)] if dynamic else [([3], 3)])
+    expected, y, graphs = _eager_and_compiled(_siblings(), x)
+    assert graphs == ([([], 6)] if dynamic else [([3], 3)])
     assert torch.equal(y, expected)
 
 
@@ -110,13 +105,10 @@ class _SliceAfter(torch.nn.Module):
 
 
 def test_a_weight_made_after_the_first_call_stays_apart():
-    module, record = _SliceAfter().eval(), _Record()
+    module = _SliceAfter().eval()
     quantize_(module, hlwq_q5())
-    x = torch.randn(1, 256)
-    with torch.no_grad():
-        expected = module(x)
-        y = _compiled(module, record, fullgraph=True)(x)
-    assert record.graphs == [([], 2)]
+    expected, y, graphs = _eager_and_compiled(module, torch.randn(1, 256))
+    assert graphs == [([], 2)]
     assert torch.equal(y, expected)
 
 
@@ -157,9 +149,55 @@ def test_graph_decoder_without_grouping_keeps_each_call():
     assert record.graphs == [([], 15)]  # seven projections a layer and lm_head
 
 
-def test_the_pass_keys_inductors_caches_only_with_a_key_for_the_callers_pass():
+class _Outputs(torch.nn.Module):
+    """Two projections of one input returned as they are, and two used inside the graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c, self.d = (torch.nn.Linear(256, n, bias=False) for n in (32, 16, 8, 8))
+
+    def forward(self, x):
+        return self.a(x), self.b(x), self.c(x) * self.d(x)
+
+
+def test_a_call_whose_output_leaves_the_graph_stays_apart():
+    """A slice of the group's output would come back with the group's row stride, not the call's."""
+    module = _Outputs().eval()
+    quantize_(module, hlwq_q5())
+    expected, y, graphs = _eager_and_compiled(module, torch.randn(1, 256))
+    assert graphs == [([2], 2)]
+    assert all(torch.equal(a, b) and a.stride() == b.stride() for a, b in zip(y, expected))
+
+
+class _Biases(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = (torch.nn.Linear(256, 16) for _ in range(3))
+
+    def forward(self, x):
+        return torch.cat([self.a(x), self.b(x), self.c(x)], -1)
+
+
+def test_biases_of_another_dtype_stay_apart():
+    module = _Biases().eval()
+    quantize_(module, hlwq_q5())
+    module.b.bias.data = module.b.bias.data.double().float()  # (the same values)
+    module.c.bias.data = module.c.bias.data.bfloat16()
+    expected, y, graphs = _eager_and_compiled(module, torch.randn(1, 256))
+    assert graphs == [([2], 1)]
+    assert torch.equal(y, expected)
+
+
+def test_the_callers_passes_run_after_and_key_the_caches():
     assert GroupProjections().uuid() is not None
     assert GroupProjections(then=lambda graph: None).uuid() is None
-    record = _Record()
-    record.uuid = lambda: "mine"
-    assert GroupProjections(then=record).uuid().endswith(b"'mine'")
+    first, second = _Record(), _Record()
+    first.uuid, second.uuid = (lambda: "first"), (lambda: "second")
+    assert GroupProjections(then=first).uuid().endswith(b"'first'")
+    both = GroupProjections(then=[first, second])
+    assert both.uuid().endswith(b"'first''second'")
+    module = _siblings()
+    torch._dynamo.reset()
+    with torch.no_grad(), fresh_cache():  # (keyed, a graph would come from an earlier run's cache, passes not run)
+        torch.compile(module, fullgraph=True, options={"post_grad_custom_post_pass": both})(torch.randn(1, 256))
+    assert first.graphs == second.graphs == [([3], 3)]

@@ -317,20 +317,48 @@ def test_gemv_group_matches_reference(bits, rows, K, changes):
         assert rel_error(y, reference(x)) < 1e-5, bias
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear_group_runs_one_launch_at_one_row(monkeypatch, bias):
+    """``kernels.linear_group`` at M = 1: one :func:`gemv_group` launch, bit for bit each weight's :func:`gemv` of
+    the same config side by side (the same tiles, sums and order per weight); at M = 5, or with biases of two dtypes,
+    each weight's own ``kernels.linear``."""
+    from hlwq_ops.kernels.gemv import gemv_group as group
+
+    weights, _ = _group((40, 24, 8), 300, 5, bias)
+    launches = []
+    monkeypatch.setattr(kernels, "gemv_group", lambda *a: launches.append(a[-1]) or group(*a))
+    x = torch.randn(1, 300, device=KERNEL_DEVICE, dtype=torch.bfloat16)
+    y = kernels.linear_group(x, weights, 5, 128, 300)
+    (config,) = launches
+    expected = torch.cat([gemv(x, q, s, b, 5, 128, c, torch.bfloat16, config, rotate=True) for q, s, b, c in weights],
+                         -1)
+    assert torch.equal(y, expected)
+    others = [(torch.randn(5, 300, device=KERNEL_DEVICE, dtype=torch.bfloat16), weights)]
+    if bias:
+        others.append((x, [weights[0], (*weights[1][:2], weights[1][2].bfloat16(), None), weights[2]]))
+    for x_, ws in others:
+        y = kernels.linear_group(x_, ws, 5, 128, 300)
+        assert torch.equal(y, torch.cat([kernels.linear(x_, q, s, b, 5, 128, 300, c) for q, s, b, c in ws], -1))
+    assert len(launches) == 1
+
+
 def test_gemv_group_refuses_what_one_launch_cannot_read():
     from hlwq_ops.kernels.gemv import gemv_group
 
     x = torch.randn(1, 256, device=KERNEL_DEVICE)
     weights, _ = _group((4, 4, 4, 4), 256, 5, bias=False)
-    with pytest.raises(ValueError, match="2 or 3 weights, got 4"):
+    with pytest.raises(ValueError, match="2 to 3 weights, got 4"):
         gemv_group(x, weights, 5, 128, torch.float32, _config(1))
-    with pytest.raises(ValueError, match="2 or 3 weights, got 1"):
+    with pytest.raises(ValueError, match="2 to 3 weights, got 1"):
         gemv_group(x, weights[:1], 5, 128, torch.float32, _config(1))
+    empty, _ = _group((0,), 256, 5, bias=False)
+    with pytest.raises(ValueError, match=r"at least one row each, got row ends \(4, 4\) of 8"):
+        gemv_group(x, [weights[0], empty[0], weights[1]], 5, 128, torch.float32, _config(1))
     wider, _ = _group((4,), 384, 5, bias=False)
     with pytest.raises(ValueError, match="the same width"):
         gemv_group(x, [weights[0], wider[0]], 5, 128, torch.float32, _config(1))
     with_bias, _ = _group((4,), 256, 5, bias=True)
-    with pytest.raises(ValueError, match=r"all a bias or none.*\[False, True\]"):
+    with pytest.raises(ValueError, match=r"biases of one dtype or none.*\[None, torch.float32\]"):
         gemv_group(x, [weights[0], with_bias[0]], 5, 128, torch.float32, _config(1))
 
 

@@ -29,7 +29,7 @@ from .fwht import MAX_KERNEL_BLOCK, fwht
 from .fwht import launch_plan as launch_fwht
 from .fwht import plan_for as plan_fwht
 from .fwht import prepare as prepare_fwht
-from .gemv import can_rotate, gemv, gemv_group
+from .gemv import MAX_GROUP, can_rotate, gemv, gemv_group
 from .gemv import plan_for as plan_gemv
 from .launch import clear_with_plans
 from .mma import mma
@@ -406,11 +406,12 @@ def group_serves(M: int) -> bool:
 
 def _group_config(x2: torch.Tensor, weights: list[tuple], bits: int, block_size: int) -> dict | None:
     """The GEMV config of :func:`linear_group`'s one launch, or None where the weights take their own calls: fewer
-    than two or more than three, of other layouts (:func:`.gemv.gemv_group`), or at an M where some weight's call
-    would not run the GEMV rotating in the kernel."""
+    than two or more than :data:`.gemv.MAX_GROUP`, of other layouts or bias dtypes (:func:`.gemv.gemv_group`), a
+    weight without rows, or at an M where some weight's call would not run the GEMV rotating in the kernel."""
     M = x2.shape[0]
-    layouts = {(q.shape[1], q.stride(), s.shape[1], s.stride(), b is None) for q, s, b, _ in weights}
-    if not 2 <= len(weights) <= 3 or len(layouts) > 1 or M == 0:
+    layouts = {(q.shape[1], q.stride(), s.shape[1], s.stride(), None if b is None else b.dtype)
+               for q, s, b, _ in weights}
+    if not 2 <= len(weights) <= MAX_GROUP or len(layouts) > 1 or M == 0 or any(q.shape[0] == 0 for q, *_ in weights):
         return None
     for q, _, _, c in weights:
         fast = supports(bits, block_size, c, x2.dtype)

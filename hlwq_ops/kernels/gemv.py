@@ -82,7 +82,10 @@ from .decode import (
 )
 from .launch import Launch, cdiv, config_key, config_of, plan_cache
 
-__all__ = ["can_rotate", "gemv", "gemv_group", "gemv_plan", "gemv_ref", "plan_for", "slice_codes"]
+__all__ = ["MAX_GROUP", "can_rotate", "gemv", "gemv_group", "gemv_plan", "gemv_ref", "plan_for", "slice_codes",
+           "unused_members"]
+
+MAX_GROUP = 3  # weights one launch reads (the kernel's pointer arguments)
 
 
 @triton.jit
@@ -417,14 +420,20 @@ def _gemv_kernel(
             _sum_rows(ws_ptr, bias_ptr, out_ptr, row_lo, row_hi, m, second, M, N, n_parts, HAS_BIAS, MB)
 
 
+def unused_members(q, s, c, b) -> tuple:
+    """What a one-weight launch passes for a group's second and third weights (which the kernel then does not read):
+    its own codes, scales, codebook and bias (or stand-in) again."""
+    return (q, s, c, b) * (MAX_GROUP - 1)
+
+
 class _GemvLaunch(Launch):
-    """The GEMV's launch. A call with the eight tensors every split plan's launch takes (one weight) passes its codes,
-    scales, codebook and bias again for a group's second and third weights, which the kernel then does not read."""
+    """The GEMV's launch: a call with the eight tensors every split plan's launch takes (one weight) passes
+    :func:`unused_members`."""
 
     __slots__ = ()
 
     def __call__(self, x, q, s, c, b, out, ws, counters, *members) -> None:
-        super().__call__(x, q, s, c, b, out, ws, counters, *(members or (q, s, c, b, q, s, c, b)))
+        super().__call__(x, q, s, c, b, out, ws, counters, *(members or unused_members(q, s, c, b)))
 
 
 @plan_cache
@@ -438,8 +447,10 @@ def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, 
     Inductor's mutation analysis reads; no PDL). ``ends``: for a group of weights (:func:`gemv_group`), where each
     but the last one's rows end among the ``N`` output columns.
     """
-    if len(ends) > 2 or list(ends) != sorted(ends) or any(not 0 < end < N for end in ends):
-        raise ValueError(f"a GEMV group takes 1 to 3 weights of at least one row each, got row ends {ends} of {N}")
+    bounds = (0, *ends, N)
+    if len(ends) >= MAX_GROUP or any(lo >= hi for lo, hi in zip(bounds[:-1], bounds[1:])):
+        raise ValueError(f"a GEMV group takes 1 to {MAX_GROUP} weights of at least one row each, got row ends {ends} "
+                         f"of {N}")
     if traced and dependent:
         raise ValueError("a GEMV launched by Inductor launches without PDL")
     config = config_of(config)
@@ -458,7 +469,6 @@ def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, 
             "leave HLWQ_PATH unset (or set it to dequant) for this many rows"
         )
     n_slices = cdiv(k_pad, slice_codes(bits, config["VEC"]))
-    bounds = (0, *ends, N)
     row_programs = sum(cdiv(hi - lo, config["ROWS"]) for lo, hi in zip(bounds[:-1], bounds[1:]))
     end0, end1 = (*ends, N, N)[:2]
     launch = _GemvLaunch(
@@ -541,21 +551,22 @@ def gemv_group(
             row strides of codes and of scales), all with a bias or none.
         config: as :func:`gemv`'s; its slice holds whole blocks (:func:`can_rotate`).
     """
-    if not 2 <= len(weights) <= 3:
-        raise ValueError(f"a GEMV group takes 2 or 3 weights, got {len(weights)}")
+    if not 2 <= len(weights) <= MAX_GROUP:
+        raise ValueError(f"a GEMV group takes 2 to {MAX_GROUP} weights, got {len(weights)}")
     operands = [(q.view(torch.int32), unit_stride(s), unit_stride(b), kernel_codebook(bits, c, q.device))
                 for q, s, b, c in weights]
     strides = {(q.stride(0), s.stride(0), s.shape[1]) for q, s, _, _ in operands}
-    if len(strides) > 1 or len({b is None for _, _, b, _ in operands}) > 1:
-        raise ValueError("the weights of a GEMV group need the same width, row strides (codes; scales) and all a "
-                         f"bias or none; got (code row stride, scale row stride, blocks) {sorted(strides)} and biases "
-                         f"{[b is not None for _, _, b, _ in operands]}")
+    biases = [None if b is None else b.dtype for _, _, b, _ in operands]
+    if len(strides) > 1 or len(set(biases)) > 1:
+        raise ValueError("the weights of a GEMV group need the same width, row strides (codes; scales) and biases of "
+                         f"one dtype or none; got (code row stride, scale row stride, blocks) {sorted(strides)} and "
+                         f"biases {biases}")
     rows = [q.shape[0] for q, _, _, _ in operands]
     ends = tuple(sum(rows[: i + 1]) for i in range(len(rows) - 1))
     words, scale, bias, table = operands[0]
     plan = plan_for(x, words, scale, bias, bits, block_size, config, True, sum(rows), ends)
     members = [(q, s, c, s if b is None else b) for q, s, b, c in operands[1:]]
-    members = (members * 2)[:2]  # (a group of two: its second weight again as the unused third)
+    members = (members * MAX_GROUP)[: MAX_GROUP - 1]  # (a group of two: its second weight again as the unused third)
     return launch_split_plan(plan, x, words, scale, bias, table, out_dtype, sum(members, ()))
 
 

@@ -645,7 +645,10 @@ def config_for(
             only to tune (a GEMV group's weights stacked), with ``device``.
         run: ``run(config, qdata, scale)`` launches the kernel (used for timing).
     """
-    device = weight[0].device if device is None else device
+    if device is None:
+        if callable(weight):
+            raise ValueError("tuning.config_for: a weight given as a function needs its device")
+        device = weight[0].device
     if device.type != "cuda":
         return candidates(kernel, M, N, k_pad, 8, bits)[0]
     _load(device)
