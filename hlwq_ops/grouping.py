@@ -40,7 +40,6 @@ from .kernels.gemv import MAX_GROUP
 __all__ = ["GroupProjections", "group_projections"]
 
 
-
 class _Call(NamedTuple):
     """A ``hlwq.linear_inference`` call's arguments, by name."""
 

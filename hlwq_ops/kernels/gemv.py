@@ -548,7 +548,7 @@ def gemv_group(
     Args:
         x: the raw (M, K) activations (unit stride along K).
         weights: ``(qdata, scale, bias, codebook)`` of each, as :func:`gemv` takes them, all of one width (the same
-            row strides of codes and of scales), all with a bias or none.
+            row strides of codes and of scales), with biases of one dtype or none.
         config: as :func:`gemv`'s; its slice holds whole blocks (:func:`can_rotate`).
     """
     if not 2 <= len(weights) <= MAX_GROUP:
