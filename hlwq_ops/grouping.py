@@ -84,10 +84,9 @@ def _fake(target, args: tuple):
         return target(*values)
 
 
-def _merge(graph: Graph, nodes: list[Node]) -> None:
-    """Replace ``nodes`` (calls on one input) by one ``hlwq.linear_group`` call, before the first, and a slice of
-    its columns for each."""
-    calls = [_call(node) for node in nodes]
+def _merge(graph: Graph, nodes: list[Node], calls: list[_Call]) -> None:
+    """Replace ``nodes`` (calls on one input, their arguments ``calls``) by one ``hlwq.linear_group`` call, before
+    the first, and a slice of its columns for each."""
     first = calls[0]
     args = (first.x, [c.qdata for c in calls], [c.scale for c in calls], [c.bias for c in calls], first.bits,
             first.block_size, first.K, [c.codebook for c in calls])
@@ -112,8 +111,8 @@ def group_projections(graph: Graph) -> int:
     :data:`MAX_GROUP` a group, each joining its group only if the tensors it reads are made before the group's first
     call. Returns how many calls are gone (0: the graph is unchanged)."""
     order = {node: i for i, node in enumerate(graph.nodes)}
-    groups: list[list[Node]] = []
-    growing: dict[tuple, list[Node]] = {}
+    groups: list[list[tuple[Node, _Call]]] = []
+    growing: dict[tuple, list[tuple[Node, _Call]]] = {}
     for node in graph.nodes:
         call = _call(node)
         if call is None:
@@ -121,14 +120,15 @@ def group_projections(graph: Graph) -> int:
         bias = None if call.bias is None else call.bias.meta["val"].dtype
         key = (call.x, call.bits, call.block_size, call.K, bias, call.codebook is None)
         group = growing.get(key)
-        if group is None or len(group) == MAX_GROUP or not _inputs_before(call, group[0], order):
+        if group is None or len(group) == MAX_GROUP or not _inputs_before(call, group[0][0], order):
             group = growing[key] = []
             groups.append(group)
-        group.append(node)
+        group.append((node, call))
     gone = 0
     for group in groups:
         if len(group) > 1:
-            _merge(graph, group)
+            nodes, calls = zip(*group)
+            _merge(graph, list(nodes), list(calls))
             gone += len(group) - 1
     return gone
 

@@ -389,10 +389,10 @@ def linear_group(x: torch.Tensor, weights: list[tuple], bits: int, block_size: i
     6144 x 4096), and tunes it on their rows stacked (a copy made for the tuning only).
     """
     x2 = x.reshape(-1, K)
+    x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()  # (as the GEMV reads it)
     config = _group_config(x2, weights, bits, block_size)
     if config is None:
         return torch.cat([linear(x, q, s, b, bits, block_size, K, c) for q, s, b, c in weights], dim=-1)
-    x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()
     y = gemv_group(x2, weights, bits, block_size, x.dtype, config)
     return y.reshape(*x.shape[:-1], y.shape[1])
 
@@ -405,9 +405,10 @@ def group_serves(M: int) -> bool:
 
 
 def _group_config(x2: torch.Tensor, weights: list[tuple], bits: int, block_size: int) -> dict | None:
-    """The GEMV config of :func:`linear_group`'s one launch, or None where the weights take their own calls: fewer
-    than two or more than :data:`.gemv.MAX_GROUP`, of other layouts or bias dtypes (:func:`.gemv.gemv_group`), a
-    weight without rows, or at an M where some weight's call would not run the GEMV rotating in the kernel."""
+    """The GEMV config of :func:`linear_group`'s one launch on ``x2`` ((M, K), unit stride along K), or None where
+    the weights take their own calls: fewer than two or more than :data:`.gemv.MAX_GROUP`, of other layouts or bias
+    dtypes (:func:`.gemv.gemv_group`), a weight without rows, or at an M where some weight's call would not run the
+    GEMV rotating in the kernel."""
     M = x2.shape[0]
     layouts = {(q.shape[1], q.stride(), s.shape[1], s.stride(), None if b is None else b.dtype)
                for q, s, b, _ in weights}
@@ -423,7 +424,7 @@ def _group_config(x2: torch.Tensor, weights: list[tuple], bits: int, block_size:
     def stacked():
         return torch.cat([q for q, _, _, _ in weights]), torch.cat([s for _, s, _, _ in weights])
 
-    run = _gemv_run(x2 if x2.stride(-1) == 1 else x2.contiguous(), None, bits, block_size, None, x2.dtype)
+    run = _gemv_run(x2, None, bits, block_size, None, x2.dtype)
     config = tuning.config_for("gemv", M, rows, k_pad, bits, stacked, run, x2.device)
     return config if can_rotate(bits, block_size, config) else None
 
