@@ -10,8 +10,8 @@ differ from the first call's, and each cache layer's first differing position at
     python benchmarks/diag_repeat.py --method hlwq-q5 --arms eager,graph,graph-math --out repeat.json
 
 Arms: ``eager`` (the step run eagerly, no graph), ``graph`` (the eager step replayed from a CUDA graph, as
-``GraphDecoder(compile=False)``), ``graph-math`` (the same with SDPA's math backend only). No compilation: hooks
-run as written.
+``GraphDecoder(compile=False)``), ``graph-math`` (the same with SDPA's math backend only), ``graph-nocudnn`` (SDPA's
+backends but cuDNN's). No compilation: hooks run as written.
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ class Recorder:
         self.sdpa_calls += 1
         if query.shape[-2] not in self.sdpa_backends:
             with contextlib.suppress(Exception):
-                self.sdpa_backends[query.shape[-2]] = int(torch._fused_sdp_choice(query, key, value, attn_mask, **kwargs))
+                choice = torch._fused_sdp_choice(query, key, value, attn_mask, **kwargs)
+                self.sdpa_backends[query.shape[-2]] = int(choice)
         out = _SDPA(query, key, value, attn_mask=attn_mask, **kwargs)
         self._keep(f"sdpa{i}.query", query)
         if attn_mask is not None:
@@ -133,7 +134,11 @@ def run_arm(model, ids, arm: str, calls: int, new: int) -> dict:
             return _Replayer(g, recorder), out
 
         decoder._capture = capture_and_wrap
-    backend = sdpa_kernel([SDPBackend.MATH]) if arm.endswith("math") else contextlib.nullcontext()
+    backend = contextlib.nullcontext()
+    if arm.endswith("-math"):
+        backend = sdpa_kernel([SDPBackend.MATH])
+    elif arm.endswith("-nocudnn"):
+        backend = sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
     runs = []
     try:
         with backend:

@@ -7,8 +7,12 @@ the candidates every call). Prints microseconds per call (best of five rounds) a
 functions by own time::
 
     python benchmarks/profile_linear_cpu.py [--m 1] [--shape 14336x4096] [--family wsrs] [--profile]
+    python benchmarks/profile_linear_cpu.py --group 4096 1024 1024 [--shape 4096x4096]
 
 With ``--family`` the calls take the tensor-core path (M past the GEMV's), served that family's favourite config.
+With ``--group`` (rows of each weight; ``--shape``'s K) it times ``kernels.linear_group`` on those weights, with the
+CUDA op's argument checks, against each weight's ``kernels.linear`` with its checks (the ops ``hlwq.linear_group``
+and ``hlwq.linear_inference`` less the dispatcher).
 
 A CPU's own speed sets the scale: the H200 machine's CPU ran this library's Python about twice as slowly
 (``benchmarks/NOTES.md`` sessions 36-37).
@@ -34,10 +38,10 @@ def serve_configs_from_a_dict() -> None:
     """``tuning.config_for`` as a GPU runs it once tuned: the key, then one dict lookup."""
     served, first = {}, tuning.config_for
 
-    def config_for(kernel, M, N, k_pad, bits, weight, run):
+    def config_for(kernel, M, N, k_pad, bits, weight, run, device=None):
         key = kernel + tuning._layer_key(M, N, k_pad, bits)
         if key not in served:
-            served[key] = first(kernel, M, N, k_pad, bits, weight, run)
+            served[key] = first(kernel, M, N, k_pad, bits, weight, run, device)
         return served[key]
 
     tuning.config_for = config_for
@@ -69,12 +73,15 @@ def main() -> None:
     p.add_argument("--shape", default="14336x4096")
     p.add_argument("--family", choices=("wsrs", "tc", "wgmma"),
                    help="time the tensor-core path with this family's favourite config (M past the GEMV's)")
+    p.add_argument("--group", nargs="+", type=int, help="rows of each weight of a group (K from --shape)")
     p.add_argument("--profile", action="store_true")
     a = p.parse_args()
     launch.Launch.__call__ = lambda self, *args: None
     serve_family(a.family) if a.family else serve_configs_from_a_dict()
     torch.manual_seed(0)
     N, K = map(int, a.shape.split("x"))
+    if a.group:
+        return time_group(a.group, K, a.m, a.profile)
     q, s = torch.ops.hlwq.quantize(torch.randn(N, K) * 0.02, 5, 128)
     print(f"torch {torch.__version__}, Q5 {N} x {K}, launches stubbed")
     for M in a.m:
@@ -88,12 +95,38 @@ def main() -> None:
         check = lambda x=x: ops._check_linear(x, q, s, None, 5, 128, K, None)  # noqa: E731
         print(f"M = {M}: kernels.linear {per_call_us(call):.1f} us a call, ops._check_linear {per_call_us(check):.1f}")
         if a.profile:
-            profile = cProfile.Profile()
-            profile.enable()
-            for _ in range(3000):
-                call()
-            profile.disable()
-            pstats.Stats(profile).sort_stats("tottime").print_stats(12)
+            print_profile(call)
+
+
+def print_profile(call) -> None:
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(3000):
+        call()
+    profile.disable()
+    pstats.Stats(profile).sort_stats("tottime").print_stats(12)
+
+
+def time_group(rows: list[int], K: int, ms: list[int], profile: bool) -> None:
+    """``--group``: one grouped call against each weight's call, with the CUDA ops' argument checks."""
+    weights = [(*torch.ops.hlwq.quantize(torch.randn(n, K) * 0.02, 5, 128), None, None) for n in rows]
+    qs, ss, bs, cs = map(list, zip(*weights))
+    print(f"torch {torch.__version__}, Q5 group {' + '.join(map(str, rows))} x {K}, launches stubbed")
+    for M in ms:
+        x = torch.randn(M, K, dtype=torch.bfloat16)
+
+        def grouped(x=x):
+            ops._check_linear_group(x, qs, ss, bs, 5, 128, K, cs)
+            return kernels.linear_group(x, weights, 5, 128, K)
+
+        def each(x=x):
+            for q, s, b, c in weights:
+                ops._check_linear(x, q, s, b, 5, 128, K, c)
+                kernels.linear(x, q, s, b, 5, 128, K, c)
+
+        print(f"M = {M}: grouped {per_call_us(grouped):.1f} us a call, each weight's calls {per_call_us(each):.1f}")
+        if profile:
+            print_profile(grouped)
 
 
 if __name__ == "__main__":

@@ -136,6 +136,28 @@ def test_graph_decoder_groups_and_decodes_like_generate(arch):
         assert groups == ([3, 2] * 2 if arch == "llama" else [3] * 2)
 
 
+def test_generate_groups_with_the_pass_in_inductors_config():
+    """``model.generate()`` with a static cache compiles its decode step itself: with the pass set in Inductor's
+    config, that graph groups each layer's q, k, v and gate, up, and the tokens are the eager ``generate()``'s."""
+    from transformers import CompileConfig
+
+    from .test_transformers import _llama_q5
+
+    model, record = _llama_q5(), _Record()
+    model.generation_config.eos_token_id = None
+    ids = torch.randint(0, 512, (1, 6))
+    on_cpu = CompileConfig()
+    on_cpu._compile_all_devices = True  # (transformers compiles on a GPU only, unless told)
+    with torch.no_grad():
+        expected = model.generate(ids, max_new_tokens=5, do_sample=False, cache_implementation="static")
+        torch._dynamo.reset()
+        with torch._inductor.config.patch(post_grad_custom_post_pass=GroupProjections(then=record)):
+            tokens = model.generate(ids, max_new_tokens=5, do_sample=False, cache_implementation="static",
+                                    compile_config=on_cpu)
+    assert torch.equal(tokens, expected)
+    assert record.graphs == [([3, 2] * 2, 5)]  # two layers: o and down alone, and lm_head
+
+
 def test_graph_decoder_without_grouping_keeps_each_call():
     from hlwq_ops.decode import GraphDecoder
 

@@ -342,6 +342,33 @@ def test_linear_group_runs_one_launch_at_one_row(monkeypatch, bias):
     assert len(launches) == 1
 
 
+def test_a_group_call_signature_is_resolved_once(monkeypatch):
+    """``kernels.linear_group``'s later calls of a signature launch the plan resolved by the first, without choosing
+    a config again: bit for bit what an unresolved call gives, on other activations and on another layer's weights of
+    the same layouts; a call that falls back to each weight's call (M = 5) resolves no group."""
+    from hlwq_ops.kernels import launch as launch_module
+
+    layer, _ = _group((40, 24, 8), 300, 5, bias=True)
+    other_layer, _ = _group((40, 24, 8), 300, 5, bias=True)
+    xs = [torch.randn(1, 300, device=KERNEL_DEVICE, dtype=torch.bfloat16) for _ in range(2)]
+
+    def unresolved(x, weights):
+        launch_module.clear_plans()
+        return kernels.linear_group(x, weights, 5, 128, 300)
+
+    expected = [unresolved(x, w) for x in xs for w in (layer, other_layer)]
+    launch_module.clear_plans()
+    kernels.linear_group(xs[0], layer, 5, 128, 300)
+    assert len(kernels._RESOLVED) == 1
+    configured = []
+    original = kernels._group_config
+    monkeypatch.setattr(kernels, "_group_config", lambda *a: configured.append(a) or original(*a))
+    resolved = [kernels.linear_group(x, w, 5, 128, 300) for x in xs for w in (layer, other_layer)]
+    assert not configured and all(torch.equal(a, b) for a, b in zip(resolved, expected))
+    kernels.linear_group(torch.randn(5, 300, device=KERNEL_DEVICE, dtype=torch.bfloat16), layer, 5, 128, 300)
+    assert len(configured) == 1 and all(key[0] != "group" or key[1][0] == 1 for key in kernels._RESOLVED)
+
+
 def test_gemv_group_refuses_what_one_launch_cannot_read():
     from hlwq_ops.kernels.gemv import gemv_group
 

@@ -29,7 +29,7 @@ from .fwht import MAX_KERNEL_BLOCK, fwht
 from .fwht import launch_plan as launch_fwht
 from .fwht import plan_for as plan_fwht
 from .fwht import prepare as prepare_fwht
-from .gemv import MAX_GROUP, can_rotate, gemv, gemv_group
+from .gemv import MAX_GROUP, can_rotate, gemv, gemv_group, group_plan, launch_group
 from .gemv import plan_for as plan_gemv
 from .launch import clear_with_plans
 from .mma import mma
@@ -289,7 +289,7 @@ class _Resolved(NamedTuple):
     chooser: object  # tuning.config_for when resolved
     tuning_key: str | None  # the config's key in the tuning table (None on the CPU: nothing is tuned there)
     config: dict
-    run: Callable  # run(x2, qdata, scale, bias, codebook, out_dtype) -> (M, N): the call's launches
+    run: Callable  # run(x2, *operands, out_dtype) -> (M, N): the call's launches
     K: int
     N: int
     copy_x: bool  # the (M, K) view of x is not as the launches read it: copied, contiguous
@@ -298,10 +298,11 @@ class _Resolved(NamedTuple):
         return tuning.config_for is self.chooser and (
             self.tuning_key is None or tuning._TUNED.get(self.tuning_key) is self.config)
 
-    def __call__(self, x, qdata, scale, bias, codebook) -> torch.Tensor:
+    def __call__(self, x, *operands) -> torch.Tensor:
+        """``operands``: :func:`linear`'s ``qdata, scale, bias, codebook``, or :func:`linear_group`'s weights."""
         x2 = x.reshape(-1, self.K)
         x2 = x2.contiguous() if self.copy_x else x2
-        return self.run(x2, qdata, scale, bias, codebook, x.dtype).reshape(*x.shape[:-1], self.N)
+        return self.run(x2, *operands, x.dtype).reshape(*x.shape[:-1], self.N)
 
 
 def _gemv_launches(plan, bits, x2, qdata, scale, bias, codebook, out_dtype) -> torch.Tensor:
@@ -383,18 +384,39 @@ def linear_group(x: torch.Tensor, weights: list[tuple], bits: int, block_size: i
     """``torch.cat([linear(x, qdata, scale, bias, bits, block_size, K, codebook) for ... in weights], -1)`` for
     ``(qdata, scale, bias, codebook)`` weights of one width: one GEMV launch for two or three weights
     (:func:`.gemv.gemv_group`) where each one's call would run the GEMV rotating the activations itself, else each
-    weight's own :func:`linear`.
+    weight's own :func:`linear`. The one launch's call signature is resolved once, as :func:`linear`'s are.
 
     The tuner keys the group's config as one weight of all their rows (for a layer's q, k and v of Llama-3-8B:
     6144 x 4096), and tunes it on their rows stacked (a copy made for the tuning only).
     """
+    signature = None
+    if x.numel() <= tuning.WSRS_MAX_M * K:  # (as in linear: larger calls skip it)
+        signature = _group_signature(x, weights, bits, block_size, K)
+        resolved = _RESOLVED.get(signature)
+        if resolved is not None and resolved.current():
+            return resolved(x, weights)
     x2 = x.reshape(-1, K)
-    x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()  # (as the GEMV reads it)
+    copy_x = x2.stride(-1) != 1
+    x2 = x2.contiguous() if copy_x else x2  # (as the GEMV reads it)
     config = _group_config(x2, weights, bits, block_size)
     if config is None:
         return torch.cat([linear(x, q, s, b, bits, block_size, K, c) for q, s, b, c in weights], dim=-1)
     y = gemv_group(x2, weights, bits, block_size, x.dtype, config)
+    if signature is not None:
+        resolved = lambda: functools.partial(  # noqa: E731
+            launch_group, group_plan(x2, weights, bits, block_size, config), bits)
+        _resolve(signature, "gemv", config, resolved, x2, y.shape[1], weights[0][1].shape[1] * block_size, bits, K,
+                 copy_x)
     return y.reshape(*x.shape[:-1], y.shape[1])
+
+
+def _group_signature(x, weights, bits, block_size, K) -> tuple:
+    """:func:`_signature` for :func:`linear_group`: each weight's codes', scales' and bias's layout and whether it
+    has its own codebook, in place of one weight's (all the GEMV's plan reads)."""
+    layouts = tuple((q.shape, q.stride(), s.shape, s.stride(), None if b is None else (b.stride(), b.dtype), c is None)
+                    for q, s, b, c in weights)
+    return ("group", x.shape, x.stride(), x.dtype, x.device, layouts, bits, block_size, K,
+            os.environ.get("HLWQ_PATH"), common.pdl_requested())
 
 
 def group_serves(M: int) -> bool:

@@ -82,8 +82,8 @@ from .decode import (
 )
 from .launch import Launch, cdiv, config_key, config_of, plan_cache
 
-__all__ = ["MAX_GROUP", "can_rotate", "gemv", "gemv_group", "gemv_plan", "gemv_ref", "plan_for", "slice_codes",
-           "unused_members"]
+__all__ = ["MAX_GROUP", "can_rotate", "gemv", "gemv_group", "gemv_plan", "gemv_ref", "group_plan", "launch_group",
+           "plan_for", "slice_codes", "unused_members"]
 
 MAX_GROUP = 3  # weights one launch reads (the kernel's pointer arguments)
 
@@ -551,20 +551,33 @@ def gemv_group(
             row strides of codes and of scales), with biases of one dtype or none.
         config: as :func:`gemv`'s; its slice holds whole blocks (:func:`can_rotate`).
     """
+    return launch_group(group_plan(x, weights, bits, block_size, config), bits, x, weights, out_dtype)
+
+
+def group_plan(x: torch.Tensor, weights: Sequence[tuple], bits: int, block_size: int, config: dict) -> SplitPlan:
+    """The plan of :func:`gemv_group`'s launch, after checking that one launch can read the weights."""
     if not 2 <= len(weights) <= MAX_GROUP:
         raise ValueError(f"a GEMV group takes 2 to {MAX_GROUP} weights, got {len(weights)}")
-    operands = [(q.view(torch.int32), unit_stride(s), unit_stride(b), kernel_codebook(bits, c, q.device))
-                for q, s, b, c in weights]
-    strides = {(q.stride(0), s.stride(0), s.shape[1]) for q, s, _, _ in operands}
-    biases = [None if b is None else b.dtype for _, _, b, _ in operands]
+    words = [q.view(torch.int32) for q, _, _, _ in weights]
+    strides = {(w.stride(0), s.stride(0), s.shape[1]) for w, (_, s, _, _) in zip(words, weights)}
+    biases = [None if b is None else b.dtype for _, _, b, _ in weights]
     if len(strides) > 1 or len(set(biases)) > 1:
         raise ValueError("the weights of a GEMV group need the same width, row strides (codes; scales) and biases of "
                          f"one dtype or none; got (code row stride, scale row stride, blocks) {sorted(strides)} and "
                          f"biases {biases}")
-    rows = [q.shape[0] for q, _, _, _ in operands]
+    rows = [w.shape[0] for w in words]
     ends = tuple(sum(rows[: i + 1]) for i in range(len(rows) - 1))
+    _, scale, bias, _ = weights[0]
+    return plan_for(x, words[0], unit_stride(scale), unit_stride(bias), bits, block_size, config, True, sum(rows),
+                    ends)
+
+
+def launch_group(plan: SplitPlan, bits: int, x: torch.Tensor, weights: Sequence[tuple],
+                 out_dtype: torch.dtype) -> torch.Tensor:
+    """:func:`gemv_group`'s launch of ``plan`` (:func:`group_plan`'s, for weights of these layouts)."""
+    operands = [(q.view(torch.int32), unit_stride(s), unit_stride(b), kernel_codebook(bits, c, q.device))
+                for q, s, b, c in weights]
     words, scale, bias, table = operands[0]
-    plan = plan_for(x, words, scale, bias, bits, block_size, config, True, sum(rows), ends)
     members = [(q, s, c, s if b is None else b) for q, s, b, c in operands[1:]]
     members = (members * MAX_GROUP)[: MAX_GROUP - 1]  # (a group of two: its second weight again as the unused third)
     return launch_split_plan(plan, x, words, scale, bias, table, out_dtype, sum(members, ()))
