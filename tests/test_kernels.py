@@ -1636,6 +1636,19 @@ def test_gpu_gemv_group_every_candidate(bits, rows, K):
 
 
 @pytest.mark.gpu
+def test_gpu_a_tuned_group_call_is_resolved_with_the_same_bits():
+    """On the GPU ``kernels.linear_group``'s call is resolved once the tuner holds the group's config, and the
+    resolved calls give the first call's bits, also on another layer's weights of the same layouts."""
+    layers = [_group((512, 128, 128), 4096, 5, bias=False, device="cuda")[0] for _ in range(2)]
+    x = torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16)
+    kernels.launch.clear_plans()
+    first = [kernels.linear_group(x, weights, 5, 128, 4096) for weights in layers]  # tunes
+    (entry,) = [entry for key, entry in kernels._RESOLVED.items() if key[0] == "group"]
+    assert entry.tuning_key in tuning._TUNED and entry.current()
+    assert all(torch.equal(kernels.linear_group(x, w, 5, 128, 4096), y) for w, y in zip(layers, first))
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("bits", [2, 4, 5, 8])
 @pytest.mark.parametrize("N,slices", [(1000, 1), (300, 3)])  # one slice (a barrier), and split-K
 @pytest.mark.parametrize("VEC", [8, 16])
