@@ -5,7 +5,9 @@ NOTES 55 Next 1: one ``GraphDecoder``'s calls on a Llama-3-8B-shaped Q5 model gi
 every module's output (and a leaf module's input), and SDPA's query, mask and output, after each forward: the
 prompt's and every decode step's (replayed from the CUDA graph: the hooks' copies are captured with the step). It
 then names, for each later call, the first step and the first tensor, in the order they are computed, whose bytes
-differ from the first call's, and each cache layer's first differing position at the end.
+differ from the first call's, and each cache layer's first differing position at the end. (SDPA's keys and values,
+the whole cache, are not kept per step: the cache is written once per position and zeroed between calls, so its
+state at the end tells up to which position the keys and values of every step were equal.)
 
     python benchmarks/diag_repeat.py --method hlwq-q5 --arms eager,graph,graph-math --out repeat.json
 
@@ -77,9 +79,7 @@ class Recorder:
         i = self.sdpa_calls
         self.sdpa_calls += 1
         if query.shape[-2] not in self.sdpa_backends:
-            with contextlib.suppress(Exception):
-                choice = torch._fused_sdp_choice(query, key, value, attn_mask, **kwargs)
-                self.sdpa_backends[query.shape[-2]] = int(choice)
+            self.sdpa_backends[query.shape[-2]] = int(torch._fused_sdp_choice(query, key, value, attn_mask, **kwargs))
         out = _SDPA(query, key, value, attn_mask=attn_mask, **kwargs)
         self._keep(f"sdpa{i}.query", query)
         if attn_mask is not None:

@@ -10,9 +10,9 @@ functions by own time::
     python benchmarks/profile_linear_cpu.py --group 4096 1024 1024 [--shape 4096x4096]
 
 With ``--family`` the calls take the tensor-core path (M past the GEMV's), served that family's favourite config.
-With ``--group`` (rows of each weight; ``--shape``'s K) it times ``kernels.linear_group`` on those weights, with the
-CUDA op's argument checks, against each weight's ``kernels.linear`` with its checks (the ops ``hlwq.linear_group``
-and ``hlwq.linear_inference`` less the dispatcher).
+With ``--group`` (rows of each weight; ``--shape``'s K) it times ``kernels.linear_group`` on those weights against
+each weight's ``kernels.linear``, each with and without the CUDA ops' argument checks (with them: the ops
+``hlwq.linear_group`` and ``hlwq.linear_inference`` less the dispatcher).
 
 A CPU's own speed sets the scale: the H200 machine's CPU ran this library's Python about twice as slowly
 (``benchmarks/NOTES.md`` sessions 36-37).
@@ -25,6 +25,7 @@ import cProfile
 import os
 import pstats
 import timeit
+from typing import Callable
 
 os.environ.setdefault("HLWQ_AUTOTUNE", "0")
 
@@ -53,7 +54,7 @@ def serve_family(family: str) -> None:
     served = {}
     kernels._runs_ws = lambda *args: True
 
-    def config_for(kernel, M, N, k_pad, bits, weight, run):
+    def config_for(kernel, M, N, k_pad, bits, weight, run, device=None):
         key = kernel + tuning._layer_key(M, N, k_pad, bits)
         if key not in served:
             served[key] = tuning.candidates(family if kernel != "gemv" else kernel, M, N, k_pad, 132, bits)[0]
@@ -81,7 +82,8 @@ def main() -> None:
     torch.manual_seed(0)
     N, K = map(int, a.shape.split("x"))
     if a.group:
-        return time_group(a.group, K, a.m, a.profile)
+        time_group(a.group, K, a.m, a.profile)
+        return
     q, s = torch.ops.hlwq.quantize(torch.randn(N, K) * 0.02, 5, 128)
     print(f"torch {torch.__version__}, Q5 {N} x {K}, launches stubbed")
     for M in a.m:
@@ -98,7 +100,8 @@ def main() -> None:
             print_profile(call)
 
 
-def print_profile(call) -> None:
+def print_profile(call: Callable[[], object]) -> None:
+    """cProfile's twelve functions of most own time over 3000 calls."""
     profile = cProfile.Profile()
     profile.enable()
     for _ in range(3000):
@@ -115,16 +118,21 @@ def time_group(rows: list[int], K: int, ms: list[int], profile: bool) -> None:
     for M in ms:
         x = torch.randn(M, K, dtype=torch.bfloat16)
 
-        def grouped(x=x):
-            ops._check_linear_group(x, qs, ss, bs, 5, 128, K, cs)
+        def grouped(x=x, checks=True):
+            if checks:
+                ops._check_linear_group(x, qs, ss, bs, 5, 128, K, cs)
             return kernels.linear_group(x, weights, 5, 128, K)
 
-        def each(x=x):
+        def each(x=x, checks=True):
             for q, s, b, c in weights:
-                ops._check_linear(x, q, s, b, 5, 128, K, c)
+                if checks:
+                    ops._check_linear(x, q, s, b, 5, 128, K, c)
                 kernels.linear(x, q, s, b, 5, 128, K, c)
 
-        print(f"M = {M}: grouped {per_call_us(grouped):.1f} us a call, each weight's calls {per_call_us(each):.1f}")
+        for checks in (True, False):
+            print(f"M = {M}, argument checks {'in' if checks else 'out'}: grouped "
+                  f"{per_call_us(lambda: grouped(checks=checks)):.1f} us a call, each weight's calls "
+                  f"{per_call_us(lambda: each(checks=checks)):.1f}")
         if profile:
             print_profile(grouped)
 

@@ -322,11 +322,11 @@ def test_linear_group_runs_one_launch_at_one_row(monkeypatch, bias):
     """``kernels.linear_group`` at M = 1: one :func:`gemv_group` launch, bit for bit each weight's :func:`gemv` of
     the same config side by side (the same tiles, sums and order per weight); at M = 5, or with biases of two dtypes,
     each weight's own ``kernels.linear``."""
-    from hlwq_ops.kernels.gemv import gemv_group as group
+    from hlwq_ops.kernels.gemv import group_plan
 
     weights, _ = _group((40, 24, 8), 300, 5, bias)
     launches = []
-    monkeypatch.setattr(kernels, "gemv_group", lambda *a: launches.append(a[-1]) or group(*a))
+    monkeypatch.setattr(kernels, "group_plan", lambda *a: launches.append(a[-1]) or group_plan(*a))
     x = torch.randn(1, 300, device=KERNEL_DEVICE, dtype=torch.bfloat16)
     y = kernels.linear_group(x, weights, 5, 128, 300)
     (config,) = launches
@@ -367,6 +367,10 @@ def test_a_group_call_signature_is_resolved_once(monkeypatch):
     assert not configured and all(torch.equal(a, b) for a, b in zip(resolved, expected))
     kernels.linear_group(torch.randn(5, 300, device=KERNEL_DEVICE, dtype=torch.bfloat16), layer, 5, 128, 300)
     assert len(configured) == 1 and all(key[0] != "group" or key[1][0] == 1 for key in kernels._RESOLVED)
+    without_bias = [(q, s, None, c) for q, s, _, c in layer]  # (another layout: an entry of its own)
+    y = kernels.linear_group(xs[0], without_bias, 5, 128, 300)
+    assert len(configured) == 2 and sum(key[0] == "group" for key in kernels._RESOLVED) == 2
+    assert torch.equal(y, unresolved(xs[0], without_bias))
 
 
 def test_gemv_group_refuses_what_one_launch_cannot_read():
@@ -387,6 +391,10 @@ def test_gemv_group_refuses_what_one_launch_cannot_read():
     with_bias, _ = _group((4,), 256, 5, bias=True)
     with pytest.raises(ValueError, match=r"biases of one dtype or none.*\[None, torch.float32\]"):
         gemv_group(x, [weights[0], with_bias[0]], 5, 128, torch.float32, _config(1))
+    q, s, _, _ = weights[0]
+    wide = torch.cat([s, s], 1)  # scales read with a column stride of 2: copied, so their rows' stride differs
+    with pytest.raises(ValueError, match="the same width"):
+        gemv_group(x, [(q, wide[:, ::2], None, None), (q, wide[:, :2], None, None)], 5, 128, torch.float32, _config(1))
 
 
 def test_gemv_refuses_to_rotate_partial_blocks():
@@ -1641,8 +1649,10 @@ def test_gpu_a_tuned_group_call_is_resolved_with_the_same_bits():
     resolved calls give the first call's bits, also on another layer's weights of the same layouts."""
     layers = [_group((512, 128, 128), 4096, 5, bias=False, device="cuda")[0] for _ in range(2)]
     x = torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16)
-    kernels.launch.clear_plans()
-    first = [kernels.linear_group(x, weights, 5, 128, 4096) for weights in layers]  # tunes
+    first = []
+    for weights in layers:  # (each unresolved; the first tunes)
+        kernels.launch.clear_plans()
+        first.append(kernels.linear_group(x, weights, 5, 128, 4096))
     (entry,) = [entry for key, entry in kernels._RESOLVED.items() if key[0] == "group"]
     assert entry.tuning_key in tuning._TUNED and entry.current()
     assert all(torch.equal(kernels.linear_group(x, w, 5, 128, 4096), y) for w, y in zip(layers, first))

@@ -3,9 +3,10 @@
 1. ``GraphDecoder(model)`` (compiled, grouped, in a CUDA graph) with SDPA free to pick cuDNN's attention (torch's
    default) and with ``torch.backends.cuda.enable_cudnn_sdp(False)``, alternating, twice each: decode tok/s of calls 2
    and 3, and where calls 2 and 3 part from call 1.
-2. ``model.generate(..., cache_implementation="static")`` (a new cache per call: transformers compiles the step, and
-   Inductor runs it without CUDA graphs) with and without ``GroupProjections`` in Inductor's config, alternating,
-   twice each (``bench_decode.time_generate``: a warm-up call, then the median of two); bf16's once.
+2. ``model.generate(..., cache_implementation="static")`` (a new cache per call: transformers compiles the step;
+   this docstring first said Inductor ran it without CUDA graphs, which RESULTS 56d corrects) with and without
+   ``GroupProjections`` in Inductor's config, alternating, twice each (``bench_decode.time_generate``: a warm-up call,
+   then the faster of two); bf16's once.
 """
 
 import json

@@ -29,7 +29,7 @@ from .fwht import MAX_KERNEL_BLOCK, fwht
 from .fwht import launch_plan as launch_fwht
 from .fwht import plan_for as plan_fwht
 from .fwht import prepare as prepare_fwht
-from .gemv import MAX_GROUP, can_rotate, gemv, gemv_group, group_plan, launch_group
+from .gemv import MAX_GROUP, can_rotate, gemv, group_plan, launch_group
 from .gemv import plan_for as plan_gemv
 from .launch import clear_with_plans
 from .mma import mma
@@ -276,9 +276,9 @@ def linear_rotated(
 
 
 class _Resolved(NamedTuple):
-    """A call of :func:`linear` resolved once for its signature (:func:`_signature`): its launches with their plans
-    made (``run``), and what chose its config, which must still choose the same for the entry to hold
-    (:meth:`current`).
+    """A call of :func:`linear` (or :func:`linear_group`) resolved once for its signature (:func:`_signature`,
+    :func:`_group_signature`): its launches with their plans made (``run``), and what chose its config, which must
+    still choose the same for the entry to hold (:meth:`current`).
 
     An entry holds until ``tuning.config_for`` is another function or, on a GPU, the tuning table no longer holds the
     very config object it ran (retuned, reloaded, a replaced table), or :func:`.launch.clear_plans`. It takes as
@@ -319,11 +319,12 @@ def _rotated_launches(rotation, dtype, launch, plan, table, x2, qdata, scale, bi
 
 
 # Call signatures of linear() resolved (emptied by launch.clear_plans): the GEMV's, and the tensor-core kernels' that
-# read the FWHT's output (_TENSOR_CORE). A later call with the same signature skips the path and family decisions,
-# the tuning lookup and the wrappers' derivations. On a CPU with the launches stubbed out
-# (benchmarks/profile_linear_cpu.py), a call took 19.5-19.7 -> 13.8-14.5 us with the GEMV at M = 1 (NOTES 40, 41),
+# read the FWHT's output (_TENSOR_CORE); and linear_group()'s one launch. A later call with the same signature skips
+# the path and family decisions, the tuning lookup and the wrappers' derivations. On a CPU with the launches stubbed
+# out (benchmarks/profile_linear_cpu.py), a call took 19.5-19.7 -> 13.8-14.5 us with the GEMV at M = 1 (NOTES 40, 41),
 # 26.3-27.9 -> 13.7-13.9 with the register-operand ws kernel at M = 16 and 128, and 28.7-31.5 -> 16.6-17.0 with the
-# tensor-core GEMV at M = 4..8 (its "before" without Triton's per-launch binding; NOTES session 41).
+# tensor-core GEMV at M = 4..8 (its "before" without Triton's per-launch binding; NOTES session 41); a group of
+# Llama-3-8B's q, k and v ~45 -> ~29 us, the ops' argument checks included (NOTES session 56).
 _RESOLVED: dict[tuple, _Resolved] = clear_with_plans({})
 _MAX_RESOLVED = 1024  # as many as the wrappers' plan caches keep
 
@@ -341,7 +342,8 @@ def _signature(x, qdata, scale, bias, bits, block_size, K, codebook) -> tuple:
 
 def _resolve(signature, kernel: str, config: dict, make_run: Callable[[], Callable], x2, N: int, k_pad: int,
              bits: int, K: int, copy_x: bool) -> None:
-    """Keep a call's launches (``make_run()``, made only here) for :func:`linear`'s later calls with ``signature``,
+    """Keep a call's launches (``make_run()``, made only here) for later calls with ``signature`` (:func:`linear`'s,
+    :func:`linear_group`'s),
     if the config is one the tuner will choose again: a tuned one of ``kernel`` (its families), on the CPU the
     untuned default; with ``HLWQ_AUTOTUNE=0`` on a GPU, or a config chosen during a capture, nothing."""
     M = x2.shape[0]
@@ -390,29 +392,30 @@ def linear_group(x: torch.Tensor, weights: list[tuple], bits: int, block_size: i
     6144 x 4096), and tunes it on their rows stacked (a copy made for the tuning only).
     """
     signature = None
-    if x.numel() <= tuning.WSRS_MAX_M * K:  # (as in linear: larger calls skip it)
+    if group_serves(x.numel() // K):  # (elsewhere each weight's call: nothing to resolve here)
         signature = _group_signature(x, weights, bits, block_size, K)
-        resolved = _RESOLVED.get(signature)
-        if resolved is not None and resolved.current():
-            return resolved(x, weights)
+        entry = _RESOLVED.get(signature)
+        if entry is not None and entry.current():
+            return entry(x, weights)
     x2 = x.reshape(-1, K)
     copy_x = x2.stride(-1) != 1
     x2 = x2.contiguous() if copy_x else x2  # (as the GEMV reads it)
     config = _group_config(x2, weights, bits, block_size)
     if config is None:
         return torch.cat([linear(x, q, s, b, bits, block_size, K, c) for q, s, b, c in weights], dim=-1)
-    y = gemv_group(x2, weights, bits, block_size, x.dtype, config)
+    plan = group_plan(x2, weights, bits, block_size, config)
+    y = launch_group(plan, bits, x2, weights, x.dtype)
     if signature is not None:
-        resolved = lambda: functools.partial(  # noqa: E731
-            launch_group, group_plan(x2, weights, bits, block_size, config), bits)
-        _resolve(signature, "gemv", config, resolved, x2, y.shape[1], weights[0][1].shape[1] * block_size, bits, K,
-                 copy_x)
+        _resolve(signature, "gemv", config, lambda: functools.partial(launch_group, plan, bits), x2, y.shape[1],
+                 weights[0][1].shape[1] * block_size, bits, K, copy_x)
     return y.reshape(*x.shape[:-1], y.shape[1])
 
 
 def _group_signature(x, weights, bits, block_size, K) -> tuple:
     """:func:`_signature` for :func:`linear_group`: each weight's codes', scales' and bias's layout and whether it
-    has its own codebook, in place of one weight's (all the GEMV's plan reads)."""
+    has its own codebook, in place of one weight's (all the GEMV's plan reads). Without the codes' alignment, which
+    only the tensor-core families' choice reads (the GEMV's launch picks its binary by each pointer's alignment, call
+    by call)."""
     layouts = tuple((q.shape, q.stride(), s.shape, s.stride(), None if b is None else (b.stride(), b.dtype), c is None)
                     for q, s, b, c in weights)
     return ("group", x.shape, x.stride(), x.dtype, x.device, layouts, bits, block_size, K,

@@ -559,7 +559,8 @@ def group_plan(x: torch.Tensor, weights: Sequence[tuple], bits: int, block_size:
     if not 2 <= len(weights) <= MAX_GROUP:
         raise ValueError(f"a GEMV group takes 2 to {MAX_GROUP} weights, got {len(weights)}")
     words = [q.view(torch.int32) for q, _, _, _ in weights]
-    strides = {(w.stride(0), s.stride(0), s.shape[1]) for w, (_, s, _, _) in zip(words, weights)}
+    scales = [unit_stride(s) for _, s, _, _ in weights]  # (as launch_group passes them)
+    strides = {(w.stride(0), s.stride(0), s.shape[1]) for w, s in zip(words, scales)}
     biases = [None if b is None else b.dtype for _, _, b, _ in weights]
     if len(strides) > 1 or len(set(biases)) > 1:
         raise ValueError("the weights of a GEMV group need the same width, row strides (codes; scales) and biases of "
@@ -567,14 +568,14 @@ def group_plan(x: torch.Tensor, weights: Sequence[tuple], bits: int, block_size:
                          f"biases {biases}")
     rows = [w.shape[0] for w in words]
     ends = tuple(sum(rows[: i + 1]) for i in range(len(rows) - 1))
-    _, scale, bias, _ = weights[0]
-    return plan_for(x, words[0], unit_stride(scale), unit_stride(bias), bits, block_size, config, True, sum(rows),
+    return plan_for(x, words[0], scales[0], unit_stride(weights[0][2]), bits, block_size, config, True, sum(rows),
                     ends)
 
 
 def launch_group(plan: SplitPlan, bits: int, x: torch.Tensor, weights: Sequence[tuple],
                  out_dtype: torch.dtype) -> torch.Tensor:
-    """:func:`gemv_group`'s launch of ``plan`` (:func:`group_plan`'s, for weights of these layouts)."""
+    """:func:`gemv_group`'s launch of ``plan``: :func:`group_plan`'s for weights of these layouts, which this does not
+    check again (a resolved call's signature holds them)."""
     operands = [(q.view(torch.int32), unit_stride(s), unit_stride(b), kernel_codebook(bits, c, q.device))
                 for q, s, b, c in weights]
     words, scale, bias, table = operands[0]
