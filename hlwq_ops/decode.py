@@ -12,10 +12,13 @@ causal LM (HLWQ weights or not)::
     tokens = decoder.generate(input_ids, max_new_tokens=256)  # == model.generate(..., do_sample=False)
     tokens = decoder.generate(padded_ids, 256, attention_mask=mask)  # prompts of different lengths, left-padded
 
-The prompt is prefilled eagerly; the step ``token, position -> next token``
-(compiled with ``torch.compile``, HLWQ projections of one input in one GEMV:
-:mod:`hlwq_ops.grouping`) is captured in a CUDA graph once per (batch,
-length) and replayed for every token. Without end-of-sequence ids nothing
+The step ``token, position -> next token`` (compiled with ``torch.compile``,
+HLWQ projections of one input in one GEMV: :mod:`hlwq_ops.grouping`) is
+captured in a CUDA graph once per (batch, length) and replayed for every
+token. The prompt's forward (eager: compiling it would take each prompt length
+its own compile) is captured too, once per (batch, length, prompt length),
+and replayed in later calls: eagerly, every projection's call pays the host
+its Python and launches, and a short prompt's forward waits on the host. Without end-of-sequence ids nothing
 waits for the GPU until the end; with them, every ``check_every`` tokens the
 host checks whether every row has produced one, and stops if so (a row's
 tokens after its first are the pad token, as in ``generate()``). The cache is
@@ -88,6 +91,17 @@ _IGNORED_SETTINGS = {
     "watermarking_config": (None,),
     "token_healing": (None, False),
 }
+@dataclass
+class _PromptGraph:
+    """The prompt's forward captured (:meth:`GraphDecoder._capture_prompt`): replayed on its inputs' buffers."""
+
+    length: int  # the prompt's
+    graph: torch.cuda.CUDAGraph
+    ids: torch.Tensor  # (B, length)
+    positions: torch.Tensor | None  # (B, length) for padded prompts
+    token: torch.Tensor | None = None  # (B, 1): the first new token, the graph's output
+
+
 # Steps of the decode step run before the timed loop (compilation, tuning, a CUDA graph's warm-up): they write
 # the cache past the prompt, so it holds at least this many positions more
 _WARM_UP_STEPS = 3
@@ -107,13 +121,21 @@ class GraphDecoder:
         group_projections: compile the step with :class:`hlwq_ops.grouping.GroupProjections`
             (the HLWQ projections of one input -- q, k and v; gate and up -- in one GEMV at
             batch 1), after Inductor's ``post_grad_custom_post_pass`` where one is set.
+        prompt_graph: with ``cuda_graph``, capture the prompt's forward in a CUDA graph as well
+            (default: with ``cuda_graph``); False runs it eagerly in every call, for a model whose
+            eager forward cannot be captured. Its graph keeps the prompt's activations in a
+            memory pool of its own while it is held.
     """
 
     def __init__(self, model: torch.nn.Module, compile: bool = True, cuda_graph: bool | None = None,
-                 group_projections: bool = True):
+                 group_projections: bool = True, prompt_graph: bool | None = None):
         self.model = model
         self.device = next(model.parameters()).device
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
+        if prompt_graph and not self.cuda_graph:
+            raise ValueError("GraphDecoder(prompt_graph=True) captures the prompt's forward in a CUDA graph, which "
+                             "needs cuda_graph=True (the default on CUDA); got cuda_graph=False")
+        self.prompt_graph = self.cuda_graph if prompt_graph is None else prompt_graph
         if self.cuda_graph:
             self._check_graph_can_replay(StaticCache(config=model.config, max_cache_len=1))  # allocates nothing
         self.compiled = compile
@@ -219,8 +241,8 @@ class GraphDecoder:
             self._step(*self._inputs)
         self._restore_cache(saved)
 
-    def _capture(self):
-        """Warm the step up on a side stream and capture it; returns (graph, output)."""
+    def _on_side_stream(self, work) -> None:
+        """Run ``work()`` on the side stream every capture warms up on, ordered after and before the current one."""
         if self.device.type != "cuda":
             raise ValueError(
                 f"GraphDecoder(cuda_graph=True) captures a CUDA graph: the model is on {self.device}; "
@@ -231,12 +253,63 @@ class GraphDecoder:
         stream = self._side_stream
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            self._warm_up()
+            work()
         torch.cuda.current_stream().wait_stream(stream)
+
+    def _capture(self):
+        """Warm the step up on a side stream and capture it; returns (graph, output)."""
+        self._on_side_stream(self._warm_up)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             out = self._step(*self._inputs)
         return graph, out
+
+    def _prompt_token(self, input_ids: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+        """The prompt's forward into the cache -> each row's first new token (B, 1). ``positions``: each padded
+        row's positions (B, L) as ``generate()`` numbers them, with :attr:`_mask` holding the prompt's mask; None
+        for unpadded prompts."""
+        prompt = input_ids.shape[1]
+        padded = {} if positions is None else {"attention_mask": self._mask[:, :prompt], "position_ids": positions}
+        logits = self.model(
+            input_ids=input_ids,
+            cache_position=torch.arange(prompt, device=self.device),
+            use_cache=True,
+            **{self._cache_arg: self._cache},
+            **padded,
+            **self._last_logits,
+        ).logits
+        return logits[:, -1].argmax(-1, keepdim=True)
+
+    def _capture_prompt(self, input_ids: torch.Tensor, positions: torch.Tensor | None) -> _PromptGraph:
+        """Warm the prompt's forward up on the side stream (it tunes the kernels for the prompt's rows), capture it
+        on copies of its inputs, and empty the cache that the warm-up wrote."""
+        ids, positions = input_ids.clone(), None if positions is None else positions.clone()
+        self._on_side_stream(lambda: self._prompt_token(ids, positions))
+        graph = _PromptGraph(input_ids.shape[1], torch.cuda.CUDAGraph(), ids, positions)
+        try:
+            with torch.cuda.graph(graph.graph):
+                graph.token = self._prompt_token(graph.ids, graph.positions)
+        except RuntimeError as error:
+            raise RuntimeError(
+                f"GraphDecoder could not capture {type(self.model).__name__}'s prompt forward in a CUDA graph "
+                f"({error}); GraphDecoder(model, prompt_graph=False) runs it eagerly"
+            ) from error
+        self._cache.reset()  # (in place, as the graphs hold its addresses)
+        return graph
+
+    def _first_token(self, input_ids: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+        """The prompt's forward into the (empty) cache -> the first new token (B, 1): eagerly, or replayed from the
+        prompt's graph, captured first where this cache has none of the prompt's length."""
+        if not self.prompt_graph:
+            return self._prompt_token(input_ids, positions)
+        if self._prompt is None or self._prompt.length != input_ids.shape[1]:
+            self._prompt = None  # (its pool freed before the next capture)
+            self._prompt = self._capture_prompt(input_ids, positions)
+        self._prompt.ids.copy_(input_ids)
+        if positions is not None:
+            self._prompt.positions.copy_(positions)
+        self._prompt.graph.replay()
+        return self._prompt.token
 
     def _prepare(self, batch: int, max_len: int, padded: bool) -> None:
         """One cache, static step inputs and graph per (batch, length, padded prompts), reused across calls."""
@@ -254,6 +327,7 @@ class GraphDecoder:
             self._row_position = torch.zeros(batch, 1, dtype=torch.long, device=self.device)
             self._inputs += (self._mask, self._row_position)
         self._graph = None
+        self._prompt: _PromptGraph | None = None
 
     @staticmethod
     def _check_mask(attention_mask: torch.Tensor, input_ids: torch.Tensor, what: str = "attention_mask") -> None:
@@ -355,7 +429,7 @@ class GraphDecoder:
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         sync()
         start = time.perf_counter()
-        padded = {}
+        positions = None
         if attention_mask is not None:
             mask = attention_mask.to(self.device, torch.long)
             self._mask[:, :prompt] = mask
@@ -364,17 +438,8 @@ class GraphDecoder:
             # each row's position of its first new token: its last prompt position's next, as generate() counts on
             # (a row padded on the right goes on from its last padding's 0)
             self._row_position.copy_(positions[:, -1:] + 1)
-            padded = {"attention_mask": self._mask[:, :prompt], "position_ids": positions}
-        logits = self.model(
-            input_ids=input_ids,
-            cache_position=torch.arange(prompt, device=self.device),
-            use_cache=True,
-            **{self._cache_arg: self._cache},
-            **padded,
-            **self._last_logits,
-        ).logits
         out = torch.empty(batch, max_new_tokens, dtype=torch.long, device=self.device)
-        out[:, :1] = logits[:, -1].argmax(-1, keepdim=True)
+        out[:, :1] = self._first_token(input_ids, positions)
         sync()
         prefill = time.perf_counter() - start
 

@@ -2,6 +2,7 @@
 
 import logging
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -404,18 +405,50 @@ def test_graph_decoder_cuda_graph_off_cuda_is_a_clear_error():
 
 
 
-def test_graph_decoder_warms_up_and_captures_once(monkeypatch):
-    """With a captured step, later calls replay it: no warm-up steps and no copy of the cache again. Each call used to
-    warm up again (three compiled steps and a clone of the whole KV cache: 48 MiB at the 8B shape's steady peak,
-    benchmarks/RESULTS.md 42c). On the CPU a stand-in capture replays the step eagerly."""
-    from hlwq_ops.decode import GraphDecoder
+def _stand_in_captures(decoder, monkeypatch) -> dict:
+    """On the CPU, stand-ins for :class:`GraphDecoder`'s two captures that replay eagerly what a graph would: the
+    step's (after the real warm-up) and the prompt's (after a warm-up forward into the cache, emptied after it as
+    on a GPU). Returns the counts of captures and step warm-ups, updated as they happen."""
+    from hlwq_ops.decode import _PromptGraph
 
-    class Replay:
-        def __init__(self, decoder):
-            self.decoder, self.out = decoder, decoder._step(*decoder._inputs)
+    calls = {"capture": 0, "warm_up": 0, "prompt_capture": 0}
+
+    class StepReplay:
+        def __init__(self):  # (a capture runs nothing: the cache is left as it was)
+            saved = decoder._save_cache()
+            self.out = decoder._step(*decoder._inputs)
+            decoder._restore_cache(saved)
 
         def replay(self):
-            self.out.copy_(self.decoder._step(*self.decoder._inputs))
+            self.out.copy_(decoder._step(*decoder._inputs))
+
+    def capture():
+        calls["capture"] += 1
+        decoder._warm_up()
+        replay = StepReplay()
+        return replay, replay.out
+
+    def capture_prompt(input_ids, positions):
+        calls["prompt_capture"] += 1
+        positions = None if positions is None else positions.clone()
+        held = _PromptGraph(input_ids.shape[1], None, input_ids.clone(), positions)
+        held.token = decoder._prompt_token(held.ids, held.positions)  # the warm-up: into the cache
+        decoder._cache.reset()
+        held.graph = SimpleNamespace(replay=lambda: held.token.copy_(decoder._prompt_token(held.ids, held.positions)))
+        return held
+
+    warm_up = decoder._warm_up
+    monkeypatch.setattr(decoder, "_capture", capture)
+    monkeypatch.setattr(decoder, "_capture_prompt", capture_prompt)
+    monkeypatch.setattr(decoder, "_warm_up", lambda: (calls.__setitem__("warm_up", calls["warm_up"] + 1), warm_up()))
+    return calls
+
+
+def test_graph_decoder_warms_up_and_captures_once(monkeypatch):
+    """With a captured step and prompt, later calls replay them: no warm-up steps, no copy of the cache, no capture
+    again. Each call used to warm up again (three compiled steps and a clone of the whole KV cache: 48 MiB at the 8B
+    shape's steady peak, benchmarks/RESULTS.md 42c). On the CPU stand-in captures replay eagerly."""
+    from hlwq_ops.decode import GraphDecoder
 
     model = _llama().eval()
     model.generation_config.eos_token_id = None
@@ -423,21 +456,52 @@ def test_graph_decoder_warms_up_and_captures_once(monkeypatch):
     with torch.no_grad():
         expected = model.generate(ids, max_new_tokens=6, do_sample=False, cache_implementation="static")
     decoder = GraphDecoder(model, compile=True, cuda_graph=True)
-    calls = {"capture": 0, "warm_up": 0}
-
-    def capture():
-        calls["capture"] += 1
-        decoder._warm_up()
-        replay = Replay(decoder)
-        return replay, replay.out
-
-    warm_up = decoder._warm_up
-    monkeypatch.setattr(decoder, "_capture", capture)
-    monkeypatch.setattr(decoder, "_warm_up", lambda: (calls.__setitem__("warm_up", calls["warm_up"] + 1), warm_up()))
+    calls = _stand_in_captures(decoder, monkeypatch)
     with torch.no_grad():
         for _ in range(3):
             assert torch.equal(decoder.generate(ids, 6), expected)
-    assert calls == {"capture": 1, "warm_up": 1}
+    assert calls == {"capture": 1, "warm_up": 1, "prompt_capture": 1}
+
+
+def test_graph_decoder_captures_a_prompt_per_length_and_its_inputs_each_call(monkeypatch):
+    """The prompt's graph replays on each call's own prompt (its inputs copied in); a prompt of another length with
+    the same cache length (the step's graph kept) gets a capture of its own; left-padded prompts replay with their
+    mask and positions. Tokens as ``generate()``'s throughout."""
+    from hlwq_ops.decode import GraphDecoder
+
+    torch.manual_seed(0)
+    model = _llama().eval()
+    model.generation_config.eos_token_id = None
+    decoder = GraphDecoder(model, compile=False, cuda_graph=True)
+    calls = _stand_in_captures(decoder, monkeypatch)
+
+    def check(ids, new, **mask):
+        with torch.no_grad():
+            expected = model.generate(ids, max_new_tokens=new, do_sample=False, cache_implementation="static",
+                                      pad_token_id=0, **mask)
+        assert torch.equal(decoder.generate(ids, new, **mask), expected)
+
+    first, other = torch.randint(1, 512, (2, 2, 5))
+    check(first, 6)
+    check(other, 6)  # another prompt of the length: replayed on its own ids
+    assert calls == {"capture": 1, "warm_up": 1, "prompt_capture": 1}
+    check(torch.randint(1, 512, (2, 6)), 5)  # 6 + 5 positions: the same cache and step graph, another prompt graph
+    assert calls == {"capture": 1, "warm_up": 1, "prompt_capture": 2}
+    mask = torch.ones(2, 6, dtype=torch.long)
+    mask[1, :2] = 0
+    check(torch.randint(1, 512, (2, 6)).masked_fill(mask == 0, 0), 5, attention_mask=mask)
+    mask[1, :2], mask[0, :3] = 1, 0  # the other row padded: the mask and positions replayed are this call's
+    check(torch.randint(1, 512, (2, 6)).masked_fill(mask == 0, 0), 5, attention_mask=mask)
+    assert calls == {"capture": 2, "warm_up": 2, "prompt_capture": 3}
+
+
+def test_graph_decoder_prompt_graph_needs_the_step_graph():
+    from hlwq_ops.decode import GraphDecoder
+
+    with pytest.raises(ValueError, match=r"prompt_graph=True\) captures the prompt's forward.*got cuda_graph=False"):
+        GraphDecoder(_llama().eval(), cuda_graph=False, prompt_graph=True)
+    assert not GraphDecoder(_llama().eval(), cuda_graph=False).prompt_graph
+    assert GraphDecoder(_llama().eval(), cuda_graph=True).prompt_graph
 
 
 @pytest.mark.gpu
