@@ -512,11 +512,12 @@ def test_graph_decoder_replays_its_graph_on_later_calls():
     ids = torch.randint(0, 512, (1, 6), device="cuda")
     decoder = GraphDecoder(model)
     first = decoder.generate(ids, 8)
-    graph, saves = decoder._graph, []
+    graph, prompt, saves = decoder._graph, decoder._prompt, []
     save = decoder._save_cache
     decoder._save_cache = lambda: (saves.append(1), save())[1]
     assert torch.equal(decoder.generate(ids, 8), first)
-    assert decoder._graph is graph and not saves
+    assert decoder._graph is graph and decoder._prompt is prompt and prompt is not None and not saves
+    assert torch.equal(GraphDecoder(model, prompt_graph=False).generate(ids, 8), first), "the prompt run eagerly"
 
 
 @pytest.mark.gpu
