@@ -12,7 +12,10 @@ size, with a 128-token prompt and 256 new tokens (greedy, static KV cache):
 - ``generate-reuse``: the same with one ``StaticCache`` passed to every call
   (reset in between): one graph serves every call;
 - ``graph``: :class:`hlwq_ops.decode.GraphDecoder`, the decode step compiled
-  and captured in one CUDA graph, as a serving engine runs it.
+  and captured in one CUDA graph, as a serving engine runs it;
+- ``graph-prompt``: the same with the prompt's forward captured as well
+  (``GraphDecoder(prompt_graph=True)``): the timed call's time to first token
+  is a replay.
 
 Reports decode tokens/s (all sequences of the batch), time to first token
 (eager prefill), peak GPU memory (over the warm-up call, which compiles and
@@ -112,14 +115,14 @@ def time_generate(model, ids, reuse_cache: bool = False, repeats: int = 3) -> fl
     return sorted(rates)[len(rates) // 2]
 
 
-def time_graph(model, ids, compile: bool) -> tuple[float, float, int, int]:
+def time_graph(model, ids, compile: bool, prompt_graph: bool = False) -> tuple[float, float, int, int]:
     """With GraphDecoder, after a warm-up call: (decode tokens/s, time to first token in ms, peak bytes of the
     warm-up call, peak bytes of the timed call).
 
     The warm-up call compiles, captures and tunes the kernels; the timed call's peak (prefill and decode) is
     what the model needs from then on.
     """
-    decoder = GraphDecoder(model, compile=compile)
+    decoder = GraphDecoder(model, compile=compile, prompt_graph=prompt_graph)
     decoder.generate(ids, NEW)
     first = torch.cuda.max_memory_allocated()
     torch.cuda.reset_peak_memory_stats()
@@ -144,23 +147,24 @@ def run(name: str, method: str, batches: list[int], ways: list[str]) -> list[dic
             torch._dynamo.reset()
             torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
-            note = "compiled step captured" if way == "graph" else ""
+            graph = way in ("graph", "graph-prompt")
+            note = "compiled step captured" if graph else ""
             steady = None
             try:
-                if way == "graph":
-                    tps, ttft, first, steady = time_graph(model, ids, compile=True)
+                if graph:
+                    tps, ttft, first, steady = time_graph(model, ids, compile=True, prompt_graph=way == "graph-prompt")
                 else:
                     tps, ttft = time_generate(model, ids, reuse_cache=way == "generate-reuse"), None
             except torch.cuda.OutOfMemoryError:
                 raise
             except Exception as e:  # keep the run going; say what failed
-                if way != "graph":
+                if not graph:
                     raise
                 note = f"compiled capture failed ({type(e).__name__}); eager step captured"
                 print(note, str(e)[:300], flush=True)
                 torch._dynamo.reset()
                 torch.cuda.reset_peak_memory_stats()
-                tps, ttft, first, steady = time_graph(model, ids, compile=False)
+                tps, ttft, first, steady = time_graph(model, ids, compile=False, prompt_graph=way == "graph-prompt")
             peak = torch.cuda.max_memory_allocated() if steady is None else max(first, steady)
             row = dict(model=name, method=method, batch=batch, way=way, note=note, tok_s=tps, ttft_ms=ttft,
                        peak_gib=(peak - base) / 2**30,
@@ -181,7 +185,8 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    p.add_argument("--ways", nargs="+", default=["graph", "generate"], choices=["graph", "generate", "generate-reuse"])
+    p.add_argument("--ways", nargs="+", default=["graph", "generate"],
+                   choices=["graph", "graph-prompt", "generate", "generate-reuse"])
     p.add_argument("--json", default="bench_decode.json")
     p.add_argument("--dequant-chunk-mb", type=int, help="hlwq_ops.kernels.dequant.CHUNK_BYTES, in MiB")
     a = p.parse_args()

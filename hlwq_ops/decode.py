@@ -15,10 +15,11 @@ causal LM (HLWQ weights or not)::
 The step ``token, position -> next token`` (compiled with ``torch.compile``,
 HLWQ projections of one input in one GEMV: :mod:`hlwq_ops.grouping`) is
 captured in a CUDA graph once per (batch, length) and replayed for every
-token. The prompt's forward (eager: compiling it would take each prompt length
-its own compile) is captured too, once per (batch, length, prompt length),
-and replayed in later calls: eagerly, every projection's call pays the host
-its Python and launches, and a short prompt's forward waits on the host. Without end-of-sequence ids nothing
+token. The prompt is prefilled eagerly; with ``prompt_graph=True`` its forward
+(eager: compiling it would take each prompt length a compile of its own) is
+captured too, once per (batch, length, prompt length), and replayed in later
+calls: eagerly, every projection's call pays the host its Python and launches,
+and a short prompt's forward waits on the host. Without end-of-sequence ids nothing
 waits for the GPU until the end; with them, every ``check_every`` tokens the
 host checks whether every row has produced one, and stops if so (a row's
 tokens after its first are the pad token, as in ``generate()``). The cache is
@@ -121,21 +122,21 @@ class GraphDecoder:
         group_projections: compile the step with :class:`hlwq_ops.grouping.GroupProjections`
             (the HLWQ projections of one input -- q, k and v; gate and up -- in one GEMV at
             batch 1), after Inductor's ``post_grad_custom_post_pass`` where one is set.
-        prompt_graph: with ``cuda_graph``, capture the prompt's forward in a CUDA graph as well
-            (default: with ``cuda_graph``); False runs it eagerly in every call, for a model whose
-            eager forward cannot be captured. Its graph keeps the prompt's activations in a
-            memory pool of its own while it is held.
+        prompt_graph: capture the prompt's forward in a CUDA graph as well (needs ``cuda_graph``),
+            at the first call of a cache and prompt length, and replay it in later ones. Its graph
+            keeps the prompt's activations in a memory pool of its own while it is held. Off by
+            default until it has run on a GPU (it was written when none could be had).
     """
 
     def __init__(self, model: torch.nn.Module, compile: bool = True, cuda_graph: bool | None = None,
-                 group_projections: bool = True, prompt_graph: bool | None = None):
+                 group_projections: bool = True, prompt_graph: bool = False):
         self.model = model
         self.device = next(model.parameters()).device
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
         if prompt_graph and not self.cuda_graph:
             raise ValueError("GraphDecoder(prompt_graph=True) captures the prompt's forward in a CUDA graph, which "
                              "needs cuda_graph=True (the default on CUDA); got cuda_graph=False")
-        self.prompt_graph = self.cuda_graph if prompt_graph is None else prompt_graph
+        self.prompt_graph = prompt_graph
         if self.cuda_graph:
             self._check_graph_can_replay(StaticCache(config=model.config, max_cache_len=1))  # allocates nothing
         self.compiled = compile

@@ -455,7 +455,7 @@ def test_graph_decoder_warms_up_and_captures_once(monkeypatch):
     ids = torch.randint(0, 512, (1, 5))
     with torch.no_grad():
         expected = model.generate(ids, max_new_tokens=6, do_sample=False, cache_implementation="static")
-    decoder = GraphDecoder(model, compile=True, cuda_graph=True)
+    decoder = GraphDecoder(model, compile=True, cuda_graph=True, prompt_graph=True)
     calls = _stand_in_captures(decoder, monkeypatch)
     with torch.no_grad():
         for _ in range(3):
@@ -472,7 +472,7 @@ def test_graph_decoder_captures_a_prompt_per_length_and_its_inputs_each_call(mon
     torch.manual_seed(0)
     model = _llama().eval()
     model.generation_config.eos_token_id = None
-    decoder = GraphDecoder(model, compile=False, cuda_graph=True)
+    decoder = GraphDecoder(model, compile=False, cuda_graph=True, prompt_graph=True)
     calls = _stand_in_captures(decoder, monkeypatch)
 
     def check(ids, new, **mask):
@@ -500,8 +500,7 @@ def test_graph_decoder_prompt_graph_needs_the_step_graph():
 
     with pytest.raises(ValueError, match=r"prompt_graph=True\) captures the prompt's forward.*got cuda_graph=False"):
         GraphDecoder(_llama().eval(), cuda_graph=False, prompt_graph=True)
-    assert not GraphDecoder(_llama().eval(), cuda_graph=False).prompt_graph
-    assert GraphDecoder(_llama().eval(), cuda_graph=True).prompt_graph
+    assert not GraphDecoder(_llama().eval(), cuda_graph=True).prompt_graph  # (off by default)
 
 
 @pytest.mark.gpu
@@ -510,14 +509,14 @@ def test_graph_decoder_replays_its_graph_on_later_calls():
 
     model = _llama_q5("cuda", torch.bfloat16)
     ids = torch.randint(0, 512, (1, 6), device="cuda")
-    decoder = GraphDecoder(model)
+    decoder = GraphDecoder(model, prompt_graph=True)
     first = decoder.generate(ids, 8)
     graph, prompt, saves = decoder._graph, decoder._prompt, []
     save = decoder._save_cache
     decoder._save_cache = lambda: (saves.append(1), save())[1]
     assert torch.equal(decoder.generate(ids, 8), first)
     assert decoder._graph is graph and decoder._prompt is prompt and prompt is not None and not saves
-    assert torch.equal(GraphDecoder(model, prompt_graph=False).generate(ids, 8), first), "the prompt run eagerly"
+    assert torch.equal(GraphDecoder(model).generate(ids, 8), first), "the prompt run eagerly"
 
 
 @pytest.mark.gpu
@@ -548,8 +547,8 @@ def test_graph_decoder_cuda_graph_padded_and_eos():
         free = model.generate(ids, attention_mask=mask, **kwargs)
         eos = [int(free[0, 8]), int(free[1, 9])]
         expected = model.generate(ids, attention_mask=mask, eos_token_id=eos, **kwargs)
-    decoder = GraphDecoder(model)
+    decoder = GraphDecoder(model, prompt_graph=True)  # (the padded prompt's mask and positions captured too)
     assert torch.equal(decoder.generate(ids, 8, attention_mask=mask), free)
-    assert decoder._graph is not None
+    assert decoder._graph is not None and decoder._prompt is not None
     assert torch.equal(decoder.generate(ids, 8, attention_mask=mask, eos_token_id=eos, pad_token_id=0, check_every=2),
                        expected)
