@@ -160,11 +160,11 @@ def run(name: str, method: str, batches: list[int], ways: list[str]) -> list[dic
             except Exception as e:  # keep the run going; say what failed
                 if not graph:
                     raise
-                note = f"compiled capture failed ({type(e).__name__}); eager step captured"
+                note = f"compiled capture failed ({type(e).__name__}); eager step captured, prompt eager"
                 print(note, str(e)[:300], flush=True)
                 torch._dynamo.reset()
                 torch.cuda.reset_peak_memory_stats()
-                tps, ttft, first, steady = time_graph(model, ids, compile=False, prompt_graph=way == "graph-prompt")
+                tps, ttft, first, steady = time_graph(model, ids, compile=False)
             peak = torch.cuda.max_memory_allocated() if steady is None else max(first, steady)
             row = dict(model=name, method=method, batch=batch, way=way, note=note, tok_s=tps, ttft_ms=ttft,
                        peak_gib=(peak - base) / 2**30,

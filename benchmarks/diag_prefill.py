@@ -62,11 +62,13 @@ def time_forward(forward, cache: StaticCache, ids: torch.Tensor, reps: int) -> t
 
 def graph_replay_ms(forward, cache: StaticCache, ids: torch.Tensor, reps: int) -> float:
     """Median milliseconds of one replay of ``forward(ids)`` captured in a CUDA graph (warmed up on a side stream
-    first, as capturing asks); the cache is reset once before the capture, which the replays write over."""
+    first, as capturing asks). The cache is reset before every forward and replay, outside the timed events: each
+    writes the prompt from the cache's position counter on, which a full cache would overflow."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         for _ in range(2):
+            cache.reset()
             forward(ids)
     torch.cuda.current_stream().wait_stream(side)
     cache.reset()
@@ -75,6 +77,7 @@ def graph_replay_ms(forward, cache: StaticCache, ids: torch.Tensor, reps: int) -
         forward(ids)
     times = []
     for _ in range(reps + 1):
+        cache.reset()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         graph.replay()

@@ -92,6 +92,8 @@ _IGNORED_SETTINGS = {
     "watermarking_config": (None,),
     "token_healing": (None, False),
 }
+
+
 @dataclass
 class _PromptGraph:
     """The prompt's forward captured (:meth:`GraphDecoder._capture_prompt`): replayed on its inputs' buffers."""
@@ -100,7 +102,7 @@ class _PromptGraph:
     graph: torch.cuda.CUDAGraph
     ids: torch.Tensor  # (B, length)
     positions: torch.Tensor | None  # (B, length) for padded prompts
-    token: torch.Tensor | None = None  # (B, 1): the first new token, the graph's output
+    token: torch.Tensor  # (B, 1): the first new token, the graph's output
 
 
 # Steps of the decode step run before the timed loop (compilation, tuning, a CUDA graph's warm-up): they write
@@ -125,7 +127,10 @@ class GraphDecoder:
         prompt_graph: capture the prompt's forward in a CUDA graph as well (needs ``cuda_graph``),
             at the first call of a cache and prompt length, and replay it in later ones. Its graph
             keeps the prompt's activations in a memory pool of its own while it is held. Off by
-            default until it has run on a GPU (it was written when none could be had).
+            default until it has run on a GPU (it was written when none could be had). Its tokens
+            may differ from ``generate()``'s where two logits nearly tie: while a stream captures,
+            transformers builds an explicit causal mask for an unpadded prompt instead of asking
+            SDPA for ``is_causal``, which can round otherwise (or pick another SDPA backend).
     """
 
     def __init__(self, model: torch.nn.Module, compile: bool = True, cuda_graph: bool | None = None,
@@ -135,7 +140,8 @@ class GraphDecoder:
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
         if prompt_graph and not self.cuda_graph:
             raise ValueError("GraphDecoder(prompt_graph=True) captures the prompt's forward in a CUDA graph, which "
-                             "needs cuda_graph=True (the default on CUDA); got cuda_graph=False")
+                             f"needs cuda_graph=True (the default on CUDA); the model is on {self.device}, "
+                             f"cuda_graph={cuda_graph}")
         self.prompt_graph = prompt_graph
         if self.cuda_graph:
             self._check_graph_can_replay(StaticCache(config=model.config, max_cache_len=1))  # allocates nothing
@@ -257,13 +263,18 @@ class GraphDecoder:
             work()
         torch.cuda.current_stream().wait_stream(stream)
 
+    @staticmethod
+    def _graphed(forward):
+        """``forward()`` captured in a CUDA graph (which runs nothing until replayed): (graph, its output)."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = forward()
+        return graph, out
+
     def _capture(self):
         """Warm the step up on a side stream and capture it; returns (graph, output)."""
         self._on_side_stream(self._warm_up)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = self._step(*self._inputs)
-        return graph, out
+        return self._graphed(lambda: self._step(*self._inputs))
 
     def _prompt_token(self, input_ids: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
         """The prompt's forward into the cache -> each row's first new token (B, 1). ``positions``: each padded
@@ -286,17 +297,17 @@ class GraphDecoder:
         on copies of its inputs, and empty the cache that the warm-up wrote."""
         ids, positions = input_ids.clone(), None if positions is None else positions.clone()
         self._on_side_stream(lambda: self._prompt_token(ids, positions))
-        graph = _PromptGraph(input_ids.shape[1], torch.cuda.CUDAGraph(), ids, positions)
         try:
-            with torch.cuda.graph(graph.graph):
-                graph.token = self._prompt_token(graph.ids, graph.positions)
+            graph, token = self._graphed(lambda: self._prompt_token(ids, positions))
+        except torch.OutOfMemoryError:
+            raise  # (a RuntimeError too, but not the model's forward refusing a capture)
         except RuntimeError as error:
             raise RuntimeError(
                 f"GraphDecoder could not capture {type(self.model).__name__}'s prompt forward in a CUDA graph "
                 f"({error}); GraphDecoder(model, prompt_graph=False) runs it eagerly"
             ) from error
         self._cache.reset()  # (in place, as the graphs hold its addresses)
-        return graph
+        return _PromptGraph(input_ids.shape[1], graph, ids, positions, token)
 
     def _first_token(self, input_ids: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
         """The prompt's forward into the (empty) cache -> the first new token (B, 1): eagerly, or replayed from the

@@ -1,6 +1,10 @@
 """Session 57 (NOTES 57): host time of an eager HLWQ projection on the development machine's CPU, its implementation
 real, then replaced by a stub returning a preallocated output. Run: python benchmarks/results/cpu_s57_eager_host.py"""
-import timeit, torch, torch.nn.functional as F
+import timeit
+import warnings
+
+import torch
+import torch.nn.functional as F
 from torchao.quantization import quantize_
 from hlwq_ops import hlwq_q5
 lin = torch.nn.Linear(128, 16, bias=False).to(torch.bfloat16)
@@ -19,7 +23,6 @@ with torch.no_grad():
     print("op linear_inference %.1f us" % best(lambda: torch.ops.hlwq.linear_inference(*args)))
     from hlwq_ops import ops
     print("_linear_cpu direct  %.1f us" % best(lambda: ops._linear_cpu(*args, None)))
-import warnings
 warnings.simplefilter("ignore")
 lib = torch.library.Library("hlwq", "IMPL")
 out = torch.empty(1, 8, 16, dtype=torch.bfloat16)
