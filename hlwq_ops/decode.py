@@ -98,10 +98,9 @@ _IGNORED_SETTINGS = {
 class _PromptGraph:
     """The prompt's forward captured (:meth:`GraphDecoder._capture_prompt`): replayed on its inputs' buffers."""
 
-    length: int  # the prompt's
     graph: torch.cuda.CUDAGraph
-    ids: torch.Tensor  # (B, length)
-    positions: torch.Tensor | None  # (B, length) for padded prompts
+    ids: torch.Tensor  # (B, L): the prompt's length is this buffer's
+    positions: torch.Tensor | None  # (B, L) for padded prompts
     token: torch.Tensor  # (B, 1): the first new token, the graph's output
 
 
@@ -307,14 +306,14 @@ class GraphDecoder:
                 f"({error}); GraphDecoder(model, prompt_graph=False) runs it eagerly"
             ) from error
         self._cache.reset()  # (in place, as the graphs hold its addresses)
-        return _PromptGraph(input_ids.shape[1], graph, ids, positions, token)
+        return _PromptGraph(graph, ids, positions, token)
 
     def _first_token(self, input_ids: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
         """The prompt's forward into the (empty) cache -> the first new token (B, 1): eagerly, or replayed from the
         prompt's graph, captured first where this cache has none of the prompt's length."""
         if not self.prompt_graph:
             return self._prompt_token(input_ids, positions)
-        if self._prompt is None or self._prompt.length != input_ids.shape[1]:
+        if self._prompt is None or self._prompt.ids.shape[1] != input_ids.shape[1]:
             self._prompt = None  # (its pool freed before the next capture)
             self._prompt = self._capture_prompt(input_ids, positions)
         self._prompt.ids.copy_(input_ids)
