@@ -93,7 +93,23 @@ class HLWQTensor(TorchAOBaseTensor):
         self.codebook = codebook
         self.transposed = transposed
         self._remember_outer(shape, dtype)
+        self._mark_static()
         kernels.note_weight(qdata, scale, bits, block_size)  # device buffers now; same-shape layers tune together
+
+    def _mark_static(self) -> None:
+        """Tell torch.compile that this weight's sizes, and its packed tensors', never vary (``mark_static``).
+
+        A weight's shape picks its kernels and its tuned configs, so a symbolic one gains nothing. And without the
+        marks, a sliced weight passed as an argument to a function compiled with ``dynamic=True`` failed to compile:
+        Dynamo rebuilds a view of a tensor subclass by replaying its slice with symbols that must not be guarded on,
+        and the slice's block-boundary checks guard on them (torch 2.13: an IndexError in the shape guards, or
+        Inductor's "expected [s13] to have been codegen-ed"). A module's parameters were static already.
+        """
+        if torch.compiler.is_compiling():  # (a weight made inside a traced graph: its inputs carry the marks)
+            return
+        torch._dynamo.mark_static(self)  # (also marks qdata and scale, of the same rank)
+        if self.codebook is not None:
+            torch._dynamo.mark_static(self.codebook)
 
     def _remember_outer(self, shape, dtype: torch.dtype) -> None:
         """Keep shape and strides, and the flattening, as plain attributes for :meth:`size`, :meth:`stride` and

@@ -457,7 +457,8 @@ def test_linear_bias_by_keyword():
 
 
 @pytest.mark.parametrize(
-    "make", [lambda q: q.to(torch.float16), lambda q: q.to(copy=True), lambda q: torch.cat([q, q])], ids=str
+    "make", [lambda q: q.to(torch.float16), lambda q: q.to(copy=True), lambda q: torch.cat([q, q])],
+    ids=["to_float16", "to_copy", "cat"],  # (names, not the lambdas' addresses: pytest-xdist's workers must agree)
 )
 def test_copies_share_nothing(make):
     """A dtype change, ``to(copy=True)`` and ``cat`` give tensors whose packed data is their own."""
@@ -621,6 +622,23 @@ def test_compile_cache_tells_a_sliced_weight_from_a_whole_one():
             # assert_close's float32 default; a wrong cached graph would be off by O(1)
             torch.testing.assert_close(torch.compile(layer, fullgraph=True)(x), x @ w.dequantize().t(), rtol=1e-4,
                                        atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_sliced_weights_as_arguments_compile_with_dynamic_shapes(backend):
+    """Weights sliced along N, along K, and after a transpose, passed to a function compiled with ``dynamic=True``:
+    Dynamo rebuilt each as a view of its base by replaying the slice with symbols it may not guard on, and failed
+    (an IndexError in the shape guards, or Inductor's "expected [s13] to have been codegen-ed") until every
+    HLWQTensor was marked static."""
+    w = HLWQTensor.from_hp(torch.randn(64, 512), 5)
+    cases = [(w[16:48], False), (w[:, 128:384], False), (w.t()[:, 16:48], True)]
+    for weight, transposed in cases:
+        torch._dynamo.reset()
+        call = (lambda x, w: x @ w) if transposed else F.linear
+        compiled = torch.compile(call, dynamic=True, backend=backend, fullgraph=True)
+        for m in (3, 5):
+            x = torch.randn(m, weight.shape[0] if transposed else weight.shape[1])
+            torch.testing.assert_close(compiled(x, weight), call(x, weight.dequantize()), rtol=1e-4, atol=1e-4)
 
 
 def test_linear_on_the_meta_device():
