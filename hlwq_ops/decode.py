@@ -427,6 +427,9 @@ class GraphDecoder:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if check_every < 1:
             raise ValueError(f"check_every must be >= 1, got {check_every}")
+        if input_ids.dim() != 2 or input_ids.is_floating_point() or input_ids.is_complex() or 0 in input_ids.shape:
+            raise ValueError(f"input_ids must be a (batch, length) tensor of token ids with both sizes >= 1, got "
+                             f"{input_ids.dtype} of shape {tuple(input_ids.shape)} (one prompt: input_ids[None])")
         self._warn_ignored_settings()
         eos_ids, pad = self._special_tokens(eos_token_id, pad_token_id)
         eos = torch.tensor(eos_ids, device=self.device) if eos_ids else None

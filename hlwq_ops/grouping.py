@@ -59,7 +59,7 @@ def _call(node: Node) -> _Call | None:
     the group's output would come back with the group's row stride), else None."""
     if node.target is not torch.ops.hlwq.linear_inference.default or any(u.op == "output" for u in node.users):
         return None
-    args = dict(zip(_Call._fields, node.args), codebook=None) | dict(node.kwargs)
+    args = {"codebook": None} | dict(zip(_Call._fields, node.args)) | dict(node.kwargs)  # (the default, then both)
     call = _Call(**args)
     x, out = call.x.meta.get("val"), node.meta.get("val")
     if x is None or out is None or not all(isinstance(v, int) for v in (call.bits, call.block_size, call.K)):

@@ -309,13 +309,14 @@ def _check_centroids(name: str, c: torch.Tensor) -> None:
 
 def _v4_centroids(prefix: str, tensors: dict[str, torch.Tensor], block_size: int) -> torch.Tensor:
     """The unscaled centroids, (2**bits,) float32, from ``.ct`` and/or ``.ct_scaled``."""
-    found = {}
-    if ".ct" in tensors:
-        found[".ct"] = tensors[".ct"].to(torch.float64)
-    if ".ct_scaled" in tensors:
-        found[".ct_scaled"] = tensors[".ct_scaled"].to(torch.float64) * math.sqrt(block_size)
-    if not found:
+    stored = {suffix: tensors[suffix] for suffix in (".ct", ".ct_scaled") if suffix in tensors}
+    if not stored:
         raise ValueError(f"{prefix}: missing tensor {prefix}.ct_scaled (or {prefix}.ct), expected with {prefix}.codes")
+    for suffix, c in stored.items():  # (as stored: integer centroids must not pass as floats once converted)
+        if not c.is_floating_point():
+            raise ValueError(f"{prefix}{suffix}: expected float centroids, found {c.dtype}")
+    found = {suffix: c.to(torch.float64) * (math.sqrt(block_size) if suffix == ".ct_scaled" else 1)
+             for suffix, c in stored.items()}
     for suffix, c in found.items():
         _check_centroids(prefix + suffix, c)
     if len(found) == 2:

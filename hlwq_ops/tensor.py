@@ -491,6 +491,29 @@ def _(func, types, args, kwargs):
     size = w.shape[dim]
     start = 0 if start is None else max(0, min(size, start + size if start < 0 else start))
     end = size if end is None else max(start, min(size, end + size if end < 0 else end))
+    return return_and_correct_aliasing(func, args, kwargs, _slice(w, dim, start, end))
+
+
+@implements([aten.split.Tensor, aten.split_with_sizes.default])
+def _(func, types, args, kwargs):
+    """``split`` and ``chunk`` (which splits): slices along N, or along K at block boundaries."""
+    w, sizes, dim = fill_defaults(args, 3, [0])
+    dim = _dim(dim)
+    total = w.shape[dim]
+    if func is aten.split.Tensor:  # (one size: pieces of it, the last one shorter)
+        if sizes <= 0 and total:
+            raise ValueError(f"split_size must be positive for an HLWQTensor's dim {dim} of size {total}, got {sizes}")
+        sizes = [min(sizes, total - start) for start in range(0, total, sizes)] if total else [0]
+    elif sum(sizes) != total or any(n < 0 for n in sizes):
+        raise ValueError(f"split_with_sizes expects sizes >= 0 that sum to dim {dim}'s size {total}, got {list(sizes)}")
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    pieces = [_slice(w, dim, start, start + n) for start, n in zip(starts, sizes)]
+    return return_and_correct_aliasing(func, args, kwargs, pieces)
+
+
+def _slice(w: HLWQTensor, dim: int, start: int, end: int) -> HLWQTensor:
+    """``w``'s rows or columns ``start:end`` of ``dim`` (0 <= start <= end <= its size), sharing its memory."""
+    size = w.shape[dim]
     along_k = (dim == 0) == w.transposed
     if not along_k:
         qdata, scale = w.qdata[start:end], w.scale[start:end]
@@ -507,8 +530,7 @@ def _(func, types, args, kwargs):
         scale = w.scale[:, b0:b1]
     shape = list(w.shape)
     shape[dim] = end - start
-    out = w._with(qdata=qdata, scale=scale, shape=tuple(shape))
-    return return_and_correct_aliasing(func, args, kwargs, out)
+    return w._with(qdata=qdata, scale=scale, shape=tuple(shape))
 
 
 @implements(aten.cat.default)

@@ -9,7 +9,7 @@ from torch._inductor.custom_graph_pass import CustomGraphPass
 from torch._inductor.utils import fresh_cache
 from torchao.quantization import quantize_
 
-from hlwq_ops import hlwq_q4, hlwq_q5
+from hlwq_ops import HLWQTensor, codebook, hlwq_q4, hlwq_q5
 from hlwq_ops.grouping import GroupProjections
 
 from .test_transformers import MODELS, _opt
@@ -88,6 +88,20 @@ def test_rows_known_only_at_run_time_stay_apart(monkeypatch, dynamic):
         torch._dynamo.mark_dynamic(x, 0)
     expected, y, graphs = _eager_and_compiled(_siblings(), x)
     assert graphs == ([([], 6)] if dynamic else [([3], 3)])
+    assert torch.equal(y, expected)
+
+
+def test_weights_with_their_own_codebooks_group_with_them():
+    """Each weight's codebook reaches the group's call (a seed checkpoint's centroids). The pass read a codebook
+    passed by position as none, and grouped such weights as if they used the standard one: silently wrong."""
+    module = _siblings()
+    for i, name in enumerate(("a", "b", "c", "d")):
+        layer = getattr(module, name)
+        own = codebook(5) * (1.05 + 0.1 * i)
+        layer.weight = torch.nn.Parameter(HLWQTensor.from_hp(torch.randn_like(layer.weight.dequantize()), 5,
+                                                             codebook=own), requires_grad=False)
+    expected, y, graphs = _eager_and_compiled(module, torch.randn(1, 256))
+    assert graphs == [([3], 3)]
     assert torch.equal(y, expected)
 
 

@@ -107,6 +107,24 @@ def test_slice_rows_and_blocks():
     assert q[:, 128:].in_features == 256
 
 
+def test_split_and_chunk_like_a_dense_weight():
+    """``split`` (one size or a list) and ``chunk`` along N, along K at block boundaries (the last block ragged),
+    and of a transpose: the dense weight's pieces, sharing the weight's memory. They raised NotImplementedError."""
+    q = HLWQTensor.from_hp(torch.randn(48, 600), 5)
+    full = q.dequantize()
+    cases = [(q.split(20), full.split(20)), (q.split([8, 40]), full.split([8, 40])), (q.chunk(3), full.chunk(3)),
+             (q.split(256, 1), full.split(256, 1)), (q.t().split(128), full.t().split(128))]
+    for pieces, expected in cases:
+        assert [p.shape for p in pieces] == [e.shape for e in expected]
+        for piece, dense in zip(pieces, expected):
+            assert torch.equal(piece.dequantize(), dense)
+            assert piece.qdata.untyped_storage().data_ptr() == q.qdata.untyped_storage().data_ptr()
+    with pytest.raises(ValueError, match=r"block boundary .* got \[0:100\]"):
+        q.split(100, 1)
+    with pytest.raises(ValueError, match=r"sizes >= 0 that sum to dim 0's size 48, got \[8, 8\]"):
+        q.split([8, 8])
+
+
 def test_slice_k_must_hit_block_boundaries():
     _, q = _weight(K=384)
     with pytest.raises(ValueError, match=r"block boundary .* got \[100:384\]"):

@@ -404,6 +404,16 @@ def test_graph_decoder_cuda_graph_off_cuda_is_a_clear_error():
 
 
 
+@pytest.mark.parametrize("ids", [torch.tensor([1, 2, 3]), torch.ones(1, 3), torch.ones(1, 0, dtype=torch.long)],
+                         ids=["1-D", "float", "empty"])
+def test_graph_decoder_input_ids_must_be_a_batch_of_token_ids(ids):
+    """1-D ids failed in an unpacking ("not enough values to unpack")."""
+    from hlwq_ops.decode import GraphDecoder
+
+    with pytest.raises(ValueError, match=r"input_ids must be a \(batch, length\) tensor of token ids .* got torch\."):
+        GraphDecoder(_llama().eval(), compile=False).generate(ids, 2)
+
+
 def _stand_in_captures(decoder, monkeypatch) -> dict:
     """On the CPU, a stand-in for :class:`GraphDecoder`'s CUDA graphs: ``_graphed(forward)`` runs ``forward`` once
     and puts the cache back (a capture runs nothing) and returns a replay that runs it eagerly; the side stream's
