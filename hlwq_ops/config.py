@@ -103,6 +103,8 @@ class _ExtraRepr:
 
     def __call__(self) -> str:
         original = self.original() if self.original is not None else type(self.module).extra_repr(self.module)
+        if torch.compiler.is_compiling():  # (``vmap(module)`` names the module it maps; Dynamo cannot repr a tensor)
+            return f"{original}, {self.parameter_name}=HLWQTensor"
         return f"{original}, {self.parameter_name}={getattr(self.module, self.parameter_name)!r}"
 
 

@@ -56,8 +56,8 @@ class _Call(NamedTuple):
 def _call(node: Node) -> _Call | None:
     """The arguments of a ``hlwq.linear_inference`` call this pass can group: every size an int (the rows of its
     input too, and such that :func:`hlwq_ops.kernels.group_serves` holds), its output not the graph's (a slice of
-    the group's output would come back with the group's row stride), else None."""
-    if node.target is not torch.ops.hlwq.linear_inference.default or any(u.op == "output" for u in node.users):
+    the group's output would come back with the group's row stride; a view of it too), else None."""
+    if node.target is not torch.ops.hlwq.linear_inference.default or _leaves_the_graph(node):
         return None
     args = {"codebook": None} | dict(zip(_Call._fields, node.args)) | dict(node.kwargs)  # (the default, then both)
     call = _Call(**args)
@@ -68,6 +68,20 @@ def _call(node: Node) -> _Call | None:
     if not all(isinstance(d, int) for d in sizes) or not kernels.group_serves(math.prod(x.shape[:-1])):
         return None
     return call
+
+
+def _leaves_the_graph(node: Node) -> bool:
+    """Whether ``node``'s output is among the graph's outputs, itself or through views of it (``unsqueeze``, a
+    slice, ``t``...): either would hand back a view of the group's output, with its strides."""
+    seen, todo = set(), [node]
+    while todo:
+        for user in todo.pop().users:
+            if user.op == "output":
+                return True
+            if user not in seen and isinstance(user.target, torch._ops.OpOverload) and user.target.is_view:
+                seen.add(user)
+                todo.append(user)
+    return False
 
 
 def _inputs_before(call: _Call, node: Node, order: dict[Node, int]) -> bool:

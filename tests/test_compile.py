@@ -137,3 +137,17 @@ def test_compiled_torch_func_transforms_through_an_hlwq_linear(device, transform
     else:
         fn, expected = (lambda x: torch.func.grad(lambda x: (f(x) * g).sum())(x)), g @ w.dequantize()
     assert rel_error(torch.compile(fn, fullgraph=True)(x), expected) < (1e-5 if device == "cpu" else 1e-2)
+
+
+def test_vmap_of_a_quantized_module_compiles_in_one_graph():
+    """``vmap(module)`` reprs the module it maps; the quantized module's repr, which reprs its HLWQ weight, stopped
+    Dynamo ("repr() on tensor"). Outside a compile the repr is whole."""
+    torch._dynamo.reset()
+    layer = torch.nn.Linear(256, 32).eval()
+    quantize_(layer, hlwq_q5())
+    x = torch.randn(4, 256)
+    with torch.no_grad():
+        compiled = torch.compile(lambda x: torch.func.vmap(layer)(x), fullgraph=True, backend="aot_eager")(x)
+        torch.testing.assert_close(compiled, torch.func.vmap(layer)(x))
+    assert repr(layer).endswith("weight=HLWQTensor(shape=(32, 256), bits=5, block_size=128, dtype=torch.float32, "
+                                "device=cpu))")
