@@ -12,10 +12,11 @@ size, with a 128-token prompt and 256 new tokens (greedy, static KV cache):
 - ``generate-reuse``: the same with one ``StaticCache`` passed to every call
   (reset in between): one graph serves every call;
 - ``graph``: :class:`hlwq_ops.decode.GraphDecoder`, the decode step compiled
-  and captured in one CUDA graph, as a serving engine runs it;
+  and captured in one CUDA graph, as a serving engine runs it, with the prompt
+  run eagerly (``prompt_graph=False``);
 - ``graph-prompt``: the same with the prompt's forward captured as well
-  (``GraphDecoder(prompt_graph=True)``): the timed call's time to first token
-  is a replay.
+  (``GraphDecoder``'s default): the timed call's time to first token is a
+  replay.
 
 Reports decode tokens/s (all sequences of the batch), time to first token
 (eager prefill), peak GPU memory (over the warm-up call, which compiles and

@@ -15,11 +15,13 @@ causal LM (HLWQ weights or not)::
 The step ``token, position -> next token`` (compiled with ``torch.compile``,
 HLWQ projections of one input in one GEMV: :mod:`hlwq_ops.grouping`) is
 captured in a CUDA graph once per (batch, length) and replayed for every
-token. The prompt is prefilled eagerly; with ``prompt_graph=True`` its forward
-(eager: compiling it would take each prompt length a compile of its own) is
-captured too, once per (batch, length, prompt length), and replayed in later
-calls: eagerly, every projection's call pays the host its Python and launches,
-and a short prompt's forward waits on the host. Without end-of-sequence ids nothing
+token. With it (``prompt_graph``, the default with ``cuda_graph``) the prompt's
+forward (eager: compiling it would take each prompt length a compile of its
+own) is captured too, once per (batch, length, prompt length), and replayed in
+later calls: eagerly, every projection's call pays the host its Python and
+launches, and a short prompt's forward waits on the host (Llama-3-8B-shaped,
+128 tokens, H100: the time to first token 71.7 ms eager, 11.3 replayed for Q5;
+37.9 and 11.3 for bf16; ``benchmarks/RESULTS.md`` 58a). Without end-of-sequence ids nothing
 waits for the GPU until the end; with them, every ``check_every`` tokens the
 host checks whether every row has produced one, and stops if so (a row's
 tokens after its first are the pad token, as in ``generate()``). The cache is
@@ -123,17 +125,17 @@ class GraphDecoder:
         group_projections: compile the step with :class:`hlwq_ops.grouping.GroupProjections`
             (the HLWQ projections of one input -- q, k and v; gate and up -- in one GEMV at
             batch 1), after Inductor's ``post_grad_custom_post_pass`` where one is set.
-        prompt_graph: capture the prompt's forward in a CUDA graph as well (needs ``cuda_graph``),
-            at the first call of a cache and prompt length, and replay it in later ones. Its graph
-            keeps the prompt's activations in a memory pool of its own while it is held. Off by
-            default until it has run on a GPU (it was written when none could be had). Its tokens
+        prompt_graph: capture the prompt's forward in a CUDA graph as well (default: with
+            ``cuda_graph``), at the first call of a cache and prompt length, and replay it in later
+            ones. Its graph shares the step graph's memory pool (they replay one after the other,
+            and each one's output is read before the other replays). Its tokens
             may differ from ``generate()``'s where two logits nearly tie: while a stream captures,
             transformers builds an explicit causal mask for an unpadded prompt instead of asking
             SDPA for ``is_causal``, which can round otherwise (or pick another SDPA backend).
     """
 
     def __init__(self, model: torch.nn.Module, compile: bool = True, cuda_graph: bool | None = None,
-                 group_projections: bool = True, prompt_graph: bool = False):
+                 group_projections: bool = True, prompt_graph: bool | None = None):
         self.model = model
         self.device = next(model.parameters()).device
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
@@ -141,7 +143,8 @@ class GraphDecoder:
             raise ValueError("GraphDecoder(prompt_graph=True) captures the prompt's forward in a CUDA graph, which "
                              f"needs cuda_graph=True (the default on CUDA); the model is on {self.device}, "
                              f"cuda_graph={cuda_graph}")
-        self.prompt_graph = prompt_graph
+        self.prompt_graph = self.cuda_graph if prompt_graph is None else prompt_graph
+        self._pool = None  # the graphs' one memory pool (a handle; made at the first capture)
         if self.cuda_graph:
             self._check_graph_can_replay(StaticCache(config=model.config, max_cache_len=1))  # allocates nothing
         self.compiled = compile
@@ -262,11 +265,15 @@ class GraphDecoder:
             work()
         torch.cuda.current_stream().wait_stream(stream)
 
-    @staticmethod
-    def _graphed(forward):
-        """``forward()`` captured in a CUDA graph (which runs nothing until replayed): (graph, its output)."""
+    def _graphed(self, forward):
+        """``forward()`` captured in a CUDA graph (which runs nothing until replayed): (graph, its output). Every
+        graph of the decoder allocates from one pool: the prompt's activations and the step's reuse each other's
+        memory (on their own, the prompt's graph raised a Q5 decode's peak by 0.10 GiB, RESULTS 58a). Safe as they
+        are used: one stream, and each graph's output is copied out before the other replays."""
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=self._pool):
             out = forward()
         return graph, out
 

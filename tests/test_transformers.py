@@ -501,7 +501,8 @@ def test_graph_decoder_prompt_graph_needs_the_step_graph():
 
     with pytest.raises(ValueError, match=r"prompt_graph=True\) captures the prompt's.*on cpu, cuda_graph=False"):
         GraphDecoder(_llama().eval(), cuda_graph=False, prompt_graph=True)
-    assert not GraphDecoder(_llama().eval(), cuda_graph=True).prompt_graph  # (off by default)
+    assert GraphDecoder(_llama().eval(), cuda_graph=True).prompt_graph  # (on by default with the step graph)
+    assert not GraphDecoder(_llama().eval(), cuda_graph=False).prompt_graph
 
 
 @pytest.mark.gpu
@@ -510,7 +511,7 @@ def test_graph_decoder_replays_its_graph_on_later_calls():
 
     model = _llama_q5("cuda", torch.bfloat16)
     ids = torch.randint(0, 512, (1, 6), device="cuda")
-    decoder = GraphDecoder(model, prompt_graph=True)
+    decoder = GraphDecoder(model)  # (the prompt's graph too, by default)
     first = decoder.generate(ids, 8)
     graph, prompt, saves = decoder._graph, decoder._prompt, []
     save = decoder._save_cache
