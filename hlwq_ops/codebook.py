@@ -41,7 +41,10 @@ def _cell_moments(lo: torch.Tensor, hi: torch.Tensor):
 
 
 def check_bits(bits: int) -> None:
-    """Raise ValueError unless ``bits`` is an integer in 2..8."""
+    """Raise ValueError unless ``bits`` is an integer in 2..8 (a symbolic one, which ``torch.compile`` makes of an
+    argument, is specialized: the bit width picks the kernels and the packed layout)."""
+    if isinstance(bits, torch.SymInt):
+        bits = int(bits)
     if not isinstance(bits, int) or isinstance(bits, bool) or not MIN_BITS <= bits <= MAX_BITS:
         raise ValueError(f"bits must be an integer in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
 

@@ -14,7 +14,10 @@ MAX_BLOCK_SIZE = 1024
 
 
 def check_block_size(block_size: int) -> None:
-    """Raise ValueError unless ``block_size`` is a power of two in 32..1024."""
+    """Raise ValueError unless ``block_size`` is a power of two in 32..1024 (a symbolic one is specialized, as
+    :func:`hlwq_ops.codebook.check_bits` does)."""
+    if isinstance(block_size, torch.SymInt):
+        block_size = int(block_size)
     ok = (
         isinstance(block_size, int)
         and not isinstance(block_size, bool)

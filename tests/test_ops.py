@@ -431,3 +431,16 @@ def test_linear_rotated_backward_in_float32_for_a_float32_input():
     y.backward(g)
     ref = g.double() @ fmt.dequantize_rotated_ref(qdata, scale, 5, 128).double()
     assert torch.isfinite(xr.grad).all() and rel_error(xr.grad, ref) < 1e-6
+
+
+def test_bits_and_block_size_as_arguments_of_a_compiled_function():
+    """A function calling the op with its bits and block size as arguments, compiled with ``dynamic=True`` (or
+    called with a second width, which torch makes symbolic): the checks refused the symbolic ints ("bits must be an
+    integer in 2..8, got s45"); they are specialized now, a graph for each."""
+    torch._dynamo.reset()
+    w, x = torch.randn(5, 200), torch.randn(2, 200)
+    project = torch.compile(lambda x, q, s, bits, block: torch.ops.hlwq.linear(x, q, s, None, bits, block, 200),
+                            backend="aot_eager", fullgraph=True, dynamic=True)
+    for bits, block in ((5, 128), (3, 128), (4, 64)):
+        q, s = torch.ops.hlwq.quantize(w, bits, block)
+        torch.testing.assert_close(project(x, q, s, bits, block), torch.ops.hlwq.linear(x, q, s, None, bits, block, 200))
