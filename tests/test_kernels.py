@@ -2115,3 +2115,15 @@ def test_float16_activations_that_rotate_past_float16(path, monkeypatch):
     ref = x.double() @ fmt.dequantize_ref(qdata, scale, 5, 128, 128, torch.float64).t()
     assert y.dtype == torch.float16 and torch.isfinite(y).all()
     assert rel_error(y, ref) < 4 * torch.finfo(torch.bfloat16).eps
+
+
+@pytest.mark.parametrize("M", [1, 3, 20])
+def test_a_weight_without_rows_gives_an_empty_output(M):
+    """N = 0: the GEMV's plan (M <= 4) raised "a GEMV group takes 1 to 3 weights of at least one row each"; the CPU
+    implementation and the fake give (M, 0)."""
+    q, s = torch.ops.hlwq.quantize(torch.randn(0, 200), 5, 128)
+    q, s = q.to(KERNEL_DEVICE), s.to(KERNEL_DEVICE)
+    x = torch.randn(M, 200, device=KERNEL_DEVICE)
+    assert kernels.linear(x, q, s, None, 5, 128, 200, None).shape == (M, 0)
+    xr = torch.randn(M, 256, device=KERNEL_DEVICE)
+    assert kernels.linear_rotated(xr, q, s, None, 5, 128, None, torch.float32).shape == (M, 0)

@@ -252,7 +252,7 @@ def linear_rotated(
     N = qdata.shape[0]
     x2 = xr.reshape(-1, k_pad)
     M = x2.shape[0]
-    if M == 0:
+    if M == 0 or N == 0:
         return xr.new_empty((*lead, N), dtype=out_dtype)
     fast = supports(bits, block_size, codebook, out_dtype)
     ws = fast and _runs_ws(qdata, bits, block_size, codebook, out_dtype)
@@ -486,7 +486,7 @@ def linear(
     k_pad = scale.shape[1] * block_size
     x2 = x.reshape(-1, K)
     M = x2.shape[0]
-    if M == 0:
+    if M == 0 or N == 0:  # (nothing to compute; a GEMV plan needs rows)
         return x.new_empty((*lead, N))
 
     fast = supports(bits, block_size, codebook, x.dtype)
