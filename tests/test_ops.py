@@ -443,4 +443,5 @@ def test_bits_and_block_size_as_arguments_of_a_compiled_function():
                             backend="aot_eager", fullgraph=True, dynamic=True)
     for bits, block in ((5, 128), (3, 128), (4, 64)):
         q, s = torch.ops.hlwq.quantize(w, bits, block)
-        torch.testing.assert_close(project(x, q, s, bits, block), torch.ops.hlwq.linear(x, q, s, None, bits, block, 200))
+        expected = torch.ops.hlwq.linear(x, q, s, None, bits, block, 200)
+        torch.testing.assert_close(project(x, q, s, bits, block), expected)
