@@ -20,8 +20,9 @@ forward (eager: compiling it would take each prompt length a compile of its
 own) is captured too, once per (batch, length, prompt length), and replayed in
 later calls: eagerly, every projection's call pays the host its Python and
 launches, and a short prompt's forward waits on the host (Llama-3-8B-shaped,
-128 tokens, H100: the time to first token 71.7 ms eager, 11.3 replayed for Q5;
-37.9 and 11.3 for bf16; ``benchmarks/RESULTS.md`` 58a). Without end-of-sequence ids nothing
+128 tokens, H100: the time to first token of a call repeating the shapes
+71.7 ms eager, 11.3 replayed for Q5; 37.9 and 11.3 for bf16;
+``benchmarks/RESULTS.md`` 58a). Without end-of-sequence ids nothing
 waits for the GPU until the end; with them, every ``check_every`` tokens the
 host checks whether every row has produced one, and stops if so (a row's
 tokens after its first are the pad token, as in ``generate()``). The cache is
@@ -128,8 +129,10 @@ class GraphDecoder:
         prompt_graph: capture the prompt's forward in a CUDA graph as well (default: with
             ``cuda_graph``), at the first call of a cache and prompt length, and replay it in later
             ones. Its graph keeps the prompt's activations in a memory pool of its own while it is
-            held (Llama-3-8B-shaped, 128 tokens: a Q5 decode's peak 0.10 GiB higher, RESULTS 58a;
-            ``prompt_graph=False`` spares it and runs the prompt eagerly). Its tokens
+            held (Llama-3-8B-shaped, 128 tokens: a Q5 decode's first-call peak 0.10 GiB higher, its
+            steady peak 0.01, RESULTS 58a; ``prompt_graph=False`` spares it and runs the prompt
+            eagerly). Left at None, a forward that cannot be captured warns and runs eagerly from
+            then on; ``True`` raises instead. Its tokens
             may differ from ``generate()``'s where two logits nearly tie: while a stream captures,
             transformers builds an explicit causal mask for an unpadded prompt instead of asking
             SDPA for ``is_causal``, which can round otherwise (or pick another SDPA backend).
@@ -145,6 +148,9 @@ class GraphDecoder:
                              f"needs cuda_graph=True (the default on CUDA); the model is on {self.device}, "
                              f"cuda_graph={cuda_graph}")
         self.prompt_graph = self.cuda_graph if prompt_graph is None else prompt_graph
+        # by default (not asked for), a prompt forward that cannot be captured falls back to running eagerly: only
+        # Llama-shaped models have run the capture on a GPU, and another model's eager forward may sync the host
+        self._prompt_graph_asked = prompt_graph is True
         if self.cuda_graph:
             self._check_graph_can_replay(StaticCache(config=model.config, max_cache_len=1))  # allocates nothing
         self.compiled = compile
@@ -318,7 +324,15 @@ class GraphDecoder:
             return self._prompt_token(input_ids, positions)
         if self._prompt is None or self._prompt.ids.shape[1] != input_ids.shape[1]:
             self._prompt = None  # (its pool freed before the next capture)
-            self._prompt = self._capture_prompt(input_ids, positions)
+            try:
+                self._prompt = self._capture_prompt(input_ids, positions)
+            except RuntimeError as error:
+                if self._prompt_graph_asked or isinstance(error, torch.OutOfMemoryError):
+                    raise
+                warnings.warn(f"{error}. This decoder runs it eagerly from here on", stacklevel=3)
+                self.prompt_graph = False
+                self._cache.reset()  # (what the capture's warm-up wrote)
+                return self._prompt_token(input_ids, positions)
         self._prompt.ids.copy_(input_ids)
         if positions is not None:
             self._prompt.positions.copy_(positions)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 from collections.abc import Sequence
 from typing import Callable, NamedTuple
 
@@ -59,7 +60,8 @@ def _call(node: Node) -> _Call | None:
     the group's output would come back with the group's row stride; a view of it too), else None."""
     if node.target is not torch.ops.hlwq.linear_inference.default or _leaves_the_graph(node):
         return None
-    args = {"codebook": None} | dict(zip(_Call._fields, node.args)) | dict(node.kwargs)  # (the default, then both)
+    # the codebook's default first: a traced call passes it by position, by keyword or not at all
+    args = {"codebook": None} | dict(zip(_Call._fields, node.args)) | dict(node.kwargs)
     call = _Call(**args)
     x, out = call.x.meta.get("val"), node.meta.get("val")
     if x is None or out is None or not all(isinstance(v, int) for v in (call.bits, call.block_size, call.K)):
@@ -72,16 +74,24 @@ def _call(node: Node) -> _Call | None:
 
 def _leaves_the_graph(node: Node) -> bool:
     """Whether ``node``'s output is among the graph's outputs, itself or through views of it (``unsqueeze``, a
-    slice, ``t``...): either would hand back a view of the group's output, with its strides."""
+    slice, ``t``, the pieces of a ``split``...): either would hand back a view of the group's output, with its
+    strides."""
     seen, todo = set(), [node]
     while todo:
         for user in todo.pop().users:
             if user.op == "output":
                 return True
-            if user not in seen and isinstance(user.target, torch._ops.OpOverload) and user.target.is_view:
+            if user not in seen and _is_view(user):
                 seen.add(user)
                 todo.append(user)
     return False
+
+
+def _is_view(node: Node) -> bool:
+    """A view op's call, or one output taken from a multi-output view's (``operator.getitem`` of a ``split``)."""
+    if node.target is operator.getitem:
+        node = node.args[0]
+    return isinstance(node.target, torch._ops.OpOverload) and node.target.is_view
 
 
 def _inputs_before(call: _Call, node: Node, order: dict[Node, int]) -> bool:

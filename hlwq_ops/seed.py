@@ -315,8 +315,11 @@ def _v4_centroids(prefix: str, tensors: dict[str, torch.Tensor], block_size: int
     for suffix, c in stored.items():  # (as stored: integer centroids must not pass as floats once converted)
         if not c.is_floating_point():
             raise ValueError(f"{prefix}{suffix}: expected float centroids, found {c.dtype}")
-    found = {suffix: c.to(torch.float64) * (math.sqrt(block_size) if suffix == ".ct_scaled" else 1)
-             for suffix, c in stored.items()}
+    found = {}
+    if ".ct" in stored:
+        found[".ct"] = stored[".ct"].to(torch.float64)
+    if ".ct_scaled" in stored:
+        found[".ct_scaled"] = stored[".ct_scaled"].to(torch.float64) * math.sqrt(block_size)
     for suffix, c in found.items():
         _check_centroids(prefix + suffix, c)
     if len(found) == 2:

@@ -103,7 +103,9 @@ class HLWQTensor(TorchAOBaseTensor):
         marks, a sliced weight passed as an argument to a function compiled with ``dynamic=True`` failed to compile:
         Dynamo rebuilds a view of a tensor subclass by replaying its slice with symbols that must not be guarded on,
         and the slice's block-boundary checks guard on them (torch 2.13: an IndexError in the shape guards, or
-        Inductor's "expected [s13] to have been codegen-ed"). A module's parameters were static already.
+        Inductor's "expected [s13] to have been codegen-ed"). A module's parameters were static already. The marks
+        are attributes of the tensors themselves: packed tensors or a codebook given to the constructor are marked
+        (``from_hp`` copies a codebook it is given).
         """
         if torch.compiler.is_compiling():  # (a weight made inside a traced graph: its inputs carry the marks)
             return
@@ -519,6 +521,9 @@ def _slice(w: HLWQTensor, dim: int, start: int, end: int) -> HLWQTensor:
         qdata, scale = w.qdata[start:end], w.scale[start:end]
     else:
         B = w.block_size
+        if start == end:
+            raise ValueError(f"an HLWQTensor cannot be sliced to no in_features: [{start}:{end}] of K={size} is "
+                             "empty (use w.dequantize() for an empty dense slice)")
         if start % B or (end % B and end != size):
             raise ValueError(
                 f"slicing K of an HLWQTensor must start and end on a block boundary "

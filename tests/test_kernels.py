@@ -2117,7 +2117,7 @@ def test_float16_activations_that_rotate_past_float16(path, monkeypatch):
     assert rel_error(y, ref) < 4 * torch.finfo(torch.bfloat16).eps
 
 
-@pytest.mark.parametrize("M", [1, 3, 20])
+@pytest.mark.parametrize("M", [1, 3])  # (the GEMV's rows; the tensor-core paths took N = 0 already)
 def test_a_weight_without_rows_gives_an_empty_output(M):
     """N = 0: the GEMV's plan (M <= 4) raised "a GEMV group takes 1 to 3 weights of at least one row each"; the CPU
     implementation and the fake give (M, 0)."""

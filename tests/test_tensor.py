@@ -113,7 +113,7 @@ def test_split_and_chunk_like_a_dense_weight():
     q = HLWQTensor.from_hp(torch.randn(48, 600), 5)
     full = q.dequantize()
     cases = [(q.split(20), full.split(20)), (q.split([8, 40]), full.split([8, 40])), (q.chunk(3), full.chunk(3)),
-             (q.split(256, 1), full.split(256, 1)), (q.t().split(128), full.t().split(128))]
+             (q.split(256, -1), full.split(256, -1)), (q.t().split(128), full.t().split(128))]
     for pieces, expected in cases:
         assert [p.shape for p in pieces] == [e.shape for e in expected]
         for piece, dense in zip(pieces, expected):
@@ -123,6 +123,8 @@ def test_split_and_chunk_like_a_dense_weight():
         q.split(100, 1)
     with pytest.raises(ValueError, match=r"sizes >= 0 that sum to dim 0's size 48, got \[8, 8\]"):
         q.split([8, 8])
+    with pytest.raises(ValueError, match=r"cannot be sliced to no in_features: \[128:128\] of K=600"):
+        q.split([128, 0, 472], 1)
 
 
 def test_slice_k_must_hit_block_boundaries():
