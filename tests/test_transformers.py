@@ -414,6 +414,14 @@ def test_graph_decoder_input_ids_must_be_a_batch_of_token_ids(ids):
         GraphDecoder(_llama().eval(), compile=False).generate(ids, 2)
 
 
+def _llama_and_its_greedy_tokens(ids: torch.Tensor, new: int):
+    """A tiny Llama that never ends a row, and ``generate()``'s greedy continuation of ``ids`` by ``new`` tokens."""
+    model = _llama().eval()
+    model.generation_config.eos_token_id = None
+    with torch.no_grad():
+        return model, model.generate(ids, max_new_tokens=new, do_sample=False, cache_implementation="static")
+
+
 def _stand_in_captures(decoder, monkeypatch) -> dict:
     """On the CPU, a stand-in for :class:`GraphDecoder`'s CUDA graphs: ``_graphed(forward)`` runs ``forward`` once
     and puts the cache back (a capture runs nothing) and returns a replay that runs it eagerly; the side stream's
@@ -451,11 +459,8 @@ def test_graph_decoder_warms_up_and_captures_once(monkeypatch):
     shape's steady peak, benchmarks/RESULTS.md 42c). On the CPU stand-in captures replay eagerly."""
     from hlwq_ops.decode import GraphDecoder
 
-    model = _llama().eval()
-    model.generation_config.eos_token_id = None
     ids = torch.randint(0, 512, (1, 5))
-    with torch.no_grad():
-        expected = model.generate(ids, max_new_tokens=6, do_sample=False, cache_implementation="static")
+    model, expected = _llama_and_its_greedy_tokens(ids, 6)
     decoder = GraphDecoder(model, compile=True, cuda_graph=True, prompt_graph=True)
     calls = _stand_in_captures(decoder, monkeypatch)
     with torch.no_grad():
@@ -502,11 +507,8 @@ def test_a_prompt_that_cannot_be_captured_runs_eagerly_unless_asked_for(monkeypa
     prompt, for this call and the next, with ``generate()``'s tokens; asked for (``True``), it raises."""
     from hlwq_ops.decode import GraphDecoder
 
-    model = _llama().eval()
-    model.generation_config.eos_token_id = None
     ids = torch.randint(0, 512, (1, 5))
-    with torch.no_grad():
-        expected = model.generate(ids, max_new_tokens=4, do_sample=False, cache_implementation="static")
+    model, expected = _llama_and_its_greedy_tokens(ids, 4)
     decoder = GraphDecoder(model, compile=False, cuda_graph=True, prompt_graph=asked)
     calls = _stand_in_captures(decoder, monkeypatch)
     stand_in = decoder._graphed
