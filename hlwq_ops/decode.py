@@ -300,22 +300,26 @@ class GraphDecoder:
         ).logits
         return logits[:, -1].argmax(-1, keepdim=True)
 
-    def _capture_prompt(self, input_ids: torch.Tensor, positions: torch.Tensor | None) -> _PromptGraph:
+    def _capture_prompt(self, input_ids: torch.Tensor, positions: torch.Tensor | None) -> _PromptGraph | None:
         """Warm the prompt's forward up on the side stream (it tunes the kernels for the prompt's rows), capture it
-        on copies of its inputs, and empty the cache that the warm-up wrote."""
+        on copies of its inputs, and empty the cache that the warm-up wrote. None where the forward cannot be
+        captured and the prompt's graph was not asked for (a warning says so)."""
         ids, positions = input_ids.clone(), None if positions is None else positions.clone()
         self._on_side_stream(lambda: self._prompt_token(ids, positions))
+        captured = None
         try:
             graph, token = self._graphed(lambda: self._prompt_token(ids, positions))
+            captured = _PromptGraph(graph, ids, positions, token)
         except torch.OutOfMemoryError:
             raise  # (a RuntimeError too, but not the model's forward refusing a capture)
         except RuntimeError as error:
-            raise RuntimeError(
-                f"GraphDecoder could not capture {type(self.model).__name__}'s prompt forward in a CUDA graph "
-                f"({error}); GraphDecoder(model, prompt_graph=False) runs it eagerly"
-            ) from error
+            message = (f"GraphDecoder could not capture {type(self.model).__name__}'s prompt forward in a CUDA graph "
+                       f"({error}); GraphDecoder(model, prompt_graph=False) runs it eagerly")
+            if self._prompt_graph_asked:
+                raise RuntimeError(message) from error
+            warnings.warn(f"{message}. This decoder runs it eagerly from here on", stacklevel=4)
         self._cache.reset()  # (in place, as the graphs hold its addresses)
-        return _PromptGraph(graph, ids, positions, token)
+        return captured
 
     def _first_token(self, input_ids: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
         """The prompt's forward into the (empty) cache -> the first new token (B, 1): eagerly, or replayed from the
@@ -324,14 +328,9 @@ class GraphDecoder:
             return self._prompt_token(input_ids, positions)
         if self._prompt is None or self._prompt.ids.shape[1] != input_ids.shape[1]:
             self._prompt = None  # (its pool freed before the next capture)
-            try:
-                self._prompt = self._capture_prompt(input_ids, positions)
-            except RuntimeError as error:
-                if self._prompt_graph_asked or isinstance(error, torch.OutOfMemoryError):
-                    raise
-                warnings.warn(f"{error}. This decoder runs it eagerly from here on", stacklevel=3)
+            self._prompt = self._capture_prompt(input_ids, positions)
+            if self._prompt is None:  # (not captured, and not asked for)
                 self.prompt_graph = False
-                self._cache.reset()  # (what the capture's warm-up wrote)
                 return self._prompt_token(input_ids, positions)
         self._prompt.ids.copy_(input_ids)
         if positions is not None:

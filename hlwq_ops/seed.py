@@ -309,17 +309,14 @@ def _check_centroids(name: str, c: torch.Tensor) -> None:
 
 def _v4_centroids(prefix: str, tensors: dict[str, torch.Tensor], block_size: int) -> torch.Tensor:
     """The unscaled centroids, (2**bits,) float32, from ``.ct`` and/or ``.ct_scaled``."""
-    stored = {suffix: tensors[suffix] for suffix in (".ct", ".ct_scaled") if suffix in tensors}
-    if not stored:
-        raise ValueError(f"{prefix}: missing tensor {prefix}.ct_scaled (or {prefix}.ct), expected with {prefix}.codes")
-    for suffix, c in stored.items():  # (as stored: integer centroids must not pass as floats once converted)
-        if not c.is_floating_point():
-            raise ValueError(f"{prefix}{suffix}: expected float centroids, found {c.dtype}")
     found = {}
-    if ".ct" in stored:
-        found[".ct"] = stored[".ct"].to(torch.float64)
-    if ".ct_scaled" in stored:
-        found[".ct_scaled"] = stored[".ct_scaled"].to(torch.float64) * math.sqrt(block_size)
+    for suffix, factor in ((".ct", 1.0), (".ct_scaled", math.sqrt(block_size))):
+        if suffix in tensors:
+            if not tensors[suffix].is_floating_point():  # (checked as stored: converted, integers would pass)
+                raise ValueError(f"{prefix}{suffix}: expected float centroids, found {tensors[suffix].dtype}")
+            found[suffix] = tensors[suffix].to(torch.float64) * factor
+    if not found:
+        raise ValueError(f"{prefix}: missing tensor {prefix}.ct_scaled (or {prefix}.ct), expected with {prefix}.codes")
     for suffix, c in found.items():
         _check_centroids(prefix + suffix, c)
     if len(found) == 2:
