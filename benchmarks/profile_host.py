@@ -13,10 +13,12 @@ M this times, on one Q5 14336 x 4096 weight, microseconds of host time per call
 - ``F.linear`` on a bf16 weight (the baseline),
 - ``F.linear`` on the HLWQTensor (what a model calls),
 - ``torch.ops.hlwq.linear`` (no subclass),
+- ``torch.ops.hlwq.linear_inference`` (what a compiled graph calls, through the dispatcher without an autograd
+  kernel),
 - ``hlwq_ops.kernels.linear`` (no custom op),
 
-then runs cProfile over the HLWQTensor calls and prints the functions with the
-most own time.
+then runs cProfile over the calls of ``--profile`` (default: ``F.linear`` on the HLWQTensor) and prints the
+functions with the most own time.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ def main() -> None:
     p.add_argument("--m", nargs="+", type=int, default=[1, 8, 128])
     p.add_argument("--shape", default="14336x4096")
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--profile", choices=("F.linear", "linear_inference"), default="F.linear",
+                   help="the calls cProfile watches: F.linear on the HLWQTensor, or the op a compiled graph calls")
     a = p.parse_args()
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
     N, K = map(int, a.shape.split("x"))
@@ -64,17 +68,20 @@ def main() -> None:
                 "bf16 F.linear": lambda: F.linear(x, w),
                 "HLWQ F.linear": lambda: F.linear(x, q),
                 "torch.ops.hlwq.linear": lambda: torch.ops.hlwq.linear(x, q.qdata, q.scale, None, 5, 128, K, None),
+                "linear_inference": lambda: torch.ops.hlwq.linear_inference.default(
+                    x, q.qdata, q.scale, None, 5, 128, K, None),
                 "kernels.linear": lambda: kernels.linear(x, q.qdata, q.scale, None, 5, 128, K, None),
             }
             for name, fn in layers.items():
                 print(f"M={M:<4} {name:<24} {host_us(fn):8.1f} us host per call", flush=True)
+            profiled = layers["HLWQ F.linear" if a.profile == "F.linear" else "linear_inference"]
             prof = cProfile.Profile()
             prof.enable()
             for _ in range(200):
-                F.linear(x, q)
+                profiled()
             prof.disable()
             torch.cuda.synchronize()
-            print(f"\n-- cProfile, M = {M}, 200 calls of F.linear on the HLWQTensor", flush=True)
+            print(f"\n-- cProfile, M = {M}, 200 calls of {a.profile}", flush=True)
             pstats.Stats(prof).sort_stats("tottime").print_stats(a.top)
 
 

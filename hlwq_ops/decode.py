@@ -128,10 +128,9 @@ class GraphDecoder:
             batch 1), after Inductor's ``post_grad_custom_post_pass`` where one is set.
         prompt_graph: capture the prompt's forward in a CUDA graph as well (default: with
             ``cuda_graph``), at the first call of a cache and prompt length, and replay it in later
-            ones. Its graph keeps the prompt's activations in a memory pool of its own while it is
-            held (Llama-3-8B-shaped, 128 tokens: a Q5 decode's first-call peak 0.10 GiB higher, its
-            steady peak 0.01, RESULTS 58a; ``prompt_graph=False`` spares it and runs the prompt
-            eagerly). Left at None, a forward that cannot be captured warns and runs eagerly from
+            ones. Its graph shares the step graph's memory pool, so the step's activations reuse the
+            prompt's (with a pool of its own, RESULTS 58a: a Llama-3-8B-shaped Q5 decode's first-call
+            peak 0.10 GiB higher than with the prompt eager). Left at None, a forward that cannot be captured warns and runs eagerly from
             then on; ``True`` raises instead. Its tokens
             may differ from ``generate()``'s where two logits nearly tie: while a stream captures,
             transformers builds an explicit causal mask for an unpadded prompt instead of asking
@@ -169,6 +168,7 @@ class GraphDecoder:
         # every capture's warm-up on one stream: torch keeps a cuBLAS workspace (lm_head's GEMM) for each stream
         # cuBLAS ran on, and a new stream per (batch, length) came from a pool of 32
         self._side_stream: torch.cuda.Stream | None = None
+        self._pool = None  # the graphs' memory pool (``_graphed``)
 
     def _compiled(self, group_projections: bool):
         """The decode step compiled (``fullgraph``), with :class:`GroupProjections` if asked."""
@@ -271,11 +271,16 @@ class GraphDecoder:
             work()
         torch.cuda.current_stream().wait_stream(stream)
 
-    @staticmethod
-    def _graphed(forward):
-        """``forward()`` captured in a CUDA graph (which runs nothing until replayed): (graph, its output)."""
+    def _graphed(self, forward):
+        """``forward()`` captured in a CUDA graph (which runs nothing until replayed): (graph, its output).
+
+        The prompt's graph and the step's share one memory pool, so the step's activations reuse the prompt's
+        (RESULTS 59a): each graph's output is copied out before the other graph replays, and nothing else a graph
+        allocates outlives its replay (the cache and the step's inputs are allocated outside)."""
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=self._pool):
             out = forward()
         return graph, out
 
@@ -327,7 +332,7 @@ class GraphDecoder:
         if not self.prompt_graph:
             return self._prompt_token(input_ids, positions)
         if self._prompt is None or self._prompt.ids.shape[1] != input_ids.shape[1]:
-            self._prompt = None  # (its pool freed before the next capture)
+            self._prompt = None  # (its graph dropped before the next capture reuses the pool)
             self._prompt = self._capture_prompt(input_ids, positions)
             if self._prompt is None:  # (not captured, and not asked for)
                 self.prompt_graph = False

@@ -559,6 +559,26 @@ def test_graph_decoder_replays_its_graph_on_later_calls():
 
 
 @pytest.mark.gpu
+def test_graph_decoder_graphs_share_a_pool_and_replay_apart():
+    """The prompt's and the step's graphs share one memory pool, each writing over the other's activations. A
+    prompt of another length captured after the step's graph (into memory the step's replays write) decodes as a
+    fresh decoder does, and the first prompt, captured again, gives its first tokens again."""
+    from hlwq_ops.decode import GraphDecoder
+
+    model = _llama_q5("cuda", torch.bfloat16)
+    short, long = torch.randint(0, 512, (1, 6), device="cuda"), torch.randint(0, 512, (1, 9), device="cuda")
+    decoder = GraphDecoder(model, compile=False, prompt_graph=True)
+    first = decoder.generate(short, 8)
+    step, short_prompt = decoder._graph, decoder._prompt
+    assert step.pool() == short_prompt.graph.pool()
+    # 9 + 5 positions as 6 + 8: the same cache and step graph, the prompt captured again after the step
+    fresh = GraphDecoder(model, compile=False, prompt_graph=True).generate(long, 5)
+    assert torch.equal(decoder.generate(long, 5), fresh)
+    assert decoder._graph is step and decoder._prompt.graph.pool() == step.pool()
+    assert torch.equal(decoder.generate(short, 8), first)
+
+
+@pytest.mark.gpu
 def test_graph_decoder_cuda_graph():
     from hlwq_ops.decode import GraphDecoder
 
