@@ -57,13 +57,18 @@ def _opt():
     return OPTForCausalLM(config)
 
 
-def _llama_q5(device="cpu", dtype=torch.float32):
-    """The test Llama, Q5, without an end-of-sequence id."""
+def _q5(make, device="cpu", dtype=torch.float32):
+    """A test model (``make()``), Q5, without an end-of-sequence id."""
     torch.manual_seed(0)
-    model = _llama().to(device, dtype).eval()
+    model = make().to(device, dtype).eval()
     model.generation_config.eos_token_id = None
     quantize_(model, hlwq_q5())
     return model
+
+
+def _llama_q5(device="cpu", dtype=torch.float32):
+    """The test Llama, Q5, without an end-of-sequence id."""
+    return _q5(_llama, device, dtype)
 
 
 def _linears(model):
@@ -576,6 +581,24 @@ def test_graph_decoder_graphs_share_a_pool_and_replay_apart():
     assert torch.equal(decoder.generate(long, 5), fresh)
     assert decoder._graph is step and decoder._prompt.graph.pool() == step.pool()
     assert torch.equal(decoder.generate(short, 8), first)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("arch", ["qwen3", "qwen3.5", "opt"])
+def test_graph_decoder_captures_the_prompt_of_other_models(arch):
+    """The prompt's graph, on by default, captured for the other test models too (only Llama-shaped ones had run
+    it on a GPU; a forward that cannot be captured would warn and run eagerly), and a second call replaying both
+    graphs gives the first call's tokens."""
+    from hlwq_ops.decode import GraphDecoder
+
+    model = _q5({**MODELS, "opt": _opt}[arch], "cuda", torch.bfloat16)
+    ids = torch.randint(3, 512, (2, 6), device="cuda")
+    decoder = GraphDecoder(model)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="GraphDecoder could not capture")  # (the fallback's warning)
+        first = decoder.generate(ids, 8)
+    assert decoder.prompt_graph and decoder._prompt is not None and decoder._graph is not None
+    assert torch.equal(decoder.generate(ids, 8), first)
 
 
 @pytest.mark.gpu
