@@ -295,7 +295,7 @@ def plan(
     include_lm_head: bool,
 ) -> list[Entry]:
     """Decide every tensor's fate and log (one line each) the linear-shaped weights left alone."""
-    entries, used = [], set()
+    entries, used, shadowed_by = [], set(), {}
     for t in tensors:
         chosen = None
         if t.name.endswith(".weight") and len(t.shape) == 2:
@@ -304,8 +304,11 @@ def plan(
                 logger.info("hlwq: not quantizing %s: %s", t.name, reason)
             else:
                 module = t.name.removesuffix(".weight")
-                rule = next((i for i, (pattern, _) in enumerate(bits_for) if pattern.fullmatch(module)), None)
+                matching = [i for i, (pattern, _) in enumerate(bits_for) if pattern.fullmatch(module)]
+                rule = matching[0] if matching else None  # (the first rule matching a module wins)
                 used.add(rule)
+                for later in matching[1:]:
+                    shadowed_by.setdefault(later, rule)
                 bits = config.bits if rule is None else bits_for[rule][1]
                 chosen = HLWQConfig(bits, config.block_size, config.scale_mode)
         elif len(t.shape) > 2 and t.dtype in FLOAT_DTYPES:
@@ -318,7 +321,13 @@ def plan(
             logger.warning("hlwq: --include-lm-head: %s.weight is tied to %s.weight (an embedding) and stays "
                            "unquantized", module, skeleton.tied[module])
     for i, (pattern, _) in enumerate(bits_for):
-        if i not in used:
+        if i in used:
+            continue
+        if i in shadowed_by:  # (it matches, but never first)
+            logger.warning("hlwq: --bits-for %r is never applied: an earlier rule takes every module it matches "
+                           "(e.g. %r; the first rule matching a module's whole name wins)", pattern.pattern,
+                           bits_for[shadowed_by[i]][0].pattern)
+        else:
             logger.warning("hlwq: --bits-for %r matches no quantized module's whole name", pattern.pattern)
     return entries
 

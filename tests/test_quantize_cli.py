@@ -398,6 +398,18 @@ def test_damaged_json_and_index_are_named(sharded_src, tmp_path, capsys):
     assert not (tmp_path / "q").exists()
 
 
+def test_a_rule_that_earlier_rules_shadow_is_named_as_such(src, tmp_path, caplog):
+    """A rule that matches modules an earlier rule takes (the first match wins) was reported as matching nothing:
+    the user was told the regex was wrong where the order was."""
+    rules = ["--bits-for", ".*_proj=4", "--bits-for", ".*down_proj=6", "--bits-for", ".*nothing=3"]
+    with caplog.at_level(logging.WARNING, logger="hlwq_ops.quantize"):
+        run(src, tmp_path / "q", "--scale-mode", "norm", *rules)
+    assert ("--bits-for '.*down_proj' is never applied: an earlier rule takes every module it matches (e.g. "
+            "'.*_proj'") in caplog.text
+    assert "--bits-for '.*nothing' matches no quantized module's whole name" in caplog.text
+    assert "'.*down_proj' matches no" not in caplog.text
+
+
 def test_nothing_to_quantize_is_an_error(src, tmp_path, capsys, caplog):
     """Every linear narrower than the block: an error, not a checkpoint that only claims to be quantized."""
     with caplog.at_level(logging.INFO, logger="hlwq_ops.quantize"):
