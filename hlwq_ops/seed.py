@@ -609,8 +609,9 @@ def load_seed_into(
     ``in_features``, dtype = the weight's). One on another module (the seed
     also quantizes embeddings) is dequantized into that module's plain weight.
     Plain tensors are copied into the matching parameters and persistent
-    buffers like ``load_state_dict``; tensors on the meta device are replaced,
-    ties kept. HLWQTensors go to the module's device (the CPU from meta).
+    buffers like ``load_state_dict``; tensors on the meta device, and weights
+    quantized before loading where the checkpoint keeps them plain, are
+    replaced, ties kept. HLWQTensors go to the module's device (the CPU from meta).
     Non-persistent buffers (e.g. rotary ``inv_freq``) are in no checkpoint: a
     model built on meta must re-create them (a warning lists what is left).
 
@@ -796,12 +797,12 @@ def _model_slots(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
 
 @torch.no_grad()
 def _assign_plain(model: nn.Module, target: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """Copy ``value`` into ``target``; a meta ``target`` is replaced wherever it is referenced.
-    Returns the tensor that now holds ``value``."""
-    if not target.is_meta:
+    """Copy ``value`` into ``target``; a meta ``target``, or an HLWQTensor (a weight quantized before loading that
+    the checkpoint keeps plain), is replaced wherever it is referenced. Returns the tensor that now holds ``value``."""
+    if not target.is_meta and not isinstance(target, HLWQTensor):
         target.copy_(value)
         return target
-    new = value.to(target.dtype)
+    new = value.to(value.device if target.is_meta else target.device, target.dtype)
     if isinstance(target, nn.Parameter):
         new = nn.Parameter(new, requires_grad=target.requires_grad)
     for module in model.modules():

@@ -346,6 +346,27 @@ def test_load_seed_into_sequential(tmp_path, fmt, device):
         assert rel_error(model(x), reference(x)) < 1e-5
 
 
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_plain_checkpoint_tensor_replaces_a_weight_quantized_before_loading(tmp_path, strict):
+    """A model quantized before loading (quantize_ takes every nn.Linear) and a checkpoint that keeps a linear's
+    weight plain: that weight is the checkpoint's, plain. It failed in a bare TypeError (an HLWQTensor takes no
+    copy_) after the layers before it had been put in, strict or not."""
+    source = _mlp()
+    qdata, scale = _quantize(source[0].weight.detach(), 5)
+    tensors = {**_v4_layer("0", qdata, scale, 5), "0.bias": source[0].bias.detach().clone(),
+               **{f"2.{n}": t.detach().clone() for n, t in source[2].named_parameters()}}
+    _write(tmp_path, tensors, {"format": "polar_engine_v4", "block_size": B, "layers": {"0": {"bits": 5}}})
+    model = _mlp()
+    for linear in model[0], model[2]:
+        linear.weight = nn.Parameter(HLWQTensor.from_hp(linear.weight.detach(), 5), requires_grad=False)
+    assert sorted(load_seed_into(model, tmp_path, strict=strict)) == ["0.bias", "0.weight", "2.bias", "2.weight"]
+    assert type(model[2].weight) is nn.Parameter and torch.equal(model[2].weight, source[2].weight)
+    source[0].weight.data = dequantize_ref(qdata, scale, 5, B, 200)
+    x = torch.randn(3, 200)
+    with torch.no_grad():
+        assert rel_error(model(x), source(x)) < 1e-5
+
+
 @pytest.mark.parametrize("fmt", ["polar_engine_v4", "hlwq-q5"])
 def test_load_seed_into_lloyd_max_option(tmp_path, fmt):
     """codebook="lloyd-max" gives hlwq-q5 layers the standard codebook; v4 keeps its stored centroids."""
