@@ -115,7 +115,12 @@ def _hlwq_transform(module: torch.nn.Module, config: HLWQConfig, *, parameter_na
     if reason is not None:
         logger.warning("hlwq: not quantizing %s(%s): %s", type(module).__name__, module.extra_repr(), reason)
         return module
-    quantized = HLWQTensor.from_hp(weight, config.bits, config.block_size, scale_mode=config.scale_mode)
+    try:
+        quantized = HLWQTensor.from_hp(weight, config.bits, config.block_size, scale_mode=config.scale_mode)
+    except ValueError as error:  # (the handler is not told the module's name: its class and sizes say which)
+        raise ValueError(f"hlwq: cannot quantize the {parameter_name} of {type(module).__name__}"
+                         f"({module.extra_repr()}): {error} (modules quantize_ reached before it are quantized "
+                         "already)") from error
     setattr(module, parameter_name, torch.nn.Parameter(quantized, requires_grad=False))
     module.extra_repr = _ExtraRepr(module, parameter_name)
     return module

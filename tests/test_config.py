@@ -48,6 +48,17 @@ def test_small_layers_are_skipped_with_one_line(caplog):
     assert "in_features=64 is smaller than one block (128)" in lines[0]
 
 
+def test_a_weight_that_cannot_be_quantized_is_named_by_its_module():
+    """A bad weight's error named an index, not the module: the handler is not told the module's name, so it gives
+    the module's class and sizes."""
+    m = _mlp()
+    with torch.no_grad():
+        m[2].weight[3, 5] = float("inf")
+    with pytest.raises(ValueError, match=r"cannot quantize the weight of Linear\(in_features=512, out_features=256, "
+                                         r"bias=True\): weight has NaN or Inf .*quantized already"):
+        quantize_(m, hlwq_q5())
+
+
 def test_per_layer_bits_with_fqn_to_config():
     m = _mlp()
     quantize_(
