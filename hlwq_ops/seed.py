@@ -285,8 +285,9 @@ def _configured_in_features(config: dict, prefix: str, N: int) -> int | None:
 
 
 def _check_norms(name: str, norms: torch.Tensor) -> None:
-    if norms.dtype != torch.float16 or norms.dim() != 2:
-        raise ValueError(f"{name}: expected 2-D float16 norms, found {norms.dtype} of shape {tuple(norms.shape)}")
+    if norms.dtype != torch.float16 or norms.dim() != 2 or norms.shape[1] == 0:
+        raise ValueError(f"{name}: expected 2-D float16 norms of at least one block a row, found {norms.dtype} of "
+                         f"shape {tuple(norms.shape)}")
     bad = ~torch.isfinite(norms) | (norms < 0)
     if bool(bad.any()):
         n, b = bad.nonzero()[0].tolist()
@@ -363,10 +364,18 @@ def _v4_codes(prefix: str, codes: torch.Tensor, N: int, n_blocks: int, bits: int
     return out.view(N, n_blocks, B)
 
 
+def _check_layer_block_size(prefix: str, B: int, source: str) -> None:
+    """:func:`check_block_size` naming the layer and where its block size was read."""
+    try:
+        check_block_size(B)
+    except ValueError as error:
+        raise ValueError(f"{prefix}: {source}: {error}") from error
+
+
 def _read_v4(prefix: str, tensors: dict[str, torch.Tensor], config: dict, codebook: str) -> _SeedLayer:
     del codebook  # v4 stores its centroids
     B = _configured_block_size(config, prefix) or DEFAULT_BLOCK_SIZE
-    check_block_size(B)
+    _check_layer_block_size(prefix, B, f"{CONFIG_NAME}'s block_size")
     c = _v4_centroids(prefix, tensors, B)
     bits = _bits_of(prefix, c.numel())
     configured = _configured_bits(config, prefix)
@@ -403,7 +412,7 @@ def _read_q5(prefix: str, tensors: dict[str, torch.Tensor], config: dict, codebo
             f"found {meta_t.dtype} of shape {tuple(meta_t.shape)}"
         )
     N, n_blocks, B, total, K = (_as_int(v, f"{prefix}.weight__meta") for v in meta_t.flatten().tolist())
-    check_block_size(B)
+    _check_layer_block_size(prefix, B, "weight__meta's block_size")
     configured_b = _configured_block_size(config, prefix)
     if configured_b is not None and configured_b != B:
         raise ValueError(f"{prefix}: {CONFIG_NAME} says block_size={configured_b}, weight__meta says {B}")

@@ -555,7 +555,9 @@ V4_ERRORS = {
         None,
         r"layer a's weight is stored both quantized \(\['a.codes', 'a.ct_scaled', 'a.norms'\]\) and plain \(a.weight\)",
     ),
-    "block size": (None, lambda c: c.update(block_size=96), "power of two"),
+    "block size": (None, lambda c: c.update(block_size=96), "a: polar_config.json's block_size: .*power of two"),
+    "no blocks": (lambda t: t.update({"a.codes": t["a.codes"][:, :0], "a.norms": t["a.norms"][:, :0]}), None,
+                  r"a.norms: expected 2-D float16 norms of at least one block a row, found .* \(8, 0\)"),
 }
 
 
@@ -583,6 +585,7 @@ Q5_ERRORS = {
     "norms negative": (lambda t: t["a.weight__norms"].__setitem__((0, 1), -1.0), None, "found -1.0"),
     "config bits": (None, lambda c: c.update(bits=4), "stores 5-bit codes, polar_config.json says bits=4"),
     "config block": (None, lambda c: c.update(block_size=64), "block_size=64, weight__meta says 128"),
+    "meta block": (lambda t: _q5_meta(t, 2, 16), None, "a: weight__meta's block_size: .*power of two .* got 16"),
     "weight also plain": (lambda t: t.update({"a.weight": torch.randn(8, 200)}), None, "a's weight is stored both"),
 }
 
