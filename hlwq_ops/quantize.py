@@ -173,6 +173,12 @@ def source_tensors(model_dir: Path) -> list[SourceTensor]:
             found[name] = file
             start, end = info["data_offsets"]
             tensors.append(SourceTensor(name, model_dir / file, info["dtype"], tuple(info["shape"]), end - start))
+    if index.is_file():  # (a tensor the index names but its file lacks: the output would load without it)
+        absent = [(name, file) for name, file in weight_map.items() if found.get(name) != file]
+        if absent:
+            name, file = absent[0]
+            raise CheckpointError(f"{index} names {len(absent)} tensor(s) their files do not hold, e.g. {name} in "
+                                  f"{file} ({'found in ' + found[name] if name in found else 'in no file'})")
     return tensors
 
 

@@ -398,6 +398,21 @@ def test_damaged_json_and_index_are_named(sharded_src, tmp_path, capsys):
     assert not (tmp_path / "q").exists()
 
 
+def test_an_index_naming_a_tensor_its_file_lacks_is_refused(sharded_src, tmp_path, capsys):
+    """The index names a tensor in a shard that does not hold it: the output was written without that tensor, and
+    loading it initialized the weight at random."""
+    bad = shutil.copytree(sharded_src, tmp_path / "bad")
+    index = json.loads((bad / hq.INDEX_NAME).read_text())
+    name = "model.layers.1.mlp.down_proj.weight"
+    shards = sorted(set(index["weight_map"].values()))
+    wrong = next(f for f in shards if f != index["weight_map"][name])
+    index["weight_map"][name] = wrong
+    (bad / hq.INDEX_NAME).write_text(json.dumps(index))
+    err = _usage_error(capsys, bad, tmp_path / "q")
+    assert f"names 1 tensor(s) their files do not hold, e.g. {name} in {wrong} (" in err, err
+    assert not (tmp_path / "q").exists()
+
+
 def test_a_rule_that_earlier_rules_shadow_is_named_as_such(src, tmp_path, caplog):
     """A rule that matches modules an earlier rule takes (the first match wins) was reported as matching nothing:
     the user was told the regex was wrong where the order was."""
