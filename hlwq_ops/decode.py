@@ -15,7 +15,7 @@ causal LM (HLWQ weights or not)::
 The step ``token, position -> next token`` (compiled with ``torch.compile``,
 HLWQ projections of one input in one GEMV: :mod:`hlwq_ops.grouping`) is
 captured in a CUDA graph once per (batch, length) and replayed for every
-token. With it (``prompt_graph``, the default with ``cuda_graph``) the prompt's
+token. With ``prompt_graph=True`` (opt-in) the prompt's
 forward (eager: compiling it would take each prompt length a compile of its
 own) is captured too, once per (batch, length, prompt length), and replayed in
 later calls: eagerly, every projection's call pays the host its Python and
@@ -105,6 +105,9 @@ class _PromptGraph:
     ids: torch.Tensor  # (B, L): the prompt's length is this buffer's
     positions: torch.Tensor | None  # (B, L) for padded prompts
     token: torch.Tensor  # (B, 1): the first new token, the graph's output
+    # the cache's Python values as the prompt's forward leaves them (a linear-attention layer's "has a previous
+    # state" flags), which a replay, running no Python, does not set: put back after each (GraphDecoder._python_state)
+    python_state: list[tuple[dict, dict]]
 
 
 # Steps of the decode step run before the timed loop (compilation, tuning, a CUDA graph's warm-up): they write
@@ -126,19 +129,20 @@ class GraphDecoder:
         group_projections: compile the step with :class:`hlwq_ops.grouping.GroupProjections`
             (the HLWQ projections of one input -- q, k and v; gate and up -- in one GEMV at
             batch 1), after Inductor's ``post_grad_custom_post_pass`` where one is set.
-        prompt_graph: capture the prompt's forward in a CUDA graph as well (default: with
+        prompt_graph: capture the prompt's forward in a CUDA graph as well (needs
             ``cuda_graph``), at the first call of a cache and prompt length, and replay it in later
-            ones. Its graph shares the step graph's memory pool, so the step's activations reuse the
-            prompt's (with a pool of its own, RESULTS 58a: a Llama-3-8B-shaped Q5 decode's first-call
-            peak 0.10 GiB higher than with the prompt eager). Left at None, a forward that cannot be captured warns and runs eagerly from
-            then on; ``True`` raises instead. Its tokens
-            may differ from ``generate()``'s where two logits nearly tie: while a stream captures,
-            transformers builds an explicit causal mask for an unpadded prompt instead of asking
-            SDPA for ``is_causal``, which can round otherwise (or pick another SDPA backend).
+            ones (Llama-3-8B-shaped Q5, 128 tokens, H100: time to first token 11.2 ms against
+            46-72 eagerly; RESULTS 58a, 59a). Off by default: a model whose prompt forward
+            cannot be captured (OPT's, measured) raises, and torch leaves a failed capture's
+            process with its CUDA random generator unusable ("Offset increment outside graph
+            capture"). Tested on Llama, Qwen3 and Qwen3.5 models. Its tokens may differ from
+            ``generate()``'s where two logits nearly tie: while a stream captures, transformers
+            builds an explicit causal mask for an unpadded prompt instead of asking SDPA for
+            ``is_causal``, which can round otherwise (or pick another SDPA backend).
     """
 
     def __init__(self, model: torch.nn.Module, compile: bool = True, cuda_graph: bool | None = None,
-                 group_projections: bool = True, prompt_graph: bool | None = None):
+                 group_projections: bool = True, prompt_graph: bool = False):
         self.model = model
         self.device = next(model.parameters()).device
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
@@ -146,10 +150,7 @@ class GraphDecoder:
             raise ValueError("GraphDecoder(prompt_graph=True) captures the prompt's forward in a CUDA graph, which "
                              f"needs cuda_graph=True (the default on CUDA); the model is on {self.device}, "
                              f"cuda_graph={cuda_graph}")
-        self.prompt_graph = self.cuda_graph if prompt_graph is None else prompt_graph
-        # by default (not asked for), a prompt forward that cannot be captured falls back to running eagerly: only
-        # Llama-shaped models have run the capture on a GPU, and another model's eager forward may sync the host
-        self._prompt_graph_asked = prompt_graph is True
+        self.prompt_graph = prompt_graph
         if self.cuda_graph:
             self._check_graph_can_replay(StaticCache(config=model.config, max_cache_len=1))  # allocates nothing
         self.compiled = compile
@@ -168,7 +169,6 @@ class GraphDecoder:
         # every capture's warm-up on one stream: torch keeps a cuBLAS workspace (lm_head's GEMM) for each stream
         # cuBLAS ran on, and a new stream per (batch, length) came from a pool of 32
         self._side_stream: torch.cuda.Stream | None = None
-        self._pool = None  # the graphs' memory pool (``_graphed``)
 
     def _compiled(self, group_projections: bool):
         """The decode step compiled (``fullgraph``), with :class:`GroupProjections` if asked."""
@@ -219,16 +219,31 @@ class GraphDecoder:
         ).logits
         return logits[:, -1].argmax(-1, keepdim=True)
 
-    def _save_cache(self) -> list[tuple[dict, dict]]:
-        """Every attribute of every cache layer, and the entries of the dicts a layer holds
-        (linear-attention states), as (container, {name: (value, clone of a tensor, else None)})."""
+    def _cache_boxes(self) -> list[dict]:
+        """The attributes of every cache layer, and the dicts a layer holds (linear-attention states and flags)."""
         boxes = []
         for layer in getattr(self._cache, "layers", []):
             boxes += [vars(layer), *(v for v in vars(layer).values() if isinstance(v, dict))]
+        return boxes
+
+    def _save_cache(self) -> list[tuple[dict, dict]]:
+        """Every attribute of every cache layer, and the entries of the dicts a layer holds
+        (linear-attention states), as (container, {name: (value, clone of a tensor, else None)})."""
         return [
             (box, {k: (v, v.clone() if isinstance(v, torch.Tensor) else None) for k, v in box.items()})
-            for box in boxes
+            for box in self._cache_boxes()
         ]
+
+    def _python_state(self) -> list[tuple[dict, dict]]:
+        """The cache's values that are not tensors (flags, counters), as (container, {name: value}): what a CUDA
+        graph's replay neither reads nor writes, as the forward's Python ran only while capturing."""
+        return [(box, {k: v for k, v in box.items() if not isinstance(v, (torch.Tensor, dict))})
+                for box in self._cache_boxes()]
+
+    @staticmethod
+    def _set_python_state(state: list[tuple[dict, dict]]) -> None:
+        for box, values in state:
+            box.update(values)
 
     @staticmethod
     def _restore_cache(saved: list[tuple[dict, dict]]) -> None:
@@ -271,16 +286,11 @@ class GraphDecoder:
             work()
         torch.cuda.current_stream().wait_stream(stream)
 
-    def _graphed(self, forward):
-        """``forward()`` captured in a CUDA graph (which runs nothing until replayed): (graph, its output).
-
-        The prompt's graph and the step's share one memory pool, so the step's activations reuse the prompt's
-        (RESULTS 59a): each graph's output is copied out before the other graph replays, and nothing else a graph
-        allocates outlives its replay (the cache and the step's inputs are allocated outside)."""
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
+    @staticmethod
+    def _graphed(forward):
+        """``forward()`` captured in a CUDA graph (which runs nothing until replayed): (graph, its output)."""
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        with torch.cuda.graph(graph):
             out = forward()
         return graph, out
 
@@ -305,25 +315,27 @@ class GraphDecoder:
         ).logits
         return logits[:, -1].argmax(-1, keepdim=True)
 
-    def _capture_prompt(self, input_ids: torch.Tensor, positions: torch.Tensor | None) -> _PromptGraph | None:
-        """Warm the prompt's forward up on the side stream (it tunes the kernels for the prompt's rows), capture it
-        on copies of its inputs, and empty the cache that the warm-up wrote. None where the forward cannot be
-        captured and the prompt's graph was not asked for (a warning says so)."""
+    def _capture_prompt(self, input_ids: torch.Tensor, positions: torch.Tensor | None) -> _PromptGraph:
+        """Warm the prompt's forward up on the side stream (it tunes the kernels for the prompt's rows), then
+        capture it on copies of its inputs into the empty cache, as a call's prompt runs, with the Python values it
+        leaves in the cache; returns with the cache empty."""
         ids, positions = input_ids.clone(), None if positions is None else positions.clone()
         self._on_side_stream(lambda: self._prompt_token(ids, positions))
-        captured = None
+        # emptied in place (the graphs hold its addresses), flags included: captured after the warm-up's flags, a
+        # linear-attention layer's forward would take the path of a prompt continuing the cache
+        self._cache.reset()
         try:
             graph, token = self._graphed(lambda: self._prompt_token(ids, positions))
-            captured = _PromptGraph(graph, ids, positions, token)
         except torch.OutOfMemoryError:
             raise  # (a RuntimeError too, but not the model's forward refusing a capture)
         except RuntimeError as error:
-            message = (f"GraphDecoder could not capture {type(self.model).__name__}'s prompt forward in a CUDA graph "
-                       f"({error}); GraphDecoder(model, prompt_graph=False) runs it eagerly")
-            if self._prompt_graph_asked:
-                raise RuntimeError(message) from error
-            warnings.warn(f"{message}. This decoder runs it eagerly from here on", stacklevel=4)
-        self._cache.reset()  # (in place, as the graphs hold its addresses)
+            raise RuntimeError(
+                f"GraphDecoder(prompt_graph=True) could not capture {type(self.model).__name__}'s prompt forward in a "
+                f"CUDA graph ({error}); GraphDecoder(model) runs it eagerly. torch may leave a process whose capture "
+                "failed unable to use CUDA's random generator (\"Offset increment outside graph capture\"): start a "
+                "new one") from error
+        captured = _PromptGraph(graph, ids, positions, token, self._python_state())
+        self._cache.reset()  # (the flags the capture's forward set)
         return captured
 
     def _first_token(self, input_ids: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
@@ -332,15 +344,13 @@ class GraphDecoder:
         if not self.prompt_graph:
             return self._prompt_token(input_ids, positions)
         if self._prompt is None or self._prompt.ids.shape[1] != input_ids.shape[1]:
-            self._prompt = None  # (its graph dropped before the next capture reuses the pool)
+            self._prompt = None  # (its pool freed before the next capture)
             self._prompt = self._capture_prompt(input_ids, positions)
-            if self._prompt is None:  # (not captured, and not asked for)
-                self.prompt_graph = False
-                return self._prompt_token(input_ids, positions)
         self._prompt.ids.copy_(input_ids)
         if positions is not None:
             self._prompt.positions.copy_(positions)
         self._prompt.graph.replay()
+        self._set_python_state(self._prompt.python_state)
         return self._prompt.token
 
     def _prepare(self, batch: int, max_len: int, padded: bool) -> None:
