@@ -4,10 +4,10 @@
 # in a process of its own (its capture is expected to fail with GraphDecoder's message). From the root:
 #   bash benchmarks/gpu_run.sh bash benchmarks/results/h100_s59_call3_script.sh
 cd "$(dirname "$0")/../.." || exit 1
-OMP_NUM_THREADS=2 timeout -s INT 300 python3 -m pytest -m gpu -n 8 tests/test_transformers.py tests/test_grouping.py \
+OMP_NUM_THREADS=2 timeout -s INT 240 python3 -m pytest -m gpu -n 8 tests/test_transformers.py tests/test_grouping.py \
   -p no:cacheprovider --tb=short -rfE -q > "$OUT/gpu_tests.log" 2>&1
 echo "tests rc $? at ${SECONDS}s"; grep -E "FAILED|ERROR|passed|failed" "$OUT/gpu_tests.log" | tail -12
-timeout 120 python3 - <<'PY' 2>&1 | grep -v Warning | tail -4
+timeout 90 python3 - <<'PY' 2>&1 | grep -v Warning | tail -4
 import torch, sys
 sys.path.insert(0, ".")
 from tests.test_transformers import _opt, _q5
