@@ -13,10 +13,9 @@ size, with a 128-token prompt and 256 new tokens (greedy, static KV cache):
   (reset in between): one graph serves every call;
 - ``graph``: :class:`hlwq_ops.decode.GraphDecoder`, the decode step compiled
   and captured in one CUDA graph, as a serving engine runs it, with the prompt
-  run eagerly (``prompt_graph=False``);
+  run eagerly (``GraphDecoder``'s default);
 - ``graph-prompt``: the same with the prompt's forward captured as well
-  (``GraphDecoder``'s default): the timed call's time to first token is a
-  replay.
+  (``prompt_graph=True``): the timed call's time to first token is a replay.
 
 Reports decode tokens/s (all sequences of the batch), time to first token
 (eager prefill), peak GPU memory (over the warm-up call, which compiles and

@@ -1,5 +1,6 @@
 """HLWQ on transformers models: quantize_, compiled static-cache generate, TorchAoConfig round trips."""
 
+import copy
 import logging
 import warnings
 
@@ -427,6 +428,22 @@ def _llama_and_its_greedy_tokens(ids: torch.Tensor, new: int):
         return model, model.generate(ids, max_new_tokens=new, do_sample=False, cache_implementation="static")
 
 
+def _python_values(decoder) -> list[tuple[dict, dict]]:
+    """Every value of the decoder's cache that is not a tensor, copied: (container, {name: copy}) for each layer's
+    attributes and every dict within them, at any depth. (The stand-in's own walk, not the decoder's.)"""
+    found, boxes = [], [vars(layer) for layer in getattr(decoder._cache, "layers", [])]
+    while boxes:
+        box = boxes.pop()
+        found.append((box, {k: copy.deepcopy(v) for k, v in box.items() if not isinstance(v, (torch.Tensor, dict))}))
+        boxes += [v for v in box.values() if isinstance(v, dict)]
+    return found
+
+
+def _put_python_values(values: list[tuple[dict, dict]]) -> None:
+    for box, items in values:
+        box.update(copy.deepcopy(items))
+
+
 def _stand_in_captures(decoder, monkeypatch) -> dict:
     """On the CPU, a stand-in for :class:`GraphDecoder`'s CUDA graphs. ``_graphed(forward)`` runs ``forward`` once and
     puts the cache's tensors back but not its Python values (a capture runs the forward's Python, no kernel), and
@@ -438,18 +455,18 @@ def _stand_in_captures(decoder, monkeypatch) -> dict:
 
     class Replay:
         def __init__(self, forward):
-            self.forward, self.captured = forward, decoder._python_state()
+            self.forward, self.captured = forward, _python_values(decoder)
             saved = decoder._save_cache()
             self.out = forward()
-            after = decoder._python_state()
+            after = _python_values(decoder)
             decoder._restore_cache(saved)
-            decoder._set_python_state(after)
+            _put_python_values(after)
 
         def replay(self):
-            before = decoder._python_state()
-            decoder._set_python_state(self.captured)
+            before = _python_values(decoder)
+            _put_python_values(self.captured)
             self.out.copy_(self.forward())
-            decoder._set_python_state(before)
+            _put_python_values(before)
 
     def graphed(forward):
         calls["graphed"] += 1
@@ -533,9 +550,8 @@ def test_a_prompt_that_cannot_be_captured_is_a_clear_error(monkeypatch):
 def test_graph_decoder_prompt_graph_like_generate(monkeypatch, arch):
     """The prompt's graph on the test models with other cache layers, against ``generate()``, on the CPU stand-in
     whose replays run the forward on the Python values the capture saw. Qwen3.5's linear-attention layers keep
-    Python flags ("has a previous state"): the prompt was captured after its warm-up had set them, on the path of
-    a prompt continuing the cache, and replays left them unset, so the step was captured on the path of a first
-    token: every token after the first parted from ``generate()``'s."""
+    Python flags ("has a previous state") that the prompt's forward sets: a replay left them unset, so the step was
+    captured on the path of a first token, and every token after the first parted from ``generate()``'s."""
     from hlwq_ops.decode import GraphDecoder
 
     model = _q5(MODELS[arch])
