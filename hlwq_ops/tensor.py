@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import sys
 import warnings
 
@@ -508,8 +509,7 @@ def _(func, types, args, kwargs):
         sizes = [min(sizes, total - start) for start in range(0, total, sizes)] if total else [0]
     elif sum(sizes) != total or any(n < 0 for n in sizes):
         raise ValueError(f"split_with_sizes expects sizes >= 0 that sum to dim {dim}'s size {total}, got {list(sizes)}")
-    starts = [sum(sizes[:i]) for i in range(len(sizes))]
-    pieces = [_slice(w, dim, start, start + n) for start, n in zip(starts, sizes)]
+    pieces = [_slice(w, dim, start, start + n) for start, n in zip(itertools.accumulate(sizes, initial=0), sizes)]
     return return_and_correct_aliasing(func, args, kwargs, pieces)
 
 
