@@ -103,7 +103,7 @@ class _PromptGraph:
 
     graph: torch.cuda.CUDAGraph
     ids: torch.Tensor  # (B, L): the prompt's length is this buffer's
-    positions: torch.Tensor | None  # (B, L) for padded prompts
+    positions: torch.Tensor  # (B, L)
     token: torch.Tensor  # (B, 1): the first new token, the graph's output
     # the cache's Python values as the prompt's forward leaves them (a linear-attention layer's "has a previous
     # state" flags), which a replay, running no Python, does not set: put back after each (GraphDecoder._python_state)
@@ -133,9 +133,10 @@ class GraphDecoder:
             ``cuda_graph``), at the first call of a cache and prompt length, and replay it in later
             ones (Llama-3-8B-shaped Q5, 128 tokens, H100: time to first token 11.2 ms against
             46-72 eagerly; RESULTS 58a, 59a). Off by default: a model whose prompt forward
-            cannot be captured (OPT's, measured) raises, and torch leaves a failed capture's
-            process with its CUDA random generator unusable ("Offset increment outside graph
-            capture"). Tested on Llama, Qwen3 and Qwen3.5 models. Its tokens may differ from
+            cannot be captured raises (OPT's could not on an H100 while it was given no mask),
+            and torch leaves a failed capture's process with its CUDA random generator unusable
+            ("Offset increment outside graph capture"). Tested on Llama, Qwen3 and Qwen3.5
+            models on a GPU, OPT on the CPU only. Its tokens may differ from
             ``generate()``'s where two logits nearly tie: while a stream captures, transformers
             builds an explicit causal mask for an unpadded prompt instead of asking SDPA for
             ``is_causal``, which can round otherwise (or pick another SDPA backend).
@@ -159,13 +160,15 @@ class GraphDecoder:
         # (B, L, vocab) of memory in the call's peak (Llama-3-8B, 128 tokens: 31 MiB a row) and an lm_head GEMM of
         # L rows
         self._last_logits = {"logits_to_keep": 1} if "logits_to_keep" in _forward_parameters(model) else {}
-        # each step's positions given, as generate() gives them: without, some models (OPT) count them from the
-        # static cache's length, a value on the device, which a compiled step cannot slice by
+        # every forward is given an attention mask and positions, as generate() gives them, prompts without padding
+        # too: without, some models count them from the static cache's length, a value on the device -- OPT with
+        # transformers 5.17 builds its mask as torch.ones(B, length), which a compiled step cannot trace (a
+        # data-dependent size) and a CUDA graph cannot capture (the length is read back to the host)
         self._takes_positions = "position_ids" in _forward_parameters(model)
         self._warm = False
         self._step = self._compiled(group_projections) if compile else self._decode_step
         self.stats = DecodeStats()
-        self._key: tuple[int, int, bool] | None = None
+        self._key: tuple[int, int] | None = None
         # every capture's warm-up on one stream: torch keeps a cuBLAS workspace (lm_head's GEMM) for each stream
         # cuBLAS ran on, and a new stream per (batch, length) came from a pool of 32
         self._side_stream: torch.cuda.Stream | None = None
@@ -195,29 +198,25 @@ class GraphDecoder:
             )
 
     def _decode_step(
-        self,
-        token: torch.Tensor,
-        position: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        row_position: torch.Tensor | None = None,
+        self, token: torch.Tensor, position: torch.Tensor, mask: torch.Tensor, row_position: torch.Tensor
     ) -> torch.Tensor:
-        """token: (B, 1), position: (1,) -> next token (B, 1).
+        """token: (B, 1), position: (1,), the cache's -> next token (B, 1).
 
-        With padded prompts also ``mask`` (B, max_len), the attention mask of the
-        whole cache (ones past the prompt), and ``row_position`` (B, 1), each row's
-        own position of ``token`` as ``generate()`` numbers it (its prompt's padding not
-        counted; a row padded on the right counts on from its padding's 0).
+        ``mask`` (B, max_len) is the attention mask of the whole cache (ones past
+        the prompt), ``row_position`` (B, 1) each row's own position of ``token`` as
+        ``generate()`` numbers it (its prompt's padding not counted; a row padded on
+        the right counts on from its padding's 0).
         """
-        if mask is not None:
-            positions = {"attention_mask": mask, "position_ids": row_position}
-        elif self._takes_positions:
-            positions = {"position_ids": position.view(1, 1).expand(token.shape[0], 1)}
-        else:
-            positions = {}
         logits = self.model(
-            input_ids=token, cache_position=position, use_cache=True, **{self._cache_arg: self._cache}, **positions
+            input_ids=token, cache_position=position, use_cache=True, **{self._cache_arg: self._cache},
+            **self._mask_and_positions(mask, row_position),
         ).logits
         return logits[:, -1].argmax(-1, keepdim=True)
+
+    def _mask_and_positions(self, mask: torch.Tensor, positions: torch.Tensor) -> dict:
+        """A forward's ``attention_mask`` and, where ``forward`` takes them, ``position_ids``."""
+        given = {"attention_mask": mask}
+        return {**given, "position_ids": positions} if self._takes_positions else given
 
     def _cache_boxes(self) -> list[dict]:
         """The attributes of every cache layer, and the dicts a layer holds (linear-attention states and flags)."""
@@ -299,27 +298,25 @@ class GraphDecoder:
         self._on_side_stream(self._warm_up)
         return self._graphed(lambda: self._step(*self._inputs))
 
-    def _prompt_token(self, input_ids: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
-        """The prompt's forward into the cache -> each row's first new token (B, 1). ``positions``: each padded
-        row's positions (B, L) as ``generate()`` numbers them, with :attr:`_mask` holding the prompt's mask; None
-        for unpadded prompts."""
+    def _prompt_token(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The prompt's forward into the cache -> each row's first new token (B, 1). ``positions``: each row's
+        positions (B, L) as ``generate()`` numbers them, with :attr:`_mask` holding the prompt's mask."""
         prompt = input_ids.shape[1]
-        padded = {} if positions is None else {"attention_mask": self._mask[:, :prompt], "position_ids": positions}
         logits = self.model(
             input_ids=input_ids,
             cache_position=torch.arange(prompt, device=self.device),
             use_cache=True,
             **{self._cache_arg: self._cache},
-            **padded,
+            **self._mask_and_positions(self._mask[:, :prompt], positions),
             **self._last_logits,
         ).logits
         return logits[:, -1].argmax(-1, keepdim=True)
 
-    def _capture_prompt(self, input_ids: torch.Tensor, positions: torch.Tensor | None) -> _PromptGraph:
+    def _capture_prompt(self, input_ids: torch.Tensor, positions: torch.Tensor) -> _PromptGraph:
         """Warm the prompt's forward up on the side stream (it tunes the kernels for the prompt's rows), then
         capture it on copies of its inputs into the empty cache, as a call's prompt runs, with the Python values it
         leaves in the cache; returns with the cache empty."""
-        ids, positions = input_ids.clone(), None if positions is None else positions.clone()
+        ids, positions = input_ids.clone(), positions.clone()
         self._on_side_stream(lambda: self._prompt_token(ids, positions))
         # emptied in place (the graphs hold its addresses), flags included: captured after the warm-up's flags, a
         # linear-attention layer's forward would take the path of a prompt continuing the cache
@@ -338,7 +335,7 @@ class GraphDecoder:
         self._cache.reset()  # (the flags the capture's forward set)
         return captured
 
-    def _first_token(self, input_ids: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+    def _first_token(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """The prompt's forward into the (empty) cache -> the first new token (B, 1): eagerly, or replayed from the
         prompt's graph, captured first where this cache has none of the prompt's length."""
         if not self.prompt_graph:
@@ -347,27 +344,24 @@ class GraphDecoder:
             self._prompt = None  # (its pool freed before the next capture)
             self._prompt = self._capture_prompt(input_ids, positions)
         self._prompt.ids.copy_(input_ids)
-        if positions is not None:
-            self._prompt.positions.copy_(positions)
+        self._prompt.positions.copy_(positions)
         self._prompt.graph.replay()
         self._set_python_state(self._prompt.python_state)
         return self._prompt.token
 
-    def _prepare(self, batch: int, max_len: int, padded: bool) -> None:
-        """One cache, static step inputs and graph per (batch, length, padded prompts), reused across calls."""
-        if self._key == (batch, max_len, padded):
+    def _prepare(self, batch: int, max_len: int) -> None:
+        """One cache, static step inputs and graph per (batch, length), reused across calls."""
+        if self._key == (batch, max_len):
             self._cache.reset()  # zeroes in place: the captured graph stays valid
             return
-        self._key = (batch, max_len, padded)
+        self._key = (batch, max_len)
         self._warm = False  # a new step signature or shape: compile before the timed loop again
         self._cache = StaticCache(config=self.model.config, max_cache_len=max_len)
         self._token = torch.zeros(batch, 1, dtype=torch.long, device=self.device)
         self._position = torch.zeros(1, dtype=torch.long, device=self.device)
-        self._inputs: tuple[torch.Tensor, ...] = (self._token, self._position)
-        if padded:
-            self._mask = torch.ones(batch, max_len, dtype=torch.long, device=self.device)
-            self._row_position = torch.zeros(batch, 1, dtype=torch.long, device=self.device)
-            self._inputs += (self._mask, self._row_position)
+        self._mask = torch.ones(batch, max_len, dtype=torch.long, device=self.device)
+        self._row_position = torch.zeros(batch, 1, dtype=torch.long, device=self.device)
+        self._inputs = (self._token, self._position, self._mask, self._row_position)
         self._graph = None
         self._prompt: _PromptGraph | None = None
 
@@ -470,19 +464,19 @@ class GraphDecoder:
         elif pad is not None and pad not in eos_ids and bool((input_ids == pad).any()):
             attention_mask = (input_ids != pad).long()  # generate()'s inference
             self._check_mask(attention_mask, input_ids, f"the mask inferred from pad_token_id={pad}")
-        self._prepare(batch, prompt + max(max_new_tokens, _WARM_UP_STEPS), attention_mask is not None)
+        self._prepare(batch, prompt + max(max_new_tokens, _WARM_UP_STEPS))
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         sync()
         start = time.perf_counter()
-        positions = None
-        if attention_mask is not None:
-            mask = attention_mask.to(self.device, torch.long)
-            self._mask[:, :prompt] = mask
-            self._mask[:, prompt:] = 1  # the tokens to come (in place: a captured graph reads this buffer)
-            positions = (mask.cumsum(dim=1) - 1).masked_fill(mask == 0, 0)  # as generate() numbers them
-            # each row's position of its first new token: its last prompt position's next, as generate() counts on
-            # (a row padded on the right goes on from its last padding's 0)
-            self._row_position.copy_(positions[:, -1:] + 1)
+        if attention_mask is None:  # (generate() makes this mask too)
+            attention_mask = torch.ones_like(input_ids, dtype=torch.long)
+        mask = attention_mask.to(self.device, torch.long)
+        self._mask[:, :prompt] = mask
+        self._mask[:, prompt:] = 1  # the tokens to come (in place: a captured graph reads this buffer)
+        positions = (mask.cumsum(dim=1) - 1).masked_fill(mask == 0, 0)  # as generate() numbers them
+        # each row's position of its first new token: its last prompt position's next, as generate() counts on
+        # (a row padded on the right goes on from its last padding's 0)
+        self._row_position.copy_(positions[:, -1:] + 1)
         out = torch.empty(batch, max_new_tokens, dtype=torch.long, device=self.device)
         out[:, :1] = self._first_token(input_ids, positions)
         sync()
@@ -511,8 +505,7 @@ class GraphDecoder:
             out[:, i : i + 1] = nxt
             self._token.copy_(nxt)
             self._position += 1
-            if attention_mask is not None:
-                self._row_position += 1
+            self._row_position += 1
         sync()
         self.stats = DecodeStats(prefill, time.perf_counter() - start, done)
         out = out[:, :done]

@@ -19,6 +19,7 @@ from transformers import (
     Qwen3ForCausalLM,
     TorchAoConfig,
 )
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers.models.qwen3_5 import Qwen3_5ForCausalLM, Qwen3_5TextConfig
 
 from hlwq_ops import HLWQTensor, hlwq_q5
@@ -167,7 +168,7 @@ def test_option_quantizes_lm_head(tmp_path):
 @pytest.mark.parametrize("compile", [False, True])
 def test_graph_decoder_matches_generate(arch, compile):
     """(OPT compiled failed in dynamo, "could not guard on data-dependent expression", until each step was given
-    its positions.)"""
+    its positions, and with transformers 5.17 until each forward was given an attention mask.)"""
     from hlwq_ops.decode import GraphDecoder
 
     torch.manual_seed(0)
@@ -181,6 +182,36 @@ def test_graph_decoder_matches_generate(arch, compile):
     decoder = GraphDecoder(model, compile=compile)
     assert torch.equal(decoder.generate(ids, 7), expected)
     assert torch.equal(decoder.generate(ids, 7), expected), "a second call reuses the cache"
+
+
+def test_graph_decoder_gives_every_forward_a_mask_and_positions(monkeypatch):
+    """Unpadded prompts too, as ``generate()`` does: OPT with transformers 5.17 builds a missing mask as
+    ``torch.ones(B, cache length)``, a length on the device, which failed a compiled step in dynamo (a data-dependent
+    size) and a captured one on an H100 (a read back to the host while capturing)."""
+    from hlwq_ops.decode import GraphDecoder
+
+    torch.manual_seed(0)
+    model = _llama().eval()
+    model.generation_config.eos_token_id = None
+    ids = torch.randint(1, 512, (2, 6))
+    with torch.no_grad():
+        expected = model.generate(ids, max_new_tokens=4, do_sample=False, cache_implementation="static")
+    decoder = GraphDecoder(model, compile=False)  # (before the spy: it reads forward's parameters)
+    seen = []
+    forward = model.forward
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", spy)
+    assert torch.equal(decoder.generate(ids, 4), expected)
+    assert len(seen) == 4  # the prompt and three steps
+    for kwargs in seen:
+        L = kwargs["input_ids"].shape[1]
+        length = 6 + 4 if L == 1 else L  # a step's mask spans the cache, the prompt's the prompt
+        assert kwargs["attention_mask"].shape == (2, length) and bool((kwargs["attention_mask"] == 1).all())
+        assert torch.equal(kwargs["position_ids"], kwargs["cache_position"].expand(2, L))
 
 
 def test_graph_decoder_prefill_computes_only_the_last_logits():
@@ -444,20 +475,56 @@ def _put_python_values(values: list[tuple[dict, dict]]) -> None:
         box.update(copy.deepcopy(items))
 
 
+class _NoHostReads(TorchDispatchMode):
+    """Refuses what a CUDA graph's capture cannot run: reading a tensor's value on the host (``.item()``, ``bool``,
+    a tensor given as a size: all ``aten._local_scalar_dense``)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default):
+            raise RuntimeError(f"operation not permitted when stream is capturing (the CPU stand-in: {func} reads "
+                               "a tensor's value on the host)")
+        return func(*args, **(kwargs or {}))
+
+
+def _as_if_capturing(forward, monkeypatch):
+    """``forward()`` as a capture runs it: transformers told that a stream captures (its code takes the path it takes
+    on the GPU then)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+        return forward()
+
+
 def _stand_in_captures(decoder, monkeypatch) -> dict:
-    """On the CPU, a stand-in for :class:`GraphDecoder`'s CUDA graphs. ``_graphed(forward)`` runs ``forward`` once and
-    puts the cache's tensors back but not its Python values (a capture runs the forward's Python, no kernel), and
-    returns a replay that runs it eagerly on the Python values the capture saw and then puts back the ones before it
-    (a replay runs no Python: the forward's control flow is the capture's). The side stream's work runs in place.
+    """On the CPU, a stand-in for :class:`GraphDecoder`'s CUDA graphs. ``_graphed(forward)`` runs ``forward`` once as a
+    capture would (:func:`_as_if_capturing`; an eager forward, the prompt's or an uncompiled step, also under
+    :class:`_NoHostReads`, as OPT's prompt forward given no mask failed on an H100; dynamo's ``fullgraph`` refuses
+    such reads in a compiled step) and puts the cache's tensors back but not its Python values (a capture runs the
+    forward's Python, no kernel), and returns a replay that runs it eagerly on the Python values the capture saw and
+    then puts back the ones before it (a replay runs no Python: the forward's control flow is the capture's). The
+    side stream's work runs in place.
     The rest of both captures (the warm-ups, the prompt's buffers, the cache emptied) is the decoder's own. Returns
     the counts of graphs made and step warm-ups, updated as they happen."""
     calls = {"graphed": 0, "warm_up": 0}
+    capturing = False
+
+    def strict(eager):
+        def run(*args):
+            if not capturing:
+                return eager(*args)
+            with _NoHostReads():
+                return eager(*args)
+        return run
 
     class Replay:
         def __init__(self, forward):
             self.forward, self.captured = forward, _python_values(decoder)
+            nonlocal capturing
             saved = decoder._save_cache()
-            self.out = forward()
+            capturing = True
+            try:
+                self.out = _as_if_capturing(forward, monkeypatch)
+            finally:
+                capturing = False
             after = _python_values(decoder)
             decoder._restore_cache(saved)
             _put_python_values(after)
@@ -474,6 +541,9 @@ def _stand_in_captures(decoder, monkeypatch) -> dict:
         return graph, graph.out
 
     warm_up = decoder._warm_up
+    monkeypatch.setattr(decoder, "_prompt_token", strict(decoder._prompt_token))
+    if not decoder.compiled:
+        monkeypatch.setattr(decoder, "_step", strict(decoder._step))
     monkeypatch.setattr(decoder, "_graphed", graphed)
     monkeypatch.setattr(decoder, "_on_side_stream", lambda work: work())
     monkeypatch.setattr(decoder, "_warm_up", lambda: (calls.__setitem__("warm_up", calls["warm_up"] + 1), warm_up()))
@@ -498,8 +568,9 @@ def test_graph_decoder_warms_up_and_captures_once(monkeypatch):
 
 def test_graph_decoder_captures_a_prompt_per_length_and_its_inputs_each_call(monkeypatch):
     """The prompt's graph replays on each call's own prompt (its inputs copied in); a prompt of another length with
-    the same cache length (the step's graph kept) gets a capture of its own; left-padded prompts replay with their
-    mask and positions. Tokens as ``generate()``'s throughout."""
+    the same cache length (the step's graph kept) gets a capture of its own; left-padded prompts replay the graphs of
+    their shapes with their own mask and positions (every call gives the model both). Tokens as ``generate()``'s
+    throughout."""
     from hlwq_ops.decode import GraphDecoder
 
     torch.manual_seed(0)
@@ -525,7 +596,7 @@ def test_graph_decoder_captures_a_prompt_per_length_and_its_inputs_each_call(mon
     check(torch.randint(1, 512, (2, 6)).masked_fill(mask == 0, 0), 5, attention_mask=mask)
     mask[1, :2], mask[0, :3] = 1, 0  # the other row padded: the mask and positions replayed are this call's
     check(torch.randint(1, 512, (2, 6)).masked_fill(mask == 0, 0), 5, attention_mask=mask)
-    assert calls == {"graphed": 5, "warm_up": 2}
+    assert calls == {"graphed": 3, "warm_up": 1}
 
 
 def test_a_prompt_that_cannot_be_captured_is_a_clear_error(monkeypatch):
@@ -546,15 +617,17 @@ def test_a_prompt_that_cannot_be_captured_is_a_clear_error(monkeypatch):
         decoder.generate(torch.randint(0, 512, (1, 5)), 4)
 
 
-@pytest.mark.parametrize("arch", ["qwen3.5", "qwen3"])
+@pytest.mark.parametrize("arch", ["qwen3.5", "qwen3", "opt"])
 def test_graph_decoder_prompt_graph_like_generate(monkeypatch, arch):
     """The prompt's graph on the test models with other cache layers, against ``generate()``, on the CPU stand-in
     whose replays run the forward on the Python values the capture saw. Qwen3.5's linear-attention layers keep
     Python flags ("has a previous state") that the prompt's forward sets: a replay left them unset, so the step was
-    captured on the path of a first token, and every token after the first parted from ``generate()``'s."""
+    captured on the path of a first token, and every token after the first parted from ``generate()``'s. OPT's
+    forward, given no mask, read the cache's length back to the host (the stand-in's capture refuses it, as an H100's
+    did): every forward now gets one."""
     from hlwq_ops.decode import GraphDecoder
 
-    model = _q5(MODELS[arch])
+    model = _q5({**MODELS, "opt": _opt}[arch])
     ids = torch.randint(3, 512, (2, 6))
     with torch.no_grad():
         expected = model.generate(ids, max_new_tokens=8, do_sample=False, cache_implementation="static")
@@ -609,15 +682,15 @@ def test_graph_decoder_captures_again_for_other_shapes():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("arch", ["qwen3", "qwen3.5"])
+@pytest.mark.parametrize("arch", ["qwen3", "qwen3.5", "opt"])
 def test_graph_decoder_prompt_graph_of_other_models(arch):
     """The prompt's graph on the other test models (Qwen3.5: linear-attention layers and their Python flags, see
     ``test_graph_decoder_prompt_graph_like_generate``) gives the tokens of the prompt run eagerly, in float32 (no
-    near-ties between the two ways of masking the prompt), in two calls. (OPT's prompt forward cannot be captured:
-    session 59 on an H100, "operation not permitted when stream is capturing".)"""
+    near-ties between the two ways of masking the prompt), in two calls. (OPT's prompt forward could not be captured
+    while it was given no mask: session 59 on an H100, "operation not permitted when stream is capturing".)"""
     from hlwq_ops.decode import GraphDecoder
 
-    model = _q5(MODELS[arch], "cuda", torch.float32)
+    model = _q5({**MODELS, "opt": _opt}[arch], "cuda", torch.float32)
     ids = torch.randint(3, 512, (2, 6), device="cuda")
     expected = GraphDecoder(model, compile=False, prompt_graph=False).generate(ids, 8)
     decoder = GraphDecoder(model, compile=False, prompt_graph=True)
@@ -637,6 +710,23 @@ def test_graph_decoder_cuda_graph():
     decoder = GraphDecoder(model, prompt_graph=False)
     assert torch.equal(decoder.generate(ids, 8), expected)
     assert decoder._graph is not None and decoder.stats.decode_tokens_per_s > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("compile", [False, True])
+def test_graph_decoder_cuda_graph_of_opt(compile):
+    """OPT's step captured, eager and compiled: on an H100 with transformers 5.17 the first failed while capturing
+    and the second in dynamo while OPT's forward was given no mask (it built one from the cache's length, a value on
+    the device). In float32: no near-ties."""
+    from hlwq_ops.decode import GraphDecoder
+
+    model = _q5(_opt, "cuda", torch.float32)
+    ids = torch.randint(3, 512, (2, 6), device="cuda")
+    with torch.no_grad():
+        expected = model.generate(ids, max_new_tokens=8, do_sample=False, cache_implementation="static")
+    decoder = GraphDecoder(model, compile=compile)
+    assert torch.equal(decoder.generate(ids, 8), expected) and decoder._graph is not None
+    assert torch.equal(decoder.generate(ids, 8), expected)
 
 
 @pytest.mark.gpu
