@@ -3,18 +3,20 @@
     python benchmarks/profile_step.py --methods hlwq-q5 int4 bf16
 
 For each method, in a process of its own (so one's compiled graphs and pools do
-not weigh on the next), the Llama-3-8B-shaped model of ``bench_decode.py`` at
-``--batch`` rows (1 by default): a warm-up call of :class:`hlwq_ops.decode.GraphDecoder` (compiles,
-tunes, captures) and a timed one (decode tokens/s), then ``--steps`` replays of
-the captured step under ``torch.profiler``, each with the token copy and the
-position update of ``GraphDecoder.generate``'s loop (not its copy into the
+not weigh on the next), a model of ``bench_decode.py`` (``--model``: the
+Llama-3-8B-shaped one by default) at ``--batch`` rows (1 by default): a
+warm-up call of :class:`hlwq_ops.decode.GraphDecoder` (compiles, tunes,
+captures) and a timed one (decode tokens/s), then ``--steps`` replays of the
+captured step under ``torch.profiler``, each with the token copy and the
+position updates of ``GraphDecoder.generate``'s loop (not its copy into the
 output): each kernel's GPU time a step, by name, beside the timed call's step
 time, and the linears' times by their place in a layer (q, k, v, o, gate, up,
-down), to set beside ``bench_ops.py``'s isolated ones. Run it with
-``HLWQ_PDL=0`` to see what programmatic dependent launch does in the model.
-The step time less the kernels' ("between kernels") is the time the GPU spent outside
-kernels, taken from two runs (the timed call, the profiled replays). A method
-that fails prints its error, and the script then exits with status 1.
+down; the Llama model only), to set beside ``bench_ops.py``'s isolated ones.
+Run it with ``HLWQ_PDL=0`` to see what programmatic dependent launch does in
+the model. The step time less the kernels' ("between kernels") is the time the
+GPU spent outside kernels, taken from two runs (the timed call, the profiled
+replays). A method that fails prints its error, and the script then exits with
+status 1.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from torch.profiler import ProfilerActivity, profile
 from torchao.quantization.utils import recommended_inductor_config_setter
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_decode import NEW, PROMPT, build  # noqa: E402
+from bench_decode import MODELS, NEW, PROMPT, build  # noqa: E402
 
 from hlwq_ops.decode import GraphDecoder  # noqa: E402
 from hlwq_ops.kernels import tuning  # noqa: E402
@@ -91,11 +93,11 @@ def tuned_for(model: torch.nn.Module, batch: int) -> dict[str, dict]:
             for key, config in tuning.tuned_choices(batch, N, -(-K // block) * block, bits).items()}
 
 
-def one(method: str, steps: int, batch: int) -> dict:
+def one(model_name: str, method: str, steps: int, batch: int) -> dict:
     """Decode step time (a 256-token call after the warm-up's) and its kernels, replaying the captured step as
     ``GraphDecoder.generate`` does."""
     start = time.perf_counter()
-    model, _ = build("llama3-8b", method)
+    model, _ = build(model_name, method)
     ids = torch.randint(1, model.config.vocab_size, (batch, PROMPT), device="cuda")
     decoder = GraphDecoder(model)
     decoder.generate(ids, NEW)  # compiles, tunes, captures
@@ -104,30 +106,39 @@ def one(method: str, steps: int, batch: int) -> dict:
     # what generate()'s loop runs a token, in an emptied cache (its layers count the steps themselves: replays past
     # its length index out of it); the positions go on from the prompt's while the keys and values are written from
     # slot 0, which costs the same (the static cache's attention spans its whole length)
-    graph, out, token, position = decoder._graph, decoder._graph_out, decoder._token, decoder._position
-    decoder._cache.reset()
-    position.fill_(PROMPT)
+    graph, out, token = decoder._graph, decoder._graph_out, decoder._token
+    position, row_position = decoder._position, decoder._row_position
+
+    def restart():
+        decoder._cache.reset()
+        position.fill_(PROMPT)
+        row_position.fill_(PROMPT)
+
+    def advance():
+        position.add_(1)
+        row_position.add_(1)
 
     def step():
         graph.replay()
         token.copy_(out)
-        position.add_(1)
+        advance()
 
+    restart()
     (rows, sequence), mode = kernel_times(step, steps), "graph"
     if sum(n for _, n in rows.values()) < 50:  # the profiler did not see into the graph's replays
-        decoder._cache.reset()
-        position.fill_(PROMPT)
-        rows, sequence = kernel_times(lambda: (decoder._step(*decoder._inputs), position.add_(1)), steps)
+        restart()
+        rows, sequence = kernel_times(lambda: (decoder._step(*decoder._inputs), advance()), steps)
         mode = "compiled step without its graph (the graph's kernels were not seen)"
-    return dict(method=method, batch=batch, step_us=step_us, mode=mode, kernels=rows, sequence=sequence,
-                wall_s=time.perf_counter() - start, tuned=tuned_for(model, batch))
+    return dict(model=model_name, method=method, batch=batch, step_us=step_us, mode=mode, kernels=rows,
+                sequence=sequence, wall_s=time.perf_counter() - start, tuned=tuned_for(model, batch))
 
 
 def report(result: dict, top: int) -> None:
     rows = sorted(result["kernels"].items(), key=lambda kv: -kv[1][0])
     busy = sum(t for t, _ in result["kernels"].values())
     launches = sum(n for _, n in result["kernels"].values())
-    print(f"\n{result['method']} at batch {result['batch']} ({result['mode']}): step {result['step_us']:.1f} us "
+    print(f"\n{result['model']}, {result['method']} at batch {result['batch']} ({result['mode']}): "
+          f"step {result['step_us']:.1f} us "
           f"(decode tok/s {1e6 * result['batch'] / result['step_us']:.1f}); "
           f"kernels {busy:.1f} us in {launches:.0f} launches a step; "
           f"between kernels {result['step_us'] - busy:.1f} us; "
@@ -135,6 +146,8 @@ def report(result: dict, top: int) -> None:
     print(f"{'us/step':>9} {'n/step':>7} {'us each':>8}  kernel")
     for name, (t, n) in rows[:top]:
         print(f"{t:9.1f} {n:7.1f} {t / max(n, 1e-9):8.2f}  {name[:110]}")
+    if result["model"] != "llama3-8b":
+        return  # (PROJECTIONS is a Llama layer's)
     positions = by_position(result["sequence"], LINEARS[result["method"].split("-")[0]], len(PROJECTIONS))
     if positions and positions[0]:
         print("the linears by their place in a layer, us (mean, min-max over the layers):")
@@ -146,6 +159,7 @@ def report(result: dict, top: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="llama3-8b", choices=list(MODELS))
     p.add_argument("--methods", nargs="+", default=["hlwq-q5", "int4", "bf16"])
     p.add_argument("--steps", type=int, default=32, help="decode steps profiled (1 to 255)")
     p.add_argument("--batch", type=int, default=1)
@@ -161,12 +175,13 @@ def main() -> None:
     if a.one:
         if a.inductor_recommended:
             recommended_inductor_config_setter()
-        print(json.dumps(one(a.one, a.steps, a.batch)), flush=True)
+        print(json.dumps(one(a.model, a.one, a.steps, a.batch)), flush=True)
         return
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}", flush=True)
     results, failed = [], []
     for method in a.methods:
-        child = [sys.executable, __file__, "--one", method, "--steps", str(a.steps), "--batch", str(a.batch)]
+        child = [sys.executable, __file__, "--one", method, "--model", a.model, "--steps", str(a.steps),
+                 "--batch", str(a.batch)]
         child += ["--inductor-recommended"] if a.inductor_recommended else []
         done = subprocess.run(child, capture_output=True, text=True)
         if done.returncode != 0:
