@@ -109,8 +109,11 @@ def one(model_name: str, method: str, steps: int, batch: int) -> dict:
     graph, out, token = decoder._graph, decoder._graph_out, decoder._token
     position, row_position = decoder._position, decoder._row_position
 
+    python_state = decoder._python_state()  # (a linear-attention layer's "has a previous state" flags)
+
     def restart():
         decoder._cache.reset()
+        decoder._set_python_state(python_state)  # (a step after a prompt, as the graph was captured)
         position.fill_(PROMPT)
         row_position.fill_(PROMPT)
 

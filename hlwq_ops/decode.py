@@ -12,7 +12,7 @@ causal LM (HLWQ weights or not)::
     tokens = decoder.generate(input_ids, max_new_tokens=256)  # == model.generate(..., do_sample=False)
     tokens = decoder.generate(padded_ids, 256, attention_mask=mask)  # prompts of different lengths, left-padded
 
-The step ``token, position -> next token`` (compiled with ``torch.compile``,
+The step ``token, position, mask, row positions -> next token`` (compiled with ``torch.compile``,
 HLWQ projections of one input in one GEMV: :mod:`hlwq_ops.grouping`) is
 captured in a CUDA graph once per (batch, length) and replayed for every
 token. With ``prompt_graph=True`` (opt-in) the prompt's
@@ -161,9 +161,9 @@ class GraphDecoder:
         # L rows
         self._last_logits = {"logits_to_keep": 1} if "logits_to_keep" in _forward_parameters(model) else {}
         # every forward is given an attention mask and positions, as generate() gives them, prompts without padding
-        # too: without, some models count them from the static cache's length, a value on the device -- OPT with
-        # transformers 5.17 builds its mask as torch.ones(B, length), which a compiled step cannot trace (a
-        # data-dependent size) and a CUDA graph cannot capture (the length is read back to the host)
+        # too: without, some models count them from the static cache's length, a value on the device -- OPT builds
+        # its mask as torch.ones(B, length), which a CUDA graph cannot capture (the length is read back to the host;
+        # transformers 5.17 and 5.25) and, with 5.17, a compiled step cannot trace (a data-dependent size)
         self._takes_positions = "position_ids" in _forward_parameters(model)
         self._warm = False
         self._step = self._compiled(group_projections) if compile else self._decode_step
@@ -355,7 +355,7 @@ class GraphDecoder:
             self._cache.reset()  # zeroes in place: the captured graph stays valid
             return
         self._key = (batch, max_len)
-        self._warm = False  # a new step signature or shape: compile before the timed loop again
+        self._warm = False  # new shapes: compile before the timed loop again
         self._cache = StaticCache(config=self.model.config, max_cache_len=max_len)
         self._token = torch.zeros(batch, 1, dtype=torch.long, device=self.device)
         self._position = torch.zeros(1, dtype=torch.long, device=self.device)

@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torchao.quantization import quantize_
 from transformers import (
     AutoModelForCausalLM,
@@ -13,13 +14,14 @@ from transformers import (
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    MptConfig,
+    MptForCausalLM,
     OPTConfig,
     OPTForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
     TorchAoConfig,
 )
-from torch.utils._python_dispatch import TorchDispatchMode
 from transformers.models.qwen3_5 import Qwen3_5ForCausalLM, Qwen3_5TextConfig
 
 from hlwq_ops import HLWQTensor, hlwq_q5
@@ -57,6 +59,9 @@ def _opt():
     config = OPTConfig(ffn_dim=512, word_embed_proj_dim=256, max_position_embeddings=128, pad_token_id=0,
                        bos_token_id=1, eos_token_id=2, **SMALL)
     return OPTForCausalLM(config)
+
+
+ALL_MODELS = {**MODELS, "opt": _opt}
 
 
 def _q5(make, device="cpu", dtype=torch.float32):
@@ -172,7 +177,7 @@ def test_graph_decoder_matches_generate(arch, compile):
     from hlwq_ops.decode import GraphDecoder
 
     torch.manual_seed(0)
-    model = {**MODELS, "opt": _opt}[arch]().eval()
+    model = ALL_MODELS[arch]().eval()
     model.generation_config.eos_token_id = None  # every row runs to the end
     quantize_(model, hlwq_q5())
     ids = torch.randint(0, 512, (2, 6))
@@ -185,9 +190,9 @@ def test_graph_decoder_matches_generate(arch, compile):
 
 
 def test_graph_decoder_gives_every_forward_a_mask_and_positions(monkeypatch):
-    """Unpadded prompts too, as ``generate()`` does: OPT with transformers 5.17 builds a missing mask as
-    ``torch.ones(B, cache length)``, a length on the device, which failed a compiled step in dynamo (a data-dependent
-    size) and a captured one on an H100 (a read back to the host while capturing)."""
+    """Unpadded prompts too, as ``generate()`` does: OPT builds a missing mask as ``torch.ones(B, cache length)``, a
+    length on the device, which failed its captures on an H100 (a read back to the host while capturing; transformers
+    5.17, and the CPU stand-in with 5.25 too) and a compiled step in dynamo with 5.17 (a data-dependent size)."""
     from hlwq_ops.decode import GraphDecoder
 
     torch.manual_seed(0)
@@ -212,6 +217,26 @@ def test_graph_decoder_gives_every_forward_a_mask_and_positions(monkeypatch):
         length = 6 + 4 if L == 1 else L  # a step's mask spans the cache, the prompt's the prompt
         assert kwargs["attention_mask"].shape == (2, length) and bool((kwargs["attention_mask"] == 1).all())
         assert torch.equal(kwargs["position_ids"], kwargs["cache_position"].expand(2, L))
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_graph_decoder_model_without_positions_like_generate(padded):
+    """A model whose forward takes no ``position_ids`` (MPT: ALiBi) gets the mask alone, padded prompts or not."""
+    from hlwq_ops.decode import GraphDecoder
+
+    torch.manual_seed(0)
+    model = MptForCausalLM(MptConfig(d_model=256, n_heads=4, n_layers=2, vocab_size=512, max_seq_len=128)).eval()
+    model.generation_config.eos_token_id = None
+    ids = torch.randint(1, 512, (2, 6))
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0 if padded else 1
+    ids = ids.masked_fill(mask == 0, 0)
+    with torch.no_grad():
+        expected = model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False,
+                                  cache_implementation="static", pad_token_id=0)
+    decoder = GraphDecoder(model, compile=False)
+    assert not decoder._takes_positions
+    assert torch.equal(decoder.generate(ids, 5, attention_mask=mask), expected)
 
 
 def test_graph_decoder_prefill_computes_only_the_last_logits():
@@ -475,12 +500,29 @@ def _put_python_values(values: list[tuple[dict, dict]]) -> None:
         box.update(copy.deepcopy(items))
 
 
+# ops a CUDA graph's capture cannot run: each reads a tensor's value back to the host (a size or a Python scalar)
+_HOST_READS = {
+    torch.ops.aten._local_scalar_dense.default,  # .item(), bool(), int(), a tensor given as a size or an index bound
+    torch.ops.aten.is_nonzero.default,
+    torch.ops.aten.nonzero.default,  # (and the outputs sized by the data below)
+    torch.ops.aten.masked_select.default,
+    torch.ops.aten.repeat_interleave.Tensor,
+    torch.ops.aten._unique2.default,
+    torch.ops.aten.unique_dim.default,
+    torch.ops.aten.unique_consecutive.default,
+}
+
+
 class _NoHostReads(TorchDispatchMode):
-    """Refuses what a CUDA graph's capture cannot run: reading a tensor's value on the host (``.item()``, ``bool``,
-    a tensor given as a size: all ``aten._local_scalar_dense``)."""
+    """Refuses the ops of a forward that read a tensor's value back to the host (:data:`_HOST_READS`, and indexing by a
+    boolean mask), which a CUDA graph's capture refuses too. Not all a capture refuses: on the CPU every tensor is a
+    host tensor, so ``.tolist()`` and ``.numpy()`` (no op of their own there) pass, and a read of a tensor that would
+    stay on the CPU on a GPU machine (legal there) would fail here."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default):
+        by_mask = func is torch.ops.aten.index.Tensor and any(
+            i is not None and i.dtype == torch.bool for i in args[1])
+        if func in _HOST_READS or by_mask:
             raise RuntimeError(f"operation not permitted when stream is capturing (the CPU stand-in: {func} reads "
                                "a tensor's value on the host)")
         return func(*args, **(kwargs or {}))
@@ -532,7 +574,7 @@ def _stand_in_captures(decoder, monkeypatch) -> dict:
         def replay(self):
             before = _python_values(decoder)
             _put_python_values(self.captured)
-            self.out.copy_(self.forward())
+            self.out.copy_(_as_if_capturing(self.forward, monkeypatch))  # (the capture's control flow)
             _put_python_values(before)
 
     def graphed(forward):
@@ -627,7 +669,7 @@ def test_graph_decoder_prompt_graph_like_generate(monkeypatch, arch):
     did): every forward now gets one."""
     from hlwq_ops.decode import GraphDecoder
 
-    model = _q5({**MODELS, "opt": _opt}[arch])
+    model = _q5(ALL_MODELS[arch])
     ids = torch.randint(3, 512, (2, 6))
     with torch.no_grad():
         expected = model.generate(ids, max_new_tokens=8, do_sample=False, cache_implementation="static")
@@ -690,7 +732,7 @@ def test_graph_decoder_prompt_graph_of_other_models(arch):
     while it was given no mask: session 59 on an H100, "operation not permitted when stream is capturing".)"""
     from hlwq_ops.decode import GraphDecoder
 
-    model = _q5({**MODELS, "opt": _opt}[arch], "cuda", torch.float32)
+    model = _q5(ALL_MODELS[arch], "cuda", torch.float32)
     ids = torch.randint(3, 512, (2, 6), device="cuda")
     expected = GraphDecoder(model, compile=False, prompt_graph=False).generate(ids, 8)
     decoder = GraphDecoder(model, compile=False, prompt_graph=True)
