@@ -200,7 +200,7 @@ class GraphDecoder:
     def _decode_step(
         self, token: torch.Tensor, position: torch.Tensor, mask: torch.Tensor, row_position: torch.Tensor
     ) -> torch.Tensor:
-        """token: (B, 1), position: (1,), the cache's -> next token (B, 1).
+        """token: (B, 1), position: (1,), its slot in the cache -> next token (B, 1).
 
         ``mask`` (B, max_len) is the attention mask of the whole cache (ones past
         the prompt), ``row_position`` (B, 1) each row's own position of ``token`` as
