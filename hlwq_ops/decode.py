@@ -46,6 +46,14 @@ from .grouping import GroupProjections
 
 __all__ = ["DecodeStats", "GraphDecoder", "cache_argument"]
 
+# Models (``config.model_type``) whose ``generate()`` with a static cache gives the prompt's forward an attention mask
+# padded with zeros to the cache's length, not the prompt's: Bloom builds its ALiBi biases from the 2D mask, one per
+# key, and the static cache's keys span its whole length (transformers 5.17 pads it in Bloom's
+# ``prepare_inputs_for_generation``, 5.25 in its ``create_masks_for_generate``). Every other model gets the prompt's
+# mask: some read it position by position against the prompt (Qwen3.5's linear-attention layers zero padded rows),
+# and transformers' masking functions pad it themselves.
+_PROMPT_MASK_SPANS_CACHE = ("bloom",)
+
 
 def _forward_parameters(model: torch.nn.Module) -> Mapping[str, inspect.Parameter]:
     """``model.forward``'s parameters; a ``torch.compile``d model is read through to the module it wraps (its own
@@ -165,6 +173,7 @@ class GraphDecoder:
         # its mask as torch.ones(B, length), which a CUDA graph cannot capture (the length is read back to the host;
         # transformers 5.17 and 5.25) and, with 5.17, a compiled step cannot trace (a data-dependent size)
         self._takes_positions = "position_ids" in _forward_parameters(model)
+        self._prompt_mask_spans_cache = model.config.model_type in _PROMPT_MASK_SPANS_CACHE
         self._warm = False
         self._step = self._compiled(group_projections) if compile else self._decode_step
         self.stats = DecodeStats()
@@ -302,12 +311,15 @@ class GraphDecoder:
         """The prompt's forward into the cache -> each row's first new token (B, 1). ``positions``: each row's
         positions (B, L) as ``generate()`` numbers them, with :attr:`_mask` holding the prompt's mask."""
         prompt = input_ids.shape[1]
+        mask = self._mask[:, :prompt]
+        if self._prompt_mask_spans_cache:
+            mask = torch.nn.functional.pad(mask, (0, self._mask.shape[1] - prompt))  # zeros past the prompt
         logits = self.model(
             input_ids=input_ids,
             cache_position=torch.arange(prompt, device=self.device),
             use_cache=True,
             **{self._cache_arg: self._cache},
-            **self._mask_and_positions(self._mask[:, :prompt], positions),
+            **self._mask_and_positions(mask, positions),
             **self._last_logits,
         ).logits
         return logits[:, -1].argmax(-1, keepdim=True)

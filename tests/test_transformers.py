@@ -10,6 +10,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torchao.quantization import quantize_
 from transformers import (
     AutoModelForCausalLM,
+    BloomConfig,
+    BloomForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
@@ -61,7 +63,12 @@ def _opt():
     return OPTForCausalLM(config)
 
 
-ALL_MODELS = {**MODELS, "opt": _opt}
+def _bloom():
+    """Bloom builds its ALiBi biases from the 2D attention mask, one per key: the static cache's keys span its length."""
+    return BloomForCausalLM(BloomConfig(hidden_size=256, n_head=4, n_layer=2, vocab_size=512))
+
+
+ALL_MODELS = {**MODELS, "opt": _opt, "bloom": _bloom}
 
 
 def _q5(make, device="cpu", dtype=torch.float32):
@@ -169,11 +176,12 @@ def test_option_quantizes_lm_head(tmp_path):
     assert torch.equal(model.generate(ids, max_new_tokens=4, do_sample=False), reloaded.generate(ids, max_new_tokens=4, do_sample=False))
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen3.5", "opt"])
+@pytest.mark.parametrize("arch", ["llama", "qwen3.5", "opt", "bloom"])
 @pytest.mark.parametrize("compile", [False, True])
 def test_graph_decoder_matches_generate(arch, compile):
     """(OPT compiled failed in dynamo, "could not guard on data-dependent expression", until each step was given
-    its positions, and with transformers 5.17 until each forward was given an attention mask.)"""
+    its positions, and with transformers 5.17 until each forward was given an attention mask. Bloom's prompt failed,
+    "The expanded size of the tensor (10) must match the existing size (6)", until its mask spanned the cache.)"""
     from hlwq_ops.decode import GraphDecoder
 
     torch.manual_seed(0)
@@ -219,13 +227,19 @@ def test_graph_decoder_gives_every_forward_a_mask_and_positions(monkeypatch):
         assert torch.equal(kwargs["position_ids"], kwargs["cache_position"].expand(2, L))
 
 
+def _mpt():
+    return MptForCausalLM(MptConfig(d_model=256, n_heads=4, n_layers=2, vocab_size=512, max_seq_len=128))
+
+
 @pytest.mark.parametrize("padded", [False, True])
-def test_graph_decoder_model_without_positions_like_generate(padded):
-    """A model whose forward takes no ``position_ids`` (MPT: ALiBi) gets the mask alone, padded prompts or not."""
+@pytest.mark.parametrize("make", [_mpt, _bloom], ids=["mpt", "bloom"])
+def test_graph_decoder_model_without_positions_like_generate(make, padded):
+    """A model whose forward takes no ``position_ids`` (MPT and Bloom: ALiBi) gets the mask alone, padded prompts or
+    not; Bloom's prompt gets it padded with zeros to the cache's length, as its ``generate()`` does."""
     from hlwq_ops.decode import GraphDecoder
 
     torch.manual_seed(0)
-    model = MptForCausalLM(MptConfig(d_model=256, n_heads=4, n_layers=2, vocab_size=512, max_seq_len=128)).eval()
+    model = make().eval()
     model.generation_config.eos_token_id = None
     ids = torch.randint(1, 512, (2, 6))
     mask = torch.ones_like(ids)
@@ -659,7 +673,7 @@ def test_a_prompt_that_cannot_be_captured_is_a_clear_error(monkeypatch):
         decoder.generate(torch.randint(0, 512, (1, 5)), 4)
 
 
-@pytest.mark.parametrize("arch", ["qwen3.5", "qwen3", "opt"])
+@pytest.mark.parametrize("arch", ["qwen3.5", "qwen3", "opt", "bloom"])
 def test_graph_decoder_prompt_graph_like_generate(monkeypatch, arch):
     """The prompt's graph on the test models with other cache layers, against ``generate()``, on the CPU stand-in
     whose replays run the forward on the Python values the capture saw. Qwen3.5's linear-attention layers keep
@@ -724,7 +738,7 @@ def test_graph_decoder_captures_again_for_other_shapes():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("arch", ["qwen3", "qwen3.5", "opt"])
+@pytest.mark.parametrize("arch", ["qwen3", "qwen3.5", "opt", "bloom"])
 def test_graph_decoder_prompt_graph_of_other_models(arch):
     """The prompt's graph on the other test models (Qwen3.5: linear-attention layers and their Python flags, see
     ``test_graph_decoder_prompt_graph_like_generate``) gives the tokens of the prompt run eagerly, in float32 (no
@@ -756,13 +770,15 @@ def test_graph_decoder_cuda_graph():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("compile", [False, True])
-def test_graph_decoder_cuda_graph_of_opt(compile):
-    """OPT's step captured, eager and compiled: on an H100 with transformers 5.17 the first failed while capturing
-    and the second in dynamo while OPT's forward was given no mask (it built one from the cache's length, a value on
-    the device). In float32: no near-ties."""
+@pytest.mark.parametrize("arch", ["opt", "bloom"])
+def test_graph_decoder_cuda_graph_of_other_models(arch, compile):
+    """The step captured, eager and compiled. OPT's: on an H100 with transformers 5.17 the first failed while
+    capturing and the second in dynamo while OPT's forward was given no mask (it built one from the cache's length,
+    a value on the device). Bloom's: its prompt's mask spans the cache, as its ``generate()`` gives it. In float32:
+    no near-ties."""
     from hlwq_ops.decode import GraphDecoder
 
-    model = _q5(_opt, "cuda", torch.float32)
+    model = _q5(ALL_MODELS[arch], "cuda", torch.float32)
     ids = torch.randint(3, 512, (2, 6), device="cuda")
     with torch.no_grad():
         expected = model.generate(ids, max_new_tokens=8, do_sample=False, cache_implementation="static")
