@@ -64,7 +64,7 @@ def _opt():
 
 
 def _bloom():
-    """Bloom builds its ALiBi biases from the 2D attention mask, one per key: the static cache's keys span its length."""
+    """Bloom builds its ALiBi biases from the 2D attention mask, one per key (the static cache's: its length)."""
     return BloomForCausalLM(BloomConfig(hidden_size=256, n_head=4, n_layer=2, vocab_size=512))
 
 
