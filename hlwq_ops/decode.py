@@ -63,8 +63,12 @@ def _forward_parameters(model: torch.nn.Module) -> Mapping[str, inspect.Paramete
 
 def cache_argument(model: torch.nn.Module) -> str:
     """The keyword ``model.forward`` takes its KV cache by: ``cache`` in newer transformers (5.25, where
-    ``past_key_values`` warns that it goes in 5.40), ``past_key_values`` in older ones (5.17)."""
-    return "cache" if "cache" in _forward_parameters(model) else "past_key_values"
+    ``past_key_values`` warns that it goes in 5.40), ``past_key_values`` in older ones (5.17), ``cache_params``
+    where a state-space model takes only that (Mamba2 in 5.17, whose ``**kwargs`` swallowed ``past_key_values``:
+    every forward made a cache of its own); ``past_key_values`` where ``forward`` names none of them."""
+    parameters = _forward_parameters(model)
+    return next((name for name in ("cache", "past_key_values", "cache_params") if name in parameters),
+                "past_key_values")
 
 
 @dataclass
@@ -163,6 +167,16 @@ class GraphDecoder:
         if self.cuda_graph:
             self._check_graph_can_replay(StaticCache(config=model.config, max_cache_len=1))  # allocates nothing
         self.compiled = compile
+        if (compile or self.cuda_graph) and not getattr(model, "_can_compile_fullgraph", True):
+            # (MPT: its attention reads the static cache's length back to the host, which dynamo cannot trace and a
+            # CUDA graph cannot capture)
+            warnings.warn(
+                f"transformers marks {type(model).__name__} as not compilable in one graph (_can_compile_fullgraph "
+                f"is False): GraphDecoder's compiled step (compile={compile}) or CUDA graph "
+                f"(cuda_graph={self.cuda_graph}) may fail for it; GraphDecoder(model, compile=False, cuda_graph=False) "
+                "runs its step eagerly",
+                stacklevel=2,
+            )
         self._cache_arg = cache_argument(model)
         # the prompt's forward computes only the last position's logits, as generate() asks: the others would take
         # (B, L, vocab) of memory in the call's peak (Llama-3-8B, 128 tokens: 31 MiB a row) and an lm_head GEMM of

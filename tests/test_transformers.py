@@ -248,9 +248,22 @@ def test_graph_decoder_model_without_positions_like_generate(make, padded):
     with torch.no_grad():
         expected = model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False,
                                   cache_implementation="static", pad_token_id=0)
-    decoder = GraphDecoder(model, compile=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (compile=False on the CPU: the warning below is not given)
+        decoder = GraphDecoder(model, compile=False)
     assert not decoder._takes_positions
     assert torch.equal(decoder.generate(ids, 5, attention_mask=mask), expected)
+
+
+@pytest.mark.parametrize("compile, cuda_graph", [(True, False), (False, True)])
+def test_graph_decoder_warns_for_models_transformers_does_not_compile(compile, cuda_graph):
+    """MPT (``_can_compile_fullgraph = False``) reads the static cache's length back to the host in its attention:
+    its compiled step failed in dynamo ("Pending unbacked symbols") and its eager captures on the CPU stand-in."""
+    from hlwq_ops.decode import GraphDecoder
+
+    with pytest.warns(UserWarning, match=r"marks MptForCausalLM as not compilable in one graph .*"
+                                         r"GraphDecoder\(model, compile=False, cuda_graph=False\) runs its step"):
+        GraphDecoder(_mpt().eval(), compile=compile, cuda_graph=cuda_graph)
 
 
 def test_graph_decoder_prefill_computes_only_the_last_logits():
@@ -303,7 +316,12 @@ def test_graph_decoder_passes_the_cache_by_the_models_own_keyword():
         def forward(self, input_ids=None, cache=None, **kwargs):
             pass
 
+    class StateSpace(torch.nn.Module):  # (Mamba2 in transformers 5.17)
+        def forward(self, input_ids=None, cache_params=None, **kwargs):
+            pass
+
     assert cache_argument(Old()) == "past_key_values" and cache_argument(New()) == "cache"
+    assert cache_argument(StateSpace()) == "cache_params"
     assert cache_argument(torch.compile(New())) == "cache"  # (read through the compiled wrapper)
     torch.manual_seed(0)
     model = _llama().eval()
