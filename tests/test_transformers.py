@@ -64,8 +64,10 @@ def _opt():
 
 
 def _bloom():
-    """Bloom builds its ALiBi biases from the 2D attention mask, one per key (the static cache's: its length)."""
-    return BloomForCausalLM(BloomConfig(hidden_size=256, n_head=4, n_layer=2, vocab_size=512))
+    """Bloom builds its ALiBi biases from the 2D attention mask, one per key (the static cache's: its length).
+    ``lm_head`` untied: tied, the test model repeated one token a row whatever its mask."""
+    return BloomForCausalLM(BloomConfig(hidden_size=256, n_head=4, n_layer=2, vocab_size=512,
+                                        tie_word_embeddings=False))
 
 
 ALL_MODELS = {**MODELS, "opt": _opt, "bloom": _bloom}
@@ -181,7 +183,7 @@ def test_option_quantizes_lm_head(tmp_path):
 def test_graph_decoder_matches_generate(arch, compile):
     """(OPT compiled failed in dynamo, "could not guard on data-dependent expression", until each step was given
     its positions, and with transformers 5.17 until each forward was given an attention mask. Bloom's prompt failed,
-    "The expanded size of the tensor (10) must match the existing size (6)", until its mask spanned the cache.)"""
+    "The expanded size of the tensor (13) must match the existing size (6)", until its mask spanned the cache.)"""
     from hlwq_ops.decode import GraphDecoder
 
     torch.manual_seed(0)
@@ -253,6 +255,37 @@ def test_graph_decoder_model_without_positions_like_generate(make, padded):
         decoder = GraphDecoder(model, compile=False)
     assert not decoder._takes_positions
     assert torch.equal(decoder.generate(ids, 5, attention_mask=mask), expected)
+
+
+def test_graph_decoder_gives_bloom_the_prompt_mask_of_generate(monkeypatch):
+    """Bloom's prompt forward gets the mask its ``generate()`` gives it: the prompt's, then zeros to the cache's
+    length (a mask that only has the right length, ones in place of the prompt's padding, passed the token tests)."""
+    from hlwq_ops.decode import GraphDecoder
+
+    torch.manual_seed(0)
+    model = _bloom().eval()
+    model.generation_config.eos_token_id = None
+    ids = torch.randint(1, 512, (2, 6))
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0
+    ids = ids.masked_fill(mask == 0, 0)
+    decoder = GraphDecoder(model, compile=False)  # (before the spy: it reads forward's parameters)
+    forward, seen = model.forward, []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["attention_mask"].clone())
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", spy)
+    with torch.no_grad():
+        model.generate(ids, attention_mask=mask, max_new_tokens=4, do_sample=False, cache_implementation="static",
+                       pad_token_id=0)
+    expected = seen[0]
+    seen.clear()
+    decoder.generate(ids, 4, attention_mask=mask)
+    got = seen[0]
+    assert got.shape == (2, 6 + 4) and torch.equal(got[:, :6], mask)  # (the decoder's cache: prompt + new tokens)
+    assert torch.equal(expected[:, :6], mask) and not got[:, 6:].any() and not expected[:, 6:].any()
 
 
 @pytest.mark.parametrize("compile, cuda_graph", [(True, False), (False, True)])
@@ -331,14 +364,14 @@ def test_graph_decoder_passes_the_cache_by_the_models_own_keyword():
         GraphDecoder(model, compile=False).generate(torch.randint(0, 512, (1, 4)), 3)
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen3.5"])
+@pytest.mark.parametrize("arch", ["llama", "qwen3.5", "bloom"])
 @pytest.mark.parametrize("compile", [False, True])
 def test_graph_decoder_left_padded_prompts_like_generate(arch, compile):
     """Prompts of different lengths, left-padded with an attention mask: the same tokens as ``generate()``."""
     from hlwq_ops.decode import GraphDecoder
 
     torch.manual_seed(0)
-    model = MODELS[arch]().eval()
+    model = ALL_MODELS[arch]().eval()
     model.generation_config.eos_token_id = None
     quantize_(model, hlwq_q5())
     ids = torch.randint(1, 512, (3, 7))
