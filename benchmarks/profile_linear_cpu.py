@@ -90,7 +90,7 @@ def main() -> None:
         x = torch.randn(M, K, dtype=torch.bfloat16)
         fast = kernels.supports(5, 128, None, x.dtype)
         path = tuning.path_for(M, fast, a.family is not None)
-        if path != ("mma" if a.family or tuning.gemv_competes(M) else "gemv"):  # (at M = 2: the GEMV's favourite)
+        if path != ("mma" if a.family or tuning.gemv_competes(M, N, K) else "gemv"):  # (the GEMV's favourite)
             print(f"M = {M}: the {path} path on the CPU is not the GPU's; skipped")
             continue
         call = lambda x=x: kernels.linear(x, q, s, None, 5, 128, K, None)  # noqa: E731

@@ -263,7 +263,7 @@ def linear_rotated(
             return permute_activations(x2, _compute_dtype(out_dtype), span) if per_word else x2
 
         gemv_run = None
-        if tuning.gemv_competes(M):
+        if tuning.gemv_competes(M, N, k_pad):
             gemv_run = _rotated_run(gemv, x2, bias, bits, block_size, codebook, out_dtype)
         y = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, ws=ws,
                                 dependent=False, gemv_run=gemv_run)[0]
@@ -500,7 +500,7 @@ def linear(
 
         dependent = launches_dependent(x.device)
         gemv_run, x2c = None, x2
-        if tuning.gemv_competes(M):
+        if tuning.gemv_competes(M, N, k_pad):
             x2c = x2 if x2.stride(-1) == 1 else x2.contiguous()  # (as the GEMV path below reads it)
             gemv_run = _gemv_run(x2c, bias, bits, block_size, codebook, x.dtype)
         y, kernel, config = _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, x.dtype,

@@ -70,9 +70,10 @@ def traced_gemv(x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias:
                 block_size: int, K: int, codebook: torch.Tensor | None) -> TracedGemv | None:
     """The GEMV launch for a call of ``hlwq.linear_compiled``, or None where :func:`hlwq_ops.kernels.linear` would run
     another kernel family, the GEMV would not rotate the activations itself, or the row count is symbolic (a dynamic
-    shape). Where the eager path's tuner weighs the GEMV against the tensor-core kernels (M = 2,
-    ``tuning.gemv_competes``), this takes the GEMV with its own tuned config: the eager call may run a tensor-core
-    kernel there.
+    shape). Where the eager path's tuner weighs the GEMV against the tensor-core kernels at M = 2
+    (``tuning.gemv_competes``), this takes the GEMV with its own tuned config: the eager call may run a tensor-core
+    kernel there. At M = 3..8, where it weighs them on small layers only, this leaves the call to the opaque op and
+    its tuner (the GEMV lost there on 4096 x 4096, ``benchmarks/NOTES.md`` session 32).
 
     Runs while the op is traced (fake tensors; shapes are what it reads). The config is the tuned one
     (:mod:`.tuning`); a key not yet tuned is tuned now, on random tensors of the layer's shapes, as the first eager
@@ -85,9 +86,10 @@ def traced_gemv(x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias:
     M, N = x2.shape[0], qdata.shape[0]
     if not isinstance(M, int) or M == 0:
         return None
-    if tuning.path_for(M, supports(bits, block_size, codebook, x.dtype)) != "gemv" and not tuning.gemv_competes(M):
-        return None
     k_pad = scale.shape[1] * block_size
+    competes = M <= tuning.GEMV_MAX_M_WGMMA and tuning.gemv_competes(M, N, k_pad)
+    if tuning.path_for(M, supports(bits, block_size, codebook, x.dtype)) != "gemv" and not competes:
+        return None
     config = tuning.tuned("gemv", M, N, k_pad, bits, x.device) or _tune_gemv(M, N, k_pad, K, bits, block_size,
                                                                               qdata, scale, x.dtype)
     x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()

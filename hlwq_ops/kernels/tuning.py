@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "GEMV_MAX_M",
     "GEMV_MAX_M_WGMMA",
+    "GEMV_MAX_M_SMALL",
+    "GEMV_SMALL_WEIGHT",
     "MMA_MIN_M_WGMMA",
     "MMA_MAX_M",
     "MMA_MAX_M_WGMMA",
@@ -72,6 +74,12 @@ __all__ = [
 # tuner times the GEMV beside them, up to GEMV_MAX_M_WGMMA.
 GEMV_MAX_M = 4
 GEMV_MAX_M_WGMMA = 2
+# On small layers the GEMV competes further, up to GEMV_MAX_M_SMALL rows: there the tensor-core kernels' fixed costs
+# and their FWHT launch outweigh reading a weight of a few MB once per row pair (Qwen3.5-9B's 32 x 4096 in_proj_b and
+# in_proj_a took 8.4 and 11.1 us a layer at batch 8 with their FWHTs, bf16 5.7 and 5.6; its k and v 0.75-0.79x bf16:
+# H100, benchmarks/RESULTS.md 61c). Small: at most GEMV_SMALL_WEIGHT codes (N x K_pad).
+GEMV_MAX_M_SMALL = 8
+GEMV_SMALL_WEIGHT = 4096 * 4096
 MMA_MIN_M_WGMMA = 2
 MMA_MAX_M = 64
 MMA_MAX_M_WGMMA = 64
@@ -88,7 +96,8 @@ def path_for(M: int, wgmma: bool = False, ws: bool = False) -> str:
             (unless ``HLWQ_PATH=mma`` forces the tensor-core kernels).
 
     Where the tensor-core kernels serve the layer (``wgmma`` or ``ws``), "mma" starts at ``MMA_MIN_M_WGMMA`` rows,
-    and up to ``GEMV_MAX_M_WGMMA`` the tuner times the GEMV there too (:func:`gemv_competes`).
+    and up to ``GEMV_MAX_M_WGMMA`` rows (on small layers ``GEMV_MAX_M_SMALL``) the tuner times the GEMV there too
+    (:func:`gemv_competes`).
     """
     forced = forced_path()
     if forced:
@@ -100,10 +109,12 @@ def path_for(M: int, wgmma: bool = False, ws: bool = False) -> str:
     return "mma" if ws or M <= MMA_MAX_M_WGMMA else "dequant"
 
 
-def gemv_competes(M: int) -> bool:
-    """Whether the tuner times the GEMV beside the tensor-core kernels at M rows (where :func:`path_for` gives
-    "mma" for a layer they serve), unless ``HLWQ_PATH`` forces a family."""
-    return MMA_MIN_M_WGMMA <= M <= GEMV_MAX_M_WGMMA and forced_path() is None
+def gemv_competes(M: int, N: int, k_pad: int) -> bool:
+    """Whether the tuner times the GEMV beside the tensor-core kernels at M rows of an (N, K_pad) layer (where
+    :func:`path_for` gives "mma" for a layer they serve): from ``MMA_MIN_M_WGMMA`` up to ``GEMV_MAX_M_WGMMA`` rows,
+    on a small layer up to ``GEMV_MAX_M_SMALL``; unless ``HLWQ_PATH`` forces a family."""
+    small = N * k_pad <= GEMV_SMALL_WEIGHT
+    return MMA_MIN_M_WGMMA <= M <= (GEMV_MAX_M_SMALL if small else GEMV_MAX_M_WGMMA) and forced_path() is None
 
 
 def forced_path() -> str | None:
