@@ -56,9 +56,12 @@ def test_inductor_launches_the_gemv(bits, M, bias, dtype, monkeypatch):
 
 
 @pytest.mark.gpu
-def test_other_sizes_call_the_opaque_op():
+@pytest.mark.parametrize("M", [8, 16])
+def test_other_sizes_call_the_opaque_op(M):
+    """Past the GEMV's rows, and at M = 3..8 where eager tunes the GEMV beside the tensor-core kernels on a small
+    layer, the graph calls the opaque op (and its tuner)."""
     layer = _layer(512, 1024, 5, False, torch.bfloat16)
-    x = torch.randn(16, 1024, device="cuda", dtype=torch.bfloat16)
+    x = torch.randn(M, 1024, device="cuda", dtype=torch.bfloat16)
     with torch.no_grad():
         eager = layer(x)
     y, code = _compiled_code(layer, x)

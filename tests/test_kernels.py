@@ -1075,28 +1075,32 @@ def test_path_crossovers(monkeypatch):
     assert [tuning.path_for(M, wgmma=True) for M in (1, 2, 3, 64, 65)] == ["gemv", "mma", "mma", "mma", "dequant"]
     # where the warp-specialized kernel runs, the tuner weighs it against dequantize + cuBLAS at every larger M
     assert [tuning.path_for(M, True, ws=True) for M in (1, 2, 3, 65, 4096)] == ["gemv", "mma", "mma", "mma", "mma"]
-    # at M = 2 there it weighs the GEMV too, unless a family is forced
-    assert [tuning.gemv_competes(M) for M in (1, 2, 3)] == [False, True, False]
+    # at M = 2 there it weighs the GEMV too, on layers of at most 4096 x 4096 codes up to M = 8, unless a family is
+    # forced
+    assert [tuning.gemv_competes(M, 4096, 4096 + 128) for M in (1, 2, 3)] == [False, True, False]
+    assert [tuning.gemv_competes(M, 4096, 4096) for M in (1, 2, 3, 8, 9)] == [False, True, True, True, False]
+    assert [tuning.gemv_competes(M, 32, 4096) for M in (1, 2, 3, 8, 9)] == [False, True, True, True, False]
     monkeypatch.setenv("HLWQ_PATH", "dequant")
-    assert tuning.path_for(4096, True, ws=True) == "dequant" and not tuning.gemv_competes(2)
+    assert tuning.path_for(4096, True, ws=True) == "dequant" and not tuning.gemv_competes(2, 32, 4096)
     monkeypatch.setenv("HLWQ_PATH", "mma")
-    assert tuning.path_for(2, True) == "mma" and not tuning.gemv_competes(2)
+    assert tuning.path_for(2, True) == "mma" and not tuning.gemv_competes(8, 32, 4096)
 
 
-def test_the_gemv_competes_with_the_tensor_core_kernels_at_two_rows(monkeypatch):
-    """At M = 2 on a layer the tensor-core kernels serve, the GEMV's configs come first among the families timed (its
-    favourite stays the untuned default, as when M = 2 was the GEMV's alone), each marked with its kernel; a GEMV
-    config picked there runs the GEMV (the same output as the GEMV path forced) and its call signature is resolved:
-    the next call asks the tuner nothing."""
+@pytest.mark.parametrize("M", [2, 7])
+def test_the_gemv_competes_with_the_tensor_core_kernels_at_few_rows(monkeypatch, M):
+    """At M = 2 (and on a small layer up to M = 8) on a layer the tensor-core kernels serve, the GEMV's configs come
+    first among the families timed (its favourite stays the untuned default, as when M = 2 was the GEMV's alone), each
+    marked with its kernel; a GEMV config picked there runs the GEMV (the same output as the GEMV path forced) and its
+    call signature is resolved: the next call asks the tuner nothing."""
     from hlwq_ops.kernels import launch as launch_module
 
     monkeypatch.delenv("HLWQ_PATH", raising=False)
-    configs = tuning.candidates("gemv+wgmma+tc+wsrs", 2, 4096, 4096, 132, 5)
-    gemv_configs = tuning.candidates("gemv", 2, 4096, 4096, 132, 5)
+    configs = tuning.candidates("gemv+wgmma+tc+wsrs", M, 4096, 4096, 132, 5)
+    gemv_configs = tuning.candidates("gemv", M, 4096, 4096, 132, 5)
     assert configs[:len(gemv_configs)] == [dict(c, kernel="gemv") for c in gemv_configs]
     assert {c.get("kernel") for c in configs[len(gemv_configs):]} == {None, "tc", "wsrs"}  # (None: wgmma's)
     qdata, scale = _packed(40, 256, 5)
-    x = torch.randn(2, 256, device=KERNEL_DEVICE).bfloat16()
+    x = torch.randn(M, 256, device=KERNEL_DEVICE).bfloat16()
     monkeypatch.setenv("HLWQ_PATH", "gemv")
     forced = kernels.linear(x, qdata, scale, None, 5, 128, 256, None)
     monkeypatch.delenv("HLWQ_PATH")
