@@ -11,8 +11,14 @@ and 39.2 against 42.3 for gate and up (54c).
 with weights of one format, and makes each two or three of them one ``hlwq.linear_group`` call, whose output the
 graph slices into the calls' columns. Where ``hlwq.linear_group`` runs the GEMV (decode sizes:
 :func:`hlwq_ops.kernels.group_serves`), that is one launch over all their rows; elsewhere it runs each weight's own
-call and concatenates. The pass groups only calls of a row count known while compiling at which every device runs
-the GEMV, so a graph with a dynamic batch, or a prefill, keeps its calls as they were.
+call and concatenates. The pass makes such groups only of calls of a row count known while compiling at which every
+device runs the GEMV.
+
+At other row counts known while compiling (a batch of several sequences, a prefill), where each call runs a kernel of
+its own, the calls on one input become one ``hlwq.linear_siblings`` call, one output each: each tensor-core kernel
+there reads the activations rotated by an FWHT launch before it, and siblings whose kernels read them alike share one
+(at batch 8 on the Qwen3.5-9B shape the FWHT took 8.3% of the decode step, 96 of its 248 launches repeating a
+sibling's rotation: ``benchmarks/RESULTS.md`` 61c). A graph with a dynamic batch keeps its calls as they were.
 
 Inductor runs the pass on each graph it compiles (its ``post_grad_custom_post_pass``)::
 
@@ -54,11 +60,12 @@ class _Call(NamedTuple):
     codebook: Node | None
 
 
-def _call(node: Node) -> _Call | None:
-    """The arguments of a ``hlwq.linear_inference`` call this pass can group: every size an int (the rows of its
-    input too, and such that :func:`hlwq_ops.kernels.group_serves` holds), its output not the graph's (a slice of
-    the group's output would come back with the group's row stride; a view of it too), else None."""
-    if node.target is not torch.ops.hlwq.linear_inference.default or _leaves_the_graph(node):
+def _call(node: Node) -> tuple[_Call, bool] | None:
+    """The arguments of a ``hlwq.linear_inference`` call this pass can group, and whether it joins a
+    ``hlwq.linear_group`` (else a ``hlwq.linear_siblings``), or None: every size an int (the rows of its input
+    too), and for a ``linear_group`` such that :func:`hlwq_ops.kernels.group_serves` holds and its output not the
+    graph's (a slice of the group's output would come back with the group's row stride; a view of it too)."""
+    if node.target is not torch.ops.hlwq.linear_inference.default:
         return None
     # the codebook's default first: a traced call passes it by position, by keyword or not at all
     args = {"codebook": None} | dict(zip(_Call._fields, node.args)) | dict(node.kwargs)
@@ -67,9 +74,12 @@ def _call(node: Node) -> _Call | None:
     if x is None or out is None or not all(isinstance(v, int) for v in (call.bits, call.block_size, call.K)):
         return None
     sizes = (*x.shape, out.shape[-1])
-    if not all(isinstance(d, int) for d in sizes) or not kernels.group_serves(math.prod(x.shape[:-1])):
+    if not all(isinstance(d, int) for d in sizes):
         return None
-    return call
+    M = math.prod(x.shape[:-1])
+    if not kernels.group_serves(M):
+        return (call, False) if M > 1 else None
+    return None if _leaves_the_graph(node) else (call, True)
 
 
 def _leaves_the_graph(node: Node) -> bool:
@@ -108,13 +118,34 @@ def _fake(target, args: tuple):
         return target(*values)
 
 
+def _weights(calls: list[_Call]) -> tuple:
+    """The arguments of one call for all of ``calls`` (on one input): ``hlwq.linear_group``'s and
+    ``hlwq.linear_siblings``'."""
+    first = calls[0]
+    return (first.x, [c.qdata for c in calls], [c.scale for c in calls], [c.bias for c in calls], first.bits,
+            first.block_size, first.K, [c.codebook for c in calls])
+
+
+def _split(graph: Graph, nodes: list[Node], calls: list[_Call]) -> None:
+    """Replace ``nodes`` (calls on one input, their arguments ``calls``) by one ``hlwq.linear_siblings`` call, before
+    the first, and its outputs in their places."""
+    args = _weights(calls)
+    with graph.inserting_before(nodes[0]):
+        siblings = graph.call_function(torch.ops.hlwq.linear_siblings.default, args)
+        siblings.meta["val"] = _fake(torch.ops.hlwq.linear_siblings.default, args)
+        for i, node in enumerate(nodes):
+            out = graph.call_function(operator.getitem, (siblings, i))
+            out.meta["val"] = siblings.meta["val"][i]
+            node.replace_all_uses_with(out)
+    for node in nodes:
+        graph.erase_node(node)
+
+
 def _merge(graph: Graph, nodes: list[Node], calls: list[_Call]) -> None:
     """Replace ``nodes`` (calls on one input, their arguments ``calls``) by one ``hlwq.linear_group`` call, before
     the first, and a slice of its columns for each."""
-    first = calls[0]
-    args = (first.x, [c.qdata for c in calls], [c.scale for c in calls], [c.bias for c in calls], first.bits,
-            first.block_size, first.K, [c.codebook for c in calls])
-    dim = first.x.meta["val"].dim() - 1
+    args = _weights(calls)
+    dim = calls[0].x.meta["val"].dim() - 1
     with graph.inserting_before(nodes[0]):
         group = graph.call_function(torch.ops.hlwq.linear_group.default, args)
         group.meta["val"] = _fake(torch.ops.hlwq.linear_group.default, args)
@@ -131,28 +162,32 @@ def _merge(graph: Graph, nodes: list[Node], calls: list[_Call]) -> None:
 
 def group_projections(graph: Graph) -> int:
     """Group ``graph``'s ``hlwq.linear_inference`` calls on one input, in place (see the module docstring): calls
-    of one input, bit width, block size, K, and with a bias and a codebook each or none, in the graph's order, up to
-    :data:`MAX_GROUP` a group, each joining its group only if the tensors it reads are made before the group's first
-    call. Returns how many calls are gone (0: the graph is unchanged)."""
+    of one input, bit width, block size and K, in the graph's order, each joining its group only if the tensors it
+    reads are made before the group's first call; into a ``hlwq.linear_group`` (one row) only calls with a bias and
+    a codebook each or none, up to :data:`MAX_GROUP` a group. Returns how many calls are gone (0: the graph is
+    unchanged)."""
     order = {node: i for i, node in enumerate(graph.nodes)}
-    groups: list[list[tuple[Node, _Call]]] = []
+    groups: list[tuple[bool, list[tuple[Node, _Call]]]] = []
     growing: dict[tuple, list[tuple[Node, _Call]]] = {}
     for node in graph.nodes:
-        call = _call(node)
-        if call is None:
+        found = _call(node)
+        if found is None:
             continue
-        bias = None if call.bias is None else call.bias.meta["val"].dtype
-        key = (call.x, call.bits, call.block_size, call.K, bias, call.codebook is None)
+        call, one_gemv = found
+        key = (call.x, call.bits, call.block_size, call.K, one_gemv)
+        if one_gemv:  # (one GEMV launch: a bias each or none, of one dtype; a codebook each or none)
+            key += (None if call.bias is None else call.bias.meta["val"].dtype, call.codebook is None)
         group = growing.get(key)
-        if group is None or len(group) == MAX_GROUP or not _inputs_before(call, group[0][0], order):
+        full = one_gemv and len(group or ()) == MAX_GROUP
+        if group is None or full or not _inputs_before(call, group[0][0], order):
             group = growing[key] = []
-            groups.append(group)
+            groups.append((one_gemv, group))
         group.append((node, call))
     gone = 0
-    for group in groups:
+    for one_gemv, group in groups:
         if len(group) > 1:
             nodes, calls = zip(*group)
-            _merge(graph, list(nodes), list(calls))
+            (_merge if one_gemv else _split)(graph, list(nodes), list(calls))
             gone += len(group) - 1
     return gone
 

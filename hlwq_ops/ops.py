@@ -15,6 +15,9 @@ This is the only module that touches ``torch.library``.
 ``hlwq.linear_group``  ``hlwq.linear_inference`` of several weights on one
                        input, their outputs side by side: one GEMV launch at
                        decode sizes (what :mod:`hlwq_ops.grouping` compiles in)
+``hlwq.linear_siblings``  ``hlwq.linear_inference`` of several weights on one
+                       input, one output each: the activations rotated once
+                       for the tensor-core kernels that read them alike
 ``hlwq.linear_compiled``  ``hlwq.linear_inference`` as compiled graphs call it
                        with ``HLWQ_COMPILED_GEMV=1``: a ``triton_op`` whose
                        decode-size GEMV Inductor launches itself (experimental)
@@ -24,7 +27,8 @@ All but ``linear_compiled`` are opaque ``custom_op``s (``linear_inference`` is d
 ``torch.library.Library``, to have no autograd kernel; see its section): the
 CPU implementations are plain torch (the
 reference math of :mod:`hlwq_ops.format`); the CUDA implementations of
-``fwht``, ``dequantize``, ``linear_rotated``, ``linear``, ``linear_inference`` and ``linear_group`` are the Triton
+``fwht``, ``dequantize``, ``linear_rotated``, ``linear``, ``linear_inference``, ``linear_group`` and ``linear_siblings``
+are the Triton
 kernels of :mod:`hlwq_ops.kernels` (``quantize`` runs the same vectorized torch
 code on either device). ``hlwq.linear`` is one op, not ``fwht`` followed by
 ``linear_rotated``, because at decode sizes its GEMV rotates the activations
@@ -424,11 +428,12 @@ _LIB.define(
 )
 
 
-def _check_linear_group(x, qdata, scale, bias, bits, block_size, K, codebook) -> list[int]:
-    """Validate the arguments of ``hlwq.linear_group`` (each weight's as ``hlwq.linear``'s); return each one's N."""
+def _check_linear_group(x, qdata, scale, bias, bits, block_size, K, codebook, op="linear_group") -> list[int]:
+    """Validate the arguments of ``hlwq.linear_group`` (or ``op``'s: ``linear_siblings``), each weight's as
+    ``hlwq.linear``'s; return each one's N."""
     lengths = [len(qdata), len(scale), len(bias), len(codebook)]
     if not qdata or len(set(lengths)) > 1:
-        raise ValueError("hlwq.linear_group takes one qdata, scale, bias and codebook (None where absent) per weight, "
+        raise ValueError(f"hlwq.{op} takes one qdata, scale, bias and codebook (None where absent) per weight, "
                          f"at least one weight; got lists of {lengths[0]}, {lengths[1]}, {lengths[2]} and {lengths[3]}")
     return [_check_linear(x, q, s, b, bits, block_size, K, c) for q, s, b, c in zip(qdata, scale, bias, codebook)]
 
@@ -452,6 +457,42 @@ def _linear_group_fake(x, qdata, scale, bias, bits, block_size, K, codebook):
 _LIB.impl("linear_group", _linear_group_cpu, "CPU")
 _LIB.impl("linear_group", _linear_group_cuda, "CUDA")
 torch.library.register_fake("hlwq::linear_group", _linear_group_fake, lib=_LIB)
+
+
+# ---------------------------------------------------------------------------
+# hlwq.linear_siblings: several weights' hlwq.linear_inference on one input, one output each
+# ---------------------------------------------------------------------------
+
+# What :class:`hlwq_ops.grouping.GroupProjections` puts in a compiled graph in place of the calls of one input's
+# sibling projections past decode sizes of one row, where each weight's call runs its own kernel: their outputs one
+# tensor each (no concatenation to copy), the activations rotated once for the calls that read the same rotation
+# (``kernels.linear_siblings``). Defined as ``linear_inference`` is (no autograd kernel): the pass makes it from
+# those calls only.
+_LIB.define(
+    "linear_siblings(Tensor x, Tensor[] qdata, Tensor[] scale, Tensor?[] bias, SymInt bits, SymInt block_size, "
+    "SymInt K, Tensor?[] codebook) -> Tensor[]",
+    tags=(torch.Tag.pt2_compliant_tag,),
+)
+
+
+def _linear_siblings_cpu(x, qdata, scale, bias, bits, block_size, K, codebook):
+    _check_linear_group(x, qdata, scale, bias, bits, block_size, K, codebook, "linear_siblings")
+    return [_linear_cpu(x, q, s, b, bits, block_size, K, c) for q, s, b, c in zip(qdata, scale, bias, codebook)]
+
+
+def _linear_siblings_cuda(x, qdata, scale, bias, bits, block_size, K, codebook):
+    _check_linear_group(x, qdata, scale, bias, bits, block_size, K, codebook, "linear_siblings")
+    return kernels.linear_siblings(x, list(zip(qdata, scale, bias, codebook)), bits, block_size, K)
+
+
+def _linear_siblings_fake(x, qdata, scale, bias, bits, block_size, K, codebook):
+    N = _check_linear_group(x, qdata, scale, bias, bits, block_size, K, codebook, "linear_siblings")
+    return [x.new_empty((*x.shape[:-1], n)) for n in N]
+
+
+_LIB.impl("linear_siblings", _linear_siblings_cpu, "CPU")
+_LIB.impl("linear_siblings", _linear_siblings_cuda, "CUDA")
+torch.library.register_fake("hlwq::linear_siblings", _linear_siblings_fake, lib=_LIB)
 
 
 # ---------------------------------------------------------------------------

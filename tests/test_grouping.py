@@ -15,18 +15,20 @@ from hlwq_ops.grouping import GroupProjections
 from .test_transformers import MODELS, _opt
 
 GROUP = torch.ops.hlwq.linear_group.default
+SIBLINGS = torch.ops.hlwq.linear_siblings.default
 LINEAR = torch.ops.hlwq.linear_inference.default
 
 
 class _Record(CustomGraphPass):
-    """Each compiled graph's calls: (groups with their sizes, single calls)."""
+    """Each compiled graph's calls: (groups with their sizes, siblings calls with theirs, single calls)."""
 
     def __init__(self):
         self.graphs = []
 
     def __call__(self, graph):
         groups = [len(node.args[1]) for node in graph.nodes if node.target is GROUP]
-        self.graphs.append((groups, sum(node.target is LINEAR for node in graph.nodes)))
+        siblings = [len(node.args[1]) for node in graph.nodes if node.target is SIBLINGS]
+        self.graphs.append((groups, siblings, sum(node.target is LINEAR for node in graph.nodes)))
 
     def uuid(self):
         return None  # (no caching: every test compiles afresh)
@@ -67,14 +69,16 @@ def _siblings():
 def test_calls_on_one_input_group_by_format_in_threes():
     expected, y, graphs = _eager_and_compiled(_siblings(), torch.randn(1, 256))
     # a, b, c of one group, d alone after three; Q4's call and the other input's apart
-    assert graphs == [([3], 3)]
+    assert graphs == [([3], [], 3)]
     assert torch.equal(y, expected)  # (the CPU's group runs each weight's call: the same sums)
 
 
-def test_rows_past_one_stay_apart():
-    """Where a tensor-core kernel may serve the calls (M = 2 on an H100), they stay as they were."""
-    expected, y, graphs = _eager_and_compiled(_siblings(), torch.randn(2, 256))
-    assert graphs == [([], 6)]
+@pytest.mark.parametrize("M", [2, 16])
+def test_rows_past_one_become_siblings(M):
+    """Where a tensor-core kernel may serve the calls (from M = 2 on an H100), the calls of one input and format
+    become one ``hlwq.linear_siblings`` call (any number of them), its outputs each call's."""
+    expected, y, graphs = _eager_and_compiled(_siblings(), torch.randn(M, 256))
+    assert graphs == [([], [4], 2)]
     assert torch.equal(y, expected)
 
 
@@ -87,7 +91,7 @@ def test_rows_known_only_at_run_time_stay_apart(monkeypatch, dynamic):
     if dynamic:
         torch._dynamo.mark_dynamic(x, 0)
     expected, y, graphs = _eager_and_compiled(_siblings(), x)
-    assert graphs == ([([], 6)] if dynamic else [([3], 3)])
+    assert graphs == ([([], [], 6)] if dynamic else [([3], [], 3)])
     assert torch.equal(y, expected)
 
 
@@ -101,7 +105,7 @@ def test_weights_with_their_own_codebooks_group_with_them():
         layer.weight = torch.nn.Parameter(HLWQTensor.from_hp(torch.randn_like(layer.weight.dequantize()), 5,
                                                              codebook=own), requires_grad=False)
     expected, y, graphs = _eager_and_compiled(module, torch.randn(1, 256))
-    assert graphs == [([3], 3)]
+    assert graphs == [([3], [], 3)]
     assert torch.equal(y, expected)
 
 
@@ -122,7 +126,7 @@ def test_a_weight_made_after_the_first_call_stays_apart():
     module = _SliceAfter().eval()
     quantize_(module, hlwq_q5())
     expected, y, graphs = _eager_and_compiled(module, torch.randn(1, 256))
-    assert graphs == [([], 2)]
+    assert graphs == [([], [], 2)]
     assert torch.equal(y, expected)
 
 
@@ -144,7 +148,8 @@ def test_graph_decoder_groups_and_decodes_like_generate(arch):
         with torch._inductor.config.patch(post_grad_custom_post_pass=record):
             tokens = GraphDecoder(model).generate(ids, 5)
     assert torch.equal(tokens, expected)
-    (groups, singles), = record.graphs
+    (groups, siblings, singles), = record.graphs
+    assert not siblings
     assert groups and all(size in (2, 3) for size in groups), groups
     if arch in ("llama", "opt"):  # (OPT's MLP: fc1 alone)
         assert groups == ([3, 2] * 2 if arch == "llama" else [3] * 2)
@@ -170,7 +175,7 @@ def test_generate_groups_with_the_pass_in_inductors_config():
                                     compile_config=on_cpu)
     torch._dynamo.reset()  # (the graph compiled with the test's pass goes)
     assert torch.equal(tokens, expected)
-    assert record.graphs == [([3, 2] * 2, 5)]  # two layers: o and down alone, and lm_head
+    assert record.graphs == [([3, 2] * 2, [], 5)]  # two layers: o and down alone, and lm_head
 
 
 def test_graph_decoder_without_grouping_keeps_each_call():
@@ -183,7 +188,7 @@ def test_graph_decoder_without_grouping_keeps_each_call():
     torch._dynamo.reset()
     with torch.no_grad(), torch._inductor.config.patch(post_grad_custom_post_pass=record):
         GraphDecoder(model, group_projections=False).generate(ids, 3)
-    assert record.graphs == [([], 15)]  # seven projections a layer and lm_head
+    assert record.graphs == [([], [], 15)]  # seven projections a layer and lm_head
 
 
 class _Outputs(torch.nn.Module):
@@ -212,7 +217,18 @@ def test_a_call_whose_output_leaves_the_graph_stays_apart(monkeypatch, module):
     module = module().eval()
     quantize_(module, hlwq_q5())
     expected, y, graphs = _eager_and_compiled(module, torch.randn(3, 256))
-    assert graphs == [([2], 2)]
+    assert graphs == [([2], [], 2)]
+    assert all(torch.equal(a, b) and a.stride() == b.stride() for a, b in zip(y, expected))
+
+
+@pytest.mark.parametrize("module", [_Outputs, _ViewOutputs])
+def test_siblings_whose_outputs_leave_the_graph_keep_their_strides(module):
+    """A ``hlwq.linear_siblings`` call's outputs are tensors of their own: calls whose outputs the graph returns,
+    as they are or through views, join it, and come back with eager's strides."""
+    module = module().eval()
+    quantize_(module, hlwq_q5())
+    expected, y, graphs = _eager_and_compiled(module, torch.randn(3, 256))
+    assert graphs == [([], [4], 0)]
     assert all(torch.equal(a, b) and a.stride() == b.stride() for a, b in zip(y, expected))
 
 
@@ -231,7 +247,7 @@ def test_biases_of_another_dtype_stay_apart():
     module.b.bias.data = module.b.bias.data.double().float()  # (the same values)
     module.c.bias.data = module.c.bias.data.bfloat16()
     expected, y, graphs = _eager_and_compiled(module, torch.randn(1, 256))
-    assert graphs == [([2], 1)]
+    assert graphs == [([2], [], 1)]
     assert torch.equal(y, expected)
 
 
@@ -247,4 +263,4 @@ def test_the_callers_passes_run_after_and_key_the_caches():
     torch._dynamo.reset()
     with torch.no_grad(), fresh_cache():  # (keyed, a graph would come from an earlier run's cache, passes not run)
         torch.compile(module, fullgraph=True, options={"post_grad_custom_post_pass": both})(torch.randn(1, 256))
-    assert first.graphs == second.graphs == [([3], 3)]
+    assert first.graphs == second.graphs == [([3], [], 3)]

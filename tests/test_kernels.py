@@ -373,6 +373,26 @@ def test_a_group_call_signature_is_resolved_once(monkeypatch):
     assert torch.equal(y, unresolved(xs[0], without_bias))
 
 
+def test_linear_siblings_rotate_once_for_the_calls_that_read_alike(monkeypatch):
+    """``kernels.linear_siblings`` gives each weight's ``kernels.linear`` bit for bit, with one FWHT launch for the
+    resolved tensor-core calls that read the same rotation (on the CPU: every weight of the standard codebook; a
+    weight with its own codebook takes the general kernel, rotating its input itself)."""
+    weights, _ = _group((40, 24, 8), 256, 5, bias=True, codebooks=True)
+    x = torch.randn(16, 256, device=KERNEL_DEVICE, dtype=torch.bfloat16)
+    expected = [kernels.linear(x, q, s, b, 5, 128, 256, c) for q, s, b, c in weights]  # (resolved now)
+    rotations = []
+    launch_fwht = kernels.launch_fwht
+    monkeypatch.setattr(kernels, "launch_fwht", lambda *a: rotations.append(a) or launch_fwht(*a))
+    y = kernels.linear_siblings(x, weights, 5, 128, 256)
+    assert all(torch.equal(a, b) for a, b in zip(y, expected))
+    runs = [getattr(kernels._RESOLVED.get(kernels._signature(x, q, s, b, 5, 128, 256, c)), "run", None)
+            for q, s, b, c in weights]
+    assert [isinstance(run, kernels._RotatedLaunches) for run in runs] == [True, False, True]
+    assert len(rotations) == len({runs[0].rotation_key, runs[2].rotation_key})
+    if KERNEL_DEVICE == "cpu":  # (where nothing is tuned both read the wgmma kernel's order)
+        assert len(rotations) == 1
+
+
 def test_gemv_group_refuses_what_one_launch_cannot_read():
     from hlwq_ops.kernels.gemv import gemv_group
 

@@ -304,6 +304,11 @@ def _opcheck_cases(device, dtype):
             (x.detach(), [qdata, qdata[:8]], [scale, scale[:8]], [bias.detach(), bias[:8].detach()], 5, 128, 200,
              [None, torch.sort(torch.randn(32, device=device)).values]),
         ),
+        "linear_siblings": (
+            torch.ops.hlwq.linear_siblings.default,
+            (x.detach(), [qdata, qdata[:8]], [scale, scale[:8]], [bias.detach(), None], 5, 128, 200,
+             [None, torch.sort(torch.randn(32, device=device)).values]),
+        ),
     }
 
 
@@ -312,7 +317,7 @@ def _opcheck_cases(device, dtype):
 @pytest.mark.parametrize(
     "name",
     ["fwht", "quantize", "dequantize", "linear_rotated", "linear", "linear_no_bias", "linear_inference",
-     "linear_group"],
+     "linear_group", "linear_siblings"],
 )
 def test_opcheck(device, dtype, name):
     op, args = _opcheck_cases(device, dtype)[name]
@@ -335,6 +340,26 @@ def test_linear_group_is_the_linears_side_by_side(device, M):
                           torch.ops.hlwq.linear(x, q2, s2, b2, 5, 128, 200)], -1)
     assert y.shape == (1, M, 64) and y.dtype == torch.bfloat16
     assert rel_error(y, expected) < 1e-2
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("M", [1, 5])
+def test_linear_siblings_are_the_linears_each(device, M):
+    _, q1, s1 = _packed(40, 200, 5, device)
+    _, q2, s2 = _packed(24, 200, 5, device)
+    x = torch.randn(1, M, 200, device=device, dtype=torch.bfloat16)
+    b1 = torch.randn(40, device=device)
+    ys = torch.ops.hlwq.linear_siblings(x, [q1, q2], [s1, s2], [b1, None], 5, 128, 200, [None, None])
+    expected = [torch.ops.hlwq.linear(x, q1, s1, b1, 5, 128, 200), torch.ops.hlwq.linear(x, q2, s2, None, 5, 128, 200)]
+    assert [y.shape for y in ys] == [(1, M, 40), (1, M, 24)] and all(y.dtype == torch.bfloat16 for y in ys)
+    assert all(rel_error(y, e) < 1e-2 for y, e in zip(ys, expected))
+
+
+def test_linear_siblings_refuse_lists_of_other_lengths():
+    _, qdata, scale = _packed(8, 256)
+    x = torch.randn(2, 256)
+    with pytest.raises(ValueError, match="hlwq.linear_siblings takes one qdata, .* got lists of 1, 1, 2 and 1"):
+        torch.ops.hlwq.linear_siblings(x, [qdata], [scale], [None, None], 5, 128, 256, [None])
 
 
 def test_linear_group_refuses_lists_of_other_lengths_and_checks_each_weight():

@@ -60,6 +60,7 @@ __all__ = [
     "linear",
     "linear_group",
     "linear_rotated",
+    "linear_siblings",
     "mma",
     "note_weight",
     "tc_gemv",
@@ -311,11 +312,27 @@ def _gemv_launches(plan, bits, x2, qdata, scale, bias, codebook, out_dtype) -> t
                              kernel_codebook(bits, codebook, qdata.device), out_dtype)
 
 
-def _rotated_launches(rotation, dtype, launch, plan, table, x2, qdata, scale, bias, codebook, out_dtype):
-    """A resolved tensor-core call: the FWHT's ``rotation`` (:func:`.fwht.plan_for`) of ``x2`` into ``dtype`` as
-    the kernel reads it, then ``launch(plan, ...)``, the kernel's (``table``: the standard codebook)."""
-    xr = launch_fwht(rotation, x2, torch.empty(x2.shape, device=x2.device, dtype=dtype))
-    return launch(plan, xr, qdata.view(torch.int32), unit_stride(scale), unit_stride(bias), table, out_dtype)
+class _RotatedLaunches(NamedTuple):
+    """A resolved tensor-core call: the FWHT's ``rotation`` (:func:`.fwht.plan_for`) of the activations into
+    ``dtype`` as the kernel reads them, then ``launch(plan, ...)``, the kernel's (``table``: the standard codebook).
+    Calls on one input whose ``rotation_key`` is the same read the same rotated activations
+    (:func:`linear_siblings`)."""
+
+    rotation: tuple
+    rotation_key: tuple  # (dtype, positions per word, span, dependent): what the rotated activations depend on
+    launch: Callable
+    plan: object
+    table: torch.Tensor
+
+    def rotate(self, x2: torch.Tensor) -> torch.Tensor:
+        return launch_fwht(self.rotation, x2, torch.empty(x2.shape, device=x2.device, dtype=self.rotation_key[0]))
+
+    def multiply(self, xr, qdata, scale, bias, out_dtype) -> torch.Tensor:
+        return self.launch(self.plan, xr, qdata.view(torch.int32), unit_stride(scale), unit_stride(bias), self.table,
+                           out_dtype)
+
+    def __call__(self, x2, qdata, scale, bias, codebook, out_dtype) -> torch.Tensor:
+        return self.multiply(self.rotate(x2), qdata, scale, bias, out_dtype)
 
 
 # Call signatures of linear() resolved (emptied by launch.clear_plans): the GEMV's, and the tensor-core kernels' that
@@ -370,16 +387,45 @@ _TENSOR_CORE = {
 }
 
 
-def _tensor_core_resolved(x2, qdata, scale, bias, bits, block_size, config, dependent) -> Callable:
+def _tensor_core_resolved(x2, qdata, scale, bias, bits, block_size, config, dependent) -> _RotatedLaunches:
     """The launches of a tensor-core call (a :data:`_TENSOR_CORE` family) on unpadded activations, resolved: the FWHT
     rotating them as the kernel reads them, as :func:`_tensor_core_linear` asks it to, then the kernel."""
     family = config.get("kernel", "wgmma")
     plan_for_family, launch, per_word = _TENSOR_CORE[family]
     dtype = _compute_dtype(x2.dtype) if per_word else torch.bfloat16
-    rotation = plan_fwht(x2, block_size, per_word, activation_span(config) if family == "wsrs" else None, dependent)
+    span = activation_span(config) if family == "wsrs" else None
+    rotation = plan_fwht(x2, block_size, per_word, span, dependent)
     plan = plan_for_family(x2.shape, dtype, x2.device, qdata.view(torch.int32), unit_stride(scale), unit_stride(bias),
                            bits, block_size, config, dependent)
-    return functools.partial(_rotated_launches, rotation, dtype, launch, plan, standard_codebook(bits, x2.device))
+    return _RotatedLaunches(rotation, (dtype, per_word, span, dependent), launch, plan,
+                            standard_codebook(bits, x2.device))
+
+
+def linear_siblings(x: torch.Tensor, weights: list[tuple], bits: int, block_size: int, K: int) -> list[torch.Tensor]:
+    """``[linear(x, qdata, scale, bias, bits, block_size, K, codebook) for ... in weights]`` for ``(qdata, scale,
+    bias, codebook)`` weights on one input, with one FWHT launch for the calls that read the same rotated
+    activations: those resolved to a tensor-core kernel behind the FWHT (:func:`_tensor_core_resolved`) with the same
+    ``rotation_key``. A call not resolved so is :func:`linear`'s (which resolves it for the next one, where it can).
+
+    At M > 1 each tensor-core call rotates its input itself: a layer's q, k and v, or its gate and up, rotated it
+    two or three times (``benchmarks/RESULTS.md`` 61c)."""
+    outs, rotated, x2 = [], {}, None
+    for q, s, b, c in weights:
+        entry = None
+        if x.numel() <= tuning.WSRS_MAX_M * K:  # (as linear() resolves calls)
+            entry = _RESOLVED.get(_signature(x, q, s, b, bits, block_size, K, c))
+        if entry is None or not isinstance(entry.run, _RotatedLaunches) or not entry.current():
+            outs.append(linear(x, q, s, b, bits, block_size, K, c))
+            continue
+        if x2 is None:
+            x2 = x.reshape(-1, K)
+            x2 = x2.contiguous() if entry.copy_x else x2
+        key = entry.run.rotation_key
+        if key not in rotated:
+            rotated[key] = entry.run.rotate(x2)
+        y = entry.run.multiply(rotated[key], q, s, b, x.dtype)
+        outs.append(y.reshape(*x.shape[:-1], entry.N))
+    return outs
 
 
 def linear_group(x: torch.Tensor, weights: list[tuple], bits: int, block_size: int, K: int) -> torch.Tensor:
