@@ -140,7 +140,8 @@ class GraphDecoder:
             Python counter that a graph cannot replay.
         group_projections: compile the step with :class:`hlwq_ops.grouping.GroupProjections`
             (the HLWQ projections of one input -- q, k and v; gate and up -- in one GEMV at
-            batch 1), after Inductor's ``post_grad_custom_post_pass`` where one is set.
+            batch 1, behind one FWHT at larger batches), after Inductor's ``post_grad_custom_post_pass`` where
+            one is set.
         prompt_graph: capture the prompt's forward in a CUDA graph as well (needs
             ``cuda_graph``), at the first call of a cache and prompt length, and replay it in later
             ones (Llama-3-8B-shaped Q5, 128 tokens, H100: time to first token 11.2 ms against

@@ -7,8 +7,9 @@ register-operand kernel (:mod:`.wgmma`) -- or, where the tuner finds them
 faster, the tensor-core GEMV (:mod:`.tcgemv`, M <= 8), the warp-specialized
 kernel (:mod:`.wsmma`, sm_90, M >= 16), its register-operand variant
 (:mod:`.wsrs`, sm_90, M <= 2048), dequantize + cuBLAS (M > 64 where the
-warp-specialized kernel runs) or, at M = 2, the GEMV -- serves the layers it
-supports and the general one (:mod:`.mma`) the rest.
+warp-specialized kernel runs) or, at M = 2 (on small layers up to M = 8), the
+GEMV -- serves the layers it supports and the general one (:mod:`.mma`) the
+rest.
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def launches_dependent(device: torch.device) -> bool:
 
 def _tensor_core_linear(activations, M, k_pad, qdata, scale, bias, bits, block_size, out_dtype, *, ws, dependent,
                         gemv_run=None) -> tuple[torch.Tensor, str, dict]:
-    """The tensor-core kernels (and, at larger M, dequantize + cuBLAS; at M = 2 the GEMV): whichever the tuner found
+    """The tensor-core kernels (and, at larger M, dequantize + cuBLAS; at few rows the GEMV): whichever the tuner found
     fastest here; the output, the families timed (``tuning.config_for``'s ``kernel``) and the config that ran.
 
     ``activations(per_word, span, dependent)`` gives the rotated 16-bit activations in
