@@ -1290,9 +1290,11 @@ def test_ws_rs_candidates_and_configs():
 @pytest.mark.parametrize("M,kernel,config", [(2, "gemv+wgmma+tc+wsrs", dict(kernel="gemv", VEC=4, R=8, ROWS=8,
                                                                             num_warps=4, MB=2)),
                                              (2, "gemv+wgmma+tc+wsrs", dict(kernel="wsrs", BM=8, XBOX=64)),
-                                             (5, "wgmma+tc+wsrs", dict(kernel="tc", num_warps=2, KB=1, MG=1,
-                                                                       ROWS=16, WARP_SUM=True)),
-                                             (5, "wgmma+tc+wsrs", dict(kernel="wsrs", BM=8, XBOX=64)),
+                                             (5, "gemv+wgmma+tc+wsrs", dict(kernel="gemv", VEC=4, R=8, ROWS=8,
+                                                                            num_warps=4, MB=2)),
+                                             (5, "gemv+wgmma+tc+wsrs", dict(kernel="tc", num_warps=2, KB=1, MG=1,
+                                                                            ROWS=16, WARP_SUM=True)),
+                                             (5, "gemv+wgmma+tc+wsrs", dict(kernel="wsrs", BM=8, XBOX=64)),
                                              (16, "wgmma+ws+wsrs", dict(kernel="ws")),
                                              (64, "wgmma+ws+wsrs", dict(kernel="wsrs", BM=64, XBOX=16)),
                                              (65, "dequant+ws+wsrs", dict(kernel="dequant")),
@@ -1302,8 +1304,8 @@ def test_ws_rs_candidates_and_configs():
                                              (2049, "dequant+ws", dict(kernel="dequant"))])
 def test_tensor_core_families_where_the_ws_kernel_runs(M, kernel, config, dtype, rotated, monkeypatch):
     """Where the warp-specialized kernel runs, the tuner weighs it from M = 16 and its register-operand variant up to
-    M = 2048, past the wgmma kernel's range dequantize + cuBLAS first (the untuned default), and at M = 2 the GEMV
-    first; whichever config it picks runs its kernel -- the GEMV on the activations as given, the others on bfloat16
+    M = 2048, past the wgmma kernel's range dequantize + cuBLAS first (the untuned default), and at M = 2 (on this
+    small layer up to M = 8) the GEMV first; whichever config it picks runs its kernel -- the GEMV on the activations as given, the others on bfloat16
     ones (16-byte aligned for the ws kernels): in K order for the ws kernel and the tensor-core GEMV, in the wgmma
     permutation (whole rows or per block, as its config says) for the register-operand variant; with the bias, in
     the activations' dtype, from ``linear`` and ``linear_rotated`` (the register-operand variant launched with PDL
