@@ -113,7 +113,7 @@ def pieces(x, q, M: int, N: int, K: int) -> dict:
             xp = kernels.as_operand(kernels.fwht(x2, 128, x.dtype, 8, span, True))
             out["fwht (per_word 8)"] = lambda: kernels.fwht(x2, 128, x.dtype, 8, span, True)
             out["ws_rs"] = lambda config=config: kernels.ws_rs(xp, qd, sc, None, bits, 128, x.dtype, config, True)
-        elif config.get("kernel", family) == "gemv":  # (the GEMV's own key, or where it competes at M = 2)
+        elif config.get("kernel", family) == "gemv":  # (the GEMV's own key, or where it competes: M = 2, small layers to 8)
             out["gemv"] = lambda config=config: kernels.gemv(x2, qd, sc, None, bits, 128, None, x.dtype, config,
                                                              rotate=True)
     return out

@@ -1,4 +1,4 @@
-"""Sibling projections in one GEMV: an Inductor graph pass for compiled decode steps.
+"""Sibling projections in one GEMV, or behind one FWHT: an Inductor graph pass for compiled graphs.
 
 A transformer layer multiplies one input by several weights in turn -- the attention's q, k and v, the MLP's gate
 and up -- and transformers calls each projection's module on its own. At batch 1 each call is a GEMV that pays a
@@ -15,10 +15,11 @@ call and concatenates. The pass makes such groups only of calls of a row count k
 device runs the GEMV.
 
 At other row counts known while compiling (a batch of several sequences, a prefill), where each call runs a kernel of
-its own, the calls on one input become one ``hlwq.linear_siblings`` call, one output each: each tensor-core kernel
-there reads the activations rotated by an FWHT launch before it, and siblings whose kernels read them alike share one
-(at batch 8 on the Qwen3.5-9B shape the FWHT took 8.3% of the decode step, 96 of its 248 launches repeating a
-sibling's rotation: ``benchmarks/RESULTS.md`` 61c). A graph with a dynamic batch keeps its calls as they were.
+its own, the calls on one input become one ``hlwq.linear_siblings`` call (up to :data:`MAX_SIBLINGS`), one output
+each: each tensor-core kernel there reads the activations rotated by an FWHT launch before it, and siblings whose
+kernels read them alike share one (at batch 8 on the Qwen3.5-9B shape, before the GEMV competed at M = 3..8 on small
+layers, the FWHT took 8.3% of the decode step, 96 of its 248 launches repeating a sibling's rotation:
+``benchmarks/RESULTS.md`` 61c). A graph with a dynamic batch keeps its calls as they were.
 
 Inductor runs the pass on each graph it compiles (its ``post_grad_custom_post_pass``)::
 
@@ -46,6 +47,12 @@ from .kernels.gemv import MAX_GROUP
 
 __all__ = ["GroupProjections", "group_projections"]
 
+# The most calls one ``hlwq.linear_siblings`` takes: a layer's projections of one input (Qwen3.5's linear attention
+# has four). The calls move to the first one's place, so a group without a bound would compute every decoder layer's
+# projections of an input they all read (an encoder's output, for cross-attention) at the first layer, holding all
+# their outputs from there on.
+MAX_SIBLINGS = 4
+
 
 class _Call(NamedTuple):
     """A ``hlwq.linear_inference`` call's arguments, by name."""
@@ -62,9 +69,10 @@ class _Call(NamedTuple):
 
 def _call(node: Node) -> tuple[_Call, bool] | None:
     """The arguments of a ``hlwq.linear_inference`` call this pass can group, and whether it joins a
-    ``hlwq.linear_group`` (else a ``hlwq.linear_siblings``), or None: every size an int (the rows of its input
-    too), and for a ``linear_group`` such that :func:`hlwq_ops.kernels.group_serves` holds and its output not the
-    graph's (a slice of the group's output would come back with the group's row stride; a view of it too)."""
+    ``hlwq.linear_group`` (at a row count where :func:`hlwq_ops.kernels.group_serves` holds) or a
+    ``hlwq.linear_siblings`` (more rows); or None: a size not an int (the rows of its input too), one row where
+    ``group_serves`` does not hold (``HLWQ_PATH`` forcing another family), or a ``linear_group`` call whose output is
+    the graph's (a slice of the group's output would come back with the group's row stride; a view of it too)."""
     if node.target is not torch.ops.hlwq.linear_inference.default:
         return None
     # the codebook's default first: a traced call passes it by position, by keyword or not at all
@@ -126,7 +134,7 @@ def _weights(calls: list[_Call]) -> tuple:
             first.block_size, first.K, [c.codebook for c in calls])
 
 
-def _split(graph: Graph, nodes: list[Node], calls: list[_Call]) -> None:
+def _siblings(graph: Graph, nodes: list[Node], calls: list[_Call]) -> None:
     """Replace ``nodes`` (calls on one input, their arguments ``calls``) by one ``hlwq.linear_siblings`` call, before
     the first, and its outputs in their places."""
     args = _weights(calls)
@@ -163,9 +171,9 @@ def _merge(graph: Graph, nodes: list[Node], calls: list[_Call]) -> None:
 def group_projections(graph: Graph) -> int:
     """Group ``graph``'s ``hlwq.linear_inference`` calls on one input, in place (see the module docstring): calls
     of one input, bit width, block size and K, in the graph's order, each joining its group only if the tensors it
-    reads are made before the group's first call; into a ``hlwq.linear_group`` (one row) only calls with a bias and
-    a codebook each or none, up to :data:`MAX_GROUP` a group. Returns how many calls are gone (0: the graph is
-    unchanged)."""
+    reads are made before the group's first call, up to :data:`MAX_SIBLINGS` a group; into a ``hlwq.linear_group``
+    (one row) only calls with a bias and a codebook each or none, up to :data:`MAX_GROUP` a group. Returns how many
+    calls are gone (0: the graph is unchanged)."""
     order = {node: i for i, node in enumerate(graph.nodes)}
     groups: list[tuple[bool, list[tuple[Node, _Call]]]] = []
     growing: dict[tuple, list[tuple[Node, _Call]]] = {}
@@ -178,7 +186,7 @@ def group_projections(graph: Graph) -> int:
         if one_gemv:  # (one GEMV launch: a bias each or none, of one dtype; a codebook each or none)
             key += (None if call.bias is None else call.bias.meta["val"].dtype, call.codebook is None)
         group = growing.get(key)
-        full = one_gemv and len(group or ()) == MAX_GROUP
+        full = len(group or ()) == (MAX_GROUP if one_gemv else MAX_SIBLINGS)
         if group is None or full or not _inputs_before(call, group[0][0], order):
             group = growing[key] = []
             groups.append((one_gemv, group))
@@ -187,7 +195,7 @@ def group_projections(graph: Graph) -> int:
     for one_gemv, group in groups:
         if len(group) > 1:
             nodes, calls = zip(*group)
-            (_merge if one_gemv else _split)(graph, list(nodes), list(calls))
+            (_merge if one_gemv else _siblings)(graph, list(nodes), list(calls))
             gone += len(group) - 1
     return gone
 

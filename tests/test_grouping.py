@@ -82,6 +82,27 @@ def test_rows_past_one_become_siblings(M):
     assert torch.equal(y, expected)
 
 
+class _Many(torch.nn.Module):
+    """Six projections of one input, as an encoder-decoder's layers' cross-attention k and v of the encoder's output."""
+
+    def __init__(self):
+        super().__init__()
+        self.projections = torch.nn.ModuleList(torch.nn.Linear(256, 16, bias=False) for _ in range(6))
+
+    def forward(self, x):
+        return torch.cat([p(x) for p in self.projections], -1)
+
+
+def test_siblings_come_four_at_most():
+    """A ``hlwq.linear_siblings`` call takes four calls at most: the calls move to the first one's place, so a group
+    without a bound would compute every layer's projections of an input they all read at the first layer."""
+    module = _Many().eval()
+    quantize_(module, hlwq_q5())
+    expected, y, graphs = _eager_and_compiled(module, torch.randn(4, 256))
+    assert graphs == [([], [4, 2], 0)]
+    assert torch.equal(y, expected)
+
+
 @pytest.mark.parametrize("dynamic", [False, True])
 def test_rows_known_only_at_run_time_stay_apart(monkeypatch, dynamic):
     """With the GEMV forced (``HLWQ_PATH=gemv``) three rows are grouped, but not a row count the graph takes at run

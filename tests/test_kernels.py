@@ -373,24 +373,39 @@ def test_a_group_call_signature_is_resolved_once(monkeypatch):
     assert torch.equal(y, unresolved(xs[0], without_bias))
 
 
-def test_linear_siblings_rotate_once_for_the_calls_that_read_alike(monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("strided", [False, True])
+def test_linear_siblings_rotate_once_for_the_calls_that_read_alike(monkeypatch, dtype, strided):
     """``kernels.linear_siblings`` gives each weight's ``kernels.linear`` bit for bit, with one FWHT launch for the
-    resolved tensor-core calls that read the same rotation (on the CPU: every weight of the standard codebook; a
-    weight with its own codebook takes the general kernel, rotating its input itself)."""
-    weights, _ = _group((40, 24, 8), 256, 5, bias=True, codebooks=True)
-    x = torch.randn(16, 256, device=KERNEL_DEVICE, dtype=torch.bfloat16)
+    resolved tensor-core calls that read the same rotation: two wgmma calls share one (the wgmma order), the
+    tensor-core GEMV's call gets its own (K order); a weight with its own codebook takes the general kernel, which
+    rotates its input itself. The configs are fixed (as if tuned) so that the families are the same on every device;
+    ``strided``: activations whose rows are a slice of wider ones (copied before the launches, once)."""
+    from hlwq_ops.kernels import launch as launch_module
+
+    weights, _ = _group((40, 24, 8, 16), 256, 5, bias=True)
+    weights[3] = (*weights[3][:3], torch.sort(torch.randn(32, device=KERNEL_DEVICE)).values)
+    family = {40: "wgmma", 24: "tc", 8: "wgmma", 16: "wgmma"}
+
+    def config_for(kernel, M, N, k_pad, bits, weight, run):  # (kept as the tuner keeps it: resolved calls hold)
+        chosen = family[N] if "wgmma" in kernel.split("+") else kernel  # (the general kernel's "mma" as it is)
+        config = tuning.candidates(chosen, M, N, k_pad, 132, bits)[0]
+        return tuning._TUNED.setdefault(kernel + tuning._layer_key(M, N, k_pad, bits), config)
+
+    monkeypatch.setattr(tuning, "_TUNED", {})
+    monkeypatch.setattr(tuning, "config_for", config_for)
+    launch_module.clear_plans()
+    x = torch.randn(8, 384 if strided else 256, device=KERNEL_DEVICE).to(dtype)[:, :256]
     expected = [kernels.linear(x, q, s, b, 5, 128, 256, c) for q, s, b, c in weights]  # (resolved now)
     rotations = []
     launch_fwht = kernels.launch_fwht
     monkeypatch.setattr(kernels, "launch_fwht", lambda *a: rotations.append(a) or launch_fwht(*a))
     y = kernels.linear_siblings(x, weights, 5, 128, 256)
     assert all(torch.equal(a, b) for a, b in zip(y, expected))
-    runs = [getattr(kernels._RESOLVED.get(kernels._signature(x, q, s, b, 5, 128, 256, c)), "run", None)
-            for q, s, b, c in weights]
-    assert [isinstance(run, kernels._RotatedLaunches) for run in runs] == [True, False, True]
-    assert len(rotations) == len({runs[0].rotation_key, runs[2].rotation_key})
-    if KERNEL_DEVICE == "cpu":  # (where nothing is tuned both read the wgmma kernel's order)
-        assert len(rotations) == 1
+    runs = [kernels._RESOLVED[kernels._signature(x, q, s, b, 5, 128, 256, c)].run for q, s, b, c in weights[:3]]
+    assert all(isinstance(run, kernels._RotatedLaunches) for run in runs)
+    assert kernels._signature(x, *weights[3][:3], 5, 128, 256, weights[3][3]) not in kernels._RESOLVED
+    assert len(rotations) == 2
 
 
 def test_gemv_group_refuses_what_one_launch_cannot_read():

@@ -313,20 +313,29 @@ def _gemv_launches(plan, bits, x2, qdata, scale, bias, codebook, out_dtype) -> t
                              kernel_codebook(bits, codebook, qdata.device), out_dtype)
 
 
+class _RotationKey(NamedTuple):
+    """What an input's rotated activations depend on, as :func:`.fwht.fwht` takes it (the launch with PDL too)."""
+
+    dtype: torch.dtype
+    per_word: int
+    span: int | None
+    dependent: bool
+
+
 class _RotatedLaunches(NamedTuple):
-    """A resolved tensor-core call: the FWHT's ``rotation`` (:func:`.fwht.plan_for`) of the activations into
-    ``dtype`` as the kernel reads them, then ``launch(plan, ...)``, the kernel's (``table``: the standard codebook).
-    Calls on one input whose ``rotation_key`` is the same read the same rotated activations
+    """A resolved tensor-core call: the FWHT's ``rotation`` (:func:`.fwht.plan_for`) of the activations as the
+    kernel reads them (``rotation_key``), then ``launch(plan, ...)``, the kernel's (``table``: the standard
+    codebook). Calls on one input whose ``rotation_key`` is the same read the same rotated activations
     (:func:`linear_siblings`)."""
 
     rotation: tuple
-    rotation_key: tuple  # (dtype, positions per word, span, dependent): what the rotated activations depend on
+    rotation_key: _RotationKey
     launch: Callable
     plan: object
     table: torch.Tensor
 
     def rotate(self, x2: torch.Tensor) -> torch.Tensor:
-        return launch_fwht(self.rotation, x2, torch.empty(x2.shape, device=x2.device, dtype=self.rotation_key[0]))
+        return launch_fwht(self.rotation, x2, torch.empty(x2.shape, device=x2.device, dtype=self.rotation_key.dtype))
 
     def multiply(self, xr, qdata, scale, bias, out_dtype) -> torch.Tensor:
         return self.launch(self.plan, xr, qdata.view(torch.int32), unit_stride(scale), unit_stride(bias), self.table,
@@ -398,7 +407,7 @@ def _tensor_core_resolved(x2, qdata, scale, bias, bits, block_size, config, depe
     rotation = plan_fwht(x2, block_size, per_word, span, dependent)
     plan = plan_for_family(x2.shape, dtype, x2.device, qdata.view(torch.int32), unit_stride(scale), unit_stride(bias),
                            bits, block_size, config, dependent)
-    return _RotatedLaunches(rotation, (dtype, per_word, span, dependent), launch, plan,
+    return _RotatedLaunches(rotation, _RotationKey(dtype, per_word, span, dependent), launch, plan,
                             standard_codebook(bits, x2.device))
 
 
