@@ -1,10 +1,12 @@
-# Session 62, call 1 (NOTES 62), one machine: the GEMV beside the tensor-core kernels at M = 4 and 8 on small layers
+# Session 62, call 1 (NOTES 62), one machine: the tests of both changes on the GPU; the GEMV beside the tensor-core kernels at M = 4 and 8 on small layers
 # (the tuner's pick against each family forced), then the Qwen3.5-9B-shaped decode at batch 8, the CUDA-graph way,
 # with three trees' hlwq_ops in turn -- before session 62 (b67ff4f), with the GEMV's competition (65cba10), and this
 # tree's, with hlwq.linear_siblings too -- and bf16. The older trees are carried in .diag/s62 (git archive of those
 # commits' hlwq_ops/). Run from the root:
 #   bash benchmarks/gpu_run.sh bash benchmarks/results/h100_s62_call1_script.sh
 set -x
+timeout 100 python3 -m pytest -p no:cacheprovider -q -rfE --tb=short tests/test_kernels.py tests/test_grouping.py \
+  -k "siblings or competes" 2>&1 | tail -6
 timeout 130 python3 benchmarks/bench_ops.py --m 4 8 --shapes 32x4096 1024x4096 --paths --no-int4 \
   --json "$OUT/ops_small.json" --plot "$OUT/ops_small.png" 2>&1 | grep -v "^\s*warnings.warn\|UserWarning" | tail -30
 for tree in base nosib head; do
