@@ -8,11 +8,13 @@ functions by own time::
 
     python benchmarks/profile_linear_cpu.py [--m 1] [--shape 14336x4096] [--family wsrs] [--profile]
     python benchmarks/profile_linear_cpu.py --group 4096 1024 1024 [--shape 4096x4096]
+    python benchmarks/profile_linear_cpu.py --group 4096 1024 1024 --siblings --m 8 --family wgmma
 
 With ``--family`` the calls take the tensor-core path (M past the GEMV's), served that family's favourite config.
 With ``--group`` (rows of each weight; ``--shape``'s K) it times ``kernels.linear_group`` on those weights against
 each weight's ``kernels.linear``, each with and without the CUDA ops' argument checks (with them: the ops
-``hlwq.linear_group`` and ``hlwq.linear_inference`` less the dispatcher).
+``hlwq.linear_group`` and ``hlwq.linear_inference`` less the dispatcher); with ``--siblings`` too,
+``kernels.linear_siblings`` in place of ``kernels.linear_group`` (``hlwq.linear_siblings``).
 
 A CPU's own speed sets the scale: the H200 machine's CPU ran this library's Python about twice as slowly
 (``benchmarks/NOTES.md`` sessions 36-37).
@@ -75,6 +77,7 @@ def main() -> None:
     p.add_argument("--family", choices=("wsrs", "tc", "wgmma"),
                    help="time the tensor-core path with this family's favourite config (M past the GEMV's)")
     p.add_argument("--group", nargs="+", type=int, help="rows of each weight of a group (K from --shape)")
+    p.add_argument("--siblings", action="store_true", help="with --group: time kernels.linear_siblings instead")
     p.add_argument("--profile", action="store_true")
     a = p.parse_args()
     launch.Launch.__call__ = lambda self, *args: None
@@ -82,7 +85,7 @@ def main() -> None:
     torch.manual_seed(0)
     N, K = map(int, a.shape.split("x"))
     if a.group:
-        time_group(a.group, K, a.m, a.profile)
+        time_group(a.group, K, a.m, a.profile, a.siblings)
         return
     q, s = torch.ops.hlwq.quantize(torch.randn(N, K) * 0.02, 5, 128)
     print(f"torch {torch.__version__}, Q5 {N} x {K}, launches stubbed")
@@ -110,18 +113,20 @@ def print_profile(call: Callable[[], object]) -> None:
     pstats.Stats(profile).sort_stats("tottime").print_stats(12)
 
 
-def time_group(rows: list[int], K: int, ms: list[int], profile: bool) -> None:
-    """``--group``: one grouped call against each weight's call, with the CUDA ops' argument checks."""
+def time_group(rows: list[int], K: int, ms: list[int], profile: bool, siblings: bool = False) -> None:
+    """``--group``: one grouped call (``siblings``: ``kernels.linear_siblings``'s) against each weight's call, with
+    the CUDA ops' argument checks."""
     weights = [(*torch.ops.hlwq.quantize(torch.randn(n, K) * 0.02, 5, 128), None, None) for n in rows]
     qs, ss, bs, cs = map(list, zip(*weights))
-    print(f"torch {torch.__version__}, Q5 group {' + '.join(map(str, rows))} x {K}, launches stubbed")
+    op = "linear_siblings" if siblings else "linear_group"
+    print(f"torch {torch.__version__}, Q5 {op} {' + '.join(map(str, rows))} x {K}, launches stubbed")
     for M in ms:
         x = torch.randn(M, K, dtype=torch.bfloat16)
 
         def grouped(x=x, checks=True):
             if checks:
-                ops._check_linear_group(x, qs, ss, bs, 5, 128, K, cs)
-            return kernels.linear_group(x, weights, 5, 128, K)
+                ops._check_linear_group(x, qs, ss, bs, 5, 128, K, cs, op)
+            return getattr(kernels, op)(x, weights, 5, 128, K)
 
         def each(x=x, checks=True):
             for q, s, b, c in weights:
