@@ -114,7 +114,7 @@ def main() -> None:
             x = torch.randn(1, K, device="cuda").bfloat16()
             ref = x.double() @ w_hat.t()
             run = kernels._gemv_run(x, None, bits, 128, None, torch.bfloat16)
-            key = "gemv" + tuning._layer_key(1, N, K, bits)
+            key = tuning.key_for("gemv", 1, N, K, bits, w.device)
             tuning._load(w.device)  # the cache file read now, not inside the first trial
             print(f"{shape} q{bits} ({len(copies)} copies in the careful timing)", flush=True)
             trials = tuner_trials(key, a.trials, a.idle,

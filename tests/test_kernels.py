@@ -390,7 +390,7 @@ def test_linear_siblings_rotate_once_for_the_calls_that_read_alike(monkeypatch, 
     def config_for(kernel, M, N, k_pad, bits, weight, run):  # (kept as the tuner keeps it: resolved calls hold)
         chosen = family[N] if "wgmma" in kernel.split("+") else kernel  # (the general kernel's "mma" as it is)
         config = tuning.candidates(chosen, M, N, k_pad, 132, bits)[0]
-        return tuning._TUNED.setdefault(kernel + tuning._layer_key(M, N, k_pad, bits), config)
+        return tuning._TUNED.setdefault(tuning.key_for(kernel, M, N, k_pad, bits, x.device), config)
 
     monkeypatch.setattr(tuning, "_TUNED", {})
     monkeypatch.setattr(tuning, "config_for", config_for)
@@ -964,7 +964,7 @@ def test_tuning_cache_that_is_not_ours_is_ignored(text, tmp_path, monkeypatch):
 def test_tuning_cache_written_whole(tmp_path, monkeypatch):
     path = tmp_path / "configs.json"
     monkeypatch.setattr(tuning, "_cache_file", lambda device: path)
-    monkeypatch.setattr(tuning, "_TUNED", {"gemv/8x128/q5/m1": {"VEC": 4}})
+    monkeypatch.setattr(tuning, "_TUNED", {"cpu:gemv/8x128/q5/m1": {"VEC": 4}})
     tuning._save(torch.device("cpu"))
     assert json.loads(path.read_text()) == {"gemv/8x128/q5/m1": {"VEC": 4}}
     # written aside, then renamed (the lock file stays: removing it would race with a process waiting on it)
@@ -979,7 +979,7 @@ def test_tuning_cache_keeps_what_other_processes_saved(tmp_path, monkeypatch):
     path.write_text(json.dumps({"gemv/8x128/q5/m1": theirs, "gemv/8x256/q5/m1": ours}))
     monkeypatch.setattr(tuning, "_cache_file", lambda device: path)
     monkeypatch.setattr(tuning, "sm_count", lambda device: 132)
-    monkeypatch.setattr(tuning, "_TUNED", {"gemv/8x128/q5/m1": ours, "gemv/8x128/q5/m1/tuning_s": 1.5})
+    monkeypatch.setattr(tuning, "_TUNED", {"cpu:gemv/8x128/q5/m1": ours, "cpu:gemv/8x128/q5/m1/tuning_s": 1.5})
     tuning._save(torch.device("cpu"))
     assert json.loads(path.read_text()) == {"gemv/8x128/q5/m1": ours, "gemv/8x128/q5/m1/tuning_s": 1.5,
                                             "gemv/8x256/q5/m1": ours}
@@ -997,7 +997,7 @@ def test_tuning_cache_entries_that_are_not_configs_are_dropped(tmp_path, monkeyp
     monkeypatch.setattr(tuning, "_TUNED", {})
     monkeypatch.setattr(tuning, "_LOADED", set())
     tuning._load(torch.device("cpu"))
-    assert tuning._TUNED == good
+    assert tuning._TUNED == {f"cpu:{key}": value for key, value in good.items()}
     assert "6 entries that are not configs or tuning times ignored" in caplog.text and str(path) in caplog.text
     assert "do not take" not in caplog.text
 
@@ -1044,7 +1044,7 @@ def test_stale_cached_configs_are_tuned_again(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(tuning, "_TUNED", {})
     monkeypatch.setattr(tuning, "_LOADED", set())
     tuning._load(torch.device("cpu"))
-    assert tuning._TUNED == {"gemv/40x384/q5/m1": current, "gemv/40x384/q5/m1/tuning_s": 0.5}
+    assert tuning._TUNED == {"cpu:gemv/40x384/q5/m1": current, "cpu:gemv/40x384/q5/m1/tuning_s": 0.5}
     assert "1 configs that this version's kernels do not take (e.g. gemv/40x512/q5/m1" in caplog.text
     assert tuning.tuned("gemv", 1, 40, 512, 5, torch.device("cpu")) is None  # so config_for tunes it
     tuning._save(torch.device("cpu"))  # and the file loses it (else every process would warn again)
@@ -1054,12 +1054,12 @@ def test_stale_cached_configs_are_tuned_again(tmp_path, monkeypatch, caplog):
 def test_a_tuning_cache_out_of_reach_costs_a_re_tune_and_one_warning(tmp_path, monkeypatch, caplog):
     """A cache path that cannot be read (here a directory) loads nothing; one that cannot be written (below a file)
     warns once a process and leaves no temporary file."""
-    monkeypatch.setattr(tuning, "_TUNED", {"gemv/8x128/q5/m1": {"VEC": 4}})
+    monkeypatch.setattr(tuning, "_TUNED", {"cpu:gemv/8x128/q5/m1": {"VEC": 4}})
     monkeypatch.setattr(tuning, "_LOADED", set())
     monkeypatch.setattr(tuning, "_UNWRITABLE", set())
     monkeypatch.setattr(tuning, "_cache_file", lambda device: tmp_path)
     tuning._load(torch.device("cpu"))
-    assert tuning._TUNED == {"gemv/8x128/q5/m1": {"VEC": 4}}
+    assert tuning._TUNED == {"cpu:gemv/8x128/q5/m1": {"VEC": 4}}
     (tmp_path / "file").write_text("")
     monkeypatch.setattr(tuning, "_cache_file", lambda device: tmp_path / "file" / "configs.json")
     tuning._save(torch.device("cpu"))
@@ -1081,6 +1081,7 @@ def test_hlwq_autotune_takes_0_or_1(value, tunes, monkeypatch):
 def test_the_tuning_cache_directory(monkeypatch, tmp_path):
     """``HLWQ_CACHE_DIR`` unset or empty: ``~/.cache/hlwq_ops``; a leading ``~`` is the home directory."""
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "Some GPU")
+    monkeypatch.setattr(tuning, "_gpu_model", tuning._gpu_model.__wrapped__)  # (memoized too)
     monkeypatch.setenv("HOME", str(tmp_path))
     cache_file = tuning._cache_file.__wrapped__  # (the memoized one answers once a process)
     for value in (None, ""):
@@ -1088,20 +1089,46 @@ def test_the_tuning_cache_directory(monkeypatch, tmp_path):
             monkeypatch.delenv("HLWQ_CACHE_DIR", raising=False)
         else:
             monkeypatch.setenv("HLWQ_CACHE_DIR", value)
-        assert cache_file(torch.device("cuda")).parent == tmp_path / ".cache" / "hlwq_ops"
+        assert cache_file(torch.device("cuda", 0)).parent == tmp_path / ".cache" / "hlwq_ops"
     monkeypatch.setenv("HLWQ_CACHE_DIR", "~/tuning")
-    path = cache_file(torch.device("cuda"))
+    path = cache_file(torch.device("cuda", 0))
     assert path.parent == tmp_path / "tuning" and path.name.startswith("configs-") and "Some_GPU" in path.name
 
 
 def test_tuned_choices_of_a_layer(monkeypatch):
-    """The choices tuned for one layer and M bucket, by key; not its tuning times, nor other layers' or buckets'."""
-    tuned = {"wgmma+tc+wsrs/1024x4096/q5/m16": {"BM": 16}, "wgmma+tc+wsrs/1024x4096/q5/m16/tuning_s": 1.5,
-             "gemv/1024x4096/q5/m1": {"VEC": 4}, "wgmma+tc+wsrs/1024x4096/q4/m16": {"BM": 16},
-             "wgmma+tc+wsrs/11024x4096/q5/m16": {"BM": 16}}
+    """The choices tuned for one layer and M bucket on a device's GPU model, by key less the model; not its tuning
+    times, nor other layers', buckets' or GPU models'."""
+    tuned = {"cpu:wgmma+tc+wsrs/1024x4096/q5/m16": {"BM": 16}, "cpu:wgmma+tc+wsrs/1024x4096/q5/m16/tuning_s": 1.5,
+             "cpu:gemv/1024x4096/q5/m1": {"VEC": 4}, "cpu:wgmma+tc+wsrs/1024x4096/q4/m16": {"BM": 16},
+             "cpu:wgmma+tc+wsrs/11024x4096/q5/m16": {"BM": 16}, "Other_GPU:gemv/1024x4096/q5/m1": {"VEC": 2}}
     monkeypatch.setattr(tuning, "_TUNED", tuned)
-    assert tuning.tuned_choices(9, 1024, 4096, 5) == {"wgmma+tc+wsrs/1024x4096/q5/m16": {"BM": 16}}
-    assert tuning.tuned_choices(1, 1024, 4096, 5) == {"gemv/1024x4096/q5/m1": {"VEC": 4}}
+    assert tuning.tuned_choices(9, 1024, 4096, 5, "cpu") == {"wgmma+tc+wsrs/1024x4096/q5/m16": {"BM": 16}}
+    assert tuning.tuned_choices(1, 1024, 4096, 5, "cpu") == {"gemv/1024x4096/q5/m1": {"VEC": 4}}
+
+
+def test_two_gpu_models_in_a_process_tune_and_save_apart(tmp_path, monkeypatch):
+    """With two models of GPU in a process (a model split over an old and a new card) each model's choices are its
+    own -- a key tuned on one is untuned on the other -- and each cache file gets its model's entries only; two cards
+    of one model share theirs."""
+    models = {0: "GPU_A", 1: "GPU_B", 2: "GPU_A"}
+    monkeypatch.setattr(tuning, "_gpu_model", models.__getitem__)
+    monkeypatch.setattr(tuning, "_cache_file", lambda device: tmp_path / f"{tuning.device_tag(device)}.json")
+    monkeypatch.setattr(tuning, "sm_count", lambda device: 132)
+    monkeypatch.setattr(tuning, "_TUNED", {})
+    monkeypatch.setattr(tuning, "_LOADED", set())
+    a, b, a2 = (torch.device("cuda", index) for index in models)
+    ours, theirs = tuning.candidates("gemv", 1, 8, 128, 132, 5)[:2]
+    (tmp_path / "GPU_B.json").write_text(json.dumps({"gemv/8x128/q5/m1": theirs}))
+    assert tuning.tuned("gemv", 1, 8, 128, 5, a) is None
+    tuning._TUNED[tuning.key_for("gemv", 1, 8, 128, 5, a)] = ours  # (as config_for keeps a choice)
+    tuning._save(a)
+    assert tuning.tuned("gemv", 1, 8, 128, 5, b) == theirs
+    assert tuning.tuned("gemv", 1, 8, 128, 5, a) is ours and tuning.tuned("gemv", 1, 8, 128, 5, a2) is ours
+    tuning._save(b)
+    assert json.loads((tmp_path / "GPU_A.json").read_text()) == {"gemv/8x128/q5/m1": ours}
+    assert json.loads((tmp_path / "GPU_B.json").read_text()) == {"gemv/8x128/q5/m1": theirs}
+    assert tuning.tuned_choices(1, 8, 128, 5, b) == {"gemv/8x128/q5/m1": theirs}
+    assert ours != theirs
 
 
 def test_path_crossovers(monkeypatch):
@@ -1143,7 +1170,7 @@ def test_the_gemv_competes_with_the_tensor_core_kernels_at_few_rows(monkeypatch,
 
     def config_for(kernel, M, N, k_pad, bits, weight, run):  # the untuned default, as if tuned (on a GPU too)
         picked.append(kernel)
-        key = kernel + tuning._layer_key(M, N, k_pad, bits)
+        key = tuning.key_for(kernel, M, N, k_pad, bits, x.device)
         return tuning._TUNED.setdefault(key, tuning.candidates(kernel, M, N, k_pad, 132, bits)[0])
 
     monkeypatch.setattr(tuning, "_TUNED", {})
@@ -1615,7 +1642,7 @@ def test_gpu_a_tensor_core_call_resolved_gives_the_same_bits(monkeypatch, family
     monkeypatch.setattr(tuning, "_TUNED", {})
 
     def config_for(kernel, M, N, k_pad, bits, weight, run):  # (as tuned: the table holds the config)
-        tuning._TUNED[kernel + tuning._layer_key(M, N, k_pad, bits)] = config
+        tuning._TUNED[tuning.key_for(kernel, M, N, k_pad, bits, x.device)] = config
         return config
 
     monkeypatch.setattr(tuning, "config_for", config_for)

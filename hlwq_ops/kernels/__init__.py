@@ -374,7 +374,7 @@ def _resolve(signature, kernel: str, config: dict, make_run: Callable[[], Callab
     if the config is one the tuner will choose again: a tuned one of ``kernel`` (its families), on the CPU the
     untuned default; with ``HLWQ_AUTOTUNE=0`` on a GPU, or a config chosen during a capture, nothing."""
     M = x2.shape[0]
-    tuning_key = None if x2.device.type == "cpu" else kernel + tuning._layer_key(M, N, k_pad, bits)
+    tuning_key = None if x2.device.type == "cpu" else tuning.key_for(kernel, M, N, k_pad, bits, x2.device)
     if tuning_key is not None and tuning._TUNED.get(tuning_key) is not config:  # (untuned: tuning off, a capture)
         return
     if len(_RESOLVED) >= _MAX_RESOLVED:  # (signatures that vary without end, e.g. a stride set by a prompt's length)

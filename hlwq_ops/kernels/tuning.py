@@ -7,9 +7,10 @@
 twice the L2, as a decode step reads them, unless ``HLWQ_AUTOTUNE=0``: other
 live weights of the same shape (:func:`remember`; a model's other layers), and
 copies only where there are too few of those; results persist in a JSON file per GPU model under
-``$HLWQ_CACHE_DIR`` (default ``~/.cache/hlwq_ops``) so later processes skip it (one process's table serves all its
-GPUs: with two GPU models in a process, the first one's choices serve both; a cached config whose parameters none of
-this version's candidates for its key has, an earlier version's, is tuned again).
+``$HLWQ_CACHE_DIR`` (default ``~/.cache/hlwq_ops``) so later processes skip it. The table is keyed by GPU model
+too (:func:`key_for`): a process with two models of GPU tunes each for itself and saves each one's choices in its own
+file; two cards of one model share them. A cached config whose parameters none of this version's candidates for its
+key has, an earlier version's, is tuned again.
 During CUDA-graph capture, or on the CPU (the Triton interpreter), an untuned
 key gets the heuristic default instead.
 """
@@ -53,6 +54,8 @@ __all__ = [
     "WSRS_MAX_M",
     "forced_path",
     "autotune",
+    "device_tag",
+    "key_for",
     "gemv_competes",
     "path_for",
     "m_bucket",
@@ -368,8 +371,8 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
     return out
 
 
-_TUNED: dict[str, dict] = {}
-_LOADED: set[str] = set()
+_TUNED: dict[str, dict] = {}  # key_for(...) -> config, and key_for(...) + "/tuning_s" -> seconds
+_LOADED: set[str] = set()  # cache files read into _TUNED
 _UNWRITABLE: set[str] = set()  # cache files a write failed for (warned once)
 
 
@@ -378,11 +381,30 @@ def autotune() -> bool:
     return env_flag("HLWQ_AUTOTUNE", "1") is not False
 
 
+def device_tag(device: torch.device) -> str:
+    """The name a device's tuning keys (:func:`key_for`) and cache file go by: its GPU model's (spaces as ``_``), so
+    that two cards of one model share choices; a device that is not a GPU's type (nothing is tuned there)."""
+    if device.type != "cuda":
+        return device.type
+    return _gpu_model(torch.cuda.current_device() if device.index is None else device.index)
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu_model(index: int) -> str:
+    return torch.cuda.get_device_name(index).replace(" ", "_")
+
+
+def key_for(kernel: str, M: int, N: int, k_pad: int, bits: int, device: torch.device) -> str:
+    """A config's key in the process's tuning table: ``"<GPU model>:<families>/<N>x<K_pad>/q<bits>/m<bucket>"``; the
+    cache file, one per model, holds its keys without the model."""
+    return f"{device_tag(device)}:{kernel}{_layer_key(M, N, k_pad, bits)}"
+
+
 @functools.lru_cache(maxsize=None)
 def _cache_file(device: torch.device) -> Path:
     """The device's cache file under ``HLWQ_CACHE_DIR`` (unset or empty: ``~/.cache/hlwq_ops``; ``~`` expanded), as
     the process first asks for it."""
-    name = torch.cuda.get_device_name(device).replace(" ", "_")
+    name = device_tag(device)
     root = Path(os.environ.get("HLWQ_CACHE_DIR") or Path.home() / ".cache" / "hlwq_ops").expanduser()
     # v22: more `wsrs` candidates where its grid leaves half the SMs idle (RESULTS 32c). v21: the register-operand
     # kernel's split K summed after it at every BM (6-28% less at BM = 64, RESULTS 31b): choices timed before it are
@@ -439,6 +461,7 @@ def _stale(entries: dict, device: torch.device) -> set[str]:
 
 
 def _load(device: torch.device) -> None:
+    """Read the device's cache file into the table, once a process, its keys prefixed with the device's model."""
     path = _cache_file(device)
     if str(path) in _LOADED:
         return
@@ -451,7 +474,15 @@ def _load(device: torch.device) -> None:
         logger.warning("hlwq tuning cache %s: %d configs that this version's kernels do not take (e.g. %s: %s) "
                        "ignored and removed from the file at its next save; a call needing one tunes it again",
                        path, len(stale), min(stale), tuned[min(stale)])
-    _TUNED.update({key: value for key, value in tuned.items() if key.removesuffix("/tuning_s") not in stale})
+    tag = device_tag(device)
+    _TUNED.update({f"{tag}:{key}": value for key, value in tuned.items()
+                   if key.removesuffix("/tuning_s") not in stale})
+
+
+def _of_device(device: torch.device) -> dict:
+    """The device's model's entries of the table, keyed as on its cache file (without the model)."""
+    prefix = device_tag(device) + ":"
+    return {key.removeprefix(prefix): value for key, value in _TUNED.items() if key.startswith(prefix)}
 
 
 @contextlib.contextmanager
@@ -468,7 +499,7 @@ def _locked(path: Path):
 def _save(device: torch.device) -> None:
     """Merge this process's table into the device's cache file: what other processes saved since it was read stays
     (several ranks tuning at once), this process's choices win where both tuned a key, and stale configs on the file
-    (:func:`_stale`) go, with their tuning times."""
+    (:func:`_stale`) go, with their tuning times. Only the device's model's entries go there."""
     path = _cache_file(device)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
@@ -476,7 +507,8 @@ def _save(device: torch.device) -> None:
         with _locked(path):
             on_file = _read(path)[0]
             stale = _stale(on_file, device)
-            merged = {**{k: v for k, v in on_file.items() if k.removesuffix("/tuning_s") not in stale}, **_TUNED}
+            merged = {**{k: v for k, v in on_file.items() if k.removesuffix("/tuning_s") not in stale},
+                      **_of_device(device)}
             # written aside, then renamed: a process reading it never sees half a file
             tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
             os.replace(tmp, path)
@@ -625,18 +657,18 @@ def _layer_key(M: int, N: int, k_pad: int, bits: int) -> str:
     return f"/{N}x{k_pad}/q{bits}/m{m_bucket(M)}"
 
 
-def tuned_choices(M: int, N: int, k_pad: int, bits: int) -> dict[str, dict]:
+def tuned_choices(M: int, N: int, k_pad: int, bits: int, device: torch.device | str = "cuda") -> dict[str, dict]:
     """The configs tuned (or loaded from the cache) in this process for a (N, K_pad) layer at ``bits`` and M's
-    bucket, by tuning key (``"<families>/<N>x<K_pad>/q<bits>/m<bucket>"``): what the benchmarks report as the
-    tuner's choice."""
+    bucket on ``device``'s GPU model, by tuning key less the model (``"<families>/<N>x<K_pad>/q<bits>/m<bucket>"``):
+    what the benchmarks report as the tuner's choice."""
     tail = _layer_key(M, N, k_pad, bits)
-    return {key: config for key, config in _TUNED.items() if key.endswith(tail)}
+    return {key: config for key, config in _of_device(torch.device(device)).items() if key.endswith(tail)}
 
 
 def tuned(kernel: str, M: int, N: int, k_pad: int, bits: int, device: torch.device) -> dict | None:
     """The config :func:`config_for` tuned (or loaded from the cache) for this key, or None; tunes nothing."""
     _load(device)
-    return _TUNED.get(kernel + _layer_key(M, N, k_pad, bits))
+    return _TUNED.get(key_for(kernel, M, N, k_pad, bits, device))
 
 
 def config_for(
@@ -663,7 +695,7 @@ def config_for(
     if device.type != "cuda":
         return candidates(kernel, M, N, k_pad, 8, bits)[0]
     _load(device)
-    key = kernel + _layer_key(M, N, k_pad, bits)
+    key = key_for(kernel, M, N, k_pad, bits, device)
     if key in _TUNED:  # the hot path: one dict lookup per call
         return _TUNED[key]
     configs = candidates(kernel, M, N, k_pad, sm_count(device), bits)
