@@ -53,6 +53,11 @@ __all__ = ["DecodeStats", "GraphDecoder", "cache_argument"]
 # mask: some read it position by position against the prompt (Qwen3.5's linear-attention layers zero padded rows),
 # and transformers' masking functions pad it themselves.
 _PROMPT_MASK_SPANS_CACHE = ("bloom",)
+# Models whose ``generate()`` gives the steps after the prompt no attention mask (their
+# ``prepare_inputs_for_generation`` sets it to None past the first iteration; transformers 5.17 and 5.25): their
+# mixers multiply each input position by the mask's entry, and a step's mask over the whole cache would broadcast the
+# one token to the cache's length (at batch > 1: other tokens than generate()'s, silently).
+_STEP_WITHOUT_MASK = ("mamba", "mamba2", "falcon_mamba")
 
 
 def _forward_parameters(model: torch.nn.Module) -> Mapping[str, inspect.Parameter]:
@@ -189,6 +194,7 @@ class GraphDecoder:
         # transformers 5.17 and 5.25) and, with 5.17, a compiled step cannot trace (a data-dependent size)
         self._takes_positions = "position_ids" in _forward_parameters(model)
         self._prompt_mask_spans_cache = model.config.model_type in _PROMPT_MASK_SPANS_CACHE
+        self._step_takes_mask = model.config.model_type not in _STEP_WITHOUT_MASK
         self._warm = False
         self._step = self._compiled(group_projections) if compile else self._decode_step
         self.stats = DecodeStats()
@@ -227,17 +233,18 @@ class GraphDecoder:
         """token: (B, 1), position: (1,), its slot in the cache -> next token (B, 1).
 
         ``mask`` (B, max_len) is the attention mask of the whole cache (ones past
-        the prompt), ``row_position`` (B, 1) each row's own position of ``token`` as
+        the prompt; not given to the models of ``_STEP_WITHOUT_MASK``, as ``generate()`` does not),
+        ``row_position`` (B, 1) each row's own position of ``token`` as
         ``generate()`` numbers it (its prompt's padding not counted; a row padded on
         the right counts on from its padding's 0).
         """
         logits = self.model(
             input_ids=token, cache_position=position, use_cache=True, **{self._cache_arg: self._cache},
-            **self._mask_and_positions(mask, row_position),
+            **self._mask_and_positions(mask if self._step_takes_mask else None, row_position),
         ).logits
         return logits[:, -1].argmax(-1, keepdim=True)
 
-    def _mask_and_positions(self, mask: torch.Tensor, positions: torch.Tensor) -> dict:
+    def _mask_and_positions(self, mask: torch.Tensor | None, positions: torch.Tensor) -> dict:
         """A forward's ``attention_mask`` and, where ``forward`` takes them, ``position_ids``."""
         given = {"attention_mask": mask}
         return {**given, "position_ids": positions} if self._takes_positions else given

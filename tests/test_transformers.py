@@ -12,8 +12,14 @@ from transformers import (
     AutoModelForCausalLM,
     BloomConfig,
     BloomForCausalLM,
+    FalconMambaConfig,
+    FalconMambaForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
+    Mamba2Config,
+    Mamba2ForCausalLM,
+    MambaConfig,
+    MambaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
     MptConfig,
@@ -76,6 +82,20 @@ def _mpt():
 
 
 ALL_MODELS = {**MODELS, "opt": _opt, "bloom": _bloom, "mpt": _mpt}
+
+
+def _state_space(arch: str) -> torch.nn.Module:
+    """Mamba, Mamba2 and FalconMamba: no attention; each mixer multiplies its input positions by the mask's entries.
+    Weights of std 0.15: at the default initialisation these tiny models' tokens hardly depend on their inputs."""
+    small = dict(hidden_size=128, num_hidden_layers=2, vocab_size=512, state_size=8)
+    model = {
+        "mamba": lambda: MambaForCausalLM(MambaConfig(**small)),
+        "falcon_mamba": lambda: FalconMambaForCausalLM(FalconMambaConfig(**small)),
+        "mamba2": lambda: Mamba2ForCausalLM(Mamba2Config(num_heads=4, head_dim=64, n_groups=1, **small)),
+    }[arch]()
+    for weight in (p for p in model.parameters() if p.dim() == 2):
+        torch.nn.init.normal_(weight, std=0.15)
+    return model
 
 
 def _q5(make, device="cpu", dtype=torch.float32):
@@ -202,6 +222,30 @@ def test_graph_decoder_matches_generate(arch, compile):
     decoder = GraphDecoder(model, compile=compile)
     assert torch.equal(decoder.generate(ids, 7), expected)
     assert torch.equal(decoder.generate(ids, 7), expected), "a second call reuses the cache"
+
+
+@pytest.mark.parametrize("arch", ["mamba", "falcon_mamba", "mamba2"])
+@pytest.mark.parametrize("compile", [False, True])
+def test_graph_decoder_state_space_models_like_generate(arch, compile):
+    """Their ``generate()`` gives the steps no mask; given the cache's, Mamba's and FalconMamba's mixers broadcast a
+    step's token to the cache's length, and at batch > 1 the tokens were others than ``generate()``'s."""
+    from hlwq_ops.decode import GraphDecoder
+
+    torch.manual_seed(0)
+    model = _state_space(arch).eval()
+    model.generation_config.eos_token_id = None
+    quantize_(model, hlwq_q5())
+    ids = torch.randint(1, 512, (3, 7))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    ids = ids.masked_fill(mask == 0, 0)
+    with torch.no_grad():
+        expected = [model.generate(ids[:2], max_new_tokens=5, do_sample=False),
+                    model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False, pad_token_id=0)]
+    torch._dynamo.reset()
+    decoder = GraphDecoder(model, compile=compile)
+    assert torch.equal(decoder.generate(ids[:2], 5), expected[0])
+    assert torch.equal(decoder.generate(ids, 5, attention_mask=mask), expected[1])
 
 
 def test_graph_decoder_gives_every_forward_a_mask_and_positions(monkeypatch):
