@@ -46,13 +46,19 @@ from .grouping import GroupProjections
 
 __all__ = ["DecodeStats", "GraphDecoder", "cache_argument"]
 
-# Models (``config.model_type``) whose ``generate()`` with a static cache gives the prompt's forward an attention mask
-# padded with zeros to the cache's length, not the prompt's: Bloom builds its ALiBi biases from the 2D mask, one per
-# key, and the static cache's keys span its whole length (transformers 5.17 pads it in Bloom's
-# ``prepare_inputs_for_generation``, 5.25 in its ``create_masks_for_generate``). Every other model gets the prompt's
-# mask: some read it position by position against the prompt (Qwen3.5's linear-attention layers zero padded rows),
-# and transformers' masking functions pad it themselves.
-_PROMPT_MASK_SPANS_CACHE = ("bloom",)
+
+def _prompt_mask_spans_cache(config) -> bool:
+    """Whether the prompt's forward gets its attention mask padded with zeros to the cache's length, not the
+    prompt's, as ``generate()`` with a static cache gives it to Bloom, which builds its ALiBi biases from the 2D mask,
+    one per key, and the static cache's keys span its whole length (transformers 5.17 pads it in Bloom's
+    ``prepare_inputs_for_generation``, 5.25 in its ``create_masks_for_generate``). Falcon with ``alibi=True`` builds
+    them so too; its own ``generate()`` with a static cache fails ("The size of tensor a (10) must match the size of
+    tensor b (6)", 5.25), and with the mask padded its tokens are those of ``generate()`` with its default cache.
+    Every other model gets the prompt's mask: some read it position by position against the prompt (Qwen3.5's
+    linear-attention layers zero padded rows), and transformers' masking functions pad it themselves."""
+    return config.model_type == "bloom" or (config.model_type == "falcon" and bool(getattr(config, "alibi", False)))
+
+
 # Models whose ``generate()`` gives the steps after the prompt no attention mask (their
 # ``prepare_inputs_for_generation`` sets it to None past the first iteration; transformers 5.17 and 5.25): their
 # mixers multiply each input position by the mask's entry, and a step's mask over the whole cache would broadcast the
@@ -193,7 +199,7 @@ class GraphDecoder:
         # its mask as torch.ones(B, length), which a CUDA graph cannot capture (the length is read back to the host;
         # transformers 5.17 and 5.25) and, with 5.17, a compiled step cannot trace (a data-dependent size)
         self._takes_positions = "position_ids" in _forward_parameters(model)
-        self._prompt_mask_spans_cache = model.config.model_type in _PROMPT_MASK_SPANS_CACHE
+        self._prompt_mask_spans_cache = _prompt_mask_spans_cache(model.config)
         self._step_takes_mask = model.config.model_type not in _STEP_WITHOUT_MASK
         self._warm = False
         self._step = self._compiled(group_projections) if compile else self._decode_step

@@ -12,6 +12,8 @@ from transformers import (
     AutoModelForCausalLM,
     BloomConfig,
     BloomForCausalLM,
+    FalconConfig,
+    FalconForCausalLM,
     FalconMambaConfig,
     FalconMambaForCausalLM,
     LlamaConfig,
@@ -246,6 +248,36 @@ def test_graph_decoder_state_space_models_like_generate(arch, compile):
     decoder = GraphDecoder(model, compile=compile)
     assert torch.equal(decoder.generate(ids[:2], 5), expected[0])
     assert torch.equal(decoder.generate(ids, 5, attention_mask=mask), expected[1])
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_graph_decoder_falcon_with_alibi_like_generate(compile):
+    """Falcon with ``alibi=True`` builds its biases from the 2D mask, as Bloom does: its prompt's mask is padded to
+    the cache's length (a size mismatch in the prompt's forward before). Its own ``generate()`` with a static cache
+    fails the same way, so the tokens are those of ``generate()`` with its default cache; padded prompts too. Falcon
+    without ALiBi keeps the prompt's mask."""
+    from hlwq_ops.decode import GraphDecoder, _prompt_mask_spans_cache
+
+    torch.manual_seed(0)
+    config = FalconConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, vocab_size=512, alibi=True,
+                          new_decoder_architecture=False, multi_query=True, parallel_attn=True, bias=False)
+    model = FalconForCausalLM(config).eval()
+    for weight in (p for p in model.parameters() if p.dim() == 2):
+        torch.nn.init.normal_(weight, std=0.15)  # (at the default initialisation the mask barely changes a token)
+    model.generation_config.eos_token_id = None
+    quantize_(model, hlwq_q5())
+    ids = torch.randint(1, 512, (3, 7))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    ids = ids.masked_fill(mask == 0, 0)
+    with torch.no_grad():
+        expected = [model.generate(ids[:2], max_new_tokens=5, do_sample=False),
+                    model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False, pad_token_id=0)]
+    torch._dynamo.reset()
+    decoder = GraphDecoder(model, compile=compile)
+    assert torch.equal(decoder.generate(ids[:2], 5), expected[0])
+    assert torch.equal(decoder.generate(ids, 5, attention_mask=mask), expected[1])
+    assert not _prompt_mask_spans_cache(FalconConfig(alibi=False))
 
 
 def test_graph_decoder_gives_every_forward_a_mask_and_positions(monkeypatch):
