@@ -7,6 +7,7 @@ On a machine without a GPU these run in the Triton interpreter on CPU tensors
 import functools
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -1093,6 +1094,22 @@ def test_the_tuning_cache_directory(monkeypatch, tmp_path):
     monkeypatch.setenv("HLWQ_CACHE_DIR", "~/tuning")
     path = cache_file(torch.device("cuda", 0))
     assert path.parent == tmp_path / "tuning" and path.name.startswith("configs-") and "Some_GPU" in path.name
+    assert tuning._kernels_fingerprint() in path.name
+
+
+def test_a_changed_kernel_source_gets_another_cache_file(monkeypatch, tmp_path):
+    """The cache file's name carries a digest of the kernels' sources: choices timed by other kernels (a tile that no
+    longer pays, a parameter that kept its name but not its meaning) are not read."""
+    import shutil
+
+    kernels_dir = Path(tuning.__file__).parent
+    copy = tmp_path / "kernels"
+    shutil.copytree(kernels_dir, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(tuning, "__file__", str(copy / "tuning.py"))
+    fingerprint = tuning._kernels_fingerprint.__wrapped__
+    assert fingerprint() == tuning._kernels_fingerprint()  # (the same sources: the same digest)
+    (copy / "wsrs.py").write_text((copy / "wsrs.py").read_text().replace("BM", "BN", 1))
+    assert fingerprint() != tuning._kernels_fingerprint()
 
 
 def test_tuned_choices_of_a_layer(monkeypatch):

@@ -9,8 +9,9 @@ live weights of the same shape (:func:`remember`; a model's other layers), and
 copies only where there are too few of those; results persist in a JSON file per GPU model under
 ``$HLWQ_CACHE_DIR`` (default ``~/.cache/hlwq_ops``) so later processes skip it. The table is keyed by GPU model
 too (:func:`key_for`): a process with two models of GPU tunes each for itself and saves each one's choices in its own
-file; two cards of one model share them. A cached config whose parameters none of this version's candidates for its
-key has, an earlier version's, is tuned again.
+file; two cards of one model share them. The file's name carries a digest of the kernels' sources, so a changed
+kernel re-tunes; a config in it whose parameters none of this version's candidates for its key has (a file edited or
+damaged) is tuned again.
 During CUDA-graph capture, or on the CPU (the Triton interpreter), an untuned
 key gets the heuristic default instead.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -406,10 +408,19 @@ def _cache_file(device: torch.device) -> Path:
     the process first asks for it."""
     name = device_tag(device)
     root = Path(os.environ.get("HLWQ_CACHE_DIR") or Path.home() / ".cache" / "hlwq_ops").expanduser()
-    # v22: more `wsrs` candidates where its grid leaves half the SMs idle (RESULTS 32c). v21: the register-operand
-    # kernel's split K summed after it at every BM (6-28% less at BM = 64, RESULTS 31b): choices timed before it are
-    # stale. v20: four consumer warpgroups (PHASES = 2) only with rings of even depth
-    return root / f"configs-v22-{name}-triton{__import__('triton').__version__}.json"
+    return root / f"configs-{_kernels_fingerprint()}-{name}-triton{__import__('triton').__version__}.json"
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels_fingerprint() -> str:
+    """A digest of this package's kernel sources (this module's candidates among them): a cache file holds the
+    choices of the kernels that timed them. Choices timed before a kernel changed -- a tile that no longer pays, or a
+    parameter that kept its name but not its meaning -- would otherwise be used as they are (a version in the name,
+    bumped by hand, was forgotten at times); a change re-tunes instead, seconds a shape."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _is_number(value) -> bool:
