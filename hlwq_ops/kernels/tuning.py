@@ -385,7 +385,7 @@ def autotune() -> bool:
 
 def device_tag(device: torch.device) -> str:
     """The name a device's tuning keys (:func:`key_for`) and cache file go by: its GPU model's (spaces as ``_``), so
-    that two cards of one model share choices; a device that is not a GPU's type (nothing is tuned there)."""
+    that two cards of one model share choices; for a device other than a GPU, its type (nothing is tuned there)."""
     if device.type != "cuda":
         return device.type
     return _gpu_model(torch.cuda.current_device() if device.index is None else device.index)
