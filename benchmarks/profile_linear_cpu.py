@@ -42,7 +42,7 @@ def serve_configs_from_a_dict() -> None:
     served, first = {}, tuning.config_for
 
     def config_for(kernel, M, N, k_pad, bits, weight, run, device=None):
-        key = kernel + tuning._layer_key(M, N, k_pad, bits)
+        key = tuning.key_for(kernel, M, N, k_pad, bits, device or weight[0].device)
         if key not in served:
             served[key] = first(kernel, M, N, k_pad, bits, weight, run, device)
         return served[key]
@@ -57,7 +57,7 @@ def serve_family(family: str) -> None:
     kernels._runs_ws = lambda *args: True
 
     def config_for(kernel, M, N, k_pad, bits, weight, run, device=None):
-        key = kernel + tuning._layer_key(M, N, k_pad, bits)
+        key = tuning.key_for(kernel, M, N, k_pad, bits, device or weight[0].device)
         if key not in served:
             served[key] = tuning.candidates(family if kernel != "gemv" else kernel, M, N, k_pad, 132, bits)[0]
         return served[key]

@@ -346,8 +346,8 @@ def make_prompts() -> Prompts:
 
 
 def build_model(config: PretrainedConfig, quantize: bool) -> torch.nn.Module:
-    """The float32 model of ``config`` with its weight matrices (linear layers, GPT-2's Conv1D, embeddings) redrawn
-    with std ``WEIGHT_STD``, no end-of-sequence id, HLWQ Q5 if ``quantize``."""
+    """The float32 model of ``config`` with every 2-D parameter (linear layers, GPT-2's Conv1D, embeddings, Mamba's
+    ``A_log`` too) redrawn with std ``WEIGHT_STD``, no end-of-sequence id, HLWQ Q5 if ``quantize``."""
     model = AutoModelForCausalLM.from_config(config).float().eval()
     with torch.no_grad():
         for weight in (p for p in model.parameters() if p.dim() == 2):
@@ -363,27 +363,30 @@ def first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
+# Architectures whose own generate() with a static cache fails (transformers 5.25: Falcon with ALiBi, "The size of
+# tensor a (14) must match the size of tensor b (7)" unpadded, "too many values to unpack" padded): compared with
+# generate()'s default cache. Any other failure of generate() is an error of the sweep.
+STATIC_GENERATE_FAILS = {"falcon-alibi"}
+
+
 @torch.no_grad()
-def reference(model: torch.nn.Module, ids: torch.Tensor, notes: list[str], **mask) -> torch.Tensor:
-    """``generate()``'s greedy tokens with a static cache; where that fails (Falcon with ALiBi: a size mismatch in
-    its prompt's forward), with the model's default cache, noted in ``notes``."""
-    greedy = dict(max_new_tokens=NEW_TOKENS, do_sample=False, **mask)
-    try:
-        return model.generate(ids, cache_implementation="static", **greedy)
-    except Exception as error:  # noqa: BLE001 (any failure of generate() itself: the fallback is reported)
-        notes.append(f"generate() with a static cache failed ({first_line(error)}): compared with its default cache")
-        return model.generate(ids, **greedy)
+def reference(model: torch.nn.Module, ids: torch.Tensor, static: bool, **mask) -> torch.Tensor:
+    """``generate()``'s greedy tokens, with a static cache if ``static``, else with the model's default cache."""
+    cache = {"cache_implementation": "static"} if static else {}
+    return model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False, **cache, **mask)
 
 
-def references(model: torch.nn.Module, prompts: Prompts, cases: list[str], notes: list[str]) -> dict[str, torch.Tensor]:
+def references(model: torch.nn.Module, prompts: Prompts, cases: list[str], static: bool,
+               notes: list[str]) -> dict[str, torch.Tensor]:
     """``generate()``'s tokens for the prompts ``cases`` use: {"unpadded": (2, L + NEW_TOKENS), "padded": (3, ...)}.
     Notes where a padded prompt's mask leaves its tokens as they were (the padded cases then check little)."""
     expected = {}
     if any(not case.endswith("padded") for case in cases):
-        expected["unpadded"] = reference(model, prompts.ids, notes)
+        expected["unpadded"] = reference(model, prompts.ids, static)
     if any(case.endswith("padded") for case in cases):
-        expected["padded"] = reference(model, prompts.padded, notes, attention_mask=prompts.mask, pad_token_id=0)
-        unmasked = reference(model, prompts.padded, [], attention_mask=torch.ones_like(prompts.mask), pad_token_id=0)
+        expected["padded"] = reference(model, prompts.padded, static, attention_mask=prompts.mask, pad_token_id=0)
+        unmasked = reference(model, prompts.padded, static, attention_mask=torch.ones_like(prompts.mask),
+                             pad_token_id=0)
         if torch.equal(unmasked, expected["padded"]):
             notes.append("the mask does not change generate()'s tokens: the padded cases cannot fail")
     return expected
@@ -433,7 +436,10 @@ def sweep_architecture(name: str, cases: list[str], quantize: bool) -> tuple[dic
     try:
         model = build_model(config, quantize)
         prompts = make_prompts()
-        expected = references(model, prompts, cases, notes)
+        static = name not in STATIC_GENERATE_FAILS
+        if not static:
+            notes.append("its generate() with a static cache fails: compared with its default cache")
+        expected = references(model, prompts, cases, static, notes)
     except Exception as error:  # noqa: BLE001 (reported: the sweep goes on)
         return {"-": Outcome("error", f"building the model or generate()'s tokens: {first_line(error)}")}, notes
     outcomes = {}

@@ -40,20 +40,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from transformers import StaticCache
+from transformers import PretrainedConfig, StaticCache
 
 from .grouping import GroupProjections
 
 __all__ = ["DecodeStats", "GraphDecoder", "cache_argument"]
 
 
-def _prompt_mask_spans_cache(config) -> bool:
+def _prompt_mask_spans_cache(config: PretrainedConfig) -> bool:
     """Whether the prompt's forward gets its attention mask padded with zeros to the cache's length, not the
     prompt's, as ``generate()`` with a static cache gives it to Bloom, which builds its ALiBi biases from the 2D mask,
     one per key, and the static cache's keys span its whole length (transformers 5.17 pads it in Bloom's
     ``prepare_inputs_for_generation``, 5.25 in its ``create_masks_for_generate``). Falcon with ``alibi=True`` builds
-    them so too; its own ``generate()`` with a static cache fails ("The size of tensor a (10) must match the size of
-    tensor b (6)", 5.25), and with the mask padded its tokens are those of ``generate()`` with its default cache.
+    them so too: unpadded, its prompt failed here as its own ``generate()`` with a static cache fails ("The size of
+    tensor a (11) must match the size of tensor b (6)", transformers 5.25); padded, its tokens are those of
+    ``generate()`` with its default cache.
     Every other model gets the prompt's mask: some read it position by position against the prompt (Qwen3.5's
     linear-attention layers zero padded rows), and transformers' masking functions pad it themselves."""
     return config.model_type == "bloom" or (config.model_type == "falcon" and bool(getattr(config, "alibi", False)))
@@ -194,10 +195,11 @@ class GraphDecoder:
         # (B, L, vocab) of memory in the call's peak (Llama-3-8B, 128 tokens: 31 MiB a row) and an lm_head GEMM of
         # L rows
         self._last_logits = {"logits_to_keep": 1} if "logits_to_keep" in _forward_parameters(model) else {}
-        # every forward is given an attention mask and positions, as generate() gives them, prompts without padding
-        # too: without, some models count them from the static cache's length, a value on the device -- OPT builds
-        # its mask as torch.ones(B, length), which a CUDA graph cannot capture (the length is read back to the host;
-        # transformers 5.17 and 5.25) and, with 5.17, a compiled step cannot trace (a data-dependent size)
+        # every forward is given an attention mask and positions, as generate() gives them (the steps of the models
+        # of _STEP_WITHOUT_MASK no mask, as theirs), prompts without padding too: without, some models count them
+        # from the static cache's length, a value on the device -- OPT builds its mask as torch.ones(B, length),
+        # which a CUDA graph cannot capture (the length is read back to the host; transformers 5.17 and 5.25) and,
+        # with 5.17, a compiled step cannot trace (a data-dependent size)
         self._takes_positions = "position_ids" in _forward_parameters(model)
         self._prompt_mask_spans_cache = _prompt_mask_spans_cache(model.config)
         self._step_takes_mask = model.config.model_type not in _STEP_WITHOUT_MASK
@@ -333,7 +335,23 @@ class GraphDecoder:
     def _capture(self):
         """Warm the step up on a side stream and capture it; returns (graph, output)."""
         self._on_side_stream(self._warm_up)
-        return self._graphed(lambda: self._step(*self._inputs))
+        try:
+            return self._graphed(lambda: self._step(*self._inputs))
+        except torch.OutOfMemoryError:
+            raise  # (a RuntimeError too, but not the model's forward refusing a capture)
+        except RuntimeError as error:
+            way_out = "GraphDecoder(model, cuda_graph=False) runs the step without a graph"
+            if not self.compiled:  # (Bloom's eager attention mask under transformers 5.17: its compiled step captured)
+                way_out += "; compiled (GraphDecoder(model), the default) it may capture where the eager one does not"
+            raise self._capture_failed("decode step", error, way_out) from error
+
+    def _capture_failed(self, what: str, error: RuntimeError, way_out: str) -> RuntimeError:
+        """The error of a forward that could not be captured: the model, torch's reason, the way out, and what a
+        failed capture leaves behind."""
+        return RuntimeError(
+            f"GraphDecoder could not capture {type(self.model).__name__}'s {what} in a CUDA graph ({error}); "
+            f"{way_out}. torch may leave a process whose capture failed unable to use CUDA's random generator "
+            "(\"Offset increment outside graph capture\"): start a new one")
 
     def _prompt_token(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """The prompt's forward into the cache -> each row's first new token (B, 1). ``positions``: each row's
@@ -366,11 +384,7 @@ class GraphDecoder:
         except torch.OutOfMemoryError:
             raise  # (a RuntimeError too, but not the model's forward refusing a capture)
         except RuntimeError as error:
-            raise RuntimeError(
-                f"GraphDecoder(prompt_graph=True) could not capture {type(self.model).__name__}'s prompt forward in a "
-                f"CUDA graph ({error}); GraphDecoder(model) runs it eagerly. torch may leave a process whose capture "
-                "failed unable to use CUDA's random generator (\"Offset increment outside graph capture\"): start a "
-                "new one") from error
+            raise self._capture_failed("prompt forward", error, "GraphDecoder(model) runs it eagerly") from error
         captured = _PromptGraph(graph, ids, positions, token, self._python_state())
         self._cache.reset()  # (the flags the capture's forward set)
         return captured

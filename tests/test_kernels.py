@@ -1082,9 +1082,10 @@ def test_hlwq_autotune_takes_0_or_1(value, tunes, monkeypatch):
 def test_the_tuning_cache_directory(monkeypatch, tmp_path):
     """``HLWQ_CACHE_DIR`` unset or empty: ``~/.cache/hlwq_ops``; a leading ``~`` is the home directory."""
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "Some GPU")
-    monkeypatch.setattr(tuning, "_gpu_model", tuning._gpu_model.__wrapped__)  # (memoized too)
+    monkeypatch.setattr(tuning, "_TAGS", {})
+    monkeypatch.setattr(tuning, "_cache_path", tuning._cache_path.__wrapped__)  # (the memoized one answers once)
     monkeypatch.setenv("HOME", str(tmp_path))
-    cache_file = tuning._cache_file.__wrapped__  # (the memoized one answers once a process)
+    cache_file = tuning._cache_file
     for value in (None, ""):
         if value is None:
             monkeypatch.delenv("HLWQ_CACHE_DIR", raising=False)
@@ -1125,27 +1126,40 @@ def test_tuned_choices_of_a_layer(monkeypatch):
 
 def test_two_gpu_models_in_a_process_tune_and_save_apart(tmp_path, monkeypatch):
     """With two models of GPU in a process (a model split over an old and a new card) each model's choices are its
-    own -- a key tuned on one is untuned on the other -- and each cache file gets its model's entries only; two cards
-    of one model share theirs."""
+    own -- a key tuned on one is untuned on the other -- and each cache file gets its model's entries only, saved
+    after both were loaded; two cards of one model share theirs. ``cuda`` without an index is the current card's,
+    whichever that is when asked."""
     models = {0: "GPU_A", 1: "GPU_B", 2: "GPU_A"}
+    current = [0]
     monkeypatch.setattr(tuning, "_gpu_model", models.__getitem__)
-    monkeypatch.setattr(tuning, "_cache_file", lambda device: tmp_path / f"{tuning.device_tag(device)}.json")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current[0])
+    monkeypatch.setattr(tuning, "_TAGS", {})
+    monkeypatch.setattr(tuning, "_cache_path", tuning._cache_path.__wrapped__)  # (not memoized across tests)
+    monkeypatch.setenv("HLWQ_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(tuning, "sm_count", lambda device: 132)
     monkeypatch.setattr(tuning, "_TUNED", {})
     monkeypatch.setattr(tuning, "_LOADED", set())
-    a, b, a2 = (torch.device("cuda", index) for index in models)
+    (a, b, a2), cuda = (torch.device("cuda", index) for index in models), torch.device("cuda")
     ours, theirs = tuning.candidates("gemv", 1, 8, 128, 132, 5)[:2]
-    (tmp_path / "GPU_B.json").write_text(json.dumps({"gemv/8x128/q5/m1": theirs}))
+    file_a, file_b = tuning._cache_file(a), tuning._cache_file(b)
+    assert file_a == tuning._cache_file(a2) != file_b and "GPU_B" in file_b.name
+    file_b.write_text(json.dumps({"gemv/8x256/q5/m1": theirs}))
     assert tuning.tuned("gemv", 1, 8, 128, 5, a) is None
     tuning._TUNED[tuning.key_for("gemv", 1, 8, 128, 5, a)] = ours  # (as config_for keeps a choice)
+    assert tuning.tuned("gemv", 1, 8, 256, 5, b) == theirs and tuning.tuned("gemv", 1, 8, 256, 5, a) is None
+    assert tuning.tuned("gemv", 1, 8, 128, 5, b) is None and tuning.tuned("gemv", 1, 8, 128, 5, a2) is ours
     tuning._save(a)
-    assert tuning.tuned("gemv", 1, 8, 128, 5, b) == theirs
-    assert tuning.tuned("gemv", 1, 8, 128, 5, a) is ours and tuning.tuned("gemv", 1, 8, 128, 5, a2) is ours
     tuning._save(b)
-    assert json.loads((tmp_path / "GPU_A.json").read_text()) == {"gemv/8x128/q5/m1": ours}
-    assert json.loads((tmp_path / "GPU_B.json").read_text()) == {"gemv/8x128/q5/m1": theirs}
-    assert tuning.tuned_choices(1, 8, 128, 5, b) == {"gemv/8x128/q5/m1": theirs}
-    assert ours != theirs
+    assert json.loads(file_a.read_text()) == {"gemv/8x128/q5/m1": ours}
+    assert json.loads(file_b.read_text()) == {"gemv/8x256/q5/m1": theirs}
+    assert tuning.tuned_choices(1, 8, 256, 5, b) == {"gemv/8x256/q5/m1": theirs}
+    assert tuning._cache_file(cuda) == file_a and tuning.tuned("gemv", 1, 8, 128, 5, cuda) is ours
+    current[0] = 1  # (the current card now GPU_B's: an index-less device follows it)
+    assert tuning.tuned("gemv", 1, 8, 256, 5, cuda) == theirs and tuning._cache_file(cuda) == file_b
+    tuning._TUNED[tuning.key_for("gemv", 1, 8, 512, 5, cuda)] = ours
+    tuning._save(cuda)
+    assert json.loads(file_a.read_text()) == {"gemv/8x128/q5/m1": ours}
+    assert json.loads(file_b.read_text()) == {"gemv/8x256/q5/m1": theirs, "gemv/8x512/q5/m1": ours}
 
 
 def test_path_crossovers(monkeypatch):
@@ -1923,8 +1937,8 @@ def test_gpu_ws_rs_poisoned_output_every_candidate(bits, N, K):
 @pytest.mark.gpu
 @pytest.mark.parametrize("bits", [4, 5])
 def test_gpu_linear_tuned_tensor_core_choice(bits):
-    """Tuned, the tensor-core path may pick the tensor-core GEMV (or, on sm_90, the register-operand ws kernel);
-    whichever it picks is right (M = 3..8)."""
+    """Tuned, the tensor-core path may pick the tensor-core GEMV (or, on sm_90, the register-operand ws kernel; on
+    a layer this small the GEMV competes too); whichever it picks is right (M = 3..8)."""
     qdata, scale = _packed(4096, 4096, bits, device="cuda")
     w_hat = fmt.dequantize_ref(qdata, scale, bits, 128, 4096, torch.float64)
     for M in (3, 8):
@@ -1935,8 +1949,9 @@ def test_gpu_linear_tuned_tensor_core_choice(bits):
         assert rel_error(y, ref) <= 2 * bf16_err, M
     from hlwq_ops.kernels import wsmma
 
-    family = "wgmma+tc+wsrs/" if wsmma.runs_on(qdata.device) else "wgmma+tc/"  # (wsrs where the ws kernels run)
-    assert any(k.startswith(family) for k in tuning._TUNED)
+    family = "wgmma+tc+wsrs" if wsmma.runs_on(qdata.device) else "wgmma+tc"  # (wsrs where the ws kernels run)
+    tuned = [key.split("/")[0] for M in (3, 8) for key in tuning.tuned_choices(M, 4096, 4096, bits, qdata.device)]
+    assert tuned and all(key == f"gemv+{family}" for key in tuned), tuned  # (tuning.gemv_competes: M <= 8)
 
 
 @pytest.mark.gpu

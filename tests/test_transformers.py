@@ -1,6 +1,7 @@
 """HLWQ on transformers models: quantize_, compiled static-cache generate, TorchAoConfig round trips."""
 
 import copy
+import inspect
 import logging
 import warnings
 
@@ -32,6 +33,7 @@ from transformers import (
     Qwen3ForCausalLM,
     TorchAoConfig,
 )
+from transformers import masking_utils
 from transformers.models.qwen3_5 import Qwen3_5ForCausalLM, Qwen3_5TextConfig
 
 from hlwq_ops import HLWQTensor, hlwq_q5
@@ -84,20 +86,32 @@ def _mpt():
 
 
 ALL_MODELS = {**MODELS, "opt": _opt, "bloom": _bloom, "mpt": _mpt}
+# transformers 5.17's eager attention mask (Bloom's: it has no SDPA) makes a scalar on the device with torch.tensor,
+# a copy from the host that a CUDA graph cannot capture ("Cannot copy between CPU and CUDA tensors during CUDA graph
+# capture", an H100, session 63); 5.25 makes it with torch.zeros
+_EAGER_MASK_COPIES_WHILE_CAPTURING = "torch.tensor(0.0" in inspect.getsource(masking_utils.eager_mask)
 
 
-def _state_space(arch: str) -> torch.nn.Module:
-    """Mamba, Mamba2 and FalconMamba: no attention; each mixer multiplies its input positions by the mask's entries.
-    Weights of std 0.15: at the default initialisation these tiny models' tokens hardly depend on their inputs."""
-    small = dict(hidden_size=128, num_hidden_layers=2, vocab_size=512, state_size=8)
-    model = {
-        "mamba": lambda: MambaForCausalLM(MambaConfig(**small)),
-        "falcon_mamba": lambda: FalconMambaForCausalLM(FalconMambaConfig(**small)),
-        "mamba2": lambda: Mamba2ForCausalLM(Mamba2Config(num_heads=4, head_dim=64, n_groups=1, **small)),
-    }[arch]()
+def _redrawn(model: torch.nn.Module) -> torch.nn.Module:
+    """Every weight matrix redrawn with std 0.15: at the default initialisation these tiny models' tokens hardly
+    depend on their inputs, a prompt's padding included."""
     for weight in (p for p in model.parameters() if p.dim() == 2):
         torch.nn.init.normal_(weight, std=0.15)
     return model
+
+
+_SMALL_STATE_SPACE = dict(hidden_size=128, num_hidden_layers=2, vocab_size=512, state_size=8)
+# Models whose masks differ from the others' in generate(): Mamba, Mamba2 and FalconMamba (no attention; each mixer
+# multiplies its input positions by the mask's entries) get none at the steps; Falcon with ALiBi, as Bloom, a prompt
+# mask spanning the cache
+MASKED_APART = {
+    "mamba": lambda: MambaForCausalLM(MambaConfig(**_SMALL_STATE_SPACE)),
+    "falcon_mamba": lambda: FalconMambaForCausalLM(FalconMambaConfig(**_SMALL_STATE_SPACE)),
+    "mamba2": lambda: Mamba2ForCausalLM(Mamba2Config(num_heads=4, head_dim=64, n_groups=1, **_SMALL_STATE_SPACE)),
+    "falcon_alibi": lambda: FalconForCausalLM(FalconConfig(
+        hidden_size=128, num_hidden_layers=2, num_attention_heads=4, vocab_size=512, alibi=True,
+        new_decoder_architecture=False, multi_query=True, parallel_attn=True, bias=False)),
+}
 
 
 def _q5(make, device="cpu", dtype=torch.float32):
@@ -226,58 +240,45 @@ def test_graph_decoder_matches_generate(arch, compile):
     assert torch.equal(decoder.generate(ids, 7), expected), "a second call reuses the cache"
 
 
-@pytest.mark.parametrize("arch", ["mamba", "falcon_mamba", "mamba2"])
+@pytest.mark.parametrize("arch", list(MASKED_APART))
 @pytest.mark.parametrize("compile", [False, True])
-def test_graph_decoder_state_space_models_like_generate(arch, compile):
-    """Their ``generate()`` gives the steps no mask; given the cache's, Mamba's and FalconMamba's mixers broadcast a
-    step's token to the cache's length, and at batch > 1 the tokens were others than ``generate()``'s."""
+def test_graph_decoder_models_masked_apart_like_generate(arch, compile):
+    """The same tokens as ``generate()``, unpadded and left-padded (where the mask changes them), for the models whose
+    masks ``generate()`` gives apart:
+    - Mamba and FalconMamba: given the cache's mask at the steps, their mixers broadcast a step's token to the
+      cache's length, and at batch > 1 the tokens were others than ``generate()``'s; Mamba2 matched with it too (it
+      gets none as its ``generate()`` gives none);
+    - Falcon with ``alibi=True``: its prompt's forward failed on a size mismatch until its mask spanned the cache. Its
+      own ``generate()`` with a static cache fails the same way, so the reference for all of them is ``generate()``
+      with the model's default cache (the state-space models' is their own)."""
     from hlwq_ops.decode import GraphDecoder
 
     torch.manual_seed(0)
-    model = _state_space(arch).eval()
+    model = _redrawn(MASKED_APART[arch]()).eval()
     model.generation_config.eos_token_id = None
     quantize_(model, hlwq_q5())
-    ids = torch.randint(1, 512, (3, 7))
-    mask = torch.ones_like(ids)
+    plain = torch.randint(1, 512, (2, 7))
+    mask = torch.ones(3, 7, dtype=torch.long)
     mask[1, :3] = 0
-    ids = ids.masked_fill(mask == 0, 0)
+    # (ids under which the mask changes every model's tokens, the quantized Falcon's too: not all do)
+    padded = torch.randint(1, 512, (3, 7), generator=torch.Generator().manual_seed(3)).masked_fill(mask == 0, 0)
+    greedy = dict(max_new_tokens=5, do_sample=False)
     with torch.no_grad():
-        expected = [model.generate(ids[:2], max_new_tokens=5, do_sample=False),
-                    model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False, pad_token_id=0)]
+        expected = model.generate(plain, **greedy)
+        expected_padded = model.generate(padded, attention_mask=mask, pad_token_id=0, **greedy)
+        unmasked = model.generate(padded, attention_mask=torch.ones_like(mask), pad_token_id=0, **greedy)
+    assert not torch.equal(unmasked, expected_padded), "the mask changes the tokens: the padded check can fail"
     torch._dynamo.reset()
     decoder = GraphDecoder(model, compile=compile)
-    assert torch.equal(decoder.generate(ids[:2], 5), expected[0])
-    assert torch.equal(decoder.generate(ids, 5, attention_mask=mask), expected[1])
+    assert torch.equal(decoder.generate(plain, 5), expected)
+    assert torch.equal(decoder.generate(padded, 5, attention_mask=mask), expected_padded)
 
 
-@pytest.mark.parametrize("compile", [False, True])
-def test_graph_decoder_falcon_with_alibi_like_generate(compile):
-    """Falcon with ``alibi=True`` builds its biases from the 2D mask, as Bloom does: its prompt's mask is padded to
-    the cache's length (a size mismatch in the prompt's forward before). Its own ``generate()`` with a static cache
-    fails the same way, so the tokens are those of ``generate()`` with its default cache; padded prompts too. Falcon
-    without ALiBi keeps the prompt's mask."""
-    from hlwq_ops.decode import GraphDecoder, _prompt_mask_spans_cache
+def test_the_prompt_mask_spans_the_cache_for_alibi_models_only():
+    from hlwq_ops.decode import _prompt_mask_spans_cache
 
-    torch.manual_seed(0)
-    config = FalconConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, vocab_size=512, alibi=True,
-                          new_decoder_architecture=False, multi_query=True, parallel_attn=True, bias=False)
-    model = FalconForCausalLM(config).eval()
-    for weight in (p for p in model.parameters() if p.dim() == 2):
-        torch.nn.init.normal_(weight, std=0.15)  # (at the default initialisation the mask barely changes a token)
-    model.generation_config.eos_token_id = None
-    quantize_(model, hlwq_q5())
-    ids = torch.randint(1, 512, (3, 7))
-    mask = torch.ones_like(ids)
-    mask[1, :3] = 0
-    ids = ids.masked_fill(mask == 0, 0)
-    with torch.no_grad():
-        expected = [model.generate(ids[:2], max_new_tokens=5, do_sample=False),
-                    model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False, pad_token_id=0)]
-    torch._dynamo.reset()
-    decoder = GraphDecoder(model, compile=compile)
-    assert torch.equal(decoder.generate(ids[:2], 5), expected[0])
-    assert torch.equal(decoder.generate(ids, 5, attention_mask=mask), expected[1])
-    assert not _prompt_mask_spans_cache(FalconConfig(alibi=False))
+    assert _prompt_mask_spans_cache(BloomConfig()) and _prompt_mask_spans_cache(FalconConfig(alibi=True))
+    assert not _prompt_mask_spans_cache(FalconConfig(alibi=False)) and not _prompt_mask_spans_cache(LlamaConfig())
 
 
 def test_graph_decoder_gives_every_forward_a_mask_and_positions(monkeypatch):
@@ -801,6 +802,28 @@ def test_a_prompt_that_cannot_be_captured_is_a_clear_error(monkeypatch):
         decoder.generate(torch.randint(0, 512, (1, 5)), 4)
 
 
+@pytest.mark.parametrize("compile", [False, True])
+def test_a_step_that_cannot_be_captured_is_a_clear_error(monkeypatch, compile):
+    """A decode step that cannot be captured raises, naming the model, torch's reason and the ways out (an H100 with
+    transformers 5.17: Bloom's eager step, whose attention mask copies a scalar from the host; its compiled step
+    captured)."""
+    from hlwq_ops.decode import GraphDecoder
+
+    decoder = GraphDecoder(_llama().eval(), compile=compile, cuda_graph=True)
+    _stand_in_captures(decoder, monkeypatch)
+
+    def graphed(forward):
+        raise RuntimeError("Cannot copy between CPU and CUDA tensors during CUDA graph capture")
+
+    monkeypatch.setattr(decoder, "_graphed", graphed)
+    eager = r"; compiled \(GraphDecoder\(model\), the default\) it may capture"
+    with pytest.raises(RuntimeError, match=r"could not capture LlamaForCausalLM's decode step .*Cannot copy.*"
+                                           r"GraphDecoder\(model, cuda_graph=False\) runs the step without a graph"
+                                           + ("" if compile else eager) + r".*start a new one") as raised:
+        decoder.generate(torch.randint(0, 512, (1, 5)), 4)
+    assert compile != ("compiled (GraphDecoder(model)" in str(raised.value))
+
+
 @pytest.mark.parametrize("arch", ["qwen3.5", "qwen3", "opt", "bloom"])
 def test_graph_decoder_prompt_graph_like_generate(monkeypatch, arch):
     """The prompt's graph on the test models with other cache layers, against ``generate()``, on the CPU stand-in
@@ -878,6 +901,10 @@ def test_graph_decoder_prompt_graph_of_other_models(arch):
     ids = torch.randint(3, 512, (2, 6), device="cuda")
     expected = GraphDecoder(model, compile=False, prompt_graph=False).generate(ids, 8)
     decoder = GraphDecoder(model, compile=False, prompt_graph=True)
+    if arch == "bloom" and _EAGER_MASK_COPIES_WHILE_CAPTURING:
+        with pytest.raises(RuntimeError, match="could not capture BloomForCausalLM's prompt forward .*pinned"):
+            decoder.generate(ids, 8)
+        return
     assert torch.equal(decoder.generate(ids, 8), expected)
     assert torch.equal(decoder.generate(ids, 8), expected) and decoder._prompt is not None
 
@@ -911,6 +938,10 @@ def test_graph_decoder_cuda_graph_of_other_models(arch, compile):
     with torch.no_grad():
         expected = model.generate(ids, max_new_tokens=8, do_sample=False, cache_implementation="static")
     decoder = GraphDecoder(model, compile=compile)
+    if arch == "bloom" and not compile and _EAGER_MASK_COPIES_WHILE_CAPTURING:
+        with pytest.raises(RuntimeError, match="could not capture BloomForCausalLM's decode step .*pinned.*compiled"):
+            decoder.generate(ids, 8)
+        return
     assert torch.equal(decoder.generate(ids, 8), expected) and decoder._graph is not None
     assert torch.equal(decoder.generate(ids, 8), expected)
 

@@ -383,15 +383,24 @@ def autotune() -> bool:
     return env_flag("HLWQ_AUTOTUNE", "1") is not False
 
 
+_TAGS: dict[torch.device, str] = {}  # device_tag's answers for devices with an index (a dict: cheaper than lru_cache)
+
+
 def device_tag(device: torch.device) -> str:
     """The name a device's tuning keys (:func:`key_for`) and cache file go by: its GPU model's (spaces as ``_``), so
-    that two cards of one model share choices; for a device other than a GPU, its type (nothing is tuned there)."""
-    if device.type != "cuda":
-        return device.type
-    return _gpu_model(torch.cuda.current_device() if device.index is None else device.index)
+    that two cards of one model share choices; for a device other than a GPU, its type (nothing is tuned there).
+    ``cuda`` without an index is the current device, asked each time."""
+    tag = _TAGS.get(device)
+    if tag is None:
+        if device.type != "cuda":
+            tag = device.type
+        else:
+            tag = _gpu_model(torch.cuda.current_device() if device.index is None else device.index)
+        if device.index is not None or device.type != "cuda":
+            _TAGS[device] = tag
+    return tag
 
 
-@functools.lru_cache(maxsize=None)
 def _gpu_model(index: int) -> str:
     return torch.cuda.get_device_name(index).replace(" ", "_")
 
@@ -402,22 +411,30 @@ def key_for(kernel: str, M: int, N: int, k_pad: int, bits: int, device: torch.de
     return f"{device_tag(device)}:{kernel}{_layer_key(M, N, k_pad, bits)}"
 
 
-@functools.lru_cache(maxsize=None)
 def _cache_file(device: torch.device) -> Path:
-    """The device's cache file under ``HLWQ_CACHE_DIR`` (unset or empty: ``~/.cache/hlwq_ops``; ``~`` expanded), as
+    """The device's cache file: its GPU model's (:func:`_cache_path`)."""
+    return _cache_path(device_tag(device))
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_path(model: str) -> Path:
+    """A GPU model's cache file under ``HLWQ_CACHE_DIR`` (unset or empty: ``~/.cache/hlwq_ops``; ``~`` expanded), as
     the process first asks for it."""
-    name = device_tag(device)
     root = Path(os.environ.get("HLWQ_CACHE_DIR") or Path.home() / ".cache" / "hlwq_ops").expanduser()
-    return root / f"configs-{_kernels_fingerprint()}-{name}-triton{__import__('triton').__version__}.json"
+    return root / f"configs-{_kernels_fingerprint()}-{model}-triton{__import__('triton').__version__}.json"
 
 
 @functools.lru_cache(maxsize=None)
 def _kernels_fingerprint() -> str:
-    """A digest of this package's kernel sources (this module's candidates among them): a cache file holds the
-    choices of the kernels that timed them. Choices timed before a kernel changed -- a tile that no longer pays, or a
-    parameter that kept its name but not its meaning -- would otherwise be used as they are (a version in the name,
-    bumped by hand, was forgotten at times); a change re-tunes instead, seconds a shape."""
-    digest = hashlib.sha256()
+    """A digest of the package's version and its kernel sources (this module's candidates among them): a cache file
+    holds the choices of the kernels that timed them. Choices timed before a kernel changed -- a tile that no longer
+    pays, or a parameter that kept its name but not its meaning -- would otherwise be used as they are (a version in
+    the name, bumped by hand, was forgotten at times); a change re-tunes instead, seconds a shape and M bucket. The
+    version keeps an install without sources (bytecode only) apart from other versions. Files of other digests are
+    left in place."""
+    from .. import __version__
+
+    digest = hashlib.sha256(__version__.encode())
     for path in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
@@ -452,8 +469,8 @@ def _read(path: Path) -> tuple[dict, int]:
 
 def _current(key: str, config: dict, sm_count: int) -> bool:
     """Whether a cached config takes the parameters of one of this version's candidates for its key, and names the
-    same kernel: what a cache written by an earlier version holds (under a file version it did not bump) would
-    otherwise fail at launch, a bare KeyError there."""
+    same kernel: what a cache file edited or damaged holds (an earlier version's is another file, see
+    :func:`_cache_path`) would otherwise fail at launch, a bare KeyError there."""
     try:
         kernel, shape, bits, bucket = key.rsplit("/", 3)
         N, k_pad = map(int, shape.split("x"))
