@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -62,250 +61,72 @@ SLIDING = {"sliding_window": 8, "layer_types": ["sliding_attention", "full_atten
 GPT2_LIKE = dict(n_embd=128, n_layer=2, n_head=4, n_positions=128, **TOKENS)
 STATE_SPACE = dict(hidden_size=128, num_hidden_layers=2, state_size=8, **TOKENS)
 
-# Config classes are imported inside each builder: an ImportError there means that the installed transformers does
-# not have the architecture, which skips it instead of stopping the sweep.
-
-
-def _llama():
-    from transformers import LlamaConfig
-    return LlamaConfig(**ATTENTION)
-
-
-def _mistral():
-    from transformers import MistralConfig
-    return MistralConfig(sliding_window=None, **ATTENTION)
-
-
-def _mistral_window():
-    from transformers import MistralConfig
-    return MistralConfig(sliding_window=8, **ATTENTION)
-
-
-def _mixtral():
-    from transformers import MixtralConfig
-    return MixtralConfig(num_local_experts=4, num_experts_per_tok=2, **ATTENTION)
-
-
-def _qwen2():
-    from transformers import Qwen2Config
-    return Qwen2Config(**ATTENTION)
-
-
-def _qwen2_moe():
-    from transformers import Qwen2MoeConfig
-    return Qwen2MoeConfig(shared_expert_intermediate_size=128, **MOE, **ATTENTION)
-
-
-def _qwen3():
-    from transformers import Qwen3Config
-    return Qwen3Config(**HEAD_DIM, **ATTENTION)
-
-
-def _qwen3_moe():
-    from transformers import Qwen3MoeConfig
-    return Qwen3MoeConfig(**MOE, **HEAD_DIM, **ATTENTION)
-
-
-def _qwen35():
-    from transformers import Qwen3_5TextConfig
-    return Qwen3_5TextConfig(**LINEAR_ATTENTION, **HEAD_DIM, **ATTENTION)
-
-
-def _qwen3_next():
-    from transformers import Qwen3NextConfig
-    return Qwen3NextConfig(shared_expert_intermediate_size=64, **MOE, **LINEAR_ATTENTION, **HEAD_DIM, **ATTENTION)
-
-
-def _gemma():
-    from transformers import GemmaConfig
-    return GemmaConfig(**HEAD_DIM, **ATTENTION)
-
-
-def _gemma2():
-    """``lm_head`` untied (as Gemma3's): tied, every row repeated its last prompt token, whatever its mask."""
-    from transformers import Gemma2Config
-    return Gemma2Config(tie_word_embeddings=False, **SLIDING, **HEAD_DIM, **ATTENTION)
-
-
-def _gemma3():
-    from transformers import Gemma3TextConfig
-    return Gemma3TextConfig(tie_word_embeddings=False, **SLIDING, **HEAD_DIM, **ATTENTION)
-
-
-def _phi():
-    from transformers import PhiConfig
-    return PhiConfig(**ATTENTION)
-
-
-def _phi3():
-    from transformers import Phi3Config
-    return Phi3Config(**ATTENTION)
-
-
-def _gpt2():
-    from transformers import GPT2Config
-    return GPT2Config(**GPT2_LIKE)
-
-
-def _gpt_neox():
-    from transformers import GPTNeoXConfig
-    return GPTNeoXConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                         **TOKENS)
-
-
-def _gptj():
-    from transformers import GPTJConfig
-    return GPTJConfig(rotary_dim=16, **GPT2_LIKE)
-
-
-def _falcon():
-    from transformers import FalconConfig
-    return FalconConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, **TOKENS)
-
-
-def _falcon_alibi():
-    """Falcon's old architecture with ALiBi biases built from the 2D mask, as Bloom's."""
-    from transformers import FalconConfig
-    return FalconConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, alibi=True,
-                        new_decoder_architecture=False, multi_query=True, parallel_attn=True, bias=False, **TOKENS)
-
-
-def _falcon_new_decoder():
-    """Falcon-40B's layout: grouped key-value heads, two layer norms."""
-    from transformers import FalconConfig
-    return FalconConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_kv_heads=2,
-                        new_decoder_architecture=True, **TOKENS)
-
-
-def _bloom():
-    """``lm_head`` untied: tied, the tests' Bloom repeated one token a row whatever its mask."""
-    from transformers import BloomConfig
-    return BloomConfig(hidden_size=128, n_head=4, n_layer=2, tie_word_embeddings=False, **TOKENS)
-
-
-def _opt():
-    from transformers import OPTConfig
-    return OPTConfig(hidden_size=128, ffn_dim=256, word_embed_proj_dim=128, num_hidden_layers=2,
-                     num_attention_heads=4, max_position_embeddings=128, **TOKENS)
-
-
-def _starcoder2():
-    from transformers import Starcoder2Config
-    return Starcoder2Config(**ATTENTION)
-
-
-def _gpt_bigcode():
-    from transformers import GPTBigCodeConfig
-    return GPTBigCodeConfig(**GPT2_LIKE)
-
-
-def _cohere():
-    from transformers import CohereConfig
-    return CohereConfig(**ATTENTION)
-
-
-def _cohere2():
-    from transformers import Cohere2Config
-    return Cohere2Config(**SLIDING, **ATTENTION)
-
-
-def _olmo():
-    from transformers import OlmoConfig
-    return OlmoConfig(**ATTENTION)
-
-
-def _olmo2():
-    from transformers import Olmo2Config
-    return Olmo2Config(**ATTENTION)
-
-
-def _granite():
-    from transformers import GraniteConfig
-    return GraniteConfig(**ATTENTION)
-
-
-def _smollm3():
-    from transformers import SmolLM3Config
-    return SmolLM3Config(**ATTENTION)
-
-
-def _glm():
-    from transformers import GlmConfig
-    return GlmConfig(**HEAD_DIM, **ATTENTION)
-
-
-def _glm4():
-    from transformers import Glm4Config
-    return Glm4Config(**HEAD_DIM, **ATTENTION)
-
-
-def _mamba():
-    from transformers import MambaConfig
-    return MambaConfig(**STATE_SPACE)
-
-
-def _mamba2():
-    from transformers import Mamba2Config
-    return Mamba2Config(num_heads=4, head_dim=64, n_groups=1, **STATE_SPACE)
-
-
-def _falcon_mamba():
-    from transformers import FalconMambaConfig
-    return FalconMambaConfig(**STATE_SPACE)
-
-
-def _falcon_h1():
-    """Attention and a Mamba2 mixer side by side in every layer."""
-    from transformers import FalconH1Config
-    return FalconH1Config(mamba_d_ssm=256, mamba_n_heads=8, mamba_d_head=32, mamba_d_state=16, mamba_chunk_size=16,
-                          **ATTENTION)
-
-
-def _mpt():
-    from transformers import MptConfig
-    return MptConfig(d_model=128, n_heads=4, n_layers=2, max_seq_len=128, **TOKENS)
-
-
-ARCHITECTURES: dict[str, Callable[[], PretrainedConfig]] = {
-    "llama": _llama,
-    "mistral": _mistral,
-    "mistral-window": _mistral_window,
-    "mixtral": _mixtral,
-    "qwen2": _qwen2,
-    "qwen2-moe": _qwen2_moe,
-    "qwen3": _qwen3,
-    "qwen3-moe": _qwen3_moe,
-    "qwen3.5": _qwen35,
-    "qwen3-next": _qwen3_next,
-    "gemma": _gemma,
-    "gemma2": _gemma2,
-    "gemma3": _gemma3,
-    "phi": _phi,
-    "phi3": _phi3,
-    "gpt2": _gpt2,
-    "gpt-neox": _gpt_neox,
-    "gptj": _gptj,
-    "falcon": _falcon,
-    "falcon-alibi": _falcon_alibi,
-    "falcon-new-decoder": _falcon_new_decoder,
-    "bloom": _bloom,
-    "opt": _opt,
-    "starcoder2": _starcoder2,
-    "gpt-bigcode": _gpt_bigcode,
-    "cohere": _cohere,
-    "cohere2": _cohere2,
-    "olmo": _olmo,
-    "olmo2": _olmo2,
-    "granite": _granite,
-    "smollm3": _smollm3,
-    "glm": _glm,
-    "glm4": _glm4,
-    "mamba": _mamba,
-    "mamba2": _mamba2,
-    "falcon-mamba": _falcon_mamba,
-    "falcon-h1": _falcon_h1,
-    "mpt": _mpt,
+# name -> (the config class, in transformers' namespace; its arguments). A class the installed transformers lacks
+# skips that architecture instead of stopping the sweep.
+ARCHITECTURES: dict[str, tuple[str, dict]] = {
+    "llama": ("LlamaConfig", ATTENTION),
+    "mistral": ("MistralConfig", dict(sliding_window=None, **ATTENTION)),
+    "mistral-window": ("MistralConfig", dict(sliding_window=8, **ATTENTION)),
+    "mixtral": ("MixtralConfig", dict(num_local_experts=4, num_experts_per_tok=2, **ATTENTION)),
+    "qwen2": ("Qwen2Config", ATTENTION),
+    "qwen2-moe": ("Qwen2MoeConfig", dict(shared_expert_intermediate_size=128, **MOE, **ATTENTION)),
+    "qwen3": ("Qwen3Config", dict(**HEAD_DIM, **ATTENTION)),
+    "qwen3-moe": ("Qwen3MoeConfig", dict(**MOE, **HEAD_DIM, **ATTENTION)),
+    "qwen3.5": ("Qwen3_5TextConfig", dict(**LINEAR_ATTENTION, **HEAD_DIM, **ATTENTION)),
+    "qwen3-next": ("Qwen3NextConfig", dict(
+        shared_expert_intermediate_size=64, **MOE, **LINEAR_ATTENTION, **HEAD_DIM, **ATTENTION)),
+    "gemma": ("GemmaConfig", dict(**HEAD_DIM, **ATTENTION)),
+    # ``lm_head`` untied (as Gemma3's): tied, every row repeated its last prompt token, whatever its mask.
+    "gemma2": ("Gemma2Config", dict(tie_word_embeddings=False, **SLIDING, **HEAD_DIM, **ATTENTION)),
+    "gemma3": ("Gemma3TextConfig", dict(tie_word_embeddings=False, **SLIDING, **HEAD_DIM, **ATTENTION)),
+    "phi": ("PhiConfig", ATTENTION),
+    "phi3": ("Phi3Config", ATTENTION),
+    "gpt2": ("GPT2Config", GPT2_LIKE),
+    "gpt-neox": ("GPTNeoXConfig", dict(
+        hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, **TOKENS)),
+    "gptj": ("GPTJConfig", dict(rotary_dim=16, **GPT2_LIKE)),
+    "falcon": ("FalconConfig", dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, **TOKENS)),
+    # Falcon's old architecture with ALiBi biases built from the 2D mask, as Bloom's.
+    "falcon-alibi": ("FalconConfig", dict(
+        hidden_size=128, num_hidden_layers=2, num_attention_heads=4, alibi=True, new_decoder_architecture=False,
+        multi_query=True, parallel_attn=True, bias=False, **TOKENS)),
+    # Falcon-40B's layout: grouped key-value heads, two layer norms.
+    "falcon-new-decoder": ("FalconConfig", dict(
+        hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_kv_heads=2, new_decoder_architecture=True,
+        **TOKENS)),
+    # ``lm_head`` untied: tied, the tests' Bloom repeated one token a row whatever its mask.
+    "bloom": ("BloomConfig", dict(hidden_size=128, n_head=4, n_layer=2, tie_word_embeddings=False, **TOKENS)),
+    "opt": ("OPTConfig", dict(
+        hidden_size=128, ffn_dim=256, word_embed_proj_dim=128, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=128, **TOKENS)),
+    "starcoder2": ("Starcoder2Config", ATTENTION),
+    "gpt-bigcode": ("GPTBigCodeConfig", GPT2_LIKE),
+    "cohere": ("CohereConfig", ATTENTION),
+    "cohere2": ("Cohere2Config", dict(**SLIDING, **ATTENTION)),
+    "olmo": ("OlmoConfig", ATTENTION),
+    "olmo2": ("Olmo2Config", ATTENTION),
+    "granite": ("GraniteConfig", ATTENTION),
+    "smollm3": ("SmolLM3Config", ATTENTION),
+    "glm": ("GlmConfig", dict(**HEAD_DIM, **ATTENTION)),
+    "glm4": ("Glm4Config", dict(**HEAD_DIM, **ATTENTION)),
+    "mamba": ("MambaConfig", STATE_SPACE),
+    "mamba2": ("Mamba2Config", dict(num_heads=4, head_dim=64, n_groups=1, **STATE_SPACE)),
+    "falcon-mamba": ("FalconMambaConfig", STATE_SPACE),
+    # Attention and a Mamba2 mixer side by side in every layer.
+    "falcon-h1": ("FalconH1Config", dict(
+        mamba_d_ssm=256, mamba_n_heads=8, mamba_d_head=32, mamba_d_state=16, mamba_chunk_size=16, **ATTENTION)),
+    "mpt": ("MptConfig", dict(d_model=128, n_heads=4, n_layers=2, max_seq_len=128, **TOKENS)),
 }
+
+
+def make_config(name: str) -> PretrainedConfig:
+    """Architecture ``name``'s config (:data:`ARCHITECTURES`); ImportError where transformers lacks its class."""
+    class_name, arguments = ARCHITECTURES[name]
+    config_class = getattr(transformers, class_name, None)
+    if config_class is None:
+        raise ImportError(f"transformers {transformers.__version__} has no {class_name}")
+    return config_class(**arguments)
+
 
 # Architectures whose compiled cases are skipped, and why. (Mamba, FalconMamba and Falcon-H1 are marked
 # _can_compile_fullgraph = False too, but their steps compile on the CPU, where their mixers run torch code:
@@ -426,7 +247,7 @@ def sweep_architecture(name: str, cases: list[str], quantize: bool) -> tuple[dic
     """Every case of ``cases`` for architecture ``name`` -> ({case: outcome}, notes on the references); the outcome
     is {"-": outcome} where the architecture was skipped or its model or references could not be made."""
     try:
-        config = ARCHITECTURES[name]()
+        config = make_config(name)
     except ImportError as error:
         return {"-": Outcome("skipped", f"transformers {transformers.__version__} lacks it ({first_line(error)})")}, []
     except Exception as error:  # noqa: BLE001 (a version whose config refuses the sizes: reported, the sweep goes on)

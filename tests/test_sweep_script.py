@@ -47,3 +47,9 @@ def test_the_sweep_reports_a_mismatch(sweep, capsys):
     out = capsys.readouterr().out
     assert "llama                eager            MISMATCH: first call: row 0 from new token 7" in out
     assert "failed: llama eager" in out
+
+
+def test_an_architecture_transformers_lacks_is_skipped(sweep, capsys, monkeypatch):
+    monkeypatch.setitem(sweep.ARCHITECTURES, "nonesuch", ("NoSuchConfig", {}))
+    assert sweep.main(["--only", "nonesuch", "--cases", "eager"]) == 0
+    assert "nonesuch             -                skipped: transformers" in capsys.readouterr().out
