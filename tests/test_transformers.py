@@ -90,6 +90,10 @@ ALL_MODELS = {**MODELS, "opt": _opt, "bloom": _bloom, "mpt": _mpt}
 # a copy from the host that a CUDA graph cannot capture ("Cannot copy between CPU and CUDA tensors during CUDA graph
 # capture", an H100, session 63); 5.25 makes it with torch.zeros
 _EAGER_MASK_COPIES_WHILE_CAPTURING = "torch.tensor(0.0" in inspect.getsource(masking_utils.eager_mask)
+# (skipped, not run to its error: a failed capture can leave the worker's CUDA random generator unusable for the
+# tests after it, session 59; the error itself is tested on the CPU, test_a_step_that_cannot_be_captured_...)
+_BLOOM_EAGER_CAPTURE = ("a Known issue: this transformers' eager attention mask, Bloom's, copies a scalar from the "
+                        "host, which a CUDA graph cannot capture (5.25 does not)")
 
 
 def _redrawn(model: torch.nn.Module) -> torch.nn.Module:
@@ -902,9 +906,7 @@ def test_graph_decoder_prompt_graph_of_other_models(arch):
     expected = GraphDecoder(model, compile=False, prompt_graph=False).generate(ids, 8)
     decoder = GraphDecoder(model, compile=False, prompt_graph=True)
     if arch == "bloom" and _EAGER_MASK_COPIES_WHILE_CAPTURING:
-        with pytest.raises(RuntimeError, match="could not capture BloomForCausalLM's prompt forward .*pinned"):
-            decoder.generate(ids, 8)
-        return
+        pytest.skip(_BLOOM_EAGER_CAPTURE)
     assert torch.equal(decoder.generate(ids, 8), expected)
     assert torch.equal(decoder.generate(ids, 8), expected) and decoder._prompt is not None
 
@@ -939,9 +941,7 @@ def test_graph_decoder_cuda_graph_of_other_models(arch, compile):
         expected = model.generate(ids, max_new_tokens=8, do_sample=False, cache_implementation="static")
     decoder = GraphDecoder(model, compile=compile)
     if arch == "bloom" and not compile and _EAGER_MASK_COPIES_WHILE_CAPTURING:
-        with pytest.raises(RuntimeError, match="could not capture BloomForCausalLM's decode step .*pinned.*compiled"):
-            decoder.generate(ids, 8)
-        return
+        pytest.skip(_BLOOM_EAGER_CAPTURE)
     assert torch.equal(decoder.generate(ids, 8), expected) and decoder._graph is not None
     assert torch.equal(decoder.generate(ids, 8), expected)
 
