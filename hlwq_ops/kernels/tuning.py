@@ -407,8 +407,13 @@ def _gpu_model(index: int) -> str:
 
 def key_for(kernel: str, M: int, N: int, k_pad: int, bits: int, device: torch.device) -> str:
     """A config's key in the process's tuning table: ``"<GPU model>:<families>/<N>x<K_pad>/q<bits>/m<bucket>"``; the
-    cache file, one per model, holds its keys without the model."""
-    return f"{device_tag(device)}:{kernel}{_layer_key(M, N, k_pad, bits)}"
+    cache file, one per model, holds its keys without the model (:func:`_prefix`)."""
+    return f"{_prefix(device)}{kernel}{_layer_key(M, N, k_pad, bits)}"
+
+
+def _prefix(device: torch.device) -> str:
+    """What the table's keys of ``device``'s GPU model start with, and its cache file's keys lack."""
+    return device_tag(device) + ":"
 
 
 def _cache_file(device: torch.device) -> Path:
@@ -502,14 +507,13 @@ def _load(device: torch.device) -> None:
         logger.warning("hlwq tuning cache %s: %d configs that this version's kernels do not take (e.g. %s: %s) "
                        "ignored and removed from the file at its next save; a call needing one tunes it again",
                        path, len(stale), min(stale), tuned[min(stale)])
-    tag = device_tag(device)
-    _TUNED.update({f"{tag}:{key}": value for key, value in tuned.items()
-                   if key.removesuffix("/tuning_s") not in stale})
+    prefix = _prefix(device)
+    _TUNED.update({prefix + key: value for key, value in tuned.items() if key.removesuffix("/tuning_s") not in stale})
 
 
 def _of_device(device: torch.device) -> dict:
     """The device's model's entries of the table, keyed as on its cache file (without the model)."""
-    prefix = device_tag(device) + ":"
+    prefix = _prefix(device)
     return {key.removeprefix(prefix): value for key, value in _TUNED.items() if key.startswith(prefix)}
 
 
