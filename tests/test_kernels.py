@@ -647,6 +647,39 @@ def test_kernels_linear_every_path(path, block_size, monkeypatch):
     assert rel_error(y, ref) < 1e-2  # bfloat16 output
 
 
+@pytest.mark.parametrize("path", tuning.PATHS)
+def test_codes_the_kernels_cannot_read_as_words_are_a_clear_error(path, monkeypatch):
+    """Packed codes at a storage offset that is not a multiple of 4 bytes, or column-major, as the raw ops' CPU
+    implementations and fakes take them: every path says what the kernels need (it was torch's bare "must be 1 to
+    view Byte as Int", or a view that reads the wrong bytes), also after a call with readable codes resolved."""
+    monkeypatch.setenv("HLWQ_PATH", path)
+    qdata, scale = _packed(24, 256, 5)
+    x = torch.randn(3, 256, device=KERNEL_DEVICE)
+    kernels.linear(x, qdata, scale, None, 5, 128, 256, None)
+    shifted = torch.empty(qdata.numel() + 2, dtype=torch.uint8, device=KERNEL_DEVICE)[2:].view(qdata.shape)
+    shifted.copy_(qdata)
+    column_major = qdata.t().contiguous().t()
+    for codes in shifted, column_major:
+        with pytest.raises(ValueError, match=r"read packed codes \(qdata\) as 32-bit words.*got shape \(24, 160\)"):
+            kernels.linear(x, codes, scale, None, 5, 128, 256, None)
+        with pytest.raises(ValueError, match="as 32-bit words"):
+            kernels.dequantize_rotated(codes, scale, 5, 128, None, torch.float32)
+
+
+def test_codes_starting_off_a_word_are_refused():
+    """Memory from outside torch's allocator may start at any byte; the view to words does not check that, and a
+    GPU's word loads would fault on it (an error that ends the process's CUDA context)."""
+    from hlwq_ops.kernels.common import as_words
+
+    raw = bytearray(64)
+    codes = torch.frombuffer(raw, dtype=torch.uint8, count=32, offset=(4 - torch.frombuffer(raw, dtype=torch.uint8)
+                                                                       .data_ptr() % 4) % 4 + 2).view(2, 16)
+    assert codes.storage_offset() == 0 and codes.data_ptr() % 4 == 2
+    with pytest.raises(ValueError, match=r"starting at a multiple of 4 bytes.*address 0x"):
+        as_words(codes)
+    assert as_words(codes.clone()).shape == (2, 4)
+
+
 def test_split_k_counters_return_to_zero():
     from hlwq_ops.kernels.common import counter_buffer
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..codebook import codebook as standard_codebook
 from ..hadamard import fwht_ref
 from . import common, compiled, tuning
-from .common import arrival_counters, kernel_codebook, launch_split_plan, pdl, unit_stride
+from .common import arrival_counters, as_words, kernel_codebook, launch_split_plan, pdl, unit_stride
 from .dequant import dequant_linear, dequantize_rotated
 from .fwht import MAX_KERNEL_BLOCK, fwht
 from .fwht import launch_plan as launch_fwht
@@ -309,7 +309,7 @@ class _Resolved(NamedTuple):
 
 def _gemv_launches(plan, bits, x2, qdata, scale, bias, codebook, out_dtype) -> torch.Tensor:
     """A resolved GEMV call (:func:`.gemv.plan_for`'s ``plan``, the kernel rotating ``x2``)."""
-    return launch_split_plan(plan, x2, qdata.view(torch.int32), unit_stride(scale), unit_stride(bias),
+    return launch_split_plan(plan, x2, as_words(qdata), unit_stride(scale), unit_stride(bias),
                              kernel_codebook(bits, codebook, qdata.device), out_dtype)
 
 
@@ -338,7 +338,7 @@ class _RotatedLaunches(NamedTuple):
         return launch_fwht(self.rotation, x2, torch.empty(x2.shape, device=x2.device, dtype=self.rotation_key.dtype))
 
     def multiply(self, xr, qdata, scale, bias, out_dtype) -> torch.Tensor:
-        return self.launch(self.plan, xr, qdata.view(torch.int32), unit_stride(scale), unit_stride(bias), self.table,
+        return self.launch(self.plan, xr, as_words(qdata), unit_stride(scale), unit_stride(bias), self.table,
                            out_dtype)
 
     def __call__(self, x2, qdata, scale, bias, codebook, out_dtype) -> torch.Tensor:
@@ -384,7 +384,7 @@ def _resolve(signature, kernel: str, config: dict, make_run: Callable[[], Callab
 
 def _gemv_resolved(x2, qdata, scale, bias, bits, block_size, config) -> Callable:
     """The launches of a GEMV call that rotates in the kernel, resolved."""
-    plan = plan_gemv(x2, qdata.view(torch.int32), unit_stride(scale), unit_stride(bias), bits, block_size, config, True)
+    plan = plan_gemv(x2, as_words(qdata), unit_stride(scale), unit_stride(bias), bits, block_size, config, True)
     return functools.partial(_gemv_launches, plan, bits)
 
 
@@ -405,7 +405,7 @@ def _tensor_core_resolved(x2, qdata, scale, bias, bits, block_size, config, depe
     dtype = _compute_dtype(x2.dtype) if per_word else torch.bfloat16
     span = activation_span(config) if family == "wsrs" else None
     rotation = plan_fwht(x2, block_size, per_word, span, dependent)
-    plan = plan_for_family(x2.shape, dtype, x2.device, qdata.view(torch.int32), unit_stride(scale), unit_stride(bias),
+    plan = plan_for_family(x2.shape, dtype, x2.device, as_words(qdata), unit_stride(scale), unit_stride(bias),
                            bits, block_size, config, dependent)
     return _RotatedLaunches(rotation, _RotationKey(dtype, per_word, span, dependent), launch, plan,
                             standard_codebook(bits, x2.device))

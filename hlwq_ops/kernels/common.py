@@ -60,6 +60,27 @@ def kernel_codebook(bits: int, codebook: torch.Tensor | None, device: torch.devi
     return standard_codebook(bits, device) if codebook is None else codebook.contiguous()
 
 
+def as_words(qdata: torch.Tensor) -> torch.Tensor:
+    """The packed codes as the 32-bit words every kernel reads, or a ValueError that says what layout they need
+    (torch's own view error names neither the codes nor the fix, and memory from outside torch's allocator may start
+    at any byte, which the view does not check and a GPU's word loads fault on)."""
+    try:
+        view = qdata.view(torch.int32)
+    except RuntimeError as error:
+        raise ValueError(_unreadable(qdata)) from error
+    if qdata.data_ptr() & 3:
+        raise ValueError(_unreadable(qdata))
+    return view
+
+
+def _unreadable(qdata: torch.Tensor) -> str:
+    return ("the CUDA kernels read packed codes (qdata) as 32-bit words: expected uint8 codes starting at a multiple of "
+            "4 bytes, with unit stride along their last dim and a row stride and storage offset that are multiples of "
+            f"4 bytes; got shape {tuple(qdata.shape)}, dtype {qdata.dtype}, stride {qdata.stride()}, storage offset "
+            f"{qdata.storage_offset()}, address {qdata.data_ptr():#x} "
+            "(qdata.clone(memory_format=torch.contiguous_format) makes readable codes)")
+
+
 def unit_stride(t: torch.Tensor | None) -> torch.Tensor | None:
     """``t`` with unit stride along its last dim (the kernels index a bias, or a scale row, as packed)."""
     return t if t is None or t.stride(-1) == 1 or t.shape[-1] <= 1 else t.contiguous()

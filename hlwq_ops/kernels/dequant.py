@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from .common import kernel_codebook, planes, unit_stride
+from .common import as_words, kernel_codebook, planes, unit_stride
 from .decode import decode_tile
 from .launch import Launch, cdiv, plan_cache
 
@@ -72,7 +72,7 @@ def dequantize_rotated(
     """(N, K_pad) rotated-domain weight in ``dtype``, written to ``out`` if given ((N, K_pad), unit stride along K)."""
     N = qdata.shape[0]
     k_pad = scale.shape[1] * block_size
-    words = qdata.view(torch.int32)
+    words = as_words(qdata)
     scale = unit_stride(scale)
     if out is None:
         out = torch.empty((N, k_pad), device=qdata.device, dtype=dtype)

@@ -58,6 +58,7 @@ import triton.language as tl
 from .common import (
     SplitPlan,
     arrive,
+    as_words,
     kernel_codebook,
     launch_options,
     launch_split_plan,
@@ -528,7 +529,7 @@ def gemv(
     Returns:
         (M, N) in ``out_dtype``.
     """
-    words = qdata.view(torch.int32)
+    words = as_words(qdata)
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
     plan = plan_for(x, words, scale, bias, bits, block_size, config, rotate)
     return launch_split_plan(plan, x, words, scale, bias, kernel_codebook(bits, codebook, qdata.device), out_dtype)
@@ -558,7 +559,7 @@ def group_plan(x: torch.Tensor, weights: Sequence[tuple], bits: int, block_size:
     """The plan of :func:`gemv_group`'s launch, after checking that one launch can read the weights."""
     if not 2 <= len(weights) <= MAX_GROUP:
         raise ValueError(f"a GEMV group takes 2 to {MAX_GROUP} weights, got {len(weights)}")
-    words = [q.view(torch.int32) for q, _, _, _ in weights]
+    words = [as_words(q) for q, _, _, _ in weights]
     scales = [unit_stride(s) for _, s, _, _ in weights]  # (as launch_group passes them)
     strides = {(w.stride(0), s.stride(0), s.shape[1]) for w, s in zip(words, scales)}
     biases = [None if b is None else b.dtype for _, _, b, _ in weights]
@@ -576,7 +577,7 @@ def launch_group(plan: SplitPlan, bits: int, x: torch.Tensor, weights: Sequence[
                  out_dtype: torch.dtype) -> torch.Tensor:
     """:func:`gemv_group`'s launch of ``plan``: :func:`group_plan`'s for weights of these layouts, which this does not
     check again (a resolved call's signature holds them)."""
-    operands = [(q.view(torch.int32), unit_stride(s), unit_stride(b), kernel_codebook(bits, c, q.device))
+    operands = [(as_words(q), unit_stride(s), unit_stride(b), kernel_codebook(bits, c, q.device))
                 for q, s, b, c in weights]
     words, scale, bias, table = operands[0]
     members = [(q, s, c, s if b is None else b) for q, s, b, c in operands[1:]]

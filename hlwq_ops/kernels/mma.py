@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import SplitPlan, kernel_codebook, launch_split_plan, planes, sum_if_last, unit_stride
+from .common import SplitPlan, as_words, kernel_codebook, launch_split_plan, planes, sum_if_last, unit_stride
 from .decode import centroid_at, lane_codebook, load_rows, row_geometry
 from .launch import Launch, cdiv, config_key, config_of, plan_cache
 
@@ -134,7 +134,7 @@ def mma(
         (M, N) in ``out_dtype``.
     """
     M, k_pad = xr.shape
-    words = qdata.view(torch.int32)
+    words = as_words(qdata)
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
     plan = _plan(M, words.shape[0], k_pad, bits, block_size, out_dtype, config_key(config), bias is not None,
                  words.numel() >= 2**31, xr.device.type == "cpu", (xr.stride(0), words.stride(0), scale.stride(0)))

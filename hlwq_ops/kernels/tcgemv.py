@@ -44,6 +44,7 @@ import triton.language as tl
 from .common import (
     SplitPlan,
     arrive,
+    as_words,
     capability,
     kernel_codebook,
     launch_options,
@@ -483,7 +484,7 @@ def tc_gemv(
     if not aligned(qdata) or xr.data_ptr() % 16:
         raise ValueError("the tensor-core GEMV reads 16-byte aligned rows of codes and activations, got codes at "
                          f"{qdata.data_ptr()} with strides {qdata.stride()}, activations at {xr.data_ptr()}")
-    words = qdata.view(torch.int32)
+    words = as_words(qdata)
     if words.numel() >= 2**32:
         raise ValueError(f"the tensor-core GEMV addresses up to 2**32 words of codes, got {words.numel()}")
     scale, bias = unit_stride(scale), unit_stride(bias)

@@ -60,6 +60,7 @@ import triton.language as tl
 from ..codebook import codebook as standard_codebook
 from .common import (
     SplitPlan,
+    as_words,
     launch_options,
     launch_split_plan,
     pdl,
@@ -354,7 +355,7 @@ def wgmma(
     Returns:
         (M, N) in ``out_dtype``.
     """
-    words = qdata.view(torch.int32)
+    words = as_words(qdata)
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
     plan = plan_for(xp.shape, xp.dtype, xp.device, words, scale, bias, bits, block_size, config, dependent)
     return launch_split_plan(plan, xp, words, scale, bias, standard_codebook(bits, xp.device), out_dtype)

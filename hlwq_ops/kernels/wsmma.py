@@ -56,7 +56,7 @@ import torch
 
 from ..codebook import codebook as standard_codebook
 from ..format import unpack_codes
-from .common import arrival_counters, capability, unit_stride
+from .common import arrival_counters, as_words, capability, unit_stride
 from .launch import Launch, Tma, cdiv, config_key, config_of, plan_cache
 
 try:  # Gluon is experimental: present in Triton 3.4+, absent from older ones
@@ -485,7 +485,7 @@ def ws_mma(
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
     M, k_pad = xr.shape
     plan = _plan(M, qdata.shape[0], k_pad, bits, xr.dtype, config_key(config), bias is not None, scale.stride(0))
-    words = qdata.view(torch.int32)
+    words = as_words(qdata)
     out = torch.empty((M, qdata.shape[0]), device=xr.device, dtype=out_dtype)
     ws, counters = split_buffers(out, plan.launch.grid)
     plan.launch(Tma(xr, (plan.launch.constexprs["BM"], 64), plan.x_layout), Tma(words, (128, 16), plan.p0_layout),

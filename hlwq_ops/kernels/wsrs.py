@@ -102,7 +102,7 @@ import torch
 import triton.language as tl
 
 from ..codebook import codebook as standard_codebook
-from .common import launch_options, pdl, reduce_split_k, unit_stride
+from .common import as_words, launch_options, pdl, reduce_split_k, unit_stride
 from .launch import Launch, Tma, cdiv, config_key, config_of, plan_cache
 from .wsmma import gluon, split_workspace, ws_mma_ref
 
@@ -511,7 +511,7 @@ def ws_rs(
         (M, N) in ``out_dtype``.
     """
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
-    words = qdata.view(torch.int32)
+    words = as_words(qdata)
     plan = plan_for(xp.shape, xp.dtype, xp.device, words, scale, bias, bits, block_size, config, dependent)
     return launch_plan(plan, xp, words, scale, bias, standard_codebook(bits, xp.device), out_dtype)
 
