@@ -157,9 +157,12 @@ class GraphDecoder:
         prompt_graph: capture the prompt's forward in a CUDA graph as well (needs
             ``cuda_graph``), at the first call of a cache and prompt length, and replay it in later
             ones (Llama-3-8B-shaped Q5, 128 tokens, H100: time to first token 11.2 ms against
-            46-72 eagerly; RESULTS 58a, 59a). Off by default: a model whose prompt forward
-            cannot be captured raises (OPT's could not on an H100 while it was given no mask),
-            and torch leaves a failed capture's process with its CUDA random generator unusable
+            46-72 eagerly; RESULTS 58a, 59a). One prompt graph is kept: a call with another
+            prompt length runs the forward eagerly to warm up, then captures and replays it,
+            more than the eager forward's time, so it pays only where prompt lengths repeat
+            (prompts left-padded to a few lengths). Off by default, for that and because a
+            model whose prompt forward cannot be captured raises (OPT's could not on an H100
+            while it was given no mask), and torch leaves a failed capture's process with its CUDA random generator unusable
             ("Offset increment outside graph capture"). Tested on Llama, Qwen3, Qwen3.5 and
             OPT models on a GPU, Bloom on the CPU only. Its tokens may differ from
             ``generate()``'s where two logits nearly tie: while a stream captures, transformers
