@@ -162,9 +162,10 @@ class GraphDecoder:
             more than the eager forward's time, so it pays only where prompt lengths repeat
             (prompts left-padded to a few lengths). Off by default, for that and because a
             model whose prompt forward cannot be captured raises (OPT's could not on an H100
-            while it was given no mask), and torch leaves a failed capture's process with its CUDA random generator unusable
-            ("Offset increment outside graph capture"). Tested on Llama, Qwen3, Qwen3.5 and
-            OPT models on a GPU, Bloom on the CPU only. Its tokens may differ from
+            while it was given no mask), and torch leaves a failed capture's process with its
+            CUDA random generator unusable ("Offset increment outside graph capture"). Tested
+            on Llama, Qwen3, Qwen3.5 and OPT models on a GPU, Bloom on the CPU only. Its tokens
+            may differ from
             ``generate()``'s where two logits nearly tie: while a stream captures, transformers
             builds an explicit causal mask for an unpadded prompt instead of asking SDPA for
             ``is_causal``, which can round otherwise (or pick another SDPA backend).
