@@ -165,10 +165,10 @@ class GraphDecoder:
             while it was given no mask), and torch leaves a failed capture's process with its
             CUDA random generator unusable ("Offset increment outside graph capture"). Tested
             on Llama, Qwen3, Qwen3.5 and OPT models on a GPU, Bloom on the CPU only. Its tokens
-            may differ from
-            ``generate()``'s where two logits nearly tie: while a stream captures, transformers
-            builds an explicit causal mask for an unpadded prompt instead of asking SDPA for
-            ``is_causal``, which can round otherwise (or pick another SDPA backend).
+            may differ from ``generate()``'s where two logits nearly tie: while a stream
+            captures, transformers builds an explicit causal mask for an unpadded prompt instead
+            of asking SDPA for ``is_causal``, which can round otherwise (or pick another SDPA
+            backend).
     """
 
     def __init__(self, model: torch.nn.Module, compile: bool = True, cuda_graph: bool | None = None,
