@@ -301,15 +301,17 @@ def plan(
     include_lm_head: bool,
 ) -> list[Entry]:
     """Decide every tensor's fate and log (one line each) the linear-shaped weights left alone."""
-    entries, used, shadowed_by = [], set(), {}
+    entries, used, shadowed_by, unmatched = [], set(), {}, []
     for t in tensors:
         chosen = None
         if t.name.endswith(".weight") and len(t.shape) == 2:
+            module = t.name.removesuffix(".weight")
             reason = skip_reason(t, skeleton, include_lm_head, config.block_size)
             if reason is not None:
                 logger.info("hlwq: not quantizing %s: %s", t.name, reason)
+                if skeleton is not None and module not in skeleton.modules and not _OUTPUT_NAME.search(module):
+                    unmatched.append(t)  # (an output embedding's own warning is below)
             else:
-                module = t.name.removesuffix(".weight")
                 matching = [i for i, (pattern, _) in enumerate(bits_for) if pattern.fullmatch(module)]
                 rule = matching[0] if matching else None  # (the first rule matching a module wins)
                 used.add(rule)
@@ -326,6 +328,17 @@ def plan(
         for module in sorted(skeleton.output_embeddings & skeleton.tied.keys()):
             logger.warning("hlwq: --include-lm-head: %s.weight is tied to %s.weight (an embedding) and stays "
                            "unquantized", module, skeleton.tied[module])
+        stored = {t.name.removesuffix(".weight") for t in tensors}
+        for module in sorted(skeleton.output_embeddings - skeleton.tied.keys() - stored):
+            logger.warning("hlwq: --include-lm-head: the checkpoint has no %s.weight (%s's output embedding is "
+                           "stored under another name, which transformers renames on load), so it stays "
+                           "unquantized; TorchAoConfig(quant_type=..., include_input_output_embeddings=True, "
+                           "modules_to_not_convert=[]) quantizes it while loading", module, skeleton.arch)
+    if unmatched:
+        logger.warning("hlwq: %d linear-shaped weights (%s, e.g. %s) stay unquantized: %s has no modules of their "
+                       "names (transformers renames or merges their keys on load, e.g. a mixture-of-experts layer's "
+                       "experts into one 3-D tensor)", len(unmatched), _size(sum(t.nbytes for t in unmatched)),
+                       unmatched[0].name, skeleton.arch)
     for i, (pattern, _) in enumerate(bits_for):
         if i in used:
             continue
@@ -560,6 +573,11 @@ def check_dirs(model_dir: Path, out_dir: Path) -> dict:
     above = next(p for p in out_dir.resolve().parents if p.exists())
     if not above.is_dir():
         raise CheckpointError(f"--out {out_dir}: {above} is a file, not a directory")
+    out = out_dir.resolve()
+    for folder in (out, out.parent):  # (where staged() makes them)
+        for left in sorted(folder.glob(f".{out.name}.*.partial")) if folder.is_dir() else ():
+            logger.warning("hlwq: %s was left by a run that did not end (killed before it could clean up); this run "
+                           "does not use it: remove it", left)
     return model_config
 
 
@@ -643,7 +661,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, type=Path, help="input checkpoint directory")
     p.add_argument("--out", required=True, type=Path, help="output directory (new, or one without a checkpoint)")
     p.add_argument("--bits", type=_arg(parse_bits), default=5, help="code width, 2..8 (default 5)")
-    p.add_argument("--block-size", type=_arg(parse_block_size), default=128, help="weights per block (default 128)")
+    p.add_argument("--block-size", type=_arg(parse_block_size), default=128,
+                   help="weights per block, a power of two from 32 to 1024 (default 128, which the fastest GPU "
+                        "kernels need)")
     p.add_argument("--scale-mode", choices=("search", "lsq", "norm"), default="search", help="default search")
     p.add_argument(
         "--bits-for",
@@ -653,7 +673,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="REGEX=BITS",
         help="bits for modules whose whole name matches REGEX, e.g. '.*down_proj=6'; repeatable, first match wins",
     )
-    p.add_argument("--include-lm-head", action="store_true", help="quantize lm_head too (default: keep it)")
+    p.add_argument("--include-lm-head", action="store_true",
+                   help="quantize lm_head too (default: keep it); a head tied to the input embedding stays as it is")
     p.add_argument("--device", type=_arg(parse_device), default=None, help="cpu or cuda (default cuda if available)")
     p.add_argument("--max-shard-size", type=_arg(parse_size), default="5GB", help="per output shard (default 5GB)")
     return p

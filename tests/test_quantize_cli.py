@@ -530,3 +530,62 @@ def test_fused_expert_tensors_left_as_they_are_are_warned_about(src, tmp_path, c
         out = run(moe, tmp_path / "q", "--scale-mode", "norm")
     assert f"not quantizing {name}: a 3-D tensor (e.g. fused mixture-of-experts weights)" in caplog.text
     assert torch.equal(stored_tensors(out)[name], tensors[name])
+
+
+def test_an_output_embedding_stored_under_another_name_is_named_when_asked_to_quantize(tmp_path, caplog):
+    """GPT-NeoX's checkpoints store its head as ``embed_out.weight``, which transformers 5.25 renames to
+    ``lm_head.weight`` on load: ``--include-lm-head`` cannot quantize it under that name, and says so at WARNING
+    (it was one INFO line among the skipped tensors')."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(0)
+    config = GPTNeoXConfig(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=1,
+                           num_attention_heads=4, tie_word_embeddings=False)
+    GPTNeoXForCausalLM(config).to(torch.bfloat16).save_pretrained(tmp_path / "neox")
+    stored = {t.name for t in hq.source_tensors(tmp_path / "neox")}
+    if "embed_out.weight" not in stored:
+        pytest.skip(f"this transformers stores GPT-NeoX's head under its module's name ({sorted(stored)[:3]}...)")
+    skeleton = hq.build_skeleton(tmp_path / "neox", True)
+    if "embed_out" in skeleton.modules:
+        pytest.skip("this transformers names GPT-NeoX's head embed_out, as its checkpoints do")
+    with caplog.at_level(logging.WARNING, logger="hlwq_ops.quantize"):
+        run(tmp_path / "neox", tmp_path / "q", "--include-lm-head")
+    assert re.search(r"--include-lm-head: the checkpoint has no lm_head\.weight \(GPTNeoXForCausalLM's output "
+                     r"embedding is stored under another name.*stays unquantized", caplog.text)
+    assert "linear-shaped weights" not in caplog.text  # (the head is not counted twice)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hlwq_ops.quantize"):
+        run(tmp_path / "neox", tmp_path / "q2")
+    assert "lm_head" not in caplog.text and "embed_out" not in caplog.text  # (not asked for: nothing to say)
+
+
+def test_weights_merged_on_load_are_summed_up_in_one_warning(tmp_path, caplog):
+    """A mixture-of-experts checkpoint stores one 2-D tensor per expert, which transformers merges into one 3-D
+    parameter on load: none is quantized, and one WARNING line says how many and how large (it was one INFO line
+    each)."""
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen3MoeConfig(vocab_size=256, hidden_size=128, intermediate_size=256, moe_intermediate_size=128,
+                            num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, num_experts=2,
+                            num_experts_per_tok=1)
+    Qwen3MoeForCausalLM(config).to(torch.bfloat16).save_pretrained(tmp_path / "moe")
+    per_expert = [t for t in hq.source_tensors(tmp_path / "moe") if ".experts.0." in t.name]
+    if not per_expert or len(per_expert[0].shape) != 2:
+        pytest.skip("this transformers saves the experts as they are held (3-D), which the CLI warns about apart")
+    with caplog.at_level(logging.WARNING, logger="hlwq_ops.quantize"):
+        run(tmp_path / "moe", tmp_path / "q")
+    assert re.search(r"6 linear-shaped weights \([\d.]+ MB, e\.g\. model\.layers\.0\.mlp\.experts\.\d\.\w+\.weight\) "
+                     r"stay unquantized: Qwen3MoeForCausalLM has no modules of their names", caplog.text)
+
+
+def test_a_staging_folder_a_killed_run_left_is_named(src, tmp_path, caplog):
+    """A run killed before its clean-up (SIGKILL) leaves its hidden staging folder beside --out (inside it if it
+    existed); the next run says so, and leaves it to the user."""
+    left = tmp_path / ".q.0123abcd.partial"
+    left.mkdir()
+    with caplog.at_level(logging.WARNING, logger="hlwq_ops.quantize"):
+        run(src, tmp_path / "q")
+    assert f"{left} was left by a run that did not end" in caplog.text and left.is_dir()
+    assert isinstance(AutoModelForCausalLM.from_pretrained(tmp_path / "q").model.layers[0].mlp.up_proj.weight,
+                      HLWQTensor)
