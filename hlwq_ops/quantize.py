@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import json
 import logging
 import re
@@ -193,6 +194,17 @@ class Skeleton:
     tied: dict[str, str]  # module -> the module its weight is tied to
     not_convert: list[str]  # transformers' TorchAoConfig skip patterns
     shapes: dict[str, tuple[int, ...]]  # state-dict name -> the shape config.json gives it
+    prefix: str  # the base model's module name, which checkpoints may store their keys with or without
+    dropped: list[str]  # patterns of checkpoint keys transformers drops on load (e.g. multi-token prediction layers)
+
+    def module_of(self, stored: str) -> str | None:
+        """The model's module that the checkpoint's module name ``stored`` loads into, as ``from_pretrained`` adds
+        or strips the base model's prefix (OPT's own checkpoints store ``decoder.*`` for ``model.decoder.*``);
+        None where there is none under either name."""
+        if not self.prefix:
+            return stored if stored in self.modules else None
+        names = (stored, f"{self.prefix}.{stored}", stored.removeprefix(f"{self.prefix}."))
+        return next((name for name in names if name in self.modules), None)
 
 
 def build_skeleton(model_dir: Path, include_lm_head: bool) -> Skeleton | None:
@@ -230,6 +242,8 @@ def build_skeleton(model_dir: Path, include_lm_head: bool) -> Skeleton | None:
         tied=tied,
         not_convert=sorted(not_convert),
         shapes={name: tuple(t.shape) for name, t in model.state_dict().items()},
+        prefix=model.base_model_prefix or "",
+        dropped=list(getattr(model, "_keys_to_ignore_on_load_unexpected", None) or []),
     )
 
 
@@ -243,8 +257,11 @@ def skip_reason(t: SourceTensor, skeleton: Skeleton | None, include_lm_head: boo
     if t.dtype not in FLOAT_DTYPES:
         return f"dtype {t.dtype} is not one of {sorted(FLOAT_DTYPES)}"
     if skeleton is not None:
-        if module not in skeleton.modules:
-            return f"{skeleton.arch} has no module {module!r} (the key is renamed or merged on load)"
+        stored, module = module, skeleton.module_of(module)
+        if module is None:
+            if any(re.search(pattern, t.name) for pattern in skeleton.dropped):
+                return f"{skeleton.arch} drops it on load"
+            return f"{skeleton.arch} has no module {stored!r} (the key is renamed or merged on load)"
         if module not in skeleton.linears:
             return f"its module is a {skeleton.modules[module]}, not an nn.Linear"
         if module in skeleton.tied:
@@ -272,6 +289,7 @@ class Entry:
 
     source: SourceTensor
     config: HLWQConfig | None  # None: written unchanged
+    name: str  # the name written: the source's, or for a quantized weight its module's name in the model
     parts: dict[str, int]  # stored tensor name -> bytes
     metadata: str  # this tensor's JSON in the safetensors header
 
@@ -280,13 +298,15 @@ class Entry:
         return sum(self.parts.values())
 
 
-def plan_entry(t: SourceTensor, config: HLWQConfig | None) -> Entry:
-    """Predict the stored tensors and header JSON by quantizing a meta tensor (no data)."""
+def plan_entry(t: SourceTensor, config: HLWQConfig | None, name: str | None = None) -> Entry:
+    """Predict the stored tensors and header JSON by quantizing a meta tensor (no data); ``name``: the name to
+    write a quantized weight under (default: the source's)."""
     if config is None:
-        return Entry(t, None, {t.name: t.nbytes}, json.dumps({"_type": torch.Tensor.__name__}))
+        return Entry(t, None, t.name, {t.name: t.nbytes}, json.dumps({"_type": torch.Tensor.__name__}))
+    name = name or t.name
     weight = torch.empty(t.shape, dtype=FLOAT_DTYPES[t.dtype], device="meta")
-    parts, metadata = flatten_tensor_state_dict({t.name: quantize_weight(weight, config)})
-    return Entry(t, config, {k: v.numel() * v.element_size() for k, v in parts.items()}, metadata[t.name])
+    parts, metadata = flatten_tensor_state_dict({name: quantize_weight(weight, config)})
+    return Entry(t, config, name, {k: v.numel() * v.element_size() for k, v in parts.items()}, metadata[name])
 
 
 def quantize_weight(weight: torch.Tensor, config: HLWQConfig) -> HLWQTensor:
@@ -303,13 +323,14 @@ def plan(
     """Decide every tensor's fate and log (one line each) the linear-shaped weights left alone."""
     entries, used, shadowed_by, unmatched = [], set(), {}, []
     for t in tensors:
-        chosen = None
+        chosen, name = None, None
         if t.name.endswith(".weight") and len(t.shape) == 2:
             module = t.name.removesuffix(".weight")
             reason = skip_reason(t, skeleton, include_lm_head, config.block_size)
             if reason is not None:
                 logger.info("hlwq: not quantizing %s: %s", t.name, reason)
-                if skeleton is not None and module not in skeleton.modules and not _OUTPUT_NAME.search(module):
+                if skeleton is not None and skeleton.module_of(module) is None and not _OUTPUT_NAME.search(module) \
+                        and not any(re.search(pattern, t.name) for pattern in skeleton.dropped):
                     unmatched.append(t)  # (an output embedding's own warning is below)
             else:
                 matching = [i for i, (pattern, _) in enumerate(bits_for) if pattern.fullmatch(module)]
@@ -319,23 +340,29 @@ def plan(
                     shadowed_by.setdefault(later, rule)
                 bits = config.bits if rule is None else bits_for[rule][1]
                 chosen = HLWQConfig(bits, config.block_size, config.scale_mode)
+                # (transformers' torchao loader finds a quantized weight's parts only under the model's own names)
+                name = None if skeleton is None else f"{skeleton.module_of(module)}.weight"
         elif len(t.shape) > 2 and t.dtype in FLOAT_DTYPES:
             # (transformers 5 stores a mixture-of-experts layer's experts so: most of such a model's weights)
             logger.warning("hlwq: not quantizing %s: a %d-D tensor (e.g. fused mixture-of-experts weights); only "
                            "nn.Linear weights are quantized", t.name, len(t.shape))
-        entries.append(plan_entry(t, chosen))
+        entries.append(plan_entry(t, chosen, name))
     if include_lm_head and skeleton is not None:
         for module in sorted(skeleton.output_embeddings & skeleton.tied.keys()):
             logger.warning("hlwq: --include-lm-head: %s.weight is tied to %s.weight (an embedding) and stays "
                            "unquantized", module, skeleton.tied[module])
-        stored = {t.name.removesuffix(".weight") for t in tensors}
+        stored = {skeleton.module_of(t.name.removesuffix(".weight")) for t in tensors}
         for module in sorted(skeleton.output_embeddings - skeleton.tied.keys() - stored):
-            logger.warning("hlwq: --include-lm-head: the checkpoint has no %s.weight (%s's output embedding is "
-                           "stored under another name, which transformers renames on load), so it stays "
-                           "unquantized; TorchAoConfig(quant_type=..., include_input_output_embeddings=True, "
-                           "modules_to_not_convert=[]) quantizes it while loading", module, skeleton.arch)
+            others = [t.name for t in tensors if _OUTPUT_NAME.search(t.name.removesuffix(".weight"))
+                      and skeleton.module_of(t.name.removesuffix(".weight")) is None]
+            logger.warning("hlwq: --include-lm-head: the checkpoint has no %s.weight (%s's output embedding), so "
+                           "it stays unquantized; %s; TorchAoConfig(quant_type=..., "
+                           "include_input_output_embeddings=True, modules_to_not_convert=[]) quantizes it while "
+                           "loading", module, skeleton.arch,
+                           f"it holds {others[0]}, which transformers renames on load" if others else
+                           "it holds none by another name this command knows")
     if unmatched:
-        logger.warning("hlwq: %d linear-shaped weights (%s, e.g. %s) stay unquantized: %s has no modules of their "
+        logger.warning("hlwq: %d linear-shaped weight(s) (%s, e.g. %s) stay unquantized: %s has no modules of their "
                        "names (transformers renames or merges their keys on load, e.g. a mixture-of-experts layer's "
                        "experts into one 3-D tensor)", len(unmatched), _size(sum(t.nbytes for t in unmatched)),
                        unmatched[0].name, skeleton.arch)
@@ -358,7 +385,8 @@ def check_shapes(entries: Sequence[Entry], skeleton: Skeleton | None) -> None:
     are transposed -- and are not compared.)"""
     for e in entries:
         t = e.source
-        expected = skeleton.shapes.get(t.name) if e.config and skeleton is not None else None
+        expected = (skeleton.shapes.get(f"{skeleton.module_of(t.name.removesuffix('.weight'))}.weight")
+                    if e.config and skeleton is not None else None)
         if expected is not None and expected != t.shape:
             raise CheckpointError(f"{t.file}: tensor {t.name} has shape {list(t.shape)}, but config.json's "
                                   f"{skeleton.arch} has it as {list(expected)}")
@@ -380,7 +408,7 @@ def quantization_config(entries: Sequence[Entry], config: HLWQConfig, per_module
     """config.json's ``quantization_config``: ``TorchAoConfig(quant_type=...).to_dict()``."""
     quant_type = config
     if per_module:
-        quant_type = FqnToConfig({e.source.name.removesuffix(".weight"): e.config for e in entries if e.config})
+        quant_type = FqnToConfig({e.name.removesuffix(".weight"): e.config for e in entries if e.config})
     return json.loads(json.dumps(transformers.TorchAoConfig(quant_type=quant_type).to_dict()))
 
 
@@ -402,14 +430,14 @@ def read_in_order(entries: Sequence[Entry]) -> Iterator[tuple[Entry, torch.Tenso
 def convert(e: Entry, weight: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
     """The stored tensors of one entry: the weight itself, or its flattened HLWQTensor on the CPU."""
     if e.config is None:
-        return {e.source.name: weight}
+        return {e.name: weight}
     try:
         quantized = quantize_weight(weight.to(device), e.config).to("cpu")
     except ValueError as err:  # e.g. a NaN or Inf weight
         raise CheckpointError(f"{e.source.name} in {e.source.file}: cannot quantize: {err}") from err
-    parts, metadata = flatten_tensor_state_dict({e.source.name: quantized})
-    if metadata[e.source.name] != e.metadata or parts.keys() != e.parts.keys():
-        raise RuntimeError(f"{e.source.name}: planned {e.metadata}, quantization gave {metadata[e.source.name]}")
+    parts, metadata = flatten_tensor_state_dict({e.name: quantized})
+    if metadata[e.name] != e.metadata or parts.keys() != e.parts.keys():
+        raise RuntimeError(f"{e.name}: planned {e.metadata}, quantization gave {metadata[e.name]}")
     return parts
 
 
@@ -418,8 +446,8 @@ def write_shards(shards: list[list[Entry]], out_dir: Path, device: torch.device)
     n = len(shards)
     names = ["model.safetensors"] if n == 1 else [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
     entries = [e for shard in shards for e in shard]
-    header = {e.source.name: e.metadata for e in entries}
-    header["tensor_names"] = json.dumps([e.source.name for e in entries])
+    header = {e.name: e.metadata for e in entries}
+    header["tensor_names"] = json.dumps([e.name for e in entries])
     header["format"] = "pt"
     with logging_redirect_tqdm(), tqdm(total=len(entries), unit="tensor", desc="hlwq: quantizing") as bar:
         for name, shard in zip(names, shards):
@@ -575,9 +603,9 @@ def check_dirs(model_dir: Path, out_dir: Path) -> dict:
         raise CheckpointError(f"--out {out_dir}: {above} is a file, not a directory")
     out = out_dir.resolve()
     for folder in (out, out.parent):  # (where staged() makes them)
-        for left in sorted(folder.glob(f".{out.name}.*.partial")) if folder.is_dir() else ():
-            logger.warning("hlwq: %s was left by a run that did not end (killed before it could clean up); this run "
-                           "does not use it: remove it", left)
+        for left in sorted(folder.glob(f".{glob.escape(out.name)}.*.partial")) if folder.is_dir() else ():
+            logger.warning("hlwq: %s was left by a run that was killed before it could clean up (or is another run's, "
+                           "still going); this run does not use it", left)
     return model_config
 
 

@@ -664,6 +664,20 @@ def test_codes_the_kernels_cannot_read_as_words_are_a_clear_error(path, monkeypa
             kernels.linear(x, codes, scale, None, 5, 128, 256, None)
         with pytest.raises(ValueError, match="as 32-bit words"):
             kernels.dequantize_rotated(codes, scale, 5, 128, None, torch.float32)
+    if KERNEL_DEVICE == "cpu":  # codes at an address 4 past 16 bytes resolve the call; 2 past share its signature
+        raw = bytearray(qdata.numel() + 32)
+        base = (16 - torch.frombuffer(raw, dtype=torch.uint8).data_ptr() % 16) % 16
+
+        def at(offset):
+            codes = torch.frombuffer(raw, dtype=torch.uint8, count=qdata.numel(), offset=base + offset)
+            return codes.view(qdata.shape).copy_(qdata)
+
+        kernels.linear(x, at(4), scale, None, 5, 128, 256, None)
+        signature = kernels._signature(x, at(2), scale, None, 5, 128, 256, None)
+        assert signature == kernels._signature(x, at(4), scale, None, 5, 128, 256, None)
+        assert path != "gemv" or signature in kernels._RESOLVED  # (the GEMV resolves its calls on the CPU too)
+        with pytest.raises(ValueError, match="starting at a multiple of 4 bytes"):
+            kernels.linear(x, at(2), scale, None, 5, 128, 256, None)
 
 
 def test_codes_starting_off_a_word_are_refused():

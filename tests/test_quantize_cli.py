@@ -551,7 +551,8 @@ def test_an_output_embedding_stored_under_another_name_is_named_when_asked_to_qu
     with caplog.at_level(logging.WARNING, logger="hlwq_ops.quantize"):
         run(tmp_path / "neox", tmp_path / "q", "--include-lm-head")
     assert re.search(r"--include-lm-head: the checkpoint has no lm_head\.weight \(GPTNeoXForCausalLM's output "
-                     r"embedding is stored under another name.*stays unquantized", caplog.text)
+                     r"embedding\), so it stays unquantized; it holds embed_out\.weight, which transformers renames",
+                     caplog.text)
     assert "linear-shaped weights" not in caplog.text  # (the head is not counted twice)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="hlwq_ops.quantize"):
@@ -575,7 +576,8 @@ def test_weights_merged_on_load_are_summed_up_in_one_warning(tmp_path, caplog):
         pytest.skip("this transformers saves the experts as they are held (3-D), which the CLI warns about apart")
     with caplog.at_level(logging.WARNING, logger="hlwq_ops.quantize"):
         run(tmp_path / "moe", tmp_path / "q")
-    assert re.search(r"6 linear-shaped weights \([\d.]+ MB, e\.g\. model\.layers\.0\.mlp\.experts\.\d\.\w+\.weight\) "
+    assert re.search(r"6 linear-shaped weight\(s\) \([\d.]+ MB, "
+                     r"e\.g\. model\.layers\.0\.mlp\.experts\.\d\.\w+\.weight\) "
                      r"stay unquantized: Qwen3MoeForCausalLM has no modules of their names", caplog.text)
 
 
@@ -586,6 +588,53 @@ def test_a_staging_folder_a_killed_run_left_is_named(src, tmp_path, caplog):
     left.mkdir()
     with caplog.at_level(logging.WARNING, logger="hlwq_ops.quantize"):
         run(src, tmp_path / "q")
-    assert f"{left} was left by a run that did not end" in caplog.text and left.is_dir()
+    assert f"{left} was left by a run that was killed" in caplog.text and left.is_dir()
     assert isinstance(AutoModelForCausalLM.from_pretrained(tmp_path / "q").model.layers[0].mlp.up_proj.weight,
                       HLWQTensor)
+
+
+def test_a_checkpoint_stored_without_the_base_models_prefix(tmp_path):
+    """OPT's own checkpoints store ``decoder.*`` for the model's ``model.decoder.*``; ``from_pretrained`` adds the
+    prefix. The command quantized none of their weights (then refused: "no tensor to quantize"); it now finds their
+    modules, and writes the quantized weights under the model's names, where transformers' torchao loader looks for
+    their parts (under the stored names it failed: "We encountered some issues during automatic conversion")."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    torch.manual_seed(0)
+    config = OPTConfig(vocab_size=256, hidden_size=128, ffn_dim=256, num_hidden_layers=1, num_attention_heads=4,
+                       word_embed_proj_dim=128)
+    OPTForCausalLM(config).to(torch.bfloat16).save_pretrained(tmp_path / "opt")
+    tensors = load_file(tmp_path / "opt" / "model.safetensors")
+    save_file({k.removeprefix("model."): v for k, v in tensors.items()}, tmp_path / "opt" / "model.safetensors",
+              metadata={"format": "pt"})
+    out = run(tmp_path / "opt", tmp_path / "q", "--scale-mode", "norm")
+    written = stored_tensors(out).keys()
+    assert "model.decoder.layers.0.self_attn.q_proj._weight_qdata" in written  # (the model's name)
+    assert "decoder.layers.0.self_attn.q_proj.bias" in written  # (as stored: transformers adds the prefix)
+    loaded = AutoModelForCausalLM.from_pretrained(out)
+    assert isinstance(loaded.model.decoder.layers[0].self_attn.q_proj.weight, HLWQTensor)
+    expected = AutoModelForCausalLM.from_pretrained(tmp_path / "opt")
+    quantize_(expected, hlwq(scale_mode="norm"), filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear)
+              and fqn != "lm_head")
+    torch.testing.assert_close(loaded(PROMPT).logits, expected(PROMPT).logits, rtol=0, atol=0)
+
+
+def test_layers_transformers_drops_on_load_are_not_counted_as_renamed(tmp_path, caplog):
+    """Qwen3.5's checkpoints hold multi-token-prediction layers (``mtp.*``) that its model drops on load
+    (``_keys_to_ignore_on_load_unexpected``): they stay as they are with their own reason, not in the warning about
+    weights renamed or merged on load."""
+    from transformers.models.qwen3_5 import Qwen3_5ForCausalLM, Qwen3_5TextConfig
+
+    torch.manual_seed(0)
+    config = Qwen3_5TextConfig(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, head_dim=64, linear_num_key_heads=4,
+                               linear_num_value_heads=4, linear_key_head_dim=32, linear_value_head_dim=32,
+                               layer_types=["linear_attention", "full_attention"])
+    Qwen3_5ForCausalLM(config).to(torch.bfloat16).save_pretrained(tmp_path / "q35")
+    tensors = load_file(tmp_path / "q35" / "model.safetensors")
+    tensors["mtp.layers.0.mlp.up_proj.weight"] = torch.randn(256, 128, dtype=torch.bfloat16)
+    save_file(tensors, tmp_path / "q35" / "model.safetensors", metadata={"format": "pt"})
+    with caplog.at_level(logging.INFO, logger="hlwq_ops.quantize"):
+        run(tmp_path / "q35", tmp_path / "q", "--scale-mode", "norm")
+    assert "not quantizing mtp.layers.0.mlp.up_proj.weight: Qwen3_5ForCausalLM drops it on load" in caplog.text
+    assert "linear-shaped weight(s)" not in caplog.text

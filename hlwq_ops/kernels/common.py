@@ -74,7 +74,7 @@ def as_words(qdata: torch.Tensor) -> torch.Tensor:
 
 
 def _unreadable(qdata: torch.Tensor) -> str:
-    return ("the CUDA kernels read packed codes (qdata) as 32-bit words: expected uint8 codes starting at a multiple of "
+    return ("the kernels read packed codes (qdata) as 32-bit words: expected uint8 codes starting at a multiple of "
             "4 bytes, with unit stride along their last dim and a row stride and storage offset that are multiples of "
             f"4 bytes; got shape {tuple(qdata.shape)}, dtype {qdata.dtype}, stride {qdata.stride()}, storage offset "
             f"{qdata.storage_offset()}, address {qdata.data_ptr():#x} "
