@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import glob
 import json
 import logging
@@ -44,7 +45,7 @@ import shutil
 import struct
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -57,6 +58,8 @@ from torchao.prototype.safetensors.safetensors_support import flatten_tensor_sta
 from torchao.quantization import FqnToConfig
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
+from transformers.conversion_mapping import get_model_conversion_mapping
+from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
 from transformers.quantizers.base import get_keys_to_not_convert
 from transformers.quantizers.quantizers_utils import should_convert_module
 
@@ -194,17 +197,17 @@ class Skeleton:
     tied: dict[str, str]  # module -> the module its weight is tied to
     not_convert: list[str]  # transformers' TorchAoConfig skip patterns
     shapes: dict[str, tuple[int, ...]]  # state-dict name -> the shape config.json gives it
-    prefix: str  # the base model's module name, which checkpoints may store their keys with or without
+    rename: Callable[[str], tuple[str, str | None]]  # a checkpoint key -> the model's key, what merges it or None
     dropped: list[str]  # patterns of checkpoint keys transformers drops on load (e.g. multi-token prediction layers)
 
     def module_of(self, stored: str) -> str | None:
-        """The model's module that the checkpoint's module name ``stored`` loads into, as ``from_pretrained`` adds
-        or strips the base model's prefix (OPT's own checkpoints store ``decoder.*`` for ``model.decoder.*``);
-        None where there is none under either name."""
-        if not self.prefix:
-            return stored if stored in self.modules else None
-        names = (stored, f"{self.prefix}.{stored}", stored.removeprefix(f"{self.prefix}."))
-        return next((name for name in names if name in self.modules), None)
+        """The model's module that the checkpoint's module name ``stored`` loads into, as ``from_pretrained`` renames
+        keys (GPT-NeoX's ``embed_out`` is ``lm_head``) and adds or strips the base model's prefix (OPT's own
+        checkpoints store ``decoder.*`` for ``model.decoder.*``); None where it is merged with others on load (a
+        mixture-of-experts layer's experts into one 3-D parameter) or the model has no such module."""
+        key, merged_by = self.rename(f"{stored}.weight")
+        module = key.removesuffix(".weight")
+        return module if merged_by is None and module in self.modules else None
 
 
 def build_skeleton(model_dir: Path, include_lm_head: bool) -> Skeleton | None:
@@ -242,8 +245,21 @@ def build_skeleton(model_dir: Path, include_lm_head: bool) -> Skeleton | None:
         tied=tied,
         not_convert=sorted(not_convert),
         shapes={name: tuple(t.shape) for name, t in model.state_dict().items()},
-        prefix=model.base_model_prefix or "",
+        rename=_renaming(model),
         dropped=list(getattr(model, "_keys_to_ignore_on_load_unexpected", None) or []),
+    )
+
+
+def _renaming(model: torch.nn.Module) -> Callable[[str], tuple[str, str | None]]:
+    """How ``from_pretrained`` renames a checkpoint key for ``model``: its renamings and merges (transformers'
+    conversion mapping, the same functions in 5.17 and 5.25), then the base model's prefix."""
+    transforms = get_model_conversion_mapping(model)
+    return functools.partial(
+        rename_source_key,
+        weight_renamings=[t for t in transforms if isinstance(t, WeightRenaming)],
+        weight_converters=[t for t in transforms if isinstance(t, WeightConverter)],
+        base_model_prefix=model.base_model_prefix or None,
+        meta_state_dict=dict.fromkeys(model.state_dict(), True),
     )
 
 
@@ -353,14 +369,8 @@ def plan(
                            "unquantized", module, skeleton.tied[module])
         stored = {skeleton.module_of(t.name.removesuffix(".weight")) for t in tensors}
         for module in sorted(skeleton.output_embeddings - skeleton.tied.keys() - stored):
-            others = [t.name for t in tensors if _OUTPUT_NAME.search(t.name.removesuffix(".weight"))
-                      and skeleton.module_of(t.name.removesuffix(".weight")) is None]
-            logger.warning("hlwq: --include-lm-head: the checkpoint has no %s.weight (%s's output embedding), so "
-                           "it stays unquantized; %s; TorchAoConfig(quant_type=..., "
-                           "include_input_output_embeddings=True, modules_to_not_convert=[]) quantizes it while "
-                           "loading", module, skeleton.arch,
-                           f"it holds {others[0]}, which transformers renames on load" if others else
-                           "it holds none by another name this command knows")
+            logger.warning("hlwq: --include-lm-head: the checkpoint has no tensor that loads into %s.weight (%s's "
+                           "output embedding), so there is none to quantize", module, skeleton.arch)
     if unmatched:
         logger.warning("hlwq: %d linear-shaped weight(s) (%s, e.g. %s) stay unquantized: %s has no modules of their "
                        "names (transformers renames or merges their keys on load, e.g. a mixture-of-experts layer's "

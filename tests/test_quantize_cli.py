@@ -532,32 +532,33 @@ def test_fused_expert_tensors_left_as_they_are_are_warned_about(src, tmp_path, c
     assert torch.equal(stored_tensors(out)[name], tensors[name])
 
 
-def test_an_output_embedding_stored_under_another_name_is_named_when_asked_to_quantize(tmp_path, caplog):
-    """GPT-NeoX's checkpoints store its head as ``embed_out.weight``, which transformers 5.25 renames to
-    ``lm_head.weight`` on load: ``--include-lm-head`` cannot quantize it under that name, and says so at WARNING
-    (it was one INFO line among the skipped tensors')."""
+def test_an_output_embedding_stored_under_another_name_is_quantized_when_asked(tmp_path, caplog):
+    """GPT-NeoX's checkpoints store its head as ``embed_out.weight``, which transformers renames to ``lm_head.weight``
+    on load: ``--include-lm-head`` left it unquantized (one INFO line); the command now renames keys as
+    ``from_pretrained`` does, and writes the quantized head under the model's name, where the loader finds it."""
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     torch.manual_seed(0)
     config = GPTNeoXConfig(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=1,
                            num_attention_heads=4, tie_word_embeddings=False)
     GPTNeoXForCausalLM(config).to(torch.bfloat16).save_pretrained(tmp_path / "neox")
-    stored = {t.name for t in hq.source_tensors(tmp_path / "neox")}
-    if "embed_out.weight" not in stored:
-        pytest.skip(f"this transformers stores GPT-NeoX's head under its module's name ({sorted(stored)[:3]}...)")
-    skeleton = hq.build_skeleton(tmp_path / "neox", True)
-    if "embed_out" in skeleton.modules:
-        pytest.skip("this transformers names GPT-NeoX's head embed_out, as its checkpoints do")
+    if "embed_out.weight" not in {t.name for t in hq.source_tensors(tmp_path / "neox")}:
+        pytest.skip("this transformers stores GPT-NeoX's head under its module's name")
     with caplog.at_level(logging.WARNING, logger="hlwq_ops.quantize"):
-        run(tmp_path / "neox", tmp_path / "q", "--include-lm-head")
-    assert re.search(r"--include-lm-head: the checkpoint has no lm_head\.weight \(GPTNeoXForCausalLM's output "
-                     r"embedding\), so it stays unquantized; it holds embed_out\.weight, which transformers renames",
-                     caplog.text)
-    assert "linear-shaped weights" not in caplog.text  # (the head is not counted twice)
-    caplog.clear()
+        out = run(tmp_path / "neox", tmp_path / "q", "--include-lm-head", "--scale-mode", "norm")
+    assert "lm_head" not in caplog.text and "linear-shaped" not in caplog.text
+    loaded = AutoModelForCausalLM.from_pretrained(out)
+    assert isinstance(loaded.lm_head.weight, HLWQTensor)
+    expected = AutoModelForCausalLM.from_pretrained(tmp_path / "neox")
+    quantize_(expected, hlwq(scale_mode="norm"))
+    torch.testing.assert_close(loaded(PROMPT).logits, expected(PROMPT).logits, rtol=0, atol=0)
+
+
+def test_a_missing_output_embedding_is_named_when_asked_to_quantize(src, caplog):
+    tensors = [t for t in hq.source_tensors(src) if t.name != "lm_head.weight"]
     with caplog.at_level(logging.WARNING, logger="hlwq_ops.quantize"):
-        run(tmp_path / "neox", tmp_path / "q2")
-    assert "lm_head" not in caplog.text and "embed_out" not in caplog.text  # (not asked for: nothing to say)
+        hq.plan(tensors, hq.build_skeleton(src, True), hlwq(scale_mode="norm"), [], True)
+    assert "--include-lm-head: the checkpoint has no tensor that loads into lm_head.weight" in caplog.text
 
 
 def test_weights_merged_on_load_are_summed_up_in_one_warning(tmp_path, caplog):
