@@ -277,7 +277,8 @@ def skip_reason(t: SourceTensor, skeleton: Skeleton | None, include_lm_head: boo
         if module is None:
             if any(re.search(pattern, t.name) for pattern in skeleton.dropped):
                 return f"{skeleton.arch} drops it on load"
-            return f"{skeleton.arch} has no module {stored!r} (the key is renamed or merged on load)"
+            return (f"{skeleton.arch} has no module that {stored!r} loads into (its key is merged with others on load, "
+                    "or is not the model's)")
         if module not in skeleton.linears:
             return f"its module is a {skeleton.modules[module]}, not an nn.Linear"
         if module in skeleton.tied:
@@ -349,15 +350,16 @@ def plan(
                         and not any(re.search(pattern, t.name) for pattern in skeleton.dropped):
                     unmatched.append(t)  # (an output embedding's own warning is below)
             else:
+                # (named as the model names it: transformers' torchao loader finds a quantized weight's parts only
+                # under the model's own names, and --bits-for names the model's modules)
+                module = module if skeleton is None else skeleton.module_of(module)
                 matching = [i for i, (pattern, _) in enumerate(bits_for) if pattern.fullmatch(module)]
                 rule = matching[0] if matching else None  # (the first rule matching a module wins)
                 used.add(rule)
                 for later in matching[1:]:
                     shadowed_by.setdefault(later, rule)
                 bits = config.bits if rule is None else bits_for[rule][1]
-                chosen = HLWQConfig(bits, config.block_size, config.scale_mode)
-                # (transformers' torchao loader finds a quantized weight's parts only under the model's own names)
-                name = None if skeleton is None else f"{skeleton.module_of(module)}.weight"
+                chosen, name = HLWQConfig(bits, config.block_size, config.scale_mode), f"{module}.weight"
         elif len(t.shape) > 2 and t.dtype in FLOAT_DTYPES:
             # (transformers 5 stores a mixture-of-experts layer's experts so: most of such a model's weights)
             logger.warning("hlwq: not quantizing %s: a %d-D tensor (e.g. fused mixture-of-experts weights); only "
@@ -372,9 +374,9 @@ def plan(
             logger.warning("hlwq: --include-lm-head: the checkpoint has no tensor that loads into %s.weight (%s's "
                            "output embedding), so there is none to quantize", module, skeleton.arch)
     if unmatched:
-        logger.warning("hlwq: %d linear-shaped weight(s) (%s, e.g. %s) stay unquantized: %s has no modules of their "
-                       "names (transformers renames or merges their keys on load, e.g. a mixture-of-experts layer's "
-                       "experts into one 3-D tensor)", len(unmatched), _size(sum(t.nbytes for t in unmatched)),
+        logger.warning("hlwq: %d linear-shaped weight(s) (%s, e.g. %s) stay unquantized: %s has no modules they "
+                       "load into (transformers merges their keys on load, e.g. a mixture-of-experts layer's experts "
+                       "into one 3-D tensor)", len(unmatched), _size(sum(t.nbytes for t in unmatched)),
                        unmatched[0].name, skeleton.arch)
     for i, (pattern, _) in enumerate(bits_for):
         if i in used:
@@ -395,8 +397,7 @@ def check_shapes(entries: Sequence[Entry], skeleton: Skeleton | None) -> None:
     are transposed -- and are not compared.)"""
     for e in entries:
         t = e.source
-        expected = (skeleton.shapes.get(f"{skeleton.module_of(t.name.removesuffix('.weight'))}.weight")
-                    if e.config and skeleton is not None else None)
+        expected = skeleton.shapes.get(e.name) if e.config and skeleton is not None else None
         if expected is not None and expected != t.shape:
             raise CheckpointError(f"{t.file}: tensor {t.name} has shape {list(t.shape)}, but config.json's "
                                   f"{skeleton.arch} has it as {list(expected)}")

@@ -552,6 +552,9 @@ def test_an_output_embedding_stored_under_another_name_is_quantized_when_asked(t
     expected = AutoModelForCausalLM.from_pretrained(tmp_path / "neox")
     quantize_(expected, hlwq(scale_mode="norm"))
     torch.testing.assert_close(loaded(PROMPT).logits, expected(PROMPT).logits, rtol=0, atol=0)
+    # --bits-for names the model's modules, as the written quantization config does
+    out = run(tmp_path / "neox", tmp_path / "q4", "--include-lm-head", "--bits-for", "lm_head=4")
+    assert AutoModelForCausalLM.from_pretrained(out).lm_head.weight.bits == 4
 
 
 def test_a_missing_output_embedding_is_named_when_asked_to_quantize(src, caplog):
@@ -579,7 +582,7 @@ def test_weights_merged_on_load_are_summed_up_in_one_warning(tmp_path, caplog):
         run(tmp_path / "moe", tmp_path / "q")
     assert re.search(r"6 linear-shaped weight\(s\) \([\d.]+ MB, "
                      r"e\.g\. model\.layers\.0\.mlp\.experts\.\d\.\w+\.weight\) "
-                     r"stay unquantized: Qwen3MoeForCausalLM has no modules of their names", caplog.text)
+                     r"stay unquantized: Qwen3MoeForCausalLM has no modules they load into", caplog.text)
 
 
 def test_a_staging_folder_a_killed_run_left_is_named(src, tmp_path, caplog):
@@ -623,7 +626,7 @@ def test_a_checkpoint_stored_without_the_base_models_prefix(tmp_path):
 def test_layers_transformers_drops_on_load_are_not_counted_as_renamed(tmp_path, caplog):
     """Qwen3.5's checkpoints hold multi-token-prediction layers (``mtp.*``) that its model drops on load
     (``_keys_to_ignore_on_load_unexpected``): they stay as they are with their own reason, not in the warning about
-    weights renamed or merged on load."""
+    weights merged on load."""
     from transformers.models.qwen3_5 import Qwen3_5ForCausalLM, Qwen3_5TextConfig
 
     torch.manual_seed(0)
