@@ -369,7 +369,7 @@ def plan(
         for module in sorted(skeleton.output_embeddings & skeleton.tied.keys()):
             logger.warning("hlwq: --include-lm-head: %s.weight is tied to %s.weight (an embedding) and stays "
                            "unquantized", module, skeleton.tied[module])
-        stored = {skeleton.module_of(t.name.removesuffix(".weight")) for t in tensors}
+        stored = {skeleton.module_of(t.name.removesuffix(".weight")) for t in tensors if t.name.endswith(".weight")}
         for module in sorted(skeleton.output_embeddings - skeleton.tied.keys() - stored):
             logger.warning("hlwq: --include-lm-head: the checkpoint has no tensor that loads into %s.weight (%s's "
                            "output embedding), so there is none to quantize", module, skeleton.arch)
