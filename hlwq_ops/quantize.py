@@ -209,6 +209,10 @@ class Skeleton:
         module = key.removesuffix(".weight")
         return module if merged_by is None and module in self.modules else None
 
+    def drops(self, key: str) -> bool:
+        """Whether ``from_pretrained`` drops the checkpoint key ``key`` (``_keys_to_ignore_on_load_unexpected``)."""
+        return any(re.search(pattern, key) for pattern in self.dropped)
+
 
 def build_skeleton(model_dir: Path, include_lm_head: bool) -> Skeleton | None:
     """Instantiate the architecture of config.json without weights; None if transformers cannot."""
@@ -275,7 +279,7 @@ def skip_reason(t: SourceTensor, skeleton: Skeleton | None, include_lm_head: boo
     if skeleton is not None:
         stored, module = module, skeleton.module_of(module)
         if module is None:
-            if any(re.search(pattern, t.name) for pattern in skeleton.dropped):
+            if skeleton.drops(t.name):
                 return f"{skeleton.arch} drops it on load"
             return (f"{skeleton.arch} has no module that {stored!r} loads into (its key is merged with others on load, "
                     "or is not the model's)")
@@ -342,17 +346,17 @@ def plan(
     for t in tensors:
         chosen, name = None, None
         if t.name.endswith(".weight") and len(t.shape) == 2:
-            module = t.name.removesuffix(".weight")
+            stored = t.name.removesuffix(".weight")
+            # (named as the model names it: transformers' torchao loader finds a quantized weight's parts only under
+            # the model's own names, and --bits-for names the model's modules)
+            module = stored if skeleton is None else skeleton.module_of(stored)
             reason = skip_reason(t, skeleton, include_lm_head, config.block_size)
             if reason is not None:
                 logger.info("hlwq: not quantizing %s: %s", t.name, reason)
-                if skeleton is not None and skeleton.module_of(module) is None and not _OUTPUT_NAME.search(module) \
-                        and not any(re.search(pattern, t.name) for pattern in skeleton.dropped):
+                if skeleton is not None and module is None and not _OUTPUT_NAME.search(stored) \
+                        and not skeleton.drops(t.name):
                     unmatched.append(t)  # (an output embedding's own warning is below)
             else:
-                # (named as the model names it: transformers' torchao loader finds a quantized weight's parts only
-                # under the model's own names, and --bits-for names the model's modules)
-                module = module if skeleton is None else skeleton.module_of(module)
                 matching = [i for i, (pattern, _) in enumerate(bits_for) if pattern.fullmatch(module)]
                 rule = matching[0] if matching else None  # (the first rule matching a module wins)
                 used.add(rule)
