@@ -25,6 +25,14 @@ the time quantization took. Host-bound numbers (TTFT, the ``generate`` way)
 also depend on what ran before in the process: run one method per process to
 compare them.
 
+torchao's ``Int4WeightOnlyConfig`` sets Inductor's recommended settings
+(coordinate-descent tuning among them) for the whole process, which changes
+the non-int4 kernels of the int4 rows (and of every later method in the
+process) and makes compiling a Qwen3.5-shaped step at batch 8 take more
+than ten minutes. ``--int4-inductor default`` quantizes with
+``set_inductor_config=False``, so that int4 compiles with the settings the
+other methods have; the row's note says which ran.
+
     python benchmarks/bench_decode.py --models llama3-8b --ways graph --batches 1 8
 """
 
@@ -69,8 +77,12 @@ MODELS = {"llama3-8b": llama3_8b, "qwen3.5-9b": qwen35_9b}
 METHODS = ("bf16", "int4", "hlwq-q5", "hlwq-q4")
 
 
-def build(name: str, method: str) -> tuple[torch.nn.Module, float]:
-    """The model with random N(0, 0.02) weights on the GPU, quantized; returns (model, quantize seconds)."""
+def build(name: str, method: str, int4_inductor: str = "torchao") -> tuple[torch.nn.Module, float]:
+    """The model with random N(0, 0.02) weights on the GPU, quantized; returns (model, quantize seconds).
+
+    ``int4_inductor``: "torchao" lets torchao's int4 config set its recommended Inductor settings for the process,
+    "default" leaves Inductor's settings as they are.
+    """
     torch.manual_seed(0)
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)  # build the 8B weights in bf16 directly
@@ -85,7 +97,9 @@ def build(name: str, method: str) -> tuple[torch.nn.Module, float]:
     start = time.perf_counter()
     no_lm_head = lambda m, fqn: isinstance(m, torch.nn.Linear) and "lm_head" not in fqn  # noqa: E731
     if method == "int4":
-        quantize_(model, Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d"), no_lm_head)
+        config = Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d",
+                                      set_inductor_config=int4_inductor == "torchao")
+        quantize_(model, config, no_lm_head)
     elif method.startswith("hlwq"):
         quantize_(model, hlwq_ops.hlwq(bits=int(method[-1])), no_lm_head)
     torch.cuda.synchronize()
@@ -131,14 +145,14 @@ def time_graph(model, ids, compile: bool, prompt_graph: bool = False) -> tuple[f
     return tps, ttft, first, torch.cuda.max_memory_allocated()
 
 
-def run(name: str, method: str, batches: list[int], ways: list[str]) -> list[dict]:
+def run(name: str, method: str, batches: list[int], ways: list[str], int4_inductor: str = "torchao") -> list[dict]:
     # What earlier methods of this process still hold (compiled graphs' pools, caches) is not this one's:
     # peaks are counted above what is allocated once their compiled code is dropped and garbage collected.
     torch._dynamo.reset()
     gc.collect()
     torch.cuda.empty_cache()
     base = torch.cuda.memory_allocated()
-    model, quant_s = build(name, method)
+    model, quant_s = build(name, method, int4_inductor)
     size = model_nbytes(model)
     rows = []
     for batch in batches:
@@ -166,6 +180,9 @@ def run(name: str, method: str, batches: list[int], ways: list[str]) -> list[dic
                 torch.cuda.reset_peak_memory_stats()
                 tps, ttft, first, steady = time_graph(model, ids, compile=False)
             peak = torch.cuda.max_memory_allocated() if steady is None else max(first, steady)
+            if method == "int4":
+                setting = "torchao's" if int4_inductor == "torchao" else "unchanged (set_inductor_config=False)"
+                note = "; ".join(filter(None, [note, f"Inductor's settings: {setting}"]))
             row = dict(model=name, method=method, batch=batch, way=way, note=note, tok_s=tps, ttft_ms=ttft,
                        peak_gib=(peak - base) / 2**30,
                        steady_peak_gib=None if steady is None else (steady - base) / 2**30,
@@ -189,6 +206,10 @@ def main() -> None:
                    choices=["graph", "graph-prompt", "generate", "generate-reuse"])
     p.add_argument("--json", default="bench_decode.json")
     p.add_argument("--dequant-chunk-mb", type=int, help="hlwq_ops.kernels.dequant.CHUNK_BYTES, in MiB")
+    p.add_argument("--int4-inductor", default="torchao", choices=["torchao", "default"],
+                   help="torchao: int4's config sets torchao's recommended Inductor settings for the process (its "
+                        "default); default: int4 quantized with set_inductor_config=False, Inductor's settings as "
+                        "the other methods have them")
     a = p.parse_args()
     if a.dequant_chunk_mb is not None:
         if a.dequant_chunk_mb <= 0:
@@ -198,7 +219,7 @@ def main() -> None:
     rows = []
     for name in a.models:
         for method in a.methods:
-            rows += run(name, method, a.batches, a.ways)
+            rows += run(name, method, a.batches, a.ways, a.int4_inductor)
             with open(a.json, "w") as f:
                 json.dump(rows, f, indent=1)
     print(f"{'model':<11} {'method':<8} {'B':>2} {'way':<14} {'tok/s':>8} {'TTFT ms':>8} {'peak GiB':>8} {'steady':>7} "
