@@ -2,6 +2,7 @@
 # (quantized with set_inductor_config=False: Inductor's settings as the other methods have them) and Q5 in one
 # process, on an H100. Run from the root:
 #   bash benchmarks/gpu_run.sh bash benchmarks/results/h100_s65_call2_script.sh
+# (After this call the option's value `default` was renamed `unchanged` and made the default.)
 set -x
 timeout 540 python3 benchmarks/bench_decode.py --models qwen3.5-9b --ways graph --batches 1 8 \
   --methods bf16 int4 hlwq-q5 --int4-inductor default --json "$OUT/decode_qwen35.json" 2>&1 \

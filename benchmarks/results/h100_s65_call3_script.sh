@@ -2,6 +2,7 @@
 # as its config runs it (Inductor's settings set for the process) and with set_inductor_config=False, beside bf16
 # and Q5, on one H100. Run from the root:
 #   bash benchmarks/gpu_run.sh bash benchmarks/results/h100_s65_call3_script.sh
+# (After this call the option's value `default` was renamed `unchanged` and made the default.)
 set -x
 for run in int4:torchao:130 int4:default:100 hlwq-q5:torchao:120 bf16:torchao:90; do
   IFS=: read -r method setting limit <<< "$run"
