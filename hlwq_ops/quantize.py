@@ -271,14 +271,15 @@ _EMBEDDING_NAME = re.compile(r"(^|\.)(\w*embed\w*|wte|wpe)(\.|$)")
 _OUTPUT_NAME = re.compile(r"(^|\.)(lm_head|embed_out|output)$")
 
 
-def skip_reason(t: SourceTensor, skeleton: Skeleton | None, include_lm_head: bool, block_size: int) -> str | None:
-    """Why the 2-D ``*.weight`` tensor ``t`` stays unquantized, or None to quantize it."""
-    module = t.name.removesuffix(".weight")
+def skip_reason(t: SourceTensor, module: str | None, skeleton: Skeleton | None, include_lm_head: bool,
+                block_size: int) -> str | None:
+    """Why the 2-D ``*.weight`` tensor ``t`` stays unquantized, or None to quantize it; ``module``: the model's module
+    it loads into (:meth:`Skeleton.module_of`; without a skeleton, its stored name)."""
     if t.dtype not in FLOAT_DTYPES:
         return f"dtype {t.dtype} is not one of {sorted(FLOAT_DTYPES)}"
     if skeleton is not None:
-        stored, module = module, skeleton.module_of(module)
         if module is None:
+            stored = t.name.removesuffix(".weight")
             if skeleton.drops(t.name):
                 return f"{skeleton.arch} drops it on load"
             return (f"{skeleton.arch} has no module that {stored!r} loads into (its key is merged with others on load, "
@@ -342,7 +343,7 @@ def plan(
     include_lm_head: bool,
 ) -> list[Entry]:
     """Decide every tensor's fate and log (one line each) the linear-shaped weights left alone."""
-    entries, used, shadowed_by, unmatched = [], set(), {}, []
+    entries, used, shadowed_by, unmatched, loaded = [], set(), {}, [], set()
     for t in tensors:
         chosen, name = None, None
         if t.name.endswith(".weight") and len(t.shape) == 2:
@@ -350,7 +351,8 @@ def plan(
             # (named as the model names it: transformers' torchao loader finds a quantized weight's parts only under
             # the model's own names, and --bits-for names the model's modules)
             module = stored if skeleton is None else skeleton.module_of(stored)
-            reason = skip_reason(t, skeleton, include_lm_head, config.block_size)
+            loaded.add(module)
+            reason = skip_reason(t, module, skeleton, include_lm_head, config.block_size)
             if reason is not None:
                 logger.info("hlwq: not quantizing %s: %s", t.name, reason)
                 if skeleton is not None and module is None and not _OUTPUT_NAME.search(stored) \
@@ -373,8 +375,7 @@ def plan(
         for module in sorted(skeleton.output_embeddings & skeleton.tied.keys()):
             logger.warning("hlwq: --include-lm-head: %s.weight is tied to %s.weight (an embedding) and stays "
                            "unquantized", module, skeleton.tied[module])
-        stored = {skeleton.module_of(t.name.removesuffix(".weight")) for t in tensors if t.name.endswith(".weight")}
-        for module in sorted(skeleton.output_embeddings - skeleton.tied.keys() - stored):
+        for module in sorted(skeleton.output_embeddings - skeleton.tied.keys() - loaded):
             logger.warning("hlwq: --include-lm-head: the checkpoint has no tensor that loads into %s.weight (%s's "
                            "output embedding), so there is none to quantize", module, skeleton.arch)
     if unmatched:
