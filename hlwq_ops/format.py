@@ -49,6 +49,7 @@ import torch
 
 from .codebook import check_bits, codebook as standard_codebook
 from .hadamard import check_block_size, fwht_ref
+from .nearest import CentroidGrid, midpoints
 
 __all__ = [
     "SCALE_MODES",
@@ -266,7 +267,7 @@ def _check_finite_and_scale(w: torch.Tensor, s: torch.Tensor) -> None:
 
 
 def _check_sorted(codebook: torch.Tensor | None) -> None:
-    """Quantizing searches the codebook (``bucketize``): it must be finite and strictly ascending."""
+    """Quantizing searches the codebook (:mod:`.nearest`, ``bucketize``): it must be finite and strictly ascending."""
     if codebook is None:
         return
     if not bool(torch.isfinite(codebook).all()) or not bool((codebook[1:] > codebook[:-1]).all()):
@@ -289,28 +290,65 @@ def _codes_and_scale(
         codes (N, n_blocks, B) int64 and scales (N, n_blocks) float32 with
         ``t ~= s * c[codes]``.
     """
-    boundaries = 0.5 * (c[1:] + c[:-1])
+    # A NaN has no grid cell; such a rotation (an overflow) fails _check_finite_and_scale afterwards either way.
+    grid = CentroidGrid.for_codebook(c) if bool(torch.isfinite(t).all()) else None
+    if grid is None:  # a custom codebook too uneven for a grid
+        boundaries = midpoints(c)
+        grid = _Bucketize(c, boundaries)
     safe_r = torch.where(r > 0, r, 1.0)[..., None]
     if scale_mode == "norm":
-        return torch.bucketize(t / safe_r, boundaries), r
+        return grid.codes(t / safe_r), r
     factors = (1.0,) if scale_mode == "lsq" else SEARCH_FACTORS
-    best_err = best_codes = best_s = None
-    for f in factors:
-        codes = torch.bucketize(t / (safe_r * f), boundaries)
-        chosen = c[codes]
+    rows = max(1, _CPU_CHUNK_VALUES // max(1, t[0].numel())) if t.device.type == "cpu" else max(1, t.shape[0])
+    codes = torch.empty(t.shape, dtype=torch.int64, device=t.device)
+    s = torch.empty(r.shape, dtype=torch.float32, device=t.device)
+    for n in range(0, t.shape[0], rows):
+        codes[n : n + rows], s[n : n + rows] = _search(t[n : n + rows], safe_r[n : n + rows], grid, factors)
+    return codes, s
+
+
+# Rows searched at a time on a CPU: about a million values, whose float32 intermediates stay in the caches through
+# the factors' passes (benchmarks/NOTES.md session 66). A GPU takes the whole weight at once (fewer launches).
+_CPU_CHUNK_VALUES = 1 << 20
+
+
+class _Bucketize:
+    """:class:`~hlwq_ops.nearest.CentroidGrid`'s two look-ups by ``torch.bucketize``."""
+
+    def __init__(self, c: torch.Tensor, boundaries: torch.Tensor):
+        self.c, self.boundaries = c, boundaries
+
+    def codes(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.bucketize(v, self.boundaries)
+
+    def centroids(self, v: torch.Tensor) -> torch.Tensor:
+        return self.c[self.codes(v)]
+
+
+def _search(
+    t: torch.Tensor, safe_r: torch.Tensor, grid: CentroidGrid | _Bucketize, factors: tuple[float, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes re-chosen for each scale ``r * f``, each followed by the least-squares scale; a block keeps the factor
+    with the least error. (n, n_blocks, B) and (n, n_blocks, 1) -> codes (n, n_blocks, B), scales (n, n_blocks)."""
+    best_err = best_s = best_f = None
+    for i, f in enumerate(factors):
+        chosen = grid.centroids(t / (safe_r * f))
         # The standard codebooks have no zero level, so the energy is > 0; a custom one may map a whole block
         # (an all-zero one) to 0.0: its scale is 0, not 0 / 0.
         energy = (chosen * chosen).sum(-1)
         s = torch.where(energy > 0, (t * chosen).sum(-1) / torch.where(energy > 0, energy, 1.0), 0.0)
         err = (t - s[..., None] * chosen).square().sum(-1)
         if best_err is None:
-            best_err, best_codes, best_s = err, codes, s
+            best_err, best_s, best_f = err, s, torch.zeros(err.shape, dtype=torch.int64, device=t.device)
             continue
         better = err < best_err
         best_err = torch.where(better, err, best_err)
         best_s = torch.where(better, s, best_s)
-        best_codes = torch.where(better[..., None], codes, best_codes)
-    return best_codes, best_s
+        best_f = torch.where(better, i, best_f)
+    # each block's codes once more, at its factor (the same float32 arithmetic as in the loop): cheaper than
+    # carrying every factor's codes along
+    f = torch.tensor(factors, dtype=torch.float32, device=t.device)[best_f][..., None]
+    return grid.codes(t / (safe_r * f)), best_s
 
 
 def quantize_ref(
