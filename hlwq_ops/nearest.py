@@ -5,7 +5,8 @@ of them, :data:`hlwq_ops.format.SEARCH_FACTORS`). On a CPU ``torch.bucketize`` t
 value on two cores, ``benchmarks/NOTES.md`` session 66). :class:`CentroidGrid` gives the same codes from a uniform grid
 over the midpoints, fine enough that a cell, widened by half a cell on each side, holds at most one midpoint: a
 value's code is its cell's lowest code plus one comparison, and its centroid one of two. Both are table look-ups
-(``index_select``) and elementwise ops.
+(``index_select``) and elementwise ops. :mod:`.format` searches with it on a CPU only: on an H100 ``bucketize``
+was the faster (0.215 s a Llama-3-8B layer against the grid's 0.298).
 
 Exact, not approximate: for every finite float32 ``v``, ``grid.codes(v) == torch.bucketize(v, midpoints)`` and
 ``grid.centroids(v) == codebook[torch.bucketize(v, midpoints)]`` (``tests/test_nearest.py``). The cell a value

@@ -125,8 +125,5 @@ def test_search_with_a_custom_codebook():
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 @pytest.mark.parametrize("bits", [2, 4, 5, 8])
 def test_gpu_search_is_the_plain_search(bits):
+    # (bucketize on a GPU, where the grid was slower; the search around it is the CPU's)
     _check_search("cuda", bits, "search", 128)
-    c = codebook(bits, torch.device("cuda"))
-    grid = CentroidGrid.for_codebook(c)
-    v = _hard_values(c.cpu(), grid).cuda()
-    assert torch.equal(grid.codes(v), torch.bucketize(v, midpoints(c)))
