@@ -1,6 +1,6 @@
 """Where does the GEMV's time go? Time copies of it with one stage taken out.
 
-Each variant is the current source of ``hlwq_ops/kernels/{gemv,decode,common}.py``
+Each variant is the current source of ``hlwq_ops/kernels/*.py``
 with one textual change, imported as its own package (``/tmp/hlwq_variants``),
 timed like the benchmark (CUDA graph over weight copies, M = 1, raw bfloat16
 activations rotated in the kernel). Results are wrong by design except for
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pathlib
+import re
 import sys
 
 import torch
@@ -32,10 +33,9 @@ VARIANTS = {
                    "    if SHUFFLE and not INTERPRET:\n        return code.to(tl.float32, bitcast=True)\n"
                    "        v = tl.inline_asm_elementwise(")],
     # no weight loads in the loop: the first rows' words, changed per iteration by one xor
-    "no_loads": [("gemv.py", "        ahead = fetch_rows(q_ptr, q_base, s_base, tl.minimum(row0 + R + r, N - 1), "
-                  "stride_qn, "
-                  "stride_sn, word_off,\n                           p1_off, p2_off, blk, W1, W2, WIDE, INTERPRET)",
-                  "        ahead = (ahead[0] ^ row0, ahead[1] ^ row0, ahead[2] ^ row0, ahead[3])")],
+    "no_loads": [("gemv.py", "            ahead = fetch_rows(q_ptr, q_base, s_base, rows_next, stride_qn, stride_sn, "
+                  "word_off, p1_off, p2_off, blk,\n                               W1, W2, WIDE, INTERPRET)",
+                  "            ahead = (ahead[0] ^ row0, ahead[1] ^ row0, ahead[2] ^ row0, ahead[3])")],
     # plane 1 and the scales not gathered (plane 0 stands in for plane 1, the scale is 1)
     "no_gathers": [("decode.py", "    if W1 > 0:\n        w1 = gather32(q_base, row_word + p1_off, INTERPRET)\n",
                     "    if W1 > 0:\n        w1 = w0 ^ 0x5A5A5A5A\n"),
@@ -43,6 +43,9 @@ VARIANTS = {
                     "    return w0, w1, w2, (w0 & 0x3C00).to(tl.int16)")],
     # the split-K partials stored, never summed (no arrival counter, no last-program reduction)
     "no_epilogue": [("gemv.py", "        if arrive(counter, tl.num_programs(1)):", "        if pid_k < 0:")],
+    # the arrival kept (the CTA barrier and the acq_rel atomic), the last program's sum not done
+    "no_sum": [("gemv.py", "        if arrive(counter, tl.num_programs(1)):",
+                "        if arrive(counter, tl.num_programs(1)) and pid_k < 0:")],
 }
 
 
@@ -50,17 +53,16 @@ def build(name: str, edits) -> object:
     pkg = ROOT / name
     (pkg / "kernels").mkdir(parents=True, exist_ok=True)
     (pkg / "__init__.py").write_text("")
-    (pkg / "kernels" / "__init__.py").write_text("")
-    for f in ("gemv.py", "decode.py", "common.py"):
-        text = (SRC / f).read_text()
+    for path in sorted(SRC.glob("*.py")):
+        f = path.name
+        text = path.read_text()
         for file, old, new in edits:
             if file == f:
                 if old not in text:
                     raise SystemExit(f"variant {name}: text not found in {f}: {old[:60]!r}")
                 text = text.replace(old, new)
-        # the copies import the real package's codebook and format modules
-        for module in ("codebook", "format"):
-            text = text.replace(f"from ..{module}", f"from hlwq_ops.{module}")
+        # the copies import the real package's modules outside kernels/
+        text = re.sub(r"^from \.\.(\w+)", r"from hlwq_ops.\1", text, flags=re.M)
         (pkg / "kernels" / f).write_text(text)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
