@@ -1,4 +1,4 @@
-"""Nearest-centroid search for quantizing: ``torch.bucketize`` against a codebook's midpoints, without its binary search.
+"""Nearest-centroid search for quantizing: ``torch.bucketize`` against a codebook's midpoints, without a binary search.
 
 Quantizing a weight looks every rotated coordinate up in the codebook once per scale factor the search tries (21
 of them, :data:`hlwq_ops.format.SEARCH_FACTORS`). On a CPU ``torch.bucketize`` took ~68% of that time (about 14 ns a
