@@ -53,6 +53,9 @@ VARIANTS = {
 
 
 def build(name: str, edits) -> object:
+    missing = {file for file, _, _ in edits} - {path.name for path in SRC.glob("*.py")}
+    if missing:
+        raise SystemExit(f"variant {name}: no such kernel file {sorted(missing)}")
     pkg = ROOT / name
     (pkg / "kernels").mkdir(parents=True, exist_ok=True)
     (pkg / "__init__.py").write_text("")
@@ -64,8 +67,9 @@ def build(name: str, edits) -> object:
                 if old not in text:
                     raise SystemExit(f"variant {name}: text not found in {f}: {old[:60]!r}")
                 text = text.replace(old, new)
-        # the copies import the real package's modules outside kernels/
-        text = re.sub(r"^from \.\.(\w+)", r"from hlwq_ops.\1", text, flags=re.M)
+        # the copies import the real package's modules outside kernels/ (at the top and inside functions)
+        text = re.sub(r"^(\s*)from \.\.(\w+) import", r"\1from hlwq_ops.\2 import", text, flags=re.M)
+        text = re.sub(r"^(\s*)from \.\. import", r"\1from hlwq_ops import", text, flags=re.M)
         (pkg / "kernels" / f).write_text(text)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))

@@ -276,6 +276,11 @@ def _check_sorted(codebook: torch.Tensor | None) -> None:
         )
 
 
+# Rows searched at a time on a CPU: about a million values, whose float32 intermediates stay in the caches through
+# the factors' passes (benchmarks/NOTES.md session 66). A GPU takes the whole weight at once (fewer launches).
+_CPU_CHUNK_VALUES = 1 << 20
+
+
 def _codes_and_scale(
     t: torch.Tensor, r: torch.Tensor, c: torch.Tensor, scale_mode: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,8 +296,8 @@ def _codes_and_scale(
         ``t ~= s * c[codes]``.
     """
     # The grid on a CPU only: on an H100 it took 0.298 s a Llama-3-8B layer against bucketize's 0.215
-    # (benchmarks/NOTES.md session 66). A NaN has no grid cell; such a rotation (an overflow) fails
-    # _check_finite_and_scale afterwards either way.
+    # (benchmarks/NOTES.md session 66). A NaN has no grid cell; a rotation with a NaN or an infinity (an overflow)
+    # fails _check_finite_and_scale afterwards either way.
     grid = None
     if t.device.type == "cpu" and bool(torch.isfinite(t).all()):
         grid = CentroidGrid.for_codebook(c)
@@ -308,11 +313,6 @@ def _codes_and_scale(
     for n in range(0, t.shape[0], rows):
         codes[n : n + rows], s[n : n + rows] = _search(t[n : n + rows], safe_r[n : n + rows], grid, factors)
     return codes, s
-
-
-# Rows searched at a time on a CPU: about a million values, whose float32 intermediates stay in the caches through
-# the factors' passes (benchmarks/NOTES.md session 66). A GPU takes the whole weight at once (fewer launches).
-_CPU_CHUNK_VALUES = 1 << 20
 
 
 class _Bucketize:

@@ -1,17 +1,19 @@
 """Nearest-centroid search for quantizing: ``torch.bucketize`` against a codebook's midpoints, without a binary search.
 
 Quantizing a weight looks every rotated coordinate up in the codebook once per scale factor the search tries (21
-of them, :data:`hlwq_ops.format.SEARCH_FACTORS`). On a CPU ``torch.bucketize`` took ~68% of that time (about 14 ns a
-value on two cores, ``benchmarks/NOTES.md`` session 66). :class:`CentroidGrid` gives the same codes from a uniform grid
-over the midpoints, fine enough that a cell, widened by half a cell on each side, holds at most one midpoint: a
-value's code is its cell's lowest code plus one comparison, and its centroid one of two. Both are table look-ups
-(``index_select``) and elementwise ops. :mod:`.format` searches with it on a CPU only: on an H100 ``bucketize``
-was the faster (0.215 s a Llama-3-8B layer against the grid's 0.298).
+of them, :data:`hlwq_ops.format.SEARCH_FACTORS`). On a CPU ``torch.bucketize`` took ~68% of that time
+(``benchmarks/NOTES.md`` session 65; about 14 ns a value on two cores, session 66). :class:`CentroidGrid` gives the
+same codes from a uniform grid over the midpoints, fine enough that a cell, widened by half a cell on each side, holds
+at most one midpoint: a value's code is its cell's lowest code plus one comparison, and its centroid one of two. Both
+are table look-ups (``index_select``) and elementwise ops. :mod:`.format` searches with it on a CPU only: on an H100
+``bucketize`` was the faster (0.215 s a Llama-3-8B layer against the grid's 0.298).
 
-Exact, not approximate: for every finite float32 ``v``, ``grid.codes(v) == torch.bucketize(v, midpoints)`` and
-``grid.centroids(v) == codebook[torch.bucketize(v, midpoints)]`` (``tests/test_nearest.py``). The cell a value
-falls in is computed with rounding error far below the half-cell margin, so the cell's lowest code never exceeds the
-value's code, and the one midpoint the widened cell can hold decides the rest.
+Exact, not approximate: for every float32 ``v`` but NaN, on every codebook :meth:`CentroidGrid.for_codebook` builds
+a grid for, ``grid.codes(v) == torch.bucketize(v, midpoints)`` and ``grid.centroids(v) == codebook[torch.bucketize(v,
+midpoints)]`` (``tests/test_nearest.py``). The float32 arithmetic that places a value in a cell errs by ~1e-3 of a
+cell at most (cells at least ``_MIN_WIDTH`` wide, at most ``_MAX_CELLS`` of them), far below the half-cell margin, so
+the cell's lowest code never exceeds the value's code, and the one midpoint the widened cell can hold decides the
+rest.
 """
 
 from __future__ import annotations
@@ -24,10 +26,14 @@ __all__ = ["CentroidGrid", "midpoints"]
 
 # Cells per smallest midpoint gap: > 2 keeps a widened cell (two cells wide) to at most one midpoint.
 _CELLS_PER_GAP = 3
+# A floor for codebooks of few, even gaps (Q2-Q4 get 64): the table stays tiny either way.
 _MIN_CELLS = 64
 # Beyond this a table stops fitting in a CPU's L2; such a codebook (a custom one with a wide spread of gaps) is
 # searched by torch.bucketize instead.
 _MAX_CELLS = 1 << 16
+# The narrowest cell: far above float32's subnormal spacing (2**-149), so that the float32 arithmetic placing a value
+# in a cell errs by far less than the half-cell margin, and 1 / width stays finite in float32.
+_MIN_WIDTH = 2.0**-100
 
 
 def midpoints(codebook: torch.Tensor) -> torch.Tensor:
@@ -39,14 +45,14 @@ def midpoints(codebook: torch.Tensor) -> torch.Tensor:
 class CentroidGrid:
     """Nearest-centroid codes and centroids of float32 values, by a uniform grid over a codebook's midpoints.
 
-    Build it with :meth:`for_codebook`, which returns None where a grid would need more than ``_MAX_CELLS`` cells.
-    The values given must be finite (a NaN has no cell; an infinity is clamped to the first or last).
+    Build it with :meth:`for_codebook`, which returns None for a codebook it cannot serve exactly. The values given
+    must be float32 and not NaN (an infinity goes to the first or last cell, as it should). The tables live on the
+    codebook's device; :mod:`.format` uses the grid on a CPU.
     """
 
-    def __init__(self, codebook: torch.Tensor, cells: int):
-        b = midpoints(codebook.to(torch.float32))
+    def __init__(self, b: torch.Tensor, codebook: torch.Tensor, cells: int):
         b64 = b.double().cpu()
-        self.lo = float(b[0])
+        self.lo = float(b[0])  # a float32 value: exact in the float32 subtraction below
         span = float(b[-1]) - self.lo
         self.cells = cells
         self.inv_width = cells / span
@@ -67,17 +73,25 @@ class CentroidGrid:
 
     @classmethod
     def for_codebook(cls, codebook: torch.Tensor) -> CentroidGrid | None:
-        """The grid of a sorted, strictly ascending (L,) codebook, L >= 3; None if it would be too large."""
-        b = midpoints(codebook.double())
-        gaps = b[1:] - b[:-1]
-        cells = max(_MIN_CELLS, math.ceil(_CELLS_PER_GAP * float(b[-1] - b[0]) / float(gaps.min())))
-        if cells > _MAX_CELLS:
+        """The grid of a sorted, strictly ascending (L,) codebook; None where ``torch.bucketize`` must do: fewer
+        than three entries, midpoints that overflow float32 or lie too close together for ``_MAX_CELLS`` cells, or
+        a cell narrower than ``_MIN_WIDTH``."""
+        if len(codebook) < 3:
             return None
-        grid = cls(codebook, cells)
+        b = midpoints(codebook.to(torch.float32))  # as bucketize sees them
+        if not bool(torch.isfinite(b).all()):
+            return None
+        span = float(b[-1]) - float(b[0])
+        cells = max(_MIN_CELLS, math.ceil(_CELLS_PER_GAP * span / float((b[1:] - b[:-1]).min())))
+        if cells > _MAX_CELLS or span / cells < _MIN_WIDTH or span > torch.finfo(torch.float32).max:
+            return None
+        grid = cls(b, codebook, cells)
         return grid if grid._exact else None
 
     def _cells(self, v: torch.Tensor) -> torch.Tensor:
-        return ((v - self.lo) * self.inv_width).clamp_(0, self.cells - 1).to(torch.int32).view(-1)
+        if v.dtype != torch.float32:
+            raise TypeError(f"CentroidGrid searches float32 values, got {v.dtype}")
+        return ((v - self.lo) * self.inv_width).clamp_(0, self.cells - 1).to(torch.int32).reshape(-1)
 
     def centroids(self, v: torch.Tensor) -> torch.Tensor:
         """(...) float32 -> (...) float32: ``codebook[bucketize(v, midpoints)]``."""

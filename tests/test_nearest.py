@@ -58,6 +58,36 @@ def test_no_grid_for_a_codebook_too_uneven():
     assert CentroidGrid.for_codebook(c) is None
 
 
+# Finite, strictly ascending codebooks at float32's edges: midpoints that overflow (their sum does), cells narrower
+# than float32 resolves. Each gets no grid, or an exact one.
+EXTREME_CODEBOOKS = [
+    [-3e-38, -1e-38, 1e-38, 3e-38],
+    [-4e-45, -2e-45, 2e-45, 4e-45],
+    [-3e38, -2e38, 2e38, 3e38],
+    [-3.3e38, -1e38, 1.0, 2.0],
+]
+
+
+@pytest.mark.parametrize("values", EXTREME_CODEBOOKS)
+def test_grid_at_float32_edges_is_none_or_exact(values):
+    c = torch.tensor(values)
+    grid = CentroidGrid.for_codebook(c)
+    if grid is None:
+        return
+    v = torch.cat([_hard_values(c, grid), c, torch.nextafter(c, torch.tensor(math.inf))])
+    assert torch.equal(grid.codes(v), torch.bucketize(v, midpoints(c)))
+
+
+def test_grid_inputs():
+    c = codebook(4)
+    grid = CentroidGrid.for_codebook(c)
+    v = torch.randn(64, 48) * 2
+    assert torch.equal(grid.codes(v.t()), torch.bucketize(v.t(), midpoints(c)))  # not contiguous
+    with pytest.raises(TypeError, match="float32 values, got torch.bfloat16"):
+        grid.codes(v.bfloat16())
+    assert CentroidGrid.for_codebook(torch.tensor([-1.0, 1.0])) is None
+
+
 def _search_ref(t, r, c, scale_mode):
     """The search as it was before the grid (session 65): bucketize for every factor, every factor's codes kept."""
     boundaries = midpoints(c)
@@ -119,6 +149,37 @@ def test_search_without_a_grid_is_the_plain_search(monkeypatch):
 
 def test_search_with_a_custom_codebook():
     _check_search("cpu", 3, "search", 128, c=torch.tensor([-2.0, -1.2, -0.6, -0.1, 0.2, 0.5, 1.1, 2.3]))
+
+
+@pytest.mark.parametrize("scale_mode", fmt.SCALE_MODES)
+@pytest.mark.parametrize("values", EXTREME_CODEBOOKS)
+def test_search_with_codebooks_at_float32_edges(values, scale_mode):
+    w = torch.randn(6, 256)
+    t, r = _rotated(w, 128)
+    c = torch.tensor(values)
+    codes, s = fmt._codes_and_scale(t, r, c, scale_mode)
+    want_codes, want_s = _search_ref(t, r, c, scale_mode)
+    assert torch.equal(codes, want_codes)
+    torch.testing.assert_close(s, want_s, rtol=0, atol=0, equal_nan=True)
+
+
+def test_search_codes_come_from_float32_arithmetic():
+    """Values whose float32 quotient by a factor lands exactly on a midpoint (bucketize's lower code) where the
+    float64 one lands above it: the codes the search returns must be the float32 ones, as its loop saw them."""
+    c = codebook(5)
+    b = midpoints(c)
+    f = fmt.SEARCH_FACTORS[1]
+    f32 = torch.tensor(f, dtype=torch.float32)
+    candidates = b * f32
+    for _ in range(8):  # the floats within 8 of b * f on each side
+        candidates = torch.cat([candidates, torch.nextafter(candidates, torch.tensor(math.inf)),
+                                torch.nextafter(candidates, torch.tensor(-math.inf))]).unique()
+    on_midpoint = torch.isin(candidates / f32, b) & ~torch.isin((candidates.double() / f).float(), b)
+    t = candidates[on_midpoint]
+    assert len(t) >= 4
+    grid = CentroidGrid.for_codebook(c)
+    codes, _ = fmt._search(t.view(1, 1, -1), torch.ones(1, 1, 1), grid, (f,))
+    assert torch.equal(codes.flatten(), torch.bucketize(t / f32, b))
 
 
 @pytest.mark.gpu

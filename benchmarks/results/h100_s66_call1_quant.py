@@ -2,6 +2,9 @@
 
 One Llama-3-8B layer's seven weights (random bf16), Q5 and Q4, each search three times, alternating; the two must
 give the same bytes. Prints the seconds per layer (the median of three) for each search.
+
+Run on 6221405, where the grid served every device. From 6edac4b on the search takes the grid on a CPU only, so on a
+GPU this script times bucketize against itself.
 """
 
 import statistics
