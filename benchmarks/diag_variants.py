@@ -43,9 +43,6 @@ VARIANTS = {
                     "    return w0, w1, w2, (w0 & 0x3C00).to(tl.int16)")],
     # the split-K partials stored, never summed (no arrival counter, no last-program reduction)
     "no_epilogue": [("gemv.py", "        if arrive(counter, tl.num_programs(1)):", "        if pid_k < 0:")],
-    # the arrival without its CTA barrier (each thread's own stores released by the atomic; timing only)
-    "no_barrier": [("common.py", "    tl.debug_barrier()  # every partial of this program is stored before the "
-                    "release below\n", "")],
     # the arrival kept (the CTA barrier and the acq_rel atomic), the last program's sum not done
     "no_sum": [("gemv.py", "        if arrive(counter, tl.num_programs(1)):",
                 "        if arrive(counter, tl.num_programs(1)) and pid_k < 0:")],
