@@ -301,7 +301,7 @@ def _codes_and_scale(
     grid = None
     if t.device.type == "cpu" and bool(torch.isfinite(t).all()):
         grid = CentroidGrid.for_codebook(c)
-    if grid is None:  # not a CPU, or a custom codebook too uneven for a grid
+    if grid is None:  # not a CPU, a NaN or an infinity in the rotation, or a codebook the grid cannot serve exactly
         grid = _Bucketize(c, midpoints(c))
     safe_r = torch.where(r > 0, r, 1.0)[..., None]
     if scale_mode == "norm":
