@@ -12,11 +12,17 @@ session 67). The kernels are a ``diag_variants`` copy with ``code_sources`` and
 
     python benchmarks/diag_contig5.py --device cpu            # the interpreter: outputs equal (small shapes)
     python benchmarks/diag_contig5.py --shapes 14336x4096     # a GPU: outputs equal, then times
+    python benchmarks/diag_contig5.py --tc-m 4 8              # the tensor-core GEMV (same extraction) too
+
+The tensor-core GEMV (:mod:`hlwq_ops.kernels.tcgemv`) cuts its codes with the
+same two functions, so ``--tc-m`` compares it as well, with the tuner's first
+candidate tile, on pre-rotated activations.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -63,6 +69,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--config", default='{"VEC": 4, "R": 8, "ROWS": 64, "num_warps": 4}')
+    p.add_argument("--tc-m", nargs="*", type=int, default=[], help="also the tensor-core GEMV at these M")
     p.add_argument("--small-config", default='{"VEC": 16, "R": 4, "ROWS": 16, "num_warps": 4, "EARLY": true}',
                    help="the tile for shapes up to 4096 x 4096 (the tuner's Q5 pick there, RESULTS 54a)")
     a = p.parse_args()
@@ -71,7 +78,11 @@ def main() -> None:
     import diag_variants  # (after TRITON_INTERPRET: the copies read it on import)
     from hlwq_ops.format import quantize_ref
 
+    from hlwq_ops.kernels import tuning
+
     mods = {"base": diag_variants.build("base", []), "contig5": diag_variants.build("contig5", VARIANT)}
+    tcmods = {name: importlib.import_module(f"{name}.kernels.tcgemv") for name in mods}
+    sms = torch.cuda.get_device_properties(0).multi_processor_count if a.device == "cuda" else 132
     torch.manual_seed(0)
     for shape in a.shapes:
         N, K = (int(v) for v in shape.split("x"))
@@ -82,27 +93,37 @@ def main() -> None:
         x = torch.randn(1, K, device=a.device, dtype=torch.bfloat16)
         qdata, scale = quantize_ref(w, 5, 128)
         weights = {"base": qdata, "contig5": repack(qdata)}
-        outs = {name: mod.gemv(x, weights[name], scale, None, 5, 128, None, torch.bfloat16, config, rotate=True)
-                for name, mod in mods.items()}
-        same = torch.equal(outs["base"], outs["contig5"])
-        print(f"{shape} outputs equal: {same} (max diff {(outs['base'].float() - outs['contig5'].float()).abs().max():.3g})",
-              flush=True)
-        if a.device == "cpu":
-            continue
-        from bench_ops import graph_time, n_copies
+        gemv = {name: (lambda q, mod=mod, config=config: mod.gemv(x, q, scale, None, 5, 128, None, torch.bfloat16,
+                                                                   config, rotate=True)) for name, mod in mods.items()}
+        compare(f"{shape} gemv", gemv, weights, scale, a)
+        for M in a.tc_m:
+            tc_config = {k: v for k, v in tuning._tc_candidates(N, K, sms)[0].items() if k != "kernel"}
+            xr = torch.randn(M, K, device=a.device, dtype=torch.bfloat16)
+            tc = {name: (lambda q, mod=mod, xr=xr, c=tc_config: mod.tc_gemv(xr, q, scale, None, 5, 128, None,
+                                                                            torch.bfloat16, c))
+                  for name, mod in tcmods.items()}
+            compare(f"{shape} tc M={M}", tc, weights, scale, a, tc_config)
 
-        nbytes = qdata.nbytes + scale.nbytes
-        n = n_copies(nbytes, torch.cuda.get_device_properties(0).L2_cache_size)
-        times: dict[str, list[float]] = {name: [] for name in mods}
-        for _ in range(a.rounds):  # alternating, so that a clock or machine drift hits both
-            for name, mod in mods.items():
-                copies = [weights[name]] + [weights[name].clone() for _ in range(n - 1)]
-                calls = [lambda q=q, mod=mod: mod.gemv(x, q, scale, None, 5, 128, None, torch.bfloat16, config,
-                                                       rotate=True) for q in copies]
-                times[name].append(graph_time(calls, replays=10)[0])
-        for name, ts in times.items():
-            print(f"{shape} q5 {name:8s} median {statistics.median(ts):6.2f} us  rounds {[round(t, 2) for t in ts]}"
-                  f"  {nbytes / statistics.median(ts) / 1e3:5.0f} GB/s  {config}", flush=True)
+
+def compare(label, fns, weights, scale, a, config=None) -> None:
+    """Outputs of each variant on its own weight, then (on a GPU) each timed over copies past the L2, alternating."""
+    outs = {name: fn(weights[name]) for name, fn in fns.items()}
+    diff = (outs["base"].float() - outs["contig5"].float()).abs().max()
+    print(f"{label} outputs equal: {torch.equal(outs['base'], outs['contig5'])} (max diff {diff:.3g})", flush=True)
+    if a.device == "cpu":
+        return
+    from bench_ops import graph_time, n_copies
+
+    nbytes = weights["base"].nbytes + scale.nbytes
+    n = n_copies(nbytes, torch.cuda.get_device_properties(0).L2_cache_size)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(a.rounds):  # alternating, so that a clock or machine drift hits both
+        for name, fn in fns.items():
+            copies = [weights[name]] + [weights[name].clone() for _ in range(n - 1)]
+            times[name].append(graph_time([lambda q=q, fn=fn: fn(q) for q in copies], replays=10)[0])
+    for name, ts in times.items():
+        print(f"{label} q5 {name:8s} median {statistics.median(ts):6.2f} us  rounds {[round(t, 2) for t in ts]}"
+              f"  {nbytes / statistics.median(ts) / 1e3:5.0f} GB/s  {config or ''}", flush=True)
 
 
 if __name__ == "__main__":
