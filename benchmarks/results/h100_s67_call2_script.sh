@@ -1,0 +1,3 @@
+# Session 67, call 2 (the same machine, warm, right after call 1; run inline, kept here as it ran): the prototype on
+# the small shapes with four other tiles, since call 1's VEC 16 R 4 EARLY tile read 22% slower with it.
+export PYTHONPATH=/tmp/site:$PWD HLWQ_CACHE_DIR=/tmp/hlwq_cache; cd benchmarks; for c in '{"VEC": 16, "R": 4, "ROWS": 16, "num_warps": 4}' '{"VEC": 16, "R": 4, "ROWS": 16, "num_warps": 4, "WARP_PARTS": 4}' '{"VEC": 16, "R": 4, "ROWS": 16, "num_warps": 4, "WARP_PARTS": 4, "EARLY": true}' '{"VEC": 4, "R": 8, "ROWS": 32, "num_warps": 4}'; do python3 diag_contig5.py --shapes 4096x4096 1024x4096 --rounds 2 --small-config "$c" 2>&1 | grep -v "^W1207\|Failed to load\|SyntaxWarning\|Configuration class" | tail -8 ; done > $OUT/call2.log 2>&1; cat $OUT/call2.log
