@@ -1,5 +1,9 @@
 """Q5 with each plane-0 word's 8 codes stored as one contiguous 40-bit stream (a layout prototype).
 
+This is session 40's "element-dense" arrangement (timed on an H200 in session 42, ``benchmarks/RESULTS.md`` 42a,
+and removed; its diagnostic, ``results/h200_s42_diag_dense5.py``, ran against kernel flags since removed), rebuilt
+on today's kernels in session 67 and timed on an H100 (RESULTS 67a).
+
 Same bytes at the same addresses as the library's format: a plane-0 word and
 its byte of the lane's plane-1 word (byte ``q`` for the lane's word ``q``) hold
 the word's 8 codes. The format puts code ``a``'s low nibble at bits ``4 a`` of
@@ -8,7 +12,12 @@ bits ``5 a .. 5 a + 4`` of the 40 bits (word first, then the byte), so the
 kernel cuts codes 0..5 out of the word with one shift each, code 6 with one
 funnel shift, code 7 from the byte with one shift (``benchmarks/NOTES.md``,
 session 67). The kernels are a ``diag_variants`` copy with ``code_sources`` and
-``code_at``'s Q5 branch changed; the weight is repacked in torch.
+``code_at``'s Q5 branch changed; the weight is repacked in torch. Only the
+copy's GEMV and tensor-core GEMV read the repacked weight right: its
+``wgmma.py`` and the Gluon kernels keep the format's own Q5 merge. The scales
+are shared by a shape's weight copies (so they stay in the L2 for both
+kernels, as they would not in ``bench_ops.py``), and each round times the
+library's kernels first.
 
     python benchmarks/diag_contig5.py --device cpu            # the interpreter: outputs equal (small shapes)
     python benchmarks/diag_contig5.py --shapes 14336x4096     # a GPU: outputs equal, then times
@@ -52,7 +61,7 @@ def repack(qdata: torch.Tensor, block_size: int = 128) -> torch.Tensor:
     from hlwq_ops.format import unpack_codes
 
     N = qdata.shape[0]
-    codes = unpack_codes(qdata, 5, block_size).to(torch.int64)  # [N, K_pad]
+    codes = unpack_codes(qdata, 5, block_size).to(torch.int64)  # [N, blocks, B]
     words = codes.view(N, -1, block_size // 8, 8)  # [N, blocks, plane-0 words, codes]
     stream = (words << (5 * torch.arange(8, device=codes.device))).sum(-1)  # 40 bits a word
     low = stream & 0xFFFFFFFF
@@ -71,13 +80,14 @@ def main() -> None:
     p.add_argument("--config", default='{"VEC": 4, "R": 8, "ROWS": 64, "num_warps": 4}')
     p.add_argument("--tc-m", nargs="*", type=int, default=[], help="also the tensor-core GEMV at these M")
     p.add_argument("--small-config", default='{"VEC": 16, "R": 4, "ROWS": 16, "num_warps": 4, "EARLY": true}',
-                   help="the tile for shapes up to 4096 x 4096 (the tuner's Q5 pick there, RESULTS 54a)")
+                   help="the tile for shapes up to 4096 x 4096 (the tuner's Q5 pick on 4096 x 4096, RESULTS 54a; "
+                   "1024 x 4096's has ROWS 4)")
     a = p.parse_args()
     if a.device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
     import diag_variants  # (after TRITON_INTERPRET: the copies read it on import)
-    from hlwq_ops.format import quantize_ref
 
+    from hlwq_ops.format import quantize_ref
     from hlwq_ops.kernels import tuning
 
     mods = {"base": diag_variants.build("base", []), "contig5": diag_variants.build("contig5", VARIANT)}
@@ -95,7 +105,7 @@ def main() -> None:
         weights = {"base": qdata, "contig5": repack(qdata)}
         gemv = {name: (lambda q, mod=mod, config=config: mod.gemv(x, q, scale, None, 5, 128, None, torch.bfloat16,
                                                                    config, rotate=True)) for name, mod in mods.items()}
-        compare(f"{shape} gemv", gemv, weights, scale, a)
+        compare(f"{shape} gemv", gemv, weights, scale, a, config)
         for M in a.tc_m:
             tc_config = {k: v for k, v in tuning._tc_candidates(N, K, sms)[0].items() if k != "kernel"}
             xr = torch.randn(M, K, device=a.device, dtype=torch.bfloat16)
@@ -105,7 +115,7 @@ def main() -> None:
             compare(f"{shape} tc M={M}", tc, weights, scale, a, tc_config)
 
 
-def compare(label, fns, weights, scale, a, config=None) -> None:
+def compare(label, fns, weights, scale, a, config) -> None:
     """Outputs of each variant on its own weight, then (on a GPU) each timed over copies past the L2, alternating."""
     outs = {name: fn(weights[name]) for name, fn in fns.items()}
     diff = (outs["base"].float() - outs["contig5"].float()).abs().max()
@@ -123,7 +133,7 @@ def compare(label, fns, weights, scale, a, config=None) -> None:
             times[name].append(graph_time([lambda q=q, fn=fn: fn(q) for q in copies], replays=10)[0])
     for name, ts in times.items():
         print(f"{label} q5 {name:8s} median {statistics.median(ts):6.2f} us  rounds {[round(t, 2) for t in ts]}"
-              f"  {nbytes / statistics.median(ts) / 1e3:5.0f} GB/s  {config or ''}", flush=True)
+              f"  {nbytes / statistics.median(ts) / 1e3:5.0f} GB/s  {config}", flush=True)
 
 
 if __name__ == "__main__":
