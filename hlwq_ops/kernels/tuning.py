@@ -352,9 +352,10 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
                     out.append(config)
         # Partials per warp with split-K lost where timed (K = 14336): never the untuned default.
         out = sorted(out, key=lambda c: c.get("WARP_PARTS", 1) > 1 and -(-k_pad // slice_codes(bits, c["VEC"])) > 1)
-        # The next rows' loads at the loop's top: 2-5% faster at Q5 on 4096 x 4096 and 1024 x 4096, slower on the
-        # large shapes and at Q4 (H200, session 13, RESULTS.md section 13d); other widths never timed.
-        if small and bits == 5:
+        # The next rows' loads at the loop's top: at Q5 the best tile with them beat the best without by 2-5% on
+        # 4096 x 4096 and 1024 x 4096 (H200, session 13, RESULTS.md 13d) and by 5-10% on the four large shapes at
+        # M = 1 (H100, session 68); at Q4 it lost by 7-18% on those (other widths never timed).
+        if bits == 5:
             out += [dict(c, EARLY=True) for c in out]
         return out
     if kernel != "mma":
