@@ -13,6 +13,11 @@ reference (session 13's run 5 timed the tensor-core GEMV's shared-memory pair
 table with this script's ``--lds`` at commit 35b7976; the table was not kept)::
 
     python benchmarks/diag_early.py --shapes 14336x4096 4096x4096 --bits 5 4 --m 1 4 8 --json out.json
+
+``--tiles`` adds GEMV tiles of one's own (``VEC,R,PER_SM[,PARTS]``, sized like
+the tuner's), ``--no-tc`` leaves the tensor-core GEMV out. The best tile
+without and the best with ``EARLY`` are then timed again, side by side in
+three alternating rounds.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from bench_ops import burst_time, captured, case_record, graph_time, rel_error, 
 
 from hlwq_ops.kernels import tuning
 from hlwq_ops.kernels.fwht import fwht
-from hlwq_ops.kernels.gemv import gemv
+from hlwq_ops.kernels.gemv import gemv, slice_codes
 from hlwq_ops.kernels.tcgemv import tc_gemv
 
 BLOCK = 128
@@ -48,6 +53,14 @@ def tc_call(x, bits, K, config):
     return call
 
 
+def tile_config(tile: str, M: int, N: int, k_pad: int, sm: int, bits: int) -> dict:
+    """A GEMV config from ``VEC,R,PER_SM[,PARTS]``, its rows per program sized as the tuner sizes its own."""
+    VEC, R, per_sm, *parts = (int(v) for v in tile.split(","))
+    slices = -(-k_pad // slice_codes(bits, VEC))
+    config = dict(VEC=VEC, R=R, ROWS=tuning._rows_per_program(N, slices, M, R, sm, per_sm), num_warps=4)
+    return config | ({"WARP_PARTS": parts[0]} if parts else {})
+
+
 def alternate(configs, x, bits, K, copies, n_rounds=3):
     """Each GEMV config's microseconds in ``n_rounds`` rounds that time every config in turn (the single timings of
     the sweep differ by ~1% from one graph to the next; a choice between two tiles at 2% wants them side by side)."""
@@ -62,6 +75,9 @@ def alternate(configs, x, bits, K, copies, n_rounds=3):
 
 def main() -> None:
     p = sweep_parser(__doc__, [1, 4, 8], "diag_early.json")
+    p.add_argument("--tiles", nargs="+", default=[], metavar="VEC,R,PER_SM[,PARTS]",
+                   help="GEMV tiles to time besides the tuner's (one activation row a program), e.g. 16,4,3,4")
+    p.add_argument("--no-tc", action="store_true", help="leave out the tensor-core GEMV")
     a = p.parse_args()
     rows = []
     for case in sweep(a):
@@ -72,7 +88,8 @@ def main() -> None:
         if M <= 2:
             kinds += [("gemv", c, gemv_call) for c in tuning.candidates("gemv", M, N, k_pad, sm, bits)
                       if not c.get("EARLY")]
-        if M <= tuning.TC_MAX_M and bits in (4, 5):
+            kinds += [("gemv", tile_config(tile, M, N, k_pad, sm, bits), gemv_call) for tile in a.tiles]
+        if M <= tuning.TC_MAX_M and bits in (4, 5) and not a.no_tc:
             kinds += [("tc", c, tc_call) for c in tuning._tc_candidates(N, k_pad, sm)]
         results = []
         for kernel, config, make in kinds:
