@@ -354,8 +354,9 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
         out = sorted(out, key=lambda c: c.get("WARP_PARTS", 1) > 1 and -(-k_pad // slice_codes(bits, c["VEC"])) > 1)
         # The next rows' loads at the loop's top: at Q5 the best tile with them beat the best without by 2-5% on
         # 4096 x 4096 and 1024 x 4096 (H200, session 13, RESULTS.md 13d) and by 5-10% on the four large shapes at
-        # M = 1 (H100, session 68); at Q4 it lost by 7-18% on those (other widths never timed).
-        if bits == 5:
+        # M = 1 (H100, session 68); it lost by 12-14% on the large shapes at M = 2 and by 7-18% at Q4 (session 68;
+        # other widths never timed).
+        if bits == 5 and (M == 1 or small):
             out += [dict(c, EARLY=True) for c in out]
         return out
     if kernel != "mma":
