@@ -30,7 +30,7 @@ from bench_ops import burst_time, captured, case_record, graph_time, rel_error, 
 
 from hlwq_ops.kernels import tuning
 from hlwq_ops.kernels.fwht import fwht
-from hlwq_ops.kernels.gemv import gemv, slice_codes
+from hlwq_ops.kernels.gemv import can_rotate, gemv, slice_codes
 from hlwq_ops.kernels.tcgemv import tc_gemv
 
 BLOCK = 128
@@ -55,15 +55,23 @@ def tc_call(x, bits, K, config):
 
 def tile_config(tile: str, M: int, N: int, k_pad: int, sm: int, bits: int) -> dict:
     """A GEMV config from ``VEC,R,PER_SM[,PARTS]``, its rows per program sized as the tuner sizes its own."""
-    VEC, R, per_sm, *parts = (int(v) for v in tile.split(","))
+    fields = tile.split(",")
+    if len(fields) not in (3, 4) or not all(f.strip().isdigit() for f in fields):
+        raise SystemExit(f"--tiles: expected VEC,R,PER_SM[,PARTS] (3 or 4 whole numbers), found {tile!r}")
+    VEC, R, per_sm, *parts = (int(f) for f in fields)
     slices = -(-k_pad // slice_codes(bits, VEC))
     config = dict(VEC=VEC, R=R, ROWS=tuning._rows_per_program(N, slices, M, R, sm, per_sm), num_warps=4)
-    return config | ({"WARP_PARTS": parts[0]} if parts else {})
+    config |= {"WARP_PARTS": parts[0]} if parts else {}
+    if not can_rotate(bits, BLOCK, config):
+        raise SystemExit(f"--tiles: {tile!r} gives {config}, which the GEMV cannot run with the rotation in it "
+                         f"at Q{bits}")
+    return config
 
 
-def alternate(configs, x, bits, K, copies, n_rounds=3):
-    """Each GEMV config's microseconds in ``n_rounds`` rounds that time every config in turn (the single timings of
-    the sweep differ by ~1% from one graph to the next; a choice between two tiles at 2% wants them side by side)."""
+def alternate(configs: list[dict], x: torch.Tensor, bits: int, K: int, copies: list, n_rounds: int = 3) -> list:
+    """Each GEMV config's microseconds in ``n_rounds`` rounds that time every config in turn (one config's single
+    timings moved by up to 3% from one graph to the next in session 68; a choice between two tiles at 2% wants them
+    side by side)."""
     graphs = [captured([lambda q=q, s=s, call=gemv_call(x, bits, K, c): call(q, s) for q, s in copies])
               for c in configs]
     times = [[] for _ in configs]
@@ -76,9 +84,12 @@ def alternate(configs, x, bits, K, copies, n_rounds=3):
 def main() -> None:
     p = sweep_parser(__doc__, [1, 4, 8], "diag_early.json")
     p.add_argument("--tiles", nargs="+", default=[], metavar="VEC,R,PER_SM[,PARTS]",
-                   help="GEMV tiles to time besides the tuner's (one activation row a program), e.g. 16,4,3,4")
+                   help="GEMV tiles to time besides the tuner's (one activation row a program; M <= 2 only, where the "
+                        "GEMV is timed), e.g. 16,4,3,4")
     p.add_argument("--no-tc", action="store_true", help="leave out the tensor-core GEMV")
     a = p.parse_args()
+    if a.tiles and max(a.m) > 2:
+        p.error(f"--tiles times the GEMV, which this script times at M <= 2 only; found --m {' '.join(map(str, a.m))}")
     rows = []
     for case in sweep(a):
         N, K, bits, M, sm = case["N"], case["K"], case["bits"], case["M"], case["sm"]

@@ -34,9 +34,11 @@ and lost on K = 14336 (``benchmarks/diag_warp_parts.py``); the tuner offers it.
 ``EARLY`` (config, default off): the next rows' loads in a branch of their own
 at the top of the loop body (``if row0 + R < row_hi``), which keeps ptxas from
 moving them to its end, where the next iteration's first decode waits for
-them. It costs registers (Q5 VEC = 4: 72 -> 96) and was faster only at Q5 on
-the small shapes (2-5% on 4096 x 4096 and 1024 x 4096, H200, session 13:
-``benchmarks/diag_early.py``); the tuner offers it there.
+them. It costs registers (Q5 VEC = 4: 72 -> 96) and was faster only at Q5:
+on the small shapes (2-5% on 4096 x 4096 and 1024 x 4096, H200, session 13)
+and at M = 1 on the large ones (2-10% on two H100s, session 68; it lost there
+on the H200 of session 13), by ``benchmarks/diag_early.py``; the tuner offers
+it at Q5 on the small shapes and at M = 1 on the large ones.
 
 ``MB`` (config, default 1): activation rows per program. With MB = 2 a
 program keeps two rows' slices in registers and multiplies each decoded
