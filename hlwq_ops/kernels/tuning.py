@@ -353,10 +353,10 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
         # Partials per warp with split-K lost where timed (K = 14336): never the untuned default.
         out = sorted(out, key=lambda c: c.get("WARP_PARTS", 1) > 1 and -(-k_pad // slice_codes(bits, c["VEC"])) > 1)
         # The next rows' loads at the loop's top: at Q5 the best tile with them beat the best without by 2-5% on
-        # 4096 x 4096 and 1024 x 4096 (H200, session 13, RESULTS.md 13d); at M = 1 on the four large shapes it lost
-        # by 2-4% on an H200 with session 13's kernel and won by 5-10% on an H100 in session 68 (9% and 2% on
-        # 14336 x 4096 and 4096 x 14336 on a second H100), so it is timed there too and kept where faster. It lost by
-        # 12-14% at M = 2 on two large shapes and by 7-18% at Q4 (session 68); other widths never timed.
+        # 4096 x 4096 and 1024 x 4096 (H200, session 13, RESULTS.md 13d). At M = 1 on 14336 x 4096 and 4096 x 14336
+        # it lost by 2-4% on that H200 with session 13's kernel, and won by 5-10% on those and two more large shapes
+        # on an H100 in session 68 (9% and 2% on a second H100), so it is timed there too and kept where faster. It
+        # lost by 12-14% at M = 2 on two large shapes and by 7-18% at Q4 (session 68); other widths never timed.
         if bits == 5 and (M == 1 or small):
             out += [dict(c, EARLY=True) for c in out]
         return out
