@@ -74,6 +74,8 @@ def test_planes_cover_the_code(bits):
         (2, 45, 300, 128, {"R": 4, "ROWS": 6, "EARLY": True}),  # next rows loaded at the loop's top; a partial tile
         (2, 45, 300, 128, {"R": 4, "ROWS": 5, "EARLY": True}),  # ... whose last tile is one row
         (3, 40, 300, 128, {"R": 4, "ROWS": 12, "MB": 2, "EARLY": True}),  # ... with two activation rows
+        # ... with a partial per warp and split-K: the large shapes' pick at Q5, M = 1, since session 68
+        (1, 20, 4200, 128, {"VEC": 16, "R": 2, "ROWS": 6, "WARP_PARTS": 4, "EARLY": True}),
     ],
 )
 def test_gemv_matches_reference(bits, M, N, K, block_size, changes):
