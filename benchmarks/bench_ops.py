@@ -106,6 +106,16 @@ def burst_time(graph: torch.cuda.CUDAGraph, n_calls: int, replays: int = 30) -> 
     return statistics.median(medians), max(medians) - min(medians)
 
 
+def interleaved_times(graphs: list[torch.cuda.CUDAGraph], n_calls: int, rounds: int) -> list[list[float]]:
+    """Each :func:`captured` graph's :func:`burst_time` (us per call, 3 decimals) in ``rounds`` rounds that replay
+    every graph in turn, so that a drift of the clock or the machine hits all of them alike."""
+    times = [[] for _ in graphs]
+    for _ in range(rounds):
+        for graph, mine in zip(graphs, times):
+            mine.append(round(burst_time(graph, n_calls, replays=10)[0], 3))
+    return times
+
+
 def sustained_time(graph: torch.cuda.CUDAGraph, n_calls: int, seconds: float) -> tuple[float, float, float | None]:
     """Microseconds per call with a :func:`captured` graph of ``n_calls`` calls replayed back to back, no host sync
     between replays, for ``seconds`` (after as long again untimed, so the clock settles where the power limit holds

@@ -26,11 +26,11 @@ import json
 
 import torch
 import torch.nn.functional as F
-from bench_ops import burst_time, captured, case_record, graph_time, rel_error, sweep, sweep_parser
+from bench_ops import captured, case_record, graph_time, interleaved_times, rel_error, sweep, sweep_parser
 
 from hlwq_ops.kernels import tuning
 from hlwq_ops.kernels.fwht import fwht
-from hlwq_ops.kernels.gemv import can_rotate, gemv, slice_codes
+from hlwq_ops.kernels.gemv import can_rotate, gemv
 from hlwq_ops.kernels.tcgemv import tc_gemv
 
 BLOCK = 128
@@ -54,31 +54,23 @@ def tc_call(x, bits, K, config):
 
 
 def tile_config(tile: str, M: int, N: int, k_pad: int, sm: int, bits: int) -> dict:
-    """A GEMV config from ``VEC,R,PER_SM[,PARTS]``, its rows per program sized as the tuner sizes its own."""
+    """The GEMV config of ``VEC,R,PER_SM[,PARTS]``, sized as the tuner sizes its own (:func:`tuning.gemv_tile`)."""
     fields = tile.split(",")
     if len(fields) not in (3, 4) or not all(f.strip().isdigit() for f in fields):
         raise SystemExit(f"--tiles: expected VEC,R,PER_SM[,PARTS] (3 or 4 whole numbers), found {tile!r}")
-    VEC, R, per_sm, *parts = (int(f) for f in fields)
-    slices = -(-k_pad // slice_codes(bits, VEC))
-    config = dict(VEC=VEC, R=R, ROWS=tuning._rows_per_program(N, slices, M, R, sm, per_sm), num_warps=4)
-    config |= {"WARP_PARTS": parts[0]} if parts else {}
+    config = tuning.gemv_tile(tuple(int(f) for f in fields), M, N, k_pad, sm, bits)
     if not can_rotate(bits, BLOCK, config):
         raise SystemExit(f"--tiles: {tile!r} gives {config}, which the GEMV cannot run with the rotation in it "
                          f"at Q{bits}")
     return config
 
 
-def alternate(configs: list[dict], x: torch.Tensor, bits: int, K: int, copies: list, n_rounds: int = 3) -> list:
-    """Each GEMV config's microseconds in ``n_rounds`` rounds that time every config in turn (one config's single
-    timings moved by up to 3% from one graph to the next in session 68; a choice between two tiles at 2% wants them
-    side by side)."""
+def alternate(configs: list[dict], x: torch.Tensor, bits: int, K: int, copies: list) -> list[list[float]]:
+    """Each GEMV config's microseconds in three interleaved rounds (one config's single timings moved by up to 3%
+    from one graph to the next in session 68; a choice between two tiles at 2% wants them side by side)."""
     graphs = [captured([lambda q=q, s=s, call=gemv_call(x, bits, K, c): call(q, s) for q, s in copies])
               for c in configs]
-    times = [[] for _ in configs]
-    for _ in range(n_rounds):
-        for graph, mine in zip(graphs, times):
-            mine.append(round(burst_time(graph, len(copies), replays=10)[0], 3))
-    return times
+    return interleaved_times(graphs, len(copies), rounds=3)
 
 
 def main() -> None:

@@ -23,11 +23,10 @@ import time
 from typing import Callable
 
 import torch
-from bench_ops import burst_time, captured, quantized_for_timing, rel_error
+from bench_ops import captured, interleaved_times, quantized_for_timing, rel_error
 
 from hlwq_ops import kernels
 from hlwq_ops.kernels import tuning
-from hlwq_ops.kernels.gemv import slice_codes
 
 
 def label(config: dict) -> str:
@@ -67,9 +66,8 @@ def tuner_trials(key: str, trials: int, idle: float, tune: Callable[[], dict]) -
 def configs_to_time(N: int, k_pad: int, bits: int, sm: int) -> list[dict]:
     """The tuner's GEMV candidates at M = 1, then VEC = 4 R = 8 at 4..10 programs per SM where not among them."""
     out = tuning.candidates("gemv", 1, N, k_pad, sm, bits)
-    slices = -(-k_pad // slice_codes(bits, 4))
     for per_sm in range(4, 11):
-        config = dict(VEC=4, R=8, ROWS=tuning._rows_per_program(N, slices, 1, 8, sm, per_sm), num_warps=4)
+        config = tuning.gemv_tile((4, 8, per_sm), 1, N, k_pad, sm, bits)
         if config not in out:
             out.append(config)
     return out
@@ -78,14 +76,13 @@ def configs_to_time(N: int, k_pad: int, bits: int, sm: int) -> list[dict]:
 def careful_times(run, configs: list[dict], copies: list, ref: torch.Tensor, rounds: int) -> dict[str, dict]:
     """Each config's graph over ``copies``, timed in ``rounds`` interleaved rounds: the best median (us) and the
     output's error."""
-    graphs, out = {}, {}
+    graphs, out = [], {}
     for config in configs:
         y = run(config, *copies[0])
-        out[label(config)] = dict(config=config, rel_err=rel_error(y, ref), us=[])
-        graphs[label(config)] = captured([lambda c=config, q=q, s=s: run(c, q, s) for q, s in copies])
-    for _ in range(rounds):
-        for name, graph in graphs.items():
-            out[name]["us"].append(round(burst_time(graph, len(copies), replays=10)[0], 3))
+        out[label(config)] = dict(config=config, rel_err=rel_error(y, ref))
+        graphs.append(captured([lambda c=config, q=q, s=s: run(c, q, s) for q, s in copies]))
+    for record, us in zip(out.values(), interleaved_times(graphs, len(copies), rounds)):
+        record["us"] = us
     for name, record in out.items():
         print(f"  {name:<40} best {min(record['us']):7.2f} us  rounds {record['us']}  err {record['rel_err']:.1e}",
               flush=True)

@@ -139,6 +139,19 @@ def _rows_per_program(N: int, slices: int, M: int, R: int, sm_count: int, per_sm
     return max(R, -(-N * slices * M // (per_sm * sm_count * R)) * R)
 
 
+def gemv_tile(tile: tuple, M: int, N: int, k_pad: int, sm_count: int, bits: int, mb: int = 1) -> dict:
+    """The GEMV config of a tile ``(VEC, R, programs per SM[, WARP_PARTS])`` for (M, N, K_pad) with ``mb``
+    activation rows a program: its rows per program sized for that many programs per SM."""
+    VEC, R, per_sm, *parts = tile
+    slices = -(-k_pad // slice_codes(bits, VEC))
+    config = dict(VEC=VEC, R=R, ROWS=_rows_per_program(N, slices, -(-M // mb), R, sm_count, per_sm), num_warps=4)
+    if parts:
+        config["WARP_PARTS"] = parts[0]
+    if mb > 1:
+        config["MB"] = mb
+    return config
+
+
 # GEMV tiles (VEC, R, programs per SM[, WARP_PARTS]), measured on H100 (benchmarks/NOTES.md, session 3):
 # VEC = 4 (a warp per row slice, split-K over 1024-position slices at Q4/Q5) wins on
 # the large shapes; VEC = 16 (the four warps side by side along K: one 4096-position
@@ -336,18 +349,12 @@ def candidates(kernel: str, M: int, N: int, k_pad: int, sm_count: int, bits: int
         return [config for family in families for config in _family_candidates(family, M, N, k_pad, sm_count, bits)]
     out = []
     if kernel == "gemv":
-        small = N * k_pad <= 4096 * 4096
+        small = N * k_pad <= GEMV_SMALL_WEIGHT
         # two rows per program first (faster at M = 2 wherever timed); not at 2-3 bits, whose 16 codes per
         # plane-0 word would double 64 activation registers per thread (never timed)
         for mb in (2, 1) if M > 1 and planes(bits)["W0"] >= 4 else (1,):
-            for VEC, R, per_sm, *parts in _GEMV_SMALL if small else _GEMV_LARGE_MB2 if mb == 2 else _GEMV_LARGE:
-                slices = -(-k_pad // slice_codes(bits, VEC))
-                rows = _rows_per_program(N, slices, -(-M // mb), R, sm_count, per_sm)
-                config = dict(VEC=VEC, R=R, ROWS=rows, num_warps=4)
-                if parts:
-                    config["WARP_PARTS"] = parts[0]
-                if mb > 1:
-                    config["MB"] = mb
+            for tile in _GEMV_SMALL if small else _GEMV_LARGE_MB2 if mb == 2 else _GEMV_LARGE:
+                config = gemv_tile(tile, M, N, k_pad, sm_count, bits, mb)
                 if config not in out:
                     out.append(config)
         # Partials per warp with split-K lost where timed (K = 14336): never the untuned default.
