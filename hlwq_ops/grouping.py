@@ -21,7 +21,13 @@ kernels read them alike share one (at batch 8 on the Qwen3.5-9B shape, before th
 layers, the FWHT took 8.3% of the decode step, 96 of its 248 launches repeating a sibling's rotation:
 ``benchmarks/RESULTS.md`` 61c). A graph with a dynamic batch keeps its calls as they were.
 
-Inductor runs the pass on each graph it compiles (its ``post_grad_custom_post_pass``)::
+A gated MLP (Llama's, Qwen's) then multiplies ``silu(gate) * up`` of such a group's two outputs in a small kernel of
+Inductor's, one a layer between two GEMVs, before its down projection. :func:`fuse_gated_down` makes each down
+projection's call on that product of a ``hlwq.linear_group`` call's two column halves one
+``hlwq.linear_glu`` call on the group's output: at decode sizes its GEMV computes the product in its prologue, rounded
+as the unfused graph rounds it (the SiLU, then the product, each in the activations' dtype).
+
+Inductor runs the passes on each graph it compiles (its ``post_grad_custom_post_pass``)::
 
     model = torch.compile(model, options={"post_grad_custom_post_pass": GroupProjections()})
 
@@ -31,13 +37,17 @@ Inductor runs the pass on each graph it compiles (its ``post_grad_custom_post_pa
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import operator
 from collections.abc import Sequence
 from typing import Callable, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
+from torch._inductor.pattern_matcher import fwd_only, fx_to_pattern
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 from torch.fx import Graph, Node
 from torch.utils import _pytree as pytree
 
@@ -45,7 +55,11 @@ from . import kernels
 from . import ops as _ops  # noqa: F401  (defines the hlwq ops this pass reads and writes)
 from .kernels.gemv import MAX_GROUP
 
-__all__ = ["GroupProjections", "group_projections"]
+__all__ = ["GroupProjections", "fuse_gated_down", "group_projections"]
+
+LINEAR = torch.ops.hlwq.linear_inference.default
+GROUP = torch.ops.hlwq.linear_group.default
+GLU = torch.ops.hlwq.linear_glu.default
 
 # The most calls one ``hlwq.linear_siblings`` takes: a layer's projections of one input (Qwen3.5's linear attention
 # has four). The calls move to the first one's place, so a group without a bound would compute every decoder layer's
@@ -73,11 +87,9 @@ def _call(node: Node) -> tuple[_Call, bool] | None:
     ``hlwq.linear_siblings`` (more rows); or None: a size not an int (the rows of its input too), one row where
     ``group_serves`` does not hold (``HLWQ_PATH`` forcing another family), or a ``linear_group`` call whose output is
     the graph's (a slice of the group's output would come back with the group's row stride; a view of it too)."""
-    if node.target is not torch.ops.hlwq.linear_inference.default:
+    if node.target is not LINEAR:
         return None
-    # the codebook's default first: a traced call passes it by position, by keyword or not at all
-    args = {"codebook": None} | dict(zip(_Call._fields, node.args)) | dict(node.kwargs)
-    call = _Call(**args)
+    call = _arguments(node)
     x, out = call.x.meta.get("val"), node.meta.get("val")
     if x is None or out is None or not all(isinstance(v, int) for v in (call.bits, call.block_size, call.K)):
         return None
@@ -88,6 +100,12 @@ def _call(node: Node) -> tuple[_Call, bool] | None:
     if not kernels.group_serves(M):
         return (call, False) if M > 1 else None
     return None if _leaves_the_graph(node) else (call, True)
+
+
+def _arguments(node: Node) -> _Call:
+    """A ``hlwq.linear_inference`` call's arguments, the codebook's default first: a traced call passes it by
+    position, by keyword or not at all."""
+    return _Call(**({"codebook": None} | dict(zip(_Call._fields, node.args)) | dict(node.kwargs)))
 
 
 def _leaves_the_graph(node: Node) -> bool:
@@ -155,8 +173,8 @@ def _merge(graph: Graph, nodes: list[Node], calls: list[_Call]) -> None:
     args = _weights(calls)
     dim = calls[0].x.meta["val"].dim() - 1
     with graph.inserting_before(nodes[0]):
-        group = graph.call_function(torch.ops.hlwq.linear_group.default, args)
-        group.meta["val"] = _fake(torch.ops.hlwq.linear_group.default, args)
+        group = graph.call_function(GROUP, args)
+        group.meta["val"] = _fake(GROUP, args)
         start = 0
         for node in nodes:
             end = start + node.meta["val"].shape[-1]
@@ -200,15 +218,86 @@ def group_projections(graph: Graph) -> int:
     return gone
 
 
+@functools.cache
+def _products(dtype: torch.dtype) -> tuple:
+    """``silu(gate) * up`` and ``up * silu(gate)`` on ``dtype`` activations as this torch's decompositions write them
+    in a graph Inductor compiles: patterns of Inductor's pattern matcher, traced once per dtype."""
+    halves = (torch.empty(2, 8, dtype=dtype), torch.empty(2, 8, dtype=dtype))
+    with unset_fake_temporarily():  # (traced on real tensors, also while Inductor compiles under its fake mode)
+        return tuple(fx_to_pattern(fwd_only(product, halves), argnames=("gate", "up"))
+                     for product in (lambda gate, up: F.silu(gate) * up, lambda gate, up: up * F.silu(gate)))
+
+
+def _gate_then_up(gate: Node, up: Node, K: int) -> Node | None:
+    """The ``hlwq.linear_group`` call whose output's column halves, ``K`` each, are ``gate`` and ``up`` (slices of
+    it), gate's first; or None. A group of two read only through those halves, up's first (Inductor orders a graph's
+    calls by their uses, not their calls), has its weights and the halves' slices swapped first, which changes no
+    value the graph computes."""
+    slices = []
+    for half in (gate, up):
+        if not isinstance(half, Node) or half.target is not torch.ops.aten.slice.Tensor:
+            return None
+        slices.append(dict(zip(("source", "dim", "start", "end", "step"), half.args)) | dict(half.kwargs))
+    group = slices[0]["source"]
+    width = group.meta["val"].shape[-1] if isinstance(group, Node) and "val" in group.meta else None
+    if width != 2 * K or group.target is not GROUP or slices[1]["source"] is not group:
+        return None
+    last = group.meta["val"].dim() - 1
+    bounds = [(s.get("dim", 0) % (last + 1), s.get("start") or 0, min(s.get("end") or width, width), s.get("step", 1))
+              for s in slices]
+    halves = [(last, 0, K, 1), (last, K, 2 * K, 1)]
+    if bounds == halves:
+        return group
+    if bounds != halves[::-1] or len(group.args[1]) != 2 or set(group.users) != {gate, up}:
+        return None
+    group.args = tuple(arg[::-1] if i in (1, 2, 3, 7) else arg for i, arg in enumerate(group.args))  # (the lists)
+    gate.args, gate.kwargs = (group, last, 0, K), {}
+    up.args, up.kwargs = (group, last, K, 2 * K), {}
+    return group
+
+
+def fuse_gated_down(graph: Graph) -> int:
+    """Make each ``hlwq.linear_inference`` call on ``silu(gate) * up`` (alone, for it only), where gate and up are
+    the column halves of one ``hlwq.linear_group`` call, one ``hlwq.linear_glu`` call on the group's output, in
+    place (see the module docstring); the product's nodes go. Returns how many calls changed."""
+    fused = 0
+    for node in list(graph.nodes):
+        if node.target is not LINEAR:
+            continue
+        call = _arguments(node)
+        x = call.x
+        if (x.target is not torch.ops.aten.mul.Tensor or len(x.users) != 1 or "val" not in x.meta
+                or not all(isinstance(v, int) for v in (call.bits, call.block_size, call.K))):
+            continue
+        match = next((m for pattern in _products(x.meta["val"].dtype) if (m := pattern.match(x))), None)
+        group = match and _gate_then_up(match.kwargs["gate"], match.kwargs["up"], call.K)
+        if not group:
+            continue
+        args = (group, call.qdata, call.scale, call.bias, call.bits, call.block_size, call.K, call.codebook)
+        with graph.inserting_before(node):
+            glu = graph.call_function(GLU, args)
+            glu.meta["val"] = _fake(GLU, args)
+        node.replace_all_uses_with(glu)
+        graph.erase_node(node)
+        order = {n: i for i, n in enumerate(graph.nodes)}
+        for dead in sorted([*match.nodes, match.kwargs["gate"], match.kwargs["up"]], key=order.get, reverse=True):
+            if not dead.users:
+                graph.erase_node(dead)
+        fused += 1
+    return fused
+
+
 class GroupProjections(CustomGraphPass):
-    """:func:`group_projections` as Inductor's ``post_grad_custom_post_pass``, then ``then``: the caller's own passes
-    (one, or a list as torch 2.13 also takes there), which setting this one in its place would otherwise drop."""
+    """:func:`group_projections`, then :func:`fuse_gated_down`, as Inductor's ``post_grad_custom_post_pass``, then
+    ``then``: the caller's own passes (one, or a list as torch 2.13 also takes there), which setting this one in its
+    place would otherwise drop."""
 
     def __init__(self, then: Callable[[Graph], None] | Sequence[Callable[[Graph], None]] | None = None):
         self.then = tuple(then) if isinstance(then, (list, tuple)) else () if then is None else (then,)
 
     def __call__(self, graph: Graph) -> None:
         group_projections(graph)
+        fuse_gated_down(graph)
         for other in self.then:
             other(graph)
 

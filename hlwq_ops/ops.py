@@ -18,6 +18,10 @@ This is the only module that touches ``torch.library``.
 ``hlwq.linear_siblings``  ``hlwq.linear_inference`` of several weights on one
                        input, one output each: the activations rotated once
                        for the tensor-core kernels that read them alike
+``hlwq.linear_glu``    ``hlwq.linear_inference`` of ``silu(gate) * up`` on the
+                       two halves of one input (a gated MLP's down projection
+                       on its gate and up outputs side by side): the product
+                       in the GEMV's prologue at decode sizes
 ``hlwq.linear_compiled``  ``hlwq.linear_inference`` as compiled graphs call it
                        with ``HLWQ_COMPILED_GEMV=1``: a ``triton_op`` whose
                        decode-size GEMV Inductor launches itself (experimental)
@@ -27,8 +31,8 @@ All but ``linear_compiled`` are opaque ``custom_op``s (``linear_inference`` is d
 ``torch.library.Library``, to have no autograd kernel; see its section): the
 CPU implementations are plain torch (the
 reference math of :mod:`hlwq_ops.format`); the CUDA implementations of
-``fwht``, ``dequantize``, ``linear_rotated``, ``linear``, ``linear_inference``, ``linear_group`` and
-``linear_siblings`` are the Triton kernels of :mod:`hlwq_ops.kernels` (``quantize`` runs the same vectorized torch
+``fwht``, ``dequantize``, ``linear_rotated``, ``linear``, ``linear_inference``, ``linear_group``,
+``linear_siblings`` and ``linear_glu`` are the Triton kernels of :mod:`hlwq_ops.kernels` (``quantize`` runs the same vectorized torch
 code on either device). ``hlwq.linear`` is one op, not ``fwht`` followed by
 ``linear_rotated``, because at decode sizes its GEMV rotates the activations
 itself: one kernel per projection, no rotated copy in memory. Every
@@ -492,6 +496,49 @@ def _linear_siblings_fake(x, qdata, scale, bias, bits, block_size, K, codebook):
 _LIB.impl("linear_siblings", _linear_siblings_cpu, "CPU")
 _LIB.impl("linear_siblings", _linear_siblings_cuda, "CUDA")
 torch.library.register_fake("hlwq::linear_siblings", _linear_siblings_fake, lib=_LIB)
+
+
+# ---------------------------------------------------------------------------
+# hlwq.linear_glu: a gated MLP's down projection on its gate and up outputs side by side
+# ---------------------------------------------------------------------------
+
+# What :mod:`hlwq_ops.glu` puts in a compiled graph in place of a down projection's call on ``silu(gate) * up``
+# where gate and up are the two column halves of one ``hlwq.linear_group`` call: ``hlwq.linear_inference`` of that
+# product, which the GEMV computes in its prologue at decode sizes (``kernels.linear_glu``). Defined as
+# ``linear_inference`` is (no autograd kernel): the pass makes it from such calls only.
+_LIB.define(
+    "linear_glu(Tensor x, Tensor qdata, Tensor scale, Tensor? bias, SymInt bits, SymInt block_size, SymInt K, "
+    "Tensor? codebook=None) -> Tensor",
+    tags=(torch.Tag.pt2_compliant_tag,),
+)
+
+
+def _check_linear_glu(x, qdata, scale, bias, bits, block_size, K, codebook) -> int:
+    """Validate the arguments of ``hlwq.linear_glu`` (x: a gate and an up half of K each); return N."""
+    if x.dim() < 1 or x.shape[-1] != 2 * K:
+        raise ValueError(f"hlwq.linear_glu takes x of (..., 2 * K) = (..., {2 * K}), a gate and an up half of K = {K} "
+                         f"each; got x of shape {tuple(x.shape)}")
+    return _check_linear(x[..., :K], qdata, scale, bias, bits, block_size, K, codebook)
+
+
+def _linear_glu_cpu(x, qdata, scale, bias, bits, block_size, K, codebook=None):
+    _check_linear_glu(x, qdata, scale, bias, bits, block_size, K, codebook)
+    return _linear_cpu(kernels.silu_and_mul(x, K), qdata, scale, bias, bits, block_size, K, codebook)
+
+
+def _linear_glu_cuda(x, qdata, scale, bias, bits, block_size, K, codebook=None):
+    _check_linear_glu(x, qdata, scale, bias, bits, block_size, K, codebook)
+    return kernels.linear_glu(x, qdata, scale, bias, bits, block_size, K, codebook)
+
+
+def _linear_glu_fake(x, qdata, scale, bias, bits, block_size, K, codebook=None):
+    N = _check_linear_glu(x, qdata, scale, bias, bits, block_size, K, codebook)
+    return x.new_empty((*x.shape[:-1], N))
+
+
+_LIB.impl("linear_glu", _linear_glu_cpu, "CPU")
+_LIB.impl("linear_glu", _linear_glu_cuda, "CUDA")
+torch.library.register_fake("hlwq::linear_glu", _linear_glu_fake, lib=_LIB)
 
 
 # ---------------------------------------------------------------------------

@@ -17,10 +17,12 @@ from .test_transformers import MODELS, _opt
 GROUP = torch.ops.hlwq.linear_group.default
 SIBLINGS = torch.ops.hlwq.linear_siblings.default
 LINEAR = torch.ops.hlwq.linear_inference.default
+GLU = torch.ops.hlwq.linear_glu.default
 
 
 class _Record(CustomGraphPass):
-    """Each compiled graph's calls: (groups with their sizes, siblings calls with theirs, single calls)."""
+    """Each compiled graph's calls: (groups with their sizes, siblings calls with theirs, single calls,
+    ``hlwq.linear_glu`` calls)."""
 
     def __init__(self):
         self.graphs = []
@@ -28,7 +30,8 @@ class _Record(CustomGraphPass):
     def __call__(self, graph):
         groups = [len(node.args[1]) for node in graph.nodes if node.target is GROUP]
         siblings = [len(node.args[1]) for node in graph.nodes if node.target is SIBLINGS]
-        self.graphs.append((groups, siblings, sum(node.target is LINEAR for node in graph.nodes)))
+        self.graphs.append((groups, siblings, sum(node.target is LINEAR for node in graph.nodes),
+                            sum(node.target is GLU for node in graph.nodes)))
 
     def uuid(self):
         return None  # (no caching: every test compiles afresh)
@@ -69,7 +72,7 @@ def _siblings():
 def test_calls_on_one_input_group_by_format_in_threes():
     expected, y, graphs = _eager_and_compiled(_siblings(), torch.randn(1, 256))
     # a, b, c of one group, d alone after three; Q4's call and the other input's apart
-    assert graphs == [([3], [], 3)]
+    assert graphs == [([3], [], 3, 0)]
     assert torch.equal(y, expected)  # (the CPU's group runs each weight's call: the same sums)
 
 
@@ -78,7 +81,7 @@ def test_rows_past_one_become_siblings(M):
     """Where a tensor-core kernel may serve the calls (from M = 2 on an H100), the calls of one input and format
     become one ``hlwq.linear_siblings`` call (any number of them), its outputs each call's."""
     expected, y, graphs = _eager_and_compiled(_siblings(), torch.randn(M, 256))
-    assert graphs == [([], [4], 2)]
+    assert graphs == [([], [4], 2, 0)]
     assert torch.equal(y, expected)
 
 
@@ -99,7 +102,7 @@ def test_siblings_come_four_at_most():
     module = _Many().eval()
     quantize_(module, hlwq_q5())
     expected, y, graphs = _eager_and_compiled(module, torch.randn(4, 256))
-    assert graphs == [([], [4, 2], 0)]
+    assert graphs == [([], [4, 2], 0, 0)]
     assert torch.equal(y, expected)
 
 
@@ -112,7 +115,7 @@ def test_rows_known_only_at_run_time_stay_apart(monkeypatch, dynamic):
     if dynamic:
         torch._dynamo.mark_dynamic(x, 0)
     expected, y, graphs = _eager_and_compiled(_siblings(), x)
-    assert graphs == ([([], [], 6)] if dynamic else [([3], [], 3)])
+    assert graphs == ([([], [], 6, 0)] if dynamic else [([3], [], 3, 0)])
     assert torch.equal(y, expected)
 
 
@@ -126,7 +129,7 @@ def test_weights_with_their_own_codebooks_group_with_them():
         layer.weight = torch.nn.Parameter(HLWQTensor.from_hp(torch.randn_like(layer.weight.dequantize()), 5,
                                                              codebook=own), requires_grad=False)
     expected, y, graphs = _eager_and_compiled(module, torch.randn(1, 256))
-    assert graphs == [([3], [], 3)]
+    assert graphs == [([3], [], 3, 0)]
     assert torch.equal(y, expected)
 
 
@@ -147,7 +150,7 @@ def test_a_weight_made_after_the_first_call_stays_apart():
     module = _SliceAfter().eval()
     quantize_(module, hlwq_q5())
     expected, y, graphs = _eager_and_compiled(module, torch.randn(1, 256))
-    assert graphs == [([], [], 2)]
+    assert graphs == [([], [], 2, 0)]
     assert torch.equal(y, expected)
 
 
@@ -169,9 +172,10 @@ def test_graph_decoder_groups_and_decodes_like_generate(arch):
         with torch._inductor.config.patch(post_grad_custom_post_pass=record):
             tokens = GraphDecoder(model).generate(ids, 5)
     assert torch.equal(tokens, expected)
-    (groups, siblings, singles), = record.graphs
+    (groups, siblings, singles, glus), = record.graphs
     assert not siblings
     assert groups and all(size in (2, 3) for size in groups), groups
+    assert glus == (0 if arch == "opt" else 2)  # each layer's down projection on gate and up (OPT: fc1, ReLU, fc2)
     if arch in ("llama", "opt"):  # (OPT's MLP: fc1 alone)
         assert groups == ([3, 2] * 2 if arch == "llama" else [3] * 2)
 
@@ -196,7 +200,7 @@ def test_generate_groups_with_the_pass_in_inductors_config():
                                     compile_config=on_cpu)
     torch._dynamo.reset()  # (the graph compiled with the test's pass goes)
     assert torch.equal(tokens, expected)
-    assert record.graphs == [([3, 2] * 2, [], 5)]  # two layers: o and down alone, and lm_head
+    assert record.graphs == [([3, 2] * 2, [], 3, 2)]  # two layers: o alone, down on gate and up; lm_head
 
 
 def test_graph_decoder_without_grouping_keeps_each_call():
@@ -209,7 +213,105 @@ def test_graph_decoder_without_grouping_keeps_each_call():
     torch._dynamo.reset()
     with torch.no_grad(), torch._inductor.config.patch(post_grad_custom_post_pass=record):
         GraphDecoder(model, group_projections=False).generate(ids, 3)
-    assert record.graphs == [([], [], 15)]  # seven projections a layer and lm_head
+    assert record.graphs == [([], [], 15, 0)]  # seven projections a layer and lm_head
+
+
+class _GatedMLP(torch.nn.Module):
+    """Llama's MLP, ``down(silu(gate(x)) * up(x))``, or a variant of it (``form``)."""
+
+    def __init__(self, form="llama"):
+        super().__init__()
+        self.form = form
+        self.gate, self.up = (torch.nn.Linear(256, 512, bias=False) for _ in range(2))
+        self.down = torch.nn.Linear(512, 256, bias=False)
+
+    def forward(self, x):
+        if self.form == "up called first":  # (the group's halves in the other order)
+            up = self.up(x)
+            gate = self.gate(x)
+        else:
+            gate, up = self.gate(x), self.up(x)
+        act = torch.nn.functional.gelu if self.form == "gelu" else torch.nn.functional.silu
+        product = up * act(gate) if self.form == "up times silu" else act(gate) * up
+        y = self.down(product)
+        return (y, product) if self.form == "product returned too" else y
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("form", ["llama", "up times silu", "up called first"])  # (the second: up's half first)
+def test_the_down_projection_takes_silu_of_gate_times_up(dtype, form):
+    """A gated MLP's down projection on ``silu(gate) * up`` of a group's halves is one ``hlwq.linear_glu`` call on
+    the group's output (its product in the GEMV's prologue on a GPU), the product's nodes gone."""
+    module = _GatedMLP(form).to(dtype).eval()
+    quantize_(module, hlwq_q5())
+    record = _Record()
+
+    class _Products(CustomGraphPass):
+        def __call__(self, graph):
+            record.graphs.append(sum(node.target is torch.ops.aten.mul.Tensor for node in graph.nodes))
+
+        def uuid(self):
+            return None
+
+    torch._dynamo.reset()
+    compiled = torch.compile(module, fullgraph=True,
+                             options={"post_grad_custom_post_pass": GroupProjections(then=[record, _Products()])})
+    x = torch.randn(1, 256, dtype=dtype)
+    with torch.no_grad():
+        assert torch.equal(compiled(x), module(x))
+    assert record.graphs == [([2], [], 0, 1), 0]
+
+
+@pytest.mark.parametrize("form", ["gelu", "product returned too"])
+def test_other_products_stay_before_the_down_projection(form):
+    module = _GatedMLP(form).eval()
+    quantize_(module, hlwq_q5())
+    expected, y, graphs = _eager_and_compiled(module, torch.randn(1, 256))
+    assert graphs == [([2], [], 1, 0)]
+    if form == "gelu":  # (Inductor's GELU is not eager's to the last bit)
+        torch.testing.assert_close(y, expected)
+    else:
+        assert all(torch.equal(a, b) for a, b in zip(y, expected))
+
+
+def _down_on_halves(rows: tuple, gate_first: bool):
+    """A traced graph as the pass sees it (Inductor's decompositions, ``fwd_only``): a group of weights of ``rows``
+    (512 together) on one input, then a down projection on ``silu(gate) * up`` of its output's column halves, gate's
+    half first or second; and its arguments."""
+    from torch._inductor.pattern_matcher import fwd_only
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.passes.fake_tensor_prop import FakeTensorProp
+
+    weights = [torch.ops.hlwq.quantize(torch.randn(n, 256), 5, 128) for n in (*rows, 64)]
+    *members, (q_down, s_down) = weights
+
+    def down(x, q_down, s_down, *members):  # (members: codes, scales, ...: flat, for the fake propagation)
+        qdata, scale = list(members[::2]), list(members[1::2])
+        group = torch.ops.hlwq.linear_group(x, qdata, scale, [None] * len(rows), 5, 128, 256, [None] * len(rows))
+        gate, up = (group[..., :256], group[..., 256:])[:: 1 if gate_first else -1]
+        return torch.ops.hlwq.linear_inference(torch.nn.functional.silu(gate) * up, q_down, s_down, None, 5, 128, 256)
+
+    args = (torch.randn(1, 256), q_down, s_down, *(t for member in members for t in member))
+    graph_module = fwd_only(down, args)
+    FakeTensorProp(graph_module, FakeTensorMode()).propagate(*args)  # (every value of one fake mode, as Inductor's)
+    return graph_module, args
+
+
+@pytest.mark.parametrize("rows,gate_first,fused", [
+    ((256, 256), True, True),
+    ((256, 256), False, True),  # the group's weights swapped first
+    ((128, 128, 256), True, True),  # (columns, not weights: gate's half is two weights)
+    ((128, 128, 256), False, False),  # three weights: not swapped
+])
+def test_a_groups_halves_in_either_order(rows, gate_first, fused):
+    from hlwq_ops.grouping import fuse_gated_down
+
+    graph_module, args = _down_on_halves(rows, gate_first)
+    expected = graph_module(*args)
+    assert fuse_gated_down(graph_module.graph) == fused
+    graph_module.recompile()
+    assert sum(node.target is GLU for node in graph_module.graph.nodes) == fused
+    assert torch.equal(graph_module(*args), expected)
 
 
 class _Outputs(torch.nn.Module):
@@ -238,7 +340,7 @@ def test_a_call_whose_output_leaves_the_graph_stays_apart(monkeypatch, module):
     module = module().eval()
     quantize_(module, hlwq_q5())
     expected, y, graphs = _eager_and_compiled(module, torch.randn(3, 256))
-    assert graphs == [([2], [], 2)]
+    assert graphs == [([2], [], 2, 0)]
     assert all(torch.equal(a, b) and a.stride() == b.stride() for a, b in zip(y, expected))
 
 
@@ -249,7 +351,7 @@ def test_siblings_whose_outputs_leave_the_graph_keep_their_strides(module):
     module = module().eval()
     quantize_(module, hlwq_q5())
     expected, y, graphs = _eager_and_compiled(module, torch.randn(3, 256))
-    assert graphs == [([], [4], 0)]
+    assert graphs == [([], [4], 0, 0)]
     assert all(torch.equal(a, b) and a.stride() == b.stride() for a, b in zip(y, expected))
 
 
@@ -268,7 +370,7 @@ def test_biases_of_another_dtype_stay_apart():
     module.b.bias.data = module.b.bias.data.double().float()  # (the same values)
     module.c.bias.data = module.c.bias.data.bfloat16()
     expected, y, graphs = _eager_and_compiled(module, torch.randn(1, 256))
-    assert graphs == [([2], [], 1)]
+    assert graphs == [([2], [], 1, 0)]
     assert torch.equal(y, expected)
 
 
@@ -284,4 +386,4 @@ def test_the_callers_passes_run_after_and_key_the_caches():
     torch._dynamo.reset()
     with torch.no_grad(), fresh_cache():  # (keyed, a graph would come from an earlier run's cache, passes not run)
         torch.compile(module, fullgraph=True, options={"post_grad_custom_post_pass": both})(torch.randn(1, 256))
-    assert first.graphs == second.graphs == [([3], [], 3)]
+    assert first.graphs == second.graphs == [([3], [], 3, 0)]

@@ -249,6 +249,31 @@ def test_gemv_rotates_with_warps_along_k_and_split_k(bits, parts):
 
 
 @pytest.mark.parametrize("bits", range(2, 9))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_gemv_multiplies_gate_and_up_before_rotating(bits, dtype):
+    """With ``glu`` the rows are a gate and an up half, and the kernel's activations ``silu(gate) * up``, each
+    rounded to their dtype as torch rounds them: several slices, then VEC = 16 with split K, two rows a program and
+    an odd M."""
+    from hlwq_ops.hadamard import fwht_ref
+
+    qdata, scale = _packed(21, 300, bits)  # K padded to 384
+    x = (3 * torch.randn(3, 600, device=KERNEL_DEVICE)).to(dtype)
+    bias = torch.randn(21, device=KERNEL_DEVICE)
+    xr = fwht_ref(torch.nn.functional.pad(kernels.silu_and_mul(x, 300).float(), (0, 84)), 128)
+    ref = gemv_ref(xr, qdata, scale, bias, bits, 128)
+    for config in (_config(3), _config(3, VEC=16, R=2, ROWS=6, WARP_PARTS=4, MB=2)):
+        y = gemv(x, qdata, scale, bias, bits, 128, None, torch.float32, config, rotate=True, glu=True)
+        assert rel_error(y, ref) < 1e-5, config
+
+
+def test_gemv_multiplies_gate_and_up_only_where_it_rotates():
+    qdata, scale = _packed(8, 256, 5)
+    with pytest.raises(ValueError, match="gate and an up half only where it rotates"):
+        gemv(torch.randn(1, 512, device=KERNEL_DEVICE), qdata, scale, None, 5, 128, None, torch.float32, _config(1),
+             glu=True)
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
 def test_gemv_warp_partials_of_one_slice(bits):
     """K in one VEC = 16 slice, every warp's part holding codes: the program sums its own partials (no counter)."""
     from hlwq_ops.kernels.gemv import slice_codes
@@ -1765,6 +1790,34 @@ def test_gpu_poisoned_output_fully_written(bits):
             out = gemv(xr, qdata, scale, None, bits, 128, None, torch.float32, config)
             assert torch.isfinite(out).all(), config
             assert rel_error(out, ref) < 1e-5, config
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bits", [4, 5, 8])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gpu_gemv_on_gate_and_up_every_candidate(bits, dtype):
+    """The GEMV multiplying a gate and an up half (Llama-3-8B's down projection, 4096 x 14336, at one row) under every
+    candidate of its shape: every output written (poisoned first), the GEMV of torch's ``silu(gate) * up`` (the
+    GPU's SiLU against torch's may round an element of it the other way); then ``kernels.linear_glu``, resolved on
+    its second call, against ``kernels.linear`` of that product."""
+    from hlwq_ops.kernels.gemv import can_rotate
+
+    qdata, scale = _packed(4096, 14336, bits, device="cuda")
+    x = 3 * torch.randn(1, 2 * 14336, device="cuda", dtype=dtype)
+    product = kernels.silu_and_mul(x, 14336)
+    ref = gemv_ref(fwht_ref(product.float(), 128), qdata, scale, None, bits, 128)
+    for config in tuning.candidates("gemv", 1, 4096, 14336, 132, bits):
+        if not can_rotate(bits, 128, config):
+            continue
+        for _ in range(2):
+            torch.full((1, 4096), float("nan"), device="cuda")  # where the caching allocator hands the output
+            out = gemv(x, qdata, scale, None, bits, 128, None, torch.float32, config, rotate=True, glu=True)
+            assert torch.isfinite(out).all(), config
+            assert rel_error(out, ref) < 1e-4, config
+    expected = kernels.linear(product, qdata, scale, None, bits, 128, 14336, None)
+    ys = [kernels.linear_glu(x, qdata, scale, None, bits, 128, 14336, None) for _ in range(2)]
+    assert any(key[0] == "glu" for key in kernels._RESOLVED)
+    assert torch.equal(ys[0], ys[1]) and rel_error(ys[0], expected) < 1e-2
 
 
 @pytest.mark.gpu

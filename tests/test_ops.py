@@ -309,6 +309,10 @@ def _opcheck_cases(device, dtype):
             (x.detach(), [qdata, qdata[:8]], [scale, scale[:8]], [bias.detach(), None], 5, 128, 200,
              [None, torch.sort(torch.randn(32, device=device)).values]),
         ),
+        "linear_glu": (
+            torch.ops.hlwq.linear_glu.default,
+            (torch.randn(3, 400, device=device, dtype=dtype), qdata, scale, bias.detach(), 5, 128, 200),
+        ),
     }
 
 
@@ -317,7 +321,7 @@ def _opcheck_cases(device, dtype):
 @pytest.mark.parametrize(
     "name",
     ["fwht", "quantize", "dequantize", "linear_rotated", "linear", "linear_no_bias", "linear_inference",
-     "linear_group", "linear_siblings"],
+     "linear_group", "linear_siblings", "linear_glu"],
 )
 def test_opcheck(device, dtype, name):
     op, args = _opcheck_cases(device, dtype)[name]
@@ -353,6 +357,32 @@ def test_linear_siblings_are_the_linears_each(device, M):
     expected = [torch.ops.hlwq.linear(x, q1, s1, b1, 5, 128, 200), torch.ops.hlwq.linear(x, q2, s2, None, 5, 128, 200)]
     assert [y.shape for y in ys] == [(1, M, 40), (1, M, 24)] and all(y.dtype == torch.bfloat16 for y in ys)
     assert all(rel_error(y, e) < 1e-2 for y, e in zip(ys, expected))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("M", [1, 5])  # (on CUDA: the GEMV multiplying the halves at one row; at five, the product first)
+@pytest.mark.parametrize("dtype", ACT_DTYPES)
+def test_linear_glu_is_the_linear_of_silu_times_up(device, M, dtype):
+    from hlwq_ops.kernels import silu_and_mul
+
+    _, qdata, scale = _packed(40, 200, 5, device)
+    x = 3 * torch.randn(1, M, 400, device=device, dtype=dtype)
+    bias = torch.randn(40, device=device)
+    y = torch.ops.hlwq.linear_glu(x, qdata, scale, bias, 5, 128, 200)
+    assert y.shape == (1, M, 40) and y.dtype == dtype
+    expected = torch.ops.hlwq.linear(silu_and_mul(x, 200), qdata, scale, bias, 5, 128, 200)
+    if device == "cpu":
+        assert torch.equal(y, expected)
+    else:  # (the GPU's SiLU against torch's, and the output's rounding, apart: the same sums)
+        assert rel_error(y, expected) < max(2 * _dtype_eps(dtype), 1e-5)
+
+
+def test_linear_glu_refuses_what_is_not_two_halves():
+    _, qdata, scale = _packed(8, 256)
+    with pytest.raises(ValueError, match=r"x of \(\.\.\., 2 \* K\) = \(\.\.\., 512\), .* got x of shape \(2, 511\)"):
+        torch.ops.hlwq.linear_glu(torch.randn(2, 511), qdata, scale, None, 5, 128, 256)
+    with pytest.raises(TypeError, match="bias dtype"):
+        torch.ops.hlwq.linear_glu(torch.randn(2, 512), qdata, scale, torch.zeros(8, dtype=torch.float64), 5, 128, 256)
 
 
 def test_linear_siblings_refuse_lists_of_other_lengths():

@@ -59,11 +59,13 @@ __all__ = [
     "gemv",
     "group_serves",
     "linear",
+    "linear_glu",
     "linear_group",
     "linear_rotated",
     "linear_siblings",
     "mma",
     "note_weight",
+    "silu_and_mul",
     "tc_gemv",
     "tuning",
     "wgmma",
@@ -382,9 +384,10 @@ def _resolve(signature, kernel: str, config: dict, make_run: Callable[[], Callab
     _RESOLVED[signature] = _Resolved(tuning.config_for, tuning_key, config, make_run(), K, N, copy_x)
 
 
-def _gemv_resolved(x2, qdata, scale, bias, bits, block_size, config) -> Callable:
-    """The launches of a GEMV call that rotates in the kernel, resolved."""
-    plan = plan_gemv(x2, as_words(qdata), unit_stride(scale), unit_stride(bias), bits, block_size, config, True)
+def _gemv_resolved(x2, qdata, scale, bias, bits, block_size, config, glu: bool = False) -> Callable:
+    """The launches of a GEMV call that rotates in the kernel (with ``glu``, :func:`linear_glu`'s), resolved."""
+    plan = plan_gemv(x2, as_words(qdata), unit_stride(scale), unit_stride(bias), bits, block_size, config, True,
+                     glu=glu)
     return functools.partial(_gemv_launches, plan, bits)
 
 
@@ -476,6 +479,56 @@ def _group_signature(x, weights, bits, block_size, K) -> tuple:
                     for q, s, b, c in weights)
     return ("group", x.shape, x.stride(), x.dtype, x.device, layouts, bits, block_size, K,
             os.environ.get("HLWQ_PATH"), common.pdl_requested())
+
+
+def silu_and_mul(x: torch.Tensor, K: int) -> torch.Tensor:
+    """``silu(gate) * up`` of ``x``'s two halves along its last dim (``K`` each), in ``x``'s dtype."""
+    return F.silu(x[..., :K]) * x[..., K:]
+
+
+def linear_glu(x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, bits: int,
+               block_size: int, K: int, codebook: torch.Tensor | None) -> torch.Tensor:
+    """``linear(silu_and_mul(x, K), qdata, ...)``: a gated MLP's down projection on (..., 2 K) activations, its gate
+    and up projections' outputs side by side (what :mod:`hlwq_ops.glu` hands it).
+
+    Where the call runs the GEMV rotating the activations in the kernel (decode sizes), the kernel multiplies the two
+    halves in its prologue: no kernel of their own before it, no (M, K) product in memory. Elsewhere the product is
+    computed first. The GEMV's config is the tuner's for the same weight without the gate (the key of
+    :func:`linear`'s call), tuned on the gate half if not yet tuned; the call's signature is resolved once, as
+    :func:`linear`'s are.
+    """
+    signature = None
+    if x.numel() <= 2 * tuning.WSRS_MAX_M * K:  # (as linear() resolves calls)
+        signature = ("glu", *_signature(x, qdata, scale, bias, bits, block_size, K, codebook))
+        resolved = _RESOLVED.get(signature)
+        if resolved is not None and resolved.current():
+            return resolved(x, qdata, scale, bias, codebook)
+    x2 = x.reshape(-1, 2 * K)
+    copy_x = x2.stride(-1) != 1
+    x2 = x2.contiguous() if copy_x else x2  # (as the GEMV reads it)
+    config = _glu_config(x2, qdata, scale, bias, bits, block_size, K, codebook)
+    if config is None:
+        return linear(silu_and_mul(x, K), qdata, scale, bias, bits, block_size, K, codebook)
+    y = gemv(x2, qdata, scale, bias, bits, block_size, codebook, x.dtype, config, rotate=True, glu=True)
+    if signature is not None:
+        resolved = lambda: _gemv_resolved(x2, qdata, scale, bias, bits, block_size, config, glu=True)  # noqa: E731
+        _resolve(signature, "gemv", config, resolved, x2, y.shape[1], scale.shape[1] * block_size, bits, 2 * K,
+                 copy_x)
+    return y.reshape(*x.shape[:-1], y.shape[1])
+
+
+def _glu_config(x2: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, bits: int,
+                block_size: int, K: int, codebook: torch.Tensor | None) -> dict | None:
+    """The GEMV config of :func:`linear_glu`'s call on ``x2`` ((M, 2 K), unit stride along it), or None where
+    :func:`linear`'s call on the product would not run the GEMV rotating in the kernel (or has nothing to do)."""
+    M, N = x2.shape[0], qdata.shape[0]
+    fast = supports(bits, block_size, codebook, x2.dtype)
+    if M == 0 or N == 0 or tuning.path_for(M, fast, fast and _runs_ws(qdata, bits, block_size, codebook,
+                                                                        x2.dtype)) != "gemv":
+        return None
+    run = _gemv_run(x2[:, :K], bias, bits, block_size, codebook, x2.dtype)  # (tuning: the GEMV on the gate half)
+    config = tuning.config_for("gemv", M, N, scale.shape[1] * block_size, bits, (qdata, scale), run)
+    return config if can_rotate(bits, block_size, config) else None
 
 
 def group_serves(M: int) -> bool:

@@ -122,16 +122,37 @@ def _butterfly(v, N: tl.constexpr, S: tl.constexpr):
 
 
 @triton.jit
-def _activations(x_row, k0, K_X, C: tl.constexpr, PER_WORD: tl.constexpr, B: tl.constexpr, ROTATE: tl.constexpr):
+def _rounded(v, DTYPE: tl.constexpr):
+    """Float32 ``v`` rounded to ``DTYPE``'s precision (to nearest, ties to even), as float32: bfloat16 by its bits,
+    since the interpreter's conversion truncates (Triton 3.6; the GPU's rounds to nearest)."""
+    if DTYPE == tl.bfloat16:
+        bits = v.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        return tl.where(v != v, v, bits.to(tl.float32, bitcast=True))  # (a NaN stays one)
+    else:
+        return v.to(DTYPE).to(tl.float32)
+
+
+@triton.jit
+def _activations(x_row, k0, K_X, C: tl.constexpr, PER_WORD: tl.constexpr, B: tl.constexpr, ROTATE: tl.constexpr,
+                 GLU: tl.constexpr):
     """The slice's activations, [C, PER_WORD] float32 (word, code); zero past ``K_X``.
 
-    With ROTATE the raw activations are rotated here, blockwise and unnormalized
-    (``sqrt(B) * H_B x``): the stages move values between threads, which costs
-    little once per program.
+    With GLU the row holds a gate and an up half, ``K_X`` each, and the
+    activations are ``silu(gate) * up``, each rounded to the row's dtype as a
+    compiled graph's unfused SiLU and product round them. With ROTATE the raw
+    activations are rotated here, blockwise and unnormalized (``sqrt(B) * H_B
+    x``): the stages move values between threads, which costs little once per
+    program.
     """
     BK: tl.constexpr = C * PER_WORD
     k = k0 + tl.arange(0, BK)
-    v = tl.load(x_row + k, mask=k < K_X, other=0.0).to(tl.float32)
+    v = tl.load(x_row + k, mask=k < K_X, other=0.0)
+    if GLU:
+        gate = v.to(tl.float32)
+        up = tl.load(x_row + K_X + k, mask=k < K_X, other=0.0).to(tl.float32)
+        v = _rounded(_rounded(gate / (1.0 + tl.exp(-gate)), v.dtype) * up, v.dtype)
+    v = v.to(tl.float32)
     if ROTATE:
         for stage in tl.static_range(11):
             if (1 << stage) < B:
@@ -275,7 +296,7 @@ def _member(pid_n, q_ptr, s_ptr, c_ptr, bias_ptr, q1_ptr, s1_ptr, c1_ptr, bias1_
 @triton.jit
 def _gemv_kernel(
     # pointers
-    x_ptr,  # [M, K_PAD] float32 rotated activations, or [M, K_X] raw ones (ROTATE)
+    x_ptr,  # [M, K_PAD] float32 rotated activations, or [M, K_X] raw ones (ROTATE), or [M, 2 * K_X] gate, up (GLU)
     q_ptr,  # [N, K_PAD * BITS // 32] int32 view of the packed codes, or the [N, K_PAD * BITS // 8] uint8 codes
     s_ptr,  # [N, K_PAD // B] float16 block scales
     c_ptr,  # [2**BITS] float32 codebook
@@ -317,6 +338,7 @@ def _gemv_kernel(
     WORKSPACE: tl.constexpr,
     SPLIT: tl.constexpr,
     ROTATE: tl.constexpr,
+    GLU: tl.constexpr,  # (with ROTATE) the activations are silu(gate) * up of x's two halves
     WIDE: tl.constexpr,
     INTERPRET: tl.constexpr,
     R: tl.constexpr,
@@ -369,12 +391,12 @@ def _gemv_kernel(
                        p1_off, p2_off, blk, W1, W2, WIDE, INTERPRET)
 
     # The slice of activations, in registers for the whole program: row m, and with MB = 2 row m + 1 (zero past M).
-    xs = _codes(_activations(x_ptr + m.to(tl.int64) * stride_xm, pid_k * C * PER_WORD, K_X, C, PER_WORD, B, ROTATE),
-                C, PER_WORD)
+    xs = _codes(_activations(x_ptr + m.to(tl.int64) * stride_xm, pid_k * C * PER_WORD, K_X, C, PER_WORD, B, ROTATE,
+                             GLU), C, PER_WORD)
     second = m + 1 < M  # with MB = 2: the program has a second row
     if MB == 2:
         ys = _codes(_activations(x_ptr + (m + second.to(tl.int32)).to(tl.int64) * stride_xm, pid_k * C * PER_WORD,
-                                 tl.where(second, K_X, 0), C, PER_WORD, B, ROTATE), C, PER_WORD)
+                                 tl.where(second, K_X, 0), C, PER_WORD, B, ROTATE, GLU), C, PER_WORD)
 
     c_lane = lane_codebook(col, c_base, BITS, INTERPRET) if SHUFFLE else col
     bias_base = bias_ptr.to(tl.int64, bitcast=True)
@@ -442,13 +464,15 @@ class _GemvLaunch(Launch):
 @plan_cache
 def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, config: tuple,
               rotate: bool, has_bias: bool, wide: bool, device: torch.device, dependent: bool,
-              strides: tuple[int, int, int], traced: bool = False, ends: tuple[int, ...] = ()) -> SplitPlan:
+              strides: tuple[int, int, int], traced: bool = False, ends: tuple[int, ...] = (),
+              glu: bool = False) -> SplitPlan:
     """The launch of :func:`gemv` for this call signature (``config``: :func:`.launch.config_key`), checked once.
 
     ``strides``: of the activation rows, of the weight rows in int32 words and of the scale rows. ``traced``: the
     kernel that ``hlwq.linear_compiled`` hands Inductor (``PLAIN_STORES``: its row sums stored by ``tl.store``, which
     Inductor's mutation analysis reads; no PDL). ``ends``: for a group of weights (:func:`gemv_group`), where each
-    but the last one's rows end among the ``N`` output columns.
+    but the last one's rows end among the ``N`` output columns. ``glu``: the activation rows hold a gate and an up
+    half of ``k_x`` positions each, multiplied as ``silu(gate) * up`` before the rotation (``rotate`` then).
     """
     bounds = (0, *ends, N)
     if len(ends) >= MAX_GROUP or any(lo >= hi for lo, hi in zip(bounds[:-1], bounds[1:])):
@@ -456,6 +480,8 @@ def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, 
                          f"of {N}")
     if traced and dependent:
         raise ValueError("a GEMV launched by Inductor launches without PDL")
+    if glu and not rotate:
+        raise ValueError("the GEMV multiplies a gate and an up half only where it rotates the activations itself")
     config = config_of(config)
     if rotate and not can_rotate(bits, block_size, config):
         raise ValueError(f"the GEMV rotates only whole blocks: block_size {block_size} > slice of {config}")
@@ -486,6 +512,7 @@ def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, 
             WORKSPACE=n_slices * parts > 1,
             SPLIT=n_slices > 1,
             ROTATE=rotate,
+            GLU=glu,
             WIDE=wide,
             INTERPRET=device.type == "cpu",
             R=config["R"],
@@ -514,13 +541,16 @@ def gemv(
     out_dtype: torch.dtype,
     config: dict,
     rotate: bool = False,
+    glu: bool = False,
 ) -> torch.Tensor:
     """Launch the GEMV. Shapes are checked by the caller (``hlwq_ops.ops``).
 
     Args:
         x: (M, K_pad) float32 rotated activations, contiguous; with ``rotate``
             the raw (M, K) activations (any float dtype, K <= K_pad, unit
-            stride along K), rotated by the kernel.
+            stride along K), rotated by the kernel; with ``glu`` too, (M, 2 K)
+            holding a gate and an up half, multiplied as ``silu(gate) * up``
+            by the kernel before it rotates them.
         qdata: (N, K_pad * bits / 8) uint8; scale: (N, K_pad / B) float16.
         config: ``VEC`` (a slice is ``32 * VEC`` plane-0 words of a row),
             ``R`` (rows per iteration), ``ROWS`` (rows per program, any
@@ -533,7 +563,7 @@ def gemv(
     """
     words = as_words(qdata)
     scale, bias = unit_stride(scale), unit_stride(bias)  # indexed as packed rows / a packed vector
-    plan = plan_for(x, words, scale, bias, bits, block_size, config, rotate)
+    plan = plan_for(x, words, scale, bias, bits, block_size, config, rotate, glu=glu)
     return launch_split_plan(plan, x, words, scale, bias, kernel_codebook(bits, codebook, qdata.device), out_dtype)
 
 
@@ -589,15 +619,15 @@ def launch_group(plan: SplitPlan, bits: int, x: torch.Tensor, weights: Sequence[
 
 def plan_for(x: torch.Tensor, words: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, bits: int,
              block_size: int, config: dict, rotate: bool = False, rows: int | None = None,
-             ends: tuple[int, ...] = ()) -> SplitPlan:
+             ends: tuple[int, ...] = (), glu: bool = False) -> SplitPlan:
     """:func:`gemv_plan` for :func:`gemv`'s operands (``words``: the codes viewed as int32; ``scale`` and ``bias``
     with unit stride); for a group (:func:`gemv_group`), the first weight's, with all the weights' ``rows`` and
-    ``ends``."""
-    M, k_x = x.shape
+    ``ends``; with ``glu``, ``x``'s rows a gate and an up half."""
+    M, width = x.shape
     N = words.shape[0] if rows is None else rows
-    return gemv_plan(M, k_x, N, scale.shape[1] * block_size, bits, block_size, config_key(config), rotate,
-                     bias is not None, N * words.stride(0) >= 2**31, x.device, pdl(x.device),
-                     (x.stride(0), words.stride(0), scale.stride(0)), False, ends)
+    return gemv_plan(M, width // 2 if glu else width, N, scale.shape[1] * block_size, bits, block_size,
+                     config_key(config), rotate, bias is not None, N * words.stride(0) >= 2**31, x.device,
+                     pdl(x.device), (x.stride(0), words.stride(0), scale.stride(0)), False, ends, glu)
 
 
 def can_rotate(bits: int, block_size: int, config: dict) -> bool:
