@@ -360,7 +360,7 @@ def test_linear_siblings_are_the_linears_each(device, M):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("M", [1, 5])  # (on CUDA: the GEMV multiplying the halves at one row; at five, the product first)
+@pytest.mark.parametrize("M", [1, 5])  # (CUDA: the GEMV multiplying the halves at one row; at five, the product first)
 @pytest.mark.parametrize("dtype", ACT_DTYPES)
 def test_linear_glu_is_the_linear_of_silu_times_up(device, M, dtype):
     from hlwq_ops.kernels import silu_and_mul
