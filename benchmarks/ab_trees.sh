@@ -40,7 +40,7 @@ each() {  # kind seconds grep-pattern script args...: the script for each round 
 # shellcheck disable=SC2086  # (the shapes split into arguments)
 each ops 150 "HLWQ Q. (F.linear|GEMV)" benchmarks/bench_ops.py --m 1 --no-int4 \
   --shapes ${AB_SHAPES:-14336x4096 4096x14336 4096x4096 1024x4096} --json "$out/ops_NAME.json" --plot /tmp/ab_ops.png
-[ "${AB_STEP:-1}" = 0 ] || each step 200 "step|^ +(q|k|v|o|gate|up|down) " benchmarks/profile_step.py \
+[ "${AB_STEP:-1}" = 0 ] || each step 200 "step|^ +(q|k|v|o|gate|up|down|q-k-v|gate-up) " benchmarks/profile_step.py \
   --methods hlwq-q5 --steps 16 --json "$out/step_NAME.json"
 rm -rf "$caches"
 exit $failed

@@ -11,7 +11,8 @@ captured step under ``torch.profiler``, each with the token copy and the
 position updates of ``GraphDecoder.generate``'s loop (not its copy into the
 output): each kernel's GPU time a step, by name, beside the timed call's step
 time, and the linears' times by their place in a layer (q, k, v, o, gate, up,
-down; the Llama model only), to set beside ``bench_ops.py``'s isolated ones.
+down; or the groups GraphDecoder compiles at batch 1: q-k-v, o, gate-up, down;
+the Llama model only), to set beside ``bench_ops.py``'s isolated ones.
 Run it with ``HLWQ_PDL=0`` to see what programmatic dependent launch does in
 the model. The step time less the kernels' ("between kernels") is the time the
 GPU spent outside kernels, taken from two runs (the timed call, the profiled
@@ -47,6 +48,7 @@ from hlwq_ops.tensor import HLWQTensor  # noqa: E402
 # one launch a linear (HLWQ's split-K sums, launched apart by some tensor-core configs, left out; bf16's cuBLAS kernels
 # are named by their tiles, and rotary's float32 SGEMM is not one of them; lm_head's, matched too, comes last)
 PROJECTIONS = ("q", "k", "v", "o", "gate", "up", "down")
+GROUPED = ("q-k-v", "o", "gate-up", "down")  # (GraphDecoder's at batch 1: GroupProjections' groups, one launch each)
 LINEARS = {"hlwq": r"_gemv_kernel|_rs_kernel|_ws_kernel|_wgmma_kernel|_tc_gemv_kernel|_mma_kernel",
            "int4": r"tinygemm", "bf16": r"nvjet|gemv"}
 
@@ -133,7 +135,7 @@ def one(model_name: str, method: str, steps: int, batch: int) -> dict:
         rows, sequence = kernel_times(lambda: (decoder._step(*decoder._inputs), advance()), steps)
         mode = "compiled step without its graph (the graph's kernels were not seen)"
     return dict(model=model_name, method=method, batch=batch, step_us=step_us, mode=mode, kernels=rows,
-                sequence=sequence, wall_s=time.perf_counter() - start, tuned=tuned_for(model, batch))
+                sequence=sequence, layers=model.config.num_hidden_layers, wall_s=time.perf_counter() - start, tuned=tuned_for(model, batch))
 
 
 def report(result: dict, top: int) -> None:
@@ -151,10 +153,13 @@ def report(result: dict, top: int) -> None:
         print(f"{t:9.1f} {n:7.1f} {t / max(n, 1e-9):8.2f}  {name[:110]}")
     if result["model"] != "llama3-8b":
         return  # (PROJECTIONS is a Llama layer's)
-    positions = by_position(result["sequence"], LINEARS[result["method"].split("-")[0]], len(PROJECTIONS))
+    pattern = LINEARS[result["method"].split("-")[0]]
+    launches = sum(bool(re.search(pattern, name)) for name, _ in result["sequence"])
+    names = GROUPED if launches // result["layers"] == len(GROUPED) else PROJECTIONS
+    positions = by_position(result["sequence"], pattern, len(names))
     if positions and positions[0]:
         print("the linears by their place in a layer, us (mean, min-max over the layers):")
-        for name, times in zip(PROJECTIONS, positions):
+        for name, times in zip(names, positions):
             print(f"  {name:>5} {sum(times) / len(times):8.2f} ({min(times):.2f}-{max(times):.2f})")
     elif not result["sequence"]:
         print("(the steps did not launch the same kernels in the same order: no per-layer table)")
