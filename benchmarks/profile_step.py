@@ -135,7 +135,8 @@ def one(model_name: str, method: str, steps: int, batch: int) -> dict:
         rows, sequence = kernel_times(lambda: (decoder._step(*decoder._inputs), advance()), steps)
         mode = "compiled step without its graph (the graph's kernels were not seen)"
     return dict(model=model_name, method=method, batch=batch, step_us=step_us, mode=mode, kernels=rows,
-                sequence=sequence, layers=model.config.num_hidden_layers, wall_s=time.perf_counter() - start, tuned=tuned_for(model, batch))
+                sequence=sequence, layers=model.config.num_hidden_layers, wall_s=time.perf_counter() - start,
+                tuned=tuned_for(model, batch))
 
 
 def report(result: dict, top: int) -> None:
@@ -155,9 +156,12 @@ def report(result: dict, top: int) -> None:
         return  # (PROJECTIONS is a Llama layer's)
     pattern = LINEARS[result["method"].split("-")[0]]
     launches = sum(bool(re.search(pattern, name)) for name, _ in result["sequence"])
-    names = GROUPED if launches // result["layers"] == len(GROUPED) else PROJECTIONS
-    positions = by_position(result["sequence"], pattern, len(names))
-    if positions and positions[0]:
+    names = {len(GROUPED): GROUPED, len(PROJECTIONS): PROJECTIONS}.get(launches // result["layers"])
+    positions = by_position(result["sequence"], pattern, len(names)) if names else []
+    if names is None:
+        print(f"({launches} linear launches in {result['layers']} layers: neither grouped nor one a projection; "
+              "no per-layer table)")
+    elif positions and positions[0]:
         print("the linears by their place in a layer, us (mean, min-max over the layers):")
         for name, times in zip(names, positions):
             print(f"  {name:>5} {sum(times) / len(times):8.2f} ({min(times):.2f}-{max(times):.2f})")

@@ -25,7 +25,9 @@ A gated MLP (Llama's, Qwen's) then multiplies ``silu(gate) * up`` of such a grou
 Inductor's, one a layer between two GEMVs, before its down projection. :func:`fuse_gated_down` makes each down
 projection's call on that product of a ``hlwq.linear_group`` call's two column halves one
 ``hlwq.linear_glu`` call on the group's output: at decode sizes its GEMV computes the product in its prologue, rounded
-as the unfused graph rounds it (the SiLU, then the product, each in the activations' dtype).
+as eager PyTorch rounds ``F.silu(gate) * up`` (the SiLU, then the product, each to the activations' dtype; Inductor's
+own fused kernel for them rounds the product only, so the fused call's activations are eager's, not the unfused
+graph's, where the two differ).
 
 Inductor runs the passes on each graph it compiles (its ``post_grad_custom_post_pass``)::
 
@@ -243,14 +245,16 @@ def _gate_then_up(gate: Node, up: Node, K: int) -> Node | None:
     if width != 2 * K or group.target is not GROUP or slices[1]["source"] is not group:
         return None
     last = group.meta["val"].dim() - 1
-    bounds = [(s.get("dim", 0) % (last + 1), s.get("start") or 0, min(s.get("end") or width, width), s.get("step", 1))
-              for s in slices]
+    bounds = [(s.get("dim", 0) % (last + 1), s.get("start") or 0, min(width if s.get("end") is None else s["end"], width),
+               s.get("step", 1)) for s in slices]
     halves = [(last, 0, K, 1), (last, K, 2 * K, 1)]
     if bounds == halves:
         return group
-    if bounds != halves[::-1] or len(group.args[1]) != 2 or set(group.users) != {gate, up}:
+    x, qdata, scale, bias, bits, block_size, k_in, codebook = group.args  # (as _merge makes it)
+    if (bounds != halves[::-1] or len(qdata) != 2 or set(group.users) != {gate, up}
+            or any(q.meta["val"].shape[0] != K for q in qdata)):  # (each weight one half: swapping swaps the halves)
         return None
-    group.args = tuple(arg[::-1] if i in (1, 2, 3, 7) else arg for i, arg in enumerate(group.args))  # (the lists)
+    group.args = (x, qdata[::-1], scale[::-1], bias[::-1], bits, block_size, k_in, codebook[::-1])
     gate.args, gate.kwargs = (group, last, 0, K), {}
     up.args, up.kwargs = (group, last, K, 2 * K), {}
     return group

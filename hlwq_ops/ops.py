@@ -502,10 +502,11 @@ torch.library.register_fake("hlwq::linear_siblings", _linear_siblings_fake, lib=
 # hlwq.linear_glu: a gated MLP's down projection on its gate and up outputs side by side
 # ---------------------------------------------------------------------------
 
-# What :mod:`hlwq_ops.glu` puts in a compiled graph in place of a down projection's call on ``silu(gate) * up``
-# where gate and up are the two column halves of one ``hlwq.linear_group`` call: ``hlwq.linear_inference`` of that
-# product, which the GEMV computes in its prologue at decode sizes (``kernels.linear_glu``). Defined as
-# ``linear_inference`` is (no autograd kernel): the pass makes it from such calls only.
+# What :func:`hlwq_ops.grouping.fuse_gated_down` puts in a compiled graph in place of a down projection's call on
+# ``silu(gate) * up`` where gate and up are the two column halves of one ``hlwq.linear_group`` call:
+# ``hlwq.linear_inference`` of that product (rounded as eager's), which the GEMV computes in its prologue at decode
+# sizes (``kernels.linear_glu``). Defined as ``linear_inference`` is (no autograd kernel): the pass makes it from such
+# calls only.
 _LIB.define(
     "linear_glu(Tensor x, Tensor qdata, Tensor scale, Tensor? bias, SymInt bits, SymInt block_size, SymInt K, "
     "Tensor? codebook=None) -> Tensor",

@@ -226,7 +226,7 @@ class _GatedMLP(torch.nn.Module):
         self.down = torch.nn.Linear(512, 256, bias=False)
 
     def forward(self, x):
-        if self.form == "up called first":  # (the group's halves in the other order)
+        if self.form == "up called first":
             up = self.up(x)
             gate = self.gate(x)
         else:
@@ -238,7 +238,8 @@ class _GatedMLP(torch.nn.Module):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
-@pytest.mark.parametrize("form", ["llama", "up times silu", "up called first"])  # (the second: up's half first)
+# (up's half first in the group: "up times silu"; calling up first does not, Inductor orders the calls by their uses)
+@pytest.mark.parametrize("form", ["llama", "up times silu", "up called first"])
 def test_the_down_projection_takes_silu_of_gate_times_up(dtype, form):
     """A gated MLP's down projection on ``silu(gate) * up`` of a group's halves is one ``hlwq.linear_glu`` call on
     the group's output (its product in the GEMV's prologue on a GPU), the product's nodes gone."""
@@ -274,44 +275,56 @@ def test_other_products_stay_before_the_down_projection(form):
         assert all(torch.equal(a, b) for a, b in zip(y, expected))
 
 
-def _down_on_halves(rows: tuple, gate_first: bool):
+def _down_on_halves(rows: tuple, form: str):
     """A traced graph as the pass sees it (Inductor's decompositions, ``fwd_only``): a group of weights of ``rows``
-    (512 together) on one input, then a down projection on ``silu(gate) * up`` of its output's column halves, gate's
-    half first or second; and its arguments."""
+    (400 together) on one input, then a down projection (K = 200, a bias) on ``silu(gate) * up`` of two slices of
+    its output: its column halves with gate's first or up's first, or every other column; with up's first, the gate
+    slice or the group's output also returned. And its arguments."""
     from torch._inductor.pattern_matcher import fwd_only
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
-    weights = [torch.ops.hlwq.quantize(torch.randn(n, 256), 5, 128) for n in (*rows, 64)]
-    *members, (q_down, s_down) = weights
+    *members, (q_down, s_down) = [torch.ops.hlwq.quantize(torch.randn(n, k), 5, 128)
+                                  for n, k in [(n, 256) for n in rows] + [(64, 200)]]
 
-    def down(x, q_down, s_down, *members):  # (members: codes, scales, ...: flat, for the fake propagation)
+    def down(x, q_down, s_down, b_down, *members):  # (members: codes, scales, ...: flat, for the fake propagation)
         qdata, scale = list(members[::2]), list(members[1::2])
         group = torch.ops.hlwq.linear_group(x, qdata, scale, [None] * len(rows), 5, 128, 256, [None] * len(rows))
-        gate, up = (group[..., :256], group[..., 256:])[:: 1 if gate_first else -1]
-        return torch.ops.hlwq.linear_inference(torch.nn.functional.silu(gate) * up, q_down, s_down, None, 5, 128, 256)
+        if form == "every other column":
+            gate, up = group[..., ::2], group[..., 1::2]
+        elif form == "gate first":
+            gate, up = group[..., :200], group[..., 200:]
+        else:
+            up, gate = group[..., :200], group[..., 200:]
+        y = torch.ops.hlwq.linear_inference(torch.nn.functional.silu(gate) * up, q_down, s_down, b_down, 5, 128, 200)
+        return (y, *{"up first, gate returned": (gate,), "up first, group returned": (group,)}.get(form, ()))
 
-    args = (torch.randn(1, 256), q_down, s_down, *(t for member in members for t in member))
+    args = (torch.randn(1, 256), q_down, s_down, torch.randn(64), *(t for member in members for t in member))
     graph_module = fwd_only(down, args)
     FakeTensorProp(graph_module, FakeTensorMode()).propagate(*args)  # (every value of one fake mode, as Inductor's)
     return graph_module, args
 
 
-@pytest.mark.parametrize("rows,gate_first,fused", [
-    ((256, 256), True, True),
-    ((256, 256), False, True),  # the group's weights swapped first
-    ((128, 128, 256), True, True),  # (columns, not weights: gate's half is two weights)
-    ((128, 128, 256), False, False),  # three weights: not swapped
+@pytest.mark.parametrize("rows,form,fused", [
+    ((200, 200), "gate first", True),
+    ((200, 200), "up first", True),  # the group's weights swapped first
+    ((150, 250), "gate first", True),  # (columns, not weights: the halves cut a weight)
+    ((150, 250), "up first", False),  # ... then swapping the weights would not swap the halves
+    ((100, 100, 200), "gate first", True),
+    ((100, 100, 200), "up first", False),  # three weights: not swapped
+    ((200, 200), "every other column", False),
+    ((200, 200), "up first, gate returned", True),  # swapped: the slice returned holds the same values
+    ((200, 200), "up first, group returned", False),  # the group's columns would move
 ])
-def test_a_groups_halves_in_either_order(rows, gate_first, fused):
+def test_a_groups_halves_in_either_order(rows, form, fused):
     from hlwq_ops.grouping import fuse_gated_down
 
-    graph_module, args = _down_on_halves(rows, gate_first)
+    graph_module, args = _down_on_halves(rows, form)
     expected = graph_module(*args)
     assert fuse_gated_down(graph_module.graph) == fused
     graph_module.recompile()
     assert sum(node.target is GLU for node in graph_module.graph.nodes) == fused
-    assert torch.equal(graph_module(*args), expected)
+    assert all(torch.equal(a, b) for a, b in zip(graph_module(*args), expected, strict=True))
 
 
 class _Outputs(torch.nn.Module):

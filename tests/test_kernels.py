@@ -266,11 +266,14 @@ def test_gemv_multiplies_gate_and_up_before_rotating(bits, dtype):
         assert rel_error(y, ref) < 1e-5, config
 
 
-def test_gemv_multiplies_gate_and_up_only_where_it_rotates():
+def test_gemv_multiplies_gate_and_up_only_where_it_rotates_two_halves():
     qdata, scale = _packed(8, 256, 5)
-    with pytest.raises(ValueError, match="gate and an up half only where it rotates"):
+    with pytest.raises(ValueError, match="gate and an up half only where it rotates .* got rotate=False"):
         gemv(torch.randn(1, 512, device=KERNEL_DEVICE), qdata, scale, None, 5, 128, None, torch.float32, _config(1),
              glu=True)
+    with pytest.raises(ValueError, match="a gate and an up half of one width each: got rows of 511"):
+        gemv(torch.randn(1, 511, device=KERNEL_DEVICE), qdata, scale, None, 5, 128, None, torch.float32, _config(1),
+             rotate=True, glu=True)
 
 
 @pytest.mark.parametrize("bits", range(2, 9))

@@ -371,7 +371,7 @@ def test_linear_glu_is_the_linear_of_silu_times_up(device, M, dtype):
     y = torch.ops.hlwq.linear_glu(x, qdata, scale, bias, 5, 128, 200)
     assert y.shape == (1, M, 40) and y.dtype == dtype
     expected = torch.ops.hlwq.linear(silu_and_mul(x, 200), qdata, scale, bias, 5, 128, 200)
-    if device == "cpu":
+    if device == "cpu":  # (the CPU implementation is this: the shapes, dtype and checks are what it tests)
         assert torch.equal(y, expected)
     else:  # (the GPU's SiLU against torch's, and the output's rounding, apart: the same sums)
         assert rel_error(y, expected) < max(2 * _dtype_eps(dtype), 1e-5)

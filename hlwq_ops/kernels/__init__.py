@@ -489,7 +489,7 @@ def silu_and_mul(x: torch.Tensor, K: int) -> torch.Tensor:
 def linear_glu(x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, bits: int,
                block_size: int, K: int, codebook: torch.Tensor | None) -> torch.Tensor:
     """``linear(silu_and_mul(x, K), qdata, ...)``: a gated MLP's down projection on (..., 2 K) activations, its gate
-    and up projections' outputs side by side (what :mod:`hlwq_ops.glu` hands it).
+    and up projections' outputs side by side (what :func:`hlwq_ops.grouping.fuse_gated_down` hands it).
 
     Where the call runs the GEMV rotating the activations in the kernel (decode sizes), the kernel multiplies the two
     halves in its prologue: no kernel of their own before it, no (M, K) product in memory. Elsewhere the product is

@@ -124,7 +124,8 @@ def _butterfly(v, N: tl.constexpr, S: tl.constexpr):
 @triton.jit
 def _rounded(v, DTYPE: tl.constexpr):
     """Float32 ``v`` rounded to ``DTYPE``'s precision (to nearest, ties to even), as float32: bfloat16 by its bits,
-    since the interpreter's conversion truncates (Triton 3.6; the GPU's rounds to nearest)."""
+    since the interpreter's conversion truncates (Triton 3.6; the GPU's rounds to nearest), and its
+    ``fp_downcast_rounding="rtne"`` did not round to nearest either."""
     if DTYPE == tl.bfloat16:
         bits = v.to(tl.uint32, bitcast=True)
         bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
@@ -139,8 +140,8 @@ def _activations(x_row, k0, K_X, C: tl.constexpr, PER_WORD: tl.constexpr, B: tl.
     """The slice's activations, [C, PER_WORD] float32 (word, code); zero past ``K_X``.
 
     With GLU the row holds a gate and an up half, ``K_X`` each, and the
-    activations are ``silu(gate) * up``, each rounded to the row's dtype as a
-    compiled graph's unfused SiLU and product round them. With ROTATE the raw
+    activations are ``silu(gate) * up``, each rounded to the row's dtype as
+    eager PyTorch rounds them. With ROTATE the raw
     activations are rotated here, blockwise and unnormalized (``sqrt(B) * H_B
     x``): the stages move values between threads, which costs little once per
     program.
@@ -481,7 +482,8 @@ def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, 
     if traced and dependent:
         raise ValueError("a GEMV launched by Inductor launches without PDL")
     if glu and not rotate:
-        raise ValueError("the GEMV multiplies a gate and an up half only where it rotates the activations itself")
+        raise ValueError("the GEMV multiplies a gate and an up half only where it rotates the activations itself: "
+                         "glu=True needs rotate=True, got rotate=False")
     config = config_of(config)
     if rotate and not can_rotate(bits, block_size, config):
         raise ValueError(f"the GEMV rotates only whole blocks: block_size {block_size} > slice of {config}")
@@ -624,6 +626,8 @@ def plan_for(x: torch.Tensor, words: torch.Tensor, scale: torch.Tensor, bias: to
     with unit stride); for a group (:func:`gemv_group`), the first weight's, with all the weights' ``rows`` and
     ``ends``; with ``glu``, ``x``'s rows a gate and an up half."""
     M, width = x.shape
+    if glu and width % 2:
+        raise ValueError(f"with glu, x's rows hold a gate and an up half of one width each: got rows of {width}")
     N = words.shape[0] if rows is None else rows
     return gemv_plan(M, width // 2 if glu else width, N, scale.shape[1] * block_size, bits, block_size,
                      config_key(config), rotate, bias is not None, N * words.stride(0) >= 2**31, x.device,
