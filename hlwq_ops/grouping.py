@@ -245,8 +245,8 @@ def _gate_then_up(gate: Node, up: Node, K: int) -> Node | None:
     if width != 2 * K or group.target is not GROUP or slices[1]["source"] is not group:
         return None
     last = group.meta["val"].dim() - 1
-    bounds = [(s.get("dim", 0) % (last + 1), s.get("start") or 0, min(width if s.get("end") is None else s["end"], width),
-               s.get("step", 1)) for s in slices]
+    bounds = [(s.get("dim", 0) % (last + 1), s.get("start") or 0,
+               min(width if s.get("end") is None else s["end"], width), s.get("step", 1)) for s in slices]
     halves = [(last, 0, K, 1), (last, K, 2 * K, 1)]
     if bounds == halves:
         return group
