@@ -1,4 +1,4 @@
-# Session 69, call 2: the Llama-3-8B-shaped decode step at batch 1 (profile_step.py, GraphDecoder's captured step)
-# with the gated down projection (this tree) against the tree before it (.diag/base, commit beb728e), alternating,
-# two rounds (ab_trees.sh; its M = 1 ops on 1024 x 4096 only, which the change does not touch).
-AB_SHAPES="1024x4096" bash benchmarks/ab_trees.sh .diag/base 2
+# Session 69, call 2: the second round of call 1's A/B (base, then this tree), then session 68's call 7 (4096 x 12288
+# at M = 1 on one machine: bench_ops from an empty cache, then diag_early's tiles alone and the tuned hlwq.linear).
+AB_SHAPES="1024x4096" OUT=$OUT/round2 bash benchmarks/ab_trees.sh .diag/base 1
+bash benchmarks/results/h100_s68_call7_script.sh
