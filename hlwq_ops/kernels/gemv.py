@@ -45,6 +45,11 @@ program keeps two rows' slices in registers and multiplies each decoded
 centroid into both, so M = 2 decodes the weight once instead of twice (H200,
 Q5 14336 x 4096 at M = 2: 35.6 -> 27.2 us; ``benchmarks/diag_rows.py``).
 
+``glu`` (a launch argument, with ROTATE): the activation rows hold a gate and
+an up half, multiplied as ``silu(gate) * up`` in the prologue before the
+rotation: a gated MLP's down projection on its gate-up GEMV's output, without
+a kernel for the product between the two (:func:`hlwq_ops.kernels.linear_glu`).
+
 Decoding per code (:func:`.decode.code_at`): one shift and one warp shuffle
 (bits <= 5), then an FMA per activation row.
 """
