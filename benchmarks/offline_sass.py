@@ -44,10 +44,10 @@ TYPES = dict(x_ptr="*bf16", q_ptr="*i32", s_ptr="*fp16", c_ptr="*fp32", bias_ptr
 
 
 def compile_gemv(bits: int, vec: int, r: int, warp_parts: int, split: bool, mb: int = 1, sm: int = 90,
-                 early: bool = False, pdl: bool = False, plain_stores: bool = False, group: int = 1):
+                 early: bool = False, pdl: bool = False, plain_stores: bool = False, group: int = 1, glu: bool = False):
     consts = dict(BITS=bits, B=128, HAS_BIAS=False, WORKSPACE=split or warp_parts > 1, SPLIT=split, ROTATE=True,
-                  WIDE=False, INTERPRET=False, R=r, VEC=vec, WARP_PARTS=warp_parts, MB=mb, EARLY=early, PDL=pdl,
-                  PLAIN_STORES=plain_stores, GROUP=group, **planes(bits))
+                  GLU=glu, WIDE=False, INTERPRET=False, R=r, VEC=vec, WARP_PARTS=warp_parts, MB=mb, EARLY=early,
+                  PDL=pdl, PLAIN_STORES=plain_stores, GROUP=group, **planes(bits))
     if mb == 1:
         consts["M"] = 1  # a real call at M = 1 has it specialized
     names = _gemv_kernel.arg_names
@@ -192,6 +192,7 @@ def main() -> None:
     p.add_argument("--plain-stores", action="store_true",
                    help="the kernel Inductor launches (hlwq.linear_compiled): tl.store row sums, uint8 codes")
     p.add_argument("--group", type=int, default=1, help="weights sharing the activations (GROUP: 1 to 3)")
+    p.add_argument("--glu", action="store_true", help="silu(gate) * up of the rows' two halves in the prologue (GLU)")
     p.add_argument("--wsrs", metavar="MxNxK", help="the register-operand ws kernel for this shape instead")
     p.add_argument("--no-bias", action="store_true", help="(--wsrs) the kernel without a bias")
     a = p.parse_args()
@@ -207,14 +208,14 @@ def main() -> None:
         print(" ".join(f"{op}:{c}" for op, c in mix.most_common(16)))
         return
     kernel = compile_gemv(a.bits, a.vec, a.r, a.warp_parts, a.split, a.mb, early=a.early, pdl=a.pdl,
-                          plain_stores=a.plain_stores, group=a.group)
+                          plain_stores=a.plain_stores, group=a.group, glu=a.glu)
     sass, resources = _inspect(kernel)
     mix = loop_mix(sass)
     words = a.r * 32 * a.vec // 128  # plane-0 words per thread per iteration (4 warps)
     n = sum(mix.values())
     print(f"{hlwq_ops.__file__}, Triton {triton.__version__}, sm_90, Q{a.bits} VEC={a.vec} R={a.r} "
           f"WARP_PARTS={a.warp_parts} split={a.split} MB={a.mb} EARLY={a.early} PDL={a.pdl} "
-          f"plain stores={a.plain_stores} GROUP={a.group}: {resources}")
+          f"plain stores={a.plain_stores} GROUP={a.group} GLU={a.glu}: {resources}")
     print(f"loop: {n} instructions, {n / (words * 32 // planes(a.bits)['W0']):.2f} per weight, "
           f"BAR {mix['BAR']}, STS {mix['STS']}, LDS {mix['LDS']}, SHFL {mix['SHFL']}")
     print(" ".join(f"{op}:{c}" for op, c in mix.most_common(16)))
