@@ -373,6 +373,36 @@ def test_linear_group_runs_one_launch_at_one_row(monkeypatch, bias):
     assert len(launches) == 1
 
 
+@pytest.mark.parametrize("strided", [False, True])
+def test_linear_glu_runs_the_gemv_on_both_halves_at_one_row(monkeypatch, strided):
+    """``kernels.linear_glu`` at M = 1: the GEMV multiplying the halves, ``kernels.linear`` of eager's product (bit
+    for bit on the CPU: the same config; rows with a stride too, copied first), its call resolved on the first and the later
+    calls bit for bit the first; at M = 40 (the tensor-core path) the product first, then ``kernels.linear``."""
+    from hlwq_ops.kernels import launch as launch_module
+
+    qdata, scale = _packed(40, 300, 5)
+    bias = torch.randn(40, device=KERNEL_DEVICE)
+    x = 3 * torch.randn(1, 1, 1200 if strided else 600, device=KERNEL_DEVICE, dtype=torch.bfloat16)
+    x = x[..., ::2] if strided else x
+    launch_module.clear_plans()
+    first = kernels.linear_glu(x, qdata, scale, bias, 5, 128, 300, None)
+    assert first.shape == (1, 1, 40) and first.dtype == torch.bfloat16
+    expected = kernels.linear(kernels.silu_and_mul(x, 300), qdata, scale, bias, 5, 128, 300, None)
+    if KERNEL_DEVICE == "cpu":
+        assert torch.equal(first, expected)
+    else:  # (the GPU's SiLU against torch's may round an element of the product the other way)
+        assert rel_error(first, expected) < 1e-2
+    (entry,) = [entry for key, entry in kernels._RESOLVED.items() if key[0] == "glu"]
+    assert entry.copy_x == strided
+    configured = []
+    original = kernels._glu_config
+    monkeypatch.setattr(kernels, "_glu_config", lambda *a: configured.append(a) or original(*a))
+    assert torch.equal(kernels.linear_glu(x, qdata, scale, bias, 5, 128, 300, None), first) and not configured
+    many = 3 * torch.randn(40, 600, device=KERNEL_DEVICE, dtype=torch.bfloat16)
+    assert torch.equal(kernels.linear_glu(many, qdata, scale, bias, 5, 128, 300, None),
+                       kernels.linear(kernels.silu_and_mul(many, 300), qdata, scale, bias, 5, 128, 300, None))
+
+
 def test_a_group_call_signature_is_resolved_once(monkeypatch):
     """``kernels.linear_group``'s later calls of a signature launch the plan resolved by the first, without choosing
     a config again: bit for bit what an unresolved call gives, on other activations and on another layer's weights of
