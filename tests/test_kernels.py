@@ -376,8 +376,9 @@ def test_linear_group_runs_one_launch_at_one_row(monkeypatch, bias):
 @pytest.mark.parametrize("strided", [False, True])
 def test_linear_glu_runs_the_gemv_on_both_halves_at_one_row(monkeypatch, strided):
     """``kernels.linear_glu`` at M = 1: the GEMV multiplying the halves, ``kernels.linear`` of eager's product (bit
-    for bit on the CPU: the same config; rows with a stride too, copied first), its call resolved on the first and the later
-    calls bit for bit the first; at M = 40 (the tensor-core path) the product first, then ``kernels.linear``."""
+    for bit on the CPU: the same config; rows with a stride too, copied first), its call resolved on the first and
+    the later calls bit for bit the first; at M = 40 (the tensor-core path) the product first, then
+    ``kernels.linear``."""
     from hlwq_ops.kernels import launch as launch_module
 
     qdata, scale = _packed(40, 300, 5)
