@@ -129,8 +129,8 @@ def _butterfly(v, N: tl.constexpr, S: tl.constexpr):
 @triton.jit
 def _rounded(v, DTYPE: tl.constexpr):
     """Float32 ``v`` rounded to ``DTYPE``'s precision (to nearest, ties to even), as float32: bfloat16 by its bits,
-    since the interpreter's conversion truncates (Triton 3.6; the GPU's rounds to nearest), and its
-    ``fp_downcast_rounding="rtne"`` did not round to nearest either."""
+    since the interpreter's conversion truncates (Triton 3.6; the GPU's rounds to nearest), and with
+    ``fp_downcast_rounding="rtne"`` it did not give torch's values either."""
     if DTYPE == tl.bfloat16:
         bits = v.to(tl.uint32, bitcast=True)
         bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
@@ -146,10 +146,9 @@ def _activations(x_row, k0, K_X, C: tl.constexpr, PER_WORD: tl.constexpr, B: tl.
 
     With GLU the row holds a gate and an up half, ``K_X`` each, and the
     activations are ``silu(gate) * up``, each rounded to the row's dtype as
-    eager PyTorch rounds them. With ROTATE the raw
-    activations are rotated here, blockwise and unnormalized (``sqrt(B) * H_B
-    x``): the stages move values between threads, which costs little once per
-    program.
+    eager PyTorch rounds them. With ROTATE the raw activations are rotated
+    here, blockwise and unnormalized (``sqrt(B) * H_B x``): the stages move
+    values between threads, which costs little once per program.
     """
     BK: tl.constexpr = C * PER_WORD
     k = k0 + tl.arange(0, BK)
