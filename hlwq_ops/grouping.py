@@ -57,11 +57,12 @@ from . import kernels
 from . import ops as _ops  # noqa: F401  (defines the hlwq ops this pass reads and writes)
 from .kernels.gemv import MAX_GROUP
 
-__all__ = ["GroupProjections", "fuse_gated_down", "group_projections"]
+__all__ = ["GroupProjections", "fuse_gated_down", "fuse_norm_into_group", "group_projections"]
 
 LINEAR = torch.ops.hlwq.linear_inference.default
 GROUP = torch.ops.hlwq.linear_group.default
 GLU = torch.ops.hlwq.linear_glu.default
+NORM_GROUP = torch.ops.hlwq.linear_group_norm.default
 
 # The most calls one ``hlwq.linear_siblings`` takes: a layer's projections of one input (Qwen3.5's linear attention
 # has four). The calls move to the first one's place, so a group without a bound would compute every decoder layer's
@@ -291,8 +292,78 @@ def fuse_gated_down(graph: Graph) -> int:
     return fused
 
 
+# The epsilon traced into the norm's pattern, which matches any there (Inductor's pattern matcher takes the scalars
+# of a traced pattern as they are, but for those named in its ``scalar_workaround``).
+_EPS = 0.0123
+
+
+@functools.cache
+def _norm(dtype: torch.dtype):
+    """Transformers' Llama RMSNorm on ``dtype`` activations (:func:`hlwq_ops.kernels.rms_norm`) as this torch's
+    decompositions write it in a graph Inductor compiles: a pattern of Inductor's pattern matcher, traced once per
+    dtype, its input ``h``, its weight ``weight`` and its epsilon ``eps``."""
+    h, weight = torch.empty(2, 8, dtype=dtype), torch.empty(8, dtype=dtype)
+    with unset_fake_temporarily():  # (traced on real tensors, also while Inductor compiles under its fake mode)
+        return fx_to_pattern(fwd_only(lambda h, weight: kernels.rms_norm(h, weight, _EPS), (h, weight)),
+                             argnames=("h", "weight"), scalar_workaround={"eps": _EPS})
+
+
+def _residual_add(h: Node, x: Node, weight: Node) -> bool:
+    """Whether ``h`` adds two tensors of its own shape and dtype (a residual add), and ``weight`` is a (K,) tensor of
+    that dtype, ``x`` the norm's output."""
+    if not isinstance(h, Node) or h.target is not torch.ops.aten.add.Tensor or len(h.args) != 2 or h.kwargs:
+        return False
+    out = x.meta["val"]
+    values = [n.meta.get("val") if isinstance(n, Node) else None for n in (*h.args, h, weight)]
+    if any(not isinstance(v, torch.Tensor) or v.dtype != out.dtype for v in values):
+        return False
+    return all(v.shape == out.shape for v in values[:3]) and values[3].shape == out.shape[-1:]
+
+
+def fuse_norm_into_group(graph: Graph) -> int:
+    """Make each ``hlwq.linear_group`` call on ``rms_norm(a + b)`` (transformers' Llama RMSNorm of a residual add,
+    read only by the call) one ``hlwq.linear_group_norm`` call on ``a`` and ``b``, in place (see the module
+    docstring): its first output is the group's, its second the sum, which the sum's other readers (the layer's next
+    residual add) read instead. The norm's nodes and the add go. Returns how many calls changed."""
+    fused = 0
+    for node in list(graph.nodes):
+        if node.target is not GROUP:
+            continue
+        x = node.args[0]
+        if (not isinstance(x, Node) or x.target is not torch.ops.aten.mul.Tensor or len(x.users) != 1
+                or "val" not in x.meta):
+            continue
+        match = _norm(x.meta["val"].dtype).match(x)
+        if not match:
+            continue
+        h, weight, eps = match.kwargs["h"], match.kwargs["weight"], match.kwargs["eps"]
+        order = {n: i for i, n in enumerate(graph.nodes)}
+        inside = set(match.nodes)
+        if (not _residual_add(h, x, weight) or not isinstance(eps, (int, float))
+                or any(user not in inside for n in match.nodes if n is not x for user in n.users)
+                or any(user not in inside and order[user] < order[node] for user in h.users)):
+            continue  # (not the form, a step of the norm read elsewhere, or the sum read before the call)
+        args = (*h.args, weight, float(eps), *node.args[1:])
+        with graph.inserting_before(node):
+            both = graph.call_function(NORM_GROUP, args)
+            both.meta["val"] = _fake(NORM_GROUP, args)
+            outs = []
+            for i in range(2):
+                outs.append(graph.call_function(operator.getitem, (both, i)))
+                outs[-1].meta["val"] = both.meta["val"][i]
+        node.replace_all_uses_with(outs[0])
+        graph.erase_node(node)
+        h.replace_all_uses_with(outs[1], delete_user_cb=lambda user: user not in inside)
+        for dead in sorted(inside, key=order.get, reverse=True):
+            graph.erase_node(dead)
+        if not h.users:
+            graph.erase_node(h)
+        fused += 1
+    return fused
+
+
 class GroupProjections(CustomGraphPass):
-    """:func:`group_projections`, then :func:`fuse_gated_down`, as Inductor's ``post_grad_custom_post_pass``, then
+    """:func:`group_projections`, then :func:`fuse_gated_down` and :func:`fuse_norm_into_group`, as Inductor's ``post_grad_custom_post_pass``, then
     ``then``: the caller's own passes (one, or a list as torch 2.13 also takes there), which setting this one in its
     place would otherwise drop."""
 
@@ -302,6 +373,7 @@ class GroupProjections(CustomGraphPass):
     def __call__(self, graph: Graph) -> None:
         group_projections(graph)
         fuse_gated_down(graph)
+        fuse_norm_into_group(graph)
         for other in self.then:
             other(graph)
 

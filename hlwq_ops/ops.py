@@ -15,6 +15,9 @@ This is the only module that touches ``torch.library``.
 ``hlwq.linear_group``  ``hlwq.linear_inference`` of several weights on one
                        input, their outputs side by side: one GEMV launch at
                        decode sizes (what :mod:`hlwq_ops.grouping` compiles in)
+``hlwq.linear_group_norm``  a residual add and RMSNorm, then ``hlwq.linear_group``
+                       on the norm (and the sum): the add and norm in the
+                       GEMV's prologue at decode sizes
 ``hlwq.linear_siblings``  ``hlwq.linear_inference`` of several weights on one
                        input, one output each: the activations rotated once
                        for the tensor-core kernels that read them alike
@@ -32,7 +35,7 @@ All but ``linear_compiled`` are opaque ``custom_op``s (``linear_inference`` is d
 CPU implementations are plain torch (the
 reference math of :mod:`hlwq_ops.format`); the CUDA implementations of
 ``fwht``, ``dequantize``, ``linear_rotated``, ``linear``, ``linear_inference``, ``linear_group``,
-``linear_siblings`` and ``linear_glu`` are the Triton kernels of :mod:`hlwq_ops.kernels` (``quantize`` runs the same
+``linear_group_norm``, ``linear_siblings`` and ``linear_glu`` are the Triton kernels of :mod:`hlwq_ops.kernels` (``quantize`` runs the same
 vectorized torch code on either device). ``hlwq.linear`` is one op, not ``fwht`` followed by
 ``linear_rotated``, because at decode sizes its GEMV rotates the activations
 itself: one kernel per projection, no rotated copy in memory. Every
@@ -60,7 +63,7 @@ from torch.utils._python_dispatch import _disable_current_modes
 from . import format as fmt
 from . import kernels
 from .codebook import lloyd_max_gaussian
-from .kernels.gemv import _gemv_kernel, unused_members
+from .kernels.gemv import _gemv_kernel, unused_members, unused_norm
 from .hadamard import check_block_size, fwht_ref
 
 __all__ = ["fwht", "quantize", "dequantize", "linear_rotated", "linear", "linear_call"]
@@ -463,6 +466,60 @@ torch.library.register_fake("hlwq::linear_group", _linear_group_fake, lib=_LIB)
 
 
 # ---------------------------------------------------------------------------
+# hlwq.linear_group_norm: a residual add and RMSNorm, then hlwq.linear_group
+# ---------------------------------------------------------------------------
+
+# What :func:`hlwq_ops.grouping.fuse_norm_into_group` puts in a compiled graph in place of a decoder layer's residual
+# add and RMSNorm (transformers' Llama form) before a ``hlwq.linear_group`` call: the group's output on the norm of
+# ``x + residual``, and that sum (which the layer's next residual add reads). At decode sizes the GEMV adds and
+# normalizes in its prologue (``kernels.linear_group_norm``). Defined as ``linear_inference`` is (no autograd
+# kernel): the pass makes it from such calls only.
+_LIB.define(
+    "linear_group_norm(Tensor x, Tensor residual, Tensor norm_weight, float eps, Tensor[] qdata, Tensor[] scale, "
+    "Tensor?[] bias, SymInt bits, SymInt block_size, SymInt K, Tensor?[] codebook) -> (Tensor, Tensor)",
+    tags=(torch.Tag.pt2_compliant_tag,),
+)
+
+
+def _check_linear_group_norm(x, residual, norm_weight, eps, qdata, scale, bias, bits, block_size, K,
+                             codebook) -> list[int]:
+    """Validate the arguments of ``hlwq.linear_group_norm`` (``residual`` as ``x``, ``norm_weight`` (K,), both of
+    x's dtype; the weights as ``hlwq.linear_group``'s); return each weight's N."""
+    if residual.shape != x.shape or residual.dtype != x.dtype or residual.device != x.device:
+        raise ValueError(f"hlwq.linear_group_norm takes a residual of x's shape, dtype and device "
+                         f"({tuple(x.shape)}, {x.dtype}, {x.device}); got {tuple(residual.shape)}, {residual.dtype}, "
+                         f"{residual.device}")
+    if norm_weight.shape != (K,) or norm_weight.dtype != x.dtype or norm_weight.device != x.device:
+        raise ValueError(f"hlwq.linear_group_norm takes a norm weight of shape ({K},) in x's dtype {x.dtype} on "
+                         f"{x.device}; got {tuple(norm_weight.shape)}, {norm_weight.dtype}, {norm_weight.device}")
+    if not eps >= 0:
+        raise ValueError(f"hlwq.linear_group_norm takes eps >= 0, got {eps}")
+    return _check_linear_group(x, qdata, scale, bias, bits, block_size, K, codebook, "linear_group_norm")
+
+
+def _linear_group_norm_cpu(x, residual, norm_weight, eps, qdata, scale, bias, bits, block_size, K, codebook):
+    _check_linear_group_norm(x, residual, norm_weight, eps, qdata, scale, bias, bits, block_size, K, codebook)
+    normed, h = kernels.add_rms_norm(x, residual, norm_weight, eps)
+    return _linear_group_cpu(normed, qdata, scale, bias, bits, block_size, K, codebook), h.contiguous()
+
+
+def _linear_group_norm_cuda(x, residual, norm_weight, eps, qdata, scale, bias, bits, block_size, K, codebook):
+    _check_linear_group_norm(x, residual, norm_weight, eps, qdata, scale, bias, bits, block_size, K, codebook)
+    return kernels.linear_group_norm(x, residual, norm_weight, eps, list(zip(qdata, scale, bias, codebook)), bits,
+                                     block_size, K)
+
+
+def _linear_group_norm_fake(x, residual, norm_weight, eps, qdata, scale, bias, bits, block_size, K, codebook):
+    N = _check_linear_group_norm(x, residual, norm_weight, eps, qdata, scale, bias, bits, block_size, K, codebook)
+    return x.new_empty((*x.shape[:-1], sum(N))), x.new_empty(x.shape)
+
+
+_LIB.impl("linear_group_norm", _linear_group_norm_cpu, "CPU")
+_LIB.impl("linear_group_norm", _linear_group_norm_cuda, "CUDA")
+torch.library.register_fake("hlwq::linear_group_norm", _linear_group_norm_fake, lib=_LIB)
+
+
+# ---------------------------------------------------------------------------
 # hlwq.linear_siblings: several weights' hlwq.linear_inference on one input, one output each
 # ---------------------------------------------------------------------------
 
@@ -587,7 +644,7 @@ def linear_compiled(
     bias = table if traced.bias is None else traced.bias
     members = unused_members(qdata, traced.scale, table, bias)
     wrap_triton(_gemv_kernel)[launch.grid](
-        traced.x, qdata, traced.scale, table, bias, out, ws, counters, *members,
+        traced.x, qdata, traced.scale, table, bias, out, ws, counters, *members, *unused_norm(traced.x, out),
         *launch.ints, **launch.constexprs, **launch.options)
     return out.view(*x.shape[:-1], N)
 

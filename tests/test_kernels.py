@@ -404,6 +404,71 @@ def test_linear_glu_runs_the_gemv_on_both_halves_at_one_row(monkeypatch, strided
                        kernels.linear(kernels.silu_and_mul(many, 300), qdata, scale, bias, 5, 128, 300, None))
 
 
+@pytest.mark.parametrize("bits", [2, 5, 8])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_gemv_group_adds_and_normalizes_before_rotating(bits, dtype):
+    """With a norm the group's activations are the RMSNorm of the rows plus their residual rows (each product
+    rounded to their dtype as torch rounds it), and the first row range's programs store that sum: several slices
+    (each program summing the whole row's squares), then VEC = 16 with one slice, two rows a program and an odd M;
+    the sum poisoned first."""
+    from hlwq_ops.kernels.gemv import group_plan, launch_group
+
+    weights, reference = _group((21, 10, 7), 300, bits, bias=True, codebooks=True)  # K padded to 384
+    x, residual = (3 * torch.randn(3, 300, device=KERNEL_DEVICE) for _ in range(2))
+    x, residual = x.to(dtype), residual[:, :300].to(dtype)
+    weight = (1 + torch.randn(300, device=KERNEL_DEVICE) / 4).to(dtype)
+    normed, expected_h = kernels.add_rms_norm(x, residual, weight, 1e-5)
+    ref = reference(normed)
+    for config in (_config(3), _config(3, VEC=16, R=2, ROWS=6, WARP_PARTS=4, MB=2)):
+        plan = group_plan(x, weights, bits, 128, config, norm=(1e-5, residual.stride(0)))
+        h = torch.full_like(x, float("nan"))
+        y = launch_group(plan, bits, x, weights, torch.float32, (residual, weight, h))
+        assert torch.equal(h, expected_h), config
+        assert rel_error(y, ref) < 1e-5, config
+
+
+def test_gemv_adds_and_normalizes_only_where_it_rotates_without_glu():
+    from hlwq_ops.kernels.common import as_words
+    from hlwq_ops.kernels.gemv import plan_for
+
+    qdata, scale = _packed(8, 256, 5)
+    x = torch.randn(1, 256, device=KERNEL_DEVICE)
+    for rotate, glu in ((False, False), (True, True)):
+        with pytest.raises(ValueError, match=f"got rotate={rotate}, glu={glu}, traced=False"):
+            plan_for(x, as_words(qdata), scale, None, 5, 128, _config(1), rotate, glu=glu, norm=(1e-6, 256))
+
+
+@pytest.mark.parametrize("strided", [False, True])
+def test_linear_group_norm_runs_the_gemv_at_one_row(monkeypatch, strided):
+    """``kernels.linear_group_norm`` at M = 1: the group's GEMV adding and normalizing, ``kernels.linear_group`` of
+    eager's norm (the same config; its rows' squares summed in another order) and eager's sum, its call resolved on
+    the first and the later calls bit for bit the first; at M = 5 (each weight's own call), and with x strided along
+    K (at one row), the norm first, then ``kernels.linear_group``."""
+    from hlwq_ops.kernels import launch as launch_module
+
+    weights, _ = _group((40, 24), 300, 5, bias=False)
+    x, residual = (3 * torch.randn(1, 1, 300, device=KERNEL_DEVICE, dtype=torch.bfloat16) for _ in range(2))
+    weight = (1 + torch.randn(300, device=KERNEL_DEVICE) / 4).bfloat16()
+    launch_module.clear_plans()
+    first, h = kernels.linear_group_norm(x, residual, weight, 1e-6, weights, 5, 128, 300)
+    normed, expected_h = kernels.add_rms_norm(x, residual, weight, 1e-6)
+    assert first.shape == (1, 1, 64) and first.dtype == torch.bfloat16 and torch.equal(h, expected_h)
+    assert rel_error(first, kernels.linear_group(normed, weights, 5, 128, 300)) < 1e-2
+    assert [key[0] for key in kernels._RESOLVED].count("norm") == 1
+    configured = []
+    original = kernels._group_config
+    monkeypatch.setattr(kernels, "_group_config", lambda *a: configured.append(a) or original(*a))
+    again, h_again = kernels.linear_group_norm(x, residual, weight, 1e-6, weights, 5, 128, 300)
+    assert not configured and torch.equal(again, first) and torch.equal(h_again, h)
+    many = [3 * torch.randn(5, 600 if strided else 300, device=KERNEL_DEVICE, dtype=torch.bfloat16) for _ in range(2)]
+    if strided:
+        many = [m[:1, ::2] for m in many]
+    y, h = kernels.linear_group_norm(*many, weight, 1e-6, weights, 5, 128, 300)
+    normed, expected_h = kernels.add_rms_norm(*many, weight, 1e-6)
+    assert torch.equal(y, kernels.linear_group(normed, weights, 5, 128, 300)) and torch.equal(h, expected_h)
+    assert h.is_contiguous() and [key[0] for key in kernels._RESOLVED].count("norm") == 1  # (none for those)
+
+
 def test_a_group_call_signature_is_resolved_once(monkeypatch):
     """``kernels.linear_group``'s later calls of a signature launch the plan resolved by the first, without choosing
     a config again: bit for bit what an unresolved call gives, on other activations and on another layer's weights of
@@ -1852,6 +1917,39 @@ def test_gpu_gemv_on_gate_and_up_every_candidate(bits, dtype):
     ys = [kernels.linear_glu(x, qdata, scale, None, bits, 128, 14336, None) for _ in range(2)]
     assert any(key[0] == "glu" for key in kernels._RESOLVED)
     assert torch.equal(ys[0], ys[1]) and rel_error(ys[0], expected) < 1e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bits", [4, 5])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("rows", [(4096, 1024, 1024), (14336, 14336)])
+def test_gpu_gemv_group_norm_every_candidate(bits, dtype, rows):
+    """A group adding and normalizing (Llama-3-8B's q, k, v and gate, up, on K = 4096) at one row under every
+    candidate of its rows together: every output written (both poisoned first), the sum bit for bit torch's, the
+    outputs the group's on eager's norm (the kernel sums the squares in another order); then
+    ``kernels.linear_group_norm``, resolved on its second call."""
+    from hlwq_ops.kernels.gemv import can_rotate, group_plan, launch_group
+
+    weights, reference = _group(rows, 4096, bits, bias=False, device="cuda")
+    x, residual = (3 * torch.randn(1, 4096, device="cuda", dtype=dtype) for _ in range(2))
+    weight = (1 + torch.randn(4096, device="cuda") / 4).to(dtype)
+    normed, expected_h = kernels.add_rms_norm(x, residual, weight, 1e-5)
+    ref = reference(normed)
+    for config in tuning.candidates("gemv", 1, sum(rows), 4096, 132, bits):
+        if not can_rotate(bits, 128, config):
+            continue
+        plan = group_plan(x, weights, bits, 128, config, norm=(1e-5, 4096))
+        for _ in range(2):
+            torch.full((1, sum(rows)), float("nan"), device="cuda")  # where the caching allocator hands the output
+            h = torch.full_like(x, float("nan"))
+            out = launch_group(plan, bits, x, weights, torch.float32, (residual, weight, h))
+            assert torch.isfinite(out).all() and torch.equal(h, expected_h), config
+            assert rel_error(out, ref) < 1e-2, config
+    expected = kernels.linear_group(normed, weights, bits, 128, 4096)
+    ys = [kernels.linear_group_norm(x, residual, weight, 1e-5, weights, bits, 128, 4096) for _ in range(2)]
+    assert any(key[0] == "norm" for key in kernels._RESOLVED)
+    assert torch.equal(ys[0][0], ys[1][0]) and torch.equal(ys[0][1], expected_h)
+    assert rel_error(ys[0][0], expected) < 1e-2
 
 
 @pytest.mark.gpu

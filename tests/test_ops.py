@@ -313,6 +313,12 @@ def _opcheck_cases(device, dtype):
             torch.ops.hlwq.linear_glu.default,
             (torch.randn(3, 400, device=device, dtype=dtype), qdata, scale, bias.detach(), 5, 128, 200),
         ),
+        "linear_group_norm": (
+            torch.ops.hlwq.linear_group_norm.default,
+            (x.detach(), torch.randn(3, 200, device=device, dtype=dtype), torch.rand(200, device=device, dtype=dtype),
+             1e-6, [qdata, qdata[:8]], [scale, scale[:8]], [bias.detach(), bias[:8].detach()], 5, 128, 200,
+             [None, None]),
+        ),
     }
 
 
@@ -321,7 +327,7 @@ def _opcheck_cases(device, dtype):
 @pytest.mark.parametrize(
     "name",
     ["fwht", "quantize", "dequantize", "linear_rotated", "linear", "linear_no_bias", "linear_inference",
-     "linear_group", "linear_siblings", "linear_glu"],
+     "linear_group", "linear_siblings", "linear_glu", "linear_group_norm"],
 )
 def test_opcheck(device, dtype, name):
     op, args = _opcheck_cases(device, dtype)[name]
@@ -383,6 +389,48 @@ def test_linear_glu_refuses_what_is_not_two_halves():
         torch.ops.hlwq.linear_glu(torch.randn(2, 511), qdata, scale, None, 5, 128, 256)
     with pytest.raises(TypeError, match="bias dtype"):
         torch.ops.hlwq.linear_glu(torch.randn(2, 512), qdata, scale, torch.zeros(8, dtype=torch.float64), 5, 128, 256)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("M", [1, 5])  # (CUDA: the GEMV adding and normalizing at one row; at five, the norm first)
+@pytest.mark.parametrize("dtype", ACT_DTYPES)
+def test_linear_group_norm_is_the_group_of_the_norm_of_the_sum(device, M, dtype):
+    from hlwq_ops.kernels import add_rms_norm
+
+    _, q1, s1 = _packed(40, 200, 5, device)
+    _, q2, s2 = _packed(24, 200, 5, device)
+    x, residual = (3 * torch.randn(1, M, 200, device=device, dtype=dtype) for _ in range(2))
+    weight = (1 + torch.randn(200, device=device) / 4).to(dtype)
+    y, h = torch.ops.hlwq.linear_group_norm(x, residual, weight, 1e-5, [q1, q2], [s1, s2], [None, None], 5, 128, 200,
+                                            [None, None])
+    normed, expected_h = add_rms_norm(x, residual, weight, 1e-5)
+    expected = torch.ops.hlwq.linear_group(normed, [q1, q2], [s1, s2], [None, None], 5, 128, 200, [None, None])
+    assert y.shape == (1, M, 64) and y.dtype == dtype and h.shape == x.shape and h.is_contiguous()
+    assert torch.equal(h, expected_h)
+    if device == "cpu":  # (the CPU implementation is this: the shapes, dtype and checks are what it tests)
+        assert torch.equal(y, expected)
+    else:  # (the kernel's sum of squares in another order: an element of the norm may round the other way)
+        assert rel_error(y, expected) < max(4 * _dtype_eps(dtype), 1e-5)
+
+
+def test_linear_group_norm_refuses_a_residual_or_weight_unlike_x():
+    _, qdata, scale = _packed(8, 256)
+    x = torch.randn(2, 256)
+    weights = ([qdata], [scale], [None], 5, 128, 256, [None])
+    with pytest.raises(ValueError, match=r"residual of x's shape, dtype and device \(\(2, 256\), torch.float32, cpu\); "
+                                         r"got \(2, 255\), torch.float32, cpu"):
+        torch.ops.hlwq.linear_group_norm(x, torch.randn(2, 255), torch.ones(256), 1e-6, *weights)
+    with pytest.raises(ValueError, match=r"got \(2, 256\), torch.bfloat16"):
+        torch.ops.hlwq.linear_group_norm(x, x.bfloat16(), torch.ones(256), 1e-6, *weights)
+    with pytest.raises(ValueError, match=r"norm weight of shape \(256,\) in x's dtype torch.float32 on cpu; got "
+                                         r"\(128,\), torch.float32"):
+        torch.ops.hlwq.linear_group_norm(x, x, torch.ones(128), 1e-6, *weights)
+    with pytest.raises(ValueError, match=r"got \(256,\), torch.bfloat16"):
+        torch.ops.hlwq.linear_group_norm(x, x, torch.ones(256, dtype=torch.bfloat16), 1e-6, *weights)
+    with pytest.raises(ValueError, match="eps >= 0, got -1.0"):
+        torch.ops.hlwq.linear_group_norm(x, x, torch.ones(256), -1.0, *weights)
+    with pytest.raises(ValueError, match="x has K=255, weight expects K=256"):
+        torch.ops.hlwq.linear_group_norm(x[:, :255], x[:, :255], torch.ones(256), 1e-6, *weights)
 
 
 def test_linear_siblings_refuse_lists_of_other_lengths():

@@ -56,15 +56,18 @@ __all__ = [
     "dequant_linear",
     "dequantize_rotated",
     "fwht",
+    "add_rms_norm",
     "gemv",
     "group_serves",
     "linear",
     "linear_glu",
     "linear_group",
+    "linear_group_norm",
     "linear_rotated",
     "linear_siblings",
     "mma",
     "note_weight",
+    "rms_norm",
     "silu_and_mul",
     "tc_gemv",
     "tuning",
@@ -479,6 +482,58 @@ def _group_signature(x, weights, bits, block_size, K) -> tuple:
                     for q, s, b, c in weights)
     return ("group", x.shape, x.stride(), x.dtype, x.device, layouts, bits, block_size, K,
             os.environ.get("HLWQ_PATH"), common.pdl_requested())
+
+
+def rms_norm(h: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Transformers' Llama RMSNorm of ``h``: the mean of squares in float32, then ``weight * normed.to(h.dtype)``."""
+    f = h.float()
+    return weight * (f * torch.rsqrt(f.pow(2).mean(-1, keepdim=True) + eps)).to(h.dtype)
+
+
+def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
+                 eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rms_norm(x + residual, weight, eps), x + residual)``."""
+    h = x + residual
+    return rms_norm(h, weight, eps), h
+
+
+def linear_group_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, weights: list[tuple],
+                      bits: int, block_size: int, K: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``normed, h = add_rms_norm(x, residual, weight, eps)``, then ``(linear_group(normed, weights, ...), h)``: a
+    decoder layer's residual add and RMSNorm before its grouped projections (what
+    :func:`hlwq_ops.grouping.fuse_norm_into_group` hands it).
+
+    Where :func:`linear_group` runs one GEMV launch (decode sizes), the kernel adds, normalizes and stores ``h`` in
+    its prologue: no kernel of their own before it. Elsewhere they are computed first. The GEMV's config is the
+    group's (the same tuning key); the call's signature is resolved once, as :func:`linear_group`'s is.
+    """
+    signature = None
+    if group_serves(x.numel() // K):
+        signature = ("norm", residual.shape, residual.stride(), weight.dtype, weight.stride(), float(eps),
+                     *_group_signature(x, weights, bits, block_size, K))
+        entry = _RESOLVED.get(signature)
+        if entry is not None and entry.current():
+            h = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+            return entry(x, residual.reshape(-1, K), weight, h.view(-1, K), weights), h
+    x2, r2 = x.reshape(-1, K), residual.reshape(-1, K)
+    config = None
+    if x2.stride(-1) == 1 and r2.stride(-1) == 1 and weight.stride(-1) == 1:  # (as the GEMV reads them)
+        config = _group_config(x2, weights, bits, block_size)
+    if config is None:
+        normed, h = add_rms_norm(x, residual, weight, eps)
+        return linear_group(normed, weights, bits, block_size, K), h.contiguous()  # (as the kernel's)
+    plan = group_plan(x2, weights, bits, block_size, config, norm=(float(eps), r2.stride(0)))
+    h = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    y = launch_group(plan, bits, x2, weights, x.dtype, (r2, weight, h.view(-1, K)))
+    if signature is not None:
+        run = lambda: functools.partial(_launch_group_norm, plan, bits)  # noqa: E731
+        _resolve(signature, "gemv", config, run, x2, y.shape[1], weights[0][1].shape[1] * block_size, bits, K, False)
+    return y.reshape(*x.shape[:-1], y.shape[1]), h
+
+
+def _launch_group_norm(plan, bits, x2, r2, weight, h2, weights, out_dtype) -> torch.Tensor:
+    """A resolved :func:`linear_group_norm` call's launch (``h2``: its (M, K) output for the rows plus residual)."""
+    return launch_group(plan, bits, x2, weights, out_dtype, (r2, weight, h2))
 
 
 def silu_and_mul(x: torch.Tensor, K: int) -> torch.Tensor:

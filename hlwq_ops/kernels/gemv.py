@@ -91,7 +91,7 @@ from .decode import (
 from .launch import Launch, cdiv, config_key, config_of, plan_cache
 
 __all__ = ["MAX_GROUP", "can_rotate", "gemv", "gemv_group", "gemv_plan", "gemv_ref", "group_plan", "launch_group",
-           "plan_for", "slice_codes", "unused_members"]
+           "plan_for", "slice_codes", "unused_members", "unused_norm"]
 
 MAX_GROUP = 3  # weights one launch reads (the kernel's pointer arguments)
 
@@ -140,15 +140,54 @@ def _rounded(v, DTYPE: tl.constexpr):
 
 
 @triton.jit
+def _added(x_row, r_row, k, K_X, DTYPE: tl.constexpr):
+    """``x + residual`` at positions ``k`` of a row, rounded to ``DTYPE`` as eager PyTorch rounds it, as float32
+    (zero past ``K_X``)."""
+    x = tl.load(x_row + k, mask=k < K_X, other=0.0).to(tl.float32)
+    return _rounded(x + tl.load(r_row + k, mask=k < K_X, other=0.0).to(tl.float32), DTYPE)
+
+
+@triton.jit
+def _squares(x_row, r_row, K_X, BK: tl.constexpr, DTYPE: tl.constexpr):
+    """The sum of squares of ``x + residual`` over a whole row, ``BK`` positions at a time: what a program that
+    holds only a slice of the row needs for its norm (split K)."""
+    total = tl.zeros([BK], dtype=tl.float32)
+    for k0 in range(0, K_X, BK):
+        h = _added(x_row, r_row, k0 + tl.arange(0, BK), K_X, DTYPE)
+        total += h * h
+    return tl.sum(total, axis=0)
+
+
+@triton.jit
+def _added_and_normed(v, x_row, r_row, w_ptr, h_row, k, K_X, store_h, BK: tl.constexpr, EPS: tl.constexpr,
+                      SPLIT: tl.constexpr):
+    """Transformers' RMSNorm (Llama's) of ``h = x + residual`` at positions ``k``, as float32: ``w * (h * rsqrt(
+    mean(h^2) + EPS))``, each product rounded to the row's dtype as eager PyTorch rounds it (the mean in float32). A
+    program with ``store_h`` also stores its slice of ``h``, which the layer adds its next output to."""
+    h = _added(x_row, r_row, k, K_X, v.dtype)
+    if store_h:
+        tl.store(h_row + k, h.to(h_row.dtype.element_ty), mask=k < K_X)
+    if SPLIT:
+        squares = _squares(x_row, r_row, K_X, BK, v.dtype)
+    else:  # (the slice is the whole row)
+        squares = tl.sum(h * h, axis=0)
+    normed = _rounded(h * tl.rsqrt(squares / tl.maximum(K_X, 1) + EPS), v.dtype)  # (K_X = 0: MB's absent row)
+    return _rounded(tl.load(w_ptr + k, mask=k < K_X, other=0.0).to(tl.float32) * normed, v.dtype)
+
+
+@triton.jit
 def _activations(x_row, k0, K_X, C: tl.constexpr, PER_WORD: tl.constexpr, B: tl.constexpr, ROTATE: tl.constexpr,
-                 GLU: tl.constexpr):
+                 GLU: tl.constexpr, r_row, w_ptr, h_row, store_h, ADD_NORM: tl.constexpr, EPS: tl.constexpr,
+                 SPLIT: tl.constexpr):
     """The slice's activations, [C, PER_WORD] float32 (word, code); zero past ``K_X``.
 
     With GLU the row holds a gate and an up half, ``K_X`` each, and the
     activations are ``silu(gate) * up``, each rounded to the row's dtype as
-    eager PyTorch rounds them. With ROTATE the raw activations are rotated
-    here, blockwise and unnormalized (``sqrt(B) * H_B x``): the stages move
-    values between threads, which costs little once per program.
+    eager PyTorch rounds them. With ADD_NORM they are the RMSNorm of the row
+    plus its residual row (see :func:`_added_and_normed`). With ROTATE the raw
+    activations are rotated here, blockwise and unnormalized (``sqrt(B) * H_B
+    x``): the stages move values between threads, which costs little once per
+    program.
     """
     BK: tl.constexpr = C * PER_WORD
     k = k0 + tl.arange(0, BK)
@@ -157,6 +196,8 @@ def _activations(x_row, k0, K_X, C: tl.constexpr, PER_WORD: tl.constexpr, B: tl.
         gate = v.to(tl.float32)
         up = tl.load(x_row + K_X + k, mask=k < K_X, other=0.0).to(tl.float32)
         v = _rounded(_rounded(gate / (1.0 + tl.exp(-gate)), v.dtype) * up, v.dtype)
+    if ADD_NORM:
+        v = _added_and_normed(v, x_row, r_row, w_ptr, h_row, k, K_X, store_h, BK, EPS, SPLIT)
     v = v.to(tl.float32)
     if ROTATE:
         for stage in tl.static_range(11):
@@ -318,6 +359,10 @@ def _gemv_kernel(
     s2_ptr,
     c2_ptr,
     bias2_ptr,
+    # ADD_NORM: the residual rows, the norm's weight and the rows plus their residual (an output: [M, K_X])
+    r_ptr,
+    nw_ptr,
+    h_ptr,
     # dimensions
     M,
     N,  # output columns: the weights' rows together
@@ -330,6 +375,7 @@ def _gemv_kernel(
     stride_xm,
     stride_qn,
     stride_sn,
+    stride_rm,  # (of the residual rows)
     # meta-parameters
     BITS: tl.constexpr,
     B: tl.constexpr,
@@ -344,6 +390,8 @@ def _gemv_kernel(
     SPLIT: tl.constexpr,
     ROTATE: tl.constexpr,
     GLU: tl.constexpr,  # (with ROTATE) the activations are silu(gate) * up of x's two halves
+    ADD_NORM: tl.constexpr,  # (with ROTATE) the activations are the RMSNorm of x plus the residual rows
+    EPS: tl.constexpr,  # (ADD_NORM) the norm's epsilon
     WIDE: tl.constexpr,
     INTERPRET: tl.constexpr,
     R: tl.constexpr,
@@ -396,12 +444,16 @@ def _gemv_kernel(
                        p1_off, p2_off, blk, W1, W2, WIDE, INTERPRET)
 
     # The slice of activations, in registers for the whole program: row m, and with MB = 2 row m + 1 (zero past M).
+    # With ADD_NORM the first row range's programs store the rows plus their residual, a slice each.
     xs = _codes(_activations(x_ptr + m.to(tl.int64) * stride_xm, pid_k * C * PER_WORD, K_X, C, PER_WORD, B, ROTATE,
-                             GLU), C, PER_WORD)
+                             GLU, r_ptr + m.to(tl.int64) * stride_rm, nw_ptr, h_ptr + m.to(tl.int64) * K_X,
+                             pid_n == 0, ADD_NORM, EPS, SPLIT), C, PER_WORD)
     second = m + 1 < M  # with MB = 2: the program has a second row
     if MB == 2:
-        ys = _codes(_activations(x_ptr + (m + second.to(tl.int32)).to(tl.int64) * stride_xm, pid_k * C * PER_WORD,
-                                 tl.where(second, K_X, 0), C, PER_WORD, B, ROTATE, GLU), C, PER_WORD)
+        m2 = (m + second.to(tl.int32)).to(tl.int64)
+        ys = _codes(_activations(x_ptr + m2 * stride_xm, pid_k * C * PER_WORD, tl.where(second, K_X, 0), C, PER_WORD,
+                                 B, ROTATE, GLU, r_ptr + m2 * stride_rm, nw_ptr, h_ptr + m2 * K_X, pid_n == 0,
+                                 ADD_NORM, EPS, SPLIT), C, PER_WORD)
 
     c_lane = lane_codebook(col, c_base, BITS, INTERPRET) if SHUFFLE else col
     bias_base = bias_ptr.to(tl.int64, bitcast=True)
@@ -456,21 +508,29 @@ def unused_members(q, s, c, b) -> tuple:
     return (q, s, c, b) * (MAX_GROUP - 1)
 
 
+def unused_norm(x, out) -> tuple:
+    """What a launch without ``ADD_NORM`` passes for the residual rows, the norm's weight and the rows plus their
+    residual (which the kernel then does not touch)."""
+    return x, x, out
+
+
 class _GemvLaunch(Launch):
     """The GEMV's launch: a call with the eight tensors every split plan's launch takes (one weight) passes
-    :func:`unused_members`."""
+    :func:`unused_members` and :func:`unused_norm`; a group's passes its members, then the norm's three tensors or
+    none."""
 
     __slots__ = ()
 
-    def __call__(self, x, q, s, c, b, out, ws, counters, *members) -> None:
-        super().__call__(x, q, s, c, b, out, ws, counters, *(members or unused_members(q, s, c, b)))
+    def __call__(self, x, q, s, c, b, out, ws, counters, *rest) -> None:
+        members, norm = rest[: 4 * (MAX_GROUP - 1)] or unused_members(q, s, c, b), rest[4 * (MAX_GROUP - 1):]
+        super().__call__(x, q, s, c, b, out, ws, counters, *members, *(norm or unused_norm(x, out)))
 
 
 @plan_cache
 def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, config: tuple,
               rotate: bool, has_bias: bool, wide: bool, device: torch.device, dependent: bool,
               strides: tuple[int, int, int], traced: bool = False, ends: tuple[int, ...] = (),
-              glu: bool = False) -> SplitPlan:
+              glu: bool = False, norm: tuple[float, int] | None = None) -> SplitPlan:
     """The launch of :func:`gemv` for this call signature (``config``: :func:`.launch.config_key`), checked once.
 
     ``strides``: of the activation rows, of the weight rows in int32 words and of the scale rows. ``traced``: the
@@ -478,6 +538,8 @@ def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, 
     Inductor's mutation analysis reads; no PDL). ``ends``: for a group of weights (:func:`gemv_group`), where each
     but the last one's rows end among the ``N`` output columns. ``glu``: the activation rows hold a gate and an up
     half of ``k_x`` positions each, multiplied as ``silu(gate) * up`` before the rotation (``rotate`` then).
+    ``norm``: ``(eps, residual row stride)``: the activations are the RMSNorm of the rows plus residual rows, which
+    the launch also stores (``ADD_NORM``; ``rotate`` then, not ``glu``).
     """
     bounds = (0, *ends, N)
     if len(ends) >= MAX_GROUP or any(lo >= hi for lo, hi in zip(bounds[:-1], bounds[1:])):
@@ -488,6 +550,9 @@ def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, 
     if glu and not rotate:
         raise ValueError("the GEMV multiplies a gate and an up half only where it rotates the activations itself: "
                          "glu=True needs rotate=True, got rotate=False")
+    if norm is not None and (glu or not rotate or traced):
+        raise ValueError("the GEMV adds a residual and normalizes only where it rotates the activations itself, "
+                         f"without glu, launched eagerly: got rotate={rotate}, glu={glu}, traced={traced}")
     config = config_of(config)
     if rotate and not can_rotate(bits, block_size, config):
         raise ValueError(f"the GEMV rotates only whole blocks: block_size {block_size} > slice of {config}")
@@ -509,7 +574,7 @@ def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, 
     launch = _GemvLaunch(
         _gemv_kernel,
         (row_programs, n_slices, m_programs),
-        (M, N, k_pad, k_x, config["ROWS"], end0, end1, *strides),
+        (M, N, k_pad, k_x, config["ROWS"], end0, end1, *strides, 0 if norm is None else norm[1]),
         dict(
             **planes(bits),
             BITS=bits,
@@ -519,6 +584,8 @@ def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, 
             SPLIT=n_slices > 1,
             ROTATE=rotate,
             GLU=glu,
+            ADD_NORM=norm is not None,
+            EPS=0.0 if norm is None else float(norm[0]),
             WIDE=wide,
             INTERPRET=device.type == "cpu",
             R=config["R"],
@@ -593,8 +660,10 @@ def gemv_group(
     return launch_group(group_plan(x, weights, bits, block_size, config), bits, x, weights, out_dtype)
 
 
-def group_plan(x: torch.Tensor, weights: Sequence[tuple], bits: int, block_size: int, config: dict) -> SplitPlan:
-    """The plan of :func:`gemv_group`'s launch, after checking that one launch can read the weights."""
+def group_plan(x: torch.Tensor, weights: Sequence[tuple], bits: int, block_size: int, config: dict,
+               norm: tuple[float, int] | None = None) -> SplitPlan:
+    """The plan of :func:`gemv_group`'s launch, after checking that one launch can read the weights (``norm``: as
+    :func:`gemv_plan` takes it)."""
     if not 2 <= len(weights) <= MAX_GROUP:
         raise ValueError(f"a GEMV group takes 2 to {MAX_GROUP} weights, got {len(weights)}")
     words = [as_words(q) for q, _, _, _ in weights]
@@ -608,34 +677,35 @@ def group_plan(x: torch.Tensor, weights: Sequence[tuple], bits: int, block_size:
     rows = [w.shape[0] for w in words]
     ends = tuple(sum(rows[: i + 1]) for i in range(len(rows) - 1))
     return plan_for(x, words[0], scales[0], unit_stride(weights[0][2]), bits, block_size, config, True, sum(rows),
-                    ends)
+                    ends, norm=norm)
 
 
-def launch_group(plan: SplitPlan, bits: int, x: torch.Tensor, weights: Sequence[tuple],
-                 out_dtype: torch.dtype) -> torch.Tensor:
+def launch_group(plan: SplitPlan, bits: int, x: torch.Tensor, weights: Sequence[tuple], out_dtype: torch.dtype,
+                 norm: tuple[torch.Tensor, torch.Tensor, torch.Tensor] = ()) -> torch.Tensor:
     """:func:`gemv_group`'s launch of ``plan``: :func:`group_plan`'s for weights of these layouts, which this does not
-    check again (a resolved call's signature holds them)."""
+    check again (a resolved call's signature holds them). ``norm``, with a plan that adds and normalizes: the
+    residual rows, the norm's weight and the (M, K) output for the rows plus their residual."""
     operands = [(as_words(q), unit_stride(s), unit_stride(b), kernel_codebook(bits, c, q.device))
                 for q, s, b, c in weights]
     words, scale, bias, table = operands[0]
     members = [(q, s, c, s if b is None else b) for q, s, b, c in operands[1:]]
     members = (members * MAX_GROUP)[: MAX_GROUP - 1]  # (a group of two: its second weight again as the unused third)
-    return launch_split_plan(plan, x, words, scale, bias, table, out_dtype, sum(members, ()))
+    return launch_split_plan(plan, x, words, scale, bias, table, out_dtype, sum(members, ()) + tuple(norm))
 
 
 def plan_for(x: torch.Tensor, words: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, bits: int,
              block_size: int, config: dict, rotate: bool = False, rows: int | None = None,
-             ends: tuple[int, ...] = (), glu: bool = False) -> SplitPlan:
+             ends: tuple[int, ...] = (), glu: bool = False, norm: tuple[float, int] | None = None) -> SplitPlan:
     """:func:`gemv_plan` for :func:`gemv`'s operands (``words``: the codes viewed as int32; ``scale`` and ``bias``
     with unit stride); for a group (:func:`gemv_group`), the first weight's, with all the weights' ``rows`` and
-    ``ends``; with ``glu``, ``x``'s rows a gate and an up half."""
+    ``ends``; with ``glu``, ``x``'s rows a gate and an up half; ``norm`` as :func:`gemv_plan` takes it."""
     M, width = x.shape
     if glu and width % 2:
         raise ValueError(f"with glu, x's rows hold a gate and an up half of one width each: got rows of {width}")
     N = words.shape[0] if rows is None else rows
     return gemv_plan(M, width // 2 if glu else width, N, scale.shape[1] * block_size, bits, block_size,
                      config_key(config), rotate, bias is not None, N * words.stride(0) >= 2**31, x.device,
-                     pdl(x.device), (x.stride(0), words.stride(0), scale.stride(0)), False, ends, glu)
+                     pdl(x.device), (x.stride(0), words.stride(0), scale.stride(0)), False, ends, glu, norm)
 
 
 def can_rotate(bits: int, block_size: int, config: dict) -> bool:
