@@ -18,20 +18,24 @@ GROUP = torch.ops.hlwq.linear_group.default
 SIBLINGS = torch.ops.hlwq.linear_siblings.default
 LINEAR = torch.ops.hlwq.linear_inference.default
 GLU = torch.ops.hlwq.linear_glu.default
+NORM_GROUP = torch.ops.hlwq.linear_group_norm.default
 
 
 class _Record(CustomGraphPass):
-    """Each compiled graph's calls: (groups with their sizes, siblings calls with theirs, single calls,
-    ``hlwq.linear_glu`` calls)."""
+    """Each compiled graph's calls: (groups with their sizes, with or without a norm, siblings calls with theirs,
+    single calls, ``hlwq.linear_glu`` calls); and in ``norms`` each graph's ``hlwq.linear_group_norm`` calls."""
 
     def __init__(self):
         self.graphs = []
+        self.norms = []
 
     def __call__(self, graph):
-        groups = [len(node.args[1]) for node in graph.nodes if node.target is GROUP]
+        groups = [len(node.args[1] if node.target is GROUP else node.args[4]) for node in graph.nodes
+                  if node.target in (GROUP, NORM_GROUP)]
         siblings = [len(node.args[1]) for node in graph.nodes if node.target is SIBLINGS]
         self.graphs.append((groups, siblings, sum(node.target is LINEAR for node in graph.nodes),
                             sum(node.target is GLU for node in graph.nodes)))
+        self.norms.append(sum(node.target is NORM_GROUP for node in graph.nodes))
 
     def uuid(self):
         return None  # (no caching: every test compiles afresh)
@@ -176,6 +180,9 @@ def test_graph_decoder_groups_and_decodes_like_generate(arch):
     assert not siblings
     assert groups and all(size in (2, 3) for size in groups), groups
     assert glus == (0 if arch == "opt" else 2)  # each layer's down projection on gate and up (OPT: fc1, ReLU, fc2)
+    # Llama's norms before each group but the first layer's attention (of the embedding, no residual add); OPT's
+    # LayerNorm and Qwen3.5's norm (its weight plus one) are other forms
+    assert record.norms == [3 if arch == "llama" else 0]
     if arch in ("llama", "opt"):  # (OPT's MLP: fc1 alone)
         assert groups == ([3, 2] * 2 if arch == "llama" else [3] * 2)
 
@@ -201,6 +208,7 @@ def test_generate_groups_with_the_pass_in_inductors_config():
     torch._dynamo.reset()  # (the graph compiled with the test's pass goes)
     assert torch.equal(tokens, expected)
     assert record.graphs == [([3, 2] * 2, [], 3, 2)]  # two layers: o alone, down on gate and up; lm_head
+    assert record.norms == [3]
 
 
 def test_graph_decoder_without_grouping_keeps_each_call():
@@ -261,6 +269,66 @@ def test_the_down_projection_takes_silu_of_gate_times_up(dtype, form):
     with torch.no_grad():
         assert torch.equal(compiled(x), module(x))
     assert record.graphs == [([2], [], 0, 1), 0]
+
+
+class _NormedProjections(torch.nn.Module):
+    """A residual add, Llama's RMSNorm and three projections of the norm, the sum read after them (the layer's next
+    residual add), or a variant (``form``)."""
+
+    def __init__(self, form="llama"):
+        from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+        super().__init__()
+        self.form = form
+        self.norm = LlamaRMSNorm(256, eps=1e-5)
+        torch.nn.init.uniform_(self.norm.weight, 0.5, 1.5)
+        self.q, self.k, self.v = (torch.nn.Linear(256, n, bias=False) for n in (128, 64, 64))
+
+    def forward(self, x):
+        h = x.roll(1, -1) if self.form == "no residual add" else x + x.roll(1, -1)  # (exact, compiled or not)
+        normed = self.norm(h)
+        y = torch.cat([self.q(normed), self.k(normed), self.v(normed)], -1)
+        if self.form == "norm returned too":
+            return y, normed
+        if self.form == "sum read later":
+            return y, h * 2
+        return y
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("form", ["llama", "sum read later"])
+def test_the_residual_add_and_norm_before_a_group_move_into_it(dtype, form):
+    """A group on Llama's RMSNorm of a residual add is one ``hlwq.linear_group_norm`` call on the add's two inputs
+    (the add and the norm in the GEMV's prologue on a GPU), the norm's nodes gone, and where the sum is read later, it
+    reads the call's second output."""
+    module = _NormedProjections(form).to(dtype).eval()
+    quantize_(module, hlwq_q5())
+    record = _Record()
+
+    class _Norms(CustomGraphPass):  # (the norm's reduction is gone)
+        def __call__(self, graph):
+            record.graphs.append(sum(node.target is torch.ops.aten.mean.dim for node in graph.nodes))
+
+        def uuid(self):
+            return None
+
+    torch._dynamo.reset()
+    compiled = torch.compile(module, fullgraph=True,
+                             options={"post_grad_custom_post_pass": GroupProjections(then=[record, _Norms()])})
+    x = torch.randn(1, 256, dtype=dtype)
+    with torch.no_grad():
+        y, expected = compiled(x), module(x)
+    assert all(torch.equal(a, b) for a, b in zip(y, expected)) if form != "llama" else torch.equal(y, expected)
+    assert record.graphs == [([3], [], 0, 0), 0] and record.norms == [1]
+
+
+@pytest.mark.parametrize("form", ["no residual add", "norm returned too"])
+def test_other_norms_stay_before_the_group(form):
+    module = _NormedProjections(form).eval()
+    quantize_(module, hlwq_q5())
+    expected, y, graphs = _eager_and_compiled(module, torch.randn(1, 256))
+    assert graphs == [([3], [], 0, 0)]
+    torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-4)  # (Inductor's norm sums in its own order)
 
 
 @pytest.mark.parametrize("form", ["gelu", "product returned too"])
