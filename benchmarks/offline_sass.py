@@ -38,15 +38,17 @@ from hlwq_ops.kernels.gemv import _gemv_kernel  # noqa: E402
 
 TYPES = dict(x_ptr="*bf16", q_ptr="*i32", s_ptr="*fp16", c_ptr="*fp32", bias_ptr="*bf16", out_ptr="*bf16",
              ws_ptr="*fp32", count_ptr="*i32", N="i32", K_PAD="i32", K_X="i32", ROWS="i32", stride_xm="i32", M="i32",
-             stride_qn="i32", stride_sn="i32", END0="i32", END1="i32",
+             stride_qn="i32", stride_sn="i32", END0="i32", END1="i32", r_ptr="*bf16", nw_ptr="*bf16", h_ptr="*bf16",
+             stride_rm="i32",
              **{f"{name}{i}_ptr": kind for i in (1, 2) for name, kind in
                 (("q", "*i32"), ("s", "*fp16"), ("c", "*fp32"), ("bias", "*bf16"))})
 
 
 def compile_gemv(bits: int, vec: int, r: int, warp_parts: int, split: bool, mb: int = 1, sm: int = 90,
-                 early: bool = False, pdl: bool = False, plain_stores: bool = False, group: int = 1, glu: bool = False):
+                 early: bool = False, pdl: bool = False, plain_stores: bool = False, group: int = 1, glu: bool = False,
+                 norm: bool = False):
     consts = dict(BITS=bits, B=128, HAS_BIAS=False, WORKSPACE=split or warp_parts > 1, SPLIT=split, ROTATE=True,
-                  GLU=glu, WIDE=False, INTERPRET=False, R=r, VEC=vec, WARP_PARTS=warp_parts, MB=mb, EARLY=early,
+                  GLU=glu, ADD_NORM=norm, EPS=1e-5, WIDE=False, INTERPRET=False, R=r, VEC=vec, WARP_PARTS=warp_parts, MB=mb, EARLY=early,
                   PDL=pdl, PLAIN_STORES=plain_stores, GROUP=group, **planes(bits))
     if mb == 1:
         consts["M"] = 1  # a real call at M = 1 has it specialized
@@ -193,6 +195,8 @@ def main() -> None:
                    help="the kernel Inductor launches (hlwq.linear_compiled): tl.store row sums, uint8 codes")
     p.add_argument("--group", type=int, default=1, help="weights sharing the activations (GROUP: 1 to 3)")
     p.add_argument("--glu", action="store_true", help="silu(gate) * up of the rows' two halves in the prologue (GLU)")
+    p.add_argument("--norm", action="store_true",
+                   help="the rows plus residual rows, RMSNorm'd, in the prologue (ADD_NORM; a group's, --group 2 or 3)")
     p.add_argument("--wsrs", metavar="MxNxK", help="the register-operand ws kernel for this shape instead")
     p.add_argument("--no-bias", action="store_true", help="(--wsrs) the kernel without a bias")
     a = p.parse_args()
@@ -208,14 +212,14 @@ def main() -> None:
         print(" ".join(f"{op}:{c}" for op, c in mix.most_common(16)))
         return
     kernel = compile_gemv(a.bits, a.vec, a.r, a.warp_parts, a.split, a.mb, early=a.early, pdl=a.pdl,
-                          plain_stores=a.plain_stores, group=a.group, glu=a.glu)
+                          plain_stores=a.plain_stores, group=a.group, glu=a.glu, norm=a.norm)
     sass, resources = _inspect(kernel)
     mix = loop_mix(sass)
     words = a.r * 32 * a.vec // 128  # plane-0 words per thread per iteration (4 warps)
     n = sum(mix.values())
     print(f"{hlwq_ops.__file__}, Triton {triton.__version__}, sm_90, Q{a.bits} VEC={a.vec} R={a.r} "
           f"WARP_PARTS={a.warp_parts} split={a.split} MB={a.mb} EARLY={a.early} PDL={a.pdl} "
-          f"plain stores={a.plain_stores} GROUP={a.group} GLU={a.glu}: {resources}")
+          f"plain stores={a.plain_stores} GROUP={a.group} GLU={a.glu} ADD_NORM={a.norm}: {resources}")
     print(f"loop: {n} instructions, {n / (words * 32 // planes(a.bits)['W0']):.2f} per weight, "
           f"BAR {mix['BAR']}, STS {mix['STS']}, LDS {mix['LDS']}, SHFL {mix['SHFL']}")
     print(" ".join(f"{op}:{c}" for op, c in mix.most_common(16)))

@@ -29,6 +29,14 @@ as eager PyTorch rounds ``F.silu(gate) * up`` (the SiLU, then the product, each 
 own fused kernel for them rounds the product only, so the fused call's activations are eager's, not the unfused
 graph's, where the two differ).
 
+Before each group a decoder layer adds its residual and normalizes, ``norm(x + residual)``, in one more kernel of
+Inductor's (two a layer: before the attention's q-k-v group and before the MLP's gate-up group).
+:func:`fuse_norm_into_group` makes a group's call on transformers' Llama RMSNorm (which Qwen3's and Mistral's copy) of a
+residual add one ``hlwq.linear_group_norm`` call on the add's two inputs: at decode sizes its GEMV adds, normalizes
+(each product rounded as eager PyTorch rounds it; the mean of squares in its own order) and stores the sum, which the
+layer's next residual add reads, in its prologue. A norm of another form (LayerNorm, Qwen3.5's ``1 + weight``) and a
+norm without a residual add (the first layer's, of the embedding) stay.
+
 Inductor runs the passes on each graph it compiles (its ``post_grad_custom_post_pass``)::
 
     model = torch.compile(model, options={"post_grad_custom_post_pass": GroupProjections()})
@@ -363,9 +371,9 @@ def fuse_norm_into_group(graph: Graph) -> int:
 
 
 class GroupProjections(CustomGraphPass):
-    """:func:`group_projections`, then :func:`fuse_gated_down` and :func:`fuse_norm_into_group`, as Inductor's ``post_grad_custom_post_pass``, then
-    ``then``: the caller's own passes (one, or a list as torch 2.13 also takes there), which setting this one in its
-    place would otherwise drop."""
+    """:func:`group_projections`, then :func:`fuse_gated_down` and :func:`fuse_norm_into_group`, as Inductor's
+    ``post_grad_custom_post_pass``, then ``then``: the caller's own passes (one, or a list as torch 2.13 also takes
+    there), which setting this one in its place would otherwise drop."""
 
     def __init__(self, then: Callable[[Graph], None] | Sequence[Callable[[Graph], None]] | None = None):
         self.then = tuple(then) if isinstance(then, (list, tuple)) else () if then is None else (then,)
