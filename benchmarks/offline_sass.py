@@ -48,8 +48,8 @@ def compile_gemv(bits: int, vec: int, r: int, warp_parts: int, split: bool, mb: 
                  early: bool = False, pdl: bool = False, plain_stores: bool = False, group: int = 1, glu: bool = False,
                  norm: bool = False):
     consts = dict(BITS=bits, B=128, HAS_BIAS=False, WORKSPACE=split or warp_parts > 1, SPLIT=split, ROTATE=True,
-                  GLU=glu, ADD_NORM=norm, EPS=1e-5, WIDE=False, INTERPRET=False, R=r, VEC=vec, WARP_PARTS=warp_parts, MB=mb, EARLY=early,
-                  PDL=pdl, PLAIN_STORES=plain_stores, GROUP=group, **planes(bits))
+                  GLU=glu, ADD_NORM=norm, EPS=1e-5, WIDE=False, INTERPRET=False, R=r, VEC=vec, WARP_PARTS=warp_parts,
+                  MB=mb, EARLY=early, PDL=pdl, PLAIN_STORES=plain_stores, GROUP=group, **planes(bits))
     if mb == 1:
         consts["M"] = 1  # a real call at M = 1 has it specialized
     names = _gemv_kernel.arg_names

@@ -35,8 +35,8 @@ All but ``linear_compiled`` are opaque ``custom_op``s (``linear_inference`` is d
 CPU implementations are plain torch (the
 reference math of :mod:`hlwq_ops.format`); the CUDA implementations of
 ``fwht``, ``dequantize``, ``linear_rotated``, ``linear``, ``linear_inference``, ``linear_group``,
-``linear_group_norm``, ``linear_siblings`` and ``linear_glu`` are the Triton kernels of :mod:`hlwq_ops.kernels` (``quantize`` runs the same
-vectorized torch code on either device). ``hlwq.linear`` is one op, not ``fwht`` followed by
+``linear_group_norm``, ``linear_siblings`` and ``linear_glu`` are the Triton kernels of :mod:`hlwq_ops.kernels`
+(``quantize`` runs the same vectorized torch code on either device). ``hlwq.linear`` is one op, not ``fwht`` followed by
 ``linear_rotated``, because at decode sizes its GEMV rotates the activations
 itself: one kernel per projection, no rotated copy in memory. Every
 real implementation runs the same shape and dtype checks as its fake one.
