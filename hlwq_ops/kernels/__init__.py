@@ -52,11 +52,11 @@ from .wsrs import plan_for as plan_rs
 
 __all__ = [
     "MAX_KERNEL_BLOCK",
+    "add_rms_norm",
     "compiled",
     "dequant_linear",
     "dequantize_rotated",
     "fwht",
-    "add_rms_norm",
     "gemv",
     "group_serves",
     "linear",
