@@ -33,9 +33,10 @@ Before each group a decoder layer adds its residual and normalizes, ``norm(x + r
 Inductor's (two a layer: before the attention's q-k-v group and before the MLP's gate-up group).
 :func:`fuse_norm_into_group` makes a group's call on transformers' Llama RMSNorm (which Qwen3's and Mistral's copy) of a
 residual add one ``hlwq.linear_group_norm`` call on the add's two inputs: at decode sizes its GEMV adds, normalizes
-(each product rounded as eager PyTorch rounds it; the mean of squares in its own order) and stores the sum, which the
-layer's next residual add reads, in its prologue. A norm of another form (LayerNorm, Qwen3.5's ``1 + weight``) and a
-norm without a residual add (the first layer's, of the embedding) stay.
+(each product rounded as eager PyTorch rounds it; the mean of squares summed in its own order, on a GPU its division
+and square root to within a few ulps) and stores the sum, which the layer's next residual add reads, in its prologue.
+A norm of another form (LayerNorm, Qwen3.5's ``1 + weight``) and a norm without a residual add (the first layer's, of
+the embedding) stay.
 
 Inductor runs the passes on each graph it compiles (its ``post_grad_custom_post_pass``)::
 
@@ -347,7 +348,7 @@ def fuse_norm_into_group(graph: Graph) -> int:
         h, weight, eps = match.kwargs["h"], match.kwargs["weight"], match.kwargs["eps"]
         order = {n: i for i, n in enumerate(graph.nodes)}
         inside = set(match.nodes)
-        if (not _residual_add(h, x, weight) or not isinstance(eps, (int, float))
+        if (not _residual_add(h, x, weight) or not isinstance(eps, (int, float)) or not eps >= 0
                 or any(user not in inside for n in match.nodes if n is not x for user in n.users)
                 or any(user not in inside and order[user] < order[node] for user in h.users)):
             continue  # (not the form, a step of the norm read elsewhere, or the sum read before the call)

@@ -409,17 +409,17 @@ def test_linear_glu_runs_the_gemv_on_both_halves_at_one_row(monkeypatch, strided
 def test_gemv_group_adds_and_normalizes_before_rotating(bits, dtype):
     """With a norm the group's activations are the RMSNorm of the rows plus their residual rows (each product
     rounded to their dtype as torch rounds it), and the first row range's programs store that sum: several slices
-    (each program summing the whole row's squares), then VEC = 16 with one slice, two rows a program and an odd M;
-    the sum poisoned first."""
+    (each program summing the whole row's squares), with one row a program and two; then VEC = 16 with one slice, two
+    rows a program; an odd M, residual rows of another stride than x's; the sum poisoned first."""
     from hlwq_ops.kernels.gemv import group_plan, launch_group
 
     weights, reference = _group((21, 10, 7), 300, bits, bias=True, codebooks=True)  # K padded to 384
-    x, residual = (3 * torch.randn(3, 300, device=KERNEL_DEVICE) for _ in range(2))
-    x, residual = x.to(dtype), residual[:, :300].to(dtype)
+    x = (3 * torch.randn(3, 300, device=KERNEL_DEVICE)).to(dtype)
+    residual = (3 * torch.randn(3, 512, device=KERNEL_DEVICE)).to(dtype)[:, :300]
     weight = (1 + torch.randn(300, device=KERNEL_DEVICE) / 4).to(dtype)
     normed, expected_h = kernels.add_rms_norm(x, residual, weight, 1e-5)
     ref = reference(normed)
-    for config in (_config(3), _config(3, VEC=16, R=2, ROWS=6, WARP_PARTS=4, MB=2)):
+    for config in (_config(3), _config(3, MB=2), _config(3, VEC=16, R=2, ROWS=6, WARP_PARTS=4, MB=2)):
         plan = group_plan(x, weights, bits, 128, config, norm=(1e-5, residual.stride(0)))
         h = torch.full_like(x, float("nan"))
         y = launch_group(plan, bits, x, weights, torch.float32, (residual, weight, h))
@@ -427,15 +427,24 @@ def test_gemv_group_adds_and_normalizes_before_rotating(bits, dtype):
         assert rel_error(y, ref) < 1e-5, config
 
 
-def test_gemv_adds_and_normalizes_only_where_it_rotates_without_glu():
+def test_gemv_adds_and_normalizes_only_for_a_group_it_rotates_without_glu():
+    """The plan's refusals, and a group's launch refuses norm tensors its plan does not take, or none where it
+    does."""
     from hlwq_ops.kernels.common import as_words
-    from hlwq_ops.kernels.gemv import plan_for
+    from hlwq_ops.kernels.gemv import group_plan, launch_group, plan_for
 
     qdata, scale = _packed(8, 256, 5)
     x = torch.randn(1, 256, device=KERNEL_DEVICE)
-    for rotate, glu in ((False, False), (True, True)):
-        with pytest.raises(ValueError, match=f"got rotate={rotate}, glu={glu}, traced=False"):
-            plan_for(x, as_words(qdata), scale, None, 5, 128, _config(1), rotate, glu=glu, norm=(1e-6, 256))
+    for ends, rotate, glu in (((), True, False), ((4,), False, False), ((4,), True, True)):
+        expected = f"got {len(ends) + 1} weight.s., rotate={rotate}, glu={glu}, traced=False"
+        with pytest.raises(ValueError, match=expected):
+            plan_for(x, as_words(qdata), scale, None, 5, 128, _config(1), rotate, ends=ends, glu=glu, norm=(1e-6, 256))
+    weights = [(qdata, scale, None, None)] * 2
+    norm = (x, torch.ones(256, device=KERNEL_DEVICE), torch.empty_like(x))
+    for plan_norm, given in ((None, norm), ((1e-6, 256), ())):
+        plan = group_plan(x, weights, 5, 128, _config(1), norm=plan_norm)
+        with pytest.raises(ValueError, match=f"plan with a norm: {plan_norm is not None}, got {len(given)} tensor"):
+            launch_group(plan, 5, x, weights, torch.float32, given)
 
 
 @pytest.mark.parametrize("strided", [False, True])

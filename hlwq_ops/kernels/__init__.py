@@ -505,12 +505,14 @@ def linear_group_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Ten
 
     Where :func:`linear_group` runs one GEMV launch (decode sizes), the kernel adds, normalizes and stores ``h`` in
     its prologue: no kernel of their own before it. Elsewhere they are computed first. The GEMV's config is the
-    group's (the same tuning key); the call's signature is resolved once, as :func:`linear_group`'s is.
+    group's (the same tuning key); the call's signature is resolved once, as :func:`linear_group`'s is. The caller
+    checks the operands (``hlwq.linear_group_norm``'s checks: the residual as ``x``, the weight (K,), both of x's
+    dtype).
     """
     signature = None
     if group_serves(x.numel() // K):
-        signature = ("norm", residual.shape, residual.stride(), weight.dtype, weight.stride(), float(eps),
-                     *_group_signature(x, weights, bits, block_size, K))
+        signature = ("norm", residual.shape, residual.stride(), residual.dtype, weight.dtype, weight.stride(),
+                     float(eps), *_group_signature(x, weights, bits, block_size, K))
         entry = _RESOLVED.get(signature)
         if entry is not None and entry.current():
             h = torch.empty(x.shape, dtype=x.dtype, device=x.device)
@@ -526,8 +528,8 @@ def linear_group_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Ten
     h = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     y = launch_group(plan, bits, x2, weights, x.dtype, (r2, weight, h.view(-1, K)))
     if signature is not None:
-        run = lambda: functools.partial(_launch_group_norm, plan, bits)  # noqa: E731
-        _resolve(signature, "gemv", config, run, x2, y.shape[1], weights[0][1].shape[1] * block_size, bits, K, False)
+        _resolve(signature, "gemv", config, lambda: functools.partial(_launch_group_norm, plan, bits), x2, y.shape[1],
+                 weights[0][1].shape[1] * block_size, bits, K, False)
     return y.reshape(*x.shape[:-1], y.shape[1]), h
 
 

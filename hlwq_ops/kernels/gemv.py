@@ -159,20 +159,22 @@ def _squares(x_row, r_row, K_X, BK: tl.constexpr, DTYPE: tl.constexpr):
 
 
 @triton.jit
-def _added_and_normed(v, x_row, r_row, w_ptr, h_row, k, K_X, store_h, BK: tl.constexpr, EPS: tl.constexpr,
+def _added_and_normed(x_row, r_row, w_ptr, h_row, k, K_X, store_h, BK: tl.constexpr, EPS: tl.constexpr,
                       SPLIT: tl.constexpr):
     """Transformers' RMSNorm (Llama's) of ``h = x + residual`` at positions ``k``, as float32: ``w * (h * rsqrt(
-    mean(h^2) + EPS))``, each product rounded to the row's dtype as eager PyTorch rounds it (the mean in float32). A
-    program with ``store_h`` also stores its slice of ``h``, which the layer adds its next output to."""
-    h = _added(x_row, r_row, k, K_X, v.dtype)
+    mean(h^2) + EPS))``, each product rounded to the row's dtype as eager PyTorch rounds it (the mean in float32, its
+    sum in the kernel's order; on a GPU the division and the square root approximate, to a few ulps). A program with
+    ``store_h`` also stores its slice of ``h``, which the layer adds its next output to."""
+    DTYPE: tl.constexpr = x_row.dtype.element_ty
+    h = _added(x_row, r_row, k, K_X, DTYPE)
     if store_h:
         tl.store(h_row + k, h.to(h_row.dtype.element_ty), mask=k < K_X)
     if SPLIT:
-        squares = _squares(x_row, r_row, K_X, BK, v.dtype)
+        squares = _squares(x_row, r_row, K_X, BK, DTYPE)
     else:  # (the slice is the whole row)
         squares = tl.sum(h * h, axis=0)
-    normed = _rounded(h * tl.rsqrt(squares / tl.maximum(K_X, 1) + EPS), v.dtype)  # (K_X = 0: MB's absent row)
-    return _rounded(tl.load(w_ptr + k, mask=k < K_X, other=0.0).to(tl.float32) * normed, v.dtype)
+    normed = _rounded(h * tl.rsqrt(squares / tl.maximum(K_X, 1) + EPS), DTYPE)  # (K_X = 0: MB's absent row)
+    return _rounded(tl.load(w_ptr + k, mask=k < K_X, other=0.0).to(tl.float32) * normed, DTYPE)
 
 
 @triton.jit
@@ -191,13 +193,14 @@ def _activations(x_row, k0, K_X, C: tl.constexpr, PER_WORD: tl.constexpr, B: tl.
     """
     BK: tl.constexpr = C * PER_WORD
     k = k0 + tl.arange(0, BK)
-    v = tl.load(x_row + k, mask=k < K_X, other=0.0)
+    if ADD_NORM:
+        v = _added_and_normed(x_row, r_row, w_ptr, h_row, k, K_X, store_h, BK, EPS, SPLIT)
+    else:
+        v = tl.load(x_row + k, mask=k < K_X, other=0.0)
     if GLU:
         gate = v.to(tl.float32)
         up = tl.load(x_row + K_X + k, mask=k < K_X, other=0.0).to(tl.float32)
         v = _rounded(_rounded(gate / (1.0 + tl.exp(-gate)), v.dtype) * up, v.dtype)
-    if ADD_NORM:
-        v = _added_and_normed(v, x_row, r_row, w_ptr, h_row, k, K_X, store_h, BK, EPS, SPLIT)
     v = v.to(tl.float32)
     if ROTATE:
         for stage in tl.static_range(11):
@@ -550,9 +553,10 @@ def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, 
     if glu and not rotate:
         raise ValueError("the GEMV multiplies a gate and an up half only where it rotates the activations itself: "
                          "glu=True needs rotate=True, got rotate=False")
-    if norm is not None and (glu or not rotate or traced):
-        raise ValueError("the GEMV adds a residual and normalizes only where it rotates the activations itself, "
-                         f"without glu, launched eagerly: got rotate={rotate}, glu={glu}, traced={traced}")
+    if norm is not None and (glu or not rotate or traced or not ends):
+        raise ValueError("the GEMV adds a residual and normalizes only for a group of weights whose activations it "
+                         f"rotates itself, without glu, launched eagerly: got {len(ends) + 1} weight(s), "
+                         f"rotate={rotate}, glu={glu}, traced={traced}")
     config = config_of(config)
     if rotate and not can_rotate(bits, block_size, config):
         raise ValueError(f"the GEMV rotates only whole blocks: block_size {block_size} > slice of {config}")
@@ -685,6 +689,10 @@ def launch_group(plan: SplitPlan, bits: int, x: torch.Tensor, weights: Sequence[
     """:func:`gemv_group`'s launch of ``plan``: :func:`group_plan`'s for weights of these layouts, which this does not
     check again (a resolved call's signature holds them). ``norm``, with a plan that adds and normalizes: the
     residual rows, the norm's weight and the (M, K) output for the rows plus their residual."""
+    if bool(norm) != plan.launch.constexprs["ADD_NORM"] or len(norm) not in (0, 3):
+        raise ValueError("a GEMV group's launch takes the norm's three tensors (residual rows, weight, output for the "
+                         "sum) exactly when its plan adds and normalizes: plan with a norm: "
+                         f"{plan.launch.constexprs['ADD_NORM']}, got {len(norm)} tensor(s)")
     operands = [(as_words(q), unit_stride(s), unit_stride(b), kernel_codebook(bits, c, q.device))
                 for q, s, b, c in weights]
     words, scale, bias, table = operands[0]
