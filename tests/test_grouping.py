@@ -41,12 +41,30 @@ class _Record(CustomGraphPass):
         return None  # (no caching: every test compiles afresh)
 
 
-def _eager_and_compiled(module, x):
-    """``module(x)`` eager and compiled (``fullgraph``) with the pass, and what the compiled graphs hold."""
+class _Count(CustomGraphPass):
+    """How many nodes of ``target`` each compiled graph holds (after the pass)."""
+
+    def __init__(self, target):
+        self.target, self.counts = target, []
+
+    def __call__(self, graph):
+        self.counts.append(sum(node.target is self.target for node in graph.nodes))
+
+    def uuid(self):
+        return None
+
+
+def _compiled(module, *others):
+    """``module`` compiled (``fullgraph``) with the pass, then a :class:`_Record` and ``others``; and the record."""
     record = _Record()
     torch._dynamo.reset()
-    compiled = torch.compile(module, fullgraph=True,
-                             options={"post_grad_custom_post_pass": GroupProjections(then=record)})
+    options = {"post_grad_custom_post_pass": GroupProjections(then=[record, *others])}
+    return torch.compile(module, fullgraph=True, options=options), record
+
+
+def _eager_and_compiled(module, x):
+    """``module(x)`` eager and compiled (``fullgraph``) with the pass, and what the compiled graphs hold."""
+    compiled, record = _compiled(module)
     with torch.no_grad():
         return module(x), compiled(x), record.graphs
 
@@ -253,22 +271,12 @@ def test_the_down_projection_takes_silu_of_gate_times_up(dtype, form):
     the group's output (its product in the GEMV's prologue on a GPU), the product's nodes gone."""
     module = _GatedMLP(form).to(dtype).eval()
     quantize_(module, hlwq_q5())
-    record = _Record()
-
-    class _Products(CustomGraphPass):
-        def __call__(self, graph):
-            record.graphs.append(sum(node.target is torch.ops.aten.mul.Tensor for node in graph.nodes))
-
-        def uuid(self):
-            return None
-
-    torch._dynamo.reset()
-    compiled = torch.compile(module, fullgraph=True,
-                             options={"post_grad_custom_post_pass": GroupProjections(then=[record, _Products()])})
+    products = _Count(torch.ops.aten.mul.Tensor)
+    compiled, record = _compiled(module, products)
     x = torch.randn(1, 256, dtype=dtype)
     with torch.no_grad():
         assert torch.equal(compiled(x), module(x))
-    assert record.graphs == [([2], [], 0, 1), 0]
+    assert record.graphs == [([2], [], 0, 1)] and products.counts == [0]
 
 
 class _NormedProjections(torch.nn.Module):
@@ -311,23 +319,13 @@ def test_the_residual_add_and_norm_before_a_group_move_into_it(dtype, form):
     reads the call's second output."""
     module = _NormedProjections(form).to(dtype).eval()
     quantize_(module, hlwq_q5())
-    record = _Record()
-
-    class _Norms(CustomGraphPass):  # (the norm's reduction is gone)
-        def __call__(self, graph):
-            record.graphs.append(sum(node.target is torch.ops.aten.mean.dim for node in graph.nodes))
-
-        def uuid(self):
-            return None
-
-    torch._dynamo.reset()
-    compiled = torch.compile(module, fullgraph=True,
-                             options={"post_grad_custom_post_pass": GroupProjections(then=[record, _Norms()])})
+    means = _Count(torch.ops.aten.mean.dim)  # (the norm's reduction)
+    compiled, record = _compiled(module, means)
     x = torch.randn(1, 256, dtype=dtype)
     with torch.no_grad():
         y, expected = compiled(x), module(x)
     assert all(torch.equal(a, b) for a, b in zip(y, expected)) if form != "llama" else torch.equal(y, expected)
-    assert record.graphs == [([3], [], 0, 0), 0] and record.norms == [1]
+    assert record.graphs == [([3], [], 0, 0)] and record.norms == [1] and means.counts == [0]
 
 
 @pytest.mark.parametrize("form", ["no residual add", "norm returned too", "add with alpha", "broadcast add",
@@ -337,10 +335,7 @@ def test_other_norms_stay_before_the_group(form):
     if form == "norm weight in float32":  # (the norm's output in float32: another dtype than the sum's)
         module.norm.float()
     quantize_(module, hlwq_q5())
-    record = _Record()
-    torch._dynamo.reset()
-    compiled = torch.compile(module, fullgraph=True,
-                             options={"post_grad_custom_post_pass": GroupProjections(then=record)})
+    compiled, record = _compiled(module)
     x = torch.randn(1, 256, dtype=torch.bfloat16)
     with torch.no_grad():
         y, expected = compiled(x), module(x)
