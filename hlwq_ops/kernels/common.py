@@ -146,7 +146,8 @@ def launch_split_plan(plan: SplitPlan, x: torch.Tensor, words: torch.Tensor, sca
                       members: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
     """Allocate the output (and the partials), take the counters and launch ``plan``: what every call does, its plan
     resolved (``words``: the codes viewed as int32; ``scale`` and ``bias`` with unit stride; ``table``:
-    :func:`kernel_codebook`; ``members``: a GEMV group's other weights, :func:`.gemv.gemv_group`)."""
+    :func:`kernel_codebook`; ``members``: the GEMV's further tensors, a group's other weights (:func:`.gemv.gemv_group`)
+    then, with a norm, its three (:func:`.gemv.launch_group`))."""
     out = torch.empty(plan.out_shape, device=x.device, dtype=out_dtype)
     ws = out if plan.ws_shape is None else torch.empty(plan.ws_shape, device=x.device, dtype=torch.float32)
     counters = arrival_counters(x.device, plan.counters) if plan.counters else out  # (unused without split K)
