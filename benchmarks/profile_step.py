@@ -95,13 +95,13 @@ def tuned_for(model: torch.nn.Module, batch: int) -> dict[str, dict]:
             for key, config in tuning.tuned_choices(batch, N, -(-K // block) * block, bits).items()}
 
 
-def one(model_name: str, method: str, steps: int, batch: int) -> dict:
+def one(model_name: str, method: str, steps: int, batch: int, packed_attention: bool = True) -> dict:
     """Decode step time (a 256-token call after the warm-up's) and its kernels, replaying the captured step as
     ``GraphDecoder.generate`` does."""
     start = time.perf_counter()
     model, _ = build(model_name, method)
     ids = torch.randint(1, model.config.vocab_size, (batch, PROMPT), device="cuda")
-    decoder = GraphDecoder(model)
+    decoder = GraphDecoder(model, packed_attention=packed_attention)
     decoder.generate(ids, NEW)  # compiles, tunes, captures
     decoder.generate(ids, NEW)
     step_us = 1e6 / decoder.stats.decode_tokens_per_s  # (tokens a second of each row)
@@ -134,7 +134,8 @@ def one(model_name: str, method: str, steps: int, batch: int) -> dict:
         restart()
         rows, sequence = kernel_times(lambda: (decoder._step(*decoder._inputs), advance()), steps)
         mode = "compiled step without its graph (the graph's kernels were not seen)"
-    return dict(model=model_name, method=method, batch=batch, step_us=step_us, mode=mode, kernels=rows,
+    return dict(model=model_name, method=method, batch=batch, packed_attention=packed_attention, step_us=step_us,
+                mode=mode, kernels=rows,
                 sequence=sequence, layers=model.config.num_hidden_layers, wall_s=time.perf_counter() - start,
                 tuned=tuned_for(model, batch))
 
@@ -143,7 +144,9 @@ def report(result: dict, top: int) -> None:
     rows = sorted(result["kernels"].items(), key=lambda kv: -kv[1][0])
     busy = sum(t for t, _ in result["kernels"].values())
     launches = sum(n for _, n in result["kernels"].values())
-    print(f"\n{result['model']}, {result['method']} at batch {result['batch']} ({result['mode']}): "
+    attention = "packed" if result.get("packed_attention", True) else "transformers' SDPA"
+    print(f"\n{result['model']}, {result['method']} at batch {result['batch']} ({result['mode']}; {attention} "
+          "attention): "
           f"step {result['step_us']:.1f} us "
           f"(decode tok/s {1e6 * result['batch'] / result['step_us']:.1f}); "
           f"kernels {busy:.1f} us in {launches:.0f} launches a step; "
@@ -179,6 +182,9 @@ def main() -> None:
     p.add_argument("--inductor-recommended", action="store_true",
                    help="torchao's recommended Inductor settings (coordinate descent tuning, ...) for every method; "
                         "torchao's int4 config applies them itself")
+    p.add_argument("--stock-attention", action="store_true",
+                   help="GraphDecoder(packed_attention=False): transformers' SDPA attention, the cache's key and value "
+                        "heads repeated per query head every step")
     p.add_argument("--json", help="write every method's per-step kernel table here")
     p.add_argument("--one", help=argparse.SUPPRESS)  # a child process: this method, JSON on stdout's last line
     a = p.parse_args()
@@ -187,7 +193,7 @@ def main() -> None:
     if a.one:
         if a.inductor_recommended:
             recommended_inductor_config_setter()
-        print(json.dumps(one(a.model, a.one, a.steps, a.batch)), flush=True)
+        print(json.dumps(one(a.model, a.one, a.steps, a.batch, not a.stock_attention)), flush=True)
         return
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}", flush=True)
     results, failed = [], []
@@ -195,6 +201,7 @@ def main() -> None:
         child = [sys.executable, __file__, "--one", method, "--model", a.model, "--steps", str(a.steps),
                  "--batch", str(a.batch)]
         child += ["--inductor-recommended"] if a.inductor_recommended else []
+        child += ["--stock-attention"] if a.stock_attention else []
         done = subprocess.run(child, capture_output=True, text=True)
         if done.returncode != 0:
             print(f"{method}: failed (rc {done.returncode}):\n{done.stderr[-3000:]}", flush=True)

@@ -37,11 +37,13 @@ import inspect
 import time
 import warnings
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 from transformers import PretrainedConfig, StaticCache
 
+from .attention import packed_decode_attention
 from .grouping import GroupProjections
 
 __all__ = ["DecodeStats", "GraphDecoder", "cache_argument"]
@@ -169,11 +171,17 @@ class GraphDecoder:
             captures, transformers builds an explicit causal mask for an unpadded prompt instead
             of asking SDPA for ``is_causal``, which can round otherwise (or pick another SDPA
             backend).
+        packed_attention: while decoding, the model's grouped-query SDPA layers attend a step's one
+            position with the query heads of each key/value head as its queries
+            (:func:`hlwq_ops.attention.packed_decode_attention`), instead of transformers copying the
+            cache's key and value heads once per query head every step; the prompt's forward is
+            unchanged. The model's attention setting is put back after each call.
     """
 
     def __init__(self, model: torch.nn.Module, compile: bool = True, cuda_graph: bool | None = None,
-                 group_projections: bool = True, prompt_graph: bool = False):
+                 group_projections: bool = True, prompt_graph: bool = False, packed_attention: bool = True):
         self.model = model
+        self.packed_attention = packed_attention
         self.device = next(model.parameters()).device
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
         if prompt_graph and not self.cuda_graph:
@@ -437,7 +445,7 @@ class GraphDecoder:
             warnings.warn(
                 f"{what} pads a row on the right: a decoder-only model continues from the padding "
                 "(as in generate()); pad prompts on the left",
-                stacklevel=4,
+                stacklevel=5,
             )
 
     def _special_tokens(self, eos_token_id, pad_token_id) -> tuple[list[int], int | None]:
@@ -460,7 +468,7 @@ class GraphDecoder:
             warnings.warn(
                 f"GraphDecoder decodes greedily and does not apply generation_config's {', '.join(ignored)}: "
                 "its tokens differ from generate()'s where those settings act",
-                stacklevel=4,  # the caller of generate() (under torch.no_grad's wrapper)
+                stacklevel=5,  # the caller of generate() (under torch.no_grad's wrapper)
             )
 
     @staticmethod
@@ -506,6 +514,11 @@ class GraphDecoder:
                 check waits for the GPU; up to ``check_every - 1`` steps may run past
                 the end, and their tokens are dropped).
         """
+        # (the step is compiled and captured within the block: dynamo guards on the attention's name)
+        with packed_decode_attention(self.model) if self.packed_attention else nullcontext():
+            return self._generate(input_ids, max_new_tokens, attention_mask, eos_token_id, pad_token_id, check_every)
+
+    def _generate(self, input_ids, max_new_tokens, attention_mask, eos_token_id, pad_token_id, check_every):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if check_every < 1:
