@@ -5,10 +5,11 @@ step the cache's key and value heads repeated once per query head: two copies of
 whole static cache a layer and a step (Llama-3-8B shape, batch 1, a 384-position
 cache: 64 kernels of 3.2 us a step on an H100, RESULTS 49, 5% of the step; the copy
 grows with the cache). transformers asks SDPA for ``enable_gqa`` only without a mask:
-with one, SDPA's flash and memory-efficient kernels refuse it. At one query position the ``groups`` query heads of a key/value head
-are instead that head's ``groups`` queries: ``(B, H, 1, D)`` read as ``(B, H / groups,
-groups, D)`` attends the cache as it is, each query with the step's one mask row
-(transformers 5.25 does the same eagerly, not while compiling).
+with one, SDPA's flash and memory-efficient kernels refuse it. At one query position
+the ``groups`` query heads of a key/value head are instead that head's ``groups``
+queries: ``(B, H, 1, D)`` read as ``(B, H / groups, groups, D)`` attends the cache as
+it is, each query with the step's one mask row (transformers 5.25 does the same
+eagerly, not while compiling).
 
 :func:`packed_decode_attention` switches a model's SDPA layers to it for a ``with``
 block (``GraphDecoder`` decodes within one); every other call (a prompt, a mask per
@@ -118,7 +119,7 @@ def packed_decode_attention(model: torch.nn.Module) -> Iterator[None]:
         yield
         return
     _register()
-    _assign([(config, PACKED_DECODE if implementation == "sdpa" else implementation) for config, implementation in before])
+    _assign([(config, PACKED_DECODE if name == "sdpa" else name) for config, name in before])
     try:
         yield
     finally:
