@@ -92,9 +92,11 @@ def test_everything_else_goes_to_transformers_sdpa(case, monkeypatch):
     elif case == "soft cap":
         kwargs["softcap"] = 30.0
     layer = _Layer(groups)
-    if case == "soft cap":
-        with pytest.raises(ValueError, match="softcap"):  # (transformers' own refusal, reached)
+    if case == "soft cap":  # (transformers 5.25 refuses it, 5.17 ignores it: either way its call)
+        try:
             packed_decode_sdpa(layer, query, key, value, mask, **kwargs)
+        except ValueError as error:
+            assert "softcap" in str(error)
         assert len(seen) == 1
         return
     out, _ = packed_decode_sdpa(layer, query, key, value, mask, **kwargs)
