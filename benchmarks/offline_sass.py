@@ -46,7 +46,7 @@ TYPES = dict(x_ptr="*bf16", q_ptr="*i32", s_ptr="*fp16", c_ptr="*fp32", bias_ptr
 
 def compile_gemv(bits: int, vec: int, r: int, warp_parts: int, split: bool, mb: int = 1, sm: int = 90,
                  early: bool = False, pdl: bool = False, plain_stores: bool = False, group: int = 1, glu: bool = False,
-                 norm: bool = False):
+                 norm: int = 0):
     consts = dict(BITS=bits, B=128, HAS_BIAS=False, WORKSPACE=split or warp_parts > 1, SPLIT=split, ROTATE=True,
                   GLU=glu, ADD_NORM=norm, EPS=1e-5, WIDE=False, INTERPRET=False, R=r, VEC=vec, WARP_PARTS=warp_parts,
                   MB=mb, EARLY=early, PDL=pdl, PLAIN_STORES=plain_stores, GROUP=group, **planes(bits))
@@ -195,8 +195,9 @@ def main() -> None:
                    help="the kernel Inductor launches (hlwq.linear_compiled): tl.store row sums, uint8 codes")
     p.add_argument("--group", type=int, default=1, help="weights sharing the activations (GROUP: 1 to 3)")
     p.add_argument("--glu", action="store_true", help="silu(gate) * up of the rows' two halves in the prologue (GLU)")
-    p.add_argument("--norm", action="store_true",
-                   help="the rows plus residual rows, RMSNorm'd, in the prologue (ADD_NORM; a group's, --group 2 or 3)")
+    p.add_argument("--norm", type=int, default=0, choices=(0, 1, 2),
+                   help="the rows plus residual rows, RMSNorm'd, in the prologue (ADD_NORM; a group's, --group 2 or 3): "
+                        "1 Llama's form, 2 Qwen3.5's (1 + weight)")
     p.add_argument("--wsrs", metavar="MxNxK", help="the register-operand ws kernel for this shape instead")
     p.add_argument("--no-bias", action="store_true", help="(--wsrs) the kernel without a bias")
     a = p.parse_args()

@@ -31,12 +31,12 @@ graph's, where the two differ).
 
 Before each group a decoder layer adds its residual and normalizes, ``norm(x + residual)``, in one more kernel of
 Inductor's (two a layer: before the attention's q-k-v group and before the MLP's gate-up group).
-:func:`fuse_norm_into_group` makes a group's call on transformers' Llama RMSNorm (which Qwen3's and Mistral's copy) of a
-residual add one ``hlwq.linear_group_norm`` call on the add's two inputs: at decode sizes its GEMV adds, normalizes
-(each product rounded as eager PyTorch rounds it; the mean of squares summed in its own order, on a GPU its division
-and square root to within a few ulps) and stores the sum, which the layer's next residual add reads, in its prologue.
-A norm of another form (LayerNorm, Qwen3.5's ``1 + weight``) and a norm without a residual add (the first layer's, of
-the embedding) stay.
+:func:`fuse_norm_into_group` makes a group's call on transformers' RMSNorm of a residual add -- Llama's form (which
+Qwen3's and Mistral's copy) or Qwen3.5's, ``1 + weight`` in float32 (Qwen3-Next's and Gemma's too) -- one
+``hlwq.linear_group_norm`` call on the add's two inputs: at decode sizes its GEMV adds, normalizes (each product rounded
+as eager PyTorch rounds it; the mean of squares summed in its own order, on a GPU its division and square root to
+within a few ulps) and stores the sum, which the layer's next residual add reads, in its prologue. A norm of another
+form (LayerNorm) and a norm without a residual add (the first layer's, of the embedding) stay.
 
 Inductor runs the passes on each graph it compiles (its ``post_grad_custom_post_pass``)::
 
@@ -307,14 +307,25 @@ _EPS = 0.0123
 
 
 @functools.cache
-def _norm(dtype: torch.dtype):
-    """Transformers' Llama RMSNorm on ``dtype`` activations (:func:`hlwq_ops.kernels.rms_norm`) as this torch's
-    decompositions write it in a graph Inductor compiles: a pattern of Inductor's pattern matcher, traced once per
-    dtype, its input ``h``, its weight ``weight`` and its epsilon ``eps``."""
+def _norm(dtype: torch.dtype, unit_offset: bool):
+    """Transformers' RMSNorm on ``dtype`` activations, Llama's form or with ``unit_offset`` Qwen3.5's
+    (:func:`hlwq_ops.kernels.rms_norm`), as this torch's decompositions write it in a graph Inductor compiles: a
+    pattern of Inductor's pattern matcher, traced once per dtype and form, its input ``h``, its weight ``weight`` and
+    its epsilon ``eps``."""
     h, weight = torch.empty(2, 8, dtype=dtype), torch.empty(8, dtype=dtype)
     with unset_fake_temporarily():  # (traced on real tensors, also while Inductor compiles under its fake mode)
-        return fx_to_pattern(fwd_only(lambda h, weight: kernels.rms_norm(h, weight, _EPS), (h, weight)),
+        return fx_to_pattern(fwd_only(lambda h, weight: kernels.rms_norm(h, weight, _EPS, unit_offset), (h, weight)),
                              argnames=("h", "weight"), scalar_workaround={"eps": _EPS})
+
+
+def _norm_match(x: Node):
+    """The match of a norm of either form whose output is ``x``, and whether it is Qwen3.5's: (match, unit_offset),
+    or (None, False)."""
+    for unit_offset in (False, True):
+        match = _norm(x.meta["val"].dtype, unit_offset).match(x)
+        if match:
+            return match, unit_offset
+    return None, False
 
 
 def _residual_add(h: Node, x: Node, weight: Node) -> bool:
@@ -330,19 +341,18 @@ def _residual_add(h: Node, x: Node, weight: Node) -> bool:
 
 
 def fuse_norm_into_group(graph: Graph) -> int:
-    """Make each ``hlwq.linear_group`` call on ``rms_norm(a + b)`` (transformers' Llama RMSNorm of a residual add,
-    read only by the call) one ``hlwq.linear_group_norm`` call on ``a`` and ``b``, in place (see the module
-    docstring): its first output is the group's, its second the sum, which the sum's other readers (the layer's next
+    """Make each ``hlwq.linear_group`` call on ``rms_norm(a + b)`` (transformers' RMSNorm of a residual add, Llama's
+    form or Qwen3.5's, read only by the call) one ``hlwq.linear_group_norm`` call on ``a`` and ``b``, in place (see
+    the module docstring): its first output is the group's, its second the sum, which the sum's other readers (the layer's next
     residual add) read instead. The norm's nodes and the add go. Returns how many calls changed."""
     fused = 0
     for node in list(graph.nodes):
         if node.target is not GROUP:
             continue
         x = node.args[0]
-        if (not isinstance(x, Node) or x.target is not torch.ops.aten.mul.Tensor or len(x.users) != 1
-                or "val" not in x.meta):
+        if not isinstance(x, Node) or len(x.users) != 1 or "val" not in x.meta:
             continue
-        match = _norm(x.meta["val"].dtype).match(x)
+        match, unit_offset = _norm_match(x)
         if not match:
             continue
         h, weight, eps = match.kwargs["h"], match.kwargs["weight"], match.kwargs["eps"]
@@ -352,7 +362,7 @@ def fuse_norm_into_group(graph: Graph) -> int:
                 or any(user not in inside for n in match.nodes if n is not x for user in n.users)
                 or any(user not in inside and order[user] < order[node] for user in h.users)):
             continue  # (not the form, a step of the norm read elsewhere, or the sum read before the call)
-        args = (*h.args, weight, float(eps), *node.args[1:])
+        args = (*h.args, weight, float(eps), *node.args[1:], unit_offset)
         with graph.inserting_before(node):
             both = graph.call_function(NORM_GROUP, args)
             both.meta["val"] = _fake(NORM_GROUP, args)

@@ -470,13 +470,15 @@ torch.library.register_fake("hlwq::linear_group", _linear_group_fake, lib=_LIB)
 # ---------------------------------------------------------------------------
 
 # What :func:`hlwq_ops.grouping.fuse_norm_into_group` puts in a compiled graph in place of a decoder layer's residual
-# add and RMSNorm (transformers' Llama form) before a ``hlwq.linear_group`` call: the group's output on the norm of
-# ``x + residual``, and that sum (which the layer's next residual add reads). At decode sizes the GEMV adds and
+# add and RMSNorm (transformers' Llama form, or with ``unit_offset`` Qwen3.5's: ``kernels.rms_norm``) before a
+# ``hlwq.linear_group`` call: the group's output on the norm of ``x + residual``, and that sum (which the layer's next
+# residual add reads). At decode sizes the GEMV adds and
 # normalizes in its prologue (``kernels.linear_group_norm``). Defined as ``linear_inference`` is (no autograd
 # kernel): the pass makes it from such calls only.
 _LIB.define(
     "linear_group_norm(Tensor x, Tensor residual, Tensor norm_weight, float eps, Tensor[] qdata, Tensor[] scale, "
-    "Tensor?[] bias, SymInt bits, SymInt block_size, SymInt K, Tensor?[] codebook) -> (Tensor, Tensor)",
+    "Tensor?[] bias, SymInt bits, SymInt block_size, SymInt K, Tensor?[] codebook, bool unit_offset=False) "
+    "-> (Tensor, Tensor)",
     tags=(torch.Tag.pt2_compliant_tag,),
 )
 
@@ -497,19 +499,22 @@ def _check_linear_group_norm(x, residual, norm_weight, eps, qdata, scale, bias, 
     return _check_linear_group(x, qdata, scale, bias, bits, block_size, K, codebook, "linear_group_norm")
 
 
-def _linear_group_norm_cpu(x, residual, norm_weight, eps, qdata, scale, bias, bits, block_size, K, codebook):
+def _linear_group_norm_cpu(x, residual, norm_weight, eps, qdata, scale, bias, bits, block_size, K, codebook,
+                           unit_offset=False):
     _check_linear_group_norm(x, residual, norm_weight, eps, qdata, scale, bias, bits, block_size, K, codebook)
-    normed, h = kernels.add_rms_norm(x, residual, norm_weight, eps)
+    normed, h = kernels.add_rms_norm(x, residual, norm_weight, eps, unit_offset)
     return _linear_group_cpu(normed, qdata, scale, bias, bits, block_size, K, codebook), h.contiguous()
 
 
-def _linear_group_norm_cuda(x, residual, norm_weight, eps, qdata, scale, bias, bits, block_size, K, codebook):
+def _linear_group_norm_cuda(x, residual, norm_weight, eps, qdata, scale, bias, bits, block_size, K, codebook,
+                            unit_offset=False):
     _check_linear_group_norm(x, residual, norm_weight, eps, qdata, scale, bias, bits, block_size, K, codebook)
     return kernels.linear_group_norm(x, residual, norm_weight, eps, list(zip(qdata, scale, bias, codebook)), bits,
-                                     block_size, K)
+                                     block_size, K, unit_offset)
 
 
-def _linear_group_norm_fake(x, residual, norm_weight, eps, qdata, scale, bias, bits, block_size, K, codebook):
+def _linear_group_norm_fake(x, residual, norm_weight, eps, qdata, scale, bias, bits, block_size, K, codebook,
+                            unit_offset=False):
     N = _check_linear_group_norm(x, residual, norm_weight, eps, qdata, scale, bias, bits, block_size, K, codebook)
     return x.new_empty((*x.shape[:-1], sum(N))), x.new_empty(x.shape)
 

@@ -198,9 +198,9 @@ def test_graph_decoder_groups_and_decodes_like_generate(arch):
     assert not siblings
     assert groups and all(size in (2, 3) for size in groups), groups
     assert glus == (0 if arch == "opt" else 2)  # each layer's down projection on gate and up (OPT: fc1, ReLU, fc2)
-    # Llama's norms before each group but the first layer's attention (of the embedding, no residual add); OPT's
-    # LayerNorm and Qwen3.5's norm (its weight plus one) are other forms
-    assert record.norms == [3 if arch == "llama" else 0]
+    # the norms before each group but the first layer's first (of the embedding, no residual add); OPT's LayerNorm is
+    # another form
+    assert record.norms == [0 if arch == "opt" else 3]
     if arch in ("llama", "opt"):  # (OPT's MLP: fc1 alone)
         assert groups == ([3, 2] * 2 if arch == "llama" else [3] * 2)
 
@@ -280,16 +280,21 @@ def test_the_down_projection_takes_silu_of_gate_times_up(dtype, form):
 
 
 class _NormedProjections(torch.nn.Module):
-    """A residual add, Llama's RMSNorm and three projections of the norm, or a variant (``form``): the sum read after
-    them (the layer's next residual add), or forms the pass leaves alone."""
+    """A residual add, Llama's RMSNorm and three projections of the norm, or a variant (``form``): Qwen3.5's norm
+    (``1 + weight``), the sum read after them (the layer's next residual add), or forms the pass leaves alone."""
 
     def __init__(self, form="llama"):
         from transformers.models.llama.modeling_llama import LlamaRMSNorm
+        from transformers.models.qwen3_5.modeling_qwen3_5 import Qwen3_5RMSNorm
 
         super().__init__()
         self.form = form
-        self.norm = LlamaRMSNorm(256, eps=1e-5)
-        torch.nn.init.uniform_(self.norm.weight, 0.5, 1.5)
+        if form == "qwen3.5":
+            self.norm = Qwen3_5RMSNorm(256, eps=1e-6)
+            torch.nn.init.uniform_(self.norm.weight, -0.5, 0.5)
+        else:
+            self.norm = LlamaRMSNorm(256, eps=1e-5)
+            torch.nn.init.uniform_(self.norm.weight, 0.5, 1.5)
         self.q, self.k, self.v = (torch.nn.Linear(256, n, bias=False) for n in (128, 64, 64))
 
     def forward(self, x):
@@ -312,11 +317,11 @@ class _NormedProjections(torch.nn.Module):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
-@pytest.mark.parametrize("form", ["llama", "sum read later"])
+@pytest.mark.parametrize("form", ["llama", "qwen3.5", "sum read later"])
 def test_the_residual_add_and_norm_before_a_group_move_into_it(dtype, form):
-    """A group on Llama's RMSNorm of a residual add is one ``hlwq.linear_group_norm`` call on the add's two inputs
-    (the add and the norm in the GEMV's prologue on a GPU), the norm's nodes gone, and where the sum is read later, it
-    reads the call's second output."""
+    """A group on Llama's or Qwen3.5's RMSNorm of a residual add is one ``hlwq.linear_group_norm`` call on the add's
+    two inputs (the add and the norm in the GEMV's prologue on a GPU), of the norm's form, the norm's nodes gone, and
+    where the sum is read later, it reads the call's second output."""
     module = _NormedProjections(form).to(dtype).eval()
     quantize_(module, hlwq_q5())
     means = _Count(torch.ops.aten.mean.dim)  # (the norm's reduction)
@@ -324,7 +329,7 @@ def test_the_residual_add_and_norm_before_a_group_move_into_it(dtype, form):
     x = torch.randn(1, 256, dtype=dtype)
     with torch.no_grad():
         y, expected = compiled(x), module(x)
-    assert all(torch.equal(a, b) for a, b in zip(y, expected)) if form != "llama" else torch.equal(y, expected)
+    assert all(torch.equal(a, b) for a, b in zip(y, expected)) if form == "sum read later" else torch.equal(y, expected)
     assert record.graphs == [([3], [], 0, 0)] and record.norms == [1] and means.counts == [0]
 
 

@@ -404,11 +404,13 @@ def test_linear_glu_runs_the_gemv_on_both_halves_at_one_row(monkeypatch, strided
                        kernels.linear(kernels.silu_and_mul(many, 300), qdata, scale, bias, 5, 128, 300, None))
 
 
+@pytest.mark.parametrize("unit_offset", [False, True])
 @pytest.mark.parametrize("bits", [2, 5, 8])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
-def test_gemv_group_adds_and_normalizes_before_rotating(bits, dtype):
+def test_gemv_group_adds_and_normalizes_before_rotating(bits, dtype, unit_offset):
     """With a norm the group's activations are the RMSNorm of the rows plus their residual rows (each product
-    rounded to their dtype as torch rounds it), and the first row range's programs store that sum: several slices
+    rounded to their dtype as torch rounds it; Llama's form and Qwen3.5's, ``1 + weight``, the weight near 0 for the
+    latter as its models hold it), and the first row range's programs store that sum: several slices
     (each program summing the whole row's squares), with one row a program and two; then VEC = 16 with one slice, two
     rows a program; an odd M, residual rows of another stride than x's; the sum poisoned first."""
     from hlwq_ops.kernels.gemv import group_plan, launch_group
@@ -416,11 +418,11 @@ def test_gemv_group_adds_and_normalizes_before_rotating(bits, dtype):
     weights, reference = _group((21, 10, 7), 300, bits, bias=True, codebooks=True)  # K padded to 384
     x = (3 * torch.randn(3, 300, device=KERNEL_DEVICE)).to(dtype)
     residual = (3 * torch.randn(3, 512, device=KERNEL_DEVICE)).to(dtype)[:, :300]
-    weight = (1 + torch.randn(300, device=KERNEL_DEVICE) / 4).to(dtype)
-    normed, expected_h = kernels.add_rms_norm(x, residual, weight, 1e-5)
+    weight = (int(not unit_offset) + torch.randn(300, device=KERNEL_DEVICE) / 4).to(dtype)
+    normed, expected_h = kernels.add_rms_norm(x, residual, weight, 1e-5, unit_offset)
     ref = reference(normed)
     for config in (_config(3), _config(3, MB=2), _config(3, VEC=16, R=2, ROWS=6, WARP_PARTS=4, MB=2)):
-        plan = group_plan(x, weights, bits, 128, config, norm=(1e-5, residual.stride(0)))
+        plan = group_plan(x, weights, bits, 128, config, norm=(1e-5, residual.stride(0), unit_offset))
         h = torch.full_like(x, float("nan"))
         y = launch_group(plan, bits, x, weights, torch.float32, (residual, weight, h))
         assert torch.equal(h, expected_h), config
@@ -438,10 +440,11 @@ def test_gemv_adds_and_normalizes_only_for_a_group_it_rotates_without_glu():
     for ends, rotate, glu in (((), True, False), ((4,), False, False), ((4,), True, True)):
         expected = f"got {len(ends) + 1} weight.s., rotate={rotate}, glu={glu}, traced=False"
         with pytest.raises(ValueError, match=expected):
-            plan_for(x, as_words(qdata), scale, None, 5, 128, _config(1), rotate, ends=ends, glu=glu, norm=(1e-6, 256))
+            plan_for(x, as_words(qdata), scale, None, 5, 128, _config(1), rotate, ends=ends, glu=glu,
+                     norm=(1e-6, 256, False))
     weights = [(qdata, scale, None, None)] * 2
     norm = (x, torch.ones(256, device=KERNEL_DEVICE), torch.empty_like(x))
-    for plan_norm, given in ((None, norm), ((1e-6, 256), ())):
+    for plan_norm, given in ((None, norm), ((1e-6, 256, False), ())):
         plan = group_plan(x, weights, 5, 128, _config(1), norm=plan_norm)
         with pytest.raises(ValueError, match=f"plan with a norm: {plan_norm is not None}, got {len(given)} tensor"):
             launch_group(plan, 5, x, weights, torch.float32, given)
@@ -476,6 +479,12 @@ def test_linear_group_norm_runs_the_gemv_at_one_row(monkeypatch, strided):
     normed, expected_h = kernels.add_rms_norm(*many, weight, 1e-6)
     assert torch.equal(y, kernels.linear_group(normed, weights, 5, 128, 300)) and torch.equal(h, expected_h)
     assert h.is_contiguous() and [key[0] for key in kernels._RESOLVED].count("norm") == 1  # (none for those)
+    # Qwen3.5's form of the same shapes resolves a call of its own (not the first's, which would normalize the
+    # other way)
+    offset, h = kernels.linear_group_norm(x, residual, weight - 1, 1e-6, weights, 5, 128, 300, True)
+    normed, expected_h = kernels.add_rms_norm(x, residual, weight - 1, 1e-6, True)
+    assert torch.equal(h, expected_h) and rel_error(offset, kernels.linear_group(normed, weights, 5, 128, 300)) < 1e-2
+    assert [key[0] for key in kernels._RESOLVED].count("norm") == 2
 
 
 def test_a_group_call_signature_is_resolved_once(monkeypatch):
@@ -1931,23 +1940,24 @@ def test_gpu_gemv_on_gate_and_up_every_candidate(bits, dtype):
 @pytest.mark.gpu
 @pytest.mark.parametrize("bits", [4, 5])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("rows", [(4096, 1024, 1024), (14336, 14336)])
-def test_gpu_gemv_group_norm_every_candidate(bits, dtype, rows):
-    """A group adding and normalizing (Llama-3-8B's q, k, v and gate, up, on K = 4096) at one row under every
-    candidate of its rows together: every output written (both poisoned first), the sum bit for bit torch's, the
-    outputs the group's on eager's norm (the kernel sums the squares in another order); then
-    ``kernels.linear_group_norm``, resolved on its second call."""
+@pytest.mark.parametrize("rows,unit_offset", [((4096, 1024, 1024), False), ((14336, 14336), False),
+                                              ((4096, 1024, 1024), True)])
+def test_gpu_gemv_group_norm_every_candidate(bits, dtype, rows, unit_offset):
+    """A group adding and normalizing (Llama-3-8B's q, k, v and gate, up, on K = 4096; Qwen3.5's form on the
+    first) at one row under every candidate of its rows together: every output written (both poisoned first), the
+    sum bit for bit torch's, the outputs the group's on eager's norm (the kernel sums the squares in another order);
+    then ``kernels.linear_group_norm``, resolved on its second call."""
     from hlwq_ops.kernels.gemv import can_rotate, group_plan, launch_group
 
     weights, reference = _group(rows, 4096, bits, bias=False, device="cuda")
     x, residual = (3 * torch.randn(1, 4096, device="cuda", dtype=dtype) for _ in range(2))
-    weight = (1 + torch.randn(4096, device="cuda") / 4).to(dtype)
-    normed, expected_h = kernels.add_rms_norm(x, residual, weight, 1e-5)
+    weight = (int(not unit_offset) + torch.randn(4096, device="cuda") / 4).to(dtype)
+    normed, expected_h = kernels.add_rms_norm(x, residual, weight, 1e-5, unit_offset)
     ref = reference(normed)
     for config in tuning.candidates("gemv", 1, sum(rows), 4096, 132, bits):
         if not can_rotate(bits, 128, config):
             continue
-        plan = group_plan(x, weights, bits, 128, config, norm=(1e-5, 4096))
+        plan = group_plan(x, weights, bits, 128, config, norm=(1e-5, 4096, unit_offset))
         for _ in range(2):
             torch.full((1, sum(rows)), float("nan"), device="cuda")  # where the caching allocator hands the output
             h = torch.full_like(x, float("nan"))
@@ -1955,7 +1965,8 @@ def test_gpu_gemv_group_norm_every_candidate(bits, dtype, rows):
             assert torch.isfinite(out).all() and torch.equal(h, expected_h), config
             assert rel_error(out, ref) < 1e-2, config
     expected = kernels.linear_group(normed, weights, bits, 128, 4096)
-    ys = [kernels.linear_group_norm(x, residual, weight, 1e-5, weights, bits, 128, 4096) for _ in range(2)]
+    ys = [kernels.linear_group_norm(x, residual, weight, 1e-5, weights, bits, 128, 4096, unit_offset)
+          for _ in range(2)]
     assert any(key[0] == "norm" for key in kernels._RESOLVED)
     assert torch.equal(ys[0][0], ys[1][0]) and torch.equal(ys[0][1], expected_h)
     assert rel_error(ys[0][0], expected) < 1e-2

@@ -319,6 +319,11 @@ def _opcheck_cases(device, dtype):
              1e-6, [qdata, qdata[:8]], [scale, scale[:8]], [bias.detach(), bias[:8].detach()], 5, 128, 200,
              [None, None]),
         ),
+        "linear_group_norm_unit_offset": (
+            torch.ops.hlwq.linear_group_norm.default,
+            (x.detach(), torch.randn(3, 200, device=device, dtype=dtype), torch.randn(200, device=device, dtype=dtype),
+             1e-6, [qdata, qdata[:8]], [scale, scale[:8]], [None, None], 5, 128, 200, [None, None], True),
+        ),
     }
 
 
@@ -327,7 +332,7 @@ def _opcheck_cases(device, dtype):
 @pytest.mark.parametrize(
     "name",
     ["fwht", "quantize", "dequantize", "linear_rotated", "linear", "linear_no_bias", "linear_inference",
-     "linear_group", "linear_siblings", "linear_glu", "linear_group_norm"],
+     "linear_group", "linear_siblings", "linear_glu", "linear_group_norm", "linear_group_norm_unit_offset"],
 )
 def test_opcheck(device, dtype, name):
     op, args = _opcheck_cases(device, dtype)[name]
@@ -394,16 +399,17 @@ def test_linear_glu_refuses_what_is_not_two_halves():
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("M", [1, 5])  # (CUDA: the GEMV adding and normalizing at one row; at five, the norm first)
 @pytest.mark.parametrize("dtype", ACT_DTYPES)
-def test_linear_group_norm_is_the_group_of_the_norm_of_the_sum(device, M, dtype):
+@pytest.mark.parametrize("unit_offset", [False, True])
+def test_linear_group_norm_is_the_group_of_the_norm_of_the_sum(device, M, dtype, unit_offset):
     from hlwq_ops.kernels import add_rms_norm
 
     _, q1, s1 = _packed(40, 200, 5, device)
     _, q2, s2 = _packed(24, 200, 5, device)
     x, residual = (3 * torch.randn(1, M, 200, device=device, dtype=dtype) for _ in range(2))
-    weight = (1 + torch.randn(200, device=device) / 4).to(dtype)
+    weight = (int(not unit_offset) + torch.randn(200, device=device) / 4).to(dtype)
     y, h = torch.ops.hlwq.linear_group_norm(x, residual, weight, 1e-5, [q1, q2], [s1, s2], [None, None], 5, 128, 200,
-                                            [None, None])
-    normed, expected_h = add_rms_norm(x, residual, weight, 1e-5)
+                                            [None, None], unit_offset)
+    normed, expected_h = add_rms_norm(x, residual, weight, 1e-5, unit_offset)
     expected = torch.ops.hlwq.linear_group(normed, [q1, q2], [s1, s2], [None, None], 5, 128, 200, [None, None])
     assert y.shape == (1, M, 64) and y.dtype == dtype and h.shape == x.shape and h.is_contiguous()
     assert torch.equal(h, expected_h)

@@ -484,23 +484,29 @@ def _group_signature(x, weights, bits, block_size, K) -> tuple:
             os.environ.get("HLWQ_PATH"), common.pdl_requested())
 
 
-def rms_norm(h: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """Transformers' Llama RMSNorm of ``h``: the mean of squares in float32, then ``weight * normed.to(h.dtype)``."""
+def rms_norm(h: torch.Tensor, weight: torch.Tensor, eps: float, unit_offset: bool = False) -> torch.Tensor:
+    """Transformers' RMSNorm of ``h``, the mean of squares in float32: Llama's form (Qwen3's, Mistral's), ``weight *
+    normed.to(h.dtype)``, or with ``unit_offset`` Qwen3.5's (Qwen3-Next's, Gemma's), ``(normed * (1 + weight)).to(
+    h.dtype)`` in float32."""
     f = h.float()
-    return weight * (f * torch.rsqrt(f.pow(2).mean(-1, keepdim=True) + eps)).to(h.dtype)
+    normed = f * torch.rsqrt(f.pow(2).mean(-1, keepdim=True) + eps)
+    if unit_offset:
+        return (normed * (1.0 + weight.float())).type_as(h)
+    return weight * normed.to(h.dtype)
 
 
-def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
-                 eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(rms_norm(x + residual, weight, eps), x + residual)``."""
+def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float,
+                 unit_offset: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rms_norm(x + residual, weight, eps, unit_offset), x + residual)``."""
     h = x + residual
-    return rms_norm(h, weight, eps), h
+    return rms_norm(h, weight, eps, unit_offset), h
 
 
 def linear_group_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, weights: list[tuple],
-                      bits: int, block_size: int, K: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``normed, h = add_rms_norm(x, residual, weight, eps)``, then ``(linear_group(normed, weights, ...), h)``: a
-    decoder layer's residual add and RMSNorm before its grouped projections (what
+                      bits: int, block_size: int, K: int,
+                      unit_offset: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``normed, h = add_rms_norm(x, residual, weight, eps, unit_offset)``, then ``(linear_group(normed, weights,
+    ...), h)``: a decoder layer's residual add and RMSNorm before its grouped projections (what
     :func:`hlwq_ops.grouping.fuse_norm_into_group` hands it).
 
     Where :func:`linear_group` runs one GEMV launch (decode sizes), the kernel adds, normalizes and stores ``h`` in
@@ -512,7 +518,7 @@ def linear_group_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Ten
     signature = None
     if group_serves(x.numel() // K):
         signature = ("norm", residual.shape, residual.stride(), residual.dtype, weight.dtype, weight.stride(),
-                     float(eps), *_group_signature(x, weights, bits, block_size, K))
+                     float(eps), bool(unit_offset), *_group_signature(x, weights, bits, block_size, K))
         entry = _RESOLVED.get(signature)
         if entry is not None and entry.current():
             h = torch.empty(x.shape, dtype=x.dtype, device=x.device)
@@ -522,9 +528,9 @@ def linear_group_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Ten
     if x2.stride(-1) == 1 and r2.stride(-1) == 1 and weight.stride(-1) == 1:  # (as the GEMV reads them)
         config = _group_config(x2, weights, bits, block_size)
     if config is None:
-        normed, h = add_rms_norm(x, residual, weight, eps)
+        normed, h = add_rms_norm(x, residual, weight, eps, unit_offset)
         return linear_group(normed, weights, bits, block_size, K), h.contiguous()  # (as the kernel's)
-    plan = group_plan(x2, weights, bits, block_size, config, norm=(float(eps), r2.stride(0)))
+    plan = group_plan(x2, weights, bits, block_size, config, norm=(float(eps), r2.stride(0), bool(unit_offset)))
     h = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     y = launch_group(plan, bits, x2, weights, x.dtype, (r2, weight, h.view(-1, K)))
     if signature is not None:

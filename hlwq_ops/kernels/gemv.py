@@ -158,13 +158,21 @@ def _squares(x_row, r_row, K_X, BK: tl.constexpr, DTYPE: tl.constexpr):
     return tl.sum(total, axis=0)
 
 
+# The forms of transformers' RMSNorm that the GEMV's prologue computes (its ADD_NORM): Llama's (Qwen3's, Mistral's),
+# ``w * normed`` with the normed row rounded first, and Qwen3.5's (Qwen3-Next's, Gemma's), ``(1 + w) * normed`` in
+# float32, rounded once.
+NORM_LLAMA = 1
+NORM_UNIT_OFFSET = 2
+
+
 @triton.jit
 def _added_and_normed(x_row, r_row, w_ptr, h_row, k, K_X, store_h, BK: tl.constexpr, EPS: tl.constexpr,
-                      SPLIT: tl.constexpr):
-    """Transformers' RMSNorm (Llama's) of ``h = x + residual`` at positions ``k``, as float32: ``w * (h * rsqrt(
-    mean(h^2) + EPS))``, each product rounded to the row's dtype as eager PyTorch rounds it (the mean in float32, its
-    sum in the kernel's order; on a GPU the division and the square root approximate, to a few ulps). A program with
-    ``store_h`` also stores its slice of ``h``, which the layer adds its next output to."""
+                      SPLIT: tl.constexpr, FORM: tl.constexpr):
+    """Transformers' RMSNorm of ``h = x + residual`` at positions ``k``, as float32, of the ``FORM`` given
+    (``NORM_LLAMA``: ``w * (h * rsqrt(mean(h^2) + EPS))``, ``NORM_UNIT_OFFSET``: ``(1 + w) * (h * rsqrt(...))``), each
+    product rounded to the row's dtype where eager PyTorch rounds it (the mean in float32, its sum in the kernel's
+    order; on a GPU the division and the square root approximate, to a few ulps). A program with ``store_h`` also
+    stores its slice of ``h``, which the layer adds its next output to."""
     DTYPE: tl.constexpr = x_row.dtype.element_ty
     h = _added(x_row, r_row, k, K_X, DTYPE)
     if store_h:
@@ -173,8 +181,11 @@ def _added_and_normed(x_row, r_row, w_ptr, h_row, k, K_X, store_h, BK: tl.conste
         squares = _squares(x_row, r_row, K_X, BK, DTYPE)
     else:  # (the slice is the whole row)
         squares = tl.sum(h * h, axis=0)
-    normed = _rounded(h * tl.rsqrt(squares / tl.maximum(K_X, 1) + EPS), DTYPE)  # (K_X = 0: MB's absent row)
-    return _rounded(tl.load(w_ptr + k, mask=k < K_X, other=0.0).to(tl.float32) * normed, DTYPE)
+    normed = h * tl.rsqrt(squares / tl.maximum(K_X, 1) + EPS)  # (K_X = 0: MB's absent row)
+    w = tl.load(w_ptr + k, mask=k < K_X, other=0.0).to(tl.float32)
+    if FORM == 2:  # NORM_UNIT_OFFSET
+        return _rounded(normed * (1.0 + w), DTYPE)
+    return _rounded(w * _rounded(normed, DTYPE), DTYPE)
 
 
 @triton.jit
@@ -186,7 +197,7 @@ def _activations(x_row, k0, K_X, C: tl.constexpr, PER_WORD: tl.constexpr, B: tl.
     With GLU the row holds a gate and an up half, ``K_X`` each, and the
     activations are ``silu(gate) * up``, each rounded to the row's dtype as
     eager PyTorch rounds them. With ADD_NORM they are the RMSNorm of the row
-    plus its residual row (see :func:`_added_and_normed`). With ROTATE the raw
+    plus its residual row, of that form (see :func:`_added_and_normed`). With ROTATE the raw
     activations are rotated here, blockwise and unnormalized (``sqrt(B) * H_B
     x``): the stages move values between threads, which costs little once per
     program.
@@ -194,7 +205,7 @@ def _activations(x_row, k0, K_X, C: tl.constexpr, PER_WORD: tl.constexpr, B: tl.
     BK: tl.constexpr = C * PER_WORD
     k = k0 + tl.arange(0, BK)
     if ADD_NORM:
-        v = _added_and_normed(x_row, r_row, w_ptr, h_row, k, K_X, store_h, BK, EPS, SPLIT)
+        v = _added_and_normed(x_row, r_row, w_ptr, h_row, k, K_X, store_h, BK, EPS, SPLIT, ADD_NORM)
     else:
         v = tl.load(x_row + k, mask=k < K_X, other=0.0)
     if GLU:
@@ -393,7 +404,8 @@ def _gemv_kernel(
     SPLIT: tl.constexpr,
     ROTATE: tl.constexpr,
     GLU: tl.constexpr,  # (with ROTATE) the activations are silu(gate) * up of x's two halves
-    ADD_NORM: tl.constexpr,  # (with ROTATE) the activations are the RMSNorm of x plus the residual rows
+    ADD_NORM: tl.constexpr,  # (with ROTATE) 0, or the activations are the RMSNorm of x plus the residual rows, of
+    # this form (NORM_LLAMA, NORM_UNIT_OFFSET)
     EPS: tl.constexpr,  # (ADD_NORM) the norm's epsilon
     WIDE: tl.constexpr,
     INTERPRET: tl.constexpr,
@@ -533,7 +545,7 @@ class _GemvLaunch(Launch):
 def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, config: tuple,
               rotate: bool, has_bias: bool, wide: bool, device: torch.device, dependent: bool,
               strides: tuple[int, int, int], traced: bool = False, ends: tuple[int, ...] = (),
-              glu: bool = False, norm: tuple[float, int] | None = None) -> SplitPlan:
+              glu: bool = False, norm: tuple[float, int, bool] | None = None) -> SplitPlan:
     """The launch of :func:`gemv` for this call signature (``config``: :func:`.launch.config_key`), checked once.
 
     ``strides``: of the activation rows, of the weight rows in int32 words and of the scale rows. ``traced``: the
@@ -541,8 +553,9 @@ def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, 
     Inductor's mutation analysis reads; no PDL). ``ends``: for a group of weights (:func:`gemv_group`), where each
     but the last one's rows end among the ``N`` output columns. ``glu``: the activation rows hold a gate and an up
     half of ``k_x`` positions each, multiplied as ``silu(gate) * up`` before the rotation (``rotate`` then).
-    ``norm``: ``(eps, residual row stride)``: the activations are the RMSNorm of the rows plus residual rows, which
-    the launch also stores (``ADD_NORM``; ``rotate`` then, not ``glu``).
+    ``norm``: ``(eps, residual row stride, unit_offset)``: the activations are the RMSNorm of the rows plus residual
+    rows, which the launch also stores (``ADD_NORM``; ``rotate`` then, not ``glu``), its weight ``w`` (Llama's form)
+    or ``1 + w`` (``unit_offset``: Qwen3.5's).
     """
     bounds = (0, *ends, N)
     if len(ends) >= MAX_GROUP or any(lo >= hi for lo, hi in zip(bounds[:-1], bounds[1:])):
@@ -588,7 +601,7 @@ def gemv_plan(M: int, k_x: int, N: int, k_pad: int, bits: int, block_size: int, 
             SPLIT=n_slices > 1,
             ROTATE=rotate,
             GLU=glu,
-            ADD_NORM=norm is not None,
+            ADD_NORM=0 if norm is None else NORM_UNIT_OFFSET if norm[2] else NORM_LLAMA,
             EPS=0.0 if norm is None else float(norm[0]),
             WIDE=wide,
             INTERPRET=device.type == "cpu",
@@ -665,7 +678,7 @@ def gemv_group(
 
 
 def group_plan(x: torch.Tensor, weights: Sequence[tuple], bits: int, block_size: int, config: dict,
-               norm: tuple[float, int] | None = None) -> SplitPlan:
+               norm: tuple[float, int, bool] | None = None) -> SplitPlan:
     """The plan of :func:`gemv_group`'s launch, after checking that one launch can read the weights (``norm``: as
     :func:`gemv_plan` takes it)."""
     if not 2 <= len(weights) <= MAX_GROUP:
@@ -689,10 +702,11 @@ def launch_group(plan: SplitPlan, bits: int, x: torch.Tensor, weights: Sequence[
     """:func:`gemv_group`'s launch of ``plan``: :func:`group_plan`'s for weights of these layouts, which this does not
     check again (a resolved call's signature holds them). ``norm``, with a plan that adds and normalizes: the
     residual rows, the norm's weight and the (M, K) output for the rows plus their residual."""
-    if bool(norm) != plan.launch.constexprs["ADD_NORM"] or len(norm) not in (0, 3):
+    planned = bool(plan.launch.constexprs["ADD_NORM"])
+    if bool(norm) != planned or len(norm) not in (0, 3):
         raise ValueError("a GEMV group's launch takes the norm's three tensors (residual rows, weight, output for the "
-                         "sum) exactly when its plan adds and normalizes: plan with a norm: "
-                         f"{plan.launch.constexprs['ADD_NORM']}, got {len(norm)} tensor(s)")
+                         f"sum) exactly when its plan adds and normalizes: plan with a norm: {planned}, got "
+                         f"{len(norm)} tensor(s)")
     operands = [(as_words(q), unit_stride(s), unit_stride(b), kernel_codebook(bits, c, q.device))
                 for q, s, b, c in weights]
     words, scale, bias, table = operands[0]
@@ -703,7 +717,7 @@ def launch_group(plan: SplitPlan, bits: int, x: torch.Tensor, weights: Sequence[
 
 def plan_for(x: torch.Tensor, words: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, bits: int,
              block_size: int, config: dict, rotate: bool = False, rows: int | None = None,
-             ends: tuple[int, ...] = (), glu: bool = False, norm: tuple[float, int] | None = None) -> SplitPlan:
+             ends: tuple[int, ...] = (), glu: bool = False, norm: tuple[float, int, bool] | None = None) -> SplitPlan:
     """:func:`gemv_plan` for :func:`gemv`'s operands (``words``: the codes viewed as int32; ``scale`` and ``bias``
     with unit stride); for a group (:func:`gemv_group`), the first weight's, with all the weights' ``rows`` and
     ``ends``; with ``glu``, ``x``'s rows a gate and an up half; ``norm`` as :func:`gemv_plan` takes it."""
