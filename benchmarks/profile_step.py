@@ -14,8 +14,11 @@ time, and the linears' times by their place in a layer (q, k, v, o, gate, up,
 down; or the groups GraphDecoder compiles at batch 1: q-k-v, o, gate-up, down;
 the Llama model only), to set beside ``bench_ops.py``'s isolated ones.
 Run it with ``HLWQ_PDL=0`` to see what programmatic dependent launch does in
-the model. The step time less the kernels' ("between kernels") is the time the
-GPU spent outside kernels, taken from two runs (the timed call, the profiled
+the model; ``--passes group,glu`` compiles the step with only those of
+``GroupProjections``' passes (grouping, the gated down projection, the norm),
+``--stock-attention`` with transformers' attention: A/B within one tree. The
+step time less the kernels' ("between kernels") is the time the GPU spent
+outside kernels, taken from two runs (the timed call, the profiled
 replays). A method that fails prints its error, and the script then exits with
 status 1.
 """
@@ -32,6 +35,7 @@ import sys
 import time
 
 import torch
+from torch._inductor.custom_graph_pass import CustomGraphPass
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 from torchao.quantization.utils import recommended_inductor_config_setter
@@ -39,6 +43,7 @@ from torchao.quantization.utils import recommended_inductor_config_setter
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_decode import MODELS, NEW, PROMPT, build  # noqa: E402
 
+from hlwq_ops import grouping  # noqa: E402
 from hlwq_ops.decode import GraphDecoder  # noqa: E402
 from hlwq_ops.kernels import tuning  # noqa: E402
 from hlwq_ops.tensor import HLWQTensor  # noqa: E402
@@ -51,6 +56,25 @@ PROJECTIONS = ("q", "k", "v", "o", "gate", "up", "down")
 GROUPED = ("q-k-v", "o", "gate-up", "down")  # (GraphDecoder's at batch 1: GroupProjections' groups, one launch each)
 LINEARS = {"hlwq": r"_gemv_kernel|_rs_kernel|_ws_kernel|_wgmma_kernel|_tc_gemv_kernel|_mma_kernel",
            "int4": r"tinygemm", "bf16": r"nvjet|gemv"}
+
+
+# GroupProjections' passes, in its order (--passes)
+PASSES = {"group": grouping.group_projections, "glu": grouping.fuse_gated_down, "norm": grouping.fuse_norm_into_group}
+
+
+class Passes(CustomGraphPass):
+    """Some of :class:`hlwq_ops.GroupProjections`' passes, in its order, as Inductor's post-grad pass."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+
+    def __call__(self, graph) -> None:
+        for name, run in PASSES.items():
+            if name in self.names:
+                run(graph)
+
+    def uuid(self) -> None:
+        return None  # (no caching: a graph compiled with other passes must not come back)
 
 
 def kernel_times(step, steps: int) -> tuple[dict[str, tuple[float, float]], list[tuple[str, float]]]:
@@ -95,13 +119,16 @@ def tuned_for(model: torch.nn.Module, batch: int) -> dict[str, dict]:
             for key, config in tuning.tuned_choices(batch, N, -(-K // block) * block, bits).items()}
 
 
-def one(model_name: str, method: str, steps: int, batch: int, packed_attention: bool = True) -> dict:
+def one(model_name: str, method: str, steps: int, batch: int, packed_attention: bool = True,
+        passes: list[str] | None = None) -> dict:
     """Decode step time (a 256-token call after the warm-up's) and its kernels, replaying the captured step as
-    ``GraphDecoder.generate`` does."""
+    ``GraphDecoder.generate`` does (``passes``: only those of ``PASSES``; all by default)."""
     start = time.perf_counter()
     model, _ = build(model_name, method)
     ids = torch.randint(1, model.config.vocab_size, (batch, PROMPT), device="cuda")
-    decoder = GraphDecoder(model, packed_attention=packed_attention)
+    if passes is not None:  # (GraphDecoder without its own pass compiles with Inductor's config)
+        torch._inductor.config.post_grad_custom_post_pass = Passes(passes)
+    decoder = GraphDecoder(model, group_projections=passes is None, packed_attention=packed_attention)
     decoder.generate(ids, NEW)  # compiles, tunes, captures
     decoder.generate(ids, NEW)
     step_us = 1e6 / decoder.stats.decode_tokens_per_s  # (tokens a second of each row)
@@ -134,8 +161,8 @@ def one(model_name: str, method: str, steps: int, batch: int, packed_attention: 
         restart()
         rows, sequence = kernel_times(lambda: (decoder._step(*decoder._inputs), advance()), steps)
         mode = "compiled step without its graph (the graph's kernels were not seen)"
-    return dict(model=model_name, method=method, batch=batch, packed_attention=packed_attention, step_us=step_us,
-                mode=mode, kernels=rows,
+    return dict(model=model_name, method=method, batch=batch, packed_attention=packed_attention,
+                passes=list(PASSES) if passes is None else passes, step_us=step_us, mode=mode, kernels=rows,
                 sequence=sequence, layers=model.config.num_hidden_layers, wall_s=time.perf_counter() - start,
                 tuned=tuned_for(model, batch))
 
@@ -146,7 +173,7 @@ def report(result: dict, top: int) -> None:
     launches = sum(n for _, n in result["kernels"].values())
     attention = "packed" if result.get("packed_attention", True) else "transformers' SDPA"
     print(f"\n{result['model']}, {result['method']} at batch {result['batch']} ({result['mode']}; {attention} "
-          "attention): "
+          f"attention; passes {'+'.join(result.get('passes', PASSES))}): "
           f"step {result['step_us']:.1f} us "
           f"(decode tok/s {1e6 * result['batch'] / result['step_us']:.1f}); "
           f"kernels {busy:.1f} us in {launches:.0f} launches a step; "
@@ -185,15 +212,20 @@ def main() -> None:
     p.add_argument("--stock-attention", action="store_true",
                    help="GraphDecoder(packed_attention=False): transformers' SDPA attention, the cache's key and value "
                         "heads repeated per query head every step")
+    p.add_argument("--passes", help=f"compile with only these of GroupProjections' passes, comma-separated: any of "
+                                    f"{', '.join(PASSES)} (default: GraphDecoder's, all)")
     p.add_argument("--json", help="write every method's per-step kernel table here")
     p.add_argument("--one", help=argparse.SUPPRESS)  # a child process: this method, JSON on stdout's last line
     a = p.parse_args()
+    passes = None if a.passes is None else a.passes.split(",")
+    if passes is not None and not set(passes) <= set(PASSES):
+        p.error(f"--passes takes names of {', '.join(PASSES)}, got {a.passes}")
     if not 1 <= a.steps < NEW:
         p.error(f"--steps must be 1 to {NEW - 1} (the captured cache holds {NEW} new tokens), got {a.steps}")
     if a.one:
         if a.inductor_recommended:
             recommended_inductor_config_setter()
-        print(json.dumps(one(a.model, a.one, a.steps, a.batch, not a.stock_attention)), flush=True)
+        print(json.dumps(one(a.model, a.one, a.steps, a.batch, not a.stock_attention, passes)), flush=True)
         return
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}", flush=True)
     results, failed = [], []
@@ -202,6 +234,7 @@ def main() -> None:
                  "--batch", str(a.batch)]
         child += ["--inductor-recommended"] if a.inductor_recommended else []
         child += ["--stock-attention"] if a.stock_attention else []
+        child += ["--passes", a.passes] if a.passes is not None else []
         done = subprocess.run(child, capture_output=True, text=True)
         if done.returncode != 0:
             print(f"{method}: failed (rc {done.returncode}):\n{done.stderr[-3000:]}", flush=True)
