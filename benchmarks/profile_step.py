@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import re
@@ -44,6 +45,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from bench_decode import MODELS, NEW, PROMPT, build  # noqa: E402
 
 from hlwq_ops import grouping  # noqa: E402
+from hlwq_ops.attention import packed_decode_attention  # noqa: E402
 from hlwq_ops.decode import GraphDecoder  # noqa: E402
 from hlwq_ops.kernels import tuning  # noqa: E402
 from hlwq_ops.tensor import HLWQTensor  # noqa: E402
@@ -159,7 +161,8 @@ def one(model_name: str, method: str, steps: int, batch: int, packed_attention: 
     (rows, sequence), mode = kernel_times(step, steps), "graph"
     if sum(n for _, n in rows.values()) < 50:  # the profiler did not see into the graph's replays
         restart()
-        rows, sequence = kernel_times(lambda: (decoder._step(*decoder._inputs), advance()), steps)
+        with packed_decode_attention(model) if packed_attention else contextlib.nullcontext():  # (as traced)
+            rows, sequence = kernel_times(lambda: (decoder._step(*decoder._inputs), advance()), steps)
         mode = "compiled step without its graph (the graph's kernels were not seen)"
     return dict(model=model_name, method=method, batch=batch, packed_attention=packed_attention,
                 passes=list(PASSES) if passes is None else passes, step_us=step_us, mode=mode, kernels=rows,

@@ -11,9 +11,11 @@ queries: ``(B, H, 1, D)`` read as ``(B, H / groups, groups, D)`` attends the cac
 it is, each query with the step's one mask row (transformers 5.25 does the same
 eagerly, not while compiling).
 
-:func:`packed_decode_attention` switches a model's SDPA layers to it for a ``with``
-block (``GraphDecoder`` decodes within one); every other call (a prompt, a mask per
-head, a position bias, a soft cap) goes to transformers' SDPA attention as before.
+:func:`packed_decode_attention` puts it behind transformers' ``"sdpa"`` attention for a
+``with`` block (``GraphDecoder`` decodes within one); every other call (a prompt, a mask
+per head, a position bias, a soft cap) goes to transformers' SDPA attention as before.
+The name stays ``"sdpa"``: model code that tests it (Falcon's, transformers 5.17, picks
+its own eager attention under any other name) and the mask built for it are unchanged.
 """
 
 from __future__ import annotations
@@ -22,13 +24,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-from transformers import AttentionInterface, PretrainedConfig
+from transformers import PretrainedConfig
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-__all__ = ["PACKED_DECODE", "packed_decode_attention", "packed_decode_sdpa"]
-
-PACKED_DECODE = "hlwq_packed_decode_sdpa"
+__all__ = ["packed_decode_attention", "packed_decode_sdpa"]
 
 # keyword arguments under which transformers' SDPA attention does more than plain SDPA (a bias, a soft cap, the
 # weights returned, attention sinks): such a call is left to it
@@ -73,54 +73,43 @@ def packed_decode_sdpa(
     return out.reshape(batch, heads, 1, value.shape[-1]).transpose(1, 2).contiguous(), None
 
 
-def _register() -> None:
-    """Make :data:`PACKED_DECODE` a name transformers' layers and mask builders accept (idempotent)."""
-    AttentionInterface.register(PACKED_DECODE, packed_decode_sdpa)
-    AttentionMaskInterface.register(PACKED_DECODE, sdpa_mask)
+def _uses_sdpa(model: torch.nn.Module) -> bool:
+    """Whether a config of the model or of its modules (or one of their sub-configs) asks for SDPA attention."""
+    seen: set[int] = set()
 
+    def asks(config: PretrainedConfig) -> bool:
+        if id(config) in seen:
+            return False
+        seen.add(id(config))
+        subs = (getattr(config, name, None) for name in getattr(config, "sub_configs", {}))
+        return config._attn_implementation == "sdpa" or any(
+            asks(sub) for sub in subs if isinstance(sub, PretrainedConfig))
 
-def _configs(model: torch.nn.Module) -> list[PretrainedConfig]:
-    """The model's configs and their sub-configs, each before its own sub-configs, with the configs its modules
-    hold (a layer reads its attention implementation from its own)."""
-    found: dict[int, PretrainedConfig] = {}
-
-    def walk(config: PretrainedConfig) -> None:
-        if id(config) in found:
-            return
-        found[id(config)] = config
-        for name in getattr(config, "sub_configs", {}):
-            sub = getattr(config, name, None)
-            if isinstance(sub, PretrainedConfig):
-                walk(sub)
-
-    for holder in (model, *model.modules()):
-        config = getattr(holder, "config", None)
-        if isinstance(config, PretrainedConfig):
-            walk(config)
-    return list(found.values())
-
-
-def _assign(implementations: list[tuple[PretrainedConfig, str | None]]) -> None:
-    """Set each config's attention implementation, parents first: setting a config sets its sub-configs too, which
-    their own entries, later in the list, then set back."""
-    for config, implementation in implementations:
-        config._attn_implementation = implementation
+    configs = (getattr(holder, "config", None) for holder in (model, *model.modules()))
+    return any(asks(config) for config in configs if isinstance(config, PretrainedConfig))
 
 
 @contextmanager
 def packed_decode_attention(model: torch.nn.Module) -> Iterator[None]:
-    """Within the block, the model's layers on SDPA attend one query position as :func:`packed_decode_sdpa` does.
+    """Within the block, transformers' ``"sdpa"`` attention is :func:`packed_decode_sdpa`.
 
-    Only configs set to ``"sdpa"`` change; all are put back on leaving. A step compiled
-    within the block is traced with it: run it within such a block too (dynamo guards on
-    the name, and would trace it again otherwise)."""
-    before = [(config, config._attn_implementation) for config in _configs(model)]
-    if not any(implementation == "sdpa" for _, implementation in before):
+    A no-op for a model that asks for no SDPA attention, or where ``"sdpa"`` is already
+    not transformers' own function (someone's override is left alone). The swap is the
+    process's, not the model's, while the block lasts (other models' SDPA layers in other
+    threads attend one position the same way meanwhile, which computes the same). A step
+    compiled within the block is traced with it: run it within such a block too (dynamo
+    guards on the function, and would trace it again otherwise)."""
+    interface = ALL_ATTENTION_FUNCTIONS
+    if not _uses_sdpa(model) or interface["sdpa"] is not sdpa_attention_forward:
         yield
         return
-    _register()
-    _assign([(config, PACKED_DECODE if name == "sdpa" else name) for config, name in before])
+    # (transformers' interface: an override of this instance, over the class's registry; put back as it was)
+    overridden = "sdpa" in interface._local_mapping
+    interface["sdpa"] = packed_decode_sdpa
     try:
         yield
     finally:
-        _assign(before)
+        if overridden:
+            interface["sdpa"] = sdpa_attention_forward
+        else:
+            del interface["sdpa"]

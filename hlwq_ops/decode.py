@@ -175,7 +175,8 @@ class GraphDecoder:
             position with the query heads of each key/value head as its queries
             (:func:`hlwq_ops.attention.packed_decode_attention`), instead of transformers copying the
             cache's key and value heads once per query head every step; the prompt's forward is
-            unchanged. The model's attention setting is put back after each call.
+            unchanged. For the length of each :meth:`generate` call transformers' ``"sdpa"``
+            attention is that function, in the whole process.
     """
 
     def __init__(self, model: torch.nn.Module, compile: bool = True, cuda_graph: bool | None = None,

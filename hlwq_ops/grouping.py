@@ -32,7 +32,7 @@ graph's, where the two differ).
 Before each group a decoder layer adds its residual and normalizes, ``norm(x + residual)``, in one more kernel of
 Inductor's (two a layer: before the attention's q-k-v group and before the MLP's gate-up group).
 :func:`fuse_norm_into_group` makes a group's call on transformers' RMSNorm of a residual add -- Llama's form (which
-Qwen3's and Mistral's copy) or Qwen3.5's, ``1 + weight`` in float32 (Qwen3-Next's and Gemma's too) -- one
+Qwen3's and Mistral's copy) or Qwen3.5's, ``1 + weight`` in float32 (Qwen3-Next's and Gemma 1-3's too) -- one
 ``hlwq.linear_group_norm`` call on the add's two inputs: at decode sizes its GEMV adds, normalizes (each product rounded
 as eager PyTorch rounds it; the mean of squares summed in its own order, on a GPU its division and square root to
 within a few ulps) and stores the sum, which the layer's next residual add reads, in its prologue. A norm of another

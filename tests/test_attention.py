@@ -6,7 +6,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.integrations import sdpa_attention
 from transformers.models.qwen3_5 import Qwen3_5ForCausalLM, Qwen3_5TextConfig
 
-from hlwq_ops.attention import PACKED_DECODE, packed_decode_attention, packed_decode_sdpa
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from hlwq_ops.attention import packed_decode_attention, packed_decode_sdpa
 
 SMALL = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4, vocab_size=512)
 
@@ -118,10 +120,12 @@ def _qwen35():
 
 
 @pytest.mark.parametrize("make", [_llama, _qwen35])
-def test_the_block_switches_sdpa_layers_and_puts_them_back(make, monkeypatch):
+def test_the_block_puts_it_behind_sdpa_and_back(make, monkeypatch):
+    """Within the block the model's SDPA layers call it (the prompt's too, which it hands on), with the tokens of
+    transformers' SDPA attention; the model's settings never change, and transformers' function is back after."""
     torch.manual_seed(0)
     model = make()
-    assert model.config._attn_implementation == "sdpa"
+    settings = {id(m): m.config._attn_implementation for m in model.modules() if hasattr(m, "config")}
     calls = []
     real = packed_decode_sdpa
 
@@ -134,28 +138,30 @@ def test_the_block_switches_sdpa_layers_and_puts_them_back(make, monkeypatch):
     with torch.no_grad():
         expected = model.generate(ids, max_new_tokens=5, do_sample=False, cache_implementation="static")
         with packed_decode_attention(model):
-            assert model.config._attn_implementation == PACKED_DECODE
-            assert all(m.config._attn_implementation == PACKED_DECODE for m in model.modules() if hasattr(m, "config"))
+            assert ALL_ATTENTION_FUNCTIONS["sdpa"] is counting
             tokens = model.generate(ids, max_new_tokens=5, do_sample=False, cache_implementation="static")
-    assert model.config._attn_implementation == "sdpa"
-    assert all(m.config._attn_implementation == "sdpa" for m in model.modules() if hasattr(m, "config"))
+    assert ALL_ATTENTION_FUNCTIONS["sdpa"] is sdpa_attention.sdpa_attention_forward
+    assert "sdpa" not in ALL_ATTENTION_FUNCTIONS._local_mapping  # (no override left behind)
+    assert settings == {id(m): m.config._attn_implementation for m in model.modules() if hasattr(m, "config")}
     assert torch.equal(tokens, expected)
     full_attention_layers = sum(1 for m in model.modules() if hasattr(m, "num_key_value_groups"))
     assert calls.count(6) == full_attention_layers and calls.count(1) == 4 * full_attention_layers
 
 
-def test_the_block_leaves_other_implementations_alone():
-    model = LlamaForCausalLM(LlamaConfig(num_key_value_heads=2, attn_implementation="eager", **SMALL))
-    with packed_decode_attention(model):
-        assert model.config._attn_implementation == "eager"
-    assert model.config._attn_implementation == "eager"
+def test_the_block_leaves_other_implementations_and_overrides_alone(monkeypatch):
+    eager = LlamaForCausalLM(LlamaConfig(num_key_value_heads=2, attn_implementation="eager", **SMALL))
+    with packed_decode_attention(eager):
+        assert ALL_ATTENTION_FUNCTIONS["sdpa"] is sdpa_attention.sdpa_attention_forward
+    mine = lambda *args, **kwargs: sdpa_attention.sdpa_attention_forward(*args, **kwargs)  # noqa: E731
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._local_mapping, "sdpa", mine)
+    with packed_decode_attention(_llama()):
+        assert ALL_ATTENTION_FUNCTIONS["sdpa"] is mine
 
 
-def test_the_block_puts_them_back_after_an_error():
-    model = _llama()
-    with pytest.raises(RuntimeError, match="inside"), packed_decode_attention(model):
+def test_the_block_puts_it_back_after_an_error():
+    with pytest.raises(RuntimeError, match="inside"), packed_decode_attention(_llama()):
         raise RuntimeError("inside")
-    assert model.config._attn_implementation == "sdpa"
+    assert ALL_ATTENTION_FUNCTIONS["sdpa"] is sdpa_attention.sdpa_attention_forward
 
 
 @pytest.mark.gpu
@@ -198,4 +204,22 @@ def test_graph_decoder_decodes_with_packed_attention(compile, monkeypatch):
     monkeypatch.setattr(attention, "_packable", recording)
     assert torch.equal(GraphDecoder(model, compile=compile).generate(ids, 7), expected)
     assert (6, False) in seen and (1, True) in seen and (1, False) not in seen
-    assert model.config._attn_implementation == "sdpa"
+    assert ALL_ATTENTION_FUNCTIONS["sdpa"] is sdpa_attention.sdpa_attention_forward
+
+
+def test_graph_decoder_with_packed_attention_on_a_model_that_tests_the_name():
+    """Falcon's attention (transformers 5.17) takes its own eager path unless its config names SDPA: a grouped-query
+    rotary Falcon decodes generate()'s tokens (they differed while the block renamed the attention)."""
+    from transformers import FalconConfig, FalconForCausalLM
+
+    from hlwq_ops.decode import GraphDecoder
+
+    torch.manual_seed(0)
+    config = FalconConfig(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_kv_heads=2,
+                          new_decoder_architecture=True, alibi=False, vocab_size=512)
+    model = FalconForCausalLM(config).eval()
+    model.generation_config.eos_token_id = None
+    ids = torch.randint(0, 512, (2, 6))
+    with torch.no_grad():
+        expected = model.generate(ids, max_new_tokens=7, do_sample=False, cache_implementation="static")
+    assert torch.equal(GraphDecoder(model, compile=False).generate(ids, 7), expected)

@@ -486,7 +486,7 @@ def _group_signature(x, weights, bits, block_size, K) -> tuple:
 
 def rms_norm(h: torch.Tensor, weight: torch.Tensor, eps: float, unit_offset: bool = False) -> torch.Tensor:
     """Transformers' RMSNorm of ``h``, the mean of squares in float32: Llama's form (Qwen3's, Mistral's), ``weight *
-    normed.to(h.dtype)``, or with ``unit_offset`` Qwen3.5's (Qwen3-Next's, Gemma's), ``(normed * (1 + weight)).to(
+    normed.to(h.dtype)``, or with ``unit_offset`` Qwen3.5's (Qwen3-Next's, Gemma 1-3's), ``(normed * (1 + weight)).to(
     h.dtype)`` in float32."""
     f = h.float()
     normed = f * torch.rsqrt(f.pow(2).mean(-1, keepdim=True) + eps)

@@ -159,7 +159,7 @@ def _squares(x_row, r_row, K_X, BK: tl.constexpr, DTYPE: tl.constexpr):
 
 
 # The forms of transformers' RMSNorm that the GEMV's prologue computes (its ADD_NORM): Llama's (Qwen3's, Mistral's),
-# ``w * normed`` with the normed row rounded first, and Qwen3.5's (Qwen3-Next's, Gemma's), ``(1 + w) * normed`` in
+# ``w * normed`` with the normed row rounded first, and Qwen3.5's (Qwen3-Next's, Gemma 1-3's), ``(1 + w) * normed`` in
 # float32, rounded once.
 NORM_LLAMA = 1
 NORM_UNIT_OFFSET = 2
