@@ -26,6 +26,7 @@ status 1.
 from __future__ import annotations
 
 import argparse
+import ast
 import collections
 import contextlib
 import json
@@ -215,12 +216,19 @@ def main() -> None:
     p.add_argument("--stock-attention", action="store_true",
                    help="GraphDecoder(packed_attention=False): transformers' SDPA attention, the cache's key and value "
                         "heads repeated per query head every step")
+    p.add_argument("--inductor", action="append", default=[], metavar="NAME=VALUE",
+                   help="set torch._inductor.config.NAME (a Python literal) for every method, e.g. combo_kernels=True "
+                        "(horizontal fusion of independent kernels); repeatable")
     p.add_argument("--passes", help=f"compile with only these of GroupProjections' passes, comma-separated: any of "
                                     f"{', '.join(PASSES)} (default: GraphDecoder's, all)")
     p.add_argument("--json", help="write every method's per-step kernel table here")
     p.add_argument("--one", help=argparse.SUPPRESS)  # a child process: this method, JSON on stdout's last line
     a = p.parse_args()
     passes = None if a.passes is None else a.passes.split(",")
+    for setting in a.inductor:
+        name, _, value = setting.partition("=")
+        if not hasattr(torch._inductor.config, name) or not value:
+            p.error(f"--inductor takes NAME=VALUE with NAME a setting of torch._inductor.config, got {setting}")
     if passes is not None and not set(passes) <= set(PASSES):
         p.error(f"--passes takes names of {', '.join(PASSES)}, got {a.passes}")
     if not 1 <= a.steps < NEW:
@@ -228,6 +236,9 @@ def main() -> None:
     if a.one:
         if a.inductor_recommended:
             recommended_inductor_config_setter()
+        for setting in a.inductor:
+            name, value = setting.split("=", 1)
+            setattr(torch._inductor.config, name, ast.literal_eval(value))
         print(json.dumps(one(a.model, a.one, a.steps, a.batch, not a.stock_attention, passes)), flush=True)
         return
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}", flush=True)
@@ -236,6 +247,7 @@ def main() -> None:
         child = [sys.executable, __file__, "--one", method, "--model", a.model, "--steps", str(a.steps),
                  "--batch", str(a.batch)]
         child += ["--inductor-recommended"] if a.inductor_recommended else []
+        child += [arg for setting in a.inductor for arg in ("--inductor", setting)]
         child += ["--stock-attention"] if a.stock_attention else []
         child += ["--passes", a.passes] if a.passes is not None else []
         done = subprocess.run(child, capture_output=True, text=True)

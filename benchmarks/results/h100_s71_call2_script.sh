@@ -14,3 +14,7 @@ for way in "" "--stock-attention"; do
     timeout 70 python3 benchmarks/profile_step.py --methods bf16 --steps 16 --top 8 $way > $OUT/step_bf16$way.log 2>&1
     echo "bf16 [$way]: rc $? at ${SECONDS}s"; grep -E "step|^ +[0-9.]+ +[0-9.]+ +[0-9.]+  " $OUT/step_bf16$way.log | head -10
 done
+HLWQ_CACHE_DIR=/tmp/hlwq_cache_d_hlwq-q5 timeout 100 python3 benchmarks/profile_step.py --methods hlwq-q5 --steps 16 \
+    --inductor combo_kernels=True > $OUT/step_q5_combo.log 2>&1
+echo "q5 [combo_kernels]: rc $? at ${SECONDS}s"
+grep -E "step|^ +(q-k-v|o|gate-up|down) |^ +[0-9.]+ +[0-9.]+ +[0-9.]+  " $OUT/step_q5_combo.log | head -22
