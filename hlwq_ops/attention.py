@@ -37,7 +37,7 @@ _NOT_PLAIN = ("position_bias", "softcap", "output_attentions", "s_aux", "sinks")
 
 def _packable(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None,
               kwargs: dict) -> bool:
-    """One query position of a grouped-query layer, with one mask row for every head (or none given)."""
+    """One query position of a grouped-query layer, with one mask row for every head."""
     groups = getattr(module, "num_key_value_groups", 1)
     return (
         isinstance(groups, int) and groups > 1 and query.dim() == 4 and query.shape[2] == 1

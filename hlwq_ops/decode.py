@@ -515,7 +515,7 @@ class GraphDecoder:
                 check waits for the GPU; up to ``check_every - 1`` steps may run past
                 the end, and their tokens are dropped).
         """
-        # (the step is compiled and captured within the block: dynamo guards on the attention's name)
+        # (the step is compiled and captured within the block: dynamo guards on the attention function)
         with packed_decode_attention(self.model) if self.packed_attention else nullcontext():
             return self._generate(input_ids, max_new_tokens, attention_mask, eos_token_id, pad_token_id, check_every)
 

@@ -343,8 +343,8 @@ def _residual_add(h: Node, x: Node, weight: Node) -> bool:
 def fuse_norm_into_group(graph: Graph) -> int:
     """Make each ``hlwq.linear_group`` call on ``rms_norm(a + b)`` (transformers' RMSNorm of a residual add, Llama's
     form or Qwen3.5's, read only by the call) one ``hlwq.linear_group_norm`` call on ``a`` and ``b``, in place (see
-    the module docstring): its first output is the group's, its second the sum, which the sum's other readers (the layer's next
-    residual add) read instead. The norm's nodes and the add go. Returns how many calls changed."""
+    the module docstring): its first output is the group's, its second the sum, which the sum's other readers (the
+    layer's next residual add) read instead. The norm's nodes and the add go. Returns how many calls changed."""
     fused = 0
     for node in list(graph.nodes):
         if node.target is not GROUP:

@@ -472,9 +472,8 @@ torch.library.register_fake("hlwq::linear_group", _linear_group_fake, lib=_LIB)
 # What :func:`hlwq_ops.grouping.fuse_norm_into_group` puts in a compiled graph in place of a decoder layer's residual
 # add and RMSNorm (transformers' Llama form, or with ``unit_offset`` Qwen3.5's: ``kernels.rms_norm``) before a
 # ``hlwq.linear_group`` call: the group's output on the norm of ``x + residual``, and that sum (which the layer's next
-# residual add reads). At decode sizes the GEMV adds and
-# normalizes in its prologue (``kernels.linear_group_norm``). Defined as ``linear_inference`` is (no autograd
-# kernel): the pass makes it from such calls only.
+# residual add reads). At decode sizes the GEMV adds and normalizes in its prologue (``kernels.linear_group_norm``).
+# Defined as ``linear_inference`` is (no autograd kernel): the pass makes it from such calls only.
 _LIB.define(
     "linear_group_norm(Tensor x, Tensor residual, Tensor norm_weight, float eps, Tensor[] qdata, Tensor[] scale, "
     "Tensor?[] bias, SymInt bits, SymInt block_size, SymInt K, Tensor?[] codebook, bool unit_offset=False) "

@@ -197,7 +197,8 @@ def _activations(x_row, k0, K_X, C: tl.constexpr, PER_WORD: tl.constexpr, B: tl.
     With GLU the row holds a gate and an up half, ``K_X`` each, and the
     activations are ``silu(gate) * up``, each rounded to the row's dtype as
     eager PyTorch rounds them. With ADD_NORM they are the RMSNorm of the row
-    plus its residual row, of that form (see :func:`_added_and_normed`). With ROTATE the raw
+    plus its residual row, of the form ADD_NORM names (see
+    :func:`_added_and_normed`). With ROTATE the raw
     activations are rotated here, blockwise and unnormalized (``sqrt(B) * H_B
     x``): the stages move values between threads, which costs little once per
     program.
