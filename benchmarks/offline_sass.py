@@ -196,8 +196,8 @@ def main() -> None:
     p.add_argument("--group", type=int, default=1, help="weights sharing the activations (GROUP: 1 to 3)")
     p.add_argument("--glu", action="store_true", help="silu(gate) * up of the rows' two halves in the prologue (GLU)")
     p.add_argument("--norm", type=int, default=0, choices=(0, 1, 2),
-                   help="the rows plus residual rows, RMSNorm'd, in the prologue (ADD_NORM; a group's, --group 2 or 3): "
-                        "1 Llama's form, 2 Qwen3.5's (1 + weight)")
+                   help="the rows plus residual rows, RMSNorm'd, in the prologue (ADD_NORM; a group's, --group 2 "
+                        "or 3): 1 Llama's form, 2 Qwen3.5's (1 + weight)")
     p.add_argument("--wsrs", metavar="MxNxK", help="the register-operand ws kernel for this shape instead")
     p.add_argument("--no-bias", action="store_true", help="(--wsrs) the kernel without a bias")
     a = p.parse_args()
