@@ -61,18 +61,15 @@ LINEARS = {"hlwq": r"_gemv_kernel|_rs_kernel|_ws_kernel|_wgmma_kernel|_tc_gemv_k
            "int4": r"tinygemm", "bf16": r"nvjet|gemv"}
 
 
-# GroupProjections' passes, in its order (--passes)
-PASSES = {"group": grouping.group_projections, "glu": grouping.fuse_gated_down, "norm": grouping.fuse_norm_into_group}
-
-
 class Passes(CustomGraphPass):
-    """Some of :class:`hlwq_ops.GroupProjections`' passes, in its order, as Inductor's post-grad pass."""
+    """Some of :class:`hlwq_ops.GroupProjections`' passes (``grouping.PASSES``), in its order, as Inductor's
+    post-grad pass."""
 
     def __init__(self, names: list[str]):
         self.names = names
 
     def __call__(self, graph) -> None:
-        for name, run in PASSES.items():
+        for name, run in grouping.PASSES.items():
             if name in self.names:
                 run(graph)
 
@@ -125,7 +122,7 @@ def tuned_for(model: torch.nn.Module, batch: int) -> dict[str, dict]:
 def one(model_name: str, method: str, steps: int, batch: int, packed_attention: bool = True,
         passes: list[str] | None = None) -> dict:
     """Decode step time (a 256-token call after the warm-up's) and its kernels, replaying the captured step as
-    ``GraphDecoder.generate`` does (``passes``: only those of ``PASSES``; all by default)."""
+    ``GraphDecoder.generate`` does (``passes``: only those of ``grouping.PASSES``; all by default)."""
     start = time.perf_counter()
     model, _ = build(model_name, method)
     ids = torch.randint(1, model.config.vocab_size, (batch, PROMPT), device="cuda")
@@ -166,7 +163,7 @@ def one(model_name: str, method: str, steps: int, batch: int, packed_attention: 
             rows, sequence = kernel_times(lambda: (decoder._step(*decoder._inputs), advance()), steps)
         mode = "compiled step without its graph (the graph's kernels were not seen)"
     return dict(model=model_name, method=method, batch=batch, packed_attention=packed_attention,
-                passes=list(PASSES) if passes is None else passes, step_us=step_us, mode=mode, kernels=rows,
+                passes=list(grouping.PASSES) if passes is None else passes, step_us=step_us, mode=mode, kernels=rows,
                 sequence=sequence, layers=model.config.num_hidden_layers, wall_s=time.perf_counter() - start,
                 tuned=tuned_for(model, batch))
 
@@ -177,7 +174,7 @@ def report(result: dict, top: int) -> None:
     launches = sum(n for _, n in result["kernels"].values())
     attention = "packed" if result.get("packed_attention", True) else "transformers' SDPA"
     print(f"\n{result['model']}, {result['method']} at batch {result['batch']} ({result['mode']}; {attention} "
-          f"attention; passes {'+'.join(result.get('passes', PASSES))}): "
+          f"attention; passes {'+'.join(result.get('passes', grouping.PASSES))}): "
           f"step {result['step_us']:.1f} us "
           f"(decode tok/s {1e6 * result['batch'] / result['step_us']:.1f}); "
           f"kernels {busy:.1f} us in {launches:.0f} launches a step; "
@@ -220,7 +217,7 @@ def main() -> None:
                    help="set torch._inductor.config.NAME (a Python literal) for every method, e.g. combo_kernels=True "
                         "(horizontal fusion of independent kernels); repeatable")
     p.add_argument("--passes", help=f"compile with only these of GroupProjections' passes, comma-separated: any of "
-                                    f"{', '.join(PASSES)} (default: GraphDecoder's, all)")
+                                    f"{', '.join(grouping.PASSES)} (default: GraphDecoder's, all)")
     p.add_argument("--json", help="write every method's per-step kernel table here")
     p.add_argument("--one", help=argparse.SUPPRESS)  # a child process: this method, JSON on stdout's last line
     a = p.parse_args()
@@ -229,8 +226,8 @@ def main() -> None:
         name, _, value = setting.partition("=")
         if not hasattr(torch._inductor.config, name) or not value:
             p.error(f"--inductor takes NAME=VALUE with NAME a setting of torch._inductor.config, got {setting}")
-    if passes is not None and not set(passes) <= set(PASSES):
-        p.error(f"--passes takes names of {', '.join(PASSES)}, got {a.passes}")
+    if passes is not None and not set(passes) <= set(grouping.PASSES):
+        p.error(f"--passes takes names of {', '.join(grouping.PASSES)}, got {a.passes}")
     if not 1 <= a.steps < NEW:
         p.error(f"--steps must be 1 to {NEW - 1} (the captured cache holds {NEW} new tokens), got {a.steps}")
     if a.one:

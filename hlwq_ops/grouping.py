@@ -66,7 +66,7 @@ from . import kernels
 from . import ops as _ops  # noqa: F401  (defines the hlwq ops this pass reads and writes)
 from .kernels.gemv import MAX_GROUP
 
-__all__ = ["GroupProjections", "fuse_gated_down", "fuse_norm_into_group", "group_projections"]
+__all__ = ["PASSES", "GroupProjections", "fuse_gated_down", "fuse_norm_into_group", "group_projections"]
 
 LINEAR = torch.ops.hlwq.linear_inference.default
 GROUP = torch.ops.hlwq.linear_group.default
@@ -381,6 +381,10 @@ def fuse_norm_into_group(graph: Graph) -> int:
     return fused
 
 
+# The passes of GroupProjections, by name, in the order it runs them.
+PASSES = {"group": group_projections, "glu": fuse_gated_down, "norm": fuse_norm_into_group}
+
+
 class GroupProjections(CustomGraphPass):
     """:func:`group_projections`, then :func:`fuse_gated_down` and :func:`fuse_norm_into_group`, as Inductor's
     ``post_grad_custom_post_pass``, then ``then``: the caller's own passes (one, or a list as torch 2.13 also takes
@@ -390,9 +394,8 @@ class GroupProjections(CustomGraphPass):
         self.then = tuple(then) if isinstance(then, (list, tuple)) else () if then is None else (then,)
 
     def __call__(self, graph: Graph) -> None:
-        group_projections(graph)
-        fuse_gated_down(graph)
-        fuse_norm_into_group(graph)
+        for run in PASSES.values():
+            run(graph)
         for other in self.then:
             other(graph)
 
