@@ -16,7 +16,8 @@ the Llama model only), to set beside ``bench_ops.py``'s isolated ones.
 Run it with ``HLWQ_PDL=0`` to see what programmatic dependent launch does in
 the model; ``--passes group,glu`` compiles the step with only those of
 ``GroupProjections``' passes (grouping, the gated down projection, the norm),
-``--stock-attention`` with transformers' attention: A/B within one tree. The
+``--packed-attention`` with :func:`hlwq_ops.attention.packed_decode_attention`,
+``--no-combo-kernels`` without Inductor's combo kernels: A/B within one tree. The
 step time less the kernels' ("between kernels") is the time the GPU spent
 outside kernels, taken from two runs (the timed call, the profiled
 replays). A method that fails prints its error, and the script then exits with
@@ -119,8 +120,8 @@ def tuned_for(model: torch.nn.Module, batch: int) -> dict[str, dict]:
             for key, config in tuning.tuned_choices(batch, N, -(-K // block) * block, bits).items()}
 
 
-def one(model_name: str, method: str, steps: int, batch: int, packed_attention: bool = True,
-        passes: list[str] | None = None) -> dict:
+def one(model_name: str, method: str, steps: int, batch: int, packed_attention: bool = False,
+        combo_kernels: bool = True, passes: list[str] | None = None) -> dict:
     """Decode step time (a 256-token call after the warm-up's) and its kernels, replaying the captured step as
     ``GraphDecoder.generate`` does (``passes``: only those of ``grouping.PASSES``; all by default)."""
     start = time.perf_counter()
@@ -128,7 +129,8 @@ def one(model_name: str, method: str, steps: int, batch: int, packed_attention: 
     ids = torch.randint(1, model.config.vocab_size, (batch, PROMPT), device="cuda")
     if passes is not None:  # (GraphDecoder without its own pass compiles with Inductor's config)
         torch._inductor.config.post_grad_custom_post_pass = Passes(passes)
-    decoder = GraphDecoder(model, group_projections=passes is None, packed_attention=packed_attention)
+    decoder = GraphDecoder(model, group_projections=passes is None, packed_attention=packed_attention,
+                           combo_kernels=combo_kernels)
     decoder.generate(ids, NEW)  # compiles, tunes, captures
     decoder.generate(ids, NEW)
     step_us = 1e6 / decoder.stats.decode_tokens_per_s  # (tokens a second of each row)
@@ -163,6 +165,7 @@ def one(model_name: str, method: str, steps: int, batch: int, packed_attention: 
             rows, sequence = kernel_times(lambda: (decoder._step(*decoder._inputs), advance()), steps)
         mode = "compiled step without its graph (the graph's kernels were not seen)"
     return dict(model=model_name, method=method, batch=batch, packed_attention=packed_attention,
+                combo_kernels=combo_kernels,
                 passes=list(grouping.PASSES) if passes is None else passes, step_us=step_us, mode=mode, kernels=rows,
                 sequence=sequence, layers=model.config.num_hidden_layers, wall_s=time.perf_counter() - start,
                 tuned=tuned_for(model, batch))
@@ -172,9 +175,10 @@ def report(result: dict, top: int) -> None:
     rows = sorted(result["kernels"].items(), key=lambda kv: -kv[1][0])
     busy = sum(t for t, _ in result["kernels"].values())
     launches = sum(n for _, n in result["kernels"].values())
-    attention = "packed" if result.get("packed_attention", True) else "transformers' SDPA"
+    attention = "packed" if result.get("packed_attention", False) else "transformers' SDPA"
+    combo = "" if result.get("combo_kernels", False) else "; no combo kernels"  # (none before session 72)
     print(f"\n{result['model']}, {result['method']} at batch {result['batch']} ({result['mode']}; {attention} "
-          f"attention; passes {'+'.join(result.get('passes', grouping.PASSES))}): "
+          f"attention; passes {'+'.join(result.get('passes', grouping.PASSES))}{combo}): "
           f"step {result['step_us']:.1f} us "
           f"(decode tok/s {1e6 * result['batch'] / result['step_us']:.1f}); "
           f"kernels {busy:.1f} us in {launches:.0f} launches a step; "
@@ -210,12 +214,15 @@ def main() -> None:
     p.add_argument("--inductor-recommended", action="store_true",
                    help="torchao's recommended Inductor settings (coordinate descent tuning, ...) for every method; "
                         "torchao's int4 config applies them itself")
-    p.add_argument("--stock-attention", action="store_true",
-                   help="GraphDecoder(packed_attention=False): transformers' SDPA attention, the cache's key and value "
-                        "heads repeated per query head every step")
+    p.add_argument("--packed-attention", action="store_true",
+                   help="GraphDecoder(packed_attention=True): the query heads of each key/value head as its queries, "
+                        "instead of transformers' SDPA attention repeating the cache's heads every step")
+    p.add_argument("--no-combo-kernels", action="store_true",
+                   help="GraphDecoder(combo_kernels=False): without Inductor's combo kernels")
     p.add_argument("--inductor", action="append", default=[], metavar="NAME=VALUE",
-                   help="set torch._inductor.config.NAME (a Python literal) for every method, e.g. combo_kernels=True "
-                        "(horizontal fusion of independent kernels); repeatable")
+                   help="set torch._inductor.config.NAME (a Python literal) for every method, e.g. "
+                        "coordinate_descent_tuning=True; GraphDecoder's own options (combo_kernels, the passes) "
+                        "win over it; repeatable")
     p.add_argument("--passes", help=f"compile with only these of GroupProjections' passes, comma-separated: any of "
                                     f"{', '.join(grouping.PASSES)} (default: GraphDecoder's, all)")
     p.add_argument("--json", help="write every method's per-step kernel table here")
@@ -236,7 +243,8 @@ def main() -> None:
         for setting in a.inductor:
             name, value = setting.split("=", 1)
             setattr(torch._inductor.config, name, ast.literal_eval(value))
-        print(json.dumps(one(a.model, a.one, a.steps, a.batch, not a.stock_attention, passes)), flush=True)
+        result = one(a.model, a.one, a.steps, a.batch, a.packed_attention, not a.no_combo_kernels, passes)
+        print(json.dumps(result), flush=True)
         return
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}", flush=True)
     results, failed = [], []
@@ -245,7 +253,8 @@ def main() -> None:
                  "--batch", str(a.batch)]
         child += ["--inductor-recommended"] if a.inductor_recommended else []
         child += [arg for setting in a.inductor for arg in ("--inductor", setting)]
-        child += ["--stock-attention"] if a.stock_attention else []
+        child += ["--packed-attention"] if a.packed_attention else []
+        child += ["--no-combo-kernels"] if a.no_combo_kernels else []
         child += ["--passes", a.passes] if a.passes is not None else []
         done = subprocess.run(child, capture_output=True, text=True)
         if done.returncode != 0:

@@ -182,16 +182,14 @@ def test_gpu_llama_3_8b_heads_against_float64(batch):
 
 @pytest.mark.parametrize("compile", [False, True])
 def test_graph_decoder_decodes_with_packed_attention(compile, monkeypatch):
-    """GraphDecoder's steps take the packed path (the prompt does not), give the tokens of transformers' SDPA
-    attention, and leave the model's setting as it was."""
+    """GraphDecoder takes no packed path by default; with packed_attention=True its steps take it (the prompt does
+    not), give the tokens of transformers' SDPA attention, and leave transformers' function as it was."""
     from hlwq_ops import attention
     from hlwq_ops.decode import GraphDecoder
 
     model = _llama()
     model.generation_config.eos_token_id = None
     ids = torch.randint(0, 512, (2, 6))
-    expected = GraphDecoder(model, compile=compile, packed_attention=False).generate(ids, 7)
-    torch._dynamo.reset()
     seen = {}  # (a dict, not a list: dynamo guards on a list's length, and would trace every step again)
     real = attention._packable
 
@@ -201,7 +199,10 @@ def test_graph_decoder_decodes_with_packed_attention(compile, monkeypatch):
         return packable
 
     monkeypatch.setattr(attention, "_packable", recording)
-    assert torch.equal(GraphDecoder(model, compile=compile).generate(ids, 7), expected)
+    expected = GraphDecoder(model, compile=compile).generate(ids, 7)
+    assert not seen  # (off by default)
+    torch._dynamo.reset()
+    assert torch.equal(GraphDecoder(model, compile=compile, packed_attention=True).generate(ids, 7), expected)
     assert (6, False) in seen and (1, True) in seen and (1, False) not in seen
     assert ALL_ATTENTION_FUNCTIONS["sdpa"] is sdpa_attention.sdpa_attention_forward
 
@@ -221,4 +222,4 @@ def test_graph_decoder_with_packed_attention_on_a_model_that_tests_the_name():
     ids = torch.randint(0, 512, (2, 6))
     with torch.no_grad():
         expected = model.generate(ids, max_new_tokens=7, do_sample=False, cache_implementation="static")
-    assert torch.equal(GraphDecoder(model, compile=False).generate(ids, 7), expected)
+    assert torch.equal(GraphDecoder(model, compile=False, packed_attention=True).generate(ids, 7), expected)

@@ -244,6 +244,34 @@ def test_graph_decoder_matches_generate(arch, compile):
     assert torch.equal(decoder.generate(ids, 7), expected), "a second call reuses the cache"
 
 
+@pytest.mark.parametrize("combo_kernels", [True, False])
+def test_graph_decoder_compiles_its_step_with_combo_kernels_unless_asked_not_to(monkeypatch, combo_kernels):
+    """Inductor's combo kernels are on by default (the Q5 step 189 us shorter on an H100, RESULTS 72), off when
+    asked, beside the grouping pass; the tokens are generate()'s either way."""
+    from hlwq_ops.decode import GraphDecoder
+    from hlwq_ops.grouping import GroupProjections
+
+    torch.manual_seed(0)
+    model = _llama().eval()
+    model.generation_config.eos_token_id = None
+    quantize_(model, hlwq_q5())
+    ids = torch.randint(0, 512, (2, 6))
+    with torch.no_grad():
+        expected = model.generate(ids, max_new_tokens=5, do_sample=False, cache_implementation="static")
+    torch._dynamo.reset()
+    options, compile = [], torch.compile
+
+    def recording(fn, **kwargs):
+        options.append(kwargs.get("options"))
+        return compile(fn, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", recording)
+    decoder = GraphDecoder(model) if combo_kernels else GraphDecoder(model, combo_kernels=False)
+    assert len(options) == 1 and options[0]["combo_kernels"] is combo_kernels
+    assert isinstance(options[0]["post_grad_custom_post_pass"], GroupProjections)
+    assert torch.equal(decoder.generate(ids, 5), expected)
+
+
 @pytest.mark.parametrize("arch", list(MASKED_APART))
 @pytest.mark.parametrize("compile", [False, True])
 def test_graph_decoder_models_masked_apart_like_generate(arch, compile):
