@@ -136,6 +136,24 @@ class _PromptGraph:
     python_state: list[tuple[dict, dict]]
 
 
+# Parts of the vocabulary a compiled step's greedy token is first picked in: Inductor reduces an argmax in one
+# program per row (it splits no arg reduction; torch 2.11 and 2.13), which took 30.5 us of the Llama-3-8B-shaped step
+# on an H100 for 128256 logits (benchmarks/RESULTS.md 72), on one SM.
+_ARGMAX_PARTS = 64
+
+
+def greedy_tokens(logits: torch.Tensor) -> torch.Tensor:
+    """``logits.argmax(-1, keepdim=True)`` of (B, V) logits, in two reductions a compiler can spread over the GPU:
+    each of ``_ARGMAX_PARTS`` parts' maximum and its first index, then the first part with the largest. The same
+    index as ``argmax``: the first of equal maxima (a NaN counts as the largest, as there)."""
+    batch, vocab = logits.shape
+    width = -(-vocab // _ARGMAX_PARTS)
+    padded = torch.nn.functional.pad(logits, (0, width * _ARGMAX_PARTS - vocab), value=float("-inf"))
+    values, within = padded.view(batch, _ARGMAX_PARTS, width).max(-1)
+    part = values.argmax(-1, keepdim=True)
+    return within.gather(-1, part) + part * width
+
+
 # Steps of the decode step run before the timed loop (compilation, tuning, a CUDA graph's warm-up): they write
 # the cache past the prompt, so it holds at least this many positions more
 _WARM_UP_STEPS = 3
@@ -272,7 +290,7 @@ class GraphDecoder:
             input_ids=token, cache_position=position, use_cache=True, **{self._cache_arg: self._cache},
             **self._mask_and_positions(mask if self._step_takes_mask else None, row_position),
         ).logits
-        return logits[:, -1].argmax(-1, keepdim=True)
+        return greedy_tokens(logits[:, -1])
 
     def _mask_and_positions(self, mask: torch.Tensor | None, positions: torch.Tensor) -> dict:
         """A forward's ``attention_mask`` and, where ``forward`` takes them, ``position_ids``."""

@@ -244,6 +244,41 @@ def test_graph_decoder_matches_generate(arch, compile):
     assert torch.equal(decoder.generate(ids, 7), expected), "a second call reuses the cache"
 
 
+def _argmax_cases(device):
+    """Logits whose argmax a two-stage pick could get wrong: ties within and across parts (the first wins), a
+    vocabulary no multiple of the parts, rows all -inf, NaNs (argmax takes the first as the largest), bf16."""
+    random = torch.randn(3, 128256, device=device)
+    ties = torch.randint(0, 3, (4, 1000), device=device).float()
+    across = torch.zeros(2, 130, device=device)
+    across[:, [5, 64, 129]] = 1.0  # (parts of 3 logits: the maxima in parts 1, 21 and 43)
+    nans = torch.randn(2, 517, device=device)
+    nans[0, 300], nans[1, 516], nans[1, 2] = float("nan"), float("nan"), float("nan")
+    return [random, random.bfloat16(), ties, across, torch.full((2, 77), float("-inf"), device=device), nans,
+            torch.randn(1, 1, device=device)]
+
+
+def _greedy_tokens_match_argmax(device):
+    from hlwq_ops.decode import greedy_tokens
+
+    compiled = torch.compile(greedy_tokens, dynamic=False)
+    for logits in _argmax_cases(device):
+        expected = logits.argmax(-1, keepdim=True)
+        assert torch.equal(greedy_tokens(logits), expected), logits.shape
+        assert torch.equal(compiled(logits), expected), logits.shape
+
+
+def test_greedy_tokens_match_argmax():
+    """The compiled step's greedy pick in two reductions (Inductor reduces an argmax in one program) gives argmax's
+    index, eagerly and compiled."""
+    _greedy_tokens_match_argmax("cpu")
+
+
+@pytest.mark.gpu
+def test_gpu_greedy_tokens_match_argmax():
+    """The same on the GPU, whose compiled reductions are Triton's."""
+    _greedy_tokens_match_argmax("cuda")
+
+
 @pytest.mark.parametrize("combo_kernels", [True, False])
 def test_graph_decoder_compiles_its_step_with_combo_kernels_unless_asked_not_to(monkeypatch, combo_kernels):
     """Inductor's combo kernels are on by default (the Q5 step 189 us shorter on an H100, RESULTS 72), off when
