@@ -12,10 +12,14 @@ it is, each query with the step's one mask row (transformers 5.25 does the same
 eagerly, not while compiling).
 
 :func:`packed_decode_attention` puts it behind transformers' ``"sdpa"`` attention for a
-``with`` block (``GraphDecoder`` decodes within one); every other call (a prompt, a mask
+``with`` block (``GraphDecoder(packed_attention=True)`` decodes within one); every other call (a prompt, a mask
 per head, a position bias, a soft cap) goes to transformers' SDPA attention as before.
 The name stays ``"sdpa"``: model code that tests it (Falcon's, transformers 5.17, picks
 its own eager attention under any other name) and the mask built for it are unchanged.
+
+Measured on an H100 (Llama-3-8B shape, batch 1, ``benchmarks/RESULTS.md`` 72), cuDNN attends the
+packed queries with a slower kernel than the repeated heads (11.1 us a layer against 7.9), which
+costs more than the copies save in a Q5 step: hence off by default in ``GraphDecoder``.
 """
 
 from __future__ import annotations

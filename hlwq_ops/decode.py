@@ -46,7 +46,7 @@ from transformers import PretrainedConfig, StaticCache
 from .attention import packed_decode_attention
 from .grouping import GroupProjections
 
-__all__ = ["DecodeStats", "GraphDecoder", "cache_argument"]
+__all__ = ["DecodeStats", "GraphDecoder", "cache_argument", "greedy_tokens"]
 
 
 def _prompt_mask_spans_cache(config: PretrainedConfig) -> bool:
@@ -138,7 +138,7 @@ class _PromptGraph:
 
 # Parts of the vocabulary a compiled step's greedy token is first picked in: Inductor reduces an argmax in one
 # program per row (it splits no arg reduction; torch 2.11 and 2.13), which took 30.5 us of the Llama-3-8B-shaped step
-# on an H100 for 128256 logits (benchmarks/RESULTS.md 72), on one SM.
+# on an H100 for 128256 logits, on one SM (benchmarks/NOTES.md, session 72).
 _ARGMAX_PARTS = 64
 
 
@@ -201,8 +201,9 @@ class GraphDecoder:
             fused into other kernels, and the Q5 step took 99 us longer.
         combo_kernels: compile the step with Inductor's combo kernels, which launch independent
             small kernels (the rotary embedding, the cache writes, the repeat of the key and value
-            heads) as one. On an H100 (Llama-3-8B shape, batch 1, RESULTS 72) the Q5 step took
-            189 us less (3534 -> 3345 us), bf16's 190 less.
+            heads) together: two a layer instead of six. On an H100 (Llama-3-8B shape, batch 1,
+            RESULTS 72) the Q5 step took 189 us less (3534 -> 3345 us), bf16's 190 less. Either
+            value is passed to the step's compile, over Inductor's global ``combo_kernels``.
     """
 
     def __init__(self, model: torch.nn.Module, compile: bool = True, cuda_graph: bool | None = None,

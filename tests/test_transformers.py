@@ -246,22 +246,26 @@ def test_graph_decoder_matches_generate(arch, compile):
 
 def _argmax_cases(device):
     """Logits whose argmax a two-stage pick could get wrong: ties within and across parts (the first wins), a
-    vocabulary no multiple of the parts, rows all -inf, NaNs (argmax takes the first as the largest), bf16."""
+    vocabulary no multiple of the parts, its maximum in the last part, rows all -inf, NaNs (argmax takes the first as
+    the largest), bf16."""
     random = torch.randn(3, 128256, device=device)
     ties = torch.randint(0, 3, (4, 1000), device=device).float()
     across = torch.zeros(2, 130, device=device)
     across[:, [5, 64, 129]] = 1.0  # (parts of 3 logits: the maxima in parts 1, 21 and 43)
     nans = torch.randn(2, 517, device=device)
     nans[0, 300], nans[1, 516], nans[1, 2] = float("nan"), float("nan"), float("nan")
-    return [random, random.bfloat16(), ties, across, torch.full((2, 77), float("-inf"), device=device), nans,
+    tail = torch.zeros(2, 130, device=device)
+    tail[:, -1] = 1.0  # (the only maximum in the last, short part: past 64 parts of 2)
+    return [random, random.bfloat16(), ties, across, tail, torch.full((2, 77), float("-inf"), device=device), nans,
             torch.randn(1, 1, device=device)]
 
 
 def _greedy_tokens_match_argmax(device):
     from hlwq_ops.decode import greedy_tokens
 
-    compiled = torch.compile(greedy_tokens, dynamic=False)
     for logits in _argmax_cases(device):
+        torch._dynamo.reset()  # (a graph a case: past dynamo's recompile limit it would run eagerly)
+        compiled = torch.compile(greedy_tokens, dynamic=False, fullgraph=True)
         expected = logits.argmax(-1, keepdim=True)
         assert torch.equal(greedy_tokens(logits), expected), logits.shape
         assert torch.equal(compiled(logits), expected), logits.shape
@@ -279,10 +283,13 @@ def test_gpu_greedy_tokens_match_argmax():
     _greedy_tokens_match_argmax("cuda")
 
 
+@pytest.mark.parametrize("group_projections", [True, False])
 @pytest.mark.parametrize("combo_kernels", [True, False])
-def test_graph_decoder_compiles_its_step_with_combo_kernels_unless_asked_not_to(monkeypatch, combo_kernels):
+def test_graph_decoder_compiles_its_step_with_combo_kernels_unless_asked_not_to(monkeypatch, combo_kernels,
+                                                                                group_projections):
     """Inductor's combo kernels are on by default (the Q5 step 189 us shorter on an H100, RESULTS 72), off when
-    asked, beside the grouping pass; the tokens are generate()'s either way."""
+    asked, with the grouping pass or without; the tokens are generate()'s either way (on the CPU, where Inductor
+    makes no combo kernels: a GPU test checks them)."""
     from hlwq_ops.decode import GraphDecoder
     from hlwq_ops.grouping import GroupProjections
 
@@ -301,9 +308,11 @@ def test_graph_decoder_compiles_its_step_with_combo_kernels_unless_asked_not_to(
         return compile(fn, **kwargs)
 
     monkeypatch.setattr(torch, "compile", recording)
-    decoder = GraphDecoder(model) if combo_kernels else GraphDecoder(model, combo_kernels=False)
+    settings = ({} if combo_kernels else {"combo_kernels": False}) | ({} if group_projections else
+                                                                      {"group_projections": False})
+    decoder = GraphDecoder(model, **settings)
     assert len(options) == 1 and options[0]["combo_kernels"] is combo_kernels
-    assert isinstance(options[0]["post_grad_custom_post_pass"], GroupProjections)
+    assert isinstance(options[0].get("post_grad_custom_post_pass"), GroupProjections) is group_projections
     assert torch.equal(decoder.generate(ids, 5), expected)
 
 
