@@ -127,11 +127,13 @@ def _butterfly(v, N: tl.constexpr, S: tl.constexpr):
 
 
 @triton.jit
-def _rounded(v, DTYPE: tl.constexpr):
-    """Float32 ``v`` rounded to ``DTYPE``'s precision (to nearest, ties to even), as float32: bfloat16 by its bits,
-    since the interpreter's conversion truncates (Triton 3.6; the GPU's rounds to nearest), and with
-    ``fp_downcast_rounding="rtne"`` it did not give torch's values either."""
-    if DTYPE == tl.bfloat16:
+def _rounded(v, DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
+    """Float32 ``v`` rounded to ``DTYPE``'s precision (to nearest, ties to even), as float32. The GPU converts so
+    (one instruction each way); the interpreter's bfloat16 conversion truncates (Triton 3.6, and with
+    ``fp_downcast_rounding="rtne"`` it did not give torch's values either), so there bfloat16 is rounded by its
+    bits (seven instructions an element on sm_90: in the norm's prologue, three roundings of 32 elements a thread
+    doubled the instructions before the loop)."""
+    if INTERPRET and DTYPE == tl.bfloat16:
         bits = v.to(tl.uint32, bitcast=True)
         bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
         return tl.where(v != v, v, bits.to(tl.float32, bitcast=True))  # (a NaN stays one)
@@ -140,20 +142,20 @@ def _rounded(v, DTYPE: tl.constexpr):
 
 
 @triton.jit
-def _added(x_row, r_row, k, K_X, DTYPE: tl.constexpr):
+def _added(x_row, r_row, k, K_X, DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
     """``x + residual`` at positions ``k`` of a row, rounded to ``DTYPE`` as eager PyTorch rounds it, as float32
     (zero past ``K_X``)."""
     x = tl.load(x_row + k, mask=k < K_X, other=0.0).to(tl.float32)
-    return _rounded(x + tl.load(r_row + k, mask=k < K_X, other=0.0).to(tl.float32), DTYPE)
+    return _rounded(x + tl.load(r_row + k, mask=k < K_X, other=0.0).to(tl.float32), DTYPE, INTERPRET)
 
 
 @triton.jit
-def _squares(x_row, r_row, K_X, BK: tl.constexpr, DTYPE: tl.constexpr):
+def _squares(x_row, r_row, K_X, BK: tl.constexpr, DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
     """The sum of squares of ``x + residual`` over a whole row, ``BK`` positions at a time: what a program that
     holds only a slice of the row needs for its norm (split K)."""
     total = tl.zeros([BK], dtype=tl.float32)
     for k0 in range(0, K_X, BK):
-        h = _added(x_row, r_row, k0 + tl.arange(0, BK), K_X, DTYPE)
+        h = _added(x_row, r_row, k0 + tl.arange(0, BK), K_X, DTYPE, INTERPRET)
         total += h * h
     return tl.sum(total, axis=0)
 
@@ -167,31 +169,31 @@ NORM_UNIT_OFFSET = 2
 
 @triton.jit
 def _added_and_normed(x_row, r_row, w_ptr, h_row, k, K_X, store_h, BK: tl.constexpr, EPS: tl.constexpr,
-                      SPLIT: tl.constexpr, FORM: tl.constexpr):
+                      SPLIT: tl.constexpr, FORM: tl.constexpr, INTERPRET: tl.constexpr):
     """Transformers' RMSNorm of ``h = x + residual`` at positions ``k``, as float32, of the ``FORM`` given
     (``NORM_LLAMA``: ``w * (h * rsqrt(mean(h^2) + EPS))``, ``NORM_UNIT_OFFSET``: ``(1 + w) * (h * rsqrt(...))``), each
     product rounded to the row's dtype where eager PyTorch rounds it (the mean in float32, its sum in the kernel's
     order; on a GPU the division and the square root approximate, to a few ulps). A program with ``store_h`` also
     stores its slice of ``h``, which the layer adds its next output to."""
     DTYPE: tl.constexpr = x_row.dtype.element_ty
-    h = _added(x_row, r_row, k, K_X, DTYPE)
+    h = _added(x_row, r_row, k, K_X, DTYPE, INTERPRET)
     if store_h:
         tl.store(h_row + k, h.to(h_row.dtype.element_ty), mask=k < K_X)
     if SPLIT:
-        squares = _squares(x_row, r_row, K_X, BK, DTYPE)
+        squares = _squares(x_row, r_row, K_X, BK, DTYPE, INTERPRET)
     else:  # (the slice is the whole row)
         squares = tl.sum(h * h, axis=0)
     normed = h * tl.rsqrt(squares / tl.maximum(K_X, 1) + EPS)  # (K_X = 0: MB's absent row)
     w = tl.load(w_ptr + k, mask=k < K_X, other=0.0).to(tl.float32)
     if FORM == 2:  # NORM_UNIT_OFFSET
-        return _rounded(normed * (1.0 + w), DTYPE)
-    return _rounded(w * _rounded(normed, DTYPE), DTYPE)
+        return _rounded(normed * (1.0 + w), DTYPE, INTERPRET)
+    return _rounded(w * _rounded(normed, DTYPE, INTERPRET), DTYPE, INTERPRET)
 
 
 @triton.jit
 def _activations(x_row, k0, K_X, C: tl.constexpr, PER_WORD: tl.constexpr, B: tl.constexpr, ROTATE: tl.constexpr,
                  GLU: tl.constexpr, r_row, w_ptr, h_row, store_h, ADD_NORM: tl.constexpr, EPS: tl.constexpr,
-                 SPLIT: tl.constexpr):
+                 SPLIT: tl.constexpr, INTERPRET: tl.constexpr):
     """The slice's activations, [C, PER_WORD] float32 (word, code); zero past ``K_X``.
 
     With GLU the row holds a gate and an up half, ``K_X`` each, and the
@@ -206,13 +208,13 @@ def _activations(x_row, k0, K_X, C: tl.constexpr, PER_WORD: tl.constexpr, B: tl.
     BK: tl.constexpr = C * PER_WORD
     k = k0 + tl.arange(0, BK)
     if ADD_NORM:
-        v = _added_and_normed(x_row, r_row, w_ptr, h_row, k, K_X, store_h, BK, EPS, SPLIT, ADD_NORM)
+        v = _added_and_normed(x_row, r_row, w_ptr, h_row, k, K_X, store_h, BK, EPS, SPLIT, ADD_NORM, INTERPRET)
     else:
         v = tl.load(x_row + k, mask=k < K_X, other=0.0)
     if GLU:
         gate = v.to(tl.float32)
         up = tl.load(x_row + K_X + k, mask=k < K_X, other=0.0).to(tl.float32)
-        v = _rounded(_rounded(gate / (1.0 + tl.exp(-gate)), v.dtype) * up, v.dtype)
+        v = _rounded(_rounded(gate / (1.0 + tl.exp(-gate)), v.dtype, INTERPRET) * up, v.dtype, INTERPRET)
     v = v.to(tl.float32)
     if ROTATE:
         for stage in tl.static_range(11):
@@ -463,13 +465,13 @@ def _gemv_kernel(
     # With ADD_NORM the first row range's programs store the rows plus their residual, a slice each.
     xs = _codes(_activations(x_ptr + m.to(tl.int64) * stride_xm, pid_k * C * PER_WORD, K_X, C, PER_WORD, B, ROTATE,
                              GLU, r_ptr + m.to(tl.int64) * stride_rm, nw_ptr, h_ptr + m.to(tl.int64) * K_X,
-                             pid_n == 0, ADD_NORM, EPS, SPLIT), C, PER_WORD)
+                             pid_n == 0, ADD_NORM, EPS, SPLIT, INTERPRET), C, PER_WORD)
     second = m + 1 < M  # with MB = 2: the program has a second row
     if MB == 2:
         m2 = (m + second.to(tl.int32)).to(tl.int64)
         ys = _codes(_activations(x_ptr + m2 * stride_xm, pid_k * C * PER_WORD, tl.where(second, K_X, 0), C, PER_WORD,
                                  B, ROTATE, GLU, r_ptr + m2 * stride_rm, nw_ptr, h_ptr + m2 * K_X, pid_n == 0,
-                                 ADD_NORM, EPS, SPLIT), C, PER_WORD)
+                                 ADD_NORM, EPS, SPLIT, INTERPRET), C, PER_WORD)
 
     c_lane = lane_codebook(col, c_base, BITS, INTERPRET) if SHUFFLE else col
     bias_base = bias_ptr.to(tl.int64, bitcast=True)
